@@ -1,0 +1,776 @@
+// attention.cpp — fused scaled dot-product attention on the CPU (flash-attention style).
+//
+// Forward: one task per (b, h, block of BQ queries). For each block of BK keys (prefix keys first, then the
+// regular keys) the task computes the score tile S = (scale·Q)·Kᵀ, applies the masks, and folds it into a
+// running max / running sum (online softmax) while accumulating P·V. Only small per-thread tiles are
+// allocated; the Tq×(P+Tk) matrix never exists. lse = m + log(l) is saved for the backward.
+//
+// Backward (FlashAttention-2): P is recomputed from lse, D_i = dO_i·O_i, then per tile
+//   dV += Pᵀ dO,  dP = dO Vᵀ,  dS = P ∘ (dP − D),  dK += scale·dSᵀ Q,  dQ += scale·dS K.
+// Two schedules, chosen by the amount of parallelism:
+//   fused: one task per (b, kv head) owns dK/dV of that kv head and dQ of its query-head group;
+//   split: one task per (b, kv head, key block) for dK/dV, then one task per (b, h, query block) for dQ
+//          (recomputes S and dP once more, but keeps every core busy when B·Hkv is small).
+// Tasks are handed out dynamically (an atomic counter) since causal tiles have uneven cost.
+//
+// Masking semantics (as Hugging Face eager attention):
+//   s = clamp(scale·q·k + mask, −FLT_MAX, FLT_MAX); then s = −FLT_MAX where the key is causally hidden or
+//   key_keep == 0. All-masked rows therefore attend uniformly over all P+Tk keys. The gradient treats every
+//   mask as an additive constant (dS = P∘(dP−D) everywhere), which is what autograd through HF's
+//   `scores + causal_mask` gives; in particular an all-masked row still sends (uniform-weight) gradients to q/k.
+//
+// Precision note: when a row's lse is large in magnitude (e.g. all-masked rows, lse ≈ −FLT_MAX) the float
+// lse cannot carry log(l); the backward then recomputes the row's max and sum exactly instead of using lse.
+//
+// Vectorisation: tile kernels use GCC vector extensions (8 floats) and are compiled twice, for AVX2+FMA and
+// for the baseline ISA, with the choice made once at run time (__builtin_cpu_supports). No ifuncs.
+#include "attention.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cfloat>
+#include <cmath>
+#include <cstddef>
+#include <cstring>
+#include <functional>
+#include <vector>
+
+#include "../threadpool.h"
+
+namespace ad {
+namespace {
+
+constexpr int64_t BQ = 64;  // queries per tile
+constexpr int64_t BK = 64;  // keys per tile (also the leading dimension of score tiles)
+
+#define AD_AI inline __attribute__((always_inline))
+
+typedef float v8f __attribute__((vector_size(32)));
+#define AD_LD8(dst, p) std::memcpy(&(dst), (p), 32)
+#define AD_ST8(p, src) std::memcpy((p), &(src), 32)
+
+// ---------------------------------------------------------------------------------------------------------
+// Tile kernels (always_inline bodies, instantiated per ISA below)
+// ---------------------------------------------------------------------------------------------------------
+
+// C[MR x 16] (+)= A[MR x k] · B[k x 16]; A element (r, kk) at A[r*rsa + kk*csa]; B rows contiguous.
+template <int MR>
+AD_AI void mk16(int64_t k, const float* A, int64_t rsa, int64_t csa, const float* B, int64_t ldb, float* C,
+                int64_t ldc, bool accumulate) {
+  v8f c0[MR], c1[MR];
+  for (int r = 0; r < MR; r++) {
+    if (accumulate) {
+      AD_LD8(c0[r], C + r * ldc);
+      AD_LD8(c1[r], C + r * ldc + 8);
+    } else {
+      c0[r] = v8f{};
+      c1[r] = v8f{};
+    }
+  }
+  for (int64_t kk = 0; kk < k; kk++) {
+    v8f b0, b1;
+    AD_LD8(b0, B + kk * ldb);
+    AD_LD8(b1, B + kk * ldb + 8);
+    for (int r = 0; r < MR; r++) {
+      const float a = A[r * rsa + kk * csa];
+      c0[r] += a * b0;
+      c1[r] += a * b1;
+    }
+  }
+  for (int r = 0; r < MR; r++) {
+    AD_ST8(C + r * ldc, c0[r]);
+    AD_ST8(C + r * ldc + 8, c1[r]);
+  }
+}
+
+template <int MR>
+AD_AI void mk8(int64_t k, const float* A, int64_t rsa, int64_t csa, const float* B, int64_t ldb, float* C,
+               int64_t ldc, bool accumulate) {
+  v8f c0[MR];
+  for (int r = 0; r < MR; r++) {
+    if (accumulate)
+      AD_LD8(c0[r], C + r * ldc);
+    else
+      c0[r] = v8f{};
+  }
+  for (int64_t kk = 0; kk < k; kk++) {
+    v8f b0;
+    AD_LD8(b0, B + kk * ldb);
+    for (int r = 0; r < MR; r++) c0[r] += A[r * rsa + kk * csa] * b0;
+  }
+  for (int r = 0; r < MR; r++) AD_ST8(C + r * ldc, c0[r]);
+}
+
+template <int MR>
+AD_AI void mk_rows(int64_t n, int64_t k, const float* A, int64_t rsa, int64_t csa, const float* B, int64_t ldb,
+                   float* C, int64_t ldc, bool accumulate) {
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) mk16<MR>(k, A, rsa, csa, B + j, ldb, C + j, ldc, accumulate);
+  for (; j + 8 <= n; j += 8) mk8<MR>(k, A, rsa, csa, B + j, ldb, C + j, ldc, accumulate);
+  for (; j < n; j++) {  // scalar tail columns
+    for (int r = 0; r < MR; r++) {
+      float acc = accumulate ? C[r * ldc + j] : 0.f;
+      for (int64_t kk = 0; kk < k; kk++) acc += A[r * rsa + kk * csa] * B[kk * ldb + j];
+      C[r * ldc + j] = acc;
+    }
+  }
+}
+
+// C[m x n] (+)= A[m x k] · B[k x n]   (A strided arbitrarily, B and C row-major with leading dims).
+AD_AI void gemm_body(int64_t m, int64_t n, int64_t k, const float* A, int64_t rsa, int64_t csa, const float* B,
+                     int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4) mk_rows<4>(n, k, A + i * rsa, rsa, csa, B, ldb, C + i * ldc, ldc, accumulate);
+  switch (m - i) {
+    case 3: mk_rows<3>(n, k, A + i * rsa, rsa, csa, B, ldb, C + i * ldc, ldc, accumulate); break;
+    case 2: mk_rows<2>(n, k, A + i * rsa, rsa, csa, B, ldb, C + i * ldc, ldc, accumulate); break;
+    case 1: mk_rows<1>(n, k, A + i * rsa, rsa, csa, B, ldb, C + i * ldc, ldc, accumulate); break;
+    default: break;
+  }
+}
+
+// exp(x) for float, vectorisable (Cephes-style range reduction + degree-6 polynomial, ~2 ulp).
+// Returns exactly 0 for x < -87.33 (incl. -inf) so that masked scores contribute nothing.
+AD_AI float fexp(float x) {
+  const bool under = x < -87.33654f;
+  x = x < -87.33654f ? -87.33654f : x;
+  x = x > 88.37626f ? 88.37626f : x;
+  const float t = x * 1.44269504088896341f + 12582912.f;  // round to nearest via the 1.5·2^23 trick
+  const float n = t - 12582912.f;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500E-4f;
+  p = p * r + 1.3981999507E-3f;
+  p = p * r + 8.3334519073E-3f;
+  p = p * r + 4.1665795894E-2f;
+  p = p * r + 1.6666665459E-1f;
+  p = p * r + 5.0000001201E-1f;
+  const float y = p * r * r + r + 1.f;
+  const int32_t e = (int32_t)n + 127;  // in [1, 255) after the clamps
+  const uint32_t bits = (uint32_t)e << 23;
+  float scale;
+  std::memcpy(&scale, &bits, 4);
+  const float res = y * scale;
+  return under ? 0.f : res;
+}
+
+AD_AI float row_max(const float* s, int64_t n) {
+  float lane[8];
+  for (int l = 0; l < 8; l++) lane[l] = -FLT_MAX;
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int l = 0; l < 8; l++) lane[l] = s[j + l] > lane[l] ? s[j + l] : lane[l];
+  float mx = -FLT_MAX;
+  for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+  for (int l = 0; l < 8; l++) mx = lane[l] > mx ? lane[l] : mx;
+  return mx;
+}
+
+AD_AI float row_sum(const float* s, int64_t n) {
+  float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int l = 0; l < 8; l++) lane[l] += s[j + l];
+  float sum = 0.f;
+  for (; j < n; j++) sum += s[j];
+  for (int l = 0; l < 8; l++) sum += lane[l];
+  return sum;
+}
+
+AD_AI float row_dot(const float* a, const float* b, int64_t n) {
+  float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int l = 0; l < 8; l++) lane[l] += a[j + l] * b[j + l];
+  float sum = 0.f;
+  for (; j < n; j++) sum += a[j] * b[j];
+  for (int l = 0; l < 8; l++) sum += lane[l];
+  return sum;
+}
+
+// Online-softmax step for a tile: S (rows x n, ld BK) holds masked scores; m, l running max/sum;
+// acc (rows x dv, ld dv) running output. On return S holds P = exp(S - m_new) and acc is rescaled.
+AD_AI void online_softmax_body(int64_t rows, int64_t n, float* S, float* m, float* l, float* acc, int64_t dv) {
+  for (int64_t r = 0; r < rows; r++) {
+    float* s = S + r * BK;
+    const float mx = row_max(s, n);
+    const float m_old = m[r];
+    const float m_new = mx > m_old ? mx : m_old;
+    for (int64_t j = 0; j < n; j++) s[j] = fexp(s[j] - m_new);
+    const float sum = row_sum(s, n);
+    if (m_new != m_old) {
+      const float alpha = fexp(m_old - m_new);
+      l[r] = l[r] * alpha + sum;
+      float* a = acc + r * dv;
+      for (int64_t c = 0; c < dv; c++) a[c] *= alpha;
+    } else {
+      l[r] += sum;
+    }
+    m[r] = m_new;
+  }
+}
+
+// Backward: S (rows x n, ld BK) masked scores -> P = exp(S - mrow) * invl (in place).
+AD_AI void probs_body(int64_t rows, int64_t n, float* S, const float* mrow, const float* invl) {
+  for (int64_t r = 0; r < rows; r++) {
+    float* s = S + r * BK;
+    const float mm = mrow[r], il = invl[r];
+    for (int64_t j = 0; j < n; j++) s[j] = fexp(s[j] - mm) * il;
+  }
+}
+
+// dS = P ∘ (dP − D) in place into dP.
+AD_AI void dsoft_body(int64_t rows, int64_t n, const float* P, float* dP, const float* Drow) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float* p = P + r * BK;
+    float* d = dP + r * BK;
+    const float dd = Drow[r];
+    for (int64_t j = 0; j < n; j++) d[j] = p[j] * (d[j] - dd);
+  }
+}
+
+// Running (max, sum) statistics only (for the backward's exact recomputation of large-|lse| rows).
+AD_AI void stats_body(int64_t rows, int64_t n, float* S, float* m, float* l) {
+  for (int64_t r = 0; r < rows; r++) {
+    float* s = S + r * BK;
+    const float mx = row_max(s, n);
+    const float m_old = m[r];
+    const float m_new = mx > m_old ? mx : m_old;
+    for (int64_t j = 0; j < n; j++) s[j] = fexp(s[j] - m_new);
+    const float sum = row_sum(s, n);
+    l[r] = (m_new != m_old ? l[r] * fexp(m_old - m_new) : l[r]) + sum;
+    m[r] = m_new;
+  }
+}
+
+struct Kernels {
+  void (*gemm)(int64_t, int64_t, int64_t, const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t,
+               bool);
+  void (*online_softmax)(int64_t, int64_t, float*, float*, float*, float*, int64_t);
+  void (*probs)(int64_t, int64_t, float*, const float*, const float*);
+  void (*dsoft)(int64_t, int64_t, const float*, float*, const float*);
+  void (*stats)(int64_t, int64_t, float*, float*, float*);
+  const char* name;
+};
+
+#define AD_DEFINE_KERNELS(SUF, ATTR)                                                                          \
+  ATTR void gemm_##SUF(int64_t m, int64_t n, int64_t k, const float* A, int64_t rsa, int64_t csa,           \
+                       const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {                \
+    gemm_body(m, n, k, A, rsa, csa, B, ldb, C, ldc, accumulate);                                             \
+  }                                                                                                           \
+  ATTR void online_softmax_##SUF(int64_t rows, int64_t n, float* S, float* m, float* l, float* acc,          \
+                                 int64_t dv) {                                                                \
+    online_softmax_body(rows, n, S, m, l, acc, dv);                                                           \
+  }                                                                                                           \
+  ATTR void probs_##SUF(int64_t rows, int64_t n, float* S, const float* mrow, const float* invl) {           \
+    probs_body(rows, n, S, mrow, invl);                                                                       \
+  }                                                                                                           \
+  ATTR void dsoft_##SUF(int64_t rows, int64_t n, const float* P, float* dP, const float* Drow) {             \
+    dsoft_body(rows, n, P, dP, Drow);                                                                         \
+  }                                                                                                           \
+  ATTR void stats_##SUF(int64_t rows, int64_t n, float* S, float* m, float* l) { stats_body(rows, n, S, m, l); }
+
+AD_DEFINE_KERNELS(generic, )
+#if defined(__x86_64__) && defined(__GNUC__)
+AD_DEFINE_KERNELS(avx2, __attribute__((target("avx2,fma"))))
+#endif
+
+const Kernels& kernels() {
+  static const Kernels k = [] {
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+      return Kernels{gemm_avx2, online_softmax_avx2, probs_avx2, dsoft_avx2, stats_avx2, "avx2"};
+#endif
+    return Kernels{gemm_generic, online_softmax_generic, probs_generic, dsoft_generic, stats_generic, "generic"};
+  }();
+  return k;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Shared helpers
+// ---------------------------------------------------------------------------------------------------------
+
+// A block of keys: either prefix keys [j0, j0+n) of pk/pv or regular keys [j0, j0+n) of k/v.
+struct KeyBlock {
+  bool prefix;
+  int64_t j0, n;
+};
+
+int64_t num_key_blocks(const AttnParams& p) { return (p.P + BK - 1) / BK + (p.Tk + BK - 1) / BK; }
+
+KeyBlock key_block(const AttnParams& p, int64_t kb) {
+  const int64_t npb = (p.P + BK - 1) / BK;
+  if (kb < npb) return {true, kb * BK, std::min(BK, p.P - kb * BK)};
+  const int64_t r = kb - npb;
+  return {false, r * BK, std::min(BK, p.Tk - r * BK)};
+}
+
+// Is the whole key block causally hidden from every query of [i0, i0+nq)?
+bool causally_hidden(const AttnParams& p, const KeyBlock& kb, int64_t i0, int64_t nq) {
+  if (!p.causal || kb.prefix) return false;
+  return kb.j0 > (i0 + nq - 1) + (p.Tk - p.Tq);
+}
+
+// Key/value row pointers of a block for batch b, kv head g.
+const float* key_rows(const AttnParams& p, const float* k, const float* pk, int64_t b, int64_t g,
+                      const KeyBlock& kb) {
+  if (kb.prefix) return pk + ((b * p.Hkv + g) * p.P + kb.j0) * p.D;
+  return k + ((b * p.Hkv + g) * p.Tk + kb.j0) * p.D;
+}
+const float* value_rows(const AttnParams& p, const float* v, const float* pv, int64_t b, int64_t g,
+                        const KeyBlock& kb) {
+  if (kb.prefix) return pv + ((b * p.Hkv + g) * p.P + kb.j0) * p.Dv;
+  return v + ((b * p.Hkv + g) * p.Tk + kb.j0) * p.Dv;
+}
+
+// rows x cols (ld src_ld) -> cols x rows (ld dst_ld)
+void transpose(const float* src, int64_t rows, int64_t cols, int64_t src_ld, float* dst, int64_t dst_ld) {
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t c = 0; c < cols; c++) dst[c * dst_ld + r] = src[r * src_ld + c];
+}
+
+// Applies the additive mask, clamping, causal and key_keep masks to a score tile S (nq x kb.n, ld BK) whose
+// rows are queries [i0, i0+nq) of (b, h).
+void apply_masks(const AttnParams& p, int64_t b, int64_t h, int64_t i0, int64_t nq, const KeyBlock& kb, float* S) {
+  const int64_t jg0 = kb.prefix ? kb.j0 : p.P + kb.j0;  // index among the P+Tk keys
+  const int64_t n = kb.n;
+  for (int64_t r = 0; r < nq; r++) {
+    float* s = S + r * BK;
+    if (p.mask) {
+      const float* mr = p.mask + b * p.mask_sb + h * p.mask_sh + (i0 + r) * p.mask_si + jg0 * p.mask_sj;
+      const int64_t sj = p.mask_sj;
+      if (sj == 1) {
+        for (int64_t j = 0; j < n; j++) {
+          const float x = s[j] + mr[j];
+          s[j] = x < -FLT_MAX ? -FLT_MAX : (x > FLT_MAX ? FLT_MAX : x);
+        }
+      } else {
+        for (int64_t j = 0; j < n; j++) {
+          const float x = s[j] + mr[j * sj];
+          s[j] = x < -FLT_MAX ? -FLT_MAX : (x > FLT_MAX ? FLT_MAX : x);
+        }
+      }
+    } else {
+      for (int64_t j = 0; j < n; j++) {
+        const float x = s[j];
+        s[j] = x < -FLT_MAX ? -FLT_MAX : (x > FLT_MAX ? FLT_MAX : x);
+      }
+    }
+    if (p.key_keep) {
+      const uint8_t* kk = p.key_keep + b * (p.P + p.Tk) + jg0;
+      for (int64_t j = 0; j < n; j++)
+        if (!kk[j]) s[j] = -FLT_MAX;
+    }
+    if (p.causal && !kb.prefix) {
+      // visible iff j0 + j <= i + (Tk - Tq)  <=>  j <= lim
+      const int64_t lim = (i0 + r) + (p.Tk - p.Tq) - kb.j0;
+      for (int64_t j = std::max<int64_t>(lim + 1, 0); j < n; j++) s[j] = -FLT_MAX;
+    }
+  }
+}
+
+// Runs fn(task, scratch) for task in [0, ntasks) on the pool with dynamic scheduling. make_scratch is
+// called once per participating thread.
+template <class Scratch, class Make, class Fn>
+void run_tasks(int64_t ntasks, Make make_scratch, Fn fn) {
+  if (ntasks <= 0) return;
+  std::atomic<int64_t> next{0};
+  const int nt = (int)std::min<int64_t>(ntasks, num_threads());
+  parallel_run(nt, [&](int, int) {
+    Scratch sc = make_scratch();
+    for (;;) {
+      const int64_t t = next.fetch_add(1, std::memory_order_relaxed);
+      if (t >= ntasks) break;
+      fn(t, sc);
+    }
+  });
+}
+
+// Scaled copy of query rows [i0, i0+nq) of (b, h) into Qs (nq x D).
+void load_q(const AttnParams& p, const float* q, int64_t b, int64_t h, int64_t i0, int64_t nq, float* Qs) {
+  const float* src = q + ((b * p.H + h) * p.Tq + i0) * p.D;
+  const int64_t cnt = nq * p.D;
+  for (int64_t x = 0; x < cnt; x++) Qs[x] = src[x] * p.scale;
+}
+
+struct FwdScratch {
+  std::vector<float> Qs, Kt, S, acc, m, l;
+};
+
+struct BwdScratch {
+  std::vector<float> Qs, Kt, Vt, S, dP, dKacc, dVacc, dQacc, m, l;
+};
+
+bool params_ok(const AttnParams& p) {
+  return p.B > 0 && p.H > 0 && p.Hkv > 0 && p.H % p.Hkv == 0 && p.Tq > 0 && p.Tk >= 0 && p.P >= 0 &&
+         p.P + p.Tk > 0 && p.D >= 0 && p.Dv >= 0;
+}
+
+}  // namespace
+
+// -------------------------------------------------------------------------------------------------------------
+// Forward
+// -------------------------------------------------------------------------------------------------------------
+
+void attention_fwd_cpu(const AttnParams& p, const float* q, const float* k, const float* v, const float* pk,
+                       const float* pv, float* out, float* lse) {
+  if (p.B <= 0 || p.H <= 0 || p.Tq <= 0) return;
+  if (!params_ok(p)) {
+    // No keys at all (P + Tk == 0) or inconsistent heads: define the output as zeros.
+    std::fill(out, out + p.B * p.H * p.Tq * std::max<int64_t>(p.Dv, 0), 0.f);
+    std::fill(lse, lse + p.B * p.H * p.Tq, -FLT_MAX);
+    return;
+  }
+  const Kernels& K = kernels();
+  const int64_t nqb = (p.Tq + BQ - 1) / BQ;
+  const int64_t nkb = num_key_blocks(p);
+  const int64_t group = p.H / p.Hkv;
+  const int64_t D = p.D, Dv = p.Dv;
+
+  run_tasks<FwdScratch>(
+      p.B * p.H * nqb,
+      [&] {
+        FwdScratch s;
+        s.Qs.resize(BQ * D + 1);
+        s.Kt.resize(D * BK + 1);
+        s.S.resize(BQ * BK);
+        s.acc.resize(BQ * Dv + 1);
+        s.m.resize(BQ);
+        s.l.resize(BQ);
+        return s;
+      },
+      [&](int64_t task, FwdScratch& s) {
+        const int64_t qb = task % nqb, bh = task / nqb;
+        const int64_t h = bh % p.H, b = bh / p.H, g = h / group;
+        const int64_t i0 = qb * BQ, nq = std::min(BQ, p.Tq - i0);
+        load_q(p, q, b, h, i0, nq, s.Qs.data());
+        std::fill(s.acc.begin(), s.acc.end(), 0.f);
+        std::fill(s.m.begin(), s.m.end(), -FLT_MAX);
+        std::fill(s.l.begin(), s.l.end(), 0.f);
+
+        auto do_block = [&](const KeyBlock& kb) {
+          const float* kr = key_rows(p, k, pk, b, g, kb);
+          const float* vr = value_rows(p, v, pv, b, g, kb);
+          transpose(kr, kb.n, D, D, s.Kt.data(), BK);
+          K.gemm(nq, kb.n, D, s.Qs.data(), D, 1, s.Kt.data(), BK, s.S.data(), BK, false);
+          apply_masks(p, b, h, i0, nq, kb, s.S.data());
+          K.online_softmax(nq, kb.n, s.S.data(), s.m.data(), s.l.data(), s.acc.data(), Dv);
+          K.gemm(nq, Dv, kb.n, s.S.data(), BK, 1, vr, Dv, s.acc.data(), Dv, true);
+        };
+
+        bool skipped = false;
+        for (int64_t kbi = 0; kbi < nkb; kbi++) {
+          const KeyBlock kb = key_block(p, kbi);
+          if (causally_hidden(p, kb, i0, nq)) {
+            skipped = true;
+            continue;
+          }
+          do_block(kb);
+        }
+        if (skipped) {
+          // A row whose every visible score is -FLT_MAX attends uniformly over *all* keys, including the
+          // skipped (causally hidden, hence also -FLT_MAX) ones. For other rows those keys contribute
+          // exp(-FLT_MAX - m) == 0 exactly, so re-running them is harmless.
+          bool any_uniform = false;
+          for (int64_t r = 0; r < nq; r++) any_uniform |= (s.m[r] == -FLT_MAX);
+          if (any_uniform)
+            for (int64_t kbi = 0; kbi < nkb; kbi++) {
+              const KeyBlock kb = key_block(p, kbi);
+              if (causally_hidden(p, kb, i0, nq)) do_block(kb);
+            }
+        }
+
+        float* o = out + ((b * p.H + h) * p.Tq + i0) * Dv;
+        float* ls = lse + (b * p.H + h) * p.Tq + i0;
+        for (int64_t r = 0; r < nq; r++) {
+          const float inv = 1.f / s.l[r];  // l >= 1 (the max element contributes exp(0))
+          for (int64_t c = 0; c < Dv; c++) o[r * Dv + c] = s.acc[r * Dv + c] * inv;
+          ls[r] = s.m[r] + std::log(s.l[r]);
+        }
+      });
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// Backward
+// -------------------------------------------------------------------------------------------------------------
+
+void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, const float* v, const float* pk,
+                       const float* pv, const float* out, const float* lse, const float* dout, float* dq, float* dk,
+                       float* dv, float* dpk, float* dpv) {
+  if (p.B <= 0 || p.H <= 0 || p.Hkv <= 0) return;
+  const int64_t D = p.D, Dv = p.Dv;
+  std::fill(dq, dq + p.B * p.H * std::max<int64_t>(p.Tq, 0) * D, 0.f);
+  std::fill(dk, dk + p.B * p.Hkv * p.Tk * D, 0.f);
+  std::fill(dv, dv + p.B * p.Hkv * p.Tk * Dv, 0.f);
+  if (p.P > 0 && dpk) std::fill(dpk, dpk + p.B * p.Hkv * p.P * D, 0.f);
+  if (p.P > 0 && dpv) std::fill(dpv, dpv + p.B * p.Hkv * p.P * Dv, 0.f);
+  if (!params_ok(p)) return;
+
+  const Kernels& K = kernels();
+  const int64_t nqb = (p.Tq + BQ - 1) / BQ;
+  const int64_t nkb = num_key_blocks(p);
+  const int64_t group = p.H / p.Hkv;
+  const int64_t rows = p.B * p.H * p.Tq;
+
+  // Per-row statistics: P = exp(S - mrow) * invl, Dd = dO·O; noskip[b,h,qb] when a row of that query
+  // block is all-masked (uniform), which then needs every key block, causally hidden ones included.
+  std::vector<float> mrow(rows), invl(rows), Dd(rows);
+  std::vector<uint8_t> noskip(p.B * p.H * nqb, 0);
+
+  auto make_bwd_scratch = [&] {
+    BwdScratch s;
+    s.Qs.resize(BQ * D + 1);
+    s.Kt.resize(D * BK + 1);
+    s.Vt.resize(Dv * BK + 1);
+    s.S.resize(BQ * BK);
+    s.dP.resize(BQ * BK);
+    s.dKacc.resize(BK * D + 1);
+    s.dVacc.resize(BK * Dv + 1);
+    s.dQacc.resize(BQ * D + 1);
+    s.m.resize(BQ);
+    s.l.resize(BQ);
+    return s;
+  };
+
+  // Threshold on |lse| above which the float lse is too coarse to recover P (ulp(64) ≈ 7.6e-6).
+  constexpr float kLseExact = 64.f;
+
+  run_tasks<BwdScratch>(p.B * p.H * nqb, make_bwd_scratch, [&](int64_t task, BwdScratch& s) {
+    const int64_t qb = task % nqb, bh = task / nqb;
+    const int64_t h = bh % p.H, b = bh / p.H, g = h / group;
+    const int64_t i0 = qb * BQ, nq = std::min(BQ, p.Tq - i0);
+    const int64_t row0 = bh * p.Tq + i0;
+    bool any_flag = false;
+    for (int64_t r = 0; r < nq; r++) {
+      const float L = lse[row0 + r];
+      mrow[row0 + r] = L;
+      invl[row0 + r] = 1.f;
+      Dd[row0 + r] = row_dot(dout + (row0 + r) * Dv, out + (row0 + r) * Dv, Dv);
+      if (!(std::fabs(L) <= kLseExact)) any_flag = true;
+    }
+    if (!any_flag) return;
+    // Recompute max and sum exactly for this block over every key (no causal skipping).
+    load_q(p, q, b, h, i0, nq, s.Qs.data());
+    std::fill(s.m.begin(), s.m.end(), -FLT_MAX);
+    std::fill(s.l.begin(), s.l.end(), 0.f);
+    for (int64_t kbi = 0; kbi < nkb; kbi++) {
+      const KeyBlock kb = key_block(p, kbi);
+      transpose(key_rows(p, k, pk, b, g, kb), kb.n, D, D, s.Kt.data(), BK);
+      K.gemm(nq, kb.n, D, s.Qs.data(), D, 1, s.Kt.data(), BK, s.S.data(), BK, false);
+      apply_masks(p, b, h, i0, nq, kb, s.S.data());
+      K.stats(nq, kb.n, s.S.data(), s.m.data(), s.l.data());
+    }
+    for (int64_t r = 0; r < nq; r++) {
+      if (std::fabs(lse[row0 + r]) <= kLseExact) continue;
+      mrow[row0 + r] = s.m[r];
+      invl[row0 + r] = 1.f / s.l[r];
+      if (s.m[r] == -FLT_MAX) noskip[task] = 1;
+    }
+  });
+
+  // One (query block, key block) tile: S -> P (in s.S), dP -> dS (in s.dP). Returns false if skipped.
+  auto tile = [&](BwdScratch& s, int64_t b, int64_t h, int64_t g, int64_t qb, const KeyBlock& kb, bool need_vt,
+                  bool q_loaded) -> bool {
+    const int64_t i0 = qb * BQ, nq = std::min(BQ, p.Tq - i0);
+    if (causally_hidden(p, kb, i0, nq) && !noskip[(b * p.H + h) * nqb + qb]) return false;
+    const int64_t row0 = (b * p.H + h) * p.Tq + i0;
+    if (!q_loaded) load_q(p, q, b, h, i0, nq, s.Qs.data());
+    if (need_vt) {
+      transpose(key_rows(p, k, pk, b, g, kb), kb.n, D, D, s.Kt.data(), BK);
+      transpose(value_rows(p, v, pv, b, g, kb), kb.n, Dv, Dv, s.Vt.data(), BK);
+    }
+    K.gemm(nq, kb.n, D, s.Qs.data(), D, 1, s.Kt.data(), BK, s.S.data(), BK, false);
+    apply_masks(p, b, h, i0, nq, kb, s.S.data());
+    K.probs(nq, kb.n, s.S.data(), mrow.data() + row0, invl.data() + row0);
+    K.gemm(nq, kb.n, Dv, dout + row0 * Dv, Dv, 1, s.Vt.data(), BK, s.dP.data(), BK, false);
+    K.dsoft(nq, kb.n, s.S.data(), s.dP.data(), Dd.data() + row0);
+    return true;
+  };
+
+  // dK/dV (and optionally dQ) for key blocks [kb_begin, kb_end) of (b, g).
+  auto kv_pass = [&](BwdScratch& s, int64_t b, int64_t g, int64_t kb_begin, int64_t kb_end, bool do_dq) {
+    for (int64_t kbi = kb_begin; kbi < kb_end; kbi++) {
+      const KeyBlock kb = key_block(p, kbi);
+      const float* kr = key_rows(p, k, pk, b, g, kb);
+      transpose(kr, kb.n, D, D, s.Kt.data(), BK);
+      transpose(value_rows(p, v, pv, b, g, kb), kb.n, Dv, Dv, s.Vt.data(), BK);
+      std::fill(s.dKacc.begin(), s.dKacc.end(), 0.f);
+      std::fill(s.dVacc.begin(), s.dVacc.end(), 0.f);
+      bool touched = false;
+      for (int64_t h = g * group; h < (g + 1) * group; h++)
+        for (int64_t qb = 0; qb < nqb; qb++) {
+          if (!tile(s, b, h, g, qb, kb, false, false)) continue;
+          touched = true;
+          const int64_t i0 = qb * BQ, nq = std::min(BQ, p.Tq - i0);
+          const int64_t row0 = (b * p.H + h) * p.Tq + i0;
+          // dV += Pᵀ dO ; dK += dSᵀ (scale·Q)
+          K.gemm(kb.n, Dv, nq, s.S.data(), 1, BK, dout + row0 * Dv, Dv, s.dVacc.data(), Dv, true);
+          K.gemm(kb.n, D, nq, s.dP.data(), 1, BK, s.Qs.data(), D, s.dKacc.data(), D, true);
+          // dQ += dS K   (scaled by `scale` at the end)
+          if (do_dq) K.gemm(nq, D, kb.n, s.dP.data(), BK, 1, kr, D, dq + row0 * D, D, true);
+        }
+      if (!touched) continue;  // outputs were zeroed up front
+      float* dkr = kb.prefix ? (dpk ? dpk + ((b * p.Hkv + g) * p.P + kb.j0) * D : nullptr)
+                             : dk + ((b * p.Hkv + g) * p.Tk + kb.j0) * D;
+      float* dvr = kb.prefix ? (dpv ? dpv + ((b * p.Hkv + g) * p.P + kb.j0) * Dv : nullptr)
+                             : dv + ((b * p.Hkv + g) * p.Tk + kb.j0) * Dv;
+      if (dkr) std::copy(s.dKacc.begin(), s.dKacc.begin() + kb.n * D, dkr);
+      if (dvr) std::copy(s.dVacc.begin(), s.dVacc.begin() + kb.n * Dv, dvr);
+    }
+  };
+
+  const int64_t nth = num_threads();
+  const bool fused = nth <= 1 || p.B * p.Hkv >= 2 * nth;
+  if (fused) {
+    run_tasks<BwdScratch>(p.B * p.Hkv, make_bwd_scratch, [&](int64_t task, BwdScratch& s) {
+      kv_pass(s, task / p.Hkv, task % p.Hkv, 0, nkb, true);
+    });
+  } else {
+    run_tasks<BwdScratch>(p.B * p.Hkv * nkb, make_bwd_scratch, [&](int64_t task, BwdScratch& s) {
+      const int64_t kbi = task % nkb, bg = task / nkb;
+      kv_pass(s, bg / p.Hkv, bg % p.Hkv, kbi, kbi + 1, false);
+    });
+    run_tasks<BwdScratch>(p.B * p.H * nqb, make_bwd_scratch, [&](int64_t task, BwdScratch& s) {
+      const int64_t qb = task % nqb, bh = task / nqb;
+      const int64_t h = bh % p.H, b = bh / p.H, g = h / group;
+      const int64_t i0 = qb * BQ, nq = std::min(BQ, p.Tq - i0);
+      const int64_t row0 = bh * p.Tq + i0;
+      load_q(p, q, b, h, i0, nq, s.Qs.data());
+      std::fill(s.dQacc.begin(), s.dQacc.end(), 0.f);
+      for (int64_t kbi = 0; kbi < nkb; kbi++) {
+        const KeyBlock kb = key_block(p, kbi);
+        if (!tile(s, b, h, g, qb, kb, true, true)) continue;
+        K.gemm(nq, D, kb.n, s.dP.data(), BK, 1, key_rows(p, k, pk, b, g, kb), D, s.dQacc.data(), D, true);
+      }
+      std::copy(s.dQacc.begin(), s.dQacc.begin() + nq * D, dq + row0 * D);
+    });
+  }
+  // dq holds dS·K; the true gradient is scale·dS·K.
+  const int64_t nd = p.B * p.H * p.Tq * D;
+  parallel_for(nd, 1 << 16, [&](int64_t a, int64_t e) {
+    for (int64_t x = a; x < e; x++) dq[x] *= p.scale;
+  });
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// Naive reference (double precision, one materialised score row at a time). Not declared in attention.h;
+// tests declare it themselves. round_scores = true reproduces the float kernel's masking arithmetic
+// (scores rounded to float before the mask is added, so a finfo.min mask saturates exactly as in f32);
+// false keeps everything in double (smooth in the inputs: for finite-difference checks).
+// -------------------------------------------------------------------------------------------------------------
+
+namespace {
+
+void ref_scores(const AttnParams& p, const float* q, const float* k, const float* pk, int64_t b, int64_t h,
+                int64_t i, bool round_scores, std::vector<double>& s) {
+  const int64_t N = p.P + p.Tk, g = h / (p.H / p.Hkv);
+  s.assign(N, 0.0);
+  const float* qi = q + ((b * p.H + h) * p.Tq + i) * p.D;
+  for (int64_t j = 0; j < N; j++) {
+    const float* kj = j < p.P ? pk + ((b * p.Hkv + g) * p.P + j) * p.D : k + ((b * p.Hkv + g) * p.Tk + j - p.P) * p.D;
+    double dot = 0;
+    for (int64_t d = 0; d < p.D; d++) dot += (double)qi[d] * (double)kj[d];
+    const double x = (double)p.scale * dot;
+    const double mval =
+        p.mask ? (double)p.mask[b * p.mask_sb + h * p.mask_sh + i * p.mask_si + j * p.mask_sj] : 0.0;
+    double sc;
+    if (round_scores) {
+      float xf = (float)x;
+      if (p.mask) xf = xf + (float)mval;
+      xf = xf < -FLT_MAX ? -FLT_MAX : (xf > FLT_MAX ? FLT_MAX : xf);
+      sc = xf;
+    } else {
+      sc = x + mval;
+      sc = sc < -FLT_MAX ? -FLT_MAX : (sc > FLT_MAX ? FLT_MAX : sc);
+    }
+    bool hidden = false;
+    if (p.key_keep && !p.key_keep[b * N + j]) hidden = true;
+    if (p.causal && j >= p.P && (j - p.P) > i + (p.Tk - p.Tq)) hidden = true;
+    s[j] = hidden ? -(double)FLT_MAX : sc;
+  }
+}
+
+void ref_softmax(std::vector<double>& s, double* lse_out) {
+  double m = -INFINITY;
+  for (double x : s) m = std::max(m, x);
+  double sum = 0;
+  for (double& x : s) {
+    x = std::exp(x - m);
+    sum += x;
+  }
+  for (double& x : s) x /= sum;
+  if (lse_out) *lse_out = m + std::log(sum);
+}
+
+}  // namespace
+
+void attention_ref_fwd(const AttnParams& p, const float* q, const float* k, const float* v, const float* pk,
+                       const float* pv, double* out, double* lse, bool round_scores) {
+  const int64_t N = p.P + p.Tk;
+  std::vector<double> s;
+  for (int64_t b = 0; b < p.B; b++)
+    for (int64_t h = 0; h < p.H; h++) {
+      const int64_t g = h / (p.H / p.Hkv);
+      for (int64_t i = 0; i < p.Tq; i++) {
+        ref_scores(p, q, k, pk, b, h, i, round_scores, s);
+        const int64_t row = (b * p.H + h) * p.Tq + i;
+        ref_softmax(s, lse ? lse + row : nullptr);
+        double* o = out + row * p.Dv;
+        for (int64_t c = 0; c < p.Dv; c++) o[c] = 0;
+        for (int64_t j = 0; j < N; j++) {
+          const float* vj =
+              j < p.P ? pv + ((b * p.Hkv + g) * p.P + j) * p.Dv : v + ((b * p.Hkv + g) * p.Tk + j - p.P) * p.Dv;
+          for (int64_t c = 0; c < p.Dv; c++) o[c] += s[j] * vj[c];
+        }
+      }
+    }
+}
+
+void attention_ref_bwd(const AttnParams& p, const float* q, const float* k, const float* v, const float* pk,
+                       const float* pv, const float* dout, double* dq, double* dk, double* dv, double* dpk,
+                       double* dpv, bool round_scores) {
+  const int64_t N = p.P + p.Tk, D = p.D, Dv = p.Dv;
+  std::fill(dq, dq + p.B * p.H * p.Tq * D, 0.0);
+  std::fill(dk, dk + p.B * p.Hkv * p.Tk * D, 0.0);
+  std::fill(dv, dv + p.B * p.Hkv * p.Tk * Dv, 0.0);
+  if (p.P > 0) {
+    std::fill(dpk, dpk + p.B * p.Hkv * p.P * D, 0.0);
+    std::fill(dpv, dpv + p.B * p.Hkv * p.P * Dv, 0.0);
+  }
+  std::vector<double> s, dP(N);
+  for (int64_t b = 0; b < p.B; b++)
+    for (int64_t h = 0; h < p.H; h++) {
+      const int64_t g = h / (p.H / p.Hkv);
+      for (int64_t i = 0; i < p.Tq; i++) {
+        ref_scores(p, q, k, pk, b, h, i, round_scores, s);
+        ref_softmax(s, nullptr);
+        const int64_t row = (b * p.H + h) * p.Tq + i;
+        const float* doi = dout + row * Dv;
+        const float* qi = q + row * D;
+        double Di = 0;
+        for (int64_t j = 0; j < N; j++) {
+          const float* vj = j < p.P ? pv + ((b * p.Hkv + g) * p.P + j) * Dv : v + ((b * p.Hkv + g) * p.Tk + j - p.P) * Dv;
+          double acc = 0;
+          for (int64_t c = 0; c < Dv; c++) acc += (double)doi[c] * vj[c];
+          dP[j] = acc;
+          Di += s[j] * acc;
+        }
+        for (int64_t j = 0; j < N; j++) {
+          const bool pre = j < p.P;
+          const int64_t off = pre ? ((b * p.Hkv + g) * p.P + j) : ((b * p.Hkv + g) * p.Tk + j - p.P);
+          const float* kj = (pre ? pk : k) + off * D;
+          double* dkj = (pre ? dpk : dk) + off * D;
+          double* dvj = (pre ? dpv : dv) + off * Dv;
+          const double ds = s[j] * (dP[j] - Di) * p.scale;
+          for (int64_t d = 0; d < D; d++) {
+            dq[row * D + d] += ds * kj[d];
+            dkj[d] += ds * qi[d];
+          }
+          for (int64_t c = 0; c < Dv; c++) dvj[c] += s[j] * doi[c];
+        }
+      }
+    }
+}
+
+}  // namespace ad

@@ -1,0 +1,37 @@
+// attention.h — fused scaled dot-product attention (flash-style: tiles of keys, online softmax), CPU.
+// Legend: B = batch, H = query heads, Hkv = key/value heads (H % Hkv == 0, grouped-query attention),
+// Tq = query length, Tk = key length, P = prefix length (extra keys/values placed before the keys,
+// e.g. prefix tuning), D = head dim of q/k, Dv = head dim of v. Keys seen by query i: prefix j < P always,
+// then key j (0-based among the Tk) when !causal or j <= i + (Tk - Tq).
+// Masking follows Hugging Face's additive-mask semantics: a masked score becomes the lowest finite float,
+// not -inf, so a query whose keys are all masked attends uniformly (no NaN), as `transformers` does.
+// Memory: O(B*H*Tq*(D+1)) extra (the log-sum-exp per query); the Tq×(P+Tk) matrix is never materialised.
+#pragma once
+#include <cstdint>
+
+namespace ad {
+
+struct AttnParams {
+  int64_t B, H, Hkv, Tq, Tk, P, D, Dv;
+  float scale;
+  bool causal;
+  // Optional additive mask over (B, H, Tq, P+Tk) given by element strides (0 = broadcast); null = none.
+  const float* mask = nullptr;
+  int64_t mask_sb = 0, mask_sh = 0, mask_si = 0, mask_sj = 0;
+  // Optional key padding mask (B, P+Tk): nonzero = keep. null = none.
+  const uint8_t* key_keep = nullptr;
+};
+
+// q: (B,H,Tq,D)  k: (B,Hkv,Tk,D)  v: (B,Hkv,Tk,Dv)  pk: (B,Hkv,P,D)  pv: (B,Hkv,P,Dv) (null when P == 0)
+// out: (B,H,Tq,Dv)  lse: (B,H,Tq) log-sum-exp of the scaled, masked scores (saved for backward)
+// All contiguous f32.
+void attention_fwd_cpu(const AttnParams& p, const float* q, const float* k, const float* v, const float* pk,
+                       const float* pv, float* out, float* lse);
+
+// dout: (B,H,Tq,Dv). Writes (overwrites) dq, dk, dv, dpk, dpv (same shapes as their inputs; dpk/dpv may be
+// null when P == 0). Gradients w.r.t. the mask are not produced (masks are constants).
+void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, const float* v, const float* pk,
+                       const float* pv, const float* out, const float* lse, const float* dout, float* dq, float* dk,
+                       float* dv, float* dpk, float* dpv);
+
+}  // namespace ad

@@ -1,0 +1,109 @@
+// attention_op.cpp — the attention op: validates shapes and masks, then runs the fused kernel in
+// attention.cpp. Inputs: q (B,H,Tq,D), k (B,Hkv,Tk,D), v (B,Hkv,Tk,Dv), mask? additive float broadcastable
+// to (B,H,Tq,P+Tk), key_keep? bool (B, P+Tk), prefix_k? (B,Hkv,P,D), prefix_v? (B,Hkv,P,Dv).
+// Outputs: out (B,H,Tq,Dv), lse (B,H,Tq). attention_bwd adds out, lse, dout and returns dq, dk, dv,
+// [dprefix_k, dprefix_v].
+#include "attention.h"
+
+#include <cmath>
+
+#include "../op.h"
+
+namespace ad {
+namespace {
+
+struct Prepared {
+  AttnParams p;
+  Tensor q, k, v, pk, pv, mask, keep;
+};
+
+Prepared prepare(OpCtx& c) {
+  c.expect_inputs(3);
+  Prepared r;
+  r.q = c.f32(0);
+  r.k = c.f32(1);
+  r.v = c.f32(2);
+  auto& q = r.q;
+  auto& k = r.k;
+  auto& v = r.v;
+  if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4)
+    c.fail("ShapeError", "q, k, v must be 4-D (B, H, T, D), got " + shape_str(q.shape) + ", " + shape_str(k.shape) + ", " + shape_str(v.shape));
+  AttnParams& p = r.p;
+  p.B = q.shape[0]; p.H = q.shape[1]; p.Tq = q.shape[2]; p.D = q.shape[3];
+  p.Hkv = k.shape[1]; p.Tk = k.shape[2]; p.Dv = v.shape[3];
+  if (k.shape[0] != p.B || v.shape[0] != p.B || v.shape[1] != p.Hkv || v.shape[2] != p.Tk || k.shape[3] != p.D)
+    c.fail("ShapeError", "q " + shape_str(q.shape) + ", k " + shape_str(k.shape) + ", v " + shape_str(v.shape) + " are inconsistent");
+  if (p.Hkv == 0 || p.H % p.Hkv)
+    c.fail("ShapeError", "query heads (" + std::to_string(p.H) + ") must be a multiple of key/value heads (" + std::to_string(p.Hkv) + ")");
+  p.P = 0;
+  if (c.has(5) != c.has(6)) c.fail("ValueError", "prefix_k and prefix_v must be given together");
+  if (c.has(5)) {
+    r.pk = c.f32(5);
+    r.pv = c.f32(6);
+    p.P = r.pk.dim() == 4 ? r.pk.shape[2] : -1;
+    if (r.pk.dim() != 4 || r.pk.shape[0] != p.B || r.pk.shape[1] != p.Hkv || r.pk.shape[3] != p.D || r.pv.dim() != 4 ||
+        r.pv.shape[0] != p.B || r.pv.shape[1] != p.Hkv || r.pv.shape[2] != p.P || r.pv.shape[3] != p.Dv)
+      c.fail("ShapeError", "prefix_k " + shape_str(r.pk.shape) + " / prefix_v " + shape_str(r.pv.shape) +
+                               " must be (B, Hkv, P, D) / (B, Hkv, P, Dv) matching k " + shape_str(k.shape));
+  }
+  int64_t S = p.P + p.Tk;
+  p.scale = (float)c.f("scale", 1.0 / std::sqrt((double)p.D));
+  p.causal = c.b("causal", false);
+  if (c.has(3)) {
+    Tensor m = c.f32(3);
+    std::vector<int64_t> full = {p.B, p.H, p.Tq, S};
+    if (m.dim() > 4) c.fail("ShapeError", "mask " + shape_str(m.shape) + " has more than 4 dims");
+    auto bs = broadcast_shapes(c, full, m.shape);
+    if (bs != full) c.fail("ShapeError", "mask " + shape_str(m.shape) + " does not broadcast to " + shape_str(full));
+    auto st = broadcast_strides(m, full);
+    r.mask = m;
+    p.mask = m.data<float>();
+    p.mask_sb = st[0]; p.mask_sh = st[1]; p.mask_si = st[2]; p.mask_sj = st[3];
+  }
+  if (c.has(4)) {
+    const Tensor& kk = c.input(4);
+    if (kk.dtype != DType::BOOL) c.fail("DTypeError", "key padding mask must be bool, got " + std::string(dtype_name(kk.dtype)));
+    if (kk.dim() != 2 || kk.shape[0] != p.B || kk.shape[1] != S)
+      c.fail("ShapeError", "key padding mask " + shape_str(kk.shape) + " must be [B, P+Tk] = [" + std::to_string(p.B) + ", " + std::to_string(S) + "]");
+    r.keep = contiguous(kk);
+    p.key_keep = r.keep.data<uint8_t>();
+  }
+  return r;
+}
+
+}  // namespace
+
+void op_attention(OpCtx& c) {
+  Prepared r = prepare(c);
+  const AttnParams& p = r.p;
+  Tensor out = Tensor::empty({p.B, p.H, p.Tq, p.Dv}, DType::F32);
+  Tensor lse = Tensor::empty({p.B, p.H, p.Tq}, DType::F32);
+  if (out.numel() > 0 || lse.numel() > 0)
+    attention_fwd_cpu(p, r.q.data<float>(), r.k.data<float>(), r.v.data<float>(), p.P ? r.pk.data<float>() : nullptr,
+                      p.P ? r.pv.data<float>() : nullptr, out.data<float>(), lse.data<float>());
+  c.out.push_back(out);
+  c.out.push_back(lse);
+}
+
+// attention_bwd(q, k, v, mask?, key_keep?, prefix_k?, prefix_v?, out, lse, dout) {same attrs}
+void op_attention_bwd(OpCtx& c) {
+  Prepared r = prepare(c);
+  const AttnParams& p = r.p;
+  if (c.n_in() < 10) c.fail("ValueError", "expects q, k, v, mask, key_keep, prefix_k, prefix_v, out, lse, dout");
+  Tensor out = c.f32(7), lse = c.f32(8), dout = c.f32(9);
+  if (out.shape != std::vector<int64_t>{p.B, p.H, p.Tq, p.Dv} || dout.shape != out.shape || lse.shape != std::vector<int64_t>{p.B, p.H, p.Tq})
+    c.fail("ShapeError", "out/lse/dout shapes do not match q, v");
+  Tensor dq = Tensor::empty(r.q.shape, DType::F32), dk = Tensor::empty(r.k.shape, DType::F32), dv = Tensor::empty(r.v.shape, DType::F32);
+  Tensor dpk, dpv;
+  if (p.P) { dpk = Tensor::empty(r.pk.shape, DType::F32); dpv = Tensor::empty(r.pv.shape, DType::F32); }
+  attention_bwd_cpu(p, r.q.data<float>(), r.k.data<float>(), r.v.data<float>(), p.P ? r.pk.data<float>() : nullptr,
+                    p.P ? r.pv.data<float>() : nullptr, out.data<float>(), lse.data<float>(), dout.data<float>(),
+                    dq.data<float>(), dk.data<float>(), dv.data<float>(), p.P ? dpk.data<float>() : nullptr,
+                    p.P ? dpv.data<float>() : nullptr);
+  c.out.push_back(dq);
+  c.out.push_back(dk);
+  c.out.push_back(dv);
+  if (p.P) { c.out.push_back(dpk); c.out.push_back(dpv); }
+}
+
+}  // namespace ad

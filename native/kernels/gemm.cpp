@@ -1,0 +1,1060 @@
+// gemm.cpp — packed GEMM (GotoBLAS / BLIS structure) for f32 and bf16, chosen at run time.
+//
+//   for jc (NC columns of C)            B block  KC x NC  packed into NR-wide micro-panels
+//     for pc (KC of the k dimension)
+//       pack B
+//       for ic (MC rows of C)           A block  MC x KC  packed into MR-tall micro-panels
+//         pack A
+//         for jr (NR)  for ir (MR)      micro-kernel: MR x NR block of C, held in registers over KC
+//
+// Kernel families (all in this file, each inside target-attributed functions; the file itself is built
+// for generic x86-64):
+//   f32  avx512 : 14 x 32 (28 zmm accumulators, 2 zmm of B + 1 broadcast of A per k)
+//        avx2   : 6 x 16  (12 ymm accumulators)
+//        scalar : 4 x 8   (plain loops)
+//   bf16 amx    : 32 x 32 (2 x 2 tiles of 16 x 16 f32 in tmm0-3; A tiles tmm4-5, B tiles tmm6-7 in VNNI pairs)
+//        avx512bf16: 14 x 32 with vdpbf16ps on k pairs
+//        f32    : converts to f32 and calls sgemm
+// Transposes are absorbed by the packing routines. Edge tiles are zero-padded in the packed panels and
+// written back with masks (or through a small buffer), so nothing outside A, B, C is ever touched.
+#include "gemm.h"
+
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include "../threadpool.h"
+
+#define AD_TGT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2")))
+#define AD_TGT_AVX2 __attribute__((target("avx2,fma")))
+#define AD_TGT_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,avx2")))
+#define AD_TGT_AMX \
+  __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,avx2")))
+
+#ifndef ARCH_REQ_XCOMP_PERM
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#endif
+#ifndef XFEATURE_XTILEDATA
+#define XFEATURE_XTILEDATA 18
+#endif
+
+namespace ad {
+namespace {
+
+// ---------------------------------------------------------------------------------------------------------
+// CPU features and ISA selection
+
+struct CpuFeatures {
+  bool avx2 = false, avx512 = false, avx512bf16 = false, amx_hw = false;
+};
+
+uint64_t read_xcr0() {
+  uint32_t eax, edx;
+  __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+  return ((uint64_t)edx << 32) | eax;
+}
+
+CpuFeatures detect_cpu() {
+  CpuFeatures f;
+  __builtin_cpu_init();
+  f.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  f.avx512 = f.avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  unsigned a, b, c, d;
+  bool osxsave = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 27));
+  uint64_t xcr0 = osxsave ? read_xcr0() : 0;
+  unsigned max_leaf = __get_cpuid_max(0, nullptr);
+  if (max_leaf >= 7 && f.avx512) {
+    if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) f.avx512bf16 = (a >> 5) & 1;
+    if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+      bool amx_bf16 = (d >> 22) & 1, amx_tile = (d >> 24) & 1;
+      bool os_tiles = ((xcr0 >> 17) & 3) == 3;  // XTILECFG and XTILEDATA enabled by the OS
+      f.amx_hw = amx_bf16 && amx_tile && os_tiles && f.avx512bf16;
+    }
+  }
+  return f;
+}
+
+const CpuFeatures& cpu() {
+  static const CpuFeatures f = detect_cpu();
+  return f;
+}
+
+// Linux requires a per-process permission request before the first tile instruction. Thread-safe
+// (function-local static); the result is cached.
+bool amx_permitted() {
+  static const bool ok = [] {
+    if (!cpu().amx_hw) return false;
+    long r = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA);
+    return r == 0;
+  }();
+  return ok;
+}
+
+enum F32Isa : int { F32_SCALAR = 0, F32_AVX2 = 1, F32_AVX512 = 2, F32_AUTO = 99 };
+enum B16Isa : int { B16_F32 = 0, B16_AVX512BF16 = 1, B16_AMX = 2, B16_AUTO = 99 };
+
+std::atomic<int> g_force_f32{F32_AUTO};
+std::atomic<int> g_force_b16{B16_AUTO};
+
+int best_f32() {
+  const auto& f = cpu();
+  return f.avx512 ? F32_AVX512 : f.avx2 ? F32_AVX2 : F32_SCALAR;
+}
+int cur_f32() { return std::min(g_force_f32.load(std::memory_order_relaxed), best_f32()); }
+
+int best_b16_no_amx() { return cpu().avx512bf16 ? B16_AVX512BF16 : B16_F32; }
+int cur_b16() {
+  int want = g_force_b16.load(std::memory_order_relaxed);
+  if (want >= B16_AMX && amx_permitted()) return B16_AMX;
+  return std::min(want, best_b16_no_amx());
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Thread-local, 64-byte aligned packing buffers (grown on demand, freed at thread exit)
+
+struct AlignedBuf {
+  void* p = nullptr;
+  size_t cap = 0;
+  AlignedBuf() = default;
+  AlignedBuf(const AlignedBuf&) = delete;
+  AlignedBuf& operator=(const AlignedBuf&) = delete;
+  ~AlignedBuf() { std::free(p); }
+  template <class T>
+  T* get(size_t n) {
+    size_t bytes = (n * sizeof(T) + 63) & ~size_t(63);
+    if (bytes == 0) bytes = 64;
+    if (bytes > cap) {
+      std::free(p);
+      p = std::aligned_alloc(64, bytes);
+      if (!p) {
+        cap = 0;
+        throw std::bad_alloc();
+      }
+      cap = bytes;
+    }
+    return static_cast<T*>(p);
+  }
+};
+
+thread_local AlignedBuf tl_apack;
+thread_local AlignedBuf tl_bpack;
+
+inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t rup(int64_t a, int64_t b) { return cdiv(a, b) * b; }
+
+inline uint32_t ld32(const uint16_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+inline float bf16f(uint16_t h) {
+  uint32_t bits = (uint32_t)h << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+template <class T>
+struct Args {
+  bool transA, transB;
+  int64_t M, N, K;
+  float alpha;
+  const T* A;
+  int64_t lda;
+  const T* B;
+  int64_t ldb;
+  float beta;
+  float* C;
+  int64_t ldc;
+};
+
+// C = beta * C on an M x N block (used when K == 0 or alpha == 0).
+void scale_c(int64_t M, int64_t N, float beta, float* C, int64_t ldc) {
+  for (int64_t i = 0; i < M; i++) {
+    float* c = C + i * ldc;
+    if (beta == 0.0f)
+      for (int64_t j = 0; j < N; j++) c[j] = 0.0f;
+    else if (beta != 1.0f)
+      for (int64_t j = 0; j < N; j++) c[j] *= beta;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// f32 packing (generic code: O(MK + KN) work against O(MNK) flops)
+//   A micro-panel (mr rows, mr <= MR): element (i, k) at k * mr + i.   Panel ir starts at ir * kc.
+//   B micro-panel (NR cols, zero-padded): element (k, j) at k * NR + j. Panel jr starts at jr * kc.
+
+template <int MR>
+void pack_a_f32(bool transA, const float* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc,
+                float* dst) {
+  for (int64_t ir = 0; ir < mc; ir += MR) {
+    const int mr = (int)std::min<int64_t>(MR, mc - ir);
+    float* d = dst + ir * kc;
+    if (!transA) {
+      for (int i = 0; i < mr; i++) {
+        const float* s = A + (i0 + ir + i) * lda + k0;
+        for (int64_t k = 0; k < kc; k++) d[k * mr + i] = s[k];
+      }
+    } else {
+      for (int64_t k = 0; k < kc; k++) {
+        const float* s = A + (k0 + k) * lda + i0 + ir;
+        for (int i = 0; i < mr; i++) d[k * mr + i] = s[i];
+      }
+    }
+  }
+}
+
+template <int NR>
+void pack_b_f32(bool transB, const float* B, int64_t ldb, int64_t k0, int64_t kc, int64_t j0, int64_t nc,
+                float* dst) {
+  for (int64_t jr = 0; jr < nc; jr += NR) {
+    const int nr = (int)std::min<int64_t>(NR, nc - jr);
+    float* d = dst + jr * kc;
+    if (!transB) {
+      for (int64_t k = 0; k < kc; k++) {
+        const float* s = B + (k0 + k) * ldb + j0 + jr;
+        float* dk = d + k * NR;
+        for (int j = 0; j < nr; j++) dk[j] = s[j];
+        for (int j = nr; j < NR; j++) dk[j] = 0.0f;
+      }
+    } else {
+      for (int j = 0; j < nr; j++) {
+        const float* s = B + (j0 + jr + j) * ldb + k0;
+        for (int64_t k = 0; k < kc; k++) d[k * NR + j] = s[k];
+      }
+      if (nr < NR)
+        for (int64_t k = 0; k < kc; k++)
+          for (int j = nr; j < NR; j++) d[k * NR + j] = 0.0f;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// f32 micro-kernels. Signature: (kc, packed A panel, packed B panel, C, ldc, mr, nr, alpha, beta).
+// beta == 0: C is write-only.
+
+using KernF32 = void (*)(int64_t, const float*, const float*, float*, int64_t, int, int, float, float);
+
+// --- scalar 4 x 8
+constexpr int SC_MR = 4, SC_NR = 8;
+void ukr_f32_scalar(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr, float alpha,
+                    float beta) {
+  float acc[SC_MR][SC_NR] = {};
+  if (mr == SC_MR) {
+    for (int64_t k = 0; k < kc; k++, a += SC_MR, b += SC_NR)
+      for (int i = 0; i < SC_MR; i++)
+        for (int j = 0; j < SC_NR; j++) acc[i][j] += a[i] * b[j];
+  } else {
+    for (int64_t k = 0; k < kc; k++, a += mr, b += SC_NR)
+      for (int i = 0; i < mr; i++)
+        for (int j = 0; j < SC_NR; j++) acc[i][j] += a[i] * b[j];
+  }
+  for (int i = 0; i < mr; i++) {
+    float* ci = c + i * ldc;
+    for (int j = 0; j < nr; j++) ci[j] = beta == 0.0f ? alpha * acc[i][j] : alpha * acc[i][j] + beta * ci[j];
+  }
+}
+
+// --- AVX2 6 x 16
+constexpr int V2_MR = 6, V2_NR = 16;
+template <int MRt>
+AD_TGT_AVX2 void ukr_f32_avx2_t(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int nr,
+                                float alpha, float beta) {
+  __m256 acc0[MRt], acc1[MRt];
+#pragma GCC unroll 8
+  for (int i = 0; i < MRt; i++) acc0[i] = acc1[i] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < kc; k++) {
+    const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+#pragma GCC unroll 8
+    for (int i = 0; i < MRt; i++) {
+      const __m256 ai = _mm256_broadcast_ss(a + i);
+      acc0[i] = _mm256_fmadd_ps(ai, b0, acc0[i]);
+      acc1[i] = _mm256_fmadd_ps(ai, b1, acc1[i]);
+    }
+    a += MRt;
+    b += V2_NR;
+  }
+  const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+  if (nr == V2_NR) {
+#pragma GCC unroll 8
+    for (int i = 0; i < MRt; i++) {
+      float* ci = c + i * ldc;
+      __m256 r0 = _mm256_mul_ps(va, acc0[i]), r1 = _mm256_mul_ps(va, acc1[i]);
+      if (beta != 0.0f) {
+        r0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci), r0);
+        r1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci + 8), r1);
+      }
+      _mm256_storeu_ps(ci, r0);
+      _mm256_storeu_ps(ci + 8, r1);
+    }
+  } else {
+    alignas(32) float tmp[V2_NR];
+    for (int i = 0; i < MRt; i++) {
+      _mm256_store_ps(tmp, _mm256_mul_ps(va, acc0[i]));
+      _mm256_store_ps(tmp + 8, _mm256_mul_ps(va, acc1[i]));
+      float* ci = c + i * ldc;
+      for (int j = 0; j < nr; j++) ci[j] = beta == 0.0f ? tmp[j] : tmp[j] + beta * ci[j];
+    }
+  }
+}
+
+template <int MRt>
+void ukr_f32_avx2_w(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr, float alpha,
+                    float beta) {
+  (void)mr;
+  ukr_f32_avx2_t<MRt>(kc, a, b, c, ldc, nr, alpha, beta);
+}
+const KernF32 kAvx2Kernels[V2_MR + 1] = {nullptr,
+                                         ukr_f32_avx2_w<1>,
+                                         ukr_f32_avx2_w<2>,
+                                         ukr_f32_avx2_w<3>,
+                                         ukr_f32_avx2_w<4>,
+                                         ukr_f32_avx2_w<5>,
+                                         ukr_f32_avx2_w<6>};
+void ukr_f32_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr, float alpha,
+                  float beta) {
+  kAvx2Kernels[mr](kc, a, b, c, ldc, mr, nr, alpha, beta);
+}
+
+// --- AVX-512 14 x 32 (NV = 1: only the first 16 columns are live, for narrow edge tiles)
+constexpr int V5_MR = 14, V5_NR = 32;
+
+AD_TGT_AVX512 inline __mmask16 col_mask(int n) {
+  return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+// Epilogue for one 16-wide vector of a C row: c = alpha * acc + beta * c under a column mask.
+AD_TGT_AVX512 inline void store_row16(float* c, __m512 acc, __mmask16 m, bool full, __m512 va, __m512 vb,
+                                      float beta) {
+  __m512 r = _mm512_mul_ps(va, acc);
+  if (full) {
+    if (beta == 1.0f)
+      r = _mm512_add_ps(r, _mm512_loadu_ps(c));
+    else if (beta != 0.0f)
+      r = _mm512_fmadd_ps(vb, _mm512_loadu_ps(c), r);
+    _mm512_storeu_ps(c, r);
+  } else {
+    if (beta == 1.0f)
+      r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(m, c));
+    else if (beta != 0.0f)
+      r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, c), r);
+    _mm512_mask_storeu_ps(c, m, r);
+  }
+}
+
+template <int MRt, int NV>
+AD_TGT_AVX512 void ukr_f32_avx512_t(int64_t kc, const float* __restrict a, const float* __restrict b, float* c,
+                                    int64_t ldc, int nr, float alpha, float beta) {
+  __m512 acc0[MRt], acc1[MRt];
+#pragma GCC unroll 16
+  for (int i = 0; i < MRt; i++) {
+    acc0[i] = _mm512_setzero_ps();
+    acc1[i] = _mm512_setzero_ps();
+  }
+  if (beta != 0.0f) {
+#pragma GCC unroll 16
+    for (int i = 0; i < MRt; i++) _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0);
+  }
+  for (int64_t k = 0; k < kc; k++) {
+    const __m512 b0 = _mm512_load_ps(b);
+    const __m512 b1 = NV > 1 ? _mm512_load_ps(b + 16) : b0;
+#pragma GCC unroll 16
+    for (int i = 0; i < MRt; i++) {
+      const __m512 ai = _mm512_set1_ps(a[i]);
+      acc0[i] = _mm512_fmadd_ps(ai, b0, acc0[i]);
+      if (NV > 1) acc1[i] = _mm512_fmadd_ps(ai, b1, acc1[i]);
+    }
+    a += MRt;
+    b += V5_NR;
+  }
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+  const bool full = nr == NV * 16;
+  const __mmask16 m0 = col_mask(nr), m1 = col_mask(nr - 16);
+#pragma GCC unroll 16
+  for (int i = 0; i < MRt; i++) {
+    float* ci = c + i * ldc;
+    store_row16(ci, acc0[i], m0, full, va, vb, beta);
+    if (NV > 1) store_row16(ci + 16, acc1[i], m1, full, va, vb, beta);
+  }
+}
+
+template <int MRt>
+void ukr_f32_avx512_w(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr,
+                      float alpha, float beta) {
+  (void)mr;
+  if (nr > 16)
+    ukr_f32_avx512_t<MRt, 2>(kc, a, b, c, ldc, nr, alpha, beta);
+  else
+    ukr_f32_avx512_t<MRt, 1>(kc, a, b, c, ldc, nr, alpha, beta);
+}
+const KernF32 kAvx512Kernels[V5_MR + 1] = {
+    nullptr,                 ukr_f32_avx512_w<1>,  ukr_f32_avx512_w<2>,  ukr_f32_avx512_w<3>,
+    ukr_f32_avx512_w<4>,     ukr_f32_avx512_w<5>,  ukr_f32_avx512_w<6>,  ukr_f32_avx512_w<7>,
+    ukr_f32_avx512_w<8>,     ukr_f32_avx512_w<9>,  ukr_f32_avx512_w<10>, ukr_f32_avx512_w<11>,
+    ukr_f32_avx512_w<12>,    ukr_f32_avx512_w<13>, ukr_f32_avx512_w<14>};
+void ukr_f32_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr, float alpha,
+                    float beta) {
+  kAvx512Kernels[mr](kc, a, b, c, ldc, mr, nr, alpha, beta);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Kernel traits for the blocked driver.
+//   T: input element type. KG: k granularity of the packed panels (K padded with zeros to a multiple).
+//   A panel ir starts at Ap + ir * kcp, B panel jr at Bp + jr * kcp (kcp = kc rounded up to KG).
+
+struct F32Scalar {
+  using T = float;
+  static constexpr int MR = SC_MR, NR = SC_NR, KG = 1;
+  static constexpr int64_t KC = 256, MC = 128, NC = 2048;
+  static constexpr double kMacsPerCycle = 4;
+  static void pack_a(bool t, const T* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* d) {
+    pack_a_f32<MR>(t, A, lda, i0, mc, k0, kc, d);
+  }
+  static void pack_b(bool t, const T* B, int64_t ldb, int64_t k0, int64_t kc, int64_t j0, int64_t nc, T* d) {
+    pack_b_f32<NR>(t, B, ldb, k0, kc, j0, nc, d);
+  }
+  static void kernel(int64_t kcp, const T* a, const T* b, float* c, int64_t ldc, int mr, int nr, float al,
+                     float be) {
+    ukr_f32_scalar(kcp, a, b, c, ldc, mr, nr, al, be);
+  }
+  static void begin() {}
+  static void end() {}
+};
+
+struct F32Avx2 {
+  using T = float;
+  static constexpr int MR = V2_MR, NR = V2_NR, KG = 1;
+  static constexpr int64_t KC = 256, MC = 144, NC = 4096;
+  static constexpr double kMacsPerCycle = 16;
+  static void pack_a(bool t, const T* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* d) {
+    pack_a_f32<MR>(t, A, lda, i0, mc, k0, kc, d);
+  }
+  static void pack_b(bool t, const T* B, int64_t ldb, int64_t k0, int64_t kc, int64_t j0, int64_t nc, T* d) {
+    pack_b_f32<NR>(t, B, ldb, k0, kc, j0, nc, d);
+  }
+  static void kernel(int64_t kcp, const T* a, const T* b, float* c, int64_t ldc, int mr, int nr, float al,
+                     float be) {
+    ukr_f32_avx2(kcp, a, b, c, ldc, mr, nr, al, be);
+  }
+  static void begin() {}
+  static void end() {}
+};
+
+struct F32Avx512 {
+  using T = float;
+  static constexpr int MR = V5_MR, NR = V5_NR, KG = 1;
+  static constexpr int64_t KC = 256, MC = 14 * 12, NC = 4096;
+  static constexpr double kMacsPerCycle = 32;
+  static void pack_a(bool t, const T* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* d) {
+    pack_a_f32<MR>(t, A, lda, i0, mc, k0, kc, d);
+  }
+  static void pack_b(bool t, const T* B, int64_t ldb, int64_t k0, int64_t kc, int64_t j0, int64_t nc, T* d) {
+    pack_b_f32<NR>(t, B, ldb, k0, kc, j0, nc, d);
+  }
+  static void kernel(int64_t kcp, const T* a, const T* b, float* c, int64_t ldc, int mr, int nr, float al,
+                     float be) {
+    ukr_f32_avx512(kcp, a, b, c, ldc, mr, nr, al, be);
+  }
+  static void begin() {}
+  static void end() {}
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// bf16 AVX512-BF16: 14 x 32, vdpbf16ps on k pairs.
+//   A panel (mr rows): pair (i, kp) = {A(i,2kp), A(i,2kp+1)} at 2 * (kp * mr + i).
+//   B panel (32 cols): pair (kp, j) = {B(2kp,j), B(2kp+1,j)} at 2 * (kp * 32 + j).
+
+template <int MR>
+void pack_a_pairs(bool transA, const uint16_t* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc,
+                  uint16_t* dst) {
+  const int64_t kcp = rup(kc, 2), np = kcp / 2, full_p = kc / 2;
+  for (int64_t ir = 0; ir < mc; ir += MR) {
+    const int mr = (int)std::min<int64_t>(MR, mc - ir);
+    uint16_t* d = dst + ir * kcp;
+    if (!transA) {
+      for (int i = 0; i < mr; i++) {
+        const uint16_t* s = A + (i0 + ir + i) * lda + k0;
+        for (int64_t p = 0; p < full_p; p++) {
+          d[2 * (p * mr + i)] = s[2 * p];
+          d[2 * (p * mr + i) + 1] = s[2 * p + 1];
+        }
+        if (full_p < np) {
+          d[2 * (full_p * mr + i)] = s[2 * full_p];
+          d[2 * (full_p * mr + i) + 1] = 0;
+        }
+      }
+    } else {
+      for (int64_t p = 0; p < np; p++) {
+        const uint16_t* s0 = A + (k0 + 2 * p) * lda + i0 + ir;
+        const bool has1 = 2 * p + 1 < kc;
+        const uint16_t* s1 = s0 + lda;
+        uint16_t* dp = d + 2 * p * mr;
+        for (int i = 0; i < mr; i++) {
+          dp[2 * i] = s0[i];
+          dp[2 * i + 1] = has1 ? s1[i] : 0;
+        }
+      }
+    }
+  }
+}
+
+// Interleaves two rows of up to 32 bf16 (cols j0..j0+n) into 32 pairs (64 uint16), zero beyond n / for
+// a missing second row.
+AD_TGT_AVX512 inline void interleave_rows32(const uint16_t* r0, const uint16_t* r1, int n, uint16_t* out_lo,
+                                            uint16_t* out_hi) {
+  const __mmask32 m = n >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << n) - 1);
+  const __m512i x0 = _mm512_maskz_loadu_epi16(m, r0);
+  const __m512i x1 = r1 ? _mm512_maskz_loadu_epi16(m, r1) : _mm512_setzero_si512();
+  const __m512i idx_lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38,
+                                          6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+  const __m512i idx_hi = _mm512_set_epi16(63, 31, 62, 30, 61, 29, 60, 28, 59, 27, 58, 26, 57, 25, 56, 24, 55, 23,
+                                          54, 22, 53, 21, 52, 20, 51, 19, 50, 18, 49, 17, 48, 16);
+  _mm512_storeu_si512(out_lo, _mm512_permutex2var_epi16(x0, idx_lo, x1));
+  _mm512_storeu_si512(out_hi, _mm512_permutex2var_epi16(x0, idx_hi, x1));
+}
+
+AD_TGT_AVX512 void pack_b_pairs32(bool transB, const uint16_t* B, int64_t ldb, int64_t k0, int64_t kc, int64_t j0,
+                                  int64_t nc, uint16_t* dst) {
+  const int64_t kcp = rup(kc, 2), np = kcp / 2, full_p = kc / 2;
+  for (int64_t jr = 0; jr < nc; jr += 32) {
+    const int nr = (int)std::min<int64_t>(32, nc - jr);
+    uint16_t* d = dst + jr * kcp;
+    if (!transB) {
+      for (int64_t p = 0; p < np; p++) {
+        const uint16_t* s0 = B + (k0 + 2 * p) * ldb + j0 + jr;
+        const uint16_t* s1 = 2 * p + 1 < kc ? s0 + ldb : nullptr;
+        interleave_rows32(s0, s1, nr, d + p * 64, d + p * 64 + 32);
+      }
+    } else {
+      uint32_t* d32 = reinterpret_cast<uint32_t*>(d);
+      for (int j = 0; j < nr; j++) {
+        const uint16_t* s = B + (j0 + jr + j) * ldb + k0;
+        for (int64_t p = 0; p < full_p; p++) d32[p * 32 + j] = ld32(s + 2 * p);
+        if (full_p < np) d32[full_p * 32 + j] = s[2 * full_p];  // little endian: low half = even k
+      }
+      for (int64_t p = 0; p < np; p++)
+        for (int j = nr; j < 32; j++) d32[p * 32 + j] = 0;
+    }
+  }
+}
+
+template <int MRt, int NV>
+AD_TGT_BF16 void ukr_bf16_avx512_t(int64_t kcp, const uint16_t* __restrict a, const uint16_t* __restrict b,
+                                   float* c, int64_t ldc, int nr, float alpha, float beta) {
+  __m512 acc0[MRt], acc1[MRt];
+#pragma GCC unroll 16
+  for (int i = 0; i < MRt; i++) {
+    acc0[i] = _mm512_setzero_ps();
+    acc1[i] = _mm512_setzero_ps();
+  }
+  const int64_t np = kcp / 2;
+  for (int64_t p = 0; p < np; p++) {
+    const __m512bh b0 = (__m512bh)_mm512_load_si512(b);
+    const __m512bh b1 = (__m512bh)(NV > 1 ? _mm512_load_si512(b + 32) : _mm512_setzero_si512());
+#pragma GCC unroll 16
+    for (int i = 0; i < MRt; i++) {
+      const __m512bh ai = (__m512bh)_mm512_set1_epi32((int)ld32(a + 2 * i));
+      acc0[i] = _mm512_dpbf16_ps(acc0[i], ai, b0);
+      if (NV > 1) acc1[i] = _mm512_dpbf16_ps(acc1[i], ai, b1);
+    }
+    a += 2 * MRt;
+    b += 64;
+  }
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+  const bool full = nr == NV * 16;
+  const __mmask16 m0 = col_mask(nr), m1 = col_mask(nr - 16);
+#pragma GCC unroll 16
+  for (int i = 0; i < MRt; i++) {
+    float* ci = c + i * ldc;
+    store_row16(ci, acc0[i], m0, full, va, vb, beta);
+    if (NV > 1) store_row16(ci + 16, acc1[i], m1, full, va, vb, beta);
+  }
+}
+
+using KernB16 = void (*)(int64_t, const uint16_t*, const uint16_t*, float*, int64_t, int, int, float, float);
+template <int MRt>
+void ukr_bf16_avx512_w(int64_t kcp, const uint16_t* a, const uint16_t* b, float* c, int64_t ldc, int mr, int nr,
+                       float alpha, float beta) {
+  (void)mr;
+  if (nr > 16)
+    ukr_bf16_avx512_t<MRt, 2>(kcp, a, b, c, ldc, nr, alpha, beta);
+  else
+    ukr_bf16_avx512_t<MRt, 1>(kcp, a, b, c, ldc, nr, alpha, beta);
+}
+const KernB16 kBf16Kernels[V5_MR + 1] = {
+    nullptr,                  ukr_bf16_avx512_w<1>,  ukr_bf16_avx512_w<2>,  ukr_bf16_avx512_w<3>,
+    ukr_bf16_avx512_w<4>,     ukr_bf16_avx512_w<5>,  ukr_bf16_avx512_w<6>,  ukr_bf16_avx512_w<7>,
+    ukr_bf16_avx512_w<8>,     ukr_bf16_avx512_w<9>,  ukr_bf16_avx512_w<10>, ukr_bf16_avx512_w<11>,
+    ukr_bf16_avx512_w<12>,    ukr_bf16_avx512_w<13>, ukr_bf16_avx512_w<14>};
+
+struct B16Avx512 {
+  using T = uint16_t;
+  static constexpr int MR = V5_MR, NR = 32, KG = 2;
+  static constexpr int64_t KC = 512, MC = 14 * 12, NC = 4096;
+  static constexpr double kMacsPerCycle = 64;
+  static void pack_a(bool t, const T* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* d) {
+    pack_a_pairs<MR>(t, A, lda, i0, mc, k0, kc, d);
+  }
+  static void pack_b(bool t, const T* B, int64_t ldb, int64_t k0, int64_t kc, int64_t j0, int64_t nc, T* d) {
+    pack_b_pairs32(t, B, ldb, k0, kc, j0, nc, d);
+  }
+  static void kernel(int64_t kcp, const T* a, const T* b, float* c, int64_t ldc, int mr, int nr, float al,
+                     float be) {
+    kBf16Kernels[mr](kcp, a, b, c, ldc, mr, nr, al, be);
+  }
+  static void begin() {}
+  static void end() {}
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// bf16 AMX: 32 x 32 block of C = 2 x 2 tiles (tmm0..3), A tiles tmm4/5, B tiles tmm6/7; k steps of 32.
+//   A panel (32 rows, zero-padded): per k step s, two tiles [half h][row r][32 k] at s*1024 + h*512 + r*32.
+//   B panel (32 cols, zero-padded): per k step s, two tiles [half h][kpair p][col 16][2] at
+//     s*1024 + h*512 + p*32 + col*2.
+
+struct alignas(64) TileConfig {
+  uint8_t palette_id;
+  uint8_t start_row;
+  uint8_t reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+AD_TGT_AMX void amx_begin() {
+  TileConfig cfg;
+  std::memset(&cfg, 0, sizeof cfg);
+  cfg.palette_id = 1;
+  for (int t = 0; t < 8; t++) {
+    cfg.colsb[t] = 64;
+    cfg.rows[t] = 16;
+  }
+  // inline asm rather than _tile_loadconfig: GCC 12 drops the stores to cfg before the builtin (it does not
+  // model ldtilecfg as reading memory), leaving an all-zero config and a #UD on the first tile instruction.
+  __asm__ volatile("ldtilecfg %0" ::"m"(cfg) : "memory");
+}
+AD_TGT_AMX void amx_end() { _tile_release(); }
+
+AD_TGT_AVX512 void pack_a_amx(bool transA, const uint16_t* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0,
+                              int64_t kc, uint16_t* dst) {
+  const int64_t kcp = rup(kc, 32), ns = kcp / 32;
+  for (int64_t ir = 0; ir < mc; ir += 32) {
+    const int mr = (int)std::min<int64_t>(32, mc - ir);
+    uint16_t* d = dst + ir * kcp;
+    if (!transA) {
+      for (int64_t s = 0; s < ns; s++) {
+        const int kn = (int)std::min<int64_t>(32, kc - s * 32);
+        const __mmask32 m = kn >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << kn) - 1);
+        uint16_t* ds = d + s * 1024;
+        for (int r = 0; r < 32; r++) {
+          __m512i v = r < mr ? _mm512_maskz_loadu_epi16(m, A + (i0 + ir + r) * lda + k0 + s * 32)
+                             : _mm512_setzero_si512();
+          _mm512_store_si512(ds + r * 32, v);  // [h][r][k] with h*512 + r*32 == (h*16 + r)*32
+        }
+      }
+    } else {
+      // A(i, k) = A[k * lda + i]: gather 32 k-rows of 32 contiguous i, transpose into [row i][k].
+      const __mmask32 mi = mr >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << mr) - 1);
+      for (int64_t s = 0; s < ns; s++) {
+        const int kn = (int)std::min<int64_t>(32, kc - s * 32);
+        alignas(64) uint16_t blk[32][32];  // [k][i]
+        for (int k = 0; k < 32; k++) {
+          __m512i v = k < kn ? _mm512_maskz_loadu_epi16(mi, A + (k0 + s * 32 + k) * lda + i0 + ir)
+                             : _mm512_setzero_si512();
+          _mm512_store_si512(blk[k], v);
+        }
+        uint16_t* ds = d + s * 1024;
+        for (int r = 0; r < 32; r++)
+          for (int k = 0; k < 32; k++) ds[r * 32 + k] = blk[k][r];
+      }
+    }
+  }
+}
+
+AD_TGT_AVX512 void pack_b_amx(bool transB, const uint16_t* B, int64_t ldb, int64_t k0, int64_t kc, int64_t j0,
+                              int64_t nc, uint16_t* dst) {
+  const int64_t kcp = rup(kc, 32), ns = kcp / 32;
+  for (int64_t jr = 0; jr < nc; jr += 32) {
+    const int nr = (int)std::min<int64_t>(32, nc - jr);
+    uint16_t* d = dst + jr * kcp;
+    if (!transB) {
+      for (int64_t s = 0; s < ns; s++) {
+        uint16_t* ds = d + s * 1024;
+        for (int p = 0; p < 16; p++) {
+          const int64_t k = s * 32 + 2 * p;
+          if (k < kc) {
+            const uint16_t* s0 = B + (k0 + k) * ldb + j0 + jr;
+            const uint16_t* s1 = k + 1 < kc ? s0 + ldb : nullptr;
+            interleave_rows32(s0, s1, nr, ds + p * 32, ds + 512 + p * 32);
+          } else {
+            _mm512_store_si512(ds + p * 32, _mm512_setzero_si512());
+            _mm512_store_si512(ds + 512 + p * 32, _mm512_setzero_si512());
+          }
+        }
+      }
+    } else {
+      // B(k, j) = B[j * ldb + k]: each column j holds its k pairs contiguously (32-bit words).
+      for (int64_t s = 0; s < ns; s++) {
+        const int kn = (int)std::min<int64_t>(32, kc - s * 32);
+        const __mmask32 m = kn >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << kn) - 1);
+        alignas(64) uint32_t blk[32][16];  // [col j][kpair p]
+        for (int j = 0; j < 32; j++) {
+          __m512i v =
+              j < nr ? _mm512_maskz_loadu_epi16(m, B + (j0 + jr + j) * ldb + k0 + s * 32) : _mm512_setzero_si512();
+          _mm512_store_si512(blk[j], v);
+        }
+        uint32_t* ds = reinterpret_cast<uint32_t*>(d + s * 1024);
+        for (int h = 0; h < 2; h++)
+          for (int p = 0; p < 16; p++)
+            for (int c = 0; c < 16; c++) ds[h * 256 + p * 16 + c] = blk[h * 16 + c][p];
+      }
+    }
+  }
+}
+
+AD_TGT_AMX void ukr_amx(int64_t kcp, const uint16_t* a, const uint16_t* b, float* c, int64_t ldc, int mr, int nr,
+                        float alpha, float beta) {
+  const bool full = mr == 32 && nr == 32 && alpha == 1.0f;
+  const bool direct = full && (beta == 0.0f || beta == 1.0f);
+  const int64_t ldcb = ldc * (int64_t)sizeof(float);
+  if (direct && beta == 1.0f) {
+    _tile_loadd(0, c, ldcb);
+    _tile_loadd(1, c + 16, ldcb);
+    _tile_loadd(2, c + 16 * ldc, ldcb);
+    _tile_loadd(3, c + 16 * ldc + 16, ldcb);
+  } else {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  const int64_t ns = kcp / 32;
+  for (int64_t s = 0; s < ns; s++) {
+    _tile_loadd(4, a, 64);
+    _tile_loadd(6, b, 64);
+    _tile_loadd(5, a + 512, 64);
+    _tile_loadd(7, b + 512, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+    a += 1024;
+    b += 1024;
+  }
+  if (direct) {
+    _tile_stored(0, c, ldcb);
+    _tile_stored(1, c + 16, ldcb);
+    _tile_stored(2, c + 16 * ldc, ldcb);
+    _tile_stored(3, c + 16 * ldc + 16, ldcb);
+    return;
+  }
+  alignas(64) float buf[32 * 32];
+  _tile_stored(0, buf, 128);
+  _tile_stored(1, buf + 16, 128);
+  _tile_stored(2, buf + 16 * 32, 128);
+  _tile_stored(3, buf + 16 * 32 + 16, 128);
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+  const __mmask16 m0 = col_mask(nr), m1 = col_mask(nr - 16);
+  const bool fullc = nr == 32;
+  for (int i = 0; i < mr; i++) {
+    float* ci = c + i * ldc;
+    store_row16(ci, _mm512_load_ps(buf + i * 32), m0, fullc, va, vb, beta);
+    if (nr > 16) store_row16(ci + 16, _mm512_load_ps(buf + i * 32 + 16), m1, fullc, va, vb, beta);
+  }
+}
+
+struct B16Amx {
+  using T = uint16_t;
+  static constexpr int MR = 32, NR = 32, KG = 32;
+  static constexpr int64_t KC = 1024, MC = 256, NC = 4096;
+  static constexpr double kMacsPerCycle = 512;
+  static void pack_a(bool t, const T* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* d) {
+    pack_a_amx(t, A, lda, i0, mc, k0, kc, d);
+  }
+  static void pack_b(bool t, const T* B, int64_t ldb, int64_t k0, int64_t kc, int64_t j0, int64_t nc, T* d) {
+    pack_b_amx(t, B, ldb, k0, kc, j0, nc, d);
+  }
+  static void kernel(int64_t kcp, const T* a, const T* b, float* c, int64_t ldc, int mr, int nr, float al,
+                     float be) {
+    ukr_amx(kcp, a, b, c, ldc, mr, nr, al, be);
+  }
+  static void begin() { amx_begin(); }
+  static void end() { amx_end(); }
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// The blocked driver: computes the block rows [m0, m1) x cols [n0, n1) of C on the calling thread.
+
+template <class KT>
+void gemm_block(const Args<typename KT::T>& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  using T = typename KT::T;
+  if (m1 <= m0 || n1 <= n0) return;
+  const int64_t Mb = m1 - m0, Nb = n1 - n0;
+  const int64_t kc_max = std::min<int64_t>(KT::KC, rup(g.K, KT::KG));
+  const int64_t mc_max = std::min<int64_t>(KT::MC, rup(Mb, KT::MR));
+  const int64_t nc_max = std::min<int64_t>(KT::NC, rup(Nb, KT::NR));
+  T* Ap = tl_apack.get<T>((size_t)(rup(mc_max, KT::MR) * rup(kc_max, KT::KG)));
+  T* Bp = tl_bpack.get<T>((size_t)(rup(nc_max, KT::NR) * rup(kc_max, KT::KG)));
+  for (int64_t jc = n0; jc < n1; jc += KT::NC) {
+    const int64_t nc = std::min<int64_t>(KT::NC, n1 - jc);
+    for (int64_t pc = 0; pc < g.K; pc += KT::KC) {
+      const int64_t kc = std::min<int64_t>(KT::KC, g.K - pc);
+      const int64_t kcp = rup(kc, KT::KG);
+      const float beta = pc == 0 ? g.beta : 1.0f;
+      KT::pack_b(g.transB, g.B, g.ldb, pc, kc, jc, nc, Bp);
+      for (int64_t ic = m0; ic < m1; ic += KT::MC) {
+        const int64_t mc = std::min<int64_t>(KT::MC, m1 - ic);
+        KT::pack_a(g.transA, g.A, g.lda, ic, mc, pc, kc, Ap);
+        for (int64_t jr = 0; jr < nc; jr += KT::NR) {
+          const int nr = (int)std::min<int64_t>(KT::NR, nc - jr);
+          const T* bp = Bp + jr * kcp;
+          for (int64_t ir = 0; ir < mc; ir += KT::MR) {
+            const int mr = (int)std::min<int64_t>(KT::MR, mc - ir);
+            KT::kernel(kcp, Ap + ir * kcp, bp, g.C + (ic + ir) * g.ldc + jc + jr, g.ldc, mr, nr, g.alpha, beta);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Splits C over nt threads as a tm x tn grid of whole micro-tiles, minimising the estimated time of the
+// slowest thread (compute plus packing), and returns this thread's block.
+template <class KT>
+void partition(int64_t M, int64_t N, int64_t K, int nt, int tid, int64_t& m0, int64_t& m1, int64_t& n0,
+               int64_t& n1) {
+  const int64_t mt = cdiv(M, KT::MR), ntl = cdiv(N, KT::NR);
+  int best_tm = 1;
+  double best = 1e300;
+  for (int tm = 1; tm <= nt; tm++) {
+    if (nt % tm) continue;
+    const int tn = nt / tm;
+    const double mb = (double)(cdiv(mt, tm) * KT::MR), nb = (double)(cdiv(ntl, tn) * KT::NR);
+    const double kk = (double)rup(K, KT::KG);
+    const double t = mb * nb * kk / KT::kMacsPerCycle + mb * kk * (double)cdiv((int64_t)nb, KT::NC) + kk * nb;
+    if (t < best - 1e-9) {
+      best = t;
+      best_tm = tm;
+    }
+  }
+  const int tm = best_tm, tn = nt / tm;
+  const int ti = tid / tn, tj = tid % tn;
+  m0 = std::min(M, (mt * ti / tm) * KT::MR);
+  m1 = std::min(M, (mt * (ti + 1) / tm) * KT::MR);
+  n0 = std::min(N, (ntl * tj / tn) * KT::NR);
+  n1 = std::min(N, (ntl * (tj + 1) / tn) * KT::NR);
+}
+
+// Below this many multiply-adds a GEMM runs on the calling thread only.
+constexpr double kParallelMacs = 1 << 18;
+
+template <class KT>
+void gemm_run(const Args<typename KT::T>& g) {
+  const double macs = (double)g.M * (double)g.N * (double)g.K;
+  int nth = num_threads();
+  if (macs < kParallelMacs) nth = 1;
+  if (nth <= 1) {
+    KT::begin();
+    gemm_block<KT>(g, 0, g.M, 0, g.N);
+    KT::end();
+    return;
+  }
+  parallel_run(nth, [&](int tid, int nt) {
+    int64_t m0, m1, n0, n1;
+    partition<KT>(g.M, g.N, g.K, nt, tid, m0, m1, n0, n1);
+    if (m1 <= m0 || n1 <= n0) return;
+    KT::begin();
+    gemm_block<KT>(g, m0, m1, n0, n1);
+    KT::end();
+  });
+}
+
+template <class KT>
+void gemm_batched_run(int64_t batch, const Args<typename KT::T>& g0, int64_t sA, int64_t sB, int64_t sC) {
+  const int nth = num_threads();
+  const double macs = (double)g0.M * (double)g0.N * (double)g0.K;
+  auto one = [&](int64_t i) {
+    Args<typename KT::T> g = g0;
+    g.A += i * sA;
+    g.B += i * sB;
+    g.C += i * sC;
+    return g;
+  };
+  const bool by_batch = nth > 1 && batch >= nth && (batch % nth == 0 || batch >= 4 * nth) &&
+                        macs * (double)batch >= kParallelMacs;
+  if (!by_batch) {
+    for (int64_t i = 0; i < batch; i++) gemm_run<KT>(one(i));
+    return;
+  }
+  parallel_run(nth, [&](int tid, int nt) {
+    const int64_t b0 = batch * tid / nt, b1 = batch * (tid + 1) / nt;
+    if (b1 <= b0) return;
+    KT::begin();
+    for (int64_t i = b0; i < b1; i++) {
+      Args<typename KT::T> g = one(i);
+      gemm_block<KT>(g, 0, g.M, 0, g.N);
+    }
+    KT::end();
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Small problems: direct loops, no packing, no threads.
+
+constexpr double kSmallMacs = 32 * 1024;
+
+template <class T, class Cvt>
+void gemm_small(const Args<T>& g, Cvt cvt) {
+  for (int64_t i = 0; i < g.M; i++) {
+    float* c = g.C + i * g.ldc;
+    for (int64_t j = 0; j < g.N; j++) {
+      float acc = 0.0f;
+      if (!g.transA && g.transB) {
+        const T* a = g.A + i * g.lda;
+        const T* b = g.B + j * g.ldb;
+        for (int64_t k = 0; k < g.K; k++) acc += cvt(a[k]) * cvt(b[k]);
+      } else {
+        for (int64_t k = 0; k < g.K; k++) {
+          float a = cvt(g.transA ? g.A[k * g.lda + i] : g.A[i * g.lda + k]);
+          float b = cvt(g.transB ? g.B[j * g.ldb + k] : g.B[k * g.ldb + j]);
+          acc += a * b;
+        }
+      }
+      c[j] = g.beta == 0.0f ? g.alpha * acc : g.alpha * acc + g.beta * c[j];
+    }
+  }
+}
+
+void sgemm_dispatch_batched(int64_t batch, const Args<float>& g, int64_t sA, int64_t sB, int64_t sC) {
+  switch (cur_f32()) {
+    case F32_AVX512: gemm_batched_run<F32Avx512>(batch, g, sA, sB, sC); break;
+    case F32_AVX2: gemm_batched_run<F32Avx2>(batch, g, sA, sB, sC); break;
+    default: gemm_batched_run<F32Scalar>(batch, g, sA, sB, sC); break;
+  }
+}
+
+// bf16 -> f32 copy of a (rows x cols, leading dim ld) matrix into a dense one.
+void bf16_to_f32_matrix(const uint16_t* src, int64_t rows, int64_t cols, int64_t ld, float* dst) {
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t c = 0; c < cols; c++) dst[r * cols + c] = bf16f(src[r * ld + c]);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------
+// Public API
+
+void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  sgemm_batched(1, transA, transB, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0);
+}
+
+void sgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float* A, int64_t lda, int64_t strideA, const float* B, int64_t ldb, int64_t strideB,
+                   float beta, float* C, int64_t ldc, int64_t strideC) {
+  if (batch <= 0 || M <= 0 || N <= 0) return;
+  if (K <= 0 || alpha == 0.0f) {
+    for (int64_t i = 0; i < batch; i++) scale_c(M, N, beta, C + i * strideC, ldc);
+    return;
+  }
+  const Args<float> g{transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc};
+  if ((double)M * (double)N * (double)K < kSmallMacs) {
+    for (int64_t i = 0; i < batch; i++) {
+      Args<float> gi = g;
+      gi.A += i * strideA;
+      gi.B += i * strideB;
+      gi.C += i * strideC;
+      gemm_small(gi, [](float x) { return x; });
+    }
+    return;
+  }
+  sgemm_dispatch_batched(batch, g, strideA, strideB, strideC);
+}
+
+void bgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
+           const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  bgemm_batched(1, transA, transB, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0);
+}
+
+void bgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
+                   const uint16_t* A, int64_t lda, int64_t strideA, const uint16_t* B, int64_t ldb, int64_t strideB,
+                   float beta, float* C, int64_t ldc, int64_t strideC) {
+  if (batch <= 0 || M <= 0 || N <= 0) return;
+  if (K <= 0 || alpha == 0.0f) {
+    for (int64_t i = 0; i < batch; i++) scale_c(M, N, beta, C + i * strideC, ldc);
+    return;
+  }
+  const Args<uint16_t> g{transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc};
+  if ((double)M * (double)N * (double)K < kSmallMacs) {
+    for (int64_t i = 0; i < batch; i++) {
+      Args<uint16_t> gi = g;
+      gi.A += i * strideA;
+      gi.B += i * strideB;
+      gi.C += i * strideC;
+      gemm_small(gi, bf16f);
+    }
+    return;
+  }
+  const int isa = cur_b16();
+  if (isa == B16_AMX) {
+    gemm_batched_run<B16Amx>(batch, g, strideA, strideB, strideC);
+    return;
+  }
+  if (isa == B16_AVX512BF16) {
+    gemm_batched_run<B16Avx512>(batch, g, strideA, strideB, strideC);
+    return;
+  }
+  // f32 fallback: widen A and B (each distinct batch slice once) and run sgemm.
+  const int64_t ar = transA ? K : M, ac = transA ? M : K;
+  const int64_t br = transB ? N : K, bc = transB ? K : N;
+  const int64_t na = strideA == 0 ? 1 : batch, nb = strideB == 0 ? 1 : batch;
+  std::vector<float> Af((size_t)(na * ar * ac)), Bf((size_t)(nb * br * bc));
+  for (int64_t i = 0; i < na; i++) bf16_to_f32_matrix(A + i * strideA, ar, ac, lda, Af.data() + i * ar * ac);
+  for (int64_t i = 0; i < nb; i++) bf16_to_f32_matrix(B + i * strideB, br, bc, ldb, Bf.data() + i * br * bc);
+  sgemm_batched(batch, transA, transB, M, N, K, alpha, Af.data(), ac, strideA == 0 ? 0 : ar * ac, Bf.data(), bc,
+                strideB == 0 ? 0 : br * bc, beta, C, ldc, strideC);
+}
+
+const char* sgemm_isa() {
+  switch (cur_f32()) {
+    case F32_AVX512: return "avx512";
+    case F32_AVX2: return "avx2";
+    default: return "scalar";
+  }
+}
+
+const char* bgemm_isa() {
+  switch (cur_b16()) {
+    case B16_AMX: return "amx";
+    case B16_AVX512BF16: return "avx512bf16";
+    default: return "f32";
+  }
+}
+
+void gemm_force_isa(const char* f32_isa, const char* bf16_isa) {
+  auto eq = [](const char* a, const char* b) { return a && std::strcmp(a, b) == 0; };
+  if (f32_isa) {
+    int v = eq(f32_isa, "avx512") ? F32_AVX512
+            : eq(f32_isa, "avx2") ? F32_AVX2
+            : eq(f32_isa, "scalar") ? F32_SCALAR
+                                    : F32_AUTO;
+    g_force_f32.store(v);
+  }
+  if (bf16_isa) {
+    int v = eq(bf16_isa, "amx") ? B16_AMX
+            : eq(bf16_isa, "avx512bf16") ? B16_AVX512BF16
+            : eq(bf16_isa, "f32") ? B16_F32
+                                  : B16_AUTO;
+    g_force_b16.store(v);
+  }
+}
+
+}  // namespace ad

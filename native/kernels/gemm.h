@@ -1,0 +1,41 @@
+// gemm.h — the GEMM contract every matmul-like op (matmul, bmm, linear, attention blocks) goes through.
+// Row-major. C[M,N] = alpha * op(A)[M,K] · op(B)[K,N] + beta * C, where op(A) = A or Aᵀ.
+//   A: transA ? (K,M) with leading dim lda : (M,K) with leading dim lda
+//   B: transB ? (N,K) with leading dim ldb : (K,N) with leading dim ldb
+//   C: (M,N) with leading dim ldc
+// beta == 0 means C is write-only (NaNs in C are not propagated), as in BLAS.
+// Implementations: a plain-loop reference (gemm_ref.cpp, the oracle), packed AVX2 / AVX-512 micro-kernels
+// for f32 and AMX tiles / AVX512-BF16 for bf16, chosen at run time (gemm.cpp). All use the pool.
+#pragma once
+#include <cstdint>
+
+namespace ad {
+
+void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+// Batched: batch i uses A + i*strideA, B + i*strideB, C + i*strideC (strides in elements; 0 broadcasts).
+void sgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float* A, int64_t lda, int64_t strideA, const float* B, int64_t ldb, int64_t strideB,
+                   float beta, float* C, int64_t ldc, int64_t strideC);
+
+// bf16 inputs (raw uint16 bit patterns), f32 accumulation and f32 output.
+void bgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
+           const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
+void bgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
+                   const uint16_t* A, int64_t lda, int64_t strideA, const uint16_t* B, int64_t ldb, int64_t strideB,
+                   float beta, float* C, int64_t ldc, int64_t strideC);
+
+// Reference kernels (plain loops, f64-free, single thread): the oracle for tests and benches.
+void sgemm_ref(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+               const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+void bgemm_ref(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
+               int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+// Which kernel family sgemm/bgemm picked on this CPU: "avx512", "avx2", "scalar"; bf16: "amx", "avx512bf16", "f32".
+const char* sgemm_isa();
+const char* bgemm_isa();
+// Force a lower ISA (for tests/benches): "auto", "avx512", "avx2", "scalar" / "amx", "avx512bf16", "f32".
+void gemm_force_isa(const char* f32_isa, const char* bf16_isa);
+
+}  // namespace ad

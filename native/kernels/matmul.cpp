@@ -1,0 +1,169 @@
+// matmul.cpp — torch.matmul semantics (1-D promotion, broadcast batch dims) and linear (x·Wᵀ + b, or
+// GPT-2's Conv1D layout x·W + b). Transposed views are passed to the GEMM as transpose flags, never
+// copied; only views that are strided in both of the last two dims get packed first.
+// Legend: A (..., M, K), B (..., K, N), C (..., M, N). bf16 × bf16 runs bgemm (f32 accumulate) and
+// returns bf16; mixed dtypes are an error (as in PyTorch).
+#include "gemm.h"
+
+#include <algorithm>
+
+#include "../op.h"
+#include "../threadpool.h"
+
+namespace ad {
+namespace {
+
+// How a (rows, cols) matrix view is handed to the GEMM.
+struct MatView {
+  bool trans;
+  int64_t ld;
+};
+bool mat_view(const Tensor& t, MatView* mv) {
+  int64_t nd = t.dim();
+  int64_t r = t.shape[nd - 2], c = t.shape[nd - 1];
+  int64_t sr = t.strides[nd - 2], sc = t.strides[nd - 1];
+  if ((sc == 1 || c == 1) && sr >= std::max<int64_t>(c, 1)) { *mv = {false, std::max<int64_t>(sr, 1)}; return true; }
+  if ((sr == 1 || r == 1) && sc >= std::max<int64_t>(r, 1)) { *mv = {true, std::max<int64_t>(sc, 1)}; return true; }
+  if (r == 1 && c == 1) { *mv = {false, 1}; return true; }
+  return false;
+}
+
+void gemm_any(DType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const Tensor& a, int64_t lda,
+              const std::vector<int64_t>& aoff, const Tensor& b, int64_t ldb, const std::vector<int64_t>& boff,
+              float beta, float* C, int64_t ldc, int64_t strideC) {
+  int64_t batch = (int64_t)aoff.size();
+  // uniform batch strides -> one batched call
+  auto uniform = [&](const std::vector<int64_t>& o, int64_t* st) {
+    *st = batch > 1 ? o[1] - o[0] : 0;
+    for (int64_t i = 1; i < batch; i++) if (o[i] - o[i - 1] != *st) return false;
+    return true;
+  };
+  int64_t sa, sb;
+  if (uniform(aoff, &sa) && uniform(boff, &sb)) {
+    if (dt == DType::BF16)
+      bgemm_batched(batch, ta, tb, M, N, K, 1.f, a.data<uint16_t>() + aoff[0], lda, sa, b.data<uint16_t>() + boff[0], ldb, sb, beta, C, ldc, strideC);
+    else
+      sgemm_batched(batch, ta, tb, M, N, K, 1.f, a.data<float>() + aoff[0], lda, sa, b.data<float>() + boff[0], ldb, sb, beta, C, ldc, strideC);
+    return;
+  }
+  for (int64_t i = 0; i < batch; i++) {
+    if (dt == DType::BF16)
+      bgemm(ta, tb, M, N, K, 1.f, a.data<uint16_t>() + aoff[i], lda, b.data<uint16_t>() + boff[i], ldb, beta, C + i * strideC, ldc);
+    else
+      sgemm(ta, tb, M, N, K, 1.f, a.data<float>() + aoff[i], lda, b.data<float>() + boff[i], ldb, beta, C + i * strideC, ldc);
+  }
+}
+
+// Offsets (elements, incl. the view offset) of each broadcast batch entry.
+std::vector<int64_t> batch_offsets(const Tensor& t, const std::vector<int64_t>& bshape) {
+  int64_t nb = (int64_t)bshape.size(), tb = t.dim() - 2;
+  int64_t n = shape_numel(bshape);
+  std::vector<int64_t> off(n);
+  for (int64_t i = 0; i < n; i++) {
+    int64_t rem = i, o = t.offset;
+    for (int64_t d = nb - 1; d >= 0; d--) {
+      int64_t k = rem % bshape[d];
+      rem /= bshape[d];
+      int64_t td = d - (nb - tb);
+      if (td >= 0 && t.shape[td] != 1) o += k * t.strides[td];
+    }
+    off[i] = o;
+  }
+  return off;
+}
+
+}  // namespace
+
+// matmul(a, b) -> a @ b
+void op_matmul(OpCtx& c) {
+  c.expect_inputs(2);
+  Tensor a = c.input(0), b = c.input(1);
+  if (!dtype_is_float(a.dtype) || !dtype_is_float(b.dtype))
+    c.fail("DTypeError", std::string("matmul needs floating tensors, got ") + dtype_name(a.dtype) + " and " + dtype_name(b.dtype));
+  if (a.dtype != b.dtype)
+    c.fail("DTypeError", std::string("dtype mismatch: ") + dtype_name(a.dtype) + " @ " + dtype_name(b.dtype));
+  if (a.dim() == 0 || b.dim() == 0) c.fail("ShapeError", "both arguments must be at least 1-D, got " + shape_str(a.shape) + " and " + shape_str(b.shape));
+  DType out_dt = a.dtype;
+  if (a.dtype == DType::F16) { a = cast(a, DType::F32); b = cast(b, DType::F32); }
+  bool a1 = a.dim() == 1, b1 = b.dim() == 1;
+  if (a1) a = a.view({1, a.shape[0]}, {a.shape[0] * a.strides[0], a.strides[0]}, a.offset);
+  if (b1) b = b.view({b.shape[0], 1}, {b.strides[0], 1}, b.offset);
+  int64_t M = a.shape[a.dim() - 2], K = a.shape[a.dim() - 1], N = b.shape[b.dim() - 1];
+  if (b.shape[b.dim() - 2] != K)
+    c.fail("ShapeError", "shapes " + shape_str(c.input(0).shape) + " and " + shape_str(c.input(1).shape) + " cannot be multiplied (" +
+                             std::to_string(K) + " vs " + std::to_string(b.shape[b.dim() - 2]) + ")");
+  std::vector<int64_t> ab(a.shape.begin(), a.shape.end() - 2), bb(b.shape.begin(), b.shape.end() - 2);
+  auto bshape = broadcast_shapes(c, ab, bb);
+  MatView va, vb;
+  if (!mat_view(a, &va)) { a = contiguous(a); mat_view(a, &va); }
+  if (!mat_view(b, &vb)) { b = contiguous(b); mat_view(b, &vb); }
+  std::vector<int64_t> oshape = bshape;
+  oshape.push_back(M);
+  oshape.push_back(N);
+  Tensor out = Tensor::empty(oshape, DType::F32);
+  if (out.numel() > 0) {
+    if (K == 0) std::memset(out.raw(), 0, out.nbytes());
+    else
+      gemm_any(a.dtype, va.trans, vb.trans, M, N, K, a, va.ld, batch_offsets(a, bshape), b, vb.ld, batch_offsets(b, bshape),
+               0.f, out.data<float>(), N, M * N);
+  }
+  // drop the promoted dims
+  std::vector<int64_t> fshape = bshape;
+  if (!a1) fshape.push_back(M);
+  if (!b1) fshape.push_back(N);
+  out = out.view(fshape, contiguous_strides(fshape), 0);
+  c.out.push_back(out_dt == DType::F32 ? out : cast(out, out_dt));
+}
+
+// linear(x, w, b?) {layout: "linear" (w: (out, in)) | "conv1d" (w: (in, out))} -> (..., out)
+void op_linear(OpCtx& c) {
+  c.expect_inputs(2);
+  Tensor x = c.input(0), w = c.input(1);
+  std::string layout = c.s("layout", "linear");
+  if (layout != "linear" && layout != "conv1d") c.fail("ValueError", "layout must be 'linear' or 'conv1d', got '" + layout + "'");
+  bool conv = layout == "conv1d";
+  if (!dtype_is_float(x.dtype) || x.dtype != w.dtype)
+    c.fail("DTypeError", std::string("input and weight must share a floating dtype, got ") + dtype_name(x.dtype) + " and " + dtype_name(w.dtype));
+  if (w.dim() != 2) c.fail("ShapeError", "weight must be 2-D, got " + shape_str(w.shape));
+  if (x.dim() == 0) c.fail("ShapeError", "input must be at least 1-D");
+  int64_t in = conv ? w.shape[0] : w.shape[1], outf = conv ? w.shape[1] : w.shape[0];
+  if (x.shape.back() != in)
+    c.fail("ShapeError", "input " + shape_str(x.shape) + " does not match weight " + shape_str(w.shape) + " (" + layout + " layout expects last dim " + std::to_string(in) + ")");
+  if (c.has(2)) {
+    const Tensor& b = c.input(2);
+    if (b.dim() != 1 || b.shape[0] != outf) c.fail("ShapeError", "bias must be [" + std::to_string(outf) + "], got " + shape_str(b.shape));
+  }
+  DType out_dt = x.dtype;
+  if (x.dtype == DType::F16) { x = cast(x, DType::F32); w = cast(w, DType::F32); }
+  x = contiguous(x);
+  int64_t rows = in ? x.numel() / in : 0;
+  if (in == 0) rows = shape_numel(std::vector<int64_t>(x.shape.begin(), x.shape.end() - 1));
+  MatView vw;
+  if (!mat_view(w, &vw)) { w = contiguous(w); mat_view(w, &vw); }
+  // y = x · op(W): W (out,in) needs transB = !trans-of-view; Conv1D (in,out) needs transB = view-trans
+  bool tb = conv ? vw.trans : !vw.trans;
+  std::vector<int64_t> oshape(x.shape.begin(), x.shape.end() - 1);
+  oshape.push_back(outf);
+  Tensor out = Tensor::empty(oshape, DType::F32);
+  float* Y = out.data<float>();
+  float beta = 0.f;
+  if (c.has(2)) {
+    Tensor b = contiguous(cast(c.input(2), DType::F32));
+    const float* B = b.data<float>();
+    parallel_for(rows, 64, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; r++) std::memcpy(Y + r * outf, B, outf * sizeof(float));
+    });
+    beta = 1.f;
+  } else if (in == 0) {
+    std::memset(Y, 0, out.nbytes());
+  }
+  if (rows > 0 && outf > 0 && in > 0) {
+    if (x.dtype == DType::BF16)
+      bgemm(false, tb, rows, outf, in, 1.f, x.data<uint16_t>(), in, w.data<uint16_t>(), vw.ld, beta, Y, outf);
+    else
+      sgemm(false, tb, rows, outf, in, 1.f, x.data<float>(), in, w.data<float>(), vw.ld, beta, Y, outf);
+  }
+  c.out.push_back(out_dt == DType::F32 ? out : cast(out, out_dt));
+}
+
+}  // namespace ad

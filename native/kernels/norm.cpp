@@ -1,0 +1,136 @@
+// norm.cpp — layer norm and RMS norm over the last dim, forward (saving mean/rstd) then backward.
+// Legend: x (N, C) after flattening leading dims; weight/bias (C).
+// layer_norm: y = (x - mean) * rstd * w + b,  rstd = 1/sqrt(var + eps)  (biased variance)
+// rms_norm:   y = x * rstd * w,               rstd = 1/sqrt(mean(x²) + eps)   (LLaMA / T5)
+// Backward (per row, xhat = (x-mean)*rstd):
+//   dxhat = g * w;  dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))   [layer norm]
+//   dx = rstd * (dxhat - xhat * mean(dxhat * xhat))                                  [rms, xhat = x*rstd]
+//   dw += sum_rows(g * xhat);  db += sum_rows(g)   (reduced over rows in f64 per thread, then summed)
+// https://pytorch.org/docs/stable/generated/torch.nn.LayerNorm.html, https://arxiv.org/abs/1910.07467
+#include <cmath>
+#include <mutex>
+
+#include "../op.h"
+#include "../threadpool.h"
+
+namespace ad {
+namespace {
+
+void check_param(const OpCtx& c, size_t k, int64_t C, const char* what) {
+  if (!c.has(k)) return;
+  const Tensor& w = c.input(k);
+  if (w.dim() != 1 || w.shape[0] != C)
+    c.fail("ShapeError", std::string(what) + " must have shape [" + std::to_string(C) + "], got " + shape_str(w.shape));
+}
+
+void norm_fwd(OpCtx& c, bool rms) {
+  c.expect_inputs(1);
+  Tensor x = c.f32(0);
+  if (x.dim() == 0) c.fail("ShapeError", "input must have at least one dimension");
+  int64_t C = x.shape.back(), N = C ? x.numel() / C : 0;
+  check_param(c, 1, C, "weight");
+  if (!rms) check_param(c, 2, C, "bias");
+  Tensor w = c.has(1) ? c.f32(1) : Tensor(), b = (!rms && c.has(2)) ? c.f32(2) : Tensor();
+  float eps = (float)c.f("eps", 1e-5);
+  Tensor y = Tensor::empty(x.shape, DType::F32);
+  std::vector<int64_t> st(x.shape.begin(), x.shape.end() - 1);
+  Tensor mean = Tensor::empty(st, DType::F32), rstd = Tensor::empty(st, DType::F32);
+  const float* X = x.data<float>();
+  const float* W = c.has(1) ? w.data<float>() : nullptr;
+  const float* B = b.st ? b.data<float>() : nullptr;
+  float *Y = y.data<float>(), *M = mean.data<float>(), *R = rstd.data<float>();
+  parallel_for(N, std::max<int64_t>(1, 16384 / std::max<int64_t>(C, 1)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      const float* xr = X + r * C;
+      float* yr = Y + r * C;
+      double mu = 0, var = 0;
+      if (!rms) {
+        for (int64_t k = 0; k < C; k++) mu += xr[k];
+        mu /= C;
+      }
+      for (int64_t k = 0; k < C; k++) { double d = xr[k] - mu; var += d * d; }
+      var /= C;
+      float rs = (float)(1.0 / std::sqrt(var + eps));
+      float m = (float)mu;
+      M[r] = m;
+      R[r] = rs;
+      for (int64_t k = 0; k < C; k++) {
+        float v = (xr[k] - m) * rs;
+        if (W) v *= W[k];
+        if (B) v += B[k];
+        yr[k] = v;
+      }
+    }
+  });
+  c.out.push_back(y);
+  c.out.push_back(mean);
+  c.out.push_back(rstd);
+}
+
+// inputs: x, weight?, mean, rstd, gout  -> dx, dweight (if weight), dbias (layer norm, if has_bias)
+void norm_bwd(OpCtx& c, bool rms) {
+  Tensor x = c.f32(0);
+  int64_t C = x.shape.back(), N = C ? x.numel() / C : 0;
+  bool hw = c.has(1);
+  check_param(c, 1, C, "weight");
+  Tensor w = hw ? c.f32(1) : Tensor();
+  Tensor mean = c.f32(2), rstd = c.f32(3), g = c.f32(4);
+  if (g.shape != x.shape) c.fail("ShapeError", "grad " + shape_str(g.shape) + " vs input " + shape_str(x.shape));
+  bool has_bias = c.b("has_bias", !rms);
+  Tensor dx = Tensor::empty(x.shape, DType::F32);
+  const float *X = x.data<float>(), *W = hw ? w.data<float>() : nullptr, *M = mean.data<float>(),
+              *R = rstd.data<float>(), *G = g.data<float>();
+  float* DX = dx.data<float>();
+  std::vector<double> dw_acc(hw ? C : 0, 0.0), db_acc(has_bias ? C : 0, 0.0);
+  std::mutex mu;
+  parallel_for(N, std::max<int64_t>(1, 8192 / std::max<int64_t>(C, 1)), [&](int64_t r0, int64_t r1) {
+    std::vector<double> dw(hw ? C : 0, 0.0), db(has_bias ? C : 0, 0.0);
+    std::vector<float> dxh(C);
+    for (int64_t r = r0; r < r1; r++) {
+      const float *xr = X + r * C, *gr = G + r * C;
+      float m = rms ? 0.f : M[r], rs = R[r];
+      double s1 = 0, s2 = 0;
+      for (int64_t k = 0; k < C; k++) {
+        float xh = (xr[k] - m) * rs;
+        float d = W ? gr[k] * W[k] : gr[k];
+        dxh[k] = d;
+        s1 += d;
+        s2 += (double)d * xh;
+        if (hw) dw[k] += (double)gr[k] * xh;
+        if (has_bias) db[k] += gr[k];
+      }
+      float a = rms ? 0.f : (float)(s1 / C), bcoef = (float)(s2 / C);
+      for (int64_t k = 0; k < C; k++) {
+        float xh = (xr[k] - m) * rs;
+        DX[r * C + k] = rs * (dxh[k] - a - xh * bcoef);
+      }
+    }
+    std::lock_guard<std::mutex> lk(mu);
+    for (int64_t k = 0; k < (int64_t)dw.size(); k++) dw_acc[k] += dw[k];
+    for (int64_t k = 0; k < (int64_t)db.size(); k++) db_acc[k] += db[k];
+  });
+  c.out.push_back(dx);
+  if (hw) {
+    Tensor dw = Tensor::empty({C}, DType::F32);
+    for (int64_t k = 0; k < C; k++) dw.data<float>()[k] = (float)dw_acc[k];
+    c.out.push_back(dw);
+  }
+  if (has_bias) {
+    Tensor db = Tensor::empty({C}, DType::F32);
+    for (int64_t k = 0; k < C; k++) db.data<float>()[k] = (float)db_acc[k];
+    c.out.push_back(db);
+  }
+}
+
+}  // namespace
+
+// layer_norm(x, weight?, bias?) {eps} -> y, mean, rstd
+void op_layer_norm(OpCtx& c) { norm_fwd(c, false); }
+// layer_norm_bwd(x, weight?, mean, rstd, gout) {has_bias} -> dx, [dweight], [dbias]
+void op_layer_norm_bwd(OpCtx& c) { norm_bwd(c, false); }
+// rms_norm(x, weight?) {eps} -> y, mean (zeros, unused), rstd
+void op_rms_norm(OpCtx& c) { norm_fwd(c, true); }
+// rms_norm_bwd(x, weight?, mean, rstd, gout) -> dx, [dweight]
+void op_rms_norm_bwd(OpCtx& c) { norm_bwd(c, true); }
+
+}  // namespace ad

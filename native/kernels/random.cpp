@@ -1,0 +1,113 @@
+// random.cpp — counter-based random numbers (Philox-4x32-10): element k of a draw with (seed, offset)
+// depends only on (seed, offset, k), so the same seed gives the same values on any thread count and
+// dropout's backward regenerates its mask instead of storing it.
+// Ops: rand (uniform [0,1)), randn (Box–Muller normal), dropout (scale kept values by 1/(1-p)).
+// Reference: Salmon et al., "Parallel random numbers: as easy as 1, 2, 3" (SC'11).
+#include <cmath>
+
+#include "../op.h"
+#include "../threadpool.h"
+
+namespace ad {
+namespace {
+
+inline void philox(uint32_t ctr[4], uint32_t key0, uint32_t key1) {
+  for (int r = 0; r < 10; r++) {
+    uint64_t p0 = (uint64_t)0xD2511F53u * ctr[0], p1 = (uint64_t)0xCD9E8D57u * ctr[2];
+    uint32_t n0 = (uint32_t)(p1 >> 32) ^ ctr[1] ^ key0, n2 = (uint32_t)(p0 >> 32) ^ ctr[3] ^ key1;
+    ctr[1] = (uint32_t)p1;  // lo of p1
+    ctr[3] = (uint32_t)p0;
+    ctr[0] = n0;
+    ctr[2] = n2;
+    key0 += 0x9E3779B9u;
+    key1 += 0xBB67AE85u;
+  }
+}
+// 4 uniform uint32 for block index `blk` of stream (seed, offset)
+inline void block4(uint64_t seed, uint64_t offset, uint64_t blk, uint32_t out[4]) {
+  uint64_t c = blk + offset;
+  out[0] = (uint32_t)c;
+  out[1] = (uint32_t)(c >> 32);
+  out[2] = 0x243F6A88u;
+  out[3] = 0x85A308D3u;
+  philox(out, (uint32_t)seed, (uint32_t)(seed >> 32));
+}
+inline float u01(uint32_t x) { return (float)(x >> 8) * (1.0f / 16777216.0f); }  // [0,1), 24 bits
+
+uint64_t seed_of(const OpCtx& c) {
+  double s = c.f("seed");
+  if (s < 0 || s != std::floor(s)) c.fail("ValueError", "seed must be a non-negative integer");
+  return (uint64_t)s;
+}
+
+void fill_uniform(float* o, int64_t n, uint64_t seed, uint64_t offset) {
+  parallel_for((n + 3) / 4, 4096, [&](int64_t b, int64_t e) {
+    uint32_t r[4];
+    for (int64_t blk = b; blk < e; blk++) {
+      block4(seed, offset, (uint64_t)blk, r);
+      for (int j = 0; j < 4 && blk * 4 + j < n; j++) o[blk * 4 + j] = u01(r[j]);
+    }
+  });
+}
+
+}  // namespace
+
+// rand() {shape, seed, offset} -> f32 uniform [0, 1)
+void op_rand(OpCtx& c) {
+  Tensor o = Tensor::empty(c.ints("shape"), DType::F32);
+  fill_uniform(o.data<float>(), o.numel(), seed_of(c), (uint64_t)c.i("offset", 0));
+  c.out.push_back(o);
+}
+
+// randn() {shape, seed, offset, mean, std} -> f32 normal (Box–Muller on pairs)
+void op_randn(OpCtx& c) {
+  Tensor o = Tensor::empty(c.ints("shape"), DType::F32);
+  float mean = (float)c.f("mean", 0), sd = (float)c.f("std", 1);
+  uint64_t seed = seed_of(c), off = (uint64_t)c.i("offset", 0);
+  float* O = o.data<float>();
+  int64_t n = o.numel();
+  parallel_for((n + 3) / 4, 2048, [&](int64_t b, int64_t e) {
+    uint32_t r[4];
+    for (int64_t blk = b; blk < e; blk++) {
+      block4(seed, off, (uint64_t)blk, r);
+      for (int j = 0; j < 4; j += 2) {
+        float u1 = ((float)(r[j] >> 8) + 1.f) * (1.0f / 16777216.0f);  // (0, 1]
+        float u2 = u01(r[j + 1]);
+        float rad = std::sqrt(-2.f * std::log(u1));
+        float th = 6.283185307179586f * u2;
+        int64_t i0 = blk * 4 + j;
+        if (i0 < n) O[i0] = mean + sd * rad * std::cos(th);
+        if (i0 + 1 < n) O[i0 + 1] = mean + sd * rad * std::sin(th);
+      }
+    }
+  });
+  c.out.push_back(o);
+}
+
+// dropout(x) {p, seed, offset} -> x * keep / (1 - p), keep_k = u_k >= p. The backward is the same op
+// applied to the gradient with the same (p, seed, offset).
+void op_dropout(OpCtx& c) {
+  c.expect_inputs(1);
+  Tensor x = c.f32(0);
+  float p = (float)c.f("p");
+  if (!(p >= 0 && p <= 1)) c.fail("ValueError", "p must be in [0, 1], got " + std::to_string(p));
+  uint64_t seed = seed_of(c), off = (uint64_t)c.i("offset", 0);
+  Tensor o = Tensor::empty(x.shape, DType::F32);
+  const float* X = x.data<float>();
+  float* O = o.data<float>();
+  int64_t n = x.numel();
+  float scale = p >= 1 ? 0.f : 1.f / (1.f - p);
+  parallel_for((n + 3) / 4, 4096, [&](int64_t b, int64_t e) {
+    uint32_t r[4];
+    for (int64_t blk = b; blk < e; blk++) {
+      block4(seed, off, (uint64_t)blk, r);
+      for (int j = 0; j < 4 && blk * 4 + j < n; j++) {
+        int64_t i = blk * 4 + j;
+        O[i] = u01(r[j]) >= p ? X[i] * scale : 0.f;
+      }
+    }
+  });
+  c.out.push_back(o);
+}
+
+}  // namespace ad

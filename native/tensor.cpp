@@ -1,0 +1,304 @@
+// tensor.cpp — dtype helpers, the pooled 64-byte aligned allocator, strided copy/cast.
+#include "tensor.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+
+#include "threadpool.h"
+
+namespace ad {
+
+size_t dtype_size(DType d) {
+  switch (d) {
+    case DType::F32: case DType::I32: return 4;
+    case DType::BF16: case DType::F16: return 2;
+    case DType::I64: return 8;
+    case DType::BOOL: return 1;
+  }
+  return 0;
+}
+const char* dtype_name(DType d) {
+  switch (d) {
+    case DType::F32: return "f32";
+    case DType::BF16: return "bf16";
+    case DType::F16: return "f16";
+    case DType::I32: return "i32";
+    case DType::I64: return "i64";
+    case DType::BOOL: return "bool";
+  }
+  return "?";
+}
+bool dtype_from_name(const std::string& s, DType* out) {
+  static const std::pair<const char*, DType> names[] = {{"f32", DType::F32}, {"float32", DType::F32},
+      {"bf16", DType::BF16}, {"bfloat16", DType::BF16}, {"f16", DType::F16}, {"float16", DType::F16},
+      {"i32", DType::I32}, {"int32", DType::I32}, {"i64", DType::I64}, {"int64", DType::I64},
+      {"bool", DType::BOOL}};
+  for (auto& n : names)
+    if (s == n.first) { *out = n.second; return true; }
+  return false;
+}
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); i++) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+float f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
+  if (exp == 0) {
+    if (man == 0) u = sign;
+    else {  // subnormal
+      exp = 127 - 15 + 1;
+      while (!(man & 0x400)) { man <<= 1; exp--; }
+      man &= 0x3ff;
+      u = sign | (exp << 23) | (man << 13);
+    }
+  } else if (exp == 31) u = sign | 0x7f800000u | (man << 13);
+  else u = sign | ((exp + 127 - 15) << 23) | (man << 13);
+  float f; std::memcpy(&f, &u, 4); return f;
+}
+uint16_t f32_to_f16(float f) {
+  uint32_t u; std::memcpy(&u, &f, 4);
+  uint32_t sign = (u >> 16) & 0x8000;
+  int32_t exp = (int32_t)((u >> 23) & 0xff) - 127 + 15;
+  uint32_t man = u & 0x7fffff;
+  if (((u >> 23) & 0xff) == 0xff) return (uint16_t)(sign | 0x7c00 | (man ? 0x200 : 0));
+  if (exp >= 31) return (uint16_t)(sign | 0x7c00);
+  if (exp <= 0) {
+    if (exp < -10) return (uint16_t)sign;
+    man |= 0x800000;
+    uint32_t shift = (uint32_t)(14 - exp);
+    uint32_t half = 1u << (shift - 1), rem = man & ((1u << shift) - 1);
+    uint32_t r = man >> shift;
+    if (rem > half || (rem == half && (r & 1))) r++;
+    return (uint16_t)(sign | r);
+  }
+  uint32_t r = (uint32_t)(exp << 10) | (man >> 13);
+  uint32_t rem = man & 0x1fff;
+  if (rem > 0x1000 || (rem == 0x1000 && (r & 1))) r++;
+  return (uint16_t)(sign | r);
+}
+
+// ---- pooled allocator ----------------------------------------------------------------------------
+// Blocks are kept per rounded size; the cache is capped so a long run can't hoard memory.
+namespace {
+constexpr size_t kAlign = 64;
+constexpr size_t kCacheCap = size_t(512) << 20;
+std::mutex g_mu;
+std::multimap<size_t, void*> g_free;
+size_t g_pooled = 0;
+std::atomic<int64_t> g_live_bytes{0}, g_live{0}, g_peak{0};
+
+size_t round_size(size_t n) {
+  if (n == 0) n = 1;
+  if (n <= (1u << 20)) return (n + 4095) & ~size_t(4095);
+  // above 1 MiB: 8 size classes per power of two (<= 12.5% waste)
+  size_t p = size_t(1) << (63 - __builtin_clzll(n));
+  size_t step = p / 8;
+  return (n + step - 1) / step * step;
+}
+}  // namespace
+
+Storage::Storage(size_t nbytes) {
+  size_t sz = round_size(nbytes);
+  {
+    std::lock_guard<std::mutex> lk(g_mu);
+    auto it = g_free.find(sz);
+    if (it != g_free.end()) {
+      data = it->second;
+      g_free.erase(it);
+      g_pooled -= sz;
+    }
+  }
+  if (!data) {
+    data = std::aligned_alloc(kAlign, sz);
+    if (!data) {
+      mem_empty_cache();
+      data = std::aligned_alloc(kAlign, sz);
+    }
+    if (!data) throw Error("MemoryError", "out of memory allocating " + std::to_string(nbytes) + " bytes");
+  }
+  bytes = sz;
+  g_live++;
+  int64_t now = g_live_bytes += (int64_t)sz;
+  int64_t pk = g_peak.load();
+  while (now > pk && !g_peak.compare_exchange_weak(pk, now)) {}
+}
+
+Storage::~Storage() {
+  g_live--;
+  g_live_bytes -= (int64_t)bytes;
+  std::lock_guard<std::mutex> lk(g_mu);
+  if (g_pooled + bytes <= kCacheCap) {
+    g_free.emplace(bytes, data);
+    g_pooled += bytes;
+  } else {
+    std::free(data);
+  }
+}
+
+MemStats mem_stats() {
+  std::lock_guard<std::mutex> lk(g_mu);
+  return {g_live.load(), g_live_bytes.load(), (int64_t)g_pooled, g_peak.load()};
+}
+void mem_empty_cache() {
+  std::lock_guard<std::mutex> lk(g_mu);
+  for (auto& kv : g_free) std::free(kv.second);
+  g_free.clear();
+  g_pooled = 0;
+}
+
+// ---- Tensor --------------------------------------------------------------------------------------
+int64_t shape_numel(const std::vector<int64_t>& s) {
+  int64_t n = 1;
+  for (auto d : s) n *= d;
+  return n;
+}
+std::vector<int64_t> contiguous_strides(const std::vector<int64_t>& shape) {
+  std::vector<int64_t> st(shape.size());
+  int64_t acc = 1;
+  for (int64_t i = (int64_t)shape.size() - 1; i >= 0; i--) {
+    st[i] = acc;
+    acc *= std::max<int64_t>(shape[i], 1);
+  }
+  return st;
+}
+int64_t Tensor::numel() const { return shape_numel(shape); }
+bool Tensor::is_contiguous() const {
+  int64_t acc = 1;
+  for (int64_t i = dim() - 1; i >= 0; i--) {
+    if (shape[i] != 1 && strides[i] != acc) return false;
+    acc *= shape[i];
+  }
+  return true;
+}
+Tensor Tensor::empty(const std::vector<int64_t>& shape, DType dt) {
+  for (auto d : shape) AD_CHECK(d >= 0, "ShapeError", "negative dimension in shape " + shape_str(shape));
+  Tensor t;
+  t.dtype = dt;
+  t.shape = shape;
+  t.strides = contiguous_strides(shape);
+  t.st = std::make_shared<Storage>(std::max<size_t>(1, (size_t)shape_numel(shape) * dtype_size(dt)));
+  return t;
+}
+Tensor Tensor::zeros(const std::vector<int64_t>& shape, DType dt) {
+  Tensor t = empty(shape, dt);
+  std::memset(t.st->data, 0, t.nbytes());
+  return t;
+}
+Tensor Tensor::view(const std::vector<int64_t>& sh, const std::vector<int64_t>& str, int64_t off) const {
+  Tensor t = *this;
+  t.shape = sh;
+  t.strides = str;
+  t.offset = off;
+  return t;
+}
+
+// ---- strided copy with conversion ----------------------------------------------------------------
+namespace {
+template <typename T> inline double load_as_d(const void* p) { return (double)*static_cast<const T*>(p); }
+
+inline float load_f(const char* p, DType d) {
+  switch (d) {
+    case DType::F32: return *reinterpret_cast<const float*>(p);
+    case DType::BF16: return bf16_to_f32(*reinterpret_cast<const uint16_t*>(p));
+    case DType::F16: return f16_to_f32(*reinterpret_cast<const uint16_t*>(p));
+    case DType::I32: return (float)*reinterpret_cast<const int32_t*>(p);
+    case DType::I64: return (float)*reinterpret_cast<const int64_t*>(p);
+    case DType::BOOL: return *reinterpret_cast<const uint8_t*>(p) ? 1.f : 0.f;
+  }
+  return 0;
+}
+inline int64_t load_i(const char* p, DType d) {
+  switch (d) {
+    case DType::I32: return *reinterpret_cast<const int32_t*>(p);
+    case DType::I64: return *reinterpret_cast<const int64_t*>(p);
+    case DType::BOOL: return *reinterpret_cast<const uint8_t*>(p) ? 1 : 0;
+    default: {
+      float f = load_f(p, d);
+      if (!(f == f)) return 0;
+      if (f >= 9.2e18f) return INT64_MAX;
+      if (f <= -9.2e18f) return INT64_MIN;
+      return (int64_t)f;  // truncation toward zero, like PyTorch's .to(int64)
+    }
+  }
+}
+inline void store(char* p, DType d, const char* src, DType sd) {
+  switch (d) {
+    case DType::F32: *reinterpret_cast<float*>(p) = load_f(src, sd); break;
+    case DType::BF16: *reinterpret_cast<uint16_t*>(p) = f32_to_bf16(load_f(src, sd)); break;
+    case DType::F16: *reinterpret_cast<uint16_t*>(p) = f32_to_f16(load_f(src, sd)); break;
+    case DType::I32: *reinterpret_cast<int32_t*>(p) = (int32_t)load_i(src, sd); break;
+    case DType::I64: *reinterpret_cast<int64_t*>(p) = load_i(src, sd); break;
+    case DType::BOOL:
+      *reinterpret_cast<uint8_t*>(p) = dtype_is_float(sd) ? (load_f(src, sd) != 0.f) : (load_i(src, sd) != 0);
+      break;
+  }
+}
+}  // namespace
+
+void copy_into(const Tensor& dst, const Tensor& src) {
+  AD_CHECK(dst.shape == src.shape, "ShapeError",
+           "copy: shape mismatch " + shape_str(dst.shape) + " vs " + shape_str(src.shape));
+  int64_t n = dst.numel();
+  if (n == 0) return;
+  if (dst.dtype == src.dtype && dst.is_contiguous() && src.is_contiguous()) {
+    std::memcpy(dst.raw(), src.raw(), (size_t)n * dtype_size(dst.dtype));
+    return;
+  }
+  int64_t nd = dst.dim();
+  if (nd == 0) {
+    store((char*)dst.raw(), dst.dtype, (const char*)src.raw(), src.dtype);
+    return;
+  }
+  const int64_t inner = dst.shape[nd - 1];
+  const int64_t rows = n / inner;
+  const size_t des = dtype_size(dst.dtype), ses = dtype_size(src.dtype);
+  const int64_t dsi = dst.strides[nd - 1], ssi = src.strides[nd - 1];
+  const bool same = dst.dtype == src.dtype;
+  parallel_for(rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(inner, 1)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      int64_t rem = r, doff = dst.offset, soff = src.offset;
+      for (int64_t d = nd - 2; d >= 0; d--) {
+        int64_t i = rem % dst.shape[d];
+        rem /= dst.shape[d];
+        doff += i * dst.strides[d];
+        soff += i * src.strides[d];
+      }
+      char* dp = static_cast<char*>(dst.st->data) + doff * des;
+      const char* sp = static_cast<const char*>(src.st->data) + soff * ses;
+      if (same && des == 4) {
+        auto* d4 = reinterpret_cast<uint32_t*>(dp); auto* s4 = reinterpret_cast<const uint32_t*>(sp);
+        for (int64_t j = 0; j < inner; j++) d4[j * dsi] = s4[j * ssi];
+      } else if (same && des == 2) {
+        auto* d2 = reinterpret_cast<uint16_t*>(dp); auto* s2 = reinterpret_cast<const uint16_t*>(sp);
+        for (int64_t j = 0; j < inner; j++) d2[j * dsi] = s2[j * ssi];
+      } else if (same) {
+        for (int64_t j = 0; j < inner; j++) std::memcpy(dp + j * dsi * des, sp + j * ssi * ses, des);
+      } else {
+        for (int64_t j = 0; j < inner; j++) store(dp + j * dsi * des, dst.dtype, sp + j * ssi * ses, src.dtype);
+      }
+    }
+  });
+}
+
+Tensor contiguous(const Tensor& t) {
+  if (t.is_contiguous()) return t;
+  Tensor o = Tensor::empty(t.shape, t.dtype);
+  copy_into(o, t);
+  return o;
+}
+
+Tensor cast(const Tensor& t, DType dt) {
+  if (t.dtype == dt) return t;
+  Tensor o = Tensor::empty(t.shape, dt);
+  copy_into(o, t);
+  return o;
+}
+
+}  // namespace ad
