@@ -621,6 +621,11 @@ struct B16Avx512 {
 //   B panel (32 cols, zero-padded): per k step s, two tiles [half h][kpair p][col 16][2] at
 //     s*1024 + h*512 + p*32 + col*2.
 
+int64_t tune(const char* name, int64_t def) {
+  const char* e = std::getenv(name);
+  return e ? std::atoll(e) : def;
+}
+
 struct alignas(64) TileConfig {
   uint8_t palette_id;
   uint8_t start_row;
@@ -737,7 +742,13 @@ AD_TGT_AMX void ukr_amx(int64_t kcp, const uint16_t* a, const uint16_t* b, float
     _tile_zero(3);
   }
   const int64_t ns = kcp / 32;
+  static const int pf_mode = (int)tune("PF", 0);
+  static const int64_t pf_dist = tune("PFD", 2) * 1024;
   for (int64_t s = 0; s < ns; s++) {
+    if (pf_mode & 1)
+      for (int l = 0; l < 32; l++) _mm_prefetch((const char*)(a + pf_dist) + l * 64, _MM_HINT_T0);
+    if (pf_mode & 2)
+      for (int l = 0; l < 32; l++) _mm_prefetch((const char*)(b + pf_dist) + l * 64, _MM_HINT_T0);
     _tile_loadd(4, a, 64);
     _tile_loadd(6, b, 64);
     _tile_loadd(5, a + 512, 64);
@@ -798,20 +809,21 @@ void gemm_block(const Args<typename KT::T>& g, int64_t m0, int64_t m1, int64_t n
   using T = typename KT::T;
   if (m1 <= m0 || n1 <= n0) return;
   const int64_t Mb = m1 - m0, Nb = n1 - n0;
-  const int64_t kc_max = std::min<int64_t>(KT::KC, rup(g.K, KT::KG));
-  const int64_t mc_max = std::min<int64_t>(KT::MC, rup(Mb, KT::MR));
-  const int64_t nc_max = std::min<int64_t>(KT::NC, rup(Nb, KT::NR));
+  const int64_t KC = tune("KC", KT::KC), MC = tune("MC", KT::MC), NC = tune("NC", KT::NC);
+  const int64_t kc_max = std::min<int64_t>(KC, rup(g.K, KT::KG));
+  const int64_t mc_max = std::min<int64_t>(MC, rup(Mb, KT::MR));
+  const int64_t nc_max = std::min<int64_t>(NC, rup(Nb, KT::NR));
   T* Ap = tl_apack.get<T>((size_t)(rup(mc_max, KT::MR) * rup(kc_max, KT::KG)));
   T* Bp = tl_bpack.get<T>((size_t)(rup(nc_max, KT::NR) * rup(kc_max, KT::KG)));
-  for (int64_t jc = n0; jc < n1; jc += KT::NC) {
-    const int64_t nc = std::min<int64_t>(KT::NC, n1 - jc);
-    for (int64_t pc = 0; pc < g.K; pc += KT::KC) {
-      const int64_t kc = std::min<int64_t>(KT::KC, g.K - pc);
+  for (int64_t jc = n0; jc < n1; jc += NC) {
+    const int64_t nc = std::min<int64_t>(NC, n1 - jc);
+    for (int64_t pc = 0; pc < g.K; pc += KC) {
+      const int64_t kc = std::min<int64_t>(KC, g.K - pc);
       const int64_t kcp = rup(kc, KT::KG);
       const float beta = pc == 0 ? g.beta : 1.0f;
       KT::pack_b(g.transB, g.B, g.ldb, pc, kc, jc, nc, Bp);
-      for (int64_t ic = m0; ic < m1; ic += KT::MC) {
-        const int64_t mc = std::min<int64_t>(KT::MC, m1 - ic);
+      for (int64_t ic = m0; ic < m1; ic += MC) {
+        const int64_t mc = std::min<int64_t>(MC, m1 - ic);
         KT::pack_a(g.transA, g.A, g.lda, ic, mc, pc, kc, Ap);
         for (int64_t jr = 0; jr < nc; jr += KT::NR) {
           const int nr = (int)std::min<int64_t>(KT::NR, nc - jr);
@@ -820,6 +832,40 @@ void gemm_block(const Args<typename KT::T>& g, int64_t m0, int64_t m1, int64_t n
             const int mr = (int)std::min<int64_t>(KT::MR, mc - ir);
             KT::kernel(kcp, Ap + ir * kcp, bp, g.C + (ic + ir) * g.ldc + jc + jr, g.ldc, mr, nr, g.alpha, beta);
           }
+        }
+      }
+    }
+  }
+}
+
+// AMX driver: the C block stays in the tiles over the whole K (stored once), so C is never re-read; the
+// packed A block (MC x K) is sized to stay in L2, each B micro-panel (32 x K) is reused over MC / 32 row
+// panels.
+template <>
+void gemm_block<B16Amx>(const Args<uint16_t>& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  using KT = B16Amx;
+  if (m1 <= m0 || n1 <= n0) return;
+  const int64_t Mb = m1 - m0, Nb = n1 - n0;
+  const int64_t kcp = rup(g.K, 32);
+  const int64_t a_budget = tune("ABUDGET", 1 << 20);  // bytes of packed A kept in L2
+  const int64_t MC = std::max<int64_t>(32, std::min<int64_t>(tune("MC", 256), (a_budget / (2 * kcp)) / 32 * 32));
+  const int64_t NC = tune("NC", 1024);
+  const int64_t mc_max = std::min<int64_t>(MC, rup(Mb, 32));
+  const int64_t nc_max = std::min<int64_t>(NC, rup(Nb, 32));
+  uint16_t* Ap = tl_apack.get<uint16_t>((size_t)(mc_max * kcp));
+  uint16_t* Bp = tl_bpack.get<uint16_t>((size_t)(nc_max * kcp));
+  for (int64_t jc = n0; jc < n1; jc += NC) {
+    const int64_t nc = std::min<int64_t>(NC, n1 - jc);
+    KT::pack_b(g.transB, g.B, g.ldb, 0, g.K, jc, nc, Bp);
+    for (int64_t ic = m0; ic < m1; ic += MC) {
+      const int64_t mc = std::min<int64_t>(MC, m1 - ic);
+      KT::pack_a(g.transA, g.A, g.lda, ic, mc, 0, g.K, Ap);
+      for (int64_t jr = 0; jr < nc; jr += 32) {
+        const int nr = (int)std::min<int64_t>(32, nc - jr);
+        for (int64_t ir = 0; ir < mc; ir += 32) {
+          const int mr = (int)std::min<int64_t>(32, mc - ir);
+          KT::kernel(kcp, Ap + ir * kcp, Bp + jr * kcp, g.C + (ic + ir) * g.ldc + jc + jr, g.ldc, mr, nr, g.alpha,
+                     g.beta);
         }
       }
     }

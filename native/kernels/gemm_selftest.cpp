@@ -1,6 +1,6 @@
 // standalone: g++ -O3 -std=c++17 -pthread native/kernels/gemm_selftest.cpp native/kernels/gemm.cpp native/kernels/gemm_ref.cpp native/threadpool.cpp
 // gemm_selftest.cpp — dev harness for gemm.cpp (not part of the addon build: *_selftest.cpp is excluded).
-// Usage: ./a.out [check] [bench] [quick]   (default: check + bench)
+// Usage: ./a.out [check] [bench] [quick] [only=<shape substring>]   (default: check + bench)
 //   check: sgemm / bgemm vs the reference loops, random shapes, every ISA this CPU has (gemm_force_isa)
 //   bench: GFLOP/s of the auto-selected kernels on square and transformer shapes, plus a register-only
 //          AVX-512 FMA peak loop on the same threads for comparison.
@@ -282,6 +282,8 @@ double bench_shape(const Shape& s, bool bf16, int reps) {
   return best;
 }
 
+const char* g_only = nullptr;  // bench only shapes whose name contains this
+
 void bench(bool quick) {
   const int nth = num_threads();
   const int reps = quick ? 3 : 7;
@@ -302,6 +304,7 @@ void bench(bool quick) {
   };
   std::printf("%-24s %12s %8s %14s\n", "shape MxNxK", "f32 GFLOP/s", "% peak", "bf16 GFLOP/s");
   for (const Shape& s : shapes) {
+    if (g_only && !std::strstr(s.name, g_only)) continue;
     double f = bench_shape(s, false, reps);
     double b = bench_shape(s, true, reps);
     std::printf("%-24s %12.1f %7.0f%% %14.1f\n", s.name, f, 100.0 * f / pn, b);
@@ -317,6 +320,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "check")) do_check = true;
     if (!std::strcmp(argv[i], "bench")) do_bench = true;
     if (!std::strcmp(argv[i], "quick")) quick = true;
+    if (!std::strncmp(argv[i], "only=", 5)) g_only = argv[i] + 5;
   }
   if (!do_check && !do_bench) do_check = do_bench = true;
   bool ok = true;

@@ -1,0 +1,189 @@
+/**
+ * The autograd tape. Ops record a `Node` (inputs, a backward closure and the tensors it saved) on each
+ * output that needs a gradient; `backward()` walks the graph in reverse topological order. The tape knows
+ * no specific op: derivatives live next to their forward in lib/ops/.
+ *
+ * Invariants:
+ * - Gradients in flight are reference-counted and disposed as soon as no slot needs them.
+ * - After a backward pass, each visited node drops its saved tensors and disposes those it owns (native
+ *   intermediates such as a norm's mean/rstd); a second backward through it raises AutogradError unless
+ *   the first one was called with `retainGraph: true`.
+ */
+import { AutogradError } from '../errors.ts';
+import type { Tensor } from '../tensor.ts';
+import { keep } from '../scope.ts';
+
+let gradEnabled = true;
+
+/** Whether ops currently record the tape. */
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** Runs fn with recording off (like `torch.no_grad()`); returns fn's result. */
+export function noGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+/** Runs fn with recording set to `enabled`. */
+export function withGradEnabled<T>(enabled: boolean, fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = enabled;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+export type BackwardFn = (grads: (Tensor | null)[]) => (Tensor | null)[];
+
+/** Where the gradient of one op input goes: the node that produced it, or the leaf tensor itself. */
+export interface Edge {
+  node: Node | null;
+  index: number;
+  leaf: Tensor | null;
+}
+
+export class Node {
+  freed = false;
+  /** Captured when the op runs, so disposing an intermediate Tensor object never cuts the graph. */
+  readonly edges: (Edge | null)[];
+  constructor(
+    readonly name: string,
+    /** The op's inputs (null where an input doesn't need a gradient or is absent). */
+    inputs: (Tensor | null)[],
+    /** Number of outputs of the op (gradients arrive per output). */
+    readonly nOutputs: number,
+    public backwardFn: BackwardFn | null,
+    /** Tensors created by the op only for its backward: disposed when the graph is freed. */
+    public owned: Tensor[],
+  ) {
+    this.edges = inputs.map((t) =>
+      t && t.requiresGrad ? (t.gradFn ? { node: t.gradFn, index: t.outputIndex, leaf: null } : { node: null, index: 0, leaf: t }) : null,
+    );
+  }
+
+  release(): void {
+    this.freed = true;
+    this.backwardFn = null;
+    for (const t of this.owned) t.dispose();
+    this.owned = [];
+  }
+}
+
+/** Records `node` on the outputs when any input requires a gradient and recording is on. */
+export function needsGrad(inputs: (Tensor | null | undefined)[]): boolean {
+  if (!gradEnabled) return false;
+  for (const t of inputs) if (t && t.requiresGrad) return true;
+  return false;
+}
+
+interface BackwardOptions {
+  retainGraph?: boolean;
+}
+
+/**
+ * Backpropagates from `root` with upstream gradient `grad` (a tensor of root's shape). Leaf tensors with
+ * `requiresGrad` accumulate into `.grad`.
+ */
+export function runBackward(root: Tensor, grad: Tensor, opts: BackwardOptions, ops: { add(a: Tensor, b: Tensor): Tensor }): void {
+  if (!root.gradFn) {
+    if (!root.requiresGrad) throw new AutogradError('backward: tensor does not require grad and has no grad_fn');
+    accumulateLeaf(root, grad, ops);
+    return;
+  }
+  // topological order (iterative DFS)
+  const order: Node[] = [];
+  const seen = new Set<Node>();
+  const stack: [Node, number][] = [[root.gradFn, 0]];
+  seen.add(root.gradFn);
+  while (stack.length) {
+    const top = stack[stack.length - 1]!;
+    const [node, i] = top;
+    if (node.freed)
+      throw new AutogradError(
+        `backward: the graph through '${node.name}' was already freed by an earlier backward(); ` +
+          'pass {retainGraph: true} to the first call to backpropagate twice',
+      );
+    if (i < node.edges.length) {
+      top[1]++;
+      const g = node.edges[i]?.node;
+      if (g && !seen.has(g)) {
+        seen.add(g);
+        stack.push([g, 0]);
+      }
+    } else {
+      order.push(node);
+      stack.pop();
+    }
+  }
+  const refs = new Map<Tensor, number>();
+  const keep = new Set<Tensor>([grad]);  // never disposed here: the caller's gradient
+  const hold = (t: Tensor) => refs.set(t, (refs.get(t) ?? 0) + 1);
+  const drop = (t: Tensor) => {
+    const n = (refs.get(t) ?? 1) - 1;
+    if (n <= 0) {
+      refs.delete(t);
+      if (!keep.has(t)) t.dispose();
+    } else refs.set(t, n);
+  };
+  const pending = new Map<Node, (Tensor | null)[]>();
+  const put = (node: Node, idx: number, g: Tensor) => {
+    let slots = pending.get(node);
+    if (!slots) {
+      slots = new Array(node.nOutputs).fill(null);
+      pending.set(node, slots);
+    }
+    const old = slots[idx];
+    if (!old) {
+      hold(g);
+      slots[idx] = g;
+    } else {
+      const sum = ops.add(old, g);
+      hold(sum);
+      slots[idx] = sum;
+      drop(old);
+    }
+  };
+  hold(grad);
+  put(root.gradFn, root.outputIndex, grad);
+  drop(grad);
+  for (let k = order.length - 1; k >= 0; k--) {
+    const node = order[k]!;
+    const slots = pending.get(node) ?? new Array(node.nOutputs).fill(null);
+    pending.delete(node);
+    if (!node.backwardFn) throw new AutogradError(`backward: '${node.name}' has no backward`);
+    const results = slots.some((s) => s) ? node.backwardFn(slots) : [];
+    for (const r of results) if (r) hold(r);
+    for (const s of slots) if (s) drop(s);
+    for (let i = 0; i < node.edges.length; i++) {
+      const e = node.edges[i];
+      const r = results[i];
+      if (!e || !r) continue;
+      if (e.node) put(e.node, e.index, r);
+      else if (e.leaf && !e.leaf.disposed) accumulateLeaf(e.leaf, r, ops, hold);
+    }
+    for (const r of results) if (r) drop(r);
+    if (!opts.retainGraph) node.release();
+  }
+}
+
+function accumulateLeaf(t: Tensor, g: Tensor, ops: { add(a: Tensor, b: Tensor): Tensor }, hold?: (t: Tensor) => void): void {
+  if (!t.grad) {
+    // The leaf keeps its own copy, so later in-flight disposal can't touch it.
+    // (kept out of any enclosing scope(): a leaf's gradient outlives the step that made it)
+    t.grad = keep(g.dtype === t.dtype ? g.clone() : g.to(t.dtype));
+  } else {
+    const sum = keep(ops.add(t.grad, g.dtype === t.grad.dtype ? g : g.to(t.grad.dtype)));
+    t.grad.dispose();
+    t.grad = sum;
+  }
+  void hold;
+}

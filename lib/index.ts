@@ -1,0 +1,49 @@
+/**
+ * adapters-node public API. Tensors and ops (PyTorch names in camelCase), the autograd tape, memory
+ * scopes, and capability queries. Model, adapter and training APIs build on these.
+ */
+import { native } from './binding.ts';
+import * as ops from './ops/index.ts';
+import { liveTensorCount } from './tensor.ts';
+
+export { Tensor, tensor, type DType, type TensorOptions } from './tensor.ts';
+export { ops };
+export {
+  zeros, ones, full, zerosLike, onesLike, fullLike, arange, rand, randn, manualSeed, getRngState, setRngState,
+} from './ops/index.ts';
+export { noGrad, isGradEnabled, withGradEnabled } from './autograd/tape.ts';
+export { gradcheck, type GradcheckOptions } from './autograd/gradcheck.ts';
+export { scope, keep } from './scope.ts';
+export * from './errors.ts';
+
+/** Native memory in use: live tensors (JS objects), live storages and their bytes, pooled bytes, peak. */
+export function memoryStats(): { liveTensors: number; liveStorages: number; liveBytes: number; pooledBytes: number; peakBytes: number } {
+  return { liveTensors: liveTensorCount(), ...native.memoryStats() };
+}
+/** Returns pooled (cached, unused) native memory to the OS. */
+export function emptyCache(): void {
+  native.emptyCache();
+}
+/** Threads used by CPU kernels (cores, or ADAPTERS_NUM_THREADS). */
+export function numThreads(): number {
+  return native.numThreads();
+}
+export function setNumThreads(n: number): void {
+  native.setNumThreads(n);
+}
+/** CPU features detected at run time and the GEMM kernels chosen. */
+export function cpuInfo(): ReturnType<typeof native.cpuFeatures> {
+  return native.cpuFeatures();
+}
+/** Whether a CUDA device is usable (the CUDA library loaded and found a GPU). */
+export function hasCuda(): boolean {
+  return native.hasCuda();
+}
+/** Whether `op` has a kernel on `device` ('cpu' | 'cuda'). */
+export function supportsOp(op: string, device = 'cpu'): boolean {
+  return native.supportsOp(op, device);
+}
+/** Names of the native ops (the table in native/ops.def). */
+export function opNames(): string[] {
+  return native.opNames();
+}

@@ -1,0 +1,266 @@
+/**
+ * Neural-network ops (torch.nn.functional semantics): matmul, linear (incl. GPT-2's Conv1D layout),
+ * softmax / logSoftmax, layerNorm, rmsNorm, embedding, dropout, crossEntropy, mseLoss, rotary embeddings
+ * and fused scaled-dot-product attention. Each forward sits next to its derivative; the heavy backward
+ * passes run native `_bwd` kernels.
+ */
+import { Tensor, callOp, withGrad } from '../tensor.ts';
+import { ShapeError, ValueError } from '../errors.ts';
+import { assertTensor, checkFloat, normDim, one, sumToShape } from './util.ts';
+import { reshape, squeeze, transpose, unsqueeze } from './shape.ts';
+import { nextRandom } from './creation.ts';
+import { sub, mul } from './elementwise.ts';
+import { mean as meanOp, sum as sumOp } from './reduce.ts';
+
+function reduceOwned(t: Tensor, shape: number[]): Tensor {
+  const r = sumToShape(t, shape);
+  if (r !== t) t.dispose();
+  return r;
+}
+
+/** Matrix product with torch.matmul semantics (1-D promotion, broadcast batch dims). */
+export function matmul(a: Tensor, b: Tensor): Tensor {
+  assertTensor(a, 'matmul', 'first operand');
+  assertTensor(b, 'matmul', 'second operand');
+  if (a.ndim === 0 || b.ndim === 0) throw new ShapeError(`matmul: both operands must be at least 1-D, got [${a.shape}] and [${b.shape}]`);
+  if (a.ndim === 1 || b.ndim === 1) {
+    const a2 = a.ndim === 1 ? unsqueeze(a, 0) : a;
+    const b2 = b.ndim === 1 ? unsqueeze(b, -1) : b;
+    const y = matmul(a2, b2);
+    let r = y;
+    if (b.ndim === 1) r = squeeze(r, -1);
+    if (a.ndim === 1) r = squeeze(r, -2 + (b.ndim === 1 ? 1 : 0));
+    return r;
+  }
+  const y = one(callOp('matmul', [a, b]));
+  withGrad([y], 'matmul', [a, b], ([g]) => {
+    let ga: Tensor | null = null, gb: Tensor | null = null;
+    if (a.requiresGrad) {
+      const bt = transpose(b, -2, -1);
+      ga = reduceOwned(one(callOp('matmul', [g!, bt])), a.shape);
+      bt.dispose();
+    }
+    if (b.requiresGrad) {
+      const at = transpose(a, -2, -1);
+      gb = reduceOwned(one(callOp('matmul', [at, g!])), b.shape);
+      at.dispose();
+    }
+    return [ga, gb];
+  });
+  return y;
+}
+
+export interface LinearOptions {
+  /** 'linear': weight (out, in), y = x·Wᵀ + b (nn.Linear). 'conv1d': weight (in, out), y = x·W + b (GPT-2 Conv1D). */
+  layout?: 'linear' | 'conv1d';
+}
+
+/** y = x·Wᵀ + b (or x·W + b for the Conv1D layout), bias optional. */
+export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: LinearOptions = {}): Tensor {
+  assertTensor(x, 'linear', 'input');
+  assertTensor(weight, 'linear', 'weight');
+  const layout = opts.layout ?? 'linear';
+  const y = one(callOp('linear', [x, weight, bias ?? null], { layout }));
+  withGrad([y], 'linear', [x, weight, bias ?? null], ([g]) => {
+    const inF = layout === 'conv1d' ? weight.shape[0]! : weight.shape[1]!;
+    const outF = layout === 'conv1d' ? weight.shape[1]! : weight.shape[0]!;
+    let gx: Tensor | null = null, gw: Tensor | null = null, gb: Tensor | null = null;
+    if (x.requiresGrad) {
+      // dx = g·W (linear) or g·Wᵀ (conv1d)
+      const w = layout === 'conv1d' ? transpose(weight, 0, 1) : weight;
+      gx = one(callOp('matmul', [g!, w]));
+      if (w !== weight) w.dispose();
+    }
+    if (weight.requiresGrad) {
+      const g2 = reshape(g!, [-1, outF]);
+      const x2 = reshape(x, [-1, inF]);
+      // dW = gᵀ·x (out, in) or xᵀ·g (in, out)
+      const [l, r] = layout === 'conv1d' ? [transpose(x2, 0, 1), g2] : [transpose(g2, 0, 1), x2];
+      gw = one(callOp('matmul', [l, r]));
+      for (const t of [g2, x2, l, r]) t.dispose();
+    }
+    if (bias && bias.requiresGrad) {
+      const lead = [...Array(g!.ndim - 1).keys()];
+      gb = one(callOp('sum', [g!], { dims: lead, keepdim: false }));
+      if (gb.dtype !== bias.dtype) gb = castOwned(gb, bias.dtype);
+    }
+    return [gx, gw, gb];
+  });
+  return y;
+}
+
+function castOwned(t: Tensor, dt: string): Tensor {
+  const r = one(callOp('cast', [t], { dtype: dt }));
+  t.dispose();
+  return r;
+}
+
+/** Softmax along dim (numerically stable). */
+export function softmax(x: Tensor, dim: number): Tensor {
+  assertTensor(x, 'softmax', 'input');
+  checkFloat(x, 'softmax');
+  const d = normDim(dim, x.ndim, 'softmax');
+  const y = one(callOp('softmax', [x], { dim: d }));
+  withGrad([y], 'softmax', [x], ([g]) => [one(callOp('softmax_bwd', [y, g!], { dim: d }))]);
+  return y;
+}
+
+/** log(softmax(x)) along dim, computed stably. */
+export function logSoftmax(x: Tensor, dim: number): Tensor {
+  assertTensor(x, 'logSoftmax', 'input');
+  checkFloat(x, 'logSoftmax');
+  const d = normDim(dim, x.ndim, 'logSoftmax');
+  const y = one(callOp('log_softmax', [x], { dim: d }));
+  withGrad([y], 'logSoftmax', [x], ([g]) => [one(callOp('log_softmax_bwd', [y, g!], { dim: d }))]);
+  return y;
+}
+
+/** Layer normalisation over the last dim (weight and bias optional). */
+export function layerNorm(x: Tensor, weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5): Tensor {
+  assertTensor(x, 'layerNorm', 'input');
+  checkFloat(x, 'layerNorm');
+  const [y, mu, rstd] = callOp('layer_norm', [x, weight ?? null, bias ?? null], { eps });
+  withGrad([y!], 'layerNorm', [x, weight ?? null, bias ?? null], ([g]) => {
+    const outs = callOp('layer_norm_bwd', [x, weight ?? null, mu!, rstd!, g!], { has_bias: !!bias });
+    const dx = outs[0]!;
+    const dw = weight ? outs[1]! : null;
+    const db = bias ? outs[weight ? 2 : 1]! : null;
+    const fix = (t: Tensor | null, like: Tensor | null | undefined) => (t && like && t.dtype !== like.dtype ? castOwned(t, like.dtype) : t);
+    return [dx, fix(dw, weight), fix(db, bias)];
+  }, [mu!, rstd!]);
+  return y!;
+}
+
+/** RMS normalisation over the last dim: x · rsqrt(mean(x²) + eps) · weight (LLaMA, T5). */
+export function rmsNorm(x: Tensor, weight?: Tensor | null, eps = 1e-6): Tensor {
+  assertTensor(x, 'rmsNorm', 'input');
+  checkFloat(x, 'rmsNorm');
+  const [y, mu, rstd] = callOp('rms_norm', [x, weight ?? null], { eps });
+  withGrad([y!], 'rmsNorm', [x, weight ?? null], ([g]) => {
+    const outs = callOp('rms_norm_bwd', [x, weight ?? null, mu!, rstd!, g!], { has_bias: false });
+    const dw = weight ? outs[1]! : null;
+    return [outs[0]!, dw && weight && dw.dtype !== weight.dtype ? castOwned(dw, weight.dtype) : dw];
+  }, [mu!, rstd!]);
+  return y!;
+}
+
+/** weight[ids]: ids integer (...), weight (V, C) → (..., C). Backward scatter-adds into the rows. */
+export function embedding(ids: Tensor, weight: Tensor): Tensor {
+  assertTensor(ids, 'embedding', 'ids');
+  assertTensor(weight, 'embedding', 'weight');
+  const y = one(callOp('embedding', [ids, weight]));
+  withGrad([y], 'embedding', [null, weight], ([g]) => {
+    const dw = one(callOp('embedding_bwd', [ids, g!], { num_embeddings: weight.shape[0]! }));
+    return [null, dw.dtype === weight.dtype ? dw : castOwned(dw, weight.dtype)];
+  });
+  return y;
+}
+
+export interface DropoutOptions {
+  /** Apply dropout (default true); false returns the input unchanged (eval mode). */
+  training?: boolean;
+  /** Use this seed instead of the global generator. */
+  seed?: number;
+}
+
+/** Zeroes elements with probability p and scales the rest by 1/(1−p). Same seed → same mask. */
+export function dropout(x: Tensor, p = 0.5, opts: DropoutOptions = {}): Tensor {
+  assertTensor(x, 'dropout', 'input');
+  if (typeof p !== 'number' || !(p >= 0 && p <= 1)) throw new ValueError(`dropout: p must be in [0, 1], got ${p}`);
+  if (opts.training === false || p === 0) return x.detachKeepGraph();
+  const st = opts.seed !== undefined ? { seed: opts.seed, offset: 0 } : nextRandom(x.numel);
+  const attrs = { p, seed: st.seed, offset: st.offset };
+  const y = one(callOp('dropout', [x], attrs));
+  withGrad([y], 'dropout', [x], ([g]) => [one(callOp('dropout', [g!], attrs))]);
+  return y;
+}
+
+export interface CrossEntropyOptions {
+  ignoreIndex?: number;
+  labelSmoothing?: number;
+  reduction?: 'mean' | 'sum' | 'none';
+}
+
+/**
+ * Cross-entropy of logits (N, C) — or (..., C) with classes last, as HF flattens LM logits — against
+ * integer targets (N) / (...). Mean over non-ignored targets by default.
+ */
+export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropyOptions = {}): Tensor {
+  assertTensor(logits, 'crossEntropy', 'logits');
+  assertTensor(targets, 'crossEntropy', 'targets');
+  const reduction = opts.reduction ?? 'mean';
+  if (!['mean', 'sum', 'none'].includes(reduction)) throw new ValueError(`crossEntropy: reduction must be mean, sum or none, got '${reduction}'`);
+  if (logits.ndim < 2) throw new ShapeError(`crossEntropy: logits must be (N, C), got [${logits.shape}]`);
+  const C = logits.shape[logits.ndim - 1]!;
+  const lead = logits.shape.slice(0, -1);
+  if (targets.shape.join() !== lead.join())
+    throw new ShapeError(`crossEntropy: targets [${targets.shape}] must have shape [${lead}] for logits [${logits.shape}]`);
+  const flat = logits.ndim === 2 ? logits : reshape(logits, [-1, C]);
+  const tflat = targets.ndim === 1 ? targets : reshape(targets, [-1]);
+  const attrs = { ignore_index: opts.ignoreIndex ?? -100, label_smoothing: opts.labelSmoothing ?? 0, reduction };
+  const [loss, lse] = callOp('cross_entropy', [flat, tflat], attrs);
+  withGrad([loss!], 'crossEntropy', [flat], ([g]) => [one(callOp('cross_entropy_bwd', [flat, tflat, lse!, g!], attrs))], [lse!]);
+  if (tflat !== targets) tflat.dispose();
+  if (reduction === 'none' && lead.length !== 1) {
+    const r = reshape(loss!, lead);
+    return r;
+  }
+  return loss!;
+}
+
+/** Mean squared error (or its sum / elementwise values). */
+export function mseLoss(input: Tensor, target: Tensor, opts: { reduction?: 'mean' | 'sum' | 'none' } = {}): Tensor {
+  const d = sub(input, target);
+  const sq = mul(d, d);
+  const red = opts.reduction ?? 'mean';
+  if (red === 'none') return sq;
+  if (red === 'sum') return sumOp(sq);
+  if (red !== 'mean') throw new ValueError(`mseLoss: reduction must be mean, sum or none, got '${red}'`);
+  return meanOp(sq);
+}
+
+/**
+ * Rotary position embedding with precomputed tables: x (..., T, D), cos/sin (T, D) or (B, T, D) for x
+ * (B, H, T, D). Half-split (`rotate_half`, LLaMA) by default; `interleaved: true` rotates adjacent pairs.
+ */
+export function rope(x: Tensor, cos: Tensor, sin: Tensor, opts: { interleaved?: boolean } = {}): Tensor {
+  assertTensor(x, 'rope', 'input');
+  const interleaved = !!opts.interleaved;
+  const y = one(callOp('rope', [x, cos, sin], { interleaved }));
+  withGrad([y], 'rope', [x], ([g]) => [one(callOp('rope', [g!, cos, sin], { interleaved, backward: true }))]);
+  return y;
+}
+
+export interface AttentionOptions {
+  /** Additive float mask broadcastable to (B, H, Tq, P+Tk), e.g. HF's extended attention mask. */
+  mask?: Tensor | null;
+  /** Causal masking: key j visible to query i iff j ≤ i + (Tk − Tq); prefix keys are always visible. */
+  isCausal?: boolean;
+  /** Bool (B, P+Tk): true = attend, false = padding. */
+  keyPaddingMask?: Tensor | null;
+  /** Score scale, default 1/√D. */
+  scale?: number;
+  /** Extra keys/values (B, Hkv, P, D) placed before the keys (prefix tuning), without copying k/v. */
+  prefixK?: Tensor | null;
+  prefixV?: Tensor | null;
+}
+
+/**
+ * Fused attention softmax(q·kᵀ·scale + mask)·v with grouped-query heads (H a multiple of Hkv), causal and
+ * padding masks and prefix keys/values. Memory is linear in sequence length (flash-style kernel). Masked
+ * scores use the lowest finite float, so a query with no visible key attends uniformly (as HF does).
+ */
+export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
+  assertTensor(q, 'scaledDotProductAttention', 'q');
+  assertTensor(k, 'scaledDotProductAttention', 'k');
+  assertTensor(v, 'scaledDotProductAttention', 'v');
+  const attrs: Record<string, number | boolean | undefined> = { causal: !!opts.isCausal, scale: opts.scale };
+  const pk = opts.prefixK ?? null, pv = opts.prefixV ?? null;
+  const ins = [q, k, v, opts.mask ?? null, opts.keyPaddingMask ?? null, pk, pv];
+  const [out, lse] = callOp('attention', ins, attrs);
+  withGrad([out!], 'attention', [q, k, v, null, null, pk, pv], ([g]) => {
+    const r = callOp('attention_bwd', [...ins, out!, lse!, g!], attrs);
+    return [r[0]!, r[1]!, r[2]!, null, null, pk ? r[3]! : null, pv ? r[4]! : null];
+  }, [lse!]);
+  return out!;
+}

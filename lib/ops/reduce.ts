@@ -1,0 +1,80 @@
+/** Reductions: sum, mean (over any axes, keepdim), max/argmax over one axis or all. */
+import { Tensor, callOp, withGrad } from '../tensor.ts';
+import { assertTensor, normDim, one } from './util.ts';
+import { expand, reshape } from './shape.ts';
+
+export interface ReduceOptions {
+  keepdim?: boolean;
+}
+
+function dimsOf(x: Tensor, dim: number | number[] | undefined, op: string): number[] {
+  if (dim === undefined || dim === null) return [...Array(x.ndim).keys()];
+  const ds = Array.isArray(dim) ? dim : [dim];
+  return ds.map((d) => normDim(d, x.ndim, op));
+}
+
+/** Shape of the reduced result with keepdim (size 1 on reduced axes). */
+function keptShape(x: Tensor, dims: number[]): number[] {
+  return x.shape.map((s, i) => (dims.includes(i) ? 1 : s));
+}
+
+/** Sum over `dim` (all dims when omitted). */
+export function sum(x: Tensor, dim?: number | number[], opts: ReduceOptions = {}): Tensor {
+  assertTensor(x, 'sum', 'input');
+  const dims = dimsOf(x, dim, 'sum');
+  const keepdim = !!opts.keepdim;
+  const y = one(callOp('sum', [x], { dims, keepdim }));
+  const inShape = x.shape;
+  const ks = keptShape(x, dims);
+  withGrad([y], 'sum', [x], ([g]) => {
+    const gk = keepdim ? g! : reshape(g!, ks);
+    const e = expand(gk, inShape).contiguous();
+    if (gk !== g) gk.dispose();
+    return [e];
+  });
+  return y;
+}
+
+/** Mean over `dim` (all dims when omitted). */
+export function mean(x: Tensor, dim?: number | number[], opts: ReduceOptions = {}): Tensor {
+  const dims = dimsOf(x, dim, 'mean');
+  const n = dims.reduce((a, d) => a * x.shape[d]!, 1);
+  const s = sum(x, dim, opts);
+  const y = s.div(n);
+  s.dispose();
+  return y;
+}
+
+/** Max over `dim` (values); over all elements when dim is omitted. Gradient goes to the arg-max. */
+export function max(x: Tensor, dim?: number, opts: ReduceOptions = {}): Tensor {
+  assertTensor(x, 'max', 'input');
+  const attrs = dim === undefined ? { keepdim: false } : { dim: normDim(dim, x.ndim, 'max'), keepdim: !!opts.keepdim };
+  const [v, idx] = callOp('max', [x], attrs);
+  const inShape = x.shape;
+  withGrad([v!], 'max', [x], ([g]) => {
+    // scatter g into a zero tensor at the arg-max positions
+    const flatIdx = dim === undefined;
+    const d = flatIdx ? 0 : (attrs as { dim: number }).dim;
+    const base = one(callOp('fill', [], { shape: flatIdx ? [x.numel] : inShape, value: 0, dtype: 'f32' }));
+    const idxK = flatIdx ? reshape(idx!, [1]) : opts.keepdim ? idx! : reshape(idx!, keptShape(x, [d]));
+    const gK = flatIdx ? reshape(g!, [1]) : opts.keepdim ? g! : reshape(g!, keptShape(x, [d]));
+    const r = one(callOp('scatter_add', [base, idxK, gK], { dim: d }));
+    for (const t of [base]) t.dispose();
+    if (idxK !== idx) idxK.dispose();
+    if (gK !== g) gK.dispose();
+    if (flatIdx) {
+      const rr = reshape(r, inShape);
+      r.dispose();
+      return [rr];
+    }
+    return [r];
+  }, [idx!]);
+  if (!v!.gradFn) idx!.dispose();
+  return v!;
+}
+
+/** Index of the max over `dim` (flattened when omitted), i64. */
+export function argmax(x: Tensor, dim?: number, opts: ReduceOptions = {}): Tensor {
+  const attrs = dim === undefined ? { keepdim: false } : { dim: normDim(dim, x.ndim, 'argmax'), keepdim: !!opts.keepdim };
+  return one(callOp('argmax', [x], attrs));
+}

@@ -1,0 +1,286 @@
+/**
+ * Shape and indexing ops. Views (reshape of contiguous data, transpose, permute, slice, expand, squeeze,
+ * unsqueeze) share memory with their input and are built natively with bounds-checked strides; their
+ * gradients map back through the inverse view. concat/split/indexSelect/gather copy.
+ */
+import { Tensor, callOp, withGrad, type DType, DTYPES } from '../tensor.ts';
+import { DTypeError, IndexError, ShapeError, ValueError } from '../errors.ts';
+import { asStrided, assertTensor, contiguousStrides, isFloat, normDim, one, sumToShape } from './util.ts';
+import { zeros } from './creation.ts';
+
+function sameShape(a: number[], b: number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+/** Resolves one −1 and checks the element count. */
+function inferReshape(shape: number[], numel: number, op: string, from: number[]): number[] {
+  const out = [...shape];
+  let neg = -1;
+  let known = 1;
+  out.forEach((d, i) => {
+    if (d === -1) {
+      if (neg >= 0) throw new ShapeError(`${op}: only one dimension can be -1, got [${shape}]`);
+      neg = i;
+    } else if (!Number.isInteger(d) || d < 0) throw new ShapeError(`${op}: invalid dimension ${d} in [${shape}]`);
+    else known *= d;
+  });
+  if (neg >= 0) {
+    if (known === 0 || numel % known !== 0) throw new ShapeError(`${op}: shape [${shape}] is invalid for input of shape [${from}]`);
+    out[neg] = numel / known;
+  } else if (known !== numel) throw new ShapeError(`${op}: shape [${shape}] is invalid for input of shape [${from}] (${numel} elements)`);
+  return out;
+}
+
+/** An identity op that returns a new Tensor object for the same view, keeping the tape. */
+export function alias(x: Tensor): Tensor {
+  const y = asStrided(x, x.shape, x.strides, x.handle.offset);
+  withGrad([y], 'alias', [x], ([g]) => [g!.clone()]);
+  return y;
+}
+
+/** Reshape: a view when x is contiguous, otherwise a copy. */
+export function reshape(x: Tensor, shape: number[]): Tensor {
+  assertTensor(x, 'reshape', 'input');
+  const shp = inferReshape(shape, x.numel, 'reshape', x.shape);
+  let src = x;
+  let copied = false;
+  if (!x.isContiguous) {
+    src = one(callOp('contiguous', [x]));
+    copied = true;
+  }
+  const y = asStrided(src, shp, contiguousStrides(shp), src.handle.offset);
+  if (copied) src.dispose();
+  const inShape = x.shape;
+  withGrad([y], 'reshape', [x], ([g]) => [reshape(g!, inShape)]);
+  return y;
+}
+
+/** Like reshape but errors instead of copying a non-contiguous tensor (PyTorch's view). */
+export function view(x: Tensor, shape: number[]): Tensor {
+  if (!x.isContiguous) throw new ShapeError(`view: tensor of shape [${x.shape}] is not contiguous; use reshape()`);
+  return reshape(x, shape);
+}
+
+export function flatten(x: Tensor, start = 0, end = -1): Tensor {
+  const s = x.shape;
+  if (s.length === 0) return reshape(x, [1]);
+  const a = normDim(start, s.length, 'flatten'), b = normDim(end, s.length, 'flatten');
+  const mid = s.slice(a, b + 1).reduce((p, q) => p * q, 1);
+  return reshape(x, [...s.slice(0, a), mid, ...s.slice(b + 1)]);
+}
+
+export function permute(x: Tensor, dims: number[]): Tensor {
+  assertTensor(x, 'permute', 'input');
+  const n = x.ndim;
+  if (dims.length !== n) throw new ShapeError(`permute: ${dims.length} dims given for a ${n}-d tensor`);
+  const d = dims.map((k) => normDim(k, n, 'permute'));
+  if (new Set(d).size !== n) throw new ValueError(`permute: repeated dimension in [${dims}]`);
+  const s = x.shape, st = x.strides;
+  const y = asStrided(x, d.map((k) => s[k]!), d.map((k) => st[k]!), x.handle.offset);
+  const inv = new Array<number>(n);
+  d.forEach((k, i) => (inv[k] = i));
+  withGrad([y], 'permute', [x], ([g]) => [permute(g!, inv)]);
+  return y;
+}
+
+export function transpose(x: Tensor, d0: number, d1: number): Tensor {
+  assertTensor(x, 'transpose', 'input');
+  const n = x.ndim;
+  if (n === 0) return alias(x);
+  const a = normDim(d0, n, 'transpose'), b = normDim(d1, n, 'transpose');
+  const dims = [...Array(n).keys()];
+  dims[a] = b;
+  dims[b] = a;
+  return permute(x, dims);
+}
+
+export function unsqueeze(x: Tensor, dim: number): Tensor {
+  const n = x.ndim;
+  const d = normDim(dim, n + 1, 'unsqueeze');
+  const s = [...x.shape], st = [...x.strides];
+  s.splice(d, 0, 1);
+  st.splice(d, 0, d < n ? st[d]! * x.shape[d]! : 1);
+  const y = asStrided(x, s, st, x.handle.offset);
+  const inShape = x.shape;
+  withGrad([y], 'unsqueeze', [x], ([g]) => [reshape(g!, inShape)]);
+  return y;
+}
+
+export function squeeze(x: Tensor, dim?: number): Tensor {
+  const s = x.shape, st = x.strides;
+  let keepIdx: number[];
+  if (dim === undefined) keepIdx = s.map((_, i) => i).filter((i) => s[i] !== 1);
+  else {
+    const d = normDim(dim, s.length, 'squeeze');
+    keepIdx = s.map((_, i) => i).filter((i) => i !== d || s[i] !== 1);
+  }
+  const y = asStrided(x, keepIdx.map((i) => s[i]!), keepIdx.map((i) => st[i]!), x.handle.offset);
+  withGrad([y], 'squeeze', [x], ([g]) => [reshape(g!, s)]);
+  return y;
+}
+
+/** Broadcast view to `shape` (−1 keeps a dim); gradient sums back. */
+export function expand(x: Tensor, shape: number[]): Tensor {
+  const s = x.shape, st = x.strides;
+  const lead = shape.length - s.length;
+  if (lead < 0) throw new ShapeError(`expand: target [${shape}] has fewer dims than [${s}]`);
+  const outS: number[] = [], outSt: number[] = [];
+  shape.forEach((d, i) => {
+    const src = i - lead;
+    const cur = src >= 0 ? s[src]! : 1;
+    const tgt = d === -1 ? cur : d;
+    if (src >= 0 && cur !== tgt && cur !== 1) throw new ShapeError(`expand: cannot expand [${s}] to [${shape}]`);
+    outS.push(tgt);
+    outSt.push(src >= 0 && cur === tgt ? st[src]! : 0);
+  });
+  const y = asStrided(x, outS, outSt, x.handle.offset);
+  withGrad([y], 'expand', [x], ([g]) => {
+    const r = sumToShape(g!, s);
+    return [r === g ? g!.clone() : r];
+  });
+  return y;
+}
+
+/** x[..., start:end:step, ...] along dim (a view). Negative start/end count from the end. */
+export function slice(x: Tensor, dim: number, start = 0, end?: number, step = 1): Tensor {
+  assertTensor(x, 'slice', 'input');
+  const d = normDim(dim, x.ndim, 'slice');
+  const n = x.shape[d]!;
+  if (!Number.isInteger(step) || step <= 0) throw new ValueError(`slice: step must be a positive integer, got ${step}`);
+  const clampIdx = (v: number) => Math.min(Math.max(v < 0 ? v + n : v, 0), n);
+  const a = clampIdx(start), b = clampIdx(end ?? n);
+  const len = b > a ? Math.ceil((b - a) / step) : 0;
+  const s = [...x.shape], st = [...x.strides];
+  const off = x.handle.offset + a * st[d]!;
+  s[d] = len;
+  st[d] = st[d]! * step;
+  const y = asStrided(x, s, st, len === 0 ? x.handle.offset : off);
+  const inShape = x.shape;
+  withGrad([y], 'slice', [x], ([g]) => {
+    const z = zeros(inShape, { dtype: g!.dtype });
+    const target = asStrided(z, s, contiguousStrides(inShape).map((v, i) => (i === d ? v * step : v)), a * contiguousStrides(inShape)[d]!);
+    callOp('copy_', [target, g!]);
+    target.dispose();
+    return [z];
+  });
+  return y;
+}
+
+export function narrow(x: Tensor, dim: number, start: number, length: number): Tensor {
+  return slice(x, dim, start, start + length);
+}
+
+/** A contiguous copy (differentiable). */
+export function contiguous(x: Tensor): Tensor {
+  assertTensor(x, 'contiguous', 'input');
+  const y = one(callOp('contiguous', [x]));
+  withGrad([y], 'contiguous', [x], ([g]) => [g!.clone()]);
+  return y;
+}
+
+/** Converts dtype; float → float conversions are differentiable. */
+export function cast(x: Tensor, dtype: DType): Tensor {
+  assertTensor(x, 'cast', 'input');
+  if (!DTYPES.includes(dtype)) throw new DTypeError(`to: unknown dtype '${dtype}'`);
+  const y = one(callOp('cast', [x], { dtype }));
+  if (isFloat(dtype) && isFloat(x.dtype)) {
+    const src = x.dtype;
+    withGrad([y], 'cast', [x], ([g]) => [one(callOp('cast', [g!], { dtype: src }))]);
+  }
+  return y;
+}
+
+/** Concatenates along dim. */
+export function concat(tensors: Tensor[], dim = 0): Tensor {
+  if (!Array.isArray(tensors) || tensors.length === 0) throw new ValueError('concat: expects a non-empty array of tensors');
+  tensors.forEach((t, i) => assertTensor(t, 'concat', `tensors[${i}]`));
+  const d = normDim(dim, tensors[0]!.ndim, 'concat');
+  const y = one(callOp('cat', tensors, { dim: d }));
+  const sizes = tensors.map((t) => t.shape[d]!);
+  withGrad([y], 'concat', tensors, ([g]) => {
+    let at = 0;
+    return tensors.map((t, i) => {
+      const part = t.requiresGrad ? slice(g!, d, at, at + sizes[i]!).contiguous() : null;
+      at += sizes[i]!;
+      return part;
+    });
+  });
+  return y;
+}
+export const cat = concat;
+
+/** Splits into chunks of `size` (number) or of the given sizes along dim; results are views. */
+export function split(x: Tensor, sizeOrSizes: number | number[], dim = 0): Tensor[] {
+  const d = normDim(dim, x.ndim, 'split');
+  const n = x.shape[d]!;
+  let sizes: number[];
+  if (typeof sizeOrSizes === 'number') {
+    if (!Number.isInteger(sizeOrSizes) || sizeOrSizes <= 0) throw new ValueError(`split: size must be a positive integer, got ${sizeOrSizes}`);
+    sizes = [];
+    for (let a = 0; a < n; a += sizeOrSizes) sizes.push(Math.min(sizeOrSizes, n - a));
+  } else {
+    sizes = sizeOrSizes;
+    const tot = sizes.reduce((a, b) => a + b, 0);
+    if (tot !== n) throw new ShapeError(`split: sizes [${sizes}] sum to ${tot}, but dim ${d} has ${n}`);
+  }
+  let at = 0;
+  return sizes.map((s) => {
+    const r = slice(x, d, at, at + s);
+    at += s;
+    return r;
+  });
+}
+
+export function chunk(x: Tensor, chunks: number, dim = 0): Tensor[] {
+  const n = x.shape[normDim(dim, x.ndim, 'chunk')]!;
+  return split(x, Math.ceil(n / chunks), dim);
+}
+
+export function stack(tensors: Tensor[], dim = 0): Tensor {
+  if (!tensors.length) throw new ValueError('stack: expects a non-empty array of tensors');
+  const d = normDim(dim, tensors[0]!.ndim + 1, 'stack');
+  const us = tensors.map((t) => unsqueeze(t, d));
+  const y = concat(us, d);
+  return y;
+}
+
+/** Rows (or slices along dim) picked by a 1-D integer index. */
+export function indexSelect(x: Tensor, dim: number, index: Tensor): Tensor {
+  assertTensor(x, 'indexSelect', 'input');
+  assertTensor(index, 'indexSelect', 'index');
+  const d = normDim(dim, x.ndim, 'indexSelect');
+  const y = one(callOp('index_select', [x, index], { dim: d }));
+  withGrad([y], 'indexSelect', [x], ([g]) => {
+    const z = zeros(x.shape, { dtype: 'f32' });
+    const r = one(callOp('index_add', [z, index, g!], { dim: d }));
+    z.dispose();
+    return [r.dtype === x.dtype ? r : castOwned(r, x.dtype)];
+  });
+  return y;
+}
+
+/** torch.gather: out[i][j] = x[i][index[i][j]] along dim. */
+export function gather(x: Tensor, dim: number, index: Tensor): Tensor {
+  assertTensor(x, 'gather', 'input');
+  assertTensor(index, 'gather', 'index');
+  const d = normDim(dim, x.ndim, 'gather');
+  const y = one(callOp('gather', [x, index], { dim: d }));
+  withGrad([y], 'gather', [x], ([g]) => {
+    const z = zeros(x.shape, { dtype: 'f32' });
+    const r = one(callOp('scatter_add', [z, index, g!], { dim: d }));
+    z.dispose();
+    return [r.dtype === x.dtype ? r : castOwned(r, x.dtype)];
+  });
+  return y;
+}
+
+function castOwned(t: Tensor, dt: DType): Tensor {
+  const r = one(callOp('cast', [t], { dtype: dt }));
+  t.dispose();
+  return r;
+}
+
+export function checkIndex(i: number, n: number, op: string): void {
+  if (!Number.isInteger(i) || i < 0 || i >= n) throw new IndexError(`${op}: index ${i} out of range [0, ${n})`);
+}
+void sameShape;

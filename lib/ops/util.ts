@@ -1,0 +1,85 @@
+/** Shared helpers for op definitions: argument checks, dims, scalar operands, broadcast reduction. */
+import { native } from '../binding.ts';
+import { DTypeError, IndexError, ShapeError, ValueError, fromNative } from '../errors.ts';
+import { Tensor, callOp, tensor } from '../tensor.ts';
+import type { DType } from '../tensor.ts';
+import { noGrad } from '../autograd/tape.ts';
+
+export function assertTensor(t: unknown, op: string, what: string): asserts t is Tensor {
+  if (!(t instanceof Tensor)) throw new ValueError(`${op}: ${what} must be a Tensor, got ${t === null ? 'null' : typeof t}`);
+}
+
+export function normDim(dim: number, ndim: number, op: string): number {
+  const n = Math.max(ndim, 1);
+  if (!Number.isInteger(dim) || dim < -n || dim >= n)
+    throw new IndexError(`${op}: dimension ${dim} out of range for a ${ndim}-d tensor`);
+  return dim < 0 ? dim + n : dim;
+}
+
+export function isFloat(dt: DType): boolean {
+  return dt === 'f32' || dt === 'bf16' || dt === 'f16';
+}
+
+/** A 0-d tensor holding `v`, with the dtype that combines with `like` as PyTorch's scalar rules do. */
+export function scalarLike(v: number, like: Tensor): Tensor {
+  const dt: DType = isFloat(like.dtype) ? like.dtype : Number.isInteger(v) ? like.dtype === 'bool' ? 'i64' : like.dtype : 'f32';
+  return tensor([v], [], { dtype: dt });
+}
+
+/** A view of t with the given geometry (shares memory; bounds-checked natively). */
+export function asStrided(t: Tensor, shape: number[], strides: number[], offset: number): Tensor {
+  try {
+    return new Tensor(native.asStrided(t.handle, shape, strides, offset));
+  } catch (e) {
+    fromNative(e);
+  }
+}
+
+/** Sums g down to `shape` (the reverse of broadcasting). Returns g itself when shapes already match. */
+export function sumToShape(g: Tensor, shape: number[]): Tensor {
+  const gs = g.shape;
+  if (gs.length === shape.length && gs.every((d, i) => d === shape[i])) return g;
+  return noGrad(() => {
+    const lead = gs.length - shape.length;
+    const dims: number[] = [];
+    for (let i = 0; i < gs.length; i++) {
+      if (i < lead) dims.push(i);
+      else if (shape[i - lead] === 1 && gs[i] !== 1) dims.push(i);
+    }
+    const [s] = callOp('sum', [g], { dims, keepdim: true });
+    if (s!.shape.length === shape.length) return s!;
+    const r = asStrided(s!, shape, contiguousStrides(shape), 0);
+    s!.dispose();
+    return r;
+  });
+}
+
+export function contiguousStrides(shape: number[]): number[] {
+  const st = new Array<number>(shape.length);
+  let acc = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    st[i] = acc;
+    acc *= Math.max(shape[i]!, 1);
+  }
+  return st;
+}
+
+export function broadcastShapes(a: number[], b: number[], op: string): number[] {
+  const n = Math.max(a.length, b.length);
+  const r: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const da = a[i - (n - a.length)] ?? 1;
+    const db = b[i - (n - b.length)] ?? 1;
+    if (da !== db && da !== 1 && db !== 1) throw new ShapeError(`${op}: shapes [${a}] and [${b}] cannot be broadcast`);
+    r.push(da === 1 ? db : da);
+  }
+  return r;
+}
+
+export function checkFloat(t: Tensor, op: string, what = 'input'): void {
+  if (!isFloat(t.dtype)) throw new DTypeError(`${op}: ${what} must be floating point (f32/bf16/f16), got ${t.dtype}`);
+}
+
+export function one(ts: Tensor[]): Tensor {
+  return ts[0]!;
+}
