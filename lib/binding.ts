@@ -36,6 +36,7 @@ export interface Binding {
   supportsOp(name: string, device: string): boolean;
   opNames(): string[];
   hasCuda(): boolean;
+  fmaPeak(threads?: number, iters?: number): { gflops: number; isa: string };
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));

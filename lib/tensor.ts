@@ -4,7 +4,7 @@
  * frees what is forgotten (a backstop only: the native side reports its bytes to V8 so GC sees them).
  */
 import { native, type AttrValue, type TensorHandle } from './binding.ts';
-import { DisposedError, DTypeError, ShapeError, ValueError, fromNative } from './errors.ts';
+import { AutogradError, DisposedError, DTypeError, ShapeError, ValueError, fromNative } from './errors.ts';
 import { Node, isGradEnabled, noGrad, runBackward } from './autograd/tape.ts';
 import { trackInScope } from './scope.ts';
 
@@ -200,6 +200,16 @@ export class Tensor {
     if (flag && !(this.dtype === 'f32' || this.dtype === 'bf16' || this.dtype === 'f16'))
       throw new DTypeError(`only floating tensors can require gradients, got ${this.dtype}`);
     this.requiresGrad = flag;
+    return this;
+  }
+  /**
+   * Copies src (broadcast, converted to this dtype) into this tensor's memory, in place. On a tensor that
+   * requires grad this is allowed only under noGrad() (parameter updates), as in PyTorch.
+   */
+  copy_(src: Tensor): this {
+    if (this.requiresGrad && isGradEnabled())
+      throw new AutogradError('copy_: in-place update of a tensor that requires grad; wrap it in noGrad()');
+    callOp('copy_', [this, src]);
     return this;
   }
   /** Drops the accumulated gradient. */

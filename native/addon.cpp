@@ -9,6 +9,7 @@
 #include "cuda_loader.h"
 #include "dispatch.h"
 #include "kernels/gemm.h"
+#include "peak.h"
 #include "threadpool.h"
 
 namespace ad {
@@ -293,6 +294,17 @@ Napi::Value OpNames(const Napi::CallbackInfo& info) {
   for (size_t k = 0; k < names.size(); k++) a.Set((uint32_t)k, names[k]);
   return a;
 }
+Napi::Value FmaPeak(const Napi::CallbackInfo& info) {
+  int threads = info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : num_threads();
+  int64_t iters = info[1].IsNumber() ? info[1].As<Napi::Number>().Int64Value() : 20000000;
+  if (threads < 1 || threads > num_threads()) throw_js(info.Env(), "ValueError", "fmaPeak: threads must be in [1, numThreads()]");
+  if (iters < 1 || iters > (int64_t)1e10) throw_js(info.Env(), "ValueError", "fmaPeak: iters out of range");
+  auto r = fma_peak(threads, iters);
+  auto o = Napi::Object::New(info.Env());
+  o.Set("gflops", r.gflops);
+  o.Set("isa", r.isa);
+  return o;
+}
 Napi::Value HasCuda(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), has_cuda()); }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -312,6 +324,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("supportsOp", Napi::Function::New(env, SupportsOp));
   exports.Set("opNames", Napi::Function::New(env, OpNames));
   exports.Set("hasCuda", Napi::Function::New(env, HasCuda));
+  exports.Set("fmaPeak", Napi::Function::New(env, FmaPeak));
   return exports;
 }
 

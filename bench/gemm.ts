@@ -1,0 +1,88 @@
+/**
+ * bench/gemm — GEMM throughput of ops.matmul (f32 and bf16) for square and transformer shapes, next to
+ * the machine's f32 FMA peak (register-only loop, measured here) and torch.mm / torch.bmm timed in the
+ * same run when python3-torch is present. Checks results against a float64 reference before timing.
+ * Run: npm run bench:gemm   (ADAPTERS_NUM_THREADS to change threads; BENCH_QUICK=1 for a short run)
+ */
+import { ops, randn, numThreads, cpuInfo, noGrad, type Tensor } from '../lib/index.ts';
+import { native } from '../lib/binding.ts';
+import { bestTime, runPythonJson, table, torchPython } from './common.ts';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const quick = !!process.env.BENCH_QUICK;
+const threads = numThreads();
+
+// ---- check first ----
+function check(): void {
+  const [m, k, n] = [67, 129, 45];
+  const a = randn([m, k], { seed: 1 }), b = randn([k, n], { seed: 2 });
+  const A = a.toArray() as Float32Array, B = b.toArray() as Float32Array;
+  for (const dt of ['f32', 'bf16'] as const) {
+    const aa = dt === 'f32' ? a : a.to(dt), bb = dt === 'f32' ? b : b.to(dt);
+    // reference from the (possibly rounded) inputs in float64
+    const Ar = aa.toArray() as Float32Array, Br = bb.toArray() as Float32Array;
+    const c = noGrad(() => ops.matmul(aa, bb.T.contiguous().T));  // transposed-view path too
+    const C = c.toArray() as Float32Array;
+    let maxRel = 0;
+    for (let i = 0; i < m; i++)
+      for (let j = 0; j < n; j++) {
+        let s = 0, sa = 0;
+        for (let p = 0; p < k; p++) { s += Ar[i * k + p]! * Br[p * n + j]!; sa += Math.abs(Ar[i * k + p]! * Br[p * n + j]!); }
+        maxRel = Math.max(maxRel, Math.abs(C[i * n + j]! - s) / sa);
+      }
+    const tol = dt === 'f32' ? 1e-5 : 1e-2;  // bf16 output is rounded to bf16
+    if (!(maxRel < tol)) throw new Error(`matmul ${dt} check failed: max error ${maxRel} (relative to Σ|a·b|)`);
+    console.log(`check ${dt}: max error / Σ|a·b| = ${maxRel.toExponential(2)} (ok)`);
+  }
+  void A; void B;
+}
+
+interface Case { key: string; batch: number; m: number; n: number; k: number; dtype: 'f32' | 'bf16' }
+const shapes: [string, number, number, number, number][] = [
+  ['512³', 0, 512, 512, 512],
+  ['1024³', 0, 1024, 1024, 1024],
+  ['2048³', 0, 2048, 2048, 2048],
+  ['1024×768×768', 0, 1024, 768, 768],
+  ['1024×3072×768', 0, 1024, 3072, 768],
+  ['1024×768×3072', 0, 1024, 768, 3072],
+  ['bmm 96×128×128×64', 96, 128, 128, 64],
+];
+const cases: Case[] = [];
+for (const dtype of ['f32', 'bf16'] as const)
+  for (const [name, batch, m, n, k] of quick ? shapes.slice(0, 2) : shapes) cases.push({ key: `${name} ${dtype}`, batch, m, n, k, dtype });
+
+function timeOurs(c: Case): number {
+  const aShape = c.batch ? [c.batch, c.m, c.k] : [c.m, c.k];
+  const bShape = c.batch ? [c.batch, c.k, c.n] : [c.k, c.n];
+  let a: Tensor = randn(aShape, { seed: 3 }), b: Tensor = randn(bShape, { seed: 4 });
+  if (c.dtype === 'bf16') { const a2 = a.to('bf16'), b2 = b.to('bf16'); a.dispose(); b.dispose(); a = a2; b = b2; }
+  const s = bestTime(() => noGrad(() => ops.matmul(a, b).dispose()), quick ? 2 : 5, quick ? 0.1 : 0.3);
+  a.dispose(); b.dispose();
+  return (2 * Math.max(c.batch, 1) * c.m * c.n * c.k) / s / 1e9;
+}
+
+check();
+const info = cpuInfo();
+const peak1 = native.fmaPeak(1, 20_000_000);
+const peakN = native.fmaPeak(threads, 20_000_000);
+console.log(`threads: ${threads}; kernels: sgemm=${info.sgemm}, bgemm=${info.bgemm}`);
+console.log(`f32 FMA peak (${peakN.isa} register loop): ${peak1.gflops.toFixed(1)} GFLOP/s on 1 thread, ${peakN.gflops.toFixed(1)} on ${threads}`);
+
+const ours = new Map<string, number>();
+for (const c of cases) ours.set(c.key, timeOurs(c));
+
+const py = torchPython();
+let torchRes: { version: string; results: { key: string; gflops: number }[] } | null = null;
+if (py) torchRes = runPythonJson(py, path.join(here, 'torch_gemm.py'), { threads, cases: cases.map((c) => ({ ...c, reps: quick ? 2 : 5, min_time: quick ? 0.1 : 0.3 })) });
+else console.log('python3-torch not found: PyTorch columns omitted (apt-get install python3-torch)');
+const tmap = new Map(torchRes?.results.map((r) => [r.key, r.gflops]) ?? []);
+
+const rows: (string | number)[][] = [['shape (M×N×K)', 'dtype', 'ours GFLOP/s', '% f32 peak', `torch ${torchRes?.version ?? '-'} GFLOP/s`, 'ours / torch']];
+for (const c of cases) {
+  const g = ours.get(c.key)!;
+  const t = tmap.get(c.key);
+  rows.push([c.key.replace(/ (f32|bf16)$/, ''), c.dtype, g, (100 * g) / peakN.gflops, t ?? '-', t ? g / t : '-']);
+}
+console.log(table(rows));
