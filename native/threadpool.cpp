@@ -28,7 +28,10 @@ class Pool {
     stop();
     nthreads_ = n;
     quit_ = false;
-    for (int i = 1; i < n; i++) workers_.emplace_back([this, i] { loop(i); });
+    // Workers start from the generation current now, so a job published before a new thread first
+    // runs is still seen by it.
+    const uint64_t g0 = gen_.load(std::memory_order_acquire);
+    for (int i = 1; i < n; i++) workers_.emplace_back([this, i, g0] { loop(i, g0); });
   }
 
   void run(int n, const std::function<void(int, int)>& fn) {
@@ -62,14 +65,13 @@ class Pool {
   }
 
  private:
-  void loop(int tid) {
+  void loop(int tid, uint64_t seen) {
     tl_in_pool = true;
-    uint64_t seen = gen_.load(std::memory_order_acquire);
     for (;;) {
       // spin a little, then sleep
       int spins = 0;
       while (gen_.load(std::memory_order_acquire) == seen && !quit_) {
-        if (++spins > 20000) {
+        if (++spins > 4000) {
           std::unique_lock<std::mutex> lk(mu_);
           cv_.wait(lk, [&] { return gen_.load(std::memory_order_acquire) != seen || quit_; });
           break;

@@ -120,8 +120,10 @@ AD_AI void mk_rows(int64_t n, int64_t k, const float* A, int64_t rsa, int64_t cs
 AD_AI void gemm_body(int64_t m, int64_t n, int64_t k, const float* A, int64_t rsa, int64_t csa, const float* B,
                      int64_t ldb, float* C, int64_t ldc, bool accumulate) {
   int64_t i = 0;
-  for (; i + 4 <= m; i += 4) mk_rows<4>(n, k, A + i * rsa, rsa, csa, B, ldb, C + i * ldc, ldc, accumulate);
+  for (; i + 6 <= m; i += 6) mk_rows<6>(n, k, A + i * rsa, rsa, csa, B, ldb, C + i * ldc, ldc, accumulate);
   switch (m - i) {
+    case 5: mk_rows<5>(n, k, A + i * rsa, rsa, csa, B, ldb, C + i * ldc, ldc, accumulate); break;
+    case 4: mk_rows<4>(n, k, A + i * rsa, rsa, csa, B, ldb, C + i * ldc, ldc, accumulate); break;
     case 3: mk_rows<3>(n, k, A + i * rsa, rsa, csa, B, ldb, C + i * ldc, ldc, accumulate); break;
     case 2: mk_rows<2>(n, k, A + i * rsa, rsa, csa, B, ldb, C + i * ldc, ldc, accumulate); break;
     case 1: mk_rows<1>(n, k, A + i * rsa, rsa, csa, B, ldb, C + i * ldc, ldc, accumulate); break;
@@ -129,62 +131,103 @@ AD_AI void gemm_body(int64_t m, int64_t n, int64_t k, const float* A, int64_t rs
   }
 }
 
-// exp(x) for float, vectorisable (Cephes-style range reduction + degree-6 polynomial, ~2 ulp).
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+// exp(x) for float (Cephes-style range reduction + degree-6 polynomial, ~2 ulp), 8 lanes at a time.
 // Returns exactly 0 for x < -87.33 (incl. -inf) so that masked scores contribute nothing.
-AD_AI float fexp(float x) {
-  const bool under = x < -87.33654f;
-  x = x < -87.33654f ? -87.33654f : x;
-  x = x > 88.37626f ? 88.37626f : x;
-  const float t = x * 1.44269504088896341f + 12582912.f;  // round to nearest via the 1.5·2^23 trick
-  const float n = t - 12582912.f;
-  float r = x - n * 0.693359375f;
+// Written with vector extensions because GCC does not if-convert the scalar clamps without -ffast-math.
+#define AD_SPLAT(x) (v8f{} + (float)(x))
+AD_AI void fexp8(const float* src, float sub, float mul, float* dst) {  // dst = exp(src - sub) * mul
+  v8f x;
+  AD_LD8(x, src);
+  x = x - sub;
+  const v8f lo = AD_SPLAT(-87.33654f), hi = AD_SPLAT(88.37626f), magic = AD_SPLAT(12582912.f);
+  const v8i under = x < lo;
+  x = x < lo ? lo : x;
+  x = x > hi ? hi : x;
+  const v8f t = x * 1.44269504088896341f + magic;  // round to nearest via the 1.5·2^23 trick
+  const v8f n = t - magic;
+  v8f r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500E-4f;
+  v8f p = AD_SPLAT(1.9875691500E-4f);
   p = p * r + 1.3981999507E-3f;
   p = p * r + 8.3334519073E-3f;
   p = p * r + 4.1665795894E-2f;
   p = p * r + 1.6666665459E-1f;
   p = p * r + 5.0000001201E-1f;
-  const float y = p * r * r + r + 1.f;
-  const int32_t e = (int32_t)n + 127;  // in [1, 255) after the clamps
-  const uint32_t bits = (uint32_t)e << 23;
-  float scale;
-  std::memcpy(&scale, &bits, 4);
-  const float res = y * scale;
-  return under ? 0.f : res;
+  const v8f y = p * r * r + r + 1.f;
+  const v8i bits = (__builtin_convertvector(n, v8i) + 127) << 23;  // exponent in [0, 255) after the clamps
+  v8f sc;
+  std::memcpy(&sc, &bits, 32);
+  v8f res = y * sc * mul;
+  res = under ? v8f{} : res;
+  AD_ST8(dst, res);
+}
+
+AD_AI float fexp(float x) {  // scalar: the same arithmetic through one (partial) vector
+  float buf[8] = {x, x, x, x, x, x, x, x};
+  fexp8(buf, 0.f, 1.f, buf);
+  return buf[0];
+}
+
+// dst[j] = exp(src[j] - sub) * mul for j < n
+AD_AI void exp_row(const float* src, float sub, float mul, float* dst, int64_t n) {
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) fexp8(src + j, sub, mul, dst + j);
+  if (j < n) {
+    float buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t t = j; t < n; t++) buf[t - j] = src[t];
+    fexp8(buf, sub, mul, buf);
+    for (int64_t t = j; t < n; t++) dst[t] = buf[t - j];
+  }
+}
+
+AD_AI float hsum8(const v8f& v) {
+  float b[8];
+  AD_ST8(b, v);
+  return ((b[0] + b[4]) + (b[1] + b[5])) + ((b[2] + b[6]) + (b[3] + b[7]));
 }
 
 AD_AI float row_max(const float* s, int64_t n) {
-  float lane[8];
-  for (int l = 0; l < 8; l++) lane[l] = -FLT_MAX;
+  v8f mv = AD_SPLAT(-FLT_MAX);
   int64_t j = 0;
-  for (; j + 8 <= n; j += 8)
-    for (int l = 0; l < 8; l++) lane[l] = s[j + l] > lane[l] ? s[j + l] : lane[l];
+  for (; j + 8 <= n; j += 8) {
+    v8f x;
+    AD_LD8(x, s + j);
+    mv = x > mv ? x : mv;
+  }
+  float b[8];
+  AD_ST8(b, mv);
   float mx = -FLT_MAX;
+  for (int l = 0; l < 8; l++) mx = b[l] > mx ? b[l] : mx;
   for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
-  for (int l = 0; l < 8; l++) mx = lane[l] > mx ? lane[l] : mx;
   return mx;
 }
 
 AD_AI float row_sum(const float* s, int64_t n) {
-  float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  v8f acc = v8f{};
   int64_t j = 0;
-  for (; j + 8 <= n; j += 8)
-    for (int l = 0; l < 8; l++) lane[l] += s[j + l];
-  float sum = 0.f;
+  for (; j + 8 <= n; j += 8) {
+    v8f x;
+    AD_LD8(x, s + j);
+    acc += x;
+  }
+  float sum = hsum8(acc);
   for (; j < n; j++) sum += s[j];
-  for (int l = 0; l < 8; l++) sum += lane[l];
   return sum;
 }
 
 AD_AI float row_dot(const float* a, const float* b, int64_t n) {
-  float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  v8f acc = v8f{};
   int64_t j = 0;
-  for (; j + 8 <= n; j += 8)
-    for (int l = 0; l < 8; l++) lane[l] += a[j + l] * b[j + l];
-  float sum = 0.f;
+  for (; j + 8 <= n; j += 8) {
+    v8f x, y;
+    AD_LD8(x, a + j);
+    AD_LD8(y, b + j);
+    acc += x * y;
+  }
+  float sum = hsum8(acc);
   for (; j < n; j++) sum += a[j] * b[j];
-  for (int l = 0; l < 8; l++) sum += lane[l];
   return sum;
 }
 
@@ -196,7 +239,7 @@ AD_AI void online_softmax_body(int64_t rows, int64_t n, float* S, float* m, floa
     const float mx = row_max(s, n);
     const float m_old = m[r];
     const float m_new = mx > m_old ? mx : m_old;
-    for (int64_t j = 0; j < n; j++) s[j] = fexp(s[j] - m_new);
+    exp_row(s, m_new, 1.f, s, n);
     const float sum = row_sum(s, n);
     if (m_new != m_old) {
       const float alpha = fexp(m_old - m_new);
@@ -212,11 +255,7 @@ AD_AI void online_softmax_body(int64_t rows, int64_t n, float* S, float* m, floa
 
 // Backward: S (rows x n, ld BK) masked scores -> P = exp(S - mrow) * invl (in place).
 AD_AI void probs_body(int64_t rows, int64_t n, float* S, const float* mrow, const float* invl) {
-  for (int64_t r = 0; r < rows; r++) {
-    float* s = S + r * BK;
-    const float mm = mrow[r], il = invl[r];
-    for (int64_t j = 0; j < n; j++) s[j] = fexp(s[j] - mm) * il;
-  }
+  for (int64_t r = 0; r < rows; r++) exp_row(S + r * BK, mrow[r], invl[r], S + r * BK, n);
 }
 
 // dS = P ∘ (dP − D) in place into dP.
@@ -236,7 +275,7 @@ AD_AI void stats_body(int64_t rows, int64_t n, float* S, float* m, float* l) {
     const float mx = row_max(s, n);
     const float m_old = m[r];
     const float m_new = mx > m_old ? mx : m_old;
-    for (int64_t j = 0; j < n; j++) s[j] = fexp(s[j] - m_new);
+    exp_row(s, m_new, 1.f, s, n);
     const float sum = row_sum(s, n);
     l[r] = (m_new != m_old ? l[r] * fexp(m_old - m_new) : l[r]) + sum;
     m[r] = m_new;

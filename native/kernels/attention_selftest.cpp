@@ -99,10 +99,15 @@ static Inputs make_inputs(const Case& c) {
   std::uniform_real_distribution<float> U(0.f, 1.f);
   switch (c.mask) {
     case MaskKind::None: break;
-    case MaskKind::Full:  // (B,H,Tq,N) random additive values, some finfo.min, one query row fully min
+    case MaskKind::Full:  // (B,H,Tq,N) random additive values, some finfo.min or -inf, fully masked rows
       in.mask.resize(c.B * c.H * c.Tq * N);
-      for (auto& m : in.mask) m = U(g_rng) < 0.15f ? -FLT_MAX : -2.f * U(g_rng);
-      for (int64_t j = 0; j < N; j++) in.mask[(0 * c.H * c.Tq + (c.Tq / 2)) * N + j] = -FLT_MAX;
+      for (auto& m : in.mask) {
+        const float u = U(g_rng);
+        m = u < 0.08f ? -FLT_MAX : u < 0.15f ? -INFINITY : -2.f * U(g_rng);
+      }
+      for (int64_t j = 0; j < N; j++) in.mask[(c.Tq / 2) * N + j] = -FLT_MAX;         // b0 h0: all finfo.min
+      for (int64_t j = 0; j < N; j++) in.mask[(c.Tq / 2 + 1) * N + j] = -INFINITY;    // b0 h0: all -inf
+      for (int64_t j = 0; j < N; j++) in.mask[(c.Tq / 2 + 2) * N + j] = j % 2 ? -FLT_MAX : -INFINITY;
       p.mask_sb = c.H * c.Tq * N, p.mask_sh = c.Tq * N, p.mask_si = N, p.mask_sj = 1;
       break;
     case MaskKind::BroadcastKeys:  // (B,1,1,N): HF padding mask
@@ -134,8 +139,8 @@ static Inputs make_inputs(const Case& c) {
   return in;
 }
 
-static void run_case(const Case& c, int nthreads) {
-  set_num_threads(nthreads);
+static void run_case(const Case& c) {
+  const int nthreads = num_threads();
   Inputs in = make_inputs(c);
   const AttnParams& p = in.p;
   const std::string name = c.name + " t" + std::to_string(nthreads);
@@ -201,7 +206,6 @@ static void run_case(const Case& c, int nthreads) {
 // Cases avoid all-masked rows: there the float function is flat (every score saturates at -FLT_MAX) while the
 // gradient convention (HF: masks are additive constants) still sends uniform-weight gradients to q and k.
 static void fd_check(const Case& c) {
-  set_num_threads(2);
   Inputs in = make_inputs(c);
   AttnParams p = in.p;
   float* pk = c.P ? in.pk.data() : nullptr;
@@ -291,6 +295,13 @@ static void bench(int64_t T, bool causal) {
       tensors_mb, 12.0 * T * T * 4 / 1048576.0, finite ? "" : "  NON-FINITE");
 }
 
+// Pool workers created by set_num_threads read the pool's job generation when they first run, so a job
+// published before a new worker has started can be missed (seen here as a hang). Give them time to start.
+static void set_threads(int n) {
+  set_num_threads(n);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+}
+
 int main(int argc, char** argv) {
   bool do_bench = true;
   for (int i = 1; i < argc; i++)
@@ -327,12 +338,12 @@ int main(int argc, char** argv) {
       {"prefix only (Tk=0)", 2, 2, 2, 20, 0, 10, 16, 16, false, None, 0},
   };
   std::printf("attention self-test: %zu cases x {1 thread (fused bwd), 4 threads (split bwd)}\n", cases.size());
-  for (const auto& c : cases) {
-    run_case(c, 1);
-    run_case(c, 4);
-  }
-  // a larger batch so that the multi-thread run takes the fused schedule too
-  run_case({"fused schedule mt", 4, 4, 4, 70, 70, 3, 16, 16, true, BK, 1}, 2);
+  set_threads(1);
+  for (const auto& c : cases) run_case(c);
+  set_threads(4);
+  for (const auto& c : cases) run_case(c);
+  // B*Hkv >= 2*threads: the multi-thread run takes the fused schedule too
+  run_case({"fused schedule mt", 4, 4, 4, 70, 70, 3, 16, 16, true, BK, 1});
 
   std::printf("finite differences (double reference, L = sum(out * dout)):\n");
   fd_check({"plain", 1, 2, 1, 9, 11, 3, 8, 6, false, None, 0});
@@ -340,7 +351,7 @@ int main(int argc, char** argv) {
   fd_check({"keep", 2, 2, 2, 12, 12, 2, 8, 8, false, None, 1});
 
   if (do_bench) {
-    set_num_threads((int)std::max(1u, std::thread::hardware_concurrency()));
+    set_threads((int)std::max(1u, std::thread::hardware_concurrency()));
     std::printf("benchmark (%d threads):\n", num_threads());
     bench(4096, false);
     bench(4096, true);

@@ -147,6 +147,7 @@ struct AlignedBuf {
 
 thread_local AlignedBuf tl_apack;
 thread_local AlignedBuf tl_bpack;
+thread_local AlignedBuf tl_wbuf;
 
 inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t rup(int64_t a, int64_t b) { return cdiv(a, b) * b; }
@@ -655,14 +656,18 @@ AD_TGT_AVX512 void pack_a_amx(bool transA, const uint16_t* A, int64_t lda, int64
     const int mr = (int)std::min<int64_t>(32, mc - ir);
     uint16_t* d = dst + ir * kcp;
     if (!transA) {
-      for (int64_t s = 0; s < ns; s++) {
-        const int kn = (int)std::min<int64_t>(32, kc - s * 32);
-        const __mmask32 m = kn >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << kn) - 1);
-        uint16_t* ds = d + s * 1024;
-        for (int r = 0; r < 32; r++) {
-          __m512i v = r < mr ? _mm512_maskz_loadu_epi16(m, A + (i0 + ir + r) * lda + k0 + s * 32)
-                             : _mm512_setzero_si512();
-          _mm512_store_si512(ds + r * 32, v);  // [h][r][k] with h*512 + r*32 == (h*16 + r)*32
+      // row by row, so that each source row is read sequentially
+      for (int r = 0; r < 32; r++) {
+        uint16_t* dr = d + (r >> 4) * 512 + (r & 15) * 32;  // [h][r][k] with h*512 + r*32 == (h*16 + r)*32
+        if (r >= mr) {
+          for (int64_t s = 0; s < ns; s++) _mm512_store_si512(dr + s * 1024, _mm512_setzero_si512());
+          continue;
+        }
+        const uint16_t* src = A + (i0 + ir + r) * lda + k0;
+        for (int64_t s = 0; s < ns; s++) {
+          const int kn = (int)std::min<int64_t>(32, kc - s * 32);
+          const __mmask32 m = kn >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << kn) - 1);
+          _mm512_store_si512(dr + s * 1024, _mm512_maskz_loadu_epi16(m, src + s * 32));
         }
       }
     } else {
@@ -691,20 +696,7 @@ AD_TGT_AVX512 void pack_b_amx(bool transB, const uint16_t* B, int64_t ldb, int64
     const int nr = (int)std::min<int64_t>(32, nc - jr);
     uint16_t* d = dst + jr * kcp;
     if (!transB) {
-      for (int64_t s = 0; s < ns; s++) {
-        uint16_t* ds = d + s * 1024;
-        for (int p = 0; p < 16; p++) {
-          const int64_t k = s * 32 + 2 * p;
-          if (k < kc) {
-            const uint16_t* s0 = B + (k0 + k) * ldb + j0 + jr;
-            const uint16_t* s1 = k + 1 < kc ? s0 + ldb : nullptr;
-            interleave_rows32(s0, s1, nr, ds + p * 32, ds + 512 + p * 32);
-          } else {
-            _mm512_store_si512(ds + p * 32, _mm512_setzero_si512());
-            _mm512_store_si512(ds + 512 + p * 32, _mm512_setzero_si512());
-          }
-        }
-      }
+      continue;  // packed below, row pair by row pair across all panels (sequential reads of B)
     } else {
       // B(k, j) = B[j * ldb + k]: each column j holds its k pairs contiguously (32-bit words).
       for (int64_t s = 0; s < ns; s++) {
@@ -723,18 +715,36 @@ AD_TGT_AVX512 void pack_b_amx(bool transB, const uint16_t* B, int64_t ldb, int64
       }
     }
   }
+  if (!transB) {
+    for (int64_t s = 0; s < ns; s++)
+      for (int p = 0; p < 16; p++) {
+        const int64_t k = s * 32 + 2 * p;
+        for (int64_t jr = 0; jr < nc; jr += 32) {
+          uint16_t* ds = dst + jr * kcp + s * 1024;
+          if (k < kc) {
+            const int nr = (int)std::min<int64_t>(32, nc - jr);
+            const uint16_t* s0 = B + (k0 + k) * ldb + j0 + jr;
+            const uint16_t* s1 = k + 1 < kc ? s0 + ldb : nullptr;
+            interleave_rows32(s0, s1, nr, ds + p * 32, ds + 512 + p * 32);
+          } else {
+            _mm512_store_si512(ds + p * 32, _mm512_setzero_si512());
+            _mm512_store_si512(ds + 512 + p * 32, _mm512_setzero_si512());
+          }
+        }
+      }
+  }
 }
 
+// One 32 x 32 block over kcp (a multiple of 32) of k. w: a 4 KiB accumulator block (four 16 x 16 tiles,
+// 64-byte rows) used between K chunks: w_in = start from it (else from zero), w_out = leave the sum there
+// instead of writing C. The final chunk writes C = alpha * acc + beta * C.
 AD_TGT_AMX void ukr_amx(int64_t kcp, const uint16_t* a, const uint16_t* b, float* c, int64_t ldc, int mr, int nr,
-                        float alpha, float beta) {
-  const bool full = mr == 32 && nr == 32 && alpha == 1.0f;
-  const bool direct = full && (beta == 0.0f || beta == 1.0f);
-  const int64_t ldcb = ldc * (int64_t)sizeof(float);
-  if (direct && beta == 1.0f) {
-    _tile_loadd(0, c, ldcb);
-    _tile_loadd(1, c + 16, ldcb);
-    _tile_loadd(2, c + 16 * ldc, ldcb);
-    _tile_loadd(3, c + 16 * ldc + 16, ldcb);
+                        float alpha, float beta, float* w, bool w_in, bool w_out) {
+  if (w_in) {
+    _tile_loadd(0, w, 64);
+    _tile_loadd(1, w + 256, 64);
+    _tile_loadd(2, w + 512, 64);
+    _tile_loadd(3, w + 768, 64);
   } else {
     _tile_zero(0);
     _tile_zero(1);
@@ -742,13 +752,7 @@ AD_TGT_AMX void ukr_amx(int64_t kcp, const uint16_t* a, const uint16_t* b, float
     _tile_zero(3);
   }
   const int64_t ns = kcp / 32;
-  static const int pf_mode = (int)tune("PF", 0);
-  static const int64_t pf_dist = tune("PFD", 2) * 1024;
   for (int64_t s = 0; s < ns; s++) {
-    if (pf_mode & 1)
-      for (int l = 0; l < 32; l++) _mm_prefetch((const char*)(a + pf_dist) + l * 64, _MM_HINT_T0);
-    if (pf_mode & 2)
-      for (int l = 0; l < 32; l++) _mm_prefetch((const char*)(b + pf_dist) + l * 64, _MM_HINT_T0);
     _tile_loadd(4, a, 64);
     _tile_loadd(6, b, 64);
     _tile_loadd(5, a + 512, 64);
@@ -760,7 +764,15 @@ AD_TGT_AMX void ukr_amx(int64_t kcp, const uint16_t* a, const uint16_t* b, float
     a += 1024;
     b += 1024;
   }
-  if (direct) {
+  if (w_out) {
+    _tile_stored(0, w, 64);
+    _tile_stored(1, w + 256, 64);
+    _tile_stored(2, w + 512, 64);
+    _tile_stored(3, w + 768, 64);
+    return;
+  }
+  const int64_t ldcb = ldc * (int64_t)sizeof(float);
+  if (mr == 32 && nr == 32 && alpha == 1.0f && beta == 0.0f) {
     _tile_stored(0, c, ldcb);
     _tile_stored(1, c + 16, ldcb);
     _tile_stored(2, c + 16 * ldc, ldcb);
@@ -795,7 +807,7 @@ struct B16Amx {
   }
   static void kernel(int64_t kcp, const T* a, const T* b, float* c, int64_t ldc, int mr, int nr, float al,
                      float be) {
-    ukr_amx(kcp, a, b, c, ldc, mr, nr, al, be);
+    ukr_amx(kcp, a, b, c, ldc, mr, nr, al, be, nullptr, false, false);
   }
   static void begin() { amx_begin(); }
   static void end() { amx_end(); }
@@ -838,34 +850,41 @@ void gemm_block(const Args<typename KT::T>& g, int64_t m0, int64_t m1, int64_t n
   }
 }
 
-// AMX driver: the C block stays in the tiles over the whole K (stored once), so C is never re-read; the
-// packed A block (MC x K) is sized to stay in L2, each B micro-panel (32 x K) is reused over MC / 32 row
-// panels.
+// AMX driver. B (this thread's K x Nb slice) is packed once; A is packed once per MC row block (kept in L2).
+// K is split into KC chunks so that each B micro-panel chunk (32 x KC, 16 KiB) stays in L1 while the A
+// micro-panels stream from L2; the MC x NC block of C stays in L2 across the K chunks (re-read by the
+// tile loads of the next chunk), so C never round-trips to memory more than once.
 template <>
 void gemm_block<B16Amx>(const Args<uint16_t>& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   using KT = B16Amx;
   if (m1 <= m0 || n1 <= n0) return;
   const int64_t Mb = m1 - m0, Nb = n1 - n0;
   const int64_t kcp = rup(g.K, 32);
-  const int64_t a_budget = tune("ABUDGET", 1 << 20);  // bytes of packed A kept in L2
-  const int64_t MC = std::max<int64_t>(32, std::min<int64_t>(tune("MC", 256), (a_budget / (2 * kcp)) / 32 * 32));
-  const int64_t NC = tune("NC", 1024);
+  static const int64_t KC = tune("KC", 256), MC0 = tune("MC", 256), NC = tune("NC", 256);
+  static const int64_t a_budget = tune("ABUDGET", 1 << 20);  // bytes of packed A kept in L2
+  const int64_t MC = std::max<int64_t>(32, std::min<int64_t>(MC0, (a_budget / (2 * kcp)) / 32 * 32));
   const int64_t mc_max = std::min<int64_t>(MC, rup(Mb, 32));
-  const int64_t nc_max = std::min<int64_t>(NC, rup(Nb, 32));
   uint16_t* Ap = tl_apack.get<uint16_t>((size_t)(mc_max * kcp));
-  uint16_t* Bp = tl_bpack.get<uint16_t>((size_t)(nc_max * kcp));
-  for (int64_t jc = n0; jc < n1; jc += NC) {
-    const int64_t nc = std::min<int64_t>(NC, n1 - jc);
-    KT::pack_b(g.transB, g.B, g.ldb, 0, g.K, jc, nc, Bp);
-    for (int64_t ic = m0; ic < m1; ic += MC) {
-      const int64_t mc = std::min<int64_t>(MC, m1 - ic);
-      KT::pack_a(g.transA, g.A, g.lda, ic, mc, 0, g.K, Ap);
-      for (int64_t jr = 0; jr < nc; jr += 32) {
-        const int nr = (int)std::min<int64_t>(32, nc - jr);
-        for (int64_t ir = 0; ir < mc; ir += 32) {
-          const int mr = (int)std::min<int64_t>(32, mc - ir);
-          KT::kernel(kcp, Ap + ir * kcp, Bp + jr * kcp, g.C + (ic + ir) * g.ldc + jc + jr, g.ldc, mr, nr, g.alpha,
-                     g.beta);
+  uint16_t* Bp = tl_bpack.get<uint16_t>((size_t)(rup(Nb, 32) * kcp));
+  float* W = kcp > KC ? tl_wbuf.get<float>((size_t)(rup(mc_max, 32) * NC)) : nullptr;
+  KT::pack_b(g.transB, g.B, g.ldb, 0, g.K, n0, Nb, Bp);
+  for (int64_t ic = m0; ic < m1; ic += MC) {
+    const int64_t mc = std::min<int64_t>(MC, m1 - ic);
+    KT::pack_a(g.transA, g.A, g.lda, ic, mc, 0, g.K, Ap);
+    for (int64_t jc = 0; jc < Nb; jc += NC) {
+      const int64_t nc = std::min<int64_t>(NC, Nb - jc);
+      for (int64_t pc = 0; pc < kcp; pc += KC) {
+        const int64_t kc = std::min<int64_t>(KC, kcp - pc);
+        const bool w_in = pc > 0, w_out = pc + kc < kcp;
+        for (int64_t jr = jc; jr < jc + nc; jr += 32) {
+          const int nr = (int)std::min<int64_t>(32, Nb - jr);
+          const uint16_t* bp = Bp + jr * kcp + pc * 32;
+          for (int64_t ir = 0; ir < mc; ir += 32) {
+            const int mr = (int)std::min<int64_t>(32, mc - ir);
+            float* w = W ? W + (((jr - jc) / 32) * (mc_max / 32) + ir / 32) * 1024 : nullptr;
+            ukr_amx(kc, Ap + ir * kcp + pc * 32, bp, g.C + (ic + ir) * g.ldc + n0 + jr, g.ldc, mr, nr, g.alpha,
+                    g.beta, w, w_in, w_out);
+          }
         }
       }
     }

@@ -1,0 +1,74 @@
+// GEMM kernels (every ISA the CPU has: AVX-512, AVX2, scalar; bf16 via AMX, AVX512-BF16, f32) against a
+// float64 JS reference, over edge-tile shapes, all transpose combinations (as transposed views) and
+// broadcast batches.
+import test from 'ava';
+import { ops, randn, noGrad, cpuInfo, type Tensor } from '../../lib/index.ts';
+import { native } from '../../lib/binding.ts';
+
+function ref(a: Float32Array, b: Float32Array, batch: number, m: number, k: number, n: number, bBroadcast: boolean) {
+  const c = new Float64Array(batch * m * n);
+  const absSum = new Float64Array(batch * m * n);
+  for (let z = 0; z < batch; z++)
+    for (let i = 0; i < m; i++)
+      for (let j = 0; j < n; j++) {
+        let s = 0, sa = 0;
+        for (let p = 0; p < k; p++) {
+          const v = a[(z * m + i) * k + p]! * b[((bBroadcast ? 0 : z) * k + p) * n + j]!;
+          s += v;
+          sa += Math.abs(v);
+        }
+        c[(z * m + i) * n + j] = s;
+        absSum[(z * m + i) * n + j] = sa;
+      }
+  return { c, absSum };
+}
+
+const shapes: [number, number, number][] = [
+  [1, 1, 1], [1, 7, 1], [3, 5, 7], [13, 17, 19], [31, 33, 29], [64, 64, 64], [65, 97, 33], [127, 16, 129], [200, 1, 300],
+];
+
+const cpu = cpuInfo();
+// only kernels this CPU can run (forcing is for going down, never up)
+const f32Isas = ['auto', ...(cpu.avx2 && cpu.fma ? ['avx2'] : []), 'scalar'];
+const bf16Isas = ['auto', ...(cpu.avx512bf16 ? ['avx512bf16'] : []), 'f32'];
+
+function run(t: import('ava').ExecutionContext, dtype: 'f32' | 'bf16', isa: string) {
+  if (dtype === 'f32') native.gemmForceIsa(isa, 'auto');
+  else native.gemmForceIsa('auto', isa);
+  try {
+    for (const [m, k, n] of shapes)
+      for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const)
+        for (const batch of [1, 3]) {
+          const bB = batch > 1 && m % 2 === 1;  // sometimes broadcast b over the batch
+          noGrad(() => {
+            const a0 = randn(ta ? [batch, k, m] : [batch, m, k], { seed: m * 7 + k });
+            const b0 = randn(tb ? [bB ? 1 : batch, n, k] : [bB ? 1 : batch, k, n], { seed: n * 13 + k });
+            const cvt = (x: Tensor) => (dtype === 'f32' ? x : x.to(dtype));
+            const a = cvt(a0), b = cvt(b0);
+            const av = ta ? a.transpose(-2, -1) : a, bv = tb ? b.transpose(-2, -1) : b;
+            const c = ops.matmul(av, bv);
+            const A = av.contiguous().toArray() as Float32Array, B = bv.contiguous().toArray() as Float32Array;
+            const { c: R, absSum } = ref(A, B, batch, m, k, n, bB);
+            const C = c.toArray() as Float32Array;
+            let worst = 0;
+            for (let i = 0; i < R.length; i++) worst = Math.max(worst, Math.abs(C[i]! - R[i]!) / (absSum[i]! + 1e-30));
+            const tol = dtype === 'f32' ? 2e-6 : 8e-3;  // bf16: the f32 result is rounded to bf16
+            if (!(worst <= tol)) t.fail(`${dtype}/${isa} ${batch}×[${m}×${k}]·[${k}×${n}] ta=${ta} tb=${tb}: error ${worst}`);
+            for (const x of [a0, b0, a, b, av, bv, c]) x.dispose();
+          });
+        }
+  } finally {
+    native.gemmForceIsa('auto', 'auto');
+  }
+  t.pass();
+}
+
+for (const isa of f32Isas) test.serial(`sgemm ${isa} matches float64 reference`, (t) => run(t, 'f32', isa));
+for (const isa of bf16Isas) test.serial(`bgemm ${isa} matches float64 reference`, (t) => run(t, 'bf16', isa));
+
+test.serial('cpuInfo reports the chosen kernels', (t) => {
+  const info = cpuInfo();
+  t.true(['avx512', 'avx2', 'scalar'].includes(info.sgemm), info.sgemm);
+  t.true(['amx', 'avx512bf16', 'f32'].includes(info.bgemm), info.bgemm);
+  if (info.avx512f) t.is(info.sgemm, 'avx512');
+});
