@@ -622,11 +622,6 @@ struct B16Avx512 {
 //   B panel (32 cols, zero-padded): per k step s, two tiles [half h][kpair p][col 16][2] at
 //     s*1024 + h*512 + p*32 + col*2.
 
-int64_t tune(const char* name, int64_t def) {
-  const char* e = std::getenv(name);
-  return e ? std::atoll(e) : def;
-}
-
 struct alignas(64) TileConfig {
   uint8_t palette_id;
   uint8_t start_row;
@@ -797,7 +792,7 @@ AD_TGT_AMX void ukr_amx(int64_t kcp, const uint16_t* a, const uint16_t* b, float
 struct B16Amx {
   using T = uint16_t;
   static constexpr int MR = 32, NR = 32, KG = 32;
-  static constexpr int64_t KC = 1024, MC = 256, NC = 4096;
+  static constexpr int64_t KC = 256, MC = 256, NC = 256;
   static constexpr double kMacsPerCycle = 512;
   static void pack_a(bool t, const T* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* d) {
     pack_a_amx(t, A, lda, i0, mc, k0, kc, d);
@@ -821,7 +816,7 @@ void gemm_block(const Args<typename KT::T>& g, int64_t m0, int64_t m1, int64_t n
   using T = typename KT::T;
   if (m1 <= m0 || n1 <= n0) return;
   const int64_t Mb = m1 - m0, Nb = n1 - n0;
-  const int64_t KC = tune("KC", KT::KC), MC = tune("MC", KT::MC), NC = tune("NC", KT::NC);
+  constexpr int64_t KC = KT::KC, MC = KT::MC, NC = KT::NC;
   const int64_t kc_max = std::min<int64_t>(KC, rup(g.K, KT::KG));
   const int64_t mc_max = std::min<int64_t>(MC, rup(Mb, KT::MR));
   const int64_t nc_max = std::min<int64_t>(NC, rup(Nb, KT::NR));
@@ -860,8 +855,8 @@ void gemm_block<B16Amx>(const Args<uint16_t>& g, int64_t m0, int64_t m1, int64_t
   if (m1 <= m0 || n1 <= n0) return;
   const int64_t Mb = m1 - m0, Nb = n1 - n0;
   const int64_t kcp = rup(g.K, 32);
-  static const int64_t KC = tune("KC", 256), MC0 = tune("MC", 256), NC = tune("NC", 256);
-  static const int64_t a_budget = tune("ABUDGET", 1 << 20);  // bytes of packed A kept in L2
+  constexpr int64_t KC = KT::KC, MC0 = KT::MC, NC = KT::NC;
+  constexpr int64_t a_budget = 1 << 20;  // bytes of packed A kept in L2
   const int64_t MC = std::max<int64_t>(32, std::min<int64_t>(MC0, (a_budget / (2 * kcp)) / 32 * 32));
   const int64_t mc_max = std::min<int64_t>(MC, rup(Mb, 32));
   uint16_t* Ap = tl_apack.get<uint16_t>((size_t)(mc_max * kcp));

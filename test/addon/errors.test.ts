@@ -50,7 +50,7 @@ function expectError<S extends unknown[]>(
   const after = memoryStats();
   t.is(after.liveStorages, before.liveStorages, 'native storages leaked by the failing call');
   t.is(after.liveBytes, before.liveBytes, 'native bytes leaked by the failing call');
-  for (const x of inputs.flat(2)) if (x && typeof x === 'object' && 'dispose' in x) (x as Tensor).dispose();
+  for (const x of (inputs as unknown[]).flat(2)) if (x && typeof x === 'object' && 'dispose' in x) (x as Tensor).dispose();
   assertUsable(t);
 }
 
