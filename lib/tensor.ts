@@ -5,7 +5,7 @@
  */
 import { native, type AttrValue, type TensorHandle } from './binding.ts';
 import { AutogradError, DisposedError, DTypeError, ShapeError, ValueError, fromNative } from './errors.ts';
-import { Node, isGradEnabled, noGrad, runBackward } from './autograd/tape.ts';
+import { Node, inBackward, isGradEnabled, noGrad, runBackward } from './autograd/tape.ts';
 import { trackInScope } from './scope.ts';
 
 export type DType = 'f32' | 'bf16' | 'f16' | 'i32' | 'i64' | 'bool';
@@ -18,7 +18,9 @@ export interface TensorOptions {
   requiresGrad?: boolean;
 }
 
+// Backstop for tensors that were never disposed: frees the handle when the Tensor object is collected.
 const registry = new FinalizationRegistry<TensorHandle>((h) => {
+  liveTensors--;
   if (!h.disposed) h.dispose();
 });
 
@@ -30,7 +32,12 @@ export function liveTensorCount(): number {
 
 /** Calls a native op and wraps its results; native errors become typed AdaptersErrors. */
 export function callOp(name: string, inputs: (Tensor | null | undefined)[], attrs: Record<string, AttrValue> = {}): Tensor[] {
-  const hs = inputs.map((t) => (t ? t.handle : null));
+  const hs = inputs.map((t, i) => {
+    if (t === null || t === undefined) return null;
+    if (!(t instanceof Tensor)) throw new ValueError(`${name}: input #${i} must be a Tensor, got ${typeof t}`);
+    if (t.disposed && !inBackward()) throw new DisposedError(`${name}: input #${i} was disposed`);
+    return t.handle;
+  });
   let out: TensorHandle[];
   try {
     out = native.runOp(name, hs, attrs);
@@ -46,6 +53,9 @@ export const opsRef: Record<string, (...args: any[]) => any> = {};
 
 export class Tensor {
   #h: TensorHandle | null;
+  /** dispose() was called; the memory may live on while a graph node still retains the tensor. */
+  #userDisposed = false;
+  #retains = 0;
   /** Whether gradients flow to this tensor (leaf) or through it. */
   requiresGrad = false;
   /** Accumulated gradient of a leaf after `backward()`. */
@@ -65,11 +75,23 @@ export class Tensor {
 
   /** @internal the native handle; throws DisposedError after dispose(). */
   get handle(): TensorHandle {
-    if (!this.#h) throw new DisposedError('tensor was disposed');
+    if (!this.#h || (this.#userDisposed && !inBackward())) throw new DisposedError('tensor was disposed (use after dispose())');
     return this.#h;
   }
   get disposed(): boolean {
-    return this.#h === null;
+    return this.#userDisposed || this.#h === null;
+  }
+  /** @internal a graph node keeps this tensor's memory until it is released. */
+  _retain(): void {
+    this.#retains++;
+  }
+  /** @internal */
+  _release(): void {
+    if (--this.#retains <= 0 && this.#userDisposed) this.#free();
+  }
+  #free(): void {
+    if (this.#h) this.#h.dispose();
+    this.#h = null;
   }
   get shape(): number[] {
     return this.handle.shape;
@@ -109,16 +131,18 @@ export class Tensor {
 
   /** Frees the native memory now (idempotent). Gradients and tape references are released too. */
   dispose(): void {
-    if (!this.#h) return;
+    if (this.#userDisposed || !this.#h) return;
+    this.#userDisposed = true;
     registry.unregister(this);
-    this.#h.dispose();
-    this.#h = null;
     liveTensors--;
     if (this.grad) {
       this.grad.dispose();
       this.grad = null;
     }
+    const node = this.gradFn;
     this.gradFn = null;
+    if (node) node.unref();
+    if (this.#retains <= 0) this.#free();
   }
   [Symbol.dispose](): void {
     this.dispose();
@@ -384,7 +408,14 @@ export function tensor(data: TypedData | NestedArray, shape?: number[], opts: Te
     fromNative(e);
   }
   const t = new Tensor(h);
-  if (opts.requiresGrad) t.requiresGrad_(true);
+  if (opts.requiresGrad) {
+    try {
+      t.requiresGrad_(true);
+    } catch (e) {
+      t.dispose();
+      throw e;
+    }
+  }
   return t;
 }
 
@@ -401,21 +432,29 @@ function convert(h: TensorHandle, dt: DType): TensorHandle {
 }
 
 /** @internal creates a Tensor and records a tape node when needed. */
+/**
+ * @internal records a tape node for `outs` when an input requires grad. `saved` lists the tensors the
+ * backward closure reads (retained until the node is released); by default every input and output.
+ * Closures must not read other tensors (capture shapes and dtypes as plain values instead).
+ */
 export function withGrad(
   outs: Tensor[],
   name: string,
   inputs: (Tensor | null | undefined)[],
   backward: (grads: (Tensor | null)[]) => (Tensor | null)[],
   owned: Tensor[] = [],
+  saved?: (Tensor | null | undefined)[],
 ): void {
   if (!isGradEnabled() || !inputs.some((t) => t && t.requiresGrad)) {
     for (const t of owned) t.dispose();
     return;
   }
-  const node = new Node(name, inputs.map((t) => t ?? null), outs.length, backward, owned);
+  const keep = (saved ?? [...inputs, ...outs]).filter((t): t is Tensor => !!t);
+  const node = new Node(name, inputs.map((t) => t ?? null), outs.length, backward, owned, keep);
   outs.forEach((o, i) => {
     o.gradFn = node;
     o.outputIndex = i;
     o.requiresGrad = true;
+    node.refs++;
   });
 }

@@ -178,7 +178,7 @@ Napi::Value AsStrided(const Napi::CallbackInfo& info) {
   const Tensor& t = h->tensor();
   if (shape.size() != strides.size())
     throw_js(env, "ShapeError", "asStrided: shape " + shape_str(shape) + " and strides " + shape_str(strides) + " differ in rank");
-  int64_t cap = (int64_t)(t.st->bytes / dtype_size(t.dtype));
+  int64_t cap = (int64_t)(t.st->requested / dtype_size(t.dtype));
   int64_t lo = off, hi = off;
   bool empty = false;
   for (size_t k = 0; k < shape.size(); k++) {

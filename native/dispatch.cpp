@@ -149,11 +149,15 @@ void run_op(OpCtx& ctx) {
       return;
     }
   // bf16/f16: compute in f32, hand back the input's dtype (PyTorch's CPU kernels accumulate in f32 too).
+  // Mixed f32 + bf16 inputs give f32 (PyTorch's promotion); only all-low-precision ops return low.
   DType low = DType::F32;
   if (it->second.upcast) {
+    bool has_f32 = false;
+    for (size_t k = 0; k < ctx.in.size(); k++)
+      if (ctx.present[k] && ctx.in[k].dtype == DType::F32) has_f32 = true;
     for (size_t k = 0; k < ctx.in.size(); k++)
       if (ctx.present[k] && (ctx.in[k].dtype == DType::BF16 || ctx.in[k].dtype == DType::F16)) {
-        low = ctx.in[k].dtype;
+        if (!has_f32) low = ctx.in[k].dtype;
         ctx.in[k] = cast(ctx.in[k], DType::F32);
       }
   }

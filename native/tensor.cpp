@@ -124,6 +124,7 @@ Storage::Storage(size_t nbytes) {
     if (!data) throw Error("MemoryError", "out of memory allocating " + std::to_string(nbytes) + " bytes");
   }
   bytes = sz;
+  requested = nbytes;
   g_live++;
   int64_t now = g_live_bytes += (int64_t)sz;
   int64_t pk = g_peak.load();

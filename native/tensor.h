@@ -41,7 +41,8 @@ std::string shape_str(const std::vector<int64_t>& s);
 // 64-byte aligned, size-class pooled host memory.
 struct Storage {
   void* data = nullptr;
-  size_t bytes = 0;
+  size_t bytes = 0;      // allocated (rounded up to the size class)
+  size_t requested = 0;  // asked for: the bound for views
   Device device;
   explicit Storage(size_t nbytes);
   ~Storage();

@@ -51,8 +51,21 @@ export interface Edge {
   leaf: Tensor | null;
 }
 
+let backwardDepth = 0;
+/** True while a backward pass runs: saved tensors the user already disposed may still be read. */
+export function inBackward(): boolean {
+  return backwardDepth > 0;
+}
+
+/**
+ * One recorded op. Nodes are reference-counted like PyTorch's graph: each live output tensor and each
+ * consumer node holds a reference; when the count drops to zero (outputs disposed, consumers gone) the
+ * node releases its saved tensors and its references to its producers. Saved tensors are retained, so
+ * disposing (or scope()-disposing) an intermediate never breaks a later backward().
+ */
 export class Node {
   freed = false;
+  refs = 0;
   /** Captured when the op runs, so disposing an intermediate Tensor object never cuts the graph. */
   readonly edges: (Edge | null)[];
   constructor(
@@ -62,19 +75,33 @@ export class Node {
     /** Number of outputs of the op (gradients arrive per output). */
     readonly nOutputs: number,
     public backwardFn: BackwardFn | null,
-    /** Tensors created by the op only for its backward: disposed when the graph is freed. */
+    /** Tensors created by the op only for its backward: disposed when the node is released. */
     public owned: Tensor[],
+    /** Tensors the backward reads (inputs/outputs): retained until the node is released. */
+    public saved: Tensor[],
   ) {
     this.edges = inputs.map((t) =>
       t && t.requiresGrad ? (t.gradFn ? { node: t.gradFn, index: t.outputIndex, leaf: null } : { node: null, index: 0, leaf: t }) : null,
     );
+    for (const e of this.edges) if (e?.node) e.node.refs++;
+    for (const t of saved) t._retain();
   }
 
-  release(): void {
+  unref(): void {
+    if (--this.refs <= 0) this.release(true);
+  }
+
+  /** Frees what the backward needed; with cascade, drops the references to producer nodes too. */
+  release(cascade: boolean): void {
+    if (this.freed) return;
     this.freed = true;
     this.backwardFn = null;
     for (const t of this.owned) t.dispose();
     this.owned = [];
+    const saved = this.saved;
+    this.saved = [];
+    for (const t of saved) t._release();
+    if (cascade) for (const e of this.edges) if (e?.node) e.node.unref();
   }
 }
 
@@ -124,6 +151,15 @@ export function runBackward(root: Tensor, grad: Tensor, opts: BackwardOptions, o
       stack.pop();
     }
   }
+  backwardDepth++;
+  try {
+    backwardPass(root, grad, order, opts, ops);
+  } finally {
+    backwardDepth--;
+  }
+}
+
+function backwardPass(root: Tensor, grad: Tensor, order: Node[], opts: BackwardOptions, ops: { add(a: Tensor, b: Tensor): Tensor }): void {
   const refs = new Map<Tensor, number>();
   const keep = new Set<Tensor>([grad]);  // never disposed here: the caller's gradient
   const hold = (t: Tensor) => refs.set(t, (refs.get(t) ?? 0) + 1);
@@ -153,7 +189,7 @@ export function runBackward(root: Tensor, grad: Tensor, opts: BackwardOptions, o
     }
   };
   hold(grad);
-  put(root.gradFn, root.outputIndex, grad);
+  put(root.gradFn!, root.outputIndex, grad);
   drop(grad);
   for (let k = order.length - 1; k >= 0; k--) {
     const node = order[k]!;
@@ -171,7 +207,7 @@ export function runBackward(root: Tensor, grad: Tensor, opts: BackwardOptions, o
       else if (e.leaf && !e.leaf.disposed) accumulateLeaf(e.leaf, r, ops, hold);
     }
     for (const r of results) if (r) drop(r);
-    if (!opts.retainGraph) node.release();
+    if (!opts.retainGraph) node.release(false);
   }
 }
 

@@ -21,14 +21,14 @@ function finish(t: Tensor, opts: FactoryOptions): Tensor {
   if (opts.requiresGrad) t.requiresGrad_(true);
   return t;
 }
-function dtypeOf(opts: FactoryOptions, def: DType = 'f32'): DType {
+function dtypeOf(opts: FactoryOptions, def: DType = 'f32', op = 'full'): DType {
   const dt = opts.dtype ?? def;
-  if (!DTYPES.includes(dt)) throw new DTypeError(`unknown dtype '${dt}'`);
+  if (!DTYPES.includes(dt)) throw new DTypeError(`${op}: unknown dtype '${dt}' (expected one of ${DTYPES.join(', ')})`);
   return dt;
 }
 
 export function full(shape: number[], value: number, opts: FactoryOptions = {}): Tensor {
-  return finish(one(callOp('fill', [], { shape: checkShape(shape, 'full'), value, dtype: dtypeOf(opts) })), opts);
+  return finish(one(callOp('fill', [], { shape: checkShape(shape, 'full'), value, dtype: dtypeOf(opts, 'f32', 'zeros/ones/full') })), opts);
 }
 export function zeros(shape: number[], opts: FactoryOptions = {}): Tensor {
   return full(shape, 0, opts);

@@ -11,11 +11,11 @@ import { assertTensor, checkFloat, isFloat, one, scalarLike, sumToShape } from '
 type Operand = Tensor | number;
 
 function binary(name: string, a: Operand, b: Operand): Tensor {
+  if (typeof a !== 'number') assertTensor(a, name, 'first operand');
+  if (typeof b !== 'number') assertTensor(b, name, 'second operand');
   const aT = typeof a === 'number' ? null : a;
   const bT = typeof b === 'number' ? null : b;
   if (!aT && !bT) throw new ValueError(`${name}: at least one operand must be a Tensor`);
-  if (a !== aT && a !== undefined && typeof a !== 'number') assertTensor(a, name, 'first operand');
-  if (b !== bT && b !== undefined && typeof b !== 'number') assertTensor(b, name, 'second operand');
   const A = aT ?? scalarLike(a as number, bT!);
   const B = bT ?? scalarLike(b as number, aT!);
   try {
@@ -28,7 +28,7 @@ function binary(name: string, a: Operand, b: Operand): Tensor {
 
 function affine(x: Tensor, scale: number, shift: number): Tensor {
   const out = one(callOp('affine', [x], { scale, shift }));
-  withGrad([out], 'affine', [x], ([g]) => [scale === 1 ? g!.clone() : one(callOp('affine', [g!], { scale, shift: 0 }))]);
+  withGrad([out], 'affine', [x], ([g]) => [scale === 1 ? g!.clone() : one(callOp('affine', [g!], { scale, shift: 0 }))], [], []);
   return out;
 }
 
@@ -38,7 +38,8 @@ export function add(a: Operand, b: Operand): Tensor {
   if (typeof a === 'number' && b instanceof Tensor && isFloat(b.dtype)) return affine(b, 1, a);
   const out = binary('add', a, b);
   const aT = a instanceof Tensor ? a : null, bT = b instanceof Tensor ? b : null;
-  withGrad([out], 'add', [aT, bT], ([g]) => [aT ? sumToShape(g!, aT.shape) : null, bT ? sumToShape(g!, bT.shape) : null]);
+  const aS = aT?.shape, bS = bT?.shape;
+  withGrad([out], 'add', [aT, bT], ([g]) => [aS ? sumToShape(g!, aS) : null, bS ? sumToShape(g!, bS) : null], [], []);
   return out;
 }
 
@@ -48,10 +49,11 @@ export function sub(a: Operand, b: Operand): Tensor {
   if (typeof a === 'number' && b instanceof Tensor && isFloat(b.dtype)) return affine(b, -1, a);
   const out = binary('sub', a, b);
   const aT = a instanceof Tensor ? a : null, bT = b instanceof Tensor ? b : null;
+  const aS = aT?.shape, bS = bT?.shape;
   withGrad([out], 'sub', [aT, bT], ([g]) => [
-    aT ? sumToShape(g!, aT.shape) : null,
-    bT ? negate(sumToShape(g!, bT.shape), g!) : null,
-  ]);
+    aS ? sumToShape(g!, aS) : null,
+    bS ? negate(sumToShape(g!, bS), g!) : null,
+  ], [], []);
   return out;
 }
 
@@ -70,7 +72,7 @@ export function mul(a: Operand, b: Operand): Tensor {
   withGrad([out], 'mul', [aT, bT], ([g]) => [
     aT && aT.requiresGrad ? reduceOwned(one(callOp('mul', [g!, bT!])), aT.shape) : null,
     bT && bT.requiresGrad ? reduceOwned(one(callOp('mul', [g!, aT!])), bT.shape) : null,
-  ]);
+  ], [], [aT, bT]);
   return out;
 }
 
@@ -84,7 +86,7 @@ function reduceOwned(t: Tensor, shape: number[]): Tensor {
 export function div(a: Operand, b: Operand): Tensor {
   if (typeof b === 'number' && a instanceof Tensor && isFloat(a.dtype)) {
     const out = binary('div', a, b);  // exact division (not multiplication by 1/b)
-    withGrad([out], 'div', [a], ([g]) => [one(callOp('affine', [g!], { scale: 1 / b, shift: 0 }))]);
+    withGrad([out], 'div', [a], ([g]) => [one(callOp('affine', [g!], { scale: 1 / b, shift: 0 }))], [], []);
     return out;
   }
   const out = binary('div', a, b);
@@ -213,8 +215,11 @@ export function sign(x: Tensor): Tensor {
 }
 
 function activation(name: string, kind: string, x: Tensor): Tensor {
+  assertTensor(x, name, 'input');
   checkFloat(x, name);
-  return unary(name, x, (g, x) => one(callOp('activation_bwd', [x, g], { kind })));
+  const y = one(callOp(name, [x]));
+  withGrad([y], name, [x], ([g]) => [one(callOp('activation_bwd', [x, g!], { kind }))], [], [x]);
+  return y;
 }
 export function relu(x: Tensor): Tensor { return activation('relu', 'relu', x); }
 export function silu(x: Tensor): Tensor { return activation('silu', 'silu', x); }
@@ -232,6 +237,7 @@ export function gelu(x: Tensor, opts: { approximate?: 'none' | 'tanh' } = {}): T
 
 /** x ** p for a number p. */
 export function pow(x: Tensor, p: number): Tensor {
+  assertTensor(x, 'pow', 'input');
   if (typeof p !== 'number') throw new ValueError('pow: exponent must be a number');
   const y = one(callOp('pow_scalar', [x], { exponent: p }));
   withGrad([y], 'pow', [x], ([g]) => {
@@ -246,6 +252,7 @@ export function pow(x: Tensor, p: number): Tensor {
 
 /** Clamps into [min, max] (either may be omitted); gradient passes where min ≤ x ≤ max. */
 export function clamp(x: Tensor, min?: number | null, max?: number | null): Tensor {
+  assertTensor(x, 'clamp', 'input');
   const attrs = { min: min ?? undefined, max: max ?? undefined };
   const y = one(callOp('clamp', [x], attrs));
   withGrad([y], 'clamp', [x], ([g]) => [one(callOp('clamp_bwd', [x, g!], attrs))]);
@@ -265,12 +272,13 @@ export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
     if (!aT) A.dispose();
     if (!bT) B.dispose();
   }
+  const aS = aT?.shape, bS = bT?.shape;
   withGrad([out], 'where', [aT, bT], ([g]) => {
     const zero = (): Tensor => one(callOp('affine', [g!], { scale: 0, shift: 0 }));
-    const ga = aT && aT.requiresGrad ? (() => { const z = zero(); const r = one(callOp('where', [cond, g!, z])); z.dispose(); return reduceOwned(r, aT.shape); })() : null;
-    const gb = bT && bT.requiresGrad ? (() => { const z = zero(); const r = one(callOp('where', [cond, z, g!])); z.dispose(); return reduceOwned(r, bT.shape); })() : null;
+    const ga = aT && aT.requiresGrad ? (() => { const z = zero(); const r = one(callOp('where', [cond, g!, z])); z.dispose(); return reduceOwned(r, aS!); })() : null;
+    const gb = bT && bT.requiresGrad ? (() => { const z = zero(); const r = one(callOp('where', [cond, z, g!])); z.dispose(); return reduceOwned(r, bS!); })() : null;
     return [ga, gb];
-  });
+  }, [], [cond]);
   return out;
 }
 
@@ -279,6 +287,6 @@ export function maskedFill(x: Tensor, mask: Tensor, value: number): Tensor {
   assertTensor(x, 'maskedFill', 'input');
   assertTensor(mask, 'maskedFill', 'mask');
   const y = one(callOp('masked_fill', [x, mask], { value }));
-  withGrad([y], 'maskedFill', [x], ([g]) => [one(callOp('masked_fill', [g!, mask], { value: 0 }))]);
+  withGrad([y], 'maskedFill', [x], ([g]) => [one(callOp('masked_fill', [g!, mask], { value: 0 }))], [], [mask]);
   return y;
 }

@@ -46,7 +46,7 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
       at.dispose();
     }
     return [ga, gb];
-  });
+  }, [], [a, b]);
   return y;
 }
 
@@ -60,7 +60,9 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: Li
   assertTensor(x, 'linear', 'input');
   assertTensor(weight, 'linear', 'weight');
   const layout = opts.layout ?? 'linear';
+  if (bias !== undefined && bias !== null) assertTensor(bias, 'linear', 'bias');
   const y = one(callOp('linear', [x, weight, bias ?? null], { layout }));
+  const biasDtype = bias ? bias.dtype : null;
   withGrad([y], 'linear', [x, weight, bias ?? null], ([g]) => {
     const inF = layout === 'conv1d' ? weight.shape[0]! : weight.shape[1]!;
     const outF = layout === 'conv1d' ? weight.shape[1]! : weight.shape[0]!;
@@ -82,10 +84,10 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: Li
     if (bias && bias.requiresGrad) {
       const lead = [...Array(g!.ndim - 1).keys()];
       gb = one(callOp('sum', [g!], { dims: lead, keepdim: false }));
-      if (gb.dtype !== bias.dtype) gb = castOwned(gb, bias.dtype);
+      if (gb.dtype !== biasDtype) gb = castOwned(gb, biasDtype!);
     }
     return [gx, gw, gb];
-  });
+  }, [], [x, weight]);
   return y;
 }
 
@@ -101,7 +103,7 @@ export function softmax(x: Tensor, dim: number): Tensor {
   checkFloat(x, 'softmax');
   const d = normDim(dim, x.ndim, 'softmax');
   const y = one(callOp('softmax', [x], { dim: d }));
-  withGrad([y], 'softmax', [x], ([g]) => [one(callOp('softmax_bwd', [y, g!], { dim: d }))]);
+  withGrad([y], 'softmax', [x], ([g]) => [one(callOp('softmax_bwd', [y, g!], { dim: d }))], [], [y]);
   return y;
 }
 
@@ -111,7 +113,7 @@ export function logSoftmax(x: Tensor, dim: number): Tensor {
   checkFloat(x, 'logSoftmax');
   const d = normDim(dim, x.ndim, 'logSoftmax');
   const y = one(callOp('log_softmax', [x], { dim: d }));
-  withGrad([y], 'logSoftmax', [x], ([g]) => [one(callOp('log_softmax_bwd', [y, g!], { dim: d }))]);
+  withGrad([y], 'logSoftmax', [x], ([g]) => [one(callOp('log_softmax_bwd', [y, g!], { dim: d }))], [], [y]);
   return y;
 }
 
@@ -119,15 +121,18 @@ export function logSoftmax(x: Tensor, dim: number): Tensor {
 export function layerNorm(x: Tensor, weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5): Tensor {
   assertTensor(x, 'layerNorm', 'input');
   checkFloat(x, 'layerNorm');
+  if (weight !== undefined && weight !== null) assertTensor(weight, 'layerNorm', 'weight');
+  if (bias !== undefined && bias !== null) assertTensor(bias, 'layerNorm', 'bias');
   const [y, mu, rstd] = callOp('layer_norm', [x, weight ?? null, bias ?? null], { eps });
+  const wd = weight?.dtype, bd = bias?.dtype, hasW = !!weight, hasB = !!bias;
   withGrad([y!], 'layerNorm', [x, weight ?? null, bias ?? null], ([g]) => {
-    const outs = callOp('layer_norm_bwd', [x, weight ?? null, mu!, rstd!, g!], { has_bias: !!bias });
+    const outs = callOp('layer_norm_bwd', [x, weight ?? null, mu!, rstd!, g!], { has_bias: hasB });
     const dx = outs[0]!;
-    const dw = weight ? outs[1]! : null;
-    const db = bias ? outs[weight ? 2 : 1]! : null;
-    const fix = (t: Tensor | null, like: Tensor | null | undefined) => (t && like && t.dtype !== like.dtype ? castOwned(t, like.dtype) : t);
-    return [dx, fix(dw, weight), fix(db, bias)];
-  }, [mu!, rstd!]);
+    const dw = hasW ? outs[1]! : null;
+    const db = hasB ? outs[hasW ? 2 : 1]! : null;
+    const fix = (t: Tensor | null, dt: string | undefined) => (t && dt && t.dtype !== dt ? castOwned(t, dt) : t);
+    return [dx, fix(dw, wd), fix(db, bd)];
+  }, [mu!, rstd!], [x, weight]);
   return y!;
 }
 
@@ -135,12 +140,14 @@ export function layerNorm(x: Tensor, weight?: Tensor | null, bias?: Tensor | nul
 export function rmsNorm(x: Tensor, weight?: Tensor | null, eps = 1e-6): Tensor {
   assertTensor(x, 'rmsNorm', 'input');
   checkFloat(x, 'rmsNorm');
+  if (weight !== undefined && weight !== null) assertTensor(weight, 'rmsNorm', 'weight');
   const [y, mu, rstd] = callOp('rms_norm', [x, weight ?? null], { eps });
+  const wd = weight?.dtype;
   withGrad([y!], 'rmsNorm', [x, weight ?? null], ([g]) => {
     const outs = callOp('rms_norm_bwd', [x, weight ?? null, mu!, rstd!, g!], { has_bias: false });
-    const dw = weight ? outs[1]! : null;
-    return [outs[0]!, dw && weight && dw.dtype !== weight.dtype ? castOwned(dw, weight.dtype) : dw];
-  }, [mu!, rstd!]);
+    const dw = wd ? outs[1]! : null;
+    return [outs[0]!, dw && wd && dw.dtype !== wd ? castOwned(dw, wd) : dw];
+  }, [mu!, rstd!], [x, weight]);
   return y!;
 }
 
@@ -149,10 +156,11 @@ export function embedding(ids: Tensor, weight: Tensor): Tensor {
   assertTensor(ids, 'embedding', 'ids');
   assertTensor(weight, 'embedding', 'weight');
   const y = one(callOp('embedding', [ids, weight]));
+  const V = weight.shape[0]!, wd = weight.dtype;
   withGrad([y], 'embedding', [null, weight], ([g]) => {
-    const dw = one(callOp('embedding_bwd', [ids, g!], { num_embeddings: weight.shape[0]! }));
-    return [null, dw.dtype === weight.dtype ? dw : castOwned(dw, weight.dtype)];
-  });
+    const dw = one(callOp('embedding_bwd', [ids, g!], { num_embeddings: V }));
+    return [null, dw.dtype === wd ? dw : castOwned(dw, wd)];
+  }, [], [ids]);
   return y;
 }
 
@@ -171,7 +179,7 @@ export function dropout(x: Tensor, p = 0.5, opts: DropoutOptions = {}): Tensor {
   const st = opts.seed !== undefined ? { seed: opts.seed, offset: 0 } : nextRandom(x.numel);
   const attrs = { p, seed: st.seed, offset: st.offset };
   const y = one(callOp('dropout', [x], attrs));
-  withGrad([y], 'dropout', [x], ([g]) => [one(callOp('dropout', [g!], attrs))]);
+  withGrad([y], 'dropout', [x], ([g]) => [one(callOp('dropout', [g!], attrs))], [], []);
   return y;
 }
 
@@ -199,10 +207,13 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
   const tflat = targets.ndim === 1 ? targets : reshape(targets, [-1]);
   const attrs = { ignore_index: opts.ignoreIndex ?? -100, label_smoothing: opts.labelSmoothing ?? 0, reduction };
   const [loss, lse] = callOp('cross_entropy', [flat, tflat], attrs);
-  withGrad([loss!], 'crossEntropy', [flat], ([g]) => [one(callOp('cross_entropy_bwd', [flat, tflat, lse!, g!], attrs))], [lse!]);
+  withGrad([loss!], 'crossEntropy', [flat], ([g]) => [one(callOp('cross_entropy_bwd', [flat, tflat, lse!, g!], attrs))], [lse!], [flat, tflat]);
+  // the graph retains what its backward needs, so the flattened views can go now
   if (tflat !== targets) tflat.dispose();
+  if (flat !== logits) flat.dispose();
   if (reduction === 'none' && lead.length !== 1) {
     const r = reshape(loss!, lead);
+    loss!.dispose();
     return r;
   }
   return loss!;
@@ -210,13 +221,17 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
 
 /** Mean squared error (or its sum / elementwise values). */
 export function mseLoss(input: Tensor, target: Tensor, opts: { reduction?: 'mean' | 'sum' | 'none' } = {}): Tensor {
+  const red = opts.reduction ?? 'mean';
+  if (red !== 'mean' && red !== 'sum' && red !== 'none') throw new ValueError(`mseLoss: reduction must be mean, sum or none, got '${red}'`);
+  assertTensor(input, 'mseLoss', 'input');
+  assertTensor(target, 'mseLoss', 'target');
   const d = sub(input, target);
   const sq = mul(d, d);
-  const red = opts.reduction ?? 'mean';
+  d.dispose();  // retained by the graph while needed
   if (red === 'none') return sq;
-  if (red === 'sum') return sumOp(sq);
-  if (red !== 'mean') throw new ValueError(`mseLoss: reduction must be mean, sum or none, got '${red}'`);
-  return meanOp(sq);
+  const r = red === 'sum' ? sumOp(sq) : meanOp(sq);
+  sq.dispose();
+  return r;
 }
 
 /**
@@ -225,9 +240,11 @@ export function mseLoss(input: Tensor, target: Tensor, opts: { reduction?: 'mean
  */
 export function rope(x: Tensor, cos: Tensor, sin: Tensor, opts: { interleaved?: boolean } = {}): Tensor {
   assertTensor(x, 'rope', 'input');
+  assertTensor(cos, 'rope', 'cos');
+  assertTensor(sin, 'rope', 'sin');
   const interleaved = !!opts.interleaved;
   const y = one(callOp('rope', [x, cos, sin], { interleaved }));
-  withGrad([y], 'rope', [x], ([g]) => [one(callOp('rope', [g!, cos, sin], { interleaved, backward: true }))]);
+  withGrad([y], 'rope', [x], ([g]) => [one(callOp('rope', [g!, cos, sin], { interleaved, backward: true }))], [], [cos, sin]);
   return y;
 }
 
@@ -256,11 +273,13 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   assertTensor(v, 'scaledDotProductAttention', 'v');
   const attrs: Record<string, number | boolean | undefined> = { causal: !!opts.isCausal, scale: opts.scale };
   const pk = opts.prefixK ?? null, pv = opts.prefixV ?? null;
+  for (const [k2, v2] of [['mask', opts.mask], ['keyPaddingMask', opts.keyPaddingMask], ['prefixK', pk], ['prefixV', pv]] as const)
+    if (v2 !== undefined && v2 !== null) assertTensor(v2, 'scaledDotProductAttention', k2);
   const ins = [q, k, v, opts.mask ?? null, opts.keyPaddingMask ?? null, pk, pv];
   const [out, lse] = callOp('attention', ins, attrs);
   withGrad([out!], 'attention', [q, k, v, null, null, pk, pv], ([g]) => {
     const r = callOp('attention_bwd', [...ins, out!, lse!, g!], attrs);
     return [r[0]!, r[1]!, r[2]!, null, null, pk ? r[3]! : null, pv ? r[4]! : null];
-  }, [lse!]);
+  }, [lse!], [...ins, out!]);
   return out!;
 }

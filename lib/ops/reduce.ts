@@ -28,15 +28,18 @@ export function sum(x: Tensor, dim?: number | number[], opts: ReduceOptions = {}
   const ks = keptShape(x, dims);
   withGrad([y], 'sum', [x], ([g]) => {
     const gk = keepdim ? g! : reshape(g!, ks);
-    const e = expand(gk, inShape).contiguous();
+    const ex = expand(gk, inShape);
+    const e = ex.contiguous();
+    ex.dispose();
     if (gk !== g) gk.dispose();
     return [e];
-  });
+  }, [], []);
   return y;
 }
 
 /** Mean over `dim` (all dims when omitted). */
 export function mean(x: Tensor, dim?: number | number[], opts: ReduceOptions = {}): Tensor {
+  assertTensor(x, 'mean', 'input');
   const dims = dimsOf(x, dim, 'mean');
   const n = dims.reduce((a, d) => a * x.shape[d]!, 1);
   const s = sum(x, dim, opts);
@@ -50,14 +53,15 @@ export function max(x: Tensor, dim?: number, opts: ReduceOptions = {}): Tensor {
   assertTensor(x, 'max', 'input');
   const attrs = dim === undefined ? { keepdim: false } : { dim: normDim(dim, x.ndim, 'max'), keepdim: !!opts.keepdim };
   const [v, idx] = callOp('max', [x], attrs);
-  const inShape = x.shape;
+  const kept = dim === undefined ? [] : keptShape(x, [(attrs as { dim: number }).dim]);
+  const inShape = x.shape, inNumel = x.numel;
   withGrad([v!], 'max', [x], ([g]) => {
     // scatter g into a zero tensor at the arg-max positions
     const flatIdx = dim === undefined;
     const d = flatIdx ? 0 : (attrs as { dim: number }).dim;
-    const base = one(callOp('fill', [], { shape: flatIdx ? [x.numel] : inShape, value: 0, dtype: 'f32' }));
-    const idxK = flatIdx ? reshape(idx!, [1]) : opts.keepdim ? idx! : reshape(idx!, keptShape(x, [d]));
-    const gK = flatIdx ? reshape(g!, [1]) : opts.keepdim ? g! : reshape(g!, keptShape(x, [d]));
+    const base = one(callOp('fill', [], { shape: flatIdx ? [inNumel] : inShape, value: 0, dtype: 'f32' }));
+    const idxK = flatIdx ? reshape(idx!, [1]) : opts.keepdim ? idx! : reshape(idx!, kept);
+    const gK = flatIdx ? reshape(g!, [1]) : opts.keepdim ? g! : reshape(g!, kept);
     const r = one(callOp('scatter_add', [base, idxK, gK], { dim: d }));
     for (const t of [base]) t.dispose();
     if (idxK !== idx) idxK.dispose();
@@ -68,13 +72,13 @@ export function max(x: Tensor, dim?: number, opts: ReduceOptions = {}): Tensor {
       return [rr];
     }
     return [r];
-  }, [idx!]);
-  if (!v!.gradFn) idx!.dispose();
+  }, [idx!], []);
   return v!;
 }
 
 /** Index of the max over `dim` (flattened when omitted), i64. */
 export function argmax(x: Tensor, dim?: number, opts: ReduceOptions = {}): Tensor {
+  assertTensor(x, 'argmax', 'input');
   const attrs = dim === undefined ? { keepdim: false } : { dim: normDim(dim, x.ndim, 'argmax'), keepdim: !!opts.keepdim };
   return one(callOp('argmax', [x], attrs));
 }

@@ -34,13 +34,14 @@ function inferReshape(shape: number[], numel: number, op: string, from: number[]
 /** An identity op that returns a new Tensor object for the same view, keeping the tape. */
 export function alias(x: Tensor): Tensor {
   const y = asStrided(x, x.shape, x.strides, x.handle.offset);
-  withGrad([y], 'alias', [x], ([g]) => [g!.clone()]);
+  withGrad([y], 'alias', [x], ([g]) => [g!.clone()], [], []);
   return y;
 }
 
 /** Reshape: a view when x is contiguous, otherwise a copy. */
 export function reshape(x: Tensor, shape: number[]): Tensor {
   assertTensor(x, 'reshape', 'input');
+  if (!Array.isArray(shape)) throw new ValueError('reshape: shape must be an array of integers');
   const shp = inferReshape(shape, x.numel, 'reshape', x.shape);
   let src = x;
   let copied = false;
@@ -51,7 +52,7 @@ export function reshape(x: Tensor, shape: number[]): Tensor {
   const y = asStrided(src, shp, contiguousStrides(shp), src.handle.offset);
   if (copied) src.dispose();
   const inShape = x.shape;
-  withGrad([y], 'reshape', [x], ([g]) => [reshape(g!, inShape)]);
+  withGrad([y], 'reshape', [x], ([g]) => [reshape(g!, inShape)], [], []);
   return y;
 }
 
@@ -62,6 +63,7 @@ export function view(x: Tensor, shape: number[]): Tensor {
 }
 
 export function flatten(x: Tensor, start = 0, end = -1): Tensor {
+  assertTensor(x, 'flatten', 'input');
   const s = x.shape;
   if (s.length === 0) return reshape(x, [1]);
   const a = normDim(start, s.length, 'flatten'), b = normDim(end, s.length, 'flatten');
@@ -71,6 +73,7 @@ export function flatten(x: Tensor, start = 0, end = -1): Tensor {
 
 export function permute(x: Tensor, dims: number[]): Tensor {
   assertTensor(x, 'permute', 'input');
+  if (!Array.isArray(dims)) throw new ValueError('permute: dims must be an array of integers');
   const n = x.ndim;
   if (dims.length !== n) throw new ShapeError(`permute: ${dims.length} dims given for a ${n}-d tensor`);
   const d = dims.map((k) => normDim(k, n, 'permute'));
@@ -79,7 +82,7 @@ export function permute(x: Tensor, dims: number[]): Tensor {
   const y = asStrided(x, d.map((k) => s[k]!), d.map((k) => st[k]!), x.handle.offset);
   const inv = new Array<number>(n);
   d.forEach((k, i) => (inv[k] = i));
-  withGrad([y], 'permute', [x], ([g]) => [permute(g!, inv)]);
+  withGrad([y], 'permute', [x], ([g]) => [permute(g!, inv)], [], []);
   return y;
 }
 
@@ -95,6 +98,7 @@ export function transpose(x: Tensor, d0: number, d1: number): Tensor {
 }
 
 export function unsqueeze(x: Tensor, dim: number): Tensor {
+  assertTensor(x, 'unsqueeze', 'input');
   const n = x.ndim;
   const d = normDim(dim, n + 1, 'unsqueeze');
   const s = [...x.shape], st = [...x.strides];
@@ -102,11 +106,12 @@ export function unsqueeze(x: Tensor, dim: number): Tensor {
   st.splice(d, 0, d < n ? st[d]! * x.shape[d]! : 1);
   const y = asStrided(x, s, st, x.handle.offset);
   const inShape = x.shape;
-  withGrad([y], 'unsqueeze', [x], ([g]) => [reshape(g!, inShape)]);
+  withGrad([y], 'unsqueeze', [x], ([g]) => [reshape(g!, inShape)], [], []);
   return y;
 }
 
 export function squeeze(x: Tensor, dim?: number): Tensor {
+  assertTensor(x, 'squeeze', 'input');
   const s = x.shape, st = x.strides;
   let keepIdx: number[];
   if (dim === undefined) keepIdx = s.map((_, i) => i).filter((i) => s[i] !== 1);
@@ -115,12 +120,14 @@ export function squeeze(x: Tensor, dim?: number): Tensor {
     keepIdx = s.map((_, i) => i).filter((i) => i !== d || s[i] !== 1);
   }
   const y = asStrided(x, keepIdx.map((i) => s[i]!), keepIdx.map((i) => st[i]!), x.handle.offset);
-  withGrad([y], 'squeeze', [x], ([g]) => [reshape(g!, s)]);
+  withGrad([y], 'squeeze', [x], ([g]) => [reshape(g!, s)], [], []);
   return y;
 }
 
 /** Broadcast view to `shape` (−1 keeps a dim); gradient sums back. */
 export function expand(x: Tensor, shape: number[]): Tensor {
+  assertTensor(x, 'expand', 'input');
+  if (!Array.isArray(shape)) throw new ValueError('expand: shape must be an array of integers');
   const s = x.shape, st = x.strides;
   const lead = shape.length - s.length;
   if (lead < 0) throw new ShapeError(`expand: target [${shape}] has fewer dims than [${s}]`);
@@ -137,7 +144,7 @@ export function expand(x: Tensor, shape: number[]): Tensor {
   withGrad([y], 'expand', [x], ([g]) => {
     const r = sumToShape(g!, s);
     return [r === g ? g!.clone() : r];
-  });
+  }, [], []);
   return y;
 }
 
@@ -162,7 +169,7 @@ export function slice(x: Tensor, dim: number, start = 0, end?: number, step = 1)
     callOp('copy_', [target, g!]);
     target.dispose();
     return [z];
-  });
+  }, [], []);
   return y;
 }
 
@@ -174,7 +181,7 @@ export function narrow(x: Tensor, dim: number, start: number, length: number): T
 export function contiguous(x: Tensor): Tensor {
   assertTensor(x, 'contiguous', 'input');
   const y = one(callOp('contiguous', [x]));
-  withGrad([y], 'contiguous', [x], ([g]) => [g!.clone()]);
+  withGrad([y], 'contiguous', [x], ([g]) => [g!.clone()], [], []);
   return y;
 }
 
@@ -185,7 +192,7 @@ export function cast(x: Tensor, dtype: DType): Tensor {
   const y = one(callOp('cast', [x], { dtype }));
   if (isFloat(dtype) && isFloat(x.dtype)) {
     const src = x.dtype;
-    withGrad([y], 'cast', [x], ([g]) => [one(callOp('cast', [g!], { dtype: src }))]);
+    withGrad([y], 'cast', [x], ([g]) => [one(callOp('cast', [g!], { dtype: src }))], [], []);
   }
   return y;
 }
@@ -204,13 +211,14 @@ export function concat(tensors: Tensor[], dim = 0): Tensor {
       at += sizes[i]!;
       return part;
     });
-  });
+  }, [], []);
   return y;
 }
 export const cat = concat;
 
 /** Splits into chunks of `size` (number) or of the given sizes along dim; results are views. */
 export function split(x: Tensor, sizeOrSizes: number | number[], dim = 0): Tensor[] {
+  assertTensor(x, 'split', 'input');
   const d = normDim(dim, x.ndim, 'split');
   const n = x.shape[d]!;
   let sizes: number[];
@@ -250,12 +258,13 @@ export function indexSelect(x: Tensor, dim: number, index: Tensor): Tensor {
   assertTensor(index, 'indexSelect', 'index');
   const d = normDim(dim, x.ndim, 'indexSelect');
   const y = one(callOp('index_select', [x, index], { dim: d }));
+  const xs = x.shape, xd = x.dtype;
   withGrad([y], 'indexSelect', [x], ([g]) => {
-    const z = zeros(x.shape, { dtype: 'f32' });
+    const z = zeros(xs, { dtype: 'f32' });
     const r = one(callOp('index_add', [z, index, g!], { dim: d }));
     z.dispose();
-    return [r.dtype === x.dtype ? r : castOwned(r, x.dtype)];
-  });
+    return [r.dtype === xd ? r : castOwned(r, xd)];
+  }, [], [index]);
   return y;
 }
 
@@ -265,12 +274,13 @@ export function gather(x: Tensor, dim: number, index: Tensor): Tensor {
   assertTensor(index, 'gather', 'index');
   const d = normDim(dim, x.ndim, 'gather');
   const y = one(callOp('gather', [x, index], { dim: d }));
+  const xs = x.shape, xd = x.dtype;
   withGrad([y], 'gather', [x], ([g]) => {
-    const z = zeros(x.shape, { dtype: 'f32' });
+    const z = zeros(xs, { dtype: 'f32' });
     const r = one(callOp('scatter_add', [z, index, g!], { dim: d }));
     z.dispose();
-    return [r.dtype === x.dtype ? r : castOwned(r, x.dtype)];
-  });
+    return [r.dtype === xd ? r : castOwned(r, xd)];
+  }, [], [index]);
   return y;
 }
 

@@ -1,12 +1,13 @@
 /** Shared helpers for op definitions: argument checks, dims, scalar operands, broadcast reduction. */
 import { native } from '../binding.ts';
-import { DTypeError, IndexError, ShapeError, ValueError, fromNative } from '../errors.ts';
+import { DTypeError, DisposedError, IndexError, ShapeError, ValueError, fromNative } from '../errors.ts';
 import { Tensor, callOp, tensor } from '../tensor.ts';
 import type { DType } from '../tensor.ts';
 import { noGrad } from '../autograd/tape.ts';
 
 export function assertTensor(t: unknown, op: string, what: string): asserts t is Tensor {
   if (!(t instanceof Tensor)) throw new ValueError(`${op}: ${what} must be a Tensor, got ${t === null ? 'null' : typeof t}`);
+  if (t.disposed) throw new DisposedError(`${op}: ${what} was disposed`);
 }
 
 export function normDim(dim: number, ndim: number, op: string): number {
