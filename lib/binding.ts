@@ -27,6 +27,7 @@ export interface Binding {
   fromBuffer(data: ArrayBufferView, dtype: string, shape: number[]): TensorHandle;
   asStrided(h: TensorHandle, shape: number[], strides: number[], offset: number): TensorHandle;
   runOp(name: string, inputs: (TensorHandle | null)[], attrs?: Record<string, AttrValue>): TensorHandle[];
+  readRegion(path: string, byteOffset: number, dtype: string, shape: number[]): TensorHandle;
   memoryStats(): { liveStorages: number; liveBytes: number; pooledBytes: number; peakBytes: number };
   emptyCache(): void;
   numThreads(): number;

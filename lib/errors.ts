@@ -44,8 +44,17 @@ export class MemoryError extends AdaptersError {
   constructor(m: string) { super(m, 'MemoryError'); }
 }
 
+/** A file that doesn't follow its format (safetensors header, config.json, pickle, ...). */
+export class FormatError extends AdaptersError {
+  constructor(m: string) { super(m, 'FormatError'); }
+}
+/** A file that can't be read or written. */
+export class IOError extends AdaptersError {
+  constructor(m: string) { super(m, 'IOError'); }
+}
+
 const byCode: Record<string, new (m: string) => AdaptersError> = {
-  ShapeError, DTypeError, DeviceError, IndexError, DisposedError, ValueError, AutogradError, MemoryError,
+  ShapeError, DTypeError, DeviceError, IndexError, DisposedError, ValueError, AutogradError, MemoryError, FormatError, IOError,
   TypeError: ValueError,
 };
 

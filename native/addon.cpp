@@ -10,6 +10,7 @@
 #include "dispatch.h"
 #include "kernels/gemm.h"
 #include "peak.h"
+#include "io/file_io.h"
 #include "threadpool.h"
 
 namespace ad {
@@ -252,6 +253,24 @@ Napi::Value RunOp(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// readRegion(path, byteOffset, dtype, shape) -> TensorHandle
+Napi::Value ReadRegion(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsString() || !info[1].IsNumber() || !info[2].IsString())
+    throw_js(env, "TypeError", "readRegion(path, byteOffset, dtype, shape)");
+  DType dt;
+  std::string dn = info[2].As<Napi::String>();
+  if (!dtype_from_name(dn, &dt)) throw_js(env, "DTypeError", "unknown dtype '" + dn + "'");
+  double off = info[1].As<Napi::Number>().DoubleValue();
+  if (off < 0 || off != std::floor(off)) throw_js(env, "ValueError", "readRegion: bad offset");
+  auto shape = read_int_array(env, info[3], "shape");
+  try {
+    return TensorHandle::Wrap(env, read_file_region(info[0].As<Napi::String>(), (int64_t)off, dt, shape));
+  } catch (const Error& e) {
+    throw_js(env, e.kind, e.what());
+  }
+}
+
 Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   auto s = mem_stats();
   auto o = Napi::Object::New(info.Env());
@@ -316,6 +335,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("asStrided", Napi::Function::New(env, AsStrided));
   exports.Set("runOp", Napi::Function::New(env, RunOp));
   exports.Set("memoryStats", Napi::Function::New(env, MemoryStats));
+  exports.Set("readRegion", Napi::Function::New(env, ReadRegion));
   exports.Set("emptyCache", Napi::Function::New(env, EmptyCache));
   exports.Set("numThreads", Napi::Function::New(env, NumThreads));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));

@@ -1,0 +1,99 @@
+/**
+ * Shared building blocks. Every projection of every model is an `nn.Linear`, the single place where
+ * adapter methods (LoRA, (IA)³, ...) attach later; each carries a hook-site name such as `attn.q`.
+ */
+import { Module } from './module.ts';
+import { Tensor } from '../tensor.ts';
+import * as ops from '../ops/index.ts';
+
+export class Linear extends Module {
+  /** 'linear': weight (out, in) like nn.Linear; 'conv1d': weight (in, out) like GPT-2's Conv1D. */
+  readonly layout: 'linear' | 'conv1d';
+  /** Hook site name, e.g. 'attn.q', 'ffn.up' (set by the model). */
+  site = '';
+  constructor(readonly inFeatures: number, readonly outFeatures: number, opts: { bias?: boolean; layout?: 'linear' | 'conv1d' } = {}) {
+    super();
+    this.layout = opts.layout ?? 'linear';
+    const shape = this.layout === 'conv1d' ? [inFeatures, outFeatures] : [outFeatures, inFeatures];
+    this.registerParameter('weight', ops.zeros(shape));
+    this.registerParameter('bias', opts.bias === false ? null : ops.zeros([outFeatures]));
+  }
+  get weight(): Tensor {
+    return this.param('weight')!;
+  }
+  get bias(): Tensor | null {
+    return this.param('bias');
+  }
+  forward(x: Tensor): Tensor {
+    return ops.linear(x, this.weight, this.bias, { layout: this.layout });
+  }
+}
+
+export class Embedding extends Module {
+  constructor(readonly num: number, readonly dim: number) {
+    super();
+    this.registerParameter('weight', ops.zeros([num, dim]));
+  }
+  get weight(): Tensor {
+    return this.param('weight')!;
+  }
+  forward(ids: Tensor): Tensor {
+    return ops.embedding(ids, this.weight);
+  }
+}
+
+export class LayerNorm extends Module {
+  constructor(readonly dim: number, readonly eps = 1e-5, opts: { bias?: boolean } = {}) {
+    super();
+    this.registerParameter('weight', ops.ones([dim]));
+    this.registerParameter('bias', opts.bias === false ? null : ops.zeros([dim]));
+  }
+  forward(x: Tensor): Tensor {
+    return ops.layerNorm(x, this.param('weight'), this.param('bias'), this.eps);
+  }
+}
+
+/** RMSNorm (LLaMA, T5: T5 calls it T5LayerNorm and uses no mean subtraction either). */
+export class RMSNorm extends Module {
+  constructor(readonly dim: number, readonly eps = 1e-6) {
+    super();
+    this.registerParameter('weight', ops.ones([dim]));
+  }
+  forward(x: Tensor): Tensor {
+    return ops.rmsNorm(x, this.param('weight'), this.eps);
+  }
+}
+
+export class Dropout extends Module {
+  constructor(readonly p: number) {
+    super();
+  }
+  forward(x: Tensor): Tensor {
+    return this.training && this.p > 0 ? ops.dropout(x, this.p) : x;
+  }
+}
+
+/** HF activation names → functions. */
+export function activation(name: string): (x: Tensor) => Tensor {
+  switch (name) {
+    case 'gelu':
+      return (x) => ops.gelu(x);
+    case 'gelu_new':
+    case 'gelu_pytorch_tanh':
+    case 'gelu_fast':
+      return (x) => ops.gelu(x, { approximate: 'tanh' });
+    case 'quick_gelu':
+      return (x) => ops.quickGelu(x);
+    case 'relu':
+      return (x) => ops.relu(x);
+    case 'silu':
+    case 'swish':
+      return (x) => ops.silu(x);
+    case 'tanh':
+      return (x) => ops.tanh(x);
+    case 'sigmoid':
+      return (x) => ops.sigmoid(x);
+    default:
+      throw new Error(`unsupported activation '${name}'`);
+  }
+}
