@@ -1,0 +1,175 @@
+/**
+ * AutoAdapterModel: the flex-head model of the Python Adapters library (`BertAdapterModel`, ...). Loads a
+ * Hugging Face model directory (config.json + model.safetensors, sharded safetensors, or a plain
+ * pytorch_model.bin through the restricted reader), or builds a randomly initialised model from a config
+ * the way HF initialises it. Base parameters are named with the flex-head prefix (`bert.`...).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { Module } from '../nn/module.ts';
+import { Embedding, LayerNorm, Linear, RMSNorm } from '../nn/layers.ts';
+import { Tensor, type DType } from '../tensor.ts';
+import * as ops from '../ops/index.ts';
+import { noGrad } from '../autograd/tape.ts';
+import { FormatError, IOError, ShapeError, ValueError } from '../errors.ts';
+import { readSafetensorsHeader, readTensor, type SafetensorsHeader } from '../io/safetensors.ts';
+import { archFor, type ArchSpec, type BaseModel } from './registry.ts';
+import type { ForwardInput, HFConfig, ModelOutput } from './common.ts';
+
+export interface FromPretrainedOptions {
+  dtype?: DType;
+  device?: string;
+}
+
+export class AdapterModel extends Module {
+  readonly base: BaseModel;
+  constructor(readonly config: HFConfig, readonly spec: ArchSpec) {
+    super();
+    this.base = this.registerModule(spec.prefix, spec.build(config));
+  }
+  get modelType(): string {
+    return String(this.config.model_type);
+  }
+  forward(input: ForwardInput): ModelOutput {
+    return this.base.forward(input);
+  }
+  /** Casts every floating parameter to dtype (in place of the old tensors). */
+  toDtype(dtype: DType): this {
+    noGrad(() => {
+      for (const [, m] of this.namedModules())
+        for (const name of ['weight', 'bias']) {
+          const p = m.param(name);
+          if (p && p.dtype !== dtype) {
+            const c = p.to(dtype);
+            m.registerParameter(name, c);
+            p.dispose();
+          }
+        }
+    });
+    return this;
+  }
+}
+
+function readConfig(dir: string): HFConfig {
+  const file = path.join(dir, 'config.json');
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new IOError(`cannot read ${file}: ${(e as Error).message}`);
+  }
+  try {
+    const c = JSON.parse(text);
+    if (!c || typeof c !== 'object' || Array.isArray(c)) throw new Error('not an object');
+    return c as HFConfig;
+  } catch (e) {
+    throw new FormatError(`${file}: invalid JSON (${(e as Error).message})`);
+  }
+}
+
+/** Safetensors headers of a model folder: model.safetensors, or the shards of model.safetensors.index.json. */
+function weightHeaders(dir: string): SafetensorsHeader[] {
+  const single = path.join(dir, 'model.safetensors');
+  if (fs.existsSync(single)) return [readSafetensorsHeader(single)];
+  const index = path.join(dir, 'model.safetensors.index.json');
+  if (fs.existsSync(index)) {
+    let idx: { weight_map?: Record<string, string> };
+    try {
+      idx = JSON.parse(fs.readFileSync(index, 'utf8'));
+    } catch (e) {
+      throw new FormatError(`${index}: invalid JSON (${(e as Error).message})`);
+    }
+    if (!idx.weight_map || typeof idx.weight_map !== 'object') throw new FormatError(`${index}: missing weight_map`);
+    const files = [...new Set(Object.values(idx.weight_map))];
+    for (const f of files)
+      if (typeof f !== 'string' || f.includes('/') || f.includes('\\') || f.startsWith('.'))
+        throw new FormatError(`${index}: invalid shard file name ${JSON.stringify(f)}`);
+    return files.map((f) => readSafetensorsHeader(path.join(dir, f)));
+  }
+  throw new IOError(`${dir}: no model.safetensors or model.safetensors.index.json found`);
+}
+
+/** Initialises parameters as HF does: normal(0, initializer_range) weights, zero biases, unit norms. */
+function initWeights(model: Module, cfg: HFConfig, seed: number): void {
+  const std = typeof cfg.initializer_range === 'number' ? cfg.initializer_range : typeof cfg.init_std === 'number' ? cfg.init_std : 0.02;
+  const pad = typeof cfg.pad_token_id === 'number' ? cfg.pad_token_id : null;
+  ops.manualSeed(seed);
+  noGrad(() => {
+    for (const [, m] of model.namedModules()) {
+      if (m instanceof Linear || m instanceof Embedding) {
+        const w = m.param('weight')!;
+        const r = ops.randn(w.shape, { std });
+        if (m instanceof Embedding && pad !== null && pad >= 0 && pad < w.shape[0]!) {
+          const row = ops.slice(r, 0, pad, pad + 1);
+          row.copy_(ops.zeros(row.shape));
+        }
+        w.copy_(r);
+        r.dispose();
+        m.param('bias')?.copy_(ops.zeros([1]));
+      } else if (m instanceof LayerNorm || m instanceof RMSNorm) {
+        m.param('weight')?.copy_(ops.ones([1]));
+        m.param('bias')?.copy_(ops.zeros([1]));
+      }
+    }
+  });
+}
+
+export class AutoAdapterModel {
+  /** Loads a model folder (config.json + weights). Keys are accepted with or without the base prefix. */
+  static fromPretrained(dir: string, opts: FromPretrainedOptions = {}): AdapterModel {
+    if (opts.device && opts.device !== 'cpu') throw new ValueError(`fromPretrained: device '${opts.device}' is not available (CPU build)`);
+    const cfg = readConfig(dir);
+    const spec = archFor(cfg.model_type);
+    const model = new AdapterModel(cfg, spec);
+    try {
+      loadWeights(model, dir, spec);
+      if (opts.dtype && opts.dtype !== 'f32') model.toDtype(opts.dtype);
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
+    return model.eval();
+  }
+
+  /** A randomly initialised model for a config object (HF's init rules, seeded). */
+  static fromConfig(config: HFConfig, opts: { seed?: number; dtype?: DType } = {}): AdapterModel {
+    const spec = archFor(config.model_type);
+    const model = new AdapterModel(config, spec);
+    initWeights(model, config, opts.seed ?? 0);
+    if (opts.dtype && opts.dtype !== 'f32') model.toDtype(opts.dtype);
+    return model;
+  }
+}
+
+function loadWeights(model: AdapterModel, dir: string, spec: ArchSpec): void {
+  const headers = weightHeaders(dir);
+  const own = model.stateDict();
+  const prefix = `${spec.prefix}.`;
+  const loaded = new Set<string>();
+  noGrad(() => {
+    for (const h of headers)
+      for (const name of h.entries.keys()) {
+        const key = name.startsWith(prefix) ? name : own.has(name) ? name : prefix + name;
+        const dst = own.get(key);
+        if (!dst) continue;  // head weights of other classes (cls.*, lm_head.*) are not part of the base model
+        const e = h.entries.get(name)!;
+        if (e.shape.join() !== dst.shape.join())
+          throw new ShapeError(`${h.path}: tensor '${name}' has shape [${e.shape}] but the config gives [${dst.shape}] for '${key}'`);
+        const t = readTensor(h, name);
+        dst.copy_(t);
+        t.dispose();
+        loaded.add(key);
+      }
+    for (const [missing, source] of spec.tied?.(model.config) ?? []) {
+      const m = prefix + missing, s = prefix + source;
+      if (!loaded.has(m) && loaded.has(s)) {
+        own.get(m)!.copy_(own.get(s)!);
+        loaded.add(m);
+      }
+    }
+  });
+  const missing = [...own.keys()].filter((k) => !loaded.has(k));
+  if (missing.length)
+    throw new FormatError(`${dir}: checkpoint is missing ${missing.length} tensor(s): ${missing.slice(0, 8).join(', ')}${missing.length > 8 ? ', ...' : ''}`);
+}
+void Tensor;

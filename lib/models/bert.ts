@@ -1,0 +1,158 @@
+/**
+ * BERT (https://arxiv.org/abs/1810.04805) as in HF transformers' BertModel: post-LN encoder, learned
+ * absolute positions, token types, optional tanh pooler. HF weight names; hook sites attn.q/k/v/o,
+ * ffn.up/down. RoBERTa / XLM-R reuse this file with their position-id rule (see roberta.ts).
+ */
+import { Module } from '../nn/module.ts';
+import { Dropout, Embedding, LayerNorm, Linear, activation } from '../nn/layers.ts';
+import { Tensor } from '../tensor.ts';
+import * as ops from '../ops/index.ts';
+import { type ForwardInput, type HFConfig, type ModelOutput, asIds, bool, keepMask, mergeHeads, num, splitHeads, str } from './common.ts';
+import { scope } from '../scope.ts';
+import { tensor } from '../tensor.ts';
+
+export interface BertConfig {
+  vocabSize: number;
+  hiddenSize: number;
+  numLayers: number;
+  numHeads: number;
+  intermediateSize: number;
+  maxPositions: number;
+  typeVocabSize: number;
+  eps: number;
+  act: string;
+  dropout: number;
+  attnDropout: number;
+  padTokenId: number;
+  /** 'absolute' (BERT) or 'roberta' (positions counted over non-pad tokens, starting at pad + 1). */
+  positionRule: 'absolute' | 'roberta';
+  addPooler: boolean;
+}
+
+export function parseBertConfig(c: HFConfig, rule: 'absolute' | 'roberta' = 'absolute'): BertConfig {
+  return {
+    vocabSize: num(c, 'vocab_size'),
+    hiddenSize: num(c, 'hidden_size'),
+    numLayers: num(c, 'num_hidden_layers'),
+    numHeads: num(c, 'num_attention_heads'),
+    intermediateSize: num(c, 'intermediate_size'),
+    maxPositions: num(c, 'max_position_embeddings', 512),
+    typeVocabSize: num(c, 'type_vocab_size', 2),
+    eps: num(c, 'layer_norm_eps', 1e-12),
+    act: str(c, 'hidden_act', 'gelu'),
+    dropout: num(c, 'hidden_dropout_prob', 0.1),
+    attnDropout: num(c, 'attention_probs_dropout_prob', 0.1),
+    padTokenId: num(c, 'pad_token_id', 0),
+    positionRule: rule,
+    addPooler: bool(c, 'add_pooling_layer', true),
+  };
+}
+
+class BertEmbeddings extends Module {
+  word: Embedding; pos: Embedding; type: Embedding; ln: LayerNorm; drop: Dropout;
+  constructor(readonly cfg: BertConfig) {
+    super();
+    this.word = this.registerModule('word_embeddings', new Embedding(cfg.vocabSize, cfg.hiddenSize));
+    this.pos = this.registerModule('position_embeddings', new Embedding(cfg.maxPositions, cfg.hiddenSize));
+    this.type = this.registerModule('token_type_embeddings', new Embedding(cfg.typeVocabSize, cfg.hiddenSize));
+    this.ln = this.registerModule('LayerNorm', new LayerNorm(cfg.hiddenSize, cfg.eps));
+    this.drop = this.registerModule('dropout', new Dropout(cfg.dropout));
+  }
+  forward(ids: Tensor, tokenTypes: Tensor | null, positions: Tensor | null): Tensor {
+    const [B, T] = ids.shape as [number, number];
+    let pos = positions;
+    if (!pos) {
+      if (this.cfg.positionRule === 'roberta') {
+        // cumsum over non-pad tokens, offset by pad id: padded positions get pad_token_id
+        const notPad = ops.cast(ops.ne(ids, this.cfg.padTokenId), 'i64');
+        const arr = notPad.toArray() as BigInt64Array;
+        const out = new BigInt64Array(arr.length);
+        for (let b = 0; b < B; b++) {
+          let c = 0n;
+          for (let t = 0; t < T; t++) {
+            const m = arr[b * T + t]!;
+            c += m;
+            out[b * T + t] = c * m + BigInt(this.cfg.padTokenId);
+          }
+        }
+        pos = tensorI64(out, [B, T]);
+      } else pos = ops.unsqueeze(ops.arange(0, T), 0);
+    }
+    const tt = tokenTypes ?? ops.zeros([B, T], { dtype: 'i64' });
+    let h = ops.add(ops.add(this.word.forward(ids), this.pos.forward(pos)), this.type.forward(tt));
+    h = this.ln.forward(h);
+    return this.drop.forward(h);
+  }
+}
+
+function tensorI64(data: BigInt64Array, shape: number[]): Tensor {
+  return tensor(data, shape, { dtype: 'i64' });
+}
+
+export class BertLayer extends Module {
+  q: Linear; k: Linear; v: Linear; o: Linear; ln1: LayerNorm; up: Linear; down: Linear; ln2: LayerNorm;
+  drop: Dropout; act: (x: Tensor) => Tensor;
+  constructor(readonly cfg: BertConfig) {
+    super();
+    const C = cfg.hiddenSize;
+    const attn = this.registerModule('attention', new Module());
+    const self = attn.registerModule('self', new Module());
+    this.q = self.registerModule('query', new Linear(C, C));
+    this.k = self.registerModule('key', new Linear(C, C));
+    this.v = self.registerModule('value', new Linear(C, C));
+    const ao = attn.registerModule('output', new Module());
+    this.o = ao.registerModule('dense', new Linear(C, C));
+    this.ln1 = ao.registerModule('LayerNorm', new LayerNorm(C, cfg.eps));
+    this.up = this.registerModule('intermediate', new Module()).registerModule('dense', new Linear(C, cfg.intermediateSize));
+    const out = this.registerModule('output', new Module());
+    this.down = out.registerModule('dense', new Linear(cfg.intermediateSize, C));
+    this.ln2 = out.registerModule('LayerNorm', new LayerNorm(C, cfg.eps));
+    this.q.site = 'attn.q'; this.k.site = 'attn.k'; this.v.site = 'attn.v'; this.o.site = 'attn.o';
+    this.up.site = 'ffn.up'; this.down.site = 'ffn.down';
+    this.drop = new Dropout(cfg.dropout);
+    this.act = activation(cfg.act);
+  }
+  forward(h: Tensor, keepKeys: Tensor | null): Tensor {
+    const H = this.cfg.numHeads;
+    const q = splitHeads(this.q.forward(h), H), k = splitHeads(this.k.forward(h), H), v = splitHeads(this.v.forward(h), H);
+    const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: keepKeys }));
+    const a = this.ln1.forward(ops.add(this.drop.forward(this.o.forward(ctx)), h));
+    const f = this.down.forward(this.act(this.up.forward(a)));
+    return this.ln2.forward(ops.add(this.drop.forward(f), a));
+  }
+}
+
+/** The BERT encoder (HF `BertModel`); parameter names without the model prefix. */
+export class BertModel extends Module {
+  embeddings: BertEmbeddings;
+  layers: BertLayer[] = [];
+  pooler: Linear | null = null;
+  constructor(readonly cfg: BertConfig) {
+    super();
+    this.embeddings = this.registerModule('embeddings', new BertEmbeddings(cfg));
+    const enc = this.registerModule('encoder', new Module());
+    const list = enc.registerModule('layer', new Module());
+    for (let i = 0; i < cfg.numLayers; i++) this.layers.push(list.registerModule(String(i), new BertLayer(cfg)));
+    if (cfg.addPooler) this.pooler = this.registerModule('pooler', new Module()).registerModule('dense', new Linear(cfg.hiddenSize, cfg.hiddenSize));
+  }
+  forward(input: ForwardInput): ModelOutput {
+    return scope(() => {
+      const ids = asIds(input.inputIds, 'inputIds').t;
+      if (!ids) throw new Error('BERT forward needs inputIds');
+      const mask = asIds(input.attentionMask, 'attentionMask').t;
+      const tt = asIds(input.tokenTypeIds, 'tokenTypeIds').t;
+      const pos = asIds(input.positionIds, 'positionIds').t;
+      const keepKeys = keepMask(mask);
+      let h = this.embeddings.forward(ids, tt, pos);
+      const hidden: Tensor[] = input.outputHiddenStates ? [h] : [];
+      for (const layer of this.layers) {
+        h = layer.forward(h, keepKeys);
+        if (input.outputHiddenStates) hidden.push(h);
+      }
+      const out: ModelOutput = { lastHiddenState: h };
+      if (input.outputHiddenStates) out.hiddenStates = hidden;
+      if (this.pooler) out.pooledOutput = ops.tanh(this.pooler.forward(ops.slice(h, 1, 0, 1).squeeze(1)));
+      return out;
+    });
+  }
+}

@@ -1,0 +1,91 @@
+/**
+ * What every model file shares: config reading, input coercion (tensors or nested number arrays),
+ * multi-head reshapes, and HF-style masks.
+ */
+import { Tensor, tensor } from '../tensor.ts';
+import * as ops from '../ops/index.ts';
+import { ValueError } from '../errors.ts';
+
+export type HFConfig = Record<string, unknown>;
+
+export type TensorLike = Tensor | number[] | number[][] | number[][][] | number[][][][];
+
+/** Integer inputs (ids, masks) as an i64 tensor; nested arrays are converted (the caller disposes). */
+export function asIds(x: TensorLike | undefined | null, what: string): { t: Tensor | null; owned: boolean } {
+  if (x === undefined || x === null) return { t: null, owned: false };
+  if (x instanceof Tensor) return { t: x, owned: false };
+  if (!Array.isArray(x)) throw new ValueError(`${what} must be a Tensor or a nested array of integers`);
+  return { t: tensor(x as number[][], undefined, { dtype: 'i64' }), owned: true };
+}
+export function asFloat(x: TensorLike | undefined | null, what: string): { t: Tensor | null; owned: boolean } {
+  if (x === undefined || x === null) return { t: null, owned: false };
+  if (x instanceof Tensor) return { t: x, owned: false };
+  if (!Array.isArray(x)) throw new ValueError(`${what} must be a Tensor or a nested array of numbers`);
+  return { t: tensor(x as number[][]), owned: true };
+}
+
+export function num(cfg: HFConfig, key: string, def?: number): number {
+  const v = cfg[key];
+  if (v === undefined || v === null) {
+    if (def === undefined) throw new ValueError(`config.json: missing '${key}'`);
+    return def;
+  }
+  if (typeof v !== 'number') throw new ValueError(`config.json: '${key}' must be a number, got ${JSON.stringify(v)}`);
+  return v;
+}
+export function str(cfg: HFConfig, key: string, def: string): string {
+  const v = cfg[key];
+  if (v === undefined || v === null) return def;
+  if (typeof v !== 'string') throw new ValueError(`config.json: '${key}' must be a string`);
+  return v;
+}
+export function bool(cfg: HFConfig, key: string, def: boolean): boolean {
+  const v = cfg[key];
+  if (v === undefined || v === null) return def;
+  return !!v;
+}
+
+/** (B, T, H·D) → (B, H, T, D) */
+export function splitHeads(x: Tensor, heads: number): Tensor {
+  const [B, T, C] = x.shape as [number, number, number];
+  return ops.permute(ops.reshape(x, [B, T, heads, C / heads]), [0, 2, 1, 3]);
+}
+/** (B, H, T, D) → (B, T, H·D) */
+export function mergeHeads(x: Tensor): Tensor {
+  const [B, H, T, D] = x.shape as [number, number, number, number];
+  return ops.reshape(ops.permute(x, [0, 2, 1, 3]), [B, T, H * D]);
+}
+
+/** attention_mask (B, T) of 0/1 → bool key-keep mask for the attention op. */
+export function keepMask(mask: Tensor | null): Tensor | null {
+  if (!mask) return null;
+  return mask.dtype === 'bool' ? mask : ops.ne(mask, 0);
+}
+
+export interface ModelOutput {
+  lastHiddenState: Tensor;
+  hiddenStates?: Tensor[];
+  pooledOutput?: Tensor;
+  logits?: Tensor;
+  encoderLastHiddenState?: Tensor;
+  pastKeyValues?: KVCache;
+}
+
+/** Per-layer key/value cache for generation: (B, Hkv, T, D) each. */
+export interface KVCache {
+  layers: { k: Tensor; v: Tensor }[];
+  length: number;
+}
+
+export interface ForwardInput {
+  inputIds?: TensorLike;
+  attentionMask?: TensorLike;
+  tokenTypeIds?: TensorLike;
+  positionIds?: TensorLike;
+  pixelValues?: TensorLike;
+  decoderInputIds?: TensorLike;
+  decoderAttentionMask?: TensorLike;
+  outputHiddenStates?: boolean;
+  pastKeyValues?: KVCache | null;
+  useCache?: boolean;
+}

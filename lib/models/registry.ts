@@ -1,0 +1,39 @@
+/**
+ * Architecture registry: HF `model_type` → config parser, base-model builder, and the flex-head prefix
+ * under which the Python library's `<Arch>AdapterModel` stores the base model's parameters.
+ * How to add a row: write lib/models/<arch>.ts exporting a Module with forward(ForwardInput), then add
+ * `registerArch({...})` below.
+ */
+import type { Module } from '../nn/module.ts';
+import type { ForwardInput, HFConfig, ModelOutput } from './common.ts';
+import { ValueError } from '../errors.ts';
+import { BertModel, parseBertConfig } from './bert.ts';
+
+export interface BaseModel extends Module {
+  forward(input: ForwardInput): ModelOutput;
+}
+
+export interface ArchSpec {
+  modelTypes: string[];
+  /** Prefix of base-model parameters in the flex-head model (`bert`, `roberta`, `transformer`, `model`, ...). */
+  prefix: string;
+  build(cfg: HFConfig): BaseModel;
+  /** Keys that may be absent from a checkpoint because they are tied to another tensor: [missing, source]. */
+  tied?: (cfg: HFConfig) => [string, string][];
+}
+
+const archs = new Map<string, ArchSpec>();
+
+export function registerArch(spec: ArchSpec): void {
+  for (const t of spec.modelTypes) archs.set(t, spec);
+}
+export function archFor(modelType: unknown): ArchSpec {
+  const spec = typeof modelType === 'string' ? archs.get(modelType) : undefined;
+  if (!spec) throw new ValueError(`unsupported model_type ${JSON.stringify(modelType)}; supported: ${[...archs.keys()].join(', ')}`);
+  return spec;
+}
+export function supportedModelTypes(): string[] {
+  return [...archs.keys()];
+}
+
+registerArch({ modelTypes: ['bert'], prefix: 'bert', build: (c) => new BertModel(parseBertConfig(c)) });
