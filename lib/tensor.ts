@@ -93,23 +93,32 @@ export class Tensor {
     if (this.#h) this.#h.dispose();
     this.#h = null;
   }
+  // A handle's geometry never changes, so it is read from native once and cached (copies handed out).
+  #shape: number[] | null = null;
+  #dtype: DType | null = null;
   get shape(): number[] {
-    return this.handle.shape;
+    const h = this.handle;
+    if (!this.#shape) this.#shape = h.shape;
+    return this.#shape.slice();
   }
   get strides(): number[] {
     return this.handle.strides;
   }
   get dtype(): DType {
-    return this.handle.dtype as DType;
+    const h = this.handle;
+    if (!this.#dtype) this.#dtype = h.dtype as DType;
+    return this.#dtype;
   }
   get device(): string {
     return this.handle.device;
   }
   get ndim(): number {
-    return this.handle.shape.length;
+    return this.shape.length;
   }
   get numel(): number {
-    return this.shape.reduce((a, b) => a * b, 1);
+    let n = 1;
+    for (const d of this.shape) n *= d;
+    return n;
   }
   /** Bytes of this view's elements. */
   get nbytes(): number {

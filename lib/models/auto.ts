@@ -23,15 +23,31 @@ export interface FromPretrainedOptions {
 
 export class AdapterModel extends Module {
   readonly base: BaseModel;
+  /** 'tied' | 'untied' when the architecture has an LM output projection (see ArchSpec.lmHead). */
+  readonly lmHeadKind: 'tied' | 'untied' | null;
   constructor(readonly config: HFConfig, readonly spec: ArchSpec) {
     super();
     this.base = this.registerModule(spec.prefix, spec.build(config));
+    this.lmHeadKind = spec.lmHead ? spec.lmHead(config) : null;
+    if (this.lmHeadKind === 'untied') {
+      const E = this.base.inputEmbeddings!();
+      this.registerModule('lm_head', new Linear(E.shape[1]!, E.shape[0]!, { bias: false }));
+    }
   }
   get modelType(): string {
     return String(this.config.model_type);
   }
+  /** Runs the base model; adds `logits` when the architecture has an LM head. */
   forward(input: ForwardInput): ModelOutput {
-    return this.base.forward(input);
+    const out = this.base.forward(input);
+    if (this.lmHeadKind) out.logits = this.lmLogits(out.lastHiddenState);
+    return out;
+  }
+  /** LM logits (…, V) of hidden states (…, C): tied input embeddings or the separate lm_head. */
+  lmLogits(h: Tensor): Tensor {
+    if (this.lmHeadKind === 'untied') return (this.child('lm_head') as Linear).forward(h);
+    if (this.lmHeadKind === 'tied') return ops.linear(h, this.base.inputEmbeddings!());
+    throw new ValueError(`${this.modelType}: this model has no LM head`);
   }
   /** Casts every floating parameter to dtype (in place of the old tensors). */
   toDtype(dtype: DType): this {
@@ -149,7 +165,7 @@ function loadWeights(model: AdapterModel, dir: string, spec: ArchSpec): void {
   noGrad(() => {
     for (const h of headers)
       for (const name of h.entries.keys()) {
-        const key = name.startsWith(prefix) ? name : own.has(name) ? name : prefix + name;
+        const key = name.startsWith(prefix) || own.has(name) ? name : prefix + name;
         const dst = own.get(key);
         if (!dst) continue;  // head weights of other classes (cls.*, lm_head.*) are not part of the base model
         const e = h.entries.get(name)!;
@@ -168,6 +184,11 @@ function loadWeights(model: AdapterModel, dir: string, spec: ArchSpec): void {
       }
     }
   });
+  if (model.lmHeadKind === 'untied' && !loaded.has('lm_head.weight')) {
+    // a base-model checkpoint without an LM head: fall back to the input embeddings (HF ties by default)
+    noGrad(() => own.get('lm_head.weight')!.copy_(model.base.inputEmbeddings!()));
+    loaded.add('lm_head.weight');
+  }
   const missing = [...own.keys()].filter((k) => !loaded.has(k));
   if (missing.length)
     throw new FormatError(`${dir}: checkpoint is missing ${missing.length} tensor(s): ${missing.slice(0, 8).join(', ')}${missing.length > 8 ? ', ...' : ''}`);

@@ -7,10 +7,13 @@
 import type { Module } from '../nn/module.ts';
 import type { ForwardInput, HFConfig, ModelOutput } from './common.ts';
 import { ValueError } from '../errors.ts';
+import type { Tensor } from '../tensor.ts';
 import { BertModel, parseBertConfig } from './bert.ts';
 
 export interface BaseModel extends Module {
   forward(input: ForwardInput): ModelOutput;
+  /** The input (word) embedding matrix (V, C), for tied LM heads. */
+  inputEmbeddings?(): Tensor;
 }
 
 export interface ArchSpec {
@@ -20,6 +23,11 @@ export interface ArchSpec {
   build(cfg: HFConfig): BaseModel;
   /** Keys that may be absent from a checkpoint because they are tied to another tensor: [missing, source]. */
   tied?: (cfg: HFConfig) => [string, string][];
+  /**
+   * Causal / seq2seq LM output projection: 'tied' (logits = h·Eᵀ with the input embeddings) or 'untied'
+   * (a separate `lm_head.weight` (V, C), loaded from the checkpoint when present). Absent = no LM head.
+   */
+  lmHead?: (cfg: HFConfig) => 'tied' | 'untied';
 }
 
 const archs = new Map<string, ArchSpec>();
