@@ -11,6 +11,7 @@ import { Embedding, LayerNorm, Linear, RMSNorm } from '../nn/layers.ts';
 import { Tensor, type DType } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { noGrad } from '../autograd/tape.ts';
+import { scope } from '../scope.ts';
 import { FormatError, IOError, ShapeError, ValueError } from '../errors.ts';
 import { readSafetensorsHeader, readTensor, type SafetensorsHeader } from '../io/safetensors.ts';
 import { archFor, type ArchSpec, type BaseModel } from './registry.ts';
@@ -107,15 +108,20 @@ function weightHeaders(dir: string): SafetensorsHeader[] {
 
 /** Initialises parameters as HF does: normal(0, initializer_range) weights, zero biases, unit norms. */
 function initWeights(model: Module, cfg: HFConfig, seed: number): void {
+  // HF zeroes the padding row only of embeddings built with padding_idx: the word embeddings (and
+  // RoBERTa's position embeddings).
+  const padRows = (name: string) =>
+    /(^|\.)(word_embeddings|embed_tokens|wte|shared)$/.test(name) ||
+    ((cfg.model_type === 'roberta' || cfg.model_type === 'xlm-roberta') && /position_embeddings$/.test(name));
   const std = typeof cfg.initializer_range === 'number' ? cfg.initializer_range : typeof cfg.init_std === 'number' ? cfg.init_std : 0.02;
   const pad = typeof cfg.pad_token_id === 'number' ? cfg.pad_token_id : null;
   ops.manualSeed(seed);
-  noGrad(() => {
-    for (const [, m] of model.namedModules()) {
+  scope(() => noGrad(() => {
+    for (const [name, m] of model.namedModules()) {
       if (m instanceof Linear || m instanceof Embedding) {
         const w = m.param('weight')!;
         const r = ops.randn(w.shape, { std });
-        if (m instanceof Embedding && pad !== null && pad >= 0 && pad < w.shape[0]!) {
+        if (m instanceof Embedding && padRows(name) && pad !== null && pad >= 0 && pad < w.shape[0]!) {
           const row = ops.slice(r, 0, pad, pad + 1);
           row.copy_(ops.zeros(row.shape));
         }
@@ -127,7 +133,7 @@ function initWeights(model: Module, cfg: HFConfig, seed: number): void {
         m.param('bias')?.copy_(ops.zeros([1]));
       }
     }
-  });
+  }));
 }
 
 export class AutoAdapterModel {
@@ -150,6 +156,7 @@ export class AutoAdapterModel {
   /** A randomly initialised model for a config object (HF's init rules, seeded). */
   static fromConfig(config: HFConfig, opts: { seed?: number; dtype?: DType } = {}): AdapterModel {
     const spec = archFor(config.model_type);
+    ops.manualSeed(opts.seed ?? 0);  // parameters drawn at construction (e.g. ViT's CLS token) are seeded too
     const model = new AdapterModel(config, spec);
     initWeights(model, config, opts.seed ?? 0);
     if (opts.dtype && opts.dtype !== 'f32') model.toDtype(opts.dtype);

@@ -9,6 +9,7 @@ import { Tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { type ForwardInput, type HFConfig, type ModelOutput, asIds, bool, keepMask, mergeHeads, num, splitHeads, str } from './common.ts';
 import { scope } from '../scope.ts';
+import { ValueError } from '../errors.ts';
 import { tensor } from '../tensor.ts';
 
 export interface BertConfig {
@@ -30,6 +31,8 @@ export interface BertConfig {
 }
 
 export function parseBertConfig(c: HFConfig, rule: 'absolute' | 'roberta' = 'absolute'): BertConfig {
+  const pet = str(c, 'position_embedding_type', 'absolute');
+  if (pet !== 'absolute') throw new ValueError(`config.json: position_embedding_type '${pet}' is not supported (only 'absolute')`);
   return {
     vocabSize: num(c, 'vocab_size'),
     hiddenSize: num(c, 'hidden_size'),
@@ -91,7 +94,7 @@ function tensorI64(data: BigInt64Array, shape: number[]): Tensor {
 
 export class BertLayer extends Module {
   q: Linear; k: Linear; v: Linear; o: Linear; ln1: LayerNorm; up: Linear; down: Linear; ln2: LayerNorm;
-  drop: Dropout; act: (x: Tensor) => Tensor;
+  drop: Dropout; dropAttnOut: Dropout; act: (x: Tensor) => Tensor;
   constructor(readonly cfg: BertConfig) {
     super();
     const C = cfg.hiddenSize;
@@ -109,14 +112,16 @@ export class BertLayer extends Module {
     this.ln2 = out.registerModule('LayerNorm', new LayerNorm(C, cfg.eps));
     this.q.site = 'attn.q'; this.k.site = 'attn.k'; this.v.site = 'attn.v'; this.o.site = 'attn.o';
     this.up.site = 'ffn.up'; this.down.site = 'ffn.down';
-    this.drop = new Dropout(cfg.dropout);
+    // dropout has no parameters; registered so that train()/eval() reach it
+    this.drop = out.registerModule('dropout', new Dropout(cfg.dropout));
+    this.dropAttnOut = ao.registerModule('dropout', new Dropout(cfg.dropout));
     this.act = activation(cfg.act);
   }
   forward(h: Tensor, keepKeys: Tensor | null): Tensor {
     const H = this.cfg.numHeads;
     const q = splitHeads(this.q.forward(h), H), k = splitHeads(this.k.forward(h), H), v = splitHeads(this.v.forward(h), H);
     const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: keepKeys }));
-    const a = this.ln1.forward(ops.add(this.drop.forward(this.o.forward(ctx)), h));
+    const a = this.ln1.forward(ops.add(this.dropAttnOut.forward(this.o.forward(ctx)), h));
     const f = this.down.forward(this.act(this.up.forward(a)));
     return this.ln2.forward(ops.add(this.drop.forward(f), a));
   }

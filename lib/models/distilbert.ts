@@ -96,10 +96,11 @@ export class DistilBertLayer extends Module {
     const ffn = this.registerModule('ffn', new Module());
     this.up = ffn.registerModule('lin1', new Linear(C, cfg.hiddenDim));
     this.down = ffn.registerModule('lin2', new Linear(cfg.hiddenDim, C));
+    // registered (no parameters) so that train()/eval() reach it
+    this.drop = ffn.registerModule('dropout', new Dropout(cfg.dropout));
     this.ln2 = this.registerModule('output_layer_norm', new LayerNorm(C, EPS));
     this.q.site = 'attn.q'; this.k.site = 'attn.k'; this.v.site = 'attn.v'; this.o.site = 'attn.o';
     this.up.site = 'ffn.up'; this.down.site = 'ffn.down';
-    this.drop = new Dropout(cfg.dropout);
     this.act = activation(cfg.act);
   }
   forward(h: Tensor, keepKeys: Tensor | null): Tensor {

@@ -45,3 +45,35 @@ export function supportedModelTypes(): string[] {
 }
 
 registerArch({ modelTypes: ['bert'], prefix: 'bert', build: (c) => new BertModel(parseBertConfig(c)) });
+
+// Encoders (RoBERTa / XLM-R share BERT's layers; both flex-head models use the `roberta.` prefix)
+import { buildRoberta } from './roberta.ts';
+import { DistilBertModel, parseDistilBertConfig } from './distilbert.ts';
+import { ViTModel, parseViTConfig } from './vit.ts';
+import { ElectraModel, parseElectraConfig } from './electra.ts';
+registerArch({ modelTypes: ['roberta', 'xlm-roberta'], prefix: 'roberta', build: buildRoberta });
+registerArch({ modelTypes: ['distilbert'], prefix: 'distilbert', build: (c) => new DistilBertModel(parseDistilBertConfig(c)) });
+registerArch({ modelTypes: ['vit'], prefix: 'vit', build: (c) => new ViTModel(parseViTConfig(c)) });
+registerArch({ modelTypes: ['electra'], prefix: 'electra', build: (c) => new ElectraModel(parseElectraConfig(c)) });
+
+// Decoders (causal LM heads: GPT-2 always ties to wte; the LLaMA family unless tie_word_embeddings says so)
+import { GPT2Model, parseGPT2Config } from './gpt2.ts';
+import { LlamaModel, parseLlamaConfig } from './llama.ts';
+registerArch({ modelTypes: ['gpt2'], prefix: 'transformer', build: (c) => new GPT2Model(parseGPT2Config(c)), lmHead: () => 'tied' });
+registerArch({
+  modelTypes: ['llama', 'mistral', 'qwen2'], prefix: 'model', build: (c) => new LlamaModel(parseLlamaConfig(c)),
+  lmHead: (c) => (c.tie_word_embeddings === true ? 'tied' : 'untied'),
+});
+
+// Encoder–decoders (shared embeddings; LM heads tied unless tie_word_embeddings is false. Tied T5 needs the
+// decoder output scaled by the base model's lmScale = d_model^-0.5 before the head)
+import { T5Model, parseT5Config } from './t5.ts';
+import { BartModel, parseBartConfig } from './bart.ts';
+registerArch({
+  modelTypes: ['t5', 'mt5'], prefix: 'transformer', build: (c) => new T5Model(parseT5Config(c)),
+  lmHead: (c) => (c.tie_word_embeddings === false ? 'untied' : 'tied'),
+});
+registerArch({
+  modelTypes: ['bart'], prefix: 'model', build: (c) => new BartModel(parseBartConfig(c)),
+  lmHead: (c) => (c.tie_word_embeddings === false ? 'untied' : 'tied'),
+});

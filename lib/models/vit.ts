@@ -118,7 +118,7 @@ class ViTEmbeddings extends Module {
 
 export class ViTLayer extends Module {
   q: Linear; k: Linear; v: Linear; o: Linear; ln1: LayerNorm; up: Linear; down: Linear; ln2: LayerNorm;
-  drop: Dropout; act: (x: Tensor) => Tensor;
+  dropAttn: Dropout; dropOut: Dropout; act: (x: Tensor) => Tensor;
   constructor(readonly cfg: ViTConfig) {
     super();
     const C = cfg.hiddenSize;
@@ -128,13 +128,17 @@ export class ViTLayer extends Module {
     this.q = self.registerModule('query', new Linear(C, C, { bias: cfg.qkvBias }));
     this.k = self.registerModule('key', new Linear(C, C, { bias: cfg.qkvBias }));
     this.v = self.registerModule('value', new Linear(C, C, { bias: cfg.qkvBias }));
-    this.o = attn.registerModule('output', new Module()).registerModule('dense', new Linear(C, C));
+    const attnOut = attn.registerModule('output', new Module());
+    this.o = attnOut.registerModule('dense', new Linear(C, C));
+    // dropouts are registered (no parameters) so that train()/eval() reach them
+    this.dropAttn = attnOut.registerModule('dropout', new Dropout(cfg.dropout));
     this.ln2 = this.registerModule('layernorm_after', new LayerNorm(C, cfg.eps));
     this.up = this.registerModule('intermediate', new Module()).registerModule('dense', new Linear(C, cfg.intermediateSize));
-    this.down = this.registerModule('output', new Module()).registerModule('dense', new Linear(cfg.intermediateSize, C));
+    const out = this.registerModule('output', new Module());
+    this.down = out.registerModule('dense', new Linear(cfg.intermediateSize, C));
+    this.dropOut = out.registerModule('dropout', new Dropout(cfg.dropout));
     this.q.site = 'attn.q'; this.k.site = 'attn.k'; this.v.site = 'attn.v'; this.o.site = 'attn.o';
     this.up.site = 'ffn.up'; this.down.site = 'ffn.down';
-    this.drop = new Dropout(cfg.dropout);
     this.act = activation(cfg.act);
   }
   forward(h: Tensor): Tensor {
@@ -142,9 +146,9 @@ export class ViTLayer extends Module {
     const x = this.ln1.forward(h);
     const q = splitHeads(this.q.forward(x), H), k = splitHeads(this.k.forward(x), H), v = splitHeads(this.v.forward(x), H);
     const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v));
-    const a = ops.add(this.drop.forward(this.o.forward(ctx)), h);
+    const a = ops.add(this.dropAttn.forward(this.o.forward(ctx)), h);
     const f = this.down.forward(this.act(this.up.forward(this.ln2.forward(a))));
-    return ops.add(this.drop.forward(f), a);
+    return ops.add(this.dropOut.forward(f), a);
   }
 }
 

@@ -1,0 +1,195 @@
+/**
+ * GPT-2 (Radford et al. 2019, "Language Models are Unsupervised Multitask Learners") as in HF transformers'
+ * GPT2Model (src/transformers/models/gpt2/modeling_gpt2.py): pre-LN decoder, learned absolute positions,
+ * fused q/k/v projection `c_attn` stored in the Conv1D layout (weight (in, out)), final `ln_f`.
+ * HF weight names (`wte`, `h.{i}.attn.c_attn`, ...); hook sites attn.qkv, attn.o, ffn.up, ffn.down.
+ * Supports a key/value cache for generation (ForwardInput.pastKeyValues / useCache).
+ */
+import { Module } from '../nn/module.ts';
+import { Dropout, Embedding, LayerNorm, Linear, activation } from '../nn/layers.ts';
+import { Tensor, tensor } from '../tensor.ts';
+import * as ops from '../ops/index.ts';
+import { scope } from '../scope.ts';
+import { ShapeError, ValueError } from '../errors.ts';
+import {
+  type ForwardInput, type HFConfig, type KVCache, type ModelOutput, asIds, bool, keepMask, mergeHeads, num, splitHeads, str,
+} from './common.ts';
+
+export interface GPT2Config {
+  vocabSize: number;
+  hiddenSize: number;
+  numLayers: number;
+  numHeads: number;
+  /** MLP width (`n_inner`, default 4·n_embd). */
+  innerSize: number;
+  maxPositions: number;
+  eps: number;
+  act: string;
+  residDropout: number;
+  embdDropout: number;
+  attnDropout: number;
+  /** Scale scores by 1/√D (`scale_attn_weights`, default true). */
+  scaleAttnWeights: boolean;
+  /** Also divide scores by (layer index + 1) (`scale_attn_by_inverse_layer_idx`). */
+  scaleByInverseLayerIdx: boolean;
+}
+
+/** GPT-2 config keys; the generic aliases (hidden_size, ...) of HF's attribute_map are accepted too. */
+export function parseGPT2Config(c: HFConfig): GPT2Config {
+  const pick = (a: string, b: string, def?: number) => num(c, c[a] !== undefined && c[a] !== null ? a : b, def);
+  const C = pick('n_embd', 'hidden_size', 768);
+  const inner = c.n_inner;
+  return {
+    vocabSize: num(c, 'vocab_size', 50257),
+    hiddenSize: C,
+    numLayers: pick('n_layer', 'num_hidden_layers', 12),
+    numHeads: pick('n_head', 'num_attention_heads', 12),
+    innerSize: typeof inner === 'number' ? inner : 4 * C,
+    maxPositions: pick('n_positions', 'max_position_embeddings', 1024),
+    eps: num(c, 'layer_norm_epsilon', 1e-5),
+    act: str(c, 'activation_function', 'gelu_new'),
+    residDropout: num(c, 'resid_pdrop', 0.1),
+    embdDropout: num(c, 'embd_pdrop', 0.1),
+    attnDropout: num(c, 'attn_pdrop', 0.1),
+    scaleAttnWeights: bool(c, 'scale_attn_weights', true),
+    scaleByInverseLayerIdx: bool(c, 'scale_attn_by_inverse_layer_idx', false),
+  };
+}
+
+class GPT2Attention extends Module {
+  qkv: Linear; o: Linear; attnDrop: Dropout; residDrop: Dropout;
+  constructor(readonly cfg: GPT2Config, readonly layerIdx: number) {
+    super();
+    const C = cfg.hiddenSize;
+    this.qkv = this.registerModule('c_attn', new Linear(C, 3 * C, { layout: 'conv1d' }));
+    this.o = this.registerModule('c_proj', new Linear(C, C, { layout: 'conv1d' }));
+    this.attnDrop = this.registerModule('attn_dropout', new Dropout(cfg.attnDropout));
+    this.residDrop = this.registerModule('resid_dropout', new Dropout(cfg.residDropout));
+    this.qkv.site = 'attn.qkv';
+    this.o.site = 'attn.o';
+  }
+  /** h (B, T, C); past keys/values (B, H, P, D) or null. Returns the output and the full keys/values. */
+  forward(h: Tensor, keepKeys: Tensor | null, past: { k: Tensor; v: Tensor } | null): { out: Tensor; k: Tensor; v: Tensor } {
+    const { hiddenSize: C, numHeads: H } = this.cfg;
+    const [qh, kh, vh] = ops.split(this.qkv.forward(h), C, -1) as [Tensor, Tensor, Tensor];
+    const q = splitHeads(qh, H);
+    // contiguous keys/values: the kernel needs them so anyway, and a cache must not pin the fused qkv output
+    let k = splitHeads(kh, H), v = splitHeads(vh, H);
+    if (past) {
+      k = ops.concat([past.k, k], 2);
+      v = ops.concat([past.v, v], 2);
+    } else {
+      k = ops.contiguous(k);
+      v = ops.contiguous(v);
+    }
+    let scale = this.cfg.scaleAttnWeights ? 1 / Math.sqrt(C / H) : 1;
+    if (this.cfg.scaleByInverseLayerIdx) scale /= this.layerIdx + 1;
+    const ctx = this.training && this.cfg.attnDropout > 0
+      ? attentionWithDropout(q, k, v, keepKeys, scale, this.attnDrop)
+      : ops.scaledDotProductAttention(q, k, v, { isCausal: true, keyPaddingMask: keepKeys, scale });
+    return { out: this.residDrop.forward(this.o.forward(mergeHeads(ctx))), k, v };
+  }
+}
+
+/**
+ * Unfused causal attention with dropout on the probabilities (HF's `attn_dropout`), used only when training
+ * with attn_pdrop > 0: the fused kernel has no dropout. Masked scores get the lowest float like HF.
+ */
+function attentionWithDropout(q: Tensor, k: Tensor, v: Tensor, keepKeys: Tensor | null, scale: number, drop: Dropout): Tensor {
+  const [B, , Tq] = q.shape as [number, number, number];
+  const Tk = k.shape[2]!;
+  const keep = keepKeys ? (keepKeys.toArray() as Uint8Array) : null;
+  const hide = new Uint8Array(B * Tq * Tk);
+  for (let b = 0; b < B; b++)
+    for (let i = 0; i < Tq; i++)
+      for (let j = 0; j < Tk; j++) hide[(b * Tq + i) * Tk + j] = j > i + (Tk - Tq) || (keep !== null && !keep[b * Tk + j]) ? 1 : 0;
+  const scores = ops.mul(ops.matmul(q, ops.transpose(k, -2, -1)), scale);
+  const masked = ops.maskedFill(scores, tensor(hide, [B, 1, Tq, Tk], { dtype: 'bool' }), -3.4028234663852886e38);
+  return ops.matmul(drop.forward(ops.softmax(masked, -1)), v);
+}
+
+class GPT2MLP extends Module {
+  up: Linear; down: Linear; drop: Dropout; act: (x: Tensor) => Tensor;
+  constructor(cfg: GPT2Config) {
+    super();
+    this.up = this.registerModule('c_fc', new Linear(cfg.hiddenSize, cfg.innerSize, { layout: 'conv1d' }));
+    this.down = this.registerModule('c_proj', new Linear(cfg.innerSize, cfg.hiddenSize, { layout: 'conv1d' }));
+    this.drop = this.registerModule('dropout', new Dropout(cfg.residDropout));
+    this.up.site = 'ffn.up';
+    this.down.site = 'ffn.down';
+    this.act = activation(cfg.act);
+  }
+  forward(x: Tensor): Tensor {
+    return this.drop.forward(this.down.forward(this.act(this.up.forward(x))));
+  }
+}
+
+export class GPT2Block extends Module {
+  ln1: LayerNorm; attn: GPT2Attention; ln2: LayerNorm; mlp: GPT2MLP;
+  constructor(cfg: GPT2Config, layerIdx: number) {
+    super();
+    this.ln1 = this.registerModule('ln_1', new LayerNorm(cfg.hiddenSize, cfg.eps));
+    this.attn = this.registerModule('attn', new GPT2Attention(cfg, layerIdx));
+    this.ln2 = this.registerModule('ln_2', new LayerNorm(cfg.hiddenSize, cfg.eps));
+    this.mlp = this.registerModule('mlp', new GPT2MLP(cfg));
+  }
+  forward(h: Tensor, keepKeys: Tensor | null, past: { k: Tensor; v: Tensor } | null): { h: Tensor; k: Tensor; v: Tensor } {
+    const a = this.attn.forward(this.ln1.forward(h), keepKeys, past);
+    const h1 = ops.add(a.out, h);
+    return { h: ops.add(this.mlp.forward(this.ln2.forward(h1)), h1), k: a.k, v: a.v };
+  }
+}
+
+/** The GPT-2 decoder (HF `GPT2Model`); parameter names without the `transformer.` prefix. */
+export class GPT2Model extends Module {
+  wte: Embedding; wpe: Embedding; drop: Dropout; layers: GPT2Block[] = []; lnF: LayerNorm;
+  constructor(readonly cfg: GPT2Config) {
+    super();
+    this.wte = this.registerModule('wte', new Embedding(cfg.vocabSize, cfg.hiddenSize));
+    this.wpe = this.registerModule('wpe', new Embedding(cfg.maxPositions, cfg.hiddenSize));
+    this.drop = this.registerModule('drop', new Dropout(cfg.embdDropout));
+    const list = this.registerModule('h', new Module());
+    for (let i = 0; i < cfg.numLayers; i++) this.layers.push(list.registerModule(String(i), new GPT2Block(cfg, i)));
+    this.lnF = this.registerModule('ln_f', new LayerNorm(cfg.hiddenSize, cfg.eps));
+  }
+  inputEmbeddings(): Tensor {
+    return this.wte.weight;
+  }
+  /**
+   * inputIds (B, T); attentionMask (B, P+T) over cached and new tokens; positionIds (B, T), default
+   * P..P+T-1 (HF uses arange even for padded rows); pastKeyValues from a previous call with useCache.
+   */
+  forward(input: ForwardInput): ModelOutput {
+    return scope(() => {
+      const ids = asIds(input.inputIds, 'inputIds').t;
+      if (!ids) throw new ValueError('GPT-2 forward needs inputIds');
+      const [B, T] = ids.shape as [number, number];
+      const past = input.pastKeyValues ?? null;
+      const P = past?.length ?? 0;
+      if (past && past.layers.length !== this.layers.length)
+        throw new ValueError(`GPT-2 forward: pastKeyValues has ${past.layers.length} layers, the model ${this.layers.length}`);
+      if (P + T > this.cfg.maxPositions)
+        throw new ValueError(`GPT-2 forward: ${P + T} positions exceed n_positions = ${this.cfg.maxPositions}`);
+      const mask = asIds(input.attentionMask, 'attentionMask').t;
+      if (mask && (mask.ndim !== 2 || mask.shape[0] !== B || mask.shape[1] !== P + T))
+        throw new ShapeError(`GPT-2 forward: attentionMask [${mask.shape}] must be [B, past + T] = [${B}, ${P + T}]`);
+      const pos = asIds(input.positionIds, 'positionIds').t ?? ops.unsqueeze(ops.arange(P, P + T), 0);
+      const keepKeys = keepMask(mask);
+      let h = this.drop.forward(ops.add(this.wte.forward(ids), this.wpe.forward(pos)));
+      const hidden: Tensor[] = [];
+      const cache: KVCache['layers'] = [];
+      this.layers.forEach((layer, i) => {
+        if (input.outputHiddenStates) hidden.push(h);
+        const r = layer.forward(h, keepKeys, past ? past.layers[i]! : null);
+        h = r.h;
+        cache.push({ k: r.k, v: r.v });
+      });
+      h = this.lnF.forward(h);
+      const out: ModelOutput = { lastHiddenState: h };
+      // HF's hidden_states: the embeddings, each block's input, and the final output after ln_f
+      if (input.outputHiddenStates) out.hiddenStates = [...hidden, h];
+      if (input.useCache) out.pastKeyValues = { layers: cache, length: P + T };
+      return out;
+    });
+  }
+}
