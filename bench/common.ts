@@ -32,7 +32,12 @@ export function torchPython(): string | null {
 
 /** Runs a Python script with JSON on stdin, returns its parsed last stdout line (or null on failure). */
 export function runPythonJson<T>(py: string, script: string, input: unknown, timeoutMs = 600_000): T | null {
-  const r = spawnSync(py, [script], { input: JSON.stringify(input), encoding: 'utf8', timeout: timeoutMs, maxBuffer: 64 << 20 });
+  // OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are pinned on some of these machines for old OpenBLAS builds and
+  // slow a current one down; the baseline runs without both (they are only ever unset together).
+  const env = { ...process.env };
+  delete env.OPENBLAS_CORETYPE;
+  delete env.OPENBLAS_L2_SIZE;
+  const r = spawnSync(py, [script], { input: JSON.stringify(input), encoding: 'utf8', timeout: timeoutMs, maxBuffer: 64 << 20, env });
   if (r.status !== 0) {
     console.error(`python failed: ${r.stderr?.slice(-2000)}`);
     return null;

@@ -644,6 +644,39 @@ AD_TGT_AMX void amx_begin() {
 }
 AD_TGT_AMX void amx_end() { _tile_release(); }
 
+// 16 x 16 transpose of 32-bit elements: on return r[j] holds what was column j (element i = old r[i][j]).
+AD_TGT_AVX512 inline void transpose16x16_epi32(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 8; i++) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  // u[4i + c], 128-bit lane l: rows 4i..4i+3 of column 4l + c
+  __m512i u[16];
+  for (int i = 0; i < 4; i++) {
+    u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i + 0], t[4 * i + 2]);
+    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i + 0], t[4 * i + 2]);
+    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int c = 0; c < 4; c++) {
+    const __m512i v0 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x88), v1 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xDD);
+    const __m512i w0 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x88),
+                  w1 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xDD);
+    r[c] = _mm512_shuffle_i32x4(v0, w0, 0x88);
+    r[8 + c] = _mm512_shuffle_i32x4(v0, w0, 0xDD);
+    r[4 + c] = _mm512_shuffle_i32x4(v1, w1, 0x88);
+    r[12 + c] = _mm512_shuffle_i32x4(v1, w1, 0xDD);
+  }
+}
+
+inline __mmask32 mask32(int64_t n) {
+  return n >= 32 ? (__mmask32)0xFFFFFFFFu : n <= 0 ? (__mmask32)0 : (__mmask32)((1u << n) - 1);
+}
+inline __mmask16 mask16(int64_t n) {
+  return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
 AD_TGT_AVX512 void pack_a_amx(bool transA, const uint16_t* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0,
                               int64_t kc, uint16_t* dst) {
   const int64_t kcp = rup(kc, 32), ns = kcp / 32;
@@ -659,26 +692,26 @@ AD_TGT_AVX512 void pack_a_amx(bool transA, const uint16_t* A, int64_t lda, int64
           continue;
         }
         const uint16_t* src = A + (i0 + ir + r) * lda + k0;
-        for (int64_t s = 0; s < ns; s++) {
-          const int kn = (int)std::min<int64_t>(32, kc - s * 32);
-          const __mmask32 m = kn >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << kn) - 1);
-          _mm512_store_si512(dr + s * 1024, _mm512_maskz_loadu_epi16(m, src + s * 32));
-        }
+        for (int64_t s = 0; s < ns; s++)
+          _mm512_store_si512(dr + s * 1024, _mm512_maskz_loadu_epi16(mask32(kc - s * 32), src + s * 32));
       }
     } else {
-      // A(i, k) = A[k * lda + i]: gather 32 k-rows of 32 contiguous i, transpose into [row i][k].
-      const __mmask32 mi = mr >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << mr) - 1);
+      // A(i, k) = A[k * lda + i]: per half tile, build 16 k-pair rows of 16 (i) dwords, then transpose.
       for (int64_t s = 0; s < ns; s++) {
-        const int kn = (int)std::min<int64_t>(32, kc - s * 32);
-        alignas(64) uint16_t blk[32][32];  // [k][i]
-        for (int k = 0; k < 32; k++) {
-          __m512i v = k < kn ? _mm512_maskz_loadu_epi16(mi, A + (k0 + s * 32 + k) * lda + i0 + ir)
-                             : _mm512_setzero_si512();
-          _mm512_store_si512(blk[k], v);
+        for (int h = 0; h < 2; h++) {
+          const __mmask16 mi = mask16(mr - h * 16);
+          __m512i r[16];
+          for (int p = 0; p < 16; p++) {
+            const int64_t k = s * 32 + 2 * p;
+            const uint16_t* s0 = A + (k0 + k) * lda + i0 + ir + h * 16;
+            const __m256i x0 = k < kc ? _mm256_maskz_loadu_epi16(mi, s0) : _mm256_setzero_si256();
+            const __m256i x1 = k + 1 < kc ? _mm256_maskz_loadu_epi16(mi, s0 + lda) : _mm256_setzero_si256();
+            r[p] = _mm512_or_si512(_mm512_cvtepu16_epi32(x0), _mm512_slli_epi32(_mm512_cvtepu16_epi32(x1), 16));
+          }
+          transpose16x16_epi32(r);
+          uint16_t* ds = d + s * 1024 + h * 512;
+          for (int i = 0; i < 16; i++) _mm512_store_si512(ds + i * 32, r[i]);
         }
-        uint16_t* ds = d + s * 1024;
-        for (int r = 0; r < 32; r++)
-          for (int k = 0; k < 32; k++) ds[r * 32 + k] = blk[k][r];
       }
     }
   }
@@ -687,53 +720,59 @@ AD_TGT_AVX512 void pack_a_amx(bool transA, const uint16_t* A, int64_t lda, int64
 AD_TGT_AVX512 void pack_b_amx(bool transB, const uint16_t* B, int64_t ldb, int64_t k0, int64_t kc, int64_t j0,
                               int64_t nc, uint16_t* dst) {
   const int64_t kcp = rup(kc, 32), ns = kcp / 32;
-  for (int64_t jr = 0; jr < nc; jr += 32) {
-    const int nr = (int)std::min<int64_t>(32, nc - jr);
-    uint16_t* d = dst + jr * kcp;
-    if (!transB) {
-      continue;  // packed below, row pair by row pair across all panels (sequential reads of B)
-    } else {
-      // B(k, j) = B[j * ldb + k]: each column j holds its k pairs contiguously (32-bit words).
+  if (transB) {
+    // B(k, j) = B[j * ldb + k]: each column j holds its k pairs contiguously (32-bit words); per half tile,
+    // load 16 columns x 16 pairs and transpose to [pair][column].
+    for (int64_t jr = 0; jr < nc; jr += 32) {
+      const int nr = (int)std::min<int64_t>(32, nc - jr);
+      uint16_t* d = dst + jr * kcp;
       for (int64_t s = 0; s < ns; s++) {
-        const int kn = (int)std::min<int64_t>(32, kc - s * 32);
-        const __mmask32 m = kn >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << kn) - 1);
-        alignas(64) uint32_t blk[32][16];  // [col j][kpair p]
-        for (int j = 0; j < 32; j++) {
-          __m512i v =
-              j < nr ? _mm512_maskz_loadu_epi16(m, B + (j0 + jr + j) * ldb + k0 + s * 32) : _mm512_setzero_si512();
-          _mm512_store_si512(blk[j], v);
+        const __mmask32 m = mask32(kc - s * 32);
+        for (int h = 0; h < 2; h++) {
+          __m512i r[16];
+          for (int c = 0; c < 16; c++) {
+            const int j = h * 16 + c;
+            r[c] = j < nr ? _mm512_maskz_loadu_epi16(m, B + (j0 + jr + j) * ldb + k0 + s * 32)
+                          : _mm512_setzero_si512();
+          }
+          transpose16x16_epi32(r);
+          uint16_t* ds = d + s * 1024 + h * 512;
+          for (int p = 0; p < 16; p++) _mm512_store_si512(ds + p * 32, r[p]);
         }
-        uint32_t* ds = reinterpret_cast<uint32_t*>(d + s * 1024);
-        for (int h = 0; h < 2; h++)
-          for (int p = 0; p < 16; p++)
-            for (int c = 0; c < 16; c++) ds[h * 256 + p * 16 + c] = blk[h * 16 + c][p];
       }
     }
+    return;
   }
-  if (!transB) {
-    for (int64_t s = 0; s < ns; s++)
-      for (int p = 0; p < 16; p++) {
-        const int64_t k = s * 32 + 2 * p;
-        for (int64_t jr = 0; jr < nc; jr += 32) {
-          uint16_t* ds = dst + jr * kcp + s * 1024;
-          if (k < kc) {
-            const int nr = (int)std::min<int64_t>(32, nc - jr);
-            const uint16_t* s0 = B + (k0 + k) * ldb + j0 + jr;
-            const uint16_t* s1 = k + 1 < kc ? s0 + ldb : nullptr;
-            interleave_rows32(s0, s1, nr, ds + p * 32, ds + 512 + p * 32);
-          } else {
-            _mm512_store_si512(ds + p * 32, _mm512_setzero_si512());
-            _mm512_store_si512(ds + 512 + p * 32, _mm512_setzero_si512());
-          }
+  for (int64_t s = 0; s < ns; s++)
+    for (int p = 0; p < 16; p++) {
+      const int64_t k = s * 32 + 2 * p;
+      for (int64_t jr = 0; jr < nc; jr += 32) {
+        uint16_t* ds = dst + jr * kcp + s * 1024;
+        if (k < kc) {
+          const int nr = (int)std::min<int64_t>(32, nc - jr);
+          const uint16_t* s0 = B + (k0 + k) * ldb + j0 + jr;
+          const uint16_t* s1 = k + 1 < kc ? s0 + ldb : nullptr;
+          interleave_rows32(s0, s1, nr, ds + p * 32, ds + 512 + p * 32);
+        } else {
+          _mm512_store_si512(ds + p * 32, _mm512_setzero_si512());
+          _mm512_store_si512(ds + 512 + p * 32, _mm512_setzero_si512());
         }
       }
-  }
+    }
 }
 
-// One 32 x 32 block over kcp (a multiple of 32) of k. w: a 4 KiB accumulator block (four 16 x 16 tiles,
-// 64-byte rows) used between K chunks: w_in = start from it (else from zero), w_out = leave the sum there
-// instead of writing C. The final chunk writes C = alpha * acc + beta * C.
-AD_TGT_AMX void ukr_amx(int64_t kcp, const uint16_t* a, const uint16_t* b, float* c, int64_t ldc, int mr, int nr,
+// Where the A tiles of one 32-row block come from: packed panels (64-byte rows, 1024 elements per k step,
+// second half tile at +512) or straight from a row-major A (row stride lda, 32 elements per k step, second
+// half tile 16 rows down).
+struct APanel {
+  const uint16_t* p;
+  int64_t stride_b, step, half;
+};
+
+// One 32 x 32 block over ns k steps of 32. w: a 4 KiB accumulator block (four 16 x 16 tiles, 64-byte rows)
+// used between K chunks: w_in = start from it (else from zero), w_out = leave the sum there instead of
+// writing C. The final chunk writes C = alpha * acc + beta * C.
+AD_TGT_AMX void ukr_amx(int64_t ns, APanel ap, const uint16_t* b, float* c, int64_t ldc, int mr, int nr,
                         float alpha, float beta, float* w, bool w_in, bool w_out) {
   if (w_in) {
     _tile_loadd(0, w, 64);
@@ -746,17 +785,18 @@ AD_TGT_AMX void ukr_amx(int64_t kcp, const uint16_t* a, const uint16_t* b, float
     _tile_zero(2);
     _tile_zero(3);
   }
-  const int64_t ns = kcp / 32;
+  const uint16_t* a = ap.p;
+  const int64_t sa = ap.stride_b, astep = ap.step, ahalf = ap.half;
   for (int64_t s = 0; s < ns; s++) {
-    _tile_loadd(4, a, 64);
+    _tile_loadd(4, a, sa);
     _tile_loadd(6, b, 64);
-    _tile_loadd(5, a + 512, 64);
+    _tile_loadd(5, a + ahalf, sa);
     _tile_loadd(7, b + 512, 64);
     _tile_dpbf16ps(0, 4, 6);
     _tile_dpbf16ps(1, 4, 7);
     _tile_dpbf16ps(2, 5, 6);
     _tile_dpbf16ps(3, 5, 7);
-    a += 1024;
+    a += astep;
     b += 1024;
   }
   if (w_out) {
@@ -794,16 +834,6 @@ struct B16Amx {
   static constexpr int MR = 32, NR = 32, KG = 32;
   static constexpr int64_t KC = 256, MC = 256, NC = 256;
   static constexpr double kMacsPerCycle = 512;
-  static void pack_a(bool t, const T* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* d) {
-    pack_a_amx(t, A, lda, i0, mc, k0, kc, d);
-  }
-  static void pack_b(bool t, const T* B, int64_t ldb, int64_t k0, int64_t kc, int64_t j0, int64_t nc, T* d) {
-    pack_b_amx(t, B, ldb, k0, kc, j0, nc, d);
-  }
-  static void kernel(int64_t kcp, const T* a, const T* b, float* c, int64_t ldc, int mr, int nr, float al,
-                     float be) {
-    ukr_amx(kcp, a, b, c, ldc, mr, nr, al, be, nullptr, false, false);
-  }
   static void begin() { amx_begin(); }
   static void end() { amx_end(); }
 };
@@ -845,27 +875,38 @@ void gemm_block(const Args<typename KT::T>& g, int64_t m0, int64_t m1, int64_t n
   }
 }
 
-// AMX driver. B (this thread's K x Nb slice) is packed once; A is packed once per MC row block (kept in L2).
+// AMX driver for rows [m0, m1) x cols [n0, n1) of C, with B already packed: Bp = the VNNI panel of column n0
+// (panels of 32 columns, kcp = K rounded up to 32 per panel). A is packed once per MC row block (kept in
+// L2), or, when it is not transposed, K is a multiple of 32 and this block of C is narrow (packing would
+// not pay off), its tiles are loaded straight from A (only a partial last 32-row block is packed).
 // K is split into KC chunks so that each B micro-panel chunk (32 x KC, 16 KiB) stays in L1 while the A
-// micro-panels stream from L2; the MC x NC block of C stays in L2 across the K chunks (re-read by the
-// tile loads of the next chunk), so C never round-trips to memory more than once.
-template <>
-void gemm_block<B16Amx>(const Args<uint16_t>& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-  using KT = B16Amx;
+// micro-panels stream from L2; partial sums of the MC x NC block of C live in a 4 KiB-per-block buffer
+// between chunks (tile rows of 64 bytes, no power-of-two ldc conflicts).
+void amx_block(const Args<uint16_t>& g, const uint16_t* Bp, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   if (m1 <= m0 || n1 <= n0) return;
   const int64_t Mb = m1 - m0, Nb = n1 - n0;
   const int64_t kcp = rup(g.K, 32);
-  constexpr int64_t KC = KT::KC, MC0 = KT::MC, NC = KT::NC;
+  constexpr int64_t KC = B16Amx::KC, MC0 = B16Amx::MC, NC = B16Amx::NC;
+  const bool direct = !g.transA && g.K % 32 == 0 && Nb <= 512;
   constexpr int64_t a_budget = 1 << 20;  // bytes of packed A kept in L2
   const int64_t MC = std::max<int64_t>(32, std::min<int64_t>(MC0, (a_budget / (2 * kcp)) / 32 * 32));
   const int64_t mc_max = std::min<int64_t>(MC, rup(Mb, 32));
-  uint16_t* Ap = tl_apack.get<uint16_t>((size_t)(mc_max * kcp));
-  uint16_t* Bp = tl_bpack.get<uint16_t>((size_t)(rup(Nb, 32) * kcp));
+  uint16_t* Ap = tl_apack.get<uint16_t>((size_t)((direct ? 32 : mc_max) * kcp));
   float* W = kcp > KC ? tl_wbuf.get<float>((size_t)(rup(mc_max, 32) * NC)) : nullptr;
-  KT::pack_b(g.transB, g.B, g.ldb, 0, g.K, n0, Nb, Bp);
   for (int64_t ic = m0; ic < m1; ic += MC) {
     const int64_t mc = std::min<int64_t>(MC, m1 - ic);
-    KT::pack_a(g.transA, g.A, g.lda, ic, mc, 0, g.K, Ap);
+    if (!direct)
+      pack_a_amx(g.transA, g.A, g.lda, ic, mc, 0, g.K, Ap);
+    else if (mc % 32)
+      pack_a_amx(false, g.A, g.lda, ic + mc / 32 * 32, mc % 32, 0, g.K, Ap);
+    auto apanel = [&](int64_t ir, int64_t pc) -> APanel {
+      if (direct && ir + 32 <= mc) {
+        const uint16_t* p = g.A + (ic + ir) * g.lda + pc;
+        return APanel{p, g.lda * 2, 32, 16 * g.lda};
+      }
+      const uint16_t* p = direct ? Ap : Ap + ir * kcp;
+      return APanel{p + pc * 32, 64, 1024, 512};
+    };
     for (int64_t jc = 0; jc < Nb; jc += NC) {
       const int64_t nc = std::min<int64_t>(NC, Nb - jc);
       for (int64_t pc = 0; pc < kcp; pc += KC) {
@@ -877,13 +918,23 @@ void gemm_block<B16Amx>(const Args<uint16_t>& g, int64_t m0, int64_t m1, int64_t
           for (int64_t ir = 0; ir < mc; ir += 32) {
             const int mr = (int)std::min<int64_t>(32, mc - ir);
             float* w = W ? W + (((jr - jc) / 32) * (mc_max / 32) + ir / 32) * 1024 : nullptr;
-            ukr_amx(kc, Ap + ir * kcp + pc * 32, bp, g.C + (ic + ir) * g.ldc + n0 + jr, g.ldc, mr, nr, g.alpha,
+            ukr_amx(kc / 32, apanel(ir, pc), bp, g.C + (ic + ir) * g.ldc + n0 + jr, g.ldc, mr, nr, g.alpha,
                     g.beta, w, w_in, w_out);
           }
         }
       }
     }
   }
+}
+
+// Single-thread AMX block (batched items, small problems): packs this block's B, then runs amx_block.
+template <>
+void gemm_block<B16Amx>(const Args<uint16_t>& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  if (m1 <= m0 || n1 <= n0) return;
+  const int64_t Nb = n1 - n0, kcp = rup(g.K, 32);
+  uint16_t* Bp = tl_bpack.get<uint16_t>((size_t)(rup(Nb, 32) * kcp));
+  pack_b_amx(g.transB, g.B, g.ldb, 0, g.K, n0, Nb, Bp);
+  amx_block(g, Bp, m0, m1, n0, n1);
 }
 
 // Splits C over nt threads as a tm x tn grid of whole micro-tiles, minimising the estimated time of the
@@ -934,6 +985,50 @@ void gemm_run(const Args<typename KT::T>& g) {
     KT::begin();
     gemm_block<KT>(g, m0, m1, n0, n1);
     KT::end();
+  });
+}
+
+thread_local AlignedBuf tl_bshared;  // the calling thread's B, packed once and shared by the pool
+
+// Below this many multiply-adds an AMX GEMM runs on the calling thread only (waking a sleeping worker
+// costs tens of microseconds; AMX does ~1M multiply-adds per microsecond).
+constexpr double kParallelMacsAmx = 1 << 22;
+
+// AMX: both threads pack their share of B (VNNI panels) into one shared buffer, meet at a spin barrier,
+// then each computes its rows (or columns, when M is short) against the whole packed B.
+template <>
+void gemm_run<B16Amx>(const Args<uint16_t>& g) {
+  const double macs = (double)g.M * (double)g.N * (double)g.K;
+  int nth = num_threads();
+  if (macs < kParallelMacsAmx) nth = 1;
+  if (nth <= 1) {
+    amx_begin();
+    gemm_block<B16Amx>(g, 0, g.M, 0, g.N);
+    amx_end();
+    return;
+  }
+  const int64_t kcp = rup(g.K, 32), np = cdiv(g.N, 32), mt = cdiv(g.M, 32);
+  uint16_t* Bp = tl_bshared.get<uint16_t>((size_t)(np * 32 * kcp));
+  std::atomic<int> arrived{0};
+  parallel_run(nth, [&](int tid, int nt) {
+    const int64_t p0 = np * tid / nt, p1 = np * (tid + 1) / nt;
+    if (p1 > p0) pack_b_amx(g.transB, g.B, g.ldb, 0, g.K, p0 * 32, std::min(g.N, p1 * 32) - p0 * 32, Bp + p0 * 32 * kcp);
+    arrived.fetch_add(1, std::memory_order_acq_rel);
+    while (arrived.load(std::memory_order_acquire) < nt) _mm_pause();
+    // split rows unless that leaves a thread clearly more work than splitting columns
+    const bool split_m = cdiv(mt, nt) * np <= cdiv(np, nt) * mt;
+    int64_t m0 = 0, m1 = g.M, n0 = 0, n1 = g.N;
+    if (split_m) {
+      m0 = std::min(g.M, (mt * tid / nt) * 32);
+      m1 = std::min(g.M, (mt * (tid + 1) / nt) * 32);
+    } else {
+      n0 = std::min(g.N, p0 * 32);
+      n1 = std::min(g.N, p1 * 32);
+    }
+    if (m1 <= m0 || n1 <= n0) return;
+    amx_begin();
+    amx_block(g, Bp + n0 * kcp, m0, m1, n0, n1);
+    amx_end();
   });
 }
 

@@ -1,6 +1,7 @@
 // standalone: g++ -O3 -std=c++17 -pthread native/kernels/gemm_selftest.cpp native/kernels/gemm.cpp native/kernels/gemm_ref.cpp native/threadpool.cpp
 // gemm_selftest.cpp — dev harness for gemm.cpp (not part of the addon build: *_selftest.cpp is excluded).
-// Usage: ./a.out [check] [bench] [quick] [only=<shape substring>]   (default: check + bench)
+// Usage: ./a.out [check] [bench] [quick] [only=<shape substring>] [isa=<isa>] [nopeak] [f32only|bf16only]
+//   (default: check + bench; isa= restricts check to one ISA name, e.g. isa=amx)
 //   check: sgemm / bgemm vs the reference loops, random shapes, every ISA this CPU has (gemm_force_isa)
 //   bench: GFLOP/s of the auto-selected kernels on square and transformer shapes, plus a register-only
 //          AVX-512 FMA peak loop on the same threads for comparison.
@@ -26,6 +27,9 @@ using namespace ad;
 namespace {
 
 std::mt19937_64 rng(12345);
+const char* g_only = nullptr;  // bench only shapes whose name contains this
+const char* g_isa = nullptr;   // check only this ISA
+bool g_nopeak = false, g_f32 = true, g_bf16 = true;
 
 int64_t rnd(int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); }
 float rndf() { return std::uniform_real_distribution<float>(-1.0f, 1.0f)(rng); }
@@ -172,6 +176,7 @@ bool check(bool quick) {
       else
         gemm_force_isa(f32_isas[t], "auto");
       const char* isa = bf16 ? bgemm_isa() : sgemm_isa();
+      if (g_isa && std::strcmp(g_isa, bf16 ? b16_isas[t] : f32_isas[t]) != 0) continue;
       if (std::strcmp(isa, bf16 ? b16_isas[t] : f32_isas[t]) != 0) {
         std::printf("%s %-10s: not available on this CPU (would run %s)\n", bf16 ? "bgemm" : "sgemm",
                     bf16 ? b16_isas[t] : f32_isas[t], isa);
@@ -282,13 +287,12 @@ double bench_shape(const Shape& s, bool bf16, int reps) {
   return best;
 }
 
-const char* g_only = nullptr;  // bench only shapes whose name contains this
 
 void bench(bool quick) {
   const int nth = num_threads();
   const int reps = quick ? 3 : 7;
   std::printf("\nthreads: %d, sgemm isa %s, bgemm isa %s\n", nth, sgemm_isa(), bgemm_isa());
-  const double p1 = fma_peak(1), pn = fma_peak(nth);
+  const double p1 = g_nopeak ? 135.0 : fma_peak(1), pn = g_nopeak ? 135.0 * nth : fma_peak(nth);
   std::printf("register-only AVX-512 FMA peak: %.1f GFLOP/s (1 thread), %.1f GFLOP/s (%d threads)\n", p1, pn, nth);
   const Shape shapes[] = {
       {"512^3", 1, 512, 512, 512, false, false},
@@ -305,8 +309,8 @@ void bench(bool quick) {
   std::printf("%-24s %12s %8s %14s\n", "shape MxNxK", "f32 GFLOP/s", "% peak", "bf16 GFLOP/s");
   for (const Shape& s : shapes) {
     if (g_only && !std::strstr(s.name, g_only)) continue;
-    double f = bench_shape(s, false, reps);
-    double b = bench_shape(s, true, reps);
+    double f = g_f32 ? bench_shape(s, false, reps) : 0.0;
+    double b = g_bf16 ? bench_shape(s, true, reps) : 0.0;
     std::printf("%-24s %12.1f %7.0f%% %14.1f\n", s.name, f, 100.0 * f / pn, b);
     std::fflush(stdout);
   }
@@ -321,6 +325,10 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "bench")) do_bench = true;
     if (!std::strcmp(argv[i], "quick")) quick = true;
     if (!std::strncmp(argv[i], "only=", 5)) g_only = argv[i] + 5;
+    if (!std::strncmp(argv[i], "isa=", 4)) g_isa = argv[i] + 4;
+    if (!std::strcmp(argv[i], "nopeak")) g_nopeak = true;
+    if (!std::strcmp(argv[i], "f32only")) g_bf16 = false;
+    if (!std::strcmp(argv[i], "bf16only")) g_f32 = false;
   }
   if (!do_check && !do_bench) do_check = do_bench = true;
   bool ok = true;
