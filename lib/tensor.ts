@@ -6,7 +6,7 @@
 import { native, type AttrValue, type TensorHandle } from './binding.ts';
 import { AutogradError, DisposedError, DTypeError, ShapeError, ValueError, fromNative } from './errors.ts';
 import { Node, inBackward, isGradEnabled, noGrad, runBackward } from './autograd/tape.ts';
-import { trackInScope } from './scope.ts';
+import { keep as keepFromScope, trackInScope } from './scope.ts';
 
 export type DType = 'f32' | 'bf16' | 'f16' | 'i32' | 'i64' | 'bool';
 export const DTYPES: readonly DType[] = ['f32', 'bf16', 'f16', 'i32', 'i64', 'bool'];
@@ -78,7 +78,12 @@ export class Tensor {
     if (!this.#h || (this.#userDisposed && !inBackward())) throw new DisposedError('tensor was disposed (use after dispose())');
     return this.#h;
   }
+  /** True after dispose() (during a backward pass, tensors still retained by the graph read as alive). */
   get disposed(): boolean {
+    return (this.#userDisposed && !inBackward()) || this.#h === null;
+  }
+  /** @internal dispose() was called, whatever the graph still retains. */
+  get _userDisposed(): boolean {
     return this.#userDisposed || this.#h === null;
   }
   /** @internal a graph node keeps this tensor's memory until it is released. */
@@ -458,6 +463,8 @@ export function withGrad(
     for (const t of owned) t.dispose();
     return;
   }
+  // tensors made only for the backward belong to the node, not to an enclosing scope()
+  for (const t of owned) keepFromScope(t);
   const keep = (saved ?? [...inputs, ...outs]).filter((t): t is Tensor => !!t);
   const node = new Node(name, inputs.map((t) => t ?? null), outs.length, backward, owned, keep);
   outs.forEach((o, i) => {

@@ -204,7 +204,7 @@ function backwardPass(root: Tensor, grad: Tensor, order: Node[], opts: BackwardO
       const r = results[i];
       if (!e || !r) continue;
       if (e.node) put(e.node, e.index, r);
-      else if (e.leaf && !e.leaf.disposed) accumulateLeaf(e.leaf, r, ops, hold);
+      else if (e.leaf && !e.leaf._userDisposed) accumulateLeaf(e.leaf, r, ops, hold);
     }
     for (const r of results) if (r) drop(r);
     if (!opts.retainGraph) node.release(false);

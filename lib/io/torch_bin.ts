@@ -227,9 +227,13 @@ function resolveGlobal(file: string, module: string, name: string): PyGlobal {
   return new PyGlobal(module, name);
 }
 
-const MAX_KEY_DEPTH = 32;
-/** Canonical hash key of a dict key (Python's hashable primitives and tuples of them). */
-function hashKey(file: string, k: PyValue, depth = 0): string {
+const MAX_KEY_NODES = 1024;
+/**
+ * Canonical hash key of a dict key (Python's hashable primitives and tuples of them). A node budget keeps
+ * keys built from shared sub-tuples ((x, x), ((x, x), (x, x)), ...) from expanding exponentially.
+ */
+function hashKey(file: string, k: PyValue, budget = { nodes: MAX_KEY_NODES }): string {
+  if (--budget.nodes < 0) throw new FormatError(`${file}: dict key is too large`);
   if (k === null) return 'N';
   switch (typeof k) {
     case 'string': return `s${k}`;
@@ -237,7 +241,7 @@ function hashKey(file: string, k: PyValue, depth = 0): string {
     case 'bigint': return `i${k}`;
     case 'number': return Number.isInteger(k) ? `i${k}` : `f${k}`;
   }
-  if (k instanceof PyTuple && depth < MAX_KEY_DEPTH) return `t(${k.items.map((x) => hashKey(file, x, depth + 1)).join(',')})`;
+  if (k instanceof PyTuple) return `t(${k.items.map((x) => hashKey(file, x, budget)).join(',')})`;
   throw new FormatError(`${file}: unsupported dict key (${describe(k)})`);
 }
 
@@ -522,13 +526,17 @@ function parseStoragePid(file: string, pid: PyValue, legacy: boolean): { key: st
 // ---- flattening and materialising ------------------------------------------------------------------
 
 const MAX_DEPTH = 64;
+/** Containers may be shared (memo), so a walk can revisit them: bounded to stop exponential blow-ups. */
+const MAX_VISITS = 1_000_000;
 
 /** Flattens nested dicts/lists/tuples of tensors into '.'-joined names; other leaves are skipped. */
 function flatten(file: string, root: PyValue): Map<string, TensorRef> {
   if (!(root instanceof PyDict)) throw new FormatError(`${file}: expected a state dict (a dict of tensors) but the pickle holds a ${describe(root)}`);
   const out = new Map<string, TensorRef>();
   const onPath = new Set<object>();
+  let visits = 0;
   const walk = (v: PyValue, name: string, depth: number): void => {
+    if (++visits > MAX_VISITS) throw new FormatError(`${file}: the pickled object has more than ${MAX_VISITS} entries`);
     if (v instanceof TensorRef) {
       if (out.has(name)) throw new FormatError(`${file}: tensor name '${name}' occurs twice after flattening`);
       out.set(name, v);
@@ -629,15 +637,26 @@ function makeTensor(bytes: Uint8Array, dtype: StorageDType, shape: number[]): Te
   }
 }
 
+/**
+ * Output tensors may repeat shared storages (tied weights; prefix-tuning pools saved once per layer), but
+ * no more than this many times the file's size in total (plus MAX_EXPANDED_BYTES).
+ */
+const MAX_AMPLIFICATION = 64;
+
 /** Validates every view against its storage bytes, then creates the tensors (all or none). */
-function materialise(file: string, refs: Map<string, TensorRef>, storageBytes: (s: StorageRef) => Uint8Array): Map<string, Tensor> {
+function materialise(file: string, fileSize: number, refs: Map<string, TensorRef>, storageBytes: (s: StorageRef) => Uint8Array): Map<string, Tensor> {
   const plan: [string, TensorRef, Uint8Array, number][] = [];
+  let total = 0;
   for (const [name, t] of refs) {
     const bytes = storageBytes(t.storage);
     const esize = ESIZE[t.storage.dtype];
     if (bytes.length !== t.storage.numel * esize)
       throw new FormatError(`${file}: storage '${t.storage.key}' holds ${bytes.length} bytes but ${t.storage.numel} ${t.storage.dtype} elements need ${t.storage.numel * esize}`);
-    plan.push([name, t, bytes, checkView(file, name, t, t.storage.numel)]);
+    const numel = checkView(file, name, t, t.storage.numel);
+    total += numel * esize;
+    if (total > MAX_AMPLIFICATION * fileSize + MAX_EXPANDED_BYTES)
+      throw new FormatError(`${file}: its tensors would take more than ${MAX_AMPLIFICATION}x the file's ${fileSize} bytes; refusing`);
+    plan.push([name, t, bytes, numel]);
   }
   const out = new Map<string, Tensor>();
   try {
@@ -672,7 +691,7 @@ function readZipCheckpoint(b: Bytes): Map<string, Tensor> {
   if (end !== pkl.buf.length) throw new FormatError(`${file}: ${pkl.buf.length - end} stray bytes after the pickle in data.pkl`);
   const refs = flatten(file, value);
   const cache = new Map<string, Uint8Array>();
-  return materialise(file, refs, (s) => {
+  return materialise(file, b.buf.length, refs, (s) => {
     let bytes = cache.get(s.key);
     if (!bytes) {
       const e = entries.get(`${prefix}data/${s.key}`);
@@ -725,7 +744,7 @@ function readLegacyCheckpoint(b: Bytes): Map<string, Tensor> {
     data.set(key, buf.subarray(p + 8, p + 8 + nbytes));
     p += 8 + nbytes;
   }
-  return materialise(file, refs, (s) => {
+  return materialise(file, buf.length, refs, (s) => {
     const bytes = data.get(s.key);
     if (!bytes) throw new FormatError(`${file}: storage '${s.key}' has no data`);
     return bytes;

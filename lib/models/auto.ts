@@ -16,6 +16,7 @@ import { FormatError, IOError, ShapeError, ValueError } from '../errors.ts';
 import { readSafetensorsHeader, readTensor, type SafetensorsHeader } from '../io/safetensors.ts';
 import { archFor, type ArchSpec, type BaseModel } from './registry.ts';
 import type { ForwardInput, HFConfig, ModelOutput } from './common.ts';
+import { generate as generateDecoder, type GenerateOptions } from './generate.ts';
 
 export interface FromPretrainedOptions {
   dtype?: DType;
@@ -43,6 +44,14 @@ export class AdapterModel extends Module {
     const out = this.base.forward(input);
     if (this.lmHeadKind) out.logits = this.lmLogits(out.lastHiddenState);
     return out;
+  }
+  /**
+   * Autoregressive generation with a KV cache (decoders) — greedy, or seeded sampling with temperature /
+   * topK / topP. Returns prompt + new tokens per row (left-pad batched prompts). Encoder–decoder models
+   * use generateSeq2seq (lib/models/seq2seq_generate.ts).
+   */
+  generate(inputIds: Tensor | number[][], opts: GenerateOptions): number[][] {
+    return generateDecoder(this, inputIds, opts);
   }
   /** LM logits (…, V) of hidden states (…, C): tied input embeddings or the separate lm_head. */
   lmLogits(h: Tensor): Tensor {

@@ -101,8 +101,9 @@ class BartLayer extends Module {
     this.fc2 = this.registerModule('fc2', new Linear(ffn, C));
     this.finalLn = this.registerModule('final_layer_norm', new LayerNorm(C));
     this.fc1.site = 'ffn.up'; this.fc2.site = 'ffn.down';
-    this.drop = new Dropout(cfg.dropout);
-    this.actDrop = new Dropout(cfg.activationDropout);
+    // HF applies F.dropout with the module's training flag; registered modules follow train()/eval()
+    this.drop = this.registerModule('dropout', new Dropout(cfg.dropout));
+    this.actDrop = this.registerModule('activation_dropout', new Dropout(cfg.activationDropout));
     this.act = activation(cfg.act);
   }
   forward(h: Tensor, ctx: StackContext, i: number): Tensor {
@@ -141,7 +142,7 @@ class BartStack extends Module {
     const n = isDecoder ? cfg.decoderLayers : cfg.encoderLayers;
     for (let i = 0; i < n; i++) this.layers.push(list.registerModule(String(i), new BartLayer(cfg, isDecoder)));
     this.lnEmbed = this.registerModule('layernorm_embedding', new LayerNorm(cfg.dModel));
-    this.drop = new Dropout(cfg.dropout);
+    this.drop = this.registerModule('dropout', new Dropout(cfg.dropout));
     this.embedScale = cfg.scaleEmbedding ? Math.sqrt(cfg.dModel) : 1;
   }
   /** Hidden states as HF lists them: the normed embeddings, then every layer's output. */

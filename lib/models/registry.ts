@@ -67,11 +67,11 @@ registerArch({
 
 // Encoder–decoders (shared embeddings; LM heads tied unless tie_word_embeddings is false. Tied T5 needs the
 // decoder output scaled by the base model's lmScale = d_model^-0.5 before the head)
-import { T5Model, parseT5Config } from './t5.ts';
+import { T5Model, parseT5Config, t5TiesWordEmbeddings } from './t5.ts';
 import { BartModel, parseBartConfig } from './bart.ts';
 registerArch({
   modelTypes: ['t5', 'mt5'], prefix: 'transformer', build: (c) => new T5Model(parseT5Config(c)),
-  lmHead: (c) => (c.tie_word_embeddings === false ? 'untied' : 'tied'),
+  lmHead: (c) => (t5TiesWordEmbeddings(c) ? 'tied' : 'untied'),
 });
 registerArch({
   modelTypes: ['bart'], prefix: 'model', build: (c) => new BartModel(parseBartConfig(c)),

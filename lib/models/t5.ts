@@ -59,8 +59,13 @@ export function parseT5Config(c: HFConfig): T5Config {
     // HF special-cases 'gated-gelu' to the tanh approximation for backwards compatibility
     act: ffp === 'gated-gelu' ? 'gelu_new' : parts[parts.length - 1]!,
     gated: parts[0] === 'gated',
-    tieWordEmbeddings: bool(c, 'tie_word_embeddings', true),
+    tieWordEmbeddings: t5TiesWordEmbeddings(c),
   };
+}
+
+/** tie_word_embeddings, whose default is true for T5Config and false for MT5Config. */
+export function t5TiesWordEmbeddings(c: HFConfig): boolean {
+  return bool(c, 'tie_word_embeddings', c.model_type !== 'mt5');
 }
 
 /**
@@ -138,7 +143,7 @@ class T5Attention extends Module {
 
 class T5FF extends Module {
   wi: Linear | null = null; wi0: Linear | null = null; wi1: Linear | null = null; wo: Linear;
-  ln: RMSNorm; drop: Dropout; act: (x: Tensor) => Tensor;
+  ln: RMSNorm; innerDrop: Dropout; drop: Dropout; act: (x: Tensor) => Tensor;
   constructor(readonly cfg: T5Config) {
     super();
     const ff = this.registerModule('DenseReluDense', new Module());
@@ -153,48 +158,51 @@ class T5FF extends Module {
     }
     this.wo = ff.registerModule('wo', new Linear(cfg.dFf, cfg.dModel, { bias: false }));
     this.wo.site = 'ffn.down';
+    // dropouts are registered (HF names) so that train()/eval() reach them
+    this.innerDrop = ff.registerModule('dropout', new Dropout(cfg.dropout));
     this.ln = this.registerModule('layer_norm', new RMSNorm(cfg.dModel, cfg.eps));
-    this.drop = new Dropout(cfg.dropout);
+    this.drop = this.registerModule('dropout', new Dropout(cfg.dropout));
     this.act = activation(cfg.act);
   }
   forward(h: Tensor): Tensor {
     const x = this.ln.forward(h);
     const inner = this.wi ? this.act(this.wi.forward(x)) : ops.mul(this.act(this.wi0!.forward(x)), this.wi1!.forward(x));
-    return ops.add(h, this.drop.forward(this.wo.forward(this.drop.forward(inner))));
+    return ops.add(h, this.drop.forward(this.wo.forward(this.innerDrop.forward(inner))));
   }
 }
 
 /** A T5 block: layer.0 self-attention, (decoder) layer.1 cross-attention, last layer feed-forward. */
 class T5Block extends Module {
-  selfAttn: T5Attention; ln0: RMSNorm;
-  crossAttn: T5Attention | null = null; ln1: RMSNorm | null = null;
-  ff: T5FF; drop: Dropout;
+  selfAttn: T5Attention; ln0: RMSNorm; drop0: Dropout;
+  crossAttn: T5Attention | null = null; ln1: RMSNorm | null = null; drop1: Dropout | null = null;
+  ff: T5FF;
   constructor(readonly cfg: T5Config, readonly isDecoder: boolean, hasRelBias: boolean) {
     super();
     const layers = this.registerModule('layer', new Module());
     const sa = layers.registerModule('0', new Module());
     this.selfAttn = sa.registerModule('SelfAttention', new T5Attention(cfg, hasRelBias));
     this.ln0 = sa.registerModule('layer_norm', new RMSNorm(cfg.dModel, cfg.eps));
+    this.drop0 = sa.registerModule('dropout', new Dropout(cfg.dropout));
     if (isDecoder) {
       const ca = layers.registerModule('1', new Module());
       this.crossAttn = ca.registerModule('EncDecAttention', new T5Attention(cfg, false));
       this.ln1 = ca.registerModule('layer_norm', new RMSNorm(cfg.dModel, cfg.eps));
+      this.drop1 = ca.registerModule('dropout', new Dropout(cfg.dropout));
     }
     this.ff = layers.registerModule(isDecoder ? '2' : '1', new T5FF(cfg));
-    this.drop = new Dropout(cfg.dropout);
   }
   forward(h: Tensor, ctx: StackContext, i: number): Tensor {
     const H = this.cfg.numHeads, a = this.selfAttn;
     const x = this.ln0.forward(h);
     const kv = cachedSelfKV(ctx.cache, i, splitHeads(a.k.forward(x), H), splitHeads(a.v.forward(x), H), ctx.updateCache);
     const sa = t5Attention(splitHeads(a.q.forward(x), H), kv.k, kv.v, ctx.bias, ctx.keep, this.isDecoder);
-    h = ops.add(h, this.drop.forward(a.o.forward(mergeHeads(sa))));
+    h = ops.add(h, this.drop0.forward(a.o.forward(mergeHeads(sa))));
     if (this.crossAttn) {
       const c = this.crossAttn;
       const y = this.ln1!.forward(h);
       const ckv = cachedCrossKV(ctx.cache, i, () => ({ k: splitHeads(c.k.forward(ctx.enc!), H), v: splitHeads(c.v.forward(ctx.enc!), H) }), ctx.updateCache);
       const ca = t5Attention(splitHeads(c.q.forward(y), H), ckv.k, ckv.v, null, ctx.encKeep, false);
-      h = ops.add(h, this.drop.forward(c.o.forward(mergeHeads(ca))));
+      h = ops.add(h, this.drop1!.forward(c.o.forward(mergeHeads(ca))));
     }
     return this.ff.forward(h);
   }
@@ -222,7 +230,7 @@ class T5Stack extends Module {
     const n = isDecoder ? cfg.numDecoderLayers : cfg.numLayers;
     for (let i = 0; i < n; i++) this.blocks.push(list.registerModule(String(i), new T5Block(cfg, isDecoder, i === 0)));
     this.finalLn = this.registerModule('final_layer_norm', new RMSNorm(cfg.dModel, cfg.eps));
-    this.drop = new Dropout(cfg.dropout);
+    this.drop = this.registerModule('dropout', new Dropout(cfg.dropout));
   }
   /** Hidden states as HF lists them: the embeddings, blocks 0..n−2's outputs, the final normed output. */
   forward(ids: Tensor, ctx: Omit<StackContext, 'bias'>, hidden: Tensor[] | null): Tensor {

@@ -328,6 +328,102 @@ void ukr_f32_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t 
 
 // --- AVX-512 14 x 32 (NV = 1: only the first 16 columns are live, for narrow edge tiles)
 constexpr int V5_MR = 14, V5_NR = 32;
+// software prefetch distances (elements) in the packed A / B streams of the AVX-512 kernel
+constexpr int kPfA = 14 * 12, kPfB = 32 * 6;
+
+// 16 x 16 transpose of 32-bit elements: on return r[j] holds what was column j (element i = old r[i][j]).
+AD_TGT_AVX512 inline void transpose16x16_epi32(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 8; i++) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  // u[4i + c], 128-bit lane l: rows 4i..4i+3 of column 4l + c
+  __m512i u[16];
+  for (int i = 0; i < 4; i++) {
+    u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i + 0], t[4 * i + 2]);
+    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i + 0], t[4 * i + 2]);
+    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int c = 0; c < 4; c++) {
+    const __m512i v0 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x88), v1 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xDD);
+    const __m512i w0 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x88),
+                  w1 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xDD);
+    r[c] = _mm512_shuffle_i32x4(v0, w0, 0x88);
+    r[8 + c] = _mm512_shuffle_i32x4(v0, w0, 0xDD);
+    r[4 + c] = _mm512_shuffle_i32x4(v1, w1, 0x88);
+    r[12 + c] = _mm512_shuffle_i32x4(v1, w1, 0xDD);
+  }
+}
+
+inline __mmask32 mask32(int64_t n) {
+  return n >= 32 ? (__mmask32)0xFFFFFFFFu : n <= 0 ? (__mmask32)0 : (__mmask32)((1u << n) - 1);
+}
+inline __mmask16 mask16(int64_t n) {
+  return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+
+// AVX-512 packing for the 14 x 32 f32 kernel (same layouts as pack_a_f32 / pack_b_f32).
+AD_TGT_AVX512 void pack_a_f32_avx512(bool transA, const float* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0,
+                                     int64_t kc, float* dst) {
+  constexpr int MR = 14;
+  for (int64_t ir = 0; ir < mc; ir += MR) {
+    const int mr = (int)std::min<int64_t>(MR, mc - ir);
+    float* d = dst + ir * kc;
+    const __mmask16 mm = mask16(mr);
+    if (transA) {
+      for (int64_t k = 0; k < kc; k++)
+        _mm512_mask_storeu_ps(d + k * mr, mm, _mm512_maskz_loadu_ps(mm, A + (k0 + k) * lda + i0 + ir));
+      continue;
+    }
+    // rows of A -> [k][i]: transpose 16 (rows, mr used) x 16 (k) blocks
+    for (int64_t kb = 0; kb < kc; kb += 16) {
+      const int kn = (int)std::min<int64_t>(16, kc - kb);
+      const __mmask16 mk = mask16(kn);
+      __m512i r[16];
+      for (int i = 0; i < 16; i++)
+        r[i] = i < mr ? _mm512_castps_si512(_mm512_maskz_loadu_ps(mk, A + (i0 + ir + i) * lda + k0 + kb))
+                      : _mm512_setzero_si512();
+      transpose16x16_epi32(r);
+      for (int k = 0; k < kn; k++) _mm512_mask_storeu_ps(d + (kb + k) * mr, mm, _mm512_castsi512_ps(r[k]));
+    }
+  }
+}
+
+AD_TGT_AVX512 void pack_b_f32_avx512(bool transB, const float* B, int64_t ldb, int64_t k0, int64_t kc, int64_t j0,
+                                     int64_t nc, float* dst) {
+  constexpr int NR = 32;
+  for (int64_t jr = 0; jr < nc; jr += NR) {
+    const int nr = (int)std::min<int64_t>(NR, nc - jr);
+    float* d = dst + jr * kc;
+    if (!transB) {
+      const __mmask16 m0 = mask16(nr), m1 = mask16(nr - 16);
+      for (int64_t k = 0; k < kc; k++) {
+        const float* s = B + (k0 + k) * ldb + j0 + jr;
+        _mm512_store_ps(d + k * NR, _mm512_maskz_loadu_ps(m0, s));
+        _mm512_store_ps(d + k * NR + 16, _mm512_maskz_loadu_ps(m1, s + 16));
+      }
+      continue;
+    }
+    // B(k, j) = B[j * ldb + k]: transpose 16 (j) x 16 (k) blocks
+    for (int64_t kb = 0; kb < kc; kb += 16) {
+      const int kn = (int)std::min<int64_t>(16, kc - kb);
+      const __mmask16 mk = mask16(kn);
+      for (int h = 0; h < 2; h++) {
+        __m512i r[16];
+        for (int c = 0; c < 16; c++) {
+          const int j = h * 16 + c;
+          r[c] = j < nr ? _mm512_castps_si512(_mm512_maskz_loadu_ps(mk, B + (j0 + jr + j) * ldb + k0 + kb))
+                        : _mm512_setzero_si512();
+        }
+        transpose16x16_epi32(r);
+        for (int k = 0; k < kn; k++) _mm512_store_ps(d + (kb + k) * NR + h * 16, _mm512_castsi512_ps(r[k]));
+      }
+    }
+  }
+}
 
 AD_TGT_AVX512 inline __mmask16 col_mask(int n) {
   return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
@@ -361,11 +457,14 @@ AD_TGT_AVX512 void ukr_f32_avx512_t(int64_t kc, const float* __restrict a, const
     acc0[i] = _mm512_setzero_ps();
     acc1[i] = _mm512_setzero_ps();
   }
-  if (beta != 0.0f) {
 #pragma GCC unroll 16
-    for (int i = 0; i < MRt; i++) _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0);
+  for (int i = 0; i < MRt; i++) {
+    _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0);
+    if (NV > 1) _mm_prefetch((const char*)(c + i * ldc + 16), _MM_HINT_T0);
   }
   for (int64_t k = 0; k < kc; k++) {
+    _mm_prefetch((const char*)(a + kPfA), _MM_HINT_T0);
+    _mm_prefetch((const char*)(b + kPfB), _MM_HINT_T0);
     const __m512 b0 = _mm512_load_ps(b);
     const __m512 b1 = NV > 1 ? _mm512_load_ps(b + 16) : b0;
 #pragma GCC unroll 16
@@ -456,10 +555,10 @@ struct F32Avx512 {
   static constexpr int64_t KC = 256, MC = 14 * 12, NC = 4096;
   static constexpr double kMacsPerCycle = 32;
   static void pack_a(bool t, const T* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* d) {
-    pack_a_f32<MR>(t, A, lda, i0, mc, k0, kc, d);
+    pack_a_f32_avx512(t, A, lda, i0, mc, k0, kc, d);
   }
   static void pack_b(bool t, const T* B, int64_t ldb, int64_t k0, int64_t kc, int64_t j0, int64_t nc, T* d) {
-    pack_b_f32<NR>(t, B, ldb, k0, kc, j0, nc, d);
+    pack_b_f32_avx512(t, B, ldb, k0, kc, j0, nc, d);
   }
   static void kernel(int64_t kcp, const T* a, const T* b, float* c, int64_t ldc, int mr, int nr, float al,
                      float be) {
@@ -643,39 +742,6 @@ AD_TGT_AMX void amx_begin() {
   __asm__ volatile("ldtilecfg %0" ::"m"(cfg) : "memory");
 }
 AD_TGT_AMX void amx_end() { _tile_release(); }
-
-// 16 x 16 transpose of 32-bit elements: on return r[j] holds what was column j (element i = old r[i][j]).
-AD_TGT_AVX512 inline void transpose16x16_epi32(__m512i r[16]) {
-  __m512i t[16];
-  for (int i = 0; i < 8; i++) {
-    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-  // u[4i + c], 128-bit lane l: rows 4i..4i+3 of column 4l + c
-  __m512i u[16];
-  for (int i = 0; i < 4; i++) {
-    u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i + 0], t[4 * i + 2]);
-    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i + 0], t[4 * i + 2]);
-    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-  }
-  for (int c = 0; c < 4; c++) {
-    const __m512i v0 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x88), v1 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xDD);
-    const __m512i w0 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x88),
-                  w1 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xDD);
-    r[c] = _mm512_shuffle_i32x4(v0, w0, 0x88);
-    r[8 + c] = _mm512_shuffle_i32x4(v0, w0, 0xDD);
-    r[4 + c] = _mm512_shuffle_i32x4(v1, w1, 0x88);
-    r[12 + c] = _mm512_shuffle_i32x4(v1, w1, 0xDD);
-  }
-}
-
-inline __mmask32 mask32(int64_t n) {
-  return n >= 32 ? (__mmask32)0xFFFFFFFFu : n <= 0 ? (__mmask32)0 : (__mmask32)((1u << n) - 1);
-}
-inline __mmask16 mask16(int64_t n) {
-  return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
-}
 
 AD_TGT_AVX512 void pack_a_amx(bool transA, const uint16_t* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0,
                               int64_t kc, uint16_t* dst) {

@@ -142,10 +142,7 @@ test('train() enables dropout: train-mode forwards differ from eval and from eac
   model.dispose();
 });
 
-// KNOWN BUG (test.failing until fixed): BertLayer's hidden dropout (lib/models/bert.ts, BertLayer constructor,
-// `this.drop = new Dropout(cfg.dropout)`) is not registered as a submodule, so eval() never reaches it and
-// dropout stays on in eval mode. Fix: register it, e.g. `this.drop = out.registerModule('dropout', new Dropout(...))`.
-// Once fixed, ava reports this test as passing unexpectedly: turn test.failing back into test.
+// Dropout modules must be registered so that eval() reaches them.
 test('eval() makes the forward deterministic even with dropout > 0', (t) => {
   const model = AutoAdapterModel.fromConfig(smallConfig({ hidden_dropout_prob: 0.3 }), { seed: 1 });
   model.train();

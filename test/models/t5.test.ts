@@ -20,7 +20,11 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const REF = path.join(path.resolve(ROOT, process.env.ADAPTERS_SHARED ?? '../shared'), 'reference');
 const HAVE_REF = ['t5', 't5_gated'].every((a) => fs.existsSync(path.join(REF, 'models', a, 'model.safetensors')) && fs.existsSync(path.join(REF, a, 'base.safetensors')));
 const refTest = HAVE_REF ? test : test.skip;
-if (!HAVE_REF) test('reference data', (t) => t.log(`skipped: ${REF} not found (set ADAPTERS_SHARED)`) || t.pass());
+if (!HAVE_REF)
+  test('reference data', (t) => {
+    t.log(`skipped: ${REF} not found (set ADAPTERS_SHARED)`);
+    t.pass();
+  });
 
 const ATOL = 1e-4;
 
@@ -118,8 +122,10 @@ test('relative position buckets follow HF _relative_position_bucket', (t) => {
 
 test('the unfused path (taken while the position bias needs a gradient) equals the fused one', (t) => {
   const model = AutoAdapterModel.fromConfig(TINY, { seed: 3 }).eval();
-  const fused = noGrad(() => model.forward({ inputIds: IDS, attentionMask: MASK, decoderInputIds: DEC }));
-  const out = model.forward({ inputIds: IDS, attentionMask: MASK, decoderInputIds: DEC });
+  // a decoder padding hole, so that the unfused path combines padding and causal masks
+  const input = { inputIds: IDS, attentionMask: MASK, decoderInputIds: DEC, decoderAttentionMask: [[1, 1, 0, 1, 1, 1], [1, 1, 1, 1, 1, 1]] };
+  const fused = noGrad(() => model.forward(input));
+  const out = model.forward(input);
   t.true(out.lastHiddenState.requiresGrad);
   t.true(maxAbsDiff(out.lastHiddenState, fused.lastHiddenState) < 1e-5);
   t.true(maxAbsDiff(out.encoderLastHiddenState!, fused.encoderLastHiddenState!) < 1e-5);
@@ -194,6 +200,23 @@ for (const [name, cfg] of [['t5', TINY], ['t5 gated', TINY_GATED]] as const) {
     model.dispose();
   });
 }
+
+test('decoderAttentionMask: all ones = no mask; a masked decoder position is hidden from later queries only', (t) => {
+  const model = AutoAdapterModel.fromConfig(TINY, { seed: 7 }).eval();
+  noGrad(() => {
+    const base = model.forward({ inputIds: IDS, attentionMask: MASK, decoderInputIds: DEC });
+    const ones = model.forward({ inputIds: IDS, attentionMask: MASK, decoderInputIds: DEC, decoderAttentionMask: DEC.map((r) => r.map(() => 1)) });
+    t.is(maxAbsDiff(ones.lastHiddenState, base.lastHiddenState), 0);
+    const hole = model.forward({ inputIds: IDS, attentionMask: MASK, decoderInputIds: DEC, decoderAttentionMask: DEC.map((r) => r.map((_, i) => (i === 2 ? 0 : 1))) });
+    const first = (o: ModelOutput, a: number, b: number) => ops.slice(o.lastHiddenState, 1, a, b).contiguous();
+    const [x0, y0, x3, y3] = [first(base, 0, 2), first(hole, 0, 2), first(base, 3, 6), first(hole, 3, 6)];
+    t.is(maxAbsDiff(x0, y0), 0, 'positions before the hole are unchanged');
+    t.true(maxAbsDiff(x3, y3) > 1e-4, 'positions after it see the mask');
+    for (const x of [x0, y0, x3, y3]) x.dispose();
+    for (const o of [base, ones, hole]) disposeOut(o);
+  });
+  model.dispose();
+});
 
 test('forward errors: T5 needs decoderInputIds, and inputIds unless a cache is given', (t) => {
   const model = AutoAdapterModel.fromConfig(TINY).eval();
