@@ -259,6 +259,28 @@ test('a reference cycle in the pickle is refused instead of looping', (t) => {
   t.throws(() => readTorchBinBuffer(makeZip([['archive/data.pkl', pkl]]), 'cycle.bin'), { instanceOf: FormatError, message: /cycle/ });
 });
 
+test('shared sub-objects cannot blow up exponentially or amplify memory', (t) => {
+  // a dict key ((x, x), (x, x)) ... doubled 40 times: 5 bytes of pickle per level, 2^40 leaves
+  const key = [P.str('x'), P.put(0)];
+  for (let k = 1; k <= 40; k++) key.push(Buffer.from([0x32, 0x86]), P.put(k));  // DUP, TUPLE2
+  const keyPkl = Buffer.concat([P.proto, P.emptyDict, ...key, P.int(1), P.setitem, P.stop]);
+  t.throws(() => readTorchBinBuffer(makeZip([['archive/data.pkl', keyPkl]]), 'key.bin'), { instanceOf: FormatError, message: /dict key is too large/ });
+  // D_k = {'a': D_{k-1}, 'b': D_{k-1}}, 30 levels over one tensor: 2^30 names
+  const nest = [tensorPickle('0', 1, 0, [1], [1]), P.put(0), Buffer.from('0')];
+  for (let k = 1; k <= 30; k++) nest.push(P.emptyDict, P.mark, P.str('a'), P.get(k - 1), P.str('b'), P.get(k - 1), P.setitems, P.put(k), Buffer.from('0'));
+  const nestPkl = Buffer.concat([P.proto, ...nest, P.get(30), P.stop]);
+  t.throws(() => readTorchBinBuffer(makeZip([['archive/data.pkl', nestPkl], ['archive/data/0', f32bytes([1])]]), 'nest.bin'),
+    { instanceOf: FormatError, message: /more than 1000000 entries/ });
+  // 200 names for one 1 MiB storage: 200 MiB of tensors from a 1 MiB file
+  const n = 1 << 18;
+  const items = Array.from({ length: 200 }, (_, i): [string, Buffer] => [`w${i}`, tensorPickle('0', n, 0, [n], [1])]);
+  t.throws(() => readTorchBinBuffer(checkpoint(items, [['0', new Uint8Array(4 * n)]]), 'amp.bin'), { instanceOf: FormatError, message: /64x/ });
+  // ... while a few shared names (tied weights) are fine
+  const m = readTorchBinBuffer(checkpoint(items.slice(0, 3), [['0', new Uint8Array(4 * n)]]), 'tied.bin');
+  t.is(m.size, 3);
+  disposeAll(m);
+});
+
 test('a missing file raises IOError', (t) => {
   t.throws(() => loadTorchBin(path.join(os.tmpdir(), 'no-such-dir-adapters', 'pytorch_model.bin')), { instanceOf: IOError });
 });

@@ -173,6 +173,20 @@ test('decoding one position at a time with the cache equals the full decoder pas
   model.dispose();
 });
 
+test('eval() turns every dropout off, train() on', (t) => {
+  const model = AutoAdapterModel.fromConfig({ ...TINY, dropout: 0.3, activation_dropout: 0.3 }, { seed: 9 }).eval();
+  noGrad(() => {
+    const input = { inputIds: IDS, attentionMask: MASK, decoderInputIds: DEC };
+    const a = model.forward(input), b = model.forward(input);
+    t.is(maxAbsDiff(a.lastHiddenState, b.lastHiddenState), 0, 'eval is deterministic');
+    model.train();
+    const c = model.forward(input);
+    t.true(maxAbsDiff(c.lastHiddenState, a.lastHiddenState) > 1e-3, 'train mode applies dropout');
+    for (const o of [a, b, c]) disposeOut(o);
+  });
+  model.dispose();
+});
+
 /** Greedy and seeded sampling generation, cached and uncached, on one model. */
 function sameWithAndWithoutCache(t: import('ava').ExecutionContext, model: AdapterModel, label: string, ids: number[][], mask: number[][]): void {
   for (const sampling of [{}, { temperature: 0.8, topK: 10, topP: 0.9, seed: 7 }]) {

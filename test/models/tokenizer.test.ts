@@ -46,7 +46,9 @@ storiesTest('stories260K: the reference prompt encodes to prompt_ids_with_bos an
     t.is(tok.decode(tok.encode(s), { skipSpecialTokens: true }), s, JSON.stringify(s));
   t.deepEqual(tok.encode(''), [1]);
   t.is(tok.decode([]), '');
-  t.is(tok.decode(tensor(BigInt64Array.from([1n, 403n, 407n]), [3])), '<s> Once upon');
+  const ids3 = tensor(BigInt64Array.from([1n, 403n, 407n]), [3]);
+  t.is(tok.decode(ids3), '<s> Once upon');
+  ids3.dispose();
 });
 
 storiesTest('stories260K: batch padding needs a pad token; then pads right or left with masks', (t) => {
