@@ -16,6 +16,19 @@ export { gradcheck, type GradcheckOptions } from './autograd/gradcheck.ts';
 export { scope, keep } from './scope.ts';
 export * from './errors.ts';
 
+// models, tokenizers, checkpoints
+export { AutoAdapterModel, AdapterModel, type FromPretrainedOptions } from './models/auto.ts';
+export { supportedModelTypes, registerArch, type ArchSpec } from './models/registry.ts';
+export type { ForwardInput, ModelOutput, KVCache, HFConfig } from './models/common.ts';
+export { generate, type GenerateOptions } from './models/generate.ts';
+export { generateSeq2seq } from './models/seq2seq_generate.ts';
+export { AutoTokenizer, PreTrainedTokenizer } from './tokenizers/auto.ts';
+export { loadSafetensors, saveSafetensors, readSafetensorsHeader } from './io/safetensors.ts';
+export { loadTorchBin, readTorchBinBuffer } from './io/torch_bin.ts';
+export { Module } from './nn/module.ts';
+export { Linear, Embedding, LayerNorm, RMSNorm, Dropout } from './nn/layers.ts';
+export * from './adapters/config.ts';
+
 /** Native memory in use: live tensors (JS objects), live storages and their bytes, pooled bytes, peak. */
 export function memoryStats(): { liveTensors: number; liveStorages: number; liveBytes: number; pooledBytes: number; peakBytes: number } {
   return { liveTensors: liveTensorCount(), ...native.memoryStats() };

@@ -20,6 +20,8 @@
  * whole pickle and every view were validated; views are gathered (non-contiguous and shared storages
  * allowed) into fresh tensors of the matching dtype. f64 is narrowed to f32 and u8/i8/i16 widened to i32
  * (our dtypes). Nested dicts/lists are flattened with '.'-joined keys; non-tensor leaves are skipped.
+ * Work and memory are bounded by the file's size: shared sub-objects, cycles, broadcast (stride-0) views
+ * and names repeating one storage are capped (see MAX_* below), so a hostile file fails fast instead.
  *
  * Writing .bin files is not supported (use safetensors).
  */
@@ -261,7 +263,6 @@ function describe(v: PyValue): string {
 
 const MAX_INT_BYTES = 64;
 const MAX_DIMS = 64;
-const MARK = Symbol('mark');
 
 type PersistentLoad = (pid: PyValue) => StorageRef;
 

@@ -14,6 +14,7 @@ import { noGrad } from '../autograd/tape.ts';
 import { scope } from '../scope.ts';
 import { FormatError, IOError, ShapeError, ValueError } from '../errors.ts';
 import { readSafetensorsHeader, readTensor, type SafetensorsHeader } from '../io/safetensors.ts';
+import { loadTorchBin } from '../io/torch_bin.ts';
 import { archFor, type ArchSpec, type BaseModel } from './registry.ts';
 import type { ForwardInput, HFConfig, ModelOutput } from './common.ts';
 import { generate as generateDecoder, type GenerateOptions } from './generate.ts';
@@ -55,8 +56,11 @@ export class AdapterModel extends Module {
   }
   /** LM logits (…, V) of hidden states (…, C): tied input embeddings or the separate lm_head. */
   lmLogits(h: Tensor): Tensor {
-    if (this.lmHeadKind === 'untied') return (this.child('lm_head') as Linear).forward(h);
-    if (this.lmHeadKind === 'tied') return ops.linear(h, this.base.inputEmbeddings!());
+    // T5 with tied embeddings rescales the decoder output by d_model^-0.5 before the head (HF and adapters)
+    const s = (this.base as { lmScale?: number }).lmScale ?? 1;
+    const x = s === 1 ? h : ops.mul(h, s);
+    if (this.lmHeadKind === 'untied') return (this.child('lm_head') as Linear).forward(x);
+    if (this.lmHeadKind === 'tied') return ops.linear(x, this.base.inputEmbeddings!());
     throw new ValueError(`${this.modelType}: this model has no LM head`);
   }
   /** Casts every floating parameter to dtype (in place of the old tensors). */
@@ -93,10 +97,31 @@ function readConfig(dir: string): HFConfig {
   }
 }
 
-/** Safetensors headers of a model folder: model.safetensors, or the shards of model.safetensors.index.json. */
-function weightHeaders(dir: string): SafetensorsHeader[] {
+/** One weight file: tensor names, shapes, and reads (safetensors lazily, .bin through the restricted reader). */
+interface WeightSource {
+  path: string;
+  names(): string[];
+  shape(name: string): number[];
+  read(name: string): Tensor;
+  close(): void;
+}
+function safetensorsSource(h: SafetensorsHeader): WeightSource {
+  return { path: h.path, names: () => [...h.entries.keys()], shape: (n) => h.entries.get(n)!.shape, read: (n) => readTensor(h, n), close: () => {} };
+}
+function binSource(file: string): WeightSource {
+  const m = loadTorchBin(file);
+  return {
+    path: file, names: () => [...m.keys()], shape: (n) => m.get(n)!.shape, read: (n) => m.get(n)!.clone(),
+    close: () => { for (const t of m.values()) t.dispose(); },
+  };
+}
+
+/** Weight files of a model folder: model.safetensors, the shards of model.safetensors.index.json, or pytorch_model.bin. */
+function weightSources(dir: string): WeightSource[] {
   const single = path.join(dir, 'model.safetensors');
-  if (fs.existsSync(single)) return [readSafetensorsHeader(single)];
+  if (fs.existsSync(single)) return [safetensorsSource(readSafetensorsHeader(single))];
+  const bin = path.join(dir, 'pytorch_model.bin');
+  if (!fs.existsSync(path.join(dir, 'model.safetensors.index.json')) && fs.existsSync(bin)) return [binSource(bin)];
   const index = path.join(dir, 'model.safetensors.index.json');
   if (fs.existsSync(index)) {
     let idx: { weight_map?: Record<string, string> };
@@ -110,9 +135,9 @@ function weightHeaders(dir: string): SafetensorsHeader[] {
     for (const f of files)
       if (typeof f !== 'string' || f.includes('/') || f.includes('\\') || f.startsWith('.'))
         throw new FormatError(`${index}: invalid shard file name ${JSON.stringify(f)}`);
-    return files.map((f) => readSafetensorsHeader(path.join(dir, f)));
+    return files.map((f) => safetensorsSource(readSafetensorsHeader(path.join(dir, f))));
   }
-  throw new IOError(`${dir}: no model.safetensors or model.safetensors.index.json found`);
+  throw new IOError(`${dir}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin found`);
 }
 
 /** Initialises parameters as HF does: normal(0, initializer_range) weights, zero biases, unit norms. */
@@ -174,20 +199,21 @@ export class AutoAdapterModel {
 }
 
 function loadWeights(model: AdapterModel, dir: string, spec: ArchSpec): void {
-  const headers = weightHeaders(dir);
+  const sources = weightSources(dir);
   const own = model.stateDict();
   const prefix = `${spec.prefix}.`;
   const loaded = new Set<string>();
+  try {
   noGrad(() => {
-    for (const h of headers)
-      for (const name of h.entries.keys()) {
+    for (const h of sources)
+      for (const name of h.names()) {
         const key = name.startsWith(prefix) || own.has(name) ? name : prefix + name;
         const dst = own.get(key);
         if (!dst) continue;  // head weights of other classes (cls.*, lm_head.*) are not part of the base model
-        const e = h.entries.get(name)!;
-        if (e.shape.join() !== dst.shape.join())
-          throw new ShapeError(`${h.path}: tensor '${name}' has shape [${e.shape}] but the config gives [${dst.shape}] for '${key}'`);
-        const t = readTensor(h, name);
+        const shape = h.shape(name);
+        if (shape.join() !== dst.shape.join())
+          throw new ShapeError(`${h.path}: tensor '${name}' has shape [${shape}] but the config gives [${dst.shape}] for '${key}'`);
+        const t = h.read(name);
         dst.copy_(t);
         t.dispose();
         loaded.add(key);
@@ -207,6 +233,12 @@ function loadWeights(model: AdapterModel, dir: string, spec: ArchSpec): void {
   }
   const missing = [...own.keys()].filter((k) => !loaded.has(k));
   if (missing.length)
-    throw new FormatError(`${dir}: checkpoint is missing ${missing.length} tensor(s): ${missing.slice(0, 8).join(', ')}${missing.length > 8 ? ', ...' : ''}`);
+    throw new FormatError(
+      `${sources.map((s) => s.path).join(', ')}: checkpoint is missing ${missing.length} tensor(s): ` +
+        `${missing.slice(0, 8).join(', ')}${missing.length > 8 ? ', ...' : ''}`,
+    );
+  } finally {
+    for (const s of sources) s.close();
+  }
 }
 void Tensor;

@@ -150,7 +150,7 @@ export function generateSeq2seq(model: Seq2SeqLM, inputIds: TensorLike, opts: Ge
   // T5ForConditionalGeneration, Python T5AdapterModel). AdapterModel.forward does not apply the base
   // model's lmScale, so it is applied here; the tied head has no bias, hence logits(s·h) = s·logits(h).
   // If AdapterModel starts applying lmScale itself, remove this factor.
-  const lmScale = (model.base as { lmScale?: number }).lmScale ?? 1;
+  const lmScale = 1;  // AdapterModel.lmLogits applies the base model's lmScale itself
 
   return noGrad(() => scope(() => {
     const ids = asIds(inputIds, 'inputIds').t;

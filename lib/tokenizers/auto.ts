@@ -228,7 +228,7 @@ export class PreTrainedTokenizer {
     const ids = texts.map((s) => this.#encodeOne(s, add, this.#truncLength(opts), side));
     const mode = opts.padding === true || opts.padding === 'longest' ? 'longest' : opts.padding === 'max_length' ? 'max_length' : 'none';
     let target = 0;
-    if (mode === 'longest') target = Math.max(0, ...ids.map((x) => x.length));
+    if (mode === 'longest') target = ids.reduce((m, x) => Math.max(m, x.length), 0);
     else if (mode === 'max_length') {
       target = opts.maxLength ?? this.modelMaxLength;
       if (!Number.isFinite(target)) throw new ValueError("encodeBatch: padding 'max_length' needs maxLength (the tokenizer has no model_max_length)");

@@ -516,6 +516,7 @@ struct F32Scalar {
   static constexpr int MR = SC_MR, NR = SC_NR, KG = 1;
   static constexpr int64_t KC = 256, MC = 128, NC = 2048;
   static constexpr double kMacsPerCycle = 4;
+  static constexpr double kParMacs = 1 << 20;  // below this many multiply-adds: calling thread only
   static void pack_a(bool t, const T* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* d) {
     pack_a_f32<MR>(t, A, lda, i0, mc, k0, kc, d);
   }
@@ -535,6 +536,7 @@ struct F32Avx2 {
   static constexpr int MR = V2_MR, NR = V2_NR, KG = 1;
   static constexpr int64_t KC = 256, MC = 144, NC = 4096;
   static constexpr double kMacsPerCycle = 16;
+  static constexpr double kParMacs = 1 << 21;  // below this many multiply-adds: calling thread only
   static void pack_a(bool t, const T* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* d) {
     pack_a_f32<MR>(t, A, lda, i0, mc, k0, kc, d);
   }
@@ -554,6 +556,7 @@ struct F32Avx512 {
   static constexpr int MR = V5_MR, NR = V5_NR, KG = 1;
   static constexpr int64_t KC = 256, MC = 14 * 12, NC = 4096;
   static constexpr double kMacsPerCycle = 32;
+  static constexpr double kParMacs = 6e6;  // below this many multiply-adds: calling thread only
   static void pack_a(bool t, const T* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* d) {
     pack_a_f32_avx512(t, A, lda, i0, mc, k0, kc, d);
   }
@@ -701,6 +704,7 @@ struct B16Avx512 {
   static constexpr int MR = V5_MR, NR = 32, KG = 2;
   static constexpr int64_t KC = 512, MC = 14 * 12, NC = 4096;
   static constexpr double kMacsPerCycle = 64;
+  static constexpr double kParMacs = 8e6;  // below this many multiply-adds: calling thread only
   static void pack_a(bool t, const T* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* d) {
     pack_a_pairs<MR>(t, A, lda, i0, mc, k0, kc, d);
   }
@@ -900,6 +904,7 @@ struct B16Amx {
   static constexpr int MR = 32, NR = 32, KG = 32;
   static constexpr int64_t KC = 256, MC = 256, NC = 256;
   static constexpr double kMacsPerCycle = 512;
+  static constexpr double kParMacs = 1 << 24;  // below this many multiply-adds: calling thread only
   static void begin() { amx_begin(); }
   static void end() { amx_end(); }
 };
@@ -943,8 +948,9 @@ void gemm_block(const Args<typename KT::T>& g, int64_t m0, int64_t m1, int64_t n
 
 // AMX driver for rows [m0, m1) x cols [n0, n1) of C, with B already packed: Bp = the VNNI panel of column n0
 // (panels of 32 columns, kcp = K rounded up to 32 per panel). A is packed once per MC row block (kept in
-// L2), or, when it is not transposed, K is a multiple of 32 and this block of C is narrow (packing would
-// not pay off), its tiles are loaded straight from A (only a partial last 32-row block is packed).
+// L2), or, when it is not transposed, K is a multiple of 32 and either this block of C is narrow (packing
+// would not pay off) or A's rows are short (a 32-row block is one small contiguous region), its tiles are
+// loaded straight from A (only a partial last 32-row block is packed).
 // K is split into KC chunks so that each B micro-panel chunk (32 x KC, 16 KiB) stays in L1 while the A
 // micro-panels stream from L2; partial sums of the MC x NC block of C live in a 4 KiB-per-block buffer
 // between chunks (tile rows of 64 bytes, no power-of-two ldc conflicts).
@@ -953,7 +959,7 @@ void amx_block(const Args<uint16_t>& g, const uint16_t* Bp, int64_t m0, int64_t 
   const int64_t Mb = m1 - m0, Nb = n1 - n0;
   const int64_t kcp = rup(g.K, 32);
   constexpr int64_t KC = B16Amx::KC, MC0 = B16Amx::MC, NC = B16Amx::NC;
-  const bool direct = !g.transA && g.K % 32 == 0 && Nb <= 512;
+  const bool direct = !g.transA && g.K % 32 == 0 && (Nb <= 128 || g.lda <= 128);
   constexpr int64_t a_budget = 1 << 20;  // bytes of packed A kept in L2
   const int64_t MC = std::max<int64_t>(32, std::min<int64_t>(MC0, (a_budget / (2 * kcp)) / 32 * 32));
   const int64_t mc_max = std::min<int64_t>(MC, rup(Mb, 32));
@@ -1030,14 +1036,15 @@ void partition(int64_t M, int64_t N, int64_t K, int nt, int tid, int64_t& m0, in
   n1 = std::min(N, (ntl * (tj + 1) / tn) * KT::NR);
 }
 
-// Below this many multiply-adds a GEMM runs on the calling thread only.
-constexpr double kParallelMacs = 1 << 18;
+// Below KT::kParMacs multiply-adds (roughly 50-100 us of single-thread work) a GEMM runs on the calling
+// thread only: the pool's fork-join waits for every worker to pick the job up, and a worker that is asleep
+// (futex, then a halted vCPU to wake) or preempted by other load costs ~50-200 us on this kind of VM.
 
 template <class KT>
 void gemm_run(const Args<typename KT::T>& g) {
   const double macs = (double)g.M * (double)g.N * (double)g.K;
   int nth = num_threads();
-  if (macs < kParallelMacs) nth = 1;
+  if (macs < KT::kParMacs) nth = 1;
   if (nth <= 1) {
     KT::begin();
     gemm_block<KT>(g, 0, g.M, 0, g.N);
@@ -1056,9 +1063,6 @@ void gemm_run(const Args<typename KT::T>& g) {
 
 thread_local AlignedBuf tl_bshared;  // the calling thread's B, packed once and shared by the pool
 
-// Below this many multiply-adds an AMX GEMM runs on the calling thread only (waking a sleeping worker
-// costs tens of microseconds; AMX does ~1M multiply-adds per microsecond).
-constexpr double kParallelMacsAmx = 1 << 22;
 
 // AMX: both threads pack their share of B (VNNI panels) into one shared buffer, meet at a spin barrier,
 // then each computes its rows (or columns, when M is short) against the whole packed B.
@@ -1066,7 +1070,7 @@ template <>
 void gemm_run<B16Amx>(const Args<uint16_t>& g) {
   const double macs = (double)g.M * (double)g.N * (double)g.K;
   int nth = num_threads();
-  if (macs < kParallelMacsAmx) nth = 1;
+  if (macs < B16Amx::kParMacs) nth = 1;
   if (nth <= 1) {
     amx_begin();
     gemm_block<B16Amx>(g, 0, g.M, 0, g.N);
@@ -1110,7 +1114,7 @@ void gemm_batched_run(int64_t batch, const Args<typename KT::T>& g0, int64_t sA,
     return g;
   };
   const bool by_batch = nth > 1 && batch >= nth && (batch % nth == 0 || batch >= 4 * nth) &&
-                        macs * (double)batch >= kParallelMacs;
+                        macs * (double)batch >= KT::kParMacs;
   if (!by_batch) {
     for (int64_t i = 0; i < batch; i++) gemm_run<KT>(one(i));
     return;

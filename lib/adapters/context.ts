@@ -1,0 +1,41 @@
+/**
+ * Adapter state shared by every hook site of one model: the added adapters' configs and the active setup.
+ * Sites read it at forward time, so `setActiveAdapters` takes effect without touching the modules.
+ */
+import type { AdapterConfig } from './config.ts';
+
+export class AdapterContext {
+  readonly configs = new Map<string, AdapterConfig>();
+  /** Active adapters, applied in order (a Stack when more than one); empty = base model. */
+  active: string[] = [];
+  /** Layers to skip (AdapterDrop): adapters are not applied in these layer indices. */
+  skipLayers = new Set<number>();
+
+  /** Active adapters at `layer` that `pick` accepts. */
+  activeAt(layer: number): string[] {
+    if (this.skipLayers.has(layer)) return [];
+    return this.active.filter((n) => !(this.configs.get(n)?.leaveOut ?? []).includes(layer));
+  }
+}
+
+/** The hook sites of one transformer layer, declared by each model (see STYLE.md rule 11). */
+export interface LayerSites {
+  index: number;
+  /** Attention projections: separate q/k/v, or GPT-2's fused (in → 3·out) `qkv`. */
+  q?: import('../nn/layers.ts').Linear;
+  k?: import('../nn/layers.ts').Linear;
+  v?: import('../nn/layers.ts').Linear;
+  qkv?: import('../nn/layers.ts').Linear;
+  /** LoRA `intermediate_lora` / `output_lora` targets (arch-specific: LLaMA maps them to down/up_proj). */
+  intermediate?: import('../nn/layers.ts').Linear;
+  output?: import('../nn/layers.ts').Linear;
+  /** Bottleneck sites after attention (mh_adapter) and after the feed-forward block (output_adapter). */
+  attnBottleneck?: import('./methods/bottleneck.ts').BottleneckSite;
+  ffnBottleneck?: import('./methods/bottleneck.ts').BottleneckSite;
+}
+
+/** A base model that exposes hook sites. */
+export interface AdaptableModel {
+  adapterLayers(): LayerSites[];
+  hiddenSize(): number;
+}

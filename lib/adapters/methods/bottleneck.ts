@@ -1,0 +1,157 @@
+/**
+ * Bottleneck adapters (Houlsby et al. 2019 https://arxiv.org/abs/1902.00751; Pfeiffer et al. 2020
+ * https://arxiv.org/abs/2005.00247; parallel form He et al. 2022 https://arxiv.org/abs/2110.04366), with the
+ * Python Adapters library's placement rules (`methods/bottleneck.py`, `methods/modeling.py`):
+ *   pre_forward:  residual/LN handling before the adapter (original_ln_before, residual_before_ln)
+ *   forward:      up(act(down(LN_before?(h)))) · scaling (· gate), + residual (adapter_residual_before_ln,
+ *                 ln_after)
+ *   post_forward: original_ln_after: LN(h + input) (or h + input for pre-LN models, layer_norm = null)
+ * A site is called by the model at a sub-layer output with (hidden, input_tensor, layer_norm); without an
+ * active adapter it computes exactly what the model would: LN(hidden + input) or hidden + input.
+ * Parameters: `<site>.adapters.<name>.{adapter_down.0.*, adapter_up.*, adapter_norm_before.*,
+ * adapter_norm_after.*, scaling, gate.*}`.
+ */
+import { Module } from '../../nn/module.ts';
+import { LayerNorm, Linear, activation } from '../../nn/layers.ts';
+import { Tensor } from '../../tensor.ts';
+import * as ops from '../../ops/index.ts';
+import { noGrad } from '../../autograd/tape.ts';
+import { ValueError } from '../../errors.ts';
+import type { BnConfig } from '../config.ts';
+import type { AdapterContext } from '../context.ts';
+
+/** transformers' get_activation names used by adapter configs. */
+function adapterActivation(name: string): (x: Tensor) => Tensor {
+  const n = name.toLowerCase();
+  if (n === 'swish') return (x) => ops.silu(x);
+  if (n === 'leakyrelu') throw new ValueError("non_linearity 'leakyrelu' is not supported");
+  return activation(n);
+}
+
+export class BottleneckAdapter extends Module {
+  readonly down: Linear;
+  readonly up: Linear;
+  readonly lnBefore: LayerNorm | null = null;
+  readonly lnAfter: LayerNorm | null = null;
+  readonly act: (x: Tensor) => Tensor;
+  readonly isParallel: boolean;
+  constructor(readonly cfg: BnConfig, readonly hidden: number, readonly bottleneck: number) {
+    super();
+    if (cfg.get('phm_layer')) throw new ValueError('PHM (Compacter) bottlenecks are not implemented yet');
+    if (cfg.get('stochastic_depth') as number > 0) throw new ValueError('stochastic_depth (Adapter+) is not implemented yet');
+    this.isParallel = cfg.get('is_parallel') as boolean;
+    this.act = adapterActivation(cfg.get('non_linearity') as string);
+    const downSeq = this.registerModule('adapter_down', new Module());
+    let i = 0;
+    if (cfg.get('ln_before')) {
+      this.lnBefore = downSeq.registerModule(String(i++), new LayerNorm(hidden, 1e-5));
+      this.registerModule('adapter_norm_before', this.lnBefore);  // same module, second name (as in Python)
+    }
+    this.down = downSeq.registerModule(String(i), new Linear(hidden, bottleneck));
+    this.up = this.registerModule('adapter_up', new Linear(bottleneck, hidden));
+    if (cfg.get('ln_after')) this.lnAfter = this.registerModule('adapter_norm_after', new LayerNorm(hidden, 1e-5));
+    const sc = cfg.get('scaling');
+    if (sc === 'learned') this.registerParameter('scaling', ops.ones([1]));
+    else if (sc === 'channel') this.registerParameter('scaling', ops.ones([hidden]));
+    if (cfg.get('use_gating')) this.registerModule('gate', new Linear(hidden, 1));
+    this.init(cfg.get('init_weights') as string);
+  }
+
+  private init(kind: string): void {
+    noGrad(() => {
+      const lin = [this.down, this.up, ...(this.child('gate') ? [this.child('gate') as Linear] : [])];
+      if (kind === 'bert') {
+        for (const l of lin) { l.weight.copy_(ops.randn(l.weight.shape, { std: 0.02 })); l.bias?.copy_(ops.zeros([1])); }
+      } else if (kind === 'mam_adapter') {
+        // kaiming-uniform(a=√5) down, zero up (the adapter starts as the identity)
+        const b = 1 / Math.sqrt(this.hidden);
+        this.down.weight.copy_(ops.sub(ops.mul(ops.rand(this.down.weight.shape), 2 * b), b));
+        this.down.bias?.copy_(ops.sub(ops.mul(ops.rand([this.bottleneck]), 2 * b), b));
+        this.up.weight.copy_(ops.zeros([1]));
+        this.up.bias?.copy_(ops.zeros([1]));
+      } else if (kind === 'houlsby') {
+        for (const l of lin) { l.weight.copy_(ops.clamp(ops.randn(l.weight.shape, { std: 1e-2 }), -2e-2, 2e-2)); l.bias?.copy_(ops.zeros([1])); }
+      }
+    });
+  }
+
+  private scale(up: Tensor): Tensor {
+    const p = this.param('scaling');
+    if (p) return ops.mul(up, p);
+    const s = this.cfg.get('scaling') as number;
+    return s === 1 ? up : ops.mul(up, s);
+  }
+
+  /** pre_forward → (hidden for the adapter, residual) */
+  preForward(hidden: Tensor, input: Tensor, ln: LayerNorm | null): { h: Tensor; residual: Tensor } {
+    if (this.isParallel) return { h: input, residual: input };
+    const rbl = this.cfg.get('residual_before_ln');
+    let residual: Tensor | null = rbl === true ? hidden : null;
+    let h = hidden;
+    if (this.cfg.get('original_ln_before')) {
+      h = ops.add(hidden, input);
+      if (ln) {
+        if (rbl === 'post_add') residual = h;
+        h = ln.forward(h);
+      }
+    }
+    if (!rbl) residual = h;
+    if (!residual) throw new ValueError('residual_before_ln="post_add" needs original_ln_before');
+    return { h, residual };
+  }
+
+  forward(h: Tensor, residual: Tensor): Tensor {
+    const x = this.lnBefore ? this.lnBefore.forward(h) : h;
+    let out = this.scale(this.up.forward(this.act(this.down.forward(x))));
+    const gate = this.child('gate') as Linear | null;
+    if (gate) out = ops.mul(out, ops.unsqueeze(ops.mean(ops.sigmoid(gate.forward(h)), 1), -1));
+    if (this.isParallel) return this.lnAfter ? this.lnAfter.forward(out) : out;
+    if (this.cfg.get('adapter_residual_before_ln')) {
+      out = ops.add(out, residual);
+      if (this.lnAfter) out = this.lnAfter.forward(out);
+    } else {
+      if (this.lnAfter) out = this.lnAfter.forward(out);
+      out = ops.add(out, residual);
+    }
+    return out;
+  }
+
+  postForward(h: Tensor, hiddenIn: Tensor, input: Tensor, ln: LayerNorm | null): Tensor {
+    let out = this.isParallel ? ops.add(h, hiddenIn) : h;
+    if (this.cfg.get('original_ln_after')) out = ln ? ln.forward(ops.add(out, input)) : ops.add(out, input);
+    return out;
+  }
+}
+
+/** One bottleneck hook site (after attention or after the FFN) of one layer. */
+export class BottleneckSite {
+  readonly container = new Module();
+  ctx: AdapterContext | null = null;
+  /** @param parent the module that holds `adapters` (e.g. BERT's attention.output) */
+  constructor(parent: Module, readonly layer: number, readonly kind: 'mh' | 'output') {
+    parent.registerModule('adapters', this.container);
+  }
+  add(name: string, cfg: BnConfig, hidden: number): void {
+    this.container.registerModule(name, new BottleneckAdapter(cfg, hidden, cfg.bottleneckSize(hidden, this.layer)));
+  }
+  remove(name: string): void {
+    this.container.child(name)?.dispose();
+    this.container.registerModule(name, null);
+  }
+  get(name: string): BottleneckAdapter | null {
+    return (this.container.child(name) as BottleneckAdapter | null) ?? null;
+  }
+  /** The sub-layer output with adapters: LN(hidden + input) / hidden + input when none is active. */
+  forward(hidden: Tensor, input: Tensor, ln: LayerNorm | null): Tensor {
+    const names = (this.ctx?.activeAt(this.layer) ?? []).filter((n) => this.get(n));
+    if (!names.length) return ln ? ln.forward(ops.add(hidden, input)) : ops.add(hidden, input);
+    // Stack: each adapter runs its pre_forward on the previous one's output; the last one's post_forward
+    let h = hidden;
+    for (const n of names) {
+      const a = this.get(n)!;
+      const pre = a.preForward(h, input, ln);
+      h = a.forward(pre.h, pre.residual);
+    }
+    return this.get(names[names.length - 1]!)!.postForward(h, hidden, input, ln);
+  }
+}

@@ -1,0 +1,194 @@
+/**
+ * LoRA (Hu et al. 2021, https://arxiv.org/abs/2106.09685) and (IA)³ (Liu et al. 2022,
+ * https://arxiv.org/abs/2205.05638) on a Linear, as in the Python Adapters library's `methods/lora.py`:
+ *   add   (LoRA): y = Wx + b + (dropout(x) Aᵀ Bᵀ)·alpha/r          A: (r, in), B: (out, r)
+ *   scale (IA³):  y = (Wx + b) ∘ (B·alpha)ᵀ                          B: (out, 1), no A
+ * With use_gating the scaling is replaced by mean-over-positions sigmoid(gate(x)). Stack composes the maps:
+ * the second LoRA is applied to the first one's delta; (IA)³ vectors multiply.
+ * Parameters live at `<linear>.loras.<name>.{lora_A, lora_B, gate.*}` like the Python library. GPT-2's fused
+ * c_attn holds one block per enabled matrix (A: (r·n, in), B: (out·n, r)) scattered into the q/k/v thirds.
+ */
+import { Module } from '../../nn/module.ts';
+import { Linear } from '../../nn/layers.ts';
+import { Tensor } from '../../tensor.ts';
+import * as ops from '../../ops/index.ts';
+import { noGrad } from '../../autograd/tape.ts';
+import { ValueError } from '../../errors.ts';
+import type { LoRAConfig } from '../config.ts';
+import type { AdapterContext } from '../context.ts';
+
+export class LoRAModule extends Module {
+  readonly mode: 'add' | 'scale';
+  readonly scaling: number;
+  readonly dropoutP: number;
+  readonly useGating: boolean;
+  /** For fused qkv: which thirds (0=q, 1=k, 2=v) carry a block, in A/B block order. */
+  constructor(readonly cfg: LoRAConfig, readonly inF: number, readonly outF: number, readonly fusedParts: number[] | null = null) {
+    super();
+    this.mode = cfg.get('composition_mode') as 'add' | 'scale';
+    const r = cfg.r, alpha = cfg.alpha;
+    this.scaling = this.mode === 'scale' ? alpha : alpha / r;
+    this.dropoutP = cfg.get('dropout') as number;
+    this.useGating = cfg.get('use_gating') as boolean;
+    const n = fusedParts ? fusedParts.length : 1;
+    const part = fusedParts ? outF / 3 : outF;
+    if (this.mode === 'add') {
+      // init 'lora': A kaiming-uniform(a=√5) → U(−1/√in, 1/√in), B = 0; 'bert': N(0, 0.02) both
+      const init = cfg.get('init_weights');
+      const A = init === 'bert' ? ops.randn([r * n, inF], { std: 0.02 }) : uniform([r * n, inF], 1 / Math.sqrt(inF));
+      const B = init === 'bert' ? ops.randn([part * n, r], { std: 0.02 }) : ops.zeros([part * n, r]);
+      this.registerParameter('lora_A', A);
+      this.registerParameter('lora_B', B);
+    } else {
+      this.registerParameter('lora_B', ops.ones([part * n, 1]));
+    }
+    if (this.useGating) {
+      const g = this.registerModule('gate', new Linear(inF, 1));
+      noGrad(() => g.weight.copy_(ops.randn(g.weight.shape, { std: 0.02 })));
+    }
+  }
+
+  /** The per-row gate (B, 1, 1) when gating, else null. */
+  private gate(x: Tensor): Tensor | null {
+    if (!this.useGating) return null;
+    const g = ops.sigmoid((this.child('gate') as Linear).forward(x));  // (B, T, 1)
+    return ops.unsqueeze(ops.mean(g, 1), -1);                          // (B, 1, 1)
+  }
+
+  /** Low-rank delta (..., out) for input x (..., in) ('add' mode). */
+  delta(x: Tensor, training: boolean): Tensor {
+    const A = this.param('lora_A')!, B = this.param('lora_B')!;
+    const xin = training && this.dropoutP > 0 ? ops.dropout(x, this.dropoutP) : x;
+    let d: Tensor;
+    if (!this.fusedParts) d = ops.linear(ops.linear(xin, A), B);
+    else {
+      const r = this.cfg.r, part = this.outF / 3, n = this.fusedParts.length;
+      const pieces: Tensor[] = [];
+      let blk = 0;
+      for (let third = 0; third < 3; third++) {
+        if (this.fusedParts.includes(third)) {
+          const a = ops.slice(A, 0, blk * r, (blk + 1) * r), b = ops.slice(B, 0, blk * part, (blk + 1) * part);
+          pieces.push(ops.linear(ops.linear(xin, a), b));
+          blk++;
+        } else pieces.push(ops.zeros([...x.shape.slice(0, -1), part], { dtype: x.dtype }));
+      }
+      void n;
+      d = ops.concat(pieces, -1);
+    }
+    const g = this.gate(x);
+    return g ? ops.mul(d, g) : ops.mul(d, this.scaling);
+  }
+
+  /** (IA)³ per-channel scale vector (out) ('scale' mode). */
+  scaleVector(x: Tensor): Tensor {
+    let v = ops.reshape(this.param('lora_B')!, [-1]);
+    if (this.fusedParts) {
+      const part = this.outF / 3;
+      const pieces: Tensor[] = [];
+      let blk = 0;
+      for (let third = 0; third < 3; third++)
+        if (this.fusedParts.includes(third)) pieces.push(ops.slice(v, 0, blk * part, (blk++ + 1) * part));
+        else pieces.push(ops.ones([part], { dtype: v.dtype }));
+      v = ops.concat(pieces, 0);
+    }
+    const g = this.gate(x);
+    return g ? ops.add(ops.mul(ops.sub(v, 1), g), 1) : ops.mul(v, this.scaling);
+  }
+
+  /** ΔW in the Linear's own layout ('add' mode), for merging. */
+  deltaWeight(layout: 'linear' | 'conv1d'): Tensor {
+    const A = this.param('lora_A')!, B = this.param('lora_B')!;
+    let dw: Tensor;
+    if (!this.fusedParts) dw = ops.matmul(B, A);
+    else {
+      const r = this.cfg.r, part = this.outF / 3;
+      const rows: Tensor[] = [];
+      let blk = 0;
+      for (let third = 0; third < 3; third++)
+        if (this.fusedParts.includes(third)) {
+          rows.push(ops.matmul(ops.slice(B, 0, blk * part, (blk + 1) * part), ops.slice(A, 0, blk * r, (blk + 1) * r)));
+          blk++;
+        } else rows.push(ops.zeros([part, this.inF]));
+      dw = ops.concat(rows, 0);
+    }
+    dw = ops.mul(dw, this.scaling);
+    return layout === 'conv1d' ? ops.transpose(dw, 0, 1).contiguous() : dw;
+  }
+}
+
+function uniform(shape: number[], bound: number): Tensor {
+  return ops.sub(ops.mul(ops.rand(shape), 2 * bound), bound);
+}
+
+/**
+ * Attaches to one Linear: holds its `loras` container, applies the active LoRAs after the base projection,
+ * and merges/unmerges them into the weight.
+ */
+export class LoRAHost {
+  readonly container = new Module();
+  /** Adapters merged into the weight (their deltas are then not applied again). */
+  readonly merged = new Map<string, Tensor>();
+  constructor(readonly linear: Linear, readonly ctx: AdapterContext, readonly layer: number, readonly fusedParts: (name: string) => number[] | null = () => null) {
+    linear.registerModule('loras', this.container);
+    linear.loraHost = this;
+  }
+  add(name: string, cfg: LoRAConfig): void {
+    const parts = this.fusedParts(name);
+    this.container.registerModule(name, new LoRAModule(cfg, this.linear.inFeatures, this.linear.outFeatures, parts));
+  }
+  remove(name: string): void {
+    const m = this.container.child(name);
+    if (m) m.dispose();
+    this.container.registerModule(name, null);
+  }
+  get(name: string): LoRAModule | null {
+    return (this.container.child(name) as LoRAModule | null) ?? null;
+  }
+  /** y = base output; applies the active adapters of this layer (Stack semantics for several). */
+  apply(x: Tensor, y: Tensor): Tensor {
+    const names = this.ctx.activeAt(this.layer).filter((n) => this.get(n) && !this.merged.has(n));
+    if (!names.length) return y;
+    const training = this.linear.training;
+    const adds = names.map((n) => this.get(n)!).filter((m) => m.mode === 'add');
+    const scales = names.map((n) => this.get(n)!).filter((m) => m.mode === 'scale');
+    let out = y;
+    if (adds.length) {
+      // Stack: the next LoRA maps the previous one's delta
+      let d = adds[0]!.delta(x, training);
+      for (let i = 1; i < adds.length; i++) d = adds[i]!.delta(d, training);
+      out = ops.add(out, d);
+    }
+    for (const m of scales) out = ops.mul(out, m.scaleVector(x));
+    return out;
+  }
+}
+
+/** Merges LoRA / (IA)³ `name` into the Linear weight (W += ΔW, or W ∘= v for IA³ without the bias). */
+export function mergeInto(host: LoRAHost, name: string): void {
+  const m = host.get(name);
+  if (!m) return;
+  if (host.merged.has(name)) return;
+  const W = host.linear.weight;
+  noGrad(() => {
+    const before = W.clone();
+    if (m.mode === 'add') {
+      const dw = m.deltaWeight(host.linear.layout);
+      W.copy_(ops.add(W, dw));
+      dw.dispose();
+    } else {
+      if (m.useGating) throw new ValueError(`cannot merge gated (IA)³ adapter '${name}'`);
+      const v = m.scaleVector(W);  // no gate: the input isn't used
+      const s = host.linear.layout === 'conv1d' ? v : ops.unsqueeze(v, 1);
+      W.copy_(ops.mul(W, s));
+    }
+    host.merged.set(name, before);
+  });
+}
+/** Restores the weight saved before merging. */
+export function unmerge(host: LoRAHost, name: string): void {
+  const before = host.merged.get(name);
+  if (!before) return;
+  noGrad(() => host.linear.weight.copy_(before));
+  before.dispose();
+  host.merged.delete(name);
+}
