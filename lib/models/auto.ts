@@ -18,6 +18,8 @@ import { loadTorchBin } from '../io/torch_bin.ts';
 import { archFor, type ArchSpec, type BaseModel } from './registry.ts';
 import type { ForwardInput, HFConfig, ModelOutput } from './common.ts';
 import { generate as generateDecoder, type GenerateOptions } from './generate.ts';
+import { AdapterManager, formatSummary, type AdapterHostModel, type SummaryRow } from '../adapters/model.ts';
+import type { AdapterConfig, ConfigDict } from '../adapters/config.ts';
 
 export interface FromPretrainedOptions {
   dtype?: DType;
@@ -36,6 +38,54 @@ export class AdapterModel extends Module {
       const E = this.base.inputEmbeddings!();
       this.registerModule('lm_head', new Linear(E.shape[1]!, E.shape[0]!, { bias: false }));
     }
+    this.adapters = new AdapterManager(this as unknown as AdapterHostModel);
+  }
+
+  // ---- adapters (the Python library's ModelAdaptersMixin, camelCase) ----
+  /** @internal */
+  readonly adapters: AdapterManager;
+  /** Adds adapter `name` with a config (instance, string id / config string, or dict). */
+  addAdapter(name: string, config: AdapterConfig | string | ConfigDict, opts: { overwriteOk?: boolean; setActive?: boolean } = {}): void {
+    this.adapters.add(name, config, opts);
+  }
+  deleteAdapter(name: string): void {
+    this.adapters.delete(name);
+  }
+  hasAdapter(name: string): boolean {
+    return this.adapters.has(name);
+  }
+  /** Activates a setup: a name, several names (Stack), or null for the base model. */
+  setActiveAdapters(setup: string | string[] | null, opts: { skipLayers?: number[] } = {}): void {
+    this.adapters.setActive(setup, opts);
+  }
+  get activeAdapters(): string[] {
+    return [...this.adapters.ctx.active];
+  }
+  /** Freezes the base model and all other adapters, activates `setup` and switches to train mode. */
+  trainAdapter(setup: string | string[], opts: { trainEmbeddings?: boolean } = {}): void {
+    this.adapters.train(setup, opts);
+  }
+  freezeModel(freeze = true): void {
+    this.adapters.freeze(freeze);
+  }
+  /** Rows like the Python library's adapter_summary(as_dict=True); `adapterSummaryTable()` prints them. */
+  adapterSummary(): SummaryRow[] {
+    return this.adapters.summary();
+  }
+  adapterSummaryTable(): string {
+    return formatSummary(this.adapters.summary());
+  }
+  /** Merges LoRA / (IA)³ adapter `name` into the base weights (no extra compute at inference). */
+  mergeAdapter(name: string): void {
+    this.adapters.merge(name);
+  }
+  /** Undoes every merge. */
+  resetAdapter(): void {
+    this.adapters.reset();
+  }
+  /** Loads an adapter folder (adapter_config.json + adapter.safetensors or pytorch_adapter.bin); returns its name. */
+  loadAdapter(dir: string, opts: { loadAs?: string; setActive?: boolean } = {}): string {
+    return this.adapters.load(dir, opts);
   }
   get modelType(): string {
     return String(this.config.model_type);

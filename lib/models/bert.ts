@@ -10,6 +10,8 @@ import * as ops from '../ops/index.ts';
 import { type ForwardInput, type HFConfig, type ModelOutput, asIds, bool, keepMask, mergeHeads, num, splitHeads, str } from './common.ts';
 import { scope } from '../scope.ts';
 import { ValueError } from '../errors.ts';
+import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
+import type { LayerSites } from '../adapters/context.ts';
 import { tensor } from '../tensor.ts';
 
 export interface BertConfig {
@@ -95,7 +97,8 @@ function tensorI64(data: BigInt64Array, shape: number[]): Tensor {
 export class BertLayer extends Module {
   q: Linear; k: Linear; v: Linear; o: Linear; ln1: LayerNorm; up: Linear; down: Linear; ln2: LayerNorm;
   drop: Dropout; dropAttnOut: Dropout; act: (x: Tensor) => Tensor;
-  constructor(readonly cfg: BertConfig) {
+  attnSite: BottleneckSite; ffnSite: BottleneckSite;
+  constructor(readonly cfg: BertConfig, readonly index = 0) {
     super();
     const C = cfg.hiddenSize;
     const attn = this.registerModule('attention', new Module());
@@ -112,6 +115,9 @@ export class BertLayer extends Module {
     this.ln2 = out.registerModule('LayerNorm', new LayerNorm(C, cfg.eps));
     this.q.site = 'attn.q'; this.k.site = 'attn.k'; this.v.site = 'attn.v'; this.o.site = 'attn.o';
     this.up.site = 'ffn.up'; this.down.site = 'ffn.down';
+    // bottleneck adapter sites: `attention.output.adapters.*` and `output.adapters.*` (Python names)
+    this.attnSite = new BottleneckSite(ao, index, 'mh');
+    this.ffnSite = new BottleneckSite(out, index, 'output');
     // dropout has no parameters; registered so that train()/eval() reach it
     this.drop = out.registerModule('dropout', new Dropout(cfg.dropout));
     this.dropAttnOut = ao.registerModule('dropout', new Dropout(cfg.dropout));
@@ -121,9 +127,9 @@ export class BertLayer extends Module {
     const H = this.cfg.numHeads;
     const q = splitHeads(this.q.forward(h), H), k = splitHeads(this.k.forward(h), H), v = splitHeads(this.v.forward(h), H);
     const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: keepKeys }));
-    const a = this.ln1.forward(ops.add(this.dropAttnOut.forward(this.o.forward(ctx)), h));
+    const a = this.attnSite.forward(this.dropAttnOut.forward(this.o.forward(ctx)), h, this.ln1);
     const f = this.down.forward(this.act(this.up.forward(a)));
-    return this.ln2.forward(ops.add(this.drop.forward(f), a));
+    return this.ffnSite.forward(this.drop.forward(f), a, this.ln2);
   }
 }
 
@@ -137,13 +143,24 @@ export class BertModel extends Module {
     this.embeddings = this.registerModule('embeddings', new BertEmbeddings(cfg));
     const enc = this.registerModule('encoder', new Module());
     const list = enc.registerModule('layer', new Module());
-    for (let i = 0; i < cfg.numLayers; i++) this.layers.push(list.registerModule(String(i), new BertLayer(cfg)));
+    for (let i = 0; i < cfg.numLayers; i++) this.layers.push(list.registerModule(String(i), new BertLayer(cfg, i)));
     if (cfg.addPooler) this.pooler = this.registerModule('pooler', new Module()).registerModule('dense', new Linear(cfg.hiddenSize, cfg.hiddenSize));
+  }
+  hiddenSize(): number {
+    return this.cfg.hiddenSize;
+  }
+  inputEmbeddings(): Tensor {
+    return this.embeddings.word.weight;
+  }
+  /** Hook sites per layer (LoRA targets: q/k/v, intermediate.dense, output.dense; two bottleneck sites). */
+  adapterLayers(): LayerSites[] {
+    return this.layers.map((l, i) => ({ index: i, q: l.q, k: l.k, v: l.v, intermediate: l.up, output: l.down,
+      attnBottleneck: l.attnSite, ffnBottleneck: l.ffnSite }));
   }
   forward(input: ForwardInput): ModelOutput {
     return scope(() => {
       const ids = asIds(input.inputIds, 'inputIds').t;
-      if (!ids) throw new Error('BERT forward needs inputIds');
+      if (!ids) throw new ValueError('BERT forward needs inputIds');
       const mask = asIds(input.attentionMask, 'attentionMask').t;
       const tt = asIds(input.tokenTypeIds, 'tokenTypeIds').t;
       const pos = asIds(input.positionIds, 'positionIds').t;

@@ -54,7 +54,7 @@ export class ElectraModel extends Module {
     if (cfg.embeddingSize !== cfg.hiddenSize)
       this.project = this.registerModule('embeddings_project', new Linear(cfg.embeddingSize, cfg.hiddenSize));
     const list = this.registerModule('encoder', new Module()).registerModule('layer', new Module());
-    for (let i = 0; i < cfg.numLayers; i++) this.layers.push(list.registerModule(String(i), new BertLayer(cfg)));
+    for (let i = 0; i < cfg.numLayers; i++) this.layers.push(list.registerModule(String(i), new BertLayer(cfg, i)));
   }
   inputEmbeddings(): Tensor {
     return this.embeddings.word.weight;

@@ -6,6 +6,8 @@
  * Supports a key/value cache for generation (ForwardInput.pastKeyValues / useCache).
  */
 import { Module } from '../nn/module.ts';
+import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
+import type { LayerSites } from '../adapters/context.ts';
 import { Dropout, Embedding, LayerNorm, Linear, activation } from '../nn/layers.ts';
 import { Tensor, tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
@@ -126,17 +128,21 @@ class GPT2MLP extends Module {
 
 export class GPT2Block extends Module {
   ln1: LayerNorm; attn: GPT2Attention; ln2: LayerNorm; mlp: GPT2MLP;
+  attnSite: BottleneckSite; ffnSite: BottleneckSite;
   constructor(cfg: GPT2Config, layerIdx: number) {
     super();
     this.ln1 = this.registerModule('ln_1', new LayerNorm(cfg.hiddenSize, cfg.eps));
     this.attn = this.registerModule('attn', new GPT2Attention(cfg, layerIdx));
     this.ln2 = this.registerModule('ln_2', new LayerNorm(cfg.hiddenSize, cfg.eps));
     this.mlp = this.registerModule('mlp', new GPT2MLP(cfg));
+    // bottleneck sites `attention_adapters.adapters.*` / `output_adapters.adapters.*` (pre-LN: no layer norm)
+    this.attnSite = new BottleneckSite(this.registerModule('attention_adapters', new Module()), layerIdx, 'mh');
+    this.ffnSite = new BottleneckSite(this.registerModule('output_adapters', new Module()), layerIdx, 'output');
   }
   forward(h: Tensor, keepKeys: Tensor | null, past: { k: Tensor; v: Tensor } | null): { h: Tensor; k: Tensor; v: Tensor } {
     const a = this.attn.forward(this.ln1.forward(h), keepKeys, past);
-    const h1 = ops.add(a.out, h);
-    return { h: ops.add(this.mlp.forward(this.ln2.forward(h1)), h1), k: a.k, v: a.v };
+    const h1 = this.attnSite.forward(a.out, h, null);
+    return { h: this.ffnSite.forward(this.mlp.forward(this.ln2.forward(h1)), h1, null), k: a.k, v: a.v };
   }
 }
 
@@ -154,6 +160,14 @@ export class GPT2Model extends Module {
   }
   inputEmbeddings(): Tensor {
     return this.wte.weight;
+  }
+  hiddenSize(): number {
+    return this.cfg.hiddenSize;
+  }
+  /** Hook sites: LoRA on the fused c_attn (q/k/v thirds), mlp.c_fc (intermediate), mlp.c_proj (output). */
+  adapterLayers(): LayerSites[] {
+    return this.layers.map((l, i) => ({ index: i, qkv: l.attn.qkv, intermediate: l.mlp.up, output: l.mlp.down,
+      attnBottleneck: l.attnSite, ffnBottleneck: l.ffnSite }));
   }
   /**
    * inputIds (B, T); attentionMask (B, P+T) over cached and new tokens; positionIds (B, T), default

@@ -8,6 +8,8 @@
  * ffn.gate/up/down. Supports a key/value cache for generation (ForwardInput.pastKeyValues / useCache).
  */
 import { Module } from '../nn/module.ts';
+import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
+import type { LayerSites } from '../adapters/context.ts';
 import { Embedding, Linear, RMSNorm, activation } from '../nn/layers.ts';
 import { Tensor, tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
@@ -205,18 +207,21 @@ class LlamaMLP extends Module {
 
 export class LlamaDecoderLayer extends Module {
   attn: LlamaAttention; mlp: LlamaMLP; ln1: RMSNorm; ln2: RMSNorm;
-  constructor(cfg: LlamaConfig) {
+  attnSite: BottleneckSite; ffnSite: BottleneckSite;
+  constructor(cfg: LlamaConfig, index = 0) {
     super();
     this.attn = this.registerModule('self_attn', new LlamaAttention(cfg));
     this.mlp = this.registerModule('mlp', new LlamaMLP(cfg));
     this.ln1 = this.registerModule('input_layernorm', new RMSNorm(cfg.hiddenSize, cfg.eps));
     this.ln2 = this.registerModule('post_attention_layernorm', new RMSNorm(cfg.hiddenSize, cfg.eps));
+    this.attnSite = new BottleneckSite(this.registerModule('attention_adapters', new Module()), index, 'mh');
+    this.ffnSite = new BottleneckSite(this.registerModule('output_adapters', new Module()), index, 'output');
   }
   forward(h: Tensor, rot: { cos: Tensor; sin: Tensor }, keepKeys: Tensor | null, mask: Tensor | null,
     past: { k: Tensor; v: Tensor } | null): { h: Tensor; k: Tensor; v: Tensor } {
     const a = this.attn.forward(this.ln1.forward(h), rot, keepKeys, mask, past);
-    const h1 = ops.add(h, a.out);
-    return { h: ops.add(h1, this.mlp.forward(this.ln2.forward(h1))), k: a.k, v: a.v };
+    const h1 = this.attnSite.forward(a.out, h, null);
+    return { h: this.ffnSite.forward(this.mlp.forward(this.ln2.forward(h1)), h1, null), k: a.k, v: a.v };
   }
 }
 
@@ -231,12 +236,20 @@ export class LlamaModel extends Module {
     if (cfg.headDim % 2) throw new ValueError(`config.json: head_dim must be even for rotary embeddings, got ${cfg.headDim}`);
     this.embed = this.registerModule('embed_tokens', new Embedding(cfg.vocabSize, cfg.hiddenSize));
     const list = this.registerModule('layers', new Module());
-    for (let i = 0; i < cfg.numLayers; i++) this.layers.push(list.registerModule(String(i), new LlamaDecoderLayer(cfg)));
+    for (let i = 0; i < cfg.numLayers; i++) this.layers.push(list.registerModule(String(i), new LlamaDecoderLayer(cfg, i)));
     this.norm = this.registerModule('norm', new RMSNorm(cfg.hiddenSize, cfg.eps));
     this.invFreq = ropeInvFreq(cfg.headDim, cfg.ropeTheta, cfg.ropeScaling);
   }
   inputEmbeddings(): Tensor {
     return this.embed.weight;
+  }
+  hiddenSize(): number {
+    return this.cfg.hiddenSize;
+  }
+  /** Hook sites. As in the Python library, `intermediate_lora` wraps mlp.down_proj and `output_lora` mlp.up_proj. */
+  adapterLayers(): LayerSites[] {
+    return this.layers.map((l, i) => ({ index: i, q: l.attn.q, k: l.attn.k, v: l.attn.v, intermediate: l.mlp.down, output: l.mlp.up,
+      attnBottleneck: l.attnSite, ffnBottleneck: l.ffnSite }));
   }
   /**
    * inputIds (B, T); attentionMask (B, P+T) over cached and new tokens; positionIds (B, T), default

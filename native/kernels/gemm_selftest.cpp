@@ -196,8 +196,29 @@ bool check(bool quick) {
       int fails = 0;
       bool leak = false;
       double t0 = now();
-      for (int n = 0; n < ncases; n++) {
+      // fixed cases big enough to run multi-threaded, with skinny / wide splits, odd edges and transposes
+      const int64_t fixed[][6] = {{33, 1500, 700, 0, 0, 1},  {17, 2100, 300, 0, 1, 2}, {1000, 40, 600, 1, 0, 1},
+                                  {250, 1100, 333, 1, 1, 2}, {64, 4096, 96, 0, 1, 1}, {515, 517, 1030, 0, 0, 1}};
+      const int nfixed = (int)(sizeof(fixed) / sizeof(fixed[0]));
+      for (int n = 0; n < ncases + nfixed; n++) {
         Case c = random_case(!quick);
+        if (n >= ncases) {
+          const int64_t* f = fixed[n - ncases];
+          c.M = f[0];
+          c.N = f[1];
+          c.K = f[2];
+          c.tA = f[3];
+          c.tB = f[4];
+          c.batch = f[5];
+          c.lda = (c.tA ? c.M : c.K) + (n % 2) * 3;
+          c.ldb = (c.tB ? c.K : c.N) + (n % 3);
+          c.ldc = c.N + (n % 2) * 5;
+          c.sA = (int64_t)mat_size(c.tA ? c.K : c.M, c.tA ? c.M : c.K, c.lda) + 1;
+          c.sB = n % 2 ? 0 : (int64_t)mat_size(c.tB ? c.N : c.K, c.tB ? c.K : c.N, c.ldb);
+          c.sC = (int64_t)mat_size(c.M, c.N, c.ldc) + 3;
+          c.alpha = n % 2 ? 1.0f : -0.5f;
+          c.beta = n % 3 == 0 ? 0.0f : 0.75f;
+        }
         bool nl = false;
         double e = run_case(c, bf16, &nl);
         const double tol = bf16 ? 1e-4 : 2e-5;
@@ -213,7 +234,7 @@ bool check(bool quick) {
         leak |= nl;
         worst = std::max(worst, e);
       }
-      std::printf("%s %-10s: %d random cases, max rel err %.3g, %d failures (%.1fs)\n", bf16 ? "bgemm" : "sgemm",
+      std::printf("%s %-10s: %d random + fixed cases, max rel err %.3g, %d failures (%.1fs)\n", bf16 ? "bgemm" : "sgemm",
                   isa, ncases, worst, fails, now() - t0);
       ok &= fails == 0;
     }
