@@ -516,6 +516,7 @@ struct F32Scalar {
   static constexpr int MR = SC_MR, NR = SC_NR, KG = 1;
   static constexpr int64_t KC = 256, MC = 128, NC = 2048;
   static constexpr double kMacsPerCycle = 4;
+  static constexpr bool kAInL1 = false;
   static constexpr double kParMacs = 1 << 20;  // below this many multiply-adds: calling thread only
   static void pack_a(bool t, const T* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* d) {
     pack_a_f32<MR>(t, A, lda, i0, mc, k0, kc, d);
@@ -536,6 +537,7 @@ struct F32Avx2 {
   static constexpr int MR = V2_MR, NR = V2_NR, KG = 1;
   static constexpr int64_t KC = 256, MC = 144, NC = 4096;
   static constexpr double kMacsPerCycle = 16;
+  static constexpr bool kAInL1 = false;
   static constexpr double kParMacs = 1 << 21;  // below this many multiply-adds: calling thread only
   static void pack_a(bool t, const T* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* d) {
     pack_a_f32<MR>(t, A, lda, i0, mc, k0, kc, d);
@@ -554,8 +556,9 @@ struct F32Avx2 {
 struct F32Avx512 {
   using T = float;
   static constexpr int MR = V5_MR, NR = V5_NR, KG = 1;
-  static constexpr int64_t KC = 256, MC = 14 * 12, NC = 4096;
+  static constexpr int64_t KC = 256, MC = 14 * 24, NC = 1024;
   static constexpr double kMacsPerCycle = 32;
+  static constexpr bool kAInL1 = true;
   static constexpr double kParMacs = 6e6;  // below this many multiply-adds: calling thread only
   static void pack_a(bool t, const T* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* d) {
     pack_a_f32_avx512(t, A, lda, i0, mc, k0, kc, d);
@@ -704,6 +707,7 @@ struct B16Avx512 {
   static constexpr int MR = V5_MR, NR = 32, KG = 2;
   static constexpr int64_t KC = 512, MC = 14 * 12, NC = 4096;
   static constexpr double kMacsPerCycle = 64;
+  static constexpr bool kAInL1 = false;
   static constexpr double kParMacs = 8e6;  // below this many multiply-adds: calling thread only
   static void pack_a(bool t, const T* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* d) {
     pack_a_pairs<MR>(t, A, lda, i0, mc, k0, kc, d);
@@ -933,12 +937,24 @@ void gemm_block(const Args<typename KT::T>& g, int64_t m0, int64_t m1, int64_t n
       for (int64_t ic = m0; ic < m1; ic += MC) {
         const int64_t mc = std::min<int64_t>(MC, m1 - ic);
         KT::pack_a(g.transA, g.A, g.lda, ic, mc, pc, kc, Ap);
-        for (int64_t jr = 0; jr < nc; jr += KT::NR) {
-          const int nr = (int)std::min<int64_t>(KT::NR, nc - jr);
-          const T* bp = Bp + jr * kcp;
+        if (KT::kAInL1) {
+          // A micro-panel stays in L1 across the row of C micro-tiles; the B block streams from L2
           for (int64_t ir = 0; ir < mc; ir += KT::MR) {
             const int mr = (int)std::min<int64_t>(KT::MR, mc - ir);
-            KT::kernel(kcp, Ap + ir * kcp, bp, g.C + (ic + ir) * g.ldc + jc + jr, g.ldc, mr, nr, g.alpha, beta);
+            for (int64_t jr = 0; jr < nc; jr += KT::NR) {
+              const int nr = (int)std::min<int64_t>(KT::NR, nc - jr);
+              KT::kernel(kcp, Ap + ir * kcp, Bp + jr * kcp, g.C + (ic + ir) * g.ldc + jc + jr, g.ldc, mr, nr,
+                         g.alpha, beta);
+            }
+          }
+        } else {
+          for (int64_t jr = 0; jr < nc; jr += KT::NR) {
+            const int nr = (int)std::min<int64_t>(KT::NR, nc - jr);
+            const T* bp = Bp + jr * kcp;
+            for (int64_t ir = 0; ir < mc; ir += KT::MR) {
+              const int mr = (int)std::min<int64_t>(KT::MR, mc - ir);
+              KT::kernel(kcp, Ap + ir * kcp, bp, g.C + (ic + ir) * g.ldc + jc + jr, g.ldc, mr, nr, g.alpha, beta);
+            }
           }
         }
       }

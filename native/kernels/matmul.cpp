@@ -60,7 +60,7 @@ std::vector<int64_t> batch_offsets(const Tensor& t, const std::vector<int64_t>& 
   int64_t n = shape_numel(bshape);
   std::vector<int64_t> off(n);
   for (int64_t i = 0; i < n; i++) {
-    int64_t rem = i, o = t.offset;
+    int64_t rem = i, o = 0;  // relative to t.data<T>(), which already includes the view offset
     for (int64_t d = nb - 1; d >= 0; d--) {
       int64_t k = rem % bshape[d];
       rem /= bshape[d];

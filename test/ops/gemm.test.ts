@@ -72,3 +72,22 @@ test.serial('cpuInfo reports the chosen kernels', (t) => {
   t.true(['amx', 'avx512bf16', 'f32'].includes(info.bgemm), info.bgemm);
   if (info.avx512f) t.is(info.sgemm, 'avx512');
 });
+
+test.serial('matmul and linear read views with a storage offset correctly', (t) => {
+  noGrad(() => {
+    const big = randn([64, 8], { seed: 11 });
+    const lower = ops.slice(big, 0, 32, 64);          // rows 32..63: offset 256 elements
+    const x = randn([5, 32], { seed: 12 });
+    const y = ops.matmul(x, lower);
+    const yRef = ops.matmul(x, lower.contiguous());
+    t.deepEqual(Array.from(y.toArray() as Float32Array), Array.from(yRef.toArray() as Float32Array));
+    const w = ops.slice(randn([40, 16], { seed: 13 }), 0, 20, 40);  // (out=20, in=16) view with offset
+    const z = ops.linear(randn([3, 16], { seed: 14 }), w);
+    const zRef = ops.linear(randn([3, 16], { seed: 14 }), w.contiguous());
+    t.deepEqual(Array.from(z.toArray() as Float32Array), Array.from(zRef.toArray() as Float32Array));
+    const bat = ops.slice(randn([4, 6, 7], { seed: 15 }), 0, 1, 3);  // batched view with offset
+    const bb = ops.matmul(bat, ops.transpose(bat, 1, 2));
+    const bbRef = ops.matmul(bat.contiguous(), ops.transpose(bat, 1, 2).contiguous());
+    t.deepEqual(Array.from(bb.toArray() as Float32Array), Array.from(bbRef.toArray() as Float32Array));
+  });
+});
