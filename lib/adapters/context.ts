@@ -32,10 +32,18 @@ export interface LayerSites {
   /** Bottleneck sites after attention (mh_adapter) and after the feed-forward block (output_adapter). */
   attnBottleneck?: import('./methods/bottleneck.ts').BottleneckSite;
   ffnBottleneck?: import('./methods/bottleneck.ts').BottleneckSite;
+  /** Prefix-tuning site of the self-attention. */
+  prefix?: import('./methods/prefix_tuning.ts').PrefixSite;
 }
 
 /** A base model that exposes hook sites. */
 export interface AdaptableModel {
   adapterLayers(): LayerSites[];
   hiddenSize(): number;
+  /** Attention heads that prefixes get (num_attention_heads). */
+  numHeads?(): number;
+  /** The model-level prefix pool (`prefix_tuning`), when the architecture supports prefix tuning. */
+  prefixPool?(): import('./methods/prefix_tuning.ts').PrefixTuningPool;
+  /** The prompt-tuning pool (`prompt_tuning`), when the architecture supports prompt tuning. */
+  promptPool?(): import('./methods/prompt_tuning.ts').PromptTuningPool;
 }

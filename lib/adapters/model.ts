@@ -12,7 +12,8 @@ import type { Module } from '../nn/module.ts';
 import { Tensor } from '../tensor.ts';
 import { noGrad } from '../autograd/tape.ts';
 import { FormatError, IOError, ValueError } from '../errors.ts';
-import { AdapterConfig, BnConfig, ConfigUnion, LoRAConfig, type ConfigDict } from './config.ts';
+import { AdapterConfig, BnConfig, ConfigUnion, LoRAConfig, PrefixTuningConfig, PromptTuningConfig, type ConfigDict } from './config.ts';
+import { checkPrefixConfig } from './methods/prefix_tuning.ts';
 import { AdapterContext, type AdaptableModel, type LayerSites } from './context.ts';
 import { LoRAHost, mergeInto, unmerge } from './methods/lora.ts';
 import { readSafetensorsHeader, readTensor } from '../io/safetensors.ts';
@@ -48,7 +49,12 @@ export class AdapterManager {
   readonly ctx = new AdapterContext();
   private readonly hosts = new Map<import('../nn/layers.ts').Linear, LoRAHost>();
   constructor(readonly model: AdapterHostModel) {
-    for (const l of this.layers()) for (const s of [l.attnBottleneck, l.ffnBottleneck]) if (s) s.ctx = this.ctx;
+    for (const l of this.layers()) {
+      for (const s of [l.attnBottleneck, l.ffnBottleneck]) if (s) s.ctx = this.ctx;
+      if (l.prefix) l.prefix.ctx = this.ctx;
+    }
+    const pp = model.base.promptPool?.();
+    if (pp) pp.ctx = this.ctx;
   }
 
   private layers(): LayerSites[] {
@@ -121,6 +127,23 @@ export class AdapterManager {
       }
       return;
     }
+    if (c instanceof PrefixTuningConfig) {
+      checkPrefixConfig(c);
+      const pool = this.model.base.prefixPool?.();
+      const layers = this.layers();
+      if (!pool || !layers.some((l) => l.prefix)) throw new ValueError(`prefix tuning is not supported for ${String(this.model.config.model_type)} yet`);
+      for (const l of layers) l.prefix?.attach(pool);  // layer aliases first: they name the parameters, as in PyTorch
+      pool.add(name, c, layers.length, this.model.base.numHeads!(), hidden);
+      for (const l of layers) if (!leave.has(l.index)) l.prefix?.enabled.add(name);
+      return;
+    }
+    if (c instanceof PromptTuningConfig) {
+      const pool = this.model.base.promptPool?.();
+      if (!pool)
+        throw new ValueError(`prompt tuning is not supported for ${String(this.model.config.model_type)} (the Python library silently adds nothing there)`);
+      pool.add(name, c, hidden);
+      return;
+    }
     throw new ValueError(`${c.className} (architecture '${c.architecture}') is not implemented yet`);
   }
   private readonly pendingFused = new Map<string, string[]>();
@@ -133,7 +156,10 @@ export class AdapterManager {
     for (const l of this.layers()) {
       l.attnBottleneck?.remove(name);
       l.ffnBottleneck?.remove(name);
+      l.prefix?.enabled.delete(name);
     }
+    this.model.base.prefixPool?.().remove(name);
+    this.model.base.promptPool?.().remove(name);
     for (const h of this.hosts.values()) {
       unmerge(h, name);
       h.remove(name);

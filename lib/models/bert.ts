@@ -11,6 +11,8 @@ import { type ForwardInput, type HFConfig, type ModelOutput, asIds, bool, keepMa
 import { scope } from '../scope.ts';
 import { ValueError } from '../errors.ts';
 import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
+import { PrefixSite, PrefixTuningPool } from '../adapters/methods/prefix_tuning.ts';
+import { PromptTuningPool } from '../adapters/methods/prompt_tuning.ts';
 import type { LayerSites } from '../adapters/context.ts';
 import { tensor } from '../tensor.ts';
 
@@ -97,7 +99,7 @@ function tensorI64(data: BigInt64Array, shape: number[]): Tensor {
 export class BertLayer extends Module {
   q: Linear; k: Linear; v: Linear; o: Linear; ln1: LayerNorm; up: Linear; down: Linear; ln2: LayerNorm;
   drop: Dropout; dropAttnOut: Dropout; act: (x: Tensor) => Tensor;
-  attnSite: BottleneckSite; ffnSite: BottleneckSite;
+  attnSite: BottleneckSite; ffnSite: BottleneckSite; prefixSite: PrefixSite;
   constructor(readonly cfg: BertConfig, readonly index = 0) {
     super();
     const C = cfg.hiddenSize;
@@ -117,6 +119,7 @@ export class BertLayer extends Module {
     this.up.site = 'ffn.up'; this.down.site = 'ffn.down';
     // bottleneck adapter sites: `attention.output.adapters.*` and `output.adapters.*` (Python names)
     this.attnSite = new BottleneckSite(ao, index, 'mh');
+    this.prefixSite = new PrefixSite(self, index);
     this.ffnSite = new BottleneckSite(out, index, 'output');
     // dropout has no parameters; registered so that train()/eval() reach it
     this.drop = out.registerModule('dropout', new Dropout(cfg.dropout));
@@ -126,7 +129,9 @@ export class BertLayer extends Module {
   forward(h: Tensor, keepKeys: Tensor | null): Tensor {
     const H = this.cfg.numHeads;
     const q = splitHeads(this.q.forward(h), H), k = splitHeads(this.k.forward(h), H), v = splitHeads(this.v.forward(h), H);
-    const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: keepKeys }));
+    const pre = this.prefixSite.kv(h.shape[0]!, this.training);
+    const keep = pre && keepKeys ? ops.concat([ops.full([h.shape[0]!, pre.k.shape[2]!], 1, { dtype: 'bool' }), keepKeys], 1) : keepKeys;
+    const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: keep, prefixK: pre?.k, prefixV: pre?.v }));
     const a = this.attnSite.forward(this.dropAttnOut.forward(this.o.forward(ctx)), h, this.ln1);
     const f = this.down.forward(this.act(this.up.forward(a)));
     return this.ffnSite.forward(this.drop.forward(f), a, this.ln2);
@@ -145,6 +150,19 @@ export class BertModel extends Module {
     const list = enc.registerModule('layer', new Module());
     for (let i = 0; i < cfg.numLayers; i++) this.layers.push(list.registerModule(String(i), new BertLayer(cfg, i)));
     if (cfg.addPooler) this.pooler = this.registerModule('pooler', new Module()).registerModule('dense', new Linear(cfg.hiddenSize, cfg.hiddenSize));
+    this.prefixes = this.registerModule('prefix_tuning', new PrefixTuningPool());
+    this.prompts = this.registerModule('prompt_tuning', new PromptTuningPool());
+  }
+  prefixes: PrefixTuningPool;
+  prompts: PromptTuningPool;
+  prefixPool(): PrefixTuningPool {
+    return this.prefixes;
+  }
+  promptPool(): PromptTuningPool {
+    return this.prompts;
+  }
+  numHeads(): number {
+    return this.cfg.numHeads;
   }
   hiddenSize(): number {
     return this.cfg.hiddenSize;
@@ -155,7 +173,7 @@ export class BertModel extends Module {
   /** Hook sites per layer (LoRA targets: q/k/v, intermediate.dense, output.dense; two bottleneck sites). */
   adapterLayers(): LayerSites[] {
     return this.layers.map((l, i) => ({ index: i, q: l.q, k: l.k, v: l.v, intermediate: l.up, output: l.down,
-      attnBottleneck: l.attnSite, ffnBottleneck: l.ffnSite }));
+      attnBottleneck: l.attnSite, ffnBottleneck: l.ffnSite, prefix: l.prefixSite }));
   }
   forward(input: ForwardInput): ModelOutput {
     return scope(() => {
@@ -164,8 +182,9 @@ export class BertModel extends Module {
       const mask = asIds(input.attentionMask, 'attentionMask').t;
       const tt = asIds(input.tokenTypeIds, 'tokenTypeIds').t;
       const pos = asIds(input.positionIds, 'positionIds').t;
-      const keepKeys = keepMask(mask);
+      let keepKeys = keepMask(mask);
       let h = this.embeddings.forward(ids, tt, pos);
+      ({ h, keep: keepKeys } = this.prompts.apply(h, keepKeys));
       const hidden: Tensor[] = input.outputHiddenStates ? [h] : [];
       for (const layer of this.layers) {
         h = layer.forward(h, keepKeys);

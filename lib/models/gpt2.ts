@@ -7,6 +7,7 @@
  */
 import { Module } from '../nn/module.ts';
 import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
+import { PrefixSite, PrefixTuningPool } from '../adapters/methods/prefix_tuning.ts';
 import type { LayerSites } from '../adapters/context.ts';
 import { Dropout, Embedding, LayerNorm, Linear, activation } from '../nn/layers.ts';
 import { Tensor, tensor } from '../tensor.ts';
@@ -59,7 +60,7 @@ export function parseGPT2Config(c: HFConfig): GPT2Config {
 }
 
 class GPT2Attention extends Module {
-  qkv: Linear; o: Linear; attnDrop: Dropout; residDrop: Dropout;
+  qkv: Linear; o: Linear; attnDrop: Dropout; residDrop: Dropout; prefixSite: PrefixSite;
   constructor(readonly cfg: GPT2Config, readonly layerIdx: number) {
     super();
     const C = cfg.hiddenSize;
@@ -69,6 +70,7 @@ class GPT2Attention extends Module {
     this.residDrop = this.registerModule('resid_dropout', new Dropout(cfg.residDropout));
     this.qkv.site = 'attn.qkv';
     this.o.site = 'attn.o';
+    this.prefixSite = new PrefixSite(this, layerIdx);
   }
   /** h (B, T, C); past keys/values (B, H, P, D) or null. Returns the output and the full keys/values. */
   forward(h: Tensor, keepKeys: Tensor | null, past: { k: Tensor; v: Tensor } | null): { out: Tensor; k: Tensor; v: Tensor } {
@@ -86,9 +88,14 @@ class GPT2Attention extends Module {
     }
     let scale = this.cfg.scaleAttnWeights ? 1 / Math.sqrt(C / H) : 1;
     if (this.cfg.scaleByInverseLayerIdx) scale /= this.layerIdx + 1;
+    const pre = this.prefixSite.kv(h.shape[0]!, this.training);
+    if (pre && this.training && this.cfg.attnDropout > 0)
+      throw new ValueError('prefix tuning with attention dropout (attn_pdrop > 0) in training mode is not supported yet');
+    // prefix positions are always attended: the key-padding mask gets leading ones for them
+    const keep = pre && keepKeys ? ops.concat([ops.full([h.shape[0]!, pre.k.shape[2]!], 1, { dtype: 'bool' }), keepKeys], 1) : keepKeys;
     const ctx = this.training && this.cfg.attnDropout > 0
       ? attentionWithDropout(q, k, v, keepKeys, scale, this.attnDrop)
-      : ops.scaledDotProductAttention(q, k, v, { isCausal: true, keyPaddingMask: keepKeys, scale });
+      : ops.scaledDotProductAttention(q, k, v, { isCausal: true, keyPaddingMask: keep, scale, prefixK: pre?.k, prefixV: pre?.v });
     return { out: this.residDrop.forward(this.o.forward(mergeHeads(ctx))), k, v };
   }
 }
@@ -157,6 +164,14 @@ export class GPT2Model extends Module {
     const list = this.registerModule('h', new Module());
     for (let i = 0; i < cfg.numLayers; i++) this.layers.push(list.registerModule(String(i), new GPT2Block(cfg, i)));
     this.lnF = this.registerModule('ln_f', new LayerNorm(cfg.hiddenSize, cfg.eps));
+    this.prefixes = this.registerModule('prefix_tuning', new PrefixTuningPool());
+  }
+  prefixes: PrefixTuningPool;
+  prefixPool(): PrefixTuningPool {
+    return this.prefixes;
+  }
+  numHeads(): number {
+    return this.cfg.numHeads;
   }
   inputEmbeddings(): Tensor {
     return this.wte.weight;
@@ -167,7 +182,7 @@ export class GPT2Model extends Module {
   /** Hook sites: LoRA on the fused c_attn (q/k/v thirds), mlp.c_fc (intermediate), mlp.c_proj (output). */
   adapterLayers(): LayerSites[] {
     return this.layers.map((l, i) => ({ index: i, qkv: l.attn.qkv, intermediate: l.mlp.up, output: l.mlp.down,
-      attnBottleneck: l.attnSite, ffnBottleneck: l.ffnSite }));
+      attnBottleneck: l.attnSite, ffnBottleneck: l.ffnSite, prefix: l.attn.prefixSite }));
   }
   /**
    * inputIds (B, T); attentionMask (B, P+T) over cached and new tokens; positionIds (B, T), default

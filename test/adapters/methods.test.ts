@@ -12,7 +12,8 @@ const ref = path.join(path.resolve(root, process.env.ADAPTERS_SHARED ?? '../shar
 const have = fs.existsSync(path.join(ref, 'manifest.json'));
 
 // Methods implemented so far (others are listed in the README as not yet done).
-const IMPLEMENTED = new Set(['seq_bn', 'double_seq_bn', 'par_bn', 'scaled_par_bn', 'lora', 'lora_all', 'ia3', 'seq_bn_custom', 'union_lora_par_bn']);
+const IMPLEMENTED = new Set(['seq_bn', 'double_seq_bn', 'par_bn', 'scaled_par_bn', 'lora', 'lora_all', 'ia3', 'seq_bn_custom',
+  'union_lora_par_bn', 'prefix_tuning', 'prefix_tuning_flat', 'prefix_tuning_default', 'prompt_tuning', 'mam']);
 
 function maxDiff(a: Tensor, b: Tensor): number {
   const x = a.toArray() as Float32Array, y = b.toArray() as Float32Array;

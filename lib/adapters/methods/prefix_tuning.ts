@@ -1,0 +1,125 @@
+/**
+ * Prefix tuning (Li & Liang 2021, https://arxiv.org/abs/2101.00190) as in the Python Adapters library
+ * (`methods/prefix_tuning.py`). Per adapter, a pool module computes
+ *   kv = control_trans(wte(arange(P)))        (P, n_layers·2·H)   — MLP reparametrisation: Linear→tanh→Linear
+ *   or the flat parameter `control_trans` (P·n_layers·2·H) with `flat: true`,
+ * viewed as (P, n_layers·2, n_heads, head_dim); layer i takes chunk 2i as keys and 2i+1 as values, which the
+ * attention kernel prepends to the projected keys/values (always visible, no positions) without copying them.
+ * Names: the pool lives at the model level (`prefix_tuning.prefix_tunings.<name>.self_prefix.*`) and is
+ * referenced from every attention layer (`...attention.self.prefix_tuning.pool.prefix_tunings.<name>...`); the
+ * first alias (layer 0) is what namedParameters() lists, as PyTorch does.
+ */
+import { Module } from '../../nn/module.ts';
+import { Embedding, Linear, activation } from '../../nn/layers.ts';
+import { Tensor } from '../../tensor.ts';
+import * as ops from '../../ops/index.ts';
+import { noGrad } from '../../autograd/tape.ts';
+import { ValueError } from '../../errors.ts';
+import type { PrefixTuningConfig } from '../config.ts';
+import type { AdapterContext } from '../context.ts';
+
+/** One prefix of one adapter (`self_prefix`): the reparametrised keys/values for every layer. */
+export class PrefixTuning extends Module {
+  readonly P: number;
+  constructor(readonly cfg: PrefixTuningConfig, readonly nLayers: number, readonly nHeads: number, readonly hidden: number) {
+    super();
+    this.P = cfg.get('prefix_length') as number;
+    const out = nLayers * 2 * hidden;
+    if (cfg.get('flat')) {
+      this.registerParameter('control_trans', ops.randn([this.P * out]));
+    } else {
+      const bn = cfg.get('bottleneck_size') as number;
+      const wte = this.registerModule('wte', new Embedding(this.P, hidden));
+      const seq = this.registerModule('control_trans', new Module());
+      const l1 = seq.registerModule('0', new Linear(hidden, bn));
+      const l2 = seq.registerModule('2', new Linear(bn, out));
+      noGrad(() => {
+        wte.weight.copy_(ops.randn(wte.weight.shape));  // nn.Embedding default N(0, 1)
+        for (const l of [l1, l2]) {
+          const b = 1 / Math.sqrt(l.inFeatures);  // nn.Linear default (kaiming-uniform a=√5)
+          l.weight.copy_(ops.sub(ops.mul(ops.rand(l.weight.shape), 2 * b), b));
+          l.bias!.copy_(ops.sub(ops.mul(ops.rand([l.outFeatures]), 2 * b), b));
+        }
+      });
+    }
+  }
+  /** (P, n_layers·2·H) */
+  states(training: boolean): Tensor {
+    let kv: Tensor;
+    const flat = this.param('control_trans');
+    if (flat) kv = ops.reshape(flat, [this.P, -1]);
+    else {
+      const seq = this.child('control_trans')!;
+      const act = activation(this.cfg.get('non_linearity') as string);
+      const emb = (this.child('wte') as Embedding).weight;
+      kv = (seq.child('2') as Linear).forward(act((seq.child('0') as Linear).forward(emb)));
+    }
+    const p = this.cfg.get('dropout') as number;
+    return training && p > 0 ? ops.dropout(kv, p) : kv;
+  }
+  /** Keys and values for `layer`, each (B, n_heads, P, head_dim). */
+  layerKV(layer: number, batch: number, training: boolean): { k: Tensor; v: Tensor } {
+    const kv = this.states(training);
+    const H = this.hidden, nh = this.nHeads, hd = H / nh;
+    const pick = (j: number) => {
+      const cols = ops.slice(kv, 1, j * H, (j + 1) * H);                  // (P, H)
+      const heads = ops.permute(ops.reshape(cols, [this.P, nh, hd]), [1, 0, 2]);  // (nh, P, hd)
+      return ops.expand(ops.unsqueeze(heads, 0), [batch, nh, this.P, hd]);
+    };
+    return { k: pick(2 * layer), v: pick(2 * layer + 1) };
+  }
+}
+
+/** The model-level pool (`prefix_tuning`): `prefix_tunings.<name>.self_prefix`. */
+export class PrefixTuningPool extends Module {
+  readonly groups = new Module();
+  constructor() {
+    super();
+    this.registerModule('prefix_tunings', this.groups);
+  }
+  add(name: string, cfg: PrefixTuningConfig, nLayers: number, nHeads: number, hidden: number): void {
+    const g = new Module();
+    g.registerModule('self_prefix', new PrefixTuning(cfg, nLayers, nHeads, hidden));
+    this.groups.registerModule(name, g);
+  }
+  remove(name: string): void {
+    this.groups.child(name)?.dispose();
+    this.groups.registerModule(name, null);
+  }
+  get(name: string): PrefixTuning | null {
+    return (this.groups.child(name)?.child('self_prefix') as PrefixTuning | null) ?? null;
+  }
+}
+
+/** Per attention layer: `prefix_tuning` (holding the pool alias); returns the active prefixes' keys/values. */
+export class PrefixSite {
+  readonly module = new Module();
+  ctx: AdapterContext | null = null;
+  /** Adapters with a prefix at this layer (leave_out excludes layers). */
+  readonly enabled = new Set<string>();
+  private pool: PrefixTuningPool | null = null;
+  constructor(parent: Module, readonly layer: number) {
+    parent.registerModule('prefix_tuning', this.module);
+  }
+  attach(pool: PrefixTuningPool): void {
+    if (this.pool) return;
+    this.pool = pool;
+    this.module.registerModule('pool', pool);
+  }
+  /** Prefix keys/values of the active prefix adapters (concatenated for a Stack, last first), or null. */
+  kv(batch: number, training: boolean): { k: Tensor; v: Tensor } | null {
+    if (!this.pool || !this.ctx) return null;
+    const names = this.ctx.activeAt(this.layer).filter((n) => this.enabled.has(n) && this.pool!.get(n));
+    if (!names.length) return null;
+    const parts = names.map((n) => this.pool!.get(n)!.layerKV(this.layer, batch, training));
+    if (parts.length === 1) return { k: parts[0]!.k.contiguous(), v: parts[0]!.v.contiguous() };
+    // Stack(a, b): [prefix_b, prefix_a, keys]
+    parts.reverse();
+    return { k: ops.concat(parts.map((p) => p.k), 2), v: ops.concat(parts.map((p) => p.v), 2) };
+  }
+}
+
+/** Refuses configs that prefix tuning can't honour on a model. */
+export function checkPrefixConfig(cfg: PrefixTuningConfig): void {
+  if (cfg.get('use_gating')) throw new ValueError('gated prefix tuning (UniPELT) is not implemented yet');
+}
