@@ -6,6 +6,9 @@
  * library's DistilBertAdapterModel keeps the base model under the `distilbert.` prefix.
  */
 import { Module } from '../nn/module.ts';
+import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
+import { PrefixSite, PrefixTuningPool } from '../adapters/methods/prefix_tuning.ts';
+import type { LayerSites } from '../adapters/context.ts';
 import { Dropout, Embedding, LayerNorm, Linear, activation } from '../nn/layers.ts';
 import { Tensor, tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
@@ -84,7 +87,8 @@ class DistilBertEmbeddings extends Module {
 export class DistilBertLayer extends Module {
   q: Linear; k: Linear; v: Linear; o: Linear; ln1: LayerNorm; up: Linear; down: Linear; ln2: LayerNorm;
   drop: Dropout; act: (x: Tensor) => Tensor;
-  constructor(readonly cfg: DistilBertConfig) {
+  attnSite: BottleneckSite; ffnSite: BottleneckSite; prefixSite: PrefixSite;
+  constructor(readonly cfg: DistilBertConfig, readonly index = 0) {
     super();
     const C = cfg.dim;
     const attn = this.registerModule('attention', new Module());
@@ -102,15 +106,21 @@ export class DistilBertLayer extends Module {
     this.q.site = 'attn.q'; this.k.site = 'attn.k'; this.v.site = 'attn.v'; this.o.site = 'attn.o';
     this.up.site = 'ffn.up'; this.down.site = 'ffn.down';
     this.act = activation(cfg.act);
+    // adapter sites (Python names): attention_adapters / output_adapters on the layer, prefix under attention
+    this.attnSite = new BottleneckSite(this.registerModule('attention_adapters', new Module()), index, 'mh');
+    this.ffnSite = new BottleneckSite(this.registerModule('output_adapters', new Module()), index, 'output');
+    this.prefixSite = new PrefixSite(attn, index);
   }
   forward(h: Tensor, keepKeys: Tensor | null): Tensor {
     const H = this.cfg.numHeads;
     const q = splitHeads(this.q.forward(h), H), k = splitHeads(this.k.forward(h), H), v = splitHeads(this.v.forward(h), H);
-    const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: keepKeys }));
+    const pre = this.prefixSite.kv(h.shape[0]!, this.training);
+    const keep = pre && keepKeys ? ops.concat([ops.full([h.shape[0]!, pre.k.shape[2]!], 1, { dtype: 'bool' }), keepKeys], 1) : keepKeys;
+    const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: keep, prefixK: pre?.k, prefixV: pre?.v }));
     // HF applies no dropout to out_lin's output, only inside the FFN (after lin2)
-    const a = this.ln1.forward(ops.add(this.o.forward(ctx), h));
+    const a = this.attnSite.forward(this.o.forward(ctx), h, this.ln1);
     const f = this.down.forward(this.act(this.up.forward(a)));
-    return this.ln2.forward(ops.add(this.drop.forward(f), a));
+    return this.ffnSite.forward(this.drop.forward(f), a, this.ln2);
   }
 }
 
@@ -122,10 +132,26 @@ export class DistilBertModel extends Module {
     super();
     this.embeddings = this.registerModule('embeddings', new DistilBertEmbeddings(cfg));
     const list = this.registerModule('transformer', new Module()).registerModule('layer', new Module());
-    for (let i = 0; i < cfg.numLayers; i++) this.layers.push(list.registerModule(String(i), new DistilBertLayer(cfg)));
+    for (let i = 0; i < cfg.numLayers; i++) this.layers.push(list.registerModule(String(i), new DistilBertLayer(cfg, i)));
+    this.prefixes = this.registerModule('prefix_tuning', new PrefixTuningPool('self'));
   }
+  prefixes: PrefixTuningPool;
   inputEmbeddings(): Tensor {
     return this.embeddings.word.weight;
+  }
+  hiddenSize(): number {
+    return this.cfg.dim;
+  }
+  numHeads(): number {
+    return this.cfg.numHeads;
+  }
+  prefixPool(): PrefixTuningPool {
+    return this.prefixes;
+  }
+  /** Hook sites: LoRA on q/k/v_lin, ffn.lin1 (intermediate), ffn.lin2 (output); bottlenecks on the layer. */
+  adapterLayers(): LayerSites[] {
+    return this.layers.map((l, i) => ({ index: i, q: l.q, k: l.k, v: l.v, intermediate: l.up, output: l.down,
+      attnBottleneck: l.attnSite, ffnBottleneck: l.ffnSite, prefix: l.prefixSite }));
   }
   forward(input: ForwardInput): ModelOutput {
     return scope(() => {

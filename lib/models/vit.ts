@@ -6,6 +6,9 @@
  * ViTAdapterModel keeps the base model under the `vit.` prefix. Input: ForwardInput.pixelValues (B, C, H, W).
  */
 import { Module } from '../nn/module.ts';
+import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
+import { PrefixSite, PrefixTuningPool } from '../adapters/methods/prefix_tuning.ts';
+import type { LayerSites } from '../adapters/context.ts';
 import { Dropout, LayerNorm, Linear, activation } from '../nn/layers.ts';
 import { Tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
@@ -119,7 +122,8 @@ class ViTEmbeddings extends Module {
 export class ViTLayer extends Module {
   q: Linear; k: Linear; v: Linear; o: Linear; ln1: LayerNorm; up: Linear; down: Linear; ln2: LayerNorm;
   dropAttn: Dropout; dropOut: Dropout; act: (x: Tensor) => Tensor;
-  constructor(readonly cfg: ViTConfig) {
+  attnSite: BottleneckSite; ffnSite: BottleneckSite; prefixSite: PrefixSite;
+  constructor(readonly cfg: ViTConfig, readonly index = 0) {
     super();
     const C = cfg.hiddenSize;
     this.ln1 = this.registerModule('layernorm_before', new LayerNorm(C, cfg.eps));
@@ -140,20 +144,41 @@ export class ViTLayer extends Module {
     this.q.site = 'attn.q'; this.k.site = 'attn.k'; this.v.site = 'attn.v'; this.o.site = 'attn.o';
     this.up.site = 'ffn.up'; this.down.site = 'ffn.down';
     this.act = activation(cfg.act);
+    // adapter sites (Python names): `attention_adapters` on the layer, `output.output_adapters` after the FFN
+    // (pre-LN: called without a layer norm), prefix under attention.attention
+    this.attnSite = new BottleneckSite(this.registerModule('attention_adapters', new Module()), index, 'mh');
+    this.ffnSite = new BottleneckSite(out.registerModule('output_adapters', new Module()), index, 'output');
+    this.prefixSite = new PrefixSite(self, index);
   }
   forward(h: Tensor): Tensor {
     const H = this.cfg.numHeads;
     const x = this.ln1.forward(h);
     const q = splitHeads(this.q.forward(x), H), k = splitHeads(this.k.forward(x), H), v = splitHeads(this.v.forward(x), H);
-    const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v));
-    const a = ops.add(this.dropAttn.forward(this.o.forward(ctx)), h);
+    const pre = this.prefixSite.kv(h.shape[0]!, this.training);
+    const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { prefixK: pre?.k, prefixV: pre?.v }));
+    const a = this.attnSite.forward(this.dropAttn.forward(this.o.forward(ctx)), h, null);
     const f = this.down.forward(this.act(this.up.forward(this.ln2.forward(a))));
-    return ops.add(this.dropOut.forward(f), a);
+    return this.ffnSite.forward(this.dropOut.forward(f), a, null);
   }
 }
 
 /** The ViT encoder (HF `ViTModel`); parameter names without the model prefix. */
 export class ViTModel extends Module {
+  prefixes: PrefixTuningPool;
+  hiddenSize(): number {
+    return this.cfg.hiddenSize;
+  }
+  numHeads(): number {
+    return this.cfg.numHeads;
+  }
+  prefixPool(): PrefixTuningPool {
+    return this.prefixes;
+  }
+  /** Hook sites: LoRA on query/key/value, intermediate.dense, output.dense; two bottleneck sites; prefix. */
+  adapterLayers(): LayerSites[] {
+    return this.layers.map((l, i) => ({ index: i, q: l.q, k: l.k, v: l.v, intermediate: l.up, output: l.down,
+      attnBottleneck: l.attnSite, ffnBottleneck: l.ffnSite, prefix: l.prefixSite }));
+  }
   embeddings: ViTEmbeddings;
   layers: ViTLayer[] = [];
   layernorm: LayerNorm;
@@ -163,10 +188,11 @@ export class ViTModel extends Module {
     super();
     this.embeddings = this.registerModule('embeddings', new ViTEmbeddings(cfg));
     const list = this.registerModule('encoder', new Module()).registerModule('layer', new Module());
-    for (let i = 0; i < cfg.numLayers; i++) this.layers.push(list.registerModule(String(i), new ViTLayer(cfg)));
+    for (let i = 0; i < cfg.numLayers; i++) this.layers.push(list.registerModule(String(i), new ViTLayer(cfg, i)));
     this.layernorm = this.registerModule('layernorm', new LayerNorm(cfg.hiddenSize, cfg.eps));
     if (cfg.addPooler) this.pooler = this.registerModule('pooler', new Module()).registerModule('dense', new Linear(cfg.hiddenSize, cfg.poolerSize));
     this.poolerAct = activation(cfg.poolerAct);
+    this.prefixes = this.registerModule('prefix_tuning', new PrefixTuningPool());
   }
   forward(input: ForwardInput): ModelOutput {
     return scope(() => {

@@ -17,6 +17,11 @@
 //        f32    : converts to f32 and calls sgemm
 // Transposes are absorbed by the packing routines. Edge tiles are zero-padded in the packed panels and
 // written back with masks (or through a small buffer), so nothing outside A, B, C is ever touched.
+// GCC 12 reports false "may be used uninitialized" warnings from inside its AVX-512 intrinsic headers (the
+// _mm512_undefined_* pass-through operands of unpack / shuffle) once they are inlined into the transposes
+// below; the pragma has to precede the headers to cover those locations.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 #include "gemm.h"
 
 #include <cpuid.h>
@@ -29,6 +34,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <thread>
 #include <vector>
 
 #include "../threadpool.h"
@@ -1099,8 +1105,14 @@ void gemm_run<B16Amx>(const Args<uint16_t>& g) {
   parallel_run(nth, [&](int tid, int nt) {
     const int64_t p0 = np * tid / nt, p1 = np * (tid + 1) / nt;
     if (p1 > p0) pack_b_amx(g.transB, g.B, g.ldb, 0, g.K, p0 * 32, std::min(g.N, p1 * 32) - p0 * 32, Bp + p0 * 32 * kcp);
+    // spin barrier (yielding after a while, in case the pool has more threads than free cores)
     arrived.fetch_add(1, std::memory_order_acq_rel);
-    while (arrived.load(std::memory_order_acquire) < nt) _mm_pause();
+    for (int spins = 0; arrived.load(std::memory_order_acquire) < nt; spins++) {
+      if (spins < 2000)
+        _mm_pause();
+      else
+        std::this_thread::yield();
+    }
     // split rows unless that leaves a thread clearly more work than splitting columns
     const bool split_m = cdiv(mt, nt) * np <= cdiv(np, nt) * mt;
     int64_t m0 = 0, m1 = g.M, n0 = 0, n1 = g.N;

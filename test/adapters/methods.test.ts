@@ -116,13 +116,20 @@ const tiny: Record<string, Record<string, unknown>> = {
   bert: { model_type: 'bert', vocab_size: 50, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 },
   gpt2: { model_type: 'gpt2', vocab_size: 50, n_embd: 16, n_layer: 2, n_head: 2, n_positions: 32, resid_pdrop: 0, embd_pdrop: 0, attn_pdrop: 0 },
   llama: { model_type: 'llama', vocab_size: 50, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 32 },
+  roberta: { model_type: 'roberta', vocab_size: 50, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32, pad_token_id: 1, max_position_embeddings: 40, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 },
+  distilbert: { model_type: 'distilbert', vocab_size: 50, dim: 16, n_layers: 2, n_heads: 2, hidden_dim: 32, dropout: 0, attention_dropout: 0 },
+  vit: { model_type: 'vit', hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32, image_size: 8, patch_size: 4, num_channels: 3, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 },
 };
+// prefix tuning exists on every architecture above but LLaMA (GQA prefixes are not implemented yet)
+const prefixArchs = new Set(['bert', 'gpt2', 'roberta', 'distilbert', 'vit']);
 const identityInit = ['lora', 'ia3', 'par_bn', 'lora[intermediate_lora=True, output_lora=True]'];
 const allMethods = ['seq_bn', 'double_seq_bn', 'par_bn', 'scaled_par_bn', 'lora', 'ia3', 'lora|par_bn'];
 for (const [arch, cfg] of Object.entries(tiny)) {
   const ids = [[1, 5, 7, 9, 11, 3], [4, 8, 2, 6, 10, 12]];
+  const pixels = arch === 'vit' ? ops.randn([2, 3, 8, 8], { seed: 9 }) : null;
+  const input = () => (pixels ? { pixelValues: pixels } : { inputIds: ids });
   const run = (m: ReturnType<typeof AutoAdapterModel.fromConfig>) =>
-    scope(() => Array.from(noGrad(() => m.forward({ inputIds: ids }).lastHiddenState).toArray() as Float32Array));
+    scope(() => Array.from(noGrad(() => m.forward(input()).lastHiddenState).toArray() as Float32Array));
   const close = (a: number[], b: number[], tol = 1e-5) => a.length === b.length && a.every((v, i) => Math.abs(v - b[i]!) <= tol);
   for (const method of identityInit)
     test(`${arch} ${method}: a fresh adapter with identity init leaves the output unchanged`, (t) => {
@@ -132,7 +139,7 @@ for (const [arch, cfg] of Object.entries(tiny)) {
       t.true(close(run(m), base));
       m.dispose();
     });
-  for (const method of allMethods)
+  for (const method of [...allMethods, ...(prefixArchs.has(arch) ? ['prefix_tuning[bottleneck_size=8, prefix_length=3]', 'prefix_tuning_flat[prefix_length=2]'] : [])])
     test(`${arch} ${method}: only adapter parameters train; delete restores the base; merge equals unmerged`, (t) => {
       const m = AutoAdapterModel.fromConfig(cfg, { seed: 2 }).eval();
       const base = run(m);
@@ -141,7 +148,7 @@ for (const [arch, cfg] of Object.entries(tiny)) {
       noGrad(() => { for (const [k, p] of m.namedParameters()) if (k.includes('.x.')) p.copy_(ops.add(p, ops.randn(p.shape, { std: 0.1, seed: k.length }))); });
       m.trainAdapter('x');
       scope(() => {
-        const h = m.forward({ inputIds: ids }).lastHiddenState;
+        const h = m.forward(input()).lastHiddenState;
         ops.sum(ops.mul(h, h)).backward();
       });
       for (const [k, p] of m.namedParameters()) {

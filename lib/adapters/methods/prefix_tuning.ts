@@ -73,13 +73,14 @@ export class PrefixTuning extends Module {
 /** The model-level pool (`prefix_tuning`): `prefix_tunings.<name>.self_prefix`. */
 export class PrefixTuningPool extends Module {
   readonly groups = new Module();
-  constructor() {
+  /** @param location the key of the self-attention prefix: 'self_prefix' (most models) or 'self' (DistilBERT) */
+  constructor(readonly location = 'self_prefix') {
     super();
     this.registerModule('prefix_tunings', this.groups);
   }
   add(name: string, cfg: PrefixTuningConfig, nLayers: number, nHeads: number, hidden: number): void {
     const g = new Module();
-    g.registerModule('self_prefix', new PrefixTuning(cfg, nLayers, nHeads, hidden));
+    g.registerModule(this.location, new PrefixTuning(cfg, nLayers, nHeads, hidden));
     this.groups.registerModule(name, g);
   }
   remove(name: string): void {
@@ -87,7 +88,7 @@ export class PrefixTuningPool extends Module {
     this.groups.registerModule(name, null);
   }
   get(name: string): PrefixTuning | null {
-    return (this.groups.child(name)?.child('self_prefix') as PrefixTuning | null) ?? null;
+    return (this.groups.child(name)?.child(this.location) as PrefixTuning | null) ?? null;
   }
 }
 
