@@ -9,6 +9,7 @@
  */
 import { Module } from '../nn/module.ts';
 import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
+import { PrefixSite, PrefixTuningPool } from '../adapters/methods/prefix_tuning.ts';
 import type { LayerSites } from '../adapters/context.ts';
 import { Embedding, Linear, RMSNorm, activation } from '../nn/layers.ts';
 import { Tensor, tensor } from '../tensor.ts';
@@ -158,10 +159,11 @@ function windowMask(window: number, P: number, Tq: number): Tensor | null {
 }
 
 class LlamaAttention extends Module {
-  q: Linear; k: Linear; v: Linear; o: Linear;
-  constructor(readonly cfg: LlamaConfig) {
+  q: Linear; k: Linear; v: Linear; o: Linear; prefixSite: PrefixSite;
+  constructor(readonly cfg: LlamaConfig, index = 0) {
     super();
     const { hiddenSize: C, numHeads: H, numKvHeads: Hkv, headDim: D } = cfg;
+    this.prefixSite = new PrefixSite(this, index);
     this.q = this.registerModule('q_proj', new Linear(C, H * D, { bias: cfg.qkvBias }));
     this.k = this.registerModule('k_proj', new Linear(C, Hkv * D, { bias: cfg.qkvBias }));
     this.v = this.registerModule('v_proj', new Linear(C, Hkv * D, { bias: cfg.qkvBias }));
@@ -182,8 +184,23 @@ class LlamaAttention extends Module {
       k = ops.concat([past.k, k], 2);
       v = ops.concat([past.v, v], 2);
     }
-    // GQA: the kernel maps query head h to key/value head h / (H / Hkv), like HF's repeat_kv
-    const ctx = ops.scaledDotProductAttention(q, k, v, { isCausal: true, keyPaddingMask: keepKeys, mask });
+    const pre = this.prefixSite.kv(h.shape[0]!, this.training);
+    if (!pre) {
+      // GQA: the kernel maps query head h to key/value head h / (H / Hkv), like HF's repeat_kv
+      const ctx = ops.scaledDotProductAttention(q, k, v, { isCausal: true, keyPaddingMask: keepKeys, mask });
+      return { out: this.o.forward(mergeHeads(ctx)), k, v };
+    }
+    // Prefix tuning: the Python library prepends prefixes after repeat_kv, so they have all H heads; the
+    // keys/values are repeated to H heads here and the prefix positions are always attended.
+    const B = h.shape[0]!, P = pre.k.shape[2]!;
+    const rep = (x: Tensor) => {
+      if (H === Hkv) return x;
+      const [b, hk, t, d] = x.shape as [number, number, number, number];
+      return ops.reshape(ops.expand(ops.unsqueeze(x, 2), [b, hk, H / hk, t, d]), [b, H, t, d]);
+    };
+    const keep = keepKeys ? ops.concat([ops.full([B, P], 1, { dtype: 'bool' }), keepKeys], 1) : null;
+    const m = mask ? ops.concat([ops.zeros([...mask.shape.slice(0, -1), P]), mask], -1) : null;
+    const ctx = ops.scaledDotProductAttention(q, rep(k), rep(v), { isCausal: true, keyPaddingMask: keep, mask: m, prefixK: pre.k, prefixV: pre.v });
     return { out: this.o.forward(mergeHeads(ctx)), k, v };
   }
 }
@@ -210,7 +227,7 @@ export class LlamaDecoderLayer extends Module {
   attnSite: BottleneckSite; ffnSite: BottleneckSite;
   constructor(cfg: LlamaConfig, index = 0) {
     super();
-    this.attn = this.registerModule('self_attn', new LlamaAttention(cfg));
+    this.attn = this.registerModule('self_attn', new LlamaAttention(cfg, index));
     this.mlp = this.registerModule('mlp', new LlamaMLP(cfg));
     this.ln1 = this.registerModule('input_layernorm', new RMSNorm(cfg.hiddenSize, cfg.eps));
     this.ln2 = this.registerModule('post_attention_layernorm', new RMSNorm(cfg.hiddenSize, cfg.eps));
@@ -239,6 +256,7 @@ export class LlamaModel extends Module {
     for (let i = 0; i < cfg.numLayers; i++) this.layers.push(list.registerModule(String(i), new LlamaDecoderLayer(cfg, i)));
     this.norm = this.registerModule('norm', new RMSNorm(cfg.hiddenSize, cfg.eps));
     this.invFreq = ropeInvFreq(cfg.headDim, cfg.ropeTheta, cfg.ropeScaling);
+    this.prefixes = this.registerModule('prefix_tuning', new PrefixTuningPool());
   }
   inputEmbeddings(): Tensor {
     return this.embed.weight;
@@ -249,7 +267,14 @@ export class LlamaModel extends Module {
   /** Hook sites. As in the Python library, `intermediate_lora` wraps mlp.down_proj and `output_lora` mlp.up_proj. */
   adapterLayers(): LayerSites[] {
     return this.layers.map((l, i) => ({ index: i, q: l.attn.q, k: l.attn.k, v: l.attn.v, intermediate: l.mlp.down, output: l.mlp.up,
-      attnBottleneck: l.attnSite, ffnBottleneck: l.ffnSite }));
+      attnBottleneck: l.attnSite, ffnBottleneck: l.ffnSite, prefix: l.attn.prefixSite }));
+  }
+  prefixes!: PrefixTuningPool;
+  prefixPool(): PrefixTuningPool {
+    return this.prefixes;
+  }
+  numHeads(): number {
+    return this.cfg.numHeads;
   }
   /**
    * inputIds (B, T); attentionMask (B, P+T) over cached and new tokens; positionIds (B, T), default

@@ -120,8 +120,7 @@ const tiny: Record<string, Record<string, unknown>> = {
   distilbert: { model_type: 'distilbert', vocab_size: 50, dim: 16, n_layers: 2, n_heads: 2, hidden_dim: 32, dropout: 0, attention_dropout: 0 },
   vit: { model_type: 'vit', hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32, image_size: 8, patch_size: 4, num_channels: 3, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 },
 };
-// prefix tuning exists on every architecture above but LLaMA (GQA prefixes are not implemented yet)
-const prefixArchs = new Set(['bert', 'gpt2', 'roberta', 'distilbert', 'vit']);
+const prefixArchs = new Set(['bert', 'gpt2', 'roberta', 'distilbert', 'vit', 'llama']);
 const identityInit = ['lora', 'ia3', 'par_bn', 'lora[intermediate_lora=True, output_lora=True]'];
 const allMethods = ['seq_bn', 'double_seq_bn', 'par_bn', 'scaled_par_bn', 'lora', 'ia3', 'lora|par_bn'];
 for (const [arch, cfg] of Object.entries(tiny)) {
