@@ -44,6 +44,8 @@ export interface AdaptableModel {
   numHeads?(): number;
   /** The model-level prefix pool (`prefix_tuning`), when the architecture supports prefix tuning. */
   prefixPool?(): import('./methods/prefix_tuning.ts').PrefixTuningPool;
+  /** Model-level `invertible_adapters` (NICE blocks on the embedding output). */
+  invertibleAdapters?(): import('./methods/invertible.ts').InvertibleAdapters;
   /** The prompt-tuning pool (`prompt_tuning`), when the architecture supports prompt tuning. */
   promptPool?(): import('./methods/prompt_tuning.ts').PromptTuningPool;
 }

@@ -14,6 +14,7 @@ import { noGrad } from '../autograd/tape.ts';
 import { FormatError, IOError, ValueError } from '../errors.ts';
 import { AdapterConfig, BnConfig, ConfigUnion, LoRAConfig, PrefixTuningConfig, PromptTuningConfig, type ConfigDict } from './config.ts';
 import { checkPrefixConfig } from './methods/prefix_tuning.ts';
+import { SharedParameters } from './methods/phm.ts';
 import { AdapterContext, type AdaptableModel, type LayerSites } from './context.ts';
 import { LoRAHost, mergeInto, unmerge } from './methods/lora.ts';
 import { readSafetensorsHeader, readTensor } from '../io/safetensors.ts';
@@ -22,7 +23,7 @@ import { loadTorchBin } from '../io/torch_bin.ts';
 /** Substrings that mark a parameter as belonging to adapter `name` (the Python library's filter). */
 export function adapterKeyPatterns(name: string): string[] {
   return [`_adapters.${name}.`, `.adapters.${name}.`, `.prefix_tunings.${name}.`, `.prefix_gates.${name}.`, `.loras.${name}.`,
-    `.refts.${name}.`, `.prompt_tunings.${name}.`, `invertible_adapters.${name}.`];
+    `.refts.${name}.`, `.prompt_tunings.${name}.`, `invertible_adapters.${name}.`, `.shared_parameters.${name}.`];
 }
 export function isAdapterKey(key: string, name: string): boolean {
   const k = `.${key}`;
@@ -55,6 +56,14 @@ export class AdapterManager {
     }
     const pp = model.base.promptPool?.();
     if (pp) pp.ctx = this.ctx;
+    const inv = model.base.invertibleAdapters?.();
+    if (inv) inv.ctx = this.ctx;
+  }
+  /** `shared_parameters` on the base model (Compacter's shared PHM rules), created on first use. */
+  private shared(): SharedParameters {
+    let s = this.model.base.child('shared_parameters') as SharedParameters | null;
+    if (!s) s = this.model.base.registerModule('shared_parameters', new SharedParameters());
+    return s;
   }
 
   private layers(): LayerSites[] {
@@ -94,12 +103,18 @@ export class AdapterManager {
   private addPart(name: string, c: AdapterConfig, hidden: number): void {
     const leave = new Set(c.leaveOut);
     if (c instanceof BnConfig) {
+      if (c.get('phm_layer')) this.shared().add(name, c);
+      const rule = () => this.shared().rule(name);
       for (const l of this.layers()) {
         if (leave.has(l.index)) continue;
-        if (c.get('mh_adapter') && l.attnBottleneck) l.attnBottleneck.add(name, c, hidden);
-        if (c.get('output_adapter') && l.ffnBottleneck) l.ffnBottleneck.add(name, c, hidden);
+        if (c.get('mh_adapter') && l.attnBottleneck) l.attnBottleneck.add(name, c, hidden, rule);
+        if (c.get('output_adapter') && l.ffnBottleneck) l.ffnBottleneck.add(name, c, hidden, rule);
       }
-      if (c.get('inv_adapter')) throw new ValueError(`invertible adapters (inv_adapter='${c.get('inv_adapter')}') are not implemented yet`);
+      if (c.get('inv_adapter')) {
+        const inv = this.model.base.invertibleAdapters?.();
+        if (!inv) throw new ValueError(`invertible adapters are not supported for ${String(this.model.config.model_type)}`);
+        inv.add(name, c, hidden);
+      }
       return;
     }
     if (c instanceof LoRAConfig) {
@@ -159,6 +174,8 @@ export class AdapterManager {
       l.prefix?.enabled.delete(name);
     }
     this.model.base.prefixPool?.().remove(name);
+    this.model.base.invertibleAdapters?.().remove(name);
+    (this.model.base.child('shared_parameters') as SharedParameters | null)?.remove(name);
     this.model.base.promptPool?.().remove(name);
     for (const h of this.hosts.values()) {
       unmerge(h, name);
@@ -276,7 +293,8 @@ export class AdapterManager {
           loaded.add(key);
         }
       });
-      const missing = [...own.keys()].filter((k) => !loaded.has(k));
+      // Compacter's shared PHM rule is never saved by the Python library: like it, keep the fresh random rule
+      const missing = [...own.keys()].filter((k) => !loaded.has(k) && !k.includes('.shared_parameters.'));
       if (missing.length) {
         this.delete(name);
         throw new FormatError(`${file}: missing weights for adapter '${name}': ${missing.slice(0, 6).join(', ')}${missing.length > 6 ? ', ...' : ''}`);

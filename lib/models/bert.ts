@@ -13,6 +13,7 @@ import { ValueError } from '../errors.ts';
 import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
 import { PrefixSite, PrefixTuningPool } from '../adapters/methods/prefix_tuning.ts';
 import { PromptTuningPool } from '../adapters/methods/prompt_tuning.ts';
+import { InvertibleAdapters } from '../adapters/methods/invertible.ts';
 import type { LayerSites } from '../adapters/context.ts';
 import { tensor } from '../tensor.ts';
 
@@ -152,6 +153,11 @@ export class BertModel extends Module {
     if (cfg.addPooler) this.pooler = this.registerModule('pooler', new Module()).registerModule('dense', new Linear(cfg.hiddenSize, cfg.hiddenSize));
     this.prefixes = this.registerModule('prefix_tuning', new PrefixTuningPool());
     this.prompts = this.registerModule('prompt_tuning', new PromptTuningPool());
+    this.invertible = this.registerModule('invertible_adapters', new InvertibleAdapters());
+  }
+  invertible: InvertibleAdapters;
+  invertibleAdapters(): InvertibleAdapters {
+    return this.invertible;
   }
   prefixes: PrefixTuningPool;
   prompts: PromptTuningPool;
@@ -183,7 +189,7 @@ export class BertModel extends Module {
       const tt = asIds(input.tokenTypeIds, 'tokenTypeIds').t;
       const pos = asIds(input.positionIds, 'positionIds').t;
       let keepKeys = keepMask(mask);
-      let h = this.embeddings.forward(ids, tt, pos);
+      let h = this.invertible.apply(this.embeddings.forward(ids, tt, pos));
       ({ h, keep: keepKeys } = this.prompts.apply(h, keepKeys));
       const hidden: Tensor[] = input.outputHiddenStates ? [h] : [];
       for (const layer of this.layers) {

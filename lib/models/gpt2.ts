@@ -8,6 +8,7 @@
 import { Module } from '../nn/module.ts';
 import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
 import { PrefixSite, PrefixTuningPool } from '../adapters/methods/prefix_tuning.ts';
+import { InvertibleAdapters } from '../adapters/methods/invertible.ts';
 import type { LayerSites } from '../adapters/context.ts';
 import { Dropout, Embedding, LayerNorm, Linear, activation } from '../nn/layers.ts';
 import { Tensor, tensor } from '../tensor.ts';
@@ -165,6 +166,11 @@ export class GPT2Model extends Module {
     for (let i = 0; i < cfg.numLayers; i++) this.layers.push(list.registerModule(String(i), new GPT2Block(cfg, i)));
     this.lnF = this.registerModule('ln_f', new LayerNorm(cfg.hiddenSize, cfg.eps));
     this.prefixes = this.registerModule('prefix_tuning', new PrefixTuningPool());
+    this.invertible = this.registerModule('invertible_adapters', new InvertibleAdapters());
+  }
+  invertible: InvertibleAdapters;
+  invertibleAdapters(): InvertibleAdapters {
+    return this.invertible;
   }
   prefixes: PrefixTuningPool;
   prefixPool(): PrefixTuningPool {
@@ -204,7 +210,7 @@ export class GPT2Model extends Module {
         throw new ShapeError(`GPT-2 forward: attentionMask [${mask.shape}] must be [B, past + T] = [${B}, ${P + T}]`);
       const pos = asIds(input.positionIds, 'positionIds').t ?? ops.unsqueeze(ops.arange(P, P + T), 0);
       const keepKeys = keepMask(mask);
-      let h = this.drop.forward(ops.add(this.wte.forward(ids), this.wpe.forward(pos)));
+      let h = this.invertible.apply(this.drop.forward(ops.add(this.wte.forward(ids), this.wpe.forward(pos))));
       const hidden: Tensor[] = [];
       const cache: KVCache['layers'] = [];
       this.layers.forEach((layer, i) => {

@@ -10,6 +10,7 @@
 import { Module } from '../nn/module.ts';
 import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
 import { PrefixSite, PrefixTuningPool } from '../adapters/methods/prefix_tuning.ts';
+import { InvertibleAdapters } from '../adapters/methods/invertible.ts';
 import type { LayerSites } from '../adapters/context.ts';
 import { Embedding, Linear, RMSNorm, activation } from '../nn/layers.ts';
 import { Tensor, tensor } from '../tensor.ts';
@@ -257,6 +258,7 @@ export class LlamaModel extends Module {
     this.norm = this.registerModule('norm', new RMSNorm(cfg.hiddenSize, cfg.eps));
     this.invFreq = ropeInvFreq(cfg.headDim, cfg.ropeTheta, cfg.ropeScaling);
     this.prefixes = this.registerModule('prefix_tuning', new PrefixTuningPool());
+    this.invertible = this.registerModule('invertible_adapters', new InvertibleAdapters());
   }
   inputEmbeddings(): Tensor {
     return this.embed.weight;
@@ -270,6 +272,10 @@ export class LlamaModel extends Module {
       attnBottleneck: l.attnSite, ffnBottleneck: l.ffnSite, prefix: l.attn.prefixSite }));
   }
   prefixes!: PrefixTuningPool;
+  invertible!: InvertibleAdapters;
+  invertibleAdapters(): InvertibleAdapters {
+    return this.invertible;
+  }
   prefixPool(): PrefixTuningPool {
     return this.prefixes;
   }
@@ -295,7 +301,7 @@ export class LlamaModel extends Module {
         throw new ShapeError(`${this.cfg.modelType} forward: attentionMask [${mask.shape}] must be [B, past + T] = [${B}, ${P + T}]`);
       const keepKeys = keepMask(mask);
 
-      let h = this.embed.forward(ids);
+      let h = this.invertible.apply(this.embed.forward(ids));
       const pos = asIds(input.positionIds, 'positionIds').t;
       if (pos && pos.shape.join() !== `${B},${T}` && pos.shape.join() !== `1,${T}`)
         throw new ShapeError(`${this.cfg.modelType} forward: positionIds [${pos.shape}] must be [B, T] = [${B}, ${T}]`);

@@ -18,6 +18,7 @@ import * as ops from '../../ops/index.ts';
 import { noGrad } from '../../autograd/tape.ts';
 import { ValueError } from '../../errors.ts';
 import type { BnConfig } from '../config.ts';
+import { PHMLinear } from './phm.ts';
 import type { AdapterContext } from '../context.ts';
 
 /** transformers' get_activation names used by adapter configs. */
@@ -28,16 +29,20 @@ function adapterActivation(name: string): (x: Tensor) => Tensor {
   return activation(n);
 }
 
+interface Proj extends Module {
+  forward(x: Tensor): Tensor;
+}
+
 export class BottleneckAdapter extends Module {
-  readonly down: Linear;
-  readonly up: Linear;
+  readonly down: Proj;
+  readonly up: Proj;
   readonly lnBefore: LayerNorm | null = null;
   readonly lnAfter: LayerNorm | null = null;
   readonly act: (x: Tensor) => Tensor;
   readonly isParallel: boolean;
-  constructor(readonly cfg: BnConfig, readonly hidden: number, readonly bottleneck: number) {
+  constructor(readonly cfg: BnConfig, readonly hidden: number, readonly bottleneck: number, sharedRule: () => Tensor | null = () => null) {
     super();
-    if (cfg.get('phm_layer')) throw new ValueError('PHM (Compacter) bottlenecks are not implemented yet');
+    const phm = cfg.get('phm_layer') as boolean;
     if (cfg.get('stochastic_depth') as number > 0) throw new ValueError('stochastic_depth (Adapter+) is not implemented yet');
     this.isParallel = cfg.get('is_parallel') as boolean;
     this.act = adapterActivation(cfg.get('non_linearity') as string);
@@ -47,28 +52,29 @@ export class BottleneckAdapter extends Module {
       this.lnBefore = downSeq.registerModule(String(i++), new LayerNorm(hidden, 1e-5));
       this.registerModule('adapter_norm_before', this.lnBefore);  // same module, second name (as in Python)
     }
-    this.down = downSeq.registerModule(String(i), new Linear(hidden, bottleneck));
-    this.up = this.registerModule('adapter_up', new Linear(bottleneck, hidden));
+    this.down = downSeq.registerModule(String(i), phm ? new PHMLinear(hidden, bottleneck, cfg, sharedRule) : new Linear(hidden, bottleneck));
+    this.up = this.registerModule('adapter_up', phm ? new PHMLinear(bottleneck, hidden, cfg, sharedRule) : new Linear(bottleneck, hidden));
     if (cfg.get('ln_after')) this.lnAfter = this.registerModule('adapter_norm_after', new LayerNorm(hidden, 1e-5));
     const sc = cfg.get('scaling');
     if (sc === 'learned') this.registerParameter('scaling', ops.ones([1]));
     else if (sc === 'channel') this.registerParameter('scaling', ops.ones([hidden]));
     if (cfg.get('use_gating')) this.registerModule('gate', new Linear(hidden, 1));
-    this.init(cfg.get('init_weights') as string);
+    if (!phm) this.init(cfg.get('init_weights') as string);
   }
 
   private init(kind: string): void {
     noGrad(() => {
-      const lin = [this.down, this.up, ...(this.child('gate') ? [this.child('gate') as Linear] : [])];
+      const down = this.down as Linear, up = this.up as Linear;
+      const lin = [down, up, ...(this.child('gate') ? [this.child('gate') as Linear] : [])];
       if (kind === 'bert') {
         for (const l of lin) { l.weight.copy_(ops.randn(l.weight.shape, { std: 0.02 })); l.bias?.copy_(ops.zeros([1])); }
       } else if (kind === 'mam_adapter') {
         // kaiming-uniform(a=√5) down, zero up (the adapter starts as the identity)
         const b = 1 / Math.sqrt(this.hidden);
-        this.down.weight.copy_(ops.sub(ops.mul(ops.rand(this.down.weight.shape), 2 * b), b));
-        this.down.bias?.copy_(ops.sub(ops.mul(ops.rand([this.bottleneck]), 2 * b), b));
-        this.up.weight.copy_(ops.zeros([1]));
-        this.up.bias?.copy_(ops.zeros([1]));
+        down.weight.copy_(ops.sub(ops.mul(ops.rand(down.weight.shape), 2 * b), b));
+        down.bias?.copy_(ops.sub(ops.mul(ops.rand([this.bottleneck]), 2 * b), b));
+        up.weight.copy_(ops.zeros([1]));
+        up.bias?.copy_(ops.zeros([1]));
       } else if (kind === 'houlsby') {
         for (const l of lin) { l.weight.copy_(ops.clamp(ops.randn(l.weight.shape, { std: 1e-2 }), -2e-2, 2e-2)); l.bias?.copy_(ops.zeros([1])); }
       }
@@ -131,8 +137,8 @@ export class BottleneckSite {
   constructor(parent: Module, readonly layer: number, readonly kind: 'mh' | 'output') {
     parent.registerModule('adapters', this.container);
   }
-  add(name: string, cfg: BnConfig, hidden: number): void {
-    this.container.registerModule(name, new BottleneckAdapter(cfg, hidden, cfg.bottleneckSize(hidden, this.layer)));
+  add(name: string, cfg: BnConfig, hidden: number, sharedRule: () => Tensor | null = () => null): void {
+    this.container.registerModule(name, new BottleneckAdapter(cfg, hidden, cfg.bottleneckSize(hidden, this.layer), sharedRule));
   }
   remove(name: string): void {
     this.container.child(name)?.dispose();
