@@ -34,6 +34,8 @@ export interface LayerSites {
   ffnBottleneck?: import('./methods/bottleneck.ts').BottleneckSite;
   /** Prefix-tuning site of the self-attention. */
   prefix?: import('./methods/prefix_tuning.ts').PrefixSite;
+  /** ReFT site on the layer output. */
+  reft?: import('./methods/reft.ts').ReftSite;
 }
 
 /** A base model that exposes hook sites. */

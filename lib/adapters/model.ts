@@ -12,7 +12,7 @@ import type { Module } from '../nn/module.ts';
 import { Tensor } from '../tensor.ts';
 import { noGrad } from '../autograd/tape.ts';
 import { FormatError, IOError, ValueError } from '../errors.ts';
-import { AdapterConfig, BnConfig, ConfigUnion, LoRAConfig, PrefixTuningConfig, PromptTuningConfig, type ConfigDict } from './config.ts';
+import { AdapterConfig, BnConfig, ConfigUnion, LoRAConfig, PrefixTuningConfig, PromptTuningConfig, ReftConfig, type ConfigDict } from './config.ts';
 import { checkPrefixConfig } from './methods/prefix_tuning.ts';
 import { SharedParameters } from './methods/phm.ts';
 import { AdapterContext, type AdaptableModel, type LayerSites } from './context.ts';
@@ -53,6 +53,7 @@ export class AdapterManager {
     for (const l of this.layers()) {
       for (const s of [l.attnBottleneck, l.ffnBottleneck]) if (s) s.ctx = this.ctx;
       if (l.prefix) l.prefix.ctx = this.ctx;
+      if (l.reft) l.reft.ctx = this.ctx;
     }
     const pp = model.base.promptPool?.();
     if (pp) pp.ctx = this.ctx;
@@ -152,6 +153,12 @@ export class AdapterManager {
       for (const l of layers) if (!leave.has(l.index)) l.prefix?.enabled.add(name);
       return;
     }
+    if (c instanceof ReftConfig) {
+      const layers = this.layers();
+      if (!layers.some((l) => l.reft)) throw new ValueError(`ReFT is not supported for ${String(this.model.config.model_type)} yet`);
+      for (const l of layers) l.reft?.add(name, c, hidden, c.subtractProjection);
+      return;
+    }
     if (c instanceof PromptTuningConfig) {
       const pool = this.model.base.promptPool?.();
       if (!pool)
@@ -172,6 +179,7 @@ export class AdapterManager {
       l.attnBottleneck?.remove(name);
       l.ffnBottleneck?.remove(name);
       l.prefix?.enabled.delete(name);
+      l.reft?.remove(name);
     }
     this.model.base.prefixPool?.().remove(name);
     this.model.base.invertibleAdapters?.().remove(name);
@@ -251,7 +259,7 @@ export class AdapterManager {
    * Loads an adapter saved by the Python library or by saveAdapter: `adapter_config.json` + `adapter.safetensors`
    * (preferred) or `pytorch_adapter.bin`. Weight names may carry the flex-head prefix or not.
    */
-  load(dir: string, opts: { loadAs?: string; setActive?: boolean } = {}): string {
+  load(dir: string, opts: { loadAs?: string; setActive?: boolean; config?: AdapterConfig | string } = {}): string {
     const cfgFile = path.join(dir, 'adapter_config.json');
     let meta: { config?: ConfigDict; name?: string; version?: string };
     try {
@@ -263,6 +271,12 @@ export class AdapterManager {
     const savedName = typeof meta.name === 'string' ? meta.name : 'adapter';
     const name = opts.loadAs ?? savedName;
     let cfg = AdapterConfig.fromDict(meta.config);
+    // An explicit config (class) wins over the saved dict: needed e.g. for DiReFT, whose defining class
+    // attribute (subtract_projection = False) is not serialized by the Python library (FORMATS §3.3).
+    if (opts.config) {
+      const want = AdapterConfig.load(opts.config);
+      cfg = want instanceof ConfigUnion ? want : new (want.constructor as new (o: ConfigDict) => AdapterConfig)(stripArch(meta.config));
+    }
     cfg = applyVersionCompat(cfg, meta.version);
     const st = path.join(dir, 'adapter.safetensors'), bin = path.join(dir, 'pytorch_adapter.bin');
     let weights: Map<string, Tensor>;
@@ -278,6 +292,7 @@ export class AdapterManager {
     try {
       this.add(name, cfg, { overwriteOk: false });
       const own = new Map(this.params(name));
+      const ownBuffers = new Map(this.model.namedBuffers().filter(([k]) => isAdapterKey(k, name)));
       const prefix = `${this.model.spec.prefix}.`;
       const loaded = new Set<string>();
       noGrad(() => {
@@ -285,7 +300,7 @@ export class AdapterManager {
           let k = k0.startsWith(prefix) ? k0.slice(prefix.length) : k0;
           if (name !== savedName) for (const p of adapterKeyPatterns(savedName)) k = k.split(p).join(p.replace(`${savedName}.`, `${name}.`));
           const key = prefix + k;
-          const dst = own.get(key);
+          const dst = own.get(key) ?? ownBuffers.get(key);
           if (!dst) continue;
           if (dst.shape.join() !== t.shape.join())
             throw new FormatError(`${file}: '${k0}' has shape [${t.shape}] but the model expects [${dst.shape}]`);
@@ -305,6 +320,12 @@ export class AdapterManager {
     if (opts.setActive) this.setActive([name]);
     return name;
   }
+}
+
+function stripArch(d: ConfigDict): ConfigDict {
+  const r = { ...d };
+  delete r.architecture;
+  return r;
 }
 
 /** Compatibility rules of the Python library for adapters saved by older versions. */

@@ -84,7 +84,7 @@ export class AdapterModel extends Module {
     this.adapters.reset();
   }
   /** Loads an adapter folder (adapter_config.json + adapter.safetensors or pytorch_adapter.bin); returns its name. */
-  loadAdapter(dir: string, opts: { loadAs?: string; setActive?: boolean } = {}): string {
+  loadAdapter(dir: string, opts: { loadAs?: string; setActive?: boolean; config?: AdapterConfig | string } = {}): string {
     return this.adapters.load(dir, opts);
   }
   get modelType(): string {

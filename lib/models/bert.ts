@@ -14,6 +14,7 @@ import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
 import { PrefixSite, PrefixTuningPool } from '../adapters/methods/prefix_tuning.ts';
 import { PromptTuningPool } from '../adapters/methods/prompt_tuning.ts';
 import { InvertibleAdapters } from '../adapters/methods/invertible.ts';
+import { ReftSite } from '../adapters/methods/reft.ts';
 import type { LayerSites } from '../adapters/context.ts';
 import { tensor } from '../tensor.ts';
 
@@ -100,7 +101,7 @@ function tensorI64(data: BigInt64Array, shape: number[]): Tensor {
 export class BertLayer extends Module {
   q: Linear; k: Linear; v: Linear; o: Linear; ln1: LayerNorm; up: Linear; down: Linear; ln2: LayerNorm;
   drop: Dropout; dropAttnOut: Dropout; act: (x: Tensor) => Tensor;
-  attnSite: BottleneckSite; ffnSite: BottleneckSite; prefixSite: PrefixSite;
+  attnSite: BottleneckSite; ffnSite: BottleneckSite; prefixSite: PrefixSite; reftSite: ReftSite;
   constructor(readonly cfg: BertConfig, readonly index = 0) {
     super();
     const C = cfg.hiddenSize;
@@ -121,6 +122,7 @@ export class BertLayer extends Module {
     // bottleneck adapter sites: `attention.output.adapters.*` and `output.adapters.*` (Python names)
     this.attnSite = new BottleneckSite(ao, index, 'mh');
     this.prefixSite = new PrefixSite(self, index);
+    this.reftSite = new ReftSite(this, index);
     this.ffnSite = new BottleneckSite(out, index, 'output');
     // dropout has no parameters; registered so that train()/eval() reach it
     this.drop = out.registerModule('dropout', new Dropout(cfg.dropout));
@@ -135,7 +137,7 @@ export class BertLayer extends Module {
     const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: keep, prefixK: pre?.k, prefixV: pre?.v }));
     const a = this.attnSite.forward(this.dropAttnOut.forward(this.o.forward(ctx)), h, this.ln1);
     const f = this.down.forward(this.act(this.up.forward(a)));
-    return this.ffnSite.forward(this.drop.forward(f), a, this.ln2);
+    return this.reftSite.apply(this.ffnSite.forward(this.drop.forward(f), a, this.ln2), this.training);
   }
 }
 
@@ -179,7 +181,7 @@ export class BertModel extends Module {
   /** Hook sites per layer (LoRA targets: q/k/v, intermediate.dense, output.dense; two bottleneck sites). */
   adapterLayers(): LayerSites[] {
     return this.layers.map((l, i) => ({ index: i, q: l.q, k: l.k, v: l.v, intermediate: l.up, output: l.down,
-      attnBottleneck: l.attnSite, ffnBottleneck: l.ffnSite, prefix: l.prefixSite }));
+      attnBottleneck: l.attnSite, ffnBottleneck: l.ffnSite, prefix: l.prefixSite, reft: l.reftSite }));
   }
   forward(input: ForwardInput): ModelOutput {
     return scope(() => {

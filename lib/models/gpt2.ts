@@ -9,6 +9,7 @@ import { Module } from '../nn/module.ts';
 import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
 import { PrefixSite, PrefixTuningPool } from '../adapters/methods/prefix_tuning.ts';
 import { InvertibleAdapters } from '../adapters/methods/invertible.ts';
+import { ReftSite } from '../adapters/methods/reft.ts';
 import type { LayerSites } from '../adapters/context.ts';
 import { Dropout, Embedding, LayerNorm, Linear, activation } from '../nn/layers.ts';
 import { Tensor, tensor } from '../tensor.ts';
@@ -146,11 +147,13 @@ export class GPT2Block extends Module {
     // bottleneck sites `attention_adapters.adapters.*` / `output_adapters.adapters.*` (pre-LN: no layer norm)
     this.attnSite = new BottleneckSite(this.registerModule('attention_adapters', new Module()), layerIdx, 'mh');
     this.ffnSite = new BottleneckSite(this.registerModule('output_adapters', new Module()), layerIdx, 'output');
+    this.reftSite = new ReftSite(this, layerIdx);
   }
+  reftSite: ReftSite;
   forward(h: Tensor, keepKeys: Tensor | null, past: { k: Tensor; v: Tensor } | null): { h: Tensor; k: Tensor; v: Tensor } {
     const a = this.attn.forward(this.ln1.forward(h), keepKeys, past);
     const h1 = this.attnSite.forward(a.out, h, null);
-    return { h: this.ffnSite.forward(this.mlp.forward(this.ln2.forward(h1)), h1, null), k: a.k, v: a.v };
+    return { h: this.reftSite.apply(this.ffnSite.forward(this.mlp.forward(this.ln2.forward(h1)), h1, null), this.training), k: a.k, v: a.v };
   }
 }
 
@@ -188,7 +191,7 @@ export class GPT2Model extends Module {
   /** Hook sites: LoRA on the fused c_attn (q/k/v thirds), mlp.c_fc (intermediate), mlp.c_proj (output). */
   adapterLayers(): LayerSites[] {
     return this.layers.map((l, i) => ({ index: i, qkv: l.attn.qkv, intermediate: l.mlp.up, output: l.mlp.down,
-      attnBottleneck: l.attnSite, ffnBottleneck: l.ffnSite, prefix: l.attn.prefixSite }));
+      attnBottleneck: l.attnSite, ffnBottleneck: l.ffnSite, prefix: l.attn.prefixSite, reft: l.reftSite }));
   }
   /**
    * inputIds (B, T); attentionMask (B, P+T) over cached and new tokens; positionIds (B, T), default

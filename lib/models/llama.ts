@@ -11,6 +11,7 @@ import { Module } from '../nn/module.ts';
 import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
 import { PrefixSite, PrefixTuningPool } from '../adapters/methods/prefix_tuning.ts';
 import { InvertibleAdapters } from '../adapters/methods/invertible.ts';
+import { ReftSite } from '../adapters/methods/reft.ts';
 import type { LayerSites } from '../adapters/context.ts';
 import { Embedding, Linear, RMSNorm, activation } from '../nn/layers.ts';
 import { Tensor, tensor } from '../tensor.ts';
@@ -234,12 +235,14 @@ export class LlamaDecoderLayer extends Module {
     this.ln2 = this.registerModule('post_attention_layernorm', new RMSNorm(cfg.hiddenSize, cfg.eps));
     this.attnSite = new BottleneckSite(this.registerModule('attention_adapters', new Module()), index, 'mh');
     this.ffnSite = new BottleneckSite(this.registerModule('output_adapters', new Module()), index, 'output');
+    this.reftSite = new ReftSite(this, index);
   }
+  reftSite: ReftSite;
   forward(h: Tensor, rot: { cos: Tensor; sin: Tensor }, keepKeys: Tensor | null, mask: Tensor | null,
     past: { k: Tensor; v: Tensor } | null): { h: Tensor; k: Tensor; v: Tensor } {
     const a = this.attn.forward(this.ln1.forward(h), rot, keepKeys, mask, past);
     const h1 = this.attnSite.forward(a.out, h, null);
-    return { h: this.ffnSite.forward(this.mlp.forward(this.ln2.forward(h1)), h1, null), k: a.k, v: a.v };
+    return { h: this.reftSite.apply(this.ffnSite.forward(this.mlp.forward(this.ln2.forward(h1)), h1, null), this.training), k: a.k, v: a.v };
   }
 }
 
@@ -269,7 +272,7 @@ export class LlamaModel extends Module {
   /** Hook sites. As in the Python library, `intermediate_lora` wraps mlp.down_proj and `output_lora` mlp.up_proj. */
   adapterLayers(): LayerSites[] {
     return this.layers.map((l, i) => ({ index: i, q: l.attn.q, k: l.attn.k, v: l.attn.v, intermediate: l.mlp.down, output: l.mlp.up,
-      attnBottleneck: l.attnSite, ffnBottleneck: l.ffnSite, prefix: l.attn.prefixSite }));
+      attnBottleneck: l.attnSite, ffnBottleneck: l.ffnSite, prefix: l.attn.prefixSite, reft: l.reftSite }));
   }
   prefixes!: PrefixTuningPool;
   invertible!: InvertibleAdapters;
