@@ -150,7 +150,11 @@ export class AdapterManager {
       if (!pool || !layers.some((l) => l.prefix)) throw new ValueError(`prefix tuning is not supported for ${String(this.model.config.model_type)} yet`);
       for (const l of layers) l.prefix?.attach(pool);  // layer aliases first: they name the parameters, as in PyTorch
       pool.add(name, c, layers.length, this.model.base.numHeads!(), hidden);
-      for (const l of layers) if (!leave.has(l.index)) l.prefix?.enabled.add(name);
+      for (const l of layers)
+        if (!leave.has(l.index) && l.prefix) {
+          l.prefix.enabled.add(name);
+          if (c.get('use_gating')) l.prefix.addGate(name, hidden, c.get('shared_gating') as boolean);
+        }
       return;
     }
     if (c instanceof ReftConfig) {
@@ -179,6 +183,7 @@ export class AdapterManager {
       l.attnBottleneck?.remove(name);
       l.ffnBottleneck?.remove(name);
       l.prefix?.enabled.delete(name);
+      l.prefix?.removeGate(name);
       l.reft?.remove(name);
     }
     this.model.base.prefixPool?.().remove(name);

@@ -114,7 +114,7 @@ export class DistilBertLayer extends Module {
   forward(h: Tensor, keepKeys: Tensor | null): Tensor {
     const H = this.cfg.numHeads;
     const q = splitHeads(this.q.forward(h), H), k = splitHeads(this.k.forward(h), H), v = splitHeads(this.v.forward(h), H);
-    const pre = this.prefixSite.kv(h.shape[0]!, this.training);
+    const pre = this.prefixSite.kv(h.shape[0]!, this.training, h);
     const keep = pre && keepKeys ? ops.concat([ops.full([h.shape[0]!, pre.k.shape[2]!], 1, { dtype: 'bool' }), keepKeys], 1) : keepKeys;
     const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: keep, prefixK: pre?.k, prefixV: pre?.v }));
     // HF applies no dropout to out_lin's output, only inside the FFN (after lin2)

@@ -90,7 +90,7 @@ class GPT2Attention extends Module {
     }
     let scale = this.cfg.scaleAttnWeights ? 1 / Math.sqrt(C / H) : 1;
     if (this.cfg.scaleByInverseLayerIdx) scale /= this.layerIdx + 1;
-    const pre = this.prefixSite.kv(h.shape[0]!, this.training);
+    const pre = this.prefixSite.kv(h.shape[0]!, this.training, h);
     if (pre && this.training && this.cfg.attnDropout > 0)
       throw new ValueError('prefix tuning with attention dropout (attn_pdrop > 0) in training mode is not supported yet');
     // prefix positions are always attended: the key-padding mask gets leading ones for them

@@ -186,7 +186,7 @@ class LlamaAttention extends Module {
       k = ops.concat([past.k, k], 2);
       v = ops.concat([past.v, v], 2);
     }
-    const pre = this.prefixSite.kv(h.shape[0]!, this.training);
+    const pre = this.prefixSite.kv(h.shape[0]!, this.training, h);
     if (!pre) {
       // GQA: the kernel maps query head h to key/value head h / (H / Hkv), like HF's repeat_kv
       const ctx = ops.scaledDotProductAttention(q, k, v, { isCausal: true, keyPaddingMask: keepKeys, mask });

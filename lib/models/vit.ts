@@ -154,7 +154,7 @@ export class ViTLayer extends Module {
     const H = this.cfg.numHeads;
     const x = this.ln1.forward(h);
     const q = splitHeads(this.q.forward(x), H), k = splitHeads(this.k.forward(x), H), v = splitHeads(this.v.forward(x), H);
-    const pre = this.prefixSite.kv(h.shape[0]!, this.training);
+    const pre = this.prefixSite.kv(h.shape[0]!, this.training, x);
     const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { prefixK: pre?.k, prefixV: pre?.v }));
     const a = this.attnSite.forward(this.dropAttn.forward(this.o.forward(ctx)), h, null);
     const f = this.down.forward(this.act(this.up.forward(this.ln2.forward(a))));

@@ -14,7 +14,7 @@ const have = fs.existsSync(path.join(ref, 'manifest.json'));
 // Methods implemented so far (others are listed in the README as not yet done).
 const IMPLEMENTED = new Set(['seq_bn', 'double_seq_bn', 'par_bn', 'scaled_par_bn', 'lora', 'lora_all', 'ia3', 'seq_bn_custom',
   'union_lora_par_bn', 'prefix_tuning', 'prefix_tuning_flat', 'prefix_tuning_default', 'prompt_tuning', 'mam', 'seq_bn_inv', 'double_seq_bn_inv',
-  'compacter', 'compacter++', 'loreft', 'noreft', 'direft']);
+  'compacter', 'compacter++', 'loreft', 'noreft', 'direft', 'unipelt']);
 
 function maxDiff(a: Tensor, b: Tensor): number {
   const x = a.toArray() as Float32Array, y = b.toArray() as Float32Array;

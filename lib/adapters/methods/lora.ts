@@ -43,40 +43,40 @@ export class LoRAModule extends Module {
       this.registerParameter('lora_B', ops.ones([part * n, 1]));
     }
     if (this.useGating) {
-      const g = this.registerModule('gate', new Linear(inF, 1));
+      // one gate per fused block (GPT-2's c_attn), as LoRAMergedLinear's gating_heads
+      const g = this.registerModule('gate', new Linear(inF, fusedParts ? fusedParts.length : 1));
       noGrad(() => g.weight.copy_(ops.randn(g.weight.shape, { std: 0.02 })));
     }
   }
 
-  /** The per-row gate (B, 1, 1) when gating, else null. */
+  /** The per-row gate (B, 1, heads) when gating, else null. */
   private gate(x: Tensor): Tensor | null {
     if (!this.useGating) return null;
-    const g = ops.sigmoid((this.child('gate') as Linear).forward(x));  // (B, T, 1)
-    return ops.unsqueeze(ops.mean(g, 1), -1);                          // (B, 1, 1)
+    const g = ops.sigmoid((this.child('gate') as Linear).forward(x));  // (B, T, heads)
+    return ops.unsqueeze(ops.mean(g, 1), 1);                           // (B, 1, heads)
   }
 
   /** Low-rank delta (..., out) for input x (..., in) ('add' mode). */
   delta(x: Tensor, training: boolean): Tensor {
     const A = this.param('lora_A')!, B = this.param('lora_B')!;
     const xin = training && this.dropoutP > 0 ? ops.dropout(x, this.dropoutP) : x;
-    let d: Tensor;
-    if (!this.fusedParts) d = ops.linear(ops.linear(xin, A), B);
-    else {
-      const r = this.cfg.r, part = this.outF / 3, n = this.fusedParts.length;
-      const pieces: Tensor[] = [];
-      let blk = 0;
-      for (let third = 0; third < 3; third++) {
-        if (this.fusedParts.includes(third)) {
-          const a = ops.slice(A, 0, blk * r, (blk + 1) * r), b = ops.slice(B, 0, blk * part, (blk + 1) * part);
-          pieces.push(ops.linear(ops.linear(xin, a), b));
-          blk++;
-        } else pieces.push(ops.zeros([...x.shape.slice(0, -1), part], { dtype: x.dtype }));
-      }
-      void n;
-      d = ops.concat(pieces, -1);
-    }
     const g = this.gate(x);
-    return g ? ops.mul(d, g) : ops.mul(d, this.scaling);
+    if (!this.fusedParts) {
+      const d = ops.linear(ops.linear(xin, A), B);
+      return g ? ops.mul(d, g) : ops.mul(d, this.scaling);
+    }
+    const r = this.cfg.r, part = this.outF / 3;
+    const pieces: Tensor[] = [];
+    let blk = 0;
+    for (let third = 0; third < 3; third++) {
+      if (this.fusedParts.includes(third)) {
+        const a = ops.slice(A, 0, blk * r, (blk + 1) * r), b = ops.slice(B, 0, blk * part, (blk + 1) * part);
+        const d = ops.linear(ops.linear(xin, a), b);
+        pieces.push(g ? ops.mul(d, ops.slice(g, -1, blk, blk + 1)) : ops.mul(d, this.scaling));
+        blk++;
+      } else pieces.push(ops.zeros([...x.shape.slice(0, -1), part], { dtype: x.dtype }));
+    }
+    return ops.concat(pieces, -1);
   }
 
   /** (IA)³ per-channel scale vector (out) ('scale' mode). */

@@ -107,12 +107,35 @@ export class PrefixSite {
     this.pool = pool;
     this.module.registerModule('pool', pool);
   }
-  /** Prefix keys/values of the active prefix adapters (concatenated for a Stack, last first), or null. */
-  kv(batch: number, training: boolean): { k: Tensor; v: Tensor } | null {
+  private gates: Module | null = null;
+  /** UniPELT's prefix gate: Linear(H, 1) (shared by keys and values) or Linear(H, 2). */
+  addGate(name: string, hidden: number, shared: boolean): void {
+    if (!this.gates) this.gates = this.module.registerModule('prefix_gates', new Module());
+    const g = this.gates.registerModule(name, new Linear(hidden, shared ? 1 : 2));
+    noGrad(() => { g.weight.copy_(ops.randn(g.weight.shape, { std: 0.02 })); g.bias!.copy_(ops.zeros([1])); });
+  }
+  removeGate(name: string): void {
+    if (!this.gates?.child(name)) return;
+    this.gates.child(name)!.dispose();
+    this.gates.registerModule(name, null);
+  }
+  /**
+   * Prefix keys/values of the active prefix adapters (concatenated for a Stack, last first), or null.
+   * `x` (B, T, H) is the attention input, used by gated prefixes: keys/values × mean_T sigmoid(gate(x)).
+   */
+  kv(batch: number, training: boolean, x?: Tensor): { k: Tensor; v: Tensor } | null {
     if (!this.pool || !this.ctx) return null;
     const names = this.ctx.activeAt(this.layer).filter((n) => this.enabled.has(n) && this.pool!.get(n));
     if (!names.length) return null;
-    const parts = names.map((n) => this.pool!.get(n)!.layerKV(this.layer, batch, training));
+    const parts = names.map((n) => {
+      const kv = this.pool!.get(n)!.layerKV(this.layer, batch, training);
+      const gate = this.gates?.child(n) as Linear | null | undefined;
+      if (!gate || !x) return kv;
+      const g = ops.mean(ops.sigmoid(gate.forward(x)), 1);                  // (B, 1 or 2)
+      const gk = ops.reshape(ops.slice(g, 1, 0, 1), [batch, 1, 1, 1]);
+      const gv = ops.reshape(ops.slice(g, 1, g.shape[1]! - 1), [batch, 1, 1, 1]);
+      return { k: ops.mul(kv.k, gk), v: ops.mul(kv.v, gv) };
+    });
     if (parts.length === 1) return { k: parts[0]!.k.contiguous(), v: parts[0]!.v.contiguous() };
     // Stack(a, b): [prefix_b, prefix_a, keys]
     parts.reverse();
@@ -122,5 +145,5 @@ export class PrefixSite {
 
 /** Refuses configs that prefix tuning can't honour on a model. */
 export function checkPrefixConfig(cfg: PrefixTuningConfig): void {
-  if (cfg.get('use_gating')) throw new ValueError('gated prefix tuning (UniPELT) is not implemented yet');
+  if (!(cfg.get('prefix_length') as number > 0)) throw new ValueError('prefix_length must be positive');
 }
