@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Module } from '../nn/module.ts';
-import { Tensor } from '../tensor.ts';
+import { Tensor, tensor } from '../tensor.ts';
 import { noGrad } from '../autograd/tape.ts';
 import { FormatError, IOError, ValueError } from '../errors.ts';
 import { AdapterConfig, BnConfig, ConfigUnion, LoRAConfig, PrefixTuningConfig, PromptTuningConfig, ReftConfig, type ConfigDict } from './config.ts';
@@ -250,6 +250,69 @@ export class AdapterManager {
     return rows;
   }
 
+  /**
+   * averageAdapter: a new adapter whose parameters combine existing ones (task arithmetic; negative weights
+   * allowed). Weights are normalised to sum 1 unless normalizeWeights is false. LoRA strategies: 'linear'
+   * (A and B averaged), 'lora_linear_only_negate_b' (A with |w|, B with w), 'lora_delta_w_svd' (Σ w·BA split
+   * back into rank-svdRank factors by SVD). Everything else is averaged linearly.
+   */
+  average(name: string, adapters: string[], opts: { weights?: number[]; normalizeWeights?: boolean; overwriteOk?: boolean;
+    setActive?: boolean; combineStrategy?: 'linear' | 'lora_linear_only_negate_b' | 'lora_delta_w_svd'; svdRank?: number } = {}): void {
+    if (!adapters.length) throw new ValueError('averageAdapter: no adapters to average');
+    for (const a of adapters) if (!this.has(a)) throw new ValueError(`No adapter with name '${a}' was found.`);
+    const first = this.ctx.configs.get(adapters[0]!)!;
+    for (const a of adapters.slice(1))
+      if (JSON.stringify(this.ctx.configs.get(a)!.toDict()) !== JSON.stringify(first.toDict()))
+        throw new ValueError(`averageAdapter: adapters must share one config; '${a}' differs from '${adapters[0]}'`);
+    let w = opts.weights ?? adapters.map(() => 1 / adapters.length);
+    if (w.length !== adapters.length) throw new ValueError(`averageAdapter: ${w.length} weights for ${adapters.length} adapters`);
+    if (opts.normalizeWeights ?? true) {
+      const sum = w.reduce((a, b) => a + b, 0);
+      if (sum === 0) throw new ValueError('averageAdapter: weights sum to 0 and cannot be normalised');
+      w = w.map((x) => x / sum);
+    }
+    const strategy = opts.combineStrategy ?? 'linear';
+    if (!['linear', 'lora_linear_only_negate_b', 'lora_delta_w_svd'].includes(strategy))
+      throw new ValueError(`The combine_strategy '${strategy}' is not supported.`);
+    const isLora = first instanceof LoRAConfig || (first instanceof ConfigUnion && first.configs.some((c) => c instanceof LoRAConfig));
+    if (strategy !== 'linear' && !isLora) throw new ValueError(`combine_strategy '${strategy}' applies to LoRA adapters only`);
+    let cfg = first;
+    if (strategy === 'lora_delta_w_svd') {
+      if (!opts.svdRank) throw new ValueError("svd_rank must be set when using 'lora_delta_w_svd'.");
+      if ([...this.hosts.values()].some((h) => h.get(adapters[0]!)?.fusedParts))
+        throw new ValueError("This model specifically does not support 'lora_delta_w_svd' as a merging method (fused qkv LoRA).");
+      cfg = first.replace({ r: opts.svdRank });
+    }
+    this.add(name, cfg, { overwriteOk: opts.overwriteOk });
+    const all = new Map(this.model.namedParameters());
+    noGrad(() => {
+      for (const [k, p] of this.params(name)) {
+        const isA = /\.lora_A$/.test(k), isB = /\.lora_B$/.test(k);
+        if (strategy === 'lora_delta_w_svd' && (isA || isB)) continue;  // done per module below
+        let acc: Tensor | null = null;
+        adapters.forEach((src, i) => {
+          const srcKey = renameAdapterKey(k, name, src);
+          const t = all.get(srcKey);
+          if (!t) throw new ValueError(`averageAdapter: '${src}' has no parameter ${srcKey}`);
+          const wi = strategy === 'lora_linear_only_negate_b' && isA ? Math.abs(w[i]!) : w[i]!;
+          const term = t.mul(wi);
+          acc = acc ? acc.add(term) : term;
+        });
+        p.copy_(acc!);
+      }
+      if (strategy === 'lora_delta_w_svd')
+        for (const h of this.hosts.values()) {
+          const target = h.get(name);
+          if (!target) continue;
+          const mods = adapters.map((a) => h.get(a)!);
+          const { A, B } = svdAverage(mods.map((m) => [m.param('lora_A')!, m.param('lora_B')!]), w, opts.svdRank!);
+          target.param('lora_A')!.copy_(A);
+          target.param('lora_B')!.copy_(B);
+        }
+    });
+    if (opts.setActive) this.setActive([name]);
+  }
+
   merge(name: string): void {
     if (!this.has(name)) throw new ValueError(`No adapter with name '${name}' was found.`);
     const hosts = [...this.hosts.values()].filter((h) => h.get(name));
@@ -325,6 +388,115 @@ export class AdapterManager {
     if (opts.setActive) this.setActive([name]);
     return name;
   }
+}
+
+/** The key of the same parameter in adapter `to` (only the adapter-name segment changes). */
+function renameAdapterKey(key: string, from: string, to: string): string {
+  let k = `.${key}`;
+  for (const p of adapterKeyPatterns(from)) k = k.split(p).join(p.replace(`${from}.`, `${to}.`));
+  return k.slice(1);
+}
+
+/**
+ * Σ_i w_i·B_i·A_i split into rank-r factors A (r, k), B (d, r) by SVD, computed exactly and cheaply from the
+ * low-rank structure: ΔW = Bs·As with Bs = [w_i B_i] (d×R), As = [A_i] (R×k); QR of both, SVD of the R×R core.
+ */
+function svdAverage(pairs: [Tensor, Tensor][], w: number[], rank: number): { A: Tensor; B: Tensor } {
+  const d = pairs[0]![1].shape[0]!, k = pairs[0]![0].shape[1]!;
+  const cols: Float64Array[] = [];  // columns of Bs (length d)
+  const rows: Float64Array[] = [];  // rows of As (length k)
+  pairs.forEach(([A, B], i) => {
+    const a = A.toArray() as Float32Array, b = B.toArray() as Float32Array, r = A.shape[0]!;
+    for (let j = 0; j < r; j++) {
+      cols.push(Float64Array.from({ length: d }, (_, x) => w[i]! * b[x * r + j]!));
+      rows.push(Float64Array.from(a.subarray(j * k, (j + 1) * k)));
+    }
+  });
+  const qb = qr(cols), qa = qr(rows);
+  const R = cols.length;
+  // core C = Rb · Raᵀ (R×R)
+  const C = Array.from({ length: R }, (_, i) => Float64Array.from({ length: R }, (_, j) => {
+    let s = 0;
+    for (let t = 0; t < R; t++) s += qb.R[i]![t]! * qa.R[j]![t]!;
+    return s;
+  }));
+  const { U, S, V } = jacobiSvd(C);
+  const order = S.map((v, i) => [v, i] as [number, number]).sort((x, y) => y[0] - x[0]).map(([, i]) => i);
+  const r = Math.min(rank, R);
+  const Aout = new Float32Array(rank * k), Bout = new Float32Array(d * rank);
+  for (let c = 0; c < r; c++) {
+    const j = order[c]!;
+    for (let x = 0; x < k; x++) {  // A row c = (Qa · V[:, j])ᵀ
+      let s = 0;
+      for (let t = 0; t < R; t++) s += qa.Q[t]![x]! * V[t]![j]!;
+      Aout[c * k + x] = s;
+    }
+    for (let x = 0; x < d; x++) {  // B column c = Qb · U[:, j] · S_j
+      let s = 0;
+      for (let t = 0; t < R; t++) s += qb.Q[t]![x]! * U[t]![j]!;
+      Bout[x * rank + c] = s * S[j]!;
+    }
+  }
+  return { A: tensor(Aout, [rank, k]), B: tensor(Bout, [d, rank]) };
+}
+
+/** Modified Gram–Schmidt on vectors v_0..v_{R-1}: Q (R orthonormal vectors, zero where dependent), R (R×R, upper). */
+function qr(vs: Float64Array[]): { Q: Float64Array[]; R: Float64Array[] } {
+  const n = vs.length;
+  const Q: Float64Array[] = [], Rm = Array.from({ length: n }, () => new Float64Array(n));
+  for (let j = 0; j < n; j++) {
+    const v = Float64Array.from(vs[j]!);
+    for (let i = 0; i < j; i++) {
+      let dot = 0;
+      for (let x = 0; x < v.length; x++) dot += Q[i]![x]! * v[x]!;
+      Rm[i]![j] = dot;
+      for (let x = 0; x < v.length; x++) v[x]! -= dot * Q[i]![x]!;
+    }
+    let nrm = 0;
+    for (let x = 0; x < v.length; x++) nrm += v[x]! * v[x]!;
+    nrm = Math.sqrt(nrm);
+    Rm[j]![j] = nrm;
+    if (nrm > 1e-300) for (let x = 0; x < v.length; x++) v[x]! /= nrm;
+    else v.fill(0);
+    Q.push(v);
+  }
+  return { Q, R: Rm };
+}
+
+/** One-sided Jacobi SVD of a small square matrix (rows as arrays): M = U·diag(S)·Vᵀ. */
+function jacobiSvd(M: Float64Array[]): { U: Float64Array[]; S: number[]; V: Float64Array[] } {
+  const n = M.length;
+  const A = M.map((r) => Float64Array.from(r));  // work on columns of A
+  const V = Array.from({ length: n }, (_, i) => Float64Array.from({ length: n }, (_, j) => (i === j ? 1 : 0)));
+  for (let sweep = 0; sweep < 60; sweep++) {
+    let off = 0;
+    for (let p = 0; p < n - 1; p++)
+      for (let q = p + 1; q < n; q++) {
+        let alpha = 0, beta = 0, gamma = 0;
+        for (let i = 0; i < n; i++) {
+          alpha += A[i]![p]! * A[i]![p]!;
+          beta += A[i]![q]! * A[i]![q]!;
+          gamma += A[i]![p]! * A[i]![q]!;
+        }
+        if (Math.abs(gamma) <= 1e-15 * Math.sqrt(alpha * beta) || gamma === 0) continue;
+        off = Math.max(off, Math.abs(gamma) / Math.sqrt(alpha * beta));
+        const zeta = (beta - alpha) / (2 * gamma);
+        const t = Math.sign(zeta || 1) / (Math.abs(zeta) + Math.sqrt(1 + zeta * zeta));
+        const c = 1 / Math.sqrt(1 + t * t), s = c * t;
+        for (let i = 0; i < n; i++) {
+          const ap = A[i]![p]!, aq = A[i]![q]!;
+          A[i]![p] = c * ap - s * aq;
+          A[i]![q] = s * ap + c * aq;
+          const vp = V[i]![p]!, vq = V[i]![q]!;
+          V[i]![p] = c * vp - s * vq;
+          V[i]![q] = s * vp + c * vq;
+        }
+      }
+    if (off < 1e-15) break;
+  }
+  const S = Array.from({ length: n }, (_, j) => Math.sqrt(A.reduce((acc, r) => acc + r[j]! * r[j]!, 0)));
+  const U = A.map((r) => Float64Array.from(r, (v, j) => (S[j]! > 1e-300 ? v / S[j]! : 0)));
+  return { U, S, V };
 }
 
 function stripArch(d: ConfigDict): ConfigDict {

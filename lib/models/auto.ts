@@ -79,6 +79,14 @@ export class AdapterModel extends Module {
   mergeAdapter(name: string): void {
     this.adapters.merge(name);
   }
+  /**
+   * Adds adapter `name` combining `adapters` (weights normalised to sum 1 by default; negative weights for
+   * task arithmetic). combineStrategy for LoRA: 'linear' | 'lora_linear_only_negate_b' | 'lora_delta_w_svd'.
+   */
+  averageAdapter(name: string, adapters: string[], opts: { weights?: number[]; normalizeWeights?: boolean; overwriteOk?: boolean;
+    setActive?: boolean; combineStrategy?: 'linear' | 'lora_linear_only_negate_b' | 'lora_delta_w_svd'; svdRank?: number } = {}): void {
+    this.adapters.average(name, adapters, opts);
+  }
   /** Undoes every merge. */
   resetAdapter(): void {
     this.adapters.reset();
