@@ -17,7 +17,10 @@ import { checkPrefixConfig } from './methods/prefix_tuning.ts';
 import { SharedParameters } from './methods/phm.ts';
 import { AdapterContext, type AdaptableModel, type LayerSites } from './context.ts';
 import { LoRAHost, mergeInto, unmerge } from './methods/lora.ts';
-import { readSafetensorsHeader, readTensor } from '../io/safetensors.ts';
+import { readSafetensorsHeader, readTensor, saveSafetensors } from '../io/safetensors.ts';
+import * as ops from '../ops/index.ts';
+import type { DType } from '../tensor.ts';
+import { PrefixTuning } from './methods/prefix_tuning.ts';
 import { loadTorchBin } from '../io/torch_bin.ts';
 
 /** Substrings that mark a parameter as belonging to adapter `name` (the Python library's filter). */
@@ -313,6 +316,90 @@ export class AdapterManager {
     if (opts.setActive) this.setActive([name]);
   }
 
+  /**
+   * Writes adapter `name` in the Python library's format: adapter_config.json (sorted keys, indent 2) and
+   * adapter.safetensors with the flex-head model's parameter names (`bert.…`). Atomic: the folder is built
+   * beside the target and renamed into place, so a crash leaves the old folder or the new one.
+   */
+  save(dir: string, name: string, opts: { format?: 'safetensors' | 'bin' } = {}): void {
+    if (!this.has(name)) throw new ValueError(`No adapter with name '${name}' was found.`);
+    if ((opts.format ?? 'safetensors') !== 'safetensors')
+      throw new ValueError("saveAdapter: only format 'safetensors' is implemented so far ('bin' comes with the save/load issue)");
+    const cfg = this.ctx.configs.get(name)!;
+    const mt = String(this.model.config.model_type);
+    const meta = {
+      config: cfg.toDict(),
+      hidden_size: this.model.base.hiddenSize!(),
+      model_class: ADAPTER_MODEL_CLASS[mt] ?? 'AdapterModel',
+      model_name: String(this.model.config._name_or_path ?? ''),
+      model_type: mt,
+      name,
+      version: 'adapters.1.1.0',
+    };
+    const weights = new Map<string, Tensor>();
+    for (const [k, p] of this.params(name)) if (!k.includes('.shared_parameters.')) weights.set(k, p);
+    for (const [k, b] of this.model.namedBuffers()) if (isAdapterKey(k, name)) weights.set(k, b);
+    const target = path.resolve(dir);
+    const parent = path.dirname(target);
+    if (!fs.existsSync(parent)) throw new IOError(`saveAdapter: parent folder ${parent} does not exist`);
+    const tmp = `${target}.tmp-${process.pid}-${Date.now().toString(36)}`;
+    fs.mkdirSync(tmp);
+    try {
+      fs.writeFileSync(path.join(tmp, 'adapter_config.json'), JSON.stringify(sortKeys(meta), null, 2));
+      saveSafetensors(path.join(tmp, 'adapter.safetensors'), weights);
+      let old: string | null = null;
+      if (fs.existsSync(target)) {
+        old = `${target}.old-${process.pid}-${Date.now().toString(36)}`;
+        fs.renameSync(target, old);
+      }
+      fs.renameSync(tmp, target);
+      if (old) fs.rmSync(old, { recursive: true, force: true });
+    } catch (e) {
+      fs.rmSync(tmp, { recursive: true, force: true });
+      throw e instanceof IOError ? e : new IOError(`saveAdapter: ${(e as Error).message}`);
+    }
+  }
+
+  /** Converts a prefix-tuning adapter to its flat form (the reparametrisation MLP is evaluated once). */
+  ejectPrefixTuning(name: string): void {
+    const pool = this.model.base.prefixPool?.();
+    const pt = pool?.get(name);
+    if (!pool || !pt) throw new ValueError(`ejectPrefixTuning: '${name}' is not a prefix-tuning adapter`);
+    noGrad(() => {
+      const states = pt.states(false);          // (P, L·2·H)
+      const flatCfg = pt.cfg.replace({ flat: true }) as PrefixTuningConfig;
+      const flat = new PrefixTuning(flatCfg, pt.nLayers, pt.nHeads, pt.hidden);
+      flat.param('control_trans')!.copy_(ops.reshape(states, [-1]));
+      pool.groups.child(name)!.registerModule(pool.location, flat);
+      pt.dispose();
+      const cfg = this.ctx.configs.get(name)!;
+      this.ctx.configs.set(name, cfg instanceof ConfigUnion
+        ? new ConfigUnion(...cfg.configs.map((c) => (c instanceof PrefixTuningConfig ? c.replace({ flat: true }) : c)))
+        : cfg.replace({ flat: true }));
+    });
+  }
+
+  /** Casts adapter `name`'s parameters to dtype (e.g. bf16 for serving). */
+  to(name: string, opts: { dtype?: DType; device?: string } = {}): void {
+    if (!this.has(name)) throw new ValueError(`No adapter with name '${name}' was found.`);
+    if (opts.device && opts.device !== 'cpu') throw new ValueError(`adapterTo: device '${opts.device}' is not available (CPU build)`);
+    if (!opts.dtype) return;
+    noGrad(() => {
+      for (const [, m] of this.model.namedModules())
+        for (const pname of ['weight', 'bias', 'lora_A', 'lora_B', 'scaling', 'control_trans', 'W_left', 'W_right', 'W', 'b', 'original', 'phm_rule']) {
+          const p = m.param(pname);
+          if (!p) continue;
+          const full = this.params(name).find(([, t]) => t === p);
+          if (!full || p.dtype === opts.dtype) continue;
+          const c = p.to(opts.dtype!);
+          c.requiresGrad = p.requiresGrad;
+          m.registerParameter(pname, c);
+          c.requiresGrad = p.requiresGrad;
+          p.dispose();
+        }
+    });
+  }
+
   merge(name: string): void {
     if (!this.has(name)) throw new ValueError(`No adapter with name '${name}' was found.`);
     const hosts = [...this.hosts.values()].filter((h) => h.get(name));
@@ -497,6 +584,19 @@ function jacobiSvd(M: Float64Array[]): { U: Float64Array[]; S: number[]; V: Floa
   const S = Array.from({ length: n }, (_, j) => Math.sqrt(A.reduce((acc, r) => acc + r[j]! * r[j]!, 0)));
   const U = A.map((r) => Float64Array.from(r, (v, j) => (S[j]! > 1e-300 ? v / S[j]! : 0)));
   return { U, S, V };
+}
+
+/** model_type → the Python library's flex-head class name (written as model_class). */
+const ADAPTER_MODEL_CLASS: Record<string, string> = {
+  bert: 'BertAdapterModel', roberta: 'RobertaAdapterModel', 'xlm-roberta': 'XLMRobertaAdapterModel', distilbert: 'DistilBertAdapterModel',
+  electra: 'ElectraAdapterModel', gpt2: 'GPT2AdapterModel', llama: 'LlamaAdapterModel', mistral: 'MistralAdapterModel',
+  qwen2: 'Qwen2AdapterModel', t5: 'T5AdapterModel', mt5: 'MT5AdapterModel', bart: 'BartAdapterModel', vit: 'ViTAdapterModel',
+};
+
+function sortKeys(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(sortKeys);
+  if (v && typeof v === 'object') return Object.fromEntries(Object.keys(v).sort().map((k) => [k, sortKeys((v as Record<string, unknown>)[k])]));
+  return v;
 }
 
 function stripArch(d: ConfigDict): ConfigDict {

@@ -87,6 +87,18 @@ export class AdapterModel extends Module {
     setActive?: boolean; combineStrategy?: 'linear' | 'lora_linear_only_negate_b' | 'lora_delta_w_svd'; svdRank?: number } = {}): void {
     this.adapters.average(name, adapters, opts);
   }
+  /** Saves adapter `name` (adapter_config.json + adapter.safetensors), atomically. */
+  saveAdapter(dir: string, name: string, opts: { format?: 'safetensors' | 'bin' } = {}): void {
+    this.adapters.save(dir, name, opts);
+  }
+  /** Turns prefix-tuning adapter `name` into its flat form (the MLP reparametrisation is evaluated once). */
+  ejectPrefixTuning(name: string): void {
+    this.adapters.ejectPrefixTuning(name);
+  }
+  /** Moves/casts adapter `name`'s parameters (dtype; CPU only in this build). */
+  adapterTo(name: string, opts: { dtype?: DType; device?: string } = {}): void {
+    this.adapters.to(name, opts);
+  }
   /** Undoes every merge. */
   resetAdapter(): void {
     this.adapters.reset();

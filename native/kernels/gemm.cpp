@@ -852,7 +852,7 @@ struct APanel {
 // One 32 x 32 block over ns k steps of 32. w: a 4 KiB accumulator block (four 16 x 16 tiles, 64-byte rows)
 // used between K chunks: w_in = start from it (else from zero), w_out = leave the sum there instead of
 // writing C. The final chunk writes C = alpha * acc + beta * C.
-AD_TGT_AMX void ukr_amx(int64_t ns, APanel ap, const uint16_t* b, float* c, int64_t ldc, int mr, int nr,
+AD_TGT_AMX inline __attribute__((always_inline)) void ukr_amx(int64_t ns, APanel ap, const uint16_t* b, float* c, int64_t ldc, int mr, int nr,
                         float alpha, float beta, float* w, bool w_in, bool w_out) {
   if (w_in) {
     _tile_loadd(0, w, 64);
@@ -976,7 +976,8 @@ void gemm_block(const Args<typename KT::T>& g, int64_t m0, int64_t m1, int64_t n
 // K is split into KC chunks so that each B micro-panel chunk (32 x KC, 16 KiB) stays in L1 while the A
 // micro-panels stream from L2; partial sums of the MC x NC block of C live in a 4 KiB-per-block buffer
 // between chunks (tile rows of 64 bytes, no power-of-two ldc conflicts).
-void amx_block(const Args<uint16_t>& g, const uint16_t* Bp, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+AD_TGT_AMX void amx_block(const Args<uint16_t>& g, const uint16_t* Bp, int64_t m0, int64_t m1, int64_t n0,
+                          int64_t n1) {
   if (m1 <= m0 || n1 <= n0) return;
   const int64_t Mb = m1 - m0, Nb = n1 - n0;
   const int64_t kcp = rup(g.K, 32);
