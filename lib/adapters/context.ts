@@ -26,6 +26,8 @@ export interface LayerSites {
   k?: import('../nn/layers.ts').Linear;
   v?: import('../nn/layers.ts').Linear;
   qkv?: import('../nn/layers.ts').Linear;
+  /** Cross-attention projections of encoder–decoder decoders (LoRA's selfattn_lora covers them too). */
+  cross?: { q: import('../nn/layers.ts').Linear; k: import('../nn/layers.ts').Linear; v: import('../nn/layers.ts').Linear };
   /** LoRA `intermediate_lora` / `output_lora` targets (arch-specific: LLaMA maps them to down/up_proj). */
   intermediate?: import('../nn/layers.ts').Linear;
   output?: import('../nn/layers.ts').Linear;

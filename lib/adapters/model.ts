@@ -107,6 +107,7 @@ export class AdapterManager {
   private addPart(name: string, c: AdapterConfig, hidden: number): void {
     const leave = new Set(c.leaveOut);
     if (c instanceof BnConfig) {
+      if (c.get('cross_adapter')) throw new ValueError('cross_adapter bottlenecks (encoder–decoder cross-attention) are not implemented yet');
       if (c.get('phm_layer')) this.shared().add(name, c);
       const rule = () => this.shared().rule(name);
       for (const l of this.layers()) {
@@ -129,6 +130,7 @@ export class AdapterManager {
         if (c.get('selfattn_lora')) {
           if (l.qkv) targets.push([l.qkv, mats.length > 0]);
           else for (const m of mats) targets.push([l[m as 'q' | 'k' | 'v'], true]);
+          if (l.cross) for (const m of mats) targets.push([l.cross[m as 'q' | 'k' | 'v'], true]);
         }
         if (c.get('intermediate_lora')) targets.push([l.intermediate, true]);
         if (c.get('output_lora')) targets.push([l.output, true]);

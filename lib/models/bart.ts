@@ -8,6 +8,8 @@
  * library's BartAdapterModel keeps the base model under the `model.` prefix.
  */
 import { Module } from '../nn/module.ts';
+import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
+import type { LayerSites } from '../adapters/context.ts';
 import { Dropout, Embedding, LayerNorm, Linear, activation } from '../nn/layers.ts';
 import { Tensor, tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
@@ -88,7 +90,9 @@ class BartLayer extends Module {
   crossAttn: BartAttention | null = null; crossLn: LayerNorm | null = null;
   fc1: Linear; fc2: Linear; finalLn: LayerNorm;
   drop: Dropout; actDrop: Dropout; act: (x: Tensor) => Tensor;
-  constructor(readonly cfg: BartConfig, readonly isDecoder: boolean) {
+  attnSite: BottleneckSite; ffnSite: BottleneckSite;
+  /** @param index adapter layer index: encoder layers first, decoder layers after them */
+  constructor(readonly cfg: BartConfig, readonly isDecoder: boolean, readonly index = 0) {
     super();
     const C = cfg.dModel, heads = isDecoder ? cfg.decoderHeads : cfg.encoderHeads, ffn = isDecoder ? cfg.decoderFfn : cfg.encoderFfn;
     this.selfAttn = this.registerModule('self_attn', new BartAttention(C, heads));
@@ -105,18 +109,21 @@ class BartLayer extends Module {
     this.drop = this.registerModule('dropout', new Dropout(cfg.dropout));
     this.actDrop = this.registerModule('activation_dropout', new Dropout(cfg.activationDropout));
     this.act = activation(cfg.act);
+    // bottleneck sites `attention_adapters` / `output_adapters` on the layer (post-LN: called with the LNs)
+    this.attnSite = new BottleneckSite(this.registerModule('attention_adapters', new Module()), index, 'mh');
+    this.ffnSite = new BottleneckSite(this.registerModule('output_adapters', new Module()), index, 'output');
   }
   forward(h: Tensor, ctx: StackContext, i: number): Tensor {
     const own = this.selfAttn.kv(h);
     const kv = cachedSelfKV(ctx.cache, i, own.k, own.v, ctx.updateCache);
-    h = this.selfLn.forward(ops.add(h, this.drop.forward(this.selfAttn.attend(h, kv.k, kv.v, ctx.keep, this.isDecoder))));
+    h = this.attnSite.forward(this.drop.forward(this.selfAttn.attend(h, kv.k, kv.v, ctx.keep, this.isDecoder)), h, this.selfLn);
     if (this.crossAttn) {
       const c = this.crossAttn;
       const ckv = cachedCrossKV(ctx.cache, i, () => c.kv(ctx.enc!), ctx.updateCache);
       h = this.crossLn!.forward(ops.add(h, this.drop.forward(c.attend(h, ckv.k, ckv.v, ctx.encKeep, false))));
     }
     const f = this.fc2.forward(this.actDrop.forward(this.act(this.fc1.forward(h))));
-    return this.finalLn.forward(ops.add(h, this.drop.forward(f)));
+    return this.ffnSite.forward(this.drop.forward(f), h, this.finalLn);
   }
 }
 
@@ -140,7 +147,8 @@ class BartStack extends Module {
     this.positions = this.registerModule('embed_positions', new Embedding(cfg.maxPositions + POSITION_OFFSET, cfg.dModel));
     const list = this.registerModule('layers', new Module());
     const n = isDecoder ? cfg.decoderLayers : cfg.encoderLayers;
-    for (let i = 0; i < n; i++) this.layers.push(list.registerModule(String(i), new BartLayer(cfg, isDecoder)));
+    const offset = isDecoder ? cfg.encoderLayers : 0;
+    for (let i = 0; i < n; i++) this.layers.push(list.registerModule(String(i), new BartLayer(cfg, isDecoder, offset + i)));
     this.lnEmbed = this.registerModule('layernorm_embedding', new LayerNorm(cfg.dModel));
     this.drop = this.registerModule('dropout', new Dropout(cfg.dropout));
     this.embedScale = cfg.scaleEmbedding ? Math.sqrt(cfg.dModel) : 1;
@@ -197,6 +205,17 @@ export class BartModel extends Module {
   }
   inputEmbeddings(): Tensor {
     return this.shared.weight;
+  }
+  hiddenSize(): number {
+    return this.cfg.dModel;
+  }
+  /** Hook sites: encoder layers, then decoder layers (LoRA also on the decoder's encoder_attn q/k/v). */
+  adapterLayers(): LayerSites[] {
+    return [...this.encoder.layers, ...this.decoder.layers].map((l) => ({
+      index: l.index, q: l.selfAttn.q, k: l.selfAttn.k, v: l.selfAttn.v, intermediate: l.fc1, output: l.fc2,
+      cross: l.crossAttn ? { q: l.crossAttn.q, k: l.crossAttn.k, v: l.crossAttn.v } : undefined,
+      attnBottleneck: l.attnSite, ffnBottleneck: l.ffnSite,
+    }));
   }
   /** BART's LM head uses the decoder output as is. */
   get lmScale(): number {

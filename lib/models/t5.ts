@@ -10,6 +10,8 @@
  * under the `transformer.` prefix.
  */
 import { Module } from '../nn/module.ts';
+import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
+import type { LayerSites } from '../adapters/context.ts';
 import { Dropout, Embedding, Linear, RMSNorm, activation } from '../nn/layers.ts';
 import { Tensor, tensor, type DType } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
@@ -144,7 +146,8 @@ class T5Attention extends Module {
 class T5FF extends Module {
   wi: Linear | null = null; wi0: Linear | null = null; wi1: Linear | null = null; wo: Linear;
   ln: RMSNorm; innerDrop: Dropout; drop: Dropout; act: (x: Tensor) => Tensor;
-  constructor(readonly cfg: T5Config) {
+  site: BottleneckSite;
+  constructor(readonly cfg: T5Config, index = 0) {
     super();
     const ff = this.registerModule('DenseReluDense', new Module());
     if (cfg.gated) {
@@ -163,11 +166,13 @@ class T5FF extends Module {
     this.ln = this.registerModule('layer_norm', new RMSNorm(cfg.dModel, cfg.eps));
     this.drop = this.registerModule('dropout', new Dropout(cfg.dropout));
     this.act = activation(cfg.act);
+    // FF bottleneck site `layer.{1|2}.adapters.*` (pre-LN: residual + sub-layer + adapter, no layer norm)
+    this.site = new BottleneckSite(this, index, 'output');
   }
   forward(h: Tensor): Tensor {
     const x = this.ln.forward(h);
     const inner = this.wi ? this.act(this.wi.forward(x)) : ops.mul(this.act(this.wi0!.forward(x)), this.wi1!.forward(x));
-    return ops.add(h, this.drop.forward(this.wo.forward(this.innerDrop.forward(inner))));
+    return this.site.forward(this.drop.forward(this.wo.forward(this.innerDrop.forward(inner))), h, null);
   }
 }
 
@@ -176,27 +181,29 @@ class T5Block extends Module {
   selfAttn: T5Attention; ln0: RMSNorm; drop0: Dropout;
   crossAttn: T5Attention | null = null; ln1: RMSNorm | null = null; drop1: Dropout | null = null;
   ff: T5FF;
-  constructor(readonly cfg: T5Config, readonly isDecoder: boolean, hasRelBias: boolean) {
+  attnSite: BottleneckSite;
+  constructor(readonly cfg: T5Config, readonly isDecoder: boolean, hasRelBias: boolean, readonly index = 0) {
     super();
     const layers = this.registerModule('layer', new Module());
     const sa = layers.registerModule('0', new Module());
     this.selfAttn = sa.registerModule('SelfAttention', new T5Attention(cfg, hasRelBias));
     this.ln0 = sa.registerModule('layer_norm', new RMSNorm(cfg.dModel, cfg.eps));
     this.drop0 = sa.registerModule('dropout', new Dropout(cfg.dropout));
+    this.attnSite = new BottleneckSite(sa, index, 'mh');
     if (isDecoder) {
       const ca = layers.registerModule('1', new Module());
       this.crossAttn = ca.registerModule('EncDecAttention', new T5Attention(cfg, false));
       this.ln1 = ca.registerModule('layer_norm', new RMSNorm(cfg.dModel, cfg.eps));
       this.drop1 = ca.registerModule('dropout', new Dropout(cfg.dropout));
     }
-    this.ff = layers.registerModule(isDecoder ? '2' : '1', new T5FF(cfg));
+    this.ff = layers.registerModule(isDecoder ? '2' : '1', new T5FF(cfg, index));
   }
   forward(h: Tensor, ctx: StackContext, i: number): Tensor {
     const H = this.cfg.numHeads, a = this.selfAttn;
     const x = this.ln0.forward(h);
     const kv = cachedSelfKV(ctx.cache, i, splitHeads(a.k.forward(x), H), splitHeads(a.v.forward(x), H), ctx.updateCache);
     const sa = t5Attention(splitHeads(a.q.forward(x), H), kv.k, kv.v, ctx.bias, ctx.keep, this.isDecoder);
-    h = ops.add(h, this.drop0.forward(a.o.forward(mergeHeads(sa))));
+    h = this.attnSite.forward(this.drop0.forward(a.o.forward(mergeHeads(sa))), h, null);
     if (this.crossAttn) {
       const c = this.crossAttn;
       const y = this.ln1!.forward(h);
@@ -228,7 +235,8 @@ class T5Stack extends Module {
     this.registerModule('embed_tokens', embed);  // the same module as `shared`: its weight is listed once
     const list = this.registerModule('block', new Module());
     const n = isDecoder ? cfg.numDecoderLayers : cfg.numLayers;
-    for (let i = 0; i < n; i++) this.blocks.push(list.registerModule(String(i), new T5Block(cfg, isDecoder, i === 0)));
+    const offset = isDecoder ? cfg.numLayers : 0;
+    for (let i = 0; i < n; i++) this.blocks.push(list.registerModule(String(i), new T5Block(cfg, isDecoder, i === 0, offset + i)));
     this.finalLn = this.registerModule('final_layer_norm', new RMSNorm(cfg.dModel, cfg.eps));
     this.drop = this.registerModule('dropout', new Dropout(cfg.dropout));
   }
@@ -265,6 +273,18 @@ export class T5Model extends Module {
     this.shared = this.registerModule('shared', new Embedding(cfg.vocabSize, cfg.dModel));
     this.encoder = this.registerModule('encoder', new T5Stack(cfg, false, this.shared));
     this.decoder = this.registerModule('decoder', new T5Stack(cfg, true, this.shared));
+  }
+  hiddenSize(): number {
+    return this.cfg.dModel;
+  }
+  /** Hook sites: encoder blocks, then decoder blocks. LoRA: SelfAttention q/k/v, EncDecAttention q/k/v,
+   *  intermediate = DenseReluDense.wi (v1.0) or wi_1 (gated: the linear branch), output = wo. */
+  adapterLayers(): LayerSites[] {
+    return [...this.encoder.blocks, ...this.decoder.blocks].map((b) => ({
+      index: b.index, q: b.selfAttn.q, k: b.selfAttn.k, v: b.selfAttn.v,
+      cross: b.crossAttn ? { q: b.crossAttn.q, k: b.crossAttn.k, v: b.crossAttn.v } : undefined,
+      intermediate: b.ff.wi ?? b.ff.wi1!, output: b.ff.wo, attnBottleneck: b.attnSite, ffnBottleneck: b.ff.site,
+    }));
   }
   inputEmbeddings(): Tensor {
     return this.shared.weight;

@@ -141,6 +141,8 @@ const tiny: Record<string, Record<string, unknown>> = {
   llama: { model_type: 'llama', vocab_size: 50, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 32 },
   roberta: { model_type: 'roberta', vocab_size: 50, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32, pad_token_id: 1, max_position_embeddings: 40, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 },
   distilbert: { model_type: 'distilbert', vocab_size: 50, dim: 16, n_layers: 2, n_heads: 2, hidden_dim: 32, dropout: 0, attention_dropout: 0 },
+  t5: { model_type: 't5', vocab_size: 50, d_model: 16, d_kv: 8, d_ff: 32, num_layers: 1, num_decoder_layers: 2, num_heads: 2, relative_attention_num_buckets: 8, dropout_rate: 0, feed_forward_proj: 'gated-gelu', decoder_start_token_id: 0 },
+  bart: { model_type: 'bart', vocab_size: 50, d_model: 16, encoder_layers: 1, decoder_layers: 2, encoder_attention_heads: 2, decoder_attention_heads: 2, encoder_ffn_dim: 32, decoder_ffn_dim: 32, max_position_embeddings: 32, dropout: 0, attention_dropout: 0, activation_dropout: 0 },
   vit: { model_type: 'vit', hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32, image_size: 8, patch_size: 4, num_channels: 3, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 },
 };
 const prefixArchs = new Set(['bert', 'gpt2', 'roberta', 'distilbert', 'vit', 'llama']);
@@ -149,7 +151,7 @@ const allMethods = ['seq_bn', 'double_seq_bn', 'par_bn', 'scaled_par_bn', 'lora'
 for (const [arch, cfg] of Object.entries(tiny)) {
   const ids = [[1, 5, 7, 9, 11, 3], [4, 8, 2, 6, 10, 12]];
   const pixels = arch === 'vit' ? ops.randn([2, 3, 8, 8], { seed: 9 }) : null;
-  const input = () => (pixels ? { pixelValues: pixels } : { inputIds: ids });
+  const input = () => (pixels ? { pixelValues: pixels } : arch === 't5' || arch === 'bart' ? { inputIds: ids, decoderInputIds: [[0, 5, 7], [0, 8, 2]] } : { inputIds: ids });
   const run = (m: ReturnType<typeof AutoAdapterModel.fromConfig>) =>
     scope(() => Array.from(noGrad(() => m.forward(input()).lastHiddenState).toArray() as Float32Array));
   const close = (a: number[], b: number[], tol = 1e-5) => a.length === b.length && a.every((v, i) => Math.abs(v - b[i]!) <= tol);
