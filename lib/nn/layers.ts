@@ -12,7 +12,7 @@ export class Linear extends Module {
   /** Hook site name, e.g. 'attn.q', 'ffn.up' (set by the model). */
   site = '';
   /** LoRA / (IA)³ attached to this projection (lib/adapters/methods/lora.ts), applied after the base GEMM. */
-  loraHost: { apply(x: Tensor, y: Tensor): Tensor } | null = null;
+  loraHost: { apply(x: Tensor, y: Tensor): Tensor; fused?(x: Tensor): Tensor | null } | null = null;
   constructor(readonly inFeatures: number, readonly outFeatures: number, opts: { bias?: boolean; layout?: 'linear' | 'conv1d' } = {}) {
     super();
     this.layout = opts.layout ?? 'linear';
@@ -27,6 +27,8 @@ export class Linear extends Module {
     return this.param('bias');
   }
   forward(x: Tensor): Tensor {
+    const fused = this.loraHost?.fused?.(x);
+    if (fused) return fused;
     const y = ops.linear(x, this.weight, this.bias, { layout: this.layout });
     return this.loraHost ? this.loraHost.apply(x, y) : y;
   }

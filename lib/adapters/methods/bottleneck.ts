@@ -19,6 +19,7 @@ import { noGrad } from '../../autograd/tape.ts';
 import { ValueError } from '../../errors.ts';
 import type { BnConfig } from '../config.ts';
 import { PHMLinear } from './phm.ts';
+import { bottleneckActSupported, bottleneckFused, fusedAdapterKernels } from '../fused.ts';
 import type { AdapterContext } from '../context.ts';
 
 /** transformers' get_activation names used by adapter configs. */
@@ -107,6 +108,12 @@ export class BottleneckAdapter extends Module {
   }
 
   forward(h: Tensor, residual: Tensor): Tensor {
+    // fused kernel: down → act → up → ·scale → + residual in one native call (plain sequential adapters)
+    const sc = this.cfg.get('scaling');
+    if (fusedAdapterKernels() && !this.isParallel && !this.lnBefore && !this.lnAfter && !this.child('gate') && typeof sc === 'number' &&
+        this.down instanceof Linear && this.up instanceof Linear && h.dtype === 'f32' && this.down.weight.dtype === 'f32' &&
+        bottleneckActSupported(this.cfg.get('non_linearity') as string) && !(this.training && (this.cfg.get('dropout') as number) > 0))
+      return bottleneckFused(h, this.down.weight, this.down.bias!, this.up.weight, this.up.bias!, residual, this.cfg.get('non_linearity') as string, sc);
     const x = this.lnBefore ? this.lnBefore.forward(h) : h;
     let out = this.scale(this.up.forward(this.act(this.down.forward(x))));
     const gate = this.child('gate') as Linear | null;

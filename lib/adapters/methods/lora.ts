@@ -16,6 +16,7 @@ import { noGrad } from '../../autograd/tape.ts';
 import { ValueError } from '../../errors.ts';
 import type { LoRAConfig } from '../config.ts';
 import type { AdapterContext } from '../context.ts';
+import { fusedAdapterKernels, ia3Linear, loraLinear } from '../fused.ts';
 
 export class LoRAModule extends Module {
   readonly mode: 'add' | 'scale';
@@ -143,6 +144,21 @@ export class LoRAHost {
   }
   get(name: string): LoRAModule | null {
     return (this.container.child(name) as LoRAModule | null) ?? null;
+  }
+  /**
+   * The fused path (one native kernel for projection + adapter) when it applies: one active, unmerged,
+   * ungated LoRA or (IA)³ on an f32 nn.Linear-layout projection (no dropout in training). Else null.
+   */
+  fused(x: Tensor): Tensor | null {
+    if (!fusedAdapterKernels() || this.linear.layout !== 'linear' || x.dtype !== 'f32' || this.linear.weight.dtype !== 'f32') return null;
+    const names = this.ctx.activeAt(this.layer).filter((n) => this.get(n) && !this.merged.has(n));
+    if (names.length !== 1) return null;
+    const m = this.get(names[0]!)!;
+    if (m.fusedParts || m.useGating || (this.linear.training && m.dropoutP > 0)) return null;
+    if (m.param('lora_B')!.dtype !== 'f32') return null;
+    return m.mode === 'add'
+      ? loraLinear(x, this.linear.weight, this.linear.bias, m.param('lora_A')!, m.param('lora_B')!, m.scaling)
+      : ia3Linear(x, this.linear.weight, this.linear.bias, m.param('lora_B')!, m.scaling);
   }
   /** y = base output; applies the active adapters of this layer (Stack semantics for several). */
   apply(x: Tensor, y: Tensor): Tensor {

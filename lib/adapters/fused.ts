@@ -1,0 +1,83 @@
+/**
+ * Fused adapter ops (native forward kernels in native/kernels/adapters.cpp) with their derivatives composed
+ * from native matmuls. Each is tested against the same computation written with separate ops.
+ *   loraLinear:  y = x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ         (ΔW never formed; the rank-r term accumulates into y)
+ *   ia3Linear:   y = (x·Wᵀ + b) ∘ (s·v)
+ *   bottleneckFused: y = s·(act(h·Wdᵀ + bd)·Wuᵀ + bu) + residual
+ */
+import { Tensor, callOp, withGrad } from '../tensor.ts';
+import * as ops from '../ops/index.ts';
+
+let fusedEnabled = true;
+/** Turns the fused adapter kernels on or off (off = the composed-op path; for tests and benchmarks). */
+export function setFusedAdapterKernels(on: boolean): void {
+  fusedEnabled = on;
+}
+export function fusedAdapterKernels(): boolean {
+  return fusedEnabled;
+}
+
+function flat(t: Tensor): Tensor {
+  return ops.reshape(t, [-1, t.shape[t.ndim - 1]!]);
+}
+
+export function loraLinear(x: Tensor, W: Tensor, b: Tensor | null, A: Tensor, B: Tensor, scale: number): Tensor {
+  const [y, t] = callOp('lora_linear', [x, W, b, A, B], { scale });
+  const xs = x.shape;
+  withGrad([y!], 'loraLinear', [x, W, b, A, B], ([g]) => {
+    const g2 = flat(g!), x2 = flat(x), t2 = flat(t!);
+    const gB = ops.matmul(g2, B);                                           // (N, r)
+    let gx: Tensor | null = null;
+    if (x.requiresGrad) gx = ops.reshape(ops.add(ops.matmul(g2, W), ops.mul(ops.matmul(gB, A), scale)), xs);
+    const gW = W.requiresGrad ? ops.matmul(ops.transpose(g2, 0, 1), x2) : null;
+    const gb = b && b.requiresGrad ? ops.sum(g2, 0) : null;
+    const dB = B.requiresGrad ? ops.mul(ops.matmul(ops.transpose(g2, 0, 1), t2), scale) : null;
+    const dA = A.requiresGrad ? ops.mul(ops.matmul(ops.transpose(gB, 0, 1), x2), scale) : null;
+    return [gx, gW, gb, dA, dB];
+  }, [t!], [x, W, A, B]);
+  return y!;
+}
+
+export function ia3Linear(x: Tensor, W: Tensor, b: Tensor | null, v: Tensor, scale: number): Tensor {
+  const [y, base] = callOp('ia3_linear', [x, W, b, v], { scale });
+  const xs = x.shape, vs = v.shape;
+  withGrad([y!], 'ia3Linear', [x, W, b, v], ([g]) => {
+    const g2 = flat(g!), x2 = flat(x), base2 = flat(base!);
+    const sv = ops.mul(ops.reshape(v, [-1]), scale);
+    const gbase = ops.mul(g2, sv);
+    const gx = x.requiresGrad ? ops.reshape(ops.matmul(gbase, W), xs) : null;
+    const gW = W.requiresGrad ? ops.matmul(ops.transpose(gbase, 0, 1), x2) : null;
+    const gb = b && b.requiresGrad ? ops.sum(gbase, 0) : null;
+    const gv = v.requiresGrad ? ops.reshape(ops.mul(ops.sum(ops.mul(g2, base2), 0), scale), vs) : null;
+    return [gx, gW, gb, gv];
+  }, [base!], [x, W, v]);
+  return y!;
+}
+
+const ACT_BWD: Record<string, string | null> = { relu: 'relu', swish: 'silu', silu: 'silu', gelu: 'gelu', tanh: 'tanh', gelu_new: 'gelu_tanh', linear: null };
+
+/** True when the fused bottleneck kernel implements this non-linearity. */
+export function bottleneckActSupported(act: string): boolean {
+  return act.toLowerCase() in ACT_BWD;
+}
+
+export function bottleneckFused(h: Tensor, Wd: Tensor, bd: Tensor, Wu: Tensor, bu: Tensor, residual: Tensor, act: string, scale: number): Tensor {
+  const a = act.toLowerCase();
+  const [y, pre] = callOp('bottleneck', [h, Wd, bd, Wu, bu, residual], { act: a, scale });
+  const hs = h.shape;
+  withGrad([y!], 'bottleneck', [h, Wd, bd, Wu, bu, residual], ([g]) => {
+    const g2 = flat(g!), h2 = flat(h), pre2 = flat(pre!);
+    const kind = ACT_BWD[a];
+    const actOut = kind === null ? pre2 : kind === 'gelu_tanh' ? ops.gelu(pre2, { approximate: 'tanh' }) : kind === 'gelu' ? ops.gelu(pre2) : callOp(kind!, [pre2])[0]!;
+    const gu = ops.mul(g2, scale);
+    const gWu = Wu.requiresGrad ? ops.matmul(ops.transpose(gu, 0, 1), actOut) : null;
+    const gbu = bu.requiresGrad ? ops.sum(gu, 0) : null;
+    const ga = ops.matmul(gu, Wu);
+    const gpre = kind === null ? ga : callOp('activation_bwd', [pre2, ga], { kind })[0]!;
+    const gWd = Wd.requiresGrad ? ops.matmul(ops.transpose(gpre, 0, 1), h2) : null;
+    const gbd = bd.requiresGrad ? ops.sum(gpre, 0) : null;
+    const gh = h.requiresGrad ? ops.reshape(ops.matmul(gpre, Wd), hs) : null;
+    return [gh, gWd, gbd, gWu, gbu, residual.requiresGrad ? g!.clone() : null];
+  }, [pre!], [h, Wd, Wu]);
+  return y!;
+}

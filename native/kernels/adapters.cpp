@@ -1,0 +1,159 @@
+// adapters.cpp — fused forward kernels of the adapter methods' hot paths (f32). Backward passes are composed
+// from native matmuls in lib/adapters/fused.ts, using the intermediates these kernels return.
+// Legend: N = rows (batch·positions), I = in features, O = out features, r = LoRA rank, d = bottleneck width.
+//   lora_linear:  y = x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ          x (N,I) W (O,I) b (O) A (r,I) B (O,r) → y (N,O), t = x·Aᵀ (N,r)
+//                 the low-rank term is accumulated by the second GEMM (beta = 1): ΔW is never formed and y is
+//                 written once by the base GEMM, once by the rank-r update.
+//   ia3_linear:   y = (x·Wᵀ + b) ∘ (s·v)             v (O) → y, base = x·Wᵀ + b (saved for dv)
+//   bottleneck:   y = s·(act(h·Wdᵀ + bd)·Wuᵀ + bu) + residual   h (N,C) Wd (d,C) Wu (C,d) → y (N,C), pre (N,d)
+// https://arxiv.org/abs/2106.09685 (LoRA), https://arxiv.org/abs/2205.05638 ((IA)³), https://arxiv.org/abs/1902.00751
+#include <cmath>
+
+#include "gemm.h"
+#include "../op.h"
+#include "../threadpool.h"
+
+namespace ad {
+namespace {
+
+Tensor rows2d(const OpCtx& c, size_t k, int64_t cols, const char* what) {
+  Tensor t = c.f32(k);
+  if (t.dim() < 1 || t.shape.back() != cols)
+    c.fail("ShapeError", std::string(what) + " " + shape_str(t.shape) + " must end in " + std::to_string(cols));
+  return t;
+}
+void expect_shape(const OpCtx& c, const Tensor& t, std::vector<int64_t> want, const char* what) {
+  if (t.shape != want) c.fail("ShapeError", std::string(what) + " has shape " + shape_str(t.shape) + ", expected " + shape_str(want));
+}
+void add_bias_rows(float* Y, const float* b, int64_t N, int64_t O) {
+  parallel_for(N, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) std::memcpy(Y + r * O, b, O * sizeof(float));
+  });
+}
+float act_apply(int kind, float x) {
+  switch (kind) {
+    case 0: return x > 0 ? x : 0.f;                                              // relu
+    case 1: return x / (1.f + std::exp(-x));                                     // swish / silu
+    case 2: return 0.5f * x * (1.f + std::erf(x * 0.7071067811865476f));         // gelu
+    case 3: return std::tanh(x);
+    case 4: return 0.5f * x * (1.f + std::tanh(0.7978845608028654f * (x + 0.044715f * x * x * x)));  // gelu_new
+    default: return x;                                                           // identity
+  }
+}
+int act_kind(const OpCtx& c) {
+  std::string a = c.s("act", "relu");
+  if (a == "relu") return 0;
+  if (a == "swish" || a == "silu") return 1;
+  if (a == "gelu") return 2;
+  if (a == "tanh") return 3;
+  if (a == "gelu_new" || a == "gelu_tanh") return 4;
+  if (a == "linear" || a == "identity") return 5;
+  c.fail("ValueError", "unsupported activation '" + a + "'");
+}
+
+}  // namespace
+
+// lora_linear(x, W, b?, A, B) {scale} -> y, t
+void op_lora_linear(OpCtx& c) {
+  c.expect_inputs(2);
+  const Tensor& W0 = c.input(1);
+  if (W0.dim() != 2) c.fail("ShapeError", "weight must be 2-D (out, in), got " + shape_str(W0.shape));
+  int64_t O = W0.shape[0], I = W0.shape[1];
+  Tensor x = rows2d(c, 0, I, "input");
+  Tensor W = c.f32(1);
+  Tensor A = c.f32(3), B = c.f32(4);
+  if (A.dim() != 2 || A.shape[1] != I) c.fail("ShapeError", "lora_A " + shape_str(A.shape) + " must be (r, " + std::to_string(I) + ")");
+  int64_t r = A.shape[0];
+  expect_shape(c, B, {O, r}, "lora_B");
+  float s = (float)c.f("scale", 1.0);
+  int64_t N = I ? x.numel() / I : 0;
+  std::vector<int64_t> ys(x.shape.begin(), x.shape.end() - 1), ts = ys;
+  ys.push_back(O);
+  ts.push_back(r);
+  Tensor y = Tensor::empty(ys, DType::F32), t = Tensor::empty(ts, DType::F32);
+  float beta = 0.f;
+  if (c.has(2)) {
+    Tensor b = c.f32(2);
+    expect_shape(c, b, {O}, "bias");
+    add_bias_rows(y.data<float>(), b.data<float>(), N, O);
+    beta = 1.f;
+  }
+  if (N && O) {
+    sgemm(false, true, N, O, I, 1.f, x.data<float>(), I, W.data<float>(), I, beta, y.data<float>(), O);
+    sgemm(false, true, N, r, I, 1.f, x.data<float>(), I, A.data<float>(), I, 0.f, t.data<float>(), r);
+    sgemm(false, true, N, O, r, s, t.data<float>(), r, B.data<float>(), r, 1.f, y.data<float>(), O);  // epilogue-style accumulate
+  }
+  c.out.push_back(y);
+  c.out.push_back(t);
+}
+
+// ia3_linear(x, W, b?, v) {scale} -> y, base
+void op_ia3_linear(OpCtx& c) {
+  c.expect_inputs(2);
+  const Tensor& W0 = c.input(1);
+  if (W0.dim() != 2) c.fail("ShapeError", "weight must be 2-D (out, in), got " + shape_str(W0.shape));
+  int64_t O = W0.shape[0], I = W0.shape[1];
+  Tensor x = rows2d(c, 0, I, "input");
+  Tensor W = c.f32(1), v = c.f32(3);
+  if (v.numel() != O) c.fail("ShapeError", "scale vector " + shape_str(v.shape) + " must have " + std::to_string(O) + " elements");
+  float s = (float)c.f("scale", 1.0);
+  int64_t N = I ? x.numel() / I : 0;
+  std::vector<int64_t> ys(x.shape.begin(), x.shape.end() - 1);
+  ys.push_back(O);
+  Tensor base = Tensor::empty(ys, DType::F32), y = Tensor::empty(ys, DType::F32);
+  float beta = 0.f;
+  if (c.has(2)) {
+    Tensor b = c.f32(2);
+    expect_shape(c, b, {O}, "bias");
+    add_bias_rows(base.data<float>(), b.data<float>(), N, O);
+    beta = 1.f;
+  }
+  if (N && O) sgemm(false, true, N, O, I, 1.f, x.data<float>(), I, W.data<float>(), I, beta, base.data<float>(), O);
+  const float *Bp = base.data<float>(), *V = v.data<float>();
+  float* Y = y.data<float>();
+  parallel_for(N, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t rr = r0; rr < r1; rr++)
+      for (int64_t o = 0; o < O; o++) Y[rr * O + o] = Bp[rr * O + o] * (s * V[o]);
+  });
+  c.out.push_back(y);
+  c.out.push_back(base);
+}
+
+// bottleneck(h, Wd, bd, Wu, bu, residual) {act, scale} -> y, pre (down projection before the activation)
+void op_bottleneck(OpCtx& c) {
+  c.expect_inputs(6);
+  const Tensor& Wd0 = c.input(1);
+  if (Wd0.dim() != 2) c.fail("ShapeError", "down weight must be 2-D (d, C), got " + shape_str(Wd0.shape));
+  int64_t d = Wd0.shape[0], C = Wd0.shape[1];
+  Tensor h = rows2d(c, 0, C, "input");
+  Tensor Wd = c.f32(1), bd = c.f32(2), Wu = c.f32(3), bu = c.f32(4), res = c.f32(5);
+  expect_shape(c, bd, {d}, "down bias");
+  expect_shape(c, Wu, {C, d}, "up weight");
+  expect_shape(c, bu, {C}, "up bias");
+  if (res.shape != h.shape) c.fail("ShapeError", "residual " + shape_str(res.shape) + " vs input " + shape_str(h.shape));
+  int kind = act_kind(c);
+  float s = (float)c.f("scale", 1.0);
+  int64_t N = C ? h.numel() / C : 0;
+  std::vector<int64_t> ps(h.shape.begin(), h.shape.end() - 1);
+  ps.push_back(d);
+  Tensor pre = Tensor::empty(ps, DType::F32), act = Tensor::empty(ps, DType::F32), y = Tensor::empty(h.shape, DType::F32);
+  add_bias_rows(pre.data<float>(), bd.data<float>(), N, d);
+  if (N) sgemm(false, true, N, d, C, 1.f, h.data<float>(), C, Wd.data<float>(), C, 1.f, pre.data<float>(), d);
+  const float* P = pre.data<float>();
+  float* Aa = act.data<float>();
+  parallel_for(N * d, 4096, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; i++) Aa[i] = act_apply(kind, P[i]);
+  });
+  // y = s·(act·Wuᵀ + bu) + residual: start from residual + s·bu, accumulate s·act·Wuᵀ
+  const float *R = res.data<float>(), *BU = bu.data<float>();
+  float* Y = y.data<float>();
+  parallel_for(N, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t rr = r0; rr < r1; rr++)
+      for (int64_t j = 0; j < C; j++) Y[rr * C + j] = R[rr * C + j] + s * BU[j];
+  });
+  if (N) sgemm(false, true, N, C, d, s, act.data<float>(), d, Wu.data<float>(), d, 1.f, Y, C);
+  c.out.push_back(y);
+  c.out.push_back(pre);
+}
+
+}  // namespace ad
