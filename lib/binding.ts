@@ -30,6 +30,7 @@ export interface Binding {
   readRegion(path: string, byteOffset: number, dtype: string, shape: number[]): TensorHandle;
   memoryStats(): { liveStorages: number; liveBytes: number; pooledBytes: number; peakBytes: number };
   emptyCache(): void;
+  resetPeakMemory(): void;
   numThreads(): number;
   setNumThreads(n: number): void;
   cpuFeatures(): { avx2: boolean; fma: boolean; avx512f: boolean; avx512bf16: boolean; amxBf16: boolean; sgemm: string; bgemm: string };

@@ -37,6 +37,10 @@ export function memoryStats(): { liveTensors: number; liveStorages: number; live
 export function emptyCache(): void {
   native.emptyCache();
 }
+/** Restarts the peak-bytes counter of memoryStats() from the bytes live now. */
+export function resetPeakMemory(): void {
+  native.resetPeakMemory();
+}
 /** Threads used by CPU kernels (cores, or ADAPTERS_NUM_THREADS). */
 export function numThreads(): number {
   return native.numThreads();

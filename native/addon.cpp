@@ -281,6 +281,7 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   return o;
 }
 Napi::Value EmptyCache(const Napi::CallbackInfo& info) { mem_empty_cache(); return info.Env().Undefined(); }
+Napi::Value ResetPeak(const Napi::CallbackInfo& info) { mem_reset_peak(); return info.Env().Undefined(); }
 Napi::Value NumThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), num_threads()); }
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   if (!info[0].IsNumber() || info[0].As<Napi::Number>().Int32Value() < 1)
@@ -337,6 +338,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("memoryStats", Napi::Function::New(env, MemoryStats));
   exports.Set("readRegion", Napi::Function::New(env, ReadRegion));
   exports.Set("emptyCache", Napi::Function::New(env, EmptyCache));
+  exports.Set("resetPeakMemory", Napi::Function::New(env, ResetPeak));
   exports.Set("numThreads", Napi::Function::New(env, NumThreads));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("cpuFeatures", Napi::Function::New(env, CpuFeaturesJs));

@@ -147,6 +147,7 @@ MemStats mem_stats() {
   std::lock_guard<std::mutex> lk(g_mu);
   return {g_live.load(), g_live_bytes.load(), (int64_t)g_pooled, g_peak.load()};
 }
+void mem_reset_peak() { g_peak = g_live_bytes.load(); }
 void mem_empty_cache() {
   std::lock_guard<std::mutex> lk(g_mu);
   for (auto& kv : g_free) std::free(kv.second);

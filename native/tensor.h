@@ -55,6 +55,8 @@ struct MemStats {
 };
 MemStats mem_stats();
 void mem_empty_cache();
+// Restarts peak tracking from the current live bytes.
+void mem_reset_peak();
 
 struct Tensor {
   std::shared_ptr<Storage> st;
