@@ -6,6 +6,8 @@
  * under the `electra.` prefix.
  */
 import { Module } from '../nn/module.ts';
+import { PrefixTuningPool } from '../adapters/methods/prefix_tuning.ts';
+import type { LayerSites } from '../adapters/context.ts';
 import { Dropout, Embedding, LayerNorm, Linear } from '../nn/layers.ts';
 import { Tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
@@ -55,9 +57,25 @@ export class ElectraModel extends Module {
       this.project = this.registerModule('embeddings_project', new Linear(cfg.embeddingSize, cfg.hiddenSize));
     const list = this.registerModule('encoder', new Module()).registerModule('layer', new Module());
     for (let i = 0; i < cfg.numLayers; i++) this.layers.push(list.registerModule(String(i), new BertLayer(cfg, i)));
+    this.prefixes = this.registerModule('prefix_tuning', new PrefixTuningPool());
   }
   inputEmbeddings(): Tensor {
     return this.embeddings.word.weight;
+  }
+  hiddenSize(): number {
+    return this.cfg.hiddenSize;
+  }
+  numHeads(): number {
+    return this.cfg.numHeads;
+  }
+  prefixPool(): PrefixTuningPool {
+    return this.prefixes;
+  }
+  prefixes!: PrefixTuningPool;
+  /** Hook sites of the BERT-style layers (ElectraAdapterModel places adapters like BERT). */
+  adapterLayers(): LayerSites[] {
+    return this.layers.map((l, i) => ({ index: i, q: l.q, k: l.k, v: l.v, intermediate: l.up, output: l.down,
+      attnBottleneck: l.attnSite, ffnBottleneck: l.ffnSite, prefix: l.prefixSite, reft: l.reftSite }));
   }
   forward(input: ForwardInput): ModelOutput {
     return scope(() => {

@@ -8,6 +8,7 @@
 import { Module } from '../nn/module.ts';
 import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
 import { PrefixSite, PrefixTuningPool } from '../adapters/methods/prefix_tuning.ts';
+import { PromptTuningPool } from '../adapters/methods/prompt_tuning.ts';
 import type { LayerSites } from '../adapters/context.ts';
 import { Dropout, LayerNorm, Linear, activation } from '../nn/layers.ts';
 import { Tensor } from '../tensor.ts';
@@ -174,6 +175,10 @@ export class ViTModel extends Module {
   prefixPool(): PrefixTuningPool {
     return this.prefixes;
   }
+  prompts!: PromptTuningPool;
+  promptPool(): PromptTuningPool {
+    return this.prompts;
+  }
   /** Hook sites: LoRA on query/key/value, intermediate.dense, output.dense; two bottleneck sites; prefix. */
   adapterLayers(): LayerSites[] {
     return this.layers.map((l, i) => ({ index: i, q: l.q, k: l.k, v: l.v, intermediate: l.up, output: l.down,
@@ -193,12 +198,15 @@ export class ViTModel extends Module {
     if (cfg.addPooler) this.pooler = this.registerModule('pooler', new Module()).registerModule('dense', new Linear(cfg.hiddenSize, cfg.poolerSize));
     this.poolerAct = activation(cfg.poolerAct);
     this.prefixes = this.registerModule('prefix_tuning', new PrefixTuningPool());
+    this.prompts = this.registerModule('prompt_tuning', new PromptTuningPool());
   }
   forward(input: ForwardInput): ModelOutput {
     return scope(() => {
       const pixels = asFloat(input.pixelValues, 'pixelValues').t;
       if (!pixels) throw new ValueError('ViT forward needs pixelValues (B, C, H, W)');
       let h = this.embeddings.forward(pixels);
+      // prompt tuning prepends its vectors before CLS, as the Python library does (CLS moves back)
+      ({ h } = this.prompts.apply(h, null));
       // hidden_states are the encoder's: embeddings and each layer's output, before the final layernorm
       const hidden: Tensor[] = input.outputHiddenStates ? [h] : [];
       for (const layer of this.layers) {

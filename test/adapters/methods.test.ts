@@ -7,7 +7,7 @@ import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AutoAdapterModel, loadSafetensors, ops, scope, noGrad, ValueError, type Tensor } from '../../lib/index.ts';
+import { AutoAdapterModel, AdapterPlusConfig, loadSafetensors, ops, scope, noGrad, ValueError, type Tensor } from '../../lib/index.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ref = path.join(path.resolve(root, process.env.ADAPTERS_SHARED ?? '../shared'), 'reference');
@@ -143,9 +143,10 @@ const tiny: Record<string, Record<string, unknown>> = {
   distilbert: { model_type: 'distilbert', vocab_size: 50, dim: 16, n_layers: 2, n_heads: 2, hidden_dim: 32, dropout: 0, attention_dropout: 0 },
   t5: { model_type: 't5', vocab_size: 50, d_model: 16, d_kv: 8, d_ff: 32, num_layers: 1, num_decoder_layers: 2, num_heads: 2, relative_attention_num_buckets: 8, dropout_rate: 0, feed_forward_proj: 'gated-gelu', decoder_start_token_id: 0 },
   bart: { model_type: 'bart', vocab_size: 50, d_model: 16, encoder_layers: 1, decoder_layers: 2, encoder_attention_heads: 2, decoder_attention_heads: 2, encoder_ffn_dim: 32, decoder_ffn_dim: 32, max_position_embeddings: 32, dropout: 0, attention_dropout: 0, activation_dropout: 0 },
+  electra: { model_type: 'electra', vocab_size: 50, embedding_size: 8, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 },
   vit: { model_type: 'vit', hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32, image_size: 8, patch_size: 4, num_channels: 3, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 },
 };
-const prefixArchs = new Set(['bert', 'gpt2', 'roberta', 'distilbert', 'vit', 'llama']);
+const prefixArchs = new Set(['bert', 'gpt2', 'roberta', 'distilbert', 'vit', 'llama', 'electra']);
 const identityInit = ['lora', 'ia3', 'par_bn', 'lora[intermediate_lora=True, output_lora=True]'];
 const allMethods = ['seq_bn', 'double_seq_bn', 'par_bn', 'scaled_par_bn', 'lora', 'ia3', 'lora|par_bn'];
 for (const [arch, cfg] of Object.entries(tiny)) {
@@ -282,4 +283,23 @@ test('ejectPrefixTuning keeps the output and switches to the flat form; adapterT
   t.true(m.namedParameters().filter(([k]) => k.includes('.loras.l.')).every(([, p]) => p.dtype === 'bf16'));
   t.throws(() => m.adapterTo('l', { device: 'cuda' }), { instanceOf: ValueError });
   m.dispose();
+});
+
+test('prompt tuning on ViT prepends the prompts before CLS; Adapter+ stochastic depth is identity in eval', (t) => {
+  const m = AutoAdapterModel.fromConfig(tiny.vit!, { seed: 8 }).eval();
+  const px = ops.randn([2, 3, 8, 8], { seed: 9 });
+  const base = scope(() => noGrad(() => m.forward({ pixelValues: px }).lastHiddenState.shape));
+  m.addAdapter('p', 'prompt_tuning[prompt_length=3]', { setActive: true });
+  const withPrompt = scope(() => noGrad(() => m.forward({ pixelValues: px }).lastHiddenState.shape));
+  t.deepEqual(withPrompt, [base[0]!, base[1]! + 3, base[2]!]);
+  const b = AutoAdapterModel.fromConfig(tiny.bert!, { seed: 9 });
+  b.addAdapter('ap', new AdapterPlusConfig({ reduction_factor: 4 }), { setActive: true });
+  b.eval();
+  const ids = [[1, 2, 3, 4]];
+  const run = () => scope(() => Array.from(noGrad(() => b.forward({ inputIds: ids }).lastHiddenState).toArray() as Float32Array));
+  t.deepEqual(run(), run());
+  b.train();
+  t.notThrows(() => scope(() => { b.forward({ inputIds: ids }); }));
+  m.dispose();
+  b.dispose();
 });

@@ -44,7 +44,6 @@ export class BottleneckAdapter extends Module {
   constructor(readonly cfg: BnConfig, readonly hidden: number, readonly bottleneck: number, sharedRule: () => Tensor | null = () => null) {
     super();
     const phm = cfg.get('phm_layer') as boolean;
-    if (cfg.get('stochastic_depth') as number > 0) throw new ValueError('stochastic_depth (Adapter+) is not implemented yet');
     this.isParallel = cfg.get('is_parallel') as boolean;
     this.act = adapterActivation(cfg.get('non_linearity') as string);
     const downSeq = this.registerModule('adapter_down', new Module());
@@ -110,7 +109,7 @@ export class BottleneckAdapter extends Module {
   forward(h: Tensor, residual: Tensor): Tensor {
     // fused kernel: down → act → up → ·scale → + residual in one native call (plain sequential adapters)
     const sc = this.cfg.get('scaling');
-    if (fusedAdapterKernels() && !this.isParallel && !this.lnBefore && !this.lnAfter && !this.child('gate') && typeof sc === 'number' &&
+    if (fusedAdapterKernels() && !this.isParallel && !(this.training && (this.cfg.get('stochastic_depth') as number) > 0) && !this.lnBefore && !this.lnAfter && !this.child('gate') && typeof sc === 'number' &&
         this.down instanceof Linear && this.up instanceof Linear && h.dtype === 'f32' && this.down.weight.dtype === 'f32' &&
         bottleneckActSupported(this.cfg.get('non_linearity') as string) && !(this.training && (this.cfg.get('dropout') as number) > 0))
       return bottleneckFused(h, this.down.weight, this.down.bias!, this.up.weight, this.up.bias!, residual, this.cfg.get('non_linearity') as string, sc);
@@ -118,6 +117,13 @@ export class BottleneckAdapter extends Module {
     let out = this.scale(this.up.forward(this.act(this.down.forward(x))));
     const gate = this.child('gate') as Linear | null;
     if (gate) out = ops.mul(out, ops.unsqueeze(ops.mean(ops.sigmoid(gate.forward(h)), 1), -1));
+    // Adapter+'s stochastic depth (torchvision mode 'row'): in training, drop the whole adapter output of a row
+    const sd = this.cfg.get('stochastic_depth') as number;
+    if (this.training && sd > 0) {
+      const B = out.shape[0]!;
+      const keep = ops.div(ops.cast(ops.ge(ops.rand([B]), sd), out.dtype), 1 - sd);
+      out = ops.mul(out, ops.reshape(keep, [B, ...out.shape.slice(1).map(() => 1)]));
+    }
     if (this.isParallel) return this.lnAfter ? this.lnAfter.forward(out) : out;
     if (this.cfg.get('adapter_residual_before_ln')) {
       out = ops.add(out, residual);
