@@ -18,6 +18,7 @@ import { loadTorchBin } from '../io/torch_bin.ts';
 import { archFor, type ArchSpec, type BaseModel } from './registry.ts';
 import type { ForwardInput, HFConfig, ModelOutput } from './common.ts';
 import { generate as generateDecoder, type GenerateOptions } from './generate.ts';
+import { generateSeq2seq } from './seq2seq_generate.ts';
 import { AdapterManager, formatSummary, type AdapterHostModel, type SummaryRow } from '../adapters/model.ts';
 import type { AdapterConfig, ConfigDict } from '../adapters/config.ts';
 
@@ -122,6 +123,8 @@ export class AdapterModel extends Module {
    * use generateSeq2seq (lib/models/seq2seq_generate.ts).
    */
   generate(inputIds: Tensor | number[][], opts: GenerateOptions): number[][] {
+    // encoder–decoder models (T5, BART) generate decoder sequences from the encoded inputs
+    if (this.spec.encoderDecoder) return generateSeq2seq(this as never, inputIds, opts as never);
     return generateDecoder(this, inputIds, opts);
   }
   /** LM logits (…, V) of hidden states (…, C): tied input embeddings or the separate lm_head. */

@@ -28,6 +28,8 @@ export interface ArchSpec {
    * (a separate `lm_head.weight` (V, C), loaded from the checkpoint when present). Absent = no LM head.
    */
   lmHead?: (cfg: HFConfig) => 'tied' | 'untied';
+  /** Encoder–decoder (T5, BART): generate() runs the seq2seq loop. */
+  encoderDecoder?: boolean;
 }
 
 const archs = new Map<string, ArchSpec>();
@@ -71,9 +73,9 @@ import { T5Model, parseT5Config, t5TiesWordEmbeddings } from './t5.ts';
 import { BartModel, parseBartConfig } from './bart.ts';
 registerArch({
   modelTypes: ['t5', 'mt5'], prefix: 'transformer', build: (c) => new T5Model(parseT5Config(c)),
-  lmHead: (c) => (t5TiesWordEmbeddings(c) ? 'tied' : 'untied'),
+  lmHead: (c) => (t5TiesWordEmbeddings(c) ? 'tied' : 'untied'), encoderDecoder: true,
 });
 registerArch({
   modelTypes: ['bart'], prefix: 'model', build: (c) => new BartModel(parseBartConfig(c)),
-  lmHead: (c) => (c.tie_word_embeddings === false ? 'untied' : 'tied'),
+  lmHead: (c) => (c.tie_word_embeddings === false ? 'untied' : 'tied'), encoderDecoder: true,
 });

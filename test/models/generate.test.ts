@@ -195,3 +195,14 @@ storiesTest('stories260K with its tokenizer: prompt ids, a left-padded batch = e
   t.true(tok.decode(batch[1]!, { skipSpecialTokens: true }).startsWith(ref.prompt));
   model.dispose();
 });
+
+test('model.generate dispatches encoder–decoder models to the seq2seq loop', (t) => {
+  const cfg = { model_type: 't5', vocab_size: 30, d_model: 16, d_kv: 8, d_ff: 32, num_layers: 1, num_decoder_layers: 1, num_heads: 2,
+    relative_attention_num_buckets: 8, dropout_rate: 0, decoder_start_token_id: 0, eos_token_id: 1, pad_token_id: 0 };
+  const m = AutoAdapterModel.fromConfig(cfg, { seed: 1 }).eval();
+  const out = m.generate([[5, 6, 7]], { maxNewTokens: 4, eosTokenId: null } as never);
+  t.is(out.length, 1);
+  t.is(out[0]![0], 0, 'starts with decoder_start_token_id');
+  t.is(out[0]!.length, 5);
+  m.dispose();
+});
