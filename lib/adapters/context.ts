@@ -34,6 +34,8 @@ export interface LayerSites {
   /** Bottleneck sites after attention (mh_adapter) and after the feed-forward block (output_adapter). */
   attnBottleneck?: import('./methods/bottleneck.ts').BottleneckSite;
   ffnBottleneck?: import('./methods/bottleneck.ts').BottleneckSite;
+  /** Bottleneck site after cross-attention (encoder–decoder decoders; `cross_adapter: true`). */
+  crossBottleneck?: import('./methods/bottleneck.ts').BottleneckSite;
   /** Prefix-tuning site of the self-attention. */
   prefix?: import('./methods/prefix_tuning.ts').PrefixSite;
   /** ReFT site on the layer output. */

@@ -54,7 +54,7 @@ export class AdapterManager {
   private readonly hosts = new Map<import('../nn/layers.ts').Linear, LoRAHost>();
   constructor(readonly model: AdapterHostModel) {
     for (const l of this.layers()) {
-      for (const s of [l.attnBottleneck, l.ffnBottleneck]) if (s) s.ctx = this.ctx;
+      for (const s of [l.attnBottleneck, l.ffnBottleneck, l.crossBottleneck]) if (s) s.ctx = this.ctx;
       if (l.prefix) l.prefix.ctx = this.ctx;
       if (l.reft) l.reft.ctx = this.ctx;
     }
@@ -107,13 +107,15 @@ export class AdapterManager {
   private addPart(name: string, c: AdapterConfig, hidden: number): void {
     const leave = new Set(c.leaveOut);
     if (c instanceof BnConfig) {
-      if (c.get('cross_adapter')) throw new ValueError('cross_adapter bottlenecks (encoder–decoder cross-attention) are not implemented yet');
+      if (c.get('cross_adapter') && !this.layers().some((l) => l.crossBottleneck))
+        throw new ValueError(`cross_adapter needs an encoder–decoder model; ${String(this.model.config.model_type)} has no cross-attention`);
       if (c.get('phm_layer')) this.shared().add(name, c);
       const rule = () => this.shared().rule(name);
       for (const l of this.layers()) {
         if (leave.has(l.index)) continue;
         if (c.get('mh_adapter') && l.attnBottleneck) l.attnBottleneck.add(name, c, hidden, rule);
         if (c.get('output_adapter') && l.ffnBottleneck) l.ffnBottleneck.add(name, c, hidden, rule);
+        if (c.get('cross_adapter') && l.crossBottleneck) l.crossBottleneck.add(name, c, hidden, rule);
       }
       if (c.get('inv_adapter')) {
         const inv = this.model.base.invertibleAdapters?.();
@@ -187,6 +189,7 @@ export class AdapterManager {
     for (const l of this.layers()) {
       l.attnBottleneck?.remove(name);
       l.ffnBottleneck?.remove(name);
+      l.crossBottleneck?.remove(name);
       l.prefix?.enabled.delete(name);
       l.prefix?.removeGate(name);
       l.reft?.remove(name);

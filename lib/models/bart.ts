@@ -9,6 +9,7 @@
  */
 import { Module } from '../nn/module.ts';
 import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
+import { ReftSite } from '../adapters/methods/reft.ts';
 import type { LayerSites } from '../adapters/context.ts';
 import { Dropout, Embedding, LayerNorm, Linear, activation } from '../nn/layers.ts';
 import { Tensor, tensor } from '../tensor.ts';
@@ -90,7 +91,7 @@ class BartLayer extends Module {
   crossAttn: BartAttention | null = null; crossLn: LayerNorm | null = null;
   fc1: Linear; fc2: Linear; finalLn: LayerNorm;
   drop: Dropout; actDrop: Dropout; act: (x: Tensor) => Tensor;
-  attnSite: BottleneckSite; ffnSite: BottleneckSite;
+  attnSite: BottleneckSite; ffnSite: BottleneckSite; crossSite: BottleneckSite | null = null; reftSite: ReftSite;
   /** @param index adapter layer index: encoder layers first, decoder layers after them */
   constructor(readonly cfg: BartConfig, readonly isDecoder: boolean, readonly index = 0) {
     super();
@@ -112,6 +113,8 @@ class BartLayer extends Module {
     // bottleneck sites `attention_adapters` / `output_adapters` on the layer (post-LN: called with the LNs)
     this.attnSite = new BottleneckSite(this.registerModule('attention_adapters', new Module()), index, 'mh');
     this.ffnSite = new BottleneckSite(this.registerModule('output_adapters', new Module()), index, 'output');
+    if (isDecoder) this.crossSite = new BottleneckSite(this.registerModule('cross_attention_adapters', new Module()), index, 'mh');
+    this.reftSite = new ReftSite(this, index);
   }
   forward(h: Tensor, ctx: StackContext, i: number): Tensor {
     const own = this.selfAttn.kv(h);
@@ -120,10 +123,10 @@ class BartLayer extends Module {
     if (this.crossAttn) {
       const c = this.crossAttn;
       const ckv = cachedCrossKV(ctx.cache, i, () => c.kv(ctx.enc!), ctx.updateCache);
-      h = this.crossLn!.forward(ops.add(h, this.drop.forward(c.attend(h, ckv.k, ckv.v, ctx.encKeep, false))));
+      h = this.crossSite!.forward(this.drop.forward(c.attend(h, ckv.k, ckv.v, ctx.encKeep, false)), h, this.crossLn!);
     }
     const f = this.fc2.forward(this.actDrop.forward(this.act(this.fc1.forward(h))));
-    return this.ffnSite.forward(this.drop.forward(f), h, this.finalLn);
+    return this.reftSite.apply(this.ffnSite.forward(this.drop.forward(f), h, this.finalLn), this.training);
   }
 }
 
@@ -214,7 +217,7 @@ export class BartModel extends Module {
     return [...this.encoder.layers, ...this.decoder.layers].map((l) => ({
       index: l.index, q: l.selfAttn.q, k: l.selfAttn.k, v: l.selfAttn.v, intermediate: l.fc1, output: l.fc2,
       cross: l.crossAttn ? { q: l.crossAttn.q, k: l.crossAttn.k, v: l.crossAttn.v } : undefined,
-      attnBottleneck: l.attnSite, ffnBottleneck: l.ffnSite,
+      attnBottleneck: l.attnSite, ffnBottleneck: l.ffnSite, crossBottleneck: l.crossSite ?? undefined, reft: l.reftSite,
     }));
   }
   /** BART's LM head uses the decoder output as is. */

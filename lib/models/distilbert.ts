@@ -8,6 +8,7 @@
 import { Module } from '../nn/module.ts';
 import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
 import { PrefixSite, PrefixTuningPool } from '../adapters/methods/prefix_tuning.ts';
+import { ReftSite } from '../adapters/methods/reft.ts';
 import type { LayerSites } from '../adapters/context.ts';
 import { Dropout, Embedding, LayerNorm, Linear, activation } from '../nn/layers.ts';
 import { Tensor, tensor } from '../tensor.ts';
@@ -110,7 +111,9 @@ export class DistilBertLayer extends Module {
     this.attnSite = new BottleneckSite(this.registerModule('attention_adapters', new Module()), index, 'mh');
     this.ffnSite = new BottleneckSite(this.registerModule('output_adapters', new Module()), index, 'output');
     this.prefixSite = new PrefixSite(attn, index);
+    this.reftSite = new ReftSite(this, index);
   }
+  reftSite!: ReftSite;
   forward(h: Tensor, keepKeys: Tensor | null): Tensor {
     const H = this.cfg.numHeads;
     const q = splitHeads(this.q.forward(h), H), k = splitHeads(this.k.forward(h), H), v = splitHeads(this.v.forward(h), H);
@@ -120,7 +123,7 @@ export class DistilBertLayer extends Module {
     // HF applies no dropout to out_lin's output, only inside the FFN (after lin2)
     const a = this.attnSite.forward(this.o.forward(ctx), h, this.ln1);
     const f = this.down.forward(this.act(this.up.forward(a)));
-    return this.ffnSite.forward(this.drop.forward(f), a, this.ln2);
+    return this.reftSite.apply(this.ffnSite.forward(this.drop.forward(f), a, this.ln2), this.training);
   }
 }
 
@@ -151,7 +154,7 @@ export class DistilBertModel extends Module {
   /** Hook sites: LoRA on q/k/v_lin, ffn.lin1 (intermediate), ffn.lin2 (output); bottlenecks on the layer. */
   adapterLayers(): LayerSites[] {
     return this.layers.map((l, i) => ({ index: i, q: l.q, k: l.k, v: l.v, intermediate: l.up, output: l.down,
-      attnBottleneck: l.attnSite, ffnBottleneck: l.ffnSite, prefix: l.prefixSite }));
+      attnBottleneck: l.attnSite, ffnBottleneck: l.ffnSite, prefix: l.prefixSite, reft: l.reftSite }));
   }
   forward(input: ForwardInput): ModelOutput {
     return scope(() => {

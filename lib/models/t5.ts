@@ -11,6 +11,7 @@
  */
 import { Module } from '../nn/module.ts';
 import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
+import { ReftSite } from '../adapters/methods/reft.ts';
 import type { LayerSites } from '../adapters/context.ts';
 import { Dropout, Embedding, Linear, RMSNorm, activation } from '../nn/layers.ts';
 import { Tensor, tensor, type DType } from '../tensor.ts';
@@ -181,7 +182,7 @@ class T5Block extends Module {
   selfAttn: T5Attention; ln0: RMSNorm; drop0: Dropout;
   crossAttn: T5Attention | null = null; ln1: RMSNorm | null = null; drop1: Dropout | null = null;
   ff: T5FF;
-  attnSite: BottleneckSite;
+  attnSite: BottleneckSite; crossSite: BottleneckSite | null = null; reftSite: ReftSite;
   constructor(readonly cfg: T5Config, readonly isDecoder: boolean, hasRelBias: boolean, readonly index = 0) {
     super();
     const layers = this.registerModule('layer', new Module());
@@ -195,8 +196,10 @@ class T5Block extends Module {
       this.crossAttn = ca.registerModule('EncDecAttention', new T5Attention(cfg, false));
       this.ln1 = ca.registerModule('layer_norm', new RMSNorm(cfg.dModel, cfg.eps));
       this.drop1 = ca.registerModule('dropout', new Dropout(cfg.dropout));
+      this.crossSite = new BottleneckSite(ca, index, 'mh');
     }
     this.ff = layers.registerModule(isDecoder ? '2' : '1', new T5FF(cfg, index));
+    this.reftSite = new ReftSite(this, index);
   }
   forward(h: Tensor, ctx: StackContext, i: number): Tensor {
     const H = this.cfg.numHeads, a = this.selfAttn;
@@ -209,9 +212,9 @@ class T5Block extends Module {
       const y = this.ln1!.forward(h);
       const ckv = cachedCrossKV(ctx.cache, i, () => ({ k: splitHeads(c.k.forward(ctx.enc!), H), v: splitHeads(c.v.forward(ctx.enc!), H) }), ctx.updateCache);
       const ca = t5Attention(splitHeads(c.q.forward(y), H), ckv.k, ckv.v, null, ctx.encKeep, false);
-      h = ops.add(h, this.drop1!.forward(c.o.forward(mergeHeads(ca))));
+      h = this.crossSite!.forward(this.drop1!.forward(c.o.forward(mergeHeads(ca))), h, null);
     }
-    return this.ff.forward(h);
+    return this.reftSite.apply(this.ff.forward(h), this.training);
   }
 }
 
@@ -284,6 +287,7 @@ export class T5Model extends Module {
       index: b.index, q: b.selfAttn.q, k: b.selfAttn.k, v: b.selfAttn.v,
       cross: b.crossAttn ? { q: b.crossAttn.q, k: b.crossAttn.k, v: b.crossAttn.v } : undefined,
       intermediate: b.ff.wi ?? b.ff.wi1!, output: b.ff.wo, attnBottleneck: b.attnSite, ffnBottleneck: b.ff.site,
+      crossBottleneck: b.crossSite ?? undefined, reft: b.reftSite,
     }));
   }
   inputEmbeddings(): Tensor {

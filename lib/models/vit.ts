@@ -8,6 +8,7 @@
 import { Module } from '../nn/module.ts';
 import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
 import { PrefixSite, PrefixTuningPool } from '../adapters/methods/prefix_tuning.ts';
+import { ReftSite } from '../adapters/methods/reft.ts';
 import { PromptTuningPool } from '../adapters/methods/prompt_tuning.ts';
 import type { LayerSites } from '../adapters/context.ts';
 import { Dropout, LayerNorm, Linear, activation } from '../nn/layers.ts';
@@ -150,7 +151,9 @@ export class ViTLayer extends Module {
     this.attnSite = new BottleneckSite(this.registerModule('attention_adapters', new Module()), index, 'mh');
     this.ffnSite = new BottleneckSite(out.registerModule('output_adapters', new Module()), index, 'output');
     this.prefixSite = new PrefixSite(self, index);
+    this.reftSite = new ReftSite(this, index);
   }
+  reftSite!: ReftSite;
   forward(h: Tensor): Tensor {
     const H = this.cfg.numHeads;
     const x = this.ln1.forward(h);
@@ -159,7 +162,7 @@ export class ViTLayer extends Module {
     const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { prefixK: pre?.k, prefixV: pre?.v }));
     const a = this.attnSite.forward(this.dropAttn.forward(this.o.forward(ctx)), h, null);
     const f = this.down.forward(this.act(this.up.forward(this.ln2.forward(a))));
-    return this.ffnSite.forward(this.dropOut.forward(f), a, null);
+    return this.reftSite.apply(this.ffnSite.forward(this.dropOut.forward(f), a, null), this.training);
   }
 }
 
@@ -182,7 +185,7 @@ export class ViTModel extends Module {
   /** Hook sites: LoRA on query/key/value, intermediate.dense, output.dense; two bottleneck sites; prefix. */
   adapterLayers(): LayerSites[] {
     return this.layers.map((l, i) => ({ index: i, q: l.q, k: l.k, v: l.v, intermediate: l.up, output: l.down,
-      attnBottleneck: l.attnSite, ffnBottleneck: l.ffnSite, prefix: l.prefixSite }));
+      attnBottleneck: l.attnSite, ffnBottleneck: l.ffnSite, prefix: l.prefixSite, reft: l.reftSite }));
   }
   embeddings: ViTEmbeddings;
   layers: ViTLayer[] = [];

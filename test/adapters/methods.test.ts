@@ -152,7 +152,7 @@ const allMethods = ['seq_bn', 'double_seq_bn', 'par_bn', 'scaled_par_bn', 'lora'
 for (const [arch, cfg] of Object.entries(tiny)) {
   const ids = [[1, 5, 7, 9, 11, 3], [4, 8, 2, 6, 10, 12]];
   const pixels = arch === 'vit' ? ops.randn([2, 3, 8, 8], { seed: 9 }) : null;
-  const input = () => (pixels ? { pixelValues: pixels } : arch === 't5' || arch === 'bart' ? { inputIds: ids, decoderInputIds: [[0, 5, 7], [0, 8, 2]] } : { inputIds: ids });
+  const input = () => (pixels ? { pixelValues: pixels } : arch === 't5' || arch === 'bart' ? { inputIds: ids, decoderInputIds: [[0, 5, 7, 9, 11], [0, 8, 2, 6, 10]] } : { inputIds: ids });
   const run = (m: ReturnType<typeof AutoAdapterModel.fromConfig>) =>
     scope(() => Array.from(noGrad(() => m.forward(input()).lastHiddenState).toArray() as Float32Array));
   const close = (a: number[], b: number[], tol = 1e-5) => a.length === b.length && a.every((v, i) => Math.abs(v - b[i]!) <= tol);
@@ -164,13 +164,17 @@ for (const [arch, cfg] of Object.entries(tiny)) {
       t.true(close(run(m), base));
       m.dispose();
     });
-  for (const method of [...allMethods, ...(prefixArchs.has(arch) ? ['prefix_tuning[bottleneck_size=8, prefix_length=3]', 'prefix_tuning_flat[prefix_length=2]'] : [])])
+  const extra = [...(prefixArchs.has(arch) ? ['prefix_tuning[bottleneck_size=8, prefix_length=3]', 'prefix_tuning_flat[prefix_length=2]'] : []),
+    ...(arch === 't5' || arch === 'bart' ? ['seq_bn[cross_adapter=True]', 'double_seq_bn[cross_adapter=True]'] : []),
+    'loreft[suffix_positions=1]', 'noreft[suffix_positions=2, tied_weights=True]'];
+  for (const method of [...allMethods, ...extra])
     test(`${arch} ${method}: only adapter parameters train; delete restores the base; merge equals unmerged`, (t) => {
       const m = AutoAdapterModel.fromConfig(cfg, { seed: 2 }).eval();
       const base = run(m);
       m.addAdapter('x', method);
-      // perturb every adapter parameter so the adapter does something
-      noGrad(() => { for (const [k, p] of m.namedParameters()) if (k.includes('.x.')) p.copy_(ops.add(p, ops.randn(p.shape, { std: 0.1, seed: k.length }))); });
+      // perturb every adapter parameter so the adapter does something (not LoReFT's Householder `original`:
+      // PyTorch truncates its diagonal to an int, so noise there can switch the projection off)
+      noGrad(() => { for (const [k, p] of m.namedParameters()) if (k.includes('.x.') && !k.endsWith('.original')) p.copy_(ops.add(p, ops.randn(p.shape, { std: 0.1, seed: k.length }))); });
       m.trainAdapter('x');
       scope(() => {
         const h = m.forward(input()).lastHiddenState;

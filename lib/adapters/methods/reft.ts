@@ -23,10 +23,11 @@ class OrthogonalProjection extends Module {
     super();
     const par = this.registerModule('parametrizations', new Module());
     par.registerModule('weight', this.weightHolder);
-    // right_inverse of a random orthogonal init: original = I-like, base = a random orthogonal matrix
-    this.weightHolder.registerParameter('original', ops.randn([r, hidden], { std: 0.02 }));
+    // PyTorch's right_inverse with use_trivialization: base = an orthogonal completion of the initial weight,
+    // original = −Id (so the Householder map gives the identity and P = the first r columns of base, transposed)
+    this.weightHolder.registerParameter('original', tensor(Float32Array.from({ length: r * hidden }, (_, i) => (Math.floor(i / hidden) === i % hidden ? -1 : 0)), [r, hidden]));
     const b = this.weightHolder.registerModule('0', new Module());
-    b.registerBuffer('base', identity(hidden));
+    b.registerBuffer('base', randomOrthogonal(hidden));
   }
   /** P (r, H) */
   weight(): Tensor {
@@ -55,8 +56,23 @@ class OrthogonalProjection extends Module {
   }
 }
 
-function identity(n: number): Tensor {
-  return tensor(Float32Array.from({ length: n * n }, (_, i) => (Math.floor(i / n) === i % n ? 1 : 0)), [n, n]);
+/** A random orthogonal n×n matrix (Gram–Schmidt on Gaussian columns, seeded by the global generator). */
+function randomOrthogonal(n: number): Tensor {
+  const g = noGrad(() => ops.randn([n, n]));
+  const a = Float64Array.from(g.toArray() as Float32Array);
+  g.dispose();
+  const q = new Float64Array(n * n);  // column-major work
+  for (let j = 0; j < n; j++) {
+    const v = Float64Array.from({ length: n }, (_, i) => a[i * n + j]!);
+    for (let p = 0; p < j; p++) {
+      let d = 0;
+      for (let i = 0; i < n; i++) d += q[p * n + i]! * v[i]!;
+      for (let i = 0; i < n; i++) v[i] = v[i]! - d * q[p * n + i]!;
+    }
+    const nrm = Math.sqrt(v.reduce((s2, x) => s2 + x * x, 0)) || 1;
+    for (let i = 0; i < n; i++) q[j * n + i] = v[i]! / nrm;
+  }
+  return tensor(Float32Array.from({ length: n * n }, (_, k) => q[(k % n) * n + Math.floor(k / n)]!), [n, n]);
 }
 
 class ReftUnit extends Module {
