@@ -38,6 +38,8 @@ export interface LayerSites {
   crossBottleneck?: import('./methods/bottleneck.ts').BottleneckSite;
   /** Prefix-tuning site of the self-attention. */
   prefix?: import('./methods/prefix_tuning.ts').PrefixSite;
+  /** Prefix-tuning site of the cross-attention (encoder–decoder decoders). */
+  crossPrefix?: import('./methods/prefix_tuning.ts').PrefixSite;
   /** ReFT site on the layer output. */
   reft?: import('./methods/reft.ts').ReftSite;
 }
@@ -50,6 +52,8 @@ export interface AdaptableModel {
   numHeads?(): number;
   /** The model-level prefix pool (`prefix_tuning`), when the architecture supports prefix tuning. */
   prefixPool?(): import('./methods/prefix_tuning.ts').PrefixTuningPool;
+  /** Prefix locations with their layer counts (encoder–decoder models); default: one location, all layers. */
+  prefixLocations?(cfg: import('./config.ts').PrefixTuningConfig): { key: string; nLayers: number }[];
   /** Model-level `invertible_adapters` (NICE blocks on the embedding output). */
   invertibleAdapters?(): import('./methods/invertible.ts').InvertibleAdapters;
   /** The prompt-tuning pool (`prompt_tuning`), when the architecture supports prompt tuning. */

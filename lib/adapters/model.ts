@@ -56,6 +56,7 @@ export class AdapterManager {
     for (const l of this.layers()) {
       for (const s of [l.attnBottleneck, l.ffnBottleneck, l.crossBottleneck]) if (s) s.ctx = this.ctx;
       if (l.prefix) l.prefix.ctx = this.ctx;
+      if (l.crossPrefix) l.crossPrefix.ctx = this.ctx;
       if (l.reft) l.reft.ctx = this.ctx;
     }
     const pp = model.base.promptPool?.();
@@ -155,13 +156,14 @@ export class AdapterManager {
       const pool = this.model.base.prefixPool?.();
       const layers = this.layers();
       if (!pool || !layers.some((l) => l.prefix)) throw new ValueError(`prefix tuning is not supported for ${String(this.model.config.model_type)} yet`);
-      for (const l of layers) l.prefix?.attach(pool);  // layer aliases first: they name the parameters, as in PyTorch
-      pool.add(name, c, layers.length, this.model.base.numHeads!(), hidden);
+      for (const l of layers) { l.prefix?.attach(pool); l.crossPrefix?.attach(pool); }  // layer aliases name the parameters
+      pool.add(name, c, layers.length, this.model.base.numHeads!(), hidden, this.model.base.prefixLocations?.(c));
       for (const l of layers)
-        if (!leave.has(l.index) && l.prefix) {
-          l.prefix.enabled.add(name);
-          if (c.get('use_gating')) l.prefix.addGate(name, hidden, c.get('shared_gating') as boolean);
-        }
+        for (const site of [l.prefix, l.crossPrefix])
+          if (!leave.has(l.index) && site) {
+            site.enabled.add(name);
+            if (c.get('use_gating')) site.addGate(name, hidden, c.get('shared_gating') as boolean);
+          }
       return;
     }
     if (c instanceof ReftConfig) {
@@ -190,8 +192,10 @@ export class AdapterManager {
       l.attnBottleneck?.remove(name);
       l.ffnBottleneck?.remove(name);
       l.crossBottleneck?.remove(name);
-      l.prefix?.enabled.delete(name);
-      l.prefix?.removeGate(name);
+      for (const site of [l.prefix, l.crossPrefix]) {
+        site?.enabled.delete(name);
+        site?.removeGate(name);
+      }
       l.reft?.remove(name);
     }
     this.model.base.prefixPool?.().remove(name);

@@ -10,6 +10,8 @@
 import { Module } from '../nn/module.ts';
 import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
 import { ReftSite } from '../adapters/methods/reft.ts';
+import { PrefixSite, PrefixTuningPool } from '../adapters/methods/prefix_tuning.ts';
+import type { PrefixTuningConfig } from '../adapters/config.ts';
 import type { LayerSites } from '../adapters/context.ts';
 import { Dropout, Embedding, LayerNorm, Linear, activation } from '../nn/layers.ts';
 import { Tensor, tensor } from '../tensor.ts';
@@ -75,10 +77,15 @@ class BartAttention extends Module {
     this.o = this.registerModule('out_proj', new Linear(dim, dim));
     this.q.site = 'attn.q'; this.k.site = 'attn.k'; this.v.site = 'attn.v'; this.o.site = 'attn.o';
   }
-  /** softmax(q·kᵀ/√D)·v → out_proj; k/v already split into heads. */
+  /** Prefix-tuning site (set by the layer). */
+  prefixSite: PrefixSite | null = null;
+  /** softmax(q·kᵀ/√D)·v → out_proj; k/v already split into heads; prefix keys/values prepended when active. */
   attend(x: Tensor, k: Tensor, v: Tensor, keep: Tensor | null, causal: boolean): Tensor {
     const q = splitHeads(this.q.forward(x), this.heads);
-    return this.o.forward(mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: keep, isCausal: causal })));
+    const pre = this.prefixSite?.kv(x.shape[0]!, this.training, x) ?? null;
+    const B = x.shape[0]!;
+    const keepAll = pre && keep ? ops.concat([ops.full([B, pre.k.shape[2]!], 1, { dtype: 'bool' }), keep], 1) : keep;
+    return this.o.forward(mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: keepAll, isCausal: causal, prefixK: pre?.k, prefixV: pre?.v })));
   }
   kv(src: Tensor): { k: Tensor; v: Tensor } {
     return { k: splitHeads(this.k.forward(src), this.heads), v: splitHeads(this.v.forward(src), this.heads) };
@@ -92,6 +99,7 @@ class BartLayer extends Module {
   fc1: Linear; fc2: Linear; finalLn: LayerNorm;
   drop: Dropout; actDrop: Dropout; act: (x: Tensor) => Tensor;
   attnSite: BottleneckSite; ffnSite: BottleneckSite; crossSite: BottleneckSite | null = null; reftSite: ReftSite;
+  prefixSite: PrefixSite; crossPrefixSite: PrefixSite | null = null;
   /** @param index adapter layer index: encoder layers first, decoder layers after them */
   constructor(readonly cfg: BartConfig, readonly isDecoder: boolean, readonly index = 0) {
     super();
@@ -114,6 +122,11 @@ class BartLayer extends Module {
     this.attnSite = new BottleneckSite(this.registerModule('attention_adapters', new Module()), index, 'mh');
     this.ffnSite = new BottleneckSite(this.registerModule('output_adapters', new Module()), index, 'output');
     if (isDecoder) this.crossSite = new BottleneckSite(this.registerModule('cross_attention_adapters', new Module()), index, 'mh');
+    // prefix locations as in the Python library: encoder self-attention 'encoder_prefix', decoder self-attention
+    // 'self_prefix', decoder cross-attention 'cross_prefix' (layer index within the stack)
+    const local = isDecoder ? index - cfg.encoderLayers : index;
+    this.selfAttn.prefixSite = this.prefixSite = new PrefixSite(this.selfAttn, index, isDecoder ? 'self_prefix' : 'encoder_prefix', local);
+    if (this.crossAttn) this.crossAttn.prefixSite = this.crossPrefixSite = new PrefixSite(this.crossAttn, index, 'cross_prefix', local);
     this.reftSite = new ReftSite(this, index);
   }
   forward(h: Tensor, ctx: StackContext, i: number): Tensor {
@@ -205,6 +218,7 @@ export class BartModel extends Module {
     this.shared = this.registerModule('shared', new Embedding(cfg.vocabSize, cfg.dModel));
     this.encoder = this.registerModule('encoder', new BartStack(cfg, false, this.shared));
     this.decoder = this.registerModule('decoder', new BartStack(cfg, true, this.shared));
+    this.prefixes = this.registerModule('prefix_tuning', new PrefixTuningPool());
   }
   inputEmbeddings(): Tensor {
     return this.shared.weight;
@@ -218,7 +232,22 @@ export class BartModel extends Module {
       index: l.index, q: l.selfAttn.q, k: l.selfAttn.k, v: l.selfAttn.v, intermediate: l.fc1, output: l.fc2,
       cross: l.crossAttn ? { q: l.crossAttn.q, k: l.crossAttn.k, v: l.crossAttn.v } : undefined,
       attnBottleneck: l.attnSite, ffnBottleneck: l.ffnSite, crossBottleneck: l.crossSite ?? undefined, reft: l.reftSite,
+      prefix: l.prefixSite, crossPrefix: l.crossPrefixSite ?? undefined,
     }));
+  }
+  prefixes!: PrefixTuningPool;
+  prefixPool(): PrefixTuningPool {
+    return this.prefixes;
+  }
+  numHeads(): number {
+    return this.cfg.encoderHeads;
+  }
+  prefixLocations(c: PrefixTuningConfig): { key: string; nLayers: number }[] {
+    return [
+      ...(c.get('encoder_prefix') ? [{ key: 'encoder_prefix', nLayers: this.cfg.encoderLayers }] : []),
+      { key: 'self_prefix', nLayers: this.cfg.decoderLayers },
+      ...(c.get('cross_prefix') ? [{ key: 'cross_prefix', nLayers: this.cfg.decoderLayers }] : []),
+    ];
   }
   /** BART's LM head uses the decoder output as is. */
   get lmScale(): number {

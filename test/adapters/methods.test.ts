@@ -146,7 +146,7 @@ const tiny: Record<string, Record<string, unknown>> = {
   electra: { model_type: 'electra', vocab_size: 50, embedding_size: 8, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 },
   vit: { model_type: 'vit', hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32, image_size: 8, patch_size: 4, num_channels: 3, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 },
 };
-const prefixArchs = new Set(['bert', 'gpt2', 'roberta', 'distilbert', 'vit', 'llama', 'electra']);
+const prefixArchs = new Set(['bert', 'gpt2', 'roberta', 'distilbert', 'vit', 'llama', 'electra', 'bart']);
 const identityInit = ['lora', 'ia3', 'par_bn', 'lora[intermediate_lora=True, output_lora=True]'];
 const allMethods = ['seq_bn', 'double_seq_bn', 'par_bn', 'scaled_par_bn', 'lora', 'ia3', 'lora|par_bn'];
 for (const [arch, cfg] of Object.entries(tiny)) {
@@ -306,4 +306,19 @@ test('prompt tuning on ViT prepends the prompts before CLS; Adapter+ stochastic 
   t.notThrows(() => scope(() => { b.forward({ inputIds: ids }); }));
   m.dispose();
   b.dispose();
+});
+
+test('BART prefix tuning: encoder/self/cross pools named under the first alias, rows = layers·2·H', (t) => {
+  const m = AutoAdapterModel.fromConfig(tiny.bart!, { seed: 10 });
+  m.addAdapter('a', 'prefix_tuning[bottleneck_size=8, prefix_length=3]');
+  const names = m.namedParameters().map(([k]) => k).filter((k) => k.includes('prefix_tunings.a.'));
+  for (const loc of ['encoder_prefix', 'self_prefix', 'cross_prefix'])
+    t.true(names.includes(`model.encoder.layers.0.self_attn.prefix_tuning.pool.prefix_tunings.a.${loc}.control_trans.2.weight`), loc);
+  const sd = m.stateDict();
+  t.deepEqual(sd.get('model.encoder.layers.0.self_attn.prefix_tuning.pool.prefix_tunings.a.encoder_prefix.control_trans.2.weight')!.shape, [1 * 2 * 16, 8]);
+  t.deepEqual(sd.get('model.encoder.layers.0.self_attn.prefix_tuning.pool.prefix_tunings.a.cross_prefix.control_trans.2.weight')!.shape, [2 * 2 * 16, 8]);
+  m.dispose();
+  const t5 = AutoAdapterModel.fromConfig(tiny.t5!, { seed: 11 });
+  t.throws(() => t5.addAdapter('a', 'prefix_tuning'), { instanceOf: ValueError, message: /prefix tuning is not supported for t5/ });
+  t5.dispose();
 });

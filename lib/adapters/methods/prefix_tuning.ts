@@ -78,17 +78,21 @@ export class PrefixTuningPool extends Module {
     super();
     this.registerModule('prefix_tunings', this.groups);
   }
-  add(name: string, cfg: PrefixTuningConfig, nLayers: number, nHeads: number, hidden: number): void {
+  /**
+   * Adds the prefixes of adapter `name`: one PrefixTuning per location (decoder-only and encoder models: the
+   * pool's own location; encoder–decoder models: 'encoder_prefix', 'self_prefix', 'cross_prefix').
+   */
+  add(name: string, cfg: PrefixTuningConfig, nLayers: number, nHeads: number, hidden: number, locations?: { key: string; nLayers: number }[]): void {
     const g = new Module();
-    g.registerModule(this.location, new PrefixTuning(cfg, nLayers, nHeads, hidden));
+    for (const loc of locations ?? [{ key: this.location, nLayers }]) g.registerModule(loc.key, new PrefixTuning(cfg, loc.nLayers, nHeads, hidden));
     this.groups.registerModule(name, g);
   }
   remove(name: string): void {
     this.groups.child(name)?.dispose();
     this.groups.registerModule(name, null);
   }
-  get(name: string): PrefixTuning | null {
-    return (this.groups.child(name)?.child(this.location) as PrefixTuning | null) ?? null;
+  get(name: string, location = this.location): PrefixTuning | null {
+    return (this.groups.child(name)?.child(location) as PrefixTuning | null) ?? null;
   }
 }
 
@@ -99,7 +103,11 @@ export class PrefixSite {
   /** Adapters with a prefix at this layer (leave_out excludes layers). */
   readonly enabled = new Set<string>();
   private pool: PrefixTuningPool | null = null;
-  constructor(parent: Module, readonly layer: number) {
+  /**
+   * @param layer adapter layer index (leave_out, AdapterDrop); @param location pool location key (null: the
+   * pool's own); @param kvIndex index of this layer's keys/values inside that location's prefix (default layer)
+   */
+  constructor(parent: Module, readonly layer: number, readonly location: string | null = null, readonly kvIndex = layer) {
     parent.registerModule('prefix_tuning', this.module);
   }
   attach(pool: PrefixTuningPool): void {
@@ -125,10 +133,11 @@ export class PrefixSite {
    */
   kv(batch: number, training: boolean, x?: Tensor): { k: Tensor; v: Tensor } | null {
     if (!this.pool || !this.ctx) return null;
-    const names = this.ctx.activeAt(this.layer).filter((n) => this.enabled.has(n) && this.pool!.get(n));
+    const loc = this.location ?? this.pool.location;
+    const names = this.ctx.activeAt(this.layer).filter((n) => this.enabled.has(n) && this.pool!.get(n, loc));
     if (!names.length) return null;
     const parts = names.map((n) => {
-      const kv = this.pool!.get(n)!.layerKV(this.layer, batch, training);
+      const kv = this.pool!.get(n, loc)!.layerKV(this.kvIndex, batch, training);
       const gate = this.gates?.child(n) as Linear | null | undefined;
       if (!gate || !x) return kv;
       const g = ops.mean(ops.sigmoid(gate.forward(x)), 1);                  // (B, 1 or 2)
