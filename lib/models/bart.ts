@@ -19,7 +19,7 @@ import * as ops from '../ops/index.ts';
 import { scope } from '../scope.ts';
 import { ValueError } from '../errors.ts';
 import { type ForwardInput, type HFConfig, type ModelOutput, asIds, bool, keepMask, mergeHeads, num, splitHeads, str } from './common.ts';
-import { type Seq2SeqCache, cachedCrossKV, cachedSelfKV, disposeSeq2SeqCache, newSeq2SeqCache, seq2seqCacheOf } from './seq2seq_generate.ts';
+import { type Seq2SeqCache, cachedCrossKV, cachedSelfKV, disposeSeq2SeqCache, newSeq2SeqCache, runDecoder, seq2seqCacheOf } from './seq2seq_generate.ts';
 
 export interface BartConfig {
   vocabSize: number;
@@ -283,25 +283,11 @@ export class BartModel extends Module {
         enc = this.encoder.forward(ids, { keep: encKeep, enc: null, encKeep: null, cache: null, updateCache: false }, encHidden);
         if (update) cache = created = newSeq2SeqCache(enc, encKeep);
       }
-      try {
-        if (!decIds) throw new ValueError('BART forward with pastKeyValues needs decoderInputIds (the new positions)');
-        const past = cache?.length ?? 0;
-        const decHidden: Tensor[] | null = want ? [] : null;
-        const h = this.decoder.forward(decIds, {
-          keep: keepMask(asIds(input.decoderAttentionMask, 'decoderAttentionMask').t),
-          enc, encKeep, cache, updateCache: update,
-        }, decHidden);
-        if (cache && update) cache.length = past + decIds.shape[1]!;
-        // a fresh handle, so that disposing the output never frees the cache's encoder state
-        const out: BartModelOutput = { lastHiddenState: h, encoderLastHiddenState: ops.alias(enc) };
-        if (decHidden) out.hiddenStates = decHidden;
-        if (encHidden) out.encoderHiddenStates = encHidden;
-        if (cache && update) out.pastKeyValues = cache;
-        return out;
-      } catch (e) {
-        if (created) disposeSeq2SeqCache(created);  // the cache owns kept tensors: free them on failure
-        throw e;
-      }
+      if (!decIds) throw new ValueError('BART forward with pastKeyValues needs decoderInputIds (the new positions)');
+      return runDecoder(this.decoder, decIds, {
+        keep: keepMask(asIds(input.decoderAttentionMask, 'decoderAttentionMask').t),
+        enc, encKeep, cache, updateCache: update,
+      }, { enc, encHidden, cache, update, created, wantHidden: want }) as BartModelOutput;
     });
   }
 }

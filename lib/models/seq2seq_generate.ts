@@ -85,6 +85,31 @@ export function cachedCrossKV(cache: Seq2SeqCache | null, i: number, compute: ()
 }
 
 /** Frees every tensor the cache holds and empties it. */
+/** The decoder pass shared by T5 and BART: runs it, advances the cache and assembles the output. */
+export function runDecoder<Ctx>(
+  decoder: { forward(ids: Tensor, ctx: Ctx, hidden: Tensor[] | null): Tensor },
+  decIds: Tensor,
+  ctx: Ctx,
+  opts: { enc: Tensor; encHidden: Tensor[] | null; cache: Seq2SeqCache | null; update: boolean; created: Seq2SeqCache | null; wantHidden: boolean },
+): ModelOutput & { encoderHiddenStates?: Tensor[] } {
+  const { enc, encHidden, cache, update, created } = opts;
+  try {
+    const past = cache?.length ?? 0;
+    const decHidden: Tensor[] | null = opts.wantHidden ? [] : null;
+    const h = decoder.forward(decIds, ctx, decHidden);
+    if (cache && update) cache.length = past + decIds.shape[1]!;
+    // a fresh handle, so that disposing the output never frees the cache's encoder state
+    const out: ModelOutput & { encoderHiddenStates?: Tensor[] } = { lastHiddenState: h, encoderLastHiddenState: ops.alias(enc) };
+    if (decHidden) out.hiddenStates = decHidden;
+    if (encHidden) out.encoderHiddenStates = encHidden;
+    if (cache && update) out.pastKeyValues = cache;
+    return out;
+  } catch (e) {
+    if (created) disposeSeq2SeqCache(created);  // the cache owns kept tensors: free them on failure
+    throw e;
+  }
+}
+
 export function disposeSeq2SeqCache(cache: Seq2SeqCache): void {
   for (const { k, v } of [...cache.layers, ...cache.cross]) {
     k.dispose();
