@@ -12,6 +12,8 @@
 import { Module } from '../nn/module.ts';
 import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
 import { ReftSite } from '../adapters/methods/reft.ts';
+import { PrefixSite, PrefixTuningPool } from '../adapters/methods/prefix_tuning.ts';
+import type { PrefixTuningConfig } from '../adapters/config.ts';
 import type { LayerSites } from '../adapters/context.ts';
 import { Dropout, Embedding, Linear, RMSNorm, activation } from '../nn/layers.ts';
 import { Tensor, tensor, type DType } from '../tensor.ts';
@@ -103,8 +105,17 @@ function finfoMin(dtype: DType): number {
  * does not differentiate its `mask` input, so while the relative position bias needs a gradient (its
  * embedding is trained) the scores are formed explicitly; masked scores get finfo.min as in HF.
  */
-function t5Attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | null, keep: Tensor | null, causal: boolean): Tensor {
-  if (!bias?.requiresGrad) return ops.scaledDotProductAttention(q, k, v, { mask: bias, keyPaddingMask: keep, isCausal: causal, scale: 1 });
+function t5Attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | null, keep0: Tensor | null, causal: boolean,
+  pre: { k: Tensor; v: Tensor } | null = null): Tensor {
+  // prefix tuning: prefix keys/values come first and are always attended (the bias already spans them)
+  const B0 = q.shape[0]!;
+  const keep = pre && keep0 ? ops.concat([ops.full([B0, pre.k.shape[2]!], 1, { dtype: 'bool' }), keep0], 1) : keep0;
+  if (!bias?.requiresGrad)
+    return ops.scaledDotProductAttention(q, k, v, { mask: bias, keyPaddingMask: keep, isCausal: causal, scale: 1, prefixK: pre?.k, prefixV: pre?.v });
+  if (pre) {
+    k = ops.concat([pre.k, k], 2);
+    v = ops.concat([pre.v, v], 2);
+  }
   const [B, , Tq] = q.shape as [number, number, number, number];
   const Tk = k.shape[2]!;
   let s = ops.add(ops.matmul(q, ops.transpose(k, -2, -1)), bias);
@@ -183,6 +194,7 @@ class T5Block extends Module {
   crossAttn: T5Attention | null = null; ln1: RMSNorm | null = null; drop1: Dropout | null = null;
   ff: T5FF;
   attnSite: BottleneckSite; crossSite: BottleneckSite | null = null; reftSite: ReftSite;
+  prefixSite: PrefixSite; crossPrefixSite: PrefixSite | null = null;
   constructor(readonly cfg: T5Config, readonly isDecoder: boolean, hasRelBias: boolean, readonly index = 0) {
     super();
     const layers = this.registerModule('layer', new Module());
@@ -191,12 +203,15 @@ class T5Block extends Module {
     this.ln0 = sa.registerModule('layer_norm', new RMSNorm(cfg.dModel, cfg.eps));
     this.drop0 = sa.registerModule('dropout', new Dropout(cfg.dropout));
     this.attnSite = new BottleneckSite(sa, index, 'mh');
+    const local = isDecoder ? index - cfg.numLayers : index;
+    this.prefixSite = new PrefixSite(this.selfAttn, index, isDecoder ? 'self_prefix' : 'encoder_prefix', local);
     if (isDecoder) {
       const ca = layers.registerModule('1', new Module());
       this.crossAttn = ca.registerModule('EncDecAttention', new T5Attention(cfg, false));
       this.ln1 = ca.registerModule('layer_norm', new RMSNorm(cfg.dModel, cfg.eps));
       this.drop1 = ca.registerModule('dropout', new Dropout(cfg.dropout));
       this.crossSite = new BottleneckSite(ca, index, 'mh');
+      this.crossPrefixSite = new PrefixSite(this.crossAttn, index, 'cross_prefix', index - cfg.numLayers);
     }
     this.ff = layers.registerModule(isDecoder ? '2' : '1', new T5FF(cfg, index));
     this.reftSite = new ReftSite(this, index);
@@ -205,13 +220,15 @@ class T5Block extends Module {
     const H = this.cfg.numHeads, a = this.selfAttn;
     const x = this.ln0.forward(h);
     const kv = cachedSelfKV(ctx.cache, i, splitHeads(a.k.forward(x), H), splitHeads(a.v.forward(x), H), ctx.updateCache);
-    const sa = t5Attention(splitHeads(a.q.forward(x), H), kv.k, kv.v, ctx.bias, ctx.keep, this.isDecoder);
+    const pre = this.prefixSite.kv(x.shape[0]!, this.training, x);
+    const sa = t5Attention(splitHeads(a.q.forward(x), H), kv.k, kv.v, ctx.bias, ctx.keep, this.isDecoder, pre);
     h = this.attnSite.forward(this.drop0.forward(a.o.forward(mergeHeads(sa))), h, null);
     if (this.crossAttn) {
       const c = this.crossAttn;
       const y = this.ln1!.forward(h);
       const ckv = cachedCrossKV(ctx.cache, i, () => ({ k: splitHeads(c.k.forward(ctx.enc!), H), v: splitHeads(c.v.forward(ctx.enc!), H) }), ctx.updateCache);
-      const ca = t5Attention(splitHeads(c.q.forward(y), H), ckv.k, ckv.v, null, ctx.encKeep, false);
+      const cpre = this.crossPrefixSite!.kv(y.shape[0]!, this.training, y);
+      const ca = t5Attention(splitHeads(c.q.forward(y), H), ckv.k, ckv.v, null, ctx.encKeep, false, cpre);
       h = this.crossSite!.forward(this.drop1!.forward(c.o.forward(mergeHeads(ca))), h, null);
     }
     return this.reftSite.apply(this.ff.forward(h), this.training);
@@ -248,7 +265,10 @@ class T5Stack extends Module {
     const T = ids.shape[1]!;
     const past = ctx.cache?.length ?? 0;
     const rel = this.blocks[0]?.selfAttn;
-    const bias = rel?.relBias ? rel.positionBias(T, past + T, past, !this.isDecoder) : null;
+    // with prefix tuning the bias spans P + keys: prefixes sit at key positions 0..P−1 and real key j at P+j
+    // (HF compute_bias(query_len, P + key_len)); queries keep positions past..past+T−1
+    const P = this.blocks[0]?.prefixSite.activeLength() ?? 0;
+    const bias = rel?.relBias ? rel.positionBias(T, P + past + T, past, !this.isDecoder) : null;
     const full: StackContext = { ...ctx, bias };
     let h = this.drop.forward(this.embed.forward(ids));
     this.blocks.forEach((block, i) => {
@@ -276,6 +296,7 @@ export class T5Model extends Module {
     this.shared = this.registerModule('shared', new Embedding(cfg.vocabSize, cfg.dModel));
     this.encoder = this.registerModule('encoder', new T5Stack(cfg, false, this.shared));
     this.decoder = this.registerModule('decoder', new T5Stack(cfg, true, this.shared));
+    this.prefixes = this.registerModule('prefix_tuning', new PrefixTuningPool());
   }
   hiddenSize(): number {
     return this.cfg.dModel;
@@ -287,8 +308,22 @@ export class T5Model extends Module {
       index: b.index, q: b.selfAttn.q, k: b.selfAttn.k, v: b.selfAttn.v,
       cross: b.crossAttn ? { q: b.crossAttn.q, k: b.crossAttn.k, v: b.crossAttn.v } : undefined,
       intermediate: b.ff.wi ?? b.ff.wi1!, output: b.ff.wo, attnBottleneck: b.attnSite, ffnBottleneck: b.ff.site,
-      crossBottleneck: b.crossSite ?? undefined, reft: b.reftSite,
+      crossBottleneck: b.crossSite ?? undefined, reft: b.reftSite, prefix: b.prefixSite, crossPrefix: b.crossPrefixSite ?? undefined,
     }));
+  }
+  prefixes!: PrefixTuningPool;
+  prefixPool(): PrefixTuningPool {
+    return this.prefixes;
+  }
+  numHeads(): number {
+    return this.cfg.numHeads;
+  }
+  prefixLocations(c: PrefixTuningConfig): { key: string; nLayers: number }[] {
+    return [
+      ...(c.get('encoder_prefix') ? [{ key: 'encoder_prefix', nLayers: this.cfg.numLayers }] : []),
+      { key: 'self_prefix', nLayers: this.cfg.numDecoderLayers },
+      ...(c.get('cross_prefix') ? [{ key: 'cross_prefix', nLayers: this.cfg.numDecoderLayers }] : []),
+    ];
   }
   inputEmbeddings(): Tensor {
     return this.shared.weight;

@@ -142,11 +142,11 @@ const tiny: Record<string, Record<string, unknown>> = {
   roberta: { model_type: 'roberta', vocab_size: 50, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32, pad_token_id: 1, max_position_embeddings: 40, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 },
   distilbert: { model_type: 'distilbert', vocab_size: 50, dim: 16, n_layers: 2, n_heads: 2, hidden_dim: 32, dropout: 0, attention_dropout: 0 },
   t5: { model_type: 't5', vocab_size: 50, d_model: 16, d_kv: 8, d_ff: 32, num_layers: 1, num_decoder_layers: 2, num_heads: 2, relative_attention_num_buckets: 8, dropout_rate: 0, feed_forward_proj: 'gated-gelu', decoder_start_token_id: 0 },
-  bart: { model_type: 'bart', vocab_size: 50, d_model: 16, encoder_layers: 1, decoder_layers: 2, encoder_attention_heads: 2, decoder_attention_heads: 2, encoder_ffn_dim: 32, decoder_ffn_dim: 32, max_position_embeddings: 32, dropout: 0, attention_dropout: 0, activation_dropout: 0 },
+  bart: { model_type: 'bart', decoder_start_token_id: 2, vocab_size: 50, d_model: 16, encoder_layers: 1, decoder_layers: 2, encoder_attention_heads: 2, decoder_attention_heads: 2, encoder_ffn_dim: 32, decoder_ffn_dim: 32, max_position_embeddings: 32, dropout: 0, attention_dropout: 0, activation_dropout: 0 },
   electra: { model_type: 'electra', vocab_size: 50, embedding_size: 8, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 },
   vit: { model_type: 'vit', hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32, image_size: 8, patch_size: 4, num_channels: 3, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 },
 };
-const prefixArchs = new Set(['bert', 'gpt2', 'roberta', 'distilbert', 'vit', 'llama', 'electra', 'bart']);
+const prefixArchs = new Set(['bert', 'gpt2', 'roberta', 'distilbert', 'vit', 'llama', 'electra', 'bart', 't5']);
 const identityInit = ['lora', 'ia3', 'par_bn', 'lora[intermediate_lora=True, output_lora=True]'];
 const allMethods = ['seq_bn', 'double_seq_bn', 'par_bn', 'scaled_par_bn', 'lora', 'ia3', 'lora|par_bn'];
 for (const [arch, cfg] of Object.entries(tiny)) {
@@ -319,6 +319,18 @@ test('BART prefix tuning: encoder/self/cross pools named under the first alias, 
   t.deepEqual(sd.get('model.encoder.layers.0.self_attn.prefix_tuning.pool.prefix_tunings.a.cross_prefix.control_trans.2.weight')!.shape, [2 * 2 * 16, 8]);
   m.dispose();
   const t5 = AutoAdapterModel.fromConfig(tiny.t5!, { seed: 11 });
-  t.throws(() => t5.addAdapter('a', 'prefix_tuning'), { instanceOf: ValueError, message: /prefix tuning is not supported for t5/ });
+  t5.addAdapter('a', 'prefix_tuning[bottleneck_size=8, prefix_length=3]');
+  t.true(t5.namedParameters().some(([k]) => k === 'transformer.encoder.block.0.layer.0.SelfAttention.prefix_tuning.pool.prefix_tunings.a.cross_prefix.control_trans.2.weight'));
   t5.dispose();
 });
+
+for (const arch of ['t5', 'bart', 'gpt2', 'llama'])
+  test(`${arch}: generation with an active prefix-tuning adapter gives the same tokens with and without the KV cache`, (t) => {
+    const m = AutoAdapterModel.fromConfig(tiny[arch]!, { seed: 12 }).eval();
+    m.addAdapter('p', 'prefix_tuning[bottleneck_size=8, prefix_length=3]', { setActive: true });
+    const opts = { maxNewTokens: 5, eosTokenId: null } as never;
+    const a = m.generate([[5, 6, 7, 8]], { ...(opts as object), useCache: true } as never);
+    const b = m.generate([[5, 6, 7, 8]], { ...(opts as object), useCache: false } as never);
+    t.deepEqual(a, b);
+    m.dispose();
+  });

@@ -127,6 +127,12 @@ export class PrefixSite {
     this.gates.child(name)!.dispose();
     this.gates.registerModule(name, null);
   }
+  /** Total prefix length at this site for the active setup (0 when none). */
+  activeLength(): number {
+    if (!this.pool || !this.ctx) return 0;
+    const loc = this.location ?? this.pool.location;
+    return this.ctx.activeAt(this.layer).filter((n) => this.enabled.has(n)).reduce((a, n) => a + (this.pool!.get(n, loc)?.P ?? 0), 0);
+  }
   /**
    * Prefix keys/values of the active prefix adapters (concatenated for a Stack, last first), or null.
    * `x` (B, T, H) is the attention input, used by gated prefixes: keys/values × mean_T sigmoid(gate(x)).
