@@ -10,6 +10,7 @@
 import { Module } from '../nn/module.ts';
 import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
 import { ReftSite } from '../adapters/methods/reft.ts';
+import { InvertibleAdapters } from '../adapters/methods/invertible.ts';
 import { PrefixSite, PrefixTuningPool } from '../adapters/methods/prefix_tuning.ts';
 import type { PrefixTuningConfig } from '../adapters/config.ts';
 import type { LayerSites } from '../adapters/context.ts';
@@ -168,7 +169,10 @@ class BartStack extends Module {
     this.lnEmbed = this.registerModule('layernorm_embedding', new LayerNorm(cfg.dModel));
     this.drop = this.registerModule('dropout', new Dropout(cfg.dropout));
     this.embedScale = cfg.scaleEmbedding ? Math.sqrt(cfg.dModel) : 1;
+    // invertible adapters live in the encoder (`encoder.invertible_adapters.*`), applied after its embeddings
+    if (!isDecoder) this.invertible = this.registerModule('invertible_adapters', new InvertibleAdapters());
   }
+  invertible: InvertibleAdapters | null = null;
   /** Hidden states as HF lists them: the normed embeddings, then every layer's output. */
   forward(ids: Tensor, ctx: StackContext, hidden: Tensor[] | null): Tensor {
     const T = ids.shape[1]!;
@@ -179,6 +183,7 @@ class BartStack extends Module {
     if (this.embedScale !== 1) tok = ops.mul(tok, this.embedScale);
     const pos = this.positions.forward(ops.arange(past + POSITION_OFFSET, past + T + POSITION_OFFSET));  // (T, C), broadcast over B
     let h = this.drop.forward(this.lnEmbed.forward(ops.add(tok, pos)));
+    if (this.invertible) h = this.invertible.apply(h);
     hidden?.push(h);
     this.layers.forEach((layer, i) => {
       h = layer.forward(h, ctx, i);
@@ -238,6 +243,9 @@ export class BartModel extends Module {
   prefixes!: PrefixTuningPool;
   prefixPool(): PrefixTuningPool {
     return this.prefixes;
+  }
+  invertibleAdapters(): InvertibleAdapters {
+    return this.encoder.invertible!;
   }
   numHeads(): number {
     return this.cfg.encoderHeads;

@@ -12,6 +12,7 @@
 import { Module } from '../nn/module.ts';
 import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
 import { ReftSite } from '../adapters/methods/reft.ts';
+import { InvertibleAdapters } from '../adapters/methods/invertible.ts';
 import { PrefixSite, PrefixTuningPool } from '../adapters/methods/prefix_tuning.ts';
 import type { PrefixTuningConfig } from '../adapters/config.ts';
 import type { LayerSites } from '../adapters/context.ts';
@@ -259,7 +260,10 @@ class T5Stack extends Module {
     for (let i = 0; i < n; i++) this.blocks.push(list.registerModule(String(i), new T5Block(cfg, isDecoder, i === 0, offset + i)));
     this.finalLn = this.registerModule('final_layer_norm', new RMSNorm(cfg.dModel, cfg.eps));
     this.drop = this.registerModule('dropout', new Dropout(cfg.dropout));
+    // invertible adapters live in the encoder stack (`encoder.invertible_adapters.*`), right after the embeddings
+    if (!isDecoder) this.invertible = this.registerModule('invertible_adapters', new InvertibleAdapters());
   }
+  invertible: InvertibleAdapters | null = null;
   /** Hidden states as HF lists them: the embeddings, blocks 0..n−2's outputs, the final normed output. */
   forward(ids: Tensor, ctx: Omit<StackContext, 'bias'>, hidden: Tensor[] | null): Tensor {
     const T = ids.shape[1]!;
@@ -270,7 +274,8 @@ class T5Stack extends Module {
     const P = this.blocks[0]?.prefixSite.activeLength() ?? 0;
     const bias = rel?.relBias ? rel.positionBias(T, P + past + T, past, !this.isDecoder) : null;
     const full: StackContext = { ...ctx, bias };
-    let h = this.drop.forward(this.embed.forward(ids));
+    const emb = this.embed.forward(ids);
+    let h = this.drop.forward(this.invertible ? this.invertible.apply(emb) : emb);
     this.blocks.forEach((block, i) => {
       hidden?.push(h);
       h = block.forward(h, full, i);
@@ -314,6 +319,9 @@ export class T5Model extends Module {
   prefixes!: PrefixTuningPool;
   prefixPool(): PrefixTuningPool {
     return this.prefixes;
+  }
+  invertibleAdapters(): InvertibleAdapters {
+    return this.encoder.invertible!;
   }
   numHeads(): number {
     return this.cfg.numHeads;

@@ -166,6 +166,7 @@ for (const [arch, cfg] of Object.entries(tiny)) {
     });
   const extra = [...(prefixArchs.has(arch) ? ['prefix_tuning[bottleneck_size=8, prefix_length=3]', 'prefix_tuning_flat[prefix_length=2]'] : []),
     ...(arch === 't5' || arch === 'bart' ? ['seq_bn[cross_adapter=True]', 'double_seq_bn[cross_adapter=True]'] : []),
+    ...(['bert', 'gpt2', 'llama', 't5', 'bart'].includes(arch) ? ['seq_bn_inv', 'double_seq_bn_inv'] : []),
     'loreft[suffix_positions=1]', 'noreft[suffix_positions=2, tied_weights=True]'];
   for (const method of [...allMethods, ...extra])
     test(`${arch} ${method}: only adapter parameters train; delete restores the base; merge equals unmerged`, (t) => {
@@ -321,6 +322,8 @@ test('BART prefix tuning: encoder/self/cross pools named under the first alias, 
   const t5 = AutoAdapterModel.fromConfig(tiny.t5!, { seed: 11 });
   t5.addAdapter('a', 'prefix_tuning[bottleneck_size=8, prefix_length=3]');
   t.true(t5.namedParameters().some(([k]) => k === 'transformer.encoder.block.0.layer.0.SelfAttention.prefix_tuning.pool.prefix_tunings.a.cross_prefix.control_trans.2.weight'));
+  t5.addAdapter('inv', 'seq_bn_inv');
+  t.true(t5.namedParameters().some(([k]) => k === 'transformer.encoder.invertible_adapters.inv.F.0.weight'));
   t5.dispose();
 });
 
