@@ -22,6 +22,7 @@ import * as ops from '../ops/index.ts';
 import type { DType } from '../tensor.ts';
 import { PrefixTuning } from './methods/prefix_tuning.ts';
 import { loadTorchBin } from '../io/torch_bin.ts';
+import { AutoTokenizer } from '../tokenizers/auto.ts';
 
 /** Substrings that mark a parameter as belonging to adapter `name` (the Python library's filter). */
 export function adapterKeyPatterns(name: string): string[] {
@@ -84,7 +85,7 @@ export class AdapterManager {
     return this.ctx.configs.has(name);
   }
 
-  add(name: string, config: AdapterConfig | string | ConfigDict, opts: { overwriteOk?: boolean; setActive?: boolean } = {}): void {
+  add(name: string, config: AdapterConfig | string | ConfigDict, opts: { overwriteOk?: boolean; setActive?: boolean; tokenizer?: { encode(text: string, o?: { addSpecialTokens?: boolean }): number[] } } = {}): void {
     if (typeof name !== 'string' || !name || /[.,|\s[\]]/.test(name))
       throw new ValueError(`addAdapter: invalid adapter name ${JSON.stringify(name)} (no dots, commas, '|', spaces or brackets)`);
     const cfg = AdapterConfig.load(config);
@@ -96,7 +97,7 @@ export class AdapterManager {
     const parts = cfg instanceof ConfigUnion ? cfg.configs : [cfg];
     const hidden = this.model.base.hiddenSize!();
     try {
-      for (const c of parts) this.addPart(name, c, hidden);
+      for (const c of parts) this.addPart(name, c, hidden, opts.tokenizer);
     } catch (e) {
       this.removeModules(name);
       throw e;
@@ -105,18 +106,19 @@ export class AdapterManager {
     if (opts.setActive) this.setActive([name]);
   }
 
-  private addPart(name: string, c: AdapterConfig, hidden: number): void {
+  private addPart(name: string, c: AdapterConfig, hidden: number, tokenizer?: { encode(text: string, o?: { addSpecialTokens?: boolean }): number[] }): void {
     const leave = new Set(c.leaveOut);
     if (c instanceof BnConfig) {
       if (c.get('cross_adapter') && !this.layers().some((l) => l.crossBottleneck))
         throw new ValueError(`cross_adapter needs an encoder–decoder model; ${String(this.model.config.model_type)} has no cross-attention`);
-      if (c.get('phm_layer')) this.shared().add(name, c);
+      if (c.get('phm_layer')) this.shared().add(name, c, hidden);
       const rule = () => this.shared().rule(name);
+      const sharedW = (key: string) => this.shared().param2(name, key);
       for (const l of this.layers()) {
         if (leave.has(l.index)) continue;
-        if (c.get('mh_adapter') && l.attnBottleneck) l.attnBottleneck.add(name, c, hidden, rule);
-        if (c.get('output_adapter') && l.ffnBottleneck) l.ffnBottleneck.add(name, c, hidden, rule);
-        if (c.get('cross_adapter') && l.crossBottleneck) l.crossBottleneck.add(name, c, hidden, rule);
+        if (c.get('mh_adapter') && l.attnBottleneck) l.attnBottleneck.add(name, c, hidden, rule, sharedW);
+        if (c.get('output_adapter') && l.ffnBottleneck) l.ffnBottleneck.add(name, c, hidden, rule, sharedW);
+        if (c.get('cross_adapter') && l.crossBottleneck) l.crossBottleneck.add(name, c, hidden, rule, sharedW);
       }
       if (c.get('inv_adapter')) {
         const inv = this.model.base.invertibleAdapters?.();
@@ -176,7 +178,14 @@ export class AdapterManager {
       const pool = this.model.base.promptPool?.();
       if (!pool)
         throw new ValueError(`prompt tuning is not supported for ${String(this.model.config.model_type)} (the Python library silently adds nothing there)`);
-      pool.add(name, c, hidden);
+      let init: { embeddings: Tensor; ids: number[] } | undefined;
+      if (c.get('prompt_init') === 'from_string') {
+        const tok = tokenizer ?? this.defaultTokenizer();
+        const E = (this.model.base as { inputEmbeddings?: () => Tensor }).inputEmbeddings?.();
+        if (!tok || !E) throw new ValueError("prompt_init 'from_string' needs a tokenizer: pass {tokenizer} to addAdapter (none found next to the model)");
+        init = { embeddings: E, ids: tok.encode(String(c.get('prompt_init_text')), { addSpecialTokens: false }) };
+      }
+      pool.add(name, c, hidden, init);
       return;
     }
     throw new ValueError(`${c.className} (architecture '${c.architecture}') is not implemented yet`);
@@ -185,6 +194,13 @@ export class AdapterManager {
   private fusedParts(name: string): number[] {
     const mats = this.pendingFused.get(name) ?? ['q', 'v'];
     return ['q', 'k', 'v'].map((m, i) => (mats.includes(m) ? i : -1)).filter((i) => i >= 0);
+  }
+
+  /** The tokenizer saved next to the model (fromPretrained folders), if any. */
+  private defaultTokenizer(): { encode(text: string, o?: { addSpecialTokens?: boolean }): number[] } | null {
+    const dir = (this.model as { sourceDir?: string }).sourceDir;
+    if (!dir || !fs.existsSync(path.join(dir, 'tokenizer.json'))) return null;
+    return AutoTokenizer.fromPretrained(dir);
   }
 
   private removeModules(name: string): void {

@@ -46,7 +46,10 @@ export class AdapterModel extends Module {
   /** @internal */
   readonly adapters: AdapterManager;
   /** Adds adapter `name` with a config (instance, string id / config string, or dict). */
-  addAdapter(name: string, config: AdapterConfig | string | ConfigDict, opts: { overwriteOk?: boolean; setActive?: boolean } = {}): void {
+  /** Folder the model was loaded from (fromPretrained), used e.g. to find its tokenizer. */
+  sourceDir: string | null = null;
+  addAdapter(name: string, config: AdapterConfig | string | ConfigDict,
+    opts: { overwriteOk?: boolean; setActive?: boolean; tokenizer?: { encode(text: string, o?: { addSpecialTokens?: boolean }): number[] } } = {}): void {
     this.adapters.add(name, config, opts);
   }
   deleteAdapter(name: string): void {
@@ -250,6 +253,7 @@ export class AutoAdapterModel {
     const cfg = readConfig(dir);
     const spec = archFor(cfg.model_type);
     const model = new AdapterModel(cfg, spec);
+    model.sourceDir = dir;
     try {
       loadWeights(model, dir, spec);
       if (opts.dtype && opts.dtype !== 'f32') model.toDtype(opts.dtype);

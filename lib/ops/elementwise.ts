@@ -226,6 +226,8 @@ export function silu(x: Tensor): Tensor { return activation('silu', 'silu', x); 
 export const swish = silu;
 export function tanh(x: Tensor): Tensor { return activation('tanh', 'tanh', x); }
 export function sigmoid(x: Tensor): Tensor { return activation('sigmoid', 'sigmoid', x); }
+/** Elementwise arctangent (d/dx = 1 / (1 + x²)). */
+export function atan(x: Tensor): Tensor { return activation('atan', 'atan', x); }
 /** x · sigmoid(1.702 x) (CLIP / some GPT-2 variants). */
 export function quickGelu(x: Tensor): Tensor { return activation('quick_gelu', 'quick_gelu', x); }
 /** GELU, exact (erf) by default or the tanh approximation with `{approximate: 'tanh'}`. */

@@ -164,7 +164,7 @@ void binary(OpCtx& ctx, BinOp op, bool cmp) {
 
 // ---- unary ----------------------------------------------------------------------------------------
 enum UnOp { U_NEG, U_EXP, U_LOG, U_SQRT, U_RSQRT, U_ABS, U_SIGN, U_SIN, U_COS, U_RELU, U_GELU, U_GELU_TANH,
-            U_QUICK_GELU, U_SILU, U_TANH, U_SIGMOID };
+            U_QUICK_GELU, U_SILU, U_TANH, U_SIGMOID, U_ATAN };
 
 constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kInvSqrt2 = 0.7071067811865476f;
@@ -187,6 +187,7 @@ inline float un_apply(UnOp op, float x) {
     case U_SILU: return x / (1.f + std::exp(-x));
     case U_TANH: return std::tanh(x);
     case U_SIGMOID: return 1.f / (1.f + std::exp(-x));
+    case U_ATAN: return std::atan(x);
   }
   return x;
 }
@@ -217,6 +218,7 @@ inline float un_grad(UnOp op, float x) {
     }
     case U_TANH: { float t = std::tanh(x); return 1.f - t * t; }
     case U_SIGMOID: { float s = 1.f / (1.f + std::exp(-x)); return s * (1.f - s); }
+    case U_ATAN: return 1.f / (1.f + x * x);
     default: return 0.f;
   }
 }
@@ -256,7 +258,7 @@ void unary(OpCtx& ctx, UnOp op) {
 
 UnOp parse_act(const OpCtx& ctx, const std::string& k) {
   static const std::pair<const char*, UnOp> m[] = {{"relu", U_RELU}, {"gelu", U_GELU}, {"gelu_tanh", U_GELU_TANH},
-      {"quick_gelu", U_QUICK_GELU}, {"silu", U_SILU}, {"tanh", U_TANH}, {"sigmoid", U_SIGMOID}};
+      {"quick_gelu", U_QUICK_GELU}, {"silu", U_SILU}, {"tanh", U_TANH}, {"sigmoid", U_SIGMOID}, {"atan", U_ATAN}};
   for (auto& e : m) if (k == e.first) return e.second;
   ctx.fail("ValueError", "unknown activation '" + k + "'");
 }
@@ -301,6 +303,7 @@ void op_quick_gelu(OpCtx& c) { unary(c, U_QUICK_GELU); }
 void op_silu(OpCtx& c) { unary(c, U_SILU); }
 void op_tanh(OpCtx& c) { unary(c, U_TANH); }
 void op_sigmoid(OpCtx& c) { unary(c, U_SIGMOID); }
+void op_atan(OpCtx& c) { unary(c, U_ATAN); }
 
 // activation_bwd(x, gout) {kind} -> gin = gout * act'(x)
 void op_activation_bwd(OpCtx& c) {

@@ -337,3 +337,31 @@ for (const arch of ['t5', 'bart', 'gpt2', 'llama'])
     t.deepEqual(a, b);
     m.dispose();
   });
+
+test('GLOW invertible adapters, shared PHM weights and prompt init from a string', (t) => {
+  // GLOW: trains like the rest and is invertible
+  const m = AutoAdapterModel.fromConfig(tiny.bert!, { seed: 13 }).eval();
+  m.addAdapter('g', "seq_bn[inv_adapter='glow', inv_adapter_reduction_factor=2]", { setActive: true });
+  t.true(m.namedParameters().some(([k]) => k === 'bert.invertible_adapters.g.s1.0.weight'));
+  const inv = (m.base as unknown as { invertibleAdapters(): { apply(h: Tensor, rev?: boolean): Tensor } }).invertibleAdapters();
+  noGrad(() => { for (const [k, p] of m.namedParameters()) if (k.includes('invertible_adapters.g.')) p.copy_(ops.add(p, ops.randn(p.shape, { std: 0.2, seed: k.length }))); });
+  const x = ops.randn([2, 3, 16], { seed: 14 });
+  const back = scope(() => Array.from(noGrad(() => inv.apply(inv.apply(x), true)).toArray() as Float32Array));
+  const xs = Array.from(x.toArray() as Float32Array);
+  t.true(back.every((v, i) => Math.abs(v - xs[i]!) < 1e-4), 'GLOW inverse(forward(x)) = x');
+  // Compacter with shared W: the PHM weights live once in shared_parameters
+  m.addAdapter('c', 'compacter[reduction_factor=4, shared_W_phm=True]', { setActive: true });
+  const names = m.namedParameters().map(([k]) => k);
+  t.true(names.includes('bert.shared_parameters.c.W_down_left') && names.includes('bert.shared_parameters.c.W_up_right'));
+  t.false(names.some((k) => k.includes('adapters.c.adapter_down.0.W_left')));
+  t.notThrows(() => scope(() => { m.forward({ inputIds: [[1, 2, 3]] }); }));
+  // prompt init from a string: rows are the word embeddings of the (repeated) token ids
+  const tok = { encode: (_: string, o?: { addSpecialTokens?: boolean }) => (o?.addSpecialTokens === false ? [7, 9] : [0, 7, 9, 1]) };
+  m.addAdapter('p', "prompt_tuning[prompt_length=5, prompt_init='from_string', prompt_init_text='hello']", { tokenizer: tok });
+  const P = m.stateDict().get('bert.prompt_tuning.prompt_tunings.p.prompt_embedding.weight')!.toArray() as Float32Array;
+  const E = m.stateDict().get('bert.embeddings.word_embeddings.weight')!.toArray() as Float32Array;
+  const ids = [7, 9, 7, 9, 7];
+  t.true(ids.every((id, r) => Array.from({ length: 16 }, (_, j) => P[r * 16 + j] === E[id * 16 + j]).every(Boolean)));
+  t.throws(() => m.addAdapter('q', "prompt_tuning[prompt_init='from_string', prompt_init_text='x']"), { instanceOf: ValueError, message: /tokenizer/ });
+  m.dispose();
+});

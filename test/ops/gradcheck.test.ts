@@ -974,3 +974,10 @@ test('dropout p=0.3 fixed seed: gradient equals mask / (1 - p)', (t) => {
   t.true(Math.abs(dropped / n - 0.3) < 0.05, `dropped fraction ${dropped / n}`);
   for (const z of [x, y, s]) z.dispose();
 });
+
+test('atan: gradient matches finite differences', (t) => {
+  const x = tensor(Float32Array.from([-2, -0.5, 0.1, 0.7, 3]), [5], { requiresGrad: true });
+  t.true(gradcheck((a) => ops.atan(a!), [x]).ok);
+  const y = ops.atan(tensor([1], [1])).item();
+  t.true(Math.abs(y - Math.PI / 4) < 1e-6);
+});

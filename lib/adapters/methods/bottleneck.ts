@@ -41,7 +41,8 @@ export class BottleneckAdapter extends Module {
   readonly lnAfter: LayerNorm | null = null;
   readonly act: (x: Tensor) => Tensor;
   readonly isParallel: boolean;
-  constructor(readonly cfg: BnConfig, readonly hidden: number, readonly bottleneck: number, sharedRule: () => Tensor | null = () => null) {
+  constructor(readonly cfg: BnConfig, readonly hidden: number, readonly bottleneck: number, sharedRule: () => Tensor | null = () => null,
+    sharedW: (key: string) => Tensor | null = () => null) {
     super();
     const phm = cfg.get('phm_layer') as boolean;
     this.isParallel = cfg.get('is_parallel') as boolean;
@@ -52,8 +53,8 @@ export class BottleneckAdapter extends Module {
       this.lnBefore = downSeq.registerModule(String(i++), new LayerNorm(hidden, 1e-5));
       this.registerModule('adapter_norm_before', this.lnBefore);  // same module, second name (as in Python)
     }
-    this.down = downSeq.registerModule(String(i), phm ? new PHMLinear(hidden, bottleneck, cfg, sharedRule) : new Linear(hidden, bottleneck));
-    this.up = this.registerModule('adapter_up', phm ? new PHMLinear(bottleneck, hidden, cfg, sharedRule) : new Linear(bottleneck, hidden));
+    this.down = downSeq.registerModule(String(i), phm ? new PHMLinear(hidden, bottleneck, cfg, sharedRule, 'down', sharedW) : new Linear(hidden, bottleneck));
+    this.up = this.registerModule('adapter_up', phm ? new PHMLinear(bottleneck, hidden, cfg, sharedRule, 'up', sharedW) : new Linear(bottleneck, hidden));
     if (cfg.get('ln_after')) this.lnAfter = this.registerModule('adapter_norm_after', new LayerNorm(hidden, 1e-5));
     const sc = cfg.get('scaling');
     if (sc === 'learned') this.registerParameter('scaling', ops.ones([1]));
@@ -150,8 +151,9 @@ export class BottleneckSite {
   constructor(parent: Module, readonly layer: number, readonly kind: 'mh' | 'output') {
     parent.registerModule('adapters', this.container);
   }
-  add(name: string, cfg: BnConfig, hidden: number, sharedRule: () => Tensor | null = () => null): void {
-    this.container.registerModule(name, new BottleneckAdapter(cfg, hidden, cfg.bottleneckSize(hidden, this.layer), sharedRule));
+  add(name: string, cfg: BnConfig, hidden: number, sharedRule: () => Tensor | null = () => null,
+    sharedW: (key: string) => Tensor | null = () => null): void {
+    this.container.registerModule(name, new BottleneckAdapter(cfg, hidden, cfg.bottleneckSize(hidden, this.layer), sharedRule, sharedW));
   }
   remove(name: string): void {
     this.container.child(name)?.dispose();

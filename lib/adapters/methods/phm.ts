@@ -24,15 +24,19 @@ function kron(a: Tensor, b: Tensor): Tensor {
 
 export class PHMLinear extends Module {
   readonly n: number;
-  constructor(readonly inF: number, readonly outF: number, cfg: BnConfig, readonly sharedRule: () => Tensor | null) {
+  constructor(readonly inF: number, readonly outF: number, cfg: BnConfig, readonly sharedRule: () => Tensor | null,
+    readonly position: 'down' | 'up' = 'down', readonly sharedW: (key: string) => Tensor | null = () => null) {
     super();
     const n = (this.n = cfg.get('phm_dim') as number);
     if (inF % n) throw new ValueError(`Argument \`in_features\`=${inF} is not divisble be \`phm_dim\`${n}`);
     if (outF % n) throw new ValueError(`Argument \`out_features\`=${outF} is not divisble be \`phm_dim\`${n}`);
-    if (cfg.get('shared_W_phm')) throw new ValueError('shared_W_phm is not implemented yet');
+    this.shared = cfg.get('shared_W_phm') as boolean;
+    this.factorized = cfg.get('factorized_phm_W') as boolean;
     const rank = cfg.get('phm_rank') as number;
     const xavier = (shape: number[], fanIn: number, fanOut: number) => ops.randn(shape, { std: Math.sqrt(2 / (fanIn + fanOut)) });
-    if (cfg.get('factorized_phm_W')) {
+    if (this.shared) {
+      // W lives in shared_parameters.<name>.W_{down,up}[_left|_right]
+    } else if (cfg.get('factorized_phm_W')) {
       this.registerParameter('W_left', xavier([n, inF / n, rank], inF / n, rank));
       this.registerParameter('W_right', xavier([n, rank, outF / n], rank, outF / n));
     } else this.registerParameter('W', xavier([n, inF / n, outF / n], inF / n, outF / n));
@@ -54,8 +58,19 @@ export class PHMLinear extends Module {
     if (!s) throw new ValueError('PHM layer has no rule');
     return s;
   }
+  readonly shared: boolean;
+  readonly factorized: boolean;
+  private W(): Tensor {
+    if (!this.shared) return this.param('W') ?? ops.matmul(this.param('W_left')!, this.param('W_right')!);
+    const p = `W_${this.position}`;
+    const W = this.factorized ? null : this.sharedW(p);
+    if (W) return W;
+    const l = this.sharedW(`${p}_left`), r = this.sharedW(`${p}_right`);
+    if (!l || !r) throw new ValueError(`shared PHM weights ${p} are missing`);
+    return ops.matmul(l, r);
+  }
   weight(): Tensor {
-    const W = this.param('W') ?? ops.matmul(this.param('W_left')!, this.param('W_right')!);
+    const W = this.W();
     return ops.sum(kron(this.rule(), W), 0);  // (in, out)
   }
   forward(x: Tensor): Tensor {
@@ -67,10 +82,30 @@ export class PHMLinear extends Module {
 
 /** Model-level `shared_parameters.<name>.phm_rule` (and its factorized form) for shared PHM rules. */
 export class SharedParameters extends Module {
-  add(name: string, cfg: BnConfig): void {
-    if (!cfg.get('phm_layer') || !cfg.get('shared_phm_rule')) return;
+  /** @param hidden model hidden size (shared W needs in/out sizes: hidden and hidden // reduction_factor) */
+  add(name: string, cfg: BnConfig, hidden = 0): void {
+    if (!cfg.get('phm_layer') || (!cfg.get('shared_phm_rule') && !cfg.get('shared_W_phm'))) return;
     const n = cfg.get('phm_dim') as number, r = cfg.get('phm_init_range') as number;
     const m = new Module();
+    if (cfg.get('shared_W_phm')) {
+      const rf = cfg.get('reduction_factor');
+      if (typeof rf !== 'number') throw new ValueError('shared_W_phm needs a single numeric reduction_factor');
+      const inF = hidden, outF = Math.floor(hidden / rf), rank = cfg.get('phm_rank') as number;
+      const xavier = (shape: number[], a: number, b: number) => ops.randn(shape, { std: Math.sqrt(2 / (a + b)) });
+      if (cfg.get('factorized_phm_W')) {
+        m.registerParameter('W_down_left', xavier([n, inF / n, rank], inF / n, rank));
+        m.registerParameter('W_down_right', xavier([n, rank, outF / n], rank, outF / n));
+        m.registerParameter('W_up_left', xavier([n, outF / n, rank], outF / n, rank));
+        m.registerParameter('W_up_right', xavier([n, rank, inF / n], rank, inF / n));
+      } else {
+        m.registerParameter('W_down', xavier([n, inF / n, outF / n], inF / n, outF / n));
+        m.registerParameter('W_up', xavier([n, outF / n, inF / n], outF / n, inF / n));
+      }
+    }
+    if (!cfg.get('shared_phm_rule')) {
+      this.registerModule(name, m);
+      return;
+    }
     if (cfg.get('factorized_phm_rule')) {
       m.registerParameter('phm_rule_left', ops.randn([n, n, 1], { std: r }));
       m.registerParameter('phm_rule_right', ops.randn([n, 1, n], { std: r }));
@@ -80,6 +115,9 @@ export class SharedParameters extends Module {
   remove(name: string): void {
     this.child(name)?.dispose();
     this.registerModule(name, null);
+  }
+  param2(name: string, key: string): Tensor | null {
+    return this.child(name)?.param(key) ?? null;
   }
   rule(name: string): Tensor | null {
     const m = this.child(name);

@@ -7,7 +7,7 @@
  */
 import { Module } from '../../nn/module.ts';
 import { Embedding } from '../../nn/layers.ts';
-import { Tensor } from '../../tensor.ts';
+import { Tensor, tensor } from '../../tensor.ts';
 import * as ops from '../../ops/index.ts';
 import { noGrad } from '../../autograd/tape.ts';
 import { ValueError } from '../../errors.ts';
@@ -21,14 +21,26 @@ export class PromptTuningPool extends Module {
     super();
     this.registerModule('prompt_tunings', this.groups);
   }
-  add(name: string, cfg: PromptTuningConfig, hidden: number): void {
-    if (cfg.get('prompt_init') === 'from_string')
-      throw new ValueError("prompt_init 'from_string' needs a tokenizer; initialise with 'random_uniform' and copy embeddings instead");
+  /**
+   * @param init for prompt_init 'from_string': the word embeddings (V, H) and the ids of prompt_init_text
+   *   (without special tokens), repeated or cut to prompt_length — the prompt starts as those embeddings.
+   */
+  add(name: string, cfg: PromptTuningConfig, hidden: number, init?: { embeddings: Tensor; ids: number[] }): void {
     const P = cfg.get('prompt_length') as number;
     const g = new Module();
     const emb = g.registerModule('prompt_embedding', new Embedding(P, hidden));
-    const s = cfg.randomUniformScale;
-    noGrad(() => emb.weight.copy_(ops.sub(ops.mul(ops.rand([P, hidden]), 2 * s), s)));
+    if (cfg.get('prompt_init') === 'from_string') {
+      if (!init || !init.ids.length) throw new ValueError("prompt_init 'from_string' needs the model's tokenizer (pass {tokenizer} to addAdapter)");
+      const ids = Array.from({ length: P }, (_, i) => init.ids[i % init.ids.length]!);
+      noGrad(() => {
+        const rows = ops.embedding(tensor(ids, [P], { dtype: 'i64' }), init.embeddings);
+        emb.weight.copy_(rows);
+        rows.dispose();
+      });
+    } else {
+      const s = cfg.randomUniformScale;
+      noGrad(() => emb.weight.copy_(ops.sub(ops.mul(ops.rand([P, hidden]), 2 * s), s)));
+    }
     (g as Module & { cfg?: PromptTuningConfig }).cfg = cfg;
     this.groups.registerModule(name, g);
   }
