@@ -28,6 +28,7 @@ export { loadTorchBin, readTorchBinBuffer } from './io/torch_bin.ts';
 export { Module } from './nn/module.ts';
 export { Linear, Embedding, LayerNorm, RMSNorm, Dropout } from './nn/layers.ts';
 export * from './adapters/config.ts';
+export { Stack, Fuse, Split, BatchSplit, Parallel, Average, CompositionBlock, validateComposition, parseComposition, type Setup } from './adapters/composition.ts';
 
 /** Native memory in use: live tensors (JS objects), live storages and their bytes, pooled bytes, peak. */
 export function memoryStats(): { liveTensors: number; liveStorages: number; liveBytes: number; pooledBytes: number; peakBytes: number } {

@@ -3,18 +3,36 @@
  * Sites read it at forward time, so `setActiveAdapters` takes effect without touching the modules.
  */
 import type { AdapterConfig } from './config.ts';
+import { Stack, filterSetup, type Setup } from './composition.ts';
 
 export class AdapterContext {
   readonly configs = new Map<string, AdapterConfig>();
-  /** Active adapters, applied in order (a Stack when more than one); empty = base model. */
-  active: string[] = [];
+  /** The active setup (a name or a composition block); null = base model. */
+  setup: Setup | null = null;
   /** Layers to skip (AdapterDrop): adapters are not applied in these layer indices. */
   skipLayers = new Set<number>();
 
-  /** Active adapters at `layer` that `pick` accepts. */
+  /** Active adapter names in setup order. */
+  get active(): string[] {
+    const s = this.setup;
+    return s === null ? [] : typeof s === 'string' ? [s] : s.flatten();
+  }
+  set active(names: string[]) {
+    this.setup = names.length ? new Stack(...names) : null;
+  }
+
+  private applies(name: string, layer: number): boolean {
+    return !(this.configs.get(name)?.leaveOut ?? []).includes(layer);
+  }
+  /** Active adapter names at `layer` (leave_out and AdapterDrop applied), in setup order. */
   activeAt(layer: number): string[] {
     if (this.skipLayers.has(layer)) return [];
-    return this.active.filter((n) => !(this.configs.get(n)?.leaveOut ?? []).includes(layer));
+    return this.active.filter((n) => this.applies(n, layer));
+  }
+  /** The setup as one site at `layer` sees it (see filterSetup); `present` says which names the site holds. */
+  setupAt(layer: number, present: (name: string) => boolean): Setup | null {
+    if (this.skipLayers.has(layer)) return null;
+    return filterSetup(this.setup, (n) => present(n) && this.applies(n, layer));
   }
 }
 

@@ -14,6 +14,7 @@ import { noGrad } from '../autograd/tape.ts';
 import { FormatError, IOError, ValueError } from '../errors.ts';
 import { AdapterConfig, BnConfig, ConfigUnion, LoRAConfig, PrefixTuningConfig, PromptTuningConfig, ReftConfig, type ConfigDict } from './config.ts';
 import { checkPrefixConfig } from './methods/prefix_tuning.ts';
+import { Stack, filterSetup, parseComposition, validateComposition, type CompositionBlock, type Setup } from './composition.ts';
 import { SharedParameters } from './methods/phm.ts';
 import { AdapterContext, type AdaptableModel, type LayerSites } from './context.ts';
 import { LoRAHost, mergeInto, unmerge } from './methods/lora.ts';
@@ -228,15 +229,61 @@ export class AdapterManager {
     if (!this.has(name)) throw new ValueError(`No adapter with name '${name}' was found.`);
     this.removeModules(name);
     this.ctx.configs.delete(name);
-    this.ctx.active = this.ctx.active.filter((n) => n !== name);
+    if (this.ctx.active.includes(name)) {
+      try {
+        this.ctx.setup = filterSetup(this.ctx.setup, (n) => n !== name);
+      } catch {
+        this.ctx.setup = null;  // a positional block (Split, BatchSplit) lost a child: deactivate
+      }
+    }
   }
 
-  /** Activates adapters (a name, a list = Stack, or null for none); `skipLayers` drops them in those layers. */
-  setActive(setup: string | string[] | null, opts: { skipLayers?: number[] } = {}): void {
-    const names = setup === null ? [] : Array.isArray(setup) ? setup : setup.split(',').map((s) => s.trim()).filter(Boolean);
-    for (const n of names) if (!this.has(n)) throw new ValueError(`No adapter with name '${n}' found. Add it first with addAdapter.`);
-    this.ctx.active = [...names];
+  /**
+   * Activates a setup: a name, a list (Stack), a composition block, or null for none; `skipLayers` drops the
+   * adapters in those layers (AdapterDrop). Validated like the Python library (nesting, depth, names).
+   */
+  setActive(setup: Setup | Setup[] | null, opts: { skipLayers?: number[] } = {}): void {
+    const parsed = parseComposition(setup);
+    if (parsed !== null) {
+      validateComposition(parsed);
+      const names = typeof parsed === 'string' ? [parsed] : parsed.flatten();
+      for (const n of names) if (!this.has(n)) throw new ValueError(`No adapter with name '${n}' found. Add it first with addAdapter.`);
+      if (typeof parsed !== 'string') this.checkSupport(parsed);
+    }
+    this.ctx.setup = parsed;
     this.ctx.skipLayers = new Set(opts.skipLayers ?? []);
+  }
+
+  /** Per-method composition support (the Python library's supported_compositions), checked up front. */
+  private checkSupport(block: CompositionBlock): void {
+    const blocks: CompositionBlock[] = [];
+    const walk = (b: CompositionBlock) => { blocks.push(b); for (const c of b.children) if (typeof c !== 'string') walk(c); };
+    walk(block);
+    const multi = blocks.filter((b) => b.children.length > 1 || !(b instanceof Stack));
+    if (!multi.length) return;
+    const names = block.flatten();
+    for (const n of names) {
+      const cfg = this.ctx.configs.get(n)!;
+      const parts = cfg instanceof ConfigUnion ? cfg.configs : [cfg];
+      for (const c of parts)
+        for (const b of multi) {
+          const kinds: Record<string, string[]> = {
+            bottleneck: ['Stack', 'Split', 'BatchSplit', 'Average'],
+            lora: ['Stack', 'BatchSplit', 'Average'],
+            prefix_tuning: ['Stack', 'BatchSplit'],
+            prompt_tuning: ['Stack'], reft: ['Stack'],
+          };
+          const ok = kinds[c.architecture] ?? ['Stack'];
+          if (!ok.includes(b.type)) {
+            const label = c.architecture === 'lora' ? 'LoRA' : c.architecture;
+            const soon = b.type === 'Parallel' || b.type === 'Fuse' ? ' (Parallel and Fuse come with the composition issue)' : '';
+            throw new ValueError(`Invalid adapter setup. Cannot use ${String(b)} with ${label}.${soon}`);
+          }
+          // GPT-2's fused c_attn LoRA (LoRAMergedLinear) supports no composition at all
+          if (c.architecture === 'lora' && [...this.hosts.values()].some((h) => h.get(n)?.fusedParts))
+            throw new ValueError(`Invalid adapter setup. Cannot use ${String(b)} with LoRA.`);
+        }
+    }
   }
 
   /** Parameters of adapter `name` (names as in namedParameters()). */
@@ -253,9 +300,9 @@ export class AdapterManager {
   }
 
   /** Freezes everything but the named adapters, activates them and switches to train mode. */
-  train(setup: string | string[], opts: { trainEmbeddings?: boolean } = {}): void {
-    const names = Array.isArray(setup) ? setup : [setup];
-    this.setActive(names);
+  train(setup: Setup | Setup[], opts: { trainEmbeddings?: boolean } = {}): void {
+    this.setActive(setup);
+    const names = this.ctx.active;
     for (const [, p] of this.model.namedParameters()) p.requiresGrad = false;
     for (const n of names) for (const [, p] of this.params(n)) p.requiresGrad = true;
     if (opts.trainEmbeddings) {

@@ -21,6 +21,7 @@ import { generate as generateDecoder, type GenerateOptions } from './generate.ts
 import { generateSeq2seq } from './seq2seq_generate.ts';
 import { AdapterManager, formatSummary, type AdapterHostModel, type SummaryRow } from '../adapters/model.ts';
 import type { AdapterConfig, ConfigDict } from '../adapters/config.ts';
+import type { Setup } from '../adapters/composition.ts';
 
 export interface FromPretrainedOptions {
   dtype?: DType;
@@ -59,14 +60,14 @@ export class AdapterModel extends Module {
     return this.adapters.has(name);
   }
   /** Activates a setup: a name, several names (Stack), or null for the base model. */
-  setActiveAdapters(setup: string | string[] | null, opts: { skipLayers?: number[] } = {}): void {
+  setActiveAdapters(setup: Setup | Setup[] | null, opts: { skipLayers?: number[] } = {}): void {
     this.adapters.setActive(setup, opts);
   }
   get activeAdapters(): string[] {
     return [...this.adapters.ctx.active];
   }
   /** Freezes the base model and all other adapters, activates `setup` and switches to train mode. */
-  trainAdapter(setup: string | string[], opts: { trainEmbeddings?: boolean } = {}): void {
+  trainAdapter(setup: Setup | Setup[], opts: { trainEmbeddings?: boolean } = {}): void {
     this.adapters.train(setup, opts);
   }
   freezeModel(freeze = true): void {

@@ -19,6 +19,7 @@ import { noGrad } from '../../autograd/tape.ts';
 import { ValueError } from '../../errors.ts';
 import type { BnConfig } from '../config.ts';
 import { PHMLinear } from './phm.ts';
+import { Average, BatchSplit, Split, Stack, type Setup } from '../composition.ts';
 import { bottleneckActSupported, bottleneckFused, fusedAdapterKernels } from '../fused.ts';
 import type { AdapterContext } from '../context.ts';
 
@@ -164,15 +165,46 @@ export class BottleneckSite {
   }
   /** The sub-layer output with adapters: LN(hidden + input) / hidden + input when none is active. */
   forward(hidden: Tensor, input: Tensor, ln: LayerNorm | null): Tensor {
-    const names = (this.ctx?.activeAt(this.layer) ?? []).filter((n) => this.get(n));
-    if (!names.length) return ln ? ln.forward(ops.add(hidden, input)) : ops.add(hidden, input);
-    // Stack: each adapter runs its pre_forward on the previous one's output; the last one's post_forward
-    let h = hidden;
-    for (const n of names) {
-      const a = this.get(n)!;
-      const pre = a.preForward(h, input, ln);
-      h = a.forward(pre.h, pre.residual);
+    const setup = this.ctx?.setupAt(this.layer, (n) => !!this.get(n)) ?? null;
+    if (setup === null) return ln ? ln.forward(ops.add(hidden, input)) : ops.add(hidden, input);
+    const st = this.compose(setup, { h: hidden, input, last: '' }, ln);
+    return this.get(st.last)!.postForward(st.h, hidden, input, ln);
+  }
+
+  /**
+   * Evaluates a setup on (h, input): a name runs that adapter (its pre_forward on the current state); Stack
+   * chains; BatchSplit / Split run children on rows / positions and concatenate; Average combines children's
+   * states as Σ w_i·h_i / N (the Python library's mean of weighted states). Parallel/Fuse: composition issue.
+   */
+  private compose(setup: Setup, st: { h: Tensor; input: Tensor; last: string }, ln: LayerNorm | null): { h: Tensor; input: Tensor; last: string } {
+    if (typeof setup === 'string') {
+      const a = this.get(setup)!;
+      const pre = a.preForward(st.h, st.input, ln);
+      return { h: a.forward(pre.h, pre.residual), input: st.input, last: setup };
     }
-    return this.get(names[names.length - 1]!)!.postForward(h, hidden, input, ln);
+    if (setup instanceof Stack) return setup.children.reduce((acc, c) => this.compose(c, acc, ln), st);
+    if (setup instanceof BatchSplit || setup instanceof Split) {
+      const dim = setup instanceof BatchSplit ? 0 : 1;
+      const sizes = setup instanceof BatchSplit ? setup.batchSizes : setup.splits;
+      const total = st.h.shape[dim]!;
+      if (sizes.reduce((a, b) => a + b, 0) !== total)
+        throw new ValueError(`${String(setup)}: sizes [${sizes}] must add up to ${dim === 0 ? 'the batch size' : 'the sequence length'} ${total}`);
+      let at = 0, last = st.last;
+      const parts = setup.children.map((c, i) => {
+        const sub = { h: ops.slice(st.h, dim, at, at + sizes[i]!), input: ops.slice(st.input, dim, at, at + sizes[i]!), last: st.last };
+        at += sizes[i]!;
+        const r = this.compose(c, sub, ln);
+        last = r.last;
+        return r.h;
+      });
+      return { h: ops.concat(parts, dim), input: st.input, last };
+    }
+    if (setup instanceof Average) {
+      const rs = setup.children.map((c) => this.compose(c, st, ln));
+      const N = rs.length;
+      const sum = rs.map((r, i) => ops.mul(r.h, setup.weights[i]! / N)).reduce((a, b) => ops.add(a, b));
+      return { h: sum, input: st.input, last: rs[N - 1]!.last };
+    }
+    throw new ValueError(`${String(setup)} is not supported for bottleneck adapters yet (Parallel and Fuse come with the composition issue)`);
   }
 }

@@ -17,6 +17,7 @@ import { ValueError } from '../../errors.ts';
 import type { LoRAConfig } from '../config.ts';
 import type { AdapterContext } from '../context.ts';
 import { fusedAdapterKernels, ia3Linear, loraLinear } from '../fused.ts';
+import { Average, BatchSplit, Stack, type Setup } from '../composition.ts';
 
 export class LoRAModule extends Module {
   readonly mode: 'add' | 'scale';
@@ -151,9 +152,9 @@ export class LoRAHost {
    */
   fused(x: Tensor): Tensor | null {
     if (!fusedAdapterKernels() || this.linear.layout !== 'linear' || x.dtype !== 'f32' || this.linear.weight.dtype !== 'f32') return null;
-    const names = this.ctx.activeAt(this.layer).filter((n) => this.get(n) && !this.merged.has(n));
-    if (names.length !== 1) return null;
-    const m = this.get(names[0]!)!;
+    const setup = this.ctx.setupAt(this.layer, (n) => !!this.get(n) && !this.merged.has(n));
+    if (typeof setup !== 'string') return null;
+    const m = this.get(setup)!;
     if (m.fusedParts || m.useGating || (this.linear.training && m.dropoutP > 0)) return null;
     if (m.param('lora_B')!.dtype !== 'f32') return null;
     return m.mode === 'add'
@@ -162,20 +163,57 @@ export class LoRAHost {
   }
   /** y = base output; applies the active adapters of this layer (Stack semantics for several). */
   apply(x: Tensor, y: Tensor): Tensor {
-    const names = this.ctx.activeAt(this.layer).filter((n) => this.get(n) && !this.merged.has(n));
-    if (!names.length) return y;
-    const training = this.linear.training;
-    const adds = names.map((n) => this.get(n)!).filter((m) => m.mode === 'add');
-    const scales = names.map((n) => this.get(n)!).filter((m) => m.mode === 'scale');
+    const setup = this.ctx.setupAt(this.layer, (n) => !!this.get(n) && !this.merged.has(n));
+    if (setup === null) return y;
+    const { d, s } = this.compose(setup, x, null, null);
     let out = y;
-    if (adds.length) {
-      // Stack: the next LoRA maps the previous one's delta
-      let d = adds[0]!.delta(x, training);
-      for (let i = 1; i < adds.length; i++) d = adds[i]!.delta(d, training);
-      out = ops.add(out, d);
-    }
-    for (const m of scales) out = ops.mul(out, m.scaleVector(x));
+    if (d) out = ops.add(out, d);
+    if (s) out = ops.mul(out, s);
     return out;
+  }
+
+  /**
+   * Evaluates a setup into an additive delta d (LoRA) and a multiplicative scale s ((IA)³): Stack feeds each
+   * LoRA the previous delta (so the maps compose) and multiplies (IA)³ vectors; BatchSplit evaluates children
+   * on row slices; Average combines the children's deltas/scales as Σ w_i·x_i / N (the Python library's mean).
+   */
+  private compose(setup: Setup, x: Tensor, d: Tensor | null, s: Tensor | null): { d: Tensor | null; s: Tensor | null } {
+    const training = this.linear.training;
+    if (typeof setup === 'string') {
+      const m = this.get(setup)!;
+      if (m.mode === 'add') return { d: m.delta(d ?? x, training), s };
+      const v = m.scaleVector(x);
+      return { d, s: s ? ops.mul(s, v) : v };
+    }
+    if (setup instanceof Stack) {
+      let st = { d, s };
+      for (const c of setup.children) st = this.compose(c, x, st.d, st.s);
+      return st;
+    }
+    if (setup instanceof BatchSplit) {
+      const B = x.shape[0]!;
+      if (setup.batchSizes.reduce((a, b) => a + b, 0) !== B) throw new ValueError(`${String(setup)}: batch_sizes must add up to the batch size ${B}`);
+      let at = 0;
+      const ds: Tensor[] = [], ss: Tensor[] = [];
+      for (let i = 0; i < setup.children.length; i++) {
+        const n = setup.batchSizes[i]!;
+        const rows = (t: Tensor) => ops.slice(t, 0, at, at + n);
+        const r = this.compose(setup.children[i]!, rows(x), d ? rows(d) : null, s && s.ndim === x.ndim ? rows(s) : s);
+        const shape = [n, ...x.shape.slice(1, -1), this.linear.outFeatures];
+        ds.push(r.d ?? ops.zeros(shape, { dtype: x.dtype }));
+        ss.push(r.s ? (r.s.ndim === x.ndim ? r.s : ops.expand(r.s, shape).contiguous()) : ops.ones(shape, { dtype: x.dtype }));
+        at += n;
+      }
+      return { d: ops.concat(ds, 0), s: ops.concat(ss, 0) };
+    }
+    if (setup instanceof Average) {
+      const rs = setup.children.map((c) => this.compose(c, x, d, s));
+      const N = rs.length;
+      const avg = (k: 'd' | 's') =>
+        rs.some((r) => r[k]) ? rs.map((r, i) => ops.mul(r[k] ?? ops.zeros([1]), setup.weights[i]! / N)).reduce((a, b) => ops.add(a, b)) : null;
+      return { d: avg('d'), s: avg('s') };
+    }
+    throw new ValueError(`Invalid adapter setup. Cannot use ${String(setup)} with LoRA.`);
   }
 }
 

@@ -17,6 +17,7 @@ import { noGrad } from '../../autograd/tape.ts';
 import { ValueError } from '../../errors.ts';
 import type { PrefixTuningConfig } from '../config.ts';
 import type { AdapterContext } from '../context.ts';
+import { BatchSplit, Stack, type Setup } from '../composition.ts';
 
 /** One prefix of one adapter (`self_prefix`): the reparametrised keys/values for every layer. */
 export class PrefixTuning extends Module {
@@ -140,21 +141,41 @@ export class PrefixSite {
   kv(batch: number, training: boolean, x?: Tensor): { k: Tensor; v: Tensor } | null {
     if (!this.pool || !this.ctx) return null;
     const loc = this.location ?? this.pool.location;
-    const names = this.ctx.activeAt(this.layer).filter((n) => this.enabled.has(n) && this.pool!.get(n, loc));
-    if (!names.length) return null;
-    const parts = names.map((n) => {
-      const kv = this.pool!.get(n, loc)!.layerKV(this.kvIndex, batch, training);
-      const gate = this.gates?.child(n) as Linear | null | undefined;
+    const setup = this.ctx.setupAt(this.layer, (n) => this.enabled.has(n) && !!this.pool!.get(n, loc));
+    if (setup === null) return null;
+    const r = this.compose(setup, loc, batch, training, x);
+    return { k: r.k.contiguous(), v: r.v.contiguous() };
+  }
+
+  /** Stack(a, b) → [prefix_b, prefix_a] (later adapters first); BatchSplit → per-row prefixes (equal lengths). */
+  private compose(setup: Setup, loc: string, batch: number, training: boolean, x?: Tensor): { k: Tensor; v: Tensor } {
+    if (typeof setup === 'string') {
+      const kv = this.pool!.get(setup, loc)!.layerKV(this.kvIndex, batch, training);
+      const gate = this.gates?.child(setup) as Linear | null | undefined;
       if (!gate || !x) return kv;
       const g = ops.mean(ops.sigmoid(gate.forward(x)), 1);                  // (B, 1 or 2)
       const gk = ops.reshape(ops.slice(g, 1, 0, 1), [batch, 1, 1, 1]);
       const gv = ops.reshape(ops.slice(g, 1, g.shape[1]! - 1), [batch, 1, 1, 1]);
       return { k: ops.mul(kv.k, gk), v: ops.mul(kv.v, gv) };
-    });
-    if (parts.length === 1) return { k: parts[0]!.k.contiguous(), v: parts[0]!.v.contiguous() };
-    // Stack(a, b): [prefix_b, prefix_a, keys]
-    parts.reverse();
-    return { k: ops.concat(parts.map((p) => p.k), 2), v: ops.concat(parts.map((p) => p.v), 2) };
+    }
+    if (setup instanceof Stack) {
+      const parts = setup.children.map((c) => this.compose(c, loc, batch, training, x)).reverse();
+      return parts.length === 1 ? parts[0]! : { k: ops.concat(parts.map((p) => p.k), 2), v: ops.concat(parts.map((p) => p.v), 2) };
+    }
+    if (setup instanceof BatchSplit) {
+      if (setup.batchSizes.reduce((a, b) => a + b, 0) !== batch) throw new ValueError(`${String(setup)}: batch_sizes must add up to the batch size ${batch}`);
+      let at = 0;
+      const parts = setup.children.map((c, i) => {
+        const n = setup.batchSizes[i]!;
+        const r = this.compose(c, loc, n, training, x ? ops.slice(x, 0, at, at + n) : undefined);
+        at += n;
+        return r;
+      });
+      const P = parts[0]!.k.shape[2]!;
+      if (parts.some((p) => p.k.shape[2] !== P)) throw new ValueError(`${String(setup)}: prefixes of different lengths in one BatchSplit are not supported yet`);
+      return { k: ops.concat(parts.map((p) => p.k), 0), v: ops.concat(parts.map((p) => p.v), 0) };
+    }
+    throw new ValueError(`Invalid adapter setup. Cannot use ${String(setup)} with prefix tuning.`);
   }
 }
 

@@ -1,0 +1,86 @@
+// Composition blocks against the Python Adapters library's reference outputs (../shared/reference): Stack,
+// BatchSplit, Split and Average over bottleneck, LoRA and prefix-tuning adapters, adapter_setup.json, the
+// library's refusals, and the nesting/depth validation. (Parallel and Fuse belong to the composition issue.)
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { AutoAdapterModel, loadSafetensors, scope, noGrad, ValueError, type Tensor } from '../../lib/index.ts';
+import { Average, BatchSplit, Fuse, Parallel, Split, Stack, compositionFromDict, validateComposition } from '../../lib/adapters/composition.ts';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const ref = path.join(path.resolve(root, process.env.ADAPTERS_SHARED ?? '../shared'), 'reference');
+const have = fs.existsSync(path.join(ref, 'manifest.json'));
+
+function maxDiff(a: Tensor, b: Tensor): number {
+  const x = a.toArray() as Float32Array, y = b.toArray() as Float32Array;
+  if (x.length !== y.length) return Infinity;
+  let m = 0;
+  for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i]! - y[i]!));
+  return m;
+}
+
+const SUPPORTED = ['Stack', 'BatchSplit', 'Split', 'Average'];
+
+if (!have) test('composition reference cases skipped: ../shared not found (set ADAPTERS_SHARED)', (t) => t.pass());
+else {
+  const manifest = JSON.parse(fs.readFileSync(path.join(ref, 'manifest.json'), 'utf8')) as { cases: Record<string, any>[]; failures: { id: string; error: string }[] };
+  for (const c of manifest.cases) {
+    if (c.kind !== 'composition' && c.kind !== 'adapter_setup') continue;
+    const setupDict = c.kind === 'adapter_setup'
+      ? JSON.parse(fs.readFileSync(path.join(ref, c.arch, 'setup_stack', 'setup', 'adapter_setup.json'), 'utf8')).adapter_setup
+      : c.active_setup;
+    if (!SUPPORTED.includes(setupDict.type)) continue;
+    test(`${c.id}: ${setupDict.type} matches the Python library`, (t) => {
+      const m = AutoAdapterModel.fromPretrained(path.join(ref, c.base_model_dir));
+      const dirs: Record<string, string> = c.kind === 'adapter_setup'
+        ? { a: path.join(c.arch, 'setup_stack', 'setup', 'a'), b: path.join(c.arch, 'setup_stack', 'setup', 'b') }
+        : c.adapter_dirs;
+      for (const [name, dir] of Object.entries(dirs)) m.loadAdapter(path.join(ref, dir), { loadAs: name });
+      m.setActiveAdapters(compositionFromDict(setupDict));
+      const inp = loadSafetensors(path.join(ref, c.arch, 'base.safetensors'));
+      const exp = loadSafetensors(path.join(ref, c.expected_file));
+      const d = scope(() => maxDiff(noGrad(() => m.forward({ inputIds: inp.get('input_ids')!, attentionMask: inp.get('attention_mask')! })).lastHiddenState, exp.get('last_hidden_state')!));
+      t.true(d < 1e-4, `max abs diff ${d}`);
+      m.dispose();
+    });
+  }
+  for (const f of manifest.failures.filter((x) => /stack_lora|batchsplit_lora|average_lora|parallel_lora/.test(x.id)))
+    test(`${f.id}: refused as in the Python library (${f.error.slice(0, 60)})`, (t) => {
+      const [arch, kind] = f.id.split('/') as [string, string];
+      const m = AutoAdapterModel.fromPretrained(path.join(ref, 'models', arch));
+      m.addAdapter('a', 'lora');
+      m.addAdapter('b', 'lora');
+      const block = kind.startsWith('stack') ? new Stack('a', 'b') : kind.startsWith('batchsplit') ? new BatchSplit(['a', 'b'], [1, 1])
+        : kind.startsWith('average') ? new Average(['a', 'b']) : new Parallel('a', 'b');
+      t.throws(() => m.setActiveAdapters(block), { instanceOf: ValueError, message: /Cannot use .* with LoRA/ });
+      m.dispose();
+    });
+}
+
+test('nesting and depth follow the Python library (ALLOWED_NESTINGS, validate_composition)', (t) => {
+  t.notThrows(() => validateComposition(new Stack('a', new Parallel('b', 'c'))));
+  t.notThrows(() => validateComposition(new Stack(new Fuse('a', 'b'), 'c')));
+  t.notThrows(() => validateComposition(new BatchSplit([new Stack('a', 'b'), new Stack('c', 'd')], [1, 1])));
+  t.throws(() => validateComposition(new Fuse('a', new Parallel('b', 'c'))), { instanceOf: ValueError, message: /Cannot nest/ });
+  t.throws(() => validateComposition(new Average([new Parallel('a', 'b'), 'c'])), { instanceOf: ValueError, message: /Cannot nest/ });
+  t.throws(() => validateComposition(new Stack(new Split([new Split(['a', 'b'], [1, 1]), 'c'], [2, 1]))), { instanceOf: ValueError, message: /too deep/ });
+  t.throws(() => new Split(['a', 'b'], [1]), { instanceOf: ValueError });
+  t.deepEqual(new Average(['a', 'b'], { weights: [1, 3] }).weights, [0.25, 0.75]);
+});
+
+test('composition rules per method; unknown names refused', (t) => {
+  const cfg = { model_type: 'bert', vocab_size: 40, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32,
+    hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 };
+  const m = AutoAdapterModel.fromConfig(cfg, { seed: 1 });
+  m.addAdapter('p', 'prefix_tuning[bottleneck_size=8, prefix_length=2]');
+  m.addAdapter('q', 'prefix_tuning[bottleneck_size=8, prefix_length=2]');
+  m.addAdapter('l', 'lora');
+  t.throws(() => m.setActiveAdapters(new Split(['p', 'q'], [2, 2])), { instanceOf: ValueError, message: /prefix_tuning/ });
+  t.throws(() => m.setActiveAdapters(new Split(['l', 'p'], [2, 2])), { instanceOf: ValueError });
+  t.throws(() => m.setActiveAdapters(new Stack('p', 'zz')), { instanceOf: ValueError, message: /zz/ });
+  t.notThrows(() => m.setActiveAdapters(new BatchSplit(['p', 'q'], [1, 1])));
+  t.notThrows(() => scope(() => { m.forward({ inputIds: [[1, 2, 3], [4, 5, 6]] }); }));
+  t.throws(() => scope(() => { m.forward({ inputIds: [[1, 2, 3]] }); }), { message: /batch size/ });
+  m.dispose();
+});
