@@ -11,6 +11,14 @@ export class AdapterContext {
   setup: Setup | null = null;
   /** Layers to skip (AdapterDrop): adapters are not applied in these layer indices. */
   skipLayers = new Set<number>();
+  /** Set once a Parallel block has replicated the batch during the current forward pass. */
+  parallelized = false;
+  /** The batch size before replication. */
+  originalBatch = -1;
+  beginForward(): void {
+    this.parallelized = false;
+    this.originalBatch = -1;
+  }
 
   /** Active adapter names in setup order. */
   get active(): string[] {
@@ -62,9 +70,32 @@ export interface LayerSites {
   reft?: import('./methods/reft.ts').ReftSite;
 }
 
+/**
+ * The Python library's adjust_tensors_for_parallel: after a Parallel block replicated the batch, tensors that
+ * still have the original batch (masks, residuals, keys) are repeated to match `ref`.
+ */
+export function matchBatch(ref: import('../tensor.ts').Tensor, t: import('../tensor.ts').Tensor): import('../tensor.ts').Tensor;
+export function matchBatch(ref: import('../tensor.ts').Tensor, t: import('../tensor.ts').Tensor | null): import('../tensor.ts').Tensor | null;
+export function matchBatch(ref: import('../tensor.ts').Tensor, t: import('../tensor.ts').Tensor | null): import('../tensor.ts').Tensor | null {
+  if (!t) return t;
+  const B = ref.shape[0]!, b = t.shape[0]!;
+  if (B === b || b === 0 || B % b !== 0) return t;
+  return repeatBatch(t, B / b);
+}
+/** Repeats a tensor n times along dim 0 (torch's x.repeat(n, 1, …)). */
+export function repeatBatch(t: import('../tensor.ts').Tensor, n: number): import('../tensor.ts').Tensor {
+  return opsRepeat(t, n);
+}
+import * as opsNs from '../ops/index.ts';
+function opsRepeat(t: import('../tensor.ts').Tensor, n: number): import('../tensor.ts').Tensor {
+  return n === 1 ? t : opsNs.concat(Array.from({ length: n }, () => t), 0);
+}
+
 /** A base model that exposes hook sites. */
 export interface AdaptableModel {
   adapterLayers(): LayerSites[];
+  /** The model repeats masks/keys for Parallel-replicated batches (BERT family, GPT-2). */
+  supportsParallel?(): boolean;
   hiddenSize(): number;
   /** Attention heads that prefixes get (num_attention_heads). */
   numHeads?(): number;

@@ -267,16 +267,18 @@ export class AdapterManager {
       const parts = cfg instanceof ConfigUnion ? cfg.configs : [cfg];
       for (const c of parts)
         for (const b of multi) {
+          const par = this.model.base.supportsParallel?.() ? ['Parallel'] : [];
           const kinds: Record<string, string[]> = {
-            bottleneck: ['Stack', 'Split', 'BatchSplit', 'Average'],
-            lora: ['Stack', 'BatchSplit', 'Average'],
+            bottleneck: ['Stack', 'Split', 'BatchSplit', 'Average', ...par],
+            lora: ['Stack', 'BatchSplit', 'Average', ...par],
             prefix_tuning: ['Stack', 'BatchSplit'],
             prompt_tuning: ['Stack'], reft: ['Stack'],
           };
           const ok = kinds[c.architecture] ?? ['Stack'];
           if (!ok.includes(b.type)) {
             const label = c.architecture === 'lora' ? 'LoRA' : c.architecture;
-            const soon = b.type === 'Parallel' || b.type === 'Fuse' ? ' (Parallel and Fuse come with the composition issue)' : '';
+            const soon = b.type === 'Fuse' ? ' (Fuse comes with the composition issue)'
+              : b.type === 'Parallel' && !par.length ? ` (Parallel is not supported for ${String(this.model.config.model_type)} yet)` : '';
             throw new ValueError(`Invalid adapter setup. Cannot use ${String(b)} with ${label}.${soon}`);
           }
           // GPT-2's fused c_attn LoRA (LoRAMergedLinear) supports no composition at all

@@ -117,6 +117,7 @@ export class AdapterModel extends Module {
   }
   /** Runs the base model; adds `logits` when the architecture has an LM head. */
   forward(input: ForwardInput): ModelOutput {
+    this.adapters.ctx.beginForward();
     const out = this.base.forward(input);
     if (this.lmHeadKind) out.logits = this.lmLogits(out.lastHiddenState);
     return out;

@@ -7,7 +7,7 @@ import { Module } from '../nn/module.ts';
 import { Dropout, Embedding, LayerNorm, Linear, activation } from '../nn/layers.ts';
 import { Tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
-import { type ForwardInput, type HFConfig, type ModelOutput, asIds, bool, keepMask, mergeHeads, num, splitHeads, str } from './common.ts';
+import { type ForwardInput, type HFConfig, type ModelOutput, alignBatch, asIds, bool, keepMask, mergeHeads, num, rowsTo, splitHeads, str } from './common.ts';
 import { scope } from '../scope.ts';
 import { ValueError } from '../errors.ts';
 import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
@@ -131,11 +131,16 @@ export class BertLayer extends Module {
   }
   forward(h: Tensor, keepKeys: Tensor | null): Tensor {
     const H = this.cfg.numHeads;
-    const q = splitHeads(this.q.forward(h), H), k = splitHeads(this.k.forward(h), H), v = splitHeads(this.v.forward(h), H);
-    const pre = this.prefixSite.kv(h.shape[0]!, this.training, h);
-    const keep = pre && keepKeys ? ops.concat([ops.full([h.shape[0]!, pre.k.shape[2]!], 1, { dtype: 'bool' }), keepKeys], 1) : keepKeys;
+    // Parallel adapter blocks may have replicated the batch in one projection: align q/k/v and the mask
+    const [qh, kh, vh] = alignBatch(this.q.forward(h), this.k.forward(h), this.v.forward(h)) as [Tensor, Tensor, Tensor];
+    const q = splitHeads(qh, H), k = splitHeads(kh, H), v = splitHeads(vh, H);
+    const B = qh.shape[0]!;
+    const hx = rowsTo(h, B)!;
+    keepKeys = rowsTo(keepKeys, B);
+    const pre = this.prefixSite.kv(B, this.training, hx);
+    const keep = pre && keepKeys ? ops.concat([ops.full([B, pre.k.shape[2]!], 1, { dtype: 'bool' }), keepKeys], 1) : keepKeys;
     const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: keep, prefixK: pre?.k, prefixV: pre?.v }));
-    const a = this.attnSite.forward(this.dropAttnOut.forward(this.o.forward(ctx)), h, this.ln1);
+    const a = this.attnSite.forward(this.dropAttnOut.forward(this.o.forward(ctx)), hx, this.ln1);
     const f = this.down.forward(this.act(this.up.forward(a)));
     return this.reftSite.apply(this.ffnSite.forward(this.drop.forward(f), a, this.ln2), this.training);
   }
@@ -171,6 +176,9 @@ export class BertModel extends Module {
   }
   numHeads(): number {
     return this.cfg.numHeads;
+  }
+  supportsParallel(): boolean {
+    return true;
   }
   hiddenSize(): number {
     return this.cfg.hiddenSize;

@@ -89,3 +89,18 @@ export interface ForwardInput {
   pastKeyValues?: KVCache | null;
   useCache?: boolean;
 }
+
+/** Repeats tensors along the batch to the largest batch among them (Parallel adapter blocks, see matchBatch). */
+export function alignBatch(...ts: Tensor[]): Tensor[] {
+  const B = Math.max(...ts.map((t) => t.shape[0]!));
+  return ts.map((t) => {
+    const b = t.shape[0]!;
+    return b === B || b === 0 || B % b ? t : ops.concat(Array.from({ length: B / b }, () => t), 0);
+  });
+}
+/** A mask or other per-row tensor repeated to `batch` rows when a Parallel block replicated the batch. */
+export function rowsTo(t: Tensor | null, batch: number): Tensor | null {
+  if (!t) return t;
+  const b = t.shape[0]!;
+  return b === batch || b === 0 || batch % b ? t : ops.concat(Array.from({ length: batch / b }, () => t), 0);
+}

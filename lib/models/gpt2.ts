@@ -17,8 +17,7 @@ import * as ops from '../ops/index.ts';
 import { scope } from '../scope.ts';
 import { ShapeError, ValueError } from '../errors.ts';
 import {
-  type ForwardInput, type HFConfig, type KVCache, type ModelOutput, asIds, bool, keepMask, mergeHeads, num, splitHeads, str,
-} from './common.ts';
+  type ForwardInput, type HFConfig, type KVCache, type ModelOutput, asIds, bool, keepMask, mergeHeads, num, splitHeads, str, rowsTo } from './common.ts';
 
 export interface GPT2Config {
   vocabSize: number;
@@ -78,6 +77,8 @@ class GPT2Attention extends Module {
   forward(h: Tensor, keepKeys: Tensor | null, past: { k: Tensor; v: Tensor } | null): { out: Tensor; k: Tensor; v: Tensor } {
     const { hiddenSize: C, numHeads: H } = this.cfg;
     const [qh, kh, vh] = ops.split(this.qkv.forward(h), C, -1) as [Tensor, Tensor, Tensor];
+    // a Parallel adapter block may have replicated the batch inside c_attn: the mask follows
+    keepKeys = rowsTo(keepKeys, qh.shape[0]!);
     const q = splitHeads(qh, H);
     // contiguous keys/values: the kernel needs them so anyway, and a cache must not pin the fused qkv output
     let k = splitHeads(kh, H), v = splitHeads(vh, H);
@@ -90,11 +91,11 @@ class GPT2Attention extends Module {
     }
     let scale = this.cfg.scaleAttnWeights ? 1 / Math.sqrt(C / H) : 1;
     if (this.cfg.scaleByInverseLayerIdx) scale /= this.layerIdx + 1;
-    const pre = this.prefixSite.kv(h.shape[0]!, this.training, h);
+    const pre = this.prefixSite.kv(qh.shape[0]!, this.training, rowsTo(h, qh.shape[0]!)!);
     if (pre && this.training && this.cfg.attnDropout > 0)
       throw new ValueError('prefix tuning with attention dropout (attn_pdrop > 0) in training mode is not supported yet');
     // prefix positions are always attended: the key-padding mask gets leading ones for them
-    const keep = pre && keepKeys ? ops.concat([ops.full([h.shape[0]!, pre.k.shape[2]!], 1, { dtype: 'bool' }), keepKeys], 1) : keepKeys;
+    const keep = pre && keepKeys ? ops.concat([ops.full([qh.shape[0]!, pre.k.shape[2]!], 1, { dtype: 'bool' }), keepKeys], 1) : keepKeys;
     const ctx = this.training && this.cfg.attnDropout > 0
       ? attentionWithDropout(q, k, v, keepKeys, scale, this.attnDrop)
       : ops.scaledDotProductAttention(q, k, v, { isCausal: true, keyPaddingMask: keep, scale, prefixK: pre?.k, prefixV: pre?.v });
@@ -181,6 +182,9 @@ export class GPT2Model extends Module {
   }
   numHeads(): number {
     return this.cfg.numHeads;
+  }
+  supportsParallel(): boolean {
+    return true;
   }
   inputEmbeddings(): Tensor {
     return this.wte.weight;

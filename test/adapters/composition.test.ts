@@ -20,7 +20,7 @@ function maxDiff(a: Tensor, b: Tensor): number {
   return m;
 }
 
-const SUPPORTED = ['Stack', 'BatchSplit', 'Split', 'Average'];
+const SUPPORTED = ['Stack', 'BatchSplit', 'Split', 'Average', 'Parallel'];
 
 if (!have) test('composition reference cases skipped: ../shared not found (set ADAPTERS_SHARED)', (t) => t.pass());
 else {
@@ -42,6 +42,13 @@ else {
       const exp = loadSafetensors(path.join(ref, c.expected_file));
       const d = scope(() => maxDiff(noGrad(() => m.forward({ inputIds: inp.get('input_ids')!, attentionMask: inp.get('attention_mask')! })).lastHiddenState, exp.get('last_hidden_state')!));
       t.true(d < 1e-4, `max abs diff ${d}`);
+      // Parallel: each branch equals running that adapter alone (single/a, single/b)
+      for (const [k, v] of exp)
+        if (k.startsWith('single/')) {
+          m.setActiveAdapters(k.slice('single/'.length));
+          const ds = scope(() => maxDiff(noGrad(() => m.forward({ inputIds: inp.get('input_ids')!, attentionMask: inp.get('attention_mask')! })).lastHiddenState, v));
+          t.true(ds < 1e-4, `${k}: max abs diff ${ds}`);
+        }
       m.dispose();
     });
   }

@@ -19,7 +19,8 @@ import { noGrad } from '../../autograd/tape.ts';
 import { ValueError } from '../../errors.ts';
 import type { BnConfig } from '../config.ts';
 import { PHMLinear } from './phm.ts';
-import { Average, BatchSplit, Split, Stack, type Setup } from '../composition.ts';
+import { Average, BatchSplit, Parallel, Split, Stack, type Setup } from '../composition.ts';
+import { matchBatch, repeatBatch } from '../context.ts';
 import { bottleneckActSupported, bottleneckFused, fusedAdapterKernels } from '../fused.ts';
 import type { AdapterContext } from '../context.ts';
 
@@ -164,11 +165,13 @@ export class BottleneckSite {
     return (this.container.child(name) as BottleneckAdapter | null) ?? null;
   }
   /** The sub-layer output with adapters: LN(hidden + input) / hidden + input when none is active. */
-  forward(hidden: Tensor, input: Tensor, ln: LayerNorm | null): Tensor {
+  forward(hidden0: Tensor, input0: Tensor, ln: LayerNorm | null): Tensor {
+    // after a Parallel block replicated the batch, the residual (or the sub-layer output) may lag behind
+    const hidden = matchBatch(input0, hidden0), input = matchBatch(hidden, input0);
     const setup = this.ctx?.setupAt(this.layer, (n) => !!this.get(n)) ?? null;
     if (setup === null) return ln ? ln.forward(ops.add(hidden, input)) : ops.add(hidden, input);
     const st = this.compose(setup, { h: hidden, input, last: '' }, ln);
-    return this.get(st.last)!.postForward(st.h, hidden, input, ln);
+    return this.get(st.last)!.postForward(st.h, matchBatch(st.h, hidden), st.input, ln);
   }
 
   /**
@@ -199,12 +202,25 @@ export class BottleneckSite {
       });
       return { h: ops.concat(parts, dim), input: st.input, last };
     }
+    if (setup instanceof Parallel) {
+      // replicate the batch once per forward (the first Parallel site), then one slice per child
+      const N = setup.children.length;
+      let cur = st;
+      if (!this.ctx!.parallelized) {
+        this.ctx!.originalBatch = st.h.shape[0]!;
+        cur = { h: repeatBatch(st.h, N), input: repeatBatch(st.input, N), last: st.last };
+        this.ctx!.parallelized = true;
+      }
+      const B = cur.h.shape[0]!;
+      if (B % N) throw new ValueError(`${String(setup)}: the batch (${B}) is not divisible by the ${N} parallel channels`);
+      return this.compose(new BatchSplit(setup.children, setup.children.map(() => B / N)), cur, ln);
+    }
     if (setup instanceof Average) {
       const rs = setup.children.map((c) => this.compose(c, st, ln));
       const N = rs.length;
       const sum = rs.map((r, i) => ops.mul(r.h, setup.weights[i]! / N)).reduce((a, b) => ops.add(a, b));
       return { h: sum, input: st.input, last: rs[N - 1]!.last };
     }
-    throw new ValueError(`${String(setup)} is not supported for bottleneck adapters yet (Parallel and Fuse come with the composition issue)`);
+    throw new ValueError(`${String(setup)} is not supported for bottleneck adapters yet (Fuse comes with the composition issue)`);
   }
 }

@@ -17,7 +17,8 @@ import { ValueError } from '../../errors.ts';
 import type { LoRAConfig } from '../config.ts';
 import type { AdapterContext } from '../context.ts';
 import { fusedAdapterKernels, ia3Linear, loraLinear } from '../fused.ts';
-import { Average, BatchSplit, Stack, type Setup } from '../composition.ts';
+import { Average, BatchSplit, Parallel, Stack, type Setup } from '../composition.ts';
+import { matchBatch, repeatBatch } from '../context.ts';
 
 export class LoRAModule extends Module {
   readonly mode: 'add' | 'scale';
@@ -165,8 +166,8 @@ export class LoRAHost {
   apply(x: Tensor, y: Tensor): Tensor {
     const setup = this.ctx.setupAt(this.layer, (n) => !!this.get(n) && !this.merged.has(n));
     if (setup === null) return y;
-    const { d, s } = this.compose(setup, x, null, null);
-    let out = y;
+    const { x: xr, d, s } = this.composeAll(setup, x);
+    let out = matchBatch(xr, y);
     if (d) out = ops.add(out, d);
     if (s) out = ops.mul(out, s);
     return out;
@@ -177,6 +178,19 @@ export class LoRAHost {
    * LoRA the previous delta (so the maps compose) and multiplies (IA)³ vectors; BatchSplit evaluates children
    * on row slices; Average combines the children's deltas/scales as Σ w_i·x_i / N (the Python library's mean).
    */
+  /** Handles a Parallel block (replicating the input once per forward), then evaluates the setup. */
+  private composeAll(setup: Setup, x: Tensor): { x: Tensor; d: Tensor | null; s: Tensor | null } {
+    const par = findParallel(setup);
+    // LoRA layers parallelise independently (q and v are separate projections of the same input), so an input
+    // that still has the original batch is replicated again (the Python library's allow_multi_parallelize)
+    if (par && (!this.ctx.parallelized || x.shape[0] === this.ctx.originalBatch)) {
+      if (!this.ctx.parallelized) this.ctx.originalBatch = x.shape[0]!;
+      x = repeatBatch(x, par.children.length);
+      this.ctx.parallelized = true;
+    }
+    return { x, ...this.compose(setup, x, null, null) };
+  }
+
   private compose(setup: Setup, x: Tensor, d: Tensor | null, s: Tensor | null): { d: Tensor | null; s: Tensor | null } {
     const training = this.linear.training;
     if (typeof setup === 'string') {
@@ -206,6 +220,11 @@ export class LoRAHost {
       }
       return { d: ops.concat(ds, 0), s: ops.concat(ss, 0) };
     }
+    if (setup instanceof Parallel) {
+      const B = x.shape[0]!, N = setup.children.length;
+      if (B % N) throw new ValueError(`${String(setup)}: the batch (${B}) is not divisible by the ${N} parallel channels`);
+      return this.compose(new BatchSplit(setup.children, setup.children.map(() => B / N)), x, d, s);
+    }
     if (setup instanceof Average) {
       const rs = setup.children.map((c) => this.compose(c, x, d, s));
       const N = rs.length;
@@ -215,6 +234,16 @@ export class LoRAHost {
     }
     throw new ValueError(`Invalid adapter setup. Cannot use ${String(setup)} with LoRA.`);
   }
+}
+
+function findParallel(setup: Setup): Parallel | null {
+  if (typeof setup === 'string') return null;
+  if (setup instanceof Parallel) return setup;
+  for (const c of setup.children) {
+    const p = findParallel(c);
+    if (p) return p;
+  }
+  return null;
 }
 
 /** Merges LoRA / (IA)³ `name` into the Linear weight (W += ΔW, or W ∘= v for IA³ without the bias). */
