@@ -14,7 +14,8 @@ import { noGrad } from '../autograd/tape.ts';
 import { FormatError, IOError, ValueError } from '../errors.ts';
 import { AdapterConfig, BnConfig, ConfigUnion, LoRAConfig, PrefixTuningConfig, PromptTuningConfig, ReftConfig, type ConfigDict } from './config.ts';
 import { checkPrefixConfig } from './methods/prefix_tuning.ts';
-import { Stack, filterSetup, parseComposition, validateComposition, type CompositionBlock, type Setup } from './composition.ts';
+import { Fuse, Stack, filterSetup, parseComposition, validateComposition, type CompositionBlock, type Setup } from './composition.ts';
+import { fusionConfig, type FusionConfigDict } from './methods/fusion.ts';
 import { SharedParameters } from './methods/phm.ts';
 import { AdapterContext, type AdaptableModel, type LayerSites } from './context.ts';
 import { LoRAHost, mergeInto, unmerge } from './methods/lora.ts';
@@ -269,7 +270,7 @@ export class AdapterManager {
         for (const b of multi) {
           const par = this.model.base.supportsParallel?.() ? ['Parallel'] : [];
           const kinds: Record<string, string[]> = {
-            bottleneck: ['Stack', 'Split', 'BatchSplit', 'Average', ...par],
+            bottleneck: ['Stack', 'Fuse', 'Split', 'BatchSplit', 'Average', ...par],
             lora: ['Stack', 'BatchSplit', 'Average', ...par],
             prefix_tuning: ['Stack', 'BatchSplit'],
             prompt_tuning: ['Stack'], reft: ['Stack'],
@@ -277,8 +278,7 @@ export class AdapterManager {
           const ok = kinds[c.architecture] ?? ['Stack'];
           if (!ok.includes(b.type)) {
             const label = c.architecture === 'lora' ? 'LoRA' : c.architecture;
-            const soon = b.type === 'Fuse' ? ' (Fuse comes with the composition issue)'
-              : b.type === 'Parallel' && !par.length ? ` (Parallel is not supported for ${String(this.model.config.model_type)} yet)` : '';
+            const soon = b.type === 'Parallel' && !par.length ? ` (Parallel is not supported for ${String(this.model.config.model_type)} yet)` : '';
             throw new ValueError(`Invalid adapter setup. Cannot use ${String(b)} with ${label}.${soon}`);
           }
           // GPT-2's fused c_attn LoRA (LoRAMergedLinear) supports no composition at all
@@ -294,7 +294,8 @@ export class AdapterManager {
   }
   private baseParams(): [string, Tensor][] {
     const names = [...this.ctx.configs.keys()];
-    return this.model.namedParameters().filter(([k]) => !names.some((n) => isAdapterKey(k, n)) && !k.startsWith('heads.') && !k.startsWith('lm_head.'));
+    return this.model.namedParameters().filter(([k]) => !names.some((n) => isAdapterKey(k, n)) && !k.includes('.adapter_fusion_layer.') &&
+      !k.startsWith('heads.') && !k.startsWith('lm_head.'));
   }
 
   freeze(freeze = true): void {
@@ -471,6 +472,106 @@ export class AdapterManager {
           c.requiresGrad = p.requiresGrad;
           p.dispose();
         }
+    });
+  }
+
+  // ---- AdapterFusion ----
+  readonly fusions = new Map<string, { cfg: FusionConfigDict; names: string[] }>();
+
+  /** Adds an AdapterFusion layer over `setup`'s adapters at every bottleneck site that holds all of them. */
+  addFusion(setup: Fuse | string[], config: 'dynamic' | 'static' | Partial<FusionConfigDict> = 'dynamic',
+    opts: { overwriteOk?: boolean; setActive?: boolean; name?: string } = {}): string {
+    const fuse = setup instanceof Fuse ? setup : new Fuse(...setup, { name: opts.name });
+    const names = fuse.flatten();
+    for (const n of names) if (!this.has(n)) throw new ValueError(`No adapter with name '${n}' was found.`);
+    const name = fuse.name;
+    if (this.fusions.has(name)) {
+      if (!opts.overwriteOk) throw new ValueError(`An AdapterFusion layer with the name '${name}' has already been added.`);
+      this.deleteFusion(name);
+    }
+    const cfg = fusionConfig(config);
+    const hidden = this.model.base.hiddenSize!();
+    let added = 0;
+    for (const l of this.layers())
+      for (const site of [l.attnBottleneck, l.ffnBottleneck, l.crossBottleneck])
+        if (site && names.every((n) => site.get(n))) { site.addFusion(name, cfg, hidden); added++; }
+    if (!added) throw new ValueError(`AdapterFusion '${name}': no layer holds all of ${names.join(', ')} (Fuse works on bottleneck adapters)`);
+    this.fusions.set(name, { cfg, names });
+    if (opts.setActive) this.setActive(fuse);
+    return name;
+  }
+  deleteFusion(name: string): void {
+    if (!this.fusions.has(name)) throw new ValueError(`No AdapterFusion with name '${name}' was found.`);
+    for (const l of this.layers()) for (const site of [l.attnBottleneck, l.ffnBottleneck, l.crossBottleneck]) site?.removeFusion(name);
+    this.fusions.delete(name);
+  }
+  fusionParams(name: string): [string, Tensor][] {
+    return this.model.namedParameters().filter(([k]) => k.includes(`.adapter_fusion_layer.${name}.`));
+  }
+  /** Trains the fusion layer of `setup` (and the fused adapters with unfreezeAdapters). */
+  trainFusion(setup: Fuse | string[], opts: { unfreezeAdapters?: boolean } = {}): void {
+    const fuse = setup instanceof Fuse ? setup : new Fuse(...setup);
+    if (!this.fusions.has(fuse.name)) throw new ValueError(`No AdapterFusion with name '${fuse.name}' was found.`);
+    this.setActive(fuse);
+    for (const [, p] of this.model.namedParameters()) p.requiresGrad = false;
+    for (const [, p] of this.fusionParams(fuse.name)) p.requiresGrad = true;
+    if (opts.unfreezeAdapters) for (const n of fuse.flatten()) for (const [, p] of this.params(n)) p.requiresGrad = true;
+    this.model.train();
+  }
+  /** Loads `adapter_fusion_config.json` + `model_adapter_fusion.safetensors` / `pytorch_model_adapter_fusion.bin`. */
+  loadFusion(dir: string, opts: { setActive?: boolean } = {}): string {
+    const cfgFile = path.join(dir, 'adapter_fusion_config.json');
+    let meta: { adapter_names?: string[]; config?: Partial<FusionConfigDict>; name?: string };
+    try {
+      meta = JSON.parse(fs.readFileSync(cfgFile, 'utf8'));
+    } catch (e) {
+      throw (e as NodeJS.ErrnoException).code === 'ENOENT' ? new IOError(`${cfgFile} not found`) : new FormatError(`${cfgFile}: ${(e as Error).message}`);
+    }
+    if (!Array.isArray(meta.adapter_names) || !meta.config) throw new FormatError(`${cfgFile}: missing adapter_names or config`);
+    const name = this.addFusion(new Fuse(...meta.adapter_names, { name: meta.name }), meta.config, { overwriteOk: true });
+    const st = path.join(dir, 'model_adapter_fusion.safetensors'), bin = path.join(dir, 'pytorch_model_adapter_fusion.bin');
+    let weights: Map<string, Tensor>;
+    let file: string;
+    if (fs.existsSync(st)) {
+      file = st;
+      const h = readSafetensorsHeader(st);
+      weights = new Map([...h.entries.keys()].map((k) => [k, readTensor(h, k)]));
+    } else if (fs.existsSync(bin)) {
+      file = bin;
+      weights = loadTorchBin(bin);
+    } else throw new IOError(`${dir}: no model_adapter_fusion.safetensors or pytorch_model_adapter_fusion.bin`);
+    try {
+      const own = new Map(this.fusionParams(name));
+      const prefix = `${this.model.spec.prefix}.`;
+      const loaded = new Set<string>();
+      noGrad(() => {
+        for (const [k0, t] of weights) {
+          const key = prefix + (k0.startsWith(prefix) ? k0.slice(prefix.length) : k0);
+          const dst = own.get(key);
+          if (!dst) continue;
+          if (dst.shape.join() !== t.shape.join()) throw new FormatError(`${file}: '${k0}' has shape [${t.shape}] but the model expects [${dst.shape}]`);
+          dst.copy_(t);
+          loaded.add(key);
+        }
+      });
+      const missing = [...own.keys()].filter((k) => !loaded.has(k));
+      if (missing.length) throw new FormatError(`${file}: missing fusion weights: ${missing.slice(0, 6).join(', ')}`);
+    } finally {
+      for (const t of weights.values()) t.dispose();
+    }
+    if (opts.setActive) this.setActive(new Fuse(...this.fusions.get(name)!.names, { name }));
+    return name;
+  }
+  /** Writes adapter_fusion_config.json + model_adapter_fusion.safetensors (atomically). */
+  saveFusion(dir: string, name: string): void {
+    const f = this.fusions.get(name);
+    if (!f) throw new ValueError(`No AdapterFusion with name '${name}' was found.`);
+    const mt = String(this.model.config.model_type);
+    const meta = { adapter_names: f.names, config: f.cfg, hidden_size: this.model.base.hiddenSize!(), model_class: ADAPTER_MODEL_CLASS[mt] ?? 'AdapterModel',
+      model_name: String(this.model.config._name_or_path ?? ''), model_type: mt, name, version: 'adapters.1.1.0' };
+    writeFolderAtomic(dir, (tmp) => {
+      fs.writeFileSync(path.join(tmp, 'adapter_fusion_config.json'), JSON.stringify(sortKeys(meta), null, 2));
+      saveSafetensors(path.join(tmp, 'model_adapter_fusion.safetensors'), new Map(this.fusionParams(name)));
     });
   }
 
@@ -671,6 +772,27 @@ function sortKeys(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(sortKeys);
   if (v && typeof v === 'object') return Object.fromEntries(Object.keys(v).sort().map((k) => [k, sortKeys((v as Record<string, unknown>)[k])]));
   return v;
+}
+
+/** Builds a folder beside `dir` and renames it into place (the old folder is replaced only once complete). */
+function writeFolderAtomic(dir: string, fill: (tmp: string) => void): void {
+  const target = path.resolve(dir);
+  if (!fs.existsSync(path.dirname(target))) throw new IOError(`parent folder ${path.dirname(target)} does not exist`);
+  const tmp = `${target}.tmp-${process.pid}-${Date.now().toString(36)}`;
+  fs.mkdirSync(tmp);
+  try {
+    fill(tmp);
+    let old: string | null = null;
+    if (fs.existsSync(target)) {
+      old = `${target}.old-${process.pid}-${Date.now().toString(36)}`;
+      fs.renameSync(target, old);
+    }
+    fs.renameSync(tmp, target);
+    if (old) fs.rmSync(old, { recursive: true, force: true });
+  } catch (e) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw e instanceof IOError ? e : new IOError(`${(e as Error).message}`);
+  }
 }
 
 function stripArch(d: ConfigDict): ConfigDict {

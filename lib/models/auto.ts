@@ -21,7 +21,8 @@ import { generate as generateDecoder, type GenerateOptions } from './generate.ts
 import { generateSeq2seq } from './seq2seq_generate.ts';
 import { AdapterManager, formatSummary, type AdapterHostModel, type SummaryRow } from '../adapters/model.ts';
 import type { AdapterConfig, ConfigDict } from '../adapters/config.ts';
-import type { Setup } from '../adapters/composition.ts';
+import type { Fuse, Setup } from '../adapters/composition.ts';
+import type { FusionConfigDict } from '../adapters/methods/fusion.ts';
 
 export interface FromPretrainedOptions {
   dtype?: DType;
@@ -103,6 +104,24 @@ export class AdapterModel extends Module {
   /** Moves/casts adapter `name`'s parameters (dtype; CPU only in this build). */
   adapterTo(name: string, opts: { dtype?: DType; device?: string } = {}): void {
     this.adapters.to(name, opts);
+  }
+  /** Adds AdapterFusion over adapters ('dynamic' | 'static' | a config dict); returns the fusion name ('a,b'). */
+  addAdapterFusion(setup: Fuse | string[], config: 'dynamic' | 'static' | Partial<FusionConfigDict> = 'dynamic',
+    opts: { overwriteOk?: boolean; setActive?: boolean; name?: string } = {}): string {
+    return this.adapters.addFusion(setup, config, opts);
+  }
+  deleteAdapterFusion(name: string): void {
+    this.adapters.deleteFusion(name);
+  }
+  /** Freezes all but the fusion layer (and the fused adapters with unfreezeAdapters), activates it, train mode. */
+  trainAdapterFusion(setup: Fuse | string[], opts: { unfreezeAdapters?: boolean } = {}): void {
+    this.adapters.trainFusion(setup, opts);
+  }
+  loadAdapterFusion(dir: string, opts: { setActive?: boolean } = {}): string {
+    return this.adapters.loadFusion(dir, opts);
+  }
+  saveAdapterFusion(dir: string, name: string): void {
+    this.adapters.saveFusion(dir, name);
   }
   /** Undoes every merge. */
   resetAdapter(): void {

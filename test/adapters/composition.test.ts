@@ -5,7 +5,8 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AutoAdapterModel, loadSafetensors, scope, noGrad, ValueError, type Tensor } from '../../lib/index.ts';
+import os from 'node:os';
+import { AutoAdapterModel, loadSafetensors, ops, scope, noGrad, ValueError, type Tensor } from '../../lib/index.ts';
 import { Average, BatchSplit, Fuse, Parallel, Split, Stack, compositionFromDict, validateComposition } from '../../lib/adapters/composition.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -20,7 +21,7 @@ function maxDiff(a: Tensor, b: Tensor): number {
   return m;
 }
 
-const SUPPORTED = ['Stack', 'BatchSplit', 'Split', 'Average', 'Parallel'];
+const SUPPORTED = ['Stack', 'BatchSplit', 'Split', 'Average', 'Parallel', 'Fuse'];
 
 if (!have) test('composition reference cases skipped: ../shared not found (set ADAPTERS_SHARED)', (t) => t.pass());
 else {
@@ -37,6 +38,7 @@ else {
         ? { a: path.join(c.arch, 'setup_stack', 'setup', 'a'), b: path.join(c.arch, 'setup_stack', 'setup', 'b') }
         : c.adapter_dirs;
       for (const [name, dir] of Object.entries(dirs)) m.loadAdapter(path.join(ref, dir), { loadAs: name });
+      if (setupDict.type === 'Fuse') t.is(m.loadAdapterFusion(path.join(ref, c.arch, (c.id as string).split('/')[1]!, 'fusion')), 'a,b');
       m.setActiveAdapters(compositionFromDict(setupDict));
       const inp = loadSafetensors(path.join(ref, c.arch, 'base.safetensors'));
       const exp = loadSafetensors(path.join(ref, c.expected_file));
@@ -84,10 +86,44 @@ test('composition rules per method; unknown names refused', (t) => {
   m.addAdapter('q', 'prefix_tuning[bottleneck_size=8, prefix_length=2]');
   m.addAdapter('l', 'lora');
   t.throws(() => m.setActiveAdapters(new Split(['p', 'q'], [2, 2])), { instanceOf: ValueError, message: /prefix_tuning/ });
+  t.throws(() => m.setActiveAdapters(new Fuse('p', 'q')), { instanceOf: ValueError, message: /prefix_tuning/ });
+  t.throws(() => m.addAdapterFusion(['p', 'q']), { instanceOf: ValueError, message: /bottleneck/ });
   t.throws(() => m.setActiveAdapters(new Split(['l', 'p'], [2, 2])), { instanceOf: ValueError });
   t.throws(() => m.setActiveAdapters(new Stack('p', 'zz')), { instanceOf: ValueError, message: /zz/ });
   t.notThrows(() => m.setActiveAdapters(new BatchSplit(['p', 'q'], [1, 1])));
   t.notThrows(() => scope(() => { m.forward({ inputIds: [[1, 2, 3], [4, 5, 6]] }); }));
   t.throws(() => scope(() => { m.forward({ inputIds: [[1, 2, 3]] }); }), { message: /batch size/ });
+  m.dispose();
+});
+
+test('AdapterFusion: trainAdapterFusion trains only the fusion layer; save/load round trip; gradients flow through Fuse', (t) => {
+  const cfg = { model_type: 'bert', vocab_size: 40, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32,
+    hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 };
+  const m = AutoAdapterModel.fromConfig(cfg, { seed: 2 });
+  m.addAdapter('a', 'seq_bn');
+  m.addAdapter('b', 'seq_bn');
+  const name = m.addAdapterFusion(['a', 'b'], 'dynamic');
+  t.is(name, 'a,b');
+  m.trainAdapterFusion(['a', 'b']);
+  scope(() => { const h = m.forward({ inputIds: [[1, 2, 3]] }).lastHiddenState; ops.sum(ops.mul(h, h)).backward(); });
+  for (const [k, p] of m.namedParameters()) {
+    if (k.includes('.adapter_fusion_layer.a,b.')) t.truthy(p.grad, k);
+    else t.is(p.grad, null, k);
+  }
+  m.trainAdapterFusion(['a', 'b'], { unfreezeAdapters: true });
+  t.true(m.namedParameters().filter(([k]) => k.includes('.adapters.a.')).every(([, p]) => p.requiresGrad));
+  m.eval();
+  const out = () => scope(() => Array.from(noGrad(() => m.forward({ inputIds: [[1, 2, 3]] }).lastHiddenState).toArray() as Float32Array));
+  const before = out();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fusion-'));
+  try {
+    m.saveAdapterFusion(path.join(dir, 'f'), 'a,b');
+    m.deleteAdapterFusion('a,b');
+    t.throws(() => scope(() => { m.forward({ inputIds: [[1, 2, 3]] }); }), { instanceOf: ValueError, message: /AdapterFusion/ });
+    m.loadAdapterFusion(path.join(dir, 'f'), { setActive: true });
+    t.deepEqual(out(), before);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
   m.dispose();
 });

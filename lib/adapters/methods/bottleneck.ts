@@ -19,7 +19,8 @@ import { noGrad } from '../../autograd/tape.ts';
 import { ValueError } from '../../errors.ts';
 import type { BnConfig } from '../config.ts';
 import { PHMLinear } from './phm.ts';
-import { Average, BatchSplit, Parallel, Split, Stack, type Setup } from '../composition.ts';
+import { Average, BatchSplit, Fuse, Parallel, Split, Stack, type Setup } from '../composition.ts';
+import { FusionLayer, type FusionConfigDict } from './fusion.ts';
 import { matchBatch, repeatBatch } from '../context.ts';
 import { bottleneckActSupported, bottleneckFused, fusedAdapterKernels } from '../fused.ts';
 import type { AdapterContext } from '../context.ts';
@@ -110,14 +111,20 @@ export class BottleneckAdapter extends Module {
   }
 
   forward(h: Tensor, residual: Tensor): Tensor {
+    return this.forwardUp(h, residual, false).out;
+  }
+
+  /** The adapter output and (for AdapterFusion) its scaled `up` projection before the residual. */
+  forwardUp(h: Tensor, residual: Tensor, needUp: boolean): { out: Tensor; up: Tensor | null } {
     // fused kernel: down → act → up → ·scale → + residual in one native call (plain sequential adapters)
     const sc = this.cfg.get('scaling');
-    if (fusedAdapterKernels() && !this.isParallel && !(this.training && (this.cfg.get('stochastic_depth') as number) > 0) && !this.lnBefore && !this.lnAfter && !this.child('gate') && typeof sc === 'number' &&
+    if (!needUp && fusedAdapterKernels() && !this.isParallel && !(this.training && (this.cfg.get('stochastic_depth') as number) > 0) && !this.lnBefore && !this.lnAfter && !this.child('gate') && typeof sc === 'number' &&
         this.down instanceof Linear && this.up instanceof Linear && h.dtype === 'f32' && this.down.weight.dtype === 'f32' &&
         bottleneckActSupported(this.cfg.get('non_linearity') as string) && !(this.training && (this.cfg.get('dropout') as number) > 0))
-      return bottleneckFused(h, this.down.weight, this.down.bias!, this.up.weight, this.up.bias!, residual, this.cfg.get('non_linearity') as string, sc);
+      return { out: bottleneckFused(h, this.down.weight, this.down.bias!, this.up.weight, this.up.bias!, residual, this.cfg.get('non_linearity') as string, sc), up: null };
     const x = this.lnBefore ? this.lnBefore.forward(h) : h;
     let out = this.scale(this.up.forward(this.act(this.down.forward(x))));
+    const up = out;
     const gate = this.child('gate') as Linear | null;
     if (gate) out = ops.mul(out, ops.unsqueeze(ops.mean(ops.sigmoid(gate.forward(h)), 1), -1));
     // Adapter+'s stochastic depth (torchvision mode 'row'): in training, drop the whole adapter output of a row
@@ -127,7 +134,7 @@ export class BottleneckAdapter extends Module {
       const keep = ops.div(ops.cast(ops.ge(ops.rand([B]), sd), out.dtype), 1 - sd);
       out = ops.mul(out, ops.reshape(keep, [B, ...out.shape.slice(1).map(() => 1)]));
     }
-    if (this.isParallel) return this.lnAfter ? this.lnAfter.forward(out) : out;
+    if (this.isParallel) return { out: this.lnAfter ? this.lnAfter.forward(out) : out, up };
     if (this.cfg.get('adapter_residual_before_ln')) {
       out = ops.add(out, residual);
       if (this.lnAfter) out = this.lnAfter.forward(out);
@@ -135,7 +142,7 @@ export class BottleneckAdapter extends Module {
       if (this.lnAfter) out = this.lnAfter.forward(out);
       out = ops.add(out, residual);
     }
-    return out;
+    return { out, up };
   }
 
   postForward(h: Tensor, hiddenIn: Tensor, input: Tensor, ln: LayerNorm | null): Tensor {
@@ -148,10 +155,20 @@ export class BottleneckAdapter extends Module {
 /** One bottleneck hook site (after attention or after the FFN) of one layer. */
 export class BottleneckSite {
   readonly container = new Module();
+  /** `adapter_fusion_layer.<a,b>` (AdapterFusion), beside `adapters`. */
+  readonly fusions = new Module();
   ctx: AdapterContext | null = null;
   /** @param parent the module that holds `adapters` (e.g. BERT's attention.output) */
   constructor(parent: Module, readonly layer: number, readonly kind: 'mh' | 'output') {
     parent.registerModule('adapters', this.container);
+    parent.registerModule('adapter_fusion_layer', this.fusions);
+  }
+  addFusion(name: string, cfg: FusionConfigDict, hidden: number): void {
+    this.fusions.registerModule(name, new FusionLayer(cfg, hidden));
+  }
+  removeFusion(name: string): void {
+    this.fusions.child(name)?.dispose();
+    this.fusions.registerModule(name, null);
   }
   add(name: string, cfg: BnConfig, hidden: number, sharedRule: () => Tensor | null = () => null,
     sharedW: (key: string) => Tensor | null = () => null): void {
@@ -179,13 +196,31 @@ export class BottleneckSite {
    * chains; BatchSplit / Split run children on rows / positions and concatenate; Average combines children's
    * states as Σ w_i·h_i / N (the Python library's mean of weighted states). Parallel/Fuse: composition issue.
    */
-  private compose(setup: Setup, st: { h: Tensor; input: Tensor; last: string }, ln: LayerNorm | null): { h: Tensor; input: Tensor; last: string } {
+  private compose(setup: Setup, st: { h: Tensor; input: Tensor; last: string; up?: Tensor | null }, ln: LayerNorm | null,
+    needUp = false): { h: Tensor; input: Tensor; last: string; up?: Tensor | null } {
     if (typeof setup === 'string') {
       const a = this.get(setup)!;
       const pre = a.preForward(st.h, st.input, ln);
-      return { h: a.forward(pre.h, pre.residual), input: st.input, last: setup };
+      const r = a.forwardUp(pre.h, pre.residual, needUp);
+      return { h: r.out, input: st.input, last: setup, up: r.up };
     }
-    if (setup instanceof Stack) return setup.children.reduce((acc, c) => this.compose(c, acc, ln), st);
+    if (setup instanceof Fuse) {
+      // the last adapter's pre_forward gives the query and residual; the children's `up` outputs are fused
+      const fusion = this.fusions.child(setup.name) as FusionLayer | null;
+      if (!fusion) throw new ValueError(`No AdapterFusion '${setup.name}' at this layer: add it with addAdapterFusion`);
+      const names = setup.flatten();
+      const lastName = names[names.length - 1]!;
+      const last = this.get(lastName)!;
+      const pre = last.preForward(st.h, st.input, ln);
+      const query = fusion.cfg.query_before_ln ? st.h : pre.h;
+      const ups = setup.children.map((c) => {
+        if (typeof c === 'string') return this.get(c)!.forwardUp(pre.h, pre.residual, true).up!;
+        const r = this.compose(c, { h: pre.h, input: st.input, last: st.last }, ln, true);
+        return r.up!;
+      });
+      return { h: fusion.forward(query, ups, pre.residual), input: st.input, last: lastName };
+    }
+    if (setup instanceof Stack) return setup.children.reduce((acc, c) => this.compose(c, acc, ln, needUp), st);
     if (setup instanceof BatchSplit || setup instanceof Split) {
       const dim = setup instanceof BatchSplit ? 0 : 1;
       const sizes = setup instanceof BatchSplit ? setup.batchSizes : setup.splits;
@@ -221,6 +256,6 @@ export class BottleneckSite {
       const sum = rs.map((r, i) => ops.mul(r.h, setup.weights[i]! / N)).reduce((a, b) => ops.add(a, b));
       return { h: sum, input: st.input, last: rs[N - 1]!.last };
     }
-    throw new ValueError(`${String(setup)} is not supported for bottleneck adapters yet (Fuse comes with the composition issue)`);
+    throw new ValueError(`${String(setup)} is not supported for bottleneck adapters`);
   }
 }
