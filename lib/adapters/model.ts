@@ -14,7 +14,7 @@ import { noGrad } from '../autograd/tape.ts';
 import { FormatError, IOError, ValueError } from '../errors.ts';
 import { AdapterConfig, BnConfig, ConfigUnion, LoRAConfig, PrefixTuningConfig, PromptTuningConfig, ReftConfig, type ConfigDict } from './config.ts';
 import { checkPrefixConfig } from './methods/prefix_tuning.ts';
-import { Fuse, Stack, filterSetup, parseComposition, validateComposition, type CompositionBlock, type Setup } from './composition.ts';
+import { Fuse, Stack, compositionFromDict, filterSetup, parseComposition, validateComposition, type CompositionBlock, type Setup } from './composition.ts';
 import { fusionConfig, type FusionConfigDict } from './methods/fusion.ts';
 import { SharedParameters } from './methods/phm.ts';
 import { AdapterContext, type AdaptableModel, type LayerSites } from './context.ts';
@@ -562,6 +562,53 @@ export class AdapterManager {
     if (opts.setActive) this.setActive(new Fuse(...this.fusions.get(name)!.names, { name }));
     return name;
   }
+  /** 0.01·Σ‖I − V‖² over every fusion layer's value matrix (dynamic fusion's regulariser), or null. */
+  fusionRegularizationLoss(): Tensor | null {
+    let loss: Tensor | null = null;
+    for (const [k, p] of this.model.namedParameters()) {
+      if (!/\.adapter_fusion_layer\.[^.]+\.value\.weight$/.test(k)) continue;
+      const n = p.shape[0]!;
+      const eye = tensor(Float32Array.from({ length: n * n }, (_, i) => (Math.floor(i / n) === i % n ? 1 : 0)), [n, n]);
+      const d = ops.sub(eye, p);
+      const term = ops.mul(ops.sum(ops.mul(d, d)), 0.01);
+      loss = loss ? ops.add(loss, term) : term;
+    }
+    return loss;
+  }
+
+  /**
+   * saveAdapterSetup: `adapter_setup.json` ({adapter_setup, head_setup, version}) plus one folder per adapter,
+   * as the Python library writes it.
+   */
+  saveSetup(dir: string, setup: Setup): void {
+    const parsed = parseComposition(setup)!;
+    const block = typeof parsed === 'string' ? new Stack(parsed) : parsed;
+    writeFolderAtomic(dir, (tmp) => {
+      fs.writeFileSync(path.join(tmp, 'adapter_setup.json'),
+        JSON.stringify({ adapter_setup: block.toDict(), head_setup: null, version: 'adapters.1.1.0' }, null, 2));
+      for (const n of block.flatten()) this.save(path.join(tmp, n), n);
+    });
+  }
+  /** loadAdapterSetup: loads every adapter folder named in adapter_setup.json and (optionally) activates the setup. */
+  loadSetup(dir: string, opts: { setActive?: boolean } = {}): Setup {
+    const file = path.join(dir, 'adapter_setup.json');
+    let meta: { adapter_setup?: Record<string, unknown> };
+    try {
+      meta = JSON.parse(fs.readFileSync(file, 'utf8'));
+    } catch (e) {
+      throw (e as NodeJS.ErrnoException).code === 'ENOENT' ? new IOError(`${file} not found`) : new FormatError(`${file}: ${(e as Error).message}`);
+    }
+    if (!meta.adapter_setup) throw new FormatError(`${file}: missing adapter_setup`);
+    const setup = compositionFromDict(meta.adapter_setup);
+    const names = typeof setup === 'string' ? [setup] : setup.flatten();
+    for (const n of names) {
+      if (n.includes('/') || n.includes('\\') || n.startsWith('.')) throw new FormatError(`${file}: invalid adapter name ${JSON.stringify(n)}`);
+      this.load(path.join(dir, n), { loadAs: n });
+    }
+    if (opts.setActive) this.setActive(setup);
+    return setup;
+  }
+
   /** Writes adapter_fusion_config.json + model_adapter_fusion.safetensors (atomically). */
   saveFusion(dir: string, name: string): void {
     const f = this.fusions.get(name);

@@ -123,6 +123,18 @@ export class AdapterModel extends Module {
   saveAdapterFusion(dir: string, name: string): void {
     this.adapters.saveFusion(dir, name);
   }
+  /** AdapterFusion's regulariser (0.01·Σ‖I − V‖² over the fusion value matrices) to add to the loss; null without one. */
+  getFusionRegularizationLoss(): Tensor | null {
+    return this.adapters.fusionRegularizationLoss();
+  }
+  /** Writes adapter_setup.json and one folder per adapter of `setup`. */
+  saveAdapterSetup(dir: string, setup: Setup): void {
+    this.adapters.saveSetup(dir, setup);
+  }
+  /** Loads a folder written by saveAdapterSetup (or the Python library); returns the setup. */
+  loadAdapterSetup(dir: string, opts: { setActive?: boolean } = {}): Setup {
+    return this.adapters.loadSetup(dir, opts);
+  }
   /** Undoes every merge. */
   resetAdapter(): void {
     this.adapters.reset();

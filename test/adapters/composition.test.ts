@@ -127,3 +127,33 @@ test('AdapterFusion: trainAdapterFusion trains only the fusion layer; save/load 
   }
   m.dispose();
 });
+
+test('saveAdapterSetup / loadAdapterSetup round trip; fusion regularisation loss', (t) => {
+  const cfg = { model_type: 'bert', vocab_size: 40, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32,
+    hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 };
+  const m = AutoAdapterModel.fromConfig(cfg, { seed: 3 }).eval();
+  m.addAdapter('a', 'seq_bn');
+  m.addAdapter('b', 'lora[init_weights="bert"]');
+  m.setActiveAdapters(new Stack('a', 'b'));
+  const out = (x: typeof m) => scope(() => Array.from(noGrad(() => x.forward({ inputIds: [[1, 2, 3]] }).lastHiddenState).toArray() as Float32Array));
+  const before = out(m);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'setup-'));
+  try {
+    m.saveAdapterSetup(path.join(dir, 's'), new Stack('a', 'b'));
+    t.true(fs.existsSync(path.join(dir, 's', 'a', 'adapter_config.json')) && fs.existsSync(path.join(dir, 's', 'adapter_setup.json')));
+    const m2 = AutoAdapterModel.fromConfig(cfg, { seed: 3 }).eval();
+    const setup = m2.loadAdapterSetup(path.join(dir, 's'), { setActive: true });
+    t.is(String(setup), 'Stack[a, b]');
+    t.deepEqual(out(m2), before);
+    m2.dispose();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  t.is(m.getFusionRegularizationLoss(), null);
+  m.addAdapter('c', 'seq_bn');
+  m.addAdapterFusion(['a', 'c'], 'dynamic');
+  const reg = m.getFusionRegularizationLoss()!;
+  // value starts as I + 1e-6 off-diagonal: 0.01 · Σ (1e-6)² over 2 layers × 16·15 entries
+  t.true(Math.abs(reg.item() - 0.01 * 2 * 16 * 15 * 1e-12) < 1e-12);
+  m.dispose();
+});
