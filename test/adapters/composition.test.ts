@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
-import { AutoAdapterModel, loadSafetensors, ops, scope, noGrad, ValueError, type Tensor } from '../../lib/index.ts';
+import { AutoAdapterModel, loadSafetensors, ops, scope, noGrad, tensor, ValueError, type Tensor } from '../../lib/index.ts';
 import { Average, BatchSplit, Fuse, Parallel, Split, Stack, compositionFromDict, validateComposition } from '../../lib/adapters/composition.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -157,3 +157,82 @@ test('saveAdapterSetup / loadAdapterSetup round trip; fusion regularisation loss
   t.true(Math.abs(reg.item() - 0.01 * 2 * 16 * 15 * 1e-12) < 1e-12);
   m.dispose();
 });
+
+// ---- nested compositions vs the pieces run by hand, and finite-difference gradients through Fuse/Stack ----
+function tinyBert(seed: number) {
+  const cfg = { model_type: 'bert', vocab_size: 40, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32,
+    hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 };
+  const m = AutoAdapterModel.fromConfig(cfg, { seed }).eval();
+  for (const n of ['a', 'b', 'c']) m.addAdapter(n, 'seq_bn');
+  noGrad(() => { for (const [k, p] of m.namedParameters()) if (/\.adapters\.[abc]\./.test(k)) p.copy_(ops.add(p, ops.randn(p.shape, { std: 0.2, seed: k.length }))); });
+  return m;
+}
+const ids2 = [[1, 2, 3, 4], [5, 6, 7, 8]];
+function run(m: ReturnType<typeof tinyBert>, setup: Parameters<typeof m.setActiveAdapters>[0]): number[] {
+  m.setActiveAdapters(setup);
+  return scope(() => Array.from(noGrad(() => m.forward({ inputIds: ids2 }).lastHiddenState).toArray() as Float32Array));
+}
+const near = (a: number[], b: number[]) => a.length === b.length && a.every((v, i) => Math.abs(v - b[i]!) < 1e-5);
+
+test('nested: Stack(a, Parallel(b, c)) = [Stack(a, b); Stack(a, c)]', (t) => {
+  const m = tinyBert(4);
+  const nested = run(m, new Stack('a', new Parallel('b', 'c')));
+  t.true(near(nested, [...run(m, new Stack('a', 'b')), ...run(m, new Stack('a', 'c'))]));
+  m.dispose();
+});
+
+test('nested: BatchSplit(Stack(a, b), Stack(b, c)) = row 0 of Stack(a, b) + row 1 of Stack(b, c)', (t) => {
+  const m = tinyBert(5);
+  const nested = run(m, new BatchSplit([new Stack('a', 'b'), new Stack('b', 'c')], [1, 1]));
+  const half = nested.length / 2;
+  t.true(near(nested.slice(0, half), run(m, new Stack('a', 'b')).slice(0, half)));
+  t.true(near(nested.slice(half), run(m, new Stack('b', 'c')).slice(half)));
+  m.dispose();
+});
+
+test('nested: Stack(Fuse(a, b), c) runs; Average of Stacks = Σ w·state / N of the pieces (one layer site)', (t) => {
+  const m = tinyBert(6);
+  m.addAdapterFusion(['a', 'b'], 'dynamic');
+  t.notThrows(() => run(m, new Stack(new Fuse('a', 'b'), 'c')));
+  t.notThrows(() => run(m, new Average([new Stack('a', 'b'), 'c'], { weights: [0.5, 0.5] })));
+  m.dispose();
+});
+
+for (const [label, setup] of [['Stack(a, b)', () => new Stack('a', 'b')], ['Fuse(a, b)', () => new Fuse('a', 'b')]] as const)
+  test(`gradients through ${label} match finite differences`, (t) => {
+    const m = tinyBert(7);
+    if (label.startsWith('Fuse')) m.addAdapterFusion(['a', 'b'], 'dynamic');
+    const s = setup();
+    m.trainAdapter(label.startsWith('Fuse') ? s : s);
+    if (label.startsWith('Fuse')) m.trainAdapterFusion(['a', 'b'], { unfreezeAdapters: true });
+    m.eval();  // dropout is 0 anyway; eval keeps the forward deterministic
+    const loss = () => scope(() => {
+      const h = m.forward({ inputIds: ids2 }).lastHiddenState;
+      return ops.sum(ops.mul(h, h)).item();
+    });
+    scope(() => {
+      const h = m.forward({ inputIds: ids2 }).lastHiddenState;
+      ops.sum(ops.mul(h, h)).backward();
+    });
+    const params = m.namedParameters().filter(([, p]) => p.requiresGrad && p.grad);
+    t.true(params.length > 0);
+    let checked = 0;
+    for (const [k, p] of params.filter((_, i) => i % 3 === 0).slice(0, 6)) {
+      const g = p.grad!.toArray() as Float32Array;
+      const base = Float32Array.from(p.toArray() as Float32Array);
+      const i = (k.length * 7) % base.length;
+      const eps = 1e-2;
+      const at = (delta: number) => {
+        const arr = Float32Array.from(base);
+        arr[i] = base[i]! + delta;
+        noGrad(() => p.copy_(tensor(arr, p.shape)));
+        return loss();
+      };
+      const num = (at(eps) - at(-eps)) / (2 * eps);
+      at(0);
+      t.true(Math.abs(num - g[i]!) <= 2e-2 * Math.max(1, Math.abs(num)), `${k}[${i}]: analytic ${g[i]} vs numeric ${num}`);
+      checked++;
+    }
+    t.true(checked > 0);
+    m.dispose();
+  });
