@@ -168,9 +168,13 @@ export function filterSetup(setup: Setup | null, present: (name: string) => bool
   });
   if (!kids.length) return null;
   if (setup instanceof Stack) return kids.length === 1 ? kids[0]! : new Stack(...kids);
-  // positional blocks keep their geometry only when complete
   if (kids.length !== setup.children.length) {
     if (setup instanceof Average) return kids.length === 1 ? kids[0]! : new Average(kids, { weights: keptIdx.map((i) => setup.weights[i]!), normalizeWeights: true });
+    // positional blocks keep their geometry: a child absent at this site becomes an empty Stack (identity rows)
+    const full: Setup[] = setup.children.map((_, i) => (keptIdx.includes(i) ? kids[keptIdx.indexOf(i)]! : new Stack()));
+    if (setup instanceof Split) return new Split(full, setup.splits);
+    if (setup instanceof BatchSplit) return new BatchSplit(full, setup.batchSizes);
+    if (setup instanceof Parallel) return new Parallel(...full);
     throw new ValueError(`${String(setup)}: every adapter of the block must be present in each layer it applies to`);
   }
   if (setup instanceof Split) return new Split(kids, setup.splits);

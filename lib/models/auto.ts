@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Module } from '../nn/module.ts';
 import { Embedding, LayerNorm, Linear, RMSNorm } from '../nn/layers.ts';
-import { Tensor, type DType } from '../tensor.ts';
+import { Tensor, tensor, type DType } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { noGrad } from '../autograd/tape.ts';
 import { scope } from '../scope.ts';
@@ -21,7 +21,7 @@ import { generate as generateDecoder, type GenerateOptions } from './generate.ts
 import { generateSeq2seq } from './seq2seq_generate.ts';
 import { AdapterManager, formatSummary, type AdapterHostModel, type SummaryRow } from '../adapters/model.ts';
 import type { AdapterConfig, ConfigDict } from '../adapters/config.ts';
-import type { Fuse, Setup } from '../adapters/composition.ts';
+import { BatchSplit, type Fuse, type Setup } from '../adapters/composition.ts';
 import type { FusionConfigDict } from '../adapters/methods/fusion.ts';
 
 export interface FromPretrainedOptions {
@@ -148,10 +148,67 @@ export class AdapterModel extends Module {
   }
   /** Runs the base model; adds `logits` when the architecture has an LM head. */
   forward(input: ForwardInput): ModelOutput {
+    if (input.adapterIds) return this.forwardMixed(input);
     this.adapters.ctx.beginForward();
     const out = this.base.forward(input);
     if (this.lmHeadKind) out.logits = this.lmLogits(out.lastHiddenState);
     return out;
+  }
+
+  /**
+   * Mixed-adapter batch: rows are grouped by adapter (stable order), the named groups run as one BatchSplit pass
+   * and the base-model rows as a second pass, and the outputs are put back in the caller's row order.
+   */
+  private forwardMixed(input: ForwardInput): ModelOutput {
+    const ids = input.adapterIds!;
+    for (const n of ids) if (n !== null && !this.adapters.has(n)) throw new ValueError(`adapterIds: no adapter named '${n}'`);
+    const rowTensors = (['inputIds', 'attentionMask', 'tokenTypeIds', 'positionIds', 'pixelValues', 'decoderInputIds', 'decoderAttentionMask'] as const)
+      .filter((k) => input[k] !== undefined && input[k] !== null);
+    const saved = this.adapters.ctx.setup, savedSkip = this.adapters.ctx.skipLayers;
+    return scope(() => {
+      const asT = (v: unknown, k: string): Tensor => (v instanceof Tensor ? v : tensor(v as number[][], undefined, { dtype: k === 'pixelValues' ? 'f32' : 'i64' }));
+      const full = Object.fromEntries(rowTensors.map((k) => [k, asT(input[k], k)])) as Record<string, Tensor>;
+      const B = full[rowTensors[0]!]!.shape[0]!;
+      if (ids.length !== B) throw new ValueError(`adapterIds has ${ids.length} entries for a batch of ${B}`);
+      const names = [...new Set(ids.filter((n): n is string => n !== null))];
+      const order: number[] = [];
+      for (const n of names) ids.forEach((x, i) => { if (x === n) order.push(i); });
+      const named = order.length;
+      ids.forEach((x, i) => { if (x === null) order.push(i); });
+      const pick = (rows: number[]) => {
+        const idx = tensor(rows, [rows.length], { dtype: 'i64' });
+        const sub: ForwardInput = { ...input, adapterIds: undefined };
+        for (const k of rowTensors) (sub as Record<string, unknown>)[k] = ops.indexSelect(full[k]!, 0, idx);
+        return sub;
+      };
+      const outs: ModelOutput[] = [];
+      try {
+        if (named) {
+          const sizes = names.map((n) => ids.filter((x) => x === n).length);
+          this.adapters.setActive(names.length === 1 ? names[0]! : new BatchSplit(names, sizes));
+          outs.push(this.forward(pick(order.slice(0, named))));
+        }
+        if (named < B) {
+          this.adapters.setActive(null);
+          outs.push(this.forward(pick(order.slice(named))));
+        }
+      } finally {
+        this.adapters.ctx.setup = saved;
+        this.adapters.ctx.skipLayers = savedSkip;
+      }
+      const inverse = new Array<number>(B);
+      order.forEach((row, pos) => (inverse[row] = pos));
+      const back = (key: 'lastHiddenState' | 'logits' | 'pooledOutput'): Tensor | undefined => {
+        if (!outs[0]![key]) return undefined;
+        const cat = outs.length === 1 ? outs[0]![key]! : ops.concat(outs.map((o) => o[key]!), 0);
+        return ops.indexSelect(cat, 0, tensor(inverse, [B], { dtype: 'i64' }));
+      };
+      const out: ModelOutput = { lastHiddenState: back('lastHiddenState')! };
+      const lg = back('logits'), po = back('pooledOutput');
+      if (lg) out.logits = lg;
+      if (po) out.pooledOutput = po;
+      return out;
+    });
   }
   /**
    * Autoregressive generation with a KV cache (decoders) — greedy, or seeded sampling with temperature /

@@ -88,6 +88,11 @@ export interface ForwardInput {
   outputHiddenStates?: boolean;
   pastKeyValues?: KVCache | null;
   useCache?: boolean;
+  /**
+   * Mixed-adapter batch (serving many adapters at once): one adapter name, or null for the base model, per row.
+   * Overrides the active setup for this call; each row equals running it with its own adapter alone.
+   */
+  adapterIds?: (string | null)[];
 }
 
 /** Repeats tensors along the batch to the largest batch among them (Parallel adapter blocks, see matchBatch). */

@@ -236,3 +236,24 @@ for (const [label, setup] of [['Stack(a, b)', () => new Stack('a', 'b')], ['Fuse
     t.true(checked > 0);
     m.dispose();
   });
+
+test('mixed-adapter batches: forward({adapterIds}) equals running each row with its own adapter alone', (t) => {
+  const m = tinyBert(8);
+  m.addAdapter('l', 'lora[init_weights="bert"]');
+  const rows = [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16], [2, 4, 6, 8]];
+  const adapterIds = ['a', null, 'l', 'a', 'b'];
+  m.setActiveAdapters('c');  // the call overrides it and restores it afterwards
+  const mixed = scope(() => Array.from(noGrad(() => m.forward({ inputIds: rows, adapterIds }).lastHiddenState).toArray() as Float32Array));
+  const per = rows.length ? mixed.length / rows.length : 0;
+  rows.forEach((r, i) => {
+    m.setActiveAdapters(adapterIds[i] ?? null);
+    const alone = scope(() => Array.from(noGrad(() => m.forward({ inputIds: [r] }).lastHiddenState).toArray() as Float32Array));
+    t.true(near(mixed.slice(i * per, (i + 1) * per), alone), `row ${i} (${adapterIds[i]})`);
+  });
+  t.deepEqual(m.activeAdapters, ['b']);  // the loop's last setActiveAdapters
+  m.setActiveAdapters('c');
+  scope(() => { m.forward({ inputIds: rows, adapterIds }); });
+  t.deepEqual(m.activeAdapters, ['c']);
+  t.throws(() => m.forward({ inputIds: rows, adapterIds: ['zz', null, null, null, null] }), { instanceOf: ValueError, message: /zz/ });
+  m.dispose();
+});

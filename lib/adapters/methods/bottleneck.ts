@@ -188,7 +188,9 @@ export class BottleneckSite {
     const setup = this.ctx?.setupAt(this.layer, (n) => !!this.get(n)) ?? null;
     if (setup === null) return ln ? ln.forward(ops.add(hidden, input)) : ops.add(hidden, input);
     const st = this.compose(setup, { h: hidden, input, last: '' }, ln);
-    return this.get(st.last)!.postForward(st.h, matchBatch(st.h, hidden), st.input, ln);
+    const last = this.get(st.last);
+    const hid = matchBatch(st.h, hidden);
+    return last ? last.postForward(st.h, hid, st.input, ln) : ln ? ln.forward(ops.add(st.h, st.input)) : ops.add(st.h, st.input);
   }
 
   /**

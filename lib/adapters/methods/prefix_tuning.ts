@@ -159,6 +159,7 @@ export class PrefixSite {
       return { k: ops.mul(kv.k, gk), v: ops.mul(kv.v, gv) };
     }
     if (setup instanceof Stack) {
+      if (!setup.children.length) throw new ValueError('a BatchSplit mixing rows with and without prefix tuning is not supported yet');
       const parts = setup.children.map((c) => this.compose(c, loc, batch, training, x)).reverse();
       return parts.length === 1 ? parts[0]! : { k: ops.concat(parts.map((p) => p.k), 2), v: ops.concat(parts.map((p) => p.v), 2) };
     }
