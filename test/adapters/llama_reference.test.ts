@@ -1,0 +1,82 @@
+// Adapters on LLaMA against an independent float64 PyTorch implementation (test/reference/gen_llama_adapters.py,
+// which first checks its base model against transformers' LlamaModel output): load the shared tiny LLaMA,
+// loadAdapter the generated folder (Python layout and names), compare last_hidden_state, the loss Σ h² and the
+// gradient of every adapter parameter after trainAdapter; then saveAdapter must write the same names and values back.
+import test from 'ava';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { AutoAdapterModel, loadSafetensors, ops, scope, type Tensor } from '../../lib/index.ts';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const ref = path.join(path.resolve(root, process.env.ADAPTERS_SHARED ?? '../shared'), 'reference');
+const fixtures = path.join(root, 'test/fixtures/llama_adapters');
+const have = fs.existsSync(path.join(ref, 'models/llama/config.json'));
+
+function maxDiff(a: Tensor, b: Tensor): number {
+  const x = a.toArray() as Float32Array, y = b.toArray() as Float32Array;
+  if (x.length !== y.length) return Infinity;
+  let m = 0;
+  for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i]! - y[i]!));
+  return m;
+}
+const maxAbs = (a: Tensor) => Math.max(...Array.from(a.toArray() as Float32Array, Math.abs));
+
+if (!have) test('LLaMA adapter references skipped: ../shared not found (set ADAPTERS_SHARED)', (t) => t.pass());
+else {
+  const inp = loadSafetensors(path.join(ref, 'llama/base.safetensors'));
+  const cases = fs.readdirSync(fixtures).sort();
+  test('every generated LLaMA case is present', (t) => {
+    t.deepEqual(cases, ['double_seq_bn_swish', 'ia3', 'lora_all', 'lora_leave_out', 'seq_bn']);
+  });
+  for (const c of cases) {
+    test(`llama/${c}: output and gradients match the float64 reference`, (t) => {
+      const m = AutoAdapterModel.fromPretrained(path.join(ref, 'models/llama'));
+      t.is(m.loadAdapter(path.join(fixtures, c, 'a'), { setActive: true }), 'a');
+      const exp = loadSafetensors(path.join(fixtures, c, 'expected.safetensors'));
+      const sd = m.stateDict();
+      const prefix = [...sd.keys()].find((k) => k.endsWith('embed_tokens.weight'))!.slice(0, -'embed_tokens.weight'.length);
+      // the adapter's parameters are exactly the reference's, under the Python names
+      const adapterKeys = [...sd.keys()].filter((k) => /\.(loras|adapters)\.a\./.test(k)).map((k) => k.slice(prefix.length)).sort();
+      t.deepEqual(adapterKeys, [...exp.keys()].filter((k) => k.startsWith('grad/')).map((k) => k.slice(5)).sort());
+      m.trainAdapter('a');
+      scope(() => {
+        const h = m.forward({ inputIds: inp.get('input_ids')!, attentionMask: inp.get('attention_mask')! }).lastHiddenState;
+        const want = exp.get('last_hidden_state')!;
+        const d = maxDiff(h, want);
+        t.true(d < 1e-5 * Math.max(1, maxAbs(want)), `last_hidden_state max abs diff ${d}`);
+        const loss = ops.sum(ops.mul(h, h));
+        const wl = exp.get('loss')!.item();
+        t.true(Math.abs(loss.item() - wl) < 1e-5 * Math.abs(wl), `loss ${loss.item()} vs ${wl}`);
+        loss.backward();
+      });
+      for (const [k, p] of m.namedParameters()) {
+        if (!p.requiresGrad) { t.is(p.grad, null, k); continue; }
+        const g = exp.get(`grad/${k.slice(prefix.length)}`);
+        if (!g) { t.fail(`no reference gradient for trainable ${k}`); continue; }
+        const d = maxDiff(p.grad!, g);
+        t.true(d < 1e-4 * Math.max(1, maxAbs(g)), `grad ${k}: max abs diff ${d}`);
+      }
+      // round trip: saveAdapter writes the Python names and values back
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'llama-ad-'));
+      try {
+        m.saveAdapter(dir, 'a');
+        const saved = loadSafetensors(path.join(dir, 'adapter.safetensors'));
+        const orig = loadSafetensors(path.join(fixtures, c, 'a', 'adapter.safetensors'));
+        // a flex-head model saves under its base-model prefix (`model.` like LlamaAdapterModel), which loading strips
+        t.deepEqual([...saved.keys()].sort(), [...orig.keys()].map((k) => prefix + k).sort());
+        for (const [k, v] of orig) t.true(maxDiff(saved.get(prefix + k)!, v) === 0, k);
+        const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8'));
+        const want = JSON.parse(fs.readFileSync(path.join(fixtures, c, 'a', 'adapter_config.json'), 'utf8'));
+        t.is(cfg.model_type, 'llama');
+        for (const [k, v] of Object.entries(want.config)) t.deepEqual(cfg.config[k], v, `config.${k}`);
+        for (const x of [...saved.values(), ...orig.values()]) x.dispose();
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+      for (const x of exp.values()) x.dispose();
+      m.dispose();
+    });
+  }
+}
