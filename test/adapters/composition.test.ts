@@ -8,18 +8,12 @@ import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import { AutoAdapterModel, loadSafetensors, ops, scope, noGrad, tensor, ValueError, type Tensor } from '../../lib/index.ts';
 import { Average, BatchSplit, Fuse, Parallel, Split, Stack, compositionFromDict, validateComposition } from '../../lib/adapters/composition.ts';
+import { maxDiff } from '../helpers/tensor_diff.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ref = path.join(path.resolve(root, process.env.ADAPTERS_SHARED ?? '../shared'), 'reference');
 const have = fs.existsSync(path.join(ref, 'manifest.json'));
 
-function maxDiff(a: Tensor, b: Tensor): number {
-  const x = a.toArray() as Float32Array, y = b.toArray() as Float32Array;
-  if (x.length !== y.length) return Infinity;
-  let m = 0;
-  for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i]! - y[i]!));
-  return m;
-}
 
 const SUPPORTED = ['Stack', 'BatchSplit', 'Split', 'Average', 'Parallel', 'Fuse'];
 

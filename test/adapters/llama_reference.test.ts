@@ -8,20 +8,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AutoAdapterModel, loadSafetensors, ops, scope, type Tensor } from '../../lib/index.ts';
+import { maxDiff, maxAbs } from '../helpers/tensor_diff.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ref = path.join(path.resolve(root, process.env.ADAPTERS_SHARED ?? '../shared'), 'reference');
 const fixtures = path.join(root, 'test/fixtures/llama_adapters');
 const have = fs.existsSync(path.join(ref, 'models/llama/config.json'));
 
-function maxDiff(a: Tensor, b: Tensor): number {
-  const x = a.toArray() as Float32Array, y = b.toArray() as Float32Array;
-  if (x.length !== y.length) return Infinity;
-  let m = 0;
-  for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i]! - y[i]!));
-  return m;
-}
-const maxAbs = (a: Tensor) => Math.max(...Array.from(a.toArray() as Float32Array, Math.abs));
 
 if (!have) test('LLaMA adapter references skipped: ../shared not found (set ADAPTERS_SHARED)', (t) => t.pass());
 else {

@@ -8,19 +8,12 @@ const require = createRequire(import.meta.url);
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AutoAdapterModel, AdapterPlusConfig, loadSafetensors, ops, scope, noGrad, ValueError, type Tensor } from '../../lib/index.ts';
+import { maxDiff } from '../helpers/tensor_diff.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ref = path.join(path.resolve(root, process.env.ADAPTERS_SHARED ?? '../shared'), 'reference');
 const have = fs.existsSync(path.join(ref, 'manifest.json'));
 
-
-function maxDiff(a: Tensor, b: Tensor): number {
-  const x = a.toArray() as Float32Array, y = b.toArray() as Float32Array;
-  if (x.length !== y.length) return Infinity;
-  let m = 0;
-  for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i]! - y[i]!));
-  return m;
-}
 
 if (!have) test('adapter reference cases skipped: ../shared not found (set ADAPTERS_SHARED)', (t) => t.pass());
 else {
