@@ -1,5 +1,5 @@
-// Adapters on LLaMA against an independent float64 PyTorch implementation (test/reference/gen_llama_adapters.py,
-// which first checks its base model against transformers' LlamaModel output): load the shared tiny LLaMA,
+// Adapters on LLaMA and ViT against independent float64 PyTorch implementations (test/reference/gen_{llama,vit}_adapters.py,
+// each first checked against transformers' own output for the base model): load the shared tiny model,
 // loadAdapter the generated folder (Python layout and names), compare last_hidden_state, the loss Σ h² and the
 // gradient of every adapter parameter after trainAdapter; then saveAdapter must write the same names and values back.
 import test from 'ava';
@@ -12,30 +12,35 @@ import { maxDiff, maxAbs } from '../helpers/tensor_diff.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ref = path.join(path.resolve(root, process.env.ADAPTERS_SHARED ?? '../shared'), 'reference');
-const fixtures = path.join(root, 'test/fixtures/llama_adapters');
-const have = fs.existsSync(path.join(ref, 'models/llama/config.json'));
+const have = fs.existsSync(path.join(ref, 'manifest.json'));
 
+const archs: Record<string, { cases: string[]; input: (inp: Map<string, Tensor>) => Record<string, Tensor> }> = {
+  llama: {
+    cases: ['double_seq_bn_swish', 'ia3', 'lora_all', 'lora_leave_out', 'seq_bn'],
+    input: (inp) => ({ inputIds: inp.get('input_ids')!, attentionMask: inp.get('attention_mask')! }),
+  },
+  vit: { cases: ['double_seq_bn_gelu', 'ia3_leave_out', 'lora_all'], input: (inp) => ({ pixelValues: inp.get('pixel_values')! }) },
+};
 
-if (!have) test('LLaMA adapter references skipped: ../shared not found (set ADAPTERS_SHARED)', (t) => t.pass());
-else {
-  const inp = loadSafetensors(path.join(ref, 'llama/base.safetensors'));
-  const cases = fs.readdirSync(fixtures).sort();
-  test('every generated LLaMA case is present', (t) => {
-    t.deepEqual(cases, ['double_seq_bn_swish', 'ia3', 'lora_all', 'lora_leave_out', 'seq_bn']);
-  });
+if (!have) test('LLaMA/ViT adapter references skipped: ../shared not found (set ADAPTERS_SHARED)', (t) => t.pass());
+else for (const [arch, { cases, input }] of Object.entries(archs)) {
+  const fixtures = path.join(root, `test/fixtures/${arch}_adapters`);
+  const inp = loadSafetensors(path.join(ref, `${arch}/base.safetensors`));
+  test(`${arch}: every generated case is present`, (t) => t.deepEqual(fs.readdirSync(fixtures).sort(), cases));
   for (const c of cases) {
-    test(`llama/${c}: output and gradients match the float64 reference`, (t) => {
-      const m = AutoAdapterModel.fromPretrained(path.join(ref, 'models/llama'));
+    test(`${arch}/${c}: output and gradients match the float64 reference`, (t) => {
+      const m = AutoAdapterModel.fromPretrained(path.join(ref, `models/${arch}`));
       t.is(m.loadAdapter(path.join(fixtures, c, 'a'), { setActive: true }), 'a');
       const exp = loadSafetensors(path.join(fixtures, c, 'expected.safetensors'));
       const sd = m.stateDict();
-      const prefix = [...sd.keys()].find((k) => k.endsWith('embed_tokens.weight'))!.slice(0, -'embed_tokens.weight'.length);
+      const anchor = arch === 'vit' ? 'embeddings.cls_token' : 'embed_tokens.weight';
+      const prefix = [...sd.keys()].find((k) => k.endsWith(anchor))!.slice(0, -anchor.length);
       // the adapter's parameters are exactly the reference's, under the Python names
       const adapterKeys = [...sd.keys()].filter((k) => /\.(loras|adapters)\.a\./.test(k)).map((k) => k.slice(prefix.length)).sort();
       t.deepEqual(adapterKeys, [...exp.keys()].filter((k) => k.startsWith('grad/')).map((k) => k.slice(5)).sort());
       m.trainAdapter('a');
       scope(() => {
-        const h = m.forward({ inputIds: inp.get('input_ids')!, attentionMask: inp.get('attention_mask')! }).lastHiddenState;
+        const h = m.forward(input(inp)).lastHiddenState;
         const want = exp.get('last_hidden_state')!;
         const d = maxDiff(h, want);
         t.true(d < 1e-5 * Math.max(1, maxAbs(want)), `last_hidden_state max abs diff ${d}`);
@@ -62,7 +67,7 @@ else {
         for (const [k, v] of orig) t.true(maxDiff(saved.get(prefix + k)!, v) === 0, k);
         const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8'));
         const want = JSON.parse(fs.readFileSync(path.join(fixtures, c, 'a', 'adapter_config.json'), 'utf8'));
-        t.is(cfg.model_type, 'llama');
+        t.is(cfg.model_type, arch);
         for (const [k, v] of Object.entries(want.config)) t.deepEqual(cfg.config[k], v, `config.${k}`);
         for (const x of [...saved.values(), ...orig.values()]) x.dispose();
       } finally {

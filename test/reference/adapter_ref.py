@@ -1,0 +1,140 @@
+"""Shared pieces of the independent adapter references (gen_llama_adapters.py, gen_vit_adapters.py): a tiny
+safetensors reader/writer, the adapter methods as the Python Adapters library computes them (../shared/FORMATS.md
+§2), random adapter weights under the library's parameter names, and the case writer."""
+import json
+import os
+import struct
+import sys
+
+import torch
+
+D = torch.float64
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
+SHARED = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, '..', 'shared'))
+REF = os.path.join(SHARED, 'reference')
+ST = {'F32': torch.float32, 'I64': torch.int64, 'F64': torch.float64}
+
+
+def load_st(path):
+    with open(path, 'rb') as f:
+        buf = f.read()
+    (n,) = struct.unpack('<Q', buf[:8])
+    header = json.loads(buf[8:8 + n])
+    out = {}
+    for k, m in header.items():
+        if k == '__metadata__':
+            continue
+        b, e = m['data_offsets']
+        out[k] = torch.frombuffer(bytearray(buf[8 + n + b:8 + n + e]), dtype=ST[m['dtype']]).reshape(m['shape']).clone()
+    return out
+
+
+def save_st(path, tensors):
+    header, blobs, off = {}, [], 0
+    for k, t in tensors.items():
+        raw = t.detach().to(torch.float32).contiguous().numpy().tobytes()
+        header[k] = {'dtype': 'F32', 'shape': list(t.shape), 'data_offsets': [off, off + len(raw)]}
+        blobs.append(raw)
+        off += len(raw)
+    h = json.dumps(header, separators=(',', ':')).encode()
+    h += b' ' * ((8 - len(h) % 8) % 8)
+    tmp = path + '.tmp'
+    with open(tmp, 'wb') as f:
+        f.write(struct.pack('<Q', len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+    os.replace(tmp, path)
+
+
+def act(name, x):
+    return {'relu': torch.relu, 'swish': torch.nn.functional.silu, 'silu': torch.nn.functional.silu,
+            'gelu': torch.nn.functional.gelu, 'tanh': torch.tanh}[name](x)
+
+
+LORA_KEYS = {'alpha': 8, 'architecture': 'lora', 'attn_matrices': ['q', 'v'], 'composition_mode': 'add', 'dropout': 0.0,
+             'dtype': None, 'init_weights': 'lora', 'intermediate_lora': False, 'leave_out': [], 'output_lora': False,
+             'r': 8, 'selfattn_lora': True, 'use_gating': False}
+BN_KEYS = json.load(open(os.path.join(REF, 'bert', 'seq_bn', 'a', 'adapter_config.json')))['config']
+
+
+class Adapter:
+    """One adapter 'a': its parameters (Python names, relative to the base model) and how it hooks in."""
+
+    def __init__(self, config, params):
+        self.config = config
+        self.params = {k: v.to(D).clone().requires_grad_(True) for k, v in params.items()}
+
+    def p(self, name):
+        return self.params.get(name)
+
+    def linear(self, name, x, y):
+        """y = module(x) for the wrapped linear `name`; apply LoRA (add) or (IA)^3 (scale) if present."""
+        c = self.config
+        A, B = self.p(f'{name}.loras.a.lora_A'), self.p(f'{name}.loras.a.lora_B')
+        if B is None:
+            return y
+        if c['composition_mode'] == 'scale':
+            return y * (B.reshape(-1) * c['alpha'])
+        return y + (x @ A.T @ B.T) * (c['alpha'] / c['r'])
+
+    def bottleneck(self, site, hidden, input_tensor):
+        """Sequential bottleneck called with layer_norm=None (pre-LN models); without one: hidden + input_tensor."""
+        c = self.config
+        pre = f'{site}.adapters.a'
+        if self.p(f'{pre}.adapter_up.weight') is None:
+            return hidden + input_tensor
+        residual = hidden if c['residual_before_ln'] is True else None
+        if c['original_ln_before']:
+            hidden = hidden + input_tensor
+        if residual is None:
+            residual = hidden
+        down = act(c['non_linearity'], hidden @ self.p(f'{pre}.adapter_down.0.weight').T + self.p(f'{pre}.adapter_down.0.bias'))
+        up = (down @ self.p(f'{pre}.adapter_up.weight').T + self.p(f'{pre}.adapter_up.bias')) * c['scaling']
+        out = up + residual
+        return out + input_tensor if c['original_ln_after'] else out
+
+
+def lora_params(config, g, n_layers, layer_targets, ia3=False):
+    """layer_targets(i, config) -> [(module name, in, out)] of the linears the config wraps in layer i."""
+    out = {}
+    for i in range(n_layers):
+        if i in config['leave_out']:
+            continue
+        for mod, fin, fout in layer_targets(i, config):
+            n = f'{mod}.loras.a'
+            if ia3:
+                out[f'{n}.lora_B'] = 1 + 0.3 * torch.randn(fout, 1, generator=g, dtype=D)
+            else:
+                out[f'{n}.lora_A'] = 0.3 * torch.randn(config['r'], fin, generator=g, dtype=D)
+                out[f'{n}.lora_B'] = 0.3 * torch.randn(fout, config['r'], generator=g, dtype=D)
+    return out
+
+
+def bn_params(config, g, n_layers, hidden, attn_site, ffn_site):
+    """attn_site(i) / ffn_site(i) -> the module path of layer i's mh / output bottleneck."""
+    out, r = {}, hidden // config['reduction_factor']
+    for i in range(n_layers):
+        if i in config['leave_out']:
+            continue
+        for s in ([attn_site(i)] if config['mh_adapter'] else []) + ([ffn_site(i)] if config['output_adapter'] else []):
+            n = f'{s}.adapters.a'
+            out[f'{n}.adapter_down.0.weight'] = 0.3 * torch.randn(r, hidden, generator=g, dtype=D)
+            out[f'{n}.adapter_down.0.bias'] = 0.1 * torch.randn(r, generator=g, dtype=D)
+            out[f'{n}.adapter_up.weight'] = 0.3 * torch.randn(hidden, r, generator=g, dtype=D)
+            out[f'{n}.adapter_up.bias'] = 0.1 * torch.randn(hidden, generator=g, dtype=D)
+    return out
+
+
+def write_case(out_dir, name, adapter, h, meta):
+    """Backprop loss = Σ h² and write <out_dir>/<name>/{a/adapter_config.json, a/adapter.safetensors, expected.safetensors}."""
+    loss = (h * h).sum()
+    loss.backward()
+    d = os.path.join(out_dir, name, 'a')
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, 'adapter_config.json'), 'w') as f:
+        json.dump(dict(meta, config=adapter.config, name='a', model_name='', version='adapters.1.1.0'), f, indent=2, sort_keys=True)
+    save_st(os.path.join(d, 'adapter.safetensors'), dict(sorted(adapter.params.items())))
+    exp = {'last_hidden_state': h, 'loss': loss.reshape(1)}
+    exp.update({f'grad/{k}': v.grad for k, v in sorted(adapter.params.items())})
+    save_st(os.path.join(out_dir, name, 'expected.safetensors'), exp)
