@@ -1,4 +1,4 @@
-// Adapters on LLaMA and ViT against independent float64 PyTorch implementations (test/reference/gen_{llama,vit}_adapters.py,
+// Adapters on LLaMA, ViT and BART against independent float64 PyTorch implementations (test/reference/gen_{llama,vit,bart}_adapters.py,
 // each first checked against transformers' own output for the base model): load the shared tiny model,
 // loadAdapter the generated folder (Python layout and names), compare last_hidden_state, the loss Σ h² and the
 // gradient of every adapter parameter after trainAdapter; then saveAdapter must write the same names and values back.
@@ -14,16 +14,27 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const ref = path.join(path.resolve(root, process.env.ADAPTERS_SHARED ?? '../shared'), 'reference');
 const have = fs.existsSync(path.join(ref, 'manifest.json'));
 
-const archs: Record<string, { cases: string[]; input: (inp: Map<string, Tensor>) => Record<string, Tensor> }> = {
+// per architecture: the generated cases, the model input, and a base-model key that locates the flex-head prefix
+const archs: Record<string, { cases: string[]; anchor: string; input: (inp: Map<string, Tensor>) => Record<string, Tensor> }> = {
   llama: {
     cases: ['double_seq_bn_swish', 'ia3', 'lora_all', 'lora_leave_out', 'seq_bn'],
+    anchor: 'embed_tokens.weight',
     input: (inp) => ({ inputIds: inp.get('input_ids')!, attentionMask: inp.get('attention_mask')! }),
   },
-  vit: { cases: ['double_seq_bn_gelu', 'ia3_leave_out', 'lora_all'], input: (inp) => ({ pixelValues: inp.get('pixel_values')! }) },
+  vit: {
+    cases: ['double_seq_bn_gelu', 'ia3_leave_out', 'lora_all'],
+    anchor: 'embeddings.cls_token',
+    input: (inp) => ({ pixelValues: inp.get('pixel_values')! }),
+  },
+  bart: {
+    cases: ['double_seq_bn_swish', 'ia3', 'lora_all', 'seq_bn'],
+    anchor: 'encoder.layers.0.fc1.weight',
+    input: (inp) => ({ inputIds: inp.get('input_ids')!, attentionMask: inp.get('attention_mask')!, decoderInputIds: inp.get('decoder_input_ids')! }),
+  },
 };
 
-if (!have) test('LLaMA/ViT adapter references skipped: ../shared not found (set ADAPTERS_SHARED)', (t) => t.pass());
-else for (const [arch, { cases, input }] of Object.entries(archs)) {
+if (!have) test('LLaMA/ViT/BART adapter references skipped: ../shared not found (set ADAPTERS_SHARED)', (t) => t.pass());
+else for (const [arch, { cases, anchor, input }] of Object.entries(archs)) {
   const fixtures = path.join(root, `test/fixtures/${arch}_adapters`);
   const inp = loadSafetensors(path.join(ref, `${arch}/base.safetensors`));
   test(`${arch}: every generated case is present`, (t) => t.deepEqual(fs.readdirSync(fixtures).sort(), cases));
@@ -33,8 +44,7 @@ else for (const [arch, { cases, input }] of Object.entries(archs)) {
       t.is(m.loadAdapter(path.join(fixtures, c, 'a'), { setActive: true }), 'a');
       const exp = loadSafetensors(path.join(fixtures, c, 'expected.safetensors'));
       const sd = m.stateDict();
-      const anchor = arch === 'vit' ? 'embeddings.cls_token' : 'embed_tokens.weight';
-      const prefix = [...sd.keys()].find((k) => k.endsWith(anchor))!.slice(0, -anchor.length);
+      const prefix = [...sd.keys()].find((k) => k === anchor || k.endsWith(`.${anchor}`))!.slice(0, -anchor.length);
       // the adapter's parameters are exactly the reference's, under the Python names
       const adapterKeys = [...sd.keys()].filter((k) => /\.(loras|adapters)\.a\./.test(k)).map((k) => k.slice(prefix.length)).sort();
       t.deepEqual(adapterKeys, [...exp.keys()].filter((k) => k.startsWith('grad/')).map((k) => k.slice(5)).sort());

@@ -78,21 +78,24 @@ class Adapter:
             return y * (B.reshape(-1) * c['alpha'])
         return y + (x @ A.T @ B.T) * (c['alpha'] / c['r'])
 
-    def bottleneck(self, site, hidden, input_tensor):
-        """Sequential bottleneck called with layer_norm=None (pre-LN models); without one: hidden + input_tensor."""
+    def bottleneck(self, site, hidden, input_tensor, layer_norm=None):
+        """Sequential bottleneck at a sub-layer output: `hidden` the sub-layer output, `input_tensor` the residual
+        stream entering it, `layer_norm` the sub-layer's post-LN (None for pre-LN models). Without an adapter at
+        the site this is the model's own `layer_norm(hidden + input_tensor)`."""
         c = self.config
         pre = f'{site}.adapters.a'
+        norm = layer_norm or (lambda y: y)
         if self.p(f'{pre}.adapter_up.weight') is None:
-            return hidden + input_tensor
+            return norm(hidden + input_tensor)
         residual = hidden if c['residual_before_ln'] is True else None
         if c['original_ln_before']:
-            hidden = hidden + input_tensor
+            hidden = norm(hidden + input_tensor)
         if residual is None:
             residual = hidden
         down = act(c['non_linearity'], hidden @ self.p(f'{pre}.adapter_down.0.weight').T + self.p(f'{pre}.adapter_down.0.bias'))
         up = (down @ self.p(f'{pre}.adapter_up.weight').T + self.p(f'{pre}.adapter_up.bias')) * c['scaling']
         out = up + residual
-        return out + input_tensor if c['original_ln_after'] else out
+        return norm(out + input_tensor) if c['original_ln_after'] else out
 
 
 def lora_params(config, g, n_layers, layer_targets, ia3=False):
