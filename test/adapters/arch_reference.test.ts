@@ -1,4 +1,4 @@
-// Adapters on LLaMA, ViT, DistilBERT, BART and T5 against independent float64 PyTorch implementations (test/reference/gen_{llama,vit,distilbert,bart,t5}_adapters.py,
+// Adapters on LLaMA, ViT, RoBERTa, DistilBERT, BART and T5 against independent float64 PyTorch implementations (test/reference/gen_{llama,vit,roberta,distilbert,bart,t5}_adapters.py,
 // each first checked against transformers' own output for the base model): load the shared tiny model,
 // loadAdapter the generated folder (Python layout and names), compare last_hidden_state, the loss Σ h² and the
 // gradient of every adapter parameter after trainAdapter; then saveAdapter must write the same names and values back.
@@ -26,6 +26,11 @@ const archs: Record<string, { cases: string[]; anchor: string; input: (inp: Map<
     anchor: 'embeddings.cls_token',
     input: (inp) => ({ pixelValues: inp.get('pixel_values')! }),
   },
+  roberta: {
+    cases: ['double_seq_bn_swish', 'ia3', 'lora_all'],
+    anchor: 'embeddings.word_embeddings.weight',
+    input: (inp) => ({ inputIds: inp.get('input_ids')!, attentionMask: inp.get('attention_mask')! }),
+  },
   distilbert: {
     cases: ['double_seq_bn_leave_out', 'ia3', 'lora_all'],
     anchor: 'embeddings.word_embeddings.weight',
@@ -43,7 +48,7 @@ const archs: Record<string, { cases: string[]; anchor: string; input: (inp: Map<
   },
 };
 
-if (!have) test('LLaMA/ViT/DistilBERT/BART/T5 adapter references skipped: ../shared not found (set ADAPTERS_SHARED)', (t) => t.pass());
+if (!have) test('LLaMA/ViT/RoBERTa/DistilBERT/BART/T5 adapter references skipped: ../shared not found (set ADAPTERS_SHARED)', (t) => t.pass());
 else for (const [arch, { cases, anchor, input }] of Object.entries(archs)) {
   const fixtures = path.join(root, `test/fixtures/${arch}_adapters`);
   const inp = loadSafetensors(path.join(ref, `${arch}/base.safetensors`));
