@@ -61,9 +61,11 @@ BN_KEYS = json.load(open(os.path.join(REF, 'bert', 'seq_bn', 'a', 'adapter_confi
 class Adapter:
     """One adapter 'a': its parameters (Python names, relative to the base model) and how it hooks in."""
 
-    def __init__(self, config, params):
+    def __init__(self, config, params, aliases=None):
         self.config = config
         self.params = {k: v.to(D).clone().requires_grad_(True) for k, v in params.items()}
+        # other names the library's state_dict (and hence its .bin) gives the same tensor: {alias: name}
+        self.aliases = aliases or {}
 
     def p(self, name):
         return self.params.get(name)
@@ -96,6 +98,28 @@ class Adapter:
         up = (down @ self.p(f'{pre}.adapter_up.weight').T + self.p(f'{pre}.adapter_up.bias')) * c['scaling']
         out = up + residual
         return norm(out + input_tensor) if c['original_ln_after'] else out
+
+
+def prefix_kv(adapter, pool, layer, n_layers, batch, heads, head_dim):
+    """Prefix tuning: (keys, values) [batch, heads, P, head_dim] of `layer` from the pool at `pool`
+    (`E = wte(arange(P))`, `Linear2(tanh(Linear1(E)))`, view(batch, P, n_layers*2, heads, head_dim))."""
+    p = adapter.p
+    e = p(f'{pool}.wte.weight')
+    hid = act(adapter.config['non_linearity'], e @ p(f'{pool}.control_trans.0.weight').T + p(f'{pool}.control_trans.0.bias'))
+    kv = hid @ p(f'{pool}.control_trans.2.weight').T + p(f'{pool}.control_trans.2.bias')
+    P = e.shape[0]
+    kv = kv.expand(batch, P, kv.shape[-1]).reshape(batch, P, n_layers * 2, heads, head_dim).permute(2, 0, 3, 1, 4)
+    return kv[2 * layer], kv[2 * layer + 1]
+
+
+def prefix_params(config, g, hidden, rows, names):
+    """Random prefix-pool weights under names[0] (the parameter name) and aliases for names[1:]."""
+    P, b = config['prefix_length'], config['bottleneck_size']
+    shapes = {'wte.weight': (P, hidden), 'control_trans.0.weight': (b, hidden), 'control_trans.0.bias': (b,),
+              'control_trans.2.weight': (rows, b), 'control_trans.2.bias': (rows,)}
+    params = {f'{names[0]}.{k}': 0.3 * torch.randn(*s, generator=g, dtype=D) for k, s in shapes.items()}
+    aliases = {f'{n}.{k}': f'{names[0]}.{k}' for n in names[1:] for k in shapes}
+    return params, aliases
 
 
 def lora_params(config, g, n_layers, layer_targets, ia3=False):
@@ -137,7 +161,9 @@ def write_case(out_dir, name, adapter, h, meta):
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, 'adapter_config.json'), 'w') as f:
         json.dump(dict(meta, config=adapter.config, name='a', model_name='', version='adapters.1.1.0'), f, indent=2, sort_keys=True)
-    save_st(os.path.join(d, 'adapter.safetensors'), dict(sorted(adapter.params.items())))
+    saved = dict(adapter.params)
+    saved.update({a: adapter.params[n] for a, n in adapter.aliases.items()})
+    save_st(os.path.join(d, 'adapter.safetensors'), dict(sorted(saved.items())))
     exp = {'last_hidden_state': h, 'loss': loss.reshape(1)}
     exp.update({f'grad/{k}': v.grad for k, v in sorted(adapter.params.items())})
     save_st(os.path.join(out_dir, name, 'expected.safetensors'), exp)

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Independent reference for adapters on LLaMA (issue 4): a from-scratch float64 PyTorch LlamaModel with
-LoRA, (IA)^3 and bottleneck adapters wired in as the Python Adapters library does on Llama (../shared/FORMATS.md
+LoRA, (IA)^3, bottleneck adapters and prefix tuning wired in as the Python Adapters library does on Llama (../shared/FORMATS.md
 §1.3, §2: intermediate_lora wraps mlp.down_proj, output_lora mlp.up_proj, bottlenecks are called with
 layer_norm=None so seq_bn on the FFN = residual + ffn + up(act(down(ffn + residual)))).
 
@@ -19,7 +19,7 @@ import os
 
 import torch
 
-from adapter_ref import BN_KEYS, D, LORA_KEYS, REF, ROOT, Adapter, bn_params, load_st, lora_params, write_case
+from adapter_ref import BN_KEYS, D, LORA_KEYS, REF, ROOT, Adapter, bn_params, load_st, lora_params, prefix_kv, prefix_params, write_case
 
 OUT = os.path.join(ROOT, 'test', 'fixtures', 'llama_adapters')
 cfg = json.load(open(os.path.join(REF, 'models', 'llama', 'config.json')))
@@ -62,7 +62,13 @@ def forward(ids, mask, ad):
         v = lin(f'{p}.self_attn.v_proj', h).view(B, T, NKV, HD).transpose(1, 2)
         q, k = q * cos + rot_half(q) * sin, k * cos + rot_half(k) * sin
         k, v = k.repeat_interleave(NH // NKV, 1), v.repeat_interleave(NH // NKV, 1)
-        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(HD) + bias, -1) @ v
+        layer_bias = bias
+        if ad and ad.p(f'{POOL}.wte.weight') is not None:
+            # prefixes come after RoPE and repeat_kv (all NH heads) and are always attended
+            pk, pv = prefix_kv(ad, POOL, i, L, B, NH, HD)
+            k, v = torch.cat([pk, k], 2), torch.cat([pv, v], 2)
+            layer_bias = torch.cat([torch.zeros(B, 1, T, pk.shape[2], dtype=D), bias], -1)
+        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(HD) + layer_bias, -1) @ v
         o = lin(f'{p}.self_attn.o_proj', att.transpose(1, 2).reshape(B, T, NH * HD))
         x = ad.bottleneck(f'{p}.attention_adapters', o, x) if ad else o + x
         h = rms(x, W[f'{p}.post_attention_layernorm.weight'])
@@ -71,6 +77,11 @@ def forward(ids, mask, ad):
         f = lin(f'{p}.mlp.down_proj', mid)
         x = ad.bottleneck(f'{p}.output_adapters', f, x) if ad else f + x
     return rms(x, W['norm.weight'])
+
+
+POOL = 'layers.0.self_attn.prefix_tuning.pool.prefix_tunings.a.self_prefix'
+PREFIX_KEYS = {'architecture': 'prefix_tuning', 'bottleneck_size': 16, 'cross_prefix': True, 'dropout': 0.0, 'encoder_prefix': True,
+               'flat': False, 'leave_out': [], 'non_linearity': 'tanh', 'prefix_length': 5, 'shared_gating': True, 'use_gating': False}
 
 
 def targets(i, c):
@@ -99,6 +110,9 @@ def cases():
     yield 'seq_bn', seq_bn, bn_params(seq_bn, g, L, H, *sites)
     double = dict(BN_KEYS, mh_adapter=True, reduction_factor=8, non_linearity='swish', scaling=0.5)
     yield 'double_seq_bn_swish', double, bn_params(double, g, L, H, *sites)
+    # the pool is one module reachable from every layer and from the model: the .bin repeats it under each name
+    names = [POOL] + [f'layers.{i}.self_attn.prefix_tuning.pool.prefix_tunings.a.self_prefix' for i in range(1, L)]
+    yield 'prefix_tuning', PREFIX_KEYS, prefix_params(PREFIX_KEYS, g, H, L * 2 * H, names + ['prefix_tuning.prefix_tunings.a.self_prefix'])
 
 
 def main():
@@ -109,7 +123,8 @@ def main():
     print(f'base model vs transformers: max abs diff {err:.2e}')
     meta = {'hidden_size': H, 'model_class': 'LlamaModel', 'model_type': 'llama'}
     for name, config, params in cases():
-        ad = Adapter(config, params)
+        params, aliases = params if isinstance(params, tuple) else (params, {})
+        ad = Adapter(config, params, aliases)
         h = forward(ids, mask, ad)
         write_case(OUT, name, ad, h, meta)
         print(f'{name}: {len(params)} tensors, |h - base| max {(h - got).abs().max().item():.3f}')
