@@ -38,7 +38,7 @@ const archs: Record<string, { cases: string[]; anchor: string; input: (inp: Map<
     input: (inp) => ({ inputIds: inp.get('input_ids')!, attentionMask: inp.get('attention_mask')! }),
   },
   bart: {
-    cases: ['double_seq_bn_swish', 'ia3', 'lora_all', 'seq_bn'],
+    cases: ['double_seq_bn_swish', 'ia3', 'lora_all', 'prefix_tuning', 'seq_bn'],
     anchor: 'encoder.layers.0.fc1.weight',
     input: (inp) => ({ inputIds: inp.get('input_ids')!, attentionMask: inp.get('attention_mask')!, decoderInputIds: inp.get('decoder_input_ids')! }),
   },

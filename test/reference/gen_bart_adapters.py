@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Independent reference for adapters on BART (issue 4): a from-scratch float64 PyTorch BartModel with LoRA,
-(IA)^3 and bottleneck adapters placed as the Python Adapters library does on BART (../shared/FORMATS.md §1.3):
+(IA)^3, bottleneck adapters and prefix tuning (encoder/self/cross pools) placed as the Python Adapters library does on BART (../shared/FORMATS.md §1.3):
 LoRA/IA3 on {encoder,decoder}.layers.L.self_attn.{q,k,v}_proj *and* decoder.layers.L.encoder_attn.{q,k,v}_proj
 (attn_matrices cover cross-attention too), intermediate fc1, output fc2; bottlenecks
 `{encoder,decoder}.layers.L.{attention,output}_adapters` called with the sub-layer's post-LN
@@ -17,7 +17,7 @@ import os
 
 import torch
 
-from adapter_ref import BN_KEYS, D, LORA_KEYS, REF, ROOT, Adapter, bn_params, load_st, lora_params, write_case
+from adapter_ref import BN_KEYS, D, LORA_KEYS, REF, ROOT, Adapter, bn_params, load_st, lora_params, prefix_kv, prefix_params, write_case
 
 OUT = os.path.join(ROOT, 'test', 'fixtures', 'bart_adapters')
 cfg = json.load(open(os.path.join(REF, 'models', 'bart', 'config.json')))
@@ -40,18 +40,24 @@ def forward(ids, mask, dec_ids, ad):
     def bottleneck(site, hidden, inp, norm):
         return ad.bottleneck(site, hidden, inp, norm) if ad else norm(hidden + inp)
 
-    def attention(p, x, kv, bias):
+    def attention(p, x, kv, bias, pool=None):
         B, T, S = x.shape[0], x.shape[1], kv.shape[1]
         q = (lin(f'{p}.q_proj', x) * HD ** -0.5).view(B, T, NH, HD).transpose(1, 2)
         k = lin(f'{p}.k_proj', kv).view(B, S, NH, HD).transpose(1, 2)
         v = lin(f'{p}.v_proj', kv).view(B, S, NH, HD).transpose(1, 2)
+        if ad and pool and ad.p(f'{POOL}.{pool[0]}.wte.weight') is not None:
+            # prefix keys/values go in front of the projected ones (cross: of the encoder's) and are always attended
+            pk, pv = prefix_kv(ad, f'{POOL}.{pool[0]}', pool[1], pool[2], B, NH, HD)
+            k, v = torch.cat([pk, k], 2), torch.cat([pv, v], 2)
+            bias = torch.cat([torch.zeros(B, 1, T, pk.shape[2], dtype=D), bias.expand(B, 1, T, S)], -1)
         att = torch.softmax(q @ k.transpose(-1, -2) + bias, -1) @ v
         return lin(f'{p}.out_proj', att.transpose(1, 2).reshape(B, T, H))
 
-    def layer(p, x, self_bias, enc=None, cross_bias=None):
-        x = bottleneck(f'{p}.attention_adapters', attention(f'{p}.self_attn', x, x, self_bias), x, ln(f'{p}.self_attn_layer_norm'))
+    def layer(p, i, x, self_bias, enc=None, cross_bias=None):
+        self_pool = ('encoder_prefix', i, E) if enc is None else ('self_prefix', i, DL)
+        x = bottleneck(f'{p}.attention_adapters', attention(f'{p}.self_attn', x, x, self_bias, self_pool), x, ln(f'{p}.self_attn_layer_norm'))
         if enc is not None:
-            x = ln(f'{p}.encoder_attn_layer_norm')(x + attention(f'{p}.encoder_attn', x, enc, cross_bias))
+            x = ln(f'{p}.encoder_attn_layer_norm')(x + attention(f'{p}.encoder_attn', x, enc, cross_bias, ('cross_prefix', i, DL)))
         f = lin(f'{p}.fc2', torch.nn.functional.gelu(lin(f'{p}.fc1', x)))
         return bottleneck(f'{p}.output_adapters', f, x, ln(f'{p}.final_layer_norm'))
 
@@ -62,14 +68,33 @@ def forward(ids, mask, dec_ids, ad):
     pad_bias = torch.zeros(mask.shape, dtype=D).masked_fill(mask == 0, NEG)[:, None, None, :]
     x = embed('encoder', ids)
     for i in range(E):
-        x = layer(f'encoder.layers.{i}', x, pad_bias)
+        x = layer(f'encoder.layers.{i}', i, x, pad_bias)
     enc = x
     T = dec_ids.shape[1]
     causal = torch.zeros(T, T, dtype=D).masked_fill(~torch.tril(torch.ones(T, T, dtype=torch.bool)), NEG)
     y = embed('decoder', dec_ids)
     for i in range(DL):
-        y = layer(f'decoder.layers.{i}', y, causal, enc, pad_bias)
+        y = layer(f'decoder.layers.{i}', i, y, causal, enc, pad_bias)
     return enc, y
+
+
+# named_parameters() lists all three pools under the first attention module's alias (FORMATS §4)
+POOL = 'encoder.layers.0.self_attn.prefix_tuning.pool.prefix_tunings.a'
+PREFIX_KEYS = {'architecture': 'prefix_tuning', 'bottleneck_size': 16, 'cross_prefix': True, 'dropout': 0.0, 'encoder_prefix': True,
+               'flat': False, 'leave_out': [], 'non_linearity': 'tanh', 'prefix_length': 5, 'shared_gating': True, 'use_gating': False}
+
+
+def prefix_pools(g):
+    """The three pools, each also named (as the .bin does) under the model and every attention module."""
+    modules = [f'encoder.layers.{i}.self_attn' for i in range(E)] + \
+        [f'decoder.layers.{i}.{a}' for i in range(DL) for a in ('self_attn', 'encoder_attn')]
+    params, aliases = {}, {}
+    for pool, n in (('encoder_prefix', E), ('self_prefix', DL), ('cross_prefix', DL)):
+        names = [f'{m}.prefix_tuning.pool.prefix_tunings.a.{pool}' for m in modules] + [f'prefix_tuning.prefix_tunings.a.{pool}']
+        pp, aa = prefix_params(PREFIX_KEYS, g, H, n * 2 * H, names)
+        params.update(pp)
+        aliases.update(aa)
+    return params, aliases
 
 
 def layer_path(i):
@@ -101,6 +126,7 @@ def cases():
     yield 'seq_bn', dict(BN_KEYS), bn_params(dict(BN_KEYS), g, E + DL, H, *sites)
     double = dict(BN_KEYS, mh_adapter=True, reduction_factor=8, non_linearity='swish', scaling=0.5)
     yield 'double_seq_bn_swish', double, bn_params(double, g, E + DL, H, *sites)
+    yield 'prefix_tuning', PREFIX_KEYS, prefix_pools(g)
 
 
 def main():
@@ -112,7 +138,8 @@ def main():
     print(f'base model vs transformers: max abs diff {err:.2e}')
     meta = {'hidden_size': H, 'model_class': 'BartModel', 'model_type': 'bart'}
     for name, config, params in cases():
-        ad = Adapter(config, params)
+        params, aliases = params if isinstance(params, tuple) else (params, {})
+        ad = Adapter(config, params, aliases)
         h = forward(ids, mask, dec, ad)[1]
         write_case(OUT, name, ad, h, meta)
         print(f'{name}: {len(params)} tensors, |h - base| max {(h - got).abs().max().item():.3f}')
