@@ -43,7 +43,7 @@ const archs: Record<string, { cases: string[]; anchor: string; input: (inp: Map<
     input: (inp) => ({ inputIds: inp.get('input_ids')!, attentionMask: inp.get('attention_mask')!, decoderInputIds: inp.get('decoder_input_ids')! }),
   },
   t5: {
-    cases: ['double_seq_bn_swish', 'ia3', 'lora_all'],
+    cases: ['double_seq_bn_swish', 'ia3', 'lora_all', 'prefix_tuning'],
     anchor: 'encoder.block.0.layer.0.SelfAttention.q.weight',
     input: (inp) => ({ inputIds: inp.get('input_ids')!, attentionMask: inp.get('attention_mask')!, decoderInputIds: inp.get('decoder_input_ids')! }),
   },

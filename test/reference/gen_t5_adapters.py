@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""Independent reference for adapters on T5 (issue 4): a from-scratch float64 PyTorch T5Model with LoRA, (IA)^3
-and bottleneck adapters placed as the Python Adapters library does on T5 (../shared/FORMATS.md §1.3: LoRA/IA3 on
+"""Independent reference for adapters on T5 (issue 4): a from-scratch float64 PyTorch T5Model with LoRA, (IA)^3,
+bottleneck adapters and prefix tuning (encoder/self/cross pools, the position bias spanning the prefix) placed as the Python Adapters library does on T5 (../shared/FORMATS.md §1.3: LoRA/IA3 on
 …layer.0.SelfAttention.{q,k,v} and the decoder's layer.1.EncDecAttention.{q,k,v}, intermediate DenseReluDense.wi,
 output DenseReluDense.wo; pre-LN bottlenecks with layer_norm=None: self-attention `…block.L.layer.0.adapters`,
 FFN `encoder.block.L.layer.1.adapters` / `decoder.block.L.layer.2.adapters`, cross-attention left alone).
@@ -15,7 +15,7 @@ import os
 
 import torch
 
-from adapter_ref import BN_KEYS, D, LORA_KEYS, REF, ROOT, Adapter, bn_params, load_st, lora_params, write_case
+from adapter_ref import BN_KEYS, D, LORA_KEYS, REF, ROOT, Adapter, bn_params, load_st, lora_params, prefix_kv, prefix_params, write_case
 
 OUT = os.path.join(ROOT, 'test', 'fixtures', 't5_adapters')
 cfg = json.load(open(os.path.join(REF, 'models', 't5', 'config.json')))
@@ -60,11 +60,15 @@ def forward(ids, mask, dec_ids, ad):
     def residual(site, out, x):
         return ad.bottleneck(site, out, x) if ad else out + x
 
-    def attention(p, x, kv, bias):
+    def attention(p, x, kv, bias, pool=None):
         B, T, S = x.shape[0], x.shape[1], kv.shape[1]
         q = lin(f'{p}.q', x).view(B, T, NH, HD).transpose(1, 2)
         k = lin(f'{p}.k', kv).view(B, S, NH, HD).transpose(1, 2)
         v = lin(f'{p}.v', kv).view(B, S, NH, HD).transpose(1, 2)
+        if P:
+            # prefix keys/values in front; `bias` already spans them (position bias over P + S keys, mask 0 there)
+            pk, pv = prefix_kv(ad, f'{POOL}.{pool[0]}', pool[1], pool[2], B, NH, HD)
+            k, v = torch.cat([pk, k], 2), torch.cat([pv, v], 2)
         att = torch.softmax(q @ k.transpose(-1, -2) + bias, -1) @ v  # T5: no 1/sqrt(d) scaling
         return lin(f'{p}.o', att.transpose(1, 2).reshape(B, T, NH * HD))
 
@@ -72,25 +76,49 @@ def forward(ids, mask, dec_ids, ad):
         return lin(f'{p}.DenseReluDense.wo', torch.relu(lin(f'{p}.DenseReluDense.wi', rms(f'{p}.layer_norm')(x))))
 
     B, T = ids.shape
+    P = ad.config['prefix_length'] if ad and ad.config.get('architecture') == 'prefix_tuning' else 0
+    zeros = torch.zeros(B, 1, 1, P, dtype=D)
     pad = torch.zeros(B, T, dtype=D).masked_fill(mask == 0, NEG)[:, None, None, :]
-    enc_bias = position_bias('encoder', T, T, True) + pad
+    # with prefixes the stack's position bias covers P + T keys, the prefix at key positions 0..P-1 (FORMATS §5.2)
+    enc_bias = position_bias('encoder', T, P + T, True) + torch.cat([zeros, pad], -1)
     x = W['shared.weight'][ids]
     for i in range(E):
         p = f'encoder.block.{i}'
-        x = residual(f'{p}.layer.0', attention(f'{p}.layer.0.SelfAttention', rms(f'{p}.layer.0.layer_norm')(x), rms(f'{p}.layer.0.layer_norm')(x), enc_bias), x)
+        h = rms(f'{p}.layer.0.layer_norm')(x)
+        x = residual(f'{p}.layer.0', attention(f'{p}.layer.0.SelfAttention', h, h, enc_bias, ('encoder_prefix', i, E)), x)
         x = residual(f'{p}.layer.1', ffn(f'{p}.layer.1', x), x)
     enc = rms('encoder.final_layer_norm')(x)
     S = dec_ids.shape[1]
     causal = torch.zeros(S, S, dtype=D).masked_fill(~torch.tril(torch.ones(S, S, dtype=torch.bool)), NEG)
-    dec_bias = position_bias('decoder', S, S, False) + causal
+    dec_bias = position_bias('decoder', S, P + S, False) + torch.cat([torch.zeros(S, P, dtype=D), causal], -1)
+    cross_bias = torch.cat([zeros, pad], -1)  # cross-attention: no position bias
     y = W['shared.weight'][dec_ids]
     for i in range(DL):
         p = f'decoder.block.{i}'
         h = rms(f'{p}.layer.0.layer_norm')(y)
-        y = residual(f'{p}.layer.0', attention(f'{p}.layer.0.SelfAttention', h, h, dec_bias), y)
-        y = y + attention(f'{p}.layer.1.EncDecAttention', rms(f'{p}.layer.1.layer_norm')(y), enc, pad)
+        y = residual(f'{p}.layer.0', attention(f'{p}.layer.0.SelfAttention', h, h, dec_bias, ('self_prefix', i, DL)), y)
+        y = y + attention(f'{p}.layer.1.EncDecAttention', rms(f'{p}.layer.1.layer_norm')(y), enc, cross_bias, ('cross_prefix', i, DL))
         y = residual(f'{p}.layer.2', ffn(f'{p}.layer.2', y), y)
     return enc, rms('decoder.final_layer_norm')(y)
+
+
+# named_parameters() lists all three pools under the first attention module's alias (FORMATS §4)
+POOL = 'encoder.block.0.layer.0.SelfAttention.prefix_tuning.pool.prefix_tunings.a'
+PREFIX_KEYS = {'architecture': 'prefix_tuning', 'bottleneck_size': 16, 'cross_prefix': True, 'dropout': 0.0, 'encoder_prefix': True,
+               'flat': False, 'leave_out': [], 'non_linearity': 'tanh', 'prefix_length': 5, 'shared_gating': True, 'use_gating': False}
+
+
+def prefix_pools(g):
+    """The three pools, each also named (as the .bin does) under the model and every attention module."""
+    modules = [f'encoder.block.{i}.layer.0.SelfAttention' for i in range(E)] + \
+        [f'decoder.block.{i}.layer.{a}' for i in range(DL) for a in ('0.SelfAttention', '1.EncDecAttention')]
+    params, aliases = {}, {}
+    for pool, n in (('encoder_prefix', E), ('self_prefix', DL), ('cross_prefix', DL)):
+        names = [f'{m}.prefix_tuning.pool.prefix_tunings.a.{pool}' for m in modules] + [f'prefix_tuning.prefix_tunings.a.{pool}']
+        pp, aa = prefix_params(PREFIX_KEYS, g, H, n * 2 * H, names)
+        params.update(pp)
+        aliases.update(aa)
+    return params, aliases
 
 
 def block(i):
@@ -121,6 +149,7 @@ def cases():
     sites = (lambda i: f'{block(i)[0]}.layer.0', lambda i: f'{block(i)[0]}.layer.{block(i)[1]}')
     double = dict(BN_KEYS, mh_adapter=True, reduction_factor=8, non_linearity='swish', scaling=0.5)
     yield 'double_seq_bn_swish', double, bn_params(double, g, E + DL, H, *sites)
+    yield 'prefix_tuning', PREFIX_KEYS, prefix_pools(g)
 
 
 def main():
@@ -132,7 +161,8 @@ def main():
     print(f'base model vs transformers: max abs diff {err:.2e}')
     meta = {'hidden_size': H, 'model_class': 'T5Model', 'model_type': 't5'}
     for name, config, params in cases():
-        ad = Adapter(config, params)
+        params, aliases = params if isinstance(params, tuple) else (params, {})
+        ad = Adapter(config, params, aliases)
         h = forward(ids, mask, dec, ad)[1]
         write_case(OUT, name, ad, h, meta)
         print(f'{name}: {len(params)} tensors, |h - base| max {(h - got).abs().max().item():.3f}')
