@@ -122,6 +122,22 @@ def prefix_params(config, g, hidden, rows, names):
     return params, aliases
 
 
+PREFIX_KEYS = {'architecture': 'prefix_tuning', 'bottleneck_size': 16, 'cross_prefix': True, 'dropout': 0.0, 'encoder_prefix': True,
+               'flat': False, 'leave_out': [], 'non_linearity': 'tanh', 'prefix_length': 5, 'shared_gating': True, 'use_gating': False}
+
+
+def seq2seq_prefix_pools(g, hidden, enc_layers, dec_layers, modules):
+    """Encoder-decoder prefix tuning: the encoder/self/cross pools, each under the first attention module's name
+    (named_parameters(), FORMATS §4) and, as the .bin does, under the model and every module in `modules`."""
+    params, aliases = {}, {}
+    for pool, n in (('encoder_prefix', enc_layers), ('self_prefix', dec_layers), ('cross_prefix', dec_layers)):
+        names = [f'{m}.prefix_tuning.pool.prefix_tunings.a.{pool}' for m in modules] + [f'prefix_tuning.prefix_tunings.a.{pool}']
+        pp, aa = prefix_params(PREFIX_KEYS, g, hidden, n * 2 * hidden, names)
+        params.update(pp)
+        aliases.update(aa)
+    return params, aliases
+
+
 def lora_params(config, g, n_layers, layer_targets, ia3=False):
     """layer_targets(i, config) -> [(module name, in, out)] of the linears the config wraps in layer i."""
     out = {}

@@ -17,7 +17,8 @@ import os
 
 import torch
 
-from adapter_ref import BN_KEYS, D, LORA_KEYS, REF, ROOT, Adapter, bn_params, load_st, lora_params, prefix_kv, prefix_params, write_case
+from adapter_ref import (BN_KEYS, D, LORA_KEYS, PREFIX_KEYS, REF, ROOT, Adapter, bn_params, load_st, lora_params,
+                          prefix_kv, seq2seq_prefix_pools, write_case)
 
 OUT = os.path.join(ROOT, 'test', 'fixtures', 'bart_adapters')
 cfg = json.load(open(os.path.join(REF, 'models', 'bart', 'config.json')))
@@ -80,21 +81,12 @@ def forward(ids, mask, dec_ids, ad):
 
 # named_parameters() lists all three pools under the first attention module's alias (FORMATS §4)
 POOL = 'encoder.layers.0.self_attn.prefix_tuning.pool.prefix_tunings.a'
-PREFIX_KEYS = {'architecture': 'prefix_tuning', 'bottleneck_size': 16, 'cross_prefix': True, 'dropout': 0.0, 'encoder_prefix': True,
-               'flat': False, 'leave_out': [], 'non_linearity': 'tanh', 'prefix_length': 5, 'shared_gating': True, 'use_gating': False}
 
 
 def prefix_pools(g):
-    """The three pools, each also named (as the .bin does) under the model and every attention module."""
     modules = [f'encoder.layers.{i}.self_attn' for i in range(E)] + \
         [f'decoder.layers.{i}.{a}' for i in range(DL) for a in ('self_attn', 'encoder_attn')]
-    params, aliases = {}, {}
-    for pool, n in (('encoder_prefix', E), ('self_prefix', DL), ('cross_prefix', DL)):
-        names = [f'{m}.prefix_tuning.pool.prefix_tunings.a.{pool}' for m in modules] + [f'prefix_tuning.prefix_tunings.a.{pool}']
-        pp, aa = prefix_params(PREFIX_KEYS, g, H, n * 2 * H, names)
-        params.update(pp)
-        aliases.update(aa)
-    return params, aliases
+    return seq2seq_prefix_pools(g, H, E, DL, modules)
 
 
 def layer_path(i):

@@ -19,7 +19,7 @@ import os
 
 import torch
 
-from adapter_ref import BN_KEYS, D, LORA_KEYS, REF, ROOT, Adapter, bn_params, load_st, lora_params, prefix_kv, prefix_params, write_case
+from adapter_ref import BN_KEYS, D, LORA_KEYS, REF, ROOT, Adapter, bn_params, load_st, lora_params, PREFIX_KEYS, prefix_kv, prefix_params, write_case
 
 OUT = os.path.join(ROOT, 'test', 'fixtures', 'llama_adapters')
 cfg = json.load(open(os.path.join(REF, 'models', 'llama', 'config.json')))
@@ -80,8 +80,6 @@ def forward(ids, mask, ad):
 
 
 POOL = 'layers.0.self_attn.prefix_tuning.pool.prefix_tunings.a.self_prefix'
-PREFIX_KEYS = {'architecture': 'prefix_tuning', 'bottleneck_size': 16, 'cross_prefix': True, 'dropout': 0.0, 'encoder_prefix': True,
-               'flat': False, 'leave_out': [], 'non_linearity': 'tanh', 'prefix_length': 5, 'shared_gating': True, 'use_gating': False}
 
 
 def targets(i, c):
