@@ -331,6 +331,17 @@ for (const arch of ['t5', 'bart', 'gpt2', 'llama'])
     m.dispose();
   });
 
+// The Python library silently adds nothing for prompt tuning on these; here it is a clear error and the model is untouched
+for (const arch of ['gpt2', 'llama', 't5', 'bart'])
+  test(`${arch}: prompt tuning is refused with a clear error`, (t) => {
+    const m = AutoAdapterModel.fromConfig(tiny[arch]!, { seed: 3 });
+    const before = m.namedParameters().length;
+    t.throws(() => m.addAdapter('p', 'prompt_tuning'), { instanceOf: ValueError, message: new RegExp(`prompt tuning is not supported for ${arch}`) });
+    t.false(m.hasAdapter('p'));
+    t.is(m.namedParameters().length, before);
+    m.dispose();
+  });
+
 test('GLOW invertible adapters, shared PHM weights and prompt init from a string', (t) => {
   // GLOW: trains like the rest and is invertible
   const m = AutoAdapterModel.fromConfig(tiny.bert!, { seed: 13 }).eval();
