@@ -14,7 +14,7 @@ import { Dropout, Embedding, LayerNorm, Linear, activation } from '../nn/layers.
 import { Tensor, tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { scope } from '../scope.ts';
-import { type ForwardInput, type HFConfig, type ModelOutput, asIds, bool, keepMask, mergeHeads, num, splitHeads, str } from './common.ts';
+import { type ForwardInput, type HFConfig, type ModelOutput, alignBatch, asIds, bool, keepMask, mergeHeads, num, rowsTo, splitHeads, str } from './common.ts';
 
 export interface DistilBertConfig {
   vocabSize: number;
@@ -116,14 +116,20 @@ export class DistilBertLayer extends Module {
   reftSite!: ReftSite;
   forward(h: Tensor, keepKeys: Tensor | null): Tensor {
     const H = this.cfg.numHeads;
-    const q = splitHeads(this.q.forward(h), H), k = splitHeads(this.k.forward(h), H), v = splitHeads(this.v.forward(h), H);
-    const pre = this.prefixSite.kv(h.shape[0]!, this.training, h);
-    const keep = pre && keepKeys ? ops.concat([ops.full([h.shape[0]!, pre.k.shape[2]!], 1, { dtype: 'bool' }), keepKeys], 1) : keepKeys;
+    // Parallel adapter blocks may have replicated the batch in one projection: align q/k/v, the input and the mask
+    // (unlike the Python library, the caller's attention mask is not modified)
+    const [qh, kh, vh] = alignBatch(this.q.forward(h), this.k.forward(h), this.v.forward(h)) as [Tensor, Tensor, Tensor];
+    const q = splitHeads(qh, H), k = splitHeads(kh, H), v = splitHeads(vh, H);
+    const B = qh.shape[0]!;
+    h = rowsTo(h, B)!;
+    keepKeys = rowsTo(keepKeys, B);
+    const pre = this.prefixSite.kv(B, this.training, h);
+    const keep = pre && keepKeys ? ops.concat([ops.full([B, pre.k.shape[2]!], 1, { dtype: 'bool' }), keepKeys], 1) : keepKeys;
     const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: keep, prefixK: pre?.k, prefixV: pre?.v }));
     // HF applies no dropout to out_lin's output, only inside the FFN (after lin2)
     const a = this.attnSite.forward(this.o.forward(ctx), h, this.ln1);
     const f = this.down.forward(this.act(this.up.forward(a)));
-    return this.reftSite.apply(this.ffnSite.forward(this.drop.forward(f), a, this.ln2), this.training);
+    return this.reftSite.apply(this.ffnSite.forward(this.drop.forward(f), rowsTo(a, f.shape[0]!)!, this.ln2), this.training);
   }
 }
 
@@ -147,6 +153,9 @@ export class DistilBertModel extends Module {
   }
   numHeads(): number {
     return this.cfg.numHeads;
+  }
+  supportsParallel(): boolean {
+    return true;
   }
   prefixPool(): PrefixTuningPool {
     return this.prefixes;

@@ -19,7 +19,7 @@ import * as ops from '../ops/index.ts';
 import { scope } from '../scope.ts';
 import { ShapeError, ValueError } from '../errors.ts';
 import {
-  type ForwardInput, type HFConfig, type KVCache, type ModelOutput, asIds, bool, keepMask, mergeHeads, num, splitHeads, str,
+  type ForwardInput, type HFConfig, type KVCache, type ModelOutput, alignBatch, asIds, bool, keepMask, mergeHeads, num, rowsTo, splitHeads, str,
 } from './common.ts';
 
 /** torch.finfo(torch.float32).min: HF's additive mask value. */
@@ -179,9 +179,18 @@ class LlamaAttention extends Module {
   forward(h: Tensor, rot: { cos: Tensor; sin: Tensor }, keepKeys: Tensor | null, mask: Tensor | null,
     past: { k: Tensor; v: Tensor } | null): { out: Tensor; k: Tensor; v: Tensor } {
     const { numHeads: H, numKvHeads: Hkv } = this.cfg;
-    const q = ops.rope(splitHeads(this.q.forward(h), H), rot.cos, rot.sin);
-    let k = ops.rope(splitHeads(this.k.forward(h), Hkv), rot.cos, rot.sin);
-    let v = ops.contiguous(splitHeads(this.v.forward(h), Hkv));
+    // a Parallel adapter block may have replicated the batch in one projection: align q/k/v, the input and the mask
+    const [qh, kh, vh] = alignBatch(this.q.forward(h), this.k.forward(h), this.v.forward(h)) as [Tensor, Tensor, Tensor];
+    const Bq = qh.shape[0]!;
+    h = rowsTo(h, Bq)!;
+    keepKeys = rowsTo(keepKeys, Bq);
+    // per-row rotary tables (explicit positionIds) follow the replicated batch too
+    const cos = rot.cos.ndim === 3 ? rowsTo(rot.cos, Bq)! : rot.cos, sin = rot.sin.ndim === 3 ? rowsTo(rot.sin, Bq)! : rot.sin;
+    if (past && past.k.shape[0] !== Bq)
+      throw new ShapeError(`${this.cfg.modelType}: cached keys have batch ${past.k.shape[0]} but this step has ${Bq} rows (a Parallel block replicated the batch; generation with Parallel is not supported)`);
+    const q = ops.rope(splitHeads(qh, H), cos, sin);
+    let k = ops.rope(splitHeads(kh, Hkv), cos, sin);
+    let v = ops.contiguous(splitHeads(vh, Hkv));
     if (past) {
       k = ops.concat([past.k, k], 2);
       v = ops.concat([past.v, v], 2);
@@ -220,7 +229,9 @@ class LlamaMLP extends Module {
   }
   /** SwiGLU (Shazeer 2020, https://arxiv.org/abs/2002.05202): down(act(gate(x)) · up(x)). */
   forward(x: Tensor): Tensor {
-    return this.down.forward(ops.mul(this.act(this.gate.forward(x)), this.up.forward(x)));
+    // a Parallel LoRA on up_proj replicates the batch there only: the gate follows
+    const [g, u] = alignBatch(this.gate.forward(x), this.up.forward(x)) as [Tensor, Tensor];
+    return this.down.forward(ops.mul(this.act(g), u));
   }
 }
 
@@ -241,8 +252,10 @@ export class LlamaDecoderLayer extends Module {
   forward(h: Tensor, rot: { cos: Tensor; sin: Tensor }, keepKeys: Tensor | null, mask: Tensor | null,
     past: { k: Tensor; v: Tensor } | null): { h: Tensor; k: Tensor; v: Tensor } {
     const a = this.attn.forward(this.ln1.forward(h), rot, keepKeys, mask, past);
-    const h1 = this.attnSite.forward(a.out, h, null);
-    return { h: this.reftSite.apply(this.ffnSite.forward(this.mlp.forward(this.ln2.forward(h1)), h1, null), this.training), k: a.k, v: a.v };
+    // residuals follow a batch that a Parallel block replicated inside the sub-layer
+    const h1 = this.attnSite.forward(a.out, rowsTo(h, a.out.shape[0]!)!, null);
+    const f = this.mlp.forward(this.ln2.forward(h1));
+    return { h: this.reftSite.apply(this.ffnSite.forward(f, rowsTo(h1, f.shape[0]!)!, null), this.training), k: a.k, v: a.v };
   }
 }
 
@@ -284,6 +297,9 @@ export class LlamaModel extends Module {
   }
   numHeads(): number {
     return this.cfg.numHeads;
+  }
+  supportsParallel(): boolean {
+    return true;
   }
   /**
    * inputIds (B, T); attentionMask (B, P+T) over cached and new tokens; positionIds (B, T), default

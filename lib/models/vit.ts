@@ -16,7 +16,7 @@ import { Tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { scope } from '../scope.ts';
 import { ShapeError, ValueError } from '../errors.ts';
-import { type ForwardInput, type HFConfig, type ModelOutput, asFloat, bool, mergeHeads, num, splitHeads, str } from './common.ts';
+import { type ForwardInput, type HFConfig, type ModelOutput, alignBatch, asFloat, bool, mergeHeads, num, rowsTo, splitHeads, str } from './common.ts';
 
 export interface ViTConfig {
   hiddenSize: number;
@@ -157,12 +157,15 @@ export class ViTLayer extends Module {
   forward(h: Tensor): Tensor {
     const H = this.cfg.numHeads;
     const x = this.ln1.forward(h);
-    const q = splitHeads(this.q.forward(x), H), k = splitHeads(this.k.forward(x), H), v = splitHeads(this.v.forward(x), H);
-    const pre = this.prefixSite.kv(h.shape[0]!, this.training, x);
+    // Parallel adapter blocks may have replicated the batch in one projection: align q/k/v and the residuals
+    const [qh, kh, vh] = alignBatch(this.q.forward(x), this.k.forward(x), this.v.forward(x)) as [Tensor, Tensor, Tensor];
+    const q = splitHeads(qh, H), k = splitHeads(kh, H), v = splitHeads(vh, H);
+    const B = qh.shape[0]!;
+    const pre = this.prefixSite.kv(B, this.training, rowsTo(x, B)!);
     const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { prefixK: pre?.k, prefixV: pre?.v }));
-    const a = this.attnSite.forward(this.dropAttn.forward(this.o.forward(ctx)), h, null);
+    const a = this.attnSite.forward(this.dropAttn.forward(this.o.forward(ctx)), rowsTo(h, B)!, null);
     const f = this.down.forward(this.act(this.up.forward(this.ln2.forward(a))));
-    return this.reftSite.apply(this.ffnSite.forward(this.dropOut.forward(f), a, null), this.training);
+    return this.reftSite.apply(this.ffnSite.forward(this.dropOut.forward(f), rowsTo(a, f.shape[0]!)!, null), this.training);
   }
 }
 
@@ -174,6 +177,9 @@ export class ViTModel extends Module {
   }
   numHeads(): number {
     return this.cfg.numHeads;
+  }
+  supportsParallel(): boolean {
+    return true;
   }
   prefixPool(): PrefixTuningPool {
     return this.prefixes;

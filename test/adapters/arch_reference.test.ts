@@ -106,3 +106,39 @@ else for (const [arch, { cases, anchor, input }] of Object.entries(archs)) {
     });
   }
 }
+
+// Parallel: each branch of Parallel(a, b) equals that adapter alone, whose output the float64 references above pin
+// down; both the bottleneck replication (at a layer's first adapter site) and the LoRA one (inside a projection:
+// q/k/v, LLaMA's gate/up and the residuals are realigned) are covered, with padding and GQA on LLaMA.
+const parallelPairs: [string, string, string][] = [
+  ['llama', 'seq_bn', 'double_seq_bn_swish'], ['llama', 'lora_all', 'lora_leave_out'], ['llama', 'lora_leave_out', 'seq_bn'],
+  ['vit', 'lora_all', 'double_seq_bn_gelu'], ['vit', 'ia3_leave_out', 'lora_all'],
+  ['distilbert', 'double_seq_bn_leave_out', 'lora_all'], ['distilbert', 'lora_all', 'ia3'],
+];
+if (have)
+  for (const [arch, a, b] of parallelPairs)
+    test(`${arch}: Parallel(${a}, ${b}) equals each adapter alone, stacked along the batch`, async (t) => {
+      const { Parallel } = await import('../../lib/adapters/composition.ts');
+      const fixtures = path.join(root, `test/fixtures/${arch}_adapters`);
+      const inp = loadSafetensors(path.join(ref, `${arch}/base.safetensors`));
+      const m = AutoAdapterModel.fromPretrained(path.join(ref, `models/${arch}`)).eval();
+      m.loadAdapter(path.join(fixtures, a, 'a'), { loadAs: 'x' });
+      m.loadAdapter(path.join(fixtures, b, 'a'), { loadAs: 'y' });
+      const run = () => scope(() => {
+        const h = m.forward(archs[arch]!.input(inp)).lastHiddenState;
+        return { shape: h.shape, v: Array.from(h.toArray() as Float32Array) };
+      });
+      m.setActiveAdapters('x');
+      const hx = run();
+      m.setActiveAdapters('y');
+      const hy = run();
+      m.setActiveAdapters(new Parallel('x', 'y'));
+      const out = run();
+      t.deepEqual(out.shape, [2 * hx.shape[0]!, ...hx.shape.slice(1)]);
+      const want = [...hx.v, ...hy.v];
+      const d = Math.max(...out.v.map((v, i) => Math.abs(v - want[i]!)));
+      t.true(d < 1e-5, `max abs diff ${d}`);
+      // the branches really differ (a check that can fail)
+      t.true(Math.max(...hx.v.map((v, i) => Math.abs(v - hy.v[i]!))) > 1e-2);
+      m.dispose();
+    });
