@@ -19,7 +19,7 @@ import { Tensor, tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { scope } from '../scope.ts';
 import { ValueError } from '../errors.ts';
-import { type ForwardInput, type HFConfig, type ModelOutput, asIds, bool, keepMask, mergeHeads, num, splitHeads, str } from './common.ts';
+import { type ForwardInput, type HFConfig, type ModelOutput, alignBatch, asIds, bool, keepMask, mergeHeads, num, rowsTo, splitHeads, str } from './common.ts';
 import { type Seq2SeqCache, cachedCrossKV, cachedSelfKV, disposeSeq2SeqCache, newSeq2SeqCache, runDecoder, seq2seqCacheOf } from './seq2seq_generate.ts';
 
 export interface BartConfig {
@@ -82,9 +82,14 @@ class BartAttention extends Module {
   prefixSite: PrefixSite | null = null;
   /** softmax(q·kᵀ/√D)·v → out_proj; k/v already split into heads; prefix keys/values prepended when active. */
   attend(x: Tensor, k: Tensor, v: Tensor, keep: Tensor | null, causal: boolean): Tensor {
-    const q = splitHeads(this.q.forward(x), this.heads);
-    const pre = this.prefixSite?.kv(x.shape[0]!, this.training, x) ?? null;
-    const B = x.shape[0]!;
+    // a Parallel adapter block may have replicated the batch in one projection (or, for cross-attention, in the
+    // encoder): align q/k/v, the input and the mask
+    const [q, kk, vv] = alignBatch(splitHeads(this.q.forward(x), this.heads), k, v) as [Tensor, Tensor, Tensor];
+    k = kk; v = vv;
+    const B = q.shape[0]!;
+    x = rowsTo(x, B)!;
+    keep = rowsTo(keep, B);
+    const pre = this.prefixSite?.kv(B, this.training, x) ?? null;
     const keepAll = pre && keep ? ops.concat([ops.full([B, pre.k.shape[2]!], 1, { dtype: 'bool' }), keep], 1) : keep;
     return this.o.forward(mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: keepAll, isCausal: causal, prefixK: pre?.k, prefixV: pre?.v })));
   }
@@ -175,6 +180,11 @@ class BartStack extends Module {
   invertible: InvertibleAdapters | null = null;
   /** Hidden states as HF lists them: the normed embeddings, then every layer's output. */
   forward(ids: Tensor, ctx: StackContext, hidden: Tensor[] | null): Tensor {
+    // the decoder follows an encoder output that a Parallel block replicated (adjust_tensors_for_parallel)
+    if (ctx.enc && ctx.enc.shape[0]! > ids.shape[0]!) {
+      ids = rowsTo(ids, ctx.enc.shape[0]!)!;
+      ctx = { ...ctx, keep: rowsTo(ctx.keep, ids.shape[0]!) };
+    }
     const T = ids.shape[1]!;
     const past = ctx.cache?.length ?? 0;
     if (past + T > this.cfg.maxPositions)
@@ -246,6 +256,9 @@ export class BartModel extends Module {
   }
   invertibleAdapters(): InvertibleAdapters {
     return this.encoder.invertible!;
+  }
+  supportsParallel(): boolean {
+    return true;
   }
   numHeads(): number {
     return this.cfg.encoderHeads;

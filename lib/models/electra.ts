@@ -68,6 +68,9 @@ export class ElectraModel extends Module {
   numHeads(): number {
     return this.cfg.numHeads;
   }
+  supportsParallel(): boolean {
+    return true;
+  }
   prefixPool(): PrefixTuningPool {
     return this.prefixes;
   }

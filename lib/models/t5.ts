@@ -21,7 +21,7 @@ import { Tensor, tensor, type DType } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { scope } from '../scope.ts';
 import { ValueError } from '../errors.ts';
-import { type ForwardInput, type HFConfig, type ModelOutput, asIds, bool, keepMask, mergeHeads, num, splitHeads, str } from './common.ts';
+import { type ForwardInput, type HFConfig, type ModelOutput, alignBatch, asIds, bool, keepMask, mergeHeads, num, rowsTo, splitHeads, str } from './common.ts';
 import { type Seq2SeqCache, cachedCrossKV, cachedSelfKV, disposeSeq2SeqCache, newSeq2SeqCache, runDecoder, seq2seqCacheOf } from './seq2seq_generate.ts';
 
 export interface T5Config {
@@ -108,8 +108,13 @@ function finfoMin(dtype: DType): number {
  */
 function t5Attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | null, keep0: Tensor | null, causal: boolean,
   pre: { k: Tensor; v: Tensor } | null = null): Tensor {
-  // prefix tuning: prefix keys/values come first and are always attended (the bias already spans them)
+  // a Parallel adapter block may have replicated the batch in one projection (or, for cross-attention, in the
+  // encoder): align q/k/v, the mask and the prefixes
+  [q, k, v] = alignBatch(q, k, v) as [Tensor, Tensor, Tensor];
   const B0 = q.shape[0]!;
+  keep0 = rowsTo(keep0, B0);
+  if (pre) pre = { k: rowsTo(pre.k, B0)!, v: rowsTo(pre.v, B0)! };
+  // prefix tuning: prefix keys/values come first and are always attended (the bias already spans them)
   const keep = pre && keep0 ? ops.concat([ops.full([B0, pre.k.shape[2]!], 1, { dtype: 'bool' }), keep0], 1) : keep0;
   if (!bias?.requiresGrad)
     return ops.scaledDotProductAttention(q, k, v, { mask: bias, keyPaddingMask: keep, isCausal: causal, scale: 1, prefixK: pre?.k, prefixV: pre?.v });
@@ -184,7 +189,8 @@ class T5FF extends Module {
   }
   forward(h: Tensor): Tensor {
     const x = this.ln.forward(h);
-    const inner = this.wi ? this.act(this.wi.forward(x)) : ops.mul(this.act(this.wi0!.forward(x)), this.wi1!.forward(x));
+    // gated: a Parallel LoRA on wi_1 replicates the batch there only, the gate follows
+    const inner = this.wi ? this.act(this.wi.forward(x)) : ops.mul(...(alignBatch(this.act(this.wi0!.forward(x)), this.wi1!.forward(x)) as [Tensor, Tensor]));
     return this.site.forward(this.drop.forward(this.wo.forward(this.innerDrop.forward(inner))), h, null);
   }
 }
@@ -266,6 +272,11 @@ class T5Stack extends Module {
   invertible: InvertibleAdapters | null = null;
   /** Hidden states as HF lists them: the embeddings, blocks 0..n−2's outputs, the final normed output. */
   forward(ids: Tensor, ctx: Omit<StackContext, 'bias'>, hidden: Tensor[] | null): Tensor {
+    // the decoder follows an encoder output that a Parallel block replicated (adjust_tensors_for_parallel)
+    if (ctx.enc && ctx.enc.shape[0]! > ids.shape[0]!) {
+      ids = rowsTo(ids, ctx.enc.shape[0]!)!;
+      ctx = { ...ctx, keep: rowsTo(ctx.keep, ids.shape[0]!) };
+    }
     const T = ids.shape[1]!;
     const past = ctx.cache?.length ?? 0;
     const rel = this.blocks[0]?.selfAttn;
@@ -322,6 +333,9 @@ export class T5Model extends Module {
   }
   invertibleAdapters(): InvertibleAdapters {
     return this.encoder.invertible!;
+  }
+  supportsParallel(): boolean {
+    return true;
   }
   numHeads(): number {
     return this.cfg.numHeads;

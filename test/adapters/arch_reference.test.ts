@@ -114,6 +114,9 @@ const parallelPairs: [string, string, string][] = [
   ['llama', 'seq_bn', 'double_seq_bn_swish'], ['llama', 'lora_all', 'lora_leave_out'], ['llama', 'lora_leave_out', 'seq_bn'],
   ['vit', 'lora_all', 'double_seq_bn_gelu'], ['vit', 'ia3_leave_out', 'lora_all'],
   ['distilbert', 'double_seq_bn_leave_out', 'lora_all'], ['distilbert', 'lora_all', 'ia3'],
+  // encoder-decoder: the decoder input follows the batch the encoder replicated; cross-attention aligns to it
+  ['bart', 'seq_bn', 'lora_all'], ['bart', 'ia3', 'double_seq_bn_swish'],
+  ['t5', 'double_seq_bn_swish', 'lora_all'], ['t5', 'lora_all', 'ia3'],
 ];
 if (have)
   for (const [arch, a, b] of parallelPairs)

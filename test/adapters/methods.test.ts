@@ -331,6 +331,32 @@ for (const arch of ['t5', 'bart', 'gpt2', 'llama'])
     m.dispose();
   });
 
+// Parallel on every architecture of the invariant matrix: each branch equals its adapter alone (random adapter weights)
+for (const arch of Object.keys(tiny))
+  test(`${arch}: Parallel(a, b) equals each adapter alone`, async (t) => {
+    const { Parallel } = await import('../../lib/adapters/composition.ts');
+    const m = AutoAdapterModel.fromConfig(tiny[arch]!, { seed: 21 }).eval();
+    m.addAdapter('a', 'seq_bn');
+    // GPT-2's fused c_attn LoRA refuses compositions (as in Python): a second sequential bottleneck there. (Mixing
+    // seq_bn and par_bn in one block is not an identity: as in Python's bottleneck_layer_forward, the site applies the
+    // last adapter's post_forward to every branch.)
+    m.addAdapter('b', arch === 'gpt2' ? 'double_seq_bn' : 'lora[intermediate_lora=true]');
+    noGrad(() => { for (const [k, p] of m.namedParameters()) if (/\.(a|b)\./.test(k)) p.copy_(ops.add(p, ops.randn(p.shape, { std: 0.2, seed: k.length }))); });
+    const pixels = arch === 'vit' ? ops.randn([2, 3, 8, 8], { seed: 9 }) : null;
+    const input = pixels ? { pixelValues: pixels } : arch === 't5' || arch === 'bart'
+      ? { inputIds: [[1, 5, 7, 9], [4, 8, 2, 6]], decoderInputIds: [[0, 5, 7], [0, 8, 2]] } : { inputIds: [[1, 5, 7, 9], [4, 8, 2, 6]] };
+    const run = () => scope(() => Array.from(m.forward(input as never).lastHiddenState.toArray() as Float32Array));
+    m.setActiveAdapters('a');
+    const ha = run();
+    m.setActiveAdapters('b');
+    const hb = run();
+    m.setActiveAdapters(new Parallel('a', 'b'));
+    const got = run(), want = [...ha, ...hb];
+    t.is(got.length, want.length);
+    t.true(got.every((v, i) => Math.abs(v - want[i]!) < 1e-5), 'branches equal the adapters alone');
+    m.dispose();
+  });
+
 // The Python library silently adds nothing for prompt tuning on these; here it is a clear error and the model is untouched
 for (const arch of ['gpt2', 'llama', 't5', 'bart'])
   test(`${arch}: prompt tuning is refused with a clear error`, (t) => {
