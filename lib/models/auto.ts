@@ -21,7 +21,7 @@ import { generate as generateDecoder, type GenerateOptions } from './generate.ts
 import { generateSeq2seq } from './seq2seq_generate.ts';
 import { AdapterManager, formatSummary, type AdapterHostModel, type SummaryRow } from '../adapters/model.ts';
 import type { AdapterConfig, ConfigDict } from '../adapters/config.ts';
-import { BatchSplit, type Fuse, type Setup } from '../adapters/composition.ts';
+import { BatchSplit, CompositionBlock, Parallel, type Fuse, type Setup } from '../adapters/composition.ts';
 import type { FusionConfigDict } from '../adapters/methods/fusion.ts';
 
 export interface FromPretrainedOptions {
@@ -216,6 +216,11 @@ export class AdapterModel extends Module {
    * use generateSeq2seq (lib/models/seq2seq_generate.ts).
    */
   generate(inputIds: Tensor | number[][], opts: GenerateOptions): number[][] {
+    // a Parallel block multiplies the batch mid-forward; the decoding loops keep one sequence per prompt row
+    const hasParallel = (s: Setup | null): boolean =>
+      s instanceof Parallel || (s instanceof CompositionBlock && s.children.some((c) => hasParallel(c)));
+    if (hasParallel(this.adapters.ctx.setup))
+      throw new ValueError(`generate with a Parallel adapter setup (${String(this.adapters.ctx.setup)}) is not supported yet; activate one branch at a time`);
     // encoder–decoder models (T5, BART) generate decoder sequences from the encoded inputs
     if (this.spec.encoderDecoder) return generateSeq2seq(this as never, inputIds, opts as never);
     return generateDecoder(this, inputIds, opts);

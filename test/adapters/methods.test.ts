@@ -357,6 +357,22 @@ for (const arch of Object.keys(tiny))
     m.dispose();
   });
 
+test('generate refuses a Parallel setup with a clear error (also nested), and works again with one branch', async (t) => {
+  const { Parallel, Stack } = await import('../../lib/adapters/composition.ts');
+  for (const arch of ['gpt2', 't5']) {
+    const m = AutoAdapterModel.fromConfig(tiny[arch]!, { seed: 4 }).eval();
+    m.addAdapter('x', 'seq_bn');
+    m.addAdapter('y', 'seq_bn');
+    for (const setup of [new Parallel('x', 'y'), new Stack('x', new Parallel('x', 'y'))]) {
+      m.setActiveAdapters(setup);
+      t.throws(() => m.generate([[5, 6, 7]], { maxNewTokens: 2, eosTokenId: null } as never), { instanceOf: ValueError, message: /Parallel.*not supported/ });
+    }
+    m.setActiveAdapters('x');
+    t.is(m.generate([[5, 6, 7]], { maxNewTokens: 2, eosTokenId: null } as never)[0]!.length > 0, true);
+    m.dispose();
+  }
+});
+
 // The Python library silently adds nothing for prompt tuning on these; here it is a clear error and the model is untouched
 for (const arch of ['gpt2', 'llama', 't5', 'bart'])
   test(`${arch}: prompt tuning is refused with a clear error`, (t) => {
