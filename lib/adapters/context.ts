@@ -15,9 +15,12 @@ export class AdapterContext {
   parallelized = false;
   /** The batch size before replication. */
   originalBatch = -1;
-  beginForward(): void {
+  /** Fusion attention probabilities collected during this forward pass (outputAdapterFusionAttentions), or null. */
+  fusionAttentions: Record<string, Record<number, Record<string, import('../tensor.ts').Tensor>>> | null = null;
+  beginForward(collectFusionAttentions = false): void {
     this.parallelized = false;
     this.originalBatch = -1;
+    this.fusionAttentions = collectFusionAttentions ? {} : null;
   }
 
   /** Active adapter names in setup order. */

@@ -11,7 +11,7 @@ import { Embedding, LayerNorm, Linear, RMSNorm } from '../nn/layers.ts';
 import { Tensor, tensor, type DType } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { noGrad } from '../autograd/tape.ts';
-import { scope } from '../scope.ts';
+import { scope, trackInScope } from '../scope.ts';
 import { FormatError, IOError, ShapeError, ValueError } from '../errors.ts';
 import { readSafetensorsHeader, readTensor, type SafetensorsHeader } from '../io/safetensors.ts';
 import { loadTorchBin } from '../io/torch_bin.ts';
@@ -149,8 +149,19 @@ export class AdapterModel extends Module {
   /** Runs the base model; adds `logits` when the architecture has an LM head. */
   forward(input: ForwardInput): ModelOutput {
     if (input.adapterIds) return this.forwardMixed(input);
-    this.adapters.ctx.beginForward();
-    const out = this.base.forward(input);
+    const ctx = this.adapters.ctx;
+    ctx.beginForward(!!input.outputAdapterFusionAttentions);
+    let out: ModelOutput;
+    let fa: ModelOutput['adapterFusionAttentions'] | null = null;
+    try {
+      out = this.base.forward(input);
+    } finally {
+      // collected fusion attentions belong to the caller's scope, like the returned tensors (also on an error)
+      fa = ctx.fusionAttentions;
+      ctx.fusionAttentions = null;
+      if (fa) for (const byLayer of Object.values(fa)) for (const byLoc of Object.values(byLayer)) for (const t of Object.values(byLoc)) trackInScope(t);
+    }
+    if (fa) out.adapterFusionAttentions = fa;
     if (this.lmHeadKind) out.logits = this.lmLogits(out.lastHiddenState);
     return out;
   }

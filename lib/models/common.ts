@@ -69,6 +69,12 @@ export interface ModelOutput {
   logits?: Tensor;
   encoderLastHiddenState?: Tensor;
   pastKeyValues?: KVCache;
+  /**
+   * With `outputAdapterFusionAttentions`: the AdapterFusion attention probabilities (B, T, n_adapters), by fusion
+   * name ('a,b'), layer index and location ('mh_adapter' / 'output_adapter'), as the Python library's
+   * `adapter_fusion_attentions`. Detached; owned by the caller's scope like the other outputs.
+   */
+  adapterFusionAttentions?: Record<string, Record<number, Record<string, Tensor>>>;
 }
 
 /** Per-layer key/value cache for generation: (B, Hkv, T, D) each. */
@@ -86,6 +92,8 @@ export interface ForwardInput {
   decoderInputIds?: TensorLike;
   decoderAttentionMask?: TensorLike;
   outputHiddenStates?: boolean;
+  /** Return the AdapterFusion attention probabilities (ModelOutput.adapterFusionAttentions). */
+  outputAdapterFusionAttentions?: boolean;
   pastKeyValues?: KVCache | null;
   useCache?: boolean;
   /**

@@ -251,3 +251,40 @@ test('mixed-adapter batches: forward({adapterIds}) equals running each row with 
   t.throws(() => m.forward({ inputIds: rows, adapterIds: ['zz', null, null, null, null] }), { instanceOf: ValueError, message: /zz/ });
   m.dispose();
 });
+
+test('outputAdapterFusionAttentions: probabilities per fusion, layer and location, owned by the caller scope', (t) => {
+  const cfg = { model_type: 'bert', vocab_size: 30, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32,
+    hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 };
+  const m = AutoAdapterModel.fromConfig(cfg, { seed: 5 }).eval();
+  m.addAdapter('a', 'double_seq_bn');
+  m.addAdapter('b', 'double_seq_bn');
+  m.addAdapterFusion(['a', 'b'], 'dynamic');
+  m.setActiveAdapters(new Fuse('a', 'b'));
+  noGrad(() => { for (const [k, p] of m.namedParameters()) if (/\.(adapters\.(a|b)|adapter_fusion_layer\.a,b)\./.test(k)) p.copy_(ops.add(p, ops.randn(p.shape, { std: 0.3, seed: k.length }))); });
+  const ids = [[1, 2, 3, 4], [5, 6, 7, 8]];
+  const plain = scope(() => Array.from(m.forward({ inputIds: ids }).lastHiddenState.toArray() as Float32Array));
+  let held: Tensor[] = [];
+  scope(() => {
+    const out = m.forward({ inputIds: ids, outputAdapterFusionAttentions: true });
+    t.deepEqual(Array.from(out.lastHiddenState.toArray() as Float32Array), plain, 'collecting does not change the output');
+    const fa = out.adapterFusionAttentions!;
+    t.deepEqual(Object.keys(fa), ['a,b']);
+    t.deepEqual(Object.keys(fa['a,b']!).sort(), ['0', '1']);
+    for (const layer of [0, 1]) {
+      t.deepEqual(Object.keys(fa['a,b']![layer]!).sort(), ['mh_adapter', 'output_adapter']);
+      for (const p of Object.values(fa['a,b']![layer]!)) {
+        t.deepEqual(p.shape, [2, 4, 2]);
+        t.false(p.requiresGrad);
+        const v = p.toArray() as Float32Array;
+        for (let r = 0; r < v.length; r += 2) t.true(Math.abs(v[r]! + v[r + 1]! - 1) < 1e-5 && v[r]! > 0 && v[r]! < 1);
+      }
+    }
+    // the weights depend on the input (not a constant)
+    const v0 = fa['a,b']![0]!.output_adapter!.toArray() as Float32Array;
+    t.true(v0.some((x) => Math.abs(x - v0[0]!) > 1e-4));
+    held = Object.values(fa['a,b']!).flatMap((x) => Object.values(x));
+  });
+  t.true(held.length === 4 && held.every((x) => x.disposed), 'released with the caller scope');
+  t.is(scope(() => m.forward({ inputIds: ids }).adapterFusionAttentions), undefined);
+  m.dispose();
+});

@@ -16,6 +16,7 @@ import { LayerNorm, Linear, activation } from '../../nn/layers.ts';
 import { Tensor } from '../../tensor.ts';
 import * as ops from '../../ops/index.ts';
 import { noGrad } from '../../autograd/tape.ts';
+import { keep } from '../../scope.ts';
 import { ValueError } from '../../errors.ts';
 import type { BnConfig } from '../config.ts';
 import { PHMLinear } from './phm.ts';
@@ -220,7 +221,13 @@ export class BottleneckSite {
         const r = this.compose(c, { h: pre.h, input: st.input, last: st.last }, ln, true);
         return r.up!;
       });
-      return { h: fusion.forward(query, ups, pre.residual), input: st.input, last: lastName };
+      const store = this.ctx?.fusionAttentions;
+      const onProbs = store ? (probs: Tensor) => {
+        // detached and kept out of the model's inner scopes; AdapterModel.forward hands it to the caller's scope
+        const byLayer = (store[setup.name] ??= {});
+        (byLayer[this.layer] ??= {})[`${this.kind}_adapter`] = keep(probs.detach());
+      } : undefined;
+      return { h: fusion.forward(query, ups, pre.residual, onProbs), input: st.input, last: lastName };
     }
     if (setup instanceof Stack) return setup.children.reduce((acc, c) => this.compose(c, acc, ln, needUp), st);
     if (setup instanceof BatchSplit || setup instanceof Split) {

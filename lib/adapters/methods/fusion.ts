@@ -58,8 +58,11 @@ export class FusionLayer extends Module {
     this.T = cfg.temperature ? 50 : 1;
     this.reduction = this.T / 1000;
   }
-  /** query (B,T,H); ups: per adapter (B,T,H); residual (B,T,H) → (B,T,H) */
-  forward(query: Tensor, ups: Tensor[], residual: Tensor): Tensor {
+  /**
+   * query (B,T,H); ups: per adapter (B,T,H); residual (B,T,H) → (B,T,H). `onProbs` receives the attention
+   * probabilities (B,T,N) (the Python library's output_adapter_fusion_attentions).
+   */
+  forward(query: Tensor, ups: Tensor[], residual: Tensor, onProbs?: (probs: Tensor) => void): Tensor {
     let value = ops.stack(ups, 2);                                    // (B, T, N, H)
     if (this.cfg.residual_before) value = ops.add(value, ops.unsqueeze(residual, 2));
     const q = this.cfg.query ? (this.child('query') as Linear).forward(query) : query;
@@ -69,6 +72,7 @@ export class FusionLayer extends Module {
     const p = this.cfg.dropout_prob ?? 0;
     if (this.training && p > 0) scores = ops.dropout(scores, p);
     const probs = ops.softmax(this.T === 1 ? scores : ops.div(scores, this.T), -1);
+    onProbs?.(probs);
     this.T = Math.max(this.T - this.reduction, 1.0);
     let ctx = ops.squeeze(ops.matmul(ops.unsqueeze(probs, 2), vl), 2);                       // (B, T, H)
     if (this.cfg.value && !this.cfg.value_before_softmax) ctx = (this.child('value') as Linear).forward(ctx);
