@@ -227,11 +227,24 @@ export class AdapterModel extends Module {
    * use generateSeq2seq (lib/models/seq2seq_generate.ts).
    */
   generate(inputIds: Tensor | number[][], opts: GenerateOptions): number[][] {
-    // a Parallel block multiplies the batch mid-forward; the decoding loops keep one sequence per prompt row
+    // Parallel: one continuation per branch, branch-major like the Parallel forward's rows. Branches are
+    // independent (each equals its setup alone), so they decode one after another with the same options.
+    const ctx = this.adapters.ctx;
+    const setup = ctx.setup;
+    if (setup instanceof Parallel) {
+      try {
+        return setup.children.flatMap((branch) => {
+          ctx.setup = branch;
+          return this.generate(inputIds, opts);
+        });
+      } finally {
+        ctx.setup = setup;
+      }
+    }
     const hasParallel = (s: Setup | null): boolean =>
       s instanceof Parallel || (s instanceof CompositionBlock && s.children.some((c) => hasParallel(c)));
-    if (hasParallel(this.adapters.ctx.setup))
-      throw new ValueError(`generate with a Parallel adapter setup (${String(this.adapters.ctx.setup)}) is not supported yet; activate one branch at a time`);
+    if (hasParallel(setup))
+      throw new ValueError(`generate with a nested Parallel block (${String(setup)}) is not supported; make Parallel the outer block`);
     // encoder–decoder models (T5, BART) generate decoder sequences from the encoded inputs
     if (this.spec.encoderDecoder) return generateSeq2seq(this as never, inputIds, opts as never);
     return generateDecoder(this, inputIds, opts);

@@ -357,18 +357,24 @@ for (const arch of Object.keys(tiny))
     m.dispose();
   });
 
-test('generate refuses a Parallel setup with a clear error (also nested), and works again with one branch', async (t) => {
+test('generate with Parallel: one continuation per branch (branch-major); nested Parallel refused clearly', async (t) => {
   const { Parallel, Stack } = await import('../../lib/adapters/composition.ts');
-  for (const arch of ['gpt2', 't5']) {
+  for (const arch of ['gpt2', 'llama', 't5', 'bart']) {
     const m = AutoAdapterModel.fromConfig(tiny[arch]!, { seed: 4 }).eval();
     m.addAdapter('x', 'seq_bn');
     m.addAdapter('y', 'seq_bn');
-    for (const setup of [new Parallel('x', 'y'), new Stack('x', new Parallel('x', 'y'))]) {
-      m.setActiveAdapters(setup);
-      t.throws(() => m.generate([[5, 6, 7]], { maxNewTokens: 2, eosTokenId: null } as never), { instanceOf: ValueError, message: /Parallel.*not supported/ });
-    }
+    noGrad(() => { for (const [k, p] of m.namedParameters()) if (/\.(x|y)\./.test(k)) p.copy_(ops.add(p, ops.randn(p.shape, { std: 0.5, seed: k.length }))); });
+    const prompts = [[5, 6, 7], [8, 9, 10]];
+    const opts = { maxNewTokens: 4, eosTokenId: null } as never;
     m.setActiveAdapters('x');
-    t.is(m.generate([[5, 6, 7]], { maxNewTokens: 2, eosTokenId: null } as never)[0]!.length > 0, true);
+    const gx = m.generate(prompts, opts);
+    m.setActiveAdapters('y');
+    const gy = m.generate(prompts, opts);
+    m.setActiveAdapters(new Parallel('x', 'y'));
+    t.deepEqual(m.generate(prompts, opts), [...gx, ...gy]);
+    t.true(m.adapters.ctx.setup instanceof Parallel, 'the active setup is restored');
+    m.setActiveAdapters(new Stack('x', new Parallel('x', 'y')));
+    t.throws(() => m.generate(prompts, opts), { instanceOf: ValueError, message: /nested Parallel/ });
     m.dispose();
   }
 });
