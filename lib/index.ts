@@ -27,6 +27,7 @@ export { loadSafetensors, saveSafetensors, readSafetensorsHeader } from './io/sa
 export { loadTorchBin, readTorchBinBuffer } from './io/torch_bin.ts';
 export { Module } from './nn/module.ts';
 export { Linear, Embedding, LayerNorm, RMSNorm, Dropout } from './nn/layers.ts';
+export { AdamW, SGD, LrScheduler, lrLambda, hfParamGroups, type ParamGroup, type ScheduleKind } from './train/optim.ts';
 export * from './adapters/config.ts';
 export { Stack, Fuse, Split, BatchSplit, Parallel, Average, CompositionBlock, validateComposition, parseComposition, type Setup } from './adapters/composition.ts';
 

@@ -1,0 +1,151 @@
+/**
+ * Optimisers with PyTorch's update rules (torch.optim.AdamW / SGD), parameter groups with Hugging Face's
+ * `no_decay` split, and the `transformers` learning-rate schedules (get_*_schedule_with_warmup).
+ * Updates run under noGrad with per-step temporaries released at once; moment buffers are owned by the
+ * optimiser (dispose() frees them). Not yet a single native call over all parameters (issue 6).
+ */
+import type { Tensor } from '../tensor.ts';
+import * as ops from '../ops/index.ts';
+import { noGrad } from '../autograd/tape.ts';
+import { scope, keep } from '../scope.ts';
+import { ValueError } from '../errors.ts';
+import { LayerNorm, RMSNorm } from '../nn/layers.ts';
+import type { Module } from '../nn/module.ts';
+
+export interface ParamGroup {
+  params: Tensor[];
+  lr?: number;
+  weightDecay?: number;
+}
+
+/**
+ * Hugging Face Trainer's grouping: weight decay on every trainable parameter except biases and the weights of
+ * normalisation layers (LayerNorm / RMSNorm).
+ */
+export function hfParamGroups(model: Module, weightDecay: number): ParamGroup[] {
+  const noDecay = new Set<Tensor>();
+  for (const [, m] of model.namedModules())
+    if (m instanceof LayerNorm || m instanceof RMSNorm) for (const p of m.parameters()) noDecay.add(p);
+  const decay: Tensor[] = [], plain: Tensor[] = [];
+  for (const [name, p] of model.namedParameters()) {
+    if (!p.requiresGrad) continue;
+    (noDecay.has(p) || name.endsWith('bias') ? plain : decay).push(p);
+  }
+  return [{ params: decay, weightDecay }, { params: plain, weightDecay: 0 }];
+}
+
+abstract class Optimizer {
+  readonly groups: Required<ParamGroup>[];
+  protected readonly state = new Map<Tensor, Record<string, Tensor>>();
+  /** Number of step() calls so far. */
+  stepCount = 0;
+  constructor(params: Tensor[] | ParamGroup[], readonly defaults: { lr: number; weightDecay: number }) {
+    const groups = params.length && !('params' in (params[0] as object)) ? [{ params: params as Tensor[] }] : (params as ParamGroup[]);
+    this.groups = groups.map((g) => ({ params: g.params, lr: g.lr ?? defaults.lr, weightDecay: g.weightDecay ?? defaults.weightDecay }));
+    if (!(defaults.lr >= 0)) throw new ValueError(`learning rate must be >= 0, got ${defaults.lr}`);
+  }
+  /** Sets every group's learning rate (schedulers call this). */
+  setLr(lr: number): void {
+    for (const g of this.groups) g.lr = lr;
+  }
+  zeroGrad(): void {
+    for (const g of this.groups) for (const p of g.params) p.zeroGrad();
+  }
+  step(): void {
+    this.stepCount++;
+    noGrad(() => {
+      for (const g of this.groups)
+        for (const p of g.params) if (p.grad) scope(() => this.update(p, p.grad!, g));
+    });
+  }
+  protected buffer(p: Tensor, name: string, init: () => Tensor): Tensor {
+    let s = this.state.get(p);
+    if (!s) this.state.set(p, (s = {}));
+    return (s[name] ??= keep(init()));
+  }
+  protected abstract update(p: Tensor, g: Tensor, group: Required<ParamGroup>): void;
+  dispose(): void {
+    for (const s of this.state.values()) for (const t of Object.values(s)) t.dispose();
+    this.state.clear();
+  }
+}
+
+/** torch.optim.AdamW: decoupled weight decay, bias-corrected moments. */
+export class AdamW extends Optimizer {
+  readonly betas: [number, number];
+  readonly eps: number;
+  constructor(params: Tensor[] | ParamGroup[], opts: { lr?: number; betas?: [number, number]; eps?: number; weightDecay?: number } = {}) {
+    super(params, { lr: opts.lr ?? 1e-3, weightDecay: opts.weightDecay ?? 0.01 });
+    this.betas = opts.betas ?? [0.9, 0.999];
+    this.eps = opts.eps ?? 1e-8;
+  }
+  protected update(p: Tensor, g: Tensor, group: Required<ParamGroup>): void {
+    const [b1, b2] = this.betas, t = this.stepCount, lr = group.lr;
+    const m = this.buffer(p, 'exp_avg', () => ops.zerosLike(p));
+    const v = this.buffer(p, 'exp_avg_sq', () => ops.zerosLike(p));
+    if (group.weightDecay) p.copy_(ops.mul(p, 1 - lr * group.weightDecay));
+    m.copy_(ops.add(ops.mul(m, b1), ops.mul(g, 1 - b1)));
+    v.copy_(ops.add(ops.mul(v, b2), ops.mul(ops.mul(g, g), 1 - b2)));
+    const bc1 = 1 - b1 ** t, bc2 = 1 - b2 ** t;
+    const denom = ops.add(ops.div(ops.sqrt(v), Math.sqrt(bc2)), this.eps);
+    p.copy_(ops.sub(p, ops.mul(ops.div(m, denom), lr / bc1)));
+  }
+}
+
+/** torch.optim.SGD: L2 weight decay added to the gradient, momentum with dampening, optional Nesterov. */
+export class SGD extends Optimizer {
+  readonly momentum: number; readonly dampening: number; readonly nesterov: boolean;
+  constructor(params: Tensor[] | ParamGroup[], opts: { lr?: number; momentum?: number; dampening?: number; nesterov?: boolean; weightDecay?: number } = {}) {
+    super(params, { lr: opts.lr ?? 1e-3, weightDecay: opts.weightDecay ?? 0 });
+    this.momentum = opts.momentum ?? 0;
+    this.dampening = opts.dampening ?? 0;
+    this.nesterov = opts.nesterov ?? false;
+    if (this.nesterov && (this.momentum <= 0 || this.dampening !== 0)) throw new ValueError('Nesterov momentum requires a momentum and zero dampening');
+  }
+  protected update(p: Tensor, g0: Tensor, group: Required<ParamGroup>): void {
+    let g = group.weightDecay ? ops.add(g0, ops.mul(p, group.weightDecay)) : g0;
+    if (this.momentum) {
+      const fresh = !this.state.get(p)?.momentum_buffer;
+      const buf = this.buffer(p, 'momentum_buffer', () => ops.zerosLike(g).copy_(g));
+      if (!fresh) buf.copy_(ops.add(ops.mul(buf, this.momentum), ops.mul(g, 1 - this.dampening)));
+      g = this.nesterov ? ops.add(g, ops.mul(buf, this.momentum)) : buf;
+    }
+    p.copy_(ops.sub(p, ops.mul(g, group.lr)));
+  }
+}
+
+export type ScheduleKind = 'constant' | 'constant_with_warmup' | 'linear' | 'cosine' | 'polynomial';
+
+/** The multiplier of the base learning rate at `step` for the transformers schedule of that name. */
+export function lrLambda(kind: ScheduleKind, step: number, warmup: number, total: number,
+  opts: { numCycles?: number; power?: number; lrEnd?: number; lrInit?: number } = {}): number {
+  if (kind === 'constant') return 1;
+  if (step < warmup) return step / Math.max(1, warmup);
+  if (kind === 'constant_with_warmup') return 1;
+  if (kind === 'linear') return Math.max(0, (total - step) / Math.max(1, total - warmup));
+  const progress = (step - warmup) / Math.max(1, total - warmup);
+  if (kind === 'cosine') return Math.max(0, 0.5 * (1 + Math.cos(Math.PI * (opts.numCycles ?? 0.5) * 2 * progress)));
+  if (kind === 'polynomial') {
+    const lrInit = opts.lrInit ?? 1, lrEnd = opts.lrEnd ?? 1e-7, power = opts.power ?? 1;
+    if (lrInit <= lrEnd) throw new ValueError(`polynomial schedule: lr_end (${lrEnd}) must be smaller than the initial lr (${lrInit})`);
+    if (step > total) return lrEnd / lrInit;
+    return ((lrInit - lrEnd) * (1 - progress) ** power + lrEnd) / lrInit;
+  }
+  throw new ValueError(`unknown learning-rate schedule '${String(kind)}'`);
+}
+
+/** A LambdaLR-style scheduler: step() advances and sets the optimiser's lr = base · lrLambda(step). */
+export class LrScheduler {
+  private steps = 0;
+  constructor(readonly optimizer: { setLr(lr: number): void }, readonly baseLr: number, readonly kind: ScheduleKind,
+    readonly warmup = 0, readonly total = 0, readonly opts: { numCycles?: number; power?: number; lrEnd?: number } = {}) {
+    optimizer.setLr(this.lr);
+  }
+  get lr(): number {
+    return this.baseLr * lrLambda(this.kind, this.steps, this.warmup, this.total, { ...this.opts, lrInit: this.baseLr });
+  }
+  step(): void {
+    this.steps++;
+    this.optimizer.setLr(this.lr);
+  }
+}

@@ -1,0 +1,80 @@
+// Optimisers and schedules against PyTorch trajectories (test/reference/gen_optim.py → test/fixtures/optim).
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { AdamW, SGD, LrScheduler, lrLambda, hfParamGroups, AutoAdapterModel, tensor, ValueError, type Tensor } from '../../lib/index.ts';
+
+const ref = JSON.parse(fs.readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/optim/optim.json'), 'utf8'));
+
+function trajectory(make: (ps: Tensor[]) => { step(): void; zeroGrad(): void; dispose(): void; setLr(lr: number): void }, lrAt?: (k: number) => number): number[][] {
+  const p = tensor(Float32Array.from(ref.params0 as number[]), [7]).requiresGrad_(true);
+  const opt = make([p]);
+  const out: number[][] = [];
+  (ref.grads as number[][]).forEach((g, k) => {
+    if (lrAt) opt.setLr(lrAt(k));
+    opt.zeroGrad();
+    p.grad = tensor(Float32Array.from(g), [7]);
+    opt.step();
+    out.push(Array.from(p.toArray() as Float32Array));
+  });
+  opt.dispose();
+  p.dispose();
+  return out;
+}
+function close(t: import('ava').ExecutionContext, got: number[][], want: number[][], label: string) {
+  const d = Math.max(...got.flatMap((r, i) => r.map((v, j) => Math.abs(v - want[i]![j]!))));
+  t.true(d < 2e-5, `${label}: max abs diff ${d}`);
+}
+
+test('AdamW matches torch.optim.AdamW (weight decay, betas, eps, bias correction)', (t) => {
+  close(t, trajectory((ps) => new AdamW(ps, { lr: 0.05, betas: [0.8, 0.95], eps: 1e-6, weightDecay: 0.1 })), ref.adamw, 'adamw');
+  close(t, trajectory((ps) => new AdamW(ps, { lr: 0.05, weightDecay: 0 })), ref.adamw_nowd, 'adamw no wd');
+});
+
+test('SGD matches torch.optim.SGD (momentum, dampening, weight decay, Nesterov)', (t) => {
+  close(t, trajectory((ps) => new SGD(ps, { lr: 0.1, momentum: 0.9, dampening: 0.1, weightDecay: 0.01 })), ref.sgd_momentum, 'sgd momentum');
+  close(t, trajectory((ps) => new SGD(ps, { lr: 0.1, momentum: 0.9, nesterov: true })), ref.sgd_nesterov, 'sgd nesterov');
+  close(t, trajectory((ps) => new SGD(ps, { lr: 0.1 })), ref.sgd_plain, 'sgd');
+  t.throws(() => new SGD([], { lr: 0.1, nesterov: true }), { instanceOf: ValueError, message: /Nesterov/ });
+});
+
+test('schedules match the transformers formulas; LrScheduler drives AdamW like LambdaLR', (t) => {
+  for (const kind of ['linear', 'cosine', 'polynomial'] as const) {
+    const got = Array.from({ length: 9 }, (_, s) => lrLambda(kind, s, 2, 6, kind === 'polynomial' ? { lrInit: 0.1, lrEnd: 1e-3, power: 2 } : {}));
+    const want = ref.schedules[kind] as number[];
+    t.true(got.every((v, i) => Math.abs(v - want[i]!) < 1e-12), `${kind}: ${got} vs ${want}`);
+  }
+  t.is(lrLambda('constant', 0, 2, 6), 1);
+  t.is(lrLambda('constant_with_warmup', 1, 2, 6), 0.5);
+  // LambdaLR: the lr used at step k is base · lambda(k); the scheduler steps after the optimiser
+  const p = tensor(Float32Array.from(ref.params0 as number[]), [7]).requiresGrad_(true);
+  const opt = new AdamW([p], { lr: 0.05 });
+  const sched = new LrScheduler(opt, 0.05, 'linear', 2, 6);
+  const out: number[][] = [];
+  for (const g of ref.grads as number[][]) {
+    p.grad = tensor(Float32Array.from(g), [7]);
+    opt.step();
+    sched.step();
+    out.push(Array.from(p.toArray() as Float32Array));
+  }
+  close(t, out, ref.adamw_linear, 'adamw + linear schedule');
+  opt.dispose();
+});
+
+test('hfParamGroups: no weight decay on biases and normalisation weights, frozen parameters left out', (t) => {
+  const m = AutoAdapterModel.fromConfig({ model_type: 'bert', vocab_size: 30, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32 }, { seed: 1 });
+  m.addAdapter('a', 'seq_bn');
+  m.trainAdapter('a');
+  const [decay, plain] = hfParamGroups(m, 0.01);
+  const name = new Map(m.namedParameters().map(([k, p]) => [p, k]));
+  t.true(decay!.params.length > 0 && decay!.params.every((p) => name.get(p)!.endsWith('weight') && p.requiresGrad));
+  t.true(plain!.params.every((p) => name.get(p)!.endsWith('bias') || /LayerNorm/.test(name.get(p)!)));
+  t.is(decay!.params.length + plain!.params.length, m.namedParameters().filter(([, p]) => p.requiresGrad).length);
+  t.is(decay!.weightDecay, 0.01);
+  t.is(plain!.weightDecay, 0);
+  m.freezeModel(false);
+  const all = hfParamGroups(m, 0.01);
+  t.true(all[1]!.params.some((p) => /LayerNorm\.weight$/.test(name.get(p)!)), 'LayerNorm weights are in the no-decay group');
+  m.dispose();
+});
