@@ -19,7 +19,7 @@ import { fusionConfig, type FusionConfigDict } from './methods/fusion.ts';
 import { SharedParameters } from './methods/phm.ts';
 import { AdapterContext, type AdaptableModel, type LayerSites } from './context.ts';
 import { LoRAHost, mergeInto, unmerge } from './methods/lora.ts';
-import { readSafetensorsHeader, readTensor, saveSafetensors } from '../io/safetensors.ts';
+import { loadSafetensors, saveSafetensors } from '../io/safetensors.ts';
 import * as ops from '../ops/index.ts';
 import type { DType } from '../tensor.ts';
 import { PrefixTuning } from './methods/prefix_tuning.ts';
@@ -529,17 +529,7 @@ export class AdapterManager {
     }
     if (!Array.isArray(meta.adapter_names) || !meta.config) throw new FormatError(`${cfgFile}: missing adapter_names or config`);
     const name = this.addFusion(new Fuse(...meta.adapter_names, { name: meta.name }), meta.config, { overwriteOk: true });
-    const st = path.join(dir, 'model_adapter_fusion.safetensors'), bin = path.join(dir, 'pytorch_model_adapter_fusion.bin');
-    let weights: Map<string, Tensor>;
-    let file: string;
-    if (fs.existsSync(st)) {
-      file = st;
-      const h = readSafetensorsHeader(st);
-      weights = new Map([...h.entries.keys()].map((k) => [k, readTensor(h, k)]));
-    } else if (fs.existsSync(bin)) {
-      file = bin;
-      weights = loadTorchBin(bin);
-    } else throw new IOError(`${dir}: no model_adapter_fusion.safetensors or pytorch_model_adapter_fusion.bin`);
+    const { weights, file } = readWeightFile(dir, 'model_adapter_fusion.safetensors', 'pytorch_model_adapter_fusion.bin');
     try {
       const own = new Map(this.fusionParams(name));
       const prefix = `${this.model.spec.prefix}.`;
@@ -655,17 +645,7 @@ export class AdapterManager {
       cfg = want instanceof ConfigUnion ? want : new (want.constructor as new (o: ConfigDict) => AdapterConfig)(stripArch(meta.config));
     }
     cfg = applyVersionCompat(cfg, meta.version);
-    const st = path.join(dir, 'adapter.safetensors'), bin = path.join(dir, 'pytorch_adapter.bin');
-    let weights: Map<string, Tensor>;
-    let file: string;
-    if (fs.existsSync(st)) {
-      file = st;
-      const h = readSafetensorsHeader(st);
-      weights = new Map([...h.entries.keys()].map((k) => [k, readTensor(h, k)]));
-    } else if (fs.existsSync(bin)) {
-      file = bin;
-      weights = loadTorchBin(bin);
-    } else throw new IOError(`${dir}: no adapter.safetensors or pytorch_adapter.bin`);
+    const { weights, file } = readWeightFile(dir, 'adapter.safetensors', 'pytorch_adapter.bin');
     try {
       this.add(name, cfg, { overwriteOk: false });
       const own = new Map(this.params(name));
@@ -868,4 +848,12 @@ export function formatSummary(rows: SummaryRow[]): string {
   const line = '-'.repeat(w.reduce((a, b) => a + b + 2, 0));
   const fmt = (cells: string[]) => cells.map((c, i) => (i === 0 || i === 1 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join('  ');
   return [line, fmt(header), line, ...body.slice(0, -1).map(fmt), line, fmt(body[body.length - 1]!), line].join('\n');
+}
+
+/** The weights of a saved folder: the safetensors file when present, else the PyTorch .bin (as the Python library). */
+function readWeightFile(dir: string, stName: string, binName: string): { weights: Map<string, Tensor>; file: string } {
+  const st = path.join(dir, stName), bin = path.join(dir, binName);
+  if (fs.existsSync(st)) return { weights: loadSafetensors(st), file: st };
+  if (fs.existsSync(bin)) return { weights: loadTorchBin(bin), file: bin };
+  throw new IOError(`${dir}: no ${stName} or ${binName}`);
 }

@@ -11,7 +11,7 @@ import { Module } from '../nn/module.ts';
 import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
 import { ReftSite } from '../adapters/methods/reft.ts';
 import { InvertibleAdapters } from '../adapters/methods/invertible.ts';
-import { PrefixSite, PrefixTuningPool } from '../adapters/methods/prefix_tuning.ts';
+import { PrefixSite, PrefixTuningPool, seq2seqPrefixLocations } from '../adapters/methods/prefix_tuning.ts';
 import type { PrefixTuningConfig } from '../adapters/config.ts';
 import type { LayerSites } from '../adapters/context.ts';
 import { Dropout, Embedding, LayerNorm, Linear, activation } from '../nn/layers.ts';
@@ -264,11 +264,7 @@ export class BartModel extends Module {
     return this.cfg.encoderHeads;
   }
   prefixLocations(c: PrefixTuningConfig): { key: string; nLayers: number }[] {
-    return [
-      ...(c.get('encoder_prefix') ? [{ key: 'encoder_prefix', nLayers: this.cfg.encoderLayers }] : []),
-      { key: 'self_prefix', nLayers: this.cfg.decoderLayers },
-      ...(c.get('cross_prefix') ? [{ key: 'cross_prefix', nLayers: this.cfg.decoderLayers }] : []),
-    ];
+    return seq2seqPrefixLocations(c, this.cfg.encoderLayers, this.cfg.decoderLayers);
   }
   /** BART's LM head uses the decoder output as is. */
   get lmScale(): number {

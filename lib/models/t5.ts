@@ -13,7 +13,7 @@ import { Module } from '../nn/module.ts';
 import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
 import { ReftSite } from '../adapters/methods/reft.ts';
 import { InvertibleAdapters } from '../adapters/methods/invertible.ts';
-import { PrefixSite, PrefixTuningPool } from '../adapters/methods/prefix_tuning.ts';
+import { PrefixSite, PrefixTuningPool, seq2seqPrefixLocations } from '../adapters/methods/prefix_tuning.ts';
 import type { PrefixTuningConfig } from '../adapters/config.ts';
 import type { LayerSites } from '../adapters/context.ts';
 import { Dropout, Embedding, Linear, RMSNorm, activation } from '../nn/layers.ts';
@@ -341,11 +341,7 @@ export class T5Model extends Module {
     return this.cfg.numHeads;
   }
   prefixLocations(c: PrefixTuningConfig): { key: string; nLayers: number }[] {
-    return [
-      ...(c.get('encoder_prefix') ? [{ key: 'encoder_prefix', nLayers: this.cfg.numLayers }] : []),
-      { key: 'self_prefix', nLayers: this.cfg.numDecoderLayers },
-      ...(c.get('cross_prefix') ? [{ key: 'cross_prefix', nLayers: this.cfg.numDecoderLayers }] : []),
-    ];
+    return seq2seqPrefixLocations(c, this.cfg.numLayers, this.cfg.numDecoderLayers);
   }
   inputEmbeddings(): Tensor {
     return this.shared.weight;

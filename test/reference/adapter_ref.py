@@ -55,6 +55,9 @@ def act(name, x):
 LORA_KEYS = {'alpha': 8, 'architecture': 'lora', 'attn_matrices': ['q', 'v'], 'composition_mode': 'add', 'dropout': 0.0,
              'dtype': None, 'init_weights': 'lora', 'intermediate_lora': False, 'leave_out': [], 'output_lora': False,
              'r': 8, 'selfattn_lora': True, 'use_gating': False}
+# the LoRA and (IA)^3 variants every architecture's script generates
+LORA_ALL = dict(LORA_KEYS, attn_matrices=['q', 'k', 'v'], intermediate_lora=True, output_lora=True, r=4, alpha=8)
+IA3_KEYS = dict(LORA_KEYS, alpha=1, attn_matrices=['k', 'v'], composition_mode='scale', init_weights='ia3', intermediate_lora=True, r=1)
 BN_KEYS = json.load(open(os.path.join(REF, 'bert', 'seq_bn', 'a', 'adapter_config.json')))['config']
 
 
@@ -183,3 +186,20 @@ def write_case(out_dir, name, adapter, h, meta):
     exp = {'last_hidden_state': h, 'loss': loss.reshape(1)}
     exp.update({f'grad/{k}': v.grad for k, v in sorted(adapter.params.items())})
     save_st(os.path.join(out_dir, name, 'expected.safetensors'), exp)
+
+
+def run_cases(out_dir, model_class, model_type, hidden, forward, base_pairs, cases):
+    """Check the from-scratch base model against transformers' outputs (`base_pairs`: (ours, theirs)), then write
+    every case: `forward(adapter)` gives the compared output (the decoder's for encoder-decoders); cases yield
+    (name, config, params) with params a dict or (params, aliases)."""
+    err = max((ours - theirs.to(D)).abs().max().item() for ours, theirs in base_pairs)
+    assert err < 1e-5, f'base {model_class} disagrees with transformers: {err}'
+    print(f'base model vs transformers: max abs diff {err:.2e}')
+    plain = base_pairs[-1][0]
+    meta = {'hidden_size': hidden, 'model_class': model_class, 'model_type': model_type}
+    for name, config, params in cases:
+        params, aliases = params if isinstance(params, tuple) else (params, {})
+        ad = Adapter(config, params, aliases)
+        h = forward(ad)
+        write_case(out_dir, name, ad, h, meta)
+        print(f'{name}: {len(params)} tensors, |h - base| max {(h - plain).abs().max().item():.3f}')

@@ -15,7 +15,7 @@ import os
 
 import torch
 
-from adapter_ref import BN_KEYS, D, LORA_KEYS, REF, ROOT, Adapter, bn_params, load_st, lora_params, write_case
+from adapter_ref import BN_KEYS, D, IA3_KEYS, LORA_ALL, REF, ROOT, bn_params, load_st, lora_params, run_cases
 
 OUT = os.path.join(ROOT, 'test', 'fixtures', 'roberta_adapters')
 cfg = json.load(open(os.path.join(REF, 'models', 'roberta', 'config.json')))
@@ -69,10 +69,8 @@ def targets(i, c):
 
 def cases():
     g = torch.Generator().manual_seed(4747)
-    lora_all = dict(LORA_KEYS, attn_matrices=['q', 'k', 'v'], intermediate_lora=True, output_lora=True, r=4, alpha=8)
-    yield 'lora_all', lora_all, lora_params(lora_all, g, L, targets)
-    ia3 = dict(LORA_KEYS, alpha=1, attn_matrices=['k', 'v'], composition_mode='scale', init_weights='ia3',
-               intermediate_lora=True, r=1)
+    yield 'lora_all', LORA_ALL, lora_params(LORA_ALL, g, L, targets)
+    ia3 = dict(IA3_KEYS)
     yield 'ia3', ia3, lora_params(ia3, g, L, targets, ia3=True)
     sites = (lambda i: f'encoder.layer.{i}.attention.output', lambda i: f'encoder.layer.{i}.output')
     double = dict(BN_KEYS, mh_adapter=True, reduction_factor=8, non_linearity='swish', scaling=0.5)
@@ -81,16 +79,7 @@ def cases():
 
 def main():
     ids, mask = base['input_ids'], base['attention_mask']
-    got = forward(ids, mask, None)
-    err = (got - base['last_hidden_state'].to(D)).abs().max().item()
-    assert err < 1e-5, f'base RobertaModel disagrees with transformers: {err}'
-    print(f'base model vs transformers: max abs diff {err:.2e}')
-    meta = {'hidden_size': H, 'model_class': 'RobertaModel', 'model_type': 'roberta'}
-    for name, config, params in cases():
-        ad = Adapter(config, params)
-        h = forward(ids, mask, ad)
-        write_case(OUT, name, ad, h, meta)
-        print(f'{name}: {len(params)} tensors, |h - base| max {(h - got).abs().max().item():.3f}')
+    run_cases(OUT, 'RobertaModel', 'roberta', H, lambda ad: forward(ids, mask, ad), [(forward(ids, mask, None), base['last_hidden_state'])], cases())
 
 
 if __name__ == '__main__':

@@ -15,8 +15,8 @@ import os
 
 import torch
 
-from adapter_ref import (BN_KEYS, D, LORA_KEYS, PREFIX_KEYS, REF, ROOT, Adapter, bn_params, load_st, lora_params,
-                          prefix_kv, seq2seq_prefix_pools, write_case)
+from adapter_ref import (BN_KEYS, D, IA3_KEYS, LORA_ALL, PREFIX_KEYS, REF, ROOT, bn_params, load_st, lora_params,
+                         prefix_kv, run_cases, seq2seq_prefix_pools)
 
 OUT = os.path.join(ROOT, 'test', 'fixtures', 't5_adapters')
 cfg = json.load(open(os.path.join(REF, 'models', 't5', 'config.json')))
@@ -133,10 +133,8 @@ def targets(i, c):
 
 def cases():
     g = torch.Generator().manual_seed(4646)
-    lora_all = dict(LORA_KEYS, attn_matrices=['q', 'k', 'v'], intermediate_lora=True, output_lora=True, r=4, alpha=8)
-    yield 'lora_all', lora_all, lora_params(lora_all, g, E + DL, targets)
-    ia3 = dict(LORA_KEYS, alpha=1, attn_matrices=['k', 'v'], composition_mode='scale', init_weights='ia3',
-               intermediate_lora=True, r=1)
+    yield 'lora_all', LORA_ALL, lora_params(LORA_ALL, g, E + DL, targets)
+    ia3 = dict(IA3_KEYS)
     yield 'ia3', ia3, lora_params(ia3, g, E + DL, targets, ia3=True)
     sites = (lambda i: f'{block(i)[0]}.layer.0', lambda i: f'{block(i)[0]}.layer.{block(i)[1]}')
     double = dict(BN_KEYS, mh_adapter=True, reduction_factor=8, non_linearity='swish', scaling=0.5)
@@ -147,17 +145,7 @@ def cases():
 def main():
     ids, mask, dec = base['input_ids'], base['attention_mask'], base['decoder_input_ids']
     enc, got = forward(ids, mask, dec, None)
-    err = max((enc - base['encoder_last_hidden_state'].to(D)).abs().max().item(),
-              (got - base['last_hidden_state'].to(D)).abs().max().item())
-    assert err < 1e-5, f'base T5Model disagrees with transformers: {err}'
-    print(f'base model vs transformers: max abs diff {err:.2e}')
-    meta = {'hidden_size': H, 'model_class': 'T5Model', 'model_type': 't5'}
-    for name, config, params in cases():
-        params, aliases = params if isinstance(params, tuple) else (params, {})
-        ad = Adapter(config, params, aliases)
-        h = forward(ids, mask, dec, ad)[1]
-        write_case(OUT, name, ad, h, meta)
-        print(f'{name}: {len(params)} tensors, |h - base| max {(h - got).abs().max().item():.3f}')
+    run_cases(OUT, 'T5Model', 't5', H, lambda ad: forward(ids, mask, dec, ad)[1], [(enc, base['encoder_last_hidden_state']), (got, base['last_hidden_state'])], cases())
 
 
 if __name__ == '__main__':

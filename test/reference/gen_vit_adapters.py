@@ -15,7 +15,7 @@ import os
 
 import torch
 
-from adapter_ref import BN_KEYS, D, LORA_KEYS, REF, ROOT, Adapter, bn_params, load_st, lora_params, write_case
+from adapter_ref import BN_KEYS, D, IA3_KEYS, LORA_ALL, REF, ROOT, bn_params, load_st, lora_params, run_cases
 
 OUT = os.path.join(ROOT, 'test', 'fixtures', 'vit_adapters')
 cfg = json.load(open(os.path.join(REF, 'models', 'vit', 'config.json')))
@@ -67,10 +67,8 @@ def targets(i, c):
 
 def cases():
     g = torch.Generator().manual_seed(4343)
-    lora_all = dict(LORA_KEYS, attn_matrices=['q', 'k', 'v'], intermediate_lora=True, output_lora=True, r=4, alpha=8)
-    yield 'lora_all', lora_all, lora_params(lora_all, g, L, targets)
-    ia3 = dict(LORA_KEYS, alpha=1, attn_matrices=['k', 'v'], composition_mode='scale', init_weights='ia3',
-               intermediate_lora=True, r=1, leave_out=[1])
+    yield 'lora_all', LORA_ALL, lora_params(LORA_ALL, g, L, targets)
+    ia3 = dict(IA3_KEYS, leave_out=[1])
     yield 'ia3_leave_out', ia3, lora_params(ia3, g, L, targets, ia3=True)
     sites = (lambda i: f'encoder.layer.{i}.attention_adapters', lambda i: f'encoder.layer.{i}.output.output_adapters')
     double = dict(BN_KEYS, mh_adapter=True, reduction_factor=8, non_linearity='gelu', scaling=2.0)
@@ -79,16 +77,7 @@ def cases():
 
 def main():
     pixels = base['pixel_values'].to(D)
-    got = forward(pixels, None)
-    err = (got - base['last_hidden_state'].to(D)).abs().max().item()
-    assert err < 1e-5, f'base ViTModel disagrees with transformers: {err}'
-    print(f'base model vs transformers: max abs diff {err:.2e}')
-    meta = {'hidden_size': H, 'model_class': 'ViTModel', 'model_type': 'vit'}
-    for name, config, params in cases():
-        ad = Adapter(config, params)
-        h = forward(pixels, ad)
-        write_case(OUT, name, ad, h, meta)
-        print(f'{name}: {len(params)} tensors, |h - base| max {(h - got).abs().max().item():.3f}')
+    run_cases(OUT, 'ViTModel', 'vit', H, lambda ad: forward(pixels, ad), [(forward(pixels, None), base['last_hidden_state'])], cases())
 
 
 if __name__ == '__main__':

@@ -184,3 +184,15 @@ export class PrefixSite {
 export function checkPrefixConfig(cfg: PrefixTuningConfig): void {
   if (!(cfg.get('prefix_length') as number > 0)) throw new ValueError('prefix_length must be positive');
 }
+
+/**
+ * The pools of an encoder-decoder model: `encoder_prefix` (encoder self-attention), `self_prefix` (decoder
+ * self-attention) and `cross_prefix` (decoder cross-attention), the first and last as the config enables them.
+ */
+export function seq2seqPrefixLocations(c: PrefixTuningConfig, encLayers: number, decLayers: number): { key: string; nLayers: number }[] {
+  return [
+    ...(c.get('encoder_prefix') ? [{ key: 'encoder_prefix', nLayers: encLayers }] : []),
+    { key: 'self_prefix', nLayers: decLayers },
+    ...(c.get('cross_prefix') ? [{ key: 'cross_prefix', nLayers: decLayers }] : []),
+  ];
+}
