@@ -187,7 +187,7 @@ class LlamaAttention extends Module {
     // per-row rotary tables (explicit positionIds) follow the replicated batch too
     const cos = rot.cos.ndim === 3 ? rowsTo(rot.cos, Bq)! : rot.cos, sin = rot.sin.ndim === 3 ? rowsTo(rot.sin, Bq)! : rot.sin;
     if (past && past.k.shape[0] !== Bq)
-      throw new ShapeError(`${this.cfg.modelType}: cached keys have batch ${past.k.shape[0]} but this step has ${Bq} rows (a Parallel block replicated the batch; generation with Parallel is not supported)`);
+      throw new ShapeError(`${this.cfg.modelType}: cached keys have batch ${past.k.shape[0]} but this step has ${Bq} rows (a Parallel block replicated the batch: generate decodes Parallel branches one at a time)`);
     const q = ops.rope(splitHeads(qh, H), cos, sin);
     let k = ops.rope(splitHeads(kh, Hkv), cos, sin);
     let v = ops.contiguous(splitHeads(vh, Hkv));
@@ -252,10 +252,9 @@ export class LlamaDecoderLayer extends Module {
   forward(h: Tensor, rot: { cos: Tensor; sin: Tensor }, keepKeys: Tensor | null, mask: Tensor | null,
     past: { k: Tensor; v: Tensor } | null): { h: Tensor; k: Tensor; v: Tensor } {
     const a = this.attn.forward(this.ln1.forward(h), rot, keepKeys, mask, past);
-    // residuals follow a batch that a Parallel block replicated inside the sub-layer
-    const h1 = this.attnSite.forward(a.out, rowsTo(h, a.out.shape[0]!)!, null);
-    const f = this.mlp.forward(this.ln2.forward(h1));
-    return { h: this.reftSite.apply(this.ffnSite.forward(f, rowsTo(h1, f.shape[0]!)!, null), this.training), k: a.k, v: a.v };
+    // (the bottleneck sites align a residual that lags behind a batch a Parallel block replicated)
+    const h1 = this.attnSite.forward(a.out, h, null);
+    return { h: this.reftSite.apply(this.ffnSite.forward(this.mlp.forward(this.ln2.forward(h1)), h1, null), this.training), k: a.k, v: a.v };
   }
 }
 

@@ -157,15 +157,16 @@ export class ViTLayer extends Module {
   forward(h: Tensor): Tensor {
     const H = this.cfg.numHeads;
     const x = this.ln1.forward(h);
-    // Parallel adapter blocks may have replicated the batch in one projection: align q/k/v and the residuals
+    // Parallel adapter blocks may have replicated the batch in one projection: align q/k/v (the bottleneck sites
+    // align the residuals themselves)
     const [qh, kh, vh] = alignBatch(this.q.forward(x), this.k.forward(x), this.v.forward(x)) as [Tensor, Tensor, Tensor];
     const q = splitHeads(qh, H), k = splitHeads(kh, H), v = splitHeads(vh, H);
     const B = qh.shape[0]!;
     const pre = this.prefixSite.kv(B, this.training, rowsTo(x, B)!);
     const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { prefixK: pre?.k, prefixV: pre?.v }));
-    const a = this.attnSite.forward(this.dropAttn.forward(this.o.forward(ctx)), rowsTo(h, B)!, null);
+    const a = this.attnSite.forward(this.dropAttn.forward(this.o.forward(ctx)), h, null);
     const f = this.down.forward(this.act(this.up.forward(this.ln2.forward(a))));
-    return this.reftSite.apply(this.ffnSite.forward(this.dropOut.forward(f), rowsTo(a, f.shape[0]!)!, null), this.training);
+    return this.reftSite.apply(this.ffnSite.forward(this.dropOut.forward(f), a, null), this.training);
   }
 }
 
