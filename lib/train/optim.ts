@@ -44,7 +44,7 @@ abstract class Optimizer {
     this.groups = groups.map((g) => ({ params: g.params, lr: g.lr ?? defaults.lr, weightDecay: g.weightDecay ?? defaults.weightDecay }));
     if (!(defaults.lr >= 0)) throw new ValueError(`learning rate must be >= 0, got ${defaults.lr}`);
   }
-  /** Sets every group's learning rate (schedulers call this). */
+  /** Sets every group's learning rate. */
   setLr(lr: number): void {
     for (const g of this.groups) g.lr = lr;
   }
@@ -134,18 +134,30 @@ export function lrLambda(kind: ScheduleKind, step: number, warmup: number, total
   throw new ValueError(`unknown learning-rate schedule '${String(kind)}'`);
 }
 
-/** A LambdaLR-style scheduler: step() advances and sets the optimiser's lr = base · lrLambda(step). */
+/**
+ * A LambdaLR-style scheduler: each parameter group's lr = its initial lr · lrLambda(step); step() advances
+ * (call it after optimizer.step()).
+ */
 export class LrScheduler {
   private steps = 0;
-  constructor(readonly optimizer: { setLr(lr: number): void }, readonly baseLr: number, readonly kind: ScheduleKind,
-    readonly warmup = 0, readonly total = 0, readonly opts: { numCycles?: number; power?: number; lrEnd?: number } = {}) {
-    optimizer.setLr(this.lr);
+  private readonly baseLrs: number[];
+  constructor(readonly optimizer: { groups: { lr: number }[] }, readonly kind: ScheduleKind,
+    readonly opts: { warmup?: number; total?: number; numCycles?: number; power?: number; lrEnd?: number } = {}) {
+    this.baseLrs = optimizer.groups.map((g) => g.lr);
+    this.apply();
   }
-  get lr(): number {
-    return this.baseLr * lrLambda(this.kind, this.steps, this.warmup, this.total, { ...this.opts, lrInit: this.baseLr });
+  /** The current learning rate of each parameter group. */
+  get lrs(): number[] {
+    return this.optimizer.groups.map((g) => g.lr);
   }
   step(): void {
     this.steps++;
-    this.optimizer.setLr(this.lr);
+    this.apply();
+  }
+  private apply(): void {
+    const { warmup = 0, total = 0 } = this.opts;
+    this.optimizer.groups.forEach((g, i) => {
+      g.lr = this.baseLrs[i]! * lrLambda(this.kind, this.steps, warmup, total, { ...this.opts, lrInit: this.baseLrs[i]! });
+    });
   }
 }

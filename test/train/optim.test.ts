@@ -50,7 +50,7 @@ test('schedules match the transformers formulas; LrScheduler drives AdamW like L
   // LambdaLR: the lr used at step k is base · lambda(k); the scheduler steps after the optimiser
   const p = tensor(Float32Array.from(ref.params0 as number[]), [7]).requiresGrad_(true);
   const opt = new AdamW([p], { lr: 0.05 });
-  const sched = new LrScheduler(opt, 0.05, 'linear', 2, 6);
+  const sched = new LrScheduler(opt, 'linear', { warmup: 2, total: 6 });
   const out: number[][] = [];
   for (const g of ref.grads as number[][]) {
     p.grad = tensor(Float32Array.from(g), [7]);
@@ -60,6 +60,14 @@ test('schedules match the transformers formulas; LrScheduler drives AdamW like L
   }
   close(t, out, ref.adamw_linear, 'adamw + linear schedule');
   opt.dispose();
+  // per-group base rates are each scaled, as LambdaLR does
+  const q = tensor([1, 2], [2]), r = tensor([3], [1]);
+  const two = new SGD([{ params: [q], lr: 0.1 }, { params: [r], lr: 0.4 }]);
+  const s2 = new LrScheduler(two, 'linear', { warmup: 2, total: 6 });
+  t.deepEqual(s2.lrs, [0, 0]);
+  s2.step();
+  t.deepEqual(s2.lrs, [0.05, 0.2]);
+  two.dispose();
 });
 
 test('hfParamGroups: no weight decay on biases and normalisation weights, frozen parameters left out', (t) => {
