@@ -1,39 +1,70 @@
 /**
- * bench/composition — serving many LoRA adapters at once: a mixed batch (forward({adapterIds}): one base pass,
- * each adapter applied to its own rows) versus the per-adapter loop (activate adapter i, run its rows, repeat),
- * over N = 1, 4, 16, 64 LoRA adapters (rank 8, q/v) on a BERT-base-size random model, 4 rows per adapter, inference.
- * Prints rows/s of both and the ratio, measured in the same run. The mixed batch still applies the adapters slice
- * by slice (a BatchSplit pass); a fused segmented-GEMM (SGMV) kernel is not implemented yet, so this measures the
- * batching gain only, not the fused-kernel one that issue 5 targets.
+ * bench/composition — serving and training many LoRA adapters at once, all timings from this one run.
+ *
+ * 1. The LoRA layer (one 768→768 projection's adapter deltas, 4 rows × seq tokens per adapter, rank 8) over
+ *    N = 1, 4, 16, 64 adapters: the segmented kernel (lora_sgmv, one op for all adapters) versus the per-adapter
+ *    loop that the Python library and PEFT run (slice rows, two matmuls, scale, concat), forward and
+ *    forward+backward.
+ * 2. The whole model (BERT-base size, inference): a mixed batch through the segmented kernel, the same mixed
+ *    batch slice by slice, and the per-adapter model loop (activate adapter i, run its rows, repeat). The base
+ *    model's GEMMs dominate here, so the layer-level gain shows up only as the adapters' share of the time.
  * Run: npx tsx bench/composition.ts   (BENCH_QUICK=1: 2 layers, seq 32, N up to 16)
  */
-import { AutoAdapterModel, noGrad, scope, numThreads } from '../lib/index.ts';
+import { AutoAdapterModel, noGrad, scope, numThreads, randn, ops, type Tensor } from '../lib/index.ts';
+import { loraSgmv, setFusedAdapterKernels } from '../lib/adapters/fused.ts';
 import { table } from './common.ts';
 
 const quick = !!process.env.BENCH_QUICK;
 const [L, T] = quick ? [2, 32] : [12, 64];
 const Ns = quick ? [1, 4, 16] : [1, 4, 16, 64];
-const ROWS = 4;
-const cfg = { model_type: 'bert', vocab_size: 30522, hidden_size: 768, num_hidden_layers: L, num_attention_heads: 12,
-  intermediate_size: 3072, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 };
-const model = AutoAdapterModel.fromConfig(cfg, { seed: 0 }).eval();
-const row = (i: number) => Array.from({ length: T }, (_, t) => (i * 131 + t * 7) % 30000 + 100);
+const ROWS = 4, H = 768, R = 8;
 
-const time = (fn: () => void, reps: number) => {
+const time = (fn: () => void, reps: number, inner = 1) => {
   fn();  // warm-up
   let best = Infinity;
   for (let r = 0; r < reps; r++) {
     const t0 = process.hrtime.bigint();
-    fn();
-    best = Math.min(best, Number(process.hrtime.bigint() - t0) / 1e9);
+    for (let i = 0; i < inner; i++) fn();
+    best = Math.min(best, Number(process.hrtime.bigint() - t0) / 1e9 / inner);
   }
   return best;
 };
 
-const out: (string | number)[][] = [['N adapters', 'rows', 'loop rows/s', 'mixed rows/s', 'mixed / loop']];
+// 1. the layer
+const layer: (string | number)[][] = [['N adapters', 'tokens', 'loop fwd ms', 'sgmv fwd ms', 'fwd ×', 'loop fwd+bwd ms', 'sgmv fwd+bwd ms', 'fwd+bwd ×']];
+for (const N of Ns) {
+  const M = N * ROWS * T;
+  const x = randn([M, H], { seed: 1, requiresGrad: true });
+  const As = Array.from({ length: N }, (_, i) => randn([R, H], { seed: 10 + i, std: 0.02, requiresGrad: true }));
+  const Bs = Array.from({ length: N }, (_, i) => randn([H, R], { seed: 100 + i, std: 0.02, requiresGrad: true }));
+  const starts = Array.from({ length: N + 1 }, (_, i) => i * ROWS * T), scales = As.map(() => 2);
+  const loop = (): Tensor => ops.concat(As.map((A, i) => ops.mul(ops.linear(ops.linear(ops.slice(x, 0, starts[i]!, starts[i + 1]!), A), Bs[i]!), scales[i]!)), 0);
+  const sgmv = (): Tensor => loraSgmv(x, As, Bs, starts, scales);
+  const fwd = (f: () => Tensor) => () => scope(() => { noGrad(() => f()); });
+  const u = randn([M, H], { seed: 2 });  // upstream gradient, so only the layer's own backward is timed
+  const both = (f: () => Tensor) => () => scope(() => {
+    f().backward(u);
+    for (const p of [x, ...As, ...Bs]) { p.grad?.dispose(); p.grad = null; }
+  });
+  const inner = N <= 4 ? 10 : 3;
+  const lf = time(fwd(loop), 5, inner), sf = time(fwd(sgmv), 5, inner);
+  const lb = time(both(loop), 5, inner), sb = time(both(sgmv), 5, inner);
+  layer.push([N, M, lf * 1e3, sf * 1e3, lf / sf, lb * 1e3, sb * 1e3, lb / sb]);
+  for (const p of [x, u, ...As, ...Bs]) p.dispose();
+}
+console.log(`bench/composition: ${numThreads()} threads`);
+console.log(`\nLoRA layer: ${H}→${H}, rank ${R}, ${ROWS} rows × ${T} tokens per adapter — per-adapter loop (Python library / PEFT style) vs lora_sgmv`);
+console.log(table(layer));
+
+// 2. the model
+const cfg = { model_type: 'bert', vocab_size: 30522, hidden_size: H, num_hidden_layers: L, num_attention_heads: 12,
+  intermediate_size: 3072, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 };
+const model = AutoAdapterModel.fromConfig(cfg, { seed: 0 }).eval();
+const row = (i: number) => Array.from({ length: T }, (_, t) => (i * 131 + t * 7) % 30000 + 100);
+const out: (string | number)[][] = [['N adapters', 'rows', 'model loop rows/s', 'mixed, sliced rows/s', 'mixed, sgmv rows/s', 'sgmv / model loop', 'sgmv / sliced']];
 let added = 0;
 for (const N of Ns) {
-  for (; added < N; added++) model.addAdapter(`l${added}`, 'lora[r=8, alpha=16]');
+  for (; added < N; added++) model.addAdapter(`l${added}`, `lora[r=${R}, alpha=16]`);
   const names = Array.from({ length: N }, (_, i) => `l${i}`);
   const ids = names.flatMap((_, a) => Array.from({ length: ROWS }, (_, r) => row(a * ROWS + r)));
   const adapterIds = names.flatMap((n) => Array.from({ length: ROWS }, () => n));
@@ -44,10 +75,14 @@ for (const N of Ns) {
       scope(() => { noGrad(() => model.forward({ inputIds: ids.slice(a * ROWS, (a + 1) * ROWS) })); });
     });
   }, reps);
-  const mixed = time(() => scope(() => { noGrad(() => model.forward({ inputIds: ids, adapterIds })); }), reps);
+  const mixed = () => scope(() => { noGrad(() => model.forward({ inputIds: ids, adapterIds })); });
+  setFusedAdapterKernels(false);
+  const sliced = time(mixed, reps);
+  setFusedAdapterKernels(true);
+  const fused = time(mixed, reps);
   const rows = N * ROWS;
-  out.push([N, rows, rows / loop, rows / mixed, loop / mixed]);
+  out.push([N, rows, rows / loop, rows / sliced, rows / fused, loop / fused, sliced / fused]);
   console.error(`N=${N} done`);
 }
-console.log(`bench/composition: BERT-base-size (${L} layers, hidden 768), seq ${T}, ${ROWS} rows per adapter, LoRA r=8, ${numThreads()} threads`);
+console.log(`\nBERT-base-size model (${L} layers, hidden ${H}), seq ${T}, ${ROWS} rows per adapter, LoRA r=${R} on q/v, inference`);
 console.log(table(out));

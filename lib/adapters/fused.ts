@@ -4,8 +4,10 @@
  *   loraLinear:  y = x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ         (ΔW never formed; the rank-r term accumulates into y)
  *   ia3Linear:   y = (x·Wᵀ + b) ∘ (s·v)
  *   bottleneckFused: y = s·(act(h·Wdᵀ + bd)·Wuᵀ + bu) + residual
+ *   loraSgmv:    d[rows of segment i] = s_i·(x·A_iᵀ)·B_iᵀ   (n adapters in one op, forward and backward native)
  */
-import { Tensor, callOp, withGrad } from '../tensor.ts';
+import { Tensor, callOp, tensor, withGrad } from '../tensor.ts';
+import { ValueError } from '../errors.ts';
 import * as ops from '../ops/index.ts';
 
 let fusedEnabled = true;
@@ -80,4 +82,23 @@ export function bottleneckFused(h: Tensor, Wd: Tensor, bd: Tensor, Wu: Tensor, b
     return [gh, gWd, gbd, gWu, gbu, residual.requiresGrad ? g!.clone() : null];
   }, [pre!], [h, Wd, Wu]);
   return y!;
+}
+
+/**
+ * Many LoRA adapters in one op (native/kernels/multi_lora.cpp): rows [starts[i], starts[i+1]) of x (flattened to
+ * (M, in)) get adapter i's delta s_i·(x·A_iᵀ)·B_iᵀ; other rows get zeros. Returns the delta (…, out). Used for
+ * BatchSplit / Parallel / mixed-adapter batches instead of slicing the batch per adapter.
+ */
+export function loraSgmv(x: Tensor, As: Tensor[], Bs: Tensor[], starts: number[], scales: number[]): Tensor {
+  const n = As.length;
+  if (Bs.length !== n || scales.length !== n || starts.length !== n + 1)
+    throw new ValueError(`loraSgmv: ${n} lora_A, ${Bs.length} lora_B, ${scales.length} scales and ${starts.length} starts (need n+1)`);
+  const sc = tensor(scales, [n], { dtype: 'f32' });
+  const [d, t] = callOp('lora_sgmv', [x, sc, ...As, ...Bs], { starts });
+  withGrad([d!], 'loraSgmv', [x, ...As, ...Bs], ([g]) => {
+    const outs = callOp('lora_sgmv_bwd', [g!, x, t!, sc, ...As, ...Bs], { starts });
+    const gx = outs[0]!;
+    return [x.requiresGrad ? gx : (gx.dispose(), null), ...outs.slice(1).map((o, i) => ((i < n ? As[i]! : Bs[i - n]!).requiresGrad ? o : (o.dispose(), null)))];
+  }, [t!, sc], [x, ...As, ...Bs]);
+  return d!;
 }

@@ -2,7 +2,8 @@
 // input, finite differences, and whole models with the fused path on and off.
 import test from 'ava';
 import { ops, randn, tensor, gradcheck, scope, noGrad, AutoAdapterModel, type Tensor } from '../../lib/index.ts';
-import { loraLinear, ia3Linear, bottleneckFused, setFusedAdapterKernels } from '../../lib/adapters/fused.ts';
+import { loraLinear, ia3Linear, bottleneckFused, loraSgmv, setFusedAdapterKernels } from '../../lib/adapters/fused.ts';
+import { BatchSplit, Parallel } from '../../lib/adapters/composition.ts';
 
 function leaf(shape: number[], seed: number, std = 0.5): Tensor {
   return randn(shape, { seed, std, requiresGrad: true });
@@ -93,4 +94,80 @@ test.serial('models give the same outputs and gradients with the fused kernels o
     f.grads.forEach((g, j) => t.true(g.every((v, i) => Math.abs(v - c.grads[j]![i]!) <= 1e-4 * Math.max(1, Math.abs(v))), `${method}: grad ${j}`));
   }
   void tensor;
+});
+
+// Many adapters in one op: the segmented kernel against the per-adapter slices written with separate ops.
+// Ranks differ (2, 4, 3), segments are uneven, rows 0–1 and 11 belong to no adapter (zero delta, zero input grad).
+test('lora_sgmv = per-segment s_i·(x·A_iᵀ)·B_iᵀ (forward and all gradients, mixed ranks, uncovered rows)', (t) => {
+  const ranks = [2, 4, 3], starts = [2, 5, 6, 11], scales = [0.5, 2, 1.25];
+  const M = 12, K = 7, O = 5;
+  const shapes = [[M, K], ...ranks.map((r) => [r, K]), ...ranks.map((r) => [O, r])];
+  compare(t, shapes,
+    (x, ...w) => loraSgmv(x!, w.slice(0, 3), w.slice(3), starts, scales),
+    (x, ...w) => {
+      const parts: Tensor[] = [ops.zeros([starts[0]!, O])];
+      for (let i = 0; i < 3; i++) {
+        const xs = ops.slice(x!, 0, starts[i]!, starts[i + 1]!);
+        parts.push(ops.mul(ops.linear(ops.linear(xs, w[i]!), w[3 + i]!), scales[i]!));
+      }
+      parts.push(ops.zeros([M - starts[3]!, O]));
+      return ops.concat(parts, 0);
+    });
+});
+
+test('lora_sgmv passes a finite-difference gradient check (3-D input, empty segment)', (t) => {
+  const x = leaf([3, 2, 4], 1), A0 = leaf([2, 4], 2), A1 = leaf([1, 4], 3), A2 = leaf([2, 4], 4);
+  const B0 = leaf([3, 2], 5), B1 = leaf([3, 1], 6), B2 = leaf([3, 2], 7);
+  const r = gradcheck((...xs) => loraSgmv(xs[0]!, xs.slice(1, 4), xs.slice(4), [0, 2, 2, 6], [1.5, 3, 0.5]), [x, A0, A1, A2, B0, B1, B2]);
+  t.true(r.ok, JSON.stringify(r));
+});
+
+test('lora_sgmv rejects bad segments and shapes with a clear error', (t) => {
+  const x = randn([6, 4]), A = randn([2, 4]), B = randn([3, 2]);
+  t.throws(() => loraSgmv(x, [A], [B], [0, 7], [1]), { message: /starts\[1\] = 7 out of \[0, 6\]/ });
+  t.throws(() => loraSgmv(x, [A, A], [B, B], [0, 4, 2], [1, 1]), { message: /must not decrease/ });
+  t.throws(() => loraSgmv(x, [randn([2, 5])], [B], [0, 6], [1]), { message: /lora_A #0 \[2, ?5\]/ });
+  t.throws(() => loraSgmv(x, [A, A], [B, randn([4, 2])], [0, 3, 6], [1, 1]), { message: /lora_B #1/ });
+  t.throws(() => loraSgmv(x, [A], [B], [0, 3, 6], [1]), { message: /starts/ });
+});
+
+// BatchSplit / Parallel / mixed batches of plain LoRAs go through lora_sgmv; the slice-by-slice path is the oracle.
+test.serial('BatchSplit, Parallel and mixed batches of LoRAs: segmented kernel = slice-by-slice path (outputs and gradients)', (t) => {
+  const cfg = { model_type: 'bert', vocab_size: 40, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32,
+    hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 };
+  const ids = [[1, 5, 7, 9], [4, 8, 2, 6], [3, 3, 9, 1], [2, 7, 7, 5]];
+  const run = (fused: boolean, mode: 'batchsplit' | 'parallel' | 'mixed') => {
+    setFusedAdapterKernels(fused);
+    try {
+      const m = AutoAdapterModel.fromConfig(cfg, { seed: 3 });
+      m.addAdapter('a', 'lora[r=4, alpha=8, intermediate_lora=True, output_lora=True]');
+      m.addAdapter('b', 'lora[r=2, alpha=6, selfattn_lora=True]');
+      m.addAdapter('c', "lora[r=8, alpha=8, attn_matrices=['q','k','v']]");
+      noGrad(() => { for (const [k, p] of m.namedParameters()) if (k.includes('loras')) p.copy_(ops.add(p, randn(p.shape, { std: 0.1, seed: k.length }))); });
+      m.trainAdapter(['a', 'b', 'c']);
+      const out = scope(() => {
+        let h: Tensor;
+        if (mode === 'mixed') h = m.forward({ inputIds: ids, adapterIds: ['c', null, 'a', 'c'] }).lastHiddenState;
+        else {
+          m.setActiveAdapters(mode === 'parallel' ? new Parallel(['a', 'b', 'c']) : new BatchSplit(['a', 'b', 'c'], [1, 2, 1]));
+          h = m.forward({ inputIds: mode === 'parallel' ? ids.slice(0, 2) : ids }).lastHiddenState;
+        }
+        ops.sum(ops.mul(h, h)).backward();
+        return Array.from(h.toArray() as Float32Array);
+      });
+      const grads = m.namedParameters().filter(([, p]) => p.grad).map(([k, p]) => [k, Array.from(p.grad!.toArray() as Float32Array)] as const);
+      m.dispose();
+      return { out, grads };
+    } finally {
+      setFusedAdapterKernels(true);
+    }
+  };
+  for (const mode of ['batchsplit', 'parallel', 'mixed'] as const) {
+    const f = run(true, mode), c = run(false, mode);
+    t.is(f.out.length, c.out.length);
+    t.true(f.out.every((v, i) => Math.abs(v - c.out[i]!) < 1e-5), `${mode}: outputs`);
+    t.deepEqual(f.grads.map(([k]) => k), c.grads.map(([k]) => k), `${mode}: same trainable set`);
+    t.true(f.grads.length > 0);
+    f.grads.forEach(([k, g], j) => t.true(g.every((v, i) => Math.abs(v - c.grads[j]![1][i]!) <= 1e-4 * Math.max(1, Math.abs(v))), `${mode}: grad ${k}`));
+  }
 });

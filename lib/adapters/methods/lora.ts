@@ -16,7 +16,7 @@ import { noGrad } from '../../autograd/tape.ts';
 import { ValueError } from '../../errors.ts';
 import type { LoRAConfig } from '../config.ts';
 import type { AdapterContext } from '../context.ts';
-import { fusedAdapterKernels, ia3Linear, loraLinear } from '../fused.ts';
+import { fusedAdapterKernels, ia3Linear, loraLinear, loraSgmv } from '../fused.ts';
 import { Average, BatchSplit, Parallel, Stack, type Setup } from '../composition.ts';
 import { matchBatch, repeatBatch } from '../context.ts';
 
@@ -191,6 +191,26 @@ export class LoRAHost {
     return { x, ...this.compose(setup, x, null, null) };
   }
 
+  /**
+   * BatchSplit whose children are all plain LoRA ('add') adapters of this layer: one segmented native op for
+   * every slice (loraSgmv) instead of slice + two matmuls + concat per child. Null when it does not apply
+   * (gating, fused c_attn blocks, active dropout, non-f32), and the slice-by-slice path runs instead.
+   */
+  private segmented(setup: BatchSplit, x: Tensor): Tensor | null {
+    if (!fusedAdapterKernels() || x.dtype !== 'f32') return null;
+    const mods: LoRAModule[] = [];
+    for (const c of setup.children) {
+      const m = typeof c === 'string' ? this.get(c) : null;
+      if (!m || m.mode !== 'add' || m.fusedParts || m.useGating || (this.linear.training && m.dropoutP > 0)) return null;
+      if (m.param('lora_A')!.dtype !== 'f32' || m.param('lora_B')!.dtype !== 'f32') return null;
+      mods.push(m);
+    }
+    const per = x.numel / (x.shape[0]! * x.shape[x.ndim - 1]!);  // positions per batch row
+    const starts = [0];
+    for (const n of setup.batchSizes) starts.push(starts[starts.length - 1]! + n * per);
+    return loraSgmv(x, mods.map((m) => m.param('lora_A')!), mods.map((m) => m.param('lora_B')!), starts, mods.map((m) => m.scaling));
+  }
+
   private compose(setup: Setup, x: Tensor, d: Tensor | null, s: Tensor | null): { d: Tensor | null; s: Tensor | null } {
     const training = this.linear.training;
     if (typeof setup === 'string') {
@@ -207,6 +227,10 @@ export class LoRAHost {
     if (setup instanceof BatchSplit) {
       const B = x.shape[0]!;
       if (setup.batchSizes.reduce((a, b) => a + b, 0) !== B) throw new ValueError(`${String(setup)}: batch_sizes must add up to the batch size ${B}`);
+      if (d === null && s === null) {
+        const seg = this.segmented(setup, x);
+        if (seg) return { d: seg, s: null };
+      }
       let at = 0;
       const ds: Tensor[] = [], ss: Tensor[] = [];
       for (let i = 0; i < setup.children.length; i++) {

@@ -1,0 +1,186 @@
+// multi_lora.cpp — many LoRA adapters in one launch (segmented GEMV/GEMM, "SGMV" after Punica,
+// https://arxiv.org/abs/2310.18547): rows of one batch are grouped into contiguous segments, one adapter per
+// segment, and each segment's low-rank delta is computed with that adapter's own A/B — one op for a whole
+// BatchSplit / Parallel / mixed-adapter batch instead of a slice + two matmuls + concat per adapter.
+// Legend: M = rows (batch·positions), K = in features, O = out features, n = adapters, r_i = rank of adapter i,
+// R = max r_i, seg i = rows [starts[i], starts[i+1]) (rows outside every segment get no delta).
+//   lora_sgmv(x (M,K), scales (n), A_0..A_{n-1} (r_i,K), B_0..B_{n-1} (O,r_i)) {starts}
+//       -> d (M,O) with d[m] = s_i·B_i·A_i·x[m] for m in seg i;  t (M,R) = A_i·x[m] (saved for the backward)
+//   lora_sgmv_bwd(g (M,O), x, t, scales, A..., B...) {starts}
+//       -> gx (M,K) = Σ seg rows (s_i·g·B_i)·A_i,  dA_i = (s_i·g_i·B_i)ᵀ·x_i,  dB_i = s_i·g_iᵀ·t_i
+// Work is split into (segment, 64-row chunk) items over the pool; each item calls the packed sgemm, which runs
+// inline (single-threaded) inside a pool task.
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <mutex>
+
+#include "gemm.h"
+#include "../op.h"
+#include "../threadpool.h"
+
+namespace ad {
+namespace {
+
+constexpr int64_t kChunk = 64;
+
+struct Segments {
+  int64_t n = 0, M = 0, K = 0, O = 0, R = 0;
+  std::vector<int64_t> starts, ranks;
+  std::vector<Tensor> A, B;
+  std::vector<float> scale;
+  // (segment, first row, last row) work items of at most kChunk rows
+  std::vector<std::array<int64_t, 3>> items;
+};
+
+// Reads scales + A_i + B_i from inputs [first, first + 1 + 2n) and checks every shape against x (M, K).
+Segments read_segments(const OpCtx& c, size_t first, int64_t M, int64_t K) {
+  Segments s;
+  s.starts = c.ints("starts");
+  if (s.starts.size() < 2) c.fail("ValueError", "starts must hold n+1 >= 2 row offsets");
+  s.n = (int64_t)s.starts.size() - 1;
+  if ((int64_t)c.n_in() != (int64_t)first + 1 + 2 * s.n)
+    c.fail("ValueError", "expected " + std::to_string(first + 1 + 2 * s.n) + " inputs for " + std::to_string(s.n) + " adapters, got " + std::to_string(c.n_in()));
+  c.expect_inputs(c.n_in());
+  for (int64_t i = 0; i <= s.n; i++) {
+    if (s.starts[i] < 0 || s.starts[i] > M) c.fail("IndexError", "starts[" + std::to_string(i) + "] = " + std::to_string(s.starts[i]) + " out of [0, " + std::to_string(M) + "]");
+    if (i && s.starts[i] < s.starts[i - 1]) c.fail("ValueError", "starts must not decrease");
+  }
+  Tensor sc = c.f32(first);
+  if (sc.numel() != s.n) c.fail("ShapeError", "scales " + shape_str(sc.shape) + " must have " + std::to_string(s.n) + " elements");
+  s.scale.assign(sc.data<float>(), sc.data<float>() + s.n);
+  s.M = M;
+  s.K = K;
+  for (int64_t i = 0; i < s.n; i++) {
+    Tensor A = c.f32(first + 1 + i), B = c.f32(first + 1 + s.n + i);
+    if (A.dim() != 2 || A.shape[1] != K) c.fail("ShapeError", "lora_A #" + std::to_string(i) + " " + shape_str(A.shape) + " must be (r, " + std::to_string(K) + ")");
+    int64_t r = A.shape[0];
+    if (B.dim() != 2 || B.shape[1] != r) c.fail("ShapeError", "lora_B #" + std::to_string(i) + " " + shape_str(B.shape) + " must be (out, " + std::to_string(r) + ")");
+    if (i == 0) s.O = B.shape[0];
+    else if (B.shape[0] != s.O) c.fail("ShapeError", "lora_B #" + std::to_string(i) + " " + shape_str(B.shape) + " has " + std::to_string(B.shape[0]) + " outputs, #0 has " + std::to_string(s.O));
+    s.R = std::max(s.R, r);
+    s.ranks.push_back(r);
+    s.A.push_back(A);
+    s.B.push_back(B);
+  }
+  for (int64_t i = 0; i < s.n; i++)
+    for (int64_t m = s.starts[i]; m < s.starts[i + 1]; m += kChunk) s.items.push_back({i, m, std::min(m + kChunk, s.starts[i + 1])});
+  return s;
+}
+
+std::vector<int64_t> with_last(std::vector<int64_t> shape, int64_t last) {
+  shape.back() = last;
+  return shape;
+}
+
+}  // namespace
+
+// Zeroes rows of a (M, w) buffer that no segment covers (covered rows are written by a beta = 0 GEMM).
+static void zero_uncovered(float* P, int64_t w, const Segments& s) {
+  int64_t at = 0;
+  for (int64_t i = 0; i <= s.n; i++) {
+    int64_t until = i < s.n ? s.starts[i] : s.M;
+    if (until > at) std::memset(P + at * w, 0, (until - at) * w * sizeof(float));
+    if (i < s.n) at = std::max(at, s.starts[i + 1]);
+  }
+}
+
+// lora_sgmv(x, scales, A..., B...) {starts} -> d, t
+void op_lora_sgmv(OpCtx& c) {
+  c.expect_inputs(1);
+  Tensor x = c.f32(0);
+  if (x.dim() < 1) c.fail("ShapeError", "input must have a feature axis");
+  int64_t K = x.shape.back(), M = K ? x.numel() / K : 0;
+  Segments s = read_segments(c, 1, M, K);
+  Tensor d = Tensor::empty(with_last(x.shape, s.O), DType::F32), t = Tensor::empty({M, s.R}, DType::F32);
+  const float* X = x.data<float>();
+  float *D = d.data<float>(), *Tt = t.data<float>();
+  zero_uncovered(D, s.O, s);
+  zero_uncovered(Tt, s.R, s);
+  parallel_for((int64_t)s.items.size(), 1, [&](int64_t b, int64_t e) {
+    for (int64_t w = b; w < e; w++) {
+      auto [i, m0, m1] = s.items[w];
+      int64_t rows = m1 - m0, r = s.ranks[i];
+      float* Tc = Tt + m0 * s.R;
+      if (r < s.R) for (int64_t m = 0; m < rows; m++) std::memset(Tc + m * s.R + r, 0, (s.R - r) * sizeof(float));
+      if (!r || !K) {
+        std::memset(D + m0 * s.O, 0, rows * s.O * sizeof(float));
+        continue;
+      }
+      sgemm(false, true, rows, r, K, 1.f, X + m0 * K, K, s.A[i].data<float>(), K, 0.f, Tc, s.R);                 // shrink
+      sgemm(false, true, rows, s.O, r, s.scale[i], Tc, s.R, s.B[i].data<float>(), r, 0.f, D + m0 * s.O, s.O);   // expand
+    }
+  });
+  c.out.push_back(d);
+  c.out.push_back(t);
+}
+
+// lora_sgmv_bwd(g, x, t, scales, A..., B...) {starts} -> gx, dA_0..dA_{n-1}, dB_0..dB_{n-1}
+// One pass over row chunks: while a chunk of g and x is in cache it yields gt = s·g·B, gx = gt·A and the
+// chunk's share of dA (gtᵀ·x) and dBᵀ (s·tᵀ·g). Each pool task sums its chunks' shares privately and adds
+// them to the adapter's gradient under a lock (a task's chunks are contiguous, so it touches few adapters).
+void op_lora_sgmv_bwd(OpCtx& c) {
+  c.expect_inputs(3);
+  Tensor x = c.f32(1);
+  int64_t K = x.dim() ? x.shape.back() : 0, M = K ? x.numel() / K : 0;
+  Segments s = read_segments(c, 3, M, K);
+  Tensor g = c.f32(0), t = c.f32(2);
+  if (g.numel() != M * s.O) c.fail("ShapeError", "gradient " + shape_str(g.shape) + " does not match " + std::to_string(M) + " rows of " + std::to_string(s.O));
+  if (t.numel() != M * s.R) c.fail("ShapeError", "saved t " + shape_str(t.shape) + " must be (" + std::to_string(M) + ", " + std::to_string(s.R) + ")");
+  Tensor gx = Tensor::empty(x.shape, DType::F32);
+  const float *G = g.data<float>(), *X = x.data<float>(), *Tt = t.data<float>();
+  float* GX = gx.data<float>();
+  zero_uncovered(GX, K, s);
+  std::vector<Tensor> dA, dBt;  // dBᵀ (r, O) accumulates with wide rows; transposed at the end
+  for (int64_t i = 0; i < s.n; i++) {
+    dA.push_back(Tensor::empty({s.ranks[i], K}, DType::F32));
+    dBt.push_back(Tensor::empty({s.ranks[i], s.O}, DType::F32));
+    std::memset(dA.back().data<float>(), 0, s.ranks[i] * K * sizeof(float));
+    std::memset(dBt.back().data<float>(), 0, s.ranks[i] * s.O * sizeof(float));
+  }
+  std::mutex mu;
+  parallel_for((int64_t)s.items.size(), 1, [&](int64_t b, int64_t e) {
+    std::vector<float> gt(kChunk * s.R), la, lb;
+    int64_t cur = -1;
+    auto flush = [&]() {
+      if (cur < 0) return;
+      std::lock_guard<std::mutex> lock(mu);
+      float *pa = dA[cur].data<float>(), *pb = dBt[cur].data<float>();
+      for (size_t k = 0; k < la.size(); k++) pa[k] += la[k];
+      for (size_t k = 0; k < lb.size(); k++) pb[k] += lb[k];
+    };
+    for (int64_t w = b; w < e; w++) {
+      auto [i, m0, m1] = s.items[w];
+      int64_t rows = m1 - m0, r = s.ranks[i];
+      if (i != cur) {
+        flush();
+        cur = i;
+        la.assign(r * K, 0.f);
+        lb.assign(r * s.O, 0.f);
+      }
+      if (!r) {
+        std::memset(GX + m0 * K, 0, rows * K * sizeof(float));
+        continue;
+      }
+      const float *Gc = G + m0 * s.O, *Xc = X + m0 * K, *Tc = Tt + m0 * s.R;
+      sgemm(false, false, rows, r, s.O, s.scale[i], Gc, s.O, s.B[i].data<float>(), r, 0.f, gt.data(), s.R);  // gt = s·g·B
+      sgemm(false, false, rows, K, r, 1.f, gt.data(), s.R, s.A[i].data<float>(), K, 0.f, GX + m0 * K, K);     // gx = gt·A
+      sgemm(true, false, r, K, rows, 1.f, gt.data(), s.R, Xc, K, 1.f, la.data(), K);                          // dA += gtᵀ·x
+      sgemm(true, false, r, s.O, rows, s.scale[i], Tc, s.R, Gc, s.O, 1.f, lb.data(), s.O);                    // dBᵀ += s·tᵀ·g
+    }
+    flush();
+  });
+  c.out.push_back(gx);
+  for (auto& a : dA) c.out.push_back(a);
+  for (int64_t i = 0; i < s.n; i++) {
+    int64_t r = s.ranks[i];
+    Tensor dB = Tensor::empty({s.O, r}, DType::F32);
+    const float* src = dBt[i].data<float>();
+    float* dst = dB.data<float>();
+    for (int64_t j = 0; j < r; j++)
+      for (int64_t o = 0; o < s.O; o++) dst[o * r + j] = src[j * s.O + o];
+    c.out.push_back(dB);
+  }
+}
+
+}  // namespace ad
