@@ -1,17 +1,17 @@
 /**
  * bench/composition — serving and training many LoRA adapters at once, all timings from this one run.
  *
- * 1. The LoRA layer (one 768→768 projection's adapter deltas, 4 rows × seq tokens per adapter, rank 8) over
- *    N = 1, 4, 16, 64 adapters: the segmented kernel (lora_sgmv, one op for all adapters) versus the per-adapter
- *    loop that the Python library and PEFT run (slice rows, two matmuls, scale, concat), forward and
- *    forward+backward.
+ * 1. The adapter layer over N = 1, 4, 16, 64 adapters, 4 rows × seq tokens per adapter: LoRA (one 768→768
+ *    projection's deltas, rank 8) with the segmented kernel lora_sgmv, and seq_bn bottlenecks (width 48) with
+ *    bottleneck_sgmv — one op for all adapters — versus the per-adapter loop that the Python library and PEFT run
+ *    (slice rows, the adapter's matmuls, concat), forward and forward+backward (given upstream gradient).
  * 2. The whole model (BERT-base size, inference): a mixed batch through the segmented kernel, the same mixed
  *    batch slice by slice, and the per-adapter model loop (activate adapter i, run its rows, repeat). The base
  *    model's GEMMs dominate here, so the layer-level gain shows up only as the adapters' share of the time.
  * Run: npx tsx bench/composition.ts   (BENCH_QUICK=1: 2 layers, seq 32, N up to 16)
  */
 import { AutoAdapterModel, noGrad, scope, numThreads, randn, ops, type Tensor } from '../lib/index.ts';
-import { loraSgmv, setFusedAdapterKernels } from '../lib/adapters/fused.ts';
+import { bottleneckSgmv, loraSgmv, setFusedAdapterKernels } from '../lib/adapters/fused.ts';
 import { table } from './common.ts';
 
 const quick = !!process.env.BENCH_QUICK;
@@ -52,9 +52,37 @@ for (const N of Ns) {
   layer.push([N, M, lf * 1e3, sf * 1e3, lf / sf, lb * 1e3, sb * 1e3, lb / sb]);
   for (const p of [x, u, ...As, ...Bs]) p.dispose();
 }
+// the same for sequential bottleneck adapters (seq_bn, reduction factor 16: width 48, relu)
+const bnLayer: (string | number)[][] = [layer[0]!];
+for (const N of Ns) {
+  const M = N * ROWS * T, W = H / 16;
+  const h = randn([M, H], { seed: 1, requiresGrad: true }), res = randn([M, H], { seed: 3, requiresGrad: true });
+  const ws = Array.from({ length: N }, (_, i) => ({ Wd: randn([W, H], { seed: 10 + i, std: 0.02, requiresGrad: true }), bd: randn([W], { seed: 20 + i, std: 0.02, requiresGrad: true }),
+    Wu: randn([H, W], { seed: 30 + i, std: 0.02, requiresGrad: true }), bu: randn([H], { seed: 40 + i, std: 0.02, requiresGrad: true }) }));
+  const params = [h, res, ...ws.flatMap((w) => [w.Wd, w.bd, w.Wu, w.bu])];
+  const starts = Array.from({ length: N + 1 }, (_, i) => i * ROWS * T);
+  const loop = (): Tensor => ops.concat(ws.map((w, i) => {
+    const rows = (t: Tensor) => ops.slice(t, 0, starts[i]!, starts[i + 1]!);
+    return ops.add(ops.linear(ops.relu(ops.linear(rows(h), w.Wd, w.bd)), w.Wu, w.bu), rows(res));
+  }), 0);
+  const sgmv = (): Tensor => bottleneckSgmv(h, res, ws, starts, ws.map(() => 1), 'relu');
+  const u = randn([M, H], { seed: 2 });
+  const fwd = (f: () => Tensor) => () => scope(() => { noGrad(() => f()); });
+  const both = (f: () => Tensor) => () => scope(() => {
+    f().backward(u);
+    for (const p of params) { p.grad?.dispose(); p.grad = null; }
+  });
+  const inner = N <= 4 ? 10 : 3;
+  const lf = time(fwd(loop), 5, inner), sf = time(fwd(sgmv), 5, inner);
+  const lb = time(both(loop), 5, inner), sb = time(both(sgmv), 5, inner);
+  bnLayer.push([N, M, lf * 1e3, sf * 1e3, lf / sf, lb * 1e3, sb * 1e3, lb / sb]);
+  for (const p of [...params, u]) p.dispose();
+}
 console.log(`bench/composition: ${numThreads()} threads`);
 console.log(`\nLoRA layer: ${H}→${H}, rank ${R}, ${ROWS} rows × ${T} tokens per adapter — per-adapter loop (Python library / PEFT style) vs lora_sgmv`);
 console.log(table(layer));
+console.log(`\nBottleneck layer (seq_bn): hidden ${H}, width ${H / 16}, relu, same rows — per-adapter loop vs bottleneck_sgmv`);
+console.log(table(bnLayer));
 
 // 2. the model
 const cfg = { model_type: 'bert', vocab_size: 30522, hidden_size: H, num_hidden_layers: L, num_attention_heads: 12,

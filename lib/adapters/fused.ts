@@ -5,6 +5,7 @@
  *   ia3Linear:   y = (x·Wᵀ + b) ∘ (s·v)
  *   bottleneckFused: y = s·(act(h·Wdᵀ + bd)·Wuᵀ + bu) + residual
  *   loraSgmv:    d[rows of segment i] = s_i·(x·A_iᵀ)·B_iᵀ   (n adapters in one op, forward and backward native)
+ *   bottleneckSgmv: y[rows of segment i] = residual + s_i·(act(h·Wd_iᵀ + bd_i)·Wu_iᵀ + bu_i)   (likewise)
  */
 import { Tensor, callOp, tensor, withGrad } from '../tensor.ts';
 import { ValueError } from '../errors.ts';
@@ -101,4 +102,25 @@ export function loraSgmv(x: Tensor, As: Tensor[], Bs: Tensor[], starts: number[]
     return [x.requiresGrad ? gx : (gx.dispose(), null), ...outs.slice(1).map((o, i) => ((i < n ? As[i]! : Bs[i - n]!).requiresGrad ? o : (o.dispose(), null)))];
   }, [t!, sc], [x, ...As, ...Bs]);
   return d!;
+}
+
+export interface BottleneckWeights { Wd: Tensor; bd: Tensor; Wu: Tensor; bu: Tensor }
+/**
+ * Many sequential bottleneck adapters in one op (native/kernels/multi_bottleneck.cpp): rows of segment i get
+ * residual + s_i·(act(h·Wd_iᵀ + bd_i)·Wu_iᵀ + bu_i); rows outside every segment get the residual.
+ */
+export function bottleneckSgmv(h: Tensor, residual: Tensor, ws: BottleneckWeights[], starts: number[], scales: number[], act: string): Tensor {
+  const n = ws.length, a = act.toLowerCase();
+  if (scales.length !== n || starts.length !== n + 1)
+    throw new ValueError(`bottleneckSgmv: ${n} adapters, ${scales.length} scales and ${starts.length} starts (need n+1)`);
+  const sc = tensor(scales, [n], { dtype: 'f32' });
+  const params = [...ws.map((w) => w.Wd), ...ws.map((w) => w.bd), ...ws.map((w) => w.Wu), ...ws.map((w) => w.bu)];
+  const [y, pre] = callOp('bottleneck_sgmv', [h, residual, sc, ...params], { starts, act: a });
+  withGrad([y!], 'bottleneckSgmv', [h, residual, ...params], ([g]) => {
+    const outs = callOp('bottleneck_sgmv_bwd', [g!, h, pre!, sc, ...params], { starts, act: a });
+    const gh = outs[0]!;
+    return [h.requiresGrad ? gh : (gh.dispose(), null), residual.requiresGrad ? g!.clone() : null,
+      ...outs.slice(1).map((o, i) => (params[i]!.requiresGrad ? o : (o.dispose(), null)))];
+  }, [pre!, sc], [h, ...params]);
+  return y!;
 }

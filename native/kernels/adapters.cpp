@@ -10,6 +10,7 @@
 #include <cmath>
 
 #include "gemm.h"
+#include "unary.h"
 #include "../op.h"
 #include "../threadpool.h"
 
@@ -30,25 +31,11 @@ void add_bias_rows(float* Y, const float* b, int64_t N, int64_t O) {
     for (int64_t r = r0; r < r1; r++) std::memcpy(Y + r * O, b, O * sizeof(float));
   });
 }
-float act_apply(int kind, float x) {
-  switch (kind) {
-    case 0: return x > 0 ? x : 0.f;                                              // relu
-    case 1: return x / (1.f + std::exp(-x));                                     // swish / silu
-    case 2: return 0.5f * x * (1.f + std::erf(x * 0.7071067811865476f));         // gelu
-    case 3: return std::tanh(x);
-    case 4: return 0.5f * x * (1.f + std::tanh(0.7978845608028654f * (x + 0.044715f * x * x * x)));  // gelu_new
-    default: return x;                                                           // identity
-  }
-}
-int act_kind(const OpCtx& c) {
+UnOp adapter_act(const OpCtx& c) {
   std::string a = c.s("act", "relu");
-  if (a == "relu") return 0;
-  if (a == "swish" || a == "silu") return 1;
-  if (a == "gelu") return 2;
-  if (a == "tanh") return 3;
-  if (a == "gelu_new" || a == "gelu_tanh") return 4;
-  if (a == "linear" || a == "identity") return 5;
-  c.fail("ValueError", "unsupported activation '" + a + "'");
+  UnOp k;
+  if (!adapter_act_kind(a, &k)) c.fail("ValueError", "unsupported activation '" + a + "'");
+  return k;
 }
 
 }  // namespace
@@ -131,7 +118,7 @@ void op_bottleneck(OpCtx& c) {
   expect_shape(c, Wu, {C, d}, "up weight");
   expect_shape(c, bu, {C}, "up bias");
   if (res.shape != h.shape) c.fail("ShapeError", "residual " + shape_str(res.shape) + " vs input " + shape_str(h.shape));
-  int kind = act_kind(c);
+  UnOp kind = adapter_act(c);
   float s = (float)c.f("scale", 1.0);
   int64_t N = C ? h.numel() / C : 0;
   std::vector<int64_t> ps(h.shape.begin(), h.shape.end() - 1);
@@ -142,7 +129,7 @@ void op_bottleneck(OpCtx& c) {
   const float* P = pre.data<float>();
   float* Aa = act.data<float>();
   parallel_for(N * d, 4096, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; i++) Aa[i] = act_apply(kind, P[i]);
+    for (int64_t i = b; i < e; i++) Aa[i] = un_apply(kind, P[i]);
   });
   // y = s·(act·Wuᵀ + bu) + residual: start from residual + s·bu, accumulate s·act·Wuᵀ
   const float *R = res.data<float>(), *BU = bu.data<float>();

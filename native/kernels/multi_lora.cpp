@@ -16,57 +16,38 @@
 #include <mutex>
 
 #include "gemm.h"
+#include "segments.h"
 #include "../op.h"
 #include "../threadpool.h"
 
 namespace ad {
 namespace {
 
-constexpr int64_t kChunk = 64;
-
-struct Segments {
-  int64_t n = 0, M = 0, K = 0, O = 0, R = 0;
-  std::vector<int64_t> starts, ranks;
+struct Segments : RowSegments {
+  int64_t K = 0, O = 0, R = 0;
+  std::vector<int64_t> ranks;
   std::vector<Tensor> A, B;
   std::vector<float> scale;
-  // (segment, first row, last row) work items of at most kChunk rows
-  std::vector<std::array<int64_t, 3>> items;
+  // inputs [first] = scales (n), then A_0..A_{n-1}, B_0..B_{n-1}; every shape checked against x (M, K)
+  Segments(const OpCtx& c, size_t first, int64_t M, int64_t K_) : RowSegments(c, M), K(K_) {
+    expect_inputs(c, first + 1, 2);
+    Tensor sc = c.f32(first);
+    if (sc.numel() != n) c.fail("ShapeError", "scales " + shape_str(sc.shape) + " must have " + std::to_string(n) + " elements");
+    scale.assign(sc.data<float>(), sc.data<float>() + n);
+    for (int64_t i = 0; i < n; i++) {
+      Tensor a = c.f32(first + 1 + i), b = c.f32(first + 1 + n + i);
+      if (a.dim() != 2 || a.shape[1] != K) c.fail("ShapeError", "lora_A #" + std::to_string(i) + " " + shape_str(a.shape) + " must be (r, " + std::to_string(K) + ")");
+      int64_t r = a.shape[0];
+      if (b.dim() != 2 || b.shape[1] != r) c.fail("ShapeError", "lora_B #" + std::to_string(i) + " " + shape_str(b.shape) + " must be (out, " + std::to_string(r) + ")");
+      if (i == 0) O = b.shape[0];
+      else if (b.shape[0] != O) c.fail("ShapeError", "lora_B #" + std::to_string(i) + " " + shape_str(b.shape) + " has " + std::to_string(b.shape[0]) + " outputs, #0 has " + std::to_string(O));
+      R = std::max(R, r);
+      ranks.push_back(r);
+      A.push_back(a);
+      B.push_back(b);
+    }
+  }
 };
-
-// Reads scales + A_i + B_i from inputs [first, first + 1 + 2n) and checks every shape against x (M, K).
-Segments read_segments(const OpCtx& c, size_t first, int64_t M, int64_t K) {
-  Segments s;
-  s.starts = c.ints("starts");
-  if (s.starts.size() < 2) c.fail("ValueError", "starts must hold n+1 >= 2 row offsets");
-  s.n = (int64_t)s.starts.size() - 1;
-  if ((int64_t)c.n_in() != (int64_t)first + 1 + 2 * s.n)
-    c.fail("ValueError", "expected " + std::to_string(first + 1 + 2 * s.n) + " inputs for " + std::to_string(s.n) + " adapters, got " + std::to_string(c.n_in()));
-  c.expect_inputs(c.n_in());
-  for (int64_t i = 0; i <= s.n; i++) {
-    if (s.starts[i] < 0 || s.starts[i] > M) c.fail("IndexError", "starts[" + std::to_string(i) + "] = " + std::to_string(s.starts[i]) + " out of [0, " + std::to_string(M) + "]");
-    if (i && s.starts[i] < s.starts[i - 1]) c.fail("ValueError", "starts must not decrease");
-  }
-  Tensor sc = c.f32(first);
-  if (sc.numel() != s.n) c.fail("ShapeError", "scales " + shape_str(sc.shape) + " must have " + std::to_string(s.n) + " elements");
-  s.scale.assign(sc.data<float>(), sc.data<float>() + s.n);
-  s.M = M;
-  s.K = K;
-  for (int64_t i = 0; i < s.n; i++) {
-    Tensor A = c.f32(first + 1 + i), B = c.f32(first + 1 + s.n + i);
-    if (A.dim() != 2 || A.shape[1] != K) c.fail("ShapeError", "lora_A #" + std::to_string(i) + " " + shape_str(A.shape) + " must be (r, " + std::to_string(K) + ")");
-    int64_t r = A.shape[0];
-    if (B.dim() != 2 || B.shape[1] != r) c.fail("ShapeError", "lora_B #" + std::to_string(i) + " " + shape_str(B.shape) + " must be (out, " + std::to_string(r) + ")");
-    if (i == 0) s.O = B.shape[0];
-    else if (B.shape[0] != s.O) c.fail("ShapeError", "lora_B #" + std::to_string(i) + " " + shape_str(B.shape) + " has " + std::to_string(B.shape[0]) + " outputs, #0 has " + std::to_string(s.O));
-    s.R = std::max(s.R, r);
-    s.ranks.push_back(r);
-    s.A.push_back(A);
-    s.B.push_back(B);
-  }
-  for (int64_t i = 0; i < s.n; i++)
-    for (int64_t m = s.starts[i]; m < s.starts[i + 1]; m += kChunk) s.items.push_back({i, m, std::min(m + kChunk, s.starts[i + 1])});
-  return s;
-}
 
 std::vector<int64_t> with_last(std::vector<int64_t> shape, int64_t last) {
   shape.back() = last;
@@ -75,28 +56,18 @@ std::vector<int64_t> with_last(std::vector<int64_t> shape, int64_t last) {
 
 }  // namespace
 
-// Zeroes rows of a (M, w) buffer that no segment covers (covered rows are written by a beta = 0 GEMM).
-static void zero_uncovered(float* P, int64_t w, const Segments& s) {
-  int64_t at = 0;
-  for (int64_t i = 0; i <= s.n; i++) {
-    int64_t until = i < s.n ? s.starts[i] : s.M;
-    if (until > at) std::memset(P + at * w, 0, (until - at) * w * sizeof(float));
-    if (i < s.n) at = std::max(at, s.starts[i + 1]);
-  }
-}
-
 // lora_sgmv(x, scales, A..., B...) {starts} -> d, t
 void op_lora_sgmv(OpCtx& c) {
   c.expect_inputs(1);
   Tensor x = c.f32(0);
   if (x.dim() < 1) c.fail("ShapeError", "input must have a feature axis");
   int64_t K = x.shape.back(), M = K ? x.numel() / K : 0;
-  Segments s = read_segments(c, 1, M, K);
+  Segments s(c, 1, M, K);
   Tensor d = Tensor::empty(with_last(x.shape, s.O), DType::F32), t = Tensor::empty({M, s.R}, DType::F32);
   const float* X = x.data<float>();
   float *D = d.data<float>(), *Tt = t.data<float>();
-  zero_uncovered(D, s.O, s);
-  zero_uncovered(Tt, s.R, s);
+  s.zero_uncovered(D, s.O);
+  s.zero_uncovered(Tt, s.R);
   parallel_for((int64_t)s.items.size(), 1, [&](int64_t b, int64_t e) {
     for (int64_t w = b; w < e; w++) {
       auto [i, m0, m1] = s.items[w];
@@ -123,14 +94,14 @@ void op_lora_sgmv_bwd(OpCtx& c) {
   c.expect_inputs(3);
   Tensor x = c.f32(1);
   int64_t K = x.dim() ? x.shape.back() : 0, M = K ? x.numel() / K : 0;
-  Segments s = read_segments(c, 3, M, K);
+  Segments s(c, 3, M, K);
   Tensor g = c.f32(0), t = c.f32(2);
   if (g.numel() != M * s.O) c.fail("ShapeError", "gradient " + shape_str(g.shape) + " does not match " + std::to_string(M) + " rows of " + std::to_string(s.O));
   if (t.numel() != M * s.R) c.fail("ShapeError", "saved t " + shape_str(t.shape) + " must be (" + std::to_string(M) + ", " + std::to_string(s.R) + ")");
   Tensor gx = Tensor::empty(x.shape, DType::F32);
   const float *G = g.data<float>(), *X = x.data<float>(), *Tt = t.data<float>();
   float* GX = gx.data<float>();
-  zero_uncovered(GX, K, s);
+  s.zero_uncovered(GX, K);
   std::vector<Tensor> dA, dBt;  // dBᵀ (r, O) accumulates with wide rows; transposed at the end
   for (int64_t i = 0; i < s.n; i++) {
     dA.push_back(Tensor::empty({s.ranks[i], K}, DType::F32));
@@ -140,7 +111,7 @@ void op_lora_sgmv_bwd(OpCtx& c) {
   }
   std::mutex mu;
   parallel_for((int64_t)s.items.size(), 1, [&](int64_t b, int64_t e) {
-    std::vector<float> gt(kChunk * s.R), la, lb;
+    std::vector<float> gt(kSegChunk * s.R), la, lb;
     int64_t cur = -1;
     auto flush = [&]() {
       if (cur < 0) return;
@@ -175,10 +146,7 @@ void op_lora_sgmv_bwd(OpCtx& c) {
   for (int64_t i = 0; i < s.n; i++) {
     int64_t r = s.ranks[i];
     Tensor dB = Tensor::empty({s.O, r}, DType::F32);
-    const float* src = dBt[i].data<float>();
-    float* dst = dB.data<float>();
-    for (int64_t j = 0; j < r; j++)
-      for (int64_t o = 0; o < s.O; o++) dst[o * r + j] = src[j * s.O + o];
+    transpose_into(dB.data<float>(), dBt[i].data<float>(), r, s.O);
     c.out.push_back(dB);
   }
 }

@@ -2,7 +2,7 @@
 // input, finite differences, and whole models with the fused path on and off.
 import test from 'ava';
 import { ops, randn, tensor, gradcheck, scope, noGrad, AutoAdapterModel, type Tensor } from '../../lib/index.ts';
-import { loraLinear, ia3Linear, bottleneckFused, loraSgmv, setFusedAdapterKernels } from '../../lib/adapters/fused.ts';
+import { loraLinear, ia3Linear, bottleneckFused, loraSgmv, bottleneckSgmv, setFusedAdapterKernels } from '../../lib/adapters/fused.ts';
 import { BatchSplit, Parallel } from '../../lib/adapters/composition.ts';
 
 function leaf(shape: number[], seed: number, std = 0.5): Tensor {
@@ -132,7 +132,8 @@ test('lora_sgmv rejects bad segments and shapes with a clear error', (t) => {
 });
 
 // BatchSplit / Parallel / mixed batches of plain LoRAs go through lora_sgmv; the slice-by-slice path is the oracle.
-test.serial('BatchSplit, Parallel and mixed batches of LoRAs: segmented kernel = slice-by-slice path (outputs and gradients)', (t) => {
+for (const kind of ['lora', 'bottleneck'] as const)
+test.serial(`BatchSplit, Parallel and mixed batches of ${kind} adapters: segmented kernel = slice-by-slice path (outputs and gradients)`, (t) => {
   const cfg = { model_type: 'bert', vocab_size: 40, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32,
     hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 };
   const ids = [[1, 5, 7, 9], [4, 8, 2, 6], [3, 3, 9, 1], [2, 7, 7, 5]];
@@ -140,10 +141,16 @@ test.serial('BatchSplit, Parallel and mixed batches of LoRAs: segmented kernel =
     setFusedAdapterKernels(fused);
     try {
       const m = AutoAdapterModel.fromConfig(cfg, { seed: 3 });
-      m.addAdapter('a', 'lora[r=4, alpha=8, intermediate_lora=True, output_lora=True]');
-      m.addAdapter('b', 'lora[r=2, alpha=6, selfattn_lora=True]');
-      m.addAdapter('c', "lora[r=8, alpha=8, attn_matrices=['q','k','v']]");
-      noGrad(() => { for (const [k, p] of m.namedParameters()) if (k.includes('loras')) p.copy_(ops.add(p, randn(p.shape, { std: 0.1, seed: k.length }))); });
+      if (kind === 'lora') {
+        m.addAdapter('a', 'lora[r=4, alpha=8, intermediate_lora=True, output_lora=True]');
+        m.addAdapter('b', 'lora[r=2, alpha=6, selfattn_lora=True]');
+        m.addAdapter('c', "lora[r=8, alpha=8, attn_matrices=['q','k','v']]");
+      } else {
+        m.addAdapter('a', 'seq_bn[reduction_factor=4]');
+        m.addAdapter('b', 'seq_bn[reduction_factor=2, scaling=0.5]');
+        m.addAdapter('c', 'seq_bn[reduction_factor=8, dropout=0.0]');
+      }
+      noGrad(() => { for (const [k, p] of m.namedParameters()) if (k.includes('loras') || k.includes('adapters')) p.copy_(ops.add(p, randn(p.shape, { std: 0.1, seed: k.length }))); });
       m.trainAdapter(['a', 'b', 'c']);
       const out = scope(() => {
         let h: Tensor;
@@ -170,4 +177,35 @@ test.serial('BatchSplit, Parallel and mixed batches of LoRAs: segmented kernel =
     t.true(f.grads.length > 0);
     f.grads.forEach(([k, g], j) => t.true(g.every((v, i) => Math.abs(v - c.grads[j]![1][i]!) <= 1e-4 * Math.max(1, Math.abs(v))), `${mode}: grad ${k}`));
   }
+});
+
+test('bottleneck_sgmv = per-segment residual + s_i·(act(h·Wd_iᵀ + bd_i)·Wu_iᵀ + bu_i) (forward, all gradients, uncovered rows)', (t) => {
+  const widths = [3, 5], starts = [1, 4, 7], scales = [0.5, 2];
+  const M = 9, C = 6;
+  for (const act of ['relu', 'swish', 'gelu_new', 'linear']) {
+    const f = (x: Tensor): Tensor => act === 'relu' ? ops.relu(x) : act === 'swish' ? ops.silu(x) : act === 'gelu_new' ? ops.gelu(x, { approximate: 'tanh' }) : x;
+    const shapes = [[M, C], [M, C], ...widths.map((d) => [d, C]), ...widths.map((d) => [d]), ...widths.map((d) => [C, d]), ...widths.map(() => [C])];
+    compare(t, shapes,
+      (h, r, ...w) => bottleneckSgmv(h!, r!, [0, 1].map((i) => ({ Wd: w[i]!, bd: w[2 + i]!, Wu: w[4 + i]!, bu: w[6 + i]! })), starts, scales, act),
+      (h, r, ...w) => {
+        const parts: Tensor[] = [ops.slice(r!, 0, 0, starts[0]!)];
+        for (let i = 0; i < 2; i++) {
+          const hs = ops.slice(h!, 0, starts[i]!, starts[i + 1]!), rs = ops.slice(r!, 0, starts[i]!, starts[i + 1]!);
+          parts.push(ops.add(ops.mul(ops.linear(f(ops.linear(hs, w[i]!, w[2 + i]!)), w[4 + i]!, w[6 + i]!), scales[i]!), rs));
+        }
+        parts.push(ops.slice(r!, 0, starts[2]!, M));
+        return ops.concat(parts, 0);
+      });
+  }
+});
+
+test('bottleneck_sgmv passes a finite-difference gradient check; bad shapes are refused', (t) => {
+  const h = leaf([2, 3, 4], 1), r = leaf([2, 3, 4], 2);
+  const ws = [[2, 3], [1, 4]].map(([d, s]) => ({ Wd: leaf([d!, 4], s!), bd: leaf([d!], s! + 10), Wu: leaf([4, d!], s! + 20), bu: leaf([4], s! + 30) }));
+  const flat = ws.flatMap((w) => [w.Wd, w.bd, w.Wu, w.bu]);
+  const res = gradcheck((...xs) => bottleneckSgmv(xs[0]!, xs[1]!, [0, 1].map((i) => ({ Wd: xs[2 + 4 * i]!, bd: xs[3 + 4 * i]!, Wu: xs[4 + 4 * i]!, bu: xs[5 + 4 * i]! })), [0, 2, 6], [1.5, 0.5], 'gelu'), [h, r, ...flat]);
+  t.true(res.ok, JSON.stringify(res));
+  t.throws(() => bottleneckSgmv(randn([4, 4]), randn([4, 4]), [{ Wd: randn([2, 4]), bd: randn([3]), Wu: randn([4, 2]), bu: randn([4]) }], [0, 4], [1], 'relu'), { message: /down bias #0/ });
+  t.throws(() => bottleneckSgmv(randn([4, 4]), randn([4, 5]), [{ Wd: randn([2, 4]), bd: randn([2]), Wu: randn([4, 2]), bu: randn([4]) }], [0, 4], [1], 'relu'), { message: /residual/ });
+  t.throws(() => bottleneckSgmv(randn([4, 4]), randn([4, 4]), [{ Wd: randn([2, 4]), bd: randn([2]), Wu: randn([4, 2]), bu: randn([4]) }], [0, 4], [1], 'leakyrelu'), { message: /unsupported activation/ });
 });

@@ -23,7 +23,7 @@ import { PHMLinear } from './phm.ts';
 import { Average, BatchSplit, Fuse, Parallel, Split, Stack, type Setup } from '../composition.ts';
 import { FusionLayer, type FusionConfigDict } from './fusion.ts';
 import { matchBatch, repeatBatch } from '../context.ts';
-import { bottleneckActSupported, bottleneckFused, fusedAdapterKernels } from '../fused.ts';
+import { bottleneckActSupported, bottleneckFused, bottleneckSgmv, fusedAdapterKernels } from '../fused.ts';
 import type { AdapterContext } from '../context.ts';
 
 /** transformers' get_activation names used by adapter configs. */
@@ -115,14 +115,21 @@ export class BottleneckAdapter extends Module {
     return this.forwardUp(h, residual, false).out;
   }
 
+  /**
+   * Whether the fused native kernels (bottleneckFused, bottleneckSgmv) compute this adapter: a plain sequential
+   * f32 adapter — Linear down/up, fixed scaling, no adapter LayerNorms, gate, active dropout or stochastic depth.
+   */
+  fusable(h: Tensor): this is { down: Linear; up: Linear } {
+    return fusedAdapterKernels() && !this.isParallel && !(this.training && (this.cfg.get('stochastic_depth') as number) > 0) && !this.lnBefore && !this.lnAfter &&
+      !this.child('gate') && typeof this.cfg.get('scaling') === 'number' && this.down instanceof Linear && this.up instanceof Linear && h.dtype === 'f32' &&
+      this.down.weight.dtype === 'f32' && bottleneckActSupported(this.cfg.get('non_linearity') as string) && !(this.training && (this.cfg.get('dropout') as number) > 0);
+  }
+
   /** The adapter output and (for AdapterFusion) its scaled `up` projection before the residual. */
   forwardUp(h: Tensor, residual: Tensor, needUp: boolean): { out: Tensor; up: Tensor | null } {
     // fused kernel: down → act → up → ·scale → + residual in one native call (plain sequential adapters)
-    const sc = this.cfg.get('scaling');
-    if (!needUp && fusedAdapterKernels() && !this.isParallel && !(this.training && (this.cfg.get('stochastic_depth') as number) > 0) && !this.lnBefore && !this.lnAfter && !this.child('gate') && typeof sc === 'number' &&
-        this.down instanceof Linear && this.up instanceof Linear && h.dtype === 'f32' && this.down.weight.dtype === 'f32' &&
-        bottleneckActSupported(this.cfg.get('non_linearity') as string) && !(this.training && (this.cfg.get('dropout') as number) > 0))
-      return { out: bottleneckFused(h, this.down.weight, this.down.bias!, this.up.weight, this.up.bias!, residual, this.cfg.get('non_linearity') as string, sc), up: null };
+    if (!needUp && this.fusable(h))
+      return { out: bottleneckFused(h, this.down.weight, this.down.bias!, this.up.weight, this.up.bias!, residual, this.cfg.get('non_linearity') as string, this.cfg.get('scaling') as number), up: null };
     const x = this.lnBefore ? this.lnBefore.forward(h) : h;
     let out = this.scale(this.up.forward(this.act(this.down.forward(x))));
     const up = out;
@@ -195,6 +202,32 @@ export class BottleneckSite {
   }
 
   /**
+   * BatchSplit whose children are plain sequential adapters of this site that the fused kernel computes and that
+   * agree on the pre-adapter residual/LN handling and the activation: one bottleneckSgmv call for all slices
+   * (pre_forward runs once on the whole batch, which equals running it per slice). Else null.
+   */
+  private segmented(setup: BatchSplit, st: { h: Tensor; input: Tensor; last: string }, ln: LayerNorm | null): { h: Tensor; input: Tensor; last: string } | null {
+    const mods: BottleneckAdapter[] = [];
+    for (const c of setup.children) {
+      const a = typeof c === 'string' ? this.get(c) : null;
+      if (!a || !a.fusable(st.h)) return null;
+      mods.push(a);
+    }
+    const key = (a: BottleneckAdapter) => ['original_ln_before', 'residual_before_ln', 'non_linearity'].map((k) => String(a.cfg.get(k))).join('|');
+    if (mods.some((a) => key(a) !== key(mods[0]!))) return null;
+    const pre = mods[0]!.preForward(st.h, st.input, ln);
+    const per = st.h.numel / (st.h.shape[0]! * st.h.shape[st.h.ndim - 1]!);
+    const starts = [0];
+    for (const n of setup.batchSizes) starts.push(starts[starts.length - 1]! + n * per);
+    const ws = mods.map((a) => {
+      const down = a.down as Linear, up = a.up as Linear;
+      return { Wd: down.weight, bd: down.bias!, Wu: up.weight, bu: up.bias! };
+    });
+    const h = bottleneckSgmv(pre.h, pre.residual, ws, starts, mods.map((a) => a.cfg.get('scaling') as number), mods[0]!.cfg.get('non_linearity') as string);
+    return { h, input: st.input, last: setup.children[setup.children.length - 1] as string };
+  }
+
+  /**
    * Evaluates a setup on (h, input): a name runs that adapter (its pre_forward on the current state); Stack
    * chains; BatchSplit / Split run children on rows / positions and concatenate; Average combines children's
    * states as Σ w_i·h_i / N (the Python library's mean of weighted states). Parallel/Fuse: composition issue.
@@ -236,6 +269,10 @@ export class BottleneckSite {
       const total = st.h.shape[dim]!;
       if (sizes.reduce((a, b) => a + b, 0) !== total)
         throw new ValueError(`${String(setup)}: sizes [${sizes}] must add up to ${dim === 0 ? 'the batch size' : 'the sequence length'} ${total}`);
+      if (dim === 0 && !needUp) {
+        const seg = this.segmented(setup as BatchSplit, st, ln);
+        if (seg) return seg;
+      }
       let at = 0, last = st.last;
       const parts = setup.children.map((c, i) => {
         const sub = { h: ops.slice(st.h, dim, at, at + sizes[i]!), input: ops.slice(st.input, dim, at, at + sizes[i]!), last: st.last };
