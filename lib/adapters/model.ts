@@ -306,7 +306,8 @@ export class AdapterManager {
   train(setup: Setup | Setup[], opts: { trainEmbeddings?: boolean } = {}): void {
     this.setActive(setup);
     const names = this.ctx.active;
-    for (const [, p] of this.model.namedParameters()) p.requiresGrad = false;
+    // the base model and other adapters freeze; flex heads stay trainable (the Python library freezes base_model only)
+    for (const [k, p] of this.model.namedParameters()) if (!k.startsWith('heads.')) p.requiresGrad = false;
     for (const n of names) for (const [, p] of this.params(n)) p.requiresGrad = true;
     if (opts.trainEmbeddings) {
       const E = (this.model.base as { inputEmbeddings?: () => Tensor }).inputEmbeddings?.();
@@ -789,13 +790,13 @@ function jacobiSvd(M: Float64Array[]): { U: Float64Array[]; S: number[]; V: Floa
 }
 
 /** model_type → the Python library's flex-head class name (written as model_class). */
-const ADAPTER_MODEL_CLASS: Record<string, string> = {
+export const ADAPTER_MODEL_CLASS: Record<string, string> = {
   bert: 'BertAdapterModel', roberta: 'RobertaAdapterModel', 'xlm-roberta': 'XLMRobertaAdapterModel', distilbert: 'DistilBertAdapterModel',
   electra: 'ElectraAdapterModel', gpt2: 'GPT2AdapterModel', llama: 'LlamaAdapterModel', mistral: 'MistralAdapterModel',
   qwen2: 'Qwen2AdapterModel', t5: 'T5AdapterModel', mt5: 'MT5AdapterModel', bart: 'BartAdapterModel', vit: 'ViTAdapterModel',
 };
 
-function sortKeys(v: unknown): unknown {
+export function sortKeys(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(sortKeys);
   if (v && typeof v === 'object') return Object.fromEntries(Object.keys(v).sort().map((k) => [k, sortKeys((v as Record<string, unknown>)[k])]));
   return v;
@@ -851,7 +852,7 @@ export function formatSummary(rows: SummaryRow[]): string {
 }
 
 /** The weights of a saved folder: the safetensors file when present, else the PyTorch .bin (as the Python library). */
-function readWeightFile(dir: string, stName: string, binName: string): { weights: Map<string, Tensor>; file: string } {
+export function readWeightFile(dir: string, stName: string, binName: string): { weights: Map<string, Tensor>; file: string } {
   const st = path.join(dir, stName), bin = path.join(dir, binName);
   if (fs.existsSync(st)) return { weights: loadSafetensors(st), file: st };
   if (fs.existsSync(bin)) return { weights: loadTorchBin(bin), file: bin };

@@ -23,6 +23,14 @@ import { AdapterManager, formatSummary, type AdapterHostModel, type SummaryRow }
 import type { AdapterConfig, ConfigDict } from '../adapters/config.ts';
 import { BatchSplit, CompositionBlock, Parallel, type Fuse, type Setup } from '../adapters/composition.ts';
 import type { FusionConfigDict } from '../adapters/methods/fusion.ts';
+import { HeadManager, type HeadHost } from '../heads/manager.ts';
+import { lmLoss, type HeadConfig } from '../heads/heads.ts';
+
+function label2id(id2label: Record<number, string> | undefined, n: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (let i = 0; i < n; i++) out[id2label?.[i] ?? `LABEL_${i}`] = i;
+  return out;
+}
 
 export interface FromPretrainedOptions {
   dtype?: DType;
@@ -42,6 +50,87 @@ export class AdapterModel extends Module {
       this.registerModule('lm_head', new Linear(E.shape[1]!, E.shape[0]!, { bias: false }));
     }
     this.adapters = new AdapterManager(this as unknown as AdapterHostModel);
+    this.headManager = new HeadManager(this as unknown as HeadHost);
+    this.registerModule('heads', this.headManager.heads);
+  }
+
+  // ---- prediction heads (the Python library's flex heads) ----
+  /** @internal */
+  readonly headManager: HeadManager;
+  /** Adds a head from a head_config-style dict (snake_case keys); it becomes the active head unless setActive is false. */
+  addPredictionHead(name: string, config: HeadConfig, opts: { overwriteOk?: boolean; setActive?: boolean } = {}): void {
+    this.headManager.add(name, config, opts);
+  }
+  addClassificationHead(name: string, o: { num_labels?: number; layers?: number; activation_function?: string; overwriteOk?: boolean; multilabel?: boolean;
+    id2label?: Record<number, string>; use_pooler?: boolean; bias?: boolean; dropout_prob?: number | null; setActive?: boolean } = {}): void {
+    const n = o.num_labels ?? 2;
+    this.addPredictionHead(name, { head_type: o.multilabel ? 'multilabel_classification' : 'classification', num_labels: n, layers: o.layers ?? 2,
+      activation_function: o.activation_function ?? 'tanh', label2id: label2id(o.id2label, n), use_pooler: o.use_pooler ?? false, bias: o.bias ?? true,
+      dropout_prob: o.dropout_prob ?? null }, o);
+  }
+  addTaggingHead(name: string, o: { num_labels?: number; layers?: number; activation_function?: string; overwriteOk?: boolean; id2label?: Record<number, string>;
+    dropout_prob?: number | null; setActive?: boolean } = {}): void {
+    const n = o.num_labels ?? 2;
+    this.addPredictionHead(name, { head_type: 'tagging', num_labels: n, layers: o.layers ?? 1, activation_function: o.activation_function ?? 'tanh',
+      label2id: label2id(o.id2label, n), dropout_prob: o.dropout_prob ?? null }, o);
+  }
+  addMultipleChoiceHead(name: string, o: { num_choices?: number; layers?: number; activation_function?: string; overwriteOk?: boolean; id2label?: Record<number, string>;
+    use_pooler?: boolean; dropout_prob?: number | null; setActive?: boolean } = {}): void {
+    const n = o.num_choices ?? 2;
+    this.addPredictionHead(name, { head_type: 'multiple_choice', num_choices: n, layers: o.layers ?? 2, activation_function: o.activation_function ?? 'tanh',
+      label2id: label2id(o.id2label, n), use_pooler: o.use_pooler ?? false, dropout_prob: o.dropout_prob ?? null }, o);
+  }
+  addQAHead(name: string, o: { num_labels?: number; layers?: number; activation_function?: string; overwriteOk?: boolean; id2label?: Record<number, string>;
+    dropout_prob?: number | null; setActive?: boolean } = {}): void {
+    const n = o.num_labels ?? 2;
+    this.addPredictionHead(name, { head_type: 'question_answering', num_labels: n, layers: o.layers ?? 1, activation_function: o.activation_function ?? 'tanh',
+      label2id: label2id(o.id2label, n), dropout_prob: o.dropout_prob ?? null }, o);
+  }
+  private lmHeadConfig(type: 'causal_lm' | 'masked_lm', o: { layers?: number; activation_function?: string; layer_norm?: boolean; bias?: boolean }): HeadConfig {
+    const H = this.base.hiddenSize!();
+    return { head_type: type, vocab_size: this.base.inputEmbeddings!().shape[0]!, embedding_size: H, layers: o.layers ?? 2,
+      activation_function: o.activation_function ?? 'gelu', layer_norm: o.layer_norm ?? true, bias: o.bias ?? true, shift_labels: type === 'causal_lm',
+      label2id: null, dropout_prob: null };
+  }
+  addCausalLmHead(name: string, o: { layers?: number; activation_function?: string; layer_norm?: boolean; bias?: boolean; overwriteOk?: boolean; setActive?: boolean } = {}): void {
+    this.addPredictionHead(name, this.lmHeadConfig('causal_lm', o), o);
+  }
+  addMaskedLmHead(name: string, o: { layers?: number; activation_function?: string; layer_norm?: boolean; bias?: boolean; overwriteOk?: boolean; setActive?: boolean } = {}): void {
+    this.addPredictionHead(name, this.lmHeadConfig('masked_lm', o), o);
+  }
+  addSeq2seqLmHead(name: string, o: { overwriteOk?: boolean; setActive?: boolean } = {}): void {
+    if (!this.spec.encoderDecoder) throw new ValueError(`${this.modelType}: a seq2seq LM head needs an encoder–decoder model`);
+    this.addPredictionHead(name, { head_type: 'seq2seq_lm', vocab_size: this.base.inputEmbeddings!().shape[0]!, layers: 1, activation_function: null,
+      layer_norm: false, label2id: null }, o);
+  }
+  addImageClassificationHead(name: string, o: { num_labels?: number; layers?: number; activation_function?: string; overwriteOk?: boolean; multilabel?: boolean;
+    id2label?: Record<number, string>; use_pooler?: boolean; bias?: boolean; dropout_prob?: number | null; setActive?: boolean } = {}): void {
+    const n = o.num_labels ?? 2;
+    this.addPredictionHead(name, { head_type: 'image_classification', num_labels: n, layers: o.layers ?? 1, activation_function: o.activation_function ?? 'tanh',
+      label2id: label2id(o.id2label, n), use_pooler: o.use_pooler ?? false, bias: o.bias ?? true, dropout_prob: o.dropout_prob ?? null, multilabel: o.multilabel ?? false }, o);
+  }
+  deleteHead(name: string): void {
+    this.headManager.delete(name);
+  }
+  /** Names of the heads. */
+  get heads(): string[] {
+    return this.headManager.names();
+  }
+  /** The active head: a name, or one per branch for Parallel (string[]); null = base model output. */
+  get activeHead(): string | string[] | null {
+    const a = this.headManager.active;
+    return a === null || typeof a === 'string' ? a : this.headManager.headNames(a);
+  }
+  set activeHead(h: string | string[] | null) {
+    this.headManager.setActive(h);
+  }
+  /** Writes head_config.json + model_head.safetensors for head `name` into dir. */
+  saveHead(dir: string, name: string): void {
+    this.headManager.save(dir, name);
+  }
+  /** Loads a head folder; returns its name. */
+  loadHead(dir: string, opts: { loadAs?: string; setActive?: boolean } = {}): string {
+    return this.headManager.load(dir, opts);
   }
 
   // ---- adapters (the Python library's ModelAdaptersMixin, camelCase) ----
@@ -63,6 +152,7 @@ export class AdapterModel extends Module {
   /** Activates a setup: a name, several names (Stack), or null for the base model. */
   setActiveAdapters(setup: Setup | Setup[] | null, opts: { skipLayers?: number[] } = {}): void {
     this.adapters.setActive(setup, opts);
+    this.headManager.followAdapters(this.adapters.ctx.setup);
   }
   get activeAdapters(): string[] {
     return [...this.adapters.ctx.active];
@@ -70,6 +160,7 @@ export class AdapterModel extends Module {
   /** Freezes the base model and all other adapters, activates `setup` and switches to train mode. */
   trainAdapter(setup: Setup | Setup[], opts: { trainEmbeddings?: boolean } = {}): void {
     this.adapters.train(setup, opts);
+    this.headManager.followAdapters(this.adapters.ctx.setup);
   }
   freezeModel(freeze = true): void {
     this.adapters.freeze(freeze);
@@ -94,8 +185,9 @@ export class AdapterModel extends Module {
     this.adapters.average(name, adapters, opts);
   }
   /** Saves adapter `name` (adapter_config.json + adapter.safetensors), atomically. */
-  saveAdapter(dir: string, name: string, opts: { format?: 'safetensors' | 'bin' } = {}): void {
+  saveAdapter(dir: string, name: string, opts: { format?: 'safetensors' | 'bin'; withHead?: boolean } = {}): void {
     this.adapters.save(dir, name, opts);
+    if ((opts.withHead ?? true) && this.headManager.has(name)) this.headManager.save(dir, name);
   }
   /** Turns prefix-tuning adapter `name` into its flat form (the MLP reparametrisation is evaluated once). */
   ejectPrefixTuning(name: string): void {
@@ -140,8 +232,10 @@ export class AdapterModel extends Module {
     this.adapters.reset();
   }
   /** Loads an adapter folder (adapter_config.json + adapter.safetensors or pytorch_adapter.bin); returns its name. */
-  loadAdapter(dir: string, opts: { loadAs?: string; setActive?: boolean; config?: AdapterConfig | string } = {}): string {
-    return this.adapters.load(dir, opts);
+  loadAdapter(dir: string, opts: { loadAs?: string; setActive?: boolean; config?: AdapterConfig | string; withHead?: boolean } = {}): string {
+    const name = this.adapters.load(dir, opts);
+    if ((opts.withHead ?? true) && fs.existsSync(path.join(dir, 'head_config.json'))) this.headManager.load(dir, { loadAs: name, setActive: opts.setActive });
+    return name;
   }
   get modelType(): string {
     return String(this.config.model_type);
@@ -162,7 +256,24 @@ export class AdapterModel extends Module {
       if (fa) for (const byLayer of Object.values(fa)) for (const byLoc of Object.values(byLayer)) for (const t of Object.values(byLoc)) trackInScope(t);
     }
     if (fa) out.adapterFusionAttentions = fa;
-    if (this.lmHeadKind) out.logits = this.lmLogits(out.lastHiddenState);
+    const asT = (v: unknown) => (v === undefined || v === null ? null : v instanceof Tensor ? v : tensor(v as number[], undefined, { dtype: 'i64' }));
+    const labels = asT(input.labels);
+    if (this.headManager.active !== null) {
+      const single = typeof this.headManager.active === 'string' ? this.headManager.get(this.headManager.active) : null;
+      // T5's tied seq2seq head rescales the decoder output (FORMATS §5.3), like its built-in LM head
+      const s = single?.config.head_type === 'seq2seq_lm' && single.tied ? ((this.base as { lmScale?: number }).lmScale ?? 1) : 1;
+      const res = this.headManager.forward({ hidden: s === 1 ? out.lastHiddenState : ops.mul(out.lastHiddenState, s), pooled: out.pooledOutput,
+        inputIds: this.spec.encoderDecoder ? asT(input.decoderInputIds) : asT(input.inputIds), attentionMask: asT(input.attentionMask), labels,
+        startPositions: asT(input.startPositions), endPositions: asT(input.endPositions) })!;
+      out.logits = res.logits;
+      if (res.loss) out.loss = res.loss;
+      if (res.startLogits) { out.startLogits = res.startLogits; out.endLogits = res.endLogits; }
+      if (res.headOutputs) out.headOutputs = res.headOutputs;
+    } else if (this.lmHeadKind) {
+      out.logits = this.lmLogits(out.lastHiddenState);
+      // decoder-only LMs predict the next token (labels shifted); seq2seq labels are the decoder targets
+      if (labels) out.loss = lmLoss(out.logits, labels, !this.spec.encoderDecoder);
+    } else if (labels) throw new ValueError(`${this.modelType}: labels need a prediction head (addClassificationHead, addTaggingHead, ...)`);
     return out;
   }
 

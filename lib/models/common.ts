@@ -64,6 +64,13 @@ export function keepMask(mask: Tensor | null): Tensor | null {
 
 export interface ModelOutput {
   lastHiddenState: Tensor;
+  /** The active head's loss when labels were given. */
+  loss?: Tensor;
+  /** Question answering: per-token start / end logits (B, T). */
+  startLogits?: Tensor;
+  endLogits?: Tensor;
+  /** Several active heads (Parallel / BatchSplit): one output per head. */
+  headOutputs?: { head: string; logits: Tensor; loss?: Tensor; startLogits?: Tensor; endLogits?: Tensor }[];
   hiddenStates?: Tensor[];
   pooledOutput?: Tensor;
   logits?: Tensor;
@@ -101,6 +108,15 @@ export interface ForwardInput {
    * Overrides the active setup for this call; each row equals running it with its own adapter alone.
    */
   adapterIds?: (string | null)[];
+  /**
+   * Targets for the active head's loss (ModelOutput.loss), as transformers takes them: class ids (B) or floats
+   * for regression / multilabel, token ids (B, T) for tagging and LM heads (−100 = ignored; causal LM shifts).
+   * Without a flex head, an LM-head model computes the LM loss from its own logits.
+   */
+  labels?: TensorLike;
+  /** Question-answering targets (B). */
+  startPositions?: TensorLike;
+  endPositions?: TensorLike;
 }
 
 /** Repeats tensors along the batch to the largest batch among them (Parallel adapter blocks, see matchBatch). */

@@ -14,6 +14,8 @@ export interface BaseModel extends Module {
   forward(input: ForwardInput): ModelOutput;
   /** The input (word) embedding matrix (V, C), for tied LM heads. */
   inputEmbeddings?(): Tensor;
+  /** The hidden size (adapter and head widths). */
+  hiddenSize?(): number;
 }
 
 export interface ArchSpec {

@@ -156,7 +156,7 @@ test.serial(`BatchSplit, Parallel and mixed batches of ${kind} adapters: segment
         let h: Tensor;
         if (mode === 'mixed') h = m.forward({ inputIds: ids, adapterIds: ['c', null, 'a', 'c'] }).lastHiddenState;
         else {
-          m.setActiveAdapters(mode === 'parallel' ? new Parallel(['a', 'b', 'c']) : new BatchSplit(['a', 'b', 'c'], [1, 2, 1]));
+          m.setActiveAdapters(mode === 'parallel' ? new Parallel('a', 'b', 'c') : new BatchSplit(['a', 'b', 'c'], [1, 2, 1]));
           h = m.forward({ inputIds: mode === 'parallel' ? ids.slice(0, 2) : ids }).lastHiddenState;
         }
         ops.sum(ops.mul(h, h)).backward();

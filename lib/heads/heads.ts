@@ -1,0 +1,220 @@
+/**
+ * Prediction heads of the Python Adapters library's flex-head models (`heads/base.py`,
+ * `heads/language_modeling.py`): each head is an nn.Sequential stored under `heads.<name>.<i>.*`, with a
+ * `head_config.json` whose keys are kept here as written (snake_case).
+ *   classification / multilabel / multiple choice / tagging / QA / image: `layers` × [Dropout, Linear(H,H), act]
+ *     with the last Linear to num_labels (1 for multiple choice, 2 for QA) → e.g. layers=2: `heads.a.1.*`, `heads.a.4.*`
+ *   causal_lm / masked_lm: (layers−1) × [Linear(H,H), act, LayerNorm?] then Linear(H, vocab) — tied to the input
+ *     embeddings when the model ties them (the tied weight is still saved, as the Python library does)
+ *   seq2seq_lm: Linear(H, vocab) without bias (tied likewise)
+ * Losses follow transformers: cross-entropy (MSE when num_labels = 1), BCE-with-logits for multilabel, tagging
+ * ignores masked positions, QA averages start/end losses with out-of-range positions ignored, LM heads shift
+ * labels by one for causal LM, ignore index −100 everywhere.
+ */
+import { Module } from '../nn/module.ts';
+import { Dropout, LayerNorm, Linear, activation } from '../nn/layers.ts';
+import { Tensor, tensor } from '../tensor.ts';
+import * as ops from '../ops/index.ts';
+import { noGrad } from '../autograd/tape.ts';
+import { ValueError } from '../errors.ts';
+
+export type HeadType = 'classification' | 'multilabel_classification' | 'tagging' | 'multiple_choice' | 'question_answering' |
+  'causal_lm' | 'masked_lm' | 'seq2seq_lm' | 'image_classification';
+
+/** head_config.json's `config` (snake_case, as the Python library writes it). */
+export interface HeadConfig {
+  head_type: HeadType;
+  num_labels?: number;
+  num_choices?: number;
+  layers: number;
+  activation_function: string | null;
+  label2id?: Record<string, number> | null;
+  use_pooler?: boolean;
+  bias?: boolean;
+  dropout_prob?: number | null;
+  vocab_size?: number;
+  embedding_size?: number;
+  layer_norm?: boolean;
+  shift_labels?: boolean;
+  [k: string]: unknown;
+}
+
+export interface HeadInput {
+  /** (B, T, H) sequence output of the base model. */
+  hidden: Tensor;
+  pooled?: Tensor;
+  /** (B, H) sentence representation chosen by the model (first token / last non-pad token). */
+  cls?: Tensor;
+  attentionMask?: Tensor | null;
+  labels?: Tensor | null;
+  startPositions?: Tensor | null;
+  endPositions?: Tensor | null;
+}
+export interface HeadOutput {
+  logits: Tensor;
+  loss?: Tensor;
+  startLogits?: Tensor;
+  endLogits?: Tensor;
+}
+
+const LM_TYPES = new Set<HeadType>(['causal_lm', 'masked_lm', 'seq2seq_lm']);
+
+export class PredictionHead extends Module {
+  /** The output Linear, whose weight is the input embedding matrix when tied. */
+  readonly out: Linear;
+  /** True when the output weight is the model's input embedding matrix. */
+  tied = false;
+  /**
+   * @param hidden the model's hidden size; @param dropout the model's hidden dropout (used when dropout_prob is
+   * null); @param tiedEmbedding the input embeddings when the model ties its LM output to them.
+   */
+  constructor(readonly name: string, readonly config: HeadConfig, hidden: number, opts: { dropout?: number; initStd?: number; lnEps?: number; tiedEmbedding?: Tensor | null } = {}) {
+    super();
+    const c = config;
+    if (!Number.isInteger(c.layers) || c.layers < 1) throw new ValueError(`head '${name}': layers must be a positive integer, got ${c.layers}`);
+    const bias = c.bias ?? true;
+    const act = () => {
+      const f = activation(String(c.activation_function));
+      return Object.assign(new Module(), { forward: f }) as Module & { forward(x: Tensor): Tensor };
+    };
+    let i = 0;
+    const add = (m: Module) => this.registerModule(String(i++), m);
+    let out: Linear;
+    if (LM_TYPES.has(c.head_type)) {
+      const V = c.vocab_size;
+      if (!V) throw new ValueError(`head '${name}': ${c.head_type} needs vocab_size`);
+      const E = c.embedding_size ?? hidden;
+      for (let l = 0; l < c.layers - 1; l++) {
+        add(new Linear(l === 0 ? hidden : E, E));
+        if (c.activation_function) add(act());
+        if (c.layer_norm) add(new LayerNorm(E, opts.lnEps ?? 1e-12));
+      }
+      out = add(new Linear(c.layers > 1 ? E : hidden, V, { bias: c.head_type === 'seq2seq_lm' ? false : bias })) as Linear;
+    } else {
+      const n = c.head_type === 'multiple_choice' ? 1 : c.head_type === 'question_answering' ? (c.num_labels ?? 2) : c.num_labels;
+      if (!n || n < 1) throw new ValueError(`head '${name}': num_labels must be >= 1, got ${n}`);
+      const p = c.dropout_prob ?? opts.dropout ?? 0.1;
+      for (let l = 0; l < c.layers; l++) {
+        add(new Dropout(p));
+        if (l < c.layers - 1) {
+          add(new Linear(hidden, hidden, { bias }));
+          if (c.activation_function) add(act());
+        } else out = add(new Linear(hidden, n, { bias })) as Linear;
+      }
+    }
+    this.out = out!;
+    // transformers' _init_weights: N(0, initializer_range) weights, zero biases, LayerNorm (1, 0)
+    noGrad(() => {
+      for (const m of this.children()) if (m instanceof Linear) {
+        m.weight.copy_(ops.randn(m.weight.shape, { std: opts.initStd ?? 0.02 }));
+        m.bias?.copy_(ops.zeros(m.bias.shape));
+      }
+    });
+    if (opts.tiedEmbedding && LM_TYPES.has(c.head_type)) {
+      // the output projection *is* the input embedding matrix (not a second parameter; it keeps its frozen state)
+      const E = opts.tiedEmbedding, rg = E.requiresGrad;
+      if (E.shape[0] !== this.out.outFeatures || E.shape[1] !== this.out.inFeatures)
+        throw new ValueError(`head '${name}': cannot tie a (${this.out.outFeatures}, ${this.out.inFeatures}) output to embeddings [${E.shape}]`);
+      this.out.param('weight')!.dispose();
+      this.out.registerParameter('weight', E);
+      E.requiresGrad = rg;
+      this.tied = true;
+    }
+  }
+
+  private children(): Module[] {
+    const r: Module[] = [];
+    for (let i = 0; this.child(String(i)); i++) r.push(this.child(String(i))!);
+    return r;
+  }
+  /** Runs the Sequential. */
+  private seq(x: Tensor): Tensor {
+    for (const m of this.children()) x = (m as unknown as { forward(t: Tensor): Tensor }).forward(x);
+    return x;
+  }
+
+  forward(inp: HeadInput): HeadOutput {
+    const c = this.config;
+    switch (c.head_type) {
+      case 'classification':
+      case 'multilabel_classification':
+      case 'image_classification': {
+        const x = c.use_pooler ? inp.pooled : inp.cls;
+        if (!x) throw new ValueError(`head '${this.name}': ${c.use_pooler ? 'the model has no pooler output' : 'no sentence representation'}`);
+        const logits = this.seq(x);
+        if (!inp.labels) return { logits };
+        const n = logits.shape[1]!;
+        if (c.head_type === 'multilabel_classification') return { logits, loss: bceWithLogits(logits, ops.cast(inp.labels, 'f32')) };
+        if (n === 1) return { logits, loss: ops.mseLoss(ops.reshape(logits, [-1]), ops.reshape(ops.cast(inp.labels, 'f32'), [-1])) };
+        return { logits, loss: ops.crossEntropy(logits, checkLabels(this.name, ops.reshape(inp.labels, [-1]), n)) };
+      }
+      case 'multiple_choice': {
+        const x = c.use_pooler ? inp.pooled : inp.cls;
+        if (!x) throw new ValueError(`head '${this.name}': no sentence representation`);
+        const nc = c.num_choices ?? 2;
+        const logits = ops.reshape(this.seq(x), [-1, nc]);
+        return inp.labels ? { logits, loss: ops.crossEntropy(logits, checkLabels(this.name, ops.reshape(inp.labels, [-1]), nc)) } : { logits };
+      }
+      case 'tagging': {
+        const logits = this.seq(inp.hidden);
+        if (!inp.labels) return { logits };
+        const n = logits.shape[2]!;
+        let labels = ops.reshape(ops.cast(inp.labels, 'i64'), [-1]);
+        // positions with attention_mask 0 are ignored (transformers' active_loss)
+        if (inp.attentionMask) labels = ops.where(ops.eq(ops.reshape(inp.attentionMask, [-1]), 1), labels, tensor([-100], [1], { dtype: 'i64' }));
+        return { logits, loss: ops.crossEntropy(ops.reshape(logits, [-1, n]), checkLabels(this.name, labels, n), { ignoreIndex: -100 }) };
+      }
+      case 'question_answering': {
+        const logits = this.seq(inp.hidden);
+        const [s, e] = ops.split(logits, 1, -1);
+        const startLogits = ops.squeeze(s!, -1), endLogits = ops.squeeze(e!, -1);
+        const out: HeadOutput = { logits, startLogits, endLogits };
+        if (inp.startPositions && inp.endPositions) {
+          // positions outside the sequence are clamped to T and ignored, as in transformers
+          const T = startLogits.shape[1]!;
+          const pos = (p: Tensor) => ops.cast(ops.clamp(ops.cast(ops.reshape(p, [-1]), 'f32'), 0, T), 'i64');
+          const ls = ops.crossEntropy(startLogits, pos(inp.startPositions), { ignoreIndex: T });
+          const le = ops.crossEntropy(endLogits, pos(inp.endPositions), { ignoreIndex: T });
+          out.loss = ops.div(ops.add(ls, le), 2);
+        }
+        return out;
+      }
+      case 'causal_lm':
+      case 'masked_lm':
+      case 'seq2seq_lm': {
+        const logits = this.seq(inp.hidden);
+        if (!inp.labels) return { logits };
+        const shift = c.head_type === 'causal_lm' && (c.shift_labels ?? true);
+        return { logits, loss: lmLoss(logits, inp.labels, shift) };
+      }
+      default:
+        throw new ValueError(`head '${this.name}': unknown head_type '${String(c.head_type)}'`);
+    }
+  }
+}
+
+/** transformers' LM loss: optional shift (predict token t+1 from position t), ignore index −100, mean. */
+export function lmLoss(logits: Tensor, labels: Tensor, shift: boolean): Tensor {
+  const V = logits.shape[logits.ndim - 1]!, T = logits.shape[1]!;
+  let lg = logits, lb = ops.cast(labels, 'i64');
+  if (shift) {
+    lg = ops.slice(logits, 1, 0, T - 1);
+    lb = ops.slice(lb, 1, 1);
+  }
+  return ops.crossEntropy(ops.reshape(lg.contiguous(), [-1, V]), checkLabels('lm', ops.reshape(lb.contiguous(), [-1]), V), { ignoreIndex: -100 });
+}
+
+/** BCEWithLogitsLoss (mean): max(x,0) − x·y + log(1 + e^{−|x|}). */
+export function bceWithLogits(x: Tensor, y: Tensor): Tensor {
+  return ops.mean(ops.add(ops.sub(ops.relu(x), ops.mul(x, y)), ops.log(ops.add(ops.exp(ops.neg(ops.abs(x))), 1))));
+}
+
+/** Labels must lie in [0, n) or be −100: a clear error instead of a native index failure. */
+function checkLabels(name: string, labels: Tensor, n: number): Tensor {
+  const v = labels.toArray() as BigInt64Array | Int32Array | Float32Array;
+  for (let i = 0; i < v.length; i++) {
+    const x = Number(v[i]);
+    if (x !== -100 && !(x >= 0 && x < n)) throw new ValueError(`head '${name}': label ${x} at position ${i} is out of range [0, ${n}) (use -100 to ignore)`);
+  }
+  return ops.cast(labels, 'i64');
+}
