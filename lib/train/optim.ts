@@ -2,7 +2,7 @@
  * Optimisers with PyTorch's update rules (torch.optim.AdamW / SGD), parameter groups with Hugging Face's
  * `no_decay` split, and the `transformers` learning-rate schedules (get_*_schedule_with_warmup).
  * Updates run under noGrad with per-step temporaries released at once; moment buffers are owned by the
- * optimiser (dispose() frees them). Not yet a single native call over all parameters (issue 6).
+ * optimiser (dispose() frees them) and can be checkpointed (stateTensors / loadStateTensors).
  */
 import type { Tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
@@ -64,6 +64,28 @@ abstract class Optimizer {
     return (s[name] ??= keep(init()));
   }
   protected abstract update(p: Tensor, g: Tensor, group: Required<ParamGroup>): void;
+  /** Buffers by `<group>.<index>.<buffer>` (e.g. `0.3.exp_avg`), for checkpoints; the tensors themselves. */
+  stateTensors(): Map<string, Tensor> {
+    const out = new Map<string, Tensor>();
+    this.groups.forEach((g, gi) => g.params.forEach((p, pi) => {
+      for (const [k, t] of Object.entries(this.state.get(p) ?? {})) out.set(`${gi}.${pi}.${k}`, t);
+    }));
+    return out;
+  }
+  /** Restores buffers written by stateTensors() (copied) and the step count. */
+  loadStateTensors(tensors: Map<string, Tensor>, stepCount: number): void {
+    this.dispose();
+    for (const [key, t] of tensors) {
+      const [gi, pi, name] = key.split('.');
+      const p = this.groups[Number(gi)]?.params[Number(pi)];
+      if (!p || !name) throw new ValueError(`optimizer state '${key}' does not match the parameter groups`);
+      if (p.shape.join() !== t.shape.join()) throw new ValueError(`optimizer state '${key}' has shape [${t.shape}], parameter has [${p.shape}]`);
+      let s = this.state.get(p);
+      if (!s) this.state.set(p, (s = {}));
+      s[name] = keep(noGrad(() => t.clone()));
+    }
+    this.stepCount = stepCount;
+  }
   dispose(): void {
     for (const s of this.state.values()) for (const t of Object.values(s)) t.dispose();
     this.state.clear();
@@ -139,7 +161,8 @@ export function lrLambda(kind: ScheduleKind, step: number, warmup: number, total
  * (call it after optimizer.step()).
  */
 export class LrScheduler {
-  private steps = 0;
+  /** Number of step() calls so far (restore with setStep for an exact resume). */
+  steps = 0;
   private readonly baseLrs: number[];
   constructor(readonly optimizer: { groups: { lr: number }[] }, readonly kind: ScheduleKind,
     readonly opts: { warmup?: number; total?: number; numCycles?: number; power?: number; lrEnd?: number } = {}) {
@@ -152,6 +175,10 @@ export class LrScheduler {
   }
   step(): void {
     this.steps++;
+    this.apply();
+  }
+  setStep(n: number): void {
+    this.steps = n;
     this.apply();
   }
   private apply(): void {

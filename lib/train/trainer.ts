@@ -1,0 +1,327 @@
+/**
+ * AdapterTrainer: the Hugging Face Trainer loop for adapter training (the Python library's AdapterTrainer):
+ * seeded per-epoch shuffling, dynamic padding, gradient accumulation (loss / accumulation steps, as HF),
+ * gradient-norm clipping, AdamW with HF's no-decay groups and a transformers LR schedule, evaluation every N steps
+ * with metrics, early stopping and best-model tracking, and checkpoints that hold only what training changes
+ * (trainable parameters, optimiser moments, scheduler step, RNG state, data position) and resume exactly.
+ * Each checkpoint also contains the trained adapters and heads in the Python library's folder format.
+ * The loop yields to the event loop between steps; progress goes to a tty-aware line and optional JSONL log.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { EventEmitter } from 'node:events';
+import { Tensor, tensor } from '../tensor.ts';
+import * as ops from '../ops/index.ts';
+import { noGrad } from '../autograd/tape.ts';
+import { scope } from '../scope.ts';
+import { IOError, ValueError } from '../errors.ts';
+import { loadSafetensors, saveSafetensors } from '../io/safetensors.ts';
+import { getRngState, setRngState, manualSeed } from '../ops/creation.ts';
+import { AdamW, LrScheduler, hfParamGroups, type ScheduleKind } from './optim.ts';
+import type { AdapterModel } from '../models/auto.ts';
+import type { ForwardInput } from '../models/common.ts';
+
+/** One tokenised example: input ids plus either a class label / regression target or token labels. */
+export interface Example {
+  inputIds: number[];
+  tokenTypeIds?: number[];
+  labels?: number | number[];
+}
+
+export interface TrainingArguments {
+  learningRate?: number;          // 5e-5 (HF default)
+  maxSteps?: number;              // optimiser steps; overrides epochs
+  epochs?: number;                // 1
+  batchSize?: number;             // 8 examples per micro-batch
+  gradientAccumulationSteps?: number;
+  maxGradNorm?: number;           // 1.0; 0 = no clipping
+  weightDecay?: number;           // 0
+  warmupSteps?: number;
+  lrSchedulerType?: ScheduleKind; // 'linear'
+  evalSteps?: number;             // evaluate every N steps (and at the end when an eval set exists)
+  saveSteps?: number;             // checkpoint every N steps into outputDir/checkpoint-<step>
+  outputDir?: string;
+  loggingSteps?: number;          // 10
+  seed?: number;                  // 42
+  earlyStoppingPatience?: number; // evaluations without improvement before stopping
+  metricForBestModel?: string;    // 'eval_loss'
+  greaterIsBetter?: boolean;      // false for losses
+  logFile?: string;               // JSONL of every log record
+  progress?: boolean;             // progress line on stderr (default: when it is a tty)
+}
+
+export interface TrainerData {
+  train: Example[];
+  eval?: Example[];
+  /** Metrics from the eval predictions: logits (N, …) flattened per example and the labels. */
+  computeMetrics?: (p: { logits: Float32Array[]; labels: (number | number[])[] }) => Record<string, number>;
+  /** Pads a batch; default: right-pad inputIds with the model's pad id, labels with −100. */
+  collate?: (rows: Example[]) => ForwardInput;
+}
+
+export interface LogRecord { step: number; epoch: number; [k: string]: number }
+
+export class AdapterTrainer extends EventEmitter {
+  readonly args: Required<Omit<TrainingArguments, 'maxSteps' | 'evalSteps' | 'saveSteps' | 'outputDir' | 'earlyStoppingPatience' | 'logFile' | 'progress'>> & TrainingArguments;
+  readonly optimizer: AdamW;
+  readonly scheduler: LrScheduler;
+  readonly history: LogRecord[] = [];
+  globalStep = 0;
+  bestMetric: number | null = null;
+  bestCheckpoint: string | null = null;
+  lastCheckpoint: string | null = null;
+  private readonly params: [string, Tensor][];
+  private readonly stepsPerEpoch: number;
+  readonly totalSteps: number;
+
+  constructor(readonly model: AdapterModel, args: TrainingArguments, readonly data: TrainerData) {
+    super();
+    this.args = { learningRate: 5e-5, epochs: 1, batchSize: 8, gradientAccumulationSteps: 1, maxGradNorm: 1, weightDecay: 0, warmupSteps: 0,
+      lrSchedulerType: 'linear', loggingSteps: 10, seed: 42, metricForBestModel: 'eval_loss', greaterIsBetter: false, ...args };
+    const a = this.args;
+    if (!data.train.length) throw new ValueError('AdapterTrainer: the training set is empty');
+    if (data.eval && !data.eval.length) throw new ValueError('AdapterTrainer: the evaluation set is empty');
+    for (const [k, v] of Object.entries({ batchSize: a.batchSize, gradientAccumulationSteps: a.gradientAccumulationSteps }))
+      if (!Number.isInteger(v) || v < 1) throw new ValueError(`AdapterTrainer: ${k} must be a positive integer, got ${v}`);
+    this.params = model.namedParameters().filter(([, p]) => p.requiresGrad);
+    if (!this.params.length) throw new ValueError('AdapterTrainer: the model has no trainable parameters (call trainAdapter first)');
+    this.stepsPerEpoch = Math.max(1, Math.floor(Math.ceil(data.train.length / a.batchSize) / a.gradientAccumulationSteps));
+    this.totalSteps = a.maxSteps ?? Math.ceil(a.epochs * this.stepsPerEpoch);
+    this.optimizer = new AdamW(hfParamGroups(model, a.weightDecay), { lr: a.learningRate, weightDecay: a.weightDecay });
+    this.scheduler = new LrScheduler(this.optimizer, a.lrSchedulerType, { warmup: a.warmupSteps, total: this.totalSteps });
+  }
+
+  /** Default collator: right padding with the pad id, attention mask, token labels padded with −100. */
+  collate(rows: Example[]): ForwardInput {
+    if (this.data.collate) return this.data.collate(rows);
+    const pad = typeof this.model.config.pad_token_id === 'number' ? (this.model.config.pad_token_id as number) : 0;
+    const T = Math.max(...rows.map((r) => r.inputIds.length));
+    const padTo = (v: number[], fill: number) => [...v, ...new Array(T - v.length).fill(fill)];
+    const input: ForwardInput = {
+      inputIds: tensor(rows.map((r) => padTo(r.inputIds, pad)), undefined, { dtype: 'i64' }),
+      attentionMask: tensor(rows.map((r) => padTo(r.inputIds.map(() => 1), 0)), undefined, { dtype: 'i64' }),
+    };
+    if (rows[0]!.tokenTypeIds) input.tokenTypeIds = tensor(rows.map((r) => padTo(r.tokenTypeIds ?? [], 0)), undefined, { dtype: 'i64' });
+    if (rows[0]!.labels !== undefined) {
+      const l0 = rows[0]!.labels;
+      if (Array.isArray(l0)) input.labels = tensor(rows.map((r) => padTo(r.labels as number[], -100)), undefined, { dtype: 'i64' });
+      else input.labels = tensor(rows.map((r) => r.labels as number), [rows.length], { dtype: Number.isInteger(l0) ? 'i64' : 'f32' });
+    }
+    return input;
+  }
+
+  /** The example order of an epoch: a seeded Fisher–Yates shuffle (same seed and epoch → same order). */
+  epochOrder(epoch: number): number[] {
+    const n = this.data.train.length;
+    const order = Array.from({ length: n }, (_, i) => i);
+    let s = (this.args.seed * 0x9e3779b1 + epoch * 0x85ebca6b) >>> 0;
+    const rnd = () => {  // mulberry32
+      s = (s + 0x6d2b79f5) >>> 0;
+      let t = s;
+      t = Math.imul(t ^ (t >>> 15), t | 1);
+      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+    for (let i = n - 1; i > 0; i--) {
+      const j = Math.floor(rnd() * (i + 1));
+      [order[i], order[j]] = [order[j]!, order[i]!];
+    }
+    return order;
+  }
+
+  /** Micro-batches of optimiser step `step` (0-based): deterministic, so a resumed run sees the same data. */
+  private microBatches(step: number): Example[][] {
+    const { batchSize: B, gradientAccumulationSteps: A } = this.args;
+    const epoch = Math.floor(step / this.stepsPerEpoch), within = step % this.stepsPerEpoch;
+    const order = this.epochOrder(epoch);
+    const out: Example[][] = [];
+    for (let k = 0; k < A; k++) {
+      const start = (within * A + k) * B;
+      const idx = order.slice(start, start + B);
+      if (idx.length) out.push(idx.map((i) => this.data.train[i]!));
+    }
+    return out;
+  }
+
+  /** One optimiser step over its micro-batches; returns the mean loss. */
+  private trainStep(step: number): { loss: number; gradNorm: number } {
+    const batches = this.microBatches(step);
+    let total = 0;
+    for (const rows of batches) {
+      scope(() => {
+        const out = this.model.forward(this.collate(rows));
+        if (!out.loss) throw new ValueError('AdapterTrainer: the model returned no loss (add a head, or labels for the LM head)');
+        let loss = out.loss;
+        const reg = this.model.getFusionRegularizationLoss();
+        if (reg) loss = ops.add(loss, reg);
+        const v = loss.item();
+        total += v;
+        if (!Number.isFinite(v)) return;
+        ops.div(loss, batches.length).backward();
+      });
+      if (!Number.isFinite(total)) break;
+    }
+    const loss = total / batches.length;
+    if (!Number.isFinite(loss)) {
+      this.optimizer.zeroGrad();
+      throw new ValueError(`AdapterTrainer: the loss is ${loss} at step ${step + 1}; training stopped` +
+        (this.lastCheckpoint ? ` (last good checkpoint: ${this.lastCheckpoint})` : ' (no checkpoint was written yet)'));
+    }
+    const gradNorm = this.clipGradients();
+    this.optimizer.step();
+    this.scheduler.step();
+    this.optimizer.zeroGrad();
+    return { loss, gradNorm };
+  }
+
+  /** Global L2 norm of the gradients; scales them to maxGradNorm when larger (torch clip_grad_norm_). */
+  private clipGradients(): number {
+    const grads = this.params.map(([, p]) => p.grad).filter((g): g is Tensor => !!g);
+    const norm = Math.sqrt(grads.reduce((a, g) => a + scope(() => ops.sum(ops.mul(g, g)).item()), 0));
+    const max = this.args.maxGradNorm;
+    if (max > 0 && norm > max) {
+      const c = max / (norm + 1e-6);
+      noGrad(() => { for (const g of grads) scope(() => { g.copy_(ops.mul(g, c)); }); });
+    }
+    return norm;
+  }
+
+  /** Mean loss (and metrics) over the evaluation set, in eval mode without gradients. */
+  evaluate(examples: Example[] | undefined = this.data.eval): Record<string, number> {
+    if (!examples?.length) throw new ValueError('evaluate: no evaluation examples');
+    const wasTraining = this.model.training;
+    this.model.eval();
+    let sum = 0, n = 0;
+    const logits: Float32Array[] = [], labels: (number | number[])[] = [];
+    try {
+      noGrad(() => {
+        for (let i = 0; i < examples.length; i += this.args.batchSize) {
+          const rows = examples.slice(i, i + this.args.batchSize);
+          scope(() => {
+            const out = this.model.forward(this.collate(rows));
+            if (out.loss) { sum += out.loss.item() * rows.length; n += rows.length; }
+            if (this.data.computeMetrics && out.logits) {
+              const L = out.logits, per = L.numel / rows.length, all = L.toArray() as Float32Array;
+              rows.forEach((r, k) => { logits.push(all.slice(k * per, (k + 1) * per)); labels.push(r.labels!); });
+            }
+          });
+        }
+      });
+    } finally {
+      if (wasTraining) this.model.train();
+    }
+    const res: Record<string, number> = {};
+    if (n) res.eval_loss = sum / n;
+    if (this.data.computeMetrics) for (const [k, v] of Object.entries(this.data.computeMetrics({ logits, labels }))) res[`eval_${k}`] = v;
+    return res;
+  }
+
+  private log(rec: LogRecord): void {
+    this.history.push(rec);
+    if (this.args.logFile) fs.appendFileSync(this.args.logFile, JSON.stringify(rec) + '\n');
+    this.emit('log', rec);
+  }
+
+  /**
+   * Runs training to totalSteps (or until early stopping). With resumeFrom (a checkpoint folder), continues
+   * exactly where that run was: same parameters, optimiser, schedule, RNG and data position.
+   */
+  async train(opts: { resumeFrom?: string } = {}): Promise<{ globalStep: number; trainLoss: number; history: LogRecord[]; stoppedEarly: boolean }> {
+    const a = this.args;
+    if (opts.resumeFrom) this.loadCheckpoint(opts.resumeFrom);
+    else manualSeed(a.seed);
+    this.model.train();
+    const showProgress = a.progress ?? !!process.stderr.isTTY;
+    const t0 = performance.now();
+    let tokens = 0, lossSum = 0, lossN = 0, bad = 0, stoppedEarly = false, doneHere = 0;
+    while (this.globalStep < this.totalSteps) {
+      const step = this.globalStep;
+      for (const mb of this.microBatches(step)) for (const r of mb) tokens += r.inputIds.length;
+      const lr = this.optimizer.groups[0]!.lr;
+      const { loss, gradNorm } = this.trainStep(step);
+      this.globalStep++;
+      lossSum += loss; lossN++;
+      const epoch = this.globalStep / this.stepsPerEpoch;
+      this.emit('step', { step: this.globalStep, loss, lr, gradNorm });
+      if (this.globalStep % a.loggingSteps === 0 || this.globalStep === this.totalSteps)
+        this.log({ step: this.globalStep, epoch, loss, learning_rate: lr, grad_norm: gradNorm, tokens_per_second: tokens / ((performance.now() - t0) / 1000) });
+      if (showProgress) {
+        const el = (performance.now() - t0) / 1000, eta = (el / ++doneHere) * (this.totalSteps - this.globalStep);
+        process.stderr.write(`\r[${this.globalStep}/${this.totalSteps}] loss ${loss.toFixed(4)}  ${(tokens / el).toFixed(0)} tok/s  ETA ${eta.toFixed(0)}s   `);
+      }
+      const evalNow = this.data.eval && ((a.evalSteps && this.globalStep % a.evalSteps === 0) || this.globalStep === this.totalSteps);
+      if (evalNow) {
+        const ev = this.evaluate();
+        this.log({ step: this.globalStep, epoch, ...ev });
+        this.emit('evaluate', ev);
+        const m = ev[a.metricForBestModel];
+        if (m !== undefined) {
+          const better = this.bestMetric === null || (a.greaterIsBetter ? m > this.bestMetric : m < this.bestMetric);
+          if (better) { this.bestMetric = m; bad = 0; } else bad++;
+          if (better && a.outputDir) this.bestCheckpoint = this.saveCheckpoint(path.join(a.outputDir, 'best'));
+          if (a.earlyStoppingPatience !== undefined && bad >= a.earlyStoppingPatience) stoppedEarly = true;
+        }
+      }
+      if (a.saveSteps && a.outputDir && this.globalStep % a.saveSteps === 0) this.lastCheckpoint = this.saveCheckpoint(path.join(a.outputDir, `checkpoint-${this.globalStep}`));
+      if (stoppedEarly) break;
+      await new Promise<void>((r) => setImmediate(r));  // let the event loop run (I/O, finalizers)
+    }
+    if (showProgress) process.stderr.write('\n');
+    return { globalStep: this.globalStep, trainLoss: lossN ? lossSum / lossN : NaN, history: this.history, stoppedEarly };
+  }
+
+  /**
+   * Writes a checkpoint folder atomically: trainable.safetensors (trainable parameters by name),
+   * optimizer.safetensors, trainer_state.json, and one Python-format folder per active adapter (with its head).
+   */
+  saveCheckpoint(dir: string): string {
+    const target = path.resolve(dir);
+    fs.mkdirSync(path.dirname(target), { recursive: true });
+    const tmp = `${target}.tmp-${process.pid}-${Date.now().toString(36)}`;
+    fs.mkdirSync(tmp);
+    try {
+      saveSafetensors(path.join(tmp, 'trainable.safetensors'), new Map(this.params));
+      const opt = this.optimizer.stateTensors();
+      if (opt.size) saveSafetensors(path.join(tmp, 'optimizer.safetensors'), opt);
+      const state = { global_step: this.globalStep, optimizer_steps: this.optimizer.stepCount, scheduler_steps: this.scheduler.steps, rng: getRngState(),
+        best_metric: this.bestMetric, log_history: this.history, trainable: this.params.map(([k]) => k), seed: this.args.seed, total_steps: this.totalSteps };
+      fs.writeFileSync(path.join(tmp, 'trainer_state.json'), JSON.stringify(state, null, 2));
+      for (const name of this.model.activeAdapters) this.model.saveAdapter(path.join(tmp, name), name);
+      if (fs.existsSync(target)) fs.rmSync(target, { recursive: true, force: true });
+      fs.renameSync(tmp, target);
+    } catch (e) {
+      fs.rmSync(tmp, { recursive: true, force: true });
+      throw e instanceof IOError ? e : new IOError(`saveCheckpoint: ${(e as Error).message}`);
+    }
+    this.emit('save', target);
+    return target;
+  }
+
+  /** Restores a checkpoint written by saveCheckpoint into this trainer (same model setup). */
+  loadCheckpoint(dir: string): void {
+    const stFile = path.join(dir, 'trainer_state.json');
+    if (!fs.existsSync(stFile)) throw new IOError(`${dir}: not a checkpoint (no trainer_state.json)`);
+    const state = JSON.parse(fs.readFileSync(stFile, 'utf8'));
+    const saved = loadSafetensors(path.join(dir, 'trainable.safetensors'));
+    const mine = new Map(this.params);
+    for (const k of mine.keys()) if (!saved.has(k)) throw new ValueError(`checkpoint ${dir} has no '${k}' (different adapters or heads?)`);
+    noGrad(() => {
+      for (const [k, v] of saved) {
+        const p = mine.get(k);
+        if (!p) throw new ValueError(`checkpoint ${dir}: '${k}' is not a trainable parameter of this model`);
+        p.copy_(v);
+      }
+    });
+    for (const v of saved.values()) v.dispose();
+    const optFile = path.join(dir, 'optimizer.safetensors');
+    const opt = fs.existsSync(optFile) ? loadSafetensors(optFile) : new Map<string, Tensor>();
+    this.optimizer.loadStateTensors(opt, state.optimizer_steps);
+    for (const v of opt.values()) v.dispose();
+    this.scheduler.setStep(state.scheduler_steps);
+    setRngState(state.rng);
+    this.globalStep = state.global_step;
+    this.bestMetric = state.best_metric;
+    this.history.splice(0, this.history.length, ...state.log_history);
+    this.lastCheckpoint = path.resolve(dir);
+  }
+}

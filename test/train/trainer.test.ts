@@ -1,0 +1,98 @@
+// AdapterTrainer: learning on a tiny task, exact checkpoint/resume, gradient accumulation = one big batch,
+// and bad input (empty data, labels out of range, NaN loss keeps the last good checkpoint). Metrics against
+// hand-computed values (scikit-learn / scipy definitions).
+import test from 'ava';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { AutoAdapterModel, AdapterTrainer, accuracy, f1, matthewsCorrcoef, pearson, spearman, perplexity, noGrad, ops, type Example } from '../../lib/index.ts';
+
+const cfg = { model_type: 'bert', vocab_size: 40, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32,
+  hidden_dropout_prob: 0.1, attention_probs_dropout_prob: 0, pad_token_id: 0 };
+// label = whether token 7 occurs: learnable by a small adapter + head
+const data: Example[] = Array.from({ length: 48 }, (_, i) => {
+  const ids = Array.from({ length: 4 + (i % 5) }, (_, t) => 1 + ((i * 13 + t * 7) % 37));
+  return { inputIds: ids, labels: ids.includes(7) ? 1 : 0 };
+});
+// tests run serially: dropout draws from the global generator, which concurrent runs would share
+const model = (method = 'lora[r=4, alpha=8]', dropout = 0.1) => {
+  const m = AutoAdapterModel.fromConfig({ ...cfg, hidden_dropout_prob: dropout }, { seed: 11 });
+  m.addAdapter('a', method);
+  m.addClassificationHead('a', { num_labels: 2 });
+  m.trainAdapter('a');
+  return m;
+};
+const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'trainer-'));
+const params = (m: ReturnType<typeof model>) => m.namedParameters().filter(([, p]) => p.requiresGrad).map(([k, p]) => [k, Array.from(p.toArray() as Float32Array)] as const);
+
+test.serial('training lowers the loss and the eval metrics are reported', async (t) => {
+  const m = model();
+  const tr = new AdapterTrainer(m, { learningRate: 5e-3, maxSteps: 30, batchSize: 8, evalSteps: 15, loggingSteps: 5, progress: false },
+    { train: data, eval: data.slice(0, 16), computeMetrics: ({ logits, labels }) => ({ accuracy: accuracy(logits.map((l) => (l[1]! > l[0]! ? 1 : 0)), labels as number[]) }) });
+  const before = tr.evaluate().eval_loss!;
+  const r = await tr.train();
+  t.is(r.globalStep, 30);
+  const after = tr.evaluate().eval_loss!;
+  t.true(after < before * 0.9, `eval loss ${before} → ${after}`);
+  const evals = r.history.filter((h) => 'eval_loss' in h);
+  t.is(evals.length, 2);
+  t.true(evals.every((e) => e.eval_accuracy! >= 0 && e.eval_accuracy! <= 1));
+  t.true(r.history.filter((h) => 'loss' in h).every((h) => h.tokens_per_second! > 0 && h.grad_norm! >= 0));
+});
+
+test.serial('checkpoint at step 10, resume in a fresh model, continue to 20: identical losses and parameters (dropout on)', async (t) => {
+  const dir = tmp();
+  const args = { learningRate: 3e-3, maxSteps: 20, batchSize: 6, loggingSteps: 1, warmupSteps: 3, weightDecay: 0.01, progress: false, outputDir: dir, saveSteps: 10 };
+  const a = model('seq_bn[reduction_factor=4, dropout=0.1]');
+  const full = await new AdapterTrainer(a, args, { train: data }).train();
+  const b = model('seq_bn[reduction_factor=4, dropout=0.1]');
+  // a fresh model and trainer that resume from the step-10 checkpoint
+  noGrad(() => { for (const [, p] of b.namedParameters()) if (p.requiresGrad) p.copy_(ops.zerosLike(p)); });
+  const resumed = await new AdapterTrainer(b, args, { train: data }).train({ resumeFrom: path.join(dir, 'checkpoint-10') });
+  const losses = (h: typeof full.history) => h.filter((x) => 'loss' in x).map((x) => [x.step, x.loss]);
+  t.deepEqual(losses(resumed.history), losses(full.history));
+  t.deepEqual(params(b), params(a));
+  // the checkpoint also holds the adapter and head in the Python library's folder format
+  for (const f of ['trainable.safetensors', 'optimizer.safetensors', 'trainer_state.json', 'a/adapter_config.json', 'a/adapter.safetensors', 'a/head_config.json', 'a/model_head.safetensors'])
+    t.true(fs.existsSync(path.join(dir, 'checkpoint-10', f)), f);
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test.serial('gradient accumulation: 2 × batch 4 gives the same step as 1 × batch 8 (equal-length rows)', async (t) => {
+  const even = data.map((e) => ({ ...e, inputIds: e.inputIds.slice(0, 4) }));
+  const run = async (bs: number, acc: number) => {
+    const m = model('lora[r=4, alpha=8]', 0);
+    await new AdapterTrainer(m, { learningRate: 1e-2, maxSteps: 3, batchSize: bs, gradientAccumulationSteps: acc, progress: false, seed: 3 }, { train: even.slice(0, 24) }).train();
+    return params(m);
+  };
+  const x = await run(8, 1), y = await run(4, 2);
+  x.forEach(([k, v], i) => t.true(v.every((e, j) => Math.abs(e - y[i]![1][j]!) < 1e-5), k));
+});
+
+test.serial('bad input: empty data, labels out of range, NaN loss stops and keeps the last good checkpoint', async (t) => {
+  t.throws(() => new AdapterTrainer(model(), {}, { train: [] }), { message: /training set is empty/ });
+  t.throws(() => new AdapterTrainer(model(), {}, { train: data, eval: [] }), { message: /evaluation set is empty/ });
+  const bad = data.map((e, i) => ({ ...e, labels: i === 3 ? 5 : e.labels }));
+  await t.throwsAsync(new AdapterTrainer(model(), { maxSteps: 20, batchSize: 48, progress: false }, { train: bad }).train(), { message: /label 5 .* out of range \[0, 2\)/ });
+  const dir = tmp();
+  const m = model();
+  const tr = new AdapterTrainer(m, { maxSteps: 10, batchSize: 8, saveSteps: 2, outputDir: dir, progress: false }, { train: data });
+  tr.on('step', ({ step }: { step: number }) => {
+    if (step === 3) noGrad(() => { const p = m.namedParameters().find(([k]) => k.startsWith('heads.a.4.bias'))![1]; p.copy_(ops.full(p.shape, NaN)); });
+  });
+  await t.throwsAsync(tr.train(), { message: /loss is NaN at step 4; training stopped \(last good checkpoint: .*checkpoint-2\)/ });
+  t.true(fs.existsSync(path.join(dir, 'checkpoint-2', 'trainer_state.json')));
+  t.false(fs.existsSync(path.join(dir, 'checkpoint-4')));
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('metrics match scikit-learn / scipy definitions', (t) => {
+  t.is(accuracy([1, 0, 1, 1], [1, 1, 1, 0]), 0.5);
+  t.true(Math.abs(f1([1, 1, 0, 0], [1, 0, 0, 1]) - 0.5) < 1e-12);
+  t.true(Math.abs(matthewsCorrcoef([1, 1, 0, 0], [1, 0, 0, 0]) - 2 / Math.sqrt(12)) < 1e-12);
+  t.is(matthewsCorrcoef([1, 1, 1], [1, 1, 1]), 0);
+  t.true(Math.abs(pearson([1, 2, 3, 4], [2, 4, 5, 9]) - 0.9647638212377321) < 1e-12);
+  t.true(Math.abs(spearman([1, 2, 2, 3], [1, 3, 2, 4]) - 0.9486832980505139) < 1e-12);  // ties share the mean rank
+  t.true(Math.abs(perplexity(Math.log(20)) - 20) < 1e-9);
+  t.throws(() => accuracy([1], [1, 0]), { message: /1 predictions for 2 labels/ });
+});
