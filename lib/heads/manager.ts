@@ -106,7 +106,7 @@ export class HeadManager {
     startPositions?: Tensor | null; endPositions?: Tensor | null }): HeadsResult | null {
     if (this.active === null) return null;
     const setup = this.active;
-    const cls = this.sentenceRepresentation(a.hidden, a.inputIds ?? null);
+    const cls = this.sentenceRepresentation(a.hidden, a.inputIds ?? null, a.attentionMask ?? null);
     const run = (name: string, rows: [number, number] | null): HeadOutput & { head: string } => {
       const sl = (t: Tensor | null | undefined) => (t && rows ? ops.slice(t, 0, rows[0], rows[1]) : t ?? null);
       // labels (and the mask) have the caller's batch; Parallel replicated the base output, so each branch sees them whole
@@ -136,20 +136,23 @@ export class HeadManager {
     return res;
   }
 
-  private sentenceRepresentation(hidden: Tensor, inputIds: Tensor | null): Tensor {
+  private sentenceRepresentation(hidden: Tensor, inputIds: Tensor | null, attentionMask: Tensor | null): Tensor {
     const decoderOnly = this.model.lmHeadKind !== null && !this.model.spec.encoderDecoder;
     const B = hidden.shape[0]!, T = hidden.shape[1]!;
-    if (!decoderOnly || !inputIds) return ops.squeeze(ops.slice(hidden, 1, decoderOnly ? T - 1 : 0, decoderOnly ? T : 1), 1);
-    // last non-pad token per row: (number of non-pad ids) − 1, −1 (the last position) without a pad id
+    if (!decoderOnly) return ops.squeeze(ops.slice(hidden, 1, 0, 1), 1);
+    // decoders: the last real token of each row — (number of non-pad tokens) − 1 as GPT2AdapterModel computes it,
+    // counted from the attention mask when there is one (right padding), else from the pad id, else the last position
     const pad = this.model.config.pad_token_id;
-    const ids = inputIds.toArray() as BigInt64Array | Int32Array;
-    const Ti = inputIds.shape[1]!, Bi = inputIds.shape[0]!;
+    const src = attentionMask ?? (typeof pad === 'number' ? inputIds : null);
+    if (!src) return ops.squeeze(ops.slice(hidden, 1, T - 1, T), 1);
+    const v = src.toArray() as BigInt64Array | Int32Array | Float32Array;
+    const Ts = src.shape[1]!, Bs = src.shape[0]!;
     const idx: number[] = [];
     for (let b = 0; b < B; b++) {
-      let n = Ti;
-      if (typeof pad === 'number') {
-        n = 0;
-        for (let t = 0; t < Ti; t++) if (Number(ids[(b % Bi) * Ti + t]) !== pad) n++;
+      let n = 0;
+      for (let t = 0; t < Ts; t++) {
+        const x = Number(v[(b % Bs) * Ts + t]);
+        if (attentionMask ? x !== 0 : x !== pad) n++;
       }
       idx.push(b * T + ((n - 1 + T) % T));
     }

@@ -10,7 +10,7 @@ import { Module } from '../nn/module.ts';
 import { Embedding, LayerNorm, Linear, RMSNorm } from '../nn/layers.ts';
 import { Tensor, tensor, type DType } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
-import { noGrad } from '../autograd/tape.ts';
+import { isGradEnabled, noGrad } from '../autograd/tape.ts';
 import { scope, trackInScope } from '../scope.ts';
 import { FormatError, IOError, ShapeError, ValueError } from '../errors.ts';
 import { readSafetensorsHeader, readTensor, type SafetensorsHeader } from '../io/safetensors.ts';
@@ -25,6 +25,10 @@ import { BatchSplit, CompositionBlock, Parallel, type Fuse, type Setup } from '.
 import type { FusionConfigDict } from '../adapters/methods/fusion.ts';
 import { HeadManager, type HeadHost } from '../heads/manager.ts';
 import { lmLoss, type HeadConfig } from '../heads/heads.ts';
+
+function hasParallel(s: Setup | null): boolean {
+  return s instanceof Parallel || (s instanceof CompositionBlock && s.children.some((c) => hasParallel(c)));
+}
 
 function label2id(id2label: Record<number, string> | undefined, n: number): Record<string, number> {
   const out: Record<string, number> = {};
@@ -237,12 +241,23 @@ export class AdapterModel extends Module {
     if ((opts.withHead ?? true) && fs.existsSync(path.join(dir, 'head_config.json'))) this.headManager.load(dir, { loadAs: name, setActive: opts.setActive });
     return name;
   }
+  /**
+   * Gradient checkpointing (HF's gradient_checkpointing_enable): each layer is recomputed in the backward pass
+   * instead of keeping its activations. BERT family, GPT-2 and LLaMA family; not with Parallel setups.
+   */
+  setGradientCheckpointing(on = true): void {
+    const b = this.base as unknown as { gradientCheckpointing?: boolean };
+    if (b.gradientCheckpointing === undefined) throw new ValueError(`${this.modelType}: gradient checkpointing is not implemented for this architecture`);
+    b.gradientCheckpointing = on;
+  }
   get modelType(): string {
     return String(this.config.model_type);
   }
   /** Runs the base model; adds `logits` when the architecture has an LM head. */
   forward(input: ForwardInput): ModelOutput {
     if (input.adapterIds) return this.forwardMixed(input);
+    if ((this.base as unknown as { gradientCheckpointing?: boolean }).gradientCheckpointing && isGradEnabled() && hasParallel(this.adapters.ctx.setup))
+      throw new ValueError('gradient checkpointing cannot recompute a Parallel block (the batch is replicated once per forward); turn it off for Parallel training');
     const ctx = this.adapters.ctx;
     ctx.beginForward(!!input.outputAdapterFusionAttentions);
     let out: ModelOutput;
@@ -352,8 +367,6 @@ export class AdapterModel extends Module {
         ctx.setup = setup;
       }
     }
-    const hasParallel = (s: Setup | null): boolean =>
-      s instanceof Parallel || (s instanceof CompositionBlock && s.children.some((c) => hasParallel(c)));
     if (hasParallel(setup))
       throw new ValueError(`generate with a nested Parallel block (${String(setup)}) is not supported; make Parallel the outer block`);
     // encoder–decoder models (T5, BART) generate decoder sequences from the encoded inputs

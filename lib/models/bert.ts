@@ -4,6 +4,7 @@
  * ffn.up/down. RoBERTa / XLM-R reuse this file with their position-id rule (see roberta.ts).
  */
 import { Module } from '../nn/module.ts';
+import { checkpoint } from '../autograd/checkpoint.ts';
 import { Dropout, Embedding, LayerNorm, Linear, activation } from '../nn/layers.ts';
 import { Tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
@@ -148,6 +149,8 @@ export class BertLayer extends Module {
 
 /** The BERT encoder (HF `BertModel`); parameter names without the model prefix. */
 export class BertModel extends Module {
+  /** Recompute each layer in the backward pass instead of keeping its activations (lib/autograd/checkpoint.ts). */
+  gradientCheckpointing = false;
   embeddings: BertEmbeddings;
   layers: BertLayer[] = [];
   pooler: Linear | null = null;
@@ -203,7 +206,7 @@ export class BertModel extends Module {
       ({ h, keep: keepKeys } = this.prompts.apply(h, keepKeys));
       const hidden: Tensor[] = input.outputHiddenStates ? [h] : [];
       for (const layer of this.layers) {
-        h = layer.forward(h, keepKeys);
+        h = this.gradientCheckpointing ? checkpoint((x) => layer.forward(x, keepKeys), h, layer.parameters(), [keepKeys]) : layer.forward(h, keepKeys);
         if (input.outputHiddenStates) hidden.push(h);
       }
       const out: ModelOutput = { lastHiddenState: h };

@@ -6,6 +6,7 @@
  * Supports a key/value cache for generation (ForwardInput.pastKeyValues / useCache).
  */
 import { Module } from '../nn/module.ts';
+import { checkpoint } from '../autograd/checkpoint.ts';
 import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
 import { PrefixSite, PrefixTuningPool } from '../adapters/methods/prefix_tuning.ts';
 import { InvertibleAdapters } from '../adapters/methods/invertible.ts';
@@ -160,6 +161,8 @@ export class GPT2Block extends Module {
 
 /** The GPT-2 decoder (HF `GPT2Model`); parameter names without the `transformer.` prefix. */
 export class GPT2Model extends Module {
+  /** Recompute each layer in the backward pass instead of keeping its activations (lib/autograd/checkpoint.ts). */
+  gradientCheckpointing = false;
   wte: Embedding; wpe: Embedding; drop: Dropout; layers: GPT2Block[] = []; lnF: LayerNorm;
   constructor(readonly cfg: GPT2Config) {
     super();
@@ -222,6 +225,10 @@ export class GPT2Model extends Module {
       const cache: KVCache['layers'] = [];
       this.layers.forEach((layer, i) => {
         if (input.outputHiddenStates) hidden.push(h);
+        if (this.gradientCheckpointing && !input.useCache && !past) {
+          h = checkpoint((x) => layer.forward(x, keepKeys, null).h, h, layer.parameters(), [keepKeys]);
+          return;
+        }
         const r = layer.forward(h, keepKeys, past ? past.layers[i]! : null);
         h = r.h;
         cache.push({ k: r.k, v: r.v });

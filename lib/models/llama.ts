@@ -8,6 +8,7 @@
  * ffn.gate/up/down. Supports a key/value cache for generation (ForwardInput.pastKeyValues / useCache).
  */
 import { Module } from '../nn/module.ts';
+import { checkpoint } from '../autograd/checkpoint.ts';
 import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
 import { PrefixSite, PrefixTuningPool } from '../adapters/methods/prefix_tuning.ts';
 import { InvertibleAdapters } from '../adapters/methods/invertible.ts';
@@ -260,6 +261,8 @@ export class LlamaDecoderLayer extends Module {
 
 /** The decoder (HF `LlamaModel` / `MistralModel` / `Qwen2Model`); parameter names without `model.`. */
 export class LlamaModel extends Module {
+  /** Recompute each layer in the backward pass instead of keeping its activations (lib/autograd/checkpoint.ts). */
+  gradientCheckpointing = false;
   embed: Embedding; layers: LlamaDecoderLayer[] = []; norm: RMSNorm;
   readonly invFreq: Float32Array;
   constructor(readonly cfg: LlamaConfig) {
@@ -344,6 +347,11 @@ export class LlamaModel extends Module {
       this.layers.forEach((layer, i) => {
         if (input.outputHiddenStates) hidden.push(h);
         const w = this.cfg.windows[i]!;
+        if (this.gradientCheckpointing && !input.useCache && !past) {
+          h = checkpoint((x) => layer.forward(x, rot, keepKeys, w === null ? null : masks.get(w)!, null).h, h, layer.parameters(),
+            [keepKeys, rot.cos, rot.sin, w === null ? null : masks.get(w)]);
+          return;
+        }
         const r = layer.forward(h, rot, keepKeys, w === null ? null : masks.get(w)!, past ? past.layers[i]! : null);
         h = r.h;
         cache.push({ k: r.k, v: r.v });

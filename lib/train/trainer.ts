@@ -43,11 +43,19 @@ export interface TrainingArguments {
   outputDir?: string;
   loggingSteps?: number;          // 10
   seed?: number;                  // 42
+  shuffle?: boolean;              // true: seeded per-epoch shuffling; false: the dataset's order
   earlyStoppingPatience?: number; // evaluations without improvement before stopping
   metricForBestModel?: string;    // 'eval_loss'
   greaterIsBetter?: boolean;      // false for losses
   logFile?: string;               // JSONL of every log record
   progress?: boolean;             // progress line on stderr (default: when it is a tty)
+  /** Recompute each layer in the backward pass (model.setGradientCheckpointing). */
+  gradientCheckpointing?: boolean;
+  /**
+   * AdapterDrop (Rücklé et al. 2021, https://arxiv.org/abs/2010.11918), robust variant: each micro-batch skips the
+   * adapters of the lowest n layers, n drawn uniformly from 0 … layers−1 (seeded by step, so resumes are exact).
+   */
+  adapterDrop?: boolean;
 }
 
 export interface TrainerData {
@@ -62,7 +70,7 @@ export interface TrainerData {
 export interface LogRecord { step: number; epoch: number; [k: string]: number }
 
 export class AdapterTrainer extends EventEmitter {
-  readonly args: Required<Omit<TrainingArguments, 'maxSteps' | 'evalSteps' | 'saveSteps' | 'outputDir' | 'earlyStoppingPatience' | 'logFile' | 'progress'>> & TrainingArguments;
+  readonly args: Required<Omit<TrainingArguments, 'maxSteps' | 'evalSteps' | 'saveSteps' | 'outputDir' | 'earlyStoppingPatience' | 'logFile' | 'progress' | 'shuffle' | 'gradientCheckpointing' | 'adapterDrop'>> & TrainingArguments;
   readonly optimizer: AdamW;
   readonly scheduler: LrScheduler;
   readonly history: LogRecord[] = [];
@@ -89,6 +97,18 @@ export class AdapterTrainer extends EventEmitter {
     this.totalSteps = a.maxSteps ?? Math.ceil(a.epochs * this.stepsPerEpoch);
     this.optimizer = new AdamW(hfParamGroups(model, a.weightDecay), { lr: a.learningRate, weightDecay: a.weightDecay });
     this.scheduler = new LrScheduler(this.optimizer, a.lrSchedulerType, { warmup: a.warmupSteps, total: this.totalSteps });
+    if (a.gradientCheckpointing) model.setGradientCheckpointing(true);
+  }
+
+  /** Layers whose adapters AdapterDrop skips for micro-batch k of step `step`: [0, n). */
+  adapterDropLayers(step: number, k: number): number[] {
+    const c = this.model.config;
+    const L = Number(c.num_hidden_layers ?? c.n_layer ?? c.num_layers ?? 0);
+    let h = (Math.imul(this.args.seed ^ 0x51ed27, 0x9e3779b1) ^ Math.imul(step + 1, 0x85ebca6b) ^ Math.imul(k + 1, 0xc2b2ae35)) >>> 0;
+    h = Math.imul(h ^ (h >>> 16), 0x7feb352d) >>> 0;
+    h = Math.imul(h ^ (h >>> 15), 0x846ca68b) >>> 0;
+    const n = L > 0 ? Math.floor(((h ^ (h >>> 16)) >>> 0) / 4294967296 * L) : 0;
+    return Array.from({ length: n }, (_, i) => i);
   }
 
   /** Default collator: right padding with the pad id, attention mask, token labels padded with −100. */
@@ -114,6 +134,7 @@ export class AdapterTrainer extends EventEmitter {
   epochOrder(epoch: number): number[] {
     const n = this.data.train.length;
     const order = Array.from({ length: n }, (_, i) => i);
+    if (this.args.shuffle === false) return order;
     let s = (this.args.seed * 0x9e3779b1 + epoch * 0x85ebca6b) >>> 0;
     const rnd = () => {  // mulberry32
       s = (s + 0x6d2b79f5) >>> 0;
@@ -147,19 +168,25 @@ export class AdapterTrainer extends EventEmitter {
   private trainStep(step: number): { loss: number; gradNorm: number } {
     const batches = this.microBatches(step);
     let total = 0;
-    for (const rows of batches) {
-      scope(() => {
-        const out = this.model.forward(this.collate(rows));
-        if (!out.loss) throw new ValueError('AdapterTrainer: the model returned no loss (add a head, or labels for the LM head)');
-        let loss = out.loss;
-        const reg = this.model.getFusionRegularizationLoss();
-        if (reg) loss = ops.add(loss, reg);
-        const v = loss.item();
-        total += v;
-        if (!Number.isFinite(v)) return;
-        ops.div(loss, batches.length).backward();
-      });
-      if (!Number.isFinite(total)) break;
+    const skip = this.model.adapters.ctx.skipLayers;
+    try {
+      for (const [k, rows] of batches.entries()) {
+        if (this.args.adapterDrop) this.model.adapters.ctx.skipLayers = new Set(this.adapterDropLayers(step, k));
+        scope(() => {
+          const out = this.model.forward(this.collate(rows));
+          if (!out.loss) throw new ValueError('AdapterTrainer: the model returned no loss (add a head, or labels for the LM head)');
+          let loss = out.loss;
+          const reg = this.model.getFusionRegularizationLoss();
+          if (reg) loss = ops.add(loss, reg);
+          const v = loss.item();
+          total += v;
+          if (!Number.isFinite(v)) return;
+          ops.div(loss, batches.length).backward();
+        });
+        if (!Number.isFinite(total)) break;
+      }
+    } finally {
+      this.model.adapters.ctx.skipLayers = skip;
     }
     const loss = total / batches.length;
     if (!Number.isFinite(loss)) {

@@ -96,3 +96,22 @@ test('metrics match scikit-learn / scipy definitions', (t) => {
   t.true(Math.abs(perplexity(Math.log(20)) - 20) < 1e-9);
   t.throws(() => accuracy([1], [1, 0]), { message: /1 predictions for 2 labels/ });
 });
+
+test.serial('gradient checkpointing gives the same training run; AdapterDrop skips the lowest n layers, reproducibly', async (t) => {
+  const args = { learningRate: 3e-3, maxSteps: 6, batchSize: 8, loggingSteps: 1, progress: false };
+  const losses = async (extra: object) => {
+    const m = model('seq_bn[reduction_factor=4, dropout=0.1]');
+    const r = await new AdapterTrainer(m, { ...args, ...extra }, { train: data }).train();
+    return r.history.filter((h) => 'loss' in h).map((h) => h.loss!);
+  };
+  const plain = await losses({});
+  const ckpt = await losses({ gradientCheckpointing: true });
+  plain.forEach((l, i) => t.true(Math.abs(l - ckpt[i]!) < 1e-5, `step ${i + 1}: ${l} vs ${ckpt[i]}`));
+  const drop1 = await losses({ adapterDrop: true }), drop2 = await losses({ adapterDrop: true });
+  t.deepEqual(drop1, drop2);
+  t.notDeepEqual(drop1, plain);
+  const tr = new AdapterTrainer(model(), { ...args, adapterDrop: true }, { train: data });
+  const ns = Array.from({ length: 200 }, (_, s) => tr.adapterDropLayers(s, 0).length);
+  t.deepEqual([...new Set(ns)].sort(), [0, 1]);  // 2 layers: skip none or layer 0, never all
+  t.true(ns.filter((n) => n === 1).length > 60 && ns.filter((n) => n === 1).length < 140);
+});
