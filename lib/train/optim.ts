@@ -2,9 +2,10 @@
  * Optimisers with PyTorch's update rules (torch.optim.AdamW / SGD), parameter groups with Hugging Face's
  * `no_decay` split, and the `transformers` learning-rate schedules (get_*_schedule_with_warmup).
  * Updates run under noGrad with per-step temporaries released at once; moment buffers are owned by the
- * optimiser (dispose() frees them) and can be checkpointed (stateTensors / loadStateTensors).
+ * optimiser (dispose() frees them) and can be checkpointed (stateTensors / loadStateTensors). AdamW updates all
+ * f32 parameters in one native call.
  */
-import type { Tensor } from '../tensor.ts';
+import { callOp, tensor, type Tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { noGrad } from '../autograd/tape.ts';
 import { scope, keep } from '../scope.ts';
@@ -100,6 +101,33 @@ export class AdamW extends Optimizer {
     super(params, { lr: opts.lr ?? 1e-3, weightDecay: opts.weightDecay ?? 0.01 });
     this.betas = opts.betas ?? [0.9, 0.999];
     this.eps = opts.eps ?? 1e-8;
+  }
+  /**
+   * One native call (adamw_step, native/kernels/optim.cpp) updates every f32 parameter with a gradient, in place;
+   * other dtypes (bf16 parameters) take the per-tensor op path below. Same arithmetic as torch.optim.AdamW.
+   */
+  /** false: always the per-tensor op path (for comparisons). */
+  native = true;
+  override step(): void {
+    const fast: [Tensor, Tensor, number, number][] = [];
+    let slow = false;
+    for (const g of this.groups)
+      for (const p of g.params) {
+        if (!p.grad) continue;
+        if (p.dtype === 'f32' && p.isContiguous && p.grad.dtype === 'f32' && p.grad.isContiguous) fast.push([p, p.grad, g.lr, g.weightDecay]);
+        else slow = true;
+      }
+    if (slow || !fast.length || !this.native) return super.step();
+    this.stepCount++;
+    noGrad(() => {
+      const m = fast.map(([p]) => this.buffer(p, 'exp_avg', () => ops.zerosLike(p)));
+      const v = fast.map(([p]) => this.buffer(p, 'exp_avg_sq', () => ops.zerosLike(p)));
+      scope(() => {
+        const hyper = tensor(fast.flatMap(([, , lr, wd]) => [lr, wd]), [fast.length, 2], { dtype: 'f32' });
+        callOp('adamw_step', [hyper, ...fast.map(([p]) => p), ...fast.map(([, g]) => g), ...m, ...v],
+          { beta1: this.betas[0], beta2: this.betas[1], eps: this.eps, step: this.stepCount });
+      });
+    });
   }
   protected update(p: Tensor, g: Tensor, group: Required<ParamGroup>): void {
     const [b1, b2] = this.betas, t = this.stepCount, lr = group.lr;

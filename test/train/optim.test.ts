@@ -3,7 +3,8 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AdamW, SGD, LrScheduler, lrLambda, hfParamGroups, AutoAdapterModel, tensor, ValueError, type Tensor } from '../../lib/index.ts';
+import { AdamW, SGD, LrScheduler, lrLambda, hfParamGroups, AutoAdapterModel, tensor, randn, ValueError, type Tensor } from '../../lib/index.ts';
+import { callOp } from '../../lib/tensor.ts';
 
 const ref = JSON.parse(fs.readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/optim/optim.json'), 'utf8'));
 
@@ -85,4 +86,22 @@ test('hfParamGroups: no weight decay on biases and normalisation weights, frozen
   const all = hfParamGroups(m, 0.01);
   t.true(all[1]!.params.some((p) => /LayerNorm\.weight$/.test(name.get(p)!)), 'LayerNorm weights are in the no-decay group');
   m.dispose();
+});
+
+test('AdamW: the one-call native step equals the per-tensor op path (two groups, weight decay, 5 steps)', (t) => {
+  const mk = () => [randn([7, 5], { seed: 1, requiresGrad: true }), randn([5], { seed: 2, requiresGrad: true }), randn([3, 3, 2], { seed: 3, requiresGrad: true })];
+  const run = (native: boolean) => {
+    const ps = mk();
+    const opt = new AdamW([{ params: [ps[0]!, ps[2]!], weightDecay: 0.1 }, { params: [ps[1]!], weightDecay: 0, lr: 3e-3 }], { lr: 1e-2 });
+    opt.native = native;
+    for (let s = 0; s < 5; s++) {
+      ps.forEach((p, i) => { p.grad?.dispose(); p.grad = randn(p.shape, { seed: 100 * s + i }); });
+      opt.step();
+    }
+    return ps.map((p) => Array.from(p.toArray() as Float32Array));
+  };
+  const a = run(true), b = run(false);
+  a.forEach((v, i) => t.true(v.every((x, j) => Math.abs(x - b[i]![j]!) < 1e-6), `tensor ${i}`));
+  t.throws(() => callOp('adamw_step', [tensor([0.1, 0], [1, 2]), randn([2]), randn([3]), randn([2]), randn([2])], { beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 1 }),
+    { message: /gradient #0 \[3\] vs parameter \[2\]/ });
 });
