@@ -28,6 +28,7 @@ export { loadTorchBin, readTorchBinBuffer } from './io/torch_bin.ts';
 export { Module } from './nn/module.ts';
 export { Linear, Embedding, LayerNorm, RMSNorm, Dropout } from './nn/layers.ts';
 export { AdamW, SGD, LrScheduler, lrLambda, hfParamGroups, type ParamGroup, type ScheduleKind } from './train/optim.ts';
+export { autocast, autocastActive } from './autocast.ts';
 export { AdapterTrainer, type Example, type TrainingArguments, type TrainerData, type LogRecord } from './train/trainer.ts';
 export { accuracy, f1, matthewsCorrcoef, pearson, spearman, perplexity } from './train/metrics.ts';
 export { PredictionHead, lmLoss, type HeadConfig, type HeadType, type HeadOutput } from './heads/heads.ts';

@@ -11,6 +11,8 @@ import { reshape, squeeze, transpose, unsqueeze } from './shape.ts';
 import { nextRandom } from './creation.ts';
 import { sub, mul } from './elementwise.ts';
 import { mean as meanOp, sum as sumOp } from './reduce.ts';
+import { autocastActive, bf16Weight } from '../autocast.ts';
+import { keep } from '../scope.ts';
 
 function reduceOwned(t: Tensor, shape: number[]): Tensor {
   const r = sumToShape(t, shape);
@@ -61,6 +63,7 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: Li
   assertTensor(weight, 'linear', 'weight');
   const layout = opts.layout ?? 'linear';
   if (bias !== undefined && bias !== null) assertTensor(bias, 'linear', 'bias');
+  if (autocastActive() && x.dtype === 'f32' && weight.dtype === 'f32') return linearBf16(x, weight, bias ?? null, layout);
   const y = one(callOp('linear', [x, weight, bias ?? null], { layout }));
   const biasDtype = bias ? bias.dtype : null;
   withGrad([y], 'linear', [x, weight, bias ?? null], ([g]) => {
@@ -88,6 +91,38 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: Li
     }
     return [gx, gw, gb];
   }, [], [x, weight]);
+  return y;
+}
+
+/**
+ * Mixed precision (lib/autocast.ts): bf16 GEMM inputs, f32 accumulation and f32 output, forward and backward;
+ * the bias and every gradient stay f32.
+ */
+function linearBf16(x: Tensor, weight: Tensor, bias: Tensor | null, layout: 'linear' | 'conv1d'): Tensor {
+  const toBf16 = (t: Tensor) => one(callOp('cast', [t], { dtype: 'bf16' }));
+  const wb = bf16Weight(weight, (w) => keep(toBf16(w)));
+  const xb = toBf16(x);
+  const y = one(callOp('linear', [xb, wb, bias], { layout, f32_out: 1 }));
+  withGrad([y], 'linear', [x, weight, bias], ([g]) => {
+    const inF = layout === 'conv1d' ? weight.shape[0]! : weight.shape[1]!;
+    const outF = layout === 'conv1d' ? weight.shape[1]! : weight.shape[0]!;
+    const gb16 = toBf16(g!);
+    let gx: Tensor | null = null, gw: Tensor | null = null, gb: Tensor | null = null;
+    if (x.requiresGrad) {
+      const w = layout === 'conv1d' ? transpose(wb, 0, 1) : wb;
+      gx = one(callOp('matmul', [gb16, w], { f32_out: 1 }));
+      if (w !== wb) w.dispose();
+    }
+    if (weight.requiresGrad) {
+      const g2 = reshape(gb16, [-1, outF]), x2 = reshape(xb, [-1, inF]);
+      const [l, r] = layout === 'conv1d' ? [transpose(x2, 0, 1), g2] : [transpose(g2, 0, 1), x2];
+      gw = one(callOp('matmul', [l, r], { f32_out: 1 }));
+      for (const t of [g2, x2, l, r]) t.dispose();
+    }
+    if (bias && bias.requiresGrad) gb = one(callOp('sum', [g!], { dims: [...Array(g!.ndim - 1).keys()], keepdim: false }));
+    gb16.dispose();
+    return [gx, gw, gb];
+  }, [xb], [xb, wb]);
   return y;
 }
 

@@ -18,6 +18,7 @@ import { IOError, ValueError } from '../errors.ts';
 import { loadSafetensors, saveSafetensors } from '../io/safetensors.ts';
 import { getRngState, setRngState, manualSeed } from '../ops/creation.ts';
 import { AdamW, LrScheduler, hfParamGroups, type ScheduleKind } from './optim.ts';
+import { autocast } from '../autocast.ts';
 import type { AdapterModel } from '../models/auto.ts';
 import type { ForwardInput } from '../models/common.ts';
 
@@ -56,6 +57,8 @@ export interface TrainingArguments {
    * adapters of the lowest n layers, n drawn uniformly from 0 … layers−1 (seeded by step, so resumes are exact).
    */
   adapterDrop?: boolean;
+  /** bf16 mixed precision: Linear GEMMs in bf16 (f32 accumulation), f32 master weights and activations (lib/autocast.ts). */
+  bf16?: boolean;
 }
 
 export interface TrainerData {
@@ -70,7 +73,7 @@ export interface TrainerData {
 export interface LogRecord { step: number; epoch: number; [k: string]: number }
 
 export class AdapterTrainer extends EventEmitter {
-  readonly args: Required<Omit<TrainingArguments, 'maxSteps' | 'evalSteps' | 'saveSteps' | 'outputDir' | 'earlyStoppingPatience' | 'logFile' | 'progress' | 'shuffle' | 'gradientCheckpointing' | 'adapterDrop'>> & TrainingArguments;
+  readonly args: Required<Omit<TrainingArguments, 'maxSteps' | 'evalSteps' | 'saveSteps' | 'outputDir' | 'earlyStoppingPatience' | 'logFile' | 'progress' | 'shuffle' | 'gradientCheckpointing' | 'adapterDrop' | 'bf16'>> & TrainingArguments;
   readonly optimizer: AdamW;
   readonly scheduler: LrScheduler;
   readonly history: LogRecord[] = [];
@@ -172,7 +175,7 @@ export class AdapterTrainer extends EventEmitter {
     try {
       for (const [k, rows] of batches.entries()) {
         if (this.args.adapterDrop) this.model.adapters.ctx.skipLayers = new Set(this.adapterDropLayers(step, k));
-        scope(() => {
+        autocast(() => scope(() => {
           const out = this.model.forward(this.collate(rows));
           if (!out.loss) throw new ValueError('AdapterTrainer: the model returned no loss (add a head, or labels for the LM head)');
           let loss = out.loss;
@@ -182,7 +185,7 @@ export class AdapterTrainer extends EventEmitter {
           total += v;
           if (!Number.isFinite(v)) return;
           ops.div(loss, batches.length).backward();
-        });
+        }), { enabled: !!this.args.bf16 });
         if (!Number.isFinite(total)) break;
       }
     } finally {
@@ -225,7 +228,7 @@ export class AdapterTrainer extends EventEmitter {
         for (let i = 0; i < examples.length; i += this.args.batchSize) {
           const rows = examples.slice(i, i + this.args.batchSize);
           scope(() => {
-            const out = this.model.forward(this.collate(rows));
+            const out = autocast(() => this.model.forward(this.collate(rows)), { enabled: !!this.args.bf16 });
             if (out.loss) { sum += out.loss.item() * rows.length; n += rows.length; }
             if (this.data.computeMetrics && out.logits) {
               const L = out.logits, per = L.numel / rows.length, all = L.toArray() as Float32Array;

@@ -2,7 +2,7 @@
 // GPT-2's Conv1D layout x·W + b). Transposed views are passed to the GEMM as transpose flags, never
 // copied; only views that are strided in both of the last two dims get packed first.
 // Legend: A (..., M, K), B (..., K, N), C (..., M, N). bf16 × bf16 runs bgemm (f32 accumulate) and
-// returns bf16; mixed dtypes are an error (as in PyTorch).
+// returns bf16 (f32 with {f32_out: 1}, for mixed precision); mixed dtypes are an error (as in PyTorch).
 #include "gemm.h"
 
 #include <algorithm>
@@ -112,7 +112,8 @@ void op_matmul(OpCtx& c) {
   if (!a1) fshape.push_back(M);
   if (!b1) fshape.push_back(N);
   out = out.view(fshape, contiguous_strides(fshape), 0);
-  c.out.push_back(out_dt == DType::F32 ? out : cast(out, out_dt));
+  // f32_out: keep the f32 accumulator (mixed precision: bf16 inputs, f32 activations)
+  c.out.push_back(out_dt == DType::F32 || c.i("f32_out", 0) ? out : cast(out, out_dt));
 }
 
 // linear(x, w, b?) {layout: "linear" (w: (out, in)) | "conv1d" (w: (in, out))} -> (..., out)
@@ -163,7 +164,7 @@ void op_linear(OpCtx& c) {
     else
       sgemm(false, tb, rows, outf, in, 1.f, x.data<float>(), in, w.data<float>(), vw.ld, beta, Y, outf);
   }
-  c.out.push_back(out_dt == DType::F32 ? out : cast(out, out_dt));
+  c.out.push_back(out_dt == DType::F32 || c.i("f32_out", 0) ? out : cast(out, out_dt));
 }
 
 }  // namespace ad

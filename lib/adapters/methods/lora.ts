@@ -17,6 +17,7 @@ import { ValueError } from '../../errors.ts';
 import type { LoRAConfig } from '../config.ts';
 import type { AdapterContext } from '../context.ts';
 import { fusedAdapterKernels, ia3Linear, loraLinear, loraSgmv } from '../fused.ts';
+import { autocastActive } from '../../autocast.ts';
 import { Average, BatchSplit, Parallel, Stack, type Setup } from '../composition.ts';
 import { matchBatch, repeatBatch } from '../context.ts';
 
@@ -152,7 +153,8 @@ export class LoRAHost {
    * ungated LoRA or (IA)³ on an f32 nn.Linear-layout projection (no dropout in training). Else null.
    */
   fused(x: Tensor): Tensor | null {
-    if (!fusedAdapterKernels() || this.linear.layout !== 'linear' || x.dtype !== 'f32' || this.linear.weight.dtype !== 'f32') return null;
+    // under autocast the base projection must take the bf16 GEMM path of ops.linear
+    if (!fusedAdapterKernels() || autocastActive() || this.linear.layout !== 'linear' || x.dtype !== 'f32' || this.linear.weight.dtype !== 'f32') return null;
     const setup = this.ctx.setupAt(this.layer, (n) => !!this.get(n) && !this.merged.has(n));
     if (typeof setup !== 'string') return null;
     const m = this.get(setup)!;
