@@ -45,6 +45,8 @@ export interface TrainingArguments {
   loggingSteps?: number;          // 10
   seed?: number;                  // 42
   shuffle?: boolean;              // true: seeded per-epoch shuffling; false: the dataset's order
+  /** Length bucketing (HF group_by_length): shuffled megabatches of 50 batches, each sorted by length (less padding). */
+  groupByLength?: boolean;
   earlyStoppingPatience?: number; // evaluations without improvement before stopping
   metricForBestModel?: string;    // 'eval_loss'
   greaterIsBetter?: boolean;      // false for losses
@@ -73,7 +75,7 @@ export interface TrainerData {
 export interface LogRecord { step: number; epoch: number; [k: string]: number }
 
 export class AdapterTrainer extends EventEmitter {
-  readonly args: Required<Omit<TrainingArguments, 'maxSteps' | 'evalSteps' | 'saveSteps' | 'outputDir' | 'earlyStoppingPatience' | 'logFile' | 'progress' | 'shuffle' | 'gradientCheckpointing' | 'adapterDrop' | 'bf16'>> & TrainingArguments;
+  readonly args: Required<Omit<TrainingArguments, 'maxSteps' | 'evalSteps' | 'saveSteps' | 'outputDir' | 'earlyStoppingPatience' | 'logFile' | 'progress' | 'shuffle' | 'gradientCheckpointing' | 'adapterDrop' | 'bf16' | 'groupByLength'>> & TrainingArguments;
   readonly optimizer: AdamW;
   readonly scheduler: LrScheduler;
   readonly history: LogRecord[] = [];
@@ -149,6 +151,13 @@ export class AdapterTrainer extends EventEmitter {
     for (let i = n - 1; i > 0; i--) {
       const j = Math.floor(rnd() * (i + 1));
       [order[i], order[j]] = [order[j]!, order[i]!];
+    }
+    if (this.args.groupByLength) {
+      // transformers' LengthGroupedSampler: megabatches of 50 batches, longest first inside each
+      const mega = 50 * this.args.batchSize, len = (i: number) => this.data.train[i]!.inputIds.length;
+      const out: number[] = [];
+      for (let i = 0; i < n; i += mega) out.push(...order.slice(i, i + mega).sort((a, b) => len(b) - len(a)));
+      return out;
     }
     return order;
   }

@@ -115,3 +115,26 @@ test.serial('gradient checkpointing gives the same training run; AdapterDrop ski
   t.deepEqual([...new Set(ns)].sort(), [0, 1]);  // 2 layers: skip none or layer 0, never all
   t.true(ns.filter((n) => n === 1).length > 60 && ns.filter((n) => n === 1).length < 140);
 });
+
+test.serial('length bucketing groups similar lengths per batch; AdapterFusion trains through the trainer (fusion layer only)', async (t) => {
+  const varied: Example[] = Array.from({ length: 64 }, (_, i) => ({ inputIds: Array.from({ length: 2 + ((i * 7) % 15) }, (_, k) => 1 + ((i + k) % 37)), labels: i % 2 }));
+  const m = model();
+  const tr = new AdapterTrainer(m, { batchSize: 8, groupByLength: true, progress: false }, { train: varied });
+  const order = tr.epochOrder(0);
+  t.deepEqual([...order].sort((a, b) => a - b), varied.map((_, i) => i));  // a permutation
+  const pad = (o: number[]) => { let s = 0; for (let b = 0; b < o.length; b += 8) { const ls = o.slice(b, b + 8).map((i) => varied[i]!.inputIds.length); s += ls.length * Math.max(...ls) - ls.reduce((x, y) => x + y, 0); } return s; };
+  const plain = new AdapterTrainer(model(), { batchSize: 8, progress: false }, { train: varied }).epochOrder(0);
+  t.true(pad(order) < pad(plain) / 2, `padding ${pad(order)} vs ${pad(plain)}`);
+  // fusion: two adapters, a Fuse layer trained by the trainer, adapters frozen
+  const f = AutoAdapterModel.fromConfig({ ...cfg, hidden_dropout_prob: 0 }, { seed: 2 });
+  f.addAdapter('x', 'seq_bn');
+  f.addAdapter('y', 'seq_bn');
+  const name = f.addAdapterFusion(['x', 'y']);
+  f.addClassificationHead('x,y', { num_labels: 2 });
+  f.trainAdapterFusion(['x', 'y']);
+  const before = new Map(f.namedParameters().map(([k, p]) => [k, Array.from(p.toArray() as Float32Array)]));
+  await new AdapterTrainer(f, { learningRate: 1e-2, maxSteps: 3, batchSize: 8, progress: false }, { train: data }).train();
+  const changed = f.namedParameters().filter(([k, p]) => (p.toArray() as Float32Array).some((v, i) => v !== before.get(k)![i])).map(([k]) => k);
+  t.true(changed.some((k) => k.includes(`adapter_fusion_layer.${name}.`)));
+  t.false(changed.some((k) => k.includes('.adapters.x.') || k.includes('.adapters.y.') || k.startsWith('bert.embeddings')));
+});
