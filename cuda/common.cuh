@@ -3,8 +3,19 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 #define AD_CUDA_TRY(expr)                      \
   do {                                         \
     cudaError_t err_ = (expr);                 \
     if (err_ != cudaSuccess) return (int)err_; \
   } while (0)
+
+// After a kernel launch: a launch-configuration error (bad grid, too much shared memory) is reported by
+// cudaGetLastError, which also clears it (such errors are not sticky).
+#define AD_CUDA_CHECK_LAUNCH() AD_CUDA_TRY(cudaGetLastError())
+
+namespace ad_cuda {
+inline cudaStream_t as_stream(void* s) { return reinterpret_cast<cudaStream_t>(s); }
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+}  // namespace ad_cuda

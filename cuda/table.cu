@@ -1,16 +1,21 @@
-// table.cu — the C ABI of libadapters_cuda.so that native/cuda_loader.cpp resolves with dlsym.
-// This issue ships the library skeleton only: device discovery. Op kernels (cuda/<op>.cu, mirroring
-// native/kernels/<op>.cpp) fill the table in the CUDA backend issue.
+// table.cu — the C ABI of libadapters_cuda.so that native/cuda_loader.cpp resolves with dlsym:
+// device discovery and error text. The ops live beside it, one file per op family (memory.cu, gemm.cu,
+// optim.cu); adapters_cuda.h declares everything the library exports.
+#include "adapters_cuda.h"
 #include "common.cuh"
 
 extern "C" {
 
-int adapters_cuda_abi_version() { return 1; }
+// 2: memory (caching allocator, copies), gemm (bf16 tensor cores, f32), fused AdamW.
+int adapters_cuda_abi_version() { return 2; }
 
 // Number of usable CUDA devices (0 when the driver is missing or no device is present).
 int adapters_cuda_device_count() {
   int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) return 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();  // clear it: "no device" is an answer here, not a pending error
+    return 0;
+  }
   return n;
 }
 
@@ -23,5 +28,7 @@ int adapters_cuda_device_name(int dev, char* buf, int len) {
   if (len > 0) buf[i] = 0;
   return 0;
 }
+
+const char* adapters_cuda_error_string(int code) { return cudaGetErrorString((cudaError_t)code); }
 
 }  // extern "C"

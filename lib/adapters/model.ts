@@ -24,6 +24,7 @@ import * as ops from '../ops/index.ts';
 import type { DType } from '../tensor.ts';
 import { PrefixTuning } from './methods/prefix_tuning.ts';
 import { loadTorchBin } from '../io/torch_bin.ts';
+import { saveTorchBin } from '../io/torch_save.ts';
 import { AutoTokenizer } from '../tokenizers/auto.ts';
 
 /** Substrings that mark a parameter as belonging to adapter `name` (the Python library's filter). */
@@ -399,8 +400,8 @@ export class AdapterManager {
    */
   save(dir: string, name: string, opts: { format?: 'safetensors' | 'bin' } = {}): void {
     if (!this.has(name)) throw new ValueError(`No adapter with name '${name}' was found.`);
-    if ((opts.format ?? 'safetensors') !== 'safetensors')
-      throw new ValueError("saveAdapter: only format 'safetensors' is implemented so far ('bin' comes with the save/load issue)");
+    const format = opts.format ?? 'safetensors';
+    if (format !== 'safetensors' && format !== 'bin') throw new ValueError(`saveAdapter: format must be 'safetensors' or 'bin', got '${String(format)}'`);
     const cfg = this.ctx.configs.get(name)!;
     const mt = String(this.model.config.model_type);
     const meta = {
@@ -413,7 +414,10 @@ export class AdapterManager {
       version: 'adapters.1.1.0',
     };
     const weights = new Map<string, Tensor>();
-    for (const [k, p] of this.params(name)) if (!k.includes('.shared_parameters.')) weights.set(k, p);
+    // .bin: every alias of a shared parameter, as torch.save(state_dict) writes it (prefix-tuning pools sit
+    // under the model and under every attention layer); safetensors cannot hold shared tensors: once
+    const params = format === 'bin' ? this.model.namedParameters('', { aliases: true }).filter(([k]) => isAdapterKey(k, name)) : this.params(name);
+    for (const [k, p] of params) if (!k.includes('.shared_parameters.')) weights.set(k, p);
     for (const [k, b] of this.model.namedBuffers()) if (isAdapterKey(k, name)) weights.set(k, b);
     const target = path.resolve(dir);
     const parent = path.dirname(target);
@@ -422,7 +426,8 @@ export class AdapterManager {
     fs.mkdirSync(tmp);
     try {
       fs.writeFileSync(path.join(tmp, 'adapter_config.json'), JSON.stringify(sortKeys(meta), null, 2));
-      saveSafetensors(path.join(tmp, 'adapter.safetensors'), weights);
+      if (format === 'bin') saveTorchBin(path.join(tmp, 'pytorch_adapter.bin'), weights);
+      else saveSafetensors(path.join(tmp, 'adapter.safetensors'), weights);
       let old: string | null = null;
       if (fs.existsSync(target)) {
         old = `${target}.old-${process.pid}-${Date.now().toString(36)}`;
@@ -601,7 +606,11 @@ export class AdapterManager {
   }
 
   /** Writes adapter_fusion_config.json + model_adapter_fusion.safetensors (atomically). */
-  saveFusion(dir: string, name: string): void {
+  /** Names of the AdapterFusion layers. */
+  fusionNames(): string[] {
+    return [...this.fusions.keys()];
+  }
+  saveFusion(dir: string, name: string, opts: { format?: 'safetensors' | 'bin' } = {}): void {
     const f = this.fusions.get(name);
     if (!f) throw new ValueError(`No AdapterFusion with name '${name}' was found.`);
     const mt = String(this.model.config.model_type);
@@ -609,7 +618,8 @@ export class AdapterManager {
       model_name: String(this.model.config._name_or_path ?? ''), model_type: mt, name, version: 'adapters.1.1.0' };
     writeFolderAtomic(dir, (tmp) => {
       fs.writeFileSync(path.join(tmp, 'adapter_fusion_config.json'), JSON.stringify(sortKeys(meta), null, 2));
-      saveSafetensors(path.join(tmp, 'model_adapter_fusion.safetensors'), new Map(this.fusionParams(name)));
+      if (opts.format === 'bin') saveTorchBin(path.join(tmp, 'pytorch_model_adapter_fusion.bin'), new Map(this.fusionParams(name)));
+      else saveSafetensors(path.join(tmp, 'model_adapter_fusion.safetensors'), new Map(this.fusionParams(name)));
     });
   }
 
@@ -627,7 +637,7 @@ export class AdapterManager {
    * Loads an adapter saved by the Python library or by saveAdapter: `adapter_config.json` + `adapter.safetensors`
    * (preferred) or `pytorch_adapter.bin`. Weight names may carry the flex-head prefix or not.
    */
-  load(dir: string, opts: { loadAs?: string; setActive?: boolean; config?: AdapterConfig | string } = {}): string {
+  load(dir: string, opts: { loadAs?: string; setActive?: boolean; config?: AdapterConfig | string; leaveOut?: number[] } = {}): string {
     const cfgFile = path.join(dir, 'adapter_config.json');
     let meta: { config?: ConfigDict; name?: string; version?: string };
     try {
@@ -646,6 +656,12 @@ export class AdapterManager {
       cfg = want instanceof ConfigUnion ? want : new (want.constructor as new (o: ConfigDict) => AdapterConfig)(stripArch(meta.config));
     }
     cfg = applyVersionCompat(cfg, meta.version);
+    // leave_out on load (the Python library's load_adapter(leave_out=...)): those layers get no adapter and
+    // their saved weights are skipped
+    if (opts.leaveOut?.length) {
+      const withLeave = (c: AdapterConfig) => c.replace({ leave_out: [...new Set([...c.leaveOut, ...opts.leaveOut!])].sort((a, b) => a - b) });
+      cfg = cfg instanceof ConfigUnion ? new ConfigUnion(...cfg.configs.map(withLeave)) : withLeave(cfg);
+    }
     const { weights, file } = readWeightFile(dir, 'adapter.safetensors', 'pytorch_adapter.bin');
     try {
       this.add(name, cfg, { overwriteOk: false });

@@ -11,6 +11,7 @@ import * as ops from '../ops/index.ts';
 import { noGrad } from '../autograd/tape.ts';
 import { IOError, ShapeError, ValueError } from '../errors.ts';
 import { saveSafetensors } from '../io/safetensors.ts';
+import { saveTorchBin } from '../io/torch_save.ts';
 import { ADAPTER_MODEL_CLASS, readWeightFile, sortKeys } from '../adapters/model.ts';
 import { BatchSplit, Parallel, Stack, type Setup } from '../adapters/composition.ts';
 import { PredictionHead, type HeadConfig, type HeadOutput } from './heads.ts';
@@ -160,7 +161,7 @@ export class HeadManager {
   }
 
   // ---- I/O: head_config.json + model_head.safetensors (weights named heads.<name>.*) ----
-  save(dir: string, name: string): void {
+  save(dir: string, name: string, opts: { format?: 'safetensors' | 'bin' } = {}): void {
     const head = this.get(name);
     const mt = String(this.model.config.model_type);
     const meta = { config: head.config, hidden_size: this.model.base.hiddenSize!(), model_class: ADAPTER_MODEL_CLASS[mt] ?? 'AdapterModel',
@@ -170,7 +171,8 @@ export class HeadManager {
     // the tied output weight is saved too (the Python library writes it; loading it rewrites the same values)
     for (const [k, p] of head.stateDict(`heads.${name}`)) weights.set(k, p);
     writeAtomic(path.join(dir, 'head_config.json'), (f) => fs.writeFileSync(f, JSON.stringify(sortKeys(meta), null, 2)));
-    writeAtomic(path.join(dir, 'model_head.safetensors'), (f) => saveSafetensors(f, weights));
+    if (opts.format === 'bin') writeAtomic(path.join(dir, 'pytorch_model_head.bin'), (f) => saveTorchBin(f, weights));
+    else writeAtomic(path.join(dir, 'model_head.safetensors'), (f) => saveSafetensors(f, weights));
   }
 
   /** Loads a head folder; returns the head's name (loadAs, else the saved name). */

@@ -129,8 +129,8 @@ export class AdapterModel extends Module {
     this.headManager.setActive(h);
   }
   /** Writes head_config.json + model_head.safetensors for head `name` into dir. */
-  saveHead(dir: string, name: string): void {
-    this.headManager.save(dir, name);
+  saveHead(dir: string, name: string, opts: { format?: 'safetensors' | 'bin' } = {}): void {
+    this.headManager.save(dir, name, opts);
   }
   /** Loads a head folder; returns its name. */
   loadHead(dir: string, opts: { loadAs?: string; setActive?: boolean } = {}): string {
@@ -191,7 +191,22 @@ export class AdapterModel extends Module {
   /** Saves adapter `name` (adapter_config.json + adapter.safetensors), atomically. */
   saveAdapter(dir: string, name: string, opts: { format?: 'safetensors' | 'bin'; withHead?: boolean } = {}): void {
     this.adapters.save(dir, name, opts);
-    if ((opts.withHead ?? true) && this.headManager.has(name)) this.headManager.save(dir, name);
+    if ((opts.withHead ?? true) && this.headManager.has(name)) this.headManager.save(dir, name, opts);
+  }
+  /** saveAdapter for every adapter, each into dir/<name>. */
+  saveAllAdapters(dir: string, opts: { format?: 'safetensors' | 'bin'; withHead?: boolean } = {}): void {
+    fs.mkdirSync(dir, { recursive: true });
+    for (const name of this.adapters.ctx.configs.keys()) this.saveAdapter(path.join(dir, name), name, opts);
+  }
+  /** saveAdapterFusion for every fusion, each into dir/<a,b>. */
+  saveAllAdapterFusions(dir: string, opts: { format?: 'safetensors' | 'bin' } = {}): void {
+    fs.mkdirSync(dir, { recursive: true });
+    for (const name of this.adapters.fusionNames()) this.adapters.saveFusion(path.join(dir, name), name, opts);
+  }
+  /** saveHead for every head, each into dir/<name>. */
+  saveAllHeads(dir: string, opts: { format?: 'safetensors' | 'bin' } = {}): void {
+    fs.mkdirSync(dir, { recursive: true });
+    for (const name of this.heads) this.saveHead(path.join(dir, name), name, opts);
   }
   /** Turns prefix-tuning adapter `name` into its flat form (the MLP reparametrisation is evaluated once). */
   ejectPrefixTuning(name: string): void {
@@ -216,8 +231,8 @@ export class AdapterModel extends Module {
   loadAdapterFusion(dir: string, opts: { setActive?: boolean } = {}): string {
     return this.adapters.loadFusion(dir, opts);
   }
-  saveAdapterFusion(dir: string, name: string): void {
-    this.adapters.saveFusion(dir, name);
+  saveAdapterFusion(dir: string, name: string, opts: { format?: 'safetensors' | 'bin' } = {}): void {
+    this.adapters.saveFusion(dir, name, opts);
   }
   /** AdapterFusion's regulariser (0.01·Σ‖I − V‖² over the fusion value matrices) to add to the loss; null without one. */
   getFusionRegularizationLoss(): Tensor | null {
@@ -236,7 +251,7 @@ export class AdapterModel extends Module {
     this.adapters.reset();
   }
   /** Loads an adapter folder (adapter_config.json + adapter.safetensors or pytorch_adapter.bin); returns its name. */
-  loadAdapter(dir: string, opts: { loadAs?: string; setActive?: boolean; config?: AdapterConfig | string; withHead?: boolean } = {}): string {
+  loadAdapter(dir: string, opts: { loadAs?: string; setActive?: boolean; config?: AdapterConfig | string; withHead?: boolean; leaveOut?: number[] } = {}): string {
     const name = this.adapters.load(dir, opts);
     if ((opts.withHead ?? true) && fs.existsSync(path.join(dir, 'head_config.json'))) this.headManager.load(dir, { loadAs: name, setActive: opts.setActive });
     return name;

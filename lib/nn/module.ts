@@ -48,13 +48,16 @@ export class Module {
     yield [prefix, this];
     for (const [n, m] of this.#modules) if (m) yield* m.namedModules(prefix ? `${prefix}.${n}` : n);
   }
-  /** (name, parameter) pairs in registration order; a parameter shared by two modules is listed once. */
-  namedParameters(prefix = ''): [string, Tensor][] {
+  /**
+   * (name, parameter) pairs in registration order; a parameter shared by two modules is listed once, unless
+   * `aliases` (then once per path, as a PyTorch state_dict lists shared modules).
+   */
+  namedParameters(prefix = '', opts: { aliases?: boolean } = {}): [string, Tensor][] {
     const out: [string, Tensor][] = [];
     const seen = new Set<Tensor>();
     for (const [mp, m] of this.namedModules(prefix))
       for (const [n, p] of m.#params)
-        if (p && !seen.has(p)) {
+        if (p && (opts.aliases || !seen.has(p))) {
           seen.add(p);
           out.push([mp ? `${mp}.${n}` : n, p]);
         }

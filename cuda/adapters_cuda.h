@@ -1,0 +1,123 @@
+/* adapters_cuda.h — the C ABI of libadapters_cuda.so (resolved with dlsym by native/cuda_loader.cpp).
+ *
+ * Plain C, no CUDA headers needed: device pointers are void* / typed host pointers to device memory,
+ * streams are void* (a cudaStream_t; NULL is the legacy default stream).
+ * Every function that can fail returns 0 on success or a cudaError_t code (> 0); nothing here aborts or
+ * exits. adapters_cuda_error_string() turns a code into text.
+ *
+ * Matrices follow the CPU contract of native/kernels/gemm.h (row-major, BLAS-like transposes).
+ */
+#ifndef ADAPTERS_CUDA_H
+#define ADAPTERS_CUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- table.cu: discovery ---------------------------------------------------------------------------- */
+int adapters_cuda_abi_version(void);
+/* Number of usable CUDA devices (0 when the driver is missing or no device is present). */
+int adapters_cuda_device_count(void);
+/* Writes the device name into buf (NUL-terminated). */
+int adapters_cuda_device_name(int dev, char* buf, int len);
+/* Text for a code returned by any function here ("no error" for 0). Static storage. */
+const char* adapters_cuda_error_string(int code);
+
+/* ---- memory.cu: caching allocator, copies, synchronisation ------------------------------------------ */
+/* Device memory from a caching allocator: sizes are rounded up to a size class (multiples of 512 B below
+ * 1 MiB, then four classes per power of two), freed blocks go to a per-device, per-class free list and are
+ * reused by the next allocation of that class. Reuse is stream-ordered for ONE stream: memory freed
+ * while kernels that use it are still queued may be handed to the next allocation at once, which is safe
+ * only when that allocation is used on the same stream (what the addon does). Synchronise before
+ * handing memory between streams. bytes == 0 gives *ptr = NULL and success. When cudaMalloc fails the
+ * cache is emptied and the allocation retried once; then cudaErrorMemoryAllocation is returned. */
+int adapters_cuda_malloc(void** ptr, size_t bytes);
+/* Returns the block to the cache (NULL is a no-op; a pointer not from adapters_cuda_malloc gives
+ * cudaErrorInvalidDevicePointer). */
+int adapters_cuda_free(void* ptr);
+/* cudaFree's every cached (unused) block of every device. Blocks in use are untouched. */
+int adapters_cuda_empty_cache(void);
+
+typedef struct adapters_cuda_mem_stats {
+  uint64_t allocated_bytes;      /* bytes in blocks handed out now (class sizes, not requested sizes) */
+  uint64_t peak_allocated_bytes; /* high-water mark of allocated_bytes since the last reset */
+  uint64_t requested_bytes;      /* sum of the sizes callers asked for, now */
+  uint64_t reserved_bytes;       /* bytes held from cudaMalloc now (allocated + cached) */
+  uint64_t peak_reserved_bytes;
+  uint64_t cached_bytes;         /* reserved - allocated: free blocks waiting for reuse */
+  uint64_t num_allocs;           /* adapters_cuda_malloc calls that returned memory */
+  uint64_t num_frees;
+  uint64_t num_cache_hits;       /* allocations served from the free lists */
+  uint64_t num_device_mallocs;   /* cudaMalloc calls that succeeded */
+  uint64_t num_device_frees;     /* cudaFree calls */
+  uint64_t num_oom_retries;      /* cudaMalloc failures that emptied the cache and retried */
+} adapters_cuda_mem_stats;
+/* Totals over all devices. */
+int adapters_cuda_memory_stats(adapters_cuda_mem_stats* out);
+/* Peaks restart from the current values. */
+int adapters_cuda_reset_peak_stats(void);
+/* The size class an allocation of `bytes` gets (for tests and tools). */
+size_t adapters_cuda_size_class(size_t bytes);
+
+/* Copies enqueue on `stream`. H2D returns once the source may be reused (pageable sources are staged
+ * by the driver). D2H returns once the bytes are in host memory (it synchronises the stream). */
+int adapters_cuda_memcpy_h2d(void* dst_device, const void* src_host, size_t bytes, void* stream);
+int adapters_cuda_memcpy_d2h(void* dst_host, const void* src_device, size_t bytes, void* stream);
+int adapters_cuda_memcpy_d2d(void* dst_device, const void* src_device, size_t bytes, void* stream);
+int adapters_cuda_memset(void* dst_device, int byte_value, size_t bytes, void* stream);
+/* Waits for `stream` (NULL: the whole device) and returns the first pending error, if any (including an
+ * error of an earlier asynchronous kernel). */
+int adapters_cuda_synchronize(void* stream);
+int adapters_cuda_set_device(int dev);
+int adapters_cuda_get_device(int* dev);
+
+/* ---- gemm.cu: matrix products ------------------------------------------------------------------------ */
+/* C[M,N] = alpha * op(A)[M,K] · op(B)[K,N] + beta * C (row-major, gemm.h's contract):
+ *   A: transA ? (K,M) ld lda : (M,K) ld lda;  B: transB ? (N,K) ld ldb : (K,N) ld ldb;  C: (M,N) ld ldc.
+ * beta == 0: C is write-only (NaNs in C are not propagated). M == 0 or N == 0: nothing to do. K == 0:
+ * C = beta*C. Leading dimensions must be >= the row length (and >= 1); else cudaErrorInvalidValue.
+ * All work is enqueued on `stream`; errors of the launch are returned, errors during the kernel show up
+ * at the next synchronisation.
+ *
+ * bf16: A and B are raw bf16 bit patterns, products are exact in f32, accumulation and C are f32, on the
+ * tensor cores. sm_90a builds use wgmma + TMA (needs lda, ldb multiples of 8 and 16-byte-aligned A, B);
+ * other cases use mma.sync m16n8k16 (any shape, any alignment). */
+int adapters_cuda_gemm_bf16(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
+                            const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C,
+                            int64_t ldc, void* stream);
+/* f32: full f32 precision by default (CUDA-core FFMA tiles, like torch with TF32 off). */
+int adapters_cuda_gemm_f32(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
+                           void* stream);
+
+/* Kernel variants, for tests and benchmarks: variant 0 is the automatic choice (what gemm_bf16 runs);
+ * 1.. name fixed kernels (see adapters_cuda_gemm_bf16_variant_name). A variant that cannot run the given
+ * problem (alignment, missing sm_90a code) returns cudaErrorNotSupported without launching. */
+int adapters_cuda_gemm_bf16_variant(int variant, int transA, int transB, int64_t M, int64_t N, int64_t K,
+                                    float alpha, const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb,
+                                    float beta, float* C, int64_t ldc, void* stream);
+/* Name of a variant ("" past the last one). */
+const char* adapters_cuda_gemm_bf16_variant_name(int variant);
+/* 1 when the wgmma (sm_90a) kernels are in this build and the current device runs them. */
+int adapters_cuda_gemm_has_wgmma(void);
+
+/* ---- optim.cu: optimiser steps ------------------------------------------------------------------------ */
+/* AdamW over n tensors in ONE kernel launch, in place, with the arithmetic of native/kernels/optim.cpp
+ * (torch.optim.AdamW, single-tensor path):
+ *   p ← p·(1 − lr·wd)   (skipped when wd == 0);  m ← m + (1−β1)(g − m);  v ← β2·v + (1−β2)·g·g;
+ *   p ← p − lr/(1−β1^t) · m / (√v / √(1−β2^t) + eps)
+ * params/grads/exp_avg/exp_avg_sq/numel are HOST arrays of n entries holding DEVICE pointers (contiguous
+ * f32 tensors); hyper is a host array (n,2) of [lr, weight_decay]. The tensor table is copied to the
+ * device (through the caching allocator) with the launch; the call does not wait for the kernel. */
+int adapters_cuda_adamw_step(int64_t n, float* const* params, const float* const* grads, float* const* exp_avg,
+                             float* const* exp_avg_sq, const int64_t* numel, const float* hyper, float beta1,
+                             float beta2, float eps, int64_t step, void* stream);
+
+#ifdef __cplusplus
+}  /* extern "C" */
+#endif
+
+#endif /* ADAPTERS_CUDA_H */
