@@ -75,6 +75,10 @@ export class AdapterManager {
     return s;
   }
 
+  /** The model's hook sites per layer (projections, bottleneck/prefix sites). */
+  layerSites(): LayerSites[] {
+    return this.layers();
+  }
   private layers(): LayerSites[] {
     const b = this.model.base;
     return b.adapterLayers ? b.adapterLayers() : [];
@@ -194,7 +198,8 @@ export class AdapterManager {
     throw new ValueError(`${c.className} (architecture '${c.architecture}') is not implemented yet`);
   }
   private readonly pendingFused = new Map<string, string[]>();
-  private fusedParts(name: string): number[] {
+  /** For GPT-2's fused c_attn: the thirds (0 = q, 1 = k, 2 = v) adapter `name`'s LoRA blocks cover, in block order. */
+  fusedParts(name: string): number[] {
     const mats = this.pendingFused.get(name) ?? ['q', 'v'];
     return ['q', 'k', 'v'].map((m, i) => (mats.includes(m) ? i : -1)).filter((i) => i >= 0);
   }

@@ -24,6 +24,7 @@ import type { AdapterConfig, ConfigDict } from '../adapters/config.ts';
 import { BatchSplit, CompositionBlock, Parallel, type Fuse, type Setup } from '../adapters/composition.ts';
 import type { FusionConfigDict } from '../adapters/methods/fusion.ts';
 import { HeadManager, type HeadHost } from '../heads/manager.ts';
+import { loadPeftAdapter, readPeftConfig, savePeftAdapter } from '../io/peft.ts';
 import { lmLoss, type HeadConfig } from '../heads/heads.ts';
 
 function hasParallel(s: Setup | null): boolean {
@@ -189,9 +190,25 @@ export class AdapterModel extends Module {
     this.adapters.average(name, adapters, opts);
   }
   /** Saves adapter `name` (adapter_config.json + adapter.safetensors), atomically. */
-  saveAdapter(dir: string, name: string, opts: { format?: 'safetensors' | 'bin'; withHead?: boolean } = {}): void {
-    this.adapters.save(dir, name, opts);
-    if ((opts.withHead ?? true) && this.headManager.has(name)) this.headManager.save(dir, name, opts);
+  saveAdapter(dir: string, name: string, opts: { format?: 'safetensors' | 'bin' | 'peft'; withHead?: boolean; stripPrefix?: boolean } = {}): void {
+    if (opts.format === 'peft') return savePeftAdapter(this, dir, name, opts);
+    this.adapters.save(dir, name, opts as { format?: 'safetensors' | 'bin' });
+    if ((opts.withHead ?? true) && this.headManager.has(name)) this.headManager.save(dir, name, opts as { format?: 'safetensors' | 'bin' });
+  }
+  /**
+   * Converts a saved adapter between the Adapters library's format and PEFT's (LoRA, (IA)³), through this model:
+   * the folder is loaded, then saved in the other format; methods without an equivalent raise a ValueError.
+   */
+  convertAdapter(srcDir: string, dstDir: string, opts: { to: 'peft' | 'adapters'; format?: 'safetensors' | 'bin'; name?: string }): void {
+    const name = opts.name ?? path.basename(path.resolve(dstDir));
+    if (this.hasAdapter(name)) throw new ValueError(`convertAdapter: this model already has an adapter named '${name}' (pass another name)`);
+    this.loadAdapter(srcDir, { loadAs: name, withHead: false });
+    try {
+      if (opts.to === 'peft') savePeftAdapter(this, dstDir, name);
+      else this.adapters.save(dstDir, name, { format: opts.format });
+    } finally {
+      this.deleteAdapter(name);
+    }
   }
   /** saveAdapter for every adapter, each into dir/<name>. */
   saveAllAdapters(dir: string, opts: { format?: 'safetensors' | 'bin'; withHead?: boolean } = {}): void {
@@ -252,6 +269,8 @@ export class AdapterModel extends Module {
   }
   /** Loads an adapter folder (adapter_config.json + adapter.safetensors or pytorch_adapter.bin); returns its name. */
   loadAdapter(dir: string, opts: { loadAs?: string; setActive?: boolean; config?: AdapterConfig | string; withHead?: boolean; leaveOut?: number[] } = {}): string {
+    // a PEFT folder (adapter_config.json with peft_type): LoRA / IA3 become Adapters-library adapters (lib/io/peft.ts)
+    if (readPeftConfig(dir)) return loadPeftAdapter(this, dir, opts);
     const name = this.adapters.load(dir, opts);
     if ((opts.withHead ?? true) && fs.existsSync(path.join(dir, 'head_config.json'))) this.headManager.load(dir, { loadAs: name, setActive: opts.setActive });
     return name;

@@ -46,7 +46,8 @@ def load_arch(arch):
 
 # ---------------------------------------------------------------- BERT (post-LN), BertAdapterModel names
 
-def bert_forward(cfg, P, kind, ids, mask):
+def bert_forward(cfg, P, kind, ids, mask, hook=None):
+    """hook(module_name, x, base) -> y replaces a projection (gen_peft.py applies PEFT's LoRA / IA3 there)."""
     H, NH, L, EPS = cfg['hidden_size'], cfg['num_attention_heads'], cfg['num_hidden_layers'], cfg['layer_norm_eps']
     HD = H // NH
     B, T = ids.shape
@@ -55,6 +56,8 @@ def bert_forward(cfg, P, kind, ids, mask):
         return F.layer_norm(x, (H,), P[f'{n}.weight'], P[f'{n}.bias'], EPS)
 
     def lin(n, x):
+        if hook:
+            return hook(n, x, lambda z: z @ P[f'{n}.weight'].T + P[f'{n}.bias'])
         y = x @ P[f'{n}.weight'].T + P[f'{n}.bias']
         if f'{n}.loras.a.lora_A' in P:  # LoRA
             y = y + (x @ P[f'{n}.loras.a.lora_A'].T @ P[f'{n}.loras.a.lora_B'].T) * LORA_SCALING
@@ -94,7 +97,7 @@ def bert_head(P, h):
 
 # ---------------------------------------------------------------- GPT-2 (pre-LN), GPT2AdapterModel names
 
-def gpt2_forward(cfg, P, kind, ids, mask):
+def gpt2_forward(cfg, P, kind, ids, mask, hook=None):
     H, NH, L, EPS = cfg['n_embd'], cfg['n_head'], cfg['n_layer'], cfg['layer_norm_epsilon']
     HD = H // NH
     B, T = ids.shape
@@ -104,6 +107,8 @@ def gpt2_forward(cfg, P, kind, ids, mask):
         return F.layer_norm(x, (H,), P[f'{n}.weight'], P[f'{n}.bias'], EPS)
 
     def conv1d(n, x):  # transformers' Conv1D: weight stored (in, out)
+        if hook:
+            return hook(n, x, lambda z: z @ P[f'{n}.weight'] + P[f'{n}.bias'])
         return x @ P[f'{n}.weight'] + P[f'{n}.bias']
 
     def c_attn(n, x):

@@ -1,0 +1,78 @@
+// PEFT's format: LoRA (incl. rsLoRA, layers_to_transform, GPT-2's fused c_attn with fan_in_fan_out) and IA3
+// folders written with PEFT's math by test/reference/gen_peft.py load here with the same output; saving back
+// in PEFT's format and reloading gives the same output; Adapters-format ⇄ PEFT conversion keeps the math;
+// what has no equivalent (IA3 on feed-forward modules, LoRA on attention.output.dense) is refused clearly.
+import test from 'ava';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { AutoAdapterModel, loadSafetensors, scope, ops, randn, noGrad, ValueError, type Tensor } from '../../lib/index.ts';
+import { maxDiff } from '../helpers/tensor_diff.ts';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const fx = path.resolve(here, '../fixtures/peft');
+const ref = path.join(path.resolve(here, '../..', process.env.ADAPTERS_SHARED ?? '../shared'), 'reference');
+const have = fs.existsSync(path.join(ref, 'models', 'bert', 'config.json'));
+const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'peft-'));
+
+const run = (m: ReturnType<typeof AutoAdapterModel.fromPretrained>, exp: Map<string, Tensor>) => scope(() =>
+  m.forward({ inputIds: ops.cast(exp.get('input_ids')!, 'i64'), attentionMask: ops.cast(exp.get('attention_mask')!, 'i64') }).lastHiddenState.clone());
+
+if (!have) test('PEFT cases skipped: ../shared (the tiny base models) not found (set ADAPTERS_SHARED)', (t) => t.pass());
+else {
+  for (const c of ['bert_lora', 'bert_lora_rslora', 'bert_ia3', 'gpt2_lora', 'gpt2_ia3'])
+    test(`PEFT ${c}: loads with PEFT's output; saved back in PEFT format it reloads to the same output`, (t) => {
+      const arch = c.split('_')[0]!;
+      const exp = loadSafetensors(path.join(fx, c, 'expected.safetensors'));
+      const m = AutoAdapterModel.fromPretrained(path.join(ref, 'models', arch));
+      const name = m.loadAdapter(path.join(fx, c), { loadAs: 'p', setActive: true });
+      t.is(name, 'p');
+      const h = run(m, exp);
+      const d = maxDiff(h, exp.get('last_hidden_state')!);
+      t.true(d < 1e-4, `max abs diff ${d}`);
+      const dir = tmp();
+      m.saveAdapter(path.join(dir, 'peft'), 'p', { format: 'peft' });
+      const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'peft', 'adapter_config.json'), 'utf8'));
+      t.is(cfg.peft_type, c.includes('ia3') ? 'IA3' : 'LORA');
+      t.true([...loadSafetensors(path.join(dir, 'peft', 'adapter_model.safetensors')).keys()].every((k) => k.startsWith('base_model.model.')));
+      const m2 = AutoAdapterModel.fromPretrained(path.join(ref, 'models', arch));
+      m2.loadAdapter(path.join(dir, 'peft'), { loadAs: 'q', setActive: true });
+      t.true(maxDiff(run(m2, exp), h) < 1e-6);
+      // and through the Adapters-library format
+      m.convertAdapter(path.join(fx, c), path.join(dir, 'native'), { to: 'adapters' });
+      const m3 = AutoAdapterModel.fromPretrained(path.join(ref, 'models', arch));
+      m3.loadAdapter(path.join(dir, 'native'), { setActive: true });
+      t.true(maxDiff(run(m3, exp), h) < 1e-6);
+      fs.rmSync(dir, { recursive: true, force: true });
+    });
+
+  test('Adapters-library LoRA on GPT-2 c_attn (q, v only) → PEFT (block-diagonal rank 2r) → back: same output; IA3 likewise', (t) => {
+    const exp = loadSafetensors(path.join(fx, 'gpt2_lora', 'expected.safetensors'));
+    for (const cfg of ['lora[r=4, alpha=8]', 'ia3']) {
+      const m = AutoAdapterModel.fromPretrained(path.join(ref, 'models', 'gpt2'));
+      m.addAdapter('a', cfg, { setActive: true });
+      noGrad(() => { for (const [k, p] of m.namedParameters()) if (k.includes('.loras.a.')) p.copy_(ops.add(p, randn(p.shape, { std: 0.2, seed: k.length }))); });
+      const h = run(m, exp);
+      const dir = tmp();
+      m.saveAdapter(dir, 'a', { format: 'peft' });
+      const m2 = AutoAdapterModel.fromPretrained(path.join(ref, 'models', 'gpt2'));
+      m2.loadAdapter(dir, { setActive: true });
+      t.true(maxDiff(run(m2, exp), h) < 1e-5, cfg);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('PEFT adapters without an Adapters-library equivalent are refused, naming the module; nothing is left behind', (t) => {
+    const m = AutoAdapterModel.fromPretrained(path.join(ref, 'models', 'bert'));
+    t.throws(() => m.loadAdapter(path.join(fx, 'bert_ia3_feedforward')), { instanceOf: ValueError, message: /output\.dense.*(input|equivalent)/ });
+    t.throws(() => m.loadAdapter(path.join(fx, 'bert_lora_attn_output')), { instanceOf: ValueError, message: /attention\.output\.dense.*no Adapters-library equivalent/ });
+    t.deepEqual(m.adapterSummary().filter((r) => r.name !== 'Full model'), []);
+    const dir = tmp();
+    fs.writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify({ peft_type: 'PROMPT_TUNING', num_virtual_tokens: 4 }));
+    t.throws(() => m.loadAdapter(dir), { message: /PROMPT_TUNING adapters have no equivalent here yet/ });
+    m.addAdapter('bn', 'seq_bn');
+    t.throws(() => m.saveAdapter(dir, 'bn', { format: 'peft' }), { message: /only LoRA and \(IA\)³ have a PEFT equivalent/ });
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+}
