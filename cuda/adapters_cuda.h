@@ -101,6 +101,10 @@ int adapters_cuda_gemm_bf16_variant(int variant, int transA, int transB, int64_t
                                     float beta, float* C, int64_t ldc, void* stream);
 /* Name of a variant ("" past the last one). */
 const char* adapters_cuda_gemm_bf16_variant_name(int variant);
+/* The variant adapters_cuda_gemm_bf16 would run for this problem on the current device (diagnostics;
+ * 0 when there is nothing to launch, negative (-code) on invalid arguments). */
+int adapters_cuda_gemm_bf16_pick(int transA, int transB, int64_t M, int64_t N, int64_t K, const uint16_t* A,
+                                 int64_t lda, const uint16_t* B, int64_t ldb);
 /* 1 when the wgmma (sm_90a) kernels are in this build and the current device runs them. */
 int adapters_cuda_gemm_has_wgmma(void);
 

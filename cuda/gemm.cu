@@ -912,6 +912,18 @@ const char* adapters_cuda_gemm_bf16_variant_name(int variant) {
   return (variant >= 0 && variant < kNumVariants) ? kVariantNames[variant] : "";
 }
 
+int adapters_cuda_gemm_bf16_pick(int transA, int transB, int64_t M, int64_t N, int64_t K, const uint16_t* A,
+                                 int64_t lda, const uint16_t* B, int64_t ldb) {
+  bool nothing = false;
+  static float dummy_c;  // validate() wants a C; the pick does not depend on it
+  if (int e = validate(transA != 0, transB != 0, M, N, K, A, lda, B, ldb, &dummy_c, std::max<int64_t>(1, N), &nothing))
+    return -e;
+  if (nothing || K == 0) return 0;
+  DeviceInfo d;
+  if (int e = current_device_info(d)) return -e;
+  return choose_variant(make_args(M, N, K, 1.f, A, lda, B, ldb, 0.f, &dummy_c, std::max<int64_t>(1, N)), d);
+}
+
 int adapters_cuda_gemm_has_wgmma(void) {
   DeviceInfo d;
   if (current_device_info(d) != 0) {

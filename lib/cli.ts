@@ -22,13 +22,14 @@ Usage:
   adapters-node summary  --model DIR [--adapter CONFIG]
 
 Options:
-  --model DIR            Hugging Face model folder (config.json + safetensors + tokenizer.json)
+  --model DIR|HUB_ID     Hugging Face model folder (config.json + safetensors + tokenizer.json) or Hub repo id
+                         (downloaded into the huggingface_hub cache; HF_TOKEN, HF_HUB_OFFLINE=1, HF_ENDPOINT honoured)
   --task NAME            causal-lm (uses the model's own LM head) or classification (adds a head)
   --glue NAME            column preset for classification: cola, sst-2, mrpc, rte, sts-b
   --train FILE           text (causal-lm) or TSV/CSV/JSONL (classification)
   --validation FILE      held-out data; causal-lm without it holds out the last 10% of --train
   --adapter CONFIG       adapter config string, e.g. "lora[r=8]", "seq_bn", "prefix_tuning", "ia3"; "full" = full fine-tuning
-  --adapter-dir DIR      load a saved adapter (eval / generate)
+  --adapter-dir DIR|ID   load a saved adapter (Adapters-library or PEFT format; folder or Hub id) for eval / generate
   --max-steps N          optimiser steps (default 200)
   --batch-size B         examples per step (default 8)
   --seq-len T            tokens per block / max tokens per example (default 128)
@@ -74,8 +75,7 @@ function num(f: Flags, k: keyof Flags, def: number): number {
 interface TaskData { train?: Example[]; eval: Example[]; task: TableTask | null }
 
 function loadData(f: Flags, model: AdapterModel, withTrain: boolean): TaskData {
-  const dir = need(f, 'model');
-  const tok = AutoTokenizer.fromPretrained(dir);
+  const tok = AutoTokenizer.fromPretrained(model.sourceDir ?? need(f, 'model'));
   const T = int(f, 'seq-len', 128);
   const task = need(f, 'task');
   let out: TaskData;
@@ -111,8 +111,7 @@ function metricsFor(task: TableTask | null) {
 }
 
 async function train(f: Flags, print: (s: string) => void): Promise<void> {
-  const dir = need(f, 'model');
-  const model = AutoAdapterModel.fromPretrained(dir);
+  const model = await AutoAdapterModel.fromPretrainedAsync(need(f, 'model'));
   const data = loadData(f, model, true);
   const adapter = need(f, 'adapter');
   const full = adapter === 'full';
@@ -150,8 +149,8 @@ async function train(f: Flags, print: (s: string) => void): Promise<void> {
 }
 
 async function evaluate(f: Flags, print: (s: string) => void): Promise<void> {
-  const model = AutoAdapterModel.fromPretrained(need(f, 'model'));
-  if (f['adapter-dir']) model.loadAdapter(f['adapter-dir'], { setActive: true });
+  const model = await AutoAdapterModel.fromPretrainedAsync(need(f, 'model'));
+  if (f['adapter-dir']) await model.loadAdapterAsync(f['adapter-dir'], { setActive: true });
   const data = loadData(f, model, false);
   const tr = new AdapterTrainer(model, { batchSize: int(f, 'batch-size', 8) }, { train: data.eval, eval: data.eval, computeMetrics: metricsFor(data.task) });
   const r = tr.evaluate();
@@ -159,19 +158,18 @@ async function evaluate(f: Flags, print: (s: string) => void): Promise<void> {
   print(f.json ? JSON.stringify(r) : Object.entries(r).map(([k, v]) => `${k}: ${v}`).join('\n'));
 }
 
-function generate(f: Flags, print: (s: string) => void): void {
-  const dir = need(f, 'model');
-  const model = AutoAdapterModel.fromPretrained(dir).eval();
-  if (f['adapter-dir']) model.loadAdapter(f['adapter-dir'], { setActive: true });
-  const tok = AutoTokenizer.fromPretrained(dir);
+async function generate(f: Flags, print: (s: string) => void): Promise<void> {
+  const model = (await AutoAdapterModel.fromPretrainedAsync(need(f, 'model'))).eval();
+  if (f['adapter-dir']) await model.loadAdapterAsync(f['adapter-dir'], { setActive: true });
+  const tok = AutoTokenizer.fromPretrained(model.sourceDir!);
   const ids = tok.encode(need(f, 'prompt'));
   const out = model.generate([ids], { maxNewTokens: int(f, 'max-new-tokens', 40) })[0]!;
   const text = tok.decode(out, { skipSpecialTokens: true });
   print(f.json ? JSON.stringify({ text, tokens: out }) : text);
 }
 
-function summary(f: Flags, print: (s: string) => void): void {
-  const model = AutoAdapterModel.fromPretrained(need(f, 'model'));
+async function summary(f: Flags, print: (s: string) => void): Promise<void> {
+  const model = await AutoAdapterModel.fromPretrainedAsync(need(f, 'model'));
   if (f.adapter) model.addAdapter('adapter', f.adapter);
   print(f.json ? JSON.stringify({ model_type: model.modelType, parameters: model.numParameters(), adapters: model.adapterSummary() }) : model.adapterSummaryTable());
 }
@@ -192,8 +190,8 @@ export async function main(argv: string[], io: { out?: (s: string) => void; err?
     if (f.help) { print(HELP); return 0; }
     if (cmd === 'train') await train(f, print);
     else if (cmd === 'eval') await evaluate(f, print);
-    else if (cmd === 'generate') generate(f, print);
-    else if (cmd === 'summary') summary(f, print);
+    else if (cmd === 'generate') await generate(f, print);
+    else if (cmd === 'summary') await summary(f, print);
     else throw new UsageError(`unknown command '${cmd}' (train, eval, generate, summary)`);
     return 0;
   } catch (e) {

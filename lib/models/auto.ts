@@ -25,6 +25,7 @@ import { BatchSplit, CompositionBlock, Parallel, type Fuse, type Setup } from '.
 import type { FusionConfigDict } from '../adapters/methods/fusion.ts';
 import { HeadManager, type HeadHost } from '../heads/manager.ts';
 import { loadPeftAdapter, readPeftConfig, savePeftAdapter } from '../io/peft.ts';
+import { ADAPTER_FILES, MODEL_FILES, cachedSnapshot, hubCacheDir, isHubId, resolveModelSource, type HubOptions } from '../io/hub.ts';
 import { lmLoss, type HeadConfig } from '../heads/heads.ts';
 
 function hasParallel(s: Setup | null): boolean {
@@ -210,6 +211,10 @@ export class AdapterModel extends Module {
       this.deleteAdapter(name);
     }
   }
+  /** loadAdapter for a local folder or a Hub repo id (downloaded into the huggingface_hub cache as needed). */
+  async loadAdapterAsync(dirOrId: string, opts: Parameters<AdapterModel['loadAdapter']>[1] & HubOptions = {}): Promise<string> {
+    return this.loadAdapter(await resolveModelSource(dirOrId, ADAPTER_FILES, opts), opts);
+  }
   /** saveAdapter for every adapter, each into dir/<name>. */
   saveAllAdapters(dir: string, opts: { format?: 'safetensors' | 'bin'; withHead?: boolean } = {}): void {
     fs.mkdirSync(dir, { recursive: true });
@@ -269,6 +274,11 @@ export class AdapterModel extends Module {
   }
   /** Loads an adapter folder (adapter_config.json + adapter.safetensors or pytorch_adapter.bin); returns its name. */
   loadAdapter(dir: string, opts: { loadAs?: string; setActive?: boolean; config?: AdapterConfig | string; withHead?: boolean; leaveOut?: number[] } = {}): string {
+    if (!fs.existsSync(dir) && isHubId(dir)) {
+      const snap = cachedSnapshot(dir);
+      if (!snap) throw new IOError(`${dir} is not in the Hub cache (${hubCacheDir()}): use await model.loadAdapterAsync('${dir}') to download it`);
+      dir = snap;
+    }
     // a PEFT folder (adapter_config.json with peft_type): LoRA / IA3 become Adapters-library adapters (lib/io/peft.ts)
     if (readPeftConfig(dir)) return loadPeftAdapter(this, dir, opts);
     const name = this.adapters.load(dir, opts);
@@ -525,12 +535,23 @@ function initWeights(model: Module, cfg: HFConfig, seed: number): void {
 
 export class AutoAdapterModel {
   /** Loads a model folder (config.json + weights). Keys are accepted with or without the base prefix. */
-  static fromPretrained(dir: string, opts: FromPretrainedOptions = {}): AdapterModel {
+  /**
+   * Loads a local model folder, or a Hub repo id already in the huggingface_hub cache (fromPretrainedAsync
+   * downloads it first when it is not).
+   */
+  static fromPretrained(dirOrId: string, opts: FromPretrainedOptions & HubOptions = {}): AdapterModel {
+    let dir = dirOrId;
+    if (!fs.existsSync(dirOrId) && isHubId(dirOrId)) {
+      const snap = cachedSnapshot(dirOrId, opts);
+      if (!snap) throw new IOError(`${dirOrId} is not in the Hub cache (${hubCacheDir(opts)}): use await AutoAdapterModel.fromPretrainedAsync('${dirOrId}') to download it`);
+      dir = snap;
+    }
     if (opts.device && opts.device !== 'cpu') throw new ValueError(`fromPretrained: device '${opts.device}' is not available (CPU build)`);
     const cfg = readConfig(dir);
     const spec = archFor(cfg.model_type);
     const model = new AdapterModel(cfg, spec);
     model.sourceDir = dir;
+    if (dir !== dirOrId && cfg._name_or_path === undefined) (cfg as Record<string, unknown>)._name_or_path = dirOrId;
     try {
       loadWeights(model, dir, spec);
       if (opts.dtype && opts.dtype !== 'f32') model.toDtype(opts.dtype);
@@ -542,6 +563,13 @@ export class AutoAdapterModel {
   }
 
   /** A randomly initialised model for a config object (HF's init rules, seeded). */
+  /** fromPretrained for a local folder or a Hub repo id, downloading into the huggingface_hub cache as needed. */
+  static async fromPretrainedAsync(dirOrId: string, opts: FromPretrainedOptions & HubOptions = {}): Promise<AdapterModel> {
+    const dir = await resolveModelSource(dirOrId, MODEL_FILES, opts);
+    const m = AutoAdapterModel.fromPretrained(dir, opts);
+    if (dir !== dirOrId && m.config._name_or_path === undefined) (m.config as Record<string, unknown>)._name_or_path = dirOrId;
+    return m;
+  }
   static fromConfig(config: HFConfig, opts: { seed?: number; dtype?: DType } = {}): AdapterModel {
     const spec = archFor(config.model_type);
     ops.manualSeed(opts.seed ?? 0);  // parameters drawn at construction (e.g. ViT's CLS token) are seeded too
