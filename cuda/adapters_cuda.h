@@ -84,7 +84,8 @@ int adapters_cuda_get_device(int* dev);
  *
  * bf16: A and B are raw bf16 bit patterns, products are exact in f32, accumulation and C are f32, on the
  * tensor cores. sm_90a builds use wgmma + TMA (needs lda, ldb multiples of 8 and 16-byte-aligned A, B);
- * other cases use mma.sync m16n8k16 (any shape, any alignment). */
+ * other cases use mma.sync m16n8k16 (any shape, any alignment). The environment variable
+ * ADAPTERS_CUDA_DISABLE_WGMMA=1 (read at the first call per device) turns the wgmma kernels off. */
 int adapters_cuda_gemm_bf16(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
                             const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C,
                             int64_t ldc, void* stream);

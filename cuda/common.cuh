@@ -5,10 +5,16 @@
 
 #include <cstdint>
 
-#define AD_CUDA_TRY(expr)                      \
-  do {                                         \
-    cudaError_t err_ = (expr);                 \
-    if (err_ != cudaSuccess) return (int)err_; \
+// On failure, returns the code after clearing the runtime's "last error" record: otherwise a failed call
+// here (say cudaSetDevice(bad)) would be reported again by the next launch's cudaGetLastError(). Sticky
+// errors (a faulted kernel) are unaffected: every later call reports them anyway.
+#define AD_CUDA_TRY(expr)          \
+  do {                             \
+    cudaError_t err_ = (expr);     \
+    if (err_ != cudaSuccess) {     \
+      (void)cudaGetLastError();    \
+      return (int)err_;            \
+    }                              \
   } while (0)
 
 // After a kernel launch: a launch-configuration error (bad grid, too much shared memory) is reported by

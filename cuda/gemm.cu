@@ -662,7 +662,8 @@ int current_device_info(DeviceInfo& out) {
     AD_CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
     AD_CUDA_TRY(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
     d.wgmma = 0;
-    if (major == 9 && minor == 0) {
+    const char* off = std::getenv("ADAPTERS_CUDA_DISABLE_WGMMA");  // kill switch: mma.sync kernels only
+    if (major == 9 && minor == 0 && !(off && *off && std::strcmp(off, "0") != 0)) {
       int* flag = nullptr;
       int host = 0;
       AD_CUDA_TRY(cudaMalloc(&flag, sizeof(int)));

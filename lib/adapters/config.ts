@@ -72,6 +72,8 @@ export abstract class AdapterConfig {
         return new PromptTuningConfig(rest);
       case 'reft':
         return new ReftConfig(rest);
+      case 'peft_prompt_tuning':
+        return new PeftPromptTuningConfig(rest);
       case 'union': {
         const cs = rest.configs;
         if (!Array.isArray(cs)) throw new ValueError('union config needs a "configs" list');
@@ -236,6 +238,21 @@ export class PromptTuningConfig extends AdapterConfig {
   }
 }
 
+/**
+ * PEFT's prompt tuning (peft_type PROMPT_TUNING; Lester et al. 2021 as PEFT implements it): `num_virtual_tokens`
+ * learned embeddings are prepended to the word embeddings, *before* position and token-type embeddings, so the
+ * real tokens' positions move by num_virtual_tokens and the output has num_virtual_tokens more positions. Not an
+ * Adapters-library method (its prompt tuning joins after the embeddings): loaded from and saved to PEFT's format only.
+ */
+export class PeftPromptTuningConfig extends AdapterConfig {
+  readonly architecture = 'peft_prompt_tuning';
+  constructor(o: ConfigDict = {}) {
+    super({ num_virtual_tokens: 20 }, o, 'PeftPromptTuningConfig');
+    const n = this.fields.num_virtual_tokens;
+    if (!Number.isInteger(n) || (n as number) < 1) throw new ValueError(`num_virtual_tokens must be a positive integer, got ${JSON.stringify(n)}`);
+  }
+}
+
 // ---- ReFT -----------------------------------------------------------------------------------------
 
 const REFT_DEFAULTS: ConfigDict = {
@@ -322,7 +339,7 @@ export class UniPELTConfig extends ConfigUnion {
 }
 
 // The serialized dicts carry `architecture` for every non-bottleneck method.
-for (const C of [LoRAConfig, PrefixTuningConfig, PromptTuningConfig, ReftConfig]) {
+for (const C of [LoRAConfig, PrefixTuningConfig, PromptTuningConfig, ReftConfig, PeftPromptTuningConfig]) {
   const orig = C.prototype.toDict;
   C.prototype.toDict = function (this: AdapterConfig) {
     return { architecture: this.architecture, ...orig.call(this) };

@@ -110,4 +110,6 @@ export interface AdaptableModel {
   invertibleAdapters?(): import('./methods/invertible.ts').InvertibleAdapters;
   /** The prompt-tuning pool (`prompt_tuning`), when the architecture supports prompt tuning. */
   promptPool?(): import('./methods/prompt_tuning.ts').PromptTuningPool;
+  /** The word-embedding module, for PEFT prompt tuning's virtual tokens. */
+  wordEmbedding?(): import('../nn/layers.ts').Embedding;
 }

@@ -12,7 +12,8 @@ import type { Module } from '../nn/module.ts';
 import { Tensor, tensor } from '../tensor.ts';
 import { noGrad } from '../autograd/tape.ts';
 import { FormatError, IOError, ValueError } from '../errors.ts';
-import { AdapterConfig, BnConfig, ConfigUnion, LoRAConfig, PrefixTuningConfig, PromptTuningConfig, ReftConfig, type ConfigDict } from './config.ts';
+import { AdapterConfig, BnConfig, ConfigUnion, LoRAConfig, PeftPromptTuningConfig, PrefixTuningConfig, PromptTuningConfig, ReftConfig, type ConfigDict } from './config.ts';
+import { PeftPromptPool } from './methods/peft_prompt.ts';
 import { checkPrefixConfig } from './methods/prefix_tuning.ts';
 import { Fuse, Stack, compositionFromDict, filterSetup, parseComposition, validateComposition, type CompositionBlock, type Setup } from './composition.ts';
 import { fusionConfig, type FusionConfigDict } from './methods/fusion.ts';
@@ -75,6 +76,17 @@ export class AdapterManager {
     return s;
   }
 
+  /** The model-level pool of PEFT prompt-tuning adapters (created on first use). */
+  peftPrompts(): PeftPromptPool {
+    return (this.model.child('peft_prompt_tuning') as PeftPromptPool | null) ?? this.model.registerModule('peft_prompt_tuning', new PeftPromptPool());
+  }
+  /** The active PEFT prompt-tuning adapter's prompt rows (P, H), or null; more than one active is an error. */
+  activePeftPrompt(): Tensor | null {
+    const names = this.ctx.active.filter((n) => this.ctx.configs.get(n) instanceof PeftPromptTuningConfig);
+    if (!names.length) return null;
+    if (names.length > 1 || this.ctx.active.length > 1) throw new ValueError(`PEFT prompt tuning ('${names.join("', '")}') works alone, not in a composition`);
+    return this.peftPrompts().get(names[0]!);
+  }
   /** The model's hook sites per layer (projections, bottleneck/prefix sites). */
   layerSites(): LayerSites[] {
     return this.layers();
@@ -181,6 +193,11 @@ export class AdapterManager {
       for (const l of layers) l.reft?.add(name, c, hidden, c.subtractProjection);
       return;
     }
+    if (c instanceof PeftPromptTuningConfig) {
+      if (!this.model.base.wordEmbedding) throw new ValueError(`PEFT prompt tuning is not implemented for ${String(this.model.config.model_type)} (BERT family, GPT-2, LLaMA family)`);
+      this.peftPrompts().add(name, c.get('num_virtual_tokens') as number, hidden);
+      return;
+    }
     if (c instanceof PromptTuningConfig) {
       const pool = this.model.base.promptPool?.();
       if (!pool)
@@ -226,6 +243,7 @@ export class AdapterManager {
     this.model.base.invertibleAdapters?.().remove(name);
     (this.model.base.child('shared_parameters') as SharedParameters | null)?.remove(name);
     this.model.base.promptPool?.().remove(name);
+    (this.model.child('peft_prompt_tuning') as PeftPromptPool | null)?.remove(name);
     for (const h of this.hosts.values()) {
       unmerge(h, name);
       h.remove(name);
@@ -405,6 +423,8 @@ export class AdapterManager {
    */
   save(dir: string, name: string, opts: { format?: 'safetensors' | 'bin' } = {}): void {
     if (!this.has(name)) throw new ValueError(`No adapter with name '${name}' was found.`);
+    if (this.ctx.configs.get(name) instanceof PeftPromptTuningConfig)
+      throw new ValueError(`'${name}' is PEFT prompt tuning, which the Adapters library's format cannot express: save it with {format: 'peft'}`);
     const format = opts.format ?? 'safetensors';
     if (format !== 'safetensors' && format !== 'bin') throw new ValueError(`saveAdapter: format must be 'safetensors' or 'bin', got '${String(format)}'`);
     const cfg = this.ctx.configs.get(name)!;

@@ -7,9 +7,11 @@
  *          an Adapters c_attn LoRA writes A stacked (n·r, in) and B block-diagonal, rank n·r, which is the same map
  *          (other modules of that adapter are zero-padded to rank n·r).
  *   (IA)³: y = (W x)·l for non-feed-forward modules — the Adapters library's (IA)³ on that projection.
+ *   prompt tuning: prompt_embeddings (P, H) → PeftPromptTuningConfig (PEFT's own injection before the position
+ *          embeddings; not the Adapters library's prompt tuning, so it converts to PEFT's format only).
  * No equivalent (refused with the module named): IA3 on a feed-forward module (PEFT scales that module's
  * input), LoRA/IA3 on modules the Adapters library never adapts (attention output, LM head), DoRA, per-module
- * rank/alpha patterns, trained `modules_to_save`, prompt and prefix tuning (different injection points).
+ * rank/alpha patterns, trained `modules_to_save`, prefix tuning (PEFT shifts the positions of prefixed tokens).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -19,7 +21,7 @@ import { noGrad } from '../autograd/tape.ts';
 import { FormatError, IOError, ValueError } from '../errors.ts';
 import { loadSafetensors, saveSafetensors } from './safetensors.ts';
 import { loadTorchBin } from './torch_bin.ts';
-import { LoRAConfig, type ConfigDict } from '../adapters/config.ts';
+import { LoRAConfig, PeftPromptTuningConfig, type ConfigDict } from '../adapters/config.ts';
 import type { Linear } from '../nn/layers.ts';
 import type { AdapterModel } from '../models/auto.ts';
 
@@ -75,8 +77,9 @@ export function loadPeftAdapter(model: AdapterModel, dir: string, opts: { loadAs
   if (!c) throw new FormatError(`${dir}: adapter_config.json is not a PEFT config (no peft_type)`);
   const type = String(c.peft_type);
   const name = opts.loadAs ?? 'default';
+  if (type === 'PROMPT_TUNING') return loadPeftPrompt(model, dir, c, name, opts);
   if (type !== 'LORA' && type !== 'IA3')
-    throw new ValueError(`PEFT ${type} adapters have no equivalent here yet (supported: LORA, IA3); ${dir}`);
+    throw new ValueError(`PEFT ${type} adapters have no equivalent here yet (supported: LORA, IA3, PROMPT_TUNING); ${dir}`);
   if (c.use_dora) throw new ValueError(`PEFT DoRA (use_dora) has no Adapters-library equivalent; ${dir}`);
   for (const k of ['rank_pattern', 'alpha_pattern'])
     if (c[k] && Object.keys(c[k] as object).length) throw new ValueError(`PEFT ${k} (per-module ranks/alphas) has no Adapters-library equivalent; ${dir}`);
@@ -170,6 +173,43 @@ export function loadPeftAdapter(model: AdapterModel, dir: string, opts: { loadAs
   return name;
 }
 
+/** PEFT PROMPT_TUNING → a PeftPromptTuningConfig adapter (lib/adapters/methods/peft_prompt.ts). */
+function loadPeftPrompt(model: AdapterModel, dir: string, c: Record<string, unknown>, name: string, opts: { setActive?: boolean }): string {
+  const P = Number(c.num_virtual_tokens), subs = Number(c.num_transformer_submodules ?? 1);
+  if (subs !== 1) throw new ValueError(`PEFT prompt tuning with num_transformer_submodules=${subs} (encoder–decoder) is not supported; ${dir}`);
+  const { weights, file } = readWeights(dir);
+  try {
+    const w = weights.get('prompt_embeddings');
+    const H = model.base.hiddenSize!();
+    if (!w || w.ndim !== 2 || w.shape[0] !== P || w.shape[1] !== H)
+      throw new FormatError(`${file}: prompt_embeddings must be [${P}, ${H}], got ${w ? `[${w.shape}]` : 'none'}`);
+    model.addAdapter(name, new PeftPromptTuningConfig({ num_virtual_tokens: P }));
+    noGrad(() => model.adapters.peftPrompts().get(name)!.copy_(w));
+  } finally {
+    for (const t of weights.values()) t.dispose();
+  }
+  if (opts.setActive) model.setActiveAdapters(name);
+  return name;
+}
+
+function savePeftPrompt(model: AdapterModel, dir: string, name: string): void {
+  const w = model.adapters.peftPrompts().get(name)!;
+  const cfg = model.config;
+  const conf = { auto_mapping: null, base_model_name_or_path: String(cfg._name_or_path ?? '') || null, inference_mode: true,
+    num_attention_heads: cfg.num_attention_heads ?? cfg.n_head ?? null, num_layers: cfg.num_hidden_layers ?? cfg.n_layer ?? null,
+    num_transformer_submodules: 1, num_virtual_tokens: w.shape[0], peft_type: 'PROMPT_TUNING', prompt_tuning_init: 'RANDOM',
+    prompt_tuning_init_text: null, revision: null, task_type: null, token_dim: w.shape[1], tokenizer_kwargs: null, tokenizer_name_or_path: null };
+  fs.mkdirSync(dir, { recursive: true });
+  saveSafetensors(path.join(dir, 'adapter_model.safetensors'), new Map([['prompt_embeddings', w]]), { format: 'pt' });
+  writeConfig(dir, conf);
+}
+
+function writeConfig(dir: string, conf: Record<string, unknown>): void {
+  const tmp = path.join(dir, `.adapter_config.json.tmp-${process.pid}`);
+  fs.writeFileSync(tmp, JSON.stringify(Object.fromEntries(Object.entries(conf).sort(([a], [b]) => (a < b ? -1 : 1))), null, 2));
+  fs.renameSync(tmp, path.join(dir, 'adapter_config.json'));
+}
+
 /**
  * Writes Adapters-library LoRA / (IA)³ adapter `name` in PEFT's format (module paths as in the flex-head model,
  * i.e. *ForCausalLM / *ForSequenceClassification; stripPrefix: as in the bare base model, e.g. BertModel).
@@ -177,7 +217,8 @@ export function loadPeftAdapter(model: AdapterModel, dir: string, opts: { loadAs
 export function savePeftAdapter(model: AdapterModel, dir: string, name: string, opts: { stripPrefix?: boolean } = {}): void {
   if (!model.hasAdapter(name)) throw new ValueError(`No adapter with name '${name}' was found.`);
   const cfg = model.adapters.ctx.configs.get(name)!;
-  if (!(cfg instanceof LoRAConfig)) throw new ValueError(`saveAdapter(format 'peft'): '${name}' is ${cfg.architecture ?? cfg.className}; only LoRA and (IA)³ have a PEFT equivalent`);
+  if (cfg instanceof PeftPromptTuningConfig) return savePeftPrompt(model, dir, name);
+  if (!(cfg instanceof LoRAConfig)) throw new ValueError(`saveAdapter(format 'peft'): '${name}' is ${cfg.architecture ?? cfg.className}; only LoRA, (IA)³ and PEFT prompt tuning have a PEFT equivalent`);
   if (cfg.get('use_gating')) throw new ValueError(`saveAdapter(format 'peft'): gated LoRA/(IA)³ ('${name}') has no PEFT equivalent`);
   const scale = cfg.get('composition_mode') === 'scale';
   const tg = targets(model);
@@ -262,9 +303,7 @@ export function savePeftAdapter(model: AdapterModel, dir: string, name: string, 
   fs.mkdirSync(dir, { recursive: true });
   try {
     saveSafetensors(path.join(dir, 'adapter_model.safetensors'), out, { format: 'pt' });
-    const tmp = path.join(dir, `.adapter_config.json.tmp-${process.pid}`);
-    fs.writeFileSync(tmp, JSON.stringify(Object.fromEntries(Object.entries(conf).sort(([a], [b]) => (a < b ? -1 : 1))), null, 2));
-    fs.renameSync(tmp, path.join(dir, 'adapter_config.json'));
+    writeConfig(dir, conf);
   } finally {
     for (const t of owned) t.dispose();
   }

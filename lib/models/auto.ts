@@ -25,6 +25,7 @@ import { BatchSplit, CompositionBlock, Parallel, type Fuse, type Setup } from '.
 import type { FusionConfigDict } from '../adapters/methods/fusion.ts';
 import { HeadManager, type HeadHost } from '../heads/manager.ts';
 import { loadPeftAdapter, readPeftConfig, savePeftAdapter } from '../io/peft.ts';
+import { withVirtualTokens } from '../adapters/methods/peft_prompt.ts';
 import { ADAPTER_FILES, MODEL_FILES, cachedSnapshot, hubCacheDir, isHubId, resolveModelSource, type HubOptions } from '../io/hub.ts';
 import { lmLoss, type HeadConfig } from '../heads/heads.ts';
 
@@ -302,6 +303,17 @@ export class AdapterModel extends Module {
     if (input.adapterIds) return this.forwardMixed(input);
     if ((this.base as unknown as { gradientCheckpointing?: boolean }).gradientCheckpointing && isGradEnabled() && hasParallel(this.adapters.ctx.setup))
       throw new ValueError('gradient checkpointing cannot recompute a Parallel block (the batch is replicated once per forward); turn it off for Parallel training');
+    // PEFT prompt tuning: virtual token ids before the input, resolved by the word embedding
+    const prompt = this.base.wordEmbedding?.().virtual ? null : this.adapters.activePeftPrompt();
+    if (prompt) {
+      const emb = this.base.wordEmbedding!();
+      emb.virtual = prompt;  // set while the extended input runs (also marks the recursion)
+      try {
+        return this.forward(withVirtualTokens(input, emb.num, prompt.shape[0]!));
+      } finally {
+        emb.virtual = null;
+      }
+    }
     const ctx = this.adapters.ctx;
     ctx.beginForward(!!input.outputAdapterFusionAttentions);
     let out: ModelOutput;

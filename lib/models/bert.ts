@@ -149,6 +149,9 @@ export class BertLayer extends Module {
 
 /** The BERT encoder (HF `BertModel`); parameter names without the model prefix. */
 export class BertModel extends Module {
+  wordEmbedding(): Embedding {
+    return this.embeddings.word;
+  }
   /** Recompute each layer in the backward pass instead of keeping its activations (lib/autograd/checkpoint.ts). */
   gradientCheckpointing = false;
   embeddings: BertEmbeddings;

@@ -161,6 +161,9 @@ export class GPT2Block extends Module {
 
 /** The GPT-2 decoder (HF `GPT2Model`); parameter names without the `transformer.` prefix. */
 export class GPT2Model extends Module {
+  wordEmbedding(): Embedding {
+    return this.wte;
+  }
   /** Recompute each layer in the backward pass instead of keeping its activations (lib/autograd/checkpoint.ts). */
   gradientCheckpointing = false;
   wte: Embedding; wpe: Embedding; drop: Dropout; layers: GPT2Block[] = []; lnF: LayerNorm;

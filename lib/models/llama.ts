@@ -261,6 +261,9 @@ export class LlamaDecoderLayer extends Module {
 
 /** The decoder (HF `LlamaModel` / `MistralModel` / `Qwen2Model`); parameter names without `model.`. */
 export class LlamaModel extends Module {
+  wordEmbedding(): Embedding {
+    return this.embed;
+  }
   /** Recompute each layer in the backward pass instead of keeping its activations (lib/autograd/checkpoint.ts). */
   gradientCheckpointing = false;
   embed: Embedding; layers: LlamaDecoderLayer[] = []; norm: RMSNorm;

@@ -16,6 +16,8 @@ export interface BaseModel extends Module {
   inputEmbeddings?(): Tensor;
   /** The hidden size (adapter and head widths). */
   hiddenSize?(): number;
+  /** The word-embedding module (PEFT prompt tuning's virtual tokens attach to it). */
+  wordEmbedding?(): import('../nn/layers.ts').Embedding;
 }
 
 export interface ArchSpec {

@@ -42,8 +42,18 @@ export class Embedding extends Module {
   get weight(): Tensor {
     return this.param('weight')!;
   }
+  /**
+   * Extra rows addressed by ids num … num + rows − 1 (PEFT prompt tuning's virtual tokens, see
+   * lib/adapters/methods/peft_prompt.ts); null when none.
+   */
+  virtual: Tensor | null = null;
   forward(ids: Tensor): Tensor {
-    return ops.embedding(ids, this.weight);
+    const v = this.virtual;
+    if (!v) return ops.embedding(ids, this.weight);
+    const isV = ops.ge(ids, this.num);
+    const base = ops.embedding(ops.where(isV, 0, ids), this.weight);
+    const virt = ops.embedding(ops.where(isV, ops.sub(ids, this.num), 0), v);
+    return ops.where(ops.unsqueeze(isV, -1), virt, base);
   }
 }
 

@@ -69,10 +69,39 @@ else {
     t.throws(() => m.loadAdapter(path.join(fx, 'bert_lora_attn_output')), { instanceOf: ValueError, message: /attention\.output\.dense.*no Adapters-library equivalent/ });
     t.deepEqual(m.adapterSummary().filter((r) => r.name !== 'Full model'), []);
     const dir = tmp();
-    fs.writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify({ peft_type: 'PROMPT_TUNING', num_virtual_tokens: 4 }));
-    t.throws(() => m.loadAdapter(dir), { message: /PROMPT_TUNING adapters have no equivalent here yet/ });
+    fs.writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify({ peft_type: 'PREFIX_TUNING', num_virtual_tokens: 4 }));
+    t.throws(() => m.loadAdapter(dir), { message: /PREFIX_TUNING adapters have no equivalent here yet/ });
     m.addAdapter('bn', 'seq_bn');
-    t.throws(() => m.saveAdapter(dir, 'bn', { format: 'peft' }), { message: /only LoRA and \(IA\)³ have a PEFT equivalent/ });
+    t.throws(() => m.saveAdapter(dir, 'bn', { format: 'peft' }), { message: /only LoRA, \(IA\)³ and PEFT prompt tuning have a PEFT equivalent/ });
     fs.rmSync(dir, { recursive: true, force: true });
   });
 }
+
+if (have)
+  for (const c of ['bert_prompt', 'gpt2_prompt'])
+    test(`PEFT ${c}: virtual tokens before the position embeddings give PEFT's output (P + T positions); trains; round trip; no Adapters-format save`, (t) => {
+      const arch = c.split('_')[0]!;
+      const exp = loadSafetensors(path.join(fx, c, 'expected.safetensors'));
+      const m = AutoAdapterModel.fromPretrained(path.join(ref, 'models', arch));
+      m.loadAdapter(path.join(fx, c), { loadAs: 'p', setActive: true });
+      const h = run(m, exp);
+      t.deepEqual(h.shape, exp.get('last_hidden_state')!.shape);
+      const d = maxDiff(h, exp.get('last_hidden_state')!);
+      t.true(d < 1e-4, `max abs diff ${d}`);
+      // the prompt is trainable; the base is not touched by its gradient
+      m.trainAdapter('p');
+      const trainable = m.namedParameters().filter(([, p]) => p.requiresGrad).map(([k]) => k);
+      t.deepEqual(trainable, ['peft_prompt_tuning.prompt_tunings.p.weight']);
+      scope(() => { const o = m.forward({ inputIds: ops.cast(exp.get('input_ids')!, 'i64') }); ops.sum(ops.mul(o.lastHiddenState, o.lastHiddenState)).backward(); });
+      const g = m.namedParameters().find(([k]) => k.startsWith('peft_prompt'))![1].grad!;
+      t.true((g.toArray() as Float32Array).some((v) => v !== 0));
+      const dir = tmp();
+      m.saveAdapter(dir, 'p', { format: 'peft' });
+      t.is(JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8')).peft_type, 'PROMPT_TUNING');
+      const m2 = AutoAdapterModel.fromPretrained(path.join(ref, 'models', arch));
+      m2.loadAdapter(dir, { setActive: true });
+      m.eval();
+      t.true(maxDiff(run(m2, exp), run(m, exp)) < 1e-6);
+      t.throws(() => m.saveAdapter(path.join(dir, 'x'), 'p'), { message: /cannot express: save it with \{format: 'peft'\}/ });
+      fs.rmSync(dir, { recursive: true, force: true });
+    });

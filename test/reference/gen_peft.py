@@ -40,7 +40,12 @@ CASES = [
     # refused by the Adapters-format loader (no equivalent there)
     ('bert_ia3_feedforward', 'bert', 'IA3', dict(target_modules=['key', 'value', 'output.dense'], feedforward_modules=['output.dense']), 'refuse'),
     ('bert_lora_attn_output', 'bert', 'LORA', dict(r=4, lora_alpha=8, target_modules=['attention.output.dense']), 'refuse'),
+    ('bert_prompt', 'bert', 'PROMPT_TUNING', dict(num_virtual_tokens=5), None),
+    ('gpt2_prompt', 'gpt2', 'PROMPT_TUNING', dict(num_virtual_tokens=4), None),
 ]
+PROMPT_KEYS = dict(auto_mapping=None, base_model_name_or_path=None, inference_mode=True, num_attention_heads=None, num_layers=None,
+                   num_transformer_submodules=1, peft_type='PROMPT_TUNING', prompt_tuning_init='RANDOM', prompt_tuning_init_text=None,
+                   revision=None, task_type=None, token_dim=None, tokenizer_kwargs=None, tokenizer_name_or_path=None)
 STRIP = {'bert': 'bert.', 'gpt2': ''}  # BertModel keys have no 'bert.' prefix; GPT2LMHeadModel keeps 'transformer.'
 
 
@@ -69,6 +74,9 @@ def main():
     for case, arch, kind, over, note in CASES:
         cfg, base_w = load_arch(arch)
         H = cfg['hidden_size'] if arch == 'bert' else cfg['n_embd']
+        if kind == 'PROMPT_TUNING':
+            prompt_case(case, arch, cfg, base_w, H, dict(PROMPT_KEYS, **over), g)
+            continue
         conf = dict(LORA_KEYS if kind == 'LORA' else IA3_KEYS, **over)
         mods = targets(arch, cfg, conf['target_modules'], conf.get('layers_to_transform'))
         w = {n: v.clone() for n, v in base_w.items()}
@@ -113,6 +121,30 @@ def main():
         json.dump(dict(sorted(conf.items())), open(os.path.join(d, 'adapter_config.json'), 'w'), indent=2)
         save_st(os.path.join(d, 'expected.safetensors'), {'input_ids': ids.float(), 'attention_mask': mask.float(), 'last_hidden_state': h})
         print(f'{case}: {len(tensors)} tensors, |h| {h.abs().mean():.4f}' + (' (refusal case)' if note else ''))
+
+
+def prompt_case(case, arch, cfg, w, H, conf, g):
+    """PEFT prompt tuning: inputs_embeds = cat(prompt, word_embeddings(ids)); mask = cat(ones, mask); the model then
+    adds positions 0..P+T-1 (and token type 0) to every row, so the output has P + T positions."""
+    Pn = conf['num_virtual_tokens']
+    conf['token_dim'] = H
+    conf['num_layers'] = cfg.get('num_hidden_layers', cfg.get('n_layer'))
+    conf['num_attention_heads'] = cfg.get('num_attention_heads', cfg.get('n_head'))
+    prompt = torch.randn(Pn, H, generator=g) * 0.5
+    ids = torch.randint(3, 98, (2, 6), generator=g)
+    mask = torch.ones(2, 6, dtype=torch.long)
+    mask[1, 4:] = 0
+    ids[1, 4:] = 0
+    word = w['bert.embeddings.word_embeddings.weight' if arch == 'bert' else 'transformer.wte.weight']
+    embeds = torch.cat([prompt.expand(2, -1, -1), word[ids]], 1)
+    full_mask = torch.cat([torch.ones(2, Pn, dtype=torch.long), mask], 1)
+    h = FORWARD[arch](cfg, w, None, torch.zeros(2, Pn + 6, dtype=torch.long), full_mask, embeds=embeds)
+    d = os.path.join(OUT, case)
+    os.makedirs(d)
+    save_st(os.path.join(d, 'adapter_model.safetensors'), {'prompt_embeddings': prompt})
+    json.dump(dict(sorted(conf.items())), open(os.path.join(d, 'adapter_config.json'), 'w'), indent=2)
+    save_st(os.path.join(d, 'expected.safetensors'), {'input_ids': ids.float(), 'attention_mask': mask.float(), 'last_hidden_state': h})
+    print(f'{case}: prompt ({Pn}, {H}), output {list(h.shape)}')
 
 
 if __name__ == '__main__':

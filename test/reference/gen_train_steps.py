@@ -46,8 +46,9 @@ def load_arch(arch):
 
 # ---------------------------------------------------------------- BERT (post-LN), BertAdapterModel names
 
-def bert_forward(cfg, P, kind, ids, mask, hook=None):
-    """hook(module_name, x, base) -> y replaces a projection (gen_peft.py applies PEFT's LoRA / IA3 there)."""
+def bert_forward(cfg, P, kind, ids, mask, hook=None, embeds=None):
+    """hook(module_name, x, base) -> y replaces a projection (gen_peft.py applies PEFT's LoRA / IA3 there);
+    embeds (B, T, H) replaces the word-embedding lookup (PEFT prompt tuning)."""
     H, NH, L, EPS = cfg['hidden_size'], cfg['num_attention_heads'], cfg['num_hidden_layers'], cfg['layer_norm_eps']
     HD = H // NH
     B, T = ids.shape
@@ -74,7 +75,8 @@ def bert_forward(cfg, P, kind, ids, mask, hook=None):
         return norm(up * 1.0 + residual + inp)
 
     e = 'bert.embeddings'
-    x = P[f'{e}.word_embeddings.weight'][ids] + P[f'{e}.position_embeddings.weight'][:T] + P[f'{e}.token_type_embeddings.weight'][0]
+    words = P[f'{e}.word_embeddings.weight'][ids] if embeds is None else embeds
+    x = words + P[f'{e}.position_embeddings.weight'][:T] + P[f'{e}.token_type_embeddings.weight'][0]
     x = ln(f'{e}.LayerNorm', x)
     bias = ((1.0 - mask.float()) * torch.finfo(torch.float32).min)[:, None, None, :]
     for i in range(L):
@@ -97,7 +99,7 @@ def bert_head(P, h):
 
 # ---------------------------------------------------------------- GPT-2 (pre-LN), GPT2AdapterModel names
 
-def gpt2_forward(cfg, P, kind, ids, mask, hook=None):
+def gpt2_forward(cfg, P, kind, ids, mask, hook=None, embeds=None):
     H, NH, L, EPS = cfg['n_embd'], cfg['n_head'], cfg['n_layer'], cfg['layer_norm_epsilon']
     HD = H // NH
     B, T = ids.shape
@@ -133,7 +135,7 @@ def gpt2_forward(cfg, P, kind, ids, mask, hook=None):
         return up * 1.0 + hidden + residual_stream
 
     t = 'transformer'
-    x = P[f'{t}.wte.weight'][ids] + P[f'{t}.wpe.weight'][:T]  # positions 0..T-1 regardless of padding
+    x = (P[f'{t}.wte.weight'][ids] if embeds is None else embeds) + P[f'{t}.wpe.weight'][:T]  # positions 0..T-1 regardless of padding
     causal = torch.tril(torch.ones(T, T, dtype=torch.bool))
     pad = ((1.0 - mask.float()) * MIN)[:, None, None, :]
     for i in range(L):
