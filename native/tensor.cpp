@@ -244,6 +244,28 @@ inline void store(char* p, DType d, const char* src, DType sd) {
 }
 }  // namespace
 
+// Contiguous f32 <-> bf16 runs (mixed precision casts every Linear input): branch-free loops that vectorise.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(AD_NO_CLONES) && !defined(__SANITIZE_ADDRESS__)
+#define AD_CAST_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define AD_CAST_CLONES
+#endif
+AD_CAST_CLONES static void f32_to_bf16_run(uint16_t* d, const float* s, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    uint32_t u;
+    std::memcpy(&u, &s[i], 4);
+    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const uint32_t nan = (u >> 16) | 0x40u;
+    d[i] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);  // quiet NaN, else round-to-nearest-even
+  }
+}
+AD_CAST_CLONES static void bf16_to_f32_run(float* d, const uint16_t* s, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    const uint32_t u = (uint32_t)s[i] << 16;
+    std::memcpy(&d[i], &u, 4);
+  }
+}
+
 void copy_into(const Tensor& dst, const Tensor& src) {
   AD_CHECK(dst.shape == src.shape, "ShapeError",
            "copy: shape mismatch " + shape_str(dst.shape) + " vs " + shape_str(src.shape));
@@ -251,6 +273,15 @@ void copy_into(const Tensor& dst, const Tensor& src) {
   if (n == 0) return;
   if (dst.dtype == src.dtype && dst.is_contiguous() && src.is_contiguous()) {
     std::memcpy(dst.raw(), src.raw(), (size_t)n * dtype_size(dst.dtype));
+    return;
+  }
+  if (dst.is_contiguous() && src.is_contiguous() &&
+      ((dst.dtype == DType::BF16 && src.dtype == DType::F32) || (dst.dtype == DType::F32 && src.dtype == DType::BF16))) {
+    const bool down = dst.dtype == DType::BF16;
+    parallel_for(n, 1 << 16, [&](int64_t b, int64_t e) {
+      if (down) f32_to_bf16_run(static_cast<uint16_t*>(dst.raw()) + b, static_cast<const float*>(src.raw()) + b, e - b);
+      else bf16_to_f32_run(static_cast<float*>(dst.raw()) + b, static_cast<const uint16_t*>(src.raw()) + b, e - b);
+    });
     return;
   }
   int64_t nd = dst.dim();
