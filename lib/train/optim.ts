@@ -152,6 +152,33 @@ export class SGD extends Optimizer {
     this.nesterov = opts.nesterov ?? false;
     if (this.nesterov && (this.momentum <= 0 || this.dampening !== 0)) throw new ValueError('Nesterov momentum requires a momentum and zero dampening');
   }
+  /** false: always the per-tensor op path (for comparisons). */
+  native = true;
+  /** One native call (sgd_step) per step for f32 parameters (fresh momentum buffers and existing ones apart). */
+  override step(): void {
+    const fast: [Tensor, Tensor, number, number][] = [];
+    for (const g of this.groups)
+      for (const p of g.params) {
+        if (!p.grad) continue;
+        if (!(p.dtype === 'f32' && p.isContiguous && p.grad.dtype === 'f32' && p.grad.isContiguous)) return super.step();
+        fast.push([p, p.grad, g.lr, g.weightDecay]);
+      }
+    if (!fast.length || !this.native) return super.step();
+    this.stepCount++;
+    noGrad(() => {
+      const fresh = fast.filter(([p]) => !this.state.get(p)?.momentum_buffer), old = fast.filter(([p]) => !!this.state.get(p)?.momentum_buffer);
+      for (const [list, first] of [[fresh, true], [old, false]] as const) {
+        if (!list.length) continue;
+        const bufs = list.map(([p]) => (this.momentum ? this.buffer(p, 'momentum_buffer', () => ops.zerosLike(p)) : ops.zerosLike(p)));
+        scope(() => {
+          const hyper = tensor(list.flatMap(([, , lr, wd]) => [lr, wd]), [list.length, 2], { dtype: 'f32' });
+          callOp('sgd_step', [hyper, ...list.map(([p]) => p), ...list.map(([, g]) => g), ...bufs],
+            { momentum: this.momentum, dampening: this.dampening, nesterov: this.nesterov ? 1 : 0, first: first ? 1 : 0 });
+        });
+        if (!this.momentum) for (const b of bufs) b.dispose();
+      }
+    });
+  }
   protected update(p: Tensor, g0: Tensor, group: Required<ParamGroup>): void {
     let g = group.weightDecay ? ops.add(g0, ops.mul(p, group.weightDecay)) : g0;
     if (this.momentum) {

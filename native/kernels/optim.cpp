@@ -2,6 +2,9 @@
 //   adamw_step(hyper (n,2) = [lr, weight_decay] per tensor, p_0..p_{n-1}, g_…, m_…, v_…) {beta1, beta2, eps, step}
 //     p ← p·(1 − lr·wd);  m ← m + (1−β1)(g − m)  (torch's lerp);  v ← β2·v + (1−β2)·g²;
 //     p ← p − lr/(1−β1^t) · m / (√v / √(1−β2^t) + eps)            (torch.optim.AdamW, single-tensor path)
+//   sgd_step(hyper (n,2) = [lr, weight_decay], p…, g…, buf…) {momentum, dampening, nesterov, first}
+//     g ← g + wd·p;  buf ← first ? g : momentum·buf + (1 − dampening)·g;  d ← nesterov ? g + momentum·buf : buf;
+//     p ← p − lr·d                                                 (torch.optim.SGD; without momentum: d = g)
 // Parameters, gradients and moments must be contiguous f32 of equal shapes (checked); the work is split over
 // the pool in fixed-size chunks across all tensors, so small and large tensors share the threads.
 #include <algorithm>
@@ -13,45 +16,84 @@
 
 namespace ad {
 
-void op_adamw_step(OpCtx& c) {
+namespace {
+
+// The per-tensor lists of an optimiser op: hyper (n, 2) then `groups` lists of n tensors (params first), all
+// contiguous f32 of the parameter's shape; work chunks of at most 16K elements across every tensor.
+struct Lists {
+  int64_t n = 0;
+  std::vector<std::vector<float*>> t;  // [group][tensor]
+  std::vector<int64_t> len;
+  std::vector<std::array<int64_t, 3>> chunks;  // (tensor, begin, end)
+  const float* hyper = nullptr;
+  Tensor hyper_t;
+};
+Lists read_lists(const OpCtx& c, int groups, const char* const* what) {
+  Lists L;
   c.expect_inputs(1);
-  Tensor hyper = c.f32(0);
-  int64_t n = (int64_t)(c.n_in() - 1) / 4;
-  if (n < 1 || (int64_t)c.n_in() != 1 + 4 * n) c.fail("ValueError", "expected hyper + 4·n tensors (params, grads, exp_avg, exp_avg_sq), got " + std::to_string(c.n_in()));
+  L.n = (int64_t)(c.n_in() - 1) / groups;
+  if (L.n < 1 || (int64_t)c.n_in() != 1 + groups * L.n)
+    c.fail("ValueError", "expected hyper + " + std::to_string(groups) + "·n tensors, got " + std::to_string(c.n_in()));
   c.expect_inputs(c.n_in());
-  if (hyper.numel() != 2 * n) c.fail("ShapeError", "hyper " + shape_str(hyper.shape) + " must be (" + std::to_string(n) + ", 2)");
+  L.hyper_t = c.f32(0);
+  if (L.hyper_t.numel() != 2 * L.n) c.fail("ShapeError", "hyper " + shape_str(L.hyper_t.shape) + " must be (" + std::to_string(L.n) + ", 2)");
+  L.hyper = L.hyper_t.data<float>();
+  L.t.assign(groups, std::vector<float*>(L.n));
+  for (int64_t k = 0; k < L.n; k++) {
+    const Tensor& p = c.input(1 + k);
+    for (int j = 0; j < groups; j++) {
+      const Tensor& x = c.input(1 + j * L.n + k);
+      if (x.dtype != DType::F32 || !x.is_contiguous()) c.fail("DTypeError", std::string(what[j]) + " #" + std::to_string(k) + " must be contiguous f32");
+      if (x.shape != p.shape) c.fail("ShapeError", std::string(what[j]) + " #" + std::to_string(k) + " " + shape_str(x.shape) + " vs parameter " + shape_str(p.shape));
+      L.t[j][k] = const_cast<Tensor&>(x).data<float>();
+    }
+    L.len.push_back(p.numel());
+    for (int64_t b = 0; b < p.numel(); b += 16384) L.chunks.push_back({k, b, std::min(b + 16384, p.numel())});
+  }
+  return L;
+}
+
+}  // namespace
+
+// sgd_step(hyper, p…, g…, buf…) {momentum, dampening, nesterov, first}
+void op_sgd_step(OpCtx& c) {
+  static const char* what[3] = {"parameter", "gradient", "momentum_buffer"};
+  Lists L = read_lists(c, 3, what);
+  const float mom = (float)c.f("momentum", 0), damp = (float)c.f("dampening", 0);
+  const bool nesterov = c.i("nesterov", 0) != 0, first = c.i("first", 0) != 0;
+  parallel_for((int64_t)L.chunks.size(), 1, [&](int64_t cb, int64_t ce) {
+    for (int64_t w = cb; w < ce; w++) {
+      auto [k, b, e] = L.chunks[w];
+      const float lr = L.hyper[2 * k], wd = L.hyper[2 * k + 1];
+      float *p = L.t[0][k], *g = L.t[1][k], *buf = L.t[2][k];
+      for (int64_t i = b; i < e; i++) {
+        float d = wd != 0.f ? g[i] + wd * p[i] : g[i];
+        if (mom != 0.f) {
+          buf[i] = first ? d : mom * buf[i] + (1.f - damp) * d;
+          d = nesterov ? d + mom * buf[i] : buf[i];
+        }
+        p[i] -= lr * d;
+      }
+    }
+  });
+}
+
+void op_adamw_step(OpCtx& c) {
+  static const char* what4[4] = {"parameter", "gradient", "exp_avg", "exp_avg_sq"};
+  Lists L = read_lists(c, 4, what4);
+  const int64_t n = L.n;
   const float b1 = (float)c.f("beta1"), b2 = (float)c.f("beta2"), eps = (float)c.f("eps");
   const int64_t t = c.i("step");
   if (t < 1) c.fail("ValueError", "step must be >= 1");
-  std::vector<float*> P(n), M(n), V(n);
-  std::vector<const float*> G(n);
-  std::vector<int64_t> len(n);
-  for (int64_t k = 0; k < n; k++) {
-    const Tensor* ts[4] = {&c.input(1 + k), &c.input(1 + n + k), &c.input(1 + 2 * n + k), &c.input(1 + 3 * n + k)};
-    static const char* what[4] = {"parameter", "gradient", "exp_avg", "exp_avg_sq"};
-    for (int j = 0; j < 4; j++) {
-      if (ts[j]->dtype != DType::F32 || !ts[j]->is_contiguous())
-        c.fail("DTypeError", std::string(what[j]) + " #" + std::to_string(k) + " must be contiguous f32");
-      if (ts[j]->shape != ts[0]->shape)
-        c.fail("ShapeError", std::string(what[j]) + " #" + std::to_string(k) + " " + shape_str(ts[j]->shape) + " vs parameter " + shape_str(ts[0]->shape));
-    }
-    P[k] = const_cast<Tensor*>(ts[0])->data<float>();
-    G[k] = ts[1]->data<float>();
-    M[k] = const_cast<Tensor*>(ts[2])->data<float>();
-    V[k] = const_cast<Tensor*>(ts[3])->data<float>();
-    len[k] = ts[0]->numel();
-  }
-  const float* H = hyper.data<float>();
+  std::vector<float*>&P = L.t[0], &M = L.t[2], &V = L.t[3];
+  std::vector<const float*> G(L.t[1].begin(), L.t[1].end());
+  const float* H = L.hyper;
+  (void)n;
   const double bc1 = 1.0 - std::pow((double)b1, (double)t), bc2 = 1.0 - std::pow((double)b2, (double)t);
   const float bc2s = (float)std::sqrt(bc2);
-  // chunks of at most 16K elements over all tensors
-  constexpr int64_t kChunk = 16384;
-  std::vector<std::array<int64_t, 3>> chunks;  // (tensor, begin, end)
-  for (int64_t k = 0; k < n; k++)
-    for (int64_t b = 0; b < len[k]; b += kChunk) chunks.push_back({k, b, std::min(b + kChunk, len[k])});
-  parallel_for((int64_t)chunks.size(), 1, [&](int64_t cb, int64_t ce) {
+  parallel_for((int64_t)L.chunks.size(), 1, [&](int64_t cb, int64_t ce) {
     for (int64_t w = cb; w < ce; w++) {
-      auto [k, b, e] = chunks[w];
+      auto [k, b, e] = L.chunks[w];
       const float lr = H[2 * k], wd = H[2 * k + 1];
       const float decay = 1.f - lr * wd, step = (float)(lr / bc1);
       float *p = P[k], *m = M[k], *v = V[k];

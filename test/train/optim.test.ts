@@ -105,3 +105,20 @@ test('AdamW: the one-call native step equals the per-tensor op path (two groups,
   t.throws(() => callOp('adamw_step', [tensor([0.1, 0], [1, 2]), randn([2]), randn([3]), randn([2]), randn([2])], { beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 1 }),
     { message: /gradient #0 \[3\] vs parameter \[2\]/ });
 });
+
+test('SGD: the one-call native step equals the per-tensor op path (momentum, dampening, Nesterov, weight decay)', (t) => {
+  for (const o of [{ momentum: 0.9, dampening: 0.1, weightDecay: 0.01 }, { momentum: 0.9, nesterov: true }, {}]) {
+    const run = (native: boolean) => {
+      const ps = [randn([6, 5], { seed: 1, requiresGrad: true }), randn([5], { seed: 2, requiresGrad: true })];
+      const opt = new SGD(ps, { lr: 0.05, ...o });
+      opt.native = native;
+      for (let s = 0; s < 4; s++) {
+        ps.forEach((p, i) => { p.grad?.dispose(); p.grad = randn(p.shape, { seed: 10 * s + i }); });
+        opt.step();
+      }
+      return ps.map((p) => Array.from(p.toArray() as Float32Array));
+    };
+    const a = run(true), b = run(false);
+    a.forEach((v, i) => t.true(v.every((x, j) => Math.abs(x - b[i]![j]!) < 1e-6), `${JSON.stringify(o)} tensor ${i}`));
+  }
+});
