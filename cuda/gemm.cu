@@ -4,17 +4,19 @@
 // Three kernel families, chosen per call (adapters_cuda_gemm_bf16 / _f32 at the bottom):
 //
 // 1. bf16, Hopper (sm_90a builds only): wgmma + TMA, warp-specialised.
-//    Block tile 128 x BN x 64 (BN = 256 or 128), 384 threads = 3 warpgroups: warpgroup 0 is the producer
-//    (one thread issues the bulk-tensor copies, TMA, of A and B tiles into a 4- to 6-stage ring of shared
-//    memory, 128-byte swizzled, completing on mbarriers); warpgroups 1 and 2 are consumers, each owning
-//    64 rows of the tile and issuing wgmma.m64nBNk16 straight from shared memory (no ldmatrix, no register
-//    copies of A or B), accumulating in 128 (BN=256) f32 registers per thread. setmaxnreg moves registers
-//    from the producer (40) to the consumers (232). The transposes are the wgmma "MN-major" layouts, so all
-//    four combinations run at the same speed without a transpose pass. TMA zero-fills out-of-range rows and
-//    columns, so edge tiles need no special code; it needs 16-byte-aligned A and B rows (lda, ldb % 8 == 0).
-//    Why these sizes: a 128x256 tile does 2·128·256·64 FLOP per 48 KB stage (the most math per byte of
-//    shared memory that fits 4 stages in the 227 KB of an SM), and two consumer warpgroups keep the tensor
-//    cores busy while one of them waits or runs its epilogue.
+//    Block tile 128 x BN x 64 (BN = 256, 192 or 128, whichever fills the SMs best), 384 threads =
+//    3 warpgroups: warpgroup 0 is the producer (one thread issues the bulk-tensor copies, TMA, of the A and
+//    B tiles into a 4- to 6-stage ring of shared memory, 128-byte swizzled, completing on mbarriers);
+//    warpgroups 1 and 2 are consumers, each owning 64 rows of the tile and issuing wgmma.m64nBNk16 straight
+//    from shared memory (no ldmatrix, no register copies of A or B), accumulating in BN/2 f32 registers per
+//    thread. setmaxnreg moves registers from the producer (40) to the consumers (232). The transposes are
+//    wgmma's "MN-major" operand layouts, so all four combinations run without a transpose pass. TMA
+//    zero-fills rows and columns outside the matrices, so edge tiles need no special code; it needs
+//    16-byte-aligned A and B rows (lda, ldb multiples of 8).
+//    Why these sizes: a 128x256 tile does 2·128·256·64 FLOP per 48 KB stage, the most math per byte of
+//    shared memory that still fits 4 stages in the 227 KB of an SM; two consumer warpgroups keep the
+//    tensor cores busy while one of them waits. BN = 192 exists for N = 768 (BERT): 4 column tiles x 32 row
+//    tiles = 128 blocks fill 132 SMs in one wave, where BN = 256 leaves a quarter of them idle.
 //
 // 2. bf16, any sm_80+ GPU, any shape and alignment: mma.sync.m16n8k16 (Ampere-style).
 //    Block tile BM x BN x 64 with 2x2 / 2x4 warps of 64x64 (or 32x32) warp tiles; operands stream through a
@@ -32,6 +34,7 @@
 #include <cudaTypedefs.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -403,10 +406,12 @@ __device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
 }
 // Waits until the barrier's phase with this parity has completed. A lost arrival would hang the whole
-// process; after ~2^26 polls (seconds) the kernel traps instead, which the host sees as a launch error.
+// process; after 10 s of waiting (legitimate waits are microseconds) the kernel traps instead, which the
+// host sees as an error at its next synchronisation.
 __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
   const uint32_t addr = smem_u32(bar);
-  for (uint32_t spins = 0;; spins++) {
+  uint64_t t0 = 0;
+  for (uint32_t spins = 1;; spins++) {
     uint32_t done;
     asm volatile(
         "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
@@ -414,7 +419,12 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
         : "r"(addr), "r"(parity)
         : "memory");
     if (done) return;
-    if (spins > (1u << 26)) __trap();
+    if ((spins & 1023) == 0) {
+      uint64_t now;
+      asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+      if (t0 == 0) t0 = now;
+      else if (now - t0 > 10000000000ull) __trap();
+    }
   }
 }
 // 2-D bulk tensor copy global -> shared (box given by the tensor map), completing on bar.
@@ -484,6 +494,33 @@ __device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t da, u
 }
 
 template <int TA, int TB>
+__device__ __forceinline__ void wgmma_m64n192k16(float (&d)[96], uint64_t da, uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n192k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
+      "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95"
+      "}, %96, %97, p, 1, 1, %98, %99;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95])
+      : "l"(da), "l"(db), "n"(TA), "n"(TB));
+}
+
+template <int TA, int TB>
 __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t da, uint64_t db) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
@@ -514,6 +551,13 @@ struct WgmmaOp<256> {
   template <int TA, int TB>
   static __device__ __forceinline__ void run(float (&d)[128], uint64_t da, uint64_t db) {
     wgmma_m64n256k16<TA, TB>(d, da, db);
+  }
+};
+template <>
+struct WgmmaOp<192> {
+  template <int TA, int TB>
+  static __device__ __forceinline__ void run(float (&d)[96], uint64_t da, uint64_t db) {
+    wgmma_m64n192k16<TA, TB>(d, da, db);
   }
 };
 template <>
@@ -714,12 +758,26 @@ int launch_scale(const GemmArgs& a, cudaStream_t s) {
 
 int64_t tile_count(int64_t M, int64_t N, int bm, int bn) { return ceil_div(M, bm) * ceil_div(N, bn); }
 
+// Raises a kernel's dynamic shared-memory limit once per device (the call costs about a microsecond, which
+// matters next to a 10 µs GEMM). `done` is one static bit mask per kernel instantiation.
+template <class Kernel>
+int set_smem_limit(Kernel kern, int bytes, std::atomic<uint64_t>& done) {
+  int dev = 0;
+  AD_CUDA_TRY(cudaGetDevice(&dev));
+  const uint64_t bit = uint64_t(1) << (dev & 63);
+  if (done.load(std::memory_order_acquire) & bit) return 0;
+  AD_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  done.fetch_or(bit, std::memory_order_acq_rel);
+  return 0;
+}
+
 // ---- mma.sync launches ----
 template <int BM, int BN, int WARPS_M, int WARPS_N, int STAGES, bool TA, bool TB, bool ALIGNED>
 int launch_mma_t(const GemmArgs& a, cudaStream_t s) {
   constexpr int smem = STAGES * (BM + BN) * 64 * 2;
   auto kern = gemm_bf16_mma_kernel<BM, BN, WARPS_M, WARPS_N, STAGES, TA, TB, ALIGNED>;
-  AD_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  static std::atomic<uint64_t> attr_done{0};
+  if (int e = set_smem_limit(kern, smem, attr_done)) return e;
   const int64_t tiles = tile_count(a.M, a.N, BM, BN);
   if (tiles > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
   kern<<<(unsigned)tiles, WARPS_M * WARPS_N * 32, smem, s>>>(a);
@@ -783,7 +841,8 @@ int launch_wgmma_t(const GemmArgs& a, cudaStream_t s) {
   if (e) return e;
   constexpr int smem = wgmma_smem_bytes<BN, STAGES>();
   auto kern = gemm_bf16_wgmma_kernel<BN, STAGES, TA, TB, SWAP>;
-  AD_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  static std::atomic<uint64_t> attr_done{0};
+  if (int e = set_smem_limit(kern, smem, attr_done)) return e;
   const int64_t tiles = tile_count(a.M, a.N, kWgBM, BN);
   if (tiles > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
   kern<<<(unsigned)tiles, kWgThreads, smem, s>>>(ma, mb, a);
@@ -807,6 +866,7 @@ enum Variant {
   kMma64x64,
   kMmaUnaligned,
   kWgmma128x256,
+  kWgmma128x192,
   kWgmma128x128,
   kWgmma128x256Swap,
   kNumVariants
@@ -819,6 +879,7 @@ const char* const kVariantNames[kNumVariants] = {
     "mma_64x64x64_s4",        // 4 warps (2x2) of 32x32, 64 KB: small problems, more blocks
     "mma_128x128x64_generic", // element loads: any ld / alignment
     "wgmma_128x256x64_s4",    // 3 warpgroups, 192 KB ring
+    "wgmma_128x192x64_s5",    // 3 warpgroups, 200 KB ring: N = 768 makes 4 column tiles, not 3
     "wgmma_128x128x64_s6",    // 3 warpgroups, 192 KB ring: more tiles for narrow problems
     "wgmma_128x256x64_s4_swapmn",  // probe: LBO/SBO of MN-major descriptors swapped (tests only)
 };
@@ -828,19 +889,22 @@ bool aligned_for_cp_async(const GemmArgs& a) {
          a.lda % 8 == 0 && a.ldb % 8 == 0;
 }
 
-// Fraction of the last wave's slots a grid of `tiles` fills, folded over all waves (1 = no idle SM).
-double wave_efficiency(int64_t tiles, int64_t slots) {
-  const int64_t waves = ceil_div(tiles, slots);
-  return (double)tiles / (double)(waves * slots);
+// Useful fraction of the machine's tile slots over all waves: idle SMs in the last wave and the padding of
+// partial tiles both count as waste (one tile per SM at a time).
+double fill_efficiency(int64_t M, int64_t N, int bm, int bn, int64_t slots) {
+  const int64_t tiles = tile_count(M, N, bm, bn), waves = ceil_div(tiles, slots);
+  return (double)M * (double)N / ((double)waves * (double)slots * bm * bn);
 }
 
 int choose_variant(const GemmArgs& a, const DeviceInfo& d) {
   if (d.wgmma == 1 && wgmma_operands_ok(a) && a.M >= 64 && a.N >= 64 && a.K >= 64) {
-    const double e256 = wave_efficiency(tile_count(a.M, a.N, 128, 256), d.sms);
-    const double e128 = wave_efficiency(tile_count(a.M, a.N, 128, 128), d.sms);
-    // a 128-wide tile does the same work at lower efficiency (more operand traffic per FLOP): only worth
-    // it when it fills clearly more of the machine
-    return (e128 > 1.15 * e256) ? kWgmma128x128 : kWgmma128x256;
+    // Narrower tiles do the same work at a lower rate (A is re-read for each column tile, and fewer FLOPs
+    // per byte of shared memory): weights 1 / 0.97 / 0.9, guesses to be replaced by measurements.
+    const double s256 = fill_efficiency(a.M, a.N, 128, 256, d.sms);
+    const double s192 = 0.97 * fill_efficiency(a.M, a.N, 128, 192, d.sms);
+    const double s128 = 0.90 * fill_efficiency(a.M, a.N, 128, 128, d.sms);
+    if (s256 >= s192 && s256 >= s128) return kWgmma128x256;
+    return s192 >= s128 ? kWgmma128x192 : kWgmma128x128;
   }
   if (!aligned_for_cp_async(a)) return kMmaUnaligned;
   if (tile_count(a.M, a.N, 128, 128) < d.sms) return kMma64x64;  // fewer tiles than SMs: smaller tiles
@@ -860,12 +924,14 @@ int run_variant(int v, const GemmArgs& a, bool ta, bool tb, cudaStream_t s) {
     case kMmaUnaligned:
       return launch_mma<128, 128, 2, 2, 3, false>(a, ta, tb, s);
     case kWgmma128x256:
+    case kWgmma128x192:
     case kWgmma128x128:
     case kWgmma128x256Swap: {
       DeviceInfo d;
       if (int e = current_device_info(d)) return e;
       if (d.wgmma != 1 || !wgmma_operands_ok(a)) return (int)cudaErrorNotSupported;
       if (v == kWgmma128x256) return launch_wgmma<256, 4, false>(a, ta, tb, s);
+      if (v == kWgmma128x192) return launch_wgmma<192, 5, false>(a, ta, tb, s);
       if (v == kWgmma128x128) return launch_wgmma<128, 6, false>(a, ta, tb, s);
       return launch_wgmma<256, 4, true>(a, ta, tb, s);
     }

@@ -106,24 +106,37 @@ run() {  # run <timeout> <label> <stdout file> cmd...
   step "$label: exit $rc"
   return $rc
 }
-WG_OK=0
+# WG: ok (wgmma tests passed), wrong (some results wrong, no fault: still worth timing), crashed (a fault,
+# hang or no sm_90a build: benchmark without the wgmma kernels)
+WG=crashed
 if [ -x "$B/sm90/check" ]; then
   # mma.sync, f32, AdamW, allocator, copies, errors: the plain sm_90 build (what CMake builds without 90a)
   run "$(budget 150)" "tests sm_90 (no wgmma)" "$TESTS" "$B/sm90/check" --tests --no-wgmma
 fi
 if [ -x "$B/sm90a/check" ]; then
   # the wgmma kernels and auto dispatch in the sm_90a build, in their own process
-  if run "$(budget 90)" "tests sm_90a wgmma" "$TESTS" "$B/sm90a/check" --tests --only=wgmma; then WG_OK=1; fi
+  run "$(budget 90)" "tests sm_90a wgmma" "$TESTS" "$B/sm90a/check" --tests --only=wgmma
+  rc=$?
+  if [ $rc = 0 ]; then WG=ok
+  elif [ $rc = 1 ] && ! tail -n 3 "$TESTS" | grep -q '"aborted":true'; then WG=wrong
+  fi
+  step "wgmma state: $WG"
   # descriptor probe (LBO/SBO swapped): informative only, may fault, so last and alone
   run "$(budget 45)" "probe sm_90a swapped MN-major descriptors" "$TESTS" "$B/sm90a/check" --tests --only=wgmma --probe --quick
 fi
 
 # ---- 4. benchmarks --------------------------------------------------------------------------------------
 if [ -x "$B/sm90a/check" ]; then
-  if [ $WG_OK = 1 ]; then
+  if [ $WG != crashed ]; then
     run "$(budget 150)" "bench sm_90a" "$BENCH" "$B/sm90a/check" --bench
+    rc=$?
+    # a fault in a wgmma kernel ends the process's CUDA context: time the rest without them
+    if [ $rc != 0 ] && tail -n 3 "$BENCH" | grep -q -E '"error"|"aborted"' && [ $(elapsed) -lt $((DEADLINE - 90)) ]; then
+      WG=crashed
+      run "$(budget 120)" "bench sm_90a --no-wgmma (after a fault)" "$BENCH" "$B/sm90a/check" --bench --no-wgmma
+    fi
   else
-    run "$(budget 150)" "bench sm_90a --no-wgmma (wgmma tests failed)" "$BENCH" "$B/sm90a/check" --bench --no-wgmma
+    run "$(budget 150)" "bench sm_90a --no-wgmma (wgmma crashed or missing)" "$BENCH" "$B/sm90a/check" --bench --no-wgmma
   fi
 elif [ -x "$B/sm90/check" ]; then
   run "$(budget 150)" "bench sm_90" "$BENCH" "$B/sm90/check" --bench
@@ -133,7 +146,7 @@ run "$(budget 120)" "torch.matmul bench" "$TORCH" env PYTHONUNBUFFERED=1 python3
 # ---- 5. compute-sanitizer on small shapes, if time remains ------------------------------------------------
 if command -v compute-sanitizer >/dev/null && [ -x "$B/sm90a/check" ] && [ $(elapsed) -lt $((DEADLINE - 60)) ]; then
   only="bf16,f32,adamw,alloc,errors"
-  [ $WG_OK = 1 ] && only="$only,wgmma"
+  [ $WG != crashed ] && only="$only,wgmma"
   run "$(budget 75)" "compute-sanitizer memcheck (quick)" "$ERR" \
     compute-sanitizer --tool memcheck --print-limit 20 "$B/sm90a/check" --tests --quick --only=$only
 fi

@@ -4,9 +4,10 @@
 // line last. Exit status: 0 all tests passed, 1 a test failed, 77 no CUDA device (skipped), 2 bad usage.
 //
 // Build (from the repository root):
-//   nvcc -O3 -std=c++17 -arch=sm_90 -Icuda test/cuda/gpu/check.cu cuda/memory.cu cuda/gemm.cu \
-//        cuda/optim.cu cuda/table.cu -o check          (sm_90a for the wgmma kernels:
-//        -gencode arch=compute_90a,code=sm_90a)
+//   nvcc -O3 -std=c++17 -arch=sm_90 -Icuda test/cuda/gpu/check.cu cuda/memory.cu cuda/gemm.cu
+//        cuda/optim.cu cuda/table.cu -o check
+//   (for the wgmma kernels: -gencode arch=compute_90a,code=sm_90a instead of -arch=sm_90;
+//    scripts/gpu_check.sh builds both and runs everything)
 // Run:   ./check [--tests] [--bench] [--quick] [--only=GROUP[,GROUP]] [--no-wgmma] [--probe] [--seed=N]
 //   groups: alloc, errors, copy, bf16, f32, adamw, wgmma (the wgmma variants only; "bf16" excludes them)
 //   default: tests then benchmarks. --quick: small shapes only (for compute-sanitizer). --no-wgmma: the
@@ -312,7 +313,9 @@ void test_errors() {
   // a wgmma variant asked for an operand TMA cannot describe (ld not a multiple of 8) declines politely
   if (adapters_cuda_gemm_has_wgmma()) {
     DevBuf a(64 * 72 * 2), cb(64 * 64 * 4);
-    int got = adapters_cuda_gemm_bf16_variant(6, 0, 1, 64, 64, 64, 1, a.as<uint16_t>(), 67, a.as<uint16_t>(), 67, 0,
+    int wg = 1;
+    while (std::string(adapters_cuda_gemm_bf16_variant_name(wg)).rfind("wgmma", 0) != 0) wg++;
+    int got = adapters_cuda_gemm_bf16_variant(wg, 0, 1, 64, 64, 64, 1, a.as<uint16_t>(), 67, a.as<uint16_t>(), 67, 0,
                                               cb.as<float>(), 64, nullptr);
     if (got != (int)cudaErrorNotSupported) ok = false, bad += "; wgmma with lda=67: got " + std::to_string(got);
   }
@@ -427,8 +430,10 @@ std::vector<GemmCase> gemm_cases(bool quick) {
   std::vector<std::array<int64_t, 3>> shapes = {
       {1, 1, 1},      {1, 17, 5},      {17, 1, 33},     {17, 17, 17},     {33, 65, 129},   {64, 64, 64},
       {127, 129, 65}, {128, 256, 64},  {130, 260, 190}, {1, 1000, 127},   {1000, 1, 127},  {127, 1000, 17},
-      {129, 257, 1000}, {256, 384, 512}, {1000, 127, 1000}, {512, 512, 1024}, {200, 300, 2048}, {384, 768, 768}};
-  if (quick) shapes = {{17, 17, 17}, {127, 129, 65}, {130, 260, 190}};
+      {129, 257, 1000}, {256, 384, 512}, {1000, 127, 1000}, {512, 512, 1024}, {200, 300, 2048}, {384, 768, 768},
+      // multiples of 8 but not of the tile sizes: edge tiles through the wgmma/TMA kernels too
+      {200, 136, 264}, {72, 520, 136}, {1, 64, 64}, {8, 64, 128}, {256, 8, 128}};
+  if (quick) shapes = {{17, 17, 17}, {127, 129, 65}, {200, 136, 264}};
   const float alphas[] = {1.f, 0.5f, -2.f};
   const float betas[] = {0.f, 0.f, 1.5f, -1.f};
   const int64_t pads[] = {0, 8, 0, 3, 16};  // 3: ld not a multiple of 8 (the element-load path)
@@ -839,7 +844,12 @@ void bench_gemm(bool bf16) {
           const int e = adapters_cuda_synchronize(nullptr);
           report("bench", std::string(bf16 ? "bf16 " : "f32 ") + vname + " " + l.name + " " + s.name, false,
                  "\"error\":" + jstr(errtxt(e)));
-          if (e != 0) exit(1);  // the context is gone
+          if (e != 0) {  // the context is gone: nothing after this can run
+            printf("{\"type\":\"summary\",\"passed\":%d,\"failed\":%d,\"skipped\":%d,\"aborted\":true}\n", g_passed,
+                   g_failed, g_skipped);
+            fflush(stdout);
+            exit(1);
+          }
           continue;
         }
         print_bench(bf16 ? "bf16" : "f32", l.name, vname, kernel, s, t, sets);
@@ -882,7 +892,7 @@ int main(int argc, char** argv) {
         p = q + 1;
       }
     } else {
-      fprintf(stderr, "usage: %s [--tests] [--bench] [--quick] [--only=alloc,errors,copy,bf16,f32,adamw,wgmma] [--no-wgmma] [--seed=N]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--tests] [--bench] [--quick] [--only=alloc,errors,copy,bf16,f32,adamw,wgmma] [--no-wgmma] [--probe] [--seed=N]\n", argv[0]);
       return 2;
     }
   }
