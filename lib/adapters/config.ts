@@ -224,6 +224,15 @@ export class PrefixTuningConfig extends AdapterConfig {
       non_linearity: 'tanh', dropout: 0.0, use_gating: false, shared_gating: true }, o, 'PrefixTuningConfig');
   }
 }
+/**
+ * PEFT's prefix tuning (peft_type PREFIX_TUNING), loaded from PEFT's format: the Adapters library's prefix pool
+ * (flat, or the embedding → Linear → tanh → Linear reparametrisation), but PEFT passes the prefixes as
+ * past_key_values, so the real tokens' positions start at prefix_length. Saved in PEFT's format only.
+ */
+export class PeftPrefixTuningConfig extends PrefixTuningConfig {
+  /** Positions of the real tokens start after the prefix (HF's past_key_values length). */
+  readonly positionShift = true;
+}
 /** Prompt tuning (Lester et al. 2021). `random_uniform_scale` is init-only and never serialized, as in Python. */
 export class PromptTuningConfig extends AdapterConfig {
   readonly architecture = 'prompt_tuning';

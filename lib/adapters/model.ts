@@ -12,7 +12,7 @@ import type { Module } from '../nn/module.ts';
 import { Tensor, tensor } from '../tensor.ts';
 import { noGrad } from '../autograd/tape.ts';
 import { FormatError, IOError, ValueError } from '../errors.ts';
-import { AdapterConfig, BnConfig, ConfigUnion, LoRAConfig, PeftPromptTuningConfig, PrefixTuningConfig, PromptTuningConfig, ReftConfig, type ConfigDict } from './config.ts';
+import { AdapterConfig, BnConfig, ConfigUnion, LoRAConfig, PeftPrefixTuningConfig, PeftPromptTuningConfig, PrefixTuningConfig, PromptTuningConfig, ReftConfig, type ConfigDict } from './config.ts';
 import { PeftPromptPool } from './methods/peft_prompt.ts';
 import { checkPrefixConfig } from './methods/prefix_tuning.ts';
 import { Fuse, Stack, compositionFromDict, filterSetup, parseComposition, validateComposition, type CompositionBlock, type Setup } from './composition.ts';
@@ -86,6 +86,15 @@ export class AdapterManager {
     if (!names.length) return null;
     if (names.length > 1 || this.ctx.active.length > 1) throw new ValueError(`PEFT prompt tuning ('${names.join("', '")}') works alone, not in a composition`);
     return this.peftPrompts().get(names[0]!);
+  }
+  /** The prefix length of an active PEFT prefix-tuning adapter (its real tokens' positions start there), or 0. */
+  activePeftPrefixShift(): number {
+    let shift = 0;
+    for (const n of this.ctx.active) {
+      const c = this.ctx.configs.get(n);
+      if (c instanceof PeftPrefixTuningConfig) shift += c.get('prefix_length') as number;
+    }
+    return shift;
   }
   /** The model's hook sites per layer (projections, bottleneck/prefix sites). */
   layerSites(): LayerSites[] {
@@ -423,8 +432,9 @@ export class AdapterManager {
    */
   save(dir: string, name: string, opts: { format?: 'safetensors' | 'bin' } = {}): void {
     if (!this.has(name)) throw new ValueError(`No adapter with name '${name}' was found.`);
-    if (this.ctx.configs.get(name) instanceof PeftPromptTuningConfig)
-      throw new ValueError(`'${name}' is PEFT prompt tuning, which the Adapters library's format cannot express: save it with {format: 'peft'}`);
+    const kindOf = this.ctx.configs.get(name);
+    if (kindOf instanceof PeftPromptTuningConfig || kindOf instanceof PeftPrefixTuningConfig)
+      throw new ValueError(`'${name}' is PEFT ${kindOf instanceof PeftPromptTuningConfig ? 'prompt' : 'prefix'} tuning, which the Adapters library's format cannot express: save it with {format: 'peft'}`);
     const format = opts.format ?? 'safetensors';
     if (format !== 'safetensors' && format !== 'bin') throw new ValueError(`saveAdapter: format must be 'safetensors' or 'bin', got '${String(format)}'`);
     const cfg = this.ctx.configs.get(name)!;

@@ -9,9 +9,11 @@
  *   (IA)³: y = (W x)·l for non-feed-forward modules — the Adapters library's (IA)³ on that projection.
  *   prompt tuning: prompt_embeddings (P, H) → PeftPromptTuningConfig (PEFT's own injection before the position
  *          embeddings; not the Adapters library's prompt tuning, so it converts to PEFT's format only).
+ *   prefix tuning: prefix_encoder (embedding, or embedding → Linear → tanh → Linear) → PeftPrefixTuningConfig: the
+ *          Adapters library's prefix pool plus PEFT's position shift (prefixes are past_key_values there).
  * No equivalent (refused with the module named): IA3 on a feed-forward module (PEFT scales that module's
  * input), LoRA/IA3 on modules the Adapters library never adapts (attention output, LM head), DoRA, per-module
- * rank/alpha patterns, trained `modules_to_save`, prefix tuning (PEFT shifts the positions of prefixed tokens).
+ * rank/alpha patterns, trained `modules_to_save`.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -21,7 +23,7 @@ import { noGrad } from '../autograd/tape.ts';
 import { FormatError, IOError, ValueError } from '../errors.ts';
 import { loadSafetensors, saveSafetensors } from './safetensors.ts';
 import { loadTorchBin } from './torch_bin.ts';
-import { LoRAConfig, PeftPromptTuningConfig, type ConfigDict } from '../adapters/config.ts';
+import { LoRAConfig, PeftPrefixTuningConfig, PeftPromptTuningConfig, PrefixTuningConfig, type ConfigDict } from '../adapters/config.ts';
 import type { Linear } from '../nn/layers.ts';
 import type { AdapterModel } from '../models/auto.ts';
 
@@ -78,6 +80,7 @@ export function loadPeftAdapter(model: AdapterModel, dir: string, opts: { loadAs
   const type = String(c.peft_type);
   const name = opts.loadAs ?? 'default';
   if (type === 'PROMPT_TUNING') return loadPeftPrompt(model, dir, c, name, opts);
+  if (type === 'PREFIX_TUNING') return loadPeftPrefix(model, dir, c, name, opts);
   if (type !== 'LORA' && type !== 'IA3')
     throw new ValueError(`PEFT ${type} adapters have no equivalent here yet (supported: LORA, IA3, PROMPT_TUNING); ${dir}`);
   if (c.use_dora) throw new ValueError(`PEFT DoRA (use_dora) has no Adapters-library equivalent; ${dir}`);
@@ -192,6 +195,79 @@ function loadPeftPrompt(model: AdapterModel, dir: string, c: Record<string, unkn
   return name;
 }
 
+/** PEFT prefix_encoder names ↔ the Adapters library's pool names (under `.prefix_tunings.<name>.self_prefix.`). */
+const PREFIX_NAMES: [string, string][] = [['prefix_encoder.embedding.weight', 'wte.weight'], ['prefix_encoder.transform.0.weight', 'control_trans.0.weight'],
+  ['prefix_encoder.transform.0.bias', 'control_trans.0.bias'], ['prefix_encoder.transform.2.weight', 'control_trans.2.weight'],
+  ['prefix_encoder.transform.2.bias', 'control_trans.2.bias']];
+
+function poolParams(model: AdapterModel, name: string): Map<string, Tensor> {
+  const tag = `.prefix_tunings.${name}.self_prefix.`;
+  return new Map(model.namedParameters().filter(([k]) => k.includes(tag)).map(([k, p]) => [k.slice(k.indexOf(tag) + tag.length), p]));
+}
+
+/** PEFT PREFIX_TUNING → a PeftPrefixTuningConfig adapter (the Adapters pool + PEFT's position shift). */
+function loadPeftPrefix(model: AdapterModel, dir: string, c: Record<string, unknown>, name: string, opts: { setActive?: boolean }): string {
+  const P = Number(c.num_virtual_tokens), subs = Number(c.num_transformer_submodules ?? 1);
+  if (subs !== 1) throw new ValueError(`PEFT prefix tuning with num_transformer_submodules=${subs} (encoder–decoder) is not supported; ${dir}`);
+  const H = model.base.hiddenSize!(), L = model.adapters.layerSites().length;
+  if (Number(c.token_dim ?? H) !== H || Number(c.num_layers ?? L) !== L)
+    throw new FormatError(`${dir}: PEFT prefix for token_dim ${String(c.token_dim)} × ${String(c.num_layers)} layers, the model has ${H} × ${L}`);
+  const proj = !!c.prefix_projection;
+  const { weights, file } = readWeights(dir);
+  try {
+    const cfg = new PeftPrefixTuningConfig({ prefix_length: P, flat: !proj, bottleneck_size: proj ? Number(c.encoder_hidden_size) : 512, non_linearity: 'tanh', dropout: 0 });
+    model.addAdapter(name, cfg);
+    try {
+      const own = poolParams(model, name);
+      noGrad(() => {
+        if (!proj) {
+          const e = weights.get('prefix_encoder.embedding.weight');
+          const dst = own.get('control_trans')!;
+          if (!e || e.numel !== dst.numel) throw new FormatError(`${file}: prefix_encoder.embedding.weight must be [${P}, ${L * 2 * H}], got ${e ? `[${e.shape}]` : 'none'}`);
+          dst.copy_(ops.reshape(e, dst.shape));
+          return;
+        }
+        for (const [theirs, ours] of PREFIX_NAMES) {
+          const src = weights.get(theirs), dst = own.get(ours)!;
+          if (!src || src.shape.join() !== dst.shape.join()) throw new FormatError(`${file}: '${theirs}' must be [${dst.shape}], got ${src ? `[${src.shape}]` : 'none'}`);
+          dst.copy_(src);
+        }
+      });
+    } catch (e) {
+      model.deleteAdapter(name);
+      throw e;
+    }
+  } finally {
+    for (const t of weights.values()) t.dispose();
+  }
+  if (opts.setActive) model.setActiveAdapters(name);
+  return name;
+}
+
+function savePeftPrefix(model: AdapterModel, dir: string, name: string, cfg: PeftPrefixTuningConfig): void {
+  const own = poolParams(model, name);
+  const P = cfg.get('prefix_length') as number, H = model.base.hiddenSize!(), L = model.adapters.layerSites().length;
+  const flat = cfg.get('flat') as boolean;
+  const out = new Map<string, Tensor>();
+  const owned: Tensor[] = [];
+  if (flat) {
+    const e = noGrad(() => ops.reshape(own.get('control_trans')!, [P, L * 2 * H]).contiguous());
+    owned.push(e);
+    out.set('prefix_encoder.embedding.weight', e);
+  } else for (const [theirs, ours] of PREFIX_NAMES) out.set(theirs, own.get(ours)!);
+  const mc = model.config;
+  const conf = { auto_mapping: null, base_model_name_or_path: String(mc._name_or_path ?? '') || null, encoder_hidden_size: flat ? null : cfg.get('bottleneck_size'),
+    inference_mode: true, num_attention_heads: mc.num_attention_heads ?? mc.n_head ?? null, num_layers: L, num_transformer_submodules: 1,
+    num_virtual_tokens: P, peft_type: 'PREFIX_TUNING', prefix_projection: !flat, revision: null, task_type: null, token_dim: H };
+  fs.mkdirSync(dir, { recursive: true });
+  try {
+    saveSafetensors(path.join(dir, 'adapter_model.safetensors'), out, { format: 'pt' });
+    writeConfig(dir, conf);
+  } finally {
+    for (const t of owned) t.dispose();
+  }
+}
+
 function savePeftPrompt(model: AdapterModel, dir: string, name: string): void {
   const w = model.adapters.peftPrompts().get(name)!;
   const cfg = model.config;
@@ -218,6 +294,9 @@ export function savePeftAdapter(model: AdapterModel, dir: string, name: string, 
   if (!model.hasAdapter(name)) throw new ValueError(`No adapter with name '${name}' was found.`);
   const cfg = model.adapters.ctx.configs.get(name)!;
   if (cfg instanceof PeftPromptTuningConfig) return savePeftPrompt(model, dir, name);
+  if (cfg instanceof PeftPrefixTuningConfig) return savePeftPrefix(model, dir, name, cfg);
+  if (cfg instanceof PrefixTuningConfig)
+    throw new ValueError(`saveAdapter(format 'peft'): '${name}' is the Adapters library's prefix tuning; PEFT's prefix tuning shifts the real tokens' positions, so the math differs`);
   if (!(cfg instanceof LoRAConfig)) throw new ValueError(`saveAdapter(format 'peft'): '${name}' is ${cfg.architecture ?? cfg.className}; only LoRA, (IA)³ and PEFT prompt tuning have a PEFT equivalent`);
   if (cfg.get('use_gating')) throw new ValueError(`saveAdapter(format 'peft'): gated LoRA/(IA)³ ('${name}') has no PEFT equivalent`);
   const scale = cfg.get('composition_mode') === 'scale';

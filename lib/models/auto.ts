@@ -314,6 +314,16 @@ export class AdapterModel extends Module {
         emb.virtual = null;
       }
     }
+    // PEFT prefix tuning: the prefixes are past keys/values there, so the real tokens' positions start after them
+    const shift = this.adapters.activePeftPrefixShift();
+    if (shift && !input.positionIds) {
+      if (input.pastKeyValues || input.useCache) throw new ValueError('PEFT prefix tuning: pastKeyValues / useCache (generation) are not supported');
+      if (!['bert', 'gpt2', 'llama', 'mistral', 'qwen2'].includes(this.modelType) || (this.modelType === 'bert' && this.config.position_embedding_type && this.config.position_embedding_type !== 'absolute'))
+        throw new ValueError(`PEFT prefix tuning's position shift is implemented for BERT, GPT-2 and the LLaMA family, not ${this.modelType}`);
+      const ids = input.inputIds instanceof Tensor ? input.inputIds : tensor(input.inputIds as number[][], undefined, { dtype: 'i64' });
+      const T = ids.shape[1]!;
+      return scope(() => this.forward({ ...input, inputIds: ids, positionIds: ops.unsqueeze(ops.arange(shift, shift + T), 0) }));
+    }
     const ctx = this.adapters.ctx;
     ctx.beginForward(!!input.outputAdapterFusionAttentions);
     let out: ModelOutput;

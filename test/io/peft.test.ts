@@ -69,8 +69,10 @@ else {
     t.throws(() => m.loadAdapter(path.join(fx, 'bert_lora_attn_output')), { instanceOf: ValueError, message: /attention\.output\.dense.*no Adapters-library equivalent/ });
     t.deepEqual(m.adapterSummary().filter((r) => r.name !== 'Full model'), []);
     const dir = tmp();
-    fs.writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify({ peft_type: 'PREFIX_TUNING', num_virtual_tokens: 4 }));
-    t.throws(() => m.loadAdapter(dir), { message: /PREFIX_TUNING adapters have no equivalent here yet/ });
+    fs.writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify({ peft_type: 'LOHA', r: 4 }));
+    t.throws(() => m.loadAdapter(dir), { message: /LOHA adapters have no equivalent here yet/ });
+    m.addAdapter('pt', 'prefix_tuning');
+    t.throws(() => m.saveAdapter(dir, 'pt', { format: 'peft' }), { message: /shifts the real tokens' positions/ });
     m.addAdapter('bn', 'seq_bn');
     t.throws(() => m.saveAdapter(dir, 'bn', { format: 'peft' }), { message: /only LoRA, \(IA\)³ and PEFT prompt tuning have a PEFT equivalent/ });
     fs.rmSync(dir, { recursive: true, force: true });
@@ -103,5 +105,26 @@ if (have)
       m.eval();
       t.true(maxDiff(run(m2, exp), run(m, exp)) < 1e-6);
       t.throws(() => m.saveAdapter(path.join(dir, 'x'), 'p'), { message: /cannot express: save it with \{format: 'peft'\}/ });
+      fs.rmSync(dir, { recursive: true, force: true });
+    });
+
+if (have)
+  for (const c of ['bert_prefix', 'bert_prefix_proj', 'gpt2_prefix'])
+    test(`PEFT ${c}: the prefix pool plus PEFT's position shift gives PEFT's output; round trip; refused in the Adapters format`, (t) => {
+      const arch = c.split('_')[0]!;
+      const exp = loadSafetensors(path.join(fx, c, 'expected.safetensors'));
+      const m = AutoAdapterModel.fromPretrained(path.join(ref, 'models', arch));
+      m.loadAdapter(path.join(fx, c), { loadAs: 'p', setActive: true });
+      const h = run(m, exp);
+      const d = maxDiff(h, exp.get('last_hidden_state')!);
+      t.true(d < 1e-4, `max abs diff ${d}`);
+      const dir = tmp();
+      m.saveAdapter(dir, 'p', { format: 'peft' });
+      const saved = loadSafetensors(path.join(dir, 'adapter_model.safetensors'));
+      t.deepEqual([...saved.keys()].sort(), [...loadSafetensors(path.join(fx, c, 'adapter_model.safetensors')).keys()].sort());
+      const m2 = AutoAdapterModel.fromPretrained(path.join(ref, 'models', arch));
+      m2.loadAdapter(dir, { setActive: true });
+      t.true(maxDiff(run(m2, exp), h) < 1e-6);
+      t.throws(() => m.saveAdapter(path.join(dir, 'x'), 'p'), { message: /PEFT prefix tuning.*format: 'peft'/ });
       fs.rmSync(dir, { recursive: true, force: true });
     });

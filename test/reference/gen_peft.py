@@ -42,10 +42,16 @@ CASES = [
     ('bert_lora_attn_output', 'bert', 'LORA', dict(r=4, lora_alpha=8, target_modules=['attention.output.dense']), 'refuse'),
     ('bert_prompt', 'bert', 'PROMPT_TUNING', dict(num_virtual_tokens=5), None),
     ('gpt2_prompt', 'gpt2', 'PROMPT_TUNING', dict(num_virtual_tokens=4), None),
+    ('bert_prefix', 'bert', 'PREFIX_TUNING', dict(num_virtual_tokens=5, prefix_projection=False), None),
+    ('bert_prefix_proj', 'bert', 'PREFIX_TUNING', dict(num_virtual_tokens=4, prefix_projection=True, encoder_hidden_size=24), None),
+    ('gpt2_prefix', 'gpt2', 'PREFIX_TUNING', dict(num_virtual_tokens=3, prefix_projection=True, encoder_hidden_size=16), None),
 ]
 PROMPT_KEYS = dict(auto_mapping=None, base_model_name_or_path=None, inference_mode=True, num_attention_heads=None, num_layers=None,
                    num_transformer_submodules=1, peft_type='PROMPT_TUNING', prompt_tuning_init='RANDOM', prompt_tuning_init_text=None,
                    revision=None, task_type=None, token_dim=None, tokenizer_kwargs=None, tokenizer_name_or_path=None)
+PREFIX_KEYS = dict(PROMPT_KEYS, peft_type='PREFIX_TUNING', encoder_hidden_size=None, prefix_projection=False)
+for k in ('prompt_tuning_init', 'prompt_tuning_init_text', 'tokenizer_kwargs', 'tokenizer_name_or_path'):
+    PREFIX_KEYS.pop(k)
 STRIP = {'bert': 'bert.', 'gpt2': ''}  # BertModel keys have no 'bert.' prefix; GPT2LMHeadModel keeps 'transformer.'
 
 
@@ -76,6 +82,9 @@ def main():
         H = cfg['hidden_size'] if arch == 'bert' else cfg['n_embd']
         if kind == 'PROMPT_TUNING':
             prompt_case(case, arch, cfg, base_w, H, dict(PROMPT_KEYS, **over), g)
+            continue
+        if kind == 'PREFIX_TUNING':
+            prefix_case(case, arch, cfg, base_w, H, dict(PREFIX_KEYS, **over), g)
             continue
         conf = dict(LORA_KEYS if kind == 'LORA' else IA3_KEYS, **over)
         mods = targets(arch, cfg, conf['target_modules'], conf.get('layers_to_transform'))
@@ -145,6 +154,42 @@ def prompt_case(case, arch, cfg, w, H, conf, g):
     json.dump(dict(sorted(conf.items())), open(os.path.join(d, 'adapter_config.json'), 'w'), indent=2)
     save_st(os.path.join(d, 'expected.safetensors'), {'input_ids': ids.float(), 'attention_mask': mask.float(), 'last_hidden_state': h})
     print(f'{case}: prompt ({Pn}, {H}), output {list(h.shape)}')
+
+
+def prefix_case(case, arch, cfg, w, H, conf, g):
+    """PEFT prefix tuning: prefix_encoder(arange(P)) (embedding, or embedding → Linear → tanh → Linear with
+    prefix_projection) → (P, L·2·H) → view (P, L·2, NH, HD) → layer l's keys / values = rows 2l / 2l+1, passed as
+    past_key_values: always visible, and the real tokens' positions start at P."""
+    Pn = conf['num_virtual_tokens']
+    L = cfg.get('num_hidden_layers', cfg.get('n_layer'))
+    NH = cfg.get('num_attention_heads', cfg.get('n_head'))
+    conf.update(token_dim=H, num_layers=L, num_attention_heads=NH)
+    t = {}
+    if conf['prefix_projection']:
+        E = conf['encoder_hidden_size']
+        t['prefix_encoder.embedding.weight'] = torch.randn(Pn, H, generator=g) * 0.5
+        t['prefix_encoder.transform.0.weight'] = torch.randn(E, H, generator=g) * 0.3
+        t['prefix_encoder.transform.0.bias'] = torch.randn(E, generator=g) * 0.1
+        t['prefix_encoder.transform.2.weight'] = torch.randn(L * 2 * H, E, generator=g) * 0.3
+        t['prefix_encoder.transform.2.bias'] = torch.randn(L * 2 * H, generator=g) * 0.1
+        h0 = torch.tanh(t['prefix_encoder.embedding.weight'] @ t['prefix_encoder.transform.0.weight'].T + t['prefix_encoder.transform.0.bias'])
+        kv = h0 @ t['prefix_encoder.transform.2.weight'].T + t['prefix_encoder.transform.2.bias']
+    else:
+        t['prefix_encoder.embedding.weight'] = torch.randn(Pn, L * 2 * H, generator=g) * 0.5
+        kv = t['prefix_encoder.embedding.weight']
+    kv = kv.view(Pn, L * 2, NH, H // NH).permute(1, 2, 0, 3)  # (L·2, NH, P, HD)
+    past = [(kv[2 * l], kv[2 * l + 1]) for l in range(L)]
+    ids = torch.randint(3, 98, (2, 6), generator=g)
+    mask = torch.ones(2, 6, dtype=torch.long)
+    mask[1, 4:] = 0
+    ids[1, 4:] = 0
+    h = FORWARD[arch](cfg, w, None, ids, mask, past=past)
+    d = os.path.join(OUT, case)
+    os.makedirs(d)
+    save_st(os.path.join(d, 'adapter_model.safetensors'), t)
+    json.dump(dict(sorted(conf.items())), open(os.path.join(d, 'adapter_config.json'), 'w'), indent=2)
+    save_st(os.path.join(d, 'expected.safetensors'), {'input_ids': ids.float(), 'attention_mask': mask.float(), 'last_hidden_state': h})
+    print(f'{case}: prefix ({Pn} tokens, projection {conf["prefix_projection"]}), output {list(h.shape)}')
 
 
 if __name__ == '__main__':

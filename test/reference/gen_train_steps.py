@@ -46,9 +46,11 @@ def load_arch(arch):
 
 # ---------------------------------------------------------------- BERT (post-LN), BertAdapterModel names
 
-def bert_forward(cfg, P, kind, ids, mask, hook=None, embeds=None):
+def bert_forward(cfg, P, kind, ids, mask, hook=None, embeds=None, past=None):
     """hook(module_name, x, base) -> y replaces a projection (gen_peft.py applies PEFT's LoRA / IA3 there);
-    embeds (B, T, H) replaces the word-embedding lookup (PEFT prompt tuning)."""
+    embeds (B, T, H) replaces the word-embedding lookup (PEFT prompt tuning); past = [(k, v) per layer, each
+    (NH, Pp, HD)] are prepended keys/values, always visible, and shift the positions by Pp (HF's past_key_values,
+    as PEFT prefix tuning passes them; `mask` then covers only the T real tokens)."""
     H, NH, L, EPS = cfg['hidden_size'], cfg['num_attention_heads'], cfg['num_hidden_layers'], cfg['layer_norm_eps']
     HD = H // NH
     B, T = ids.shape
@@ -76,13 +78,19 @@ def bert_forward(cfg, P, kind, ids, mask, hook=None, embeds=None):
 
     e = 'bert.embeddings'
     words = P[f'{e}.word_embeddings.weight'][ids] if embeds is None else embeds
-    x = words + P[f'{e}.position_embeddings.weight'][:T] + P[f'{e}.token_type_embeddings.weight'][0]
+    off = past[0][0].shape[1] if past else 0
+    x = words + P[f'{e}.position_embeddings.weight'][off:off + T] + P[f'{e}.token_type_embeddings.weight'][0]
     x = ln(f'{e}.LayerNorm', x)
+    if past:
+        mask = torch.cat([torch.ones(B, off, dtype=mask.dtype), mask], 1)
     bias = ((1.0 - mask.float()) * torch.finfo(torch.float32).min)[:, None, None, :]
     for i in range(L):
         p = f'bert.encoder.layer.{i}'
         heads = lambda t: t.view(B, T, NH, HD).transpose(1, 2)
         q, k, v = (heads(lin(f'{p}.attention.self.{m}', x)) for m in ('query', 'key', 'value'))
+        if past:
+            k = torch.cat([past[i][0].expand(B, -1, -1, -1), k], 2)
+            v = torch.cat([past[i][1].expand(B, -1, -1, -1), v], 2)
         att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(HD) + bias, -1) @ v
         o = lin(f'{p}.attention.output.dense', att.transpose(1, 2).reshape(B, T, H))
         x = out_bottleneck(f'{p}.attention.output', o, x, lambda y: ln(f'{p}.attention.output.LayerNorm', y))
@@ -99,7 +107,7 @@ def bert_head(P, h):
 
 # ---------------------------------------------------------------- GPT-2 (pre-LN), GPT2AdapterModel names
 
-def gpt2_forward(cfg, P, kind, ids, mask, hook=None, embeds=None):
+def gpt2_forward(cfg, P, kind, ids, mask, hook=None, embeds=None, past=None):
     H, NH, L, EPS = cfg['n_embd'], cfg['n_head'], cfg['n_layer'], cfg['layer_norm_epsilon']
     HD = H // NH
     B, T = ids.shape
@@ -135,13 +143,20 @@ def gpt2_forward(cfg, P, kind, ids, mask, hook=None, embeds=None):
         return up * 1.0 + hidden + residual_stream
 
     t = 'transformer'
-    x = (P[f'{t}.wte.weight'][ids] if embeds is None else embeds) + P[f'{t}.wpe.weight'][:T]  # positions 0..T-1 regardless of padding
-    causal = torch.tril(torch.ones(T, T, dtype=torch.bool))
+    off = past[0][0].shape[1] if past else 0
+    # positions off..off+T-1 regardless of padding (off = the past length, as HF counts past_key_values)
+    x = (P[f'{t}.wte.weight'][ids] if embeds is None else embeds) + P[f'{t}.wpe.weight'][off:off + T]
+    causal = torch.cat([torch.ones(T, off, dtype=torch.bool), torch.tril(torch.ones(T, T, dtype=torch.bool))], 1)
+    if past:
+        mask = torch.cat([torch.ones(B, off, dtype=mask.dtype), mask], 1)
     pad = ((1.0 - mask.float()) * MIN)[:, None, None, :]
     for i in range(L):
         p = f'{t}.h.{i}'
         heads = lambda z: z.view(B, T, NH, HD).transpose(1, 2)
         q, k, v = (heads(z) for z in c_attn(f'{p}.attn.c_attn', ln(f'{p}.ln_1', x)).split(H, -1))
+        if past:
+            k = torch.cat([past[i][0].expand(B, -1, -1, -1), k], 2)
+            v = torch.cat([past[i][1].expand(B, -1, -1, -1), v], 2)
         s = q @ k.transpose(-1, -2) / math.sqrt(HD)
         s = torch.where(causal, s, torch.tensor(MIN)) + pad
         att = (torch.softmax(s, -1) @ v).transpose(1, 2).reshape(B, T, H)
