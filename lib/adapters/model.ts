@@ -854,7 +854,7 @@ export function sortKeys(v: unknown): unknown {
 }
 
 /** Builds a folder beside `dir` and renames it into place (the old folder is replaced only once complete). */
-function writeFolderAtomic(dir: string, fill: (tmp: string) => void): void {
+export function writeFolderAtomic(dir: string, fill: (tmp: string) => void): void {
   const target = path.resolve(dir);
   if (!fs.existsSync(path.dirname(target))) throw new IOError(`parent folder ${path.dirname(target)} does not exist`);
   const tmp = `${target}.tmp-${process.pid}-${Date.now().toString(36)}`;

@@ -11,9 +11,11 @@
  *          embeddings; not the Adapters library's prompt tuning, so it converts to PEFT's format only).
  *   prefix tuning: prefix_encoder (embedding, or embedding → Linear → tanh → Linear) → PeftPrefixTuningConfig: the
  *          Adapters library's prefix pool plus PEFT's position shift (prefixes are past_key_values there).
+ *   modules_to_save of sequence classification: BERT's `classifier`, the `score` of GPT-2 / the LLaMA family ↔ a
+ *          flex classification head named like the adapter.
  * No equivalent (refused with the module named): IA3 on a feed-forward module (PEFT scales that module's
  * input), LoRA/IA3 on modules the Adapters library never adapts (attention output, LM head), DoRA, per-module
- * rank/alpha patterns, trained `modules_to_save`.
+ * rank/alpha patterns, other `modules_to_save`.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -25,7 +27,9 @@ import { loadSafetensors, saveSafetensors } from './safetensors.ts';
 import { loadTorchBin } from './torch_bin.ts';
 import { LoRAConfig, PeftPrefixTuningConfig, PeftPromptTuningConfig, PrefixTuningConfig, type ConfigDict } from '../adapters/config.ts';
 import type { Linear } from '../nn/layers.ts';
+import type { HeadConfig } from '../heads/heads.ts';
 import type { AdapterModel } from '../models/auto.ts';
+import { writeFolderAtomic } from '../adapters/model.ts';
 
 type Role = 'q' | 'k' | 'v' | 'qkv' | 'intermediate' | 'output';
 interface Target { layer: number; role: Role; linear: Linear; cross: boolean }
@@ -87,10 +91,11 @@ export function loadPeftAdapter(model: AdapterModel, dir: string, opts: { loadAs
   for (const k of ['rank_pattern', 'alpha_pattern'])
     if (c[k] && Object.keys(c[k] as object).length) throw new ValueError(`PEFT ${k} (per-module ranks/alphas) has no Adapters-library equivalent; ${dir}`);
   if (c.bias && c.bias !== 'none') throw new ValueError(`PEFT bias='${String(c.bias)}' (trained biases) has no Adapters-library equivalent; ${dir}`);
-  if (Array.isArray(c.modules_to_save) && c.modules_to_save.length)
-    throw new ValueError(`PEFT modules_to_save ${JSON.stringify(c.modules_to_save)} (fully trained copies of modules) cannot be loaded as an adapter; ${dir}`);
   const { weights, file } = readWeights(dir);
+  // modules_to_save: the sequence-classification head's trained copy, as a flex head named like the adapter
+  let head: ReturnType<typeof takeClassifier> = null;
   try {
+    head = takeClassifier(model, c, weights, file);
     const tg = targets(model);
     const modules = new Set(tg.keys());
     const ff = new Set((c.feedforward_modules as string[] | undefined) ?? []);
@@ -165,15 +170,65 @@ export function loadPeftAdapter(model: AdapterModel, dir: string, opts: { loadAs
           }
         }
       });
+      const h = head;
+      if (h) {
+        model.addPredictionHead(name, h.config, { overwriteOk: true, setActive: false });
+        noGrad(() => {
+          const own = new Map(model.namedParameters().filter(([k]) => k.startsWith(`heads.${name}.`)));
+          for (const [k, t] of h.weights) own.get(`heads.${name}.${k}`)!.copy_(t);
+        });
+      }
     } catch (e) {
       model.deleteAdapter(name);
       throw e;
     }
   } finally {
     for (const t of weights.values()) t.dispose();
+    for (const t of head?.weights.values() ?? []) t.dispose();
   }
   if (opts.setActive) model.setActiveAdapters(name);
   return name;
+}
+
+/**
+ * PEFT's modules_to_save for sequence classification, where a flex head computes the same function:
+ * BertForSequenceClassification's `classifier` (Linear on the pooler output) = a classification head with
+ * use_pooler and one layer; GPT2/Llama/Mistral/Qwen2ForSequenceClassification's `score` (Linear without bias on
+ * the last real token) = a one-layer head without bias. Takes those tensors out of `weights`; null when none.
+ */
+function takeClassifier(model: AdapterModel, c: Record<string, unknown>, weights: Map<string, Tensor>, file: string):
+  { config: HeadConfig; weights: Map<string, Tensor> } | null {
+  const mods = Array.isArray(c.modules_to_save) ? (c.modules_to_save as string[]) : [];
+  const keys = [...weights.keys()].filter((k) => /^base_model\.model\.(classifier|score)\./.test(k));
+  if (!mods.length && !keys.length) return null;
+  const other = mods.filter((m) => m !== 'classifier' && m !== 'score');
+  if (other.length) throw new ValueError(`${file}: PEFT modules_to_save ${JSON.stringify(other)} (fully trained copies of modules) have no Adapters-library equivalent`);
+  if (!keys.length) return null;
+  const mt = model.modelType;
+  const decoder = ['gpt2', 'llama', 'mistral', 'qwen2'].includes(mt);
+  const want = mt === 'bert' ? ['base_model.model.classifier.weight', 'base_model.model.classifier.bias'] : decoder ? ['base_model.model.score.weight'] : null;
+  if (!want || keys.sort().join() !== [...want].sort().join())
+    throw new ValueError(`${file}: PEFT's ${keys.map((k) => k.replace('base_model.model.', '')).join(', ')} has no flex-head equivalent on ${mt} here (supported: BERT's classifier, the score of GPT-2 and the LLaMA family)`);
+  const W = weights.get(want[0]!)!;
+  const out = new Map<string, Tensor>([['1.weight', W]]);
+  if (want[1]) out.set('1.bias', weights.get(want[1])!);
+  for (const k of want) weights.delete(k);
+  const config: HeadConfig = { head_type: 'classification', num_labels: W.shape[0]!, layers: 1, activation_function: 'tanh', use_pooler: mt === 'bert',
+    bias: mt === 'bert', dropout_prob: null, label2id: Object.fromEntries(Array.from({ length: W.shape[0]! }, (_, i) => [`LABEL_${i}`, i])) };
+  return { config, weights: out };
+}
+
+/** The head named `name` as PEFT modules_to_save tensors, when a PEFT sequence-classification model has that head. */
+function classifierOut(model: AdapterModel, name: string): { module: string; tensors: [string, Tensor][] } | null {
+  if (!model.heads.includes(name)) return null;
+  const h = model.headManager.get(name);
+  const c = h.config, mt = model.modelType;
+  const p = (k: string) => h.param(k) ?? h.child('1')?.param(k.split('.')[1]!) ?? null;
+  if (mt === 'bert' && c.head_type === 'classification' && c.layers === 1 && c.use_pooler && (c.bias ?? true))
+    return { module: 'classifier', tensors: [['base_model.model.classifier.weight', p('1.weight')!], ['base_model.model.classifier.bias', p('1.bias')!]] };
+  if (['gpt2', 'llama', 'mistral', 'qwen2'].includes(mt) && c.head_type === 'classification' && c.layers === 1 && !c.use_pooler && c.bias === false)
+    return { module: 'score', tensors: [['base_model.model.score.weight', p('1.weight')!]] };
+  throw new ValueError(`saveAdapter(format 'peft'): head '${name}' has no PEFT modules_to_save equivalent (BERT: one layer on the pooler; decoders: one layer without bias); pass {withHead: false}`);
 }
 
 /** PEFT PROMPT_TUNING → a PeftPromptTuningConfig adapter (lib/adapters/methods/peft_prompt.ts). */
@@ -259,10 +314,11 @@ function savePeftPrefix(model: AdapterModel, dir: string, name: string, cfg: Pef
   const conf = { auto_mapping: null, base_model_name_or_path: String(mc._name_or_path ?? '') || null, encoder_hidden_size: flat ? null : cfg.get('bottleneck_size'),
     inference_mode: true, num_attention_heads: mc.num_attention_heads ?? mc.n_head ?? null, num_layers: L, num_transformer_submodules: 1,
     num_virtual_tokens: P, peft_type: 'PREFIX_TUNING', prefix_projection: !flat, revision: null, task_type: null, token_dim: H };
-  fs.mkdirSync(dir, { recursive: true });
   try {
-    saveSafetensors(path.join(dir, 'adapter_model.safetensors'), out, { format: 'pt' });
-    writeConfig(dir, conf);
+    writeFolderAtomic(dir, (tmp) => {
+      saveSafetensors(path.join(tmp, 'adapter_model.safetensors'), out, { format: 'pt' });
+      writeConfig(tmp, conf);
+    });
   } finally {
     for (const t of owned) t.dispose();
   }
@@ -275,22 +331,22 @@ function savePeftPrompt(model: AdapterModel, dir: string, name: string): void {
     num_attention_heads: cfg.num_attention_heads ?? cfg.n_head ?? null, num_layers: cfg.num_hidden_layers ?? cfg.n_layer ?? null,
     num_transformer_submodules: 1, num_virtual_tokens: w.shape[0], peft_type: 'PROMPT_TUNING', prompt_tuning_init: 'RANDOM',
     prompt_tuning_init_text: null, revision: null, task_type: null, token_dim: w.shape[1], tokenizer_kwargs: null, tokenizer_name_or_path: null };
-  fs.mkdirSync(dir, { recursive: true });
-  saveSafetensors(path.join(dir, 'adapter_model.safetensors'), new Map([['prompt_embeddings', w]]), { format: 'pt' });
-  writeConfig(dir, conf);
+  writeFolderAtomic(dir, (tmp) => {
+    saveSafetensors(path.join(tmp, 'adapter_model.safetensors'), new Map([['prompt_embeddings', w]]), { format: 'pt' });
+    writeConfig(tmp, conf);
+  });
 }
 
+/** adapter_config.json with sorted keys (written inside the folder that writeFolderAtomic renames into place). */
 function writeConfig(dir: string, conf: Record<string, unknown>): void {
-  const tmp = path.join(dir, `.adapter_config.json.tmp-${process.pid}`);
-  fs.writeFileSync(tmp, JSON.stringify(Object.fromEntries(Object.entries(conf).sort(([a], [b]) => (a < b ? -1 : 1))), null, 2));
-  fs.renameSync(tmp, path.join(dir, 'adapter_config.json'));
+  fs.writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify(Object.fromEntries(Object.entries(conf).sort(([a], [b]) => (a < b ? -1 : 1))), null, 2));
 }
 
 /**
  * Writes Adapters-library LoRA / (IA)³ adapter `name` in PEFT's format (module paths as in the flex-head model,
  * i.e. *ForCausalLM / *ForSequenceClassification; stripPrefix: as in the bare base model, e.g. BertModel).
  */
-export function savePeftAdapter(model: AdapterModel, dir: string, name: string, opts: { stripPrefix?: boolean } = {}): void {
+export function savePeftAdapter(model: AdapterModel, dir: string, name: string, opts: { stripPrefix?: boolean; withHead?: boolean } = {}): void {
   if (!model.hasAdapter(name)) throw new ValueError(`No adapter with name '${name}' was found.`);
   const cfg = model.adapters.ctx.configs.get(name)!;
   if (cfg instanceof PeftPromptTuningConfig) return savePeftPrompt(model, dir, name);
@@ -368,21 +424,24 @@ export function savePeftAdapter(model: AdapterModel, dir: string, name: string, 
       out.set(k, padded);
     }
   if (!modules.length) throw new ValueError(`saveAdapter(format 'peft'): adapter '${name}' has no modules`);
+  const cls = opts.withHead === false ? null : classifierOut(model, name);
+  for (const [k, t] of cls?.tensors ?? []) out.set(k, t);
   // exact module paths as a full-match regex (PEFT's str target_modules), so 'output.dense' never also
   // selects attention.output.dense
   const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
   const target = `(?:${esc(pre)})?(?:${[...new Set(modules.map((m) => (m.startsWith(pre) ? m.slice(pre.length) : m)))].map(esc).join('|')})`;
-  const common = { auto_mapping: null, base_model_name_or_path: String(model.config._name_or_path ?? '') || null, inference_mode: true, modules_to_save: null,
-    revision: null, target_modules: target, task_type: null };
+  const common = { auto_mapping: null, base_model_name_or_path: String(model.config._name_or_path ?? '') || null, inference_mode: true,
+    modules_to_save: cls ? [cls.module] : null, revision: null, target_modules: target, task_type: cls ? 'SEQ_CLS' : null };
   const conf = scale
     ? { ...common, fan_in_fan_out: model.modelType === 'gpt2', feedforward_modules: [], init_ia3_weights: true, peft_type: 'IA3' }
     : { ...common, alpha_pattern: {}, bias: 'none', fan_in_fan_out: model.modelType === 'gpt2', init_lora_weights: true, layer_replication: null,
       layers_pattern: null, layers_to_transform: null, loftq_config: {}, lora_alpha: alpha, lora_dropout: cfg.get('dropout'), megatron_config: null,
       megatron_core: 'megatron.core', peft_type: 'LORA', r, rank_pattern: {}, use_dora: false, use_rslora: false };
-  fs.mkdirSync(dir, { recursive: true });
   try {
-    saveSafetensors(path.join(dir, 'adapter_model.safetensors'), out, { format: 'pt' });
-    writeConfig(dir, conf);
+    writeFolderAtomic(dir, (tmp) => {
+      saveSafetensors(path.join(tmp, 'adapter_model.safetensors'), out, { format: 'pt' });
+      writeConfig(tmp, conf);
+    });
   } finally {
     for (const t of owned) t.dispose();
   }

@@ -128,3 +128,28 @@ if (have)
       t.throws(() => m.saveAdapter(path.join(dir, 'x'), 'p'), { message: /PEFT prefix tuning.*format: 'peft'/ });
       fs.rmSync(dir, { recursive: true, force: true });
     });
+
+if (have)
+  for (const c of ['bert_lora_cls', 'gpt2_lora_cls'])
+    test(`PEFT ${c} (task SEQ_CLS, modules_to_save): LoRA + the classifier as a flex head give the PyTorch logits; round trip`, (t) => {
+      const arch = c.split('_')[0]!;
+      const exp = loadSafetensors(path.join(fx, c, 'expected.safetensors'));
+      const m = AutoAdapterModel.fromPretrained(path.join(ref, 'models', arch));
+      m.loadAdapter(path.join(fx, c), { loadAs: 'p', setActive: true });
+      t.is(m.activeHead, 'p');
+      const feed = { inputIds: ops.cast(exp.get('input_ids')!, 'i64'), attentionMask: ops.cast(exp.get('attention_mask')!, 'i64') };
+      const logits = scope(() => m.forward(feed).logits!.clone());
+      const d = maxDiff(logits, exp.get('logits')!);
+      t.true(d < 1e-4, `max abs diff ${d}`);
+      const dir = tmp();
+      m.saveAdapter(dir, 'p', { format: 'peft' });
+      const conf = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8'));
+      t.deepEqual([conf.task_type, conf.modules_to_save], ['SEQ_CLS', [arch === 'bert' ? 'classifier' : 'score']]);
+      const m2 = AutoAdapterModel.fromPretrained(path.join(ref, 'models', arch));
+      m2.loadAdapter(dir, { setActive: true });
+      t.true(scope(() => maxDiff(m2.forward(feed).logits!, logits)) < 1e-6);
+      m.addClassificationHead('p', { num_labels: 3, overwriteOk: true });  // two layers: no PEFT equivalent
+      t.throws(() => m.saveAdapter(path.join(dir, 'x'), 'p', { format: 'peft' }), { message: /no PEFT modules_to_save equivalent/ });
+      t.notThrows(() => m.saveAdapter(path.join(dir, 'y'), 'p', { format: 'peft', withHead: false }));
+      fs.rmSync(dir, { recursive: true, force: true });
+    });

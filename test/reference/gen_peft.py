@@ -45,6 +45,9 @@ CASES = [
     ('bert_prefix', 'bert', 'PREFIX_TUNING', dict(num_virtual_tokens=5, prefix_projection=False), None),
     ('bert_prefix_proj', 'bert', 'PREFIX_TUNING', dict(num_virtual_tokens=4, prefix_projection=True, encoder_hidden_size=24), None),
     ('gpt2_prefix', 'gpt2', 'PREFIX_TUNING', dict(num_virtual_tokens=3, prefix_projection=True, encoder_hidden_size=16), None),
+    # task_type SEQ_CLS: the classifier (BertForSequenceClassification) / score (GPT2ForSequenceClassification) trained too
+    ('bert_lora_cls', 'bert', 'LORA', dict(r=4, lora_alpha=8, target_modules=['query', 'value'], task_type='SEQ_CLS', modules_to_save=['classifier', 'score']), None),
+    ('gpt2_lora_cls', 'gpt2', 'LORA', dict(r=4, lora_alpha=8, fan_in_fan_out=True, target_modules=['c_attn'], task_type='SEQ_CLS', modules_to_save=['classifier', 'score']), None),
 ]
 PROMPT_KEYS = dict(auto_mapping=None, base_model_name_or_path=None, inference_mode=True, num_attention_heads=None, num_layers=None,
                    num_transformer_submodules=1, peft_type='PROMPT_TUNING', prompt_tuning_init='RANDOM', prompt_tuning_init_text=None,
@@ -119,6 +122,19 @@ def main():
         d = os.path.join(OUT, case)
         os.makedirs(d)
         tensors = {}
+        extra = {}
+        if conf.get('task_type') == 'SEQ_CLS':
+            # the trained classifier copies (modules_to_save), saved as base_model.model.<module>.*; 3 labels
+            if arch == 'bert':  # BertForSequenceClassification: classifier(dropout(pooler(h)))
+                W, b = torch.randn(3, H, generator=g) * 0.3, torch.randn(3, generator=g) * 0.1
+                pooled = torch.tanh(h[:, 0] @ w['bert.pooler.dense.weight'].T + w['bert.pooler.dense.bias'])
+                extra['logits'] = pooled @ W.T + b
+                tensors['base_model.model.classifier.weight'], tensors['base_model.model.classifier.bias'] = W, b
+            else:  # GPT2ForSequenceClassification: score (no bias) at each row's last non-pad token
+                W = torch.randn(3, H, generator=g) * 0.3
+                last = mask.sum(1) - 1
+                extra['logits'] = h[torch.arange(2), last] @ W.T
+                tensors['base_model.model.score.weight'] = W
         for m, p in peft.items():
             key = 'base_model.model.' + (m[len(STRIP[arch]):] if STRIP[arch] and m.startswith(STRIP[arch]) else m)
             if p[0] == 'lora':
@@ -128,7 +144,7 @@ def main():
                 tensors[f'{key}.ia3_l'] = p[1]
         save_st(os.path.join(d, 'adapter_model.safetensors'), tensors)
         json.dump(dict(sorted(conf.items())), open(os.path.join(d, 'adapter_config.json'), 'w'), indent=2)
-        save_st(os.path.join(d, 'expected.safetensors'), {'input_ids': ids.float(), 'attention_mask': mask.float(), 'last_hidden_state': h})
+        save_st(os.path.join(d, 'expected.safetensors'), {'input_ids': ids.float(), 'attention_mask': mask.float(), 'last_hidden_state': h, **extra})
         print(f'{case}: {len(tensors)} tensors, |h| {h.abs().mean():.4f}' + (' (refusal case)' if note else ''))
 
 
