@@ -170,9 +170,11 @@ export class HeadManager {
     const weights = new Map<string, Tensor>();
     // the tied output weight is saved too (the Python library writes it; loading it rewrites the same values)
     for (const [k, p] of head.stateDict(`heads.${name}`)) weights.set(k, p);
-    writeAtomic(path.join(dir, 'head_config.json'), (f) => fs.writeFileSync(f, JSON.stringify(sortKeys(meta), null, 2)));
+    // weights first, config last: head_config.json is what makes loadAdapter load a head, so a save cut short
+    // never leaves a config pointing at missing or partial weights
     if (opts.format === 'bin') writeAtomic(path.join(dir, 'pytorch_model_head.bin'), (f) => saveTorchBin(f, weights));
     else writeAtomic(path.join(dir, 'model_head.safetensors'), (f) => saveSafetensors(f, weights));
+    writeAtomic(path.join(dir, 'head_config.json'), (f) => fs.writeFileSync(f, JSON.stringify(sortKeys(meta), null, 2)));
   }
 
   /** Loads a head folder; returns the head's name (loadAs, else the saved name). */

@@ -42,6 +42,21 @@ test('torch.save writer: our reader and (when present) torch.load(weights_only=T
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
+test('test/reference/check_python_load.py accepts what saveAdapter writes (both formats, with a head) when python3-torch is present', (t) => {
+  if (!torchPy) { t.log('python3-torch not present: check skipped'); t.pass(); return; }
+  const dir = tmp();
+  const m = AutoAdapterModel.fromConfig({ model_type: 'bert', vocab_size: 40, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32 }, { seed: 1 });
+  m.addAdapter('a', 'lora');
+  m.addClassificationHead('a', { num_labels: 2 });
+  for (const format of ['safetensors', 'bin'] as const) {
+    m.saveAdapter(path.join(dir, format), 'a', { format });
+    const r = spawnSync(torchPy, [path.join(root, 'test', 'reference', 'check_python_load.py'), path.join(dir, format)], { encoding: 'utf8' });
+    t.is(r.status, 0, r.stdout + r.stderr);
+    t.regex(r.stdout, format === 'bin' ? /pytorch_adapter\.bin: torch\.load\(weights_only=True\) read \d+ tensors/ : /adapter\.safetensors: valid safetensors/);
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
 if (!have) test('reference interop cases skipped: ../shared not found (set ADAPTERS_SHARED)', (t) => t.pass());
 else {
   const manifest = JSON.parse(fs.readFileSync(path.join(ref, 'manifest.json'), 'utf8')) as { cases: Record<string, any>[] };
