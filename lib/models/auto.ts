@@ -26,7 +26,13 @@ import type { FusionConfigDict } from '../adapters/methods/fusion.ts';
 import { HeadManager, type HeadHost } from '../heads/manager.ts';
 import { loadPeftAdapter, readPeftConfig, savePeftAdapter } from '../io/peft.ts';
 import { withVirtualTokens } from '../adapters/methods/peft_prompt.ts';
-import { ADAPTER_FILES, MODEL_FILES, cachedSnapshot, hubCacheDir, isHubId, resolveModelSource, type HubOptions } from '../io/hub.ts';
+import { ADAPTER_FILES, MODEL_FILES, cachedSnapshot, isHubId, resolveModelSource, type HubOptions } from '../io/hub.ts';
+import { snapshotDownloadSync } from '../io/hub_sync.ts';
+
+/** A cached snapshot with a config and weights (an earlier download may have fetched only some files). */
+function hasModelFiles(dir: string): boolean {
+  return fs.existsSync(path.join(dir, 'config.json')) && fs.readdirSync(dir).some((f) => /\.(safetensors|bin)$/.test(f));
+}
 import { lmLoss, type HeadConfig } from '../heads/heads.ts';
 
 function hasParallel(s: Setup | null): boolean {
@@ -274,11 +280,11 @@ export class AdapterModel extends Module {
     this.adapters.reset();
   }
   /** Loads an adapter folder (adapter_config.json + adapter.safetensors or pytorch_adapter.bin); returns its name. */
-  loadAdapter(dir: string, opts: { loadAs?: string; setActive?: boolean; config?: AdapterConfig | string; withHead?: boolean; leaveOut?: number[] } = {}): string {
+  loadAdapter(dir: string, opts: { loadAs?: string; setActive?: boolean; config?: AdapterConfig | string; withHead?: boolean; leaveOut?: number[] } & HubOptions = {}): string {
     if (!fs.existsSync(dir) && isHubId(dir)) {
-      const snap = cachedSnapshot(dir);
-      if (!snap) throw new IOError(`${dir} is not in the Hub cache (${hubCacheDir()}): use await model.loadAdapterAsync('${dir}') to download it`);
-      dir = snap;
+      const hub = opts as HubOptions;
+      const cached = cachedSnapshot(dir, hub);
+      dir = cached && fs.existsSync(path.join(cached, 'adapter_config.json')) ? cached : snapshotDownloadSync(dir, { allow: ADAPTER_FILES, ...hub });
     }
     // a PEFT folder (adapter_config.json with peft_type): LoRA / IA3 become Adapters-library adapters (lib/io/peft.ts)
     if (readPeftConfig(dir)) return loadPeftAdapter(this, dir, opts);
@@ -564,9 +570,10 @@ export class AutoAdapterModel {
   static fromPretrained(dirOrId: string, opts: FromPretrainedOptions & HubOptions = {}): AdapterModel {
     let dir = dirOrId;
     if (!fs.existsSync(dirOrId) && isHubId(dirOrId)) {
-      const snap = cachedSnapshot(dirOrId, opts);
-      if (!snap) throw new IOError(`${dirOrId} is not in the Hub cache (${hubCacheDir(opts)}): use await AutoAdapterModel.fromPretrainedAsync('${dirOrId}') to download it`);
-      dir = snap;
+      // cached snapshot, else a download (in a child process, so this call stays synchronous)
+      const cached = cachedSnapshot(dirOrId, opts);
+      const offline = opts.offline ?? (process.env.HF_HUB_OFFLINE === '1' || process.env.HF_HUB_OFFLINE === 'true');
+      dir = cached && (offline || hasModelFiles(cached)) ? cached : snapshotDownloadSync(dirOrId, { allow: MODEL_FILES, ...opts });
     }
     if (opts.device && opts.device !== 'cpu') throw new ValueError(`fromPretrained: device '${opts.device}' is not available (CPU build)`);
     const cfg = readConfig(dir);

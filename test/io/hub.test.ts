@@ -5,9 +5,8 @@ import test from 'ava';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import http from 'node:http';
-import crypto from 'node:crypto';
-import type { AddressInfo } from 'node:net';
+import { spawn } from 'node:child_process';
+import { serve as serveRepos, COMMITS } from '../helpers/hub_server.mjs';
 import { AutoAdapterModel, saveSafetensors, scope, type Tensor } from '../../lib/index.ts';
 import { snapshotDownload, HubError } from '../../lib/io/hub.ts';
 import { maxDiff } from '../helpers/tensor_diff.ts';
@@ -23,63 +22,8 @@ saveSafetensors(path.join(work, 'repo', 'model.safetensors'), new Map(src.namedP
 fs.writeFileSync(path.join(work, 'repo', 'pytorch_model.bin'), 'a .bin copy that must not be fetched when safetensors exist');
 src.addAdapter('a', 'lora[r=4]');
 src.saveAdapter(path.join(work, 'adapter'), 'a');
-const gitSha1 = (b: Buffer) => crypto.createHash('sha1').update(`blob ${b.length}\0`).update(b).digest('hex');
-const sha256 = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
-const COMMITS = { main: 'a'.repeat(40), v1: 'b'.repeat(40) };
-
-interface Log { paths: string[]; ranges: string[]; auth: (string | undefined)[] }
-function serve(opts: { failFirstLfs?: boolean; corrupt?: boolean; token?: string }): Promise<{ url: string; log: Log; close(): Promise<void> }> {
-  const log: Log = { paths: [], ranges: [], auth: [] };
-  const repos: Record<string, string> = { 'org/tiny': path.join(work, 'repo'), 'org/tiny-adapter': path.join(work, 'adapter') };
-  let failed = false;
-  const server = http.createServer((req, res) => {
-    const u = decodeURIComponent(req.url!);
-    log.paths.push(u);
-    log.auth.push(req.headers.authorization);
-    if (opts.token && req.headers.authorization !== `Bearer ${opts.token}` && !u.startsWith('/lfs/')) { res.writeHead(401); return res.end(); }
-    let m = /^\/api\/models\/(.+?)\/revision\/(\w+)$/.exec(u);
-    if (m) {
-      const dir = repos[m[1]!];
-      if (!dir || !(m[2]! in COMMITS)) { res.writeHead(404); return res.end(); }
-      res.writeHead(200, { 'content-type': 'application/json' });
-      return res.end(JSON.stringify({ sha: COMMITS[m[2] as 'main'], siblings: fs.readdirSync(dir).map((f) => ({ rfilename: f })) }));
-    }
-    m = /^\/(.+?)\/resolve\/(\w+)\/(.+)$/.exec(u);
-    if (m) {
-      const dir = repos[m[1]!];
-      const f = dir && path.join(dir, m[3]!);
-      if (!f || !fs.existsSync(f)) { res.writeHead(404); return res.end(); }
-      const body = fs.readFileSync(f);
-      if (f.endsWith('.safetensors')) {
-        res.writeHead(302, { location: `/lfs/${m[1]!.replace('/', '_')}/${m[3]}`, 'x-linked-etag': `"${sha256(body)}"`, 'x-linked-size': String(body.length) });
-        return res.end();
-      }
-      res.writeHead(200, { etag: `"${gitSha1(body)}"`, 'content-length': String(body.length) });
-      return res.end(body);
-    }
-    m = /^\/lfs\/([^/]+)\/(.+)$/.exec(u);
-    if (m) {
-      let body = fs.readFileSync(path.join(repos[m[1]!.replace('_', '/')]!, m[2]!));
-      if (opts.corrupt) body = Buffer.from(body.map((b, i) => (i === 100 ? b ^ 1 : b)));
-      const range = req.headers.range;
-      log.ranges.push(range ?? '');
-      const start = range ? Number(/bytes=(\d+)-/.exec(range)![1]) : 0;
-      res.writeHead(range ? 206 : 200, { 'content-length': String(body.length - start) });
-      if (opts.failFirstLfs && !failed) {
-        failed = true;
-        res.write(body.subarray(start, start + Math.floor((body.length - start) / 2)));
-        return setTimeout(() => res.destroy(), 20);
-      }
-      return res.end(body.subarray(start));
-    }
-    res.writeHead(404);
-    res.end();
-  });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => {
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    resolve({ url, log, close: () => new Promise((r) => { server.closeAllConnections(); server.close(() => r()); }) });
-  }));
-}
+const repos = { 'org/tiny': path.join(work, 'repo'), 'org/tiny-adapter': path.join(work, 'adapter') };
+const serve = (opts: { failFirstLfs?: boolean; corrupt?: boolean; token?: string }) => serveRepos(repos, opts);
 
 test.after.always(() => fs.rmSync(work, { recursive: true, force: true }));
 
@@ -136,7 +80,7 @@ test.serial('offline mode uses the cache only; an interrupted download resumes w
   const m = await AutoAdapterModel.fromPretrainedAsync('org/tiny', { cacheDir, offline: true });
   t.truthy(m);
   await t.throwsAsync(AutoAdapterModel.fromPretrainedAsync('org/other', { cacheDir, offline: true }), { message: /not in the cache .*HF_HUB_OFFLINE/ });
-  t.throws(() => AutoAdapterModel.fromPretrained('org/other', { cacheDir }), { message: /not in the Hub cache.*fromPretrainedAsync/ });
+  t.throws(() => AutoAdapterModel.fromPretrained('org/other', { cacheDir, offline: true }), { message: /not in the cache .*HF_HUB_OFFLINE/ });
 });
 
 test.serial('a corrupt download fails the integrity check and leaves no blob; a missing repo is a clear 404', async (t) => {
@@ -149,5 +93,26 @@ test.serial('a corrupt download fails the integrity check and leaves no blob; a 
     await t.throwsAsync(snapshotDownload('org/nope', { endpoint: s.url, cacheDir }), { message: /not found on the Hub/ });
   } finally {
     await s.close();
+  }
+});
+
+test.serial('the synchronous fromPretrained / loadAdapter download a Hub id (in a child process) into the same cache', async (t) => {
+  const cacheDir = path.join(work, 'cache4');
+  // the server runs in its own process: a synchronous download blocks this one's event loop
+  const child = spawn(process.execPath, [path.join(path.dirname(new URL(import.meta.url).pathname), '../helpers/hub_server.mjs'), JSON.stringify({ repos, opts: {} })]);
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      child.stdout.once('data', (d) => resolve(String(d).trim()));
+      child.once('exit', (c) => reject(new Error(`server exited ${c}`)));
+    });
+    const m = AutoAdapterModel.fromPretrained('org/tiny', { endpoint: url, cacheDir, progress: false });
+    t.is(m.loadAdapter('org/tiny-adapter', { endpoint: url, cacheDir, progress: false, setActive: true }), 'a');
+    src.setActiveAdapters('a');
+    const ids = { inputIds: [[7, 8, 9]] };
+    t.is(scope(() => maxDiff(m.forward(ids).lastHiddenState, src.forward(ids).lastHiddenState)), 0);
+    t.true(fs.existsSync(path.join(cacheDir, 'models--org--tiny', 'refs', 'main')));
+    t.throws(() => AutoAdapterModel.fromPretrained('org/missing', { endpoint: url, cacheDir }), { message: /not found on the Hub/ });
+  } finally {
+    child.kill();
   }
 });
