@@ -36,7 +36,16 @@ Options:
   --lr LR                learning rate (default 1e-3)
   --max-eval N           evaluate on at most N examples (default all)
   --seed N               seed (default 42)
-  --output DIR           save the trained adapter (and head) here
+  --output DIR           save the trained adapter (and head) here; checkpoints go to DIR.checkpoints/checkpoint-<step>
+  --eval-steps N         evaluate every N steps (default: at the end)
+  --save-steps N         checkpoint every N steps (needs --output)
+  --resume DIR           continue exactly from a checkpoint folder of an earlier run with the same flags
+  --grad-accum N         gradient accumulation steps (default 1)
+  --warmup N             linear warm-up steps (default 0)
+  --bf16                 bf16 mixed precision (Linear GEMMs in bf16, f32 master weights)
+  --gradient-checkpointing  recompute each layer in the backward pass
+  --adapter-drop         AdapterDrop: skip the adapters of a random number of lower layers per batch
+  --log FILE             append every log record as a JSON line
   --json                 print one JSON object with the results as the last line
   -h, --help             this text
 `;
@@ -48,6 +57,9 @@ const OPTIONS = {
   adapter: { type: 'string' }, 'adapter-dir': { type: 'string' }, 'max-steps': { type: 'string' }, 'batch-size': { type: 'string' },
   'seq-len': { type: 'string' }, lr: { type: 'string' }, 'max-eval': { type: 'string' }, seed: { type: 'string' }, output: { type: 'string' },
   prompt: { type: 'string' }, 'max-new-tokens': { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+  'eval-steps': { type: 'string' }, 'save-steps': { type: 'string' }, resume: { type: 'string' }, 'grad-accum': { type: 'string' },
+  warmup: { type: 'string' }, bf16: { type: 'boolean' }, 'gradient-checkpointing': { type: 'boolean' }, 'adapter-drop': { type: 'boolean' },
+  log: { type: 'string' },
 } as const;
 
 type Flags = { [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]['type'] extends 'boolean' ? boolean : string };
@@ -124,12 +136,16 @@ async function train(f: Flags, print: (s: string) => void): Promise<void> {
     for (const p of model.parameters()) p.requiresGrad = true;
   }
   const trainable = model.numParameters({ onlyTrainable: true }), total = model.numParameters();
+  if (f['save-steps'] && !f.output) throw new UsageError('--save-steps needs --output');
   const trainer = new AdapterTrainer(model, { learningRate: num(f, 'lr', 1e-3), maxSteps: int(f, 'max-steps', 200), batchSize: int(f, 'batch-size', 8),
-    seed: int(f, 'seed', 42), loggingSteps: 10, warmupSteps: 0 }, { train: data.train!, eval: data.eval, computeMetrics: metricsFor(data.task) });
+    seed: int(f, 'seed', 42), loggingSteps: 10, warmupSteps: f.warmup ? int(f, 'warmup', 1) : 0, gradientAccumulationSteps: int(f, 'grad-accum', 1),
+    evalSteps: f['eval-steps'] ? int(f, 'eval-steps', 1) : undefined, saveSteps: f['save-steps'] ? int(f, 'save-steps', 1) : undefined,
+    outputDir: f['save-steps'] && f.output ? `${path.resolve(f.output)}.checkpoints` : undefined, bf16: !!f.bf16, gradientCheckpointing: !!f['gradient-checkpointing'],
+    adapterDrop: !!f['adapter-drop'], logFile: f.log }, { train: data.train!, eval: data.eval, computeMetrics: metricsFor(data.task) });
   trainer.on('log', (r) => { if (!f.json && 'loss' in r) print(`step ${r.step}: loss ${r.loss.toFixed(4)}, ${r.tokens_per_second.toFixed(0)} tokens/s`); });
   const before = trainer.evaluate();
   const t0 = performance.now();
-  const res = await trainer.train();
+  const res = await trainer.train({ resumeFrom: f.resume });
   const seconds = (performance.now() - t0) / 1000;
   const after = trainer.evaluate();
   const tokens = res.history.filter((h) => 'tokens_per_second' in h).at(-1)?.tokens_per_second ?? 0;

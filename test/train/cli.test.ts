@@ -50,6 +50,17 @@ else {
       '--adapter-dir', path.join(dir, 'out'), '--json']);
     t.is(ev.code, 0, ev.err);
     t.true(JSON.parse(ev.out.at(-1)!).perplexity > 1);
+    // checkpoints + exact resume through the CLI, with bf16 and gradient checkpointing
+    const common = ['train', '--model', model, '--task', 'causal-lm', '--train', path.join(dir, 'train.txt'), '--adapter', 'seq_bn', '--batch-size', '4',
+      '--seq-len', '32', '--lr', '5e-3', '--max-eval', '4', '--bf16', '--gradient-checkpointing', '--json'];
+    const full = await run([...common, '--max-steps', '6', '--save-steps', '3', '--output', path.join(dir, 'o1'), '--log', path.join(dir, 'log.jsonl')]);
+    t.is(full.code, 0, full.err);
+    t.true(fs.existsSync(path.join(dir, 'o1.checkpoints', 'checkpoint-3', 'trainer_state.json')));
+    const resumed = await run([...common, '--max-steps', '6', '--resume', path.join(dir, 'o1.checkpoints', 'checkpoint-3'), '--output', path.join(dir, 'o2')]);
+    t.is(resumed.code, 0, resumed.err);
+    t.is(JSON.parse(resumed.out.at(-1)!).eval_loss_after, JSON.parse(full.out.at(-1)!).eval_loss_after);
+    t.true(fs.readFileSync(path.join(dir, 'log.jsonl'), 'utf8').split('\n').filter(Boolean).every((l) => 'step' in JSON.parse(l)));
+    t.is((await run([...common, '--save-steps', '2'])).code, 2);
     const g = await run(['generate', '--model', model, '--prompt', 'Once upon a time', '--max-new-tokens', '8', '--json']);
     t.is(g.code, 0, g.err);
     t.regex(JSON.parse(g.out[0]!).text, /^Once upon a time/);
