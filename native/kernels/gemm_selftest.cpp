@@ -344,6 +344,7 @@ void bench(bool quick) {
       {"768x768x1024 (TN)", 1, 768, 768, 1024, true, false},
       {"96 x 128x128x64 (NT)", 96, 128, 128, 64, false, true},
       {"96 x 128x64x128 (NN)", 96, 128, 64, 128, false, false},
+      {"96 x 128x128x64 (NN)", 96, 128, 128, 64, false, false},
   };
   std::printf("%-24s %12s %8s %14s\n", "shape MxNxK", "f32 GFLOP/s", "% peak", "bf16 GFLOP/s");
   for (const Shape& s : shapes) {
