@@ -15,7 +15,17 @@ let region: Region | null = null;
 
 /** Runs fn with bf16 GEMMs for Linear projections (forward, and the backward of what fn records). */
 export function autocast<T>(fn: () => T, opts: { enabled?: boolean } = {}): T {
-  if (opts.enabled === false || region) return fn();
+  if (opts.enabled === false) {
+    // like torch: an inner autocast(enabled=False) turns it off for its body
+    const outer = region;
+    region = null;
+    try {
+      return fn();
+    } finally {
+      region = outer;
+    }
+  }
+  if (region) return fn();
   region = { cache: new Map() };
   const r = region;
   try {

@@ -11,7 +11,9 @@ import { AutoAdapterModel, type AdapterModel } from './models/auto.ts';
 import { AutoTokenizer } from './tokenizers/auto.ts';
 import { AdapterTrainer, type Example } from './train/trainer.ts';
 import { accuracy, matthewsCorrcoef, pearson, spearman } from './train/metrics.ts';
-import { GLUE_TASKS, tableExamples, textBlocks, type TableTask } from './data/datasets.ts';
+import { GLUE_TASKS, readTable, tableExamples, textBlocks, type TableTask } from './data/datasets.ts';
+import { ValueError } from './errors.ts';
+import { manualSeed } from './ops/creation.ts';
 
 const HELP = `adapters-node — train and use adapters (AdapterHub Adapters for Node.js)
 
@@ -76,6 +78,13 @@ function int(f: Flags, k: keyof Flags, def: number): number {
   if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${k} must be a positive integer, got '${String(v)}'`);
   return n;
 }
+function nonNegative(f: Flags, k: keyof Flags): number {
+  const v = f[k];
+  if (v === undefined) return 0;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${k} must be a non-negative integer, got '${String(v)}'`);
+  return n;
+}
 function num(f: Flags, k: keyof Flags, def: number): number {
   const v = f[k];
   if (v === undefined) return def;
@@ -101,13 +110,28 @@ function loadData(f: Flags, model: AdapterModel, withTrain: boolean): TaskData {
       task: null,
     };
   } else if (task === 'classification') {
-    const preset = f.glue ? GLUE_TASKS[f.glue.toLowerCase()] : { text: 'text', label: 'label' } as TableTask;
+    const preset = f.glue ? GLUE_TASKS[f.glue.toLowerCase()] : plainTask(need(f, withTrain ? 'train' : 'validation'));
     if (!preset) throw new UsageError(`unknown --glue '${f.glue}' (one of ${Object.keys(GLUE_TASKS).join(', ')})`);
     out = { train: withTrain ? tableExamples(need(f, 'train'), preset, tok, T) : undefined, eval: tableExamples(need(f, 'validation'), preset, tok, T), task: preset };
   } else throw new UsageError(`unknown --task '${task}' (causal-lm or classification)`);
   const maxEval = f['max-eval'] ? int(f, 'max-eval', 0) : 0;
   if (maxEval) out.eval = out.eval.slice(0, maxEval);
   return out;
+}
+
+/**
+ * A table with `text` (and optional `text_pair`) and `label` columns: the label values become the classes (sorted),
+ * unless every value is a number and some are fractional (regression).
+ */
+function plainTask(file: string): TableTask {
+  const rows = readTable(file);
+  if (rows.length && !('text' in rows[0]!)) throw new ValueError(`${file}: missing column 'text' (columns: ${Object.keys(rows[0]!).join(', ')}); or pass --glue`);
+  const values = [...new Set(rows.map((r) => (r.label ?? '').trim()))];
+  const numeric = values.every((v) => v !== '' && Number.isFinite(Number(v)));
+  const task: TableTask = { text: 'text', label: 'label', ...(rows[0] && 'text_pair' in rows[0] ? { textPair: 'text_pair' } : {}) };
+  if (numeric && values.some((v) => !Number.isInteger(Number(v)))) return task;
+  task.labels = numeric ? values.sort((a, b) => Number(a) - Number(b)) : values.sort();
+  return task;
 }
 
 function metricsFor(task: TableTask | null) {
@@ -125,6 +149,7 @@ function metricsFor(task: TableTask | null) {
 async function train(f: Flags, print: (s: string) => void): Promise<void> {
   const model = await AutoAdapterModel.fromPretrainedAsync(need(f, 'model'));
   const data = loadData(f, model, true);
+  manualSeed(int(f, 'seed', 42));  // adapter and head initialisation are reproducible too
   const adapter = need(f, 'adapter');
   const full = adapter === 'full';
   if (data.task) model.addClassificationHead('task', { num_labels: data.task.labels?.length ?? 1 });
@@ -138,7 +163,7 @@ async function train(f: Flags, print: (s: string) => void): Promise<void> {
   const trainable = model.numParameters({ onlyTrainable: true }), total = model.numParameters();
   if (f['save-steps'] && !f.output) throw new UsageError('--save-steps needs --output');
   const trainer = new AdapterTrainer(model, { learningRate: num(f, 'lr', 1e-3), maxSteps: int(f, 'max-steps', 200), batchSize: int(f, 'batch-size', 8),
-    seed: int(f, 'seed', 42), loggingSteps: 10, warmupSteps: f.warmup ? int(f, 'warmup', 1) : 0, gradientAccumulationSteps: int(f, 'grad-accum', 1),
+    seed: int(f, 'seed', 42), loggingSteps: 10, warmupSteps: nonNegative(f, 'warmup'), gradientAccumulationSteps: int(f, 'grad-accum', 1),
     evalSteps: f['eval-steps'] ? int(f, 'eval-steps', 1) : undefined, saveSteps: f['save-steps'] ? int(f, 'save-steps', 1) : undefined,
     outputDir: f['save-steps'] && f.output ? `${path.resolve(f.output)}.checkpoints` : undefined, bf16: !!f.bf16, gradientCheckpointing: !!f['gradient-checkpointing'],
     adapterDrop: !!f['adapter-drop'], logFile: f.log }, { train: data.train!, eval: data.eval, computeMetrics: metricsFor(data.task) });
@@ -151,6 +176,7 @@ async function train(f: Flags, print: (s: string) => void): Promise<void> {
   const tokens = res.history.filter((h) => 'tokens_per_second' in h).at(-1)?.tokens_per_second ?? 0;
   if (f.output) {
     fs.mkdirSync(path.dirname(path.resolve(f.output)), { recursive: true });
+    // full fine-tuning has no adapter to save: its weights are the model's own (not written here)
     if (!full) model.saveAdapter(f.output, 'task');
   }
   const out: Record<string, unknown> = {
@@ -159,7 +185,7 @@ async function train(f: Flags, print: (s: string) => void): Promise<void> {
   };
   if (f.task === 'causal-lm') { out.perplexity_before = Math.exp(before.eval_loss!); out.perplexity_after = Math.exp(after.eval_loss!); }
   for (const [k, v] of Object.entries(after)) if (k !== 'eval_loss') out[`${k}_after`] = v;
-  if (f.output) out.output = path.resolve(f.output);
+  if (f.output && !full) out.output = path.resolve(f.output);
   if (!f.json) for (const [k, v] of Object.entries(out)) print(`${k}: ${typeof v === 'number' ? +v.toPrecision(6) : String(v)}`);
   else print(JSON.stringify(out));
 }

@@ -9,7 +9,9 @@ import { IOError, ValueError } from '../errors.ts';
 import type { Example } from '../train/trainer.ts';
 
 export interface TextTokenizer {
-  encode(text: string, o?: { addSpecialTokens?: boolean }): number[];
+  encode(text: string, o?: { addSpecialTokens?: boolean; truncation?: boolean; maxLength?: number }): number[];
+  /** The separator id (BERT-style pairs: [CLS] a [SEP] b [SEP] with token types 0 / 1), when the tokenizer has one. */
+  readonly sepTokenId?: number | null;
 }
 
 function readFile(file: string): string {
@@ -111,9 +113,17 @@ export function tableExamples(file: string, task: TableTask, tok: TextTokenizer,
   if (!rows.length) throw new ValueError(`${file}: the dataset is empty`);
   for (const col of [task.text, task.textPair, task.label].filter((c): c is string => !!c))
     if (!(col in rows[0]!)) throw new ValueError(`${file}: missing column '${col}' (columns: ${Object.keys(rows[0]!).join(', ')})`);
+  const sep = tok.sepTokenId ?? null;
   return rows.map((r, i) => {
-    const text = task.textPair ? `${r[task.text]} ${r[task.textPair]}` : r[task.text]!;
-    const ids = tok.encode(text).slice(0, maxLen);
+    // truncation keeps the special tokens; pairs follow run_glue's tokenizer(a, b): [CLS] a [SEP] b [SEP] with
+    // token types 0 / 1 where the tokenizer has a separator, else the two texts joined by a space
+    let ids: number[], types: number[] | undefined;
+    if (task.textPair && sep !== null) {
+      const a = tok.encode(r[task.text]!, { truncation: true, maxLength: maxLen });
+      const b = tok.encode(r[task.textPair]!, { addSpecialTokens: false }).slice(0, Math.max(0, maxLen - a.length - 1));
+      ids = [...a, ...b, sep];
+      types = [...a.map(() => 0), ...b.map(() => 1), 1];
+    } else ids = tok.encode(task.textPair ? `${r[task.text]} ${r[task.textPair]}` : r[task.text]!, { truncation: true, maxLength: maxLen });
     const raw = r[task.label]!.trim();
     let label: number;
     if (task.labels) {
@@ -123,6 +133,6 @@ export function tableExamples(file: string, task: TableTask, tok: TextTokenizer,
       label = Number(raw);
       if (!Number.isFinite(label)) throw new ValueError(`${file}: row ${i + 1}: label '${raw}' is not a number`);
     }
-    return { inputIds: ids, labels: label };
+    return types ? { inputIds: ids, tokenTypeIds: types, labels: label } : { inputIds: ids, labels: label };
   });
 }

@@ -51,10 +51,19 @@ export class HeadManager {
   }
 
   add(name: string, config: HeadConfig, opts: { overwriteOk?: boolean; setActive?: boolean } = {}): void {
-    if (this.has(name)) {
-      if (!opts.overwriteOk) throw new ValueError(`Model already contains a head with name '${name}'.`);
-      this.delete(name);
-    }
+    if (this.has(name) && !opts.overwriteOk) throw new ValueError(`Model already contains a head with name '${name}'.`);
+    this.register(name, this.build(name, config), opts.setActive ?? true);
+  }
+
+  /** Puts a built head in place (replacing one of the same name) and optionally activates it. */
+  private register(name: string, head: PredictionHead, setActive: boolean): void {
+    if (this.has(name)) this.delete(name);
+    this.heads.registerModule(name, head);
+    if (setActive) this.active = name;
+  }
+
+  /** A head for this model, not yet registered. */
+  private build(name: string, config: HeadConfig): PredictionHead {
     const cfg = this.model.config;
     const hidden = this.model.base.hiddenSize!();
     const tiedLm = (config.head_type === 'causal_lm' || config.head_type === 'masked_lm' || config.head_type === 'seq2seq_lm') &&
@@ -66,9 +75,8 @@ export class HeadManager {
       lnEps: num(cfg.layer_norm_eps) ?? 1e-12,
       tiedEmbedding: tiedLm ? this.model.base.inputEmbeddings!() : null,
     });
-    head.training = this.model.training;
-    this.heads.registerModule(name, head);
-    if (opts.setActive ?? true) this.active = name;
+    head.train(this.model.training);  // recursive: the head's Dropout layers follow the model's mode
+    return head;
   }
 
   delete(name: string): void {
@@ -150,12 +158,14 @@ export class HeadManager {
     const Ts = src.shape[1]!, Bs = src.shape[0]!;
     const idx: number[] = [];
     for (let b = 0; b < B; b++) {
-      let n = 0;
+      // the rightmost real token (right or left padding); with only a pad id, HF's count − 1 (right padding)
+      let last = -1, n = 0;
       for (let t = 0; t < Ts; t++) {
         const x = Number(v[(b % Bs) * Ts + t]);
-        if (attentionMask ? x !== 0 : x !== pad) n++;
+        if (attentionMask ? x !== 0 : x !== pad) { n++; last = t; }
       }
-      idx.push(b * T + ((n - 1 + T) % T));
+      const at = attentionMask ? last : n - 1;
+      idx.push(b * T + ((at + T) % T));
     }
     return ops.indexSelect(ops.reshape(hidden, [B * T, -1]), 0, tensor(idx, [B], { dtype: 'i64' }));
   }
@@ -192,11 +202,14 @@ export class HeadManager {
     if (meta.hidden_size !== undefined && meta.hidden_size !== hidden) throw new ShapeError(`${cfgFile}: head for hidden size ${meta.hidden_size}, model has ${hidden}`);
     const saved = meta.name ?? opts.loadAs ?? 'default';
     const name = opts.loadAs ?? saved;
+    if (this.has(name) && opts.overwriteOk === false) throw new ValueError(`Model already contains a head with name '${name}'.`);
     const { weights, file } = readWeightFile(dir, 'model_head.safetensors', 'pytorch_model_head.bin');
-    this.add(name, meta.config, { overwriteOk: opts.overwriteOk ?? true, setActive: opts.setActive ?? true });
-    const own = this.get(name).stateDict(`heads.${name}`);
-    const seen = new Set<string>();
-    noGrad(() => {
+    // built and filled aside; swapped in only when every weight fits, so a bad file changes nothing
+    const head = this.build(name, meta.config);
+    try {
+      const own = head.stateDict(`heads.${name}`);
+      const seen = new Set<string>();
+      const tiedKey = head.tied ? `heads.${name}.${lastIndex(head)}.weight` : null;  // may be left out: it is the embedding
       for (const [k, v] of weights) {
         const m = /^(?:[a-z_]+\.)?heads\.([^.]+)\.(.+)$/.exec(k);
         if (!m || m[1] !== saved) continue;
@@ -204,14 +217,24 @@ export class HeadManager {
         const dst = own.get(key);
         if (!dst) throw new ValueError(`${file}: unexpected head weight '${k}'`);
         if (dst.shape.join() !== v.shape.join()) throw new ShapeError(`${file}: '${k}' has shape [${v.shape}], the head expects [${dst.shape}]`);
-        dst.copy_(v);
         seen.add(key);
       }
-    });
-    const head = this.get(name);
-    const tiedKey = head.tied ? `heads.${name}.${lastIndex(head)}.weight` : null;  // may be left out: it is the embedding
-    const missing = [...own.keys()].filter((k) => !seen.has(k) && k !== tiedKey);
-    if (missing.length) throw new ValueError(`${file}: missing head weights ${missing.join(', ')}`);
+      const missing = [...own.keys()].filter((k) => !seen.has(k) && k !== tiedKey);
+      if (missing.length) throw new ValueError(`${file}: missing head weights ${missing.join(', ')}`);
+      noGrad(() => {
+        for (const [k, v] of weights) {
+          const m = /^(?:[a-z_]+\.)?heads\.([^.]+)\.(.+)$/.exec(k);
+          if (m && m[1] === saved) own.get(`heads.${name}.${m[2]}`)!.copy_(v);
+        }
+      });
+    } catch (e) {
+      if (head.tied) head.out.registerParameter('weight', null);
+      head.dispose();
+      throw e;
+    } finally {
+      for (const t of weights.values()) t.dispose();
+    }
+    this.register(name, head, opts.setActive ?? true);
     return name;
   }
 }

@@ -17,6 +17,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { IOError, ValueError } from '../errors.ts';
 
 export interface HubOptions {
@@ -73,6 +75,7 @@ export function cachedSnapshot(repo: string, opts: HubOptions = {}): string | nu
 export async function snapshotDownload(repo: string, opts: HubOptions = {}): Promise<string> {
   const offline = opts.offline ?? (process.env.HF_HUB_OFFLINE === '1' || process.env.HF_HUB_OFFLINE === 'true');
   const rev = opts.revision ?? 'main';
+  if (rev.split('/').some((p) => p === '..' || p === '' || p === '.')) throw new HubError(`${repo}: invalid revision '${rev}'`);
   if (offline) {
     const snap = cachedSnapshot(repo, opts);
     if (!snap) throw new HubError(`${repo}@${rev} is not in the cache (${hubCacheDir(opts)}) and HF_HUB_OFFLINE is set`);
@@ -80,7 +83,8 @@ export async function snapshotDownload(repo: string, opts: HubOptions = {}): Pro
   }
   const endpoint = (opts.endpoint ?? process.env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/$/, '');
   const token = opts.token ?? process.env.HF_TOKEN ?? process.env.HUGGING_FACE_HUB_TOKEN;
-  const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
+  // identity encoding: sizes and hashes are of the file's bytes, not of a gzip stream (huggingface_hub does the same)
+  const headers: Record<string, string> = { 'accept-encoding': 'identity', ...(token ? { authorization: `Bearer ${token}` } : {}) };
   const info = await request(`${endpoint}/api/models/${repo}/revision/${encodeURIComponent(rev)}`, headers, repo);
   const meta = (await info.json()) as { sha?: string; siblings?: { rfilename: string }[] };
   if (!meta.sha || !COMMIT.test(meta.sha) || !Array.isArray(meta.siblings)) throw new HubError(`${repo}@${rev}: unexpected repo info from ${endpoint}`);
@@ -90,7 +94,7 @@ export async function snapshotDownload(repo: string, opts: HubOptions = {}): Pro
   const pats = (opts.allow ?? ['*']).map(glob);
   let files = meta.siblings.map((s) => s.rfilename).filter((f) => pats.some((p) => p.test(f)));
   // like from_pretrained: safetensors weights make the .bin copies unnecessary
-  if (files.some((f) => f.endsWith('.safetensors'))) files = files.filter((f) => !/\.bin(\.index\.json)?$/.test(f));
+  if (files.some((f) => /^model.*\.safetensors$/.test(f))) files = files.filter((f) => !/^pytorch_model.*\.bin(\.index\.json)?$/.test(f));
   for (const f of files) {
     if (f.split('/').some((p) => p === '..' || p === '') || path.isAbsolute(f)) throw new HubError(`${repo}: refusing unsafe file name '${f}'`);
     const pointer = path.join(snap, f);
@@ -99,8 +103,8 @@ export async function snapshotDownload(repo: string, opts: HubOptions = {}): Pro
   }
   fs.mkdirSync(snap, { recursive: true });
   if (!COMMIT.test(rev)) {
-    fs.mkdirSync(path.join(folder, 'refs'), { recursive: true });
-    const ref = path.join(folder, 'refs', rev);
+    const ref = path.join(folder, 'refs', rev);  // a revision like refs/pr/1 nests
+    fs.mkdirSync(path.dirname(ref), { recursive: true });
     fs.writeFileSync(`${ref}.tmp`, commit);
     fs.renameSync(`${ref}.tmp`, ref);
   }
@@ -116,6 +120,7 @@ async function request(url: string, headers: Record<string, string>, what: strin
   }
   if (res.status === 401 || res.status === 403) throw new HubError(`${what}: access denied (HTTP ${res.status}); set HF_TOKEN for gated or private repos`);
   if (res.status === 404) throw new HubError(`${what}: not found on the Hub (HTTP 404)`);
+  if (res.status === 416) throw new HubError(`${what}: the server refused the resume range (HTTP 416); delete the .incomplete file in the cache and run again`);
   if (!res.ok && res.status !== 206 && !(res.status >= 300 && res.status < 400)) throw new HubError(`${what}: HTTP ${res.status} from ${url}`);
   return res;
 }
@@ -134,31 +139,35 @@ async function downloadFile(url: string, headers: Record<string, string>, folder
   if (!fs.existsSync(blob)) {
     const part = `${blob}.incomplete`;
     const have = fs.existsSync(part) ? fs.statSync(part).size : 0;
-    const src = location ?? url;
-    // LFS content lives behind the redirect (no auth header there, as the Hub's signed URLs need none)
-    const h = location ? {} : headers;
-    await res.body?.cancel();
-    res = await request(src, h, what, { headers: have ? { range: `bytes=${have}-` } : {} });
-    const append = have > 0 && res.status === 206;
-    const out = fs.createWriteStream(part, { flags: append ? 'a' : 'w' });
-    let done = append ? have : 0;
     const total = Number.isFinite(size) ? size : 0;
-    const show = opts.progress ?? !!process.stderr.isTTY;
-    let last = 0;
-    try {
-      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-        if (!out.write(chunk)) await new Promise<void>((r) => out.once('drain', () => r()));
-        done += chunk.length;
-        if (show && performance.now() - last > 250) {
-          last = performance.now();
-          process.stderr.write(`\r${what}: ${(done / 2 ** 20).toFixed(1)}${total ? ` / ${(total / 2 ** 20).toFixed(1)}` : ''} MiB`);
-        }
+    await res.body?.cancel();
+    // a complete .incomplete (the process stopped before the rename) only needs its check
+    if (!(total && have === total)) {
+      const src = location ?? url;
+      // LFS content lives behind the redirect (no auth header there, as the Hub's signed URLs need none)
+      const h: Record<string, string> = location ? { 'accept-encoding': 'identity' } : headers;
+      res = await request(src, h, what, { headers: have ? { range: `bytes=${have}-` } : {} });
+      const append = have > 0 && res.status === 206;
+      let done = append ? have : 0;
+      const show = opts.progress ?? !!process.stderr.isTTY;
+      let last = 0;
+      const progress = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          done += chunk.length;
+          if (show && performance.now() - last > 250) {
+            last = performance.now();
+            process.stderr.write(`\r${what}: ${(done / 2 ** 20).toFixed(1)}${total ? ` / ${(total / 2 ** 20).toFixed(1)}` : ''} MiB`);
+          }
+          cb(null, chunk);
+        },
+      });
+      try {
+        await pipeline(Readable.fromWeb(res.body as never), progress, fs.createWriteStream(part, { flags: append ? 'a' : 'w' }));
+      } catch (e) {
+        throw new HubError(`${what}: download interrupted after ${done} bytes (${(e as Error).message}); run again to resume`);
+      } finally {
+        if (show) process.stderr.write('\n');
       }
-    } catch (e) {
-      throw new HubError(`${what}: download interrupted after ${done} bytes (${(e as Error).message}); run again to resume`);
-    } finally {
-      await new Promise<void>((r) => out.end(() => r()));
-      if (show) process.stderr.write('\n');
     }
     if (total && fs.statSync(part).size !== total) throw new HubError(`${what}: got ${fs.statSync(part).size} of ${total} bytes; run again to resume`);
     const got = await fileHash(part, etag.length === 64 ? 'sha256' : 'gitsha1');

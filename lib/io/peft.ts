@@ -98,7 +98,10 @@ export function loadPeftAdapter(model: AdapterModel, dir: string, opts: { loadAs
     head = takeClassifier(model, c, weights, file);
     const tg = targets(model);
     const modules = new Set(tg.keys());
-    const ff = new Set((c.feedforward_modules as string[] | undefined) ?? []);
+    // PEFT's feedforward_modules: a list of name suffixes, or one regex the whole module name must match
+    const ffSpec = c.feedforward_modules as string[] | string | null | undefined;
+    const isFF = (mod: string) => (typeof ffSpec === 'string' ? new RegExp(`^(?:${ffSpec})$`).test(mod.replace(/^[^.]+\./, '')) || new RegExp(`^(?:${ffSpec})$`).test(mod)
+      : (ffSpec ?? []).some((f) => mod === f || mod.endsWith(`.${f}`)));
     // group tensors by module
     const per = new Map<string, Record<string, Tensor>>();
     for (const [k, t] of weights) {
@@ -111,7 +114,7 @@ export function loadPeftAdapter(model: AdapterModel, dir: string, opts: { loadAs
         throw new ValueError(`${file}: PEFT ${type} on '${m[1]!.replace(/^base_model\.model\./, '')}' has no Adapters-library equivalent` +
           (known ? ' (the Adapters library adapts only q/k/v, the intermediate and the output projections)' : ' (no such module in this model)'));
       }
-      if (type === 'IA3' && [...ff].some((f) => mod === f || mod.endsWith(`.${f}`)))
+      if (type === 'IA3' && isFF(mod))
         throw new ValueError(`${file}: PEFT IA3 on the feed-forward module '${mod}' scales its input; the Adapters library's (IA)³ scales outputs only`);
       (per.get(mod) ?? per.set(mod, {}).get(mod)!)[m[2]!.split('.')[0]!] = t;
     }
@@ -158,9 +161,13 @@ export function loadPeftAdapter(model: AdapterModel, dir: string, opts: { loadAs
             if (!ts.lora_A || !ts.lora_B) throw new FormatError(`${file}: '${mod}' lacks lora_A or lora_B`);
             // fused c_attn: one PEFT A for all three blocks → the same A in each block
             const a = t.role === 'qkv' ? ops.concat([ts.lora_A, ts.lora_A, ts.lora_A], 0) : ts.lora_A;
-            for (const [dst, src, what] of [[A!, a, 'lora_A'], [B, ts.lora_B, 'lora_B']] as const) {
-              if (dst.shape.join() !== src.shape.join()) throw new FormatError(`${file}: '${mod}.${what}' has shape [${src.shape}], expected [${dst.shape}]`);
-              dst.copy_(src);
+            try {
+              for (const [dst, src, what] of [[A!, a, 'lora_A'], [B, ts.lora_B, 'lora_B']] as const) {
+                if (dst.shape.join() !== src.shape.join()) throw new FormatError(`${file}: '${mod}.${what}' has shape [${src.shape}], expected [${dst.shape}]`);
+                dst.copy_(src);
+              }
+            } finally {
+              if (a !== ts.lora_A) a.dispose();
             }
           } else {
             const l = ts.ia3_l;
@@ -383,6 +390,7 @@ export function savePeftAdapter(model: AdapterModel, dir: string, name: string, 
         for (let third = 0; third < 3; third++)
           pieces.push(parts.includes(third) ? ops.slice(l, 0, blk++ * H, blk * H) : ops.ones([H, 1]));
         full = noGrad(() => ops.concat(pieces, 0));
+        for (const x of pieces) x.dispose();
         owned.push(full);
       }
       out.set(`${key}.ia3_l`, full);
@@ -418,7 +426,8 @@ export function savePeftAdapter(model: AdapterModel, dir: string, name: string, 
   // to that rank (their map is unchanged)
   if (!scale && r !== cfg.r)
     for (const [k, t] of out) {
-      if (t.shape[0] === r || (k.endsWith('lora_B.weight') && t.shape[1] === r)) continue;
+      if (!k.endsWith('lora_A.weight') && !k.endsWith('lora_B.weight')) continue;
+      if (k.endsWith('lora_A.weight') ? t.shape[0] === r : t.shape[1] === r) continue;  // c_attn's blocks already have rank r
       const padded = noGrad(() => (k.endsWith('lora_A.weight') ? ops.concat([t, ops.zeros([r - cfg.r, t.shape[1]!])], 0) : ops.concat([t, ops.zeros([t.shape[0]!, r - cfg.r])], 1)));
       owned.push(padded);
       out.set(k, padded);

@@ -40,6 +40,12 @@ abstract class Optimizer {
   protected readonly state = new Map<Tensor, Record<string, Tensor>>();
   /** Number of step() calls so far. */
   stepCount = 0;
+  /** Updates each parameter has had (torch keeps the step per parameter: one without a gradient is not counted). */
+  protected readonly pSteps = new Map<Tensor, number>();
+  /** Per-parameter update counts by group and index, for checkpoints. */
+  paramSteps(): number[][] {
+    return this.groups.map((g) => g.params.map((p) => this.pSteps.get(p) ?? 0));
+  }
   constructor(params: Tensor[] | ParamGroup[], readonly defaults: { lr: number; weightDecay: number }) {
     const groups = params.length && !('params' in (params[0] as object)) ? [{ params: params as Tensor[] }] : (params as ParamGroup[]);
     this.groups = groups.map((g) => ({ params: g.params, lr: g.lr ?? defaults.lr, weightDecay: g.weightDecay ?? defaults.weightDecay }));
@@ -74,8 +80,13 @@ abstract class Optimizer {
     return out;
   }
   /** Restores buffers written by stateTensors() (copied) and the step count. */
-  loadStateTensors(tensors: Map<string, Tensor>, stepCount: number): void {
+  loadStateTensors(tensors: Map<string, Tensor>, stepCount: number, paramSteps?: number[][]): void {
     this.dispose();
+    this.groups.forEach((g, gi) => g.params.forEach((p, pi) => {
+      // older checkpoints: every parameter with state took every step
+      const n = paramSteps?.[gi]?.[pi] ?? ([...tensors.keys()].some((k) => k.startsWith(`${gi}.${pi}.`)) ? stepCount : 0);
+      if (n) this.pSteps.set(p, n);
+    }));
     for (const [key, t] of tensors) {
       const [gi, pi, name] = key.split('.');
       const p = this.groups[Number(gi)]?.params[Number(pi)];
@@ -90,6 +101,7 @@ abstract class Optimizer {
   dispose(): void {
     for (const s of this.state.values()) for (const t of Object.values(s)) t.dispose();
     this.state.clear();
+    this.pSteps.clear();
   }
 }
 
@@ -122,15 +134,18 @@ export class AdamW extends Optimizer {
     noGrad(() => {
       const m = fast.map(([p]) => this.buffer(p, 'exp_avg', () => ops.zerosLike(p)));
       const v = fast.map(([p]) => this.buffer(p, 'exp_avg_sq', () => ops.zerosLike(p)));
+      const steps = fast.map(([p]) => { const n = (this.pSteps.get(p) ?? 0) + 1; this.pSteps.set(p, n); return n; });
       scope(() => {
-        const hyper = tensor(fast.flatMap(([, , lr, wd]) => [lr, wd]), [fast.length, 2], { dtype: 'f32' });
+        const hyper = tensor(fast.flatMap(([, , lr, wd], i) => [lr, wd, steps[i]!]), [fast.length, 3], { dtype: 'f32' });
         callOp('adamw_step', [hyper, ...fast.map(([p]) => p), ...fast.map(([, g]) => g), ...m, ...v],
-          { beta1: this.betas[0], beta2: this.betas[1], eps: this.eps, step: this.stepCount });
+          { beta1: this.betas[0], beta2: this.betas[1], eps: this.eps });
       });
     });
   }
   protected update(p: Tensor, g: Tensor, group: Required<ParamGroup>): void {
-    const [b1, b2] = this.betas, t = this.stepCount, lr = group.lr;
+    const t = (this.pSteps.get(p) ?? 0) + 1;
+    this.pSteps.set(p, t);
+    const [b1, b2] = this.betas, lr = group.lr;
     const m = this.buffer(p, 'exp_avg', () => ops.zerosLike(p));
     const v = this.buffer(p, 'exp_avg_sq', () => ops.zerosLike(p));
     if (group.weightDecay) p.copy_(ops.mul(p, 1 - lr * group.weightDecay));

@@ -83,6 +83,8 @@ export class AdapterTrainer extends EventEmitter {
   bestMetric: number | null = null;
   bestCheckpoint: string | null = null;
   lastCheckpoint: string | null = null;
+  /** Evaluations since the best metric last improved (early stopping; checkpointed). */
+  evalsWithoutImprovement = 0;
   private readonly params: [string, Tensor][];
   private readonly stepsPerEpoch: number;
   readonly totalSteps: number;
@@ -129,8 +131,12 @@ export class AdapterTrainer extends EventEmitter {
     if (rows[0]!.tokenTypeIds) input.tokenTypeIds = tensor(rows.map((r) => padTo(r.tokenTypeIds ?? [], 0)), undefined, { dtype: 'i64' });
     if (rows[0]!.labels !== undefined) {
       const l0 = rows[0]!.labels;
-      if (Array.isArray(l0)) input.labels = tensor(rows.map((r) => padTo(r.labels as number[], -100)), undefined, { dtype: 'i64' });
-      else input.labels = tensor(rows.map((r) => r.labels as number), [rows.length], { dtype: Number.isInteger(l0) ? 'i64' : 'f32' });
+      const tokenLevel = Array.isArray(l0) && rows.every((r) => Array.isArray(r.labels) && (r.labels as number[]).length === r.inputIds.length);
+      if (tokenLevel) input.labels = tensor(rows.map((r) => padTo(r.labels as number[], -100)), undefined, { dtype: 'i64' });
+      // per-example vectors (multilabel targets): floats
+      else if (Array.isArray(l0)) input.labels = tensor(rows.map((r) => r.labels as number[]), undefined, { dtype: 'f32' });
+      // class ids when every label of the batch is an integer; regression targets (STS-B) otherwise
+      else input.labels = tensor(rows.map((r) => r.labels as number), [rows.length], { dtype: rows.every((r) => Number.isInteger(r.labels)) ? 'i64' : 'f32' });
     }
     return input;
   }
@@ -182,6 +188,7 @@ export class AdapterTrainer extends EventEmitter {
     let total = 0;
     const skip = this.model.adapters.ctx.skipLayers;
     try {
+      try {
       for (const [k, rows] of batches.entries()) {
         if (this.args.adapterDrop) this.model.adapters.ctx.skipLayers = new Set(this.adapterDropLayers(step, k));
         autocast(() => scope(() => {
@@ -197,6 +204,10 @@ export class AdapterTrainer extends EventEmitter {
         }), { enabled: !!this.args.bf16 });
         if (!Number.isFinite(total)) break;
       }
+      } catch (e) {
+        this.optimizer.zeroGrad();  // a failed micro-batch must not leave earlier ones' gradients behind
+        throw e;
+      }
     } finally {
       this.model.adapters.ctx.skipLayers = skip;
     }
@@ -207,6 +218,11 @@ export class AdapterTrainer extends EventEmitter {
         (this.lastCheckpoint ? ` (last good checkpoint: ${this.lastCheckpoint})` : ' (no checkpoint was written yet)'));
     }
     const gradNorm = this.clipGradients();
+    if (!Number.isFinite(gradNorm)) {
+      this.optimizer.zeroGrad();
+      throw new ValueError(`AdapterTrainer: the gradient norm is ${gradNorm} at step ${step + 1} (loss ${loss}); training stopped` +
+        (this.lastCheckpoint ? ` (last good checkpoint: ${this.lastCheckpoint})` : ' (no checkpoint was written yet)'));
+    }
     this.optimizer.step();
     this.scheduler.step();
     this.optimizer.zeroGrad();
@@ -272,7 +288,7 @@ export class AdapterTrainer extends EventEmitter {
     this.model.train();
     const showProgress = a.progress ?? !!process.stderr.isTTY;
     const t0 = performance.now();
-    let tokens = 0, lossSum = 0, lossN = 0, bad = 0, stoppedEarly = false, doneHere = 0;
+    let tokens = 0, lossSum = 0, lossN = 0, stoppedEarly = false, doneHere = 0;
     while (this.globalStep < this.totalSteps) {
       const step = this.globalStep;
       for (const mb of this.microBatches(step)) for (const r of mb) tokens += r.inputIds.length;
@@ -296,9 +312,9 @@ export class AdapterTrainer extends EventEmitter {
         const m = ev[a.metricForBestModel];
         if (m !== undefined) {
           const better = this.bestMetric === null || (a.greaterIsBetter ? m > this.bestMetric : m < this.bestMetric);
-          if (better) { this.bestMetric = m; bad = 0; } else bad++;
+          if (better) { this.bestMetric = m; this.evalsWithoutImprovement = 0; } else this.evalsWithoutImprovement++;
           if (better && a.outputDir) this.bestCheckpoint = this.saveCheckpoint(path.join(a.outputDir, 'best'));
-          if (a.earlyStoppingPatience !== undefined && bad >= a.earlyStoppingPatience) stoppedEarly = true;
+          if (a.earlyStoppingPatience !== undefined && this.evalsWithoutImprovement >= a.earlyStoppingPatience) stoppedEarly = true;
         }
       }
       if (a.saveSteps && a.outputDir && this.globalStep % a.saveSteps === 0) this.lastCheckpoint = this.saveCheckpoint(path.join(a.outputDir, `checkpoint-${this.globalStep}`));
@@ -323,7 +339,10 @@ export class AdapterTrainer extends EventEmitter {
       const opt = this.optimizer.stateTensors();
       if (opt.size) saveSafetensors(path.join(tmp, 'optimizer.safetensors'), opt);
       const state = { global_step: this.globalStep, optimizer_steps: this.optimizer.stepCount, scheduler_steps: this.scheduler.steps, rng: getRngState(),
-        best_metric: this.bestMetric, log_history: this.history, trainable: this.params.map(([k]) => k), seed: this.args.seed, total_steps: this.totalSteps };
+        best_metric: this.bestMetric, best_checkpoint: this.bestCheckpoint, evals_without_improvement: this.evalsWithoutImprovement,
+        log_history: this.history, trainable: this.params.map(([k]) => k), seed: this.args.seed, total_steps: this.totalSteps,
+        batch_size: this.args.batchSize, gradient_accumulation_steps: this.args.gradientAccumulationSteps, train_examples: this.data.train.length,
+        optimizer_param_steps: this.optimizer.paramSteps() };
       fs.writeFileSync(path.join(tmp, 'trainer_state.json'), JSON.stringify(state, null, 2));
       for (const name of this.model.activeAdapters) this.model.saveAdapter(path.join(tmp, name), name);
       if (fs.existsSync(target)) fs.rmSync(target, { recursive: true, force: true });
@@ -341,6 +360,12 @@ export class AdapterTrainer extends EventEmitter {
     const stFile = path.join(dir, 'trainer_state.json');
     if (!fs.existsSync(stFile)) throw new IOError(`${dir}: not a checkpoint (no trainer_state.json)`);
     const state = JSON.parse(fs.readFileSync(stFile, 'utf8'));
+    // the data position is a function of these: a resume with other values would silently train on other batches
+    const same: [string, unknown, unknown][] = [['seed', state.seed, this.args.seed], ['total_steps', state.total_steps, this.totalSteps],
+      ['batch_size', state.batch_size, this.args.batchSize], ['gradient_accumulation_steps', state.gradient_accumulation_steps, this.args.gradientAccumulationSteps],
+      ['train_examples', state.train_examples, this.data.train.length]];
+    for (const [k, was, now] of same)
+      if (was !== undefined && was !== now) throw new ValueError(`checkpoint ${dir} was written with ${k} = ${String(was)}, this trainer has ${String(now)}`);
     const saved = loadSafetensors(path.join(dir, 'trainable.safetensors'));
     const mine = new Map(this.params);
     for (const k of mine.keys()) if (!saved.has(k)) throw new ValueError(`checkpoint ${dir} has no '${k}' (different adapters or heads?)`);
@@ -354,12 +379,14 @@ export class AdapterTrainer extends EventEmitter {
     for (const v of saved.values()) v.dispose();
     const optFile = path.join(dir, 'optimizer.safetensors');
     const opt = fs.existsSync(optFile) ? loadSafetensors(optFile) : new Map<string, Tensor>();
-    this.optimizer.loadStateTensors(opt, state.optimizer_steps);
+    this.optimizer.loadStateTensors(opt, state.optimizer_steps, state.optimizer_param_steps);
     for (const v of opt.values()) v.dispose();
     this.scheduler.setStep(state.scheduler_steps);
     setRngState(state.rng);
     this.globalStep = state.global_step;
     this.bestMetric = state.best_metric;
+    this.bestCheckpoint = state.best_checkpoint ?? null;
+    this.evalsWithoutImprovement = state.evals_without_improvement ?? 0;
     this.history.splice(0, this.history.length, ...state.log_history);
     this.lastCheckpoint = path.resolve(dir);
   }

@@ -1,5 +1,6 @@
 // optim.cpp — optimiser updates over all parameters in one call (in place), with PyTorch's arithmetic.
-//   adamw_step(hyper (n,2) = [lr, weight_decay] per tensor, p_0..p_{n-1}, g_…, m_…, v_…) {beta1, beta2, eps, step}
+//   adamw_step(hyper (n,3) = [lr, weight_decay, step] per tensor, p_0..p_{n-1}, g_…, m_…, v_…) {beta1, beta2, eps}
+//     (step = that parameter's own update count, as torch keeps it per parameter)
 //     p ← p·(1 − lr·wd);  m ← m + (1−β1)(g − m)  (torch's lerp);  v ← β2·v + (1−β2)·g²;
 //     p ← p − lr/(1−β1^t) · m / (√v / √(1−β2^t) + eps)            (torch.optim.AdamW, single-tensor path)
 //   sgd_step(hyper (n,2) = [lr, weight_decay], p…, g…, buf…) {momentum, dampening, nesterov, first}
@@ -28,7 +29,7 @@ struct Lists {
   const float* hyper = nullptr;
   Tensor hyper_t;
 };
-Lists read_lists(const OpCtx& c, int groups, const char* const* what) {
+Lists read_lists(const OpCtx& c, int groups, const char* const* what, int hyper_cols = 2) {
   Lists L;
   c.expect_inputs(1);
   L.n = (int64_t)(c.n_in() - 1) / groups;
@@ -36,7 +37,8 @@ Lists read_lists(const OpCtx& c, int groups, const char* const* what) {
     c.fail("ValueError", "expected hyper + " + std::to_string(groups) + "·n tensors, got " + std::to_string(c.n_in()));
   c.expect_inputs(c.n_in());
   L.hyper_t = c.f32(0);
-  if (L.hyper_t.numel() != 2 * L.n) c.fail("ShapeError", "hyper " + shape_str(L.hyper_t.shape) + " must be (" + std::to_string(L.n) + ", 2)");
+  if (L.hyper_t.numel() != hyper_cols * L.n)
+    c.fail("ShapeError", "hyper " + shape_str(L.hyper_t.shape) + " must be (" + std::to_string(L.n) + ", " + std::to_string(hyper_cols) + ")");
   L.hyper = L.hyper_t.data<float>();
   L.t.assign(groups, std::vector<float*>(L.n));
   for (int64_t k = 0; k < L.n; k++) {
@@ -80,21 +82,23 @@ void op_sgd_step(OpCtx& c) {
 
 void op_adamw_step(OpCtx& c) {
   static const char* what4[4] = {"parameter", "gradient", "exp_avg", "exp_avg_sq"};
-  Lists L = read_lists(c, 4, what4);
+  Lists L = read_lists(c, 4, what4, 3);
   const int64_t n = L.n;
   const float b1 = (float)c.f("beta1"), b2 = (float)c.f("beta2"), eps = (float)c.f("eps");
-  const int64_t t = c.i("step");
-  if (t < 1) c.fail("ValueError", "step must be >= 1");
+  for (int64_t k = 0; k < n; k++)
+    if (!(L.hyper[3 * k + 2] >= 1)) c.fail("ValueError", "step of tensor #" + std::to_string(k) + " must be >= 1");
   std::vector<float*>&P = L.t[0], &M = L.t[2], &V = L.t[3];
   std::vector<const float*> G(L.t[1].begin(), L.t[1].end());
   const float* H = L.hyper;
   (void)n;
-  const double bc1 = 1.0 - std::pow((double)b1, (double)t), bc2 = 1.0 - std::pow((double)b2, (double)t);
-  const float bc2s = (float)std::sqrt(bc2);
+
   parallel_for((int64_t)L.chunks.size(), 1, [&](int64_t cb, int64_t ce) {
     for (int64_t w = cb; w < ce; w++) {
       auto [k, b, e] = L.chunks[w];
-      const float lr = H[2 * k], wd = H[2 * k + 1];
+      const float lr = H[3 * k], wd = H[3 * k + 1];
+      const double t = H[3 * k + 2];
+      const double bc1 = 1.0 - std::pow((double)b1, t), bc2 = 1.0 - std::pow((double)b2, t);
+      const float bc2s = (float)std::sqrt(bc2);
       const float decay = 1.f - lr * wd, step = (float)(lr / bc1);
       float *p = P[k], *m = M[k], *v = V[k];
       const float* g = G[k];

@@ -6,7 +6,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AutoAdapterModel, Parallel, loadSafetensors, ops, scope, randn, tensor, noGrad, ValueError, type Tensor } from '../../lib/index.ts';
+import { AutoAdapterModel, Parallel, loadSafetensors, saveSafetensors, ops, scope, randn, tensor, noGrad, ValueError, type Tensor } from '../../lib/index.ts';
+const saveTorchBinOrSt = (f: string, w: Map<string, Tensor>) => saveSafetensors(f, w);
 import { maxDiff } from '../helpers/tensor_diff.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -164,4 +165,29 @@ test('bad labels and head configs give clear errors', (t) => {
   fs.writeFileSync(path.join(dir, 'head_config.json'), '{"config": ');
   t.throws(() => m.loadHead(dir), { message: /invalid JSON/ });
   fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('review fixes: heads follow the model mode (dropout off in eval); a bad head file changes nothing; left padding picks the last real token', (t) => {
+  const m = AutoAdapterModel.fromConfig(bertCfg, { seed: 6 }).eval();
+  m.addClassificationHead('c', { num_labels: 2, dropout_prob: 0.5 });
+  const a = scope(() => Array.from(m.forward({ inputIds: ids }).logits!.toArray() as Float32Array));
+  const b = scope(() => Array.from(m.forward({ inputIds: ids }).logits!.toArray() as Float32Array));
+  t.deepEqual(a, b);
+  const dir = tmp();
+  m.saveHead(dir, 'c');
+  // a file with a wrongly shaped weight: the existing head stays as it was
+  const bad = loadSafetensors(path.join(dir, 'model_head.safetensors'));
+  const w = new Map(bad);
+  w.set('heads.c.4.weight', randn([3, 16]));
+  fs.rmSync(path.join(dir, 'model_head.safetensors'));
+  saveTorchBinOrSt(path.join(dir, 'model_head.safetensors'), w);
+  t.throws(() => m.loadHead(dir), { message: /has shape \[3,16\]/ });
+  t.deepEqual(scope(() => Array.from(m.forward({ inputIds: ids }).logits!.toArray() as Float32Array)), a);
+  fs.rmSync(dir, { recursive: true, force: true });
+  const g = AutoAdapterModel.fromConfig(gpt2Cfg, { seed: 1 }).eval();
+  g.addClassificationHead('c', { num_labels: 2 });
+  const leftIds = [[0, 0, 5, 7, 9], [4, 8, 6, 3, 2]], leftMask = [[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]];
+  const o = g.forward({ inputIds: leftIds, attentionMask: leftMask });
+  const last = ops.indexSelect(ops.reshape(o.lastHiddenState, [10, 16]), 0, tensor([4, 9], [2], { dtype: 'i64' }));
+  t.true(maxDiff((g.headManager.get('c') as any).seq(last), o.logits!) < 1e-6);
 });

@@ -61,3 +61,11 @@ test.serial('AdapterTrainer with bf16: losses track the f32 run and fall', async
   h.forEach((l, i) => t.true(Math.abs(l - f[i]!) < 0.02 * Math.max(1, f[i]!), `step ${i + 1}: bf16 ${l} vs f32 ${f[i]}`));
   t.true(h.at(-1)! < h[0]!);
 });
+
+test('autocast({enabled: false}) inside an autocast region runs its body in f32, as torch does', (t) => {
+  const x = randn([4, 32], { seed: 1 }), W = randn([16, 32], { seed: 2 });
+  const exact = ops.linear(x, W).toArray() as Float32Array;
+  const [inner, outer] = autocast(() => [autocast(() => ops.linear(x, W), { enabled: false }).toArray() as Float32Array, ops.linear(x, W).toArray() as Float32Array]);
+  t.deepEqual(Array.from(inner), Array.from(exact));
+  t.notDeepEqual(Array.from(outer), Array.from(exact));
+});

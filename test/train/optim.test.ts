@@ -102,7 +102,7 @@ test('AdamW: the one-call native step equals the per-tensor op path (two groups,
   };
   const a = run(true), b = run(false);
   a.forEach((v, i) => t.true(v.every((x, j) => Math.abs(x - b[i]![j]!) < 1e-6), `tensor ${i}`));
-  t.throws(() => callOp('adamw_step', [tensor([0.1, 0], [1, 2]), randn([2]), randn([3]), randn([2]), randn([2])], { beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 1 }),
+  t.throws(() => callOp('adamw_step', [tensor([0.1, 0, 1], [1, 3]), randn([2]), randn([3]), randn([2]), randn([2])], { beta1: 0.9, beta2: 0.999, eps: 1e-8 }),
     { message: /gradient #0 \[3\] vs parameter \[2\]/ });
 });
 
@@ -120,5 +120,27 @@ test('SGD: the one-call native step equals the per-tensor op path (momentum, dam
     };
     const a = run(true), b = run(false);
     a.forEach((v, i) => t.true(v.every((x, j) => Math.abs(x - b[i]![j]!) < 1e-6), `${JSON.stringify(o)} tensor ${i}`));
+  }
+});
+
+test('AdamW counts steps per parameter, like torch: a parameter first updated at step 3 moves like a fresh one', (t) => {
+  for (const native of [true, false]) {
+    const a = randn([4], { seed: 1, requiresGrad: true }), b = randn([4], { seed: 2, requiresGrad: true });
+    const opt = new AdamW([a, b], { lr: 0.1, weightDecay: 0 });
+    opt.native = native;
+    const g = randn([4], { seed: 3 });
+    for (let s = 0; s < 3; s++) {
+      a.grad = randn([4], { seed: 10 + s });
+      b.grad = s === 2 ? g.clone() : null;
+      opt.step();
+    }
+    const fresh = randn([4], { seed: 2, requiresGrad: true });
+    const o2 = new AdamW([fresh], { lr: 0.1, weightDecay: 0 });
+    o2.native = native;
+    fresh.grad = g.clone();
+    o2.step();
+    const x = b.toArray() as Float32Array, y = fresh.toArray() as Float32Array;
+    t.true(x.every((v, i) => Math.abs(v - y[i]!) < 1e-6), `native ${native}`);
+    t.deepEqual(opt.paramSteps(), [[3, 1]]);
   }
 });

@@ -138,3 +138,29 @@ test.serial('length bucketing groups similar lengths per batch; AdapterFusion tr
   t.true(changed.some((k) => k.includes(`adapter_fusion_layer.${name}.`)));
   t.false(changed.some((k) => k.includes('.adapters.x.') || k.includes('.adapters.y.') || k.startsWith('bert.embeddings')));
 });
+
+test.serial('review fixes: regression labels mixing whole and fractional numbers; an infinite gradient norm stops training; checkpoints refuse other flags', async (t) => {
+  // STS-B-like targets: the first row's label is a whole number
+  const m = AutoAdapterModel.fromConfig({ ...cfg, hidden_dropout_prob: 0 }, { seed: 5 });
+  m.addAdapter('a', 'lora');
+  m.addClassificationHead('a', { num_labels: 1 });
+  m.trainAdapter('a');
+  const reg = data.map((e, i) => ({ inputIds: e.inputIds, labels: i % 3 === 0 ? 5 : 3.8 }));
+  const tr = new AdapterTrainer(m, { maxSteps: 2, batchSize: 8, progress: false, shuffle: false }, { train: reg });
+  const batch = tr.collate(reg.slice(0, 3));
+  t.is((batch.labels as import('../../lib/index.ts').Tensor).dtype, 'f32');
+  await t.notThrowsAsync(tr.train());
+  // a gradient that overflows while the loss stays finite
+  const m2 = model();
+  const tr2 = new AdapterTrainer(m2, { maxSteps: 5, batchSize: 8, progress: false }, { train: data });
+  tr2.on('step', ({ step }: { step: number }) => {
+    if (step === 1) noGrad(() => { const p = m2.namedParameters().find(([k]) => k.startsWith('heads.a.1.weight'))![1]; p.copy_(ops.full(p.shape, 3e38)); });
+  });
+  await t.throwsAsync(tr2.train(), { message: /gradient norm is (Infinity|NaN)|loss is (Infinity|NaN)/ });
+  // resume with another batch size is refused
+  const dir = tmp();
+  await new AdapterTrainer(model(), { maxSteps: 2, batchSize: 8, saveSteps: 2, outputDir: dir, progress: false }, { train: data }).train();
+  await t.throwsAsync(new AdapterTrainer(model(), { maxSteps: 2, batchSize: 4, progress: false }, { train: data }).train({ resumeFrom: path.join(dir, 'checkpoint-2') }),
+    { message: /batch_size = 8, this trainer has 4|total_steps/ });
+  fs.rmSync(dir, { recursive: true, force: true });
+});
