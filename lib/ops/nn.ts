@@ -12,6 +12,7 @@ import { nextRandom } from './creation.ts';
 import { sub, mul } from './elementwise.ts';
 import { mean as meanOp, sum as sumOp } from './reduce.ts';
 import { autocastActive, bf16Weight } from '../autocast.ts';
+import { isGradEnabled } from '../autograd/tape.ts';
 import { keep } from '../scope.ts';
 
 function reduceOwned(t: Tensor, shape: number[]): Tensor {
@@ -103,6 +104,9 @@ function linearBf16(x: Tensor, weight: Tensor, bias: Tensor | null, layout: 'lin
   const wb = bf16Weight(weight, (w) => keep(toBf16(w)));
   const xb = toBf16(x);
   const y = one(callOp('linear', [xb, wb, bias], { layout, f32_out: 1 }));
+  // the bf16 input is needed again only for the weight's gradient: frozen weights (adapter training) drop it now
+  const keepX = weight.requiresGrad && isGradEnabled();
+  if (!keepX) xb.dispose();
   withGrad([y], 'linear', [x, weight, bias], ([g]) => {
     const inF = layout === 'conv1d' ? weight.shape[0]! : weight.shape[1]!;
     const outF = layout === 'conv1d' ? weight.shape[1]! : weight.shape[0]!;
@@ -113,7 +117,7 @@ function linearBf16(x: Tensor, weight: Tensor, bias: Tensor | null, layout: 'lin
       gx = one(callOp('matmul', [gb16, w], { f32_out: 1 }));
       if (w !== wb) w.dispose();
     }
-    if (weight.requiresGrad) {
+    if (weight.requiresGrad && keepX) {
       const g2 = reshape(gb16, [-1, outF]), x2 = reshape(xb, [-1, inF]);
       const [l, r] = layout === 'conv1d' ? [transpose(x2, 0, 1), g2] : [transpose(g2, 0, 1), x2];
       gw = one(callOp('matmul', [l, r], { f32_out: 1 }));
@@ -122,7 +126,7 @@ function linearBf16(x: Tensor, weight: Tensor, bias: Tensor | null, layout: 'lin
     if (bias && bias.requiresGrad) gb = one(callOp('sum', [g!], { dims: [...Array(g!.ndim - 1).keys()], keepdim: false }));
     gb16.dispose();
     return [gx, gw, gb];
-  }, [xb], [xb, wb]);
+  }, keepX ? [xb] : [], keepX ? [xb, wb] : [wb]);
   return y;
 }
 
