@@ -35,6 +35,22 @@ function hasModelFiles(dir: string): boolean {
 }
 import { lmLoss, type HeadConfig } from '../heads/heads.ts';
 
+/**
+ * Head options: the Python keyword names (num_labels, activation_function, …, which are also head_config.json's
+ * keys) or their camelCase spellings (numLabels, activationFunction, …, overwrite_ok for overwriteOk) — both accepted.
+ */
+/** camelCase spellings of the head options (see headOpts). */
+export interface HeadAliases {
+  numLabels?: number; activationFunction?: string; usePooler?: boolean; dropoutProb?: number | null; numChoices?: number; layerNorm?: boolean;
+}
+function headOpts<T extends object>(o: T): T {
+  const out = { ...o } as Record<string, unknown>;
+  const alias: Record<string, string> = { numLabels: 'num_labels', activationFunction: 'activation_function', usePooler: 'use_pooler', dropoutProb: 'dropout_prob',
+    numChoices: 'num_choices', layerNorm: 'layer_norm', overwrite_ok: 'overwriteOk', set_active: 'setActive' };
+  for (const [from, to] of Object.entries(alias)) if (from in out) { if (!(to in out)) out[to] = out[from]; delete out[from]; }
+  return out as T;
+}
+
 function hasParallel(s: Setup | null): boolean {
   return s instanceof Parallel || (s instanceof CompositionBlock && s.children.some((c) => hasParallel(c)));
 }
@@ -74,27 +90,31 @@ export class AdapterModel extends Module {
   addPredictionHead(name: string, config: HeadConfig, opts: { overwriteOk?: boolean; setActive?: boolean } = {}): void {
     this.headManager.add(name, config, opts);
   }
-  addClassificationHead(name: string, o: { num_labels?: number; layers?: number; activation_function?: string; overwriteOk?: boolean; multilabel?: boolean;
-    id2label?: Record<number, string>; use_pooler?: boolean; bias?: boolean; dropout_prob?: number | null; setActive?: boolean } = {}): void {
+  addClassificationHead(name: string, o0: { num_labels?: number; layers?: number; activation_function?: string; overwriteOk?: boolean; multilabel?: boolean;
+    id2label?: Record<number, string>; use_pooler?: boolean; bias?: boolean; dropout_prob?: number | null; setActive?: boolean } & HeadAliases = {}): void {
+    const o = headOpts(o0);
     const n = o.num_labels ?? 2;
     this.addPredictionHead(name, { head_type: o.multilabel ? 'multilabel_classification' : 'classification', num_labels: n, layers: o.layers ?? 2,
       activation_function: o.activation_function ?? 'tanh', label2id: label2id(o.id2label, n), use_pooler: o.use_pooler ?? false, bias: o.bias ?? true,
       dropout_prob: o.dropout_prob ?? null }, o);
   }
-  addTaggingHead(name: string, o: { num_labels?: number; layers?: number; activation_function?: string; overwriteOk?: boolean; id2label?: Record<number, string>;
-    dropout_prob?: number | null; setActive?: boolean } = {}): void {
+  addTaggingHead(name: string, o0: { num_labels?: number; layers?: number; activation_function?: string; overwriteOk?: boolean; id2label?: Record<number, string>;
+    dropout_prob?: number | null; setActive?: boolean } & HeadAliases = {}): void {
+    const o = headOpts(o0);
     const n = o.num_labels ?? 2;
     this.addPredictionHead(name, { head_type: 'tagging', num_labels: n, layers: o.layers ?? 1, activation_function: o.activation_function ?? 'tanh',
       label2id: label2id(o.id2label, n), dropout_prob: o.dropout_prob ?? null }, o);
   }
-  addMultipleChoiceHead(name: string, o: { num_choices?: number; layers?: number; activation_function?: string; overwriteOk?: boolean; id2label?: Record<number, string>;
-    use_pooler?: boolean; dropout_prob?: number | null; setActive?: boolean } = {}): void {
+  addMultipleChoiceHead(name: string, o0: { num_choices?: number; layers?: number; activation_function?: string; overwriteOk?: boolean; id2label?: Record<number, string>;
+    use_pooler?: boolean; dropout_prob?: number | null; setActive?: boolean } & HeadAliases = {}): void {
+    const o = headOpts(o0);
     const n = o.num_choices ?? 2;
     this.addPredictionHead(name, { head_type: 'multiple_choice', num_choices: n, layers: o.layers ?? 2, activation_function: o.activation_function ?? 'tanh',
       label2id: label2id(o.id2label, n), use_pooler: o.use_pooler ?? false, dropout_prob: o.dropout_prob ?? null }, o);
   }
-  addQAHead(name: string, o: { num_labels?: number; layers?: number; activation_function?: string; overwriteOk?: boolean; id2label?: Record<number, string>;
-    dropout_prob?: number | null; setActive?: boolean } = {}): void {
+  addQAHead(name: string, o0: { num_labels?: number; layers?: number; activation_function?: string; overwriteOk?: boolean; id2label?: Record<number, string>;
+    dropout_prob?: number | null; setActive?: boolean } & HeadAliases = {}): void {
+    const o = headOpts(o0);
     const n = o.num_labels ?? 2;
     this.addPredictionHead(name, { head_type: 'question_answering', num_labels: n, layers: o.layers ?? 1, activation_function: o.activation_function ?? 'tanh',
       label2id: label2id(o.id2label, n), dropout_prob: o.dropout_prob ?? null }, o);
@@ -105,19 +125,23 @@ export class AdapterModel extends Module {
       activation_function: o.activation_function ?? 'gelu', layer_norm: o.layer_norm ?? true, bias: o.bias ?? true, shift_labels: type === 'causal_lm',
       label2id: null, dropout_prob: null };
   }
-  addCausalLmHead(name: string, o: { layers?: number; activation_function?: string; layer_norm?: boolean; bias?: boolean; overwriteOk?: boolean; setActive?: boolean } = {}): void {
+  addCausalLmHead(name: string, o0: { layers?: number; activation_function?: string; layer_norm?: boolean; bias?: boolean; overwriteOk?: boolean; setActive?: boolean } & HeadAliases = {}): void {
+    const o = headOpts(o0);
     this.addPredictionHead(name, this.lmHeadConfig('causal_lm', o), o);
   }
-  addMaskedLmHead(name: string, o: { layers?: number; activation_function?: string; layer_norm?: boolean; bias?: boolean; overwriteOk?: boolean; setActive?: boolean } = {}): void {
+  addMaskedLmHead(name: string, o0: { layers?: number; activation_function?: string; layer_norm?: boolean; bias?: boolean; overwriteOk?: boolean; setActive?: boolean } & HeadAliases = {}): void {
+    const o = headOpts(o0);
     this.addPredictionHead(name, this.lmHeadConfig('masked_lm', o), o);
   }
-  addSeq2seqLmHead(name: string, o: { overwriteOk?: boolean; setActive?: boolean } = {}): void {
+  addSeq2seqLmHead(name: string, o0: { overwriteOk?: boolean; setActive?: boolean } & HeadAliases = {}): void {
+    const o = headOpts(o0);
     if (!this.spec.encoderDecoder) throw new ValueError(`${this.modelType}: a seq2seq LM head needs an encoder–decoder model`);
     this.addPredictionHead(name, { head_type: 'seq2seq_lm', vocab_size: this.base.inputEmbeddings!().shape[0]!, layers: 1, activation_function: null,
       layer_norm: false, label2id: null }, o);
   }
-  addImageClassificationHead(name: string, o: { num_labels?: number; layers?: number; activation_function?: string; overwriteOk?: boolean; multilabel?: boolean;
-    id2label?: Record<number, string>; use_pooler?: boolean; bias?: boolean; dropout_prob?: number | null; setActive?: boolean } = {}): void {
+  addImageClassificationHead(name: string, o0: { num_labels?: number; layers?: number; activation_function?: string; overwriteOk?: boolean; multilabel?: boolean;
+    id2label?: Record<number, string>; use_pooler?: boolean; bias?: boolean; dropout_prob?: number | null; setActive?: boolean } & HeadAliases = {}): void {
+    const o = headOpts(o0);
     const n = o.num_labels ?? 2;
     this.addPredictionHead(name, { head_type: 'image_classification', num_labels: n, layers: o.layers ?? 1, activation_function: o.activation_function ?? 'tanh',
       label2id: label2id(o.id2label, n), use_pooler: o.use_pooler ?? false, bias: o.bias ?? true, dropout_prob: o.dropout_prob ?? null, multilabel: o.multilabel ?? false }, o);

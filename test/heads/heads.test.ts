@@ -191,3 +191,14 @@ test('review fixes: heads follow the model mode (dropout off in eval); a bad hea
   const last = ops.indexSelect(ops.reshape(o.lastHiddenState, [10, 16]), 0, tensor([4, 9], [2], { dtype: 'i64' }));
   t.true(maxDiff((g.headManager.get('c') as any).seq(last), o.logits!) < 1e-6);
 });
+
+test('head options take the Python keyword names or camelCase (numLabels, activationFunction, usePooler, numChoices)', (t) => {
+  const m = AutoAdapterModel.fromConfig(bertCfg, { seed: 7 }).eval();
+  m.addClassificationHead('a', { numLabels: 4, activationFunction: 'relu', usePooler: true });
+  const c = m.headManager.get('a').config;
+  t.deepEqual([c.num_labels, c.activation_function, c.use_pooler], [4, 'relu', true]);
+  m.addMultipleChoiceHead('b', { numChoices: 3 });
+  t.is(m.headManager.get('b').config.num_choices, 3);
+  t.throws(() => m.addClassificationHead('a', { numLabels: 2 }), { message: /already contains a head/ });
+  t.notThrows(() => m.addClassificationHead('a', { numLabels: 2, overwriteOk: true }));
+});
