@@ -74,6 +74,26 @@ export interface TrainerData {
 
 export interface LogRecord { step: number; epoch: number; [k: string]: number }
 
+/** transformers' TrainingArguments names → ours (both spellings are accepted). */
+const HF_ARGS: Record<string, keyof TrainingArguments> = {
+  learning_rate: 'learningRate', max_steps: 'maxSteps', num_train_epochs: 'epochs', per_device_train_batch_size: 'batchSize',
+  gradient_accumulation_steps: 'gradientAccumulationSteps', max_grad_norm: 'maxGradNorm', weight_decay: 'weightDecay', warmup_steps: 'warmupSteps',
+  lr_scheduler_type: 'lrSchedulerType', eval_steps: 'evalSteps', save_steps: 'saveSteps', output_dir: 'outputDir', logging_steps: 'loggingSteps',
+  metric_for_best_model: 'metricForBestModel', greater_is_better: 'greaterIsBetter', bf16: 'bf16', gradient_checkpointing: 'gradientCheckpointing',
+  group_by_length: 'groupByLength',
+};
+function hfArgs(a: TrainingArguments & Record<string, unknown>): TrainingArguments {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(a)) {
+    if (v === undefined) continue;
+    const to = HF_ARGS[k] ?? k;
+    if (!(to in out)) out[to] = v;
+    // max_steps = -1 means "use the epochs" in transformers
+    if (to === 'maxSteps' && (v as number) < 0) delete out[to];
+  }
+  return out as TrainingArguments;
+}
+
 export class AdapterTrainer extends EventEmitter {
   readonly args: Required<Omit<TrainingArguments, 'maxSteps' | 'evalSteps' | 'saveSteps' | 'outputDir' | 'earlyStoppingPatience' | 'logFile' | 'progress' | 'shuffle' | 'gradientCheckpointing' | 'adapterDrop' | 'bf16' | 'groupByLength'>> & TrainingArguments;
   readonly optimizer: AdamW;
@@ -89,10 +109,11 @@ export class AdapterTrainer extends EventEmitter {
   private readonly stepsPerEpoch: number;
   readonly totalSteps: number;
 
-  constructor(readonly model: AdapterModel, args: TrainingArguments, readonly data: TrainerData) {
+  /** args: our camelCase names or transformers' TrainingArguments names (learning_rate, per_device_train_batch_size, …). */
+  constructor(readonly model: AdapterModel, args: TrainingArguments & Record<string, unknown>, readonly data: TrainerData) {
     super();
     this.args = { learningRate: 5e-5, epochs: 1, batchSize: 8, gradientAccumulationSteps: 1, maxGradNorm: 1, weightDecay: 0, warmupSteps: 0,
-      lrSchedulerType: 'linear', loggingSteps: 10, seed: 42, metricForBestModel: 'eval_loss', greaterIsBetter: false, ...args };
+      lrSchedulerType: 'linear', loggingSteps: 10, seed: 42, metricForBestModel: 'eval_loss', greaterIsBetter: false, ...hfArgs(args) };
     const a = this.args;
     if (!data.train.length) throw new ValueError('AdapterTrainer: the training set is empty');
     if (data.eval && !data.eval.length) throw new ValueError('AdapterTrainer: the evaluation set is empty');

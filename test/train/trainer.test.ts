@@ -164,3 +164,14 @@ test.serial('review fixes: regression labels mixing whole and fractional numbers
     { message: /batch_size = 8, this trainer has 4|total_steps/ });
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+test.serial("TrainingArguments' transformers names work too (learning_rate, per_device_train_batch_size, max_steps, …)", async (t) => {
+  const run = async (args: Record<string, unknown>) => {
+    const r = await new AdapterTrainer(model('lora', 0), { progress: false, loggingSteps: 1, ...args }, { train: data }).train();
+    return r.history.filter((h) => 'loss' in h).map((h) => h.loss!);
+  };
+  const ours = await run({ learningRate: 1e-2, batchSize: 8, maxSteps: 3, warmupSteps: 1 });
+  const hf = await run({ learning_rate: 1e-2, per_device_train_batch_size: 8, max_steps: 3, warmup_steps: 1 });
+  t.deepEqual(hf, ours);
+  t.is(ours.length, 3);
+});
