@@ -288,6 +288,10 @@ export class AdapterTrainer extends EventEmitter {
     }
     const res: Record<string, number> = {};
     if (n) res.eval_loss = sum / n;
+    // language modelling (the model's own LM head, or an LM flex head): perplexity = exp(mean token loss)
+    const head = this.model.activeHead;
+    const lmHead = typeof head === 'string' && ['causal_lm', 'masked_lm', 'seq2seq_lm'].includes(this.model.headManager.get(head).config.head_type);
+    if (n && ((head === null && this.model.lmHeadKind) || lmHead)) res.eval_perplexity = Math.exp(res.eval_loss!);
     if (this.data.computeMetrics) for (const [k, v] of Object.entries(this.data.computeMetrics({ logits, labels }))) res[`eval_${k}`] = v;
     return res;
   }

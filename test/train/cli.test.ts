@@ -45,6 +45,7 @@ else {
     const res = JSON.parse(r.out.at(-1)!);
     for (const k of ['eval_loss_before', 'eval_loss_after', 'trainable_params', 'tokens_per_second']) t.is(typeof res[k], 'number', k);
     t.true(res.eval_loss_after < res.eval_loss_before - 0.2, `${res.eval_loss_before} → ${res.eval_loss_after}`);
+    t.true(Math.abs(res.eval_perplexity_after - Math.exp(res.eval_loss_after)) < 1e-9 * res.eval_perplexity_after);
     t.true(fs.existsSync(path.join(dir, 'out', 'adapter_config.json')));
     const ev = await run(['eval', '--model', model, '--task', 'causal-lm', '--validation', path.join(dir, 'train.txt'), '--seq-len', '64', '--max-eval', '8',
       '--adapter-dir', path.join(dir, 'out'), '--json']);
