@@ -78,7 +78,7 @@ function readWeights(dir: string): { weights: Map<string, Tensor>; file: string 
 }
 
 /** Loads a PEFT LoRA / IA3 folder as Adapters-library adapter `name`; returns the name. */
-export function loadPeftAdapter(model: AdapterModel, dir: string, opts: { loadAs?: string; setActive?: boolean } = {}): string {
+export function loadPeftAdapter(model: AdapterModel, dir: string, opts: { loadAs?: string; setActive?: boolean; withHead?: boolean } = {}): string {
   const c = readPeftConfig(dir);
   if (!c) throw new FormatError(`${dir}: adapter_config.json is not a PEFT config (no peft_type)`);
   const type = String(c.peft_type);
@@ -96,6 +96,10 @@ export function loadPeftAdapter(model: AdapterModel, dir: string, opts: { loadAs
   let head: ReturnType<typeof takeClassifier> = null;
   try {
     head = takeClassifier(model, c, weights, file);
+    if (opts.withHead === false && head) {  // the classifier is left out, as loadAdapter(…, {withHead: false}) asks
+      for (const t of head.weights.values()) t.dispose();
+      head = null;
+    }
     const tg = targets(model);
     const modules = new Set(tg.keys());
     // PEFT's feedforward_modules: a list of name suffixes, or one regex the whole module name must match

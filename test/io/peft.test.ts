@@ -151,5 +151,8 @@ if (have)
       m.addClassificationHead('p', { num_labels: 3, overwriteOk: true });  // two layers: no PEFT equivalent
       t.throws(() => m.saveAdapter(path.join(dir, 'x'), 'p', { format: 'peft' }), { message: /no PEFT modules_to_save equivalent/ });
       t.notThrows(() => m.saveAdapter(path.join(dir, 'y'), 'p', { format: 'peft', withHead: false }));
+      const m3 = AutoAdapterModel.fromPretrained(path.join(ref, 'models', arch));
+      m3.loadAdapter(path.join(fx, c), { loadAs: 'q', withHead: false });
+      t.deepEqual(m3.heads, []);
       fs.rmSync(dir, { recursive: true, force: true });
     });
