@@ -63,7 +63,6 @@ else {
   const inputs = new Map<string, Map<string, Tensor>>();
   const inp = (arch: string) => inputs.get(arch) ?? inputs.set(arch, loadSafetensors(path.join(ref, arch, 'base.safetensors'))).get(arch)!;
   const cases = manifest.cases.filter((c) => c.kind === 'method' && ['bert', 'gpt2'].includes(c.arch) && fs.existsSync(path.join(ref, c.adapter_dirs.a, 'pytorch_adapter.bin')));
-  const pyChecks: string[] = [];
   for (const c of cases) {
     const method = (c.id as string).split('/')[1]!;
     test(`${c.id}: loads from pytorch_adapter.bin alone; our .bin has the Python keys and values, reloads, and saves identically`, (t) => {
@@ -110,7 +109,6 @@ else {
         t.is(r.status, 0, r.stderr);
         t.is(Number(r.stdout.trim()), mine.size);
       }
-      void pyChecks;
       fs.rmSync(dir, { recursive: true, force: true });
     });
   }
