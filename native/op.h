@@ -55,9 +55,4 @@ std::vector<int64_t> broadcast_strides(const Tensor& t, const std::vector<int64_
 
 }  // namespace ad
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(AD_NO_CLONES) && !defined(__SANITIZE_ADDRESS__)
-// Hot loops get AVX-512 / AVX2 clones chosen at load time (ifunc); the default is plain x86-64.
-#define AD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define AD_CLONES
-#endif
+// AD_CLONES (run-time ISA clones of hot loops) is defined in tensor.h.

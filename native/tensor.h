@@ -9,6 +9,13 @@
 #include <vector>
 #include <stdexcept>
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(AD_NO_CLONES) && !defined(__SANITIZE_ADDRESS__)
+// Hot loops get AVX-512 / AVX2 clones chosen at load time (ifunc); the default is plain x86-64.
+#define AD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define AD_CLONES
+#endif
+
 namespace ad {
 
 enum class DType : int32_t { F32 = 0, BF16 = 1, F16 = 2, I32 = 3, I64 = 4, BOOL = 5 };

@@ -86,6 +86,17 @@ export function matchBatch(ref: import('../tensor.ts').Tensor, t: import('../ten
   return repeatBatch(t, B / b);
 }
 /** Repeats a tensor n times along dim 0 (torch's x.repeat(n, 1, …)). */
+/**
+ * Row offsets [0, …, M] of a BatchSplit's children in x flattened to (M, features): batch rows × positions per row
+ * (for the segmented multi-adapter kernels).
+ */
+export function segmentStarts(x: import('../tensor.ts').Tensor, batchSizes: number[]): number[] {
+  const per = x.numel / (x.shape[0]! * x.shape[x.ndim - 1]!);  // positions per batch row
+  const starts = [0];
+  for (const n of batchSizes) starts.push(starts[starts.length - 1]! + n * per);
+  return starts;
+}
+
 export function repeatBatch(t: import('../tensor.ts').Tensor, n: number): import('../tensor.ts').Tensor {
   return opsRepeat(t, n);
 }

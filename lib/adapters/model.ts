@@ -454,26 +454,11 @@ export class AdapterManager {
     const params = format === 'bin' ? this.model.namedParameters('', { aliases: true }).filter(([k]) => isAdapterKey(k, name)) : this.params(name);
     for (const [k, p] of params) if (!k.includes('.shared_parameters.')) weights.set(k, p);
     for (const [k, b] of this.model.namedBuffers()) if (isAdapterKey(k, name)) weights.set(k, b);
-    const target = path.resolve(dir);
-    const parent = path.dirname(target);
-    if (!fs.existsSync(parent)) throw new IOError(`saveAdapter: parent folder ${parent} does not exist`);
-    const tmp = `${target}.tmp-${process.pid}-${Date.now().toString(36)}`;
-    fs.mkdirSync(tmp);
-    try {
+    writeFolderAtomic(dir, (tmp) => {
       fs.writeFileSync(path.join(tmp, 'adapter_config.json'), JSON.stringify(sortKeys(meta), null, 2));
       if (format === 'bin') saveTorchBin(path.join(tmp, 'pytorch_adapter.bin'), weights);
       else saveSafetensors(path.join(tmp, 'adapter.safetensors'), weights);
-      let old: string | null = null;
-      if (fs.existsSync(target)) {
-        old = `${target}.old-${process.pid}-${Date.now().toString(36)}`;
-        fs.renameSync(target, old);
-      }
-      fs.renameSync(tmp, target);
-      if (old) fs.rmSync(old, { recursive: true, force: true });
-    } catch (e) {
-      fs.rmSync(tmp, { recursive: true, force: true });
-      throw e instanceof IOError ? e : new IOError(`saveAdapter: ${(e as Error).message}`);
-    }
+    });
   }
 
   /** Converts a prefix-tuning adapter to its flat form (the reparametrisation MLP is evaluated once). */

@@ -10,7 +10,7 @@ import { Tensor, tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { noGrad } from '../autograd/tape.ts';
 import { IOError, ShapeError, ValueError } from '../errors.ts';
-import { saveSafetensors } from '../io/safetensors.ts';
+import { saveSafetensors, writeAtomic } from '../io/safetensors.ts';
 import { saveTorchBin } from '../io/torch_save.ts';
 import { ADAPTER_MODEL_CLASS, readWeightFile, sortKeys } from '../adapters/model.ts';
 import { BatchSplit, Parallel, Stack, type Setup } from '../adapters/composition.ts';
@@ -182,9 +182,10 @@ export class HeadManager {
     for (const [k, p] of head.stateDict(`heads.${name}`)) weights.set(k, p);
     // weights first, config last: head_config.json is what makes loadAdapter load a head, so a save cut short
     // never leaves a config pointing at missing or partial weights
-    if (opts.format === 'bin') writeAtomic(path.join(dir, 'pytorch_model_head.bin'), (f) => saveTorchBin(f, weights));
-    else writeAtomic(path.join(dir, 'model_head.safetensors'), (f) => saveSafetensors(f, weights));
-    writeAtomic(path.join(dir, 'head_config.json'), (f) => fs.writeFileSync(f, JSON.stringify(sortKeys(meta), null, 2)));
+    // (each writer is atomic: temporary file, then rename)
+    if (opts.format === 'bin') saveTorchBin(path.join(dir, 'pytorch_model_head.bin'), weights);
+    else saveSafetensors(path.join(dir, 'model_head.safetensors'), weights);
+    writeAtomic(path.join(dir, 'head_config.json'), [Buffer.from(JSON.stringify(sortKeys(meta), null, 2))]);
   }
 
   /** Loads a head folder; returns the head's name (loadAs, else the saved name). */
@@ -259,15 +260,4 @@ function headsFromComposition(s: Setup): HeadSetup | null {
     return s instanceof Parallel ? { parallel: names } : { batchSplit: names, batchSizes: s.batchSizes };
   }
   return null;
-}
-
-function writeAtomic(file: string, write: (tmp: string) => void): void {
-  const tmp = `${file}.tmp-${process.pid}-${Date.now().toString(36)}`;
-  try {
-    write(tmp);
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw e instanceof IOError ? e : new IOError(`${file}: ${(e as Error).message}`);
-  }
 }

@@ -71,6 +71,20 @@ abstract class Optimizer {
     return (s[name] ??= keep(init()));
   }
   protected abstract update(p: Tensor, g: Tensor, group: Required<ParamGroup>): void;
+  /**
+   * (parameter, gradient, lr, weight decay) of every parameter with a gradient, when all of them are contiguous f32
+   * (the native one-call steps); null when any is not (the per-tensor op path then runs).
+   */
+  protected f32Params(): [Tensor, Tensor, number, number][] | null {
+    const out: [Tensor, Tensor, number, number][] = [];
+    for (const g of this.groups)
+      for (const p of g.params) {
+        if (!p.grad) continue;
+        if (!(p.dtype === 'f32' && p.isContiguous && p.grad.dtype === 'f32' && p.grad.isContiguous)) return null;
+        out.push([p, p.grad, g.lr, g.weightDecay]);
+      }
+    return out;
+  }
   /** Buffers by `<group>.<index>.<buffer>` (e.g. `0.3.exp_avg`), for checkpoints; the tensors themselves. */
   stateTensors(): Map<string, Tensor> {
     const out = new Map<string, Tensor>();
@@ -121,15 +135,8 @@ export class AdamW extends Optimizer {
   /** false: always the per-tensor op path (for comparisons). */
   native = true;
   override step(): void {
-    const fast: [Tensor, Tensor, number, number][] = [];
-    let slow = false;
-    for (const g of this.groups)
-      for (const p of g.params) {
-        if (!p.grad) continue;
-        if (p.dtype === 'f32' && p.isContiguous && p.grad.dtype === 'f32' && p.grad.isContiguous) fast.push([p, p.grad, g.lr, g.weightDecay]);
-        else slow = true;
-      }
-    if (slow || !fast.length || !this.native) return super.step();
+    const fast = this.native ? this.f32Params() : null;
+    if (!fast?.length) return super.step();
     this.stepCount++;
     noGrad(() => {
       const m = fast.map(([p]) => this.buffer(p, 'exp_avg', () => ops.zerosLike(p)));
@@ -171,14 +178,8 @@ export class SGD extends Optimizer {
   native = true;
   /** One native call (sgd_step) per step for f32 parameters (fresh momentum buffers and existing ones apart). */
   override step(): void {
-    const fast: [Tensor, Tensor, number, number][] = [];
-    for (const g of this.groups)
-      for (const p of g.params) {
-        if (!p.grad) continue;
-        if (!(p.dtype === 'f32' && p.isContiguous && p.grad.dtype === 'f32' && p.grad.isContiguous)) return super.step();
-        fast.push([p, p.grad, g.lr, g.weightDecay]);
-      }
-    if (!fast.length || !this.native) return super.step();
+    const fast = this.native ? this.f32Params() : null;
+    if (!fast?.length) return super.step();
     this.stepCount++;
     noGrad(() => {
       const fresh = fast.filter(([p]) => !this.state.get(p)?.momentum_buffer), old = fast.filter(([p]) => !!this.state.get(p)?.momentum_buffer);

@@ -20,6 +20,7 @@ import { getRngState, setRngState, manualSeed } from '../ops/creation.ts';
 import { AdamW, LrScheduler, hfParamGroups, type ScheduleKind } from './optim.ts';
 import { autocast } from '../autocast.ts';
 import type { AdapterModel } from '../models/auto.ts';
+import { writeFolderAtomic } from '../adapters/model.ts';
 import type { ForwardInput } from '../models/common.ts';
 
 /** One tokenised example: input ids plus either a class label / regression target or token labels. */
@@ -209,7 +210,6 @@ export class AdapterTrainer extends EventEmitter {
     let total = 0;
     const skip = this.model.adapters.ctx.skipLayers;
     try {
-      try {
       for (const [k, rows] of batches.entries()) {
         if (this.args.adapterDrop) this.model.adapters.ctx.skipLayers = new Set(this.adapterDropLayers(step, k));
         autocast(() => scope(() => {
@@ -225,10 +225,9 @@ export class AdapterTrainer extends EventEmitter {
         }), { enabled: !!this.args.bf16 });
         if (!Number.isFinite(total)) break;
       }
-      } catch (e) {
-        this.optimizer.zeroGrad();  // a failed micro-batch must not leave earlier ones' gradients behind
-        throw e;
-      }
+    } catch (e) {
+      this.optimizer.zeroGrad();  // a failed micro-batch must not leave earlier ones' gradients behind
+      throw e;
     } finally {
       this.model.adapters.ctx.skipLayers = skip;
     }
@@ -357,9 +356,7 @@ export class AdapterTrainer extends EventEmitter {
   saveCheckpoint(dir: string): string {
     const target = path.resolve(dir);
     fs.mkdirSync(path.dirname(target), { recursive: true });
-    const tmp = `${target}.tmp-${process.pid}-${Date.now().toString(36)}`;
-    fs.mkdirSync(tmp);
-    try {
+    writeFolderAtomic(target, (tmp) => {
       saveSafetensors(path.join(tmp, 'trainable.safetensors'), new Map(this.params));
       const opt = this.optimizer.stateTensors();
       if (opt.size) saveSafetensors(path.join(tmp, 'optimizer.safetensors'), opt);
@@ -370,12 +367,7 @@ export class AdapterTrainer extends EventEmitter {
         optimizer_param_steps: this.optimizer.paramSteps() };
       fs.writeFileSync(path.join(tmp, 'trainer_state.json'), JSON.stringify(state, null, 2));
       for (const name of this.model.activeAdapters) this.model.saveAdapter(path.join(tmp, name), name);
-      if (fs.existsSync(target)) fs.rmSync(target, { recursive: true, force: true });
-      fs.renameSync(tmp, target);
-    } catch (e) {
-      fs.rmSync(tmp, { recursive: true, force: true });
-      throw e instanceof IOError ? e : new IOError(`saveCheckpoint: ${(e as Error).message}`);
-    }
+    });
     this.emit('save', target);
     return target;
   }

@@ -22,7 +22,7 @@ import type { BnConfig } from '../config.ts';
 import { PHMLinear } from './phm.ts';
 import { Average, BatchSplit, Fuse, Parallel, Split, Stack, type Setup } from '../composition.ts';
 import { FusionLayer, type FusionConfigDict } from './fusion.ts';
-import { matchBatch, repeatBatch } from '../context.ts';
+import { matchBatch, repeatBatch, segmentStarts } from '../context.ts';
 import { bottleneckActSupported, bottleneckFused, bottleneckSgmv, fusedAdapterKernels } from '../fused.ts';
 import type { AdapterContext } from '../context.ts';
 
@@ -216,14 +216,11 @@ export class BottleneckSite {
     const key = (a: BottleneckAdapter) => ['original_ln_before', 'residual_before_ln', 'non_linearity'].map((k) => String(a.cfg.get(k))).join('|');
     if (mods.some((a) => key(a) !== key(mods[0]!))) return null;
     const pre = mods[0]!.preForward(st.h, st.input, ln);
-    const per = st.h.numel / (st.h.shape[0]! * st.h.shape[st.h.ndim - 1]!);
-    const starts = [0];
-    for (const n of setup.batchSizes) starts.push(starts[starts.length - 1]! + n * per);
     const ws = mods.map((a) => {
       const down = a.down as Linear, up = a.up as Linear;
       return { Wd: down.weight, bd: down.bias!, Wu: up.weight, bu: up.bias! };
     });
-    const h = bottleneckSgmv(pre.h, pre.residual, ws, starts, mods.map((a) => a.cfg.get('scaling') as number), mods[0]!.cfg.get('non_linearity') as string);
+    const h = bottleneckSgmv(pre.h, pre.residual, ws, segmentStarts(st.h, setup.batchSizes), mods.map((a) => a.cfg.get('scaling') as number), mods[0]!.cfg.get('non_linearity') as string);
     return { h, input: st.input, last: setup.children[setup.children.length - 1] as string };
   }
 

@@ -19,7 +19,7 @@ import type { AdapterContext } from '../context.ts';
 import { fusedAdapterKernels, ia3Linear, loraLinear, loraSgmv } from '../fused.ts';
 import { autocastActive } from '../../autocast.ts';
 import { Average, BatchSplit, Parallel, Stack, type Setup } from '../composition.ts';
-import { matchBatch, repeatBatch } from '../context.ts';
+import { matchBatch, repeatBatch, segmentStarts } from '../context.ts';
 
 export class LoRAModule extends Module {
   readonly mode: 'add' | 'scale';
@@ -207,10 +207,7 @@ export class LoRAHost {
       if (m.param('lora_A')!.dtype !== 'f32' || m.param('lora_B')!.dtype !== 'f32') return null;
       mods.push(m);
     }
-    const per = x.numel / (x.shape[0]! * x.shape[x.ndim - 1]!);  // positions per batch row
-    const starts = [0];
-    for (const n of setup.batchSizes) starts.push(starts[starts.length - 1]! + n * per);
-    return loraSgmv(x, mods.map((m) => m.param('lora_A')!), mods.map((m) => m.param('lora_B')!), starts, mods.map((m) => m.scaling));
+    return loraSgmv(x, mods.map((m) => m.param('lora_A')!), mods.map((m) => m.param('lora_B')!), segmentStarts(x, setup.batchSizes), mods.map((m) => m.scaling));
   }
 
   private compose(setup: Setup, x: Tensor, d: Tensor | null, s: Tensor | null): { d: Tensor | null; s: Tensor | null } {
