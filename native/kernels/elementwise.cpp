@@ -170,7 +170,26 @@ AD_CLONES void unary_loop(UnOp op, float* o, const float* x, int64_t n) {
     case U_RELU: for (int64_t i = 0; i < n; i++) o[i] = x[i] > 0 ? x[i] : 0.f; return;
     case U_ABS: for (int64_t i = 0; i < n; i++) o[i] = std::fabs(x[i]); return;
     case U_SQRT: for (int64_t i = 0; i < n; i++) o[i] = std::sqrt(x[i]); return;
+    // activations built on vexp / verf: a constant op inlines to branch-free code that vectorises
+    case U_GELU: for (int64_t i = 0; i < n; i++) o[i] = un_apply(U_GELU, x[i]); return;
+    case U_GELU_TANH: for (int64_t i = 0; i < n; i++) o[i] = un_apply(U_GELU_TANH, x[i]); return;
+    case U_SILU: for (int64_t i = 0; i < n; i++) o[i] = un_apply(U_SILU, x[i]); return;
+    case U_SIGMOID: for (int64_t i = 0; i < n; i++) o[i] = un_apply(U_SIGMOID, x[i]); return;
+    case U_QUICK_GELU: for (int64_t i = 0; i < n; i++) o[i] = un_apply(U_QUICK_GELU, x[i]); return;
     default: for (int64_t i = 0; i < n; i++) o[i] = un_apply(op, x[i]);
+  }
+}
+
+// o = g * act'(x), with the same per-op loops as unary_loop.
+AD_CLONES void act_grad_loop(UnOp op, float* o, const float* g, const float* x, int64_t n) {
+  switch (op) {
+    case U_RELU: for (int64_t i = 0; i < n; i++) o[i] = x[i] > 0 ? g[i] : 0.f; return;
+    case U_GELU: for (int64_t i = 0; i < n; i++) o[i] = g[i] * un_grad(U_GELU, x[i]); return;
+    case U_GELU_TANH: for (int64_t i = 0; i < n; i++) o[i] = g[i] * un_grad(U_GELU_TANH, x[i]); return;
+    case U_SILU: for (int64_t i = 0; i < n; i++) o[i] = g[i] * un_grad(U_SILU, x[i]); return;
+    case U_SIGMOID: for (int64_t i = 0; i < n; i++) o[i] = g[i] * un_grad(U_SIGMOID, x[i]); return;
+    case U_QUICK_GELU: for (int64_t i = 0; i < n; i++) o[i] = g[i] * un_grad(U_QUICK_GELU, x[i]); return;
+    default: for (int64_t i = 0; i < n; i++) o[i] = g[i] * un_grad(op, x[i]);
   }
 }
 
@@ -255,9 +274,7 @@ void op_activation_bwd(OpCtx& c) {
   Tensor o = Tensor::empty(x.shape, DType::F32);
   const float *X = x.data<float>(), *G = g.data<float>();
   float* O = o.data<float>();
-  parallel_for(x.numel(), 8192, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; i++) O[i] = G[i] * un_grad(op, X[i]);
-  });
+  parallel_for(x.numel(), 8192, [&](int64_t b, int64_t e) { act_grad_loop(op, O + b, G + b, X + b, e - b); });
   c.out.push_back(o);
 }
 

@@ -334,8 +334,11 @@ void ukr_f32_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t 
 
 // --- AVX-512 14 x 32 (NV = 1: only the first 16 columns are live, for narrow edge tiles)
 constexpr int V5_MR = 14, V5_NR = 32;
+// packed A panels of this kernel keep a stride of 16 floats per k (rows 14, 15 are zero): the packing then
+// writes whole aligned cache lines instead of 56-byte stores that straddle lines
+constexpr int V5_AS = 16;
 // software prefetch distances (elements) in the packed A / B streams of the AVX-512 kernel
-constexpr int kPfA = 14 * 12, kPfB = 32 * 6;
+constexpr int kPfA = V5_AS * 12, kPfB = 32 * 6;
 
 // 16 x 16 transpose of 32-bit elements: on return r[j] holds what was column j (element i = old r[i][j]).
 AD_TGT_AVX512 inline void transpose16x16_epi32(__m512i r[16]) {
@@ -377,11 +380,11 @@ AD_TGT_AVX512 void pack_a_f32_avx512(bool transA, const float* A, int64_t lda, i
   constexpr int MR = 14;
   for (int64_t ir = 0; ir < mc; ir += MR) {
     const int mr = (int)std::min<int64_t>(MR, mc - ir);
-    float* d = dst + ir * kc;
+    float* d = dst + (ir / MR) * V5_AS * kc;  // panels padded to 16 rows: every store is one aligned line
     const __mmask16 mm = mask16(mr);
     if (transA) {
       for (int64_t k = 0; k < kc; k++)
-        _mm512_mask_storeu_ps(d + k * mr, mm, _mm512_maskz_loadu_ps(mm, A + (k0 + k) * lda + i0 + ir));
+        _mm512_store_ps(d + k * V5_AS, _mm512_maskz_loadu_ps(mm, A + (k0 + k) * lda + i0 + ir));
       continue;
     }
     // rows of A -> [k][i]: transpose 16 (rows, mr used) x 16 (k) blocks
@@ -393,7 +396,7 @@ AD_TGT_AVX512 void pack_a_f32_avx512(bool transA, const float* A, int64_t lda, i
         r[i] = i < mr ? _mm512_castps_si512(_mm512_maskz_loadu_ps(mk, A + (i0 + ir + i) * lda + k0 + kb))
                       : _mm512_setzero_si512();
       transpose16x16_epi32(r);
-      for (int k = 0; k < kn; k++) _mm512_mask_storeu_ps(d + (kb + k) * mr, mm, _mm512_castsi512_ps(r[k]));
+      for (int k = 0; k < kn; k++) _mm512_store_ps(d + (kb + k) * V5_AS, _mm512_castsi512_ps(r[k]));
     }
   }
 }
@@ -479,7 +482,7 @@ AD_TGT_AVX512 void ukr_f32_avx512_t(int64_t kc, const float* __restrict a, const
       acc0[i] = _mm512_fmadd_ps(ai, b0, acc0[i]);
       if (NV > 1) acc1[i] = _mm512_fmadd_ps(ai, b1, acc1[i]);
     }
-    a += MRt;
+    a += V5_AS;
     b += V5_NR;
   }
   const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
@@ -515,11 +518,12 @@ void ukr_f32_avx512(int64_t kc, const float* a, const float* b, float* c, int64_
 // ---------------------------------------------------------------------------------------------------------
 // Kernel traits for the blocked driver.
 //   T: input element type. KG: k granularity of the packed panels (K padded with zeros to a multiple).
-//   A panel ir starts at Ap + ir * kcp, B panel jr at Bp + jr * kcp (kcp = kc rounded up to KG).
+//   AS: rows per A panel as stored (>= MR; padding rows are zero). The panel of rows ir.. starts at
+//   Ap + (ir / MR) * AS * kcp, B panel jr at Bp + jr * kcp (kcp = kc rounded up to KG).
 
 struct F32Scalar {
   using T = float;
-  static constexpr int MR = SC_MR, NR = SC_NR, KG = 1;
+  static constexpr int MR = SC_MR, NR = SC_NR, KG = 1, AS = MR;
   static constexpr int64_t KC = 256, MC = 128, NC = 2048;
   static constexpr double kMacsPerCycle = 4;
   static constexpr bool kAInL1 = false;
@@ -540,7 +544,7 @@ struct F32Scalar {
 
 struct F32Avx2 {
   using T = float;
-  static constexpr int MR = V2_MR, NR = V2_NR, KG = 1;
+  static constexpr int MR = V2_MR, NR = V2_NR, KG = 1, AS = MR;
   static constexpr int64_t KC = 256, MC = 144, NC = 4096;
   static constexpr double kMacsPerCycle = 16;
   static constexpr bool kAInL1 = false;
@@ -561,7 +565,7 @@ struct F32Avx2 {
 
 struct F32Avx512 {
   using T = float;
-  static constexpr int MR = V5_MR, NR = V5_NR, KG = 1;
+  static constexpr int MR = V5_MR, NR = V5_NR, KG = 1, AS = V5_AS;
   static constexpr int64_t KC = 256, MC = 14 * 24, NC = 1024;
   static constexpr double kMacsPerCycle = 32;
   static constexpr bool kAInL1 = true;
@@ -710,7 +714,7 @@ const KernB16 kBf16Kernels[V5_MR + 1] = {
 
 struct B16Avx512 {
   using T = uint16_t;
-  static constexpr int MR = V5_MR, NR = 32, KG = 2;
+  static constexpr int MR = V5_MR, NR = 32, KG = 2, AS = MR;
   static constexpr int64_t KC = 512, MC = 14 * 12, NC = 4096;
   static constexpr double kMacsPerCycle = 64;
   static constexpr bool kAInL1 = false;
@@ -931,7 +935,7 @@ void gemm_block(const Args<typename KT::T>& g, int64_t m0, int64_t m1, int64_t n
   const int64_t kc_max = std::min<int64_t>(KC, rup(g.K, KT::KG));
   const int64_t mc_max = std::min<int64_t>(MC, rup(Mb, KT::MR));
   const int64_t nc_max = std::min<int64_t>(NC, rup(Nb, KT::NR));
-  T* Ap = tl_apack.get<T>((size_t)(rup(mc_max, KT::MR) * rup(kc_max, KT::KG)));
+  T* Ap = tl_apack.get<T>((size_t)(cdiv(mc_max, KT::MR) * KT::AS * rup(kc_max, KT::KG)));
   T* Bp = tl_bpack.get<T>((size_t)(rup(nc_max, KT::NR) * rup(kc_max, KT::KG)));
   for (int64_t jc = n0; jc < n1; jc += NC) {
     const int64_t nc = std::min<int64_t>(NC, n1 - jc);
@@ -949,7 +953,7 @@ void gemm_block(const Args<typename KT::T>& g, int64_t m0, int64_t m1, int64_t n
             const int mr = (int)std::min<int64_t>(KT::MR, mc - ir);
             for (int64_t jr = 0; jr < nc; jr += KT::NR) {
               const int nr = (int)std::min<int64_t>(KT::NR, nc - jr);
-              KT::kernel(kcp, Ap + ir * kcp, Bp + jr * kcp, g.C + (ic + ir) * g.ldc + jc + jr, g.ldc, mr, nr,
+              KT::kernel(kcp, Ap + (ir / KT::MR) * KT::AS * kcp, Bp + jr * kcp, g.C + (ic + ir) * g.ldc + jc + jr, g.ldc, mr, nr,
                          g.alpha, beta);
             }
           }
@@ -959,7 +963,7 @@ void gemm_block(const Args<typename KT::T>& g, int64_t m0, int64_t m1, int64_t n
             const T* bp = Bp + jr * kcp;
             for (int64_t ir = 0; ir < mc; ir += KT::MR) {
               const int mr = (int)std::min<int64_t>(KT::MR, mc - ir);
-              KT::kernel(kcp, Ap + ir * kcp, bp, g.C + (ic + ir) * g.ldc + jc + jr, g.ldc, mr, nr, g.alpha, beta);
+              KT::kernel(kcp, Ap + (ir / KT::MR) * KT::AS * kcp, bp, g.C + (ic + ir) * g.ldc + jc + jr, g.ldc, mr, nr, g.alpha, beta);
             }
           }
         }
