@@ -44,6 +44,7 @@ Options:
   --resume DIR           continue exactly from a checkpoint folder of an earlier run with the same flags
   --grad-accum N         gradient accumulation steps (default 1)
   --warmup N             linear warm-up steps (default 0)
+  --optim NAME           adamw_torch (default), adafactor or sgd
   --bf16                 bf16 mixed precision (Linear GEMMs in bf16, f32 master weights)
   --gradient-checkpointing  recompute each layer in the backward pass
   --adapter-drop         AdapterDrop: skip the adapters of a random number of lower layers per batch
@@ -54,10 +55,16 @@ Options:
 
 class UsageError extends Error {}
 
+function optimFlag(v: string | undefined): 'adamw_torch' | 'adafactor' | 'sgd' | undefined {
+  if (v === undefined) return undefined;
+  if (v === 'adamw_torch' || v === 'adamw' || v === 'adafactor' || v === 'sgd') return v === 'adamw' ? 'adamw_torch' : v;
+  throw new UsageError(`--optim must be adamw_torch, adafactor or sgd, got '${v}'`);
+}
+
 const OPTIONS = {
   model: { type: 'string' }, task: { type: 'string' }, glue: { type: 'string' }, train: { type: 'string' }, validation: { type: 'string' },
   adapter: { type: 'string' }, 'adapter-dir': { type: 'string' }, 'max-steps': { type: 'string' }, 'batch-size': { type: 'string' },
-  'seq-len': { type: 'string' }, lr: { type: 'string' }, 'max-eval': { type: 'string' }, seed: { type: 'string' }, output: { type: 'string' },
+  'seq-len': { type: 'string' }, lr: { type: 'string' }, optim: { type: 'string' }, 'max-eval': { type: 'string' }, seed: { type: 'string' }, output: { type: 'string' },
   prompt: { type: 'string' }, 'max-new-tokens': { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
   'eval-steps': { type: 'string' }, 'save-steps': { type: 'string' }, resume: { type: 'string' }, 'grad-accum': { type: 'string' },
   warmup: { type: 'string' }, bf16: { type: 'boolean' }, 'gradient-checkpointing': { type: 'boolean' }, 'adapter-drop': { type: 'boolean' },
@@ -147,6 +154,7 @@ function metricsFor(task: TableTask | null) {
 }
 
 async function train(f: Flags, print: (s: string) => void): Promise<void> {
+  const optim = optimFlag(f.optim);
   const model = await AutoAdapterModel.fromPretrainedAsync(need(f, 'model'));
   const data = loadData(f, model, true);
   manualSeed(int(f, 'seed', 42));  // adapter and head initialisation are reproducible too
@@ -166,7 +174,7 @@ async function train(f: Flags, print: (s: string) => void): Promise<void> {
     seed: int(f, 'seed', 42), loggingSteps: 10, warmupSteps: nonNegative(f, 'warmup'), gradientAccumulationSteps: int(f, 'grad-accum', 1),
     evalSteps: f['eval-steps'] ? int(f, 'eval-steps', 1) : undefined, saveSteps: f['save-steps'] ? int(f, 'save-steps', 1) : undefined,
     outputDir: f['save-steps'] && f.output ? `${path.resolve(f.output)}.checkpoints` : undefined, bf16: !!f.bf16, gradientCheckpointing: !!f['gradient-checkpointing'],
-    adapterDrop: !!f['adapter-drop'], logFile: f.log }, { train: data.train!, eval: data.eval, computeMetrics: metricsFor(data.task) });
+    adapterDrop: !!f['adapter-drop'], logFile: f.log, optim }, { train: data.train!, eval: data.eval, computeMetrics: metricsFor(data.task) });
   trainer.on('log', (r) => { if (!f.json && 'loss' in r) print(`step ${r.step}: loss ${r.loss.toFixed(4)}, ${r.tokens_per_second.toFixed(0)} tokens/s`); });
   const before = trainer.evaluate();
   const t0 = performance.now();

@@ -27,7 +27,7 @@ export { loadSafetensors, saveSafetensors, readSafetensorsHeader } from './io/sa
 export { loadTorchBin, readTorchBinBuffer } from './io/torch_bin.ts';
 export { Module } from './nn/module.ts';
 export { Linear, Embedding, LayerNorm, RMSNorm, Dropout } from './nn/layers.ts';
-export { AdamW, SGD, LrScheduler, lrLambda, hfParamGroups, type ParamGroup, type ScheduleKind } from './train/optim.ts';
+export { AdamW, SGD, Adafactor, LrScheduler, lrLambda, hfParamGroups, type ParamGroup, type ScheduleKind } from './train/optim.ts';
 export { autocast, autocastActive } from './autocast.ts';
 export { AdapterTrainer, type Example, type TrainingArguments, type TrainerData, type LogRecord } from './train/trainer.ts';
 export { accuracy, f1, matthewsCorrcoef, pearson, spearman, perplexity } from './train/metrics.ts';

@@ -71,6 +71,10 @@ abstract class Optimizer {
     return (s[name] ??= keep(init()));
   }
   protected abstract update(p: Tensor, g: Tensor, group: Required<ParamGroup>): void;
+  /** The shape of state buffer `name` of parameter p (checked when a checkpoint is restored). */
+  protected stateShape(p: Tensor, _name: string): number[] {
+    return p.shape;
+  }
   /**
    * (parameter, gradient, lr, weight decay) of every parameter with a gradient, when all of them are contiguous f32
    * (the native one-call steps); null when any is not (the per-tensor op path then runs).
@@ -105,7 +109,8 @@ abstract class Optimizer {
       const [gi, pi, name] = key.split('.');
       const p = this.groups[Number(gi)]?.params[Number(pi)];
       if (!p || !name) throw new ValueError(`optimizer state '${key}' does not match the parameter groups`);
-      if (p.shape.join() !== t.shape.join()) throw new ValueError(`optimizer state '${key}' has shape [${t.shape}], parameter has [${p.shape}]`);
+      const want = this.stateShape(p, name);
+      if (want.join() !== t.shape.join()) throw new ValueError(`optimizer state '${key}' has shape [${t.shape}], expected [${want}] for a parameter of shape [${p.shape}]`);
       let s = this.state.get(p);
       if (!s) this.state.set(p, (s = {}));
       s[name] = keep(noGrad(() => t.clone()));
@@ -204,6 +209,80 @@ export class SGD extends Optimizer {
       g = this.nesterov ? ops.add(g, ops.mul(buf, this.momentum)) : buf;
     }
     p.copy_(ops.sub(p, ops.mul(g, group.lr)));
+  }
+}
+
+/**
+ * transformers' Adafactor (Shazeer & Stern 2018, the fairseq-derived implementation in transformers.optimization):
+ * factored second moments for parameters with two or more dims (a row and a column running mean of grad² + eps1),
+ * a per-step decay beta2_t = 1 − t^decayRate, the update clipped to RMS ≤ clipThreshold, and optionally
+ * relative step sizes (min(1e-2, 1/√t), or 1e-6·t with warmupInit) scaled by the parameter's RMS
+ * (scaleParameter). With relativeStep the group lr (and any scheduler) is ignored, as in transformers; the
+ * Trainer's `optim: 'adafactor'` uses {relativeStep: false, scaleParameter: false} with its learning rate.
+ * Buffers: exp_avg_sq_row / exp_avg_sq_col (factored) or exp_avg_sq, and exp_avg when beta1 is set.
+ */
+export class Adafactor extends Optimizer {
+  readonly eps: [number, number];
+  readonly clipThreshold: number; readonly decayRate: number; readonly beta1: number | null;
+  readonly scaleParameter: boolean; readonly relativeStep: boolean; readonly warmupInit: boolean;
+  constructor(params: Tensor[] | ParamGroup[], opts: { lr?: number | null; eps?: [number, number]; clipThreshold?: number; decayRate?: number;
+    beta1?: number | null; weightDecay?: number; scaleParameter?: boolean; relativeStep?: boolean; warmupInit?: boolean } = {}) {
+    const relativeStep = opts.relativeStep ?? true;
+    if (opts.lr != null && relativeStep) throw new ValueError('Adafactor: a manual lr cannot be combined with relativeStep: true');
+    if (opts.warmupInit && !relativeStep) throw new ValueError('Adafactor: warmupInit: true requires relativeStep: true');
+    super(params, { lr: opts.lr ?? 0, weightDecay: opts.weightDecay ?? 0 });
+    this.eps = opts.eps ?? [1e-30, 1e-3];
+    this.clipThreshold = opts.clipThreshold ?? 1;
+    this.decayRate = opts.decayRate ?? -0.8;
+    this.beta1 = opts.beta1 ?? null;
+    this.scaleParameter = opts.scaleParameter ?? true;
+    this.relativeStep = relativeStep;
+    this.warmupInit = opts.warmupInit ?? false;
+  }
+  protected override stateShape(p: Tensor, name: string): number[] {
+    if (name === 'exp_avg_sq_row') return p.shape.slice(0, -1);
+    if (name === 'exp_avg_sq_col') return [...p.shape.slice(0, -2), p.shape.at(-1)!];
+    return p.shape;
+  }
+  private static rms(t: Tensor): number {
+    return Math.sqrt(ops.sum(ops.mul(t, t)).item() / t.numel);
+  }
+  protected update(p0: Tensor, g0: Tensor, group: Required<ParamGroup>): void {
+    const t = (this.pSteps.get(p0) ?? 0) + 1;
+    this.pSteps.set(p0, t);
+    const p = p0.dtype === 'f32' ? p0 : p0.to('f32');
+    const g = g0.dtype === 'f32' ? g0 : g0.to('f32');
+    const factored = g.ndim >= 2;
+    let lr = group.lr;
+    if (this.relativeStep) lr = Math.min(this.warmupInit ? 1e-6 * t : 1e-2, 1 / Math.sqrt(t));
+    if (this.scaleParameter) lr *= Math.max(this.eps[1], Adafactor.rms(p));
+    const beta2t = 1 - t ** this.decayRate;
+    const sq = ops.add(ops.mul(g, g), this.eps[0]);
+    let update: Tensor;
+    if (factored) {
+      const shape = g.shape;
+      const row = this.buffer(p0, 'exp_avg_sq_row', () => ops.zeros(shape.slice(0, -1)));
+      const col = this.buffer(p0, 'exp_avg_sq_col', () => ops.zeros([...shape.slice(0, -2), shape.at(-1)!]));
+      row.copy_(ops.add(ops.mul(row, beta2t), ops.mul(ops.mean(sq, -1), 1 - beta2t)));
+      col.copy_(ops.add(ops.mul(col, beta2t), ops.mul(ops.mean(sq, -2), 1 - beta2t)));
+      // rsqrt(row / mean(row)) ⊗ rsqrt(col): the rank-1 estimate of the second moment
+      const rFactor = ops.unsqueeze(ops.rsqrt(ops.div(row, ops.mean(row, -1, { keepdim: true }))), -1);
+      const cFactor = ops.unsqueeze(ops.rsqrt(col), -2);
+      update = ops.mul(ops.mul(rFactor, cFactor), g);
+    } else {
+      const v = this.buffer(p0, 'exp_avg_sq', () => ops.zerosLike(g));
+      v.copy_(ops.add(ops.mul(v, beta2t), ops.mul(sq, 1 - beta2t)));
+      update = ops.mul(ops.rsqrt(v), g);
+    }
+    update = ops.mul(update, lr / Math.max(1, Adafactor.rms(update) / this.clipThreshold));
+    if (this.beta1 != null) {
+      const m = this.buffer(p0, 'exp_avg', () => ops.zerosLike(g));
+      m.copy_(ops.add(ops.mul(m, this.beta1), ops.mul(update, 1 - this.beta1)));
+      update = m;
+    }
+    let next = group.weightDecay ? ops.mul(p, 1 - group.weightDecay * lr) : p;
+    next = ops.sub(next, update);
+    p0.copy_(p0.dtype === 'f32' ? next : next.to(p0.dtype));
   }
 }
 

@@ -17,7 +17,7 @@ import { scope } from '../scope.ts';
 import { IOError, ValueError } from '../errors.ts';
 import { loadSafetensors, saveSafetensors } from '../io/safetensors.ts';
 import { getRngState, setRngState, manualSeed } from '../ops/creation.ts';
-import { AdamW, LrScheduler, hfParamGroups, type ScheduleKind } from './optim.ts';
+import { AdamW, Adafactor, SGD, LrScheduler, hfParamGroups, type ScheduleKind } from './optim.ts';
 import { autocast } from '../autocast.ts';
 import type { AdapterModel } from '../models/auto.ts';
 import { writeFolderAtomic } from '../adapters/model.ts';
@@ -62,6 +62,15 @@ export interface TrainingArguments {
   adapterDrop?: boolean;
   /** bf16 mixed precision: Linear GEMMs in bf16 (f32 accumulation), f32 master weights and activations (lib/autocast.ts). */
   bf16?: boolean;
+  /**
+   * The optimiser, by transformers' `optim` names: 'adamw_torch' (default; also 'adamw', 'adamw_hf'), 'adafactor'
+   * (transformers' Adafactor as the HF Trainer builds it: the learning rate, no relative step, no parameter scaling)
+   * or 'sgd' (torch.optim.SGD, no momentum).
+   */
+  optim?: 'adamw_torch' | 'adamw' | 'adamw_hf' | 'adafactor' | 'sgd';
+  adamBeta1?: number;             // 0.9
+  adamBeta2?: number;             // 0.999
+  adamEpsilon?: number;           // 1e-8
 }
 
 export interface TrainerData {
@@ -81,7 +90,7 @@ const HF_ARGS: Record<string, keyof TrainingArguments> = {
   gradient_accumulation_steps: 'gradientAccumulationSteps', max_grad_norm: 'maxGradNorm', weight_decay: 'weightDecay', warmup_steps: 'warmupSteps',
   lr_scheduler_type: 'lrSchedulerType', eval_steps: 'evalSteps', save_steps: 'saveSteps', output_dir: 'outputDir', logging_steps: 'loggingSteps',
   metric_for_best_model: 'metricForBestModel', greater_is_better: 'greaterIsBetter', bf16: 'bf16', gradient_checkpointing: 'gradientCheckpointing',
-  group_by_length: 'groupByLength',
+  group_by_length: 'groupByLength', adam_beta1: 'adamBeta1', adam_beta2: 'adamBeta2', adam_epsilon: 'adamEpsilon',
 };
 function hfArgs(a: TrainingArguments & Record<string, unknown>): TrainingArguments {
   const out: Record<string, unknown> = {};
@@ -96,8 +105,8 @@ function hfArgs(a: TrainingArguments & Record<string, unknown>): TrainingArgumen
 }
 
 export class AdapterTrainer extends EventEmitter {
-  readonly args: Required<Omit<TrainingArguments, 'maxSteps' | 'evalSteps' | 'saveSteps' | 'outputDir' | 'earlyStoppingPatience' | 'logFile' | 'progress' | 'shuffle' | 'gradientCheckpointing' | 'adapterDrop' | 'bf16' | 'groupByLength'>> & TrainingArguments;
-  readonly optimizer: AdamW;
+  readonly args: Required<Omit<TrainingArguments, 'maxSteps' | 'evalSteps' | 'saveSteps' | 'outputDir' | 'earlyStoppingPatience' | 'logFile' | 'progress' | 'shuffle' | 'gradientCheckpointing' | 'adapterDrop' | 'bf16' | 'groupByLength' | 'optim' | 'adamBeta1' | 'adamBeta2' | 'adamEpsilon'>> & TrainingArguments;
+  readonly optimizer: AdamW | Adafactor | SGD;
   readonly scheduler: LrScheduler;
   readonly history: LogRecord[] = [];
   globalStep = 0;
@@ -124,7 +133,12 @@ export class AdapterTrainer extends EventEmitter {
     if (!this.params.length) throw new ValueError('AdapterTrainer: the model has no trainable parameters (call trainAdapter first)');
     this.stepsPerEpoch = Math.max(1, Math.floor(Math.ceil(data.train.length / a.batchSize) / a.gradientAccumulationSteps));
     this.totalSteps = a.maxSteps ?? Math.ceil(a.epochs * this.stepsPerEpoch);
-    this.optimizer = new AdamW(hfParamGroups(model, a.weightDecay), { lr: a.learningRate, weightDecay: a.weightDecay });
+    const groups = hfParamGroups(model, a.weightDecay), optim = a.optim ?? 'adamw_torch';
+    if (optim === 'adafactor') this.optimizer = new Adafactor(groups, { lr: a.learningRate, relativeStep: false, scaleParameter: false, weightDecay: a.weightDecay });
+    else if (optim === 'sgd') this.optimizer = new SGD(groups, { lr: a.learningRate, weightDecay: a.weightDecay });
+    else if (optim === 'adamw_torch' || optim === 'adamw' || optim === 'adamw_hf')
+      this.optimizer = new AdamW(groups, { lr: a.learningRate, weightDecay: a.weightDecay, betas: [a.adamBeta1 ?? 0.9, a.adamBeta2 ?? 0.999], eps: a.adamEpsilon ?? 1e-8 });
+    else throw new ValueError(`AdapterTrainer: unknown optim '${String(optim)}' (adamw_torch, adafactor or sgd)`);
     this.scheduler = new LrScheduler(this.optimizer, a.lrSchedulerType, { warmup: a.warmupSteps, total: this.totalSteps });
     if (a.gradientCheckpointing) model.setGradientCheckpointing(true);
   }
@@ -364,7 +378,7 @@ export class AdapterTrainer extends EventEmitter {
         best_metric: this.bestMetric, best_checkpoint: this.bestCheckpoint, evals_without_improvement: this.evalsWithoutImprovement,
         log_history: this.history, trainable: this.params.map(([k]) => k), seed: this.args.seed, total_steps: this.totalSteps,
         batch_size: this.args.batchSize, gradient_accumulation_steps: this.args.gradientAccumulationSteps, train_examples: this.data.train.length,
-        optimizer_param_steps: this.optimizer.paramSteps() };
+        optimizer_param_steps: this.optimizer.paramSteps(), optim: this.optimizer.constructor.name };
       fs.writeFileSync(path.join(tmp, 'trainer_state.json'), JSON.stringify(state, null, 2));
       for (const name of this.model.activeAdapters) this.model.saveAdapter(path.join(tmp, name), name);
     });
@@ -380,7 +394,7 @@ export class AdapterTrainer extends EventEmitter {
     // the data position is a function of these: a resume with other values would silently train on other batches
     const same: [string, unknown, unknown][] = [['seed', state.seed, this.args.seed], ['total_steps', state.total_steps, this.totalSteps],
       ['batch_size', state.batch_size, this.args.batchSize], ['gradient_accumulation_steps', state.gradient_accumulation_steps, this.args.gradientAccumulationSteps],
-      ['train_examples', state.train_examples, this.data.train.length]];
+      ['train_examples', state.train_examples, this.data.train.length], ['optim', state.optim, this.optimizer.constructor.name]];
     for (const [k, was, now] of same)
       if (was !== undefined && was !== now) throw new ValueError(`checkpoint ${dir} was written with ${k} = ${String(was)}, this trainer has ${String(now)}`);
     const saved = loadSafetensors(path.join(dir, 'trainable.safetensors'));

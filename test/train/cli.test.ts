@@ -25,6 +25,9 @@ test.serial('--help and usage errors (exit 2), missing files (exit 1)', async (t
   t.is(bad.code, 2);
   t.regex(bad.err, /Unknown option '--bogus'/);
   t.is((await run(['frobnicate'])).code, 2);
+  const optim = await run(['train', '--model', 'x', '--optim', 'lamb']);
+  t.is(optim.code, 2);
+  t.regex(optim.err, /--optim must be adamw_torch, adafactor or sgd, got 'lamb'/);
   const steps = await run(['train', '--model', 'x', '--max-steps', 'many']);
   t.is(steps.code, 1);  // the missing model folder is found before the flag value is read
   t.regex(steps.err, /x/);

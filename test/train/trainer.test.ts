@@ -175,3 +175,26 @@ test.serial("TrainingArguments' transformers names work too (learning_rate, per_
   t.deepEqual(hf, ours);
   t.is(ours.length, 3);
 });
+
+test.serial("optim: 'adafactor' trains and resumes exactly (factored state in the checkpoint); 'sgd' trains; unknown names fail", async (t) => {
+  const dir = tmp();
+  const args = { learningRate: 1e-2, maxSteps: 12, batchSize: 6, loggingSteps: 1, progress: false, outputDir: dir, saveSteps: 6, optim: 'adafactor' as const, weightDecay: 0.01 };
+  const a = model('lora[r=4, alpha=8]', 0);
+  const trA = new AdapterTrainer(a, args, { train: data, eval: data.slice(0, 16) });
+  t.is(trA.optimizer.constructor.name, 'Adafactor');
+  const before = trA.evaluate().eval_loss!;
+  const full = await trA.train();
+  t.true(trA.evaluate().eval_loss! < before, 'Adafactor lowers the eval loss');
+  const b = model('lora[r=4, alpha=8]', 0);
+  const resumed = await new AdapterTrainer(b, args, { train: data }).train({ resumeFrom: path.join(dir, 'checkpoint-6') });
+  const losses = (h: typeof full.history) => h.filter((x) => 'loss' in x).map((x) => [x.step, x.loss]);
+  t.deepEqual(losses(resumed.history), losses(full.history));
+  t.deepEqual(params(b), params(a));
+  // a checkpoint of one optimiser does not resume under another
+  const c = model('lora[r=4, alpha=8]', 0);
+  await t.throwsAsync(new AdapterTrainer(c, { ...args, optim: 'adamw_torch' }, { train: data }).train({ resumeFrom: path.join(dir, 'checkpoint-6') }), { message: /optim/ });
+  const s = await new AdapterTrainer(model('lora', 0), { learningRate: 0.05, maxSteps: 3, batchSize: 8, loggingSteps: 1, progress: false, optim: 'sgd' }, { train: data }).train();
+  t.is(s.history.filter((h) => 'loss' in h).length, 3);
+  t.throws(() => new AdapterTrainer(model('lora', 0), { optim: 'lamb' as never, progress: false }, { train: data }), { message: /unknown optim 'lamb'/ });
+  fs.rmSync(dir, { recursive: true, force: true });
+});
