@@ -4,12 +4,16 @@
  * AVX512-BF16; f32 accumulation) and return f32, forward and backward. Parameters stay f32 (the master
  * weights the optimiser updates); their bf16 copies are made once per region and freed with it (a copy the
  * backward still needs lives until that backward has run). Everything else (norms, softmax, attention,
- * losses, adapters' small GEMMs) computes in f32.
+ * losses, adapters' small GEMMs) computes in f32, and so do projections with a side under 64 (LoRA's A and B,
+ * small heads): bf16 tiles would be mostly padding there. Consecutive projections of the same input (Q, K, V)
+ * share one bf16 copy of it.
  */
 import type { Tensor } from './tensor.ts';
 
 interface Region {
   cache: Map<Tensor, Tensor>;
+  /** The last activation cast to bf16 (Q, K and V, or a base projection and its LoRA, read the same input). */
+  lastAct: { src: Tensor; dst: Tensor } | null;
 }
 let region: Region | null = null;
 
@@ -26,13 +30,14 @@ export function autocast<T>(fn: () => T, opts: { enabled?: boolean } = {}): T {
     }
   }
   if (region) return fn();
-  region = { cache: new Map() };
+  region = { cache: new Map(), lastAct: null };
   const r = region;
   try {
     return fn();
   } finally {
     region = null;
     for (const t of r.cache.values()) t.dispose();
+    r.lastAct?.dst.dispose();
   }
 }
 
@@ -47,4 +52,27 @@ export function bf16Weight(w: Tensor, cast: (t: Tensor) => Tensor): Tensor {
   let c = region.cache.get(w);
   if (!c) region.cache.set(w, (c = cast(w)));
   return c;
+}
+
+/**
+ * The bf16 copy of activation x, as a handle the caller owns (dispose it when done): consecutive projections of
+ * the same input share one cast. `alias` makes a new handle on the same memory.
+ */
+export function bf16Activation(x: Tensor, cast: (t: Tensor) => Tensor, alias: (t: Tensor) => Tensor): Tensor {
+  if (!region) return cast(x);
+  const last = region.lastAct;
+  if (last && last.src === x && !x.disposed && !last.dst.disposed) return alias(last.dst);
+  last?.dst.dispose();
+  region.lastAct = null;
+  const dst = cast(x);
+  region.lastAct = { src: x, dst };
+  return alias(dst);
+}
+
+/** Forgets a cached cast of t (t is about to change in place). */
+export function autocastForget(t: Tensor): void {
+  if (region?.lastAct?.src === t) {
+    region.lastAct.dst.dispose();
+    region.lastAct = null;
+  }
 }

@@ -7,6 +7,7 @@ import { native, type AttrValue, type TensorHandle } from './binding.ts';
 import { AutogradError, DisposedError, DTypeError, ShapeError, ValueError, fromNative } from './errors.ts';
 import { Node, inBackward, isGradEnabled, noGrad, runBackward } from './autograd/tape.ts';
 import { keep as keepFromScope, trackInScope } from './scope.ts';
+import { autocastForget } from './autocast.ts';
 
 export type DType = 'f32' | 'bf16' | 'f16' | 'i32' | 'i64' | 'bool';
 export const DTYPES: readonly DType[] = ['f32', 'bf16', 'f16', 'i32', 'i64', 'bool'];
@@ -247,6 +248,7 @@ export class Tensor {
   copy_(src: Tensor): this {
     if (this.requiresGrad && isGradEnabled())
       throw new AutogradError('copy_: in-place update of a tensor that requires grad; wrap it in noGrad()');
+    autocastForget(this);
     callOp('copy_', [this, src]);
     return this;
   }

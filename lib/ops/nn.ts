@@ -7,11 +7,11 @@
 import { Tensor, callOp, withGrad } from '../tensor.ts';
 import { ShapeError, ValueError } from '../errors.ts';
 import { assertTensor, checkFloat, normDim, one, sumToShape } from './util.ts';
-import { reshape, squeeze, transpose, unsqueeze } from './shape.ts';
+import { alias, reshape, squeeze, transpose, unsqueeze } from './shape.ts';
 import { nextRandom } from './creation.ts';
 import { sub, mul } from './elementwise.ts';
 import { mean as meanOp, sum as sumOp } from './reduce.ts';
-import { autocastActive, bf16Weight } from '../autocast.ts';
+import { autocastActive, bf16Activation, bf16Weight } from '../autocast.ts';
 import { isGradEnabled } from '../autograd/tape.ts';
 import { keep } from '../scope.ts';
 
@@ -64,7 +64,10 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: Li
   assertTensor(weight, 'linear', 'weight');
   const layout = opts.layout ?? 'linear';
   if (bias !== undefined && bias !== null) assertTensor(bias, 'linear', 'bias');
-  if (autocastActive() && x.dtype === 'f32' && weight.dtype === 'f32') return linearBf16(x, weight, bias ?? null, layout);
+  // autocast: bf16 GEMMs for real projections; a low-rank or tiny one (LoRA's A/B, a 2-class head) stays f32, where
+  // casting its input would cost more than its GEMM and bf16 tiles would be mostly padding
+  if (autocastActive() && x.dtype === 'f32' && weight.dtype === 'f32' && weight.ndim === 2 && Math.min(weight.shape[0]!, weight.shape[1]!) >= 64)
+    return linearBf16(x, weight, bias ?? null, layout);
   const y = one(callOp('linear', [x, weight, bias ?? null], { layout }));
   const biasDtype = bias ? bias.dtype : null;
   withGrad([y], 'linear', [x, weight, bias ?? null], ([g]) => {
@@ -102,7 +105,7 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: Li
 function linearBf16(x: Tensor, weight: Tensor, bias: Tensor | null, layout: 'linear' | 'conv1d'): Tensor {
   const toBf16 = (t: Tensor) => one(callOp('cast', [t], { dtype: 'bf16' }));
   const wb = bf16Weight(weight, (w) => keep(toBf16(w)));
-  const xb = toBf16(x);
+  const xb = bf16Activation(x, (t) => keep(toBf16(t)), alias);
   const y = one(callOp('linear', [xb, wb, bias], { layout, f32_out: 1 }));
   // the bf16 input is needed again only for the weight's gradient: frozen weights (adapter training) drop it now
   const keepX = weight.requiresGrad && isGradEnabled();

@@ -14,8 +14,8 @@ test('linear under autocast: f32 output within bf16 rounding; x, W and b gradien
   for (const layout of ['linear', 'conv1d'] as const) {
     const run = (bf: boolean) => {
       const x = randn([4, 6, 64], { seed: 1, requiresGrad: true });
-      const W = randn(layout === 'linear' ? [48, 64] : [64, 48], { seed: 2, requiresGrad: true, std: 0.1 });
-      const b = randn([48], { seed: 3, requiresGrad: true });
+      const W = randn(layout === 'linear' ? [72, 64] : [64, 72], { seed: 2, requiresGrad: true, std: 0.1 });
+      const b = randn([72], { seed: 3, requiresGrad: true });
       const y = autocast(() => {
         const y = ops.linear(x, W, b, { layout });
         ops.sum(ops.mul(y, randn(y.shape, { seed: 4 }))).backward();
@@ -63,9 +63,33 @@ test.serial('AdapterTrainer with bf16: losses track the f32 run and fall', async
 });
 
 test('autocast({enabled: false}) inside an autocast region runs its body in f32, as torch does', (t) => {
-  const x = randn([4, 32], { seed: 1 }), W = randn([16, 32], { seed: 2 });
+  const x = randn([4, 64], { seed: 1 }), W = randn([64, 64], { seed: 2 });
   const exact = ops.linear(x, W).toArray() as Float32Array;
   const [inner, outer] = autocast(() => [autocast(() => ops.linear(x, W), { enabled: false }).toArray() as Float32Array, ops.linear(x, W).toArray() as Float32Array]);
   t.deepEqual(Array.from(inner), Array.from(exact));
   t.notDeepEqual(Array.from(outer), Array.from(exact));
+});
+
+test('autocast keeps low-rank and tiny projections (LoRA A/B, a 2-class head) in f32; Q/K/V-style reuse of one input casts it once', (t) => {
+  const x = randn([4, 128], { seed: 1 }), A = randn([8, 128], { seed: 2 }), W = randn([96, 128], { seed: 3 }), W2 = randn([96, 128], { seed: 4 });
+  const exactA = ops.linear(x, A).toArray() as Float32Array, exactW = ops.linear(x, W).toArray() as Float32Array;
+  const exactW2 = ops.linear(x, W2).toArray() as Float32Array;
+  const before = liveTensorCount();
+  const [a, w, w2] = autocast(() => [ops.linear(x, A), ops.linear(x, W), ops.linear(x, W2)].map((y) => { const v = y.toArray() as Float32Array; y.dispose(); return v; }));
+  t.deepEqual(Array.from(a!), Array.from(exactA));  // rank 8: f32
+  t.notDeepEqual(Array.from(w!), Array.from(exactW));  // 96 x 128: bf16
+  t.true(rel(w!, exactW) < 1e-2 && rel(w2!, exactW2) < 1e-2);
+  t.is(liveTensorCount(), before, 'the shared bf16 input is freed with the region');
+  // an in-place change of the input between two projections is seen by the second
+  const y = autocast(() => {
+    const x2 = x.clone();
+    const y1 = ops.linear(x2, W), first = y1.toArray() as Float32Array;
+    x2.copy_(ops.mul(x2, 2));
+    const y2 = ops.linear(x2, W), second = y2.toArray() as Float32Array;
+    y1.dispose();
+    y2.dispose();
+    x2.dispose();
+    return [first, second];
+  });
+  t.true(Math.abs(y[1]![0]! - 2 * y[0]![0]!) < 1e-3 * Math.abs(y[0]![0]!) + 1e-3);
 });
