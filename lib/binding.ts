@@ -21,6 +21,12 @@ export interface TensorHandle {
   sameStorage(other: TensorHandle): boolean;
 }
 
+/** The CUDA caching allocator's counters (all devices). */
+export interface CudaMemoryStats {
+  liveBytes: number; peakBytes: number; requestedBytes: number; reservedBytes: number; peakReservedBytes: number; pooledBytes: number;
+  numAllocs: number; numFrees: number; numCacheHits: number; numDeviceMallocs: number; numOomRetries: number;
+}
+
 export type AttrValue = number | boolean | string | number[] | null | undefined;
 
 export interface Binding {
@@ -38,6 +44,10 @@ export interface Binding {
   supportsOp(name: string, device: string): boolean;
   opNames(): string[];
   hasCuda(): boolean;
+  toDevice(h: TensorHandle, device: string): TensorHandle;
+  cudaInfo(): { available: boolean; devices: string[]; error: string };
+  cudaMemory(what: 'stats'): CudaMemoryStats;
+  cudaMemory(what: 'empty' | 'resetPeak' | 'sync'): undefined;
   fmaPeak(threads?: number, iters?: number): { gflops: number; isa: string };
 }
 

@@ -2,7 +2,8 @@
  * adapters-node public API. Tensors and ops (PyTorch names in camelCase), the autograd tape, memory
  * scopes, and capability queries. Model, adapter and training APIs build on these.
  */
-import { native } from './binding.ts';
+import { native, type CudaMemoryStats } from './binding.ts';
+import { DeviceError, fromNative } from './errors.ts';
 import * as ops from './ops/index.ts';
 import { liveTensorCount } from './tensor.ts';
 
@@ -62,6 +63,35 @@ export function cpuInfo(): ReturnType<typeof native.cpuFeatures> {
 export function hasCuda(): boolean {
   return native.hasCuda();
 }
+/**
+ * The CUDA backend (cuda/, loaded at run time): device names, the caching allocator's statistics and cache.
+ * Tensors move with `t.to('cuda')` / `t.cuda()` / `t.cpu()`; ops with a CUDA kernel (supportsOp(op, 'cuda'))
+ * run where their inputs are, others throw a DeviceError naming the op.
+ */
+export const cuda = {
+  isAvailable: (): boolean => native.hasCuda(),
+  deviceCount: (): number => native.cudaInfo().devices.length,
+  deviceName: (i = 0): string => {
+    const d = native.cudaInfo().devices;
+    if (!(i >= 0 && i < d.length)) throw new DeviceError(`cuda.deviceName(${i}): ${d.length} CUDA device(s)`);
+    return d[i]!;
+  },
+  /** Why CUDA is unavailable ('' when the library loaded). */
+  loadError: (): string => native.cudaInfo().error,
+  memoryStats: (): CudaMemoryStats => call(() => native.cudaMemory('stats')),
+  emptyCache: (): void => call(() => native.cudaMemory('empty')),
+  resetPeakMemory: (): void => call(() => native.cudaMemory('resetPeak')),
+  /** Waits for queued GPU work and reports its first error. */
+  synchronize: (): void => call(() => native.cudaMemory('sync')),
+};
+function call<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    return fromNative(e);
+  }
+}
+
 /** Whether `op` has a kernel on `device` ('cpu' | 'cuda'). */
 export function supportsOp(op: string, device = 'cpu'): boolean {
   return native.supportsOp(op, device);

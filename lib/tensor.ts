@@ -169,6 +169,7 @@ export class Tensor {
    */
   toArray(): Float32Array | Int32Array | BigInt64Array | Uint8Array {
     const dt = this.dtype;
+    if (this.device !== 'cpu') return this.cpu().#consume((t) => t.toArray());  // like torch's .tolist() on a GPU tensor
     if (dt === 'bf16' || dt === 'f16') return this.to('f32').#consume((t) => t.toArray()) as Float32Array;
     const buf = this.handle.toBuffer();
     switch (dt) {
@@ -293,8 +294,17 @@ export class Tensor {
   slice(dim: number, start?: number, end?: number, step?: number): Tensor { return opsRef.slice!(this, dim, start, end, step); }
   contiguous(): Tensor { return this.isContiguous ? this.detachKeepGraph() : opsRef.contiguous!(this); }
   clone(): Tensor { return opsRef.contiguous!(this); }
-  /** Converts to `dtype` (a copy; differentiable between float dtypes). */
-  to(dtype: DType): Tensor { return opsRef.cast!(this, dtype); }
+  /**
+   * Converts to `dtype` (a copy; differentiable between float dtypes), or moves to a device ('cpu', 'cuda',
+   * 'cuda:N'; a contiguous copy there, differentiable), like torch's Tensor.to.
+   */
+  to(dtypeOrDevice: DType | string): Tensor {
+    return /^(cpu|cuda(:\d+)?)$/.test(dtypeOrDevice) ? opsRef.toDevice!(this, dtypeOrDevice) : opsRef.cast!(this, dtypeOrDevice as DType);
+  }
+  /** A copy on the GPU (`to('cuda')`). */
+  cuda(index = 0): Tensor { return this.to(`cuda:${index}`); }
+  /** A copy on the host (`to('cpu')`); the tensor itself when it is already there. */
+  cpu(): Tensor { return this.to('cpu'); }
   float(): Tensor { return this.to('f32'); }
   maskedFill(mask: Tensor, value: number): Tensor { return opsRef.maskedFill!(this, mask, value); }
 

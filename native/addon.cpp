@@ -108,7 +108,12 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   }
   Napi::Value ToBuffer(const Napi::CallbackInfo& info) {
     check(info);
-    Tensor c = contiguous(t_);
+    Tensor c;
+    try {
+      c = t_.on_cpu() ? contiguous(t_) : to_device(t_, ::ad::Device{});  // device tensors: copied to the host first
+    } catch (const Error& e) {
+      throw_js(info.Env(), e.kind, std::string("toBuffer: ") + e.what());
+    }
     size_t n = c.nbytes();
     auto ab = Napi::ArrayBuffer::New(info.Env(), n);
     if (n) std::memcpy(ab.Data(), c.raw(), n);
@@ -281,6 +286,74 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   return o;
 }
 Napi::Value EmptyCache(const Napi::CallbackInfo& info) { mem_empty_cache(); return info.Env().Undefined(); }
+
+// toDevice(handle, "cpu" | "cuda" | "cuda:N") -> TensorHandle (a contiguous copy there; the same tensor when it
+// already is one)
+Napi::Value ToDevice(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[1].IsString()) throw_js(env, "TypeError", "toDevice(tensor, device)");
+  const Tensor& t = TensorHandle::From(env, info[0], "to")->tensor();
+  std::string ds = info[1].As<Napi::String>();
+  Device dev;
+  if (!parse_device(ds, &dev)) throw_js(env, "DeviceError", "unknown device '" + ds + "' (expected 'cpu', 'cuda' or 'cuda:N')");
+  try {
+    if (dev.type == DeviceType::CUDA && dev.index >= cuda_device_count())
+      throw Error("DeviceError", "to(" + ds + "): " + (has_cuda() ? "only " + std::to_string(cuda_device_count()) + " CUDA device(s)"
+                                                                  : "CUDA is not available (" + (cuda_load_error().empty() ? std::string("no CUDA device") : cuda_load_error()) + ")"));
+    return TensorHandle::Wrap(env, to_device(t, dev));
+  } catch (const Error& e) {
+    throw_js(env, e.kind, e.what());
+  }
+}
+
+// cudaInfo() -> {available, devices: [names], error}
+Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto o = Napi::Object::New(env);
+  const int n = cuda_device_count();
+  o.Set("available", n > 0);
+  auto names = Napi::Array::New(env, n > 0 ? n : 0);
+  for (int i = 0; i < n; i++) {
+    char buf[256] = {0};
+    if (cuda_api("cudaInfo").device_name(i, buf, sizeof buf) != 0) buf[0] = 0;
+    names.Set((uint32_t)i, Napi::String::New(env, buf));
+  }
+  o.Set("devices", names);
+  o.Set("error", cuda_load_error());
+  return o;
+}
+
+// cudaMemory("stats" | "empty" | "resetPeak" | "sync") -> stats object (all devices) / undefined
+Napi::Value CudaMemory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string what = info.Length() > 0 && info[0].IsString() ? std::string(info[0].As<Napi::String>()) : "stats";
+  try {
+    const CudaApi& api = cuda_api("CUDA memory " + what);
+    if (what == "empty") cuda_check(api.empty_cache(), "emptyCache('cuda')");
+    else if (what == "resetPeak") cuda_check(api.reset_peak_stats(), "resetPeakMemory('cuda')");
+    else if (what == "sync") cuda_check(api.synchronize(nullptr), "synchronize('cuda')");
+    else if (what == "stats") {
+      CudaMemStats s{};
+      cuda_check(api.memory_stats(&s), "memoryStats('cuda')");
+      auto o = Napi::Object::New(env);
+      o.Set("liveBytes", (double)s.allocated_bytes);
+      o.Set("peakBytes", (double)s.peak_allocated_bytes);
+      o.Set("requestedBytes", (double)s.requested_bytes);
+      o.Set("reservedBytes", (double)s.reserved_bytes);
+      o.Set("peakReservedBytes", (double)s.peak_reserved_bytes);
+      o.Set("pooledBytes", (double)s.cached_bytes);
+      o.Set("numAllocs", (double)s.num_allocs);
+      o.Set("numFrees", (double)s.num_frees);
+      o.Set("numCacheHits", (double)s.num_cache_hits);
+      o.Set("numDeviceMallocs", (double)s.num_device_mallocs);
+      o.Set("numOomRetries", (double)s.num_oom_retries);
+      return o;
+    } else throw Error("ValueError", "cudaMemory: unknown request '" + what + "'");
+  } catch (const Error& e) {
+    throw_js(env, e.kind, e.what());
+  }
+  return env.Undefined();
+}
 Napi::Value ResetPeak(const Napi::CallbackInfo& info) { mem_reset_peak(); return info.Env().Undefined(); }
 Napi::Value NumThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), num_threads()); }
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
@@ -346,6 +419,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("supportsOp", Napi::Function::New(env, SupportsOp));
   exports.Set("opNames", Napi::Function::New(env, OpNames));
   exports.Set("hasCuda", Napi::Function::New(env, HasCuda));
+  exports.Set("toDevice", Napi::Function::New(env, ToDevice));
+  exports.Set("cudaInfo", Napi::Function::New(env, CudaInfo));
+  exports.Set("cudaMemory", Napi::Function::New(env, CudaMemory));
   exports.Set("fmaPeak", Napi::Function::New(env, FmaPeak));
   return exports;
 }

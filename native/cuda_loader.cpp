@@ -1,6 +1,6 @@
 // cuda_loader.cpp — finds libadapters_cuda.so next to the addon (or via ADAPTERS_CUDA_LIB) and dlopens it
 // at run time, so one CPU build works with or without CUDA. hasCuda() is true only when the library
-// loads and reports at least one device.
+// loads, has every entry point this addon uses, and reports at least one device.
 #include "cuda_loader.h"
 
 #include <dlfcn.h>
@@ -9,13 +9,25 @@
 #include <mutex>
 #include <string>
 
+#include "tensor.h"
+
 namespace ad {
 namespace {
 struct CudaLib {
   void* handle = nullptr;
   int (*device_count)() = nullptr;
+  CudaApi api{};
+  bool complete = false;
   std::string error;
 };
+
+template <class F>
+bool sym(CudaLib& l, F& slot, const char* name) {
+  slot = reinterpret_cast<F>(dlsym(l.handle, name));
+  if (!slot && l.error.empty()) l.error = std::string("libadapters_cuda.so lacks ") + name;
+  return slot != nullptr;
+}
+
 CudaLib& lib() {
   static CudaLib l;
   static std::once_flag once;
@@ -36,8 +48,25 @@ CudaLib& lib() {
       l.error = err ? err : "libadapters_cuda.so not found";
       return;
     }
-    l.device_count = reinterpret_cast<int (*)()>(dlsym(l.handle, "adapters_cuda_device_count"));
-    if (!l.device_count) l.error = "libadapters_cuda.so lacks adapters_cuda_device_count";
+    bool ok = sym(l, l.device_count, "adapters_cuda_device_count");
+    CudaApi& a = l.api;
+    ok &= sym(l, a.error_string, "adapters_cuda_error_string");
+    ok &= sym(l, a.device_name, "adapters_cuda_device_name");
+    ok &= sym(l, a.malloc, "adapters_cuda_malloc");
+    ok &= sym(l, a.free, "adapters_cuda_free");
+    ok &= sym(l, a.empty_cache, "adapters_cuda_empty_cache");
+    ok &= sym(l, a.memory_stats, "adapters_cuda_memory_stats");
+    ok &= sym(l, a.reset_peak_stats, "adapters_cuda_reset_peak_stats");
+    ok &= sym(l, a.memcpy_h2d, "adapters_cuda_memcpy_h2d");
+    ok &= sym(l, a.memcpy_d2h, "adapters_cuda_memcpy_d2h");
+    ok &= sym(l, a.memcpy_d2d, "adapters_cuda_memcpy_d2d");
+    ok &= sym(l, a.memset, "adapters_cuda_memset");
+    ok &= sym(l, a.synchronize, "adapters_cuda_synchronize");
+    ok &= sym(l, a.set_device, "adapters_cuda_set_device");
+    ok &= sym(l, a.gemm_bf16, "adapters_cuda_gemm_bf16");
+    ok &= sym(l, a.gemm_f32, "adapters_cuda_gemm_f32");
+    ok &= sym(l, a.adamw_step, "adapters_cuda_adamw_step");
+    l.complete = ok;
   });
   return l;
 }
@@ -45,9 +74,24 @@ CudaLib& lib() {
 
 int cuda_device_count() {
   auto& l = lib();
-  return l.device_count ? l.device_count() : 0;
+  return l.complete && l.device_count ? l.device_count() : 0;
 }
 bool has_cuda() { return cuda_device_count() > 0; }
 std::string cuda_load_error() { return lib().error; }
+
+const CudaApi& cuda_api(const std::string& what) {
+  auto& l = lib();
+  if (!l.complete) throw Error("DeviceError", what + ": CUDA is not available (" + (l.error.empty() ? "no library" : l.error) + ")");
+  static const int n = l.device_count();  // the device count cannot change within a process
+  if (n <= 0) throw Error("DeviceError", what + ": CUDA is not available (no CUDA device)");
+  return l.api;
+}
+
+void cuda_check(int code, const std::string& what) {
+  if (code == 0) return;
+  const char* msg = lib().complete ? lib().api.error_string(code) : "unknown error";
+  // cudaErrorMemoryAllocation = 2
+  throw Error(code == 2 ? "MemoryError" : "DeviceError", what + ": CUDA error " + std::to_string(code) + " (" + (msg ? msg : "?") + ")");
+}
 
 }  // namespace ad

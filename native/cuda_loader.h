@@ -1,9 +1,49 @@
-// cuda_loader.h — run-time loading of the optional CUDA library.
+// cuda_loader.h — run-time loading of the optional CUDA library (libadapters_cuda.so, C ABI in
+// cuda/adapters_cuda.h). Nothing here needs CUDA headers; without the library every entry is absent and
+// hasCuda() is false.
 #pragma once
+#include <cstddef>
+#include <cstdint>
 #include <string>
 
 namespace ad {
+
+// The library's entry points (same signatures as cuda/adapters_cuda.h).
+struct CudaApi {
+  const char* (*error_string)(int);
+  int (*device_name)(int, char*, int);
+  int (*malloc)(void**, size_t);
+  int (*free)(void*);
+  int (*empty_cache)();
+  int (*memory_stats)(void*);  // adapters_cuda_mem_stats*
+  int (*reset_peak_stats)();
+  int (*memcpy_h2d)(void*, const void*, size_t, void*);
+  int (*memcpy_d2h)(void*, const void*, size_t, void*);
+  int (*memcpy_d2d)(void*, const void*, size_t, void*);
+  int (*memset)(void*, int, size_t, void*);
+  int (*synchronize)(void*);
+  int (*set_device)(int);
+  int (*gemm_bf16)(int, int, int64_t, int64_t, int64_t, float, const uint16_t*, int64_t, const uint16_t*, int64_t, float,
+                   float*, int64_t, void*);
+  int (*gemm_f32)(int, int, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float, float*,
+                  int64_t, void*);
+  int (*adamw_step)(int64_t, float* const*, const float* const*, float* const*, float* const*, const int64_t*,
+                    const float*, float, float, float, int64_t, void*);
+};
+
+// Memory statistics of the CUDA caching allocator (adapters_cuda_mem_stats).
+struct CudaMemStats {
+  uint64_t allocated_bytes, peak_allocated_bytes, requested_bytes, reserved_bytes, peak_reserved_bytes, cached_bytes,
+      num_allocs, num_frees, num_cache_hits, num_device_mallocs, num_device_frees, num_oom_retries;
+};
+
 bool has_cuda();
 int cuda_device_count();
 std::string cuda_load_error();
+// The entry points when the library is loaded and reports a device; throws a DeviceError naming `what`
+// otherwise.
+const CudaApi& cuda_api(const std::string& what);
+// Throws (DeviceError, or MemoryError for out-of-memory) when code != 0, naming `what` and the CUDA error.
+void cuda_check(int code, const std::string& what);
+
 }  // namespace ad

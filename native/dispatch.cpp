@@ -1,10 +1,13 @@
 // dispatch.cpp — the op table built from ops.def, OpCtx helpers, and run_op(): validate device, apply the
-// bf16/f16 upcast rule, call the kernel. CUDA kernels (when the CUDA library is loaded) take the cuda slot;
-// a CUDA tensor reaching an op without one throws "no CUDA implementation for <op>" (never a fallback).
+// bf16/f16 upcast rule, call the kernel. An op with any CUDA input runs its CUDA slot (native/cuda_ops.cpp),
+// which checks devices itself; a CUDA tensor reaching an op without one throws "no CUDA implementation for
+// <op>" (never a silent fallback to the CPU).
 #include "dispatch.h"
 
 #include <cmath>
 #include <unordered_map>
+
+#include "cuda_loader.h"
 
 namespace ad {
 
@@ -107,6 +110,8 @@ std::vector<int64_t> broadcast_strides(const Tensor& t, const std::vector<int64_
   return s;
 }
 
+extern const std::vector<std::pair<const char*, OpFn>> kCudaOps;  // cuda_ops.cpp
+
 namespace {
 struct OpEntry {
   OpFn cpu;
@@ -114,11 +119,15 @@ struct OpEntry {
   bool upcast;
 };
 std::unordered_map<std::string, OpEntry>& table() {
-  static std::unordered_map<std::string, OpEntry> t = {
+  static std::unordered_map<std::string, OpEntry> t = [] {
+    std::unordered_map<std::string, OpEntry> m = {
 #define OP(name, upcast) {#name, {&op_##name, nullptr, upcast != 0}},
 #include "ops.def"
 #undef OP
-  };
+    };
+    for (auto& [name, fn] : kCudaOps) m.at(name).cuda = fn;
+    return m;
+  }();
   return t;
 }
 }  // namespace
@@ -135,7 +144,7 @@ bool supports_op(const std::string& name, const std::string& device) {
   auto it = table().find(name);
   if (it == table().end()) return false;
   if (device == "cpu") return it->second.cpu != nullptr;
-  if (device.rfind("cuda", 0) == 0) return it->second.cuda != nullptr;
+  if (device.rfind("cuda", 0) == 0) return it->second.cuda != nullptr && has_cuda();
   return false;
 }
 

@@ -1,6 +1,8 @@
 // tensor.cpp — dtype helpers, the pooled 64-byte aligned allocator, strided copy/cast.
 #include "tensor.h"
 
+#include "cuda_loader.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -104,7 +106,9 @@ size_t round_size(size_t n) {
 }
 }  // namespace
 
-Storage::Storage(size_t nbytes) {
+Storage::Storage(size_t nbytes) { init_host(nbytes); }
+
+void Storage::init_host(size_t nbytes) {
   size_t sz = round_size(nbytes);
   {
     std::lock_guard<std::mutex> lk(g_mu);
@@ -131,7 +135,26 @@ Storage::Storage(size_t nbytes) {
   while (now > pk && !g_peak.compare_exchange_weak(pk, now)) {}
 }
 
+Storage::Storage(size_t nbytes, Device dev) {
+  if (dev.type == DeviceType::CPU) {
+    init_host(nbytes);
+    return;
+  }
+  const CudaApi& api = cuda_api("allocate " + std::to_string(nbytes) + " bytes on " + dev.str());
+  cuda_check(api.set_device(dev.index), "select " + dev.str());
+  void* p = nullptr;
+  cuda_check(api.malloc(&p, nbytes), "allocate " + std::to_string(nbytes) + " bytes on " + dev.str());
+  data = p;
+  bytes = requested = nbytes;
+  device = dev;
+}
+
 Storage::~Storage() {
+  if (device.type == DeviceType::CUDA) {
+    // a failing free cannot throw from a destructor; the caching allocator only fails for foreign pointers
+    if (data) cuda_api("free device memory").free(data);
+    return;
+  }
   g_live--;
   g_live_bytes -= (int64_t)bytes;
   std::lock_guard<std::mutex> lk(g_mu);
@@ -188,6 +211,59 @@ Tensor Tensor::empty(const std::vector<int64_t>& shape, DType dt) {
   t.st = std::make_shared<Storage>(std::max<size_t>(1, (size_t)shape_numel(shape) * dtype_size(dt)));
   return t;
 }
+Tensor Tensor::empty(const std::vector<int64_t>& shape, DType dt, Device dev) {
+  if (dev.type == DeviceType::CPU) return empty(shape, dt);
+  for (auto d : shape) AD_CHECK(d >= 0, "ShapeError", "negative dimension in shape " + shape_str(shape));
+  Tensor t;
+  t.dtype = dt;
+  t.shape = shape;
+  t.strides = contiguous_strides(shape);
+  t.st = std::make_shared<Storage>(std::max<size_t>(1, (size_t)shape_numel(shape) * dtype_size(dt)), dev);
+  return t;
+}
+
+bool parse_device(const std::string& s, Device* out) {
+  if (s == "cpu") { *out = Device{DeviceType::CPU, 0}; return true; }
+  if (s == "cuda") { *out = Device{DeviceType::CUDA, 0}; return true; }
+  if (s.rfind("cuda:", 0) == 0 && s.size() > 5 && s.size() < 9) {
+    int idx = 0;
+    for (size_t k = 5; k < s.size(); k++) {
+      if (s[k] < '0' || s[k] > '9') return false;
+      idx = idx * 10 + (s[k] - '0');
+    }
+    *out = Device{DeviceType::CUDA, idx};
+    return true;
+  }
+  return false;
+}
+
+Tensor to_device(const Tensor& t, Device dev) {
+  const Device from = t.device();
+  if (from == dev && t.is_contiguous()) return t;
+  AD_CHECK(from.type == DeviceType::CPU || t.is_contiguous(), "DeviceError",
+           "to(" + dev.str() + "): a non-contiguous " + from.str() + " tensor has to be made contiguous there first");
+  const Tensor src = from.type == DeviceType::CPU ? contiguous(t) : t;
+  Tensor out = Tensor::empty(src.shape, src.dtype, dev);
+  const size_t n = src.nbytes();
+  if (n == 0) return out;
+  if (dev.type == DeviceType::CPU && from.type == DeviceType::CPU) {
+    std::memcpy(out.raw(), src.raw(), n);
+    return out;
+  }
+  const CudaApi& api = cuda_api("copy " + from.str() + " -> " + dev.str());
+  if (from.type == DeviceType::CPU) {
+    cuda_check(api.set_device(dev.index), "select " + dev.str());
+    cuda_check(api.memcpy_h2d(out.raw(), src.raw(), n, nullptr), "copy cpu -> " + dev.str());
+  } else if (dev.type == DeviceType::CPU) {
+    cuda_check(api.set_device(from.index), "select " + from.str());
+    cuda_check(api.memcpy_d2h(out.raw(), src.raw(), n, nullptr), "copy " + from.str() + " -> cpu");
+  } else {
+    AD_CHECK(from == dev, "DeviceError", "copies between CUDA devices (" + from.str() + " -> " + dev.str() + ") are not supported");
+    cuda_check(api.memcpy_d2d(out.raw(), src.raw(), n, nullptr), "copy on " + dev.str());
+  }
+  return out;
+}
+
 Tensor Tensor::zeros(const std::vector<int64_t>& shape, DType dt) {
   Tensor t = empty(shape, dt);
   std::memset(t.st->data, 0, t.nbytes());
@@ -266,6 +342,20 @@ void copy_into(const Tensor& dst, const Tensor& src) {
            "copy: shape mismatch " + shape_str(dst.shape) + " vs " + shape_str(src.shape));
   int64_t n = dst.numel();
   if (n == 0) return;
+  if (!dst.on_cpu() || !src.on_cpu()) {
+    // device memory: only whole contiguous same-dtype copies (anything else needs a CUDA kernel)
+    AD_CHECK(dst.dtype == src.dtype && dst.is_contiguous() && src.is_contiguous(), "DeviceError",
+             "copy " + src.device().str() + " -> " + dst.device().str() + ": only contiguous copies of one dtype are supported between devices");
+    if (dst.on_cpu() || src.on_cpu()) {
+      Tensor moved = to_device(src, dst.device());
+      if (dst.on_cpu()) std::memcpy(dst.raw(), moved.raw(), (size_t)n * dtype_size(dst.dtype));
+      else cuda_check(cuda_api("copy_").memcpy_d2d(dst.raw(), moved.raw(), (size_t)n * dtype_size(dst.dtype), nullptr), "copy_ on " + dst.device().str());
+    } else {
+      AD_CHECK(dst.device() == src.device(), "DeviceError", "copy between " + src.device().str() + " and " + dst.device().str());
+      cuda_check(cuda_api("copy_").memcpy_d2d(dst.raw(), src.raw(), (size_t)n * dtype_size(dst.dtype), nullptr), "copy_ on " + dst.device().str());
+    }
+    return;
+  }
   if (dst.dtype == src.dtype && dst.is_contiguous() && src.is_contiguous()) {
     std::memcpy(dst.raw(), src.raw(), (size_t)n * dtype_size(dst.dtype));
     return;
@@ -317,6 +407,7 @@ void copy_into(const Tensor& dst, const Tensor& src) {
 
 Tensor contiguous(const Tensor& t) {
   if (t.is_contiguous()) return t;
+  AD_CHECK(t.on_cpu(), "DeviceError", "contiguous: strided copies of " + t.device().str() + " tensors have no CUDA kernel yet");
   Tensor o = Tensor::empty(t.shape, t.dtype);
   copy_into(o, t);
   return o;
@@ -324,6 +415,7 @@ Tensor contiguous(const Tensor& t) {
 
 Tensor cast(const Tensor& t, DType dt) {
   if (t.dtype == dt) return t;
+  AD_CHECK(t.on_cpu(), "DeviceError", std::string("cast to ") + dtype_name(dt) + ": dtype conversion of " + t.device().str() + " tensors has no CUDA kernel yet");
   Tensor o = Tensor::empty(t.shape, dt);
   copy_into(o, t);
   return o;

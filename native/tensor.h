@@ -45,16 +45,21 @@ struct Error : std::runtime_error {
 
 std::string shape_str(const std::vector<int64_t>& s);
 
-// 64-byte aligned, size-class pooled host memory.
+// 64-byte aligned, size-class pooled host memory; or device memory from the CUDA library's caching allocator
+// (data is then a device pointer: only CUDA kernels and the copy functions below may touch it).
 struct Storage {
   void* data = nullptr;
   size_t bytes = 0;      // allocated (rounded up to the size class)
   size_t requested = 0;  // asked for: the bound for views
   Device device;
   explicit Storage(size_t nbytes);
+  Storage(size_t nbytes, Device dev);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
+
+ private:
+  void init_host(size_t nbytes);
 };
 
 struct MemStats {
@@ -72,6 +77,9 @@ struct Tensor {
   int64_t offset = 0;
 
   static Tensor empty(const std::vector<int64_t>& shape, DType dt);
+  static Tensor empty(const std::vector<int64_t>& shape, DType dt, Device dev);
+  Device device() const { return st->device; }
+  bool on_cpu() const { return st->device.type == DeviceType::CPU; }
   static Tensor zeros(const std::vector<int64_t>& shape, DType dt);
   int64_t dim() const { return (int64_t)shape.size(); }
   int64_t numel() const;
@@ -91,6 +99,11 @@ Tensor contiguous(const Tensor& t);
 // Copy src (any strides, same shape) into dst (any strides), with dtype conversion.
 void copy_into(const Tensor& dst, const Tensor& src);
 Tensor cast(const Tensor& t, DType dt);
+// A contiguous copy of t on `dev` (host <-> device, or device -> device); t itself when it is already a
+// contiguous tensor there.
+Tensor to_device(const Tensor& t, Device dev);
+// Parses "cpu", "cuda", "cuda:N"; false when malformed.
+bool parse_device(const std::string& s, Device* out);
 
 // bf16/f16 <-> f32, round-to-nearest-even like PyTorch.
 inline float bf16_to_f32(uint16_t h) { uint32_t u = (uint32_t)h << 16; float f; std::memcpy(&f, &u, 4); return f; }

@@ -37,13 +37,18 @@ export function ones(shape: number[], opts: FactoryOptions = {}): Tensor {
   return full(shape, 1, opts);
 }
 export function zerosLike(t: Tensor, opts: FactoryOptions = {}): Tensor {
-  return full(t.shape, 0, { dtype: opts.dtype ?? t.dtype, requiresGrad: opts.requiresGrad });
+  return fullLike(t, 0, opts);
 }
 export function onesLike(t: Tensor, opts: FactoryOptions = {}): Tensor {
-  return full(t.shape, 1, { dtype: opts.dtype ?? t.dtype, requiresGrad: opts.requiresGrad });
+  return fullLike(t, 1, opts);
 }
+/** A tensor shaped like t, filled with value, on t's device (like torch's *_like). */
 export function fullLike(t: Tensor, value: number, opts: FactoryOptions = {}): Tensor {
-  return full(t.shape, value, { dtype: opts.dtype ?? t.dtype, requiresGrad: opts.requiresGrad });
+  if (t.device === 'cpu') return full(t.shape, value, { dtype: opts.dtype ?? t.dtype, requiresGrad: opts.requiresGrad });
+  const host = full(t.shape, value, { dtype: opts.dtype ?? t.dtype });
+  const r = host.to(t.device);
+  host.dispose();
+  return opts.requiresGrad ? r.requiresGrad_(true) : r;
 }
 
 /** arange(end) or arange(start, end, step); integer dtype (i64) unless a float dtype is asked for. */

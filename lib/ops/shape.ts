@@ -4,6 +4,8 @@
  * gradients map back through the inverse view. concat/split/indexSelect/gather copy.
  */
 import { Tensor, callOp, withGrad, type DType, DTYPES } from '../tensor.ts';
+import { native } from '../binding.ts';
+import { fromNative } from '../errors.ts';
 import { DTypeError, IndexError, ShapeError, ValueError } from '../errors.ts';
 import { asStrided, assertTensor, contiguousStrides, isFloat, normDim, one, sumToShape } from './util.ts';
 import { zeros } from './creation.ts';
@@ -194,6 +196,25 @@ export function cast(x: Tensor, dtype: DType): Tensor {
     const src = x.dtype;
     withGrad([y], 'cast', [x], ([g]) => [one(callOp('cast', [g!], { dtype: src }))], [], []);
   }
+  return y;
+}
+
+/**
+ * A copy of x on `device` ('cpu', 'cuda', 'cuda:N'), contiguous; x itself (a new handle) when it already is a
+ * contiguous tensor there. Differentiable: the gradient travels back to x's device.
+ */
+export function toDevice(x: Tensor, device: string): Tensor {
+  assertTensor(x, 'to', 'input');
+  const src = x.device;
+  const move = (t: Tensor, d: string) => {
+    try {
+      return new Tensor(native.toDevice(t.handle, d));
+    } catch (e) {
+      return fromNative(e);
+    }
+  };
+  const y = move(x, device);
+  if (isFloat(x.dtype)) withGrad([y], 'to', [x], ([g]) => [move(g!, src)], [], []);
   return y;
 }
 

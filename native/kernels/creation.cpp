@@ -51,7 +51,7 @@ void op_arange(OpCtx& c) {
 void op_contiguous(OpCtx& c) {
   c.expect_inputs(1);
   const Tensor& x = c.input(0);
-  Tensor o = Tensor::empty(x.shape, x.dtype);  // always a fresh copy (clone semantics)
+  Tensor o = Tensor::empty(x.shape, x.dtype, x.device());  // always a fresh copy (clone semantics)
   copy_into(o, x);
   c.out.push_back(o);
 }

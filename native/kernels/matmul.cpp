@@ -8,25 +8,11 @@
 #include <algorithm>
 
 #include "../op.h"
+#include "matview.h"
 #include "../threadpool.h"
 
 namespace ad {
 namespace {
-
-// How a (rows, cols) matrix view is handed to the GEMM.
-struct MatView {
-  bool trans;
-  int64_t ld;
-};
-bool mat_view(const Tensor& t, MatView* mv) {
-  int64_t nd = t.dim();
-  int64_t r = t.shape[nd - 2], c = t.shape[nd - 1];
-  int64_t sr = t.strides[nd - 2], sc = t.strides[nd - 1];
-  if ((sc == 1 || c == 1) && sr >= std::max<int64_t>(c, 1)) { *mv = {false, std::max<int64_t>(sr, 1)}; return true; }
-  if ((sr == 1 || r == 1) && sc >= std::max<int64_t>(r, 1)) { *mv = {true, std::max<int64_t>(sc, 1)}; return true; }
-  if (r == 1 && c == 1) { *mv = {false, 1}; return true; }
-  return false;
-}
 
 void gemm_any(DType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const Tensor& a, int64_t lda,
               const std::vector<int64_t>& aoff, const Tensor& b, int64_t ldb, const std::vector<int64_t>& boff,
@@ -54,24 +40,6 @@ void gemm_any(DType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const
   }
 }
 
-// Offsets (elements, incl. the view offset) of each broadcast batch entry.
-std::vector<int64_t> batch_offsets(const Tensor& t, const std::vector<int64_t>& bshape) {
-  int64_t nb = (int64_t)bshape.size(), tb = t.dim() - 2;
-  int64_t n = shape_numel(bshape);
-  std::vector<int64_t> off(n);
-  for (int64_t i = 0; i < n; i++) {
-    int64_t rem = i, o = 0;  // relative to t.data<T>(), which already includes the view offset
-    for (int64_t d = nb - 1; d >= 0; d--) {
-      int64_t k = rem % bshape[d];
-      rem /= bshape[d];
-      int64_t td = d - (nb - tb);
-      if (td >= 0 && t.shape[td] != 1) o += k * t.strides[td];
-    }
-    off[i] = o;
-  }
-  return off;
-}
-
 }  // namespace
 
 // matmul(a, b) -> a @ b
@@ -82,19 +50,14 @@ void op_matmul(OpCtx& c) {
     c.fail("DTypeError", std::string("matmul needs floating tensors, got ") + dtype_name(a.dtype) + " and " + dtype_name(b.dtype));
   if (a.dtype != b.dtype)
     c.fail("DTypeError", std::string("dtype mismatch: ") + dtype_name(a.dtype) + " @ " + dtype_name(b.dtype));
-  if (a.dim() == 0 || b.dim() == 0) c.fail("ShapeError", "both arguments must be at least 1-D, got " + shape_str(a.shape) + " and " + shape_str(b.shape));
   DType out_dt = a.dtype;
   if (a.dtype == DType::F16) { a = cast(a, DType::F32); b = cast(b, DType::F32); }
-  bool a1 = a.dim() == 1, b1 = b.dim() == 1;
-  if (a1) a = a.view({1, a.shape[0]}, {a.shape[0] * a.strides[0], a.strides[0]}, a.offset);
-  if (b1) b = b.view({b.shape[0], 1}, {b.strides[0], 1}, b.offset);
-  int64_t M = a.shape[a.dim() - 2], K = a.shape[a.dim() - 1], N = b.shape[b.dim() - 1];
-  if (b.shape[b.dim() - 2] != K)
-    c.fail("ShapeError", "shapes " + shape_str(c.input(0).shape) + " and " + shape_str(c.input(1).shape) + " cannot be multiplied (" +
-                             std::to_string(K) + " vs " + std::to_string(b.shape[b.dim() - 2]) + ")");
-  std::vector<int64_t> ab(a.shape.begin(), a.shape.end() - 2), bb(b.shape.begin(), b.shape.end() - 2);
-  auto bshape = broadcast_shapes(c, ab, bb);
-  MatView va, vb;
+  MatmulShapes ms = matmul_shapes(c, a, b);
+  a = ms.a;
+  b = ms.b;
+  const int64_t M = ms.M, K = ms.K, N = ms.N;
+  const auto& bshape = ms.bshape;
+  MatView va{false, 1}, vb{false, 1};
   if (!mat_view(a, &va)) { a = contiguous(a); mat_view(a, &va); }
   if (!mat_view(b, &vb)) { b = contiguous(b); mat_view(b, &vb); }
   std::vector<int64_t> oshape = bshape;
@@ -108,9 +71,7 @@ void op_matmul(OpCtx& c) {
                0.f, out.data<float>(), N, M * N);
   }
   // drop the promoted dims
-  std::vector<int64_t> fshape = bshape;
-  if (!a1) fshape.push_back(M);
-  if (!b1) fshape.push_back(N);
+  const auto fshape = matmul_out_shape(ms);
   out = out.view(fshape, contiguous_strides(fshape), 0);
   // f32_out: keep the f32 accumulator (mixed precision: bf16 inputs, f32 activations)
   c.out.push_back(out_dt == DType::F32 || c.i("f32_out", 0) ? out : cast(out, out_dt));
@@ -120,26 +81,15 @@ void op_matmul(OpCtx& c) {
 void op_linear(OpCtx& c) {
   c.expect_inputs(2);
   Tensor x = c.input(0), w = c.input(1);
-  std::string layout = c.s("layout", "linear");
-  if (layout != "linear" && layout != "conv1d") c.fail("ValueError", "layout must be 'linear' or 'conv1d', got '" + layout + "'");
-  bool conv = layout == "conv1d";
-  if (!dtype_is_float(x.dtype) || x.dtype != w.dtype)
-    c.fail("DTypeError", std::string("input and weight must share a floating dtype, got ") + dtype_name(x.dtype) + " and " + dtype_name(w.dtype));
-  if (w.dim() != 2) c.fail("ShapeError", "weight must be 2-D, got " + shape_str(w.shape));
-  if (x.dim() == 0) c.fail("ShapeError", "input must be at least 1-D");
-  int64_t in = conv ? w.shape[0] : w.shape[1], outf = conv ? w.shape[1] : w.shape[0];
-  if (x.shape.back() != in)
-    c.fail("ShapeError", "input " + shape_str(x.shape) + " does not match weight " + shape_str(w.shape) + " (" + layout + " layout expects last dim " + std::to_string(in) + ")");
-  if (c.has(2)) {
-    const Tensor& b = c.input(2);
-    if (b.dim() != 1 || b.shape[0] != outf) c.fail("ShapeError", "bias must be [" + std::to_string(outf) + "], got " + shape_str(b.shape));
-  }
+  const LinearShapes ls = linear_shapes(c, x, w);
+  const bool conv = ls.conv;
+  const int64_t in = ls.in, outf = ls.outf;
   DType out_dt = x.dtype;
   if (x.dtype == DType::F16) { x = cast(x, DType::F32); w = cast(w, DType::F32); }
   x = contiguous(x);
   int64_t rows = in ? x.numel() / in : 0;
   if (in == 0) rows = shape_numel(std::vector<int64_t>(x.shape.begin(), x.shape.end() - 1));
-  MatView vw;
+  MatView vw{false, 1};
   if (!mat_view(w, &vw)) { w = contiguous(w); mat_view(w, &vw); }
   // y = x · op(W): W (out,in) needs transB = !trans-of-view; Conv1D (in,out) needs transB = view-trans
   bool tb = conv ? vw.trans : !vw.trans;

@@ -1,9 +1,21 @@
 // CUDA backend tests. They run only where a GPU is usable (hasCuda()); elsewhere they skip with a message.
-// The CUDA kernels arrive with the CUDA-backend issue; for now the library is the device-discovery stub.
+// Device plumbing is also tested without a GPU against a mock library (device.test.ts).
 import test from 'ava';
-import { hasCuda, supportsOp } from '../../lib/index.ts';
+import { cuda, hasCuda, randn, supportsOp, DeviceError } from '../../lib/index.ts';
 
 const gpu = hasCuda();
+
+test('without a usable GPU, moving to CUDA and the CUDA memory API give clear DeviceErrors', (t) => {
+  if (gpu) return t.pass();
+  const x = randn([2, 2]);
+  t.throws(() => x.to('cuda'), { instanceOf: DeviceError, message: /to\(cuda\): CUDA is not available \(.+\)/ });
+  t.throws(() => x.cuda(), { instanceOf: DeviceError });
+  t.throws(() => cuda.memoryStats(), { instanceOf: DeviceError, message: /CUDA is not available/ });
+  t.false(cuda.isAvailable());
+  t.false(supportsOp('matmul', 'cuda'));
+  t.is(x.to('cpu').device, 'cpu');
+  x.dispose();
+});
 const gpuTest = gpu ? test.serial : test.skip;
 if (!gpu) test('CUDA tests skipped: no usable CUDA device (hasCuda() is false)', (t) => t.pass());
 

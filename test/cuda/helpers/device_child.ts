@@ -1,0 +1,153 @@
+// Runs the device-plumbing checks of test/cuda/device.test.ts in a process of its own (the CUDA library is chosen
+// once per process: ADAPTERS_CUDA_LIB points at the mock, or at nothing on a GPU machine). Prints one JSON line:
+// {"results": [{"name", "ok", "detail"}]}; it never throws, so a failing check is reported, not a crash.
+import { AdamW, cuda, hasCuda, supportsOp, ops, randn, tensor, noGrad, type Tensor } from '../../../lib/index.ts';
+import { callOp } from '../../../lib/tensor.ts';
+
+const results: { name: string; ok: boolean; detail: string }[] = [];
+function check(name: string, fn: () => string | true) {
+  try {
+    const r = fn();
+    results.push({ name, ok: r === true, detail: r === true ? '' : r });
+  } catch (e) {
+    results.push({ name, ok: false, detail: `threw ${(e as Error).name}: ${(e as Error).message}` });
+  }
+}
+const arr = (t: Tensor) => Array.from(t.toArray() as Float32Array);
+function maxRel(a: number[], b: number[]): number {
+  if (a.length !== b.length) return Infinity;
+  let m = 0;
+  a.forEach((v, i) => { m = Math.max(m, Math.abs(v - b[i]!) / Math.max(1, Math.abs(b[i]!))); });
+  return m;
+}
+const close = (a: number[], b: number[], tol = 1e-5) => maxRel(a, b) <= tol || `max relative difference ${maxRel(a, b)}`;
+function throwsLike(fn: () => unknown, name: string, re: RegExp): string | true {
+  try {
+    fn();
+  } catch (e) {
+    const err = e as Error;
+    return err.name === name && re.test(err.message) ? true : `threw ${err.name}: ${err.message}`;
+  }
+  return 'did not throw';
+}
+
+check('a device is reported', () => (hasCuda() && cuda.isAvailable() && cuda.deviceCount() >= 1 && cuda.deviceName(0).length > 0) || `hasCuda ${hasCuda()}, error '${cuda.loadError()}'`);
+check('supportsOp lists the CUDA kernels', () => (supportsOp('matmul', 'cuda') && supportsOp('linear', 'cuda') && supportsOp('adamw_step', 'cuda') && !supportsOp('exp', 'cuda')) || 'wrong');
+
+check('to(cuda) / cpu() round trip keeps values, dtype and shape; views move as contiguous copies', () => {
+  const x = randn([5, 7], { seed: 1 });
+  const d = x.to('cuda');
+  if (d.device !== 'cuda:0') return `device ${d.device}`;
+  const back = d.cpu();
+  const t = x.T.cuda();  // a transposed view: copied contiguous
+  const ok = back.device === 'cpu' && JSON.stringify(back.shape) === '[5,7]' && close(arr(back), arr(x), 0) === true &&
+    close(arr(t), arr(x.T.contiguous()), 0) === true && close(arr(d), arr(x), 0) === true;
+  for (const v of [x, d, back, t]) v.dispose();
+  return ok || 'values differ';
+});
+
+check('bf16 and integer tensors move too', () => {
+  const x = randn([3, 4], { seed: 2 }).to('bf16');
+  const i = tensor([1, 2, 3], [3], { dtype: 'i64' });
+  const xd = x.to('cuda'), id = i.to('cuda');
+  const ok = xd.dtype === 'bf16' && close(arr(xd), arr(x), 0) === true && Array.from(id.toArray() as BigInt64Array).map(Number).join() === '1,2,3';
+  for (const v of [x, i, xd, id]) v.dispose();
+  return ok || 'differ';
+});
+
+check('matmul on cuda matches the CPU (plain, transposed view, broadcast batch, vector)', () => {
+  const a = randn([4, 6], { seed: 3 }), b = randn([6, 3], { seed: 4 }), bt = randn([3, 6], { seed: 5 }), ab = randn([2, 4, 6], { seed: 6 }), v = randn([6], { seed: 7 });
+  const [A, B, BT, AB, V] = [a, b, bt, ab, v].map((t) => t.cuda());
+  const pairs: [Tensor, Tensor][] = [[ops.matmul(A!, B!), ops.matmul(a, b)], [ops.matmul(A!, BT!.T), ops.matmul(a, bt.T)], [ops.matmul(AB!, B!), ops.matmul(ab, b)], [ops.matmul(A!, V!), ops.matmul(a, v)]];
+  for (const [g] of pairs) if (g.device !== 'cuda:0') return `result on ${g.device}`;
+  const bad = pairs.map(([g, c]) => close(arr(g), arr(c))).find((r) => r !== true);
+  return bad ?? true;
+});
+
+check('bf16 matmul with an f32 result (autocast) matches the CPU; a bf16 result is a clear DeviceError', () => {
+  const a = randn([4, 32], { seed: 8 }).to('bf16'), b = randn([32, 5], { seed: 9 }).to('bf16');
+  const [A, B] = [a.cuda(), b.cuda()];
+  const g = callOp('matmul', [A, B], { f32_out: 1 })[0]!, c = callOp('matmul', [a, b], { f32_out: 1 })[0]!;
+  const r = close(arr(g), arr(c), 1e-5);
+  if (r !== true) return r;
+  return throwsLike(() => ops.matmul(A, B), 'DeviceError', /matmul: a bf16 result needs a cast kernel/);
+});
+
+check('linear (bias, Conv1D layout) on cuda matches the CPU', () => {
+  const x = randn([2, 3, 8], { seed: 10 }), w = randn([5, 8], { seed: 11 }), b = randn([5], { seed: 12 }), wc = randn([8, 5], { seed: 13 });
+  const [X, W, Bi, WC] = [x, w, b, wc].map((t) => t.cuda());
+  const r1 = close(arr(ops.linear(X!, W!, Bi!)), arr(ops.linear(x, w, b)));
+  const r2 = close(arr(ops.linear(X!, WC!, Bi!, { layout: 'conv1d' })), arr(ops.linear(x, wc, b, { layout: 'conv1d' })));
+  const r3 = close(arr(ops.linear(X!, W!)), arr(ops.linear(x, w)));
+  return [r1, r2, r3].find((r) => r !== true) ?? true;
+});
+
+check('gradients flow through to(cuda), a CUDA matmul and back to the CPU', () => {
+  const run = (dev: boolean) => {
+    const x = randn([4, 6], { seed: 14, requiresGrad: true }), w = randn([6, 3], { seed: 15 });
+    const y = dev ? ops.matmul(x.to('cuda'), w.to('cuda')).to('cpu') : ops.matmul(x, w);
+    ops.sum(ops.mul(y, y)).backward();
+    return [arr(y), arr(x.grad!)];
+  };
+  const [yd, gd] = run(true), [yc, gc] = run(false);
+  return [close(yd!, yc!), close(gd!, gc!)].find((r) => r !== true) ?? true;
+});
+
+check('a CUDA leaf gets its gradient on the device (backward with a given gradient)', () => {
+  const a = randn([3, 4], { seed: 16 }).cuda().requiresGrad_(true), b = randn([4, 2], { seed: 17 }).cuda();
+  const y = ops.matmul(a, b);
+  const g = randn([3, 2], { seed: 18 });
+  y.backward(g.cuda());
+  if (a.grad!.device !== 'cuda:0') return `grad on ${a.grad!.device}`;
+  return close(arr(a.grad!), arr(ops.matmul(g, b.cpu().T)));
+});
+
+check('AdamW updates CUDA parameters in one native call, matching the CPU run', () => {
+  const run = (dev: boolean) => {
+    const p0 = randn([10, 3], { seed: 19 }), q0 = randn([7], { seed: 20 });
+    const ps = [p0, q0].map((t) => (dev ? t.cuda() : t.clone()).requiresGrad_(true));
+    const opt = new AdamW(ps, { lr: 0.05, weightDecay: 0.1 });
+    for (let s = 0; s < 3; s++) {
+      ps.forEach((p, i) => { const g = randn(p.shape, { seed: 100 + 10 * s + i }); p.grad = dev ? g.cuda() : g; });
+      opt.step();
+    }
+    return ps.map((p) => arr(p));
+  };
+  const d = run(true), c = run(false);
+  return [close(d[0]!, c[0]!, 1e-6), close(d[1]!, c[1]!, 1e-6)].find((r) => r !== true) ?? true;
+});
+
+check('ops without a CUDA kernel and mixed devices give DeviceErrors naming the op', () => {
+  const x = randn([2, 2], { seed: 21 }), xd = x.cuda();
+  return [
+    throwsLike(() => ops.exp(xd), 'DeviceError', /no CUDA implementation for exp/),
+    throwsLike(() => ops.matmul(xd, x), 'DeviceError', /matmul: expected all tensors on one device, but input #1 is on cpu/),
+    throwsLike(() => x.to('cuda:7'), 'DeviceError', /to\(cuda:7\): only \d+ CUDA device/),
+    throwsLike(() => x.to('gpu' as never), 'DTypeError', /unknown dtype 'gpu'/),
+    throwsLike(() => xd.to('bf16'), 'DeviceError', /no CUDA implementation for cast/),
+  ].find((r) => r !== true) ?? true;
+});
+
+check('device out of memory is a MemoryError naming the allocation; nothing leaks', () => {
+  const before = cuda.memoryStats().liveBytes;
+  const big = randn([600, 600], { seed: 22 });  // 1.44 MB; MOCK_CUDA_MAX_BYTES is 1 MB (a real GPU: no limit)
+  const r = process.env.MOCK_CUDA_MAX_BYTES ? throwsLike(() => big.cuda(), 'MemoryError', /allocate 1440000 bytes on cuda:0/) : true;
+  big.dispose();
+  return r === true ? (cuda.memoryStats().liveBytes === before || `live bytes ${before} -> ${cuda.memoryStats().liveBytes}`) : r;
+});
+
+check('memoryStats("cuda") tracks live and peak bytes; disposing frees device memory', () => {
+  cuda.synchronize();
+  const s0 = cuda.memoryStats();
+  cuda.resetPeakMemory();
+  const t = noGrad(() => randn([100, 100], { seed: 23 }).cuda());
+  const s1 = cuda.memoryStats();
+  for (let i = 0; i < 50; i++) t.cpu().dispose();
+  t.dispose();
+  cuda.emptyCache();
+  const s2 = cuda.memoryStats();
+  return (s1.liveBytes - s0.liveBytes >= 40000 && s1.peakBytes >= s1.liveBytes && s2.liveBytes === s0.liveBytes) ||
+    `live ${s0.liveBytes} -> ${s1.liveBytes} -> ${s2.liveBytes}, peak ${s1.peakBytes}`;
+});
+
+console.log(JSON.stringify({ results }));

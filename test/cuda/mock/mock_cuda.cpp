@@ -1,0 +1,204 @@
+// mock_cuda.cpp — a stand-in for libadapters_cuda.so that implements the C ABI of cuda/adapters_cuda.h on the
+// host, so the addon's device plumbing (storage, transfers, op dispatch, errors, memory statistics) is tested on
+// machines without a GPU. test/cuda/device.test.ts builds it with the system C++ compiler and points
+// ADAPTERS_CUDA_LIB at it.
+//
+// "Device" pointers are host allocations shifted by kShift: arithmetic on them works as on real device pointers,
+// but any host-side dereference by the addon lands in unmapped memory and crashes the test process, which is the
+// bug class this mock exists to catch. Only this file's functions shift them back.
+//
+// Environment: MOCK_CUDA_DEVICES (default 1), MOCK_CUDA_MAX_BYTES (allocations above it fail with
+// cudaErrorMemoryAllocation = 2).
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+
+namespace {
+constexpr uintptr_t kShift = uintptr_t(1) << 46;  // 64 TiB: outside anything the process maps
+std::mutex g_mu;
+std::map<uintptr_t, size_t> g_blocks;  // device address -> size
+uint64_t g_alloc = 0, g_peak = 0, g_nalloc = 0, g_nfree = 0;
+int g_dev = 0;
+
+void* host(const void* d) { return reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(d) - kShift); }
+int devices() {
+  const char* e = std::getenv("MOCK_CUDA_DEVICES");
+  return e ? std::atoi(e) : 1;
+}
+float bf(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+// true when [p, p + n) lies inside one live block
+bool valid(const void* p, size_t n) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  std::lock_guard<std::mutex> lk(g_mu);
+  auto it = g_blocks.upper_bound(a);
+  if (it == g_blocks.begin()) return false;
+  --it;
+  return a >= it->first && a + n <= it->first + it->second;
+}
+// Reference GEMMs (double accumulation), the contract of adapters_cuda.h.
+template <class T, class Cvt>
+int gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const T* A, int64_t lda, const T* B, int64_t ldb,
+         float beta, float* C, int64_t ldc, Cvt cvt) {
+  if (M == 0 || N == 0) return 0;
+  const int64_t ar = ta ? K : M, br = tb ? N : K;
+  if (!valid(A, (size_t)((ar - 1) * lda + (ta ? M : K)) * sizeof(T)) || !valid(B, (size_t)((br - 1) * ldb + (tb ? K : N)) * sizeof(T)) ||
+      !valid(C, (size_t)((M - 1) * ldc + N) * sizeof(float)))
+    return 700;  // what a kernel reading outside its buffers would end in
+  const T* a = static_cast<const T*>(host(A));
+  const T* b = static_cast<const T*>(host(B));
+  float* c = static_cast<float*>(host(C));
+  for (int64_t i = 0; i < M; i++)
+    for (int64_t j = 0; j < N; j++) {
+      double s = 0;
+      for (int64_t k = 0; k < K; k++)
+        s += (double)cvt(ta ? a[k * lda + i] : a[i * lda + k]) * (double)cvt(tb ? b[j * ldb + k] : b[k * ldb + j]);
+      float& o = c[i * ldc + j];
+      o = beta == 0.f ? alpha * (float)s : alpha * (float)s + beta * o;
+    }
+  return 0;
+}
+}  // namespace
+
+extern "C" {
+
+int adapters_cuda_abi_version(void) { return 1; }
+int adapters_cuda_device_count(void) { return devices(); }
+int adapters_cuda_device_name(int dev, char* buf, int len) {
+  if (dev < 0 || dev >= devices()) return 101;  // cudaErrorInvalidDevice
+  std::snprintf(buf, (size_t)len, "Mock CUDA device %d", dev);
+  return 0;
+}
+const char* adapters_cuda_error_string(int code) {
+  switch (code) {
+    case 0: return "no error";
+    case 1: return "invalid argument";
+    case 2: return "out of memory";
+    case 101: return "invalid device ordinal";
+    case 700: return "an illegal memory access was encountered";
+    default: return "unknown error";
+  }
+}
+int adapters_cuda_set_device(int dev) {
+  if (dev < 0 || dev >= devices()) return 101;
+  g_dev = dev;
+  return 0;
+}
+int adapters_cuda_get_device(int* dev) {
+  *dev = g_dev;
+  return 0;
+}
+
+int adapters_cuda_malloc(void** ptr, size_t bytes) {
+  if (const char* e = std::getenv("MOCK_CUDA_MAX_BYTES"))
+    if (bytes > (size_t)std::strtoull(e, nullptr, 10)) return 2;
+  if (bytes == 0) {
+    *ptr = nullptr;
+    return 0;
+  }
+  void* h = std::calloc(1, bytes);
+  if (!h) return 2;
+  const uintptr_t d = reinterpret_cast<uintptr_t>(h) + kShift;
+  std::lock_guard<std::mutex> lk(g_mu);
+  g_blocks[d] = bytes;
+  g_alloc += bytes;
+  if (g_alloc > g_peak) g_peak = g_alloc;
+  g_nalloc++;
+  *ptr = reinterpret_cast<void*>(d);
+  return 0;
+}
+int adapters_cuda_free(void* ptr) {
+  if (!ptr) return 0;
+  std::lock_guard<std::mutex> lk(g_mu);
+  auto it = g_blocks.find(reinterpret_cast<uintptr_t>(ptr));
+  if (it == g_blocks.end()) return 17;  // cudaErrorInvalidDevicePointer
+  g_alloc -= it->second;
+  g_nfree++;
+  g_blocks.erase(it);
+  std::free(host(ptr));
+  return 0;
+}
+int adapters_cuda_empty_cache(void) { return 0; }
+
+struct Stats {
+  uint64_t allocated_bytes, peak_allocated_bytes, requested_bytes, reserved_bytes, peak_reserved_bytes, cached_bytes,
+      num_allocs, num_frees, num_cache_hits, num_device_mallocs, num_device_frees, num_oom_retries;
+};
+int adapters_cuda_memory_stats(Stats* s) {
+  std::lock_guard<std::mutex> lk(g_mu);
+  *s = Stats{g_alloc, g_peak, g_alloc, g_alloc, g_peak, 0, g_nalloc, g_nfree, 0, g_nalloc, g_nfree, 0};
+  return 0;
+}
+int adapters_cuda_reset_peak_stats(void) {
+  std::lock_guard<std::mutex> lk(g_mu);
+  g_peak = g_alloc;
+  return 0;
+}
+size_t adapters_cuda_size_class(size_t bytes) { return bytes; }
+
+int adapters_cuda_memcpy_h2d(void* dst, const void* src, size_t n, void*) {
+  if (!valid(dst, n)) return 1;
+  std::memcpy(host(dst), src, n);
+  return 0;
+}
+int adapters_cuda_memcpy_d2h(void* dst, const void* src, size_t n, void*) {
+  if (!valid(src, n)) return 1;
+  std::memcpy(dst, host(src), n);
+  return 0;
+}
+int adapters_cuda_memcpy_d2d(void* dst, const void* src, size_t n, void*) {
+  if (!valid(dst, n) || !valid(src, n)) return 1;
+  std::memmove(host(dst), host(src), n);
+  return 0;
+}
+int adapters_cuda_memset(void* dst, int v, size_t n, void*) {
+  if (!valid(dst, n)) return 1;
+  std::memset(host(dst), v, n);
+  return 0;
+}
+int adapters_cuda_synchronize(void*) { return 0; }
+
+int adapters_cuda_gemm_f32(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                           const float* B, int64_t ldb, float beta, float* C, int64_t ldc, void*) {
+  return gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, [](float x) { return x; });
+}
+int adapters_cuda_gemm_bf16(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
+                            const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc, void*) {
+  return gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bf);
+}
+
+// torch.optim.AdamW's arithmetic, as native/kernels/optim.cpp.
+int adapters_cuda_adamw_step(int64_t n, float* const* params, const float* const* grads, float* const* exp_avg,
+                             float* const* exp_avg_sq, const int64_t* numel, const float* hyper, float b1, float b2,
+                             float eps, int64_t step, void*) {
+  const double bc1 = 1.0 - std::pow((double)b1, (double)step), bc2 = 1.0 - std::pow((double)b2, (double)step);
+  const float bc2s = (float)std::sqrt(bc2);
+  for (int64_t k = 0; k < n; k++) {
+    const size_t bytes = (size_t)numel[k] * 4;
+    if (!valid(params[k], bytes) || !valid(grads[k], bytes) || !valid(exp_avg[k], bytes) || !valid(exp_avg_sq[k], bytes)) return 700;
+    float* p = static_cast<float*>(host(params[k]));
+    const float* g = static_cast<const float*>(host(grads[k]));
+    float* m = static_cast<float*>(host(exp_avg[k]));
+    float* v = static_cast<float*>(host(exp_avg_sq[k]));
+    const float lr = hyper[2 * k], wd = hyper[2 * k + 1];
+    const float decay = 1.f - lr * wd, stp = (float)(lr / bc1);
+    for (int64_t i = 0; i < numel[k]; i++) {
+      if (wd != 0.f) p[i] *= decay;
+      m[i] += (1.f - b1) * (g[i] - m[i]);
+      v[i] = v[i] * b2 + (1.f - b2) * g[i] * g[i];
+      p[i] -= stp * (m[i] / (std::sqrt(v[i]) / bc2s + eps));
+    }
+  }
+  return 0;
+}
+
+}  // extern "C"
