@@ -10,6 +10,8 @@
 #include <map>
 #include <mutex>
 
+#include <sys/mman.h>
+
 #include "threadpool.h"
 
 namespace ad {
@@ -90,7 +92,14 @@ uint16_t f32_to_f16(float f) {
 // Blocks are kept per rounded size; the cache is capped so a long run can't hoard memory.
 namespace {
 constexpr size_t kAlign = 64;
-constexpr size_t kCacheCap = size_t(512) << 20;
+// Bytes of freed blocks kept for reuse (ADAPTERS_POOL_MB overrides; 0 turns pooling off).
+size_t cache_cap() {
+  static const size_t cap = [] {
+    if (const char* e = std::getenv("ADAPTERS_POOL_MB")) return (size_t)std::strtoull(e, nullptr, 10) << 20;
+    return size_t(512) << 20;
+  }();
+  return cap;
+}
 std::mutex g_mu;
 std::multimap<size_t, void*> g_free;
 size_t g_pooled = 0;
@@ -108,6 +117,30 @@ size_t round_size(size_t n) {
 
 Storage::Storage(size_t nbytes) { init_host(nbytes); }
 
+// Blocks of 1 MiB and more are mapped straight from the kernel and unmapped when the pool does not keep them,
+// so the process's memory follows what is live: through malloc, glibc's dynamic mmap threshold would move such
+// blocks onto its heap after the first frees and keep them resident (hundreds of MB of training-step RSS).
+// Sanitizer builds keep malloc so that ASan still checks these blocks.
+constexpr size_t kMmapMin = size_t(1) << 20;
+void* raw_alloc(size_t sz) {
+#if !defined(__SANITIZE_ADDRESS__)
+  if (sz >= kMmapMin) {
+    void* p = mmap(nullptr, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? nullptr : p;
+  }
+#endif
+  return std::aligned_alloc(kAlign, sz);
+}
+void raw_free(void* p, size_t sz) {
+#if !defined(__SANITIZE_ADDRESS__)
+  if (sz >= kMmapMin) {
+    munmap(p, sz);
+    return;
+  }
+#endif
+  std::free(p);
+}
+
 void Storage::init_host(size_t nbytes) {
   size_t sz = round_size(nbytes);
   {
@@ -120,10 +153,10 @@ void Storage::init_host(size_t nbytes) {
     }
   }
   if (!data) {
-    data = std::aligned_alloc(kAlign, sz);
+    data = raw_alloc(sz);
     if (!data) {
       mem_empty_cache();
-      data = std::aligned_alloc(kAlign, sz);
+      data = raw_alloc(sz);
     }
     if (!data) throw Error("MemoryError", "out of memory allocating " + std::to_string(nbytes) + " bytes");
   }
@@ -158,11 +191,11 @@ Storage::~Storage() {
   g_live--;
   g_live_bytes -= (int64_t)bytes;
   std::lock_guard<std::mutex> lk(g_mu);
-  if (g_pooled + bytes <= kCacheCap) {
+  if (g_pooled + bytes <= cache_cap()) {
     g_free.emplace(bytes, data);
     g_pooled += bytes;
   } else {
-    std::free(data);
+    raw_free(data, bytes);
   }
 }
 
@@ -173,7 +206,7 @@ MemStats mem_stats() {
 void mem_reset_peak() { g_peak = g_live_bytes.load(); }
 void mem_empty_cache() {
   std::lock_guard<std::mutex> lk(g_mu);
-  for (auto& kv : g_free) std::free(kv.second);
+  for (auto& kv : g_free) raw_free(kv.second, kv.first);
   g_free.clear();
   g_pooled = 0;
 }
