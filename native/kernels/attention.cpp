@@ -23,7 +23,8 @@
 // lse cannot carry log(l); the backward then recomputes the row's max and sum exactly instead of using lse.
 //
 // Vectorisation: tile kernels use GCC vector extensions (8 floats) and are compiled twice, for AVX2+FMA and
-// for the baseline ISA, with the choice made once at run time (__builtin_cpu_supports). No ifuncs.
+// for the baseline ISA; the tile GEMM also has a 16-float AVX-512 form. The choice is made once at run time
+// (__builtin_cpu_supports; ADAPTERS_ATTN_NO_AVX512=1 keeps the AVX2 GEMM). No ifuncs.
 #include "attention.h"
 
 #include <algorithm>
@@ -31,6 +32,7 @@
 #include <cfloat>
 #include <cmath>
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <vector>
@@ -129,6 +131,50 @@ AD_AI void gemm_body(int64_t m, int64_t n, int64_t k, const float* A, int64_t rs
     case 1: mk_rows<1>(n, k, A + i * rsa, rsa, csa, B, ldb, C + i * ldc, ldc, accumulate); break;
     default: break;
   }
+}
+
+// AVX-512 form of gemm_body: 32 columns per row block as two 16-float vectors (up to 12 rows = 24 accumulators),
+// then 16, then the 8-wide and scalar tails above. Compiled only into gemm_avx512 below.
+typedef float v16f __attribute__((vector_size(64)));
+#define AD_LD16(dst, p) std::memcpy(&(dst), (p), 64)
+#define AD_ST16(p, src) std::memcpy((p), &(src), 64)
+
+template <int MR, int NV>
+AD_AI void mk16w(int64_t k, const float* A, int64_t rsa, int64_t csa, const float* B, int64_t ldb, float* C, int64_t ldc,
+                 bool accumulate) {
+  v16f c[MR][NV];
+  for (int r = 0; r < MR; r++)
+    for (int v = 0; v < NV; v++) {
+      if (accumulate) AD_LD16(c[r][v], C + r * ldc + 16 * v);
+      else c[r][v] = v16f{};
+    }
+  for (int64_t kk = 0; kk < k; kk++) {
+    v16f b[NV];
+    for (int v = 0; v < NV; v++) AD_LD16(b[v], B + kk * ldb + 16 * v);
+    for (int r = 0; r < MR; r++) {
+      const float a = A[r * rsa + kk * csa];
+      for (int v = 0; v < NV; v++) c[r][v] += a * b[v];
+    }
+  }
+  for (int r = 0; r < MR; r++)
+    for (int v = 0; v < NV; v++) AD_ST16(C + r * ldc + 16 * v, c[r][v]);
+}
+
+template <int MR>
+AD_AI void mk_rows16(int64_t n, int64_t k, const float* A, int64_t rsa, int64_t csa, const float* B, int64_t ldb,
+                     float* C, int64_t ldc, bool accumulate) {
+  int64_t j = 0;
+  for (; j + 32 <= n; j += 32) mk16w<MR, 2>(k, A, rsa, csa, B + j, ldb, C + j, ldc, accumulate);
+  for (; j + 16 <= n; j += 16) mk16w<MR, 1>(k, A, rsa, csa, B + j, ldb, C + j, ldc, accumulate);
+  if (j < n) mk_rows<MR>(n - j, k, A, rsa, csa, B + j, ldb, C + j, ldc, accumulate);
+}
+
+AD_AI void gemm_body16(int64_t m, int64_t n, int64_t k, const float* A, int64_t rsa, int64_t csa, const float* B,
+                       int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  int64_t i = 0;
+  for (; i + 12 <= m; i += 12) mk_rows16<12>(n, k, A + i * rsa, rsa, csa, B, ldb, C + i * ldc, ldc, accumulate);
+  for (; i + 4 <= m; i += 4) mk_rows16<4>(n, k, A + i * rsa, rsa, csa, B, ldb, C + i * ldc, ldc, accumulate);
+  for (; i < m; i++) mk_rows16<1>(n, k, A + i * rsa, rsa, csa, B, ldb, C + i * ldc, ldc, accumulate);
 }
 
 typedef int32_t v8i __attribute__((vector_size(32)));
@@ -312,12 +358,19 @@ struct Kernels {
 AD_DEFINE_KERNELS(generic, )
 #if defined(__x86_64__) && defined(__GNUC__)
 AD_DEFINE_KERNELS(avx2, __attribute__((target("avx2,fma"))))
+__attribute__((target("avx512f,avx512vl,avx2,fma"))) void gemm_avx512(int64_t m, int64_t n, int64_t k, const float* A,
+                                                                    int64_t rsa, int64_t csa, const float* B, int64_t ldb,
+                                                                    float* C, int64_t ldc, bool accumulate) {
+  gemm_body16(m, n, k, A, rsa, csa, B, ldb, C, ldc, accumulate);
+}
 #endif
 
 const Kernels& kernels() {
   static const Kernels k = [] {
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && !std::getenv("ADAPTERS_ATTN_NO_AVX512"))
+      return Kernels{gemm_avx512, online_softmax_avx2, probs_avx2, dsoft_avx2, stats_avx2, "avx512"};
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
       return Kernels{gemm_avx2, online_softmax_avx2, probs_avx2, dsoft_avx2, stats_avx2, "avx2"};
 #endif
