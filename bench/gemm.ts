@@ -2,7 +2,7 @@
  * bench/gemm — GEMM throughput of ops.matmul (f32 and bf16) for square and transformer shapes, next to
  * the machine's f32 FMA peak (register-only loop, measured here) and torch.mm / torch.bmm timed in the
  * same run when python3-torch is present. Checks results against a float64 reference before timing.
- * Run: npm run bench:gemm   (ADAPTERS_NUM_THREADS to change threads; BENCH_QUICK=1 for a short run)
+ * Run: npm run bench:gemm   (ADAPTERS_NUM_THREADS to change threads; BENCH_QUICK=1 for a short run; BENCH_ROUNDS=3)
  */
 import { ops, randn, numThreads, cpuInfo, noGrad, type Tensor } from '../lib/index.ts';
 import { native } from '../lib/binding.ts';
@@ -65,19 +65,30 @@ function timeOurs(c: Case): number {
 
 check();
 const info = cpuInfo();
-const peak1 = native.fmaPeak(1, 20_000_000);
-const peakN = native.fmaPeak(threads, 20_000_000);
 console.log(`threads: ${threads}; kernels: sgemm=${info.sgemm}, bgemm=${info.bgemm}`);
-console.log(`f32 FMA peak (${peakN.isa} register loop): ${peak1.gflops.toFixed(1)} GFLOP/s on 1 thread, ${peakN.gflops.toFixed(1)} on ${threads}`);
-
-const ours = new Map<string, number>();
-for (const c of cases) ours.set(c.key, timeOurs(c));
-
+// The machines are shared (other tenants take FMA/AMX capacity for seconds at a time), so ours, torch and the
+// peak loop are measured in alternating rounds and each keeps its best round: a slow spell then hits both sides.
+const rounds = quick ? 1 : Number(process.env.BENCH_ROUNDS ?? 3);
 const py = torchPython();
-let torchRes: { version: string; results: { key: string; gflops: number }[] } | null = null;
-if (py) torchRes = runPythonJson(py, path.join(here, 'torch_gemm.py'), { threads, cases: cases.map((c) => ({ ...c, reps: quick ? 2 : 5, min_time: quick ? 0.1 : 0.3 })) });
-else console.log('python3-torch not found: PyTorch columns omitted (apt-get install python3-torch)');
-const tmap = new Map(torchRes?.results.map((r) => [r.key, r.gflops]) ?? []);
+if (!py) console.log('python3-torch not found: PyTorch columns omitted (apt-get install python3-torch)');
+const ours = new Map<string, number>(), tmap = new Map<string, number>();
+let torchVersion = '-', peak1 = 0, peakN = { gflops: 0, isa: '' };
+for (let r = 0; r < rounds; r++) {
+  const p1 = native.fmaPeak(1, 20_000_000), pn = native.fmaPeak(threads, 20_000_000);
+  peak1 = Math.max(peak1, p1.gflops);
+  if (pn.gflops > peakN.gflops) peakN = pn;
+  for (const c of cases) ours.set(c.key, Math.max(ours.get(c.key) ?? 0, timeOurs(c)));
+  if (py) {
+    const tr = runPythonJson<{ version: string; results: { key: string; gflops: number }[] }>(py, path.join(here, 'torch_gemm.py'),
+      { threads, cases: cases.map((c) => ({ ...c, reps: quick ? 2 : 5, min_time: quick ? 0.1 : 0.3 })) });
+    if (tr) {
+      torchVersion = tr.version;
+      for (const x of tr.results) tmap.set(x.key, Math.max(tmap.get(x.key) ?? 0, x.gflops));
+    }
+  }
+}
+console.log(`f32 FMA peak (${peakN.isa} register loop, best of ${rounds} rounds): ${peak1.toFixed(1)} GFLOP/s on 1 thread, ${peakN.gflops.toFixed(1)} on ${threads}`);
+const torchRes = py ? { version: torchVersion } : null;
 
 const rows: (string | number)[][] = [['shape (M×N×K)', 'dtype', 'ours GFLOP/s', '% f32 peak', `torch ${torchRes?.version ?? '-'} GFLOP/s`, 'ours / torch']];
 for (const c of cases) {

@@ -6,7 +6,7 @@
 # Builds test/cuda/gpu/check.cu with the CUDA library sources (twice: plain sm_90, the mma.sync kernels
 # only, and sm_90a with the wgmma/TMA kernels), runs its tests (each risky group in its own process, so a
 # faulting kernel cannot hide the others), times our GEMMs and torch.matmul on the same shapes, and writes
-# under $OUT (default /tmp/gpu_check_out), at most 8 files:
+# under $OUT (default /tmp/gpu_check_out), at most 9 files:
 #   env.txt       GPU / driver / toolchain, and the time each step took
 #   build.log     compiler output, register / spill report of the GEMM kernels, SASS instruction counts
 #   tests.jsonl   one JSON line per test (check.cu --tests)
@@ -15,6 +15,7 @@
 #   stderr.log    everything the programs wrote to stderr, compute-sanitizer's report
 #   results.json  all of the above's JSON lines gathered in one object
 #   summary.md    pass/fail per group, ours vs torch TFLOP/s and ratios
+#   device.json   the addon's device checks (test/cuda/helpers/device_child.ts) when node and the addon were carried
 # Keeps going after a failing step (set -u, no set -e) so that whatever did work still comes back; it
 # stops starting new steps near a deadline so the whole run stays under ~6 minutes.
 set -u
@@ -149,6 +150,19 @@ if command -v compute-sanitizer >/dev/null && [ -x "$B/sm90a/check" ] && [ $(ela
   [ $WG != crashed ] && only="$only,wgmma"
   run "$(budget 75)" "compute-sanitizer memcheck (quick)" "$ERR" \
     compute-sanitizer --tool memcheck --print-limit 20 "$B/sm90a/check" --tests --quick --only=$only
+fi
+
+# ---- 5b. the addon's device plumbing against the real library (test/cuda/helpers/device_child.ts), when a
+# node binary (NODE, e.g. unpacked from a carried .xz) and the built addon + node_modules were carried along --------
+NODE_BIN=${NODE:-$(command -v node || true)}
+if [ -n "$NODE_BIN" ] && [ -f build/Release/adapters_node.node ] && [ -d node_modules/tsx ] && [ $(elapsed) -lt $DEADLINE ]; then
+  step "device plumbing: build libadapters_cuda.so (sm_90) and run device_child.ts"
+  $NVCC -arch=sm_90 -Xcompiler -fPIC -shared cuda/memory.cu cuda/optim.cu cuda/table.cu cuda/gemm.cu -o "$B/libadapters_cuda.so" >>"$BUILD" 2>&1
+  ADAPTERS_CUDA_LIB="$B/libadapters_cuda.so" timeout "$(budget 120)" "$NODE_BIN" --import tsx test/cuda/helpers/device_child.ts \
+    >"$OUT/device.json" 2>>"$ERR"
+  step "device plumbing: exit $?"
+else
+  step "device plumbing skipped (needs NODE, build/Release/adapters_node.node and node_modules/tsx)"
 fi
 
 # ---- 6. results.json and summary.md -----------------------------------------------------------------------
