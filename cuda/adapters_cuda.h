@@ -121,6 +121,22 @@ int adapters_cuda_adamw_step(int64_t n, float* const* params, const float* const
                              float* const* exp_avg_sq, const int64_t* numel, const float* hyper, float beta1,
                              float beta2, float eps, int64_t step, void* stream);
 
+/* ---- elementwise.cu: elementwise ops (per-element code in elementwise_math.h) ----------------------------- */
+/* out[i] = a[·] op b[·] over a broadcast index space of ndim <= 8 dims (row-major over shape); a and b are
+ * addressed by their strides in elements (0 on broadcast dims; offsets folded into the pointers); out is
+ * contiguous. op: 0 add, 1 sub, 2 mul, 3 div, 4 maximum, 5 minimum (NaN-propagating). f32. */
+int adapters_cuda_binary_f32(int op, int ndim, const int64_t* shape, const float* a, const int64_t* astrides,
+                             const float* b, const int64_t* bstrides, float* out, void* stream);
+/* y = f(x) over n contiguous floats. op: native/kernels/unary.h's UnOp codes 0..17 (neg … identity), 18 affine
+ * (p0·x + p1), 19 pow (x^p0). */
+int adapters_cuda_unary_f32(int op, int64_t n, const float* x, float* y, float p0, float p1, void* stream);
+/* out = g · f'(x) for the activations (relu, gelu, gelu_tanh, quick_gelu, silu, tanh, sigmoid, atan, identity). */
+int adapters_cuda_unary_backward_f32(int op, int64_t n, const float* x, const float* g, float* out, void* stream);
+/* dst (contiguous) = src gathered through sstrides (ndim <= 8), converted; dtypes: 0 f32, 1 bf16 (round to
+ * nearest even, as the CPU). */
+int adapters_cuda_copy_strided(int src_dtype, int dst_dtype, int ndim, const int64_t* shape, const void* src,
+                               const int64_t* sstrides, void* dst, void* stream);
+
 #ifdef __cplusplus
 }  /* extern "C" */
 #endif

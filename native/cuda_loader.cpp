@@ -66,6 +66,10 @@ CudaLib& lib() {
     ok &= sym(l, a.gemm_bf16, "adapters_cuda_gemm_bf16");
     ok &= sym(l, a.gemm_f32, "adapters_cuda_gemm_f32");
     ok &= sym(l, a.adamw_step, "adapters_cuda_adamw_step");
+    ok &= sym(l, a.binary_f32, "adapters_cuda_binary_f32");
+    ok &= sym(l, a.unary_f32, "adapters_cuda_unary_f32");
+    ok &= sym(l, a.unary_backward_f32, "adapters_cuda_unary_backward_f32");
+    ok &= sym(l, a.copy_strided, "adapters_cuda_copy_strided");
     l.complete = ok;
   });
   return l;

@@ -29,6 +29,10 @@ struct CudaApi {
                   int64_t, void*);
   int (*adamw_step)(int64_t, float* const*, const float* const*, float* const*, float* const*, const int64_t*,
                     const float*, float, float, float, int64_t, void*);
+  int (*binary_f32)(int, int, const int64_t*, const float*, const int64_t*, const float*, const int64_t*, float*, void*);
+  int (*unary_f32)(int, int64_t, const float*, float*, float, float, void*);
+  int (*unary_backward_f32)(int, int64_t, const float*, const float*, float*, void*);
+  int (*copy_strided)(int, int, int, const int64_t*, const void*, const int64_t*, void*, void*);
 };
 
 // Memory statistics of the CUDA caching allocator (adapters_cuda_mem_stats).

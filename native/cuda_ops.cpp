@@ -4,8 +4,9 @@
 // naming the op rather than falling back to the CPU.
 //
 // CUDA ops so far: matmul (f32 and bf16 inputs, f32 accumulation; batched and broadcast batch dims), linear
-// (incl. bias and the Conv1D layout), adamw_step (all parameters in one launch per step count), and clone /
-// copy_ of contiguous tensors.
+// (incl. bias and the Conv1D layout), adamw_step (all parameters in one launch per step count), the elementwise
+// family (add/sub/mul/div/maximum/minimum with broadcasting, unary maths and activations with their backward,
+// affine, pow), casts f32 <-> bf16, and clones / copies incl. strided gathers.
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -18,6 +19,8 @@
 
 namespace ad {
 namespace {
+
+Tensor copy_as(const OpCtx& c, const Tensor& t, DType dt);
 
 // The device of the op's inputs, which must all be on it (like torch: no implicit copies between devices).
 Device op_device(const OpCtx& c) {
@@ -51,8 +54,6 @@ void check_gemm_dtypes(const OpCtx& c, DType a, DType b) {
   if (!dtype_is_float(a) || a != b)
     c.fail("DTypeError", std::string("input and weight must share a floating dtype, got ") + dtype_name(a) + " and " + dtype_name(b));
   if (a == DType::F16) c.fail("DeviceError", "f16 GEMMs have no CUDA kernel yet (use f32 or bf16)");
-  if (a == DType::BF16 && !c.i("f32_out", 0))
-    c.fail("DeviceError", "a bf16 result needs a cast kernel, which CUDA has not yet; pass f32_out (autocast does)");
 }
 
 void op_matmul_cuda(OpCtx& c) {
@@ -87,7 +88,9 @@ void op_matmul_cuda(OpCtx& c) {
     }
   }
   const auto fshape = matmul_out_shape(ms);
-  c.out.push_back(out.view(fshape, contiguous_strides(fshape), 0));
+  out = out.view(fshape, contiguous_strides(fshape), 0);
+  // f32_out: keep the f32 accumulator (mixed precision); else bf16 in, bf16 out, as on the CPU
+  c.out.push_back(a.dtype == DType::BF16 && !c.i("f32_out", 0) ? copy_as(c, out, DType::BF16) : out);
 }
 
 void op_linear_cuda(OpCtx& c) {
@@ -130,7 +133,7 @@ void op_linear_cuda(OpCtx& c) {
     cuda_check(api.memset(out.raw(), 0, out.nbytes(), nullptr), c.name + ": zero the output");
   }
   if (in > 0) gemm(c, api, x.dtype, false, tb, rows, outf, in, x, x.offset, in, w, w.offset, vw.ld, beta, out.data<float>(), outf);
-  c.out.push_back(out);
+  c.out.push_back(x.dtype == DType::BF16 && !c.i("f32_out", 0) ? copy_as(c, out, DType::BF16) : out);
 }
 
 // adamw_step(hyper (n,3) [lr, wd, step] on the host, params..., grads..., exp_avg..., exp_avg_sq...): the
@@ -182,24 +185,186 @@ void op_adamw_step_cuda(OpCtx& c) {
   }
 }
 
-}  // namespace
 
-// clone / copy_ of contiguous same-dtype tensors: copy_into moves the bytes (device <-> device or host) and refuses
-// strided or converting copies, which need kernels CUDA has not yet.
+// ---- elementwise (cuda/elementwise.cu; the per-element code is cuda/elementwise_math.h) ------------------------
+
+constexpr int kMaxDims = 8;  // ad_ew::kMaxDims
+int ew_dtype(const OpCtx& c, DType d) {
+  if (d == DType::F32) return 0;
+  if (d == DType::BF16) return 1;
+  c.fail("DeviceError", std::string(dtype_name(d)) + " tensors have no CUDA elementwise kernels yet (f32 and bf16 do)");
+}
+void check_dims(const OpCtx& c, size_t nd) {
+  if (nd > (size_t)kMaxDims) c.fail("DeviceError", "CUDA elementwise kernels take up to 8 dims, got " + std::to_string(nd));
+}
+
+// A contiguous copy of t (any strides) in dtype dt, on t's device.
+Tensor copy_as(const OpCtx& c, const Tensor& t, DType dt) {
+  check_dims(c, t.shape.size());
+  const int sdt = ew_dtype(c, t.dtype), ddt = ew_dtype(c, dt);
+  Tensor out = Tensor::empty(t.shape, dt, t.device());
+  if (out.numel() == 0) return out;
+  const CudaApi& api = cuda_api(c.name);
+  cuda_check(api.copy_strided(sdt, ddt, (int)t.dim(), t.shape.data(), t.raw(), t.strides.data(), out.raw(), nullptr),
+             c.name + " on " + t.device().str());
+  return out;
+}
+// t as contiguous f32 (t itself when it already is).
+Tensor as_f32(const OpCtx& c, const Tensor& t) {
+  return t.dtype == DType::F32 && t.is_contiguous() ? t : copy_as(c, t, DType::F32);
+}
+
+// add/sub/mul/div/maximum/minimum with broadcasting; f32 arithmetic; bf16 out only when every input is bf16 (the
+// CPU's rule).
+void binary_cuda(OpCtx& c, int op) {
+  c.expect_inputs(2);
+  const Device dev = op_device(c);
+  Tensor a = c.input(0), b = c.input(1);
+  ew_dtype(c, a.dtype);
+  ew_dtype(c, b.dtype);
+  const bool low = a.dtype == DType::BF16 && b.dtype == DType::BF16;
+  if (a.dtype != DType::F32) a = copy_as(c, a, DType::F32);
+  if (b.dtype != DType::F32) b = copy_as(c, b, DType::F32);
+  const auto shape = broadcast_shapes(c, a.shape, b.shape);
+  check_dims(c, shape.size());
+  const auto sa = broadcast_strides(a, shape), sb = broadcast_strides(b, shape);
+  Tensor out = Tensor::empty(shape, DType::F32, dev);
+  if (out.numel() > 0) {
+    const CudaApi& api = cuda_api(c.name);
+    cuda_check(api.set_device(dev.index), c.name + ": select " + dev.str());
+    cuda_check(api.binary_f32(op, (int)shape.size(), shape.data(), a.data<float>(), sa.data(), b.data<float>(), sb.data(),
+                              out.data<float>(), nullptr),
+               c.name + " on " + dev.str());
+  }
+  c.out.push_back(low ? copy_as(c, out, DType::BF16) : out);
+}
+void op_add_cuda(OpCtx& c) { binary_cuda(c, 0); }
+void op_sub_cuda(OpCtx& c) { binary_cuda(c, 1); }
+void op_mul_cuda(OpCtx& c) { binary_cuda(c, 2); }
+void op_div_cuda(OpCtx& c) { binary_cuda(c, 3); }
+void op_maximum_cuda(OpCtx& c) { binary_cuda(c, 4); }
+void op_minimum_cuda(OpCtx& c) { binary_cuda(c, 5); }
+
+// unary ops and activations (codes: native/kernels/unary.h's UnOp; 18 affine, 19 pow); bf16 in -> bf16 out
+void unary_cuda(OpCtx& c, int op, float p0 = 0.f, float p1 = 0.f) {
+  c.expect_inputs(1);
+  const Device dev = op_device(c);
+  const Tensor& x0 = c.input(0);
+  ew_dtype(c, x0.dtype);
+  Tensor x = as_f32(c, x0);
+  Tensor out = Tensor::empty(x.shape, DType::F32, dev);
+  if (out.numel() > 0) {
+    const CudaApi& api = cuda_api(c.name);
+    cuda_check(api.set_device(dev.index), c.name + ": select " + dev.str());
+    cuda_check(api.unary_f32(op, x.numel(), x.data<float>(), out.data<float>(), p0, p1, nullptr), c.name + " on " + dev.str());
+  }
+  c.out.push_back(x0.dtype == DType::BF16 ? copy_as(c, out, DType::BF16) : out);
+}
+#define AD_UNARY_CUDA(name, code) \
+  void op_##name##_cuda(OpCtx& c) { unary_cuda(c, code); }
+AD_UNARY_CUDA(neg, 0)
+AD_UNARY_CUDA(exp, 1)
+AD_UNARY_CUDA(log, 2)
+AD_UNARY_CUDA(sqrt, 3)
+AD_UNARY_CUDA(rsqrt, 4)
+AD_UNARY_CUDA(abs, 5)
+AD_UNARY_CUDA(sign, 6)
+AD_UNARY_CUDA(sin, 7)
+AD_UNARY_CUDA(cos, 8)
+AD_UNARY_CUDA(relu, 9)
+AD_UNARY_CUDA(gelu, 10)
+AD_UNARY_CUDA(gelu_tanh, 11)
+AD_UNARY_CUDA(quick_gelu, 12)
+AD_UNARY_CUDA(silu, 13)
+AD_UNARY_CUDA(tanh, 14)
+AD_UNARY_CUDA(sigmoid, 15)
+AD_UNARY_CUDA(atan, 16)
+#undef AD_UNARY_CUDA
+void op_affine_cuda(OpCtx& c) { unary_cuda(c, 18, (float)c.f("scale", 1), (float)c.f("shift", 0)); }
+void op_pow_scalar_cuda(OpCtx& c) { unary_cuda(c, 19, (float)c.f("exponent")); }
+
+// activation_bwd(x, gout) {kind} -> gout · act'(x)
+void op_activation_bwd_cuda(OpCtx& c) {
+  c.expect_inputs(2);
+  const Device dev = op_device(c);
+  static const std::map<std::string, int> kinds = {{"relu", 9}, {"gelu", 10}, {"gelu_tanh", 11}, {"quick_gelu", 12},
+                                                   {"silu", 13}, {"tanh", 14}, {"sigmoid", 15}, {"atan", 16}};
+  auto it = kinds.find(c.s("kind", ""));
+  if (it == kinds.end()) c.fail("ValueError", "unknown activation '" + c.s("kind", "") + "'");
+  ew_dtype(c, c.input(0).dtype);
+  ew_dtype(c, c.input(1).dtype);
+  Tensor x = as_f32(c, c.input(0)), g = as_f32(c, c.input(1));
+  if (x.shape != g.shape) c.fail("ShapeError", "x " + shape_str(x.shape) + " vs grad " + shape_str(g.shape));
+  Tensor out = Tensor::empty(x.shape, DType::F32, dev);
+  if (out.numel() > 0) {
+    const CudaApi& api = cuda_api(c.name);
+    cuda_check(api.set_device(dev.index), c.name + ": select " + dev.str());
+    cuda_check(api.unary_backward_f32(it->second, x.numel(), x.data<float>(), g.data<float>(), out.data<float>(), nullptr),
+               c.name + " on " + dev.str());
+  }
+  const bool low = c.input(0).dtype == DType::BF16 && c.input(1).dtype == DType::BF16;
+  c.out.push_back(low ? copy_as(c, out, DType::BF16) : out);
+}
+
+// cast(x) {dtype}: f32 <-> bf16 on the device (the same dtype: x itself, as on the CPU)
+void op_cast_cuda(OpCtx& c) {
+  c.expect_inputs(1);
+  op_device(c);
+  DType dt;
+  const std::string dn = c.s("dtype", "");
+  if (!dtype_from_name(dn, &dt)) c.fail("DTypeError", "unknown dtype '" + dn + "'");
+  const Tensor& x = c.input(0);
+  c.out.push_back(x.dtype == dt ? x : copy_as(c, x, dt));
+}
+
+// clone: a fresh contiguous copy (strided sources gathered on the device; other dtypes than f32/bf16 need
+// contiguity and are copied byte for byte)
 void op_contiguous_cuda(OpCtx& c) {
   c.expect_inputs(1);
   op_device(c);
-  op_contiguous(c);
+  const Tensor& x = c.input(0);
+  if (x.dtype == DType::F32 || x.dtype == DType::BF16) c.out.push_back(copy_as(c, x, x.dtype));
+  else op_contiguous(c);
 }
+// copy_(dst, src): contiguous same-dtype copies (incl. host -> device); copy_into refuses the rest
 void op_copy__cuda(OpCtx& c) {
   c.expect_inputs(2);
-  op_copy_(c);  // the destination decides; a cpu source is copied over
+  op_copy_(c);
 }
+
+}  // namespace
 
 // The CUDA column of the op table (dispatch.cpp installs these next to the CPU kernels).
 extern const std::vector<std::pair<const char*, OpFn>> kCudaOps = {
     {"contiguous", &op_contiguous_cuda},
     {"copy_", &op_copy__cuda},
+    {"cast", &op_cast_cuda},
+    {"add", &op_add_cuda},
+    {"sub", &op_sub_cuda},
+    {"mul", &op_mul_cuda},
+    {"div", &op_div_cuda},
+    {"maximum", &op_maximum_cuda},
+    {"minimum", &op_minimum_cuda},
+    {"neg", &op_neg_cuda},
+    {"exp", &op_exp_cuda},
+    {"log", &op_log_cuda},
+    {"sqrt", &op_sqrt_cuda},
+    {"rsqrt", &op_rsqrt_cuda},
+    {"abs", &op_abs_cuda},
+    {"sign", &op_sign_cuda},
+    {"sin", &op_sin_cuda},
+    {"cos", &op_cos_cuda},
+    {"relu", &op_relu_cuda},
+    {"gelu", &op_gelu_cuda},
+    {"gelu_tanh", &op_gelu_tanh_cuda},
+    {"quick_gelu", &op_quick_gelu_cuda},
+    {"silu", &op_silu_cuda},
+    {"tanh", &op_tanh_cuda},
+    {"sigmoid", &op_sigmoid_cuda},
+    {"atan", &op_atan_cuda},
+    {"affine", &op_affine_cuda},
+    {"pow_scalar", &op_pow_scalar_cuda},
+    {"activation_bwd", &op_activation_bwd_cuda},
     {"matmul", &op_matmul_cuda},
     {"linear", &op_linear_cuda},
     {"adamw_step", &op_adamw_step_cuda},

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 
+#include "../../cuda/elementwise_math.h"
+
 namespace ad {
 
 enum UnOp { U_NEG, U_EXP, U_LOG, U_SQRT, U_RSQRT, U_ABS, U_SIGN, U_SIN, U_COS, U_RELU, U_GELU, U_GELU_TANH,
@@ -13,40 +15,12 @@ enum UnOp { U_NEG, U_EXP, U_LOG, U_SQRT, U_RSQRT, U_ABS, U_SIGN, U_SIN, U_COS, U
 constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kInvSqrt2 = 0.7071067811865476f;
 
-// exp and erf in plain branch-free arithmetic, so that the activation loops vectorise (std::exp / std::erf are
-// scalar libm calls, which dominated GELU in a BERT training step). vexp: Cephes' expf polynomial after
-// n·ln2 range reduction, ~1 ulp; the input is clamped to [-87.3, 88.3] (activations only need it there).
-__attribute__((always_inline)) inline float vexp(float x) {
-  x = x < -87.3f ? -87.3f : x > 88.3f ? 88.3f : x;  // (NaN stays NaN: both compares are false)
-  const float n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;  // round to nearest (|n| < 2^22)
-  float r = x - n * 0.693359375f;
-  r = r + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.f;
-  const int32_t bits = ((int32_t)n + 127) << 23;
-  return p * __builtin_bit_cast(float, bits);
-}
-
-// tanh from vexp for the tanh-GELU: sign(x) (1 - 2 / (e^{2|x|} + 1)), absolute error ~1e-7 (the standalone
-// tanh op keeps std::tanh, whose relative accuracy near 0 this form lacks).
-__attribute__((always_inline)) inline float vtanh_abs_err(float x) {
-  const float e = vexp(2.f * std::fabs(x));
-  return std::copysign(1.f - 2.f / (e + 1.f), x);
-}
-
-// erf by Abramowitz & Stegun 7.1.26 (absolute error <= 1.5e-7), the form PyTorch's own vectorised CPU GELU
-// uses, so GELU here agrees with torch's CPU kernels at the same level.
-__attribute__((always_inline)) inline float verf(float x) {
-  const float ax = std::fabs(x);
-  const float t = 1.f / (0.3275911f * ax + 1.f);
-  const float r = ((((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t + 0.254829592f) * t;
-  return std::copysign(1.f - r * vexp(-ax * ax), x);
-}
+// exp, erf and the tanh-GELU's tanh in plain branch-free arithmetic, so that the activation loops vectorise
+// (std::exp / std::erf are scalar libm calls, which dominated GELU in a BERT training step); shared with the CUDA
+// kernels (cuda/elementwise_math.h), so both backends compute the same formulas.
+using ad_ew::verf;
+using ad_ew::vexp;
+using ad_ew::vtanh_abs_err;
 
 inline float un_apply(UnOp op, float x) {
   switch (op) {

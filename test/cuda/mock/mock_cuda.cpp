@@ -18,6 +18,8 @@
 #include <mutex>
 #include <string>
 
+#include "../../../cuda/elementwise_math.h"
+
 namespace {
 constexpr uintptr_t kShift = uintptr_t(1) << 46;  // 64 TiB: outside anything the process maps
 std::mutex g_mu;
@@ -198,6 +200,76 @@ int adapters_cuda_adamw_step(int64_t n, float* const* params, const float* const
       p[i] -= stp * (m[i] / (std::sqrt(v[i]) / bc2s + eps));
     }
   }
+  return 0;
+}
+
+// Elementwise ops: the CUDA kernels' own per-element code (cuda/elementwise_math.h), run over every index.
+namespace {
+bool mk_layout(int ndim, const int64_t* shape, const int64_t* s0, const int64_t* s1, ad_ew::Layout* l, int64_t* n) {
+  if (ndim < 0 || ndim > ad_ew::kMaxDims) return false;
+  l->ndim = ndim;
+  *n = 1;
+  for (int d = 0; d < ndim; d++) {
+    l->shape[d] = shape[d];
+    l->stride[0][d] = s0[d];
+    l->stride[1][d] = s1 ? s1[d] : 0;
+    *n *= shape[d];
+  }
+  return true;
+}
+// the byte extent [lo, hi) an operand's strides reach over the index space
+bool reach_ok(const void* base, const ad_ew::Layout& l, int k, size_t esize, int64_t n) {
+  if (n == 0) return true;
+  int64_t lo = 0, hi = 0;
+  for (int d = 0; d < l.ndim; d++) {
+    const int64_t span = (l.shape[d] - 1) * l.stride[k][d];
+    (span < 0 ? lo : hi) += span;
+  }
+  return valid(static_cast<const char*>(base) + lo * (int64_t)esize, (size_t)(hi - lo + 1) * esize);
+}
+}  // namespace
+
+int adapters_cuda_binary_f32(int op, int ndim, const int64_t* shape, const float* a, const int64_t* astrides, const float* b,
+                             const int64_t* bstrides, float* out, void*) {
+  ad_ew::Layout l;
+  int64_t n;
+  if (op < 0 || op >= ad_ew::BINARY_COUNT || !mk_layout(ndim, shape, astrides, bstrides, &l, &n)) return 1;
+  if (n == 0) return 0;
+  if (!reach_ok(a, l, 0, 4, n) || !reach_ok(b, l, 1, 4, n) || !valid(out, (size_t)n * 4)) return 700;
+  const float* ha = static_cast<const float*>(host(a));
+  const float* hb = static_cast<const float*>(host(b));
+  float* ho = static_cast<float*>(host(out));
+  for (int64_t i = 0; i < n; i++) ad_ew::binary_at(i, op, l, ha, hb, ho);
+  return 0;
+}
+int adapters_cuda_unary_f32(int op, int64_t n, const float* x, float* y, float p0, float p1, void*) {
+  if (op < 0 || op >= ad_ew::UNARY_COUNT || n < 0) return 1;
+  if (n == 0) return 0;
+  if (!valid(x, (size_t)n * 4) || !valid(y, (size_t)n * 4)) return 700;
+  const float* hx = static_cast<const float*>(host(x));
+  float* hy = static_cast<float*>(host(y));
+  for (int64_t i = 0; i < n; i++) hy[i] = ad_ew::unary(op, hx[i], p0, p1);
+  return 0;
+}
+int adapters_cuda_unary_backward_f32(int op, int64_t n, const float* x, const float* g, float* out, void*) {
+  if (op < 0 || op >= ad_ew::UNARY_COUNT || n < 0) return 1;
+  if (n == 0) return 0;
+  if (!valid(x, (size_t)n * 4) || !valid(g, (size_t)n * 4) || !valid(out, (size_t)n * 4)) return 700;
+  const float* hx = static_cast<const float*>(host(x));
+  const float* hg = static_cast<const float*>(host(g));
+  float* ho = static_cast<float*>(host(out));
+  for (int64_t i = 0; i < n; i++) ho[i] = ad_ew::unary_backward(op, hx[i], hg[i]);
+  return 0;
+}
+int adapters_cuda_copy_strided(int sdt, int ddt, int ndim, const int64_t* shape, const void* src, const int64_t* sstrides,
+                               void* dst, void*) {
+  ad_ew::Layout l;
+  int64_t n;
+  if ((sdt != 0 && sdt != 1) || (ddt != 0 && ddt != 1) || !mk_layout(ndim, shape, sstrides, nullptr, &l, &n)) return 1;
+  if (n == 0) return 0;
+  const size_t ses = sdt == 0 ? 4 : 2, des = ddt == 0 ? 4 : 2;
+  if (!reach_ok(src, l, 0, ses, n) || !valid(dst, (size_t)n * des)) return 700;
+  for (int64_t i = 0; i < n; i++) ad_ew::copy_at(i, l, host(src), sdt, host(dst), ddt);
   return 0;
 }
 
