@@ -137,6 +137,33 @@ int adapters_cuda_unary_backward_f32(int op, int64_t n, const float* x, const fl
 int adapters_cuda_copy_strided(int src_dtype, int dst_dtype, int ndim, const int64_t* shape, const void* src,
                                const int64_t* sstrides, void* dst, void* stream);
 
+/* ---- rows.cu: row-wise ops (per-row code in rows_math.h; arithmetic as native/kernels/) ------------------ */
+/* softmax (log = 0) / log-softmax (log = 1) over axis R of a contiguous (O, R, I) f32 tensor; backward from the
+ * forward output y and its gradient g. */
+int adapters_cuda_softmax_f32(int log, int64_t O, int64_t R, int64_t I, const float* x, float* y, void* stream);
+int adapters_cuda_softmax_backward_f32(int log, int64_t O, int64_t R, int64_t I, const float* y, const float* g, float* gi,
+                                       void* stream);
+/* layer norm (rms = 0) / RMS norm (rms = 1) over rows of C; w, b may be NULL; writes y and the per-row mean (0 for
+ * RMS) and rstd. Backward: dx always, dw / db when not NULL (column sums over the N rows). */
+int adapters_cuda_norm_f32(int rms, int64_t N, int64_t C, const float* x, const float* w, const float* b, float eps, float* y,
+                           float* mean, float* rstd, void* stream);
+int adapters_cuda_norm_backward_f32(int rms, int64_t N, int64_t C, const float* x, const float* w, const float* mean,
+                                    const float* rstd, const float* g, float* dx, float* dw, float* db, void* stream);
+/* out (O, I) = Σ over axis R of a contiguous (O, R, I) tensor (double accumulation). */
+int adapters_cuda_sum_f32(int64_t O, int64_t R, int64_t I, const float* x, float* out, void* stream);
+/* cross-entropy rows: lse (N) and the per-row loss (0 for ignore_index rows); targets are int64 and must be in
+ * range (checked by the caller). Backward: dlogits = w_i·(softmax − ε/C − (1−ε)·onehot) with
+ * w_i = (per_row ? gout[i] : gout[0]) · scale (0 for ignored rows). */
+int adapters_cuda_cross_entropy_f32(int64_t N, int64_t C, const float* logits, const int64_t* targets, int64_t ignore_index,
+                                    float label_smoothing, float* lse, float* row_loss, void* stream);
+int adapters_cuda_cross_entropy_backward_f32(int64_t N, int64_t C, const float* logits, const int64_t* targets, const float* lse,
+                                             int64_t ignore_index, float label_smoothing, const float* gout, int per_row,
+                                             float scale, float* dlogits, void* stream);
+/* embedding rows out[k] = weight[ids[k]] (ids checked by the caller); backward scatter-adds g into a zeroed
+ * dweight in index order (deterministic). */
+int adapters_cuda_embedding_f32(int64_t n, int64_t C, const int64_t* ids, const float* weight, float* out, void* stream);
+int adapters_cuda_embedding_backward_f32(int64_t n, int64_t C, const int64_t* ids, const float* g, float* dweight, void* stream);
+
 #ifdef __cplusplus
 }  /* extern "C" */
 #endif

@@ -70,6 +70,15 @@ CudaLib& lib() {
     ok &= sym(l, a.unary_f32, "adapters_cuda_unary_f32");
     ok &= sym(l, a.unary_backward_f32, "adapters_cuda_unary_backward_f32");
     ok &= sym(l, a.copy_strided, "adapters_cuda_copy_strided");
+    ok &= sym(l, a.softmax_f32, "adapters_cuda_softmax_f32");
+    ok &= sym(l, a.softmax_backward_f32, "adapters_cuda_softmax_backward_f32");
+    ok &= sym(l, a.norm_f32, "adapters_cuda_norm_f32");
+    ok &= sym(l, a.norm_backward_f32, "adapters_cuda_norm_backward_f32");
+    ok &= sym(l, a.sum_f32, "adapters_cuda_sum_f32");
+    ok &= sym(l, a.cross_entropy_f32, "adapters_cuda_cross_entropy_f32");
+    ok &= sym(l, a.cross_entropy_backward_f32, "adapters_cuda_cross_entropy_backward_f32");
+    ok &= sym(l, a.embedding_f32, "adapters_cuda_embedding_f32");
+    ok &= sym(l, a.embedding_backward_f32, "adapters_cuda_embedding_backward_f32");
     l.complete = ok;
   });
   return l;

@@ -33,6 +33,17 @@ struct CudaApi {
   int (*unary_f32)(int, int64_t, const float*, float*, float, float, void*);
   int (*unary_backward_f32)(int, int64_t, const float*, const float*, float*, void*);
   int (*copy_strided)(int, int, int, const int64_t*, const void*, const int64_t*, void*, void*);
+  int (*softmax_f32)(int, int64_t, int64_t, int64_t, const float*, float*, void*);
+  int (*softmax_backward_f32)(int, int64_t, int64_t, int64_t, const float*, const float*, float*, void*);
+  int (*norm_f32)(int, int64_t, int64_t, const float*, const float*, const float*, float, float*, float*, float*, void*);
+  int (*norm_backward_f32)(int, int64_t, int64_t, const float*, const float*, const float*, const float*, const float*, float*,
+                           float*, float*, void*);
+  int (*sum_f32)(int64_t, int64_t, int64_t, const float*, float*, void*);
+  int (*cross_entropy_f32)(int64_t, int64_t, const float*, const int64_t*, int64_t, float, float*, float*, void*);
+  int (*cross_entropy_backward_f32)(int64_t, int64_t, const float*, const int64_t*, const float*, int64_t, float, const float*,
+                                    int, float, float*, void*);
+  int (*embedding_f32)(int64_t, int64_t, const int64_t*, const float*, float*, void*);
+  int (*embedding_backward_f32)(int64_t, int64_t, const int64_t*, const float*, float*, void*);
 };
 
 // Memory statistics of the CUDA caching allocator (adapters_cuda_mem_stats).

@@ -6,7 +6,8 @@
 // CUDA ops so far: matmul (f32 and bf16 inputs, f32 accumulation; batched and broadcast batch dims), linear
 // (incl. bias and the Conv1D layout), adamw_step (all parameters in one launch per step count), the elementwise
 // family (add/sub/mul/div/maximum/minimum with broadcasting, unary maths and activations with their backward,
-// affine, pow), casts f32 <-> bf16, and clones / copies incl. strided gathers.
+// affine, pow), casts f32 <-> bf16, clones / copies incl. strided gathers, and the row-wise family (softmax and
+// log-softmax, layer / RMS norm, sums over any axes, embedding, cross-entropy; forward and backward).
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -15,6 +16,7 @@
 
 #include "cuda_loader.h"
 #include "kernels/matview.h"
+#include "kernels/reduce_geo.h"
 #include "op.h"
 
 namespace ad {
@@ -332,6 +334,260 @@ void op_copy__cuda(OpCtx& c) {
   op_copy_(c);
 }
 
+// ---- row-wise ops (cuda/rows.cu; per-row code in cuda/rows_math.h) ---------------------------------------------
+
+const CudaApi& api_on(const OpCtx& c, Device dev) {
+  const CudaApi& api = cuda_api(c.name);
+  cuda_check(api.set_device(dev.index), c.name + ": select " + dev.str());
+  return api;
+}
+Tensor f32_out(const OpCtx& c, Tensor out, DType in_dt) { return in_dt == DType::BF16 ? copy_as(c, out, DType::BF16) : out; }
+float* fp(const Tensor& t) { return t.st ? t.data<float>() : nullptr; }
+
+// (O, R, I) of a softmax over `dim`
+void geo(const OpCtx& c, const Tensor& x, int64_t* O, int64_t* R, int64_t* I) {
+  const int64_t d = norm_axis(c, c.i("dim", -1), x.dim());
+  *O = 1; *R = 1; *I = 1;
+  if (x.dim() == 0) return;
+  for (int64_t k = 0; k < d; k++) *O *= x.shape[k];
+  *R = x.shape[d];
+  for (int64_t k = d + 1; k < x.dim(); k++) *I *= x.shape[k];
+}
+void softmax_cuda(OpCtx& c, bool log) {
+  c.expect_inputs(1);
+  const Device dev = op_device(c);
+  ew_dtype(c, c.input(0).dtype);
+  Tensor x = as_f32(c, c.input(0));
+  int64_t O, R, I;
+  geo(c, x, &O, &R, &I);
+  Tensor y = Tensor::empty(x.shape, DType::F32, dev);
+  if (y.numel() > 0) cuda_check(api_on(c, dev).softmax_f32(log, O, R, I, x.data<float>(), y.data<float>(), nullptr), c.name + " on " + dev.str());
+  c.out.push_back(f32_out(c, y, c.input(0).dtype));
+}
+void softmax_bwd_cuda(OpCtx& c, bool log) {
+  c.expect_inputs(2);
+  const Device dev = op_device(c);
+  ew_dtype(c, c.input(0).dtype);
+  ew_dtype(c, c.input(1).dtype);
+  Tensor y = as_f32(c, c.input(0)), g = as_f32(c, c.input(1));
+  if (y.shape != g.shape) c.fail("ShapeError", "output " + shape_str(y.shape) + " vs grad " + shape_str(g.shape));
+  int64_t O, R, I;
+  geo(c, y, &O, &R, &I);
+  Tensor gi = Tensor::empty(y.shape, DType::F32, dev);
+  if (gi.numel() > 0)
+    cuda_check(api_on(c, dev).softmax_backward_f32(log, O, R, I, y.data<float>(), g.data<float>(), gi.data<float>(), nullptr), c.name + " on " + dev.str());
+  c.out.push_back(f32_out(c, gi, c.input(0).dtype == DType::BF16 && c.input(1).dtype == DType::BF16 ? DType::BF16 : DType::F32));
+}
+void op_softmax_cuda(OpCtx& c) { softmax_cuda(c, false); }
+void op_log_softmax_cuda(OpCtx& c) { softmax_cuda(c, true); }
+void op_softmax_bwd_cuda(OpCtx& c) { softmax_bwd_cuda(c, false); }
+void op_log_softmax_bwd_cuda(OpCtx& c) { softmax_bwd_cuda(c, true); }
+
+void check_param(const OpCtx& c, size_t k, int64_t C, const char* what) {
+  if (!c.has(k)) return;
+  const Tensor& w = c.input(k);
+  if (w.dim() != 1 || w.shape[0] != C)
+    c.fail("ShapeError", std::string(what) + " must have shape [" + std::to_string(C) + "], got " + shape_str(w.shape));
+  ew_dtype(c, w.dtype);
+}
+// layer_norm(x, w?, b?) {eps} / rms_norm(x, w?) {eps} -> y, mean, rstd
+void norm_cuda(OpCtx& c, bool rms) {
+  c.expect_inputs(1);
+  const Device dev = op_device(c);
+  ew_dtype(c, c.input(0).dtype);
+  Tensor x = as_f32(c, c.input(0));
+  if (x.dim() == 0) c.fail("ShapeError", "input must have at least one dimension");
+  const int64_t C = x.shape.back(), N = C ? x.numel() / C : 0;
+  check_param(c, 1, C, "weight");
+  if (!rms) check_param(c, 2, C, "bias");
+  Tensor w = c.has(1) ? as_f32(c, c.input(1)) : Tensor(), b = (!rms && c.has(2)) ? as_f32(c, c.input(2)) : Tensor();
+  std::vector<int64_t> st(x.shape.begin(), x.shape.end() - 1);
+  Tensor y = Tensor::empty(x.shape, DType::F32, dev), mean = Tensor::empty(st, DType::F32, dev), rstd = Tensor::empty(st, DType::F32, dev);
+  if (N > 0 && C > 0)
+    cuda_check(api_on(c, dev).norm_f32(rms, N, C, x.data<float>(), fp(w), fp(b), (float)c.f("eps", 1e-5), y.data<float>(),
+                                       mean.data<float>(), rstd.data<float>(), nullptr),
+               c.name + " on " + dev.str());
+  c.out.push_back(f32_out(c, y, c.input(0).dtype));
+  c.out.push_back(mean);
+  c.out.push_back(rstd);
+}
+// layer_norm_bwd(x, w?, mean, rstd, gout) {has_bias} -> dx, [dw], [db];  rms_norm_bwd(...) -> dx, [dw]
+void norm_bwd_cuda(OpCtx& c, bool rms) {
+  if (c.in.size() < 5) c.fail("ValueError", "expected 5 inputs (x, weight?, mean, rstd, gout), got " + std::to_string(c.in.size()));
+  const Device dev = op_device(c);
+  for (size_t k : {0, 2, 3, 4}) ew_dtype(c, c.input(k).dtype);
+  Tensor x = as_f32(c, c.input(0));
+  const int64_t C = x.shape.back(), N = C ? x.numel() / C : 0;
+  const bool hw = c.has(1), has_bias = c.b("has_bias", !rms);
+  check_param(c, 1, C, "weight");
+  Tensor w = hw ? as_f32(c, c.input(1)) : Tensor();
+  Tensor mean = as_f32(c, c.input(2)), rstd = as_f32(c, c.input(3)), g = as_f32(c, c.input(4));
+  if (g.shape != x.shape) c.fail("ShapeError", "grad " + shape_str(g.shape) + " vs input " + shape_str(x.shape));
+  Tensor dx = Tensor::empty(x.shape, DType::F32, dev);
+  Tensor dw = hw ? Tensor::empty({C}, DType::F32, dev) : Tensor(), db = has_bias ? Tensor::empty({C}, DType::F32, dev) : Tensor();
+  const CudaApi& api = api_on(c, dev);
+  if (C > 0 && N == 0) {  // no rows: zero parameter gradients
+    if (hw) cuda_check(api.memset(dw.raw(), 0, dw.nbytes(), nullptr), c.name);
+    if (has_bias) cuda_check(api.memset(db.raw(), 0, db.nbytes(), nullptr), c.name);
+  } else if (C > 0) {
+    cuda_check(api.norm_backward_f32(rms, N, C, x.data<float>(), fp(w), mean.data<float>(), rstd.data<float>(), g.data<float>(),
+                                     dx.data<float>(), fp(dw), fp(db), nullptr),
+               c.name + " on " + dev.str());
+  }
+  c.out.push_back(dx);
+  if (hw) c.out.push_back(dw);
+  if (has_bias) c.out.push_back(db);
+}
+void op_layer_norm_cuda(OpCtx& c) { norm_cuda(c, false); }
+void op_rms_norm_cuda(OpCtx& c) { norm_cuda(c, true); }
+void op_layer_norm_bwd_cuda(OpCtx& c) { norm_bwd_cuda(c, false); }
+void op_rms_norm_bwd_cuda(OpCtx& c) { norm_bwd_cuda(c, true); }
+
+// sum(x) {dims?, keepdim}: floating tensors (f32 result; bf16 in -> bf16 out)
+void op_sum_cuda(OpCtx& c) {
+  c.expect_inputs(1);
+  const Device dev = op_device(c);
+  const Tensor& x0 = c.input(0);
+  ew_dtype(c, x0.dtype);
+  std::vector<int64_t> axes = c.has_attr("dims") ? c.ints("dims") : all_axes(x0.dim());
+  ORI r = to_ori(c, x0, axes, [&](const Tensor& t) { return copy_as(c, t, DType::F32); });
+  Tensor out = Tensor::empty(c.b("keepdim", false) ? r.out_shape_keep : r.out_shape, DType::F32, dev);
+  if (out.numel() > 0)
+    cuda_check(api_on(c, dev).sum_f32(r.O, r.R, r.I, r.x.data<float>(), out.data<float>(), nullptr), c.name + " on " + dev.str());
+  c.out.push_back(f32_out(c, out, x0.dtype));
+}
+
+// integer index tensors: copied to the host (they are small) for the bounds check the CPU op does, and uploaded as i64
+std::vector<int64_t> indices_host(const OpCtx& c, const Tensor& t, const char* what) {
+  if (t.dtype != DType::I64 && t.dtype != DType::I32)
+    c.fail("DTypeError", std::string(what) + " must be an integer tensor (i64/i32), got " + dtype_name(t.dtype));
+  if (!t.is_contiguous()) c.fail("DeviceError", std::string(what) + ": strided index tensors need a strided-copy kernel for integers, which CUDA has not yet");
+  Tensor h = to_device(t, Device{});
+  std::vector<int64_t> v((size_t)h.numel());
+  for (int64_t k = 0; k < h.numel(); k++) v[k] = t.dtype == DType::I64 ? h.data<int64_t>()[k] : h.data<int32_t>()[k];
+  return v;
+}
+Tensor upload_i64(const std::vector<int64_t>& v, Device dev) {
+  Tensor h = Tensor::empty({(int64_t)v.size()}, DType::I64);
+  if (!v.empty()) std::memcpy(h.raw(), v.data(), v.size() * 8);
+  return to_device(h, dev);
+}
+void check_range(const OpCtx& c, const std::vector<int64_t>& v, int64_t n, const char* what) {
+  for (int64_t i : v)
+    if (i < 0 || i >= n) c.fail("IndexError", std::string(what) + " " + std::to_string(i) + " is out of range [0, " + std::to_string(n) + ")");
+}
+
+// embedding(ids, weight) -> weight[ids]
+void op_embedding_cuda(OpCtx& c) {
+  c.expect_inputs(2);
+  const Device dev = op_device(c);
+  const Tensor& w0 = c.input(1);
+  if (w0.dim() != 2) c.fail("ShapeError", "weight must be 2-D (num_embeddings, dim), got " + shape_str(w0.shape));
+  if (w0.dtype != DType::F32) c.fail("DeviceError", std::string("a ") + dtype_name(w0.dtype) + " embedding table has no CUDA kernel yet (f32 has)");
+  const auto ids = indices_host(c, c.input(0), "ids");
+  const int64_t V = w0.shape[0], C = w0.shape[1];
+  check_range(c, ids, V, "id");
+  Tensor w = as_f32(c, w0), idd = upload_i64(ids, dev);
+  std::vector<int64_t> shp = c.input(0).shape;
+  shp.push_back(C);
+  Tensor out = Tensor::empty(shp, DType::F32, dev);
+  if (out.numel() > 0)
+    cuda_check(api_on(c, dev).embedding_f32((int64_t)ids.size(), C, idd.data<int64_t>(), w.data<float>(), out.data<float>(), nullptr),
+               c.name + " on " + dev.str());
+  c.out.push_back(out);
+}
+// embedding_bwd(ids, gout) {num_embeddings} -> dweight (V, C)
+void op_embedding_bwd_cuda(OpCtx& c) {
+  c.expect_inputs(2);
+  const Device dev = op_device(c);
+  ew_dtype(c, c.input(1).dtype);
+  const auto ids = indices_host(c, c.input(0), "ids");
+  Tensor g = as_f32(c, c.input(1));
+  const int64_t V = c.i("num_embeddings"), C = g.dim() ? g.shape.back() : 1;
+  if (g.numel() != (int64_t)ids.size() * C) c.fail("ShapeError", "grad " + shape_str(g.shape) + " vs ids " + shape_str(c.input(0).shape));
+  check_range(c, ids, V, "id");
+  Tensor dw = Tensor::empty({V, C}, DType::F32, dev), idd = upload_i64(ids, dev);
+  const CudaApi& api = api_on(c, dev);
+  if (dw.numel() > 0) {
+    cuda_check(api.memset(dw.raw(), 0, dw.nbytes(), nullptr), c.name);
+    cuda_check(api.embedding_backward_f32((int64_t)ids.size(), C, idd.data<int64_t>(), g.data<float>(), dw.data<float>(), nullptr),
+               c.name + " on " + dev.str());
+  }
+  c.out.push_back(dw);
+}
+
+// cross_entropy(logits, targets) {ignore_index, label_smoothing, reduction} -> loss, lse;  _bwd(..., lse, gout) -> dlogits
+struct CECuda {
+  Tensor x, t;
+  int64_t N, C, ignore, count;
+  float eps;
+  std::string red;
+};
+CECuda ce_parse(OpCtx& c, Device dev) {
+  c.expect_inputs(2);
+  CECuda r;
+  ew_dtype(c, c.input(0).dtype);
+  r.x = as_f32(c, c.input(0));
+  if (r.x.dim() != 2) c.fail("ShapeError", "logits must be (N, C), got " + shape_str(r.x.shape));
+  r.N = r.x.shape[0];
+  r.C = r.x.shape[1];
+  const Tensor& t0 = c.input(1);
+  if (t0.dtype != DType::I64 && t0.dtype != DType::I32)
+    c.fail("DTypeError", "targets must be integer class indices (i64), got " + std::string(dtype_name(t0.dtype)));
+  if (t0.dim() != 1 || t0.shape[0] != r.N)
+    c.fail("ShapeError", "targets " + shape_str(t0.shape) + " must be [" + std::to_string(r.N) + "] for logits " + shape_str(r.x.shape));
+  r.ignore = c.i("ignore_index", -100);
+  r.eps = (float)c.f("label_smoothing", 0.0);
+  if (r.eps < 0 || r.eps > 1) c.fail("ValueError", "label_smoothing must be in [0, 1], got " + std::to_string(r.eps));
+  r.red = c.s("reduction", "mean");
+  if (r.red != "mean" && r.red != "sum" && r.red != "none") c.fail("ValueError", "reduction must be mean, sum or none, got '" + r.red + "'");
+  const auto t = indices_host(c, t0, "targets");
+  r.count = 0;
+  for (int64_t i = 0; i < r.N; i++) {
+    if (t[i] != r.ignore && (t[i] < 0 || t[i] >= r.C))
+      c.fail("IndexError", "target " + std::to_string(t[i]) + " at row " + std::to_string(i) + " is out of range [0, " + std::to_string(r.C) + ")");
+    r.count += t[i] != r.ignore;
+  }
+  r.t = upload_i64(t, dev);
+  return r;
+}
+void op_cross_entropy_cuda(OpCtx& c) {
+  const Device dev = op_device(c);
+  CECuda r = ce_parse(c, dev);
+  const CudaApi& api = api_on(c, dev);
+  Tensor lse = Tensor::empty({r.N}, DType::F32, dev), rows = Tensor::empty({r.N}, DType::F32, dev);
+  if (r.N > 0 && r.C > 0)
+    cuda_check(api.cross_entropy_f32(r.N, r.C, r.x.data<float>(), r.t.data<int64_t>(), r.ignore, r.eps, lse.data<float>(), rows.data<float>(), nullptr),
+               c.name + " on " + dev.str());
+  if (r.red == "none") {
+    c.out.push_back(rows);
+  } else {
+    Tensor tot = Tensor::empty({}, DType::F32, dev);
+    cuda_check(api.sum_f32(1, r.N, 1, rows.data<float>(), tot.data<float>(), nullptr), c.name + " on " + dev.str());
+    if (r.red == "mean") {  // tot / count (0/0 = NaN without targets, as on the CPU)
+      Tensor m = Tensor::empty({}, DType::F32, dev);
+      cuda_check(api.unary_f32(18, 1, tot.data<float>(), m.data<float>(), 1.f / (float)r.count, 0.f, nullptr), c.name);
+      tot = m;
+    }
+    c.out.push_back(tot);
+  }
+  c.out.push_back(lse);
+}
+void op_cross_entropy_bwd_cuda(OpCtx& c) {
+  const Device dev = op_device(c);
+  CECuda r = ce_parse(c, dev);
+  c.expect_inputs(4);
+  Tensor lse = as_f32(c, c.input(2)), g = as_f32(c, c.input(3));
+  if (r.red == "none" && g.numel() != r.N) c.fail("ShapeError", "grad must have " + std::to_string(r.N) + " elements");
+  Tensor dx = Tensor::empty(r.x.shape, DType::F32, dev);
+  const float scale = r.red == "mean" ? 1.f / (float)r.count : 1.f;
+  if (dx.numel() > 0)
+    cuda_check(api_on(c, dev).cross_entropy_backward_f32(r.N, r.C, r.x.data<float>(), r.t.data<int64_t>(), lse.data<float>(), r.ignore,
+                                                         r.eps, g.data<float>(), r.red == "none", scale, dx.data<float>(), nullptr),
+               c.name + " on " + dev.str());
+  c.out.push_back(dx);
+}
+
 }  // namespace
 
 // The CUDA column of the op table (dispatch.cpp installs these next to the CPU kernels).
@@ -365,6 +621,19 @@ extern const std::vector<std::pair<const char*, OpFn>> kCudaOps = {
     {"affine", &op_affine_cuda},
     {"pow_scalar", &op_pow_scalar_cuda},
     {"activation_bwd", &op_activation_bwd_cuda},
+    {"softmax", &op_softmax_cuda},
+    {"softmax_bwd", &op_softmax_bwd_cuda},
+    {"log_softmax", &op_log_softmax_cuda},
+    {"log_softmax_bwd", &op_log_softmax_bwd_cuda},
+    {"layer_norm", &op_layer_norm_cuda},
+    {"layer_norm_bwd", &op_layer_norm_bwd_cuda},
+    {"rms_norm", &op_rms_norm_cuda},
+    {"rms_norm_bwd", &op_rms_norm_bwd_cuda},
+    {"sum", &op_sum_cuda},
+    {"embedding", &op_embedding_cuda},
+    {"embedding_bwd", &op_embedding_bwd_cuda},
+    {"cross_entropy", &op_cross_entropy_cuda},
+    {"cross_entropy_bwd", &op_cross_entropy_bwd_cuda},
     {"matmul", &op_matmul_cuda},
     {"linear", &op_linear_cuda},
     {"adamw_step", &op_adamw_step_cuda},

@@ -24,7 +24,11 @@ export function isFloat(dt: DType): boolean {
 /** A 0-d tensor holding `v`, with the dtype that combines with `like` as PyTorch's scalar rules do. */
 export function scalarLike(v: number, like: Tensor): Tensor {
   const dt: DType = isFloat(like.dtype) ? like.dtype : Number.isInteger(v) ? like.dtype === 'bool' ? 'i64' : like.dtype : 'f32';
-  return tensor([v], [], { dtype: dt });
+  const t = tensor([v], [], { dtype: dt });
+  if (like.device === 'cpu') return t;
+  const moved = t.to(like.device);  // the scalar operand goes where the tensor is (ops never mix devices)
+  t.dispose();
+  return moved;
 }
 
 /** A view of t with the given geometry (shares memory; bounds-checked natively). */

@@ -12,6 +12,7 @@
 
 #include "../op.h"
 #include "../threadpool.h"
+#include "../../cuda/rows_math.h"
 
 namespace ad {
 namespace {
@@ -40,27 +41,7 @@ void norm_fwd(OpCtx& c, bool rms) {
   const float* B = b.st ? b.data<float>() : nullptr;
   float *Y = y.data<float>(), *M = mean.data<float>(), *R = rstd.data<float>();
   parallel_for(N, std::max<int64_t>(1, 16384 / std::max<int64_t>(C, 1)), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r++) {
-      const float* xr = X + r * C;
-      float* yr = Y + r * C;
-      double mu = 0, var = 0;
-      if (!rms) {
-        for (int64_t k = 0; k < C; k++) mu += xr[k];
-        mu /= C;
-      }
-      for (int64_t k = 0; k < C; k++) { double d = xr[k] - mu; var += d * d; }
-      var /= C;
-      float rs = (float)(1.0 / std::sqrt(var + eps));
-      float m = (float)mu;
-      M[r] = m;
-      R[r] = rs;
-      for (int64_t k = 0; k < C; k++) {
-        float v = (xr[k] - m) * rs;
-        if (W) v *= W[k];
-        if (B) v += B[k];
-        yr[k] = v;
-      }
-    }
+    for (int64_t r = r0; r < r1; r++) ad_rows::norm_fwd(r, C, X, W, B, eps, rms, Y, M, R);  // shared with the CUDA kernel
   });
   c.out.push_back(y);
   c.out.push_back(mean);

@@ -8,53 +8,10 @@
 
 #include "../op.h"
 #include "../threadpool.h"
+#include "reduce_geo.h"
 
 namespace ad {
 namespace {
-
-struct ORI {
-  Tensor x;  // contiguous, viewed as (O, R, I)
-  int64_t O, R, I;
-  std::vector<int64_t> out_shape, out_shape_keep;
-};
-
-ORI to_ori(const OpCtx& ctx, const Tensor& x0, std::vector<int64_t> axes) {
-  int64_t nd = x0.dim();
-  for (auto& a : axes) a = norm_axis(ctx, a, nd);
-  std::sort(axes.begin(), axes.end());
-  axes.erase(std::unique(axes.begin(), axes.end()), axes.end());
-  ORI r;
-  std::vector<bool> red(std::max<int64_t>(nd, 1), false);
-  for (auto a : axes) red[a] = true;
-  for (int64_t d = 0; d < nd; d++) {
-    r.out_shape_keep.push_back(red[d] ? 1 : x0.shape[d]);
-    if (!red[d]) r.out_shape.push_back(x0.shape[d]);
-  }
-  bool adjacent = axes.empty() || axes.back() - axes.front() + 1 == (int64_t)axes.size();
-  Tensor x = x0;
-  int64_t lo = axes.empty() ? nd : axes.front(), hi = axes.empty() ? nd : axes.back() + 1;
-  if (!adjacent) {
-    std::vector<int64_t> perm, sh, st;
-    for (int64_t d = 0; d < nd; d++) if (!red[d]) perm.push_back(d);
-    for (auto a : axes) perm.push_back(a);
-    for (auto p : perm) { sh.push_back(x0.shape[p]); st.push_back(x0.strides[p]); }
-    x = x0.view(sh, st, x0.offset);
-    lo = nd - (int64_t)axes.size();
-    hi = nd;
-  }
-  r.x = contiguous(x);
-  r.O = 1; r.R = 1; r.I = 1;
-  for (int64_t d = 0; d < lo; d++) r.O *= r.x.shape[d];
-  for (int64_t d = lo; d < hi; d++) r.R *= r.x.shape[d];
-  for (int64_t d = hi; d < nd; d++) r.I *= r.x.shape[d];
-  return r;
-}
-
-std::vector<int64_t> all_axes(int64_t nd) {
-  std::vector<int64_t> a;
-  for (int64_t d = 0; d < nd; d++) a.push_back(d);
-  return a;
-}
 
 }  // namespace
 
@@ -65,7 +22,7 @@ void op_sum(OpCtx& c) {
   std::vector<int64_t> axes = c.has_attr("dims") ? c.ints("dims") : all_axes(x0.dim());
   bool keep = c.b("keepdim", false);
   bool is_int = !dtype_is_float(x0.dtype);
-  ORI r = to_ori(c, is_int ? cast(x0, DType::I64) : cast(x0, DType::F32), axes);
+  ORI r = to_ori(c, is_int ? cast(x0, DType::I64) : cast(x0, DType::F32), axes, [](const Tensor& t) { return contiguous(t); });
   Tensor out = Tensor::empty(keep ? r.out_shape_keep : r.out_shape, is_int ? DType::I64 : DType::F32);
   const int64_t O = r.O, R = r.R, I = r.I;
   if (is_int) {
@@ -128,7 +85,7 @@ void max_impl(OpCtx& c, bool want_values) {
   if (src.dim() > 0 && src.shape[dim] == 0) c.fail("ValueError", "cannot take the max of an empty dimension");
   if (src.numel() == 0 && all) c.fail("ValueError", "cannot take the max of an empty tensor");
   bool is_int = !dtype_is_float(x0.dtype);
-  ORI r = to_ori(c, cast(src, is_int ? DType::I64 : DType::F32), src.dim() ? std::vector<int64_t>{dim} : std::vector<int64_t>{});
+  ORI r = to_ori(c, cast(src, is_int ? DType::I64 : DType::F32), src.dim() ? std::vector<int64_t>{dim} : std::vector<int64_t>{}, [](const Tensor& t) { return contiguous(t); });
   std::vector<int64_t> shp = all ? std::vector<int64_t>{} : (keep ? r.out_shape_keep : r.out_shape);
   Tensor vals = Tensor::empty(shp, is_int ? DType::I64 : DType::F32);
   Tensor idx = Tensor::empty(shp, DType::I64);

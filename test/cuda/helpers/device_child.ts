@@ -33,7 +33,7 @@ function throwsLike(fn: () => unknown, name: string, re: RegExp): string | true 
 
 check('a device is reported', () => (hasCuda() && cuda.isAvailable() && cuda.deviceCount() >= 1 && cuda.deviceName(0).length > 0) || `hasCuda ${hasCuda()}, error '${cuda.loadError()}'`);
 check('supportsOp lists the CUDA kernels', () => (['matmul', 'linear', 'adamw_step', 'add', 'gelu', 'activation_bwd', 'cast', 'contiguous'].every((o) => supportsOp(o, 'cuda')) &&
-  !supportsOp('softmax', 'cuda')) || 'wrong');
+  ['softmax', 'layer_norm', 'rms_norm_bwd', 'sum', 'embedding_bwd', 'cross_entropy'].every((o) => supportsOp(o, 'cuda')) && !supportsOp('attention', 'cuda')) || 'wrong');
 
 check('to(cuda) / cpu() round trip keeps values, dtype and shape; views move as contiguous copies', () => {
   const x = randn([5, 7], { seed: 1 });
@@ -122,7 +122,7 @@ check('AdamW updates CUDA parameters in one native call, matching the CPU run', 
 check('ops without a CUDA kernel and mixed devices give DeviceErrors naming the op', () => {
   const x = randn([2, 2], { seed: 21 }), xd = x.cuda();
   return [
-    throwsLike(() => ops.softmax(xd, -1), 'DeviceError', /no CUDA implementation for softmax/),
+    throwsLike(() => ops.dropout(xd, 0.5), 'DeviceError', /no CUDA implementation for dropout/),
     throwsLike(() => { const i = tensor([1, 2], [2], { dtype: 'i64' }).cuda(); return ops.add(i, i); }, 'DeviceError', /add: i64 tensors have no CUDA elementwise kernels yet/),
     throwsLike(() => ops.matmul(xd, x), 'DeviceError', /matmul: expected all tensors on one device, but input #1 is on cpu/),
     throwsLike(() => x.to('cuda:7'), 'DeviceError', /to\(cuda:7\): only \d+ CUDA device/),
@@ -214,6 +214,85 @@ check('an MLP (linear, gelu, linear; bias-free) trains on the device exactly lik
   };
   const d = run(true), c = run(false);
   return [close(d[0]!, c[0]!, 1e-5), close(d[1]!, c[1]!, 1e-5)].find((r) => r !== true) ?? true;
+});
+
+// runs fn on the CPU and on the device with the same seeds; returns [device outputs, cpu outputs] as arrays
+function both(fn: (mv: (t: Tensor) => Tensor) => Tensor[]): [number[][], number[][]] {
+  return [fn((t) => t.cuda()).map(arr), fn((t) => t).map(arr)];
+}
+function allClose(d: number[][], c: number[][], tol = 1e-5): string | true {
+  for (let i = 0; i < c.length; i++) {
+    const r = close(d[i]!, c[i]!, tol);
+    if (r !== true) return `output ${i}: ${r}`;
+  }
+  return true;
+}
+
+check('softmax / log-softmax (any axis) and their gradients match the CPU', () => allClose(...both((mv) => {
+  const x = mv(randn([3, 5, 7], { seed: 70 })).requiresGrad_(true);
+  const g = mv(randn([3, 5, 7], { seed: 71 }));
+  const y = ops.add(ops.softmax(x, 1), ops.logSoftmax(x, -1));
+  y.backward(g);
+  return [y, x.grad!];
+})));
+
+check('layer norm and RMS norm with weight and bias gradients match the CPU', () => allClose(...both((mv) => {
+  const x = mv(randn([6, 16], { seed: 72 })).requiresGrad_(true);
+  const w = mv(randn([16], { seed: 73 })).requiresGrad_(true), b = mv(randn([16], { seed: 74 })).requiresGrad_(true);
+  const w2 = mv(randn([16], { seed: 75 })).requiresGrad_(true);
+  const y = ops.add(ops.layerNorm(x, w, b, 1e-5), ops.rmsNorm(x, w2, 1e-6));
+  y.backward(mv(randn([6, 16], { seed: 76 })));
+  return [y, x.grad!, w.grad!, b.grad!, w2.grad!];
+})));
+
+check('sums over adjacent and non-adjacent axes (keepdim) and their gradients match the CPU', () => allClose(...both((mv) => {
+  const x = mv(randn([4, 3, 5], { seed: 77 })).requiresGrad_(true);
+  const a = ops.sum(x, [0, 2], { keepdim: true }), b = ops.sum(x, 1), c = ops.sum(x), m = ops.mean(x, -1);
+  ops.sum(ops.mul(ops.add(ops.mul(a, 2), ops.sum(b)), ops.add(c, ops.sum(m)))).backward();
+  return [a, b, c, m, x.grad!];
+})));
+
+check('embedding (with its scatter-add gradient) and cross-entropy (mean / sum / none, ignore_index, label smoothing) match the CPU', () => allClose(...both((mv) => {
+  const w = mv(randn([10, 6], { seed: 78 })).requiresGrad_(true);
+  const ids = mv(tensor([1, 3, 3, 9, 0, 3], [6], { dtype: 'i64' }));
+  const e = ops.embedding(ids, w);
+  const t = mv(tensor([2, -100, 5, 1, 0, 5], [6], { dtype: 'i64' }));
+  const l1 = ops.crossEntropy(e, t), l2 = ops.crossEntropy(e, t, { reduction: 'sum', labelSmoothing: 0.1 }), l3 = ops.crossEntropy(e, t, { reduction: 'none' });
+  ops.add(ops.add(l1, ops.mul(l2, 0.5)), ops.sum(ops.mul(l3, 0.25))).backward();
+  return [e, l1, l2, l3, w.grad!];
+})));
+
+check('bad ids and targets on the device are IndexErrors naming them', () => {
+  const w = randn([4, 3]).cuda(), bad = tensor([1, 4], [2], { dtype: 'i64' }).cuda();
+  return [
+    throwsLike(() => ops.embedding(bad, w), 'IndexError', /embedding: id 4 is out of range \[0, 4\)/),
+    throwsLike(() => ops.crossEntropy(randn([2, 4]).cuda(), bad), 'IndexError', /target 4 at row 1 is out of range \[0, 4\)/),
+  ].find((r) => r !== true) ?? true;
+});
+
+check('a transformer-style block (embedding, layer norm, MLP with residual, RMS norm, cross-entropy) trains on the device like on the CPU', () => {
+  const run = (dev: boolean) => {
+    const mv = (t: Tensor) => (dev ? t.cuda() : t);
+    const emb = mv(randn([12, 8], { seed: 80, std: 0.5 })).requiresGrad_(true), w1 = mv(randn([16, 8], { seed: 81, std: 0.3 })).requiresGrad_(true);
+    const b1 = mv(randn([16], { seed: 82, std: 0.1 })).requiresGrad_(true), w2 = mv(randn([8, 16], { seed: 83, std: 0.3 })).requiresGrad_(true);
+    const g = mv(randn([8], { seed: 84 })).requiresGrad_(true), head = mv(randn([12, 8], { seed: 85, std: 0.3 })).requiresGrad_(true);
+    const params = [emb, w1, b1, w2, g, head];
+    const opt = new AdamW(params, { lr: 0.02, weightDecay: 0.01 });
+    const losses: number[] = [];
+    for (let s = 0; s < 3; s++) {
+      const ids = mv(tensor(Array.from({ length: 10 }, (_, i) => (i * 5 + s) % 12), [10], { dtype: 'i64' }));
+      const tgt = mv(tensor(Array.from({ length: 10 }, (_, i) => (i * 7 + 3 * s) % 12), [10], { dtype: 'i64' }));
+      const h = ops.layerNorm(ops.embedding(ids, emb), null, null, 1e-5);
+      const f = ops.add(h, ops.linear(ops.gelu(ops.linear(h, w1, b1)), w2));
+      const loss = ops.crossEntropy(ops.linear(ops.rmsNorm(f, g, 1e-6), head), tgt);
+      loss.backward();
+      losses.push(loss.item());
+      opt.step();
+      opt.zeroGrad();
+    }
+    return [losses, ...params.map((p) => arr(p))];
+  };
+  return allClose(run(true), run(false), 2e-5);
 });
 
 console.log(JSON.stringify({ results }));

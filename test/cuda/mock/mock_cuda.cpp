@@ -19,6 +19,7 @@
 #include <string>
 
 #include "../../../cuda/elementwise_math.h"
+#include "../../../cuda/rows_math.h"
 
 namespace {
 constexpr uintptr_t kShift = uintptr_t(1) << 46;  // 64 TiB: outside anything the process maps
@@ -69,6 +70,8 @@ int gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const T* 
     }
   return 0;
 }
+template <class T>
+T* H(T* p) { return p ? static_cast<T*>(host(p)) : nullptr; }
 }  // namespace
 
 extern "C" {
@@ -272,5 +275,109 @@ int adapters_cuda_copy_strided(int sdt, int ddt, int ndim, const int64_t* shape,
   for (int64_t i = 0; i < n; i++) ad_ew::copy_at(i, l, host(src), sdt, host(dst), ddt);
   return 0;
 }
+
+// Row-wise ops: cuda/rows_math.h over every line / row / column.
+#define MOCK_NEED(p, bytes) \
+  if ((p) && !valid((p), (size_t)(bytes))) return 700
+
+int adapters_cuda_softmax_f32(int log, int64_t O, int64_t R, int64_t I, const float* x, float* y, void*) {
+  if (O < 0 || R < 0 || I < 1) return 1;
+  const int64_t n = O * R * I;
+  if (n == 0) return 0;
+  MOCK_NEED(x, n * 4);
+  MOCK_NEED(y, n * 4);
+  for (int64_t t = 0; t < O * I; t++) ad_rows::softmax_fwd(t, R, I, H(x), H(y), log != 0);
+  return 0;
+}
+int adapters_cuda_softmax_backward_f32(int log, int64_t O, int64_t R, int64_t I, const float* y, const float* g, float* gi, void*) {
+  if (O < 0 || R < 0 || I < 1) return 1;
+  const int64_t n = O * R * I;
+  if (n == 0) return 0;
+  MOCK_NEED(y, n * 4);
+  MOCK_NEED(g, n * 4);
+  MOCK_NEED(gi, n * 4);
+  for (int64_t t = 0; t < O * I; t++) ad_rows::softmax_bwd(t, R, I, H(y), H(g), H(gi), log != 0);
+  return 0;
+}
+int adapters_cuda_norm_f32(int rms, int64_t N, int64_t C, const float* x, const float* w, const float* b, float eps, float* y,
+                           float* mean, float* rstd, void*) {
+  if (N < 0 || C < 1) return 1;
+  if (N == 0) return 0;
+  MOCK_NEED(x, N * C * 4);
+  MOCK_NEED(y, N * C * 4);
+  MOCK_NEED(w, C * 4);
+  MOCK_NEED(b, C * 4);
+  MOCK_NEED(mean, N * 4);
+  MOCK_NEED(rstd, N * 4);
+  for (int64_t r = 0; r < N; r++) ad_rows::norm_fwd(r, C, H(x), H(w), H(b), eps, rms != 0, H(y), H(mean), H(rstd));
+  return 0;
+}
+int adapters_cuda_norm_backward_f32(int rms, int64_t N, int64_t C, const float* x, const float* w, const float* mean,
+                                    const float* rstd, const float* g, float* dx, float* dw, float* db, void*) {
+  if (N < 0 || C < 1) return 1;
+  MOCK_NEED(x, N * C * 4);
+  MOCK_NEED(g, N * C * 4);
+  MOCK_NEED(dx, N * C * 4);
+  MOCK_NEED(w, C * 4);
+  MOCK_NEED(dw, C * 4);
+  MOCK_NEED(db, C * 4);
+  for (int64_t r = 0; r < N; r++) ad_rows::norm_bwd_dx(r, C, H(x), H(w), H(mean), H(rstd), H(g), rms != 0, H(dx));
+  if (dw || db)
+    for (int64_t k = 0; k < C; k++) ad_rows::norm_bwd_dparams(k, N, C, H(x), H(mean), H(rstd), H(g), rms != 0, H(dw), H(db));
+  return 0;
+}
+int adapters_cuda_sum_f32(int64_t O, int64_t R, int64_t I, const float* x, float* out, void*) {
+  if (O < 0 || R < 0 || I < 1) return 1;
+  if (O * I == 0) return 0;
+  MOCK_NEED(out, O * I * 4);
+  if (R > 0) MOCK_NEED(x, O * R * I * 4);
+  for (int64_t t = 0; t < O * I; t++) ad_rows::sum_line(t, R, I, H(x), H(out));
+  return 0;
+}
+int adapters_cuda_cross_entropy_f32(int64_t N, int64_t C, const float* x, const int64_t* t, int64_t ignore, float eps, float* lse,
+                                    float* rows, void*) {
+  if (N < 0 || C < 1) return 1;
+  if (N == 0) return 0;
+  MOCK_NEED(x, N * C * 4);
+  MOCK_NEED(t, N * 8);
+  MOCK_NEED(lse, N * 4);
+  MOCK_NEED(rows, N * 4);
+  for (int64_t i = 0; i < N; i++) ad_rows::ce_fwd(i, C, H(x), H(t), ignore, eps, H(lse), H(rows));
+  return 0;
+}
+int adapters_cuda_cross_entropy_backward_f32(int64_t N, int64_t C, const float* x, const int64_t* t, const float* lse, int64_t ignore,
+                                             float eps, const float* g, int per_row, float scale, float* d, void*) {
+  if (N < 0 || C < 1) return 1;
+  if (N == 0) return 0;
+  MOCK_NEED(x, N * C * 4);
+  MOCK_NEED(d, N * C * 4);
+  MOCK_NEED(t, N * 8);
+  MOCK_NEED(lse, N * 4);
+  MOCK_NEED(g, (per_row ? N : 1) * 4);
+  const float* hg = H(g);
+  for (int64_t i = 0; i < N; i++) ad_rows::ce_bwd(i, C, H(x), H(t), H(lse), ignore, eps, (per_row ? hg[i] : hg[0]) * scale, H(d));
+  return 0;
+}
+int adapters_cuda_embedding_f32(int64_t n, int64_t C, const int64_t* ids, const float* w, float* out, void*) {
+  if (n < 0 || C < 0) return 1;
+  if (n == 0 || C == 0) return 0;
+  MOCK_NEED(ids, n * 8);
+  MOCK_NEED(out, n * C * 4);
+  const int64_t* hi = H(ids);
+  for (int64_t k = 0; k < n; k++) MOCK_NEED(w + hi[k] * C, C * 4);
+  for (int64_t k = 0; k < n; k++) ad_rows::embedding_row(k, C, hi, H(w), H(out));
+  return 0;
+}
+int adapters_cuda_embedding_backward_f32(int64_t n, int64_t C, const int64_t* ids, const float* g, float* d, void*) {
+  if (n < 0 || C < 0) return 1;
+  if (n == 0 || C == 0) return 0;
+  MOCK_NEED(ids, n * 8);
+  MOCK_NEED(g, n * C * 4);
+  const int64_t* hi = H(ids);
+  for (int64_t k = 0; k < n; k++) MOCK_NEED(d + hi[k] * C, C * 4);
+  for (int64_t j = 0; j < C; j++) ad_rows::embedding_bwd_col(j, n, C, hi, H(g), H(d));
+  return 0;
+}
+#undef MOCK_NEED
 
 }  // extern "C"
