@@ -164,6 +164,24 @@ int adapters_cuda_cross_entropy_backward_f32(int64_t N, int64_t C, const float* 
 int adapters_cuda_embedding_f32(int64_t n, int64_t C, const int64_t* ids, const float* weight, float* out, void* stream);
 int adapters_cuda_embedding_backward_f32(int64_t n, int64_t C, const int64_t* ids, const float* g, float* dweight, void* stream);
 
+/* ---- attention.cu: scaled dot-product attention (per-row code in attention_math.h) --------------------------- */
+/* Shapes (contiguous f32): q (B,H,Tq,D), k (B,Hkv,Tk,D), v (B,Hkv,Tk,Dv), prefix pk (B,Hkv,P,D) / pv (B,Hkv,P,Dv)
+ * (NULL when P = 0), out (B,H,Tq,Dv), lse (B,H,Tq). Masks as native/kernels/attention.h (device pointers). */
+typedef struct adapters_cuda_attn {
+  int64_t B, H, Hkv, Tq, Tk, P, D, Dv;
+  float scale;
+  int causal;
+  const float* mask; /* additive, broadcast to (B,H,Tq,P+Tk) by these element strides; NULL = none */
+  int64_t mask_sb, mask_sh, mask_si, mask_sj;
+  const uint8_t* key_keep; /* (B, P+Tk) bool, nonzero = keep; NULL = none */
+} adapters_cuda_attn;
+int adapters_cuda_attention_f32(const adapters_cuda_attn* p, const float* q, const float* k, const float* v, const float* pk,
+                                const float* pv, float* out, float* lse, void* stream);
+/* Writes dq, dk, dv (and dpk, dpv when P > 0) from the forward's out and the gradient dout. */
+int adapters_cuda_attention_backward_f32(const adapters_cuda_attn* p, const float* q, const float* k, const float* v, const float* pk,
+                                         const float* pv, const float* out, const float* dout, float* dq, float* dk, float* dv,
+                                         float* dpk, float* dpv, void* stream);
+
 #ifdef __cplusplus
 }  /* extern "C" */
 #endif

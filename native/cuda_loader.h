@@ -44,6 +44,19 @@ struct CudaApi {
                                     int, float, float*, void*);
   int (*embedding_f32)(int64_t, int64_t, const int64_t*, const float*, float*, void*);
   int (*embedding_backward_f32)(int64_t, int64_t, const int64_t*, const float*, float*, void*);
+  int (*attention_f32)(const void*, const float*, const float*, const float*, const float*, const float*, float*, float*, void*);
+  int (*attention_backward_f32)(const void*, const float*, const float*, const float*, const float*, const float*, const float*,
+                                const float*, float*, float*, float*, float*, float*, void*);
+};
+
+// cuda/adapters_cuda.h's adapters_cuda_attn, field for field.
+struct CudaAttn {
+  int64_t B, H, Hkv, Tq, Tk, P, D, Dv;
+  float scale;
+  int causal;
+  const float* mask;
+  int64_t mask_sb, mask_sh, mask_si, mask_sj;
+  const uint8_t* key_keep;
 };
 
 // Memory statistics of the CUDA caching allocator (adapters_cuda_mem_stats).

@@ -7,8 +7,10 @@
 // (incl. bias and the Conv1D layout), adamw_step (all parameters in one launch per step count), the elementwise
 // family (add/sub/mul/div/maximum/minimum with broadcasting, unary maths and activations with their backward,
 // affine, pow), casts f32 <-> bf16, clones / copies incl. strided gathers, and the row-wise family (softmax and
-// log-softmax, layer / RMS norm, sums over any axes, embedding, cross-entropy; forward and backward).
+// log-softmax, layer / RMS norm, sums over any axes, embedding, cross-entropy; forward and backward), and
+// scaled dot-product attention with masks, prefix keys/values and grouped-query heads (forward and backward).
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <string>
@@ -588,6 +590,106 @@ void op_cross_entropy_bwd_cuda(OpCtx& c) {
   c.out.push_back(dx);
 }
 
+// ---- attention (cuda/attention.cu; per-row code in cuda/attention_math.h) ---------------------------------------
+// attention(q, k, v, mask?, key_keep?, prefix_k?, prefix_v?) {scale, causal} -> out, lse;
+// attention_bwd(..., out, lse, dout) -> dq, dk, dv, [dprefix_k, dprefix_v]. Validation as attention_op.cpp.
+struct AttnCuda {
+  CudaAttn p{};
+  Tensor q, k, v, pk, pv, mask, keep;
+};
+AttnCuda attn_prepare(OpCtx& c) {
+  c.expect_inputs(3);
+  AttnCuda r;
+  for (size_t i : {0, 1, 2}) ew_dtype(c, c.input(i).dtype);
+  r.q = as_f32(c, c.input(0));
+  r.k = as_f32(c, c.input(1));
+  r.v = as_f32(c, c.input(2));
+  const Tensor &q = r.q, &k = r.k, &v = r.v;
+  if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4)
+    c.fail("ShapeError", "q, k, v must be 4-D (B, H, T, D), got " + shape_str(q.shape) + ", " + shape_str(k.shape) + ", " + shape_str(v.shape));
+  CudaAttn& p = r.p;
+  p.B = q.shape[0]; p.H = q.shape[1]; p.Tq = q.shape[2]; p.D = q.shape[3];
+  p.Hkv = k.shape[1]; p.Tk = k.shape[2]; p.Dv = v.shape[3];
+  if (k.shape[0] != p.B || v.shape[0] != p.B || v.shape[1] != p.Hkv || v.shape[2] != p.Tk || k.shape[3] != p.D)
+    c.fail("ShapeError", "q " + shape_str(q.shape) + ", k " + shape_str(k.shape) + ", v " + shape_str(v.shape) + " are inconsistent");
+  if (p.Hkv == 0 || p.H % p.Hkv)
+    c.fail("ShapeError", "query heads (" + std::to_string(p.H) + ") must be a multiple of key/value heads (" + std::to_string(p.Hkv) + ")");
+  if (c.has(5) != c.has(6)) c.fail("ValueError", "prefix_k and prefix_v must be given together");
+  if (c.has(5)) {
+    ew_dtype(c, c.input(5).dtype);
+    ew_dtype(c, c.input(6).dtype);
+    r.pk = as_f32(c, c.input(5));
+    r.pv = as_f32(c, c.input(6));
+    p.P = r.pk.dim() == 4 ? r.pk.shape[2] : -1;
+    if (r.pk.dim() != 4 || r.pk.shape[0] != p.B || r.pk.shape[1] != p.Hkv || r.pk.shape[3] != p.D || r.pv.dim() != 4 ||
+        r.pv.shape[0] != p.B || r.pv.shape[1] != p.Hkv || r.pv.shape[2] != p.P || r.pv.shape[3] != p.Dv)
+      c.fail("ShapeError", "prefix_k " + shape_str(r.pk.shape) + " / prefix_v " + shape_str(r.pv.shape) +
+                               " must be (B, Hkv, P, D) / (B, Hkv, P, Dv) matching k " + shape_str(k.shape));
+  }
+  const int64_t S = p.P + p.Tk;
+  p.scale = (float)c.f("scale", 1.0 / std::sqrt((double)p.D));
+  p.causal = c.b("causal", false);
+  if (c.has(3)) {
+    ew_dtype(c, c.input(3).dtype);
+    r.mask = as_f32(c, c.input(3));
+    std::vector<int64_t> full = {p.B, p.H, p.Tq, S};
+    if (r.mask.dim() > 4) c.fail("ShapeError", "mask " + shape_str(r.mask.shape) + " has more than 4 dims");
+    if (broadcast_shapes(c, full, r.mask.shape) != full) c.fail("ShapeError", "mask " + shape_str(r.mask.shape) + " does not broadcast to " + shape_str(full));
+    auto st = broadcast_strides(r.mask, full);
+    p.mask = r.mask.data<float>();
+    p.mask_sb = st[0]; p.mask_sh = st[1]; p.mask_si = st[2]; p.mask_sj = st[3];
+  }
+  if (c.has(4)) {
+    const Tensor& kk = c.input(4);
+    if (kk.dtype != DType::BOOL) c.fail("DTypeError", "key padding mask must be bool, got " + std::string(dtype_name(kk.dtype)));
+    if (kk.dim() != 2 || kk.shape[0] != p.B || kk.shape[1] != S)
+      c.fail("ShapeError", "key padding mask " + shape_str(kk.shape) + " must be [B, P+Tk] = [" + std::to_string(p.B) + ", " + std::to_string(S) + "]");
+    if (!kk.is_contiguous()) c.fail("DeviceError", "a strided key padding mask needs a strided-copy kernel for bool, which CUDA has not yet");
+    r.keep = kk;
+    p.key_keep = static_cast<const uint8_t*>(kk.raw());
+  }
+  return r;
+}
+void op_attention_cuda(OpCtx& c) {
+  const Device dev = op_device(c);
+  AttnCuda r = attn_prepare(c);
+  const CudaAttn& p = r.p;
+  Tensor out = Tensor::empty({p.B, p.H, p.Tq, p.Dv}, DType::F32, dev), lse = Tensor::empty({p.B, p.H, p.Tq}, DType::F32, dev);
+  if (out.numel() > 0 || lse.numel() > 0)
+    cuda_check(api_on(c, dev).attention_f32(&p, r.q.data<float>(), r.k.data<float>(), r.v.data<float>(), fp(r.pk), fp(r.pv), out.data<float>(),
+                                            lse.data<float>(), nullptr),
+               c.name + " on " + dev.str());
+  c.out.push_back(out);
+  c.out.push_back(lse);
+}
+void op_attention_bwd_cuda(OpCtx& c) {
+  const Device dev = op_device(c);
+  AttnCuda r = attn_prepare(c);
+  const CudaAttn& p = r.p;
+  if (c.n_in() < 10) c.fail("ValueError", "expects q, k, v, mask, key_keep, prefix_k, prefix_v, out, lse, dout");
+  for (size_t i : {7, 8, 9}) ew_dtype(c, c.input(i).dtype);
+  Tensor out = as_f32(c, c.input(7)), lse = as_f32(c, c.input(8)), dout = as_f32(c, c.input(9));
+  if (out.shape != std::vector<int64_t>{p.B, p.H, p.Tq, p.Dv} || dout.shape != out.shape || lse.shape != std::vector<int64_t>{p.B, p.H, p.Tq})
+    c.fail("ShapeError", "out/lse/dout shapes do not match q, v");
+  Tensor dq = Tensor::empty(r.q.shape, DType::F32, dev), dk = Tensor::empty(r.k.shape, DType::F32, dev), dv = Tensor::empty(r.v.shape, DType::F32, dev);
+  Tensor dpk, dpv;
+  if (p.P) {
+    dpk = Tensor::empty(r.pk.shape, DType::F32, dev);
+    dpv = Tensor::empty(r.pv.shape, DType::F32, dev);
+  }
+  cuda_check(api_on(c, dev).attention_backward_f32(&p, r.q.data<float>(), r.k.data<float>(), r.v.data<float>(), fp(r.pk), fp(r.pv),
+                                                   out.data<float>(), dout.data<float>(), dq.data<float>(), dk.data<float>(), dv.data<float>(),
+                                                   fp(dpk), fp(dpv), nullptr),
+             c.name + " on " + dev.str());
+  c.out.push_back(dq);
+  c.out.push_back(dk);
+  c.out.push_back(dv);
+  if (p.P) {
+    c.out.push_back(dpk);
+    c.out.push_back(dpv);
+  }
+}
+
 }  // namespace
 
 // The CUDA column of the op table (dispatch.cpp installs these next to the CPU kernels).
@@ -634,6 +736,8 @@ extern const std::vector<std::pair<const char*, OpFn>> kCudaOps = {
     {"embedding_bwd", &op_embedding_bwd_cuda},
     {"cross_entropy", &op_cross_entropy_cuda},
     {"cross_entropy_bwd", &op_cross_entropy_bwd_cuda},
+    {"attention", &op_attention_cuda},
+    {"attention_bwd", &op_attention_bwd_cuda},
     {"matmul", &op_matmul_cuda},
     {"linear", &op_linear_cuda},
     {"adamw_step", &op_adamw_step_cuda},

@@ -33,7 +33,7 @@ function throwsLike(fn: () => unknown, name: string, re: RegExp): string | true 
 
 check('a device is reported', () => (hasCuda() && cuda.isAvailable() && cuda.deviceCount() >= 1 && cuda.deviceName(0).length > 0) || `hasCuda ${hasCuda()}, error '${cuda.loadError()}'`);
 check('supportsOp lists the CUDA kernels', () => (['matmul', 'linear', 'adamw_step', 'add', 'gelu', 'activation_bwd', 'cast', 'contiguous'].every((o) => supportsOp(o, 'cuda')) &&
-  ['softmax', 'layer_norm', 'rms_norm_bwd', 'sum', 'embedding_bwd', 'cross_entropy'].every((o) => supportsOp(o, 'cuda')) && !supportsOp('attention', 'cuda')) || 'wrong');
+  ['softmax', 'layer_norm', 'rms_norm_bwd', 'sum', 'embedding_bwd', 'cross_entropy'].every((o) => supportsOp(o, 'cuda')) && supportsOp('attention_bwd', 'cuda') && !supportsOp('dropout', 'cuda')) || 'wrong');
 
 check('to(cuda) / cpu() round trip keeps values, dtype and shape; views move as contiguous copies', () => {
   const x = randn([5, 7], { seed: 1 });
@@ -293,6 +293,32 @@ check('a transformer-style block (embedding, layer norm, MLP with residual, RMS 
     return [losses, ...params.map((p) => arr(p))];
   };
   return allClose(run(true), run(false), 2e-5);
+});
+
+check('attention (causal, additive mask, key padding with an all-masked row, prefix keys/values, grouped-query heads) and its gradients match the CPU', () => {
+  const [B, H, Hkv, Tq, Tk, P, D] = [2, 4, 2, 5, 6, 3, 8];
+  const cases = [
+    { causal: true, mask: false, keep: false, prefix: false },
+    { causal: false, mask: true, keep: true, prefix: true },
+    { causal: true, mask: true, keep: true, prefix: true },
+  ];
+  for (const cs of cases) {
+    const r = allClose(...both((mv) => {
+      const q = mv(randn([B, H, Tq, D], { seed: 90 })).requiresGrad_(true), k = mv(randn([B, Hkv, Tk, D], { seed: 91 })).requiresGrad_(true);
+      const v = mv(randn([B, Hkv, Tk, D], { seed: 92 })).requiresGrad_(true);
+      const pk = cs.prefix ? mv(randn([B, Hkv, P, D], { seed: 93 })).requiresGrad_(true) : null;
+      const pv = cs.prefix ? mv(randn([B, Hkv, P, D], { seed: 94 })).requiresGrad_(true) : null;
+      const S = (cs.prefix ? P : 0) + Tk;
+      const mask = cs.mask ? mv(ops.mul(randn([B, 1, 1, S], { seed: 95 }), 2)) : null;
+      // batch 1 keeps nothing: its rows attend uniformly, as transformers does
+      const keep = cs.keep ? mv(tensor(Array.from({ length: B * S }, (_, i) => (i < S ? i % 3 !== 1 : false)), [B, S], { dtype: 'bool' })) : null;
+      const o = ops.scaledDotProductAttention(q, k, v, { isCausal: cs.causal, mask, keyPaddingMask: keep, prefixK: pk, prefixV: pv });
+      o.backward(mv(randn([B, H, Tq, D], { seed: 96 })));
+      return [o, q.grad!, k.grad!, v.grad!, ...(pk ? [pk.grad!, pv!.grad!] : [])];
+    }), 2e-5);
+    if (r !== true) return `${JSON.stringify(cs)}: ${r}`;
+  }
+  return true;
 });
 
 console.log(JSON.stringify({ results }));

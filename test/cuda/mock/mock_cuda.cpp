@@ -18,8 +18,13 @@
 #include <mutex>
 #include <string>
 
+#include "../../../cuda/adapters_cuda.h"  // the ABI this file implements (the compiler checks every signature)
 #include "../../../cuda/elementwise_math.h"
 #include "../../../cuda/rows_math.h"
+#include "../../../cuda/attention_math.h"
+
+#include <vector>
+
 
 namespace {
 constexpr uintptr_t kShift = uintptr_t(1) << 46;  // 64 TiB: outside anything the process maps
@@ -134,13 +139,10 @@ int adapters_cuda_free(void* ptr) {
 }
 int adapters_cuda_empty_cache(void) { return 0; }
 
-struct Stats {
-  uint64_t allocated_bytes, peak_allocated_bytes, requested_bytes, reserved_bytes, peak_reserved_bytes, cached_bytes,
-      num_allocs, num_frees, num_cache_hits, num_device_mallocs, num_device_frees, num_oom_retries;
-};
-int adapters_cuda_memory_stats(Stats* s) {
+
+int adapters_cuda_memory_stats(adapters_cuda_mem_stats* s) {
   std::lock_guard<std::mutex> lk(g_mu);
-  *s = Stats{g_alloc, g_peak, g_alloc, g_alloc, g_peak, 0, g_nalloc, g_nfree, 0, g_nalloc, g_nfree, 0};
+  *s = adapters_cuda_mem_stats{g_alloc, g_peak, g_alloc, g_alloc, g_peak, 0, g_nalloc, g_nfree, 0, g_nalloc, g_nfree, 0};
   return 0;
 }
 int adapters_cuda_reset_peak_stats(void) {
@@ -376,6 +378,51 @@ int adapters_cuda_embedding_backward_f32(int64_t n, int64_t C, const int64_t* id
   const int64_t* hi = H(ids);
   for (int64_t k = 0; k < n; k++) MOCK_NEED(d + hi[k] * C, C * 4);
   for (int64_t j = 0; j < C; j++) ad_rows::embedding_bwd_col(j, n, C, hi, H(g), H(d));
+  return 0;
+}
+// Attention: cuda/attention_math.h over every query / key row, on host copies of the device arrays' addresses.
+namespace {
+bool attn_params(const adapters_cuda_attn* a, ad_attn::Params* p) {
+  if (!a || a->B < 0 || a->H < 1 || a->Hkv < 1 || a->H % a->Hkv) return false;
+  *p = ad_attn::Params{a->B, a->H, a->Hkv, a->Tq, a->Tk, a->P, a->D, a->Dv, a->scale, a->causal, H(a->mask),
+                       a->mask_sb, a->mask_sh, a->mask_si, a->mask_sj, H(a->key_keep)};
+  return true;
+}
+}  // namespace
+int adapters_cuda_attention_f32(const adapters_cuda_attn* a, const float* q, const float* k, const float* v, const float* pk,
+                                const float* pv, float* out, float* lse, void*) {
+  ad_attn::Params p;
+  if (!attn_params(a, &p)) return 1;
+  const int64_t rows = p.B * p.H * p.Tq, kv = p.B * p.Hkv;
+  if (rows == 0) return 0;
+  MOCK_NEED(q, rows * p.D * 4);
+  MOCK_NEED(k, kv * p.Tk * p.D * 4);
+  MOCK_NEED(v, kv * p.Tk * p.Dv * 4);
+  if (p.P) { MOCK_NEED(pk, kv * p.P * p.D * 4); MOCK_NEED(pv, kv * p.P * p.Dv * 4); }
+  MOCK_NEED(out, rows * p.Dv * 4);
+  MOCK_NEED(lse, rows * 4);
+  for (int64_t r = 0; r < rows; r++) ad_attn::fwd_row(p, r, H(q), H(k), H(v), H(pk), H(pv), H(out), H(lse));
+  return 0;
+}
+int adapters_cuda_attention_backward_f32(const adapters_cuda_attn* a, const float* q, const float* k, const float* v, const float* pk,
+                                         const float* pv, const float* out, const float* dout, float* dq, float* dk, float* dv,
+                                         float* dpk, float* dpv, void*) {
+  ad_attn::Params p;
+  if (!attn_params(a, &p)) return 1;
+  const int64_t rows = p.B * p.H * p.Tq, kv = p.B * p.Hkv, keys = kv * (p.P + p.Tk);
+  MOCK_NEED(dk, kv * p.Tk * p.D * 4);
+  MOCK_NEED(dv, kv * p.Tk * p.Dv * 4);
+  if (p.P) { MOCK_NEED(dpk, kv * p.P * p.D * 4); MOCK_NEED(dpv, kv * p.P * p.Dv * 4); }
+  if (rows > 0) {
+    MOCK_NEED(dq, rows * p.D * 4);
+    MOCK_NEED(out, rows * p.Dv * 4);
+    MOCK_NEED(dout, rows * p.Dv * 4);
+  }
+  std::vector<float> M(rows), L(rows), Dd(rows);
+  for (int64_t r = 0; r < rows; r++) ad_attn::bwd_stats(p, r, H(q), H(k), H(pk), H(out), H(dout), M.data(), L.data(), Dd.data());
+  for (int64_t r = 0; r < rows; r++) ad_attn::dq_row(p, r, H(q), H(k), H(v), H(pk), H(pv), H(dout), M.data(), L.data(), Dd.data(), H(dq));
+  for (int64_t c = 0; c < keys; c++)
+    ad_attn::dkv_row(p, c, H(q), H(k), H(v), H(pk), H(pv), H(dout), M.data(), L.data(), Dd.data(), H(dk), H(dv), H(dpk), H(dpv));
   return 0;
 }
 #undef MOCK_NEED
