@@ -132,10 +132,11 @@ int adapters_cuda_binary_f32(int op, int ndim, const int64_t* shape, const float
 int adapters_cuda_unary_f32(int op, int64_t n, const float* x, float* y, float p0, float p1, void* stream);
 /* out = g · f'(x) for the activations (relu, gelu, gelu_tanh, quick_gelu, silu, tanh, sigmoid, atan, identity). */
 int adapters_cuda_unary_backward_f32(int op, int64_t n, const float* x, const float* g, float* out, void* stream);
-/* dst (contiguous) = src gathered through sstrides (ndim <= 8), converted; dtypes: 0 f32, 1 bf16 (round to
- * nearest even, as the CPU). */
+/* dst = src over an index space of ndim <= 8 dims, each addressed through its strides (dstrides NULL =
+ * contiguous; sstrides may hold 0 to broadcast), converted; dtypes: 0 f32, 1 bf16 (round to nearest even, as the
+ * CPU). The destination elements must not overlap. */
 int adapters_cuda_copy_strided(int src_dtype, int dst_dtype, int ndim, const int64_t* shape, const void* src,
-                               const int64_t* sstrides, void* dst, void* stream);
+                               const int64_t* sstrides, void* dst, const int64_t* dstrides, void* stream);
 
 /* ---- rows.cu: row-wise ops (per-row code in rows_math.h; arithmetic as native/kernels/) ------------------ */
 /* softmax (log = 0) / log-softmax (log = 1) over axis R of a contiguous (O, R, I) f32 tensor; backward from the

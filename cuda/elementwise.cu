@@ -79,11 +79,16 @@ int adapters_cuda_unary_backward_f32(int op, int64_t n, const float* x, const fl
 }
 
 int adapters_cuda_copy_strided(int src_dtype, int dst_dtype, int ndim, const int64_t* shape, const void* src,
-                               const int64_t* sstrides, void* dst, void* stream) {
+                               const int64_t* sstrides, void* dst, const int64_t* dstrides, void* stream) {
   ad_ew::Layout l;
   int64_t n;
+  int64_t cs[ad_ew::kMaxDims];
+  if (ndim >= 0 && ndim <= ad_ew::kMaxDims && !dstrides) {
+    ad_ew::contiguous_strides(ndim, shape, cs);
+    dstrides = cs;
+  }
   if ((src_dtype != ad_ew::F32 && src_dtype != ad_ew::BF16) || (dst_dtype != ad_ew::F32 && dst_dtype != ad_ew::BF16) ||
-      !layout(ndim, shape, sstrides, nullptr, &l, &n))
+      !layout(ndim, shape, sstrides, dstrides, &l, &n))
     return (int)cudaErrorInvalidValue;
   if (n == 0) return 0;
   copy_kernel<<<blocks_for(n), kThreads, 0, ad_cuda::as_stream(stream)>>>(l, n, src, src_dtype, dst, dst_dtype);

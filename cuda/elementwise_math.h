@@ -199,14 +199,22 @@ AD_HD void binary_at(int64_t i, int op, const Layout& l, const float* a, const f
   offsets(l, i, &oa, &ob);
   out[i] = binary(op, a[oa], b[ob]);
 }
-// dst (contiguous, dst_dtype) = src (strided per l.stride[0], src_dtype)
+// dst (strided per l.stride[1], dst_dtype) = src (strided per l.stride[0], src_dtype)
 AD_HD void copy_at(int64_t i, const Layout& l, const void* src, int src_dtype, void* dst, int dst_dtype) {
-  int64_t os, unused;
-  offsets(l, i, &os, &unused);
+  int64_t os, od;
+  offsets(l, i, &os, &od);
   if (src_dtype == dst_dtype && src_dtype == BF16)
-    static_cast<uint16_t*>(dst)[i] = static_cast<const uint16_t*>(src)[os];  // bit copy (keeps NaN payloads)
+    static_cast<uint16_t*>(dst)[od] = static_cast<const uint16_t*>(src)[os];  // bit copy (keeps NaN payloads)
   else
-    store(dst, dst_dtype, i, load(src, src_dtype, os));
+    store(dst, dst_dtype, od, load(src, src_dtype, os));
+}
+// row-major strides of a shape (the layout of a contiguous operand)
+AD_HD void contiguous_strides(int ndim, const int64_t* shape, int64_t* out) {
+  int64_t acc = 1;
+  for (int d = ndim - 1; d >= 0; d--) {
+    out[d] = acc;
+    acc *= shape[d] > 1 ? shape[d] : 1;
+  }
 }
 
 }  // namespace ad_ew

@@ -74,6 +74,29 @@ export class Tensor {
     trackInScope(this);
   }
 
+  /**
+   * @internal Moves this tensor's memory to `device` in place, keeping the object (parameters keep their
+   * identity, as torch's Module.to does); its gradient moves too. Leaves only.
+   */
+  _moveTo(device: string): void {
+    if (this.gradFn) throw new AutogradError('only leaf tensors (parameters, buffers) can be moved in place');
+    if (this.device === device.replace(/^cuda$/, 'cuda:0')) return;
+    const moved = noGrad(() => opsRef.toDevice!(this, device) as Tensor);
+    // swap handles: this takes the device copy, `moved` the old memory, which its dispose() frees
+    const old = this.#h!;
+    this.#h = moved.#h;
+    moved.#h = old;
+    registry.unregister(this);
+    registry.register(this, this.#h!, this);
+    registry.unregister(moved);
+    registry.register(moved, old, moved);
+    moved.dispose();
+    if (this.grad) {
+      const g = this.grad;
+      this.grad = keepFromScope(noGrad(() => opsRef.toDevice!(g, device) as Tensor));
+      g.dispose();
+    }
+  }
   /** @internal the native handle; throws DisposedError after dispose(). */
   get handle(): TensorHandle {
     if (!this.#h || (this.#userDisposed && !inBackward())) throw new DisposedError('tensor was disposed (use after dispose())');

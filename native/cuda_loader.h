@@ -32,7 +32,7 @@ struct CudaApi {
   int (*binary_f32)(int, int, const int64_t*, const float*, const int64_t*, const float*, const int64_t*, float*, void*);
   int (*unary_f32)(int, int64_t, const float*, float*, float, float, void*);
   int (*unary_backward_f32)(int, int64_t, const float*, const float*, float*, void*);
-  int (*copy_strided)(int, int, int, const int64_t*, const void*, const int64_t*, void*, void*);
+  int (*copy_strided)(int, int, int, const int64_t*, const void*, const int64_t*, void*, const int64_t*, void*);
   int (*softmax_f32)(int, int64_t, int64_t, int64_t, const float*, float*, void*);
   int (*softmax_backward_f32)(int, int64_t, int64_t, int64_t, const float*, const float*, float*, void*);
   int (*norm_f32)(int, int64_t, int64_t, const float*, const float*, const float*, float, float*, float*, float*, void*);

@@ -75,8 +75,8 @@ void op_matmul_cuda(OpCtx& c) {
   const CudaApi& api = cuda_api(c.name);
   cuda_check(api.set_device(dev.index), c.name + ": select " + dev.str());
   MatView va{false, 1}, vb{false, 1};
-  if (!mat_view(a, &va) || !mat_view(b, &vb))
-    c.fail("DeviceError", "operands strided in both matrix dims need a strided-copy kernel, which CUDA has not yet");
+  if (!mat_view(a, &va)) { a = copy_as(c, a, a.dtype); mat_view(a, &va); }
+  if (!mat_view(b, &vb)) { b = copy_as(c, b, b.dtype); mat_view(b, &vb); }
   std::vector<int64_t> oshape = bshape;
   oshape.push_back(M);
   oshape.push_back(N);
@@ -108,11 +108,11 @@ void op_linear_cuda(OpCtx& c) {
   if (c.has(2)) {
     const Tensor& b = c.input(2);
     if (b.dtype != DType::F32) c.fail("DeviceError", std::string("a ") + dtype_name(b.dtype) + " bias needs a cast kernel, which CUDA has not yet (use an f32 bias)");
-    if (!b.is_contiguous()) c.fail("DeviceError", "a strided bias needs a strided-copy kernel, which CUDA has not yet");
   }
-  if (!x.is_contiguous()) c.fail("DeviceError", "a non-contiguous input needs a strided-copy kernel, which CUDA has not yet");
+  Tensor bias = c.has(2) ? (c.input(2).is_contiguous() ? c.input(2) : copy_as(c, c.input(2), DType::F32)) : Tensor();
+  if (!x.is_contiguous()) x = copy_as(c, x, x.dtype);
   MatView vw{false, 1};
-  if (!mat_view(w, &vw)) c.fail("DeviceError", "a weight strided in both dims needs a strided-copy kernel, which CUDA has not yet");
+  if (!mat_view(w, &vw)) { w = copy_as(c, w, w.dtype); mat_view(w, &vw); }
   const CudaApi& api = cuda_api(c.name);
   cuda_check(api.set_device(dev.index), c.name + ": select " + dev.str());
   const int64_t rows = shape_numel(std::vector<int64_t>(x.shape.begin(), x.shape.end() - 1));
@@ -127,7 +127,7 @@ void op_linear_cuda(OpCtx& c) {
   float beta = 0.f;
   if (c.has(2)) {
     // Y = 1·bᵀ first (a K = 1 GEMM against a column of ones), then the product accumulates onto it
-    const Tensor& b = c.input(2);
+    const Tensor& b = bias;
     Tensor ones_host = Tensor::empty({rows, 1}, DType::F32);
     std::fill(ones_host.data<float>(), ones_host.data<float>() + rows, 1.f);
     Tensor ones = to_device(ones_host, dev);
@@ -209,7 +209,7 @@ Tensor copy_as(const OpCtx& c, const Tensor& t, DType dt) {
   Tensor out = Tensor::empty(t.shape, dt, t.device());
   if (out.numel() == 0) return out;
   const CudaApi& api = cuda_api(c.name);
-  cuda_check(api.copy_strided(sdt, ddt, (int)t.dim(), t.shape.data(), t.raw(), t.strides.data(), out.raw(), nullptr),
+  cuda_check(api.copy_strided(sdt, ddt, (int)t.dim(), t.shape.data(), t.raw(), t.strides.data(), out.raw(), nullptr, nullptr),
              c.name + " on " + t.device().str());
   return out;
 }
@@ -330,9 +330,23 @@ void op_contiguous_cuda(OpCtx& c) {
   if (x.dtype == DType::F32 || x.dtype == DType::BF16) c.out.push_back(copy_as(c, x, x.dtype));
   else op_contiguous(c);
 }
-// copy_(dst, src): contiguous same-dtype copies (incl. host -> device); copy_into refuses the rest
+// copy_(dst, src): src broadcast to dst's shape. On one device: any strides, f32 / bf16 conversion (one gather /
+// scatter kernel); between host and device: contiguous same-dtype copies (copy_into).
 void op_copy__cuda(OpCtx& c) {
   c.expect_inputs(2);
+  const Tensor &d = c.input(0), &s = c.input(1);
+  if (d.device() == s.device() && (d.dtype == DType::F32 || d.dtype == DType::BF16) && (s.dtype == DType::F32 || s.dtype == DType::BF16)) {
+    const auto shp = broadcast_shapes(c, d.shape, s.shape);
+    if (shp != d.shape) c.fail("ShapeError", "source " + shape_str(s.shape) + " does not broadcast to " + shape_str(d.shape));
+    check_dims(c, d.shape.size());
+    const auto ss = broadcast_strides(s, d.shape);
+    if (d.numel() == 0) return;
+    const CudaApi& api = cuda_api(c.name);
+    cuda_check(api.copy_strided(ew_dtype(c, s.dtype), ew_dtype(c, d.dtype), (int)d.dim(), d.shape.data(), s.raw(), ss.data(), d.raw(),
+                                d.strides.data(), nullptr),
+               c.name + " on " + d.device().str());
+    return;
+  }
   op_copy_(c);
 }
 

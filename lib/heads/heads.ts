@@ -146,14 +146,14 @@ export class PredictionHead extends Module {
         const n = logits.shape[1]!;
         if (c.head_type === 'multilabel_classification') return { logits, loss: bceWithLogits(logits, ops.cast(inp.labels, 'f32')) };
         if (n === 1) return { logits, loss: ops.mseLoss(ops.reshape(logits, [-1]), ops.reshape(ops.cast(inp.labels, 'f32'), [-1])) };
-        return { logits, loss: ops.crossEntropy(logits, checkLabels(this.name, ops.reshape(inp.labels, [-1]), n)) };
+        return { logits, loss: ops.crossEntropy(logits, checkLabels(this.name, ops.reshape(inp.labels, [-1]), n, logits.device)) };
       }
       case 'multiple_choice': {
         const x = c.use_pooler ? inp.pooled : inp.cls;
         if (!x) throw new ValueError(`head '${this.name}': no sentence representation`);
         const nc = c.num_choices ?? 2;
         const logits = ops.reshape(this.seq(x), [-1, nc]);
-        return inp.labels ? { logits, loss: ops.crossEntropy(logits, checkLabels(this.name, ops.reshape(inp.labels, [-1]), nc)) } : { logits };
+        return inp.labels ? { logits, loss: ops.crossEntropy(logits, checkLabels(this.name, ops.reshape(inp.labels, [-1]), nc, logits.device)) } : { logits };
       }
       case 'tagging': {
         const logits = this.seq(inp.hidden);
@@ -162,7 +162,7 @@ export class PredictionHead extends Module {
         let labels = ops.reshape(ops.cast(inp.labels, 'i64'), [-1]);
         // positions with attention_mask 0 are ignored (transformers' active_loss)
         if (inp.attentionMask) labels = ops.where(ops.eq(ops.reshape(inp.attentionMask, [-1]), 1), labels, tensor([-100], [1], { dtype: 'i64' }));
-        return { logits, loss: ops.crossEntropy(ops.reshape(logits, [-1, n]), checkLabels(this.name, labels, n), { ignoreIndex: -100 }) };
+        return { logits, loss: ops.crossEntropy(ops.reshape(logits, [-1, n]), checkLabels(this.name, labels, n, logits.device), { ignoreIndex: -100 }) };
       }
       case 'question_answering': {
         const logits = this.seq(inp.hidden);
@@ -201,7 +201,7 @@ export function lmLoss(logits: Tensor, labels: Tensor, shift: boolean): Tensor {
     lg = ops.slice(logits, 1, 0, T - 1);
     lb = ops.slice(lb, 1, 1);
   }
-  return ops.crossEntropy(ops.reshape(lg.contiguous(), [-1, V]), checkLabels('lm', ops.reshape(lb.contiguous(), [-1]), V), { ignoreIndex: -100 });
+  return ops.crossEntropy(ops.reshape(lg.contiguous(), [-1, V]), checkLabels('lm', ops.reshape(lb.contiguous(), [-1]), V, lg.device), { ignoreIndex: -100 });
 }
 
 /** BCEWithLogitsLoss (mean): max(x,0) − x·y + log(1 + e^{−|x|}). */
@@ -210,11 +210,12 @@ export function bceWithLogits(x: Tensor, y: Tensor): Tensor {
 }
 
 /** Labels must lie in [0, n) or be −100: a clear error instead of a native index failure. */
-function checkLabels(name: string, labels: Tensor, n: number): Tensor {
+function checkLabels(name: string, labels: Tensor, n: number, device = 'cpu'): Tensor {
   const v = labels.toArray() as BigInt64Array | Int32Array | Float32Array;
   for (let i = 0; i < v.length; i++) {
     const x = Number(v[i]);
     if (x !== -100 && !(x >= 0 && x < n)) throw new ValueError(`head '${name}': label ${x} at position ${i} is out of range [0, ${n}) (use -100 to ignore)`);
   }
-  return ops.cast(labels, 'i64');
+  const l = ops.cast(labels, 'i64');
+  return device === l.device ? l : l.to(device);  // host labels for a model on the GPU
 }

@@ -8,7 +8,7 @@ import { checkpoint } from '../autograd/checkpoint.ts';
 import { Dropout, Embedding, LayerNorm, Linear, activation } from '../nn/layers.ts';
 import { Tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
-import { type ForwardInput, type HFConfig, type ModelOutput, alignBatch, asIds, bool, keepMask, mergeHeads, num, rowsTo, splitHeads, str } from './common.ts';
+import { type ForwardInput, type HFConfig, type ModelOutput, alignBatch, asIds, bool, keepMask, mergeHeads, num, onDevice, rowsTo, splitHeads, str } from './common.ts';
 import { scope } from '../scope.ts';
 import { ValueError } from '../errors.ts';
 import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
@@ -89,7 +89,8 @@ class BertEmbeddings extends Module {
       } else pos = ops.unsqueeze(ops.arange(0, T), 0);
     }
     const tt = tokenTypes ?? ops.zeros([B, T], { dtype: 'i64' });
-    let h = ops.add(ops.add(this.word.forward(ids), this.pos.forward(pos)), this.type.forward(tt));
+    const dev = this.word.weight.device;
+    let h = ops.add(ops.add(this.word.forward(onDevice(ids, dev)), this.pos.forward(onDevice(pos, dev))), this.type.forward(onDevice(tt, dev)));
     h = this.ln.forward(h);
     return this.drop.forward(h);
   }
@@ -140,7 +141,8 @@ export class BertLayer extends Module {
     keepKeys = rowsTo(keepKeys, B);
     const pre = this.prefixSite.kv(B, this.training, hx);
     const keep = pre && keepKeys ? ops.concat([ops.full([B, pre.k.shape[2]!], 1, { dtype: 'bool' }), keepKeys], 1) : keepKeys;
-    const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: keep, prefixK: pre?.k, prefixV: pre?.v }));
+    // the key-padding mask is built on the host (bool ops); it goes to the device for the attention call only
+    const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: onDevice(keep, q.device), prefixK: pre?.k, prefixV: pre?.v }));
     const a = this.attnSite.forward(this.dropAttnOut.forward(this.o.forward(ctx)), hx, this.ln1);
     const f = this.down.forward(this.act(this.up.forward(a)));
     return this.reftSite.apply(this.ffnSite.forward(this.drop.forward(f), a, this.ln2), this.training);
@@ -201,7 +203,8 @@ export class BertModel extends Module {
     return scope(() => {
       const ids = asIds(input.inputIds, 'inputIds').t;
       if (!ids) throw new ValueError('BERT forward needs inputIds');
-      const mask = asIds(input.attentionMask, 'attentionMask').t;
+      const mask0 = asIds(input.attentionMask, 'attentionMask').t;
+      const mask = onDevice(mask0, 'cpu');  // masks are combined on the host
       const tt = asIds(input.tokenTypeIds, 'tokenTypeIds').t;
       const pos = asIds(input.positionIds, 'positionIds').t;
       let keepKeys = keepMask(mask);

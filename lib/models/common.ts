@@ -57,6 +57,16 @@ export function mergeHeads(x: Tensor): Tensor {
 }
 
 /** attention_mask (B, T) of 0/1 → bool key-keep mask for the attention op. */
+/**
+ * t on `device`: itself when it is there, else a copy (owned by the caller's scope). Models use it for the integer
+ * inputs and masks they build on the host, so that a model moved with `to('cuda')` takes host inputs.
+ */
+export function onDevice(t: Tensor, device: string): Tensor;
+export function onDevice(t: Tensor | null, device: string): Tensor | null;
+export function onDevice(t: Tensor | null, device: string): Tensor | null {
+  return !t || t.device === device ? t : t.to(device);
+}
+
 export function keepMask(mask: Tensor | null): Tensor | null {
   if (!mask) return null;
   return mask.dtype === 'bool' ? mask : ops.ne(mask, 0);

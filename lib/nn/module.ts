@@ -112,6 +112,23 @@ export class Module {
   }
 
   /** Sets training mode (dropout on) recursively. */
+  /**
+   * Moves every parameter and buffer to `device` ('cpu', 'cuda', 'cuda:N') in place (tensor identities, and so
+   * optimisers' references, are kept), like torch's Module.to(device). Gradients move with their parameters.
+   */
+  to(device: string): this {
+    const seen = new Set<Tensor>();
+    for (const [, t] of [...this.namedParameters('', { aliases: true }), ...this.namedBuffers()])
+      if (!seen.has(t)) {
+        seen.add(t);
+        t._moveTo(device);
+      }
+    return this;
+  }
+  /** The device of the first parameter ('cpu' for a module without parameters). */
+  get device(): string {
+    return this.parameters()[0]?.device ?? 'cpu';
+  }
   train(mode = true): this {
     for (const [, m] of this.namedModules()) m.training = mode;
     return this;

@@ -10,6 +10,8 @@ import { one } from './util.ts';
 export interface FactoryOptions {
   dtype?: DType;
   requiresGrad?: boolean;
+  /** 'cpu' (default), 'cuda', 'cuda:N' (zeros / ones / full: filled on the host, then copied there). */
+  device?: string;
 }
 
 function checkShape(shape: number[], op: string): number[] {
@@ -28,7 +30,11 @@ function dtypeOf(opts: FactoryOptions, def: DType = 'f32', op = 'full'): DType {
 }
 
 export function full(shape: number[], value: number, opts: FactoryOptions = {}): Tensor {
-  return finish(one(callOp('fill', [], { shape: checkShape(shape, 'full'), value, dtype: dtypeOf(opts, 'f32', 'zeros/ones/full') })), opts);
+  const t = one(callOp('fill', [], { shape: checkShape(shape, 'full'), value, dtype: dtypeOf(opts, 'f32', 'zeros/ones/full') }));
+  if (!opts.device || opts.device === 'cpu') return finish(t, opts);
+  const moved = t.to(opts.device);
+  t.dispose();
+  return finish(moved, opts);
 }
 export function zeros(shape: number[], opts: FactoryOptions = {}): Tensor {
   return full(shape, 0, opts);
@@ -44,11 +50,7 @@ export function onesLike(t: Tensor, opts: FactoryOptions = {}): Tensor {
 }
 /** A tensor shaped like t, filled with value, on t's device (like torch's *_like). */
 export function fullLike(t: Tensor, value: number, opts: FactoryOptions = {}): Tensor {
-  if (t.device === 'cpu') return full(t.shape, value, { dtype: opts.dtype ?? t.dtype, requiresGrad: opts.requiresGrad });
-  const host = full(t.shape, value, { dtype: opts.dtype ?? t.dtype });
-  const r = host.to(t.device);
-  host.dispose();
-  return opts.requiresGrad ? r.requiresGrad_(true) : r;
+  return full(t.shape, value, { dtype: opts.dtype ?? t.dtype, requiresGrad: opts.requiresGrad, device: opts.device ?? t.device });
 }
 
 /** arange(end) or arange(start, end, step); integer dtype (i64) unless a float dtype is asked for. */

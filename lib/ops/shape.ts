@@ -166,7 +166,7 @@ export function slice(x: Tensor, dim: number, start = 0, end?: number, step = 1)
   const y = asStrided(x, s, st, len === 0 ? x.handle.offset : off);
   const inShape = x.shape;
   withGrad([y], 'slice', [x], ([g]) => {
-    const z = zeros(inShape, { dtype: g!.dtype });
+    const z = zeros(inShape, { dtype: g!.dtype, device: g!.device });
     const target = asStrided(z, s, contiguousStrides(inShape).map((v, i) => (i === d ? v * step : v)), a * contiguousStrides(inShape)[d]!);
     callOp('copy_', [target, g!]);
     target.dispose();

@@ -121,7 +121,7 @@ export class BottleneckAdapter extends Module {
    */
   fusable(h: Tensor): this is { down: Linear; up: Linear } {
     return fusedAdapterKernels() && !this.isParallel && !(this.training && (this.cfg.get('stochastic_depth') as number) > 0) && !this.lnBefore && !this.lnAfter &&
-      !this.child('gate') && typeof this.cfg.get('scaling') === 'number' && this.down instanceof Linear && this.up instanceof Linear && h.dtype === 'f32' &&
+      !this.child('gate') && typeof this.cfg.get('scaling') === 'number' && this.down instanceof Linear && this.up instanceof Linear && h.dtype === 'f32' && h.device === 'cpu' &&
       this.down.weight.dtype === 'f32' && bottleneckActSupported(this.cfg.get('non_linearity') as string) && !(this.training && (this.cfg.get('dropout') as number) > 0);
   }
 

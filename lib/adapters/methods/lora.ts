@@ -154,7 +154,8 @@ export class LoRAHost {
    */
   fused(x: Tensor): Tensor | null {
     // under autocast the base projection must take the bf16 GEMM path of ops.linear
-    if (!fusedAdapterKernels() || autocastActive() || this.linear.layout !== 'linear' || x.dtype !== 'f32' || this.linear.weight.dtype !== 'f32') return null;
+    // (the fused kernels are CPU-only so far: device tensors take the composed-op path)
+    if (!fusedAdapterKernels() || autocastActive() || this.linear.layout !== 'linear' || x.dtype !== 'f32' || this.linear.weight.dtype !== 'f32' || x.device !== 'cpu') return null;
     const setup = this.ctx.setupAt(this.layer, (n) => !!this.get(n) && !this.merged.has(n));
     if (typeof setup !== 'string') return null;
     const m = this.get(setup)!;
@@ -199,7 +200,7 @@ export class LoRAHost {
    * (gating, fused c_attn blocks, active dropout, non-f32), and the slice-by-slice path runs instead.
    */
   private segmented(setup: BatchSplit, x: Tensor): Tensor | null {
-    if (!fusedAdapterKernels() || x.dtype !== 'f32') return null;
+    if (!fusedAdapterKernels() || x.dtype !== 'f32' || x.device !== 'cpu') return null;
     const mods: LoRAModule[] = [];
     for (const c of setup.children) {
       const m = typeof c === 'string' ? this.get(c) : null;

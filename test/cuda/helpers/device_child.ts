@@ -1,7 +1,7 @@
 // Runs the device-plumbing checks of test/cuda/device.test.ts in a process of its own (the CUDA library is chosen
 // once per process: ADAPTERS_CUDA_LIB points at the mock, or at nothing on a GPU machine). Prints one JSON line:
 // {"results": [{"name", "ok", "detail"}]}; it never throws, so a failing check is reported, not a crash.
-import { AdamW, cuda, hasCuda, supportsOp, ops, randn, tensor, noGrad, type Tensor } from '../../../lib/index.ts';
+import { AdamW, AutoAdapterModel, cuda, hasCuda, supportsOp, ops, randn, tensor, noGrad, memoryStats, type Tensor } from '../../../lib/index.ts';
 import { callOp } from '../../../lib/tensor.ts';
 
 const results: { name: string; ok: boolean; detail: string }[] = [];
@@ -317,6 +317,37 @@ check('attention (causal, additive mask, key padding with an all-masked row, pre
       return [o, q.grad!, k.grad!, v.grad!, ...(pk ? [pk.grad!, pv!.grad!] : [])];
     }), 2e-5);
     if (r !== true) return `${JSON.stringify(cs)}: ${r}`;
+  }
+  return true;
+});
+
+check('a BERT model with an adapter and a classification head moves with to("cuda") and trains on the device like on the CPU (LoRA, seq_bn, prefix tuning, (IA)³; 2 AdamW steps)', () => {
+  const cfg = { model_type: 'bert', vocab_size: 50, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32,
+    hidden_dropout_prob: 0, attention_probs_dropout_prob: 0, pad_token_id: 0 };
+  for (const method of ['lora[r=4, alpha=8]', 'seq_bn[reduction_factor=4]', 'prefix_tuning[prefix_length=3, bottleneck_size=8]', 'ia3']) {
+    const run = (dev: boolean) => {
+      const m = AutoAdapterModel.fromConfig(cfg, { seed: 7 });
+      m.addAdapter('a', method);
+      m.addClassificationHead('a', { num_labels: 3 });
+      m.trainAdapter('a');
+      if (dev) m.to('cuda');
+      const trainable = m.namedParameters().filter(([, p]) => p.requiresGrad).map(([, p]) => p);
+      if (dev && !trainable.every((p) => p.device === 'cuda:0')) throw new Error('a parameter stayed on the host');
+      const opt = new AdamW(trainable, { lr: 0.01 });
+      const losses: number[] = [];
+      for (let s = 0; s < 2; s++) {
+        const inputIds = tensor([[3, 7, 9, 11, 0], [5, 5, 8, 2, 1]], undefined, { dtype: 'i64' });
+        const attentionMask = tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]], undefined, { dtype: 'i64' });
+        const out = m.forward({ inputIds, attentionMask, labels: tensor([2, 0], [2], { dtype: 'i64' }) });
+        out.loss!.backward();
+        losses.push(out.loss!.item());
+        opt.step();
+        opt.zeroGrad();
+      }
+      return [losses, ...trainable.map((p) => arr(p))];
+    };
+    const r = allClose(run(true), run(false), 2e-5);
+    if (r !== true) return `${method}: ${r}`;
   }
   return true;
 });

@@ -267,13 +267,18 @@ int adapters_cuda_unary_backward_f32(int op, int64_t n, const float* x, const fl
   return 0;
 }
 int adapters_cuda_copy_strided(int sdt, int ddt, int ndim, const int64_t* shape, const void* src, const int64_t* sstrides,
-                               void* dst, void*) {
+                               void* dst, const int64_t* dstrides, void*) {
   ad_ew::Layout l;
   int64_t n;
-  if ((sdt != 0 && sdt != 1) || (ddt != 0 && ddt != 1) || !mk_layout(ndim, shape, sstrides, nullptr, &l, &n)) return 1;
+  int64_t cs[ad_ew::kMaxDims];
+  if (ndim >= 0 && ndim <= ad_ew::kMaxDims && !dstrides) {
+    ad_ew::contiguous_strides(ndim, shape, cs);
+    dstrides = cs;
+  }
+  if ((sdt != 0 && sdt != 1) || (ddt != 0 && ddt != 1) || !mk_layout(ndim, shape, sstrides, dstrides, &l, &n)) return 1;
   if (n == 0) return 0;
   const size_t ses = sdt == 0 ? 4 : 2, des = ddt == 0 ? 4 : 2;
-  if (!reach_ok(src, l, 0, ses, n) || !valid(dst, (size_t)n * des)) return 700;
+  if (!reach_ok(src, l, 0, ses, n) || !reach_ok(dst, l, 1, des, n)) return 700;
   for (int64_t i = 0; i < n; i++) ad_ew::copy_at(i, l, host(src), sdt, host(dst), ddt);
   return 0;
 }
