@@ -1,7 +1,9 @@
 """PyTorch side of bench/train.ts: one adapter-training step (forward, classification-head cross-entropy,
 backward, AdamW over the trainable parameters) on the plain-torch BERT of torch_bert.py, in f32 or under
 torch.autocast('cpu', dtype=torch.bfloat16). One method and dtype per process, so ru_maxrss is that run's peak.
-Reads {"threads", "layers", "seq", "batch", "method", "dtype", "steps"}; prints {"version", "s", "peak_rss"}."""
+Reads {"threads", "layers", "seq", "batch", "method", "dtype", "steps", "device"?}; prints {"version", "s", "peak_rss"}.
+With "device": "cuda" (bench/cuda/train.ts) everything is created on the GPU (torch >= 2.0's default device), autocast
+targets CUDA and each step is timed to the end of its GPU work."""
 import json
 import resource
 import sys
@@ -14,6 +16,9 @@ import torch_bert as tb
 
 req = json.load(sys.stdin)
 torch.set_num_threads(req["threads"])
+DEV = req.get("device", "cpu")
+if DEV != "cpu":
+    torch.set_default_device(DEV)
 tb.setup(req["layers"], req["seq"], req["batch"])
 m = req["method"]
 p = tb.make(m)
@@ -40,13 +45,15 @@ opt = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.01)
 
 
 def step():
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=req["dtype"] == "bf16"):
+    with torch.autocast("cuda" if DEV != "cpu" else "cpu", dtype=torch.bfloat16, enabled=req["dtype"] == "bf16"):
         h = tb.step(m, p)
         x = torch.tanh(F.linear(h[:, 0], head[0], head[1]))
         loss = F.cross_entropy(F.linear(x, head[2], head[3]).float(), labels)
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
+    if DEV != "cpu":
+        torch.cuda.synchronize()
 
 
 step()

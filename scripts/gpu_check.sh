@@ -6,7 +6,7 @@
 # Builds test/cuda/gpu/check.cu with the CUDA library sources (twice: plain sm_90, the mma.sync kernels
 # only, and sm_90a with the wgmma/TMA kernels), runs its tests (each risky group in its own process, so a
 # faulting kernel cannot hide the others), times our GEMMs and torch.matmul on the same shapes, and writes
-# under $OUT (default /tmp/gpu_check_out), at most 9 files:
+# under $OUT (default /tmp/gpu_check_out), at most 10 files:
 #   env.txt       GPU / driver / toolchain, and the time each step took
 #   build.log     compiler output, register / spill report of the GEMM kernels, SASS instruction counts
 #   tests.jsonl   one JSON line per test (check.cu --tests)
@@ -16,6 +16,7 @@
 #   results.json  all of the above's JSON lines gathered in one object
 #   summary.md    pass/fail per group, ours vs torch TFLOP/s and ratios
 #   device.json   the addon's device checks (test/cuda/helpers/device_child.ts) when node and the addon were carried
+#   train_bench.txt  bench/cuda/train.ts (adapter training step, ours vs torch eager on the same GPU), same condition
 # Keeps going after a failing step (set -u, no set -e) so that whatever did work still comes back; it
 # stops starting new steps near a deadline so the whole run stays under ~6 minutes.
 set -u
@@ -161,6 +162,12 @@ if [ -n "$NODE_BIN" ] && [ -f build/Release/adapters_node.node ] && [ -d node_mo
   ADAPTERS_CUDA_LIB="$B/libadapters_cuda.so" timeout "$(budget 120)" "$NODE_BIN" --import tsx test/cuda/helpers/device_child.ts \
     >"$OUT/device.json" 2>>"$ERR"
   step "device plumbing: exit $?"
+  if [ $(elapsed) -lt $DEADLINE ]; then
+    step "adapter training step on the GPU vs torch (bench/cuda/train.ts)"
+    ADAPTERS_CUDA_LIB="$B/libadapters_cuda.so" TORCH_PYTHON=python3 timeout "$(budget 240)" "$NODE_BIN" --import tsx bench/cuda/train.ts \
+      >"$OUT/train_bench.txt" 2>>"$ERR"
+    step "train bench: exit $?"
+  fi
 else
   step "device plumbing skipped (needs NODE, build/Release/adapters_node.node and node_modules/tsx)"
 fi

@@ -1,0 +1,62 @@
+/**
+ * bench/cuda/train — the adapter training step of issue 8 on a GPU: BERT-base size (12 layers, hidden 768), seq 128,
+ * batch 32, classification head + cross-entropy, AdamW over the trainable parameters, for seq_bn, lora, prefix_tuning
+ * and ia3, in f32; tokens/s next to the same loop in PyTorch eager on the same GPU (bench/torch_train.py with
+ * "device": "cuda", run by the bench when a python3 with torch and CUDA is found). Prints one JSON line per method
+ * and a table. Skips with a message where no GPU is usable.
+ * Run: node --import tsx bench/cuda/train.ts   (BENCH_QUICK=1: 2 layers, batch 8)
+ */
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { AutoAdapterModel, AdamW, cuda, hfParamGroups, scope, tensor } from '../../lib/index.ts';
+import { runPythonJson, table } from '../common.ts';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const quick = !!process.env.BENCH_QUICK;
+const [L, T, B] = quick ? [2, 128, 8] : [12, 128, 32];
+const STEPS = 3;
+
+if (!cuda.isAvailable()) {
+  console.log(`bench/cuda/train skipped: no usable CUDA device (${cuda.loadError() || 'hasCuda() is false'})`);
+  process.exit(0);
+}
+
+function ours(method: string): number {
+  const model = AutoAdapterModel.fromConfig({ model_type: 'bert', vocab_size: 30522, hidden_size: 768, num_hidden_layers: L, num_attention_heads: 12,
+    intermediate_size: 3072, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 }, { seed: 0 });
+  model.addClassificationHead('x', { num_labels: 2 });
+  model.addAdapter('x', method);
+  model.trainAdapter('x');
+  model.to('cuda');
+  const opt = new AdamW(hfParamGroups(model, 0.01), { lr: 1e-4, weightDecay: 0.01 });
+  const inputIds = tensor(Array.from({ length: B }, (_, b) => Array.from({ length: T }, (_, t) => (b * 131 + t * 7) % 30000 + 100)), undefined, { dtype: 'i64' }).cuda();
+  const labels = tensor(Array.from({ length: B }, (_, b) => b % 2), [B], { dtype: 'i64' }).cuda();
+  const step = () => {
+    scope(() => { model.forward({ inputIds, labels }).loss!.backward(); });
+    opt.step();
+    opt.zeroGrad();
+    cuda.synchronize();
+  };
+  step();
+  let best = Infinity;
+  for (let r = 0; r < STEPS; r++) {
+    const t0 = performance.now();
+    step();
+    best = Math.min(best, (performance.now() - t0) / 1000);
+  }
+  model.dispose();
+  return best;
+}
+
+const py = process.env.TORCH_PYTHON ?? 'python3';
+const rows: (string | number)[][] = [['method', 'ours tok/s', 'torch tok/s', 'ours / torch']];
+for (const method of ['seq_bn', 'lora', 'prefix_tuning', 'ia3']) {
+  const s = ours(method);
+  const tr = runPythonJson<{ version: string; s: number }>(py, path.join(here, '..', 'torch_train.py'),
+    { threads: 1, layers: L, seq: T, batch: B, method, dtype: 'f32', steps: STEPS, device: 'cuda' });
+  const tok = (x: number) => (B * T) / x;
+  console.log(JSON.stringify({ method, device: cuda.deviceName(0), ours_tokens_per_s: tok(s), torch_tokens_per_s: tr ? tok(tr.s) : null, torch: tr?.version ?? null }));
+  rows.push([method, tok(s), tr ? tok(tr.s) : '-', tr ? tr.s / s : '-']);
+}
+console.log(`bench/cuda/train: BERT ${L} layers, hidden 768, seq ${T} × batch ${B}, f32, on ${cuda.deviceName(0)}`);
+console.log(table(rows));
