@@ -183,6 +183,10 @@ int adapters_cuda_attention_backward_f32(const adapters_cuda_attn* p, const floa
                                          const float* pv, const float* out, const float* dout, float* dq, float* dk, float* dv,
                                          float* dpk, float* dpv, void* stream);
 
+/* ---- random.cu ------------------------------------------------------------------------------------------- */
+/* y = x·1/(1−p) where the Philox stream (seed, offset) keeps the element, else 0 — the CPU's mask, bit for bit. */
+int adapters_cuda_dropout_f32(int64_t n, const float* x, float* y, float p, uint64_t seed, uint64_t offset, void* stream);
+
 #ifdef __cplusplus
 }  /* extern "C" */
 #endif

@@ -604,6 +604,29 @@ void op_cross_entropy_bwd_cuda(OpCtx& c) {
   c.out.push_back(dx);
 }
 
+// cat(tensors...) {dim}: cat.cpp's validation; each input lands in its slice of the output by a device copy
+void op_cat_cuda(OpCtx& c) {
+  op_device(c);
+  op_cat(c);
+}
+
+// dropout(x) {p, seed, offset}: the CPU's Philox mask (cuda/random.cu); bf16 in -> bf16 out
+void op_dropout_cuda(OpCtx& c) {
+  c.expect_inputs(1);
+  const Device dev = op_device(c);
+  ew_dtype(c, c.input(0).dtype);
+  Tensor x = as_f32(c, c.input(0));
+  const float p = (float)c.f("p");
+  if (!(p >= 0 && p <= 1)) c.fail("ValueError", "p must be in [0, 1], got " + std::to_string(p));
+  const double s = c.f("seed");
+  if (s < 0 || s != std::floor(s)) c.fail("ValueError", "seed must be a non-negative integer");
+  Tensor y = Tensor::empty(x.shape, DType::F32, dev);
+  if (y.numel() > 0)
+    cuda_check(api_on(c, dev).dropout_f32(x.numel(), x.data<float>(), y.data<float>(), p, (uint64_t)s, (uint64_t)c.i("offset", 0), nullptr),
+               c.name + " on " + dev.str());
+  c.out.push_back(f32_out(c, y, c.input(0).dtype));
+}
+
 // ---- attention (cuda/attention.cu; per-row code in cuda/attention_math.h) ---------------------------------------
 // attention(q, k, v, mask?, key_keep?, prefix_k?, prefix_v?) {scale, causal} -> out, lse;
 // attention_bwd(..., out, lse, dout) -> dq, dk, dv, [dprefix_k, dprefix_v]. Validation as attention_op.cpp.
@@ -750,6 +773,8 @@ extern const std::vector<std::pair<const char*, OpFn>> kCudaOps = {
     {"embedding_bwd", &op_embedding_bwd_cuda},
     {"cross_entropy", &op_cross_entropy_cuda},
     {"cross_entropy_bwd", &op_cross_entropy_bwd_cuda},
+    {"dropout", &op_dropout_cuda},
+    {"cat", &op_cat_cuda},
     {"attention", &op_attention_cuda},
     {"attention_bwd", &op_attention_bwd_cuda},
     {"matmul", &op_matmul_cuda},

@@ -376,7 +376,15 @@ void copy_into(const Tensor& dst, const Tensor& src) {
   int64_t n = dst.numel();
   if (n == 0) return;
   if (!dst.on_cpu() || !src.on_cpu()) {
-    // device memory: only whole contiguous same-dtype copies (anything else needs a CUDA kernel)
+    // on one device, f32 / bf16 with any strides: the CUDA gather/scatter kernel (cuda/elementwise.cu)
+    const auto ewd = [](DType d) { return d == DType::F32 ? 0 : d == DType::BF16 ? 1 : -1; };
+    if (dst.device() == src.device() && ewd(dst.dtype) >= 0 && ewd(src.dtype) >= 0 && dst.dim() <= 8) {
+      cuda_check(cuda_api("copy").copy_strided(ewd(src.dtype), ewd(dst.dtype), (int)dst.dim(), dst.shape.data(), src.raw(), src.strides.data(),
+                                               dst.raw(), dst.strides.data(), nullptr),
+                 "copy on " + dst.device().str());
+      return;
+    }
+    // between devices (or other dtypes): whole contiguous same-dtype copies
     AD_CHECK(dst.dtype == src.dtype && dst.is_contiguous() && src.is_contiguous(), "DeviceError",
              "copy " + src.device().str() + " -> " + dst.device().str() + ": only contiguous copies of one dtype are supported between devices");
     if (dst.on_cpu() || src.on_cpu()) {

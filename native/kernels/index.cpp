@@ -205,7 +205,7 @@ void op_cat(OpCtx& c) {
     total += t.shape[d];
   }
   shp[d] = total;
-  Tensor out = Tensor::empty(shp, f.dtype);
+  Tensor out = Tensor::empty(shp, f.dtype, f.device());  // (also the CUDA slot: copy_into moves device slices)
   int64_t at = 0;
   for (size_t k = 0; k < c.n_in(); k++) {
     const Tensor& t = c.input(k);

@@ -7,32 +7,13 @@
 
 #include "../op.h"
 #include "../threadpool.h"
+#include "../../cuda/random_math.h"
 
 namespace ad {
 namespace {
 
-inline void philox(uint32_t ctr[4], uint32_t key0, uint32_t key1) {
-  for (int r = 0; r < 10; r++) {
-    uint64_t p0 = (uint64_t)0xD2511F53u * ctr[0], p1 = (uint64_t)0xCD9E8D57u * ctr[2];
-    uint32_t n0 = (uint32_t)(p1 >> 32) ^ ctr[1] ^ key0, n2 = (uint32_t)(p0 >> 32) ^ ctr[3] ^ key1;
-    ctr[1] = (uint32_t)p1;  // lo of p1
-    ctr[3] = (uint32_t)p0;
-    ctr[0] = n0;
-    ctr[2] = n2;
-    key0 += 0x9E3779B9u;
-    key1 += 0xBB67AE85u;
-  }
-}
-// 4 uniform uint32 for block index `blk` of stream (seed, offset)
-inline void block4(uint64_t seed, uint64_t offset, uint64_t blk, uint32_t out[4]) {
-  uint64_t c = blk + offset;
-  out[0] = (uint32_t)c;
-  out[1] = (uint32_t)(c >> 32);
-  out[2] = 0x243F6A88u;
-  out[3] = 0x85A308D3u;
-  philox(out, (uint32_t)seed, (uint32_t)(seed >> 32));
-}
-inline float u01(uint32_t x) { return (float)(x >> 8) * (1.0f / 16777216.0f); }  // [0,1), 24 bits
+using ad_rand::block4;  // Philox and the dropout rule: cuda/random_math.h (shared with the CUDA kernel)
+using ad_rand::u01;
 
 uint64_t seed_of(const OpCtx& c) {
   double s = c.f("seed");
@@ -98,14 +79,7 @@ void op_dropout(OpCtx& c) {
   int64_t n = x.numel();
   float scale = p >= 1 ? 0.f : 1.f / (1.f - p);
   parallel_for((n + 3) / 4, 4096, [&](int64_t b, int64_t e) {
-    uint32_t r[4];
-    for (int64_t blk = b; blk < e; blk++) {
-      block4(seed, off, (uint64_t)blk, r);
-      for (int j = 0; j < 4 && blk * 4 + j < n; j++) {
-        int64_t i = blk * 4 + j;
-        O[i] = u01(r[j]) >= p ? X[i] * scale : 0.f;
-      }
-    }
+    for (int64_t blk = b; blk < e; blk++) ad_rand::dropout_block((uint64_t)blk, n, X, O, p, scale, seed, off);
   });
   c.out.push_back(o);
 }

@@ -1,7 +1,7 @@
 // Runs the device-plumbing checks of test/cuda/device.test.ts in a process of its own (the CUDA library is chosen
 // once per process: ADAPTERS_CUDA_LIB points at the mock, or at nothing on a GPU machine). Prints one JSON line:
 // {"results": [{"name", "ok", "detail"}]}; it never throws, so a failing check is reported, not a crash.
-import { AdamW, AutoAdapterModel, cuda, hasCuda, supportsOp, ops, randn, tensor, noGrad, memoryStats, type Tensor } from '../../../lib/index.ts';
+import { AdamW, AutoAdapterModel, cuda, hasCuda, supportsOp, ops, randn, tensor, noGrad, manualSeed, type Tensor } from '../../../lib/index.ts';
 import { callOp } from '../../../lib/tensor.ts';
 
 const results: { name: string; ok: boolean; detail: string }[] = [];
@@ -33,7 +33,7 @@ function throwsLike(fn: () => unknown, name: string, re: RegExp): string | true 
 
 check('a device is reported', () => (hasCuda() && cuda.isAvailable() && cuda.deviceCount() >= 1 && cuda.deviceName(0).length > 0) || `hasCuda ${hasCuda()}, error '${cuda.loadError()}'`);
 check('supportsOp lists the CUDA kernels', () => (['matmul', 'linear', 'adamw_step', 'add', 'gelu', 'activation_bwd', 'cast', 'contiguous'].every((o) => supportsOp(o, 'cuda')) &&
-  ['softmax', 'layer_norm', 'rms_norm_bwd', 'sum', 'embedding_bwd', 'cross_entropy'].every((o) => supportsOp(o, 'cuda')) && supportsOp('attention_bwd', 'cuda') && !supportsOp('dropout', 'cuda')) || 'wrong');
+  ['softmax', 'layer_norm', 'rms_norm_bwd', 'sum', 'embedding_bwd', 'cross_entropy'].every((o) => supportsOp(o, 'cuda')) && supportsOp('attention_bwd', 'cuda') && supportsOp('dropout', 'cuda') && !supportsOp('gather', 'cuda')) || 'wrong');
 
 check('to(cuda) / cpu() round trip keeps values, dtype and shape; views move as contiguous copies', () => {
   const x = randn([5, 7], { seed: 1 });
@@ -122,7 +122,7 @@ check('AdamW updates CUDA parameters in one native call, matching the CPU run', 
 check('ops without a CUDA kernel and mixed devices give DeviceErrors naming the op', () => {
   const x = randn([2, 2], { seed: 21 }), xd = x.cuda();
   return [
-    throwsLike(() => ops.dropout(xd, 0.5), 'DeviceError', /no CUDA implementation for dropout/),
+    throwsLike(() => ops.gather(xd, 1, tensor([[0], [1]], undefined, { dtype: 'i64' }).cuda()), 'DeviceError', /no CUDA implementation for gather/),
     throwsLike(() => { const i = tensor([1, 2], [2], { dtype: 'i64' }).cuda(); return ops.add(i, i); }, 'DeviceError', /add: i64 tensors have no CUDA elementwise kernels yet/),
     throwsLike(() => ops.matmul(xd, x), 'DeviceError', /matmul: expected all tensors on one device, but input #1 is on cpu/),
     throwsLike(() => x.to('cuda:7'), 'DeviceError', /to\(cuda:7\): only \d+ CUDA device/),
@@ -322,10 +322,12 @@ check('attention (causal, additive mask, key padding with an all-masked row, pre
 });
 
 check('a BERT model with an adapter and a classification head moves with to("cuda") and trains on the device like on the CPU (LoRA, seq_bn, prefix tuning, (IA)³; 2 AdamW steps)', () => {
+  // hidden dropout on: the device draws the CPU's Philox masks
   const cfg = { model_type: 'bert', vocab_size: 50, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32,
-    hidden_dropout_prob: 0, attention_probs_dropout_prob: 0, pad_token_id: 0 };
+    hidden_dropout_prob: 0.1, attention_probs_dropout_prob: 0, pad_token_id: 0 };
   for (const method of ['lora[r=4, alpha=8]', 'seq_bn[reduction_factor=4]', 'prefix_tuning[prefix_length=3, bottleneck_size=8]', 'ia3']) {
     const run = (dev: boolean) => {
+      manualSeed(99);
       const m = AutoAdapterModel.fromConfig(cfg, { seed: 7 });
       m.addAdapter('a', method);
       m.addClassificationHead('a', { num_labels: 3 });
@@ -351,5 +353,20 @@ check('a BERT model with an adapter and a classification head moves with to("cud
   }
   return true;
 });
+
+check('dropout on the device drops exactly the elements the CPU drops (same seed), forward and backward', () => allClose(...both((mv) => {
+  manualSeed(5);
+  const x = mv(randn([7, 33], { seed: 97 })).requiresGrad_(true);
+  const y = ops.dropout(x, 0.3);
+  y.backward(mv(randn([7, 33], { seed: 98 })));
+  return [y, x.grad!];
+}), 0));
+
+check('concat along any dim (incl. bf16) and its gradient match the CPU', () => allClose(...both((mv) => {
+  const a = mv(randn([2, 3, 4], { seed: 100 })).requiresGrad_(true), b = mv(randn([2, 5, 4], { seed: 101 })).requiresGrad_(true);
+  const c = ops.concat([a, b], 1), d = ops.concat([a, a], -1), e = ops.concat([a.to('bf16'), a.to('bf16')], 0);
+  ops.add(ops.sum(ops.mul(c, c)), ops.sum(d)).backward();
+  return [c, d, e, a.grad!, b.grad!];
+}), 0));
 
 console.log(JSON.stringify({ results }));

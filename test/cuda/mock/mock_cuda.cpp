@@ -22,6 +22,7 @@
 #include "../../../cuda/elementwise_math.h"
 #include "../../../cuda/rows_math.h"
 #include "../../../cuda/attention_math.h"
+#include "../../../cuda/random_math.h"
 
 #include <vector>
 
@@ -428,6 +429,15 @@ int adapters_cuda_attention_backward_f32(const adapters_cuda_attn* a, const floa
   for (int64_t r = 0; r < rows; r++) ad_attn::dq_row(p, r, H(q), H(k), H(v), H(pk), H(pv), H(dout), M.data(), L.data(), Dd.data(), H(dq));
   for (int64_t c = 0; c < keys; c++)
     ad_attn::dkv_row(p, c, H(q), H(k), H(v), H(pk), H(pv), H(dout), M.data(), L.data(), Dd.data(), H(dk), H(dv), H(dpk), H(dpv));
+  return 0;
+}
+int adapters_cuda_dropout_f32(int64_t n, const float* x, float* y, float p, uint64_t seed, uint64_t off, void*) {
+  if (n < 0 || !(p >= 0.f && p <= 1.f)) return 1;
+  if (n == 0) return 0;
+  MOCK_NEED(x, n * 4);
+  MOCK_NEED(y, n * 4);
+  const float scale = p >= 1.f ? 0.f : 1.f / (1.f - p);
+  for (int64_t b = 0; b < (n + 3) / 4; b++) ad_rand::dropout_block((uint64_t)b, n, H(x), H(y), p, scale, seed, off);
   return 0;
 }
 #undef MOCK_NEED
