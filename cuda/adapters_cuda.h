@@ -183,6 +183,12 @@ int adapters_cuda_attention_backward_f32(const adapters_cuda_attn* p, const floa
                                          const float* pv, const float* out, const float* dout, float* dq, float* dk, float* dv,
                                          float* dpk, float* dpv, void* stream);
 
+/* rotary embedding of `rows` vectors of D (row r at position r % T) with full-width cos / sin tables (T, D), or
+ * (B, T, D) with per_batch_rows = H·T rows per batch entry (0 = shared tables); half-split or interleaved;
+ * backward = the transposed rotation (x is then the incoming gradient). */
+int adapters_cuda_rope_f32(int64_t rows, int64_t T, int64_t D, int64_t per_batch_rows, const float* x, const float* cos, const float* sin,
+                           float* y, int interleaved, int backward, void* stream);
+
 /* ---- random.cu ------------------------------------------------------------------------------------------- */
 /* y = x·1/(1−p) where the Philox stream (seed, offset) keeps the element, else 0 — the CPU's mask, bit for bit. */
 int adapters_cuda_dropout_f32(int64_t n, const float* x, float* y, float p, uint64_t seed, uint64_t offset, void* stream);

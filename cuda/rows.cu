@@ -51,6 +51,11 @@ __global__ void embedding_bwd_kernel(int64_t n, int64_t C, const int64_t* ids, c
   AD_FOR(j, C) ad_rows::embedding_bwd_col(j, n, C, ids, g, d);
 }
 
+__global__ void rope_kernel(int64_t rows, int64_t T, int64_t D, int64_t perB, const float* x, const float* cs, const float* sn, float* y,
+                            int inter, int bwd) {
+  AD_FOR(r, rows) ad_rows::rope_row(r, T, D, perB, x, cs, sn, y, inter != 0, bwd != 0);
+}
+
 }  // namespace
 
 #define AD_LAUNCH(n, kernel, ...)                                                                   \
@@ -110,6 +115,12 @@ int adapters_cuda_embedding_f32(int64_t n, int64_t C, const int64_t* ids, const 
 int adapters_cuda_embedding_backward_f32(int64_t n, int64_t C, const int64_t* ids, const float* g, float* dweight, void* stream) {
   if (n < 0 || C < 0) return (int)cudaErrorInvalidValue;
   AD_LAUNCH(C, embedding_bwd_kernel, n, C, ids, g, dweight);
+}
+
+int adapters_cuda_rope_f32(int64_t rows, int64_t T, int64_t D, int64_t per_batch_rows, const float* x, const float* cos, const float* sin,
+                           float* y, int interleaved, int backward, void* stream) {
+  if (rows < 0 || T < 1 || D < 2 || D % 2 || per_batch_rows < 0) return (int)cudaErrorInvalidValue;
+  AD_LAUNCH(rows, rope_kernel, rows, T, D, per_batch_rows, x, cos, sin, y, interleaved, backward);
 }
 
 }  // extern "C"

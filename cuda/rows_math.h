@@ -151,4 +151,37 @@ AD_HD void embedding_bwd_col(int64_t j, int64_t n, int64_t C, const int64_t* ids
   for (int64_t k = 0; k < n; k++) D[ids[k] * C + j] += G[k * C + j];
 }
 
+// rotary embedding of row r (one (…, t) vector of D): tables (T, D) shared, or (B, T, D) per batch row with
+// perB = H·T rows per batch entry; half-split (rotate_half) or interleaved pairs; backward = the transposed rotation
+AD_HD void rope_row(int64_t r, int64_t T, int64_t D, int64_t perB, const float* X, const float* CS, const float* SN, float* Y,
+                    bool inter, bool bwd) {
+  const int64_t t = r % T, h = D / 2;
+  const int64_t tab = perB ? ((r / perB) * T + t) * D : t * D;
+  const float *xr = X + r * D, *cr = CS + tab, *sr = SN + tab;
+  float* yr = Y + r * D;
+  if (!inter) {
+    for (int64_t i = 0; i < h; i++) {
+      const float a = xr[i], b = xr[i + h];
+      if (!bwd) {
+        yr[i] = a * cr[i] - b * sr[i];
+        yr[i + h] = b * cr[i + h] + a * sr[i + h];
+      } else {
+        yr[i] = a * cr[i] + b * sr[i + h];
+        yr[i + h] = b * cr[i + h] - a * sr[i];
+      }
+    }
+  } else {
+    for (int64_t i = 0; i < D; i += 2) {
+      const float a = xr[i], b = xr[i + 1];
+      if (!bwd) {
+        yr[i] = a * cr[i] - b * sr[i];
+        yr[i + 1] = b * cr[i + 1] + a * sr[i + 1];
+      } else {
+        yr[i] = a * cr[i] + b * sr[i + 1];
+        yr[i + 1] = b * cr[i + 1] - a * sr[i];
+      }
+    }
+  }
+}
+
 }  // namespace ad_rows

@@ -79,6 +79,7 @@ CudaLib& lib() {
     ok &= sym(l, a.cross_entropy_backward_f32, "adapters_cuda_cross_entropy_backward_f32");
     ok &= sym(l, a.embedding_f32, "adapters_cuda_embedding_f32");
     ok &= sym(l, a.embedding_backward_f32, "adapters_cuda_embedding_backward_f32");
+    ok &= sym(l, a.rope_f32, "adapters_cuda_rope_f32");
     ok &= sym(l, a.dropout_f32, "adapters_cuda_dropout_f32");
     ok &= sym(l, a.attention_f32, "adapters_cuda_attention_f32");
     ok &= sym(l, a.attention_backward_f32, "adapters_cuda_attention_backward_f32");

@@ -44,6 +44,7 @@ struct CudaApi {
                                     int, float, float*, void*);
   int (*embedding_f32)(int64_t, int64_t, const int64_t*, const float*, float*, void*);
   int (*embedding_backward_f32)(int64_t, int64_t, const int64_t*, const float*, float*, void*);
+  int (*rope_f32)(int64_t, int64_t, int64_t, int64_t, const float*, const float*, const float*, float*, int, int, void*);
   int (*dropout_f32)(int64_t, const float*, float*, float, uint64_t, uint64_t, void*);
   int (*attention_f32)(const void*, const float*, const float*, const float*, const float*, const float*, float*, float*, void*);
   int (*attention_backward_f32)(const void*, const float*, const float*, const float*, const float*, const float*, const float*,

@@ -604,6 +604,29 @@ void op_cross_entropy_bwd_cuda(OpCtx& c) {
   c.out.push_back(dx);
 }
 
+// rope(x, cos, sin) {interleaved, backward}: rope.cpp's validation, rows_math.h's rotation
+void op_rope_cuda(OpCtx& c) {
+  c.expect_inputs(3);
+  const Device dev = op_device(c);
+  for (size_t i : {0, 1, 2}) ew_dtype(c, c.input(i).dtype);
+  Tensor x = as_f32(c, c.input(0)), cs = as_f32(c, c.input(1)), sn = as_f32(c, c.input(2));
+  if (x.dim() < 2) c.fail("ShapeError", "x must be (..., T, D), got " + shape_str(x.shape));
+  const int64_t T = x.shape[x.dim() - 2], D = x.shape[x.dim() - 1];
+  if (D % 2) c.fail("ShapeError", "head dim must be even, got " + std::to_string(D));
+  if (cs.shape != sn.shape) c.fail("ShapeError", "cos " + shape_str(cs.shape) + " and sin " + shape_str(sn.shape) + " differ");
+  const bool per_batch = cs.dim() == 3;
+  if (!((cs.dim() == 2 && cs.shape[0] == T && cs.shape[1] == D) ||
+        (per_batch && x.dim() == 4 && cs.shape[0] == x.shape[0] && cs.shape[1] == T && cs.shape[2] == D)))
+    c.fail("ShapeError", "cos/sin " + shape_str(cs.shape) + " must be [T, D] = [" + std::to_string(T) + ", " + std::to_string(D) +
+                             "] or [B, T, D] for x " + shape_str(x.shape));
+  Tensor y = Tensor::empty(x.shape, DType::F32, dev);
+  if (y.numel() > 0 && D > 0)
+    cuda_check(api_on(c, dev).rope_f32(x.numel() / D, T, D, per_batch ? x.shape[1] * T : 0, x.data<float>(), cs.data<float>(), sn.data<float>(),
+                                       y.data<float>(), c.b("interleaved", false), c.b("backward", false), nullptr),
+               c.name + " on " + dev.str());
+  c.out.push_back(f32_out(c, y, c.input(0).dtype));
+}
+
 // cat(tensors...) {dim}: cat.cpp's validation; each input lands in its slice of the output by a device copy
 void op_cat_cuda(OpCtx& c) {
   op_device(c);
@@ -775,6 +798,7 @@ extern const std::vector<std::pair<const char*, OpFn>> kCudaOps = {
     {"cross_entropy_bwd", &op_cross_entropy_bwd_cuda},
     {"dropout", &op_dropout_cuda},
     {"cat", &op_cat_cuda},
+    {"rope", &op_rope_cuda},
     {"attention", &op_attention_cuda},
     {"attention_bwd", &op_attention_bwd_cuda},
     {"matmul", &op_matmul_cuda},

@@ -18,7 +18,7 @@ import * as ops from '../ops/index.ts';
 import { scope } from '../scope.ts';
 import { ShapeError, ValueError } from '../errors.ts';
 import {
-  type ForwardInput, type HFConfig, type KVCache, type ModelOutput, asIds, bool, keepMask, mergeHeads, num, splitHeads, str, rowsTo } from './common.ts';
+  type ForwardInput, type HFConfig, type KVCache, type ModelOutput, asIds, bool, keepMask, mergeHeads, num, onDevice, splitHeads, str, rowsTo } from './common.ts';
 
 export interface GPT2Config {
   vocabSize: number;
@@ -99,7 +99,7 @@ class GPT2Attention extends Module {
     const keep = pre && keepKeys ? ops.concat([ops.full([qh.shape[0]!, pre.k.shape[2]!], 1, { dtype: 'bool' }), keepKeys], 1) : keepKeys;
     const ctx = this.training && this.cfg.attnDropout > 0
       ? attentionWithDropout(q, k, v, keepKeys, scale, this.attnDrop)
-      : ops.scaledDotProductAttention(q, k, v, { isCausal: true, keyPaddingMask: keep, scale, prefixK: pre?.k, prefixV: pre?.v });
+      : ops.scaledDotProductAttention(q, k, v, { isCausal: true, keyPaddingMask: onDevice(keep, q.device), scale, prefixK: pre?.k, prefixV: pre?.v });
     return { out: this.residDrop.forward(this.o.forward(mergeHeads(ctx))), k, v };
   }
 }
@@ -218,12 +218,13 @@ export class GPT2Model extends Module {
         throw new ValueError(`GPT-2 forward: pastKeyValues has ${past.layers.length} layers, the model ${this.layers.length}`);
       if (P + T > this.cfg.maxPositions)
         throw new ValueError(`GPT-2 forward: ${P + T} positions exceed n_positions = ${this.cfg.maxPositions}`);
-      const mask = asIds(input.attentionMask, 'attentionMask').t;
+      const mask = onDevice(asIds(input.attentionMask, 'attentionMask').t, 'cpu');  // masks are combined on the host
       if (mask && (mask.ndim !== 2 || mask.shape[0] !== B || mask.shape[1] !== P + T))
         throw new ShapeError(`GPT-2 forward: attentionMask [${mask.shape}] must be [B, past + T] = [${B}, ${P + T}]`);
       const pos = asIds(input.positionIds, 'positionIds').t ?? ops.unsqueeze(ops.arange(P, P + T), 0);
       const keepKeys = keepMask(mask);
-      let h = this.invertible.apply(this.drop.forward(ops.add(this.wte.forward(ids), this.wpe.forward(pos))));
+      const dev = this.wte.weight.device;
+      let h = this.invertible.apply(this.drop.forward(ops.add(this.wte.forward(onDevice(ids, dev)), this.wpe.forward(onDevice(pos, dev)))));
       const hidden: Tensor[] = [];
       const cache: KVCache['layers'] = [];
       this.layers.forEach((layer, i) => {

@@ -20,7 +20,7 @@ import * as ops from '../ops/index.ts';
 import { scope } from '../scope.ts';
 import { ShapeError, ValueError } from '../errors.ts';
 import {
-  type ForwardInput, type HFConfig, type KVCache, type ModelOutput, alignBatch, asIds, bool, keepMask, mergeHeads, num, rowsTo, splitHeads, str,
+  type ForwardInput, type HFConfig, type KVCache, type ModelOutput, alignBatch, asIds, bool, keepMask, mergeHeads, num, onDevice, rowsTo, splitHeads, str,
 } from './common.ts';
 
 /** torch.finfo(torch.float32).min: HF's additive mask value. */
@@ -199,7 +199,7 @@ class LlamaAttention extends Module {
     const pre = this.prefixSite.kv(h.shape[0]!, this.training, h);
     if (!pre) {
       // GQA: the kernel maps query head h to key/value head h / (H / Hkv), like HF's repeat_kv
-      const ctx = ops.scaledDotProductAttention(q, k, v, { isCausal: true, keyPaddingMask: keepKeys, mask });
+      const ctx = ops.scaledDotProductAttention(q, k, v, { isCausal: true, keyPaddingMask: onDevice(keepKeys, q.device), mask });
       return { out: this.o.forward(mergeHeads(ctx)), k, v };
     }
     // Prefix tuning: the Python library prepends prefixes after repeat_kv, so they have all H heads; the
@@ -211,8 +211,8 @@ class LlamaAttention extends Module {
       return ops.reshape(ops.expand(ops.unsqueeze(x, 2), [b, hk, H / hk, t, d]), [b, H, t, d]);
     };
     const keep = keepKeys ? ops.concat([ops.full([B, P], 1, { dtype: 'bool' }), keepKeys], 1) : null;
-    const m = mask ? ops.concat([ops.zeros([...mask.shape.slice(0, -1), P]), mask], -1) : null;
-    const ctx = ops.scaledDotProductAttention(q, rep(k), rep(v), { isCausal: true, keyPaddingMask: keep, mask: m, prefixK: pre.k, prefixV: pre.v });
+    const m = mask ? ops.concat([ops.zeros([...mask.shape.slice(0, -1), P], { device: mask.device }), mask], -1) : null;
+    const ctx = ops.scaledDotProductAttention(q, rep(k), rep(v), { isCausal: true, keyPaddingMask: onDevice(keep, q.device), mask: m, prefixK: pre.k, prefixV: pre.v });
     return { out: this.o.forward(mergeHeads(ctx)), k, v };
   }
 }
@@ -320,18 +320,21 @@ export class LlamaModel extends Module {
       const P = past?.length ?? 0;
       if (past && past.layers.length !== this.layers.length)
         throw new ValueError(`${this.cfg.modelType} forward: pastKeyValues has ${past.layers.length} layers, the model ${this.layers.length}`);
-      const mask = asIds(input.attentionMask, 'attentionMask').t;
+      const mask = onDevice(asIds(input.attentionMask, 'attentionMask').t, 'cpu');  // masks are combined on the host
       if (mask && (mask.ndim !== 2 || mask.shape[0] !== B || mask.shape[1] !== P + T))
         throw new ShapeError(`${this.cfg.modelType} forward: attentionMask [${mask.shape}] must be [B, past + T] = [${B}, ${P + T}]`);
       const keepKeys = keepMask(mask);
 
-      let h = this.invertible.apply(this.embed.forward(ids));
+      const dev = this.embed.weight.device;
+      let h = this.invertible.apply(this.embed.forward(onDevice(ids, dev)));
       const pos = asIds(input.positionIds, 'positionIds').t;
       if (pos && pos.shape.join() !== `${B},${T}` && pos.shape.join() !== `1,${T}`)
         throw new ShapeError(`${this.cfg.modelType} forward: positionIds [${pos.shape}] must be [B, T] = [${B}, ${T}]`);
       const rot = pos
         ? ropeTables(this.invFreq, ops.cast(pos, 'i64').toArray() as BigInt64Array, pos.shape[0]!, T)
         : ropeTables(this.invFreq, Array.from({ length: T }, (_, i) => P + i), 1, T);
+      rot.cos = onDevice(rot.cos, dev);  // host-built tables go where the model is
+      rot.sin = onDevice(rot.sin, dev);
       if (h.dtype !== 'f32') {
         // HF casts cos/sin to the activations' dtype
         rot.cos = ops.cast(rot.cos, h.dtype);
@@ -341,7 +344,7 @@ export class LlamaModel extends Module {
       const masks = new Map<number, Tensor | null>();
       for (const w of this.cfg.windows)
         if (w !== null && !masks.has(w)) {
-          const m = windowMask(w, P, T);
+          const m = onDevice(windowMask(w, P, T), dev);
           masks.set(w, m && h.dtype !== 'f32' ? ops.cast(m, h.dtype) : m);
         }
 

@@ -7,6 +7,7 @@
 // https://arxiv.org/abs/2104.09864
 #include "../op.h"
 #include "../threadpool.h"
+#include "../../cuda/rows_math.h"
 
 namespace ad {
 
@@ -29,27 +30,8 @@ void op_rope(OpCtx& c) {
   int64_t perB = per_batch ? x.shape[1] * T : 0;
   const float *X = x.data<float>(), *CS = cs.data<float>(), *SN = sn.data<float>();
   float* Y = y.data<float>();
-  int64_t h = D / 2;
   parallel_for(rows, 256, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r++) {
-      int64_t t = r % T;
-      int64_t tab = per_batch ? ((r / perB) * T + t) * D : t * D;
-      const float *xr = X + r * D, *cr = CS + tab, *sr = SN + tab;
-      float* yr = Y + r * D;
-      if (!inter) {
-        for (int64_t i = 0; i < h; i++) {
-          float a = xr[i], b = xr[i + h];
-          if (!bwd) { yr[i] = a * cr[i] - b * sr[i]; yr[i + h] = b * cr[i + h] + a * sr[i + h]; }
-          else { yr[i] = a * cr[i] + b * sr[i + h]; yr[i + h] = b * cr[i + h] - a * sr[i]; }
-        }
-      } else {
-        for (int64_t i = 0; i < D; i += 2) {
-          float a = xr[i], b = xr[i + 1];
-          if (!bwd) { yr[i] = a * cr[i] - b * sr[i]; yr[i + 1] = b * cr[i + 1] + a * sr[i + 1]; }
-          else { yr[i] = a * cr[i] + b * sr[i + 1]; yr[i + 1] = b * cr[i + 1] - a * sr[i]; }
-        }
-      }
-    }
+    for (int64_t r = r0; r < r1; r++) ad_rows::rope_row(r, T, D, perB, X, CS, SN, Y, inter, bwd);  // shared with CUDA
   });
   c.out.push_back(y);
 }

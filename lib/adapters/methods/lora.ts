@@ -78,7 +78,7 @@ export class LoRAModule extends Module {
         const d = ops.linear(ops.linear(xin, a), b);
         pieces.push(g ? ops.mul(d, ops.slice(g, -1, blk, blk + 1)) : ops.mul(d, this.scaling));
         blk++;
-      } else pieces.push(ops.zeros([...x.shape.slice(0, -1), part], { dtype: x.dtype }));
+      } else pieces.push(ops.zeros([...x.shape.slice(0, -1), part], { dtype: x.dtype, device: x.device }));
     }
     return ops.concat(pieces, -1);
   }
@@ -92,7 +92,7 @@ export class LoRAModule extends Module {
       let blk = 0;
       for (let third = 0; third < 3; third++)
         if (this.fusedParts.includes(third)) pieces.push(ops.slice(v, 0, blk * part, (blk++ + 1) * part));
-        else pieces.push(ops.ones([part], { dtype: v.dtype }));
+        else pieces.push(ops.ones([part], { dtype: v.dtype, device: v.device }));
       v = ops.concat(pieces, 0);
     }
     const g = this.gate(x);
@@ -238,8 +238,8 @@ export class LoRAHost {
         const rows = (t: Tensor) => ops.slice(t, 0, at, at + n);
         const r = this.compose(setup.children[i]!, rows(x), d ? rows(d) : null, s && s.ndim === x.ndim ? rows(s) : s);
         const shape = [n, ...x.shape.slice(1, -1), this.linear.outFeatures];
-        ds.push(r.d ?? ops.zeros(shape, { dtype: x.dtype }));
-        ss.push(r.s ? (r.s.ndim === x.ndim ? r.s : ops.expand(r.s, shape).contiguous()) : ops.ones(shape, { dtype: x.dtype }));
+        ds.push(r.d ?? ops.zeros(shape, { dtype: x.dtype, device: x.device }));
+        ss.push(r.s ? (r.s.ndim === x.ndim ? r.s : ops.expand(r.s, shape).contiguous()) : ops.ones(shape, { dtype: x.dtype, device: x.device }));
         at += n;
       }
       return { d: ops.concat(ds, 0), s: ops.concat(ss, 0) };
@@ -253,7 +253,7 @@ export class LoRAHost {
       const rs = setup.children.map((c) => this.compose(c, x, d, s));
       const N = rs.length;
       const avg = (k: 'd' | 's') =>
-        rs.some((r) => r[k]) ? rs.map((r, i) => ops.mul(r[k] ?? ops.zeros([1]), setup.weights[i]! / N)).reduce((a, b) => ops.add(a, b)) : null;
+        rs.some((r) => r[k]) ? rs.map((r, i) => ops.mul(r[k] ?? ops.zeros([1], { device: x.device }), setup.weights[i]! / N)).reduce((a, b) => ops.add(a, b)) : null;
       return { d: avg('d'), s: avg('s') };
     }
     throw new ValueError(`Invalid adapter setup. Cannot use ${String(setup)} with LoRA.`);

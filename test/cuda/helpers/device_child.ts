@@ -321,33 +321,39 @@ check('attention (causal, additive mask, key padding with an all-masked row, pre
   return true;
 });
 
+// Builds a model (seeded), moves it to the device when dev, runs 2 AdamW steps on `input()`; returns the losses and the
+// trained parameters (the device and CPU runs must agree).
+function trainModel(dev: boolean, seed: number, build: () => InstanceType<typeof AutoAdapterModel>, input: () => Record<string, Tensor>): number[][] {
+  manualSeed(seed);
+  const m = build();
+  if (dev) m.to('cuda');
+  const trainable = m.namedParameters().filter(([, p]) => p.requiresGrad).map(([, p]) => p);
+  if (dev && !trainable.every((p) => p.device === 'cuda:0')) throw new Error('a parameter stayed on the host');
+  const opt = new AdamW(trainable, { lr: 0.01 });
+  const losses: number[] = [];
+  for (let s = 0; s < 2; s++) {
+    const out = m.forward(input());
+    out.loss!.backward();
+    losses.push(out.loss!.item());
+    opt.step();
+    opt.zeroGrad();
+  }
+  return [losses, ...trainable.map((p) => arr(p))];
+}
+const ids = (rows: number[][]) => tensor(rows, undefined, { dtype: 'i64' });
+
 check('a BERT model with an adapter and a classification head moves with to("cuda") and trains on the device like on the CPU (LoRA, seq_bn, prefix tuning, (IA)³; 2 AdamW steps)', () => {
   // hidden dropout on: the device draws the CPU's Philox masks
   const cfg = { model_type: 'bert', vocab_size: 50, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32,
     hidden_dropout_prob: 0.1, attention_probs_dropout_prob: 0, pad_token_id: 0 };
   for (const method of ['lora[r=4, alpha=8]', 'seq_bn[reduction_factor=4]', 'prefix_tuning[prefix_length=3, bottleneck_size=8]', 'ia3']) {
-    const run = (dev: boolean) => {
-      manualSeed(99);
+    const run = (dev: boolean) => trainModel(dev, 99, () => {
       const m = AutoAdapterModel.fromConfig(cfg, { seed: 7 });
       m.addAdapter('a', method);
       m.addClassificationHead('a', { num_labels: 3 });
       m.trainAdapter('a');
-      if (dev) m.to('cuda');
-      const trainable = m.namedParameters().filter(([, p]) => p.requiresGrad).map(([, p]) => p);
-      if (dev && !trainable.every((p) => p.device === 'cuda:0')) throw new Error('a parameter stayed on the host');
-      const opt = new AdamW(trainable, { lr: 0.01 });
-      const losses: number[] = [];
-      for (let s = 0; s < 2; s++) {
-        const inputIds = tensor([[3, 7, 9, 11, 0], [5, 5, 8, 2, 1]], undefined, { dtype: 'i64' });
-        const attentionMask = tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]], undefined, { dtype: 'i64' });
-        const out = m.forward({ inputIds, attentionMask, labels: tensor([2, 0], [2], { dtype: 'i64' }) });
-        out.loss!.backward();
-        losses.push(out.loss!.item());
-        opt.step();
-        opt.zeroGrad();
-      }
-      return [losses, ...trainable.map((p) => arr(p))];
-    };
+      return m;
+    }, () => ({ inputIds: ids([[3, 7, 9, 11, 0], [5, 5, 8, 2, 1]]), attentionMask: ids([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]), labels: tensor([2, 0], [2], { dtype: 'i64' }) }));
     const r = allClose(run(true), run(false), 2e-5);
     if (r !== true) return `${method}: ${r}`;
   }
@@ -368,5 +374,38 @@ check('concat along any dim (incl. bf16) and its gradient match the CPU', () => 
   ops.add(ops.sum(ops.mul(c, c)), ops.sum(d)).backward();
   return [c, d, e, a.grad!, b.grad!];
 }), 0));
+
+check('a GPT-2 model with LoRA on c_attn (fused q/k/v blocks) trains as a causal LM on the device like on the CPU (its tied LM head, padding mask, dropout)', () => {
+  const cfg = { model_type: 'gpt2', vocab_size: 40, n_embd: 16, n_layer: 2, n_head: 2, n_positions: 32, resid_pdrop: 0.1, embd_pdrop: 0.1, attn_pdrop: 0 };
+  const run = (dev: boolean) => trainModel(dev, 3, () => {
+    const m = AutoAdapterModel.fromConfig(cfg, { seed: 5 });
+    m.addAdapter('a', 'lora[r=4, alpha=8, attn_matrices=["q", "v"]]');
+    m.trainAdapter('a');
+    return m;
+  }, () => {
+    const inputIds = ids([[3, 7, 9, 11, 2, 5], [5, 5, 8, 2, 1, 0]]);
+    return { inputIds, attentionMask: ids([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]]), labels: inputIds };
+  });
+  return allClose(run(true), run(false), 2e-5);
+});
+
+check('a LLaMA model (RoPE, RMS norm, SiLU MLP, grouped-query attention) with LoRA and with prefix tuning trains on the device like on the CPU', () => {
+  const cfg = { model_type: 'llama', vocab_size: 40, hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, num_attention_heads: 4,
+    num_key_value_heads: 2, max_position_embeddings: 32, rms_norm_eps: 1e-6, tie_word_embeddings: false };
+  for (const method of ['lora[r=4, alpha=8]', 'prefix_tuning[prefix_length=2, bottleneck_size=8]']) {
+    const run = (dev: boolean) => trainModel(dev, 4, () => {
+      const m = AutoAdapterModel.fromConfig(cfg, { seed: 6 });
+      m.addAdapter('a', method);
+      m.trainAdapter('a');
+      return m;
+    }, () => {
+      const inputIds = ids([[3, 7, 9, 11, 2, 5], [5, 5, 8, 2, 1, 6]]);
+      return { inputIds, attentionMask: ids([[0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]]), labels: inputIds };
+    });
+    const r = allClose(run(true), run(false), 2e-5);
+    if (r !== true) return `${method}: ${r}`;
+  }
+  return true;
+});
 
 console.log(JSON.stringify({ results }));

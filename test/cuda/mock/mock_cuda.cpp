@@ -431,6 +431,18 @@ int adapters_cuda_attention_backward_f32(const adapters_cuda_attn* a, const floa
     ad_attn::dkv_row(p, c, H(q), H(k), H(v), H(pk), H(pv), H(dout), M.data(), L.data(), Dd.data(), H(dk), H(dv), H(dpk), H(dpv));
   return 0;
 }
+int adapters_cuda_rope_f32(int64_t rows, int64_t T, int64_t D, int64_t perB, const float* x, const float* cs, const float* sn, float* y,
+                           int inter, int bwd, void*) {
+  if (rows < 0 || T < 1 || D < 2 || D % 2 || perB < 0) return 1;
+  if (rows == 0) return 0;
+  MOCK_NEED(x, rows * D * 4);
+  MOCK_NEED(y, rows * D * 4);
+  const int64_t tab = perB ? (rows / perB) * T * D : T * D;
+  MOCK_NEED(cs, tab * 4);
+  MOCK_NEED(sn, tab * 4);
+  for (int64_t r = 0; r < rows; r++) ad_rows::rope_row(r, T, D, perB, H(x), H(cs), H(sn), H(y), inter != 0, bwd != 0);
+  return 0;
+}
 int adapters_cuda_dropout_f32(int64_t n, const float* x, float* y, float p, uint64_t seed, uint64_t off, void*) {
   if (n < 0 || !(p >= 0.f && p <= 1.f)) return 1;
   if (n == 0) return 0;
