@@ -45,6 +45,7 @@ Options:
   --grad-accum N         gradient accumulation steps (default 1)
   --warmup N             linear warm-up steps (default 0)
   --optim NAME           adamw_torch (default), adafactor or sgd
+  --device DEV           cpu (default) or cuda / cuda:N (a GPU through the CUDA library)
   --bf16                 bf16 mixed precision (Linear GEMMs in bf16, f32 master weights)
   --gradient-checkpointing  recompute each layer in the backward pass
   --adapter-drop         AdapterDrop: skip the adapters of a random number of lower layers per batch
@@ -64,7 +65,7 @@ function optimFlag(v: string | undefined): 'adamw_torch' | 'adafactor' | 'sgd' |
 const OPTIONS = {
   model: { type: 'string' }, task: { type: 'string' }, glue: { type: 'string' }, train: { type: 'string' }, validation: { type: 'string' },
   adapter: { type: 'string' }, 'adapter-dir': { type: 'string' }, 'max-steps': { type: 'string' }, 'batch-size': { type: 'string' },
-  'seq-len': { type: 'string' }, lr: { type: 'string' }, optim: { type: 'string' }, 'max-eval': { type: 'string' }, seed: { type: 'string' }, output: { type: 'string' },
+  'seq-len': { type: 'string' }, lr: { type: 'string' }, optim: { type: 'string' }, device: { type: 'string' }, 'max-eval': { type: 'string' }, seed: { type: 'string' }, output: { type: 'string' },
   prompt: { type: 'string' }, 'max-new-tokens': { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
   'eval-steps': { type: 'string' }, 'save-steps': { type: 'string' }, resume: { type: 'string' }, 'grad-accum': { type: 'string' },
   warmup: { type: 'string' }, bf16: { type: 'boolean' }, 'gradient-checkpointing': { type: 'boolean' }, 'adapter-drop': { type: 'boolean' },
@@ -174,7 +175,7 @@ async function train(f: Flags, print: (s: string) => void): Promise<void> {
     seed: int(f, 'seed', 42), loggingSteps: 10, warmupSteps: nonNegative(f, 'warmup'), gradientAccumulationSteps: int(f, 'grad-accum', 1),
     evalSteps: f['eval-steps'] ? int(f, 'eval-steps', 1) : undefined, saveSteps: f['save-steps'] ? int(f, 'save-steps', 1) : undefined,
     outputDir: f['save-steps'] && f.output ? `${path.resolve(f.output)}.checkpoints` : undefined, bf16: !!f.bf16, gradientCheckpointing: !!f['gradient-checkpointing'],
-    adapterDrop: !!f['adapter-drop'], logFile: f.log, optim }, { train: data.train!, eval: data.eval, computeMetrics: metricsFor(data.task) });
+    adapterDrop: !!f['adapter-drop'], logFile: f.log, optim, device: f.device }, { train: data.train!, eval: data.eval, computeMetrics: metricsFor(data.task) });
   trainer.on('log', (r) => { if (!f.json && 'loss' in r) print(`step ${r.step}: loss ${r.loss.toFixed(4)}, ${r.tokens_per_second.toFixed(0)} tokens/s`); });
   const before = trainer.evaluate();
   const t0 = performance.now();

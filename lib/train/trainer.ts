@@ -68,6 +68,8 @@ export interface TrainingArguments {
    * or 'sgd' (torch.optim.SGD, no momentum).
    */
   optim?: 'adamw_torch' | 'adamw' | 'adamw_hf' | 'adafactor' | 'sgd';
+  /** Train on this device ('cpu' default, 'cuda', 'cuda:N'): the model is moved there (module.to) before training. */
+  device?: string;
   adamBeta1?: number;             // 0.9
   adamBeta2?: number;             // 0.999
   adamEpsilon?: number;           // 1e-8
@@ -105,7 +107,7 @@ function hfArgs(a: TrainingArguments & Record<string, unknown>): TrainingArgumen
 }
 
 export class AdapterTrainer extends EventEmitter {
-  readonly args: Required<Omit<TrainingArguments, 'maxSteps' | 'evalSteps' | 'saveSteps' | 'outputDir' | 'earlyStoppingPatience' | 'logFile' | 'progress' | 'shuffle' | 'gradientCheckpointing' | 'adapterDrop' | 'bf16' | 'groupByLength' | 'optim' | 'adamBeta1' | 'adamBeta2' | 'adamEpsilon'>> & TrainingArguments;
+  readonly args: Required<Omit<TrainingArguments, 'maxSteps' | 'evalSteps' | 'saveSteps' | 'outputDir' | 'earlyStoppingPatience' | 'logFile' | 'progress' | 'shuffle' | 'gradientCheckpointing' | 'adapterDrop' | 'bf16' | 'groupByLength' | 'optim' | 'adamBeta1' | 'adamBeta2' | 'adamEpsilon' | 'device'>> & TrainingArguments;
   readonly optimizer: AdamW | Adafactor | SGD;
   readonly scheduler: LrScheduler;
   readonly history: LogRecord[] = [];
@@ -129,6 +131,7 @@ export class AdapterTrainer extends EventEmitter {
     if (data.eval && !data.eval.length) throw new ValueError('AdapterTrainer: the evaluation set is empty');
     for (const [k, v] of Object.entries({ batchSize: a.batchSize, gradientAccumulationSteps: a.gradientAccumulationSteps }))
       if (!Number.isInteger(v) || v < 1) throw new ValueError(`AdapterTrainer: ${k} must be a positive integer, got ${v}`);
+    if (a.device) model.to(a.device);
     this.params = model.namedParameters().filter(([, p]) => p.requiresGrad);
     if (!this.params.length) throw new ValueError('AdapterTrainer: the model has no trainable parameters (call trainAdapter first)');
     this.stepsPerEpoch = Math.max(1, Math.floor(Math.ceil(data.train.length / a.batchSize) / a.gradientAccumulationSteps));

@@ -1,7 +1,7 @@
 // Runs the device-plumbing checks of test/cuda/device.test.ts in a process of its own (the CUDA library is chosen
 // once per process: ADAPTERS_CUDA_LIB points at the mock, or at nothing on a GPU machine). Prints one JSON line:
 // {"results": [{"name", "ok", "detail"}]}; it never throws, so a failing check is reported, not a crash.
-import { AdamW, AutoAdapterModel, cuda, hasCuda, supportsOp, ops, randn, tensor, noGrad, manualSeed, type Tensor } from '../../../lib/index.ts';
+import { AdamW, AdapterTrainer, AutoAdapterModel, cuda, hasCuda, supportsOp, ops, randn, tensor, noGrad, manualSeed, type Tensor } from '../../../lib/index.ts';
 import { callOp } from '../../../lib/tensor.ts';
 
 const results: { name: string; ok: boolean; detail: string }[] = [];
@@ -406,6 +406,37 @@ check('a LLaMA model (RoPE, RMS norm, SiLU MLP, grouped-query attention) with Lo
     if (r !== true) return `${method}: ${r}`;
   }
   return true;
+});
+
+async function checkAsync(name: string, fn: () => Promise<string | true>) {
+  try {
+    const r = await fn();
+    results.push({ name, ok: r === true, detail: r === true ? '' : r });
+  } catch (e) {
+    results.push({ name, ok: false, detail: `threw ${(e as Error).name}: ${(e as Error).message}` });
+  }
+}
+
+await checkAsync('AdapterTrainer with device "cuda" (grad clipping, warm-up schedule, dropout, evaluation) gives the CPU run\'s losses and eval loss', async () => {
+  const data = Array.from({ length: 24 }, (_, i) => {
+    const inputIds = Array.from({ length: 4 + (i % 3) }, (_, t) => 1 + ((i * 13 + t * 7) % 37));
+    return { inputIds, labels: inputIds.includes(7) ? 1 : 0 };
+  });
+  const cfg = { model_type: 'bert', vocab_size: 40, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32,
+    hidden_dropout_prob: 0.1, attention_probs_dropout_prob: 0, pad_token_id: 0 };
+  const run = async (device: string) => {
+    manualSeed(21);
+    const m = AutoAdapterModel.fromConfig(cfg, { seed: 11 });
+    m.addAdapter('a', 'lora[r=4, alpha=8]');
+    m.addClassificationHead('a', { num_labels: 2 });
+    m.trainAdapter('a');
+    const tr = new AdapterTrainer(m, { learningRate: 5e-3, maxSteps: 4, batchSize: 6, loggingSteps: 1, warmupSteps: 1, maxGradNorm: 0.5, progress: false, device },
+      { train: data, eval: data.slice(0, 8) });
+    const r = await tr.train();
+    if (device !== 'cpu' && m.parameters().some((p) => p.device !== 'cuda:0')) throw new Error('the trainer left parameters on the host');
+    return [r.history.filter((h) => 'loss' in h).map((h) => h.loss!), [tr.evaluate().eval_loss!]];
+  };
+  return allClose(await run('cuda'), await run('cpu'), 2e-5);
 });
 
 console.log(JSON.stringify({ results }));
