@@ -158,7 +158,7 @@ fi
 NODE_BIN=${NODE:-$(command -v node || true)}
 if [ -n "$NODE_BIN" ] && [ -f build/Release/adapters_node.node ] && [ -d node_modules/tsx ] && [ $(elapsed) -lt $DEADLINE ]; then
   step "device plumbing: build libadapters_cuda.so (sm_90) and run device_child.ts"
-  $NVCC -arch=sm_90 -Xcompiler -fPIC -shared cuda/memory.cu cuda/optim.cu cuda/table.cu cuda/gemm.cu -o "$B/libadapters_cuda.so" >>"$BUILD" 2>&1
+  $NVCC -arch=sm_90 -Xcompiler -fPIC -shared cuda/*.cu -o "$B/libadapters_cuda.so" >>"$BUILD" 2>&1
   ADAPTERS_CUDA_LIB="$B/libadapters_cuda.so" timeout "$(budget 120)" "$NODE_BIN" --import tsx test/cuda/helpers/device_child.ts \
     >"$OUT/device.json" 2>>"$ERR"
   step "device plumbing: exit $?"
