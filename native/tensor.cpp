@@ -273,9 +273,15 @@ bool parse_device(const std::string& s, Device* out) {
 Tensor to_device(const Tensor& t, Device dev) {
   const Device from = t.device();
   if (from == dev && t.is_contiguous()) return t;
-  AD_CHECK(from.type == DeviceType::CPU || t.is_contiguous(), "DeviceError",
-           "to(" + dev.str() + "): a non-contiguous " + from.str() + " tensor has to be made contiguous there first");
-  const Tensor src = from.type == DeviceType::CPU ? contiguous(t) : t;
+  Tensor src = t;
+  if (from.type == DeviceType::CPU) src = contiguous(t);
+  else if (!t.is_contiguous()) {
+    // a strided device view: gathered on the device first (f32 / bf16; the copy kernel's dtypes)
+    AD_CHECK(t.dtype == DType::F32 || t.dtype == DType::BF16, "DeviceError",
+             "to(" + dev.str() + "): a non-contiguous " + std::string(dtype_name(t.dtype)) + " " + from.str() + " tensor has to be made contiguous there first");
+    src = Tensor::empty(t.shape, t.dtype, from);
+    copy_into(src, t);
+  }
   Tensor out = Tensor::empty(src.shape, src.dtype, dev);
   const size_t n = src.nbytes();
   if (n == 0) return out;
