@@ -123,8 +123,8 @@ int adapters_cuda_adamw_step(int64_t n, float* const* params, const float* const
 
 /* ---- elementwise.cu: elementwise ops (per-element code in elementwise_math.h) ----------------------------- */
 /* out[i] = a[·] op b[·] over a broadcast index space of ndim <= 8 dims (row-major over shape); a and b are
- * addressed by their strides in elements (0 on broadcast dims; offsets folded into the pointers); out is
- * contiguous. op: 0 add, 1 sub, 2 mul, 3 div, 4 maximum, 5 minimum (NaN-propagating). f32. */
+ * addressed by their strides in elements (0 on broadcast dims; offsets folded into the pointers; bstrides NULL =
+ * contiguous); out is contiguous. op: 0 add, 1 sub, 2 mul, 3 div, 4 maximum, 5 minimum (NaN-propagating). f32. */
 int adapters_cuda_binary_f32(int op, int ndim, const int64_t* shape, const float* a, const int64_t* astrides,
                              const float* b, const int64_t* bstrides, float* out, void* stream);
 /* y = f(x) over n contiguous floats. op: native/kernels/unary.h's UnOp codes 0..17 (neg … identity), 18 affine

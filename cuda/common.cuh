@@ -24,4 +24,13 @@
 namespace ad_cuda {
 inline cudaStream_t as_stream(void* s) { return reinterpret_cast<cudaStream_t>(s); }
 __host__ __device__ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+// Blocks of `threads` for n work items in a grid-stride loop (at least 1, capped: the loop covers the rest).
+inline int grid_for(int64_t n, int threads) {
+  const int64_t b = ceil_div(n, threads);
+  return (int)(b < 65535 * 8 ? (b < 1 ? 1 : b) : 65535 * 8);
+}
 }  // namespace ad_cuda
+
+// for (i over [0, n)) spread over the grid, 64-bit indices
+#define AD_GRID_FOR(i, n) \
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)

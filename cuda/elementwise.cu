@@ -10,41 +10,23 @@ namespace {
 
 constexpr int kThreads = 256;
 
-int blocks_for(int64_t n) {
-  const int64_t b = ad_cuda::ceil_div(n, kThreads);
-  return (int)(b < 65535 * 8 ? (b < 1 ? 1 : b) : 65535 * 8);
-}
+int blocks_for(int64_t n) { return ad_cuda::grid_for(n, kThreads); }
 
 __global__ void binary_kernel(int op, ad_ew::Layout l, int64_t n, const float* a, const float* b, float* out) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+  AD_GRID_FOR(i, n)
     ad_ew::binary_at(i, op, l, a, b, out);
 }
 __global__ void unary_kernel(int op, int64_t n, const float* x, float* y, float p0, float p1) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+  AD_GRID_FOR(i, n)
     y[i] = ad_ew::unary(op, x[i], p0, p1);
 }
 __global__ void unary_bwd_kernel(int op, int64_t n, const float* x, const float* g, float* out) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+  AD_GRID_FOR(i, n)
     out[i] = ad_ew::unary_backward(op, x[i], g[i]);
 }
 __global__ void copy_kernel(ad_ew::Layout l, int64_t n, const void* src, int sdt, void* dst, int ddt) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+  AD_GRID_FOR(i, n)
     ad_ew::copy_at(i, l, src, sdt, dst, ddt);
-}
-
-// Fills a Layout; false on bad arguments.
-bool layout(int ndim, const int64_t* shape, const int64_t* s0, const int64_t* s1, ad_ew::Layout* l, int64_t* n) {
-  if (ndim < 0 || ndim > ad_ew::kMaxDims) return false;
-  l->ndim = ndim;
-  *n = 1;
-  for (int d = 0; d < ndim; d++) {
-    if (shape[d] < 0) return false;
-    l->shape[d] = shape[d];
-    l->stride[0][d] = s0[d];
-    l->stride[1][d] = s1 ? s1[d] : 0;
-    *n *= shape[d];
-  }
-  return true;
 }
 
 }  // namespace
@@ -55,7 +37,7 @@ int adapters_cuda_binary_f32(int op, int ndim, const int64_t* shape, const float
                              const float* b, const int64_t* bstrides, float* out, void* stream) {
   ad_ew::Layout l;
   int64_t n;
-  if (op < 0 || op >= ad_ew::BINARY_COUNT || !layout(ndim, shape, astrides, bstrides, &l, &n)) return (int)cudaErrorInvalidValue;
+  if (op < 0 || op >= ad_ew::BINARY_COUNT || !ad_ew::make_layout(ndim, shape, astrides, bstrides, &l, &n)) return (int)cudaErrorInvalidValue;
   if (n == 0) return 0;
   binary_kernel<<<blocks_for(n), kThreads, 0, ad_cuda::as_stream(stream)>>>(op, l, n, a, b, out);
   AD_CUDA_CHECK_LAUNCH();
@@ -82,13 +64,8 @@ int adapters_cuda_copy_strided(int src_dtype, int dst_dtype, int ndim, const int
                                const int64_t* sstrides, void* dst, const int64_t* dstrides, void* stream) {
   ad_ew::Layout l;
   int64_t n;
-  int64_t cs[ad_ew::kMaxDims];
-  if (ndim >= 0 && ndim <= ad_ew::kMaxDims && !dstrides) {
-    ad_ew::contiguous_strides(ndim, shape, cs);
-    dstrides = cs;
-  }
   if ((src_dtype != ad_ew::F32 && src_dtype != ad_ew::BF16) || (dst_dtype != ad_ew::F32 && dst_dtype != ad_ew::BF16) ||
-      !layout(ndim, shape, sstrides, dstrides, &l, &n))
+      !ad_ew::make_layout(ndim, shape, sstrides, dstrides, &l, &n))
     return (int)cudaErrorInvalidValue;
   if (n == 0) return 0;
   copy_kernel<<<blocks_for(n), kThreads, 0, ad_cuda::as_stream(stream)>>>(l, n, src, src_dtype, dst, dst_dtype);

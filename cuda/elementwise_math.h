@@ -185,6 +185,33 @@ AD_HD void offsets(const Layout& l, int64_t i, int64_t* o0, int64_t* o1) {
   *o1 = b;
 }
 
+// row-major strides of a shape (the layout of a contiguous operand)
+AD_HD void contiguous_strides(int ndim, const int64_t* shape, int64_t* out) {
+  int64_t acc = 1;
+  for (int d = ndim - 1; d >= 0; d--) {
+    out[d] = acc;
+    acc *= shape[d] > 1 ? shape[d] : 1;
+  }
+}
+// Fills l from a C-ABI description (s1 null = a contiguous second operand) and the element count; false on bad
+// arguments. Shared by the kernels' launchers and the mock.
+inline bool make_layout(int ndim, const int64_t* shape, const int64_t* s0, const int64_t* s1, Layout* l, int64_t* n) {
+  if (ndim < 0 || ndim > kMaxDims) return false;
+  l->ndim = ndim;
+  *n = 1;
+  for (int d = 0; d < ndim; d++) {
+    if (shape[d] < 0) return false;
+    l->shape[d] = shape[d];
+    l->stride[0][d] = s0[d];
+    *n *= shape[d];
+  }
+  if (s1)
+    for (int d = 0; d < ndim; d++) l->stride[1][d] = s1[d];
+  else
+    contiguous_strides(ndim, shape, l->stride[1]);
+  return true;
+}
+
 AD_HD float load(const void* p, int dtype, int64_t off) {
   return dtype == BF16 ? bf16_to_f32(static_cast<const uint16_t*>(p)[off]) : static_cast<const float*>(p)[off];
 }
@@ -207,14 +234,6 @@ AD_HD void copy_at(int64_t i, const Layout& l, const void* src, int src_dtype, v
     static_cast<uint16_t*>(dst)[od] = static_cast<const uint16_t*>(src)[os];  // bit copy (keeps NaN payloads)
   else
     store(dst, dst_dtype, od, load(src, src_dtype, os));
-}
-// row-major strides of a shape (the layout of a contiguous operand)
-AD_HD void contiguous_strides(int ndim, const int64_t* shape, int64_t* out) {
-  int64_t acc = 1;
-  for (int d = ndim - 1; d >= 0; d--) {
-    out[d] = acc;
-    acc *= shape[d] > 1 ? shape[d] : 1;
-  }
 }
 
 }  // namespace ad_ew

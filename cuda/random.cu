@@ -9,7 +9,7 @@ namespace {
 constexpr int kThreads = 256;
 __global__ void dropout_kernel(int64_t n, const float* x, float* y, float p, float scale, uint64_t seed, uint64_t off) {
   const int64_t blocks = (n + 3) / 4;
-  for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < blocks; b += (int64_t)gridDim.x * blockDim.x)
+  AD_GRID_FOR(b, blocks)
     ad_rand::dropout_block((uint64_t)b, n, x, y, p, scale, seed, off);
 }
 }  // namespace
@@ -18,8 +18,7 @@ extern "C" int adapters_cuda_dropout_f32(int64_t n, const float* x, float* y, fl
   if (n < 0 || !(p >= 0.f && p <= 1.f)) return (int)cudaErrorInvalidValue;
   if (n == 0) return 0;
   const float scale = p >= 1.f ? 0.f : 1.f / (1.f - p);
-  const int64_t blocks = ad_cuda::ceil_div(ad_cuda::ceil_div(n, 4), kThreads);
-  dropout_kernel<<<(int)(blocks < 65535 * 8 ? blocks : 65535 * 8), kThreads, 0, ad_cuda::as_stream(stream)>>>(n, x, y, p, scale, seed, offset);
+  dropout_kernel<<<ad_cuda::grid_for(ad_cuda::ceil_div(n, 4), kThreads), kThreads, 0, ad_cuda::as_stream(stream)>>>(n, x, y, p, scale, seed, offset);
   AD_CUDA_CHECK_LAUNCH();
   return 0;
 }

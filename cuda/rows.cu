@@ -9,11 +9,8 @@
 namespace {
 
 constexpr int kThreads = 128;
-int blocks_for(int64_t n) {
-  const int64_t b = ad_cuda::ceil_div(n, kThreads);
-  return (int)(b < 65535 * 8 ? (b < 1 ? 1 : b) : 65535 * 8);
-}
-#define AD_FOR(i, n) for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
+int blocks_for(int64_t n) { return ad_cuda::grid_for(n, kThreads); }
+#define AD_FOR AD_GRID_FOR
 
 __global__ void softmax_kernel(int log, int64_t lines, int64_t R, int64_t I, const float* x, float* y) {
   AD_FOR(t, lines) ad_rows::softmax_fwd(t, R, I, x, y, log != 0);

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "cuda_loader.h"
+#include "kernels/attention.h"
 #include "kernels/matview.h"
 #include "kernels/reduce_geo.h"
 #include "op.h"
@@ -660,54 +661,21 @@ struct AttnCuda {
 AttnCuda attn_prepare(OpCtx& c) {
   c.expect_inputs(3);
   AttnCuda r;
-  for (size_t i : {0, 1, 2}) ew_dtype(c, c.input(i).dtype);
+  for (size_t i : {0, 1, 2, 3, 5, 6})
+    if (c.has(i)) ew_dtype(c, c.input(i).dtype);
   r.q = as_f32(c, c.input(0));
   r.k = as_f32(c, c.input(1));
   r.v = as_f32(c, c.input(2));
-  const Tensor &q = r.q, &k = r.k, &v = r.v;
-  if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4)
-    c.fail("ShapeError", "q, k, v must be 4-D (B, H, T, D), got " + shape_str(q.shape) + ", " + shape_str(k.shape) + ", " + shape_str(v.shape));
-  CudaAttn& p = r.p;
-  p.B = q.shape[0]; p.H = q.shape[1]; p.Tq = q.shape[2]; p.D = q.shape[3];
-  p.Hkv = k.shape[1]; p.Tk = k.shape[2]; p.Dv = v.shape[3];
-  if (k.shape[0] != p.B || v.shape[0] != p.B || v.shape[1] != p.Hkv || v.shape[2] != p.Tk || k.shape[3] != p.D)
-    c.fail("ShapeError", "q " + shape_str(q.shape) + ", k " + shape_str(k.shape) + ", v " + shape_str(v.shape) + " are inconsistent");
-  if (p.Hkv == 0 || p.H % p.Hkv)
-    c.fail("ShapeError", "query heads (" + std::to_string(p.H) + ") must be a multiple of key/value heads (" + std::to_string(p.Hkv) + ")");
-  if (c.has(5) != c.has(6)) c.fail("ValueError", "prefix_k and prefix_v must be given together");
-  if (c.has(5)) {
-    ew_dtype(c, c.input(5).dtype);
-    ew_dtype(c, c.input(6).dtype);
-    r.pk = as_f32(c, c.input(5));
-    r.pv = as_f32(c, c.input(6));
-    p.P = r.pk.dim() == 4 ? r.pk.shape[2] : -1;
-    if (r.pk.dim() != 4 || r.pk.shape[0] != p.B || r.pk.shape[1] != p.Hkv || r.pk.shape[3] != p.D || r.pv.dim() != 4 ||
-        r.pv.shape[0] != p.B || r.pv.shape[1] != p.Hkv || r.pv.shape[2] != p.P || r.pv.shape[3] != p.Dv)
-      c.fail("ShapeError", "prefix_k " + shape_str(r.pk.shape) + " / prefix_v " + shape_str(r.pv.shape) +
-                               " must be (B, Hkv, P, D) / (B, Hkv, P, Dv) matching k " + shape_str(k.shape));
-  }
-  const int64_t S = p.P + p.Tk;
-  p.scale = (float)c.f("scale", 1.0 / std::sqrt((double)p.D));
-  p.causal = c.b("causal", false);
-  if (c.has(3)) {
-    ew_dtype(c, c.input(3).dtype);
-    r.mask = as_f32(c, c.input(3));
-    std::vector<int64_t> full = {p.B, p.H, p.Tq, S};
-    if (r.mask.dim() > 4) c.fail("ShapeError", "mask " + shape_str(r.mask.shape) + " has more than 4 dims");
-    if (broadcast_shapes(c, full, r.mask.shape) != full) c.fail("ShapeError", "mask " + shape_str(r.mask.shape) + " does not broadcast to " + shape_str(full));
-    auto st = broadcast_strides(r.mask, full);
-    p.mask = r.mask.data<float>();
-    p.mask_sb = st[0]; p.mask_sh = st[1]; p.mask_si = st[2]; p.mask_sj = st[3];
-  }
-  if (c.has(4)) {
-    const Tensor& kk = c.input(4);
-    if (kk.dtype != DType::BOOL) c.fail("DTypeError", "key padding mask must be bool, got " + std::string(dtype_name(kk.dtype)));
-    if (kk.dim() != 2 || kk.shape[0] != p.B || kk.shape[1] != S)
-      c.fail("ShapeError", "key padding mask " + shape_str(kk.shape) + " must be [B, P+Tk] = [" + std::to_string(p.B) + ", " + std::to_string(S) + "]");
-    if (!kk.is_contiguous()) c.fail("DeviceError", "a strided key padding mask needs a strided-copy kernel for bool, which CUDA has not yet");
-    r.keep = kk;
-    p.key_keep = static_cast<const uint8_t*>(kk.raw());
-  }
+  if (c.has(5)) r.pk = as_f32(c, c.input(5));
+  if (c.has(6)) r.pv = as_f32(c, c.input(6));
+  if (c.has(3)) r.mask = as_f32(c, c.input(3));
+  if (c.has(4)) r.keep = c.input(4);
+  AttnParams a;
+  attention_check(c, r.q, r.k, r.v, r.pk, r.pv, r.mask, r.keep, a);
+  if (r.keep.st && !r.keep.is_contiguous())
+    c.fail("DeviceError", "a strided key padding mask needs a strided-copy kernel for bool, which CUDA has not yet");
+  r.p = CudaAttn{a.B, a.H, a.Hkv, a.Tq, a.Tk, a.P, a.D, a.Dv, a.scale, a.causal ? 1 : 0, r.mask.st ? r.mask.data<float>() : nullptr,
+                 a.mask_sb, a.mask_sh, a.mask_si, a.mask_sj, r.keep.st ? static_cast<const uint8_t*>(r.keep.raw()) : nullptr};
   return r;
 }
 void op_attention_cuda(OpCtx& c) {

@@ -34,4 +34,12 @@ void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, cons
                        const float* pv, const float* out, const float* lse, const float* dout, float* dq, float* dk,
                        float* dv, float* dpk, float* dpv);
 
+struct OpCtx;
+struct Tensor;
+// Validates attention's operands — q, k, v, optional prefix_k/v, additive mask and bool key-padding mask (absent =
+// a Tensor without storage) — naming the op in its errors, and fills p's sizes, scale, causal flag and mask strides
+// (not its data pointers). Shared by the CPU op (attention_op.cpp) and the CUDA slot (native/cuda_ops.cpp).
+void attention_check(const OpCtx& c, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& pk, const Tensor& pv,
+                     const Tensor& mask, const Tensor& keep, AttnParams& p);
+
 }  // namespace ad

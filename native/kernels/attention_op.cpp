@@ -23,12 +23,22 @@ Prepared prepare(OpCtx& c) {
   r.q = c.f32(0);
   r.k = c.f32(1);
   r.v = c.f32(2);
-  auto& q = r.q;
-  auto& k = r.k;
-  auto& v = r.v;
+  if (c.has(5)) r.pk = c.f32(5);
+  if (c.has(6)) r.pv = c.f32(6);
+  if (c.has(3)) r.mask = c.f32(3);
+  if (c.has(4) && c.input(4).dtype == DType::BOOL) r.keep = contiguous(c.input(4));
+  attention_check(c, r.q, r.k, r.v, r.pk, r.pv, r.mask, c.has(4) ? c.input(4) : Tensor(), r.p);
+  if (r.mask.st) r.p.mask = r.mask.data<float>();
+  if (r.keep.st) r.p.key_keep = r.keep.data<uint8_t>();
+  return r;
+}
+
+}  // namespace
+
+void attention_check(const OpCtx& c, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& pk, const Tensor& pv,
+                     const Tensor& mask, const Tensor& keep, AttnParams& p) {
   if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4)
     c.fail("ShapeError", "q, k, v must be 4-D (B, H, T, D), got " + shape_str(q.shape) + ", " + shape_str(k.shape) + ", " + shape_str(v.shape));
-  AttnParams& p = r.p;
   p.B = q.shape[0]; p.H = q.shape[1]; p.Tq = q.shape[2]; p.D = q.shape[3];
   p.Hkv = k.shape[1]; p.Tk = k.shape[2]; p.Dv = v.shape[3];
   if (k.shape[0] != p.B || v.shape[0] != p.B || v.shape[1] != p.Hkv || v.shape[2] != p.Tk || k.shape[3] != p.D)
@@ -36,42 +46,30 @@ Prepared prepare(OpCtx& c) {
   if (p.Hkv == 0 || p.H % p.Hkv)
     c.fail("ShapeError", "query heads (" + std::to_string(p.H) + ") must be a multiple of key/value heads (" + std::to_string(p.Hkv) + ")");
   p.P = 0;
-  if (c.has(5) != c.has(6)) c.fail("ValueError", "prefix_k and prefix_v must be given together");
-  if (c.has(5)) {
-    r.pk = c.f32(5);
-    r.pv = c.f32(6);
-    p.P = r.pk.dim() == 4 ? r.pk.shape[2] : -1;
-    if (r.pk.dim() != 4 || r.pk.shape[0] != p.B || r.pk.shape[1] != p.Hkv || r.pk.shape[3] != p.D || r.pv.dim() != 4 ||
-        r.pv.shape[0] != p.B || r.pv.shape[1] != p.Hkv || r.pv.shape[2] != p.P || r.pv.shape[3] != p.Dv)
-      c.fail("ShapeError", "prefix_k " + shape_str(r.pk.shape) + " / prefix_v " + shape_str(r.pv.shape) +
+  if (!!pk.st != !!pv.st) c.fail("ValueError", "prefix_k and prefix_v must be given together");
+  if (pk.st) {
+    p.P = pk.dim() == 4 ? pk.shape[2] : -1;
+    if (pk.dim() != 4 || pk.shape[0] != p.B || pk.shape[1] != p.Hkv || pk.shape[3] != p.D || pv.dim() != 4 || pv.shape[0] != p.B ||
+        pv.shape[1] != p.Hkv || pv.shape[2] != p.P || pv.shape[3] != p.Dv)
+      c.fail("ShapeError", "prefix_k " + shape_str(pk.shape) + " / prefix_v " + shape_str(pv.shape) +
                                " must be (B, Hkv, P, D) / (B, Hkv, P, Dv) matching k " + shape_str(k.shape));
   }
-  int64_t S = p.P + p.Tk;
+  const int64_t S = p.P + p.Tk;
   p.scale = (float)c.f("scale", 1.0 / std::sqrt((double)p.D));
   p.causal = c.b("causal", false);
-  if (c.has(3)) {
-    Tensor m = c.f32(3);
+  if (mask.st) {
     std::vector<int64_t> full = {p.B, p.H, p.Tq, S};
-    if (m.dim() > 4) c.fail("ShapeError", "mask " + shape_str(m.shape) + " has more than 4 dims");
-    auto bs = broadcast_shapes(c, full, m.shape);
-    if (bs != full) c.fail("ShapeError", "mask " + shape_str(m.shape) + " does not broadcast to " + shape_str(full));
-    auto st = broadcast_strides(m, full);
-    r.mask = m;
-    p.mask = m.data<float>();
+    if (mask.dim() > 4) c.fail("ShapeError", "mask " + shape_str(mask.shape) + " has more than 4 dims");
+    if (broadcast_shapes(c, full, mask.shape) != full) c.fail("ShapeError", "mask " + shape_str(mask.shape) + " does not broadcast to " + shape_str(full));
+    auto st = broadcast_strides(mask, full);
     p.mask_sb = st[0]; p.mask_sh = st[1]; p.mask_si = st[2]; p.mask_sj = st[3];
   }
-  if (c.has(4)) {
-    const Tensor& kk = c.input(4);
-    if (kk.dtype != DType::BOOL) c.fail("DTypeError", "key padding mask must be bool, got " + std::string(dtype_name(kk.dtype)));
-    if (kk.dim() != 2 || kk.shape[0] != p.B || kk.shape[1] != S)
-      c.fail("ShapeError", "key padding mask " + shape_str(kk.shape) + " must be [B, P+Tk] = [" + std::to_string(p.B) + ", " + std::to_string(S) + "]");
-    r.keep = contiguous(kk);
-    p.key_keep = r.keep.data<uint8_t>();
+  if (keep.st) {
+    if (keep.dtype != DType::BOOL) c.fail("DTypeError", "key padding mask must be bool, got " + std::string(dtype_name(keep.dtype)));
+    if (keep.dim() != 2 || keep.shape[0] != p.B || keep.shape[1] != S)
+      c.fail("ShapeError", "key padding mask " + shape_str(keep.shape) + " must be [B, P+Tk] = [" + std::to_string(p.B) + ", " + std::to_string(S) + "]");
   }
-  return r;
 }
-
-}  // namespace
 
 void op_attention(OpCtx& c) {
   Prepared r = prepare(c);

@@ -211,18 +211,6 @@ int adapters_cuda_adamw_step(int64_t n, float* const* params, const float* const
 
 // Elementwise ops: the CUDA kernels' own per-element code (cuda/elementwise_math.h), run over every index.
 namespace {
-bool mk_layout(int ndim, const int64_t* shape, const int64_t* s0, const int64_t* s1, ad_ew::Layout* l, int64_t* n) {
-  if (ndim < 0 || ndim > ad_ew::kMaxDims) return false;
-  l->ndim = ndim;
-  *n = 1;
-  for (int d = 0; d < ndim; d++) {
-    l->shape[d] = shape[d];
-    l->stride[0][d] = s0[d];
-    l->stride[1][d] = s1 ? s1[d] : 0;
-    *n *= shape[d];
-  }
-  return true;
-}
 // the byte extent [lo, hi) an operand's strides reach over the index space
 bool reach_ok(const void* base, const ad_ew::Layout& l, int k, size_t esize, int64_t n) {
   if (n == 0) return true;
@@ -239,7 +227,7 @@ int adapters_cuda_binary_f32(int op, int ndim, const int64_t* shape, const float
                              const int64_t* bstrides, float* out, void*) {
   ad_ew::Layout l;
   int64_t n;
-  if (op < 0 || op >= ad_ew::BINARY_COUNT || !mk_layout(ndim, shape, astrides, bstrides, &l, &n)) return 1;
+  if (op < 0 || op >= ad_ew::BINARY_COUNT || !ad_ew::make_layout(ndim, shape, astrides, bstrides, &l, &n)) return 1;
   if (n == 0) return 0;
   if (!reach_ok(a, l, 0, 4, n) || !reach_ok(b, l, 1, 4, n) || !valid(out, (size_t)n * 4)) return 700;
   const float* ha = static_cast<const float*>(host(a));
@@ -271,12 +259,7 @@ int adapters_cuda_copy_strided(int sdt, int ddt, int ndim, const int64_t* shape,
                                void* dst, const int64_t* dstrides, void*) {
   ad_ew::Layout l;
   int64_t n;
-  int64_t cs[ad_ew::kMaxDims];
-  if (ndim >= 0 && ndim <= ad_ew::kMaxDims && !dstrides) {
-    ad_ew::contiguous_strides(ndim, shape, cs);
-    dstrides = cs;
-  }
-  if ((sdt != 0 && sdt != 1) || (ddt != 0 && ddt != 1) || !mk_layout(ndim, shape, sstrides, dstrides, &l, &n)) return 1;
+  if ((sdt != 0 && sdt != 1) || (ddt != 0 && ddt != 1) || !ad_ew::make_layout(ndim, shape, sstrides, dstrides, &l, &n)) return 1;
   if (n == 0) return 0;
   const size_t ses = sdt == 0 ? 4 : 2, des = ddt == 0 ? 4 : 2;
   if (!reach_ok(src, l, 0, ses, n) || !reach_ok(dst, l, 1, des, n)) return 700;
