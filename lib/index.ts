@@ -7,7 +7,7 @@ import { DeviceError, fromNative } from './errors.ts';
 import * as ops from './ops/index.ts';
 import { liveTensorCount } from './tensor.ts';
 
-export { Tensor, tensor, type DType, type TensorOptions } from './tensor.ts';
+export { Tensor, tensor, opProfile, type DType, type TensorOptions } from './tensor.ts';
 export { ops };
 export {
   zeros, ones, full, zerosLike, onesLike, fullLike, arange, rand, randn, manualSeed, getRngState, setRngState,

@@ -40,12 +40,37 @@ export function callOp(name: string, inputs: (Tensor | null | undefined)[], attr
     return t.handle;
   });
   let out: TensorHandle[];
+  const t0 = profile ? profileStart() : 0;
   try {
     out = native.runOp(name, hs, attrs);
   } catch (e) {
     fromNative(e);
   }
+  if (profile) profileEnd(name, t0);
   return out.map((h) => new Tensor(h));
+}
+
+// Per-op timing (opProfile): each op runs between two device synchronisations so that the time of an
+// asynchronous CUDA launch lands on its own op. Off by default; it costs a sync per op when on.
+let profile: Map<string, { calls: number; ms: number }> | null = null;
+let cudaOn = false;
+function profileStart(): number {
+  if (cudaOn) native.cudaMemory('sync');
+  return performance.now();
+}
+function profileEnd(name: string, t0: number): void {
+  if (cudaOn) native.cudaMemory('sync');
+  const e = profile!.get(name) ?? { calls: 0, ms: 0 };
+  e.calls++;
+  e.ms += performance.now() - t0;
+  profile!.set(name, e);
+}
+/** Starts (on = true, clearing earlier counts) or stops per-op timing; returns the counts so far, slowest first. */
+export function opProfile(on: boolean): { op: string; calls: number; ms: number }[] {
+  const rows = profile ? [...profile].map(([op, v]) => ({ op, ...v })).sort((a, b) => b.ms - a.ms) : [];
+  profile = on ? new Map() : null;
+  cudaOn = on && native.hasCuda();
+  return rows;
 }
 
 /** The op table used by Tensor's methods; filled by lib/ops/index.ts (avoids an import cycle). */

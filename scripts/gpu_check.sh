@@ -3,10 +3,14 @@
 #
 #     bash scripts/gpu_check.sh
 #
-# Builds test/cuda/gpu/check.cu with the CUDA library sources (twice: plain sm_90, the mma.sync kernels
-# only, and sm_90a with the wgmma/TMA kernels), runs its tests (each risky group in its own process, so a
-# faulting kernel cannot hide the others), times our GEMMs and torch.matmul on the same shapes, and writes
-# under $OUT (default /tmp/gpu_check_out), at most 10 files:
+# Order: (1) environment; (2) build test/cuda/gpu/check.cu with the CUDA library sources for sm_90 (mma.sync
+# kernels only) and sm_90a (wgmma/TMA), unless $BUILD_DIR already holds both programs (BUILD_ONLY=1 builds them on a
+# CPU machine beforehand, to be carried); (3) the addon's device checks (test/cuda/helpers/device_child.ts) against
+# the carried libadapters_cuda.so, mma.sync GEMMs only; (4) the kernel tests of check.cu, each risky group in its own
+# process so a faulting kernel cannot hide the others; (5) bench/cuda/train.ts (adapter training step, ours vs torch
+# eager on the same GPU, with a per-op profile of our step) and, when the wgmma tests passed, the device checks again
+# through the wgmma GEMMs; (6) our GEMM timings and torch.matmul's on the same shapes; (7) if time remains, the
+# descriptor probe and compute-sanitizer. Files under $OUT (default /tmp/gpu_check_out), at most 10:
 #   env.txt       GPU / driver / toolchain, and the time each step took
 #   build.log     compiler output, register / spill report of the GEMM kernels, SASS instruction counts
 #   tests.jsonl   one JSON line per test (check.cu --tests)
@@ -15,10 +19,10 @@
 #   stderr.log    everything the programs wrote to stderr, compute-sanitizer's report
 #   results.json  all of the above's JSON lines gathered in one object
 #   summary.md    pass/fail per group, ours vs torch TFLOP/s and ratios
-#   device.json   the addon's device checks (test/cuda/helpers/device_child.ts) when node and the addon were carried
-#   train_bench.txt  bench/cuda/train.ts (adapter training step, ours vs torch eager on the same GPU), same condition
+#   device.json   the device checks' results (one JSON line per run) when node and the addon were carried
+#   train_bench.txt  bench/cuda/train.ts's output, same condition
 # Keeps going after a failing step (set -u, no set -e) so that whatever did work still comes back; it
-# stops starting new steps near a deadline so the whole run stays under ~6 minutes.
+# stops starting new steps past $DEADLINE seconds.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 OUT=${OUT:-/tmp/gpu_check_out}
@@ -46,8 +50,13 @@ step "environment"
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))' 2>&1
   command -v cuobjdump compute-sanitizer 2>&1
 } >>"$ENV" 2>&1
-
-# ---- 2. build (both targets in parallel; gemm.cu is the slow one) ----------------------------------------
+# ---- 2. build (both targets in parallel; gemm.cu is the slow one). Skipped when $B already holds both
+# programs (built beforehand on a CPU machine: BUILD_ONLY=1 BUILD_DIR=... bash scripts/gpu_check.sh there, then carry
+# the folder; nvcc links the CUDA runtime statically, so the programs need only the driver) ----------------------
+if [ -x "$B/sm90/check" ] && [ -x "$B/sm90a/check" ] && [ -z "${FORCE_BUILD:-}" ]; then
+  step "build skipped: prebuilt programs in $B"
+  [ -f "$B/build.log" ] && cp "$B/build.log" "$BUILD"
+else
 step "build"
 NVCC="nvcc -O3 -std=c++17 -Icuda"
 if command -v c++filt >/dev/null; then DEMANGLE=c++filt; else DEMANGLE=cat; fi
@@ -94,9 +103,10 @@ if command -v cuobjdump >/dev/null && [ -f "$B/sm90a/gemm.o" ]; then
       | $DEMANGLE | sed -E 's/\(anonymous namespace\):://g; s/\(CUtensorMap_st, CUtensorMap_st, GemmArgs\)|\(GemmArgs\)//'
   } >>"$BUILD" 2>&1
 fi
+fi
 step "build done: sm90 $([ -x "$B/sm90/check" ] && echo ok || echo FAILED), sm90a $([ -x "$B/sm90a/check" ] && echo ok || echo FAILED)"
+if [ -n "${BUILD_ONLY:-}" ]; then cp "$BUILD" "$B/build.log"; rm -f "$B"/*/*.o; exit 0; fi
 
-# ---- 3. tests -----------------------------------------------------------------------------------------
 run() {  # run <timeout> <label> <stdout file> cmd...
   local to=$1 label=$2 out=$3
   shift 3
@@ -108,12 +118,33 @@ run() {  # run <timeout> <label> <stdout file> cmd...
   step "$label: exit $rc"
   return $rc
 }
+
+# ---- 3. the addon on the GPU: device checks (test/cuda/helpers/device_child.ts) against the real library, first
+# with the mma.sync GEMMs only (ADAPTERS_CUDA_DISABLE_WGMMA=1: a faulting wgmma kernel cannot hide the rest), when a
+# node binary (NODE, e.g. unpacked from a carried .xz) and the built addon + node_modules were carried ---------------
+NODE_BIN=${NODE:-$(command -v node || true)}
+ADDON=0
+if [ -n "$NODE_BIN" ] && [ -f build/Release/adapters_node.node ] && [ -d node_modules/tsx ]; then ADDON=1; fi
+if [ $ADDON = 1 ]; then
+  LIB=build/Release/libadapters_cuda.so   # CMake's build (80-real;90a-real;90-virtual), next to the addon
+  if [ ! -f "$LIB" ]; then
+    step "no carried libadapters_cuda.so: building one (sm_90a)"
+    $NVCC -gencode arch=compute_90a,code=sm_90a -Xcompiler -fPIC -shared cuda/*.cu -o "$B/libadapters_cuda.so" >>"$BUILD" 2>&1
+    LIB="$B/libadapters_cuda.so"
+  fi
+  export ADAPTERS_CUDA_LIB=$PWD/$LIB
+  run "$(budget 150)" "device checks (mma.sync GEMMs)" "$OUT/device.json" env ADAPTERS_CUDA_DISABLE_WGMMA=1 "$NODE_BIN" --import tsx test/cuda/helpers/device_child.ts
+else
+  step "device checks skipped (needs NODE, build/Release/adapters_node.node and node_modules/tsx)"
+fi
+
+# ---- 4. the library's kernel tests (check.cu) ----------------------------------------------------------------
 # WG: ok (wgmma tests passed), wrong (some results wrong, no fault: still worth timing), crashed (a fault,
 # hang or no sm_90a build: benchmark without the wgmma kernels)
 WG=crashed
 if [ -x "$B/sm90/check" ]; then
   # mma.sync, f32, AdamW, allocator, copies, errors: the plain sm_90 build (what CMake builds without 90a)
-  run "$(budget 150)" "tests sm_90 (no wgmma)" "$TESTS" "$B/sm90/check" --tests --no-wgmma
+  run "$(budget 120)" "tests sm_90 (no wgmma)" "$TESTS" "$B/sm90/check" --tests --no-wgmma
 fi
 if [ -x "$B/sm90a/check" ]; then
   # the wgmma kernels and auto dispatch in the sm_90a build, in their own process
@@ -123,12 +154,21 @@ if [ -x "$B/sm90a/check" ]; then
   elif [ $rc = 1 ] && ! tail -n 3 "$TESTS" | grep -q '"aborted":true'; then WG=wrong
   fi
   step "wgmma state: $WG"
-  # descriptor probe (LBO/SBO swapped): informative only, may fault, so last and alone
-  run "$(budget 45)" "probe sm_90a swapped MN-major descriptors" "$TESTS" "$B/sm90a/check" --tests --only=wgmma --probe --quick
 fi
 
-# ---- 4. benchmarks --------------------------------------------------------------------------------------
-if [ -x "$B/sm90a/check" ]; then
+# ---- 5. the adapter training step on the GPU vs torch eager (bench/cuda/train.ts); wgmma GEMMs only when their
+# tests passed; and the device checks once more through the wgmma GEMMs --------------------------------------------
+if [ $ADDON = 1 ]; then
+  WGENV="ADAPTERS_CUDA_DISABLE_WGMMA=1"
+  [ $WG = ok ] && WGENV="ADAPTERS_CUDA_WGMMA_ON=1"
+  run "$(budget 240)" "adapter training step vs torch ($WGENV)" "$OUT/train_bench.txt" env $WGENV TORCH_PYTHON=python3 "$NODE_BIN" --import tsx bench/cuda/train.ts
+  if [ $WG = ok ] && [ $(elapsed) -lt $DEADLINE ]; then
+    run "$(budget 90)" "device checks (wgmma GEMMs)" "$OUT/device.json" "$NODE_BIN" --import tsx test/cuda/helpers/device_child.ts
+  fi
+fi
+
+# ---- 6. GEMM benchmarks: ours, then torch.matmul on the same shapes ----------------------------------------------
+if [ -x "$B/sm90a/check" ] && [ $(elapsed) -lt $DEADLINE ]; then
   if [ $WG != crashed ]; then
     run "$(budget 150)" "bench sm_90a" "$BENCH" "$B/sm90a/check" --bench
     rc=$?
@@ -140,36 +180,19 @@ if [ -x "$B/sm90a/check" ]; then
   else
     run "$(budget 150)" "bench sm_90a --no-wgmma (wgmma crashed or missing)" "$BENCH" "$B/sm90a/check" --bench --no-wgmma
   fi
-elif [ -x "$B/sm90/check" ]; then
-  run "$(budget 150)" "bench sm_90" "$BENCH" "$B/sm90/check" --bench
 fi
-run "$(budget 120)" "torch.matmul bench" "$TORCH" env PYTHONUNBUFFERED=1 python3 bench/cuda/torch_gemm.py
+[ $(elapsed) -lt $DEADLINE ] && run "$(budget 120)" "torch.matmul bench" "$TORCH" env PYTHONUNBUFFERED=1 python3 bench/cuda/torch_gemm.py
 
-# ---- 5. compute-sanitizer on small shapes, if time remains ------------------------------------------------
+# ---- 7. if time remains: the descriptor probe and compute-sanitizer on small shapes ---------------------------------
+if [ -x "$B/sm90a/check" ] && [ $WG != ok ] && [ $(elapsed) -lt $((DEADLINE - 45)) ]; then
+  # descriptor probe (LBO/SBO swapped): informative only, may fault, so alone
+  run "$(budget 45)" "probe sm_90a swapped MN-major descriptors" "$TESTS" "$B/sm90a/check" --tests --only=wgmma --probe --quick
+fi
 if command -v compute-sanitizer >/dev/null && [ -x "$B/sm90a/check" ] && [ $(elapsed) -lt $((DEADLINE - 60)) ]; then
   only="bf16,f32,adamw,alloc,errors"
   [ $WG != crashed ] && only="$only,wgmma"
   run "$(budget 75)" "compute-sanitizer memcheck (quick)" "$ERR" \
     compute-sanitizer --tool memcheck --print-limit 20 "$B/sm90a/check" --tests --quick --only=$only
-fi
-
-# ---- 5b. the addon's device plumbing against the real library (test/cuda/helpers/device_child.ts), when a
-# node binary (NODE, e.g. unpacked from a carried .xz) and the built addon + node_modules were carried along --------
-NODE_BIN=${NODE:-$(command -v node || true)}
-if [ -n "$NODE_BIN" ] && [ -f build/Release/adapters_node.node ] && [ -d node_modules/tsx ] && [ $(elapsed) -lt $DEADLINE ]; then
-  step "device plumbing: build libadapters_cuda.so (sm_90) and run device_child.ts"
-  $NVCC -arch=sm_90 -Xcompiler -fPIC -shared cuda/*.cu -o "$B/libadapters_cuda.so" >>"$BUILD" 2>&1
-  ADAPTERS_CUDA_LIB="$B/libadapters_cuda.so" timeout "$(budget 120)" "$NODE_BIN" --import tsx test/cuda/helpers/device_child.ts \
-    >"$OUT/device.json" 2>>"$ERR"
-  step "device plumbing: exit $?"
-  if [ $(elapsed) -lt $DEADLINE ]; then
-    step "adapter training step on the GPU vs torch (bench/cuda/train.ts)"
-    ADAPTERS_CUDA_LIB="$B/libadapters_cuda.so" TORCH_PYTHON=python3 timeout "$(budget 240)" "$NODE_BIN" --import tsx bench/cuda/train.ts \
-      >"$OUT/train_bench.txt" 2>>"$ERR"
-    step "train bench: exit $?"
-  fi
-else
-  step "device plumbing skipped (needs NODE, build/Release/adapters_node.node and node_modules/tsx)"
 fi
 
 # ---- 6. results.json and summary.md -----------------------------------------------------------------------

@@ -8,7 +8,7 @@
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AutoAdapterModel, AdamW, cuda, hfParamGroups, scope, tensor } from '../../lib/index.ts';
+import { AutoAdapterModel, AdamW, cuda, hfParamGroups, opProfile, scope, tensor } from '../../lib/index.ts';
 import { runPythonJson, table } from '../common.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -44,6 +44,20 @@ function ours(method: string): number {
     step();
     best = Math.min(best, (performance.now() - t0) / 1000);
   }
+  // one more step with per-op timing (a device sync around every op), to show where the time goes
+  opProfile(true);
+  const t0 = performance.now();
+  scope(() => { model.forward({ inputIds, labels }).loss!.backward(); });
+  cuda.synchronize();
+  const t1 = performance.now();
+  opt.step();
+  opt.zeroGrad();
+  cuda.synchronize();
+  const t2 = performance.now();
+  const prof = opProfile(false);
+  const opsMs = prof.reduce((a, r) => a + r.ms, 0);
+  console.log(JSON.stringify({ method, profile_step_ms: t2 - t0, fwd_bwd_ms: t1 - t0, optimizer_ms: t2 - t1, ops_ms: opsMs,
+    top_ops: prof.slice(0, 14).map((r) => [r.op, r.calls, +r.ms.toFixed(3)]) }));
   model.dispose();
   return best;
 }
