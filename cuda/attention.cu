@@ -1,7 +1,10 @@
 // attention.cu — scaled dot-product attention, forward and backward, f32, with the CPU kernel's masking semantics
-// (additive mask, causal, key padding, prefix keys/values, grouped-query heads). One thread per query row (forward,
-// statistics, dq) or key row (dk, dv) running attention_math.h, which the host-side mock shares to test it without a
-// GPU. Correctness first: tiled flash kernels on tensor cores replace these once measured (cuda/NOTES.md).
+// (additive mask, causal, key padding, prefix keys/values, grouped-query heads).
+// Head sizes up to 128 run the warp kernels: a block stages 32 keys (forward, dq) or 32 queries (dk, dv) at a time in
+// shared memory; each warp owns rows, a lane takes one key (or query) of the tile for the dot products and one to
+// four feature columns for the accumulations; the forward keeps an online (running max) softmax, memory linear in
+// the sequence length. The mask / causal / padding rule is attention_math.h's finish_score, as on the CPU. Larger
+// heads run the per-row code of attention_math.h (one thread per row), which the host-side mock also runs.
 #include "adapters_cuda.h"
 #include "attention_math.h"
 #include "common.cuh"
@@ -30,6 +33,330 @@ __global__ void dkv_kernel(ad_attn::Params p, const float* q, const float* k, co
   AD_FOR(c, p.B * p.Hkv * (p.P + p.Tk)) ad_attn::dkv_row(p, c, q, k, v, pk, pv, dout, M, L, Dd, dk, dv, dpk, dpv);
 }
 
+// ---- warp kernels (head sizes <= 128) ----------------------------------------------------------------------------
+constexpr int kTile = 32;   // keys (forward, dq) or queries (dk, dv) per shared-memory tile: one per lane
+constexpr int kWarps = 8;   // warps per block
+constexpr int kRows = 4;    // rows (queries, or keys for dk/dv) per warp: 32 per block
+constexpr int kBlockRows = kWarps * kRows;
+
+__device__ inline float warp_max(float v) {
+  for (int o = 16; o; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+__device__ inline float warp_sum(float v) {
+  for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ inline double warp_sum(double v) {
+  for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// stage key (or value) rows j0 .. j0+kTile of head group (b, hk) into dst with row stride ld (zeros past the end)
+__device__ inline void stage_keys(const ad_attn::Params& p, const float* k, const float* pk, int64_t b, int64_t hk, int64_t j0, int dim,
+                                  float* dst, int ld) {
+  const int64_t S = p.P + p.Tk;
+  for (int x = threadIdx.x; x < kTile * dim; x += blockDim.x) {
+    const int jj = x / dim, d = x % dim;
+    const int64_t j = j0 + jj;
+    dst[jj * ld + d] = j < S ? ad_attn::key_row(p, k, pk, b, hk, j, dim)[d] : 0.f;
+  }
+}
+// stage query-side rows i0 .. i0+n of head (b·H + h) (q or dO, dim per row) with row stride ld, times mul
+__device__ inline void stage_rows(const ad_attn::Params& p, const float* x, int64_t bh, int64_t i0, int n, int dim, float mul, float* dst,
+                                  int ld) {
+  for (int t = threadIdx.x; t < n * dim; t += blockDim.x) {
+    const int rr = t / dim, d = t % dim;
+    const int64_t i = i0 + rr;
+    dst[rr * ld + d] = i < p.Tq ? mul * x[(bh * p.Tq + i) * dim + d] : 0.f;
+  }
+}
+
+// forward: grid (ceil(Tq / 32), B·H); warp w owns queries i0 + 4w .. +3
+template <int NPL>
+__global__ void __launch_bounds__(256) fwd_warp_kernel(ad_attn::Params p, const float* q, const float* k, const float* v, const float* pk,
+                                                      const float* pv, float* out, float* lse) {
+  extern __shared__ float sm[];
+  const int D = (int)p.D, Dv = (int)p.Dv, KS = D + 1;
+  float* Ks = sm;                 // kTile × (D+1)
+  float* Vs = Ks + kTile * KS;    // kTile × Dv
+  float* Qs = Vs + kTile * Dv;    // kBlockRows × D, pre-scaled: the per-row code's (scale·q)·k
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  const int64_t bh = blockIdx.y, b = bh / p.H, h = bh % p.H, hk = h / (p.H / p.Hkv), S = p.P + p.Tk;
+  const int64_t i0 = (int64_t)blockIdx.x * kBlockRows;
+  stage_rows(p, q, bh, i0, kBlockRows, D, p.scale, Qs, D);
+  float m[kRows], l[kRows], o[kRows][NPL];
+#pragma unroll
+  for (int r = 0; r < kRows; r++) {
+    m[r] = -INFINITY;
+    l[r] = 0.f;
+#pragma unroll
+    for (int t = 0; t < NPL; t++) o[r][t] = 0.f;
+  }
+  for (int64_t j0 = 0; j0 < S; j0 += kTile) {
+    __syncthreads();
+    stage_keys(p, k, pk, b, hk, j0, D, Ks, KS);
+    stage_keys(p, v, pv, b, hk, j0, Dv, Vs, Dv);
+    __syncthreads();
+    const int64_t j = j0 + lane;
+    const int jn = (int)(S - j0 < kTile ? S - j0 : kTile);
+#pragma unroll
+    for (int r = 0; r < kRows; r++) {
+      const int rr = w * kRows + r;
+      const int64_t i = i0 + rr;
+      if (i >= p.Tq) break;  // warp-uniform
+      const float* qr = Qs + rr * D;
+      float s = -INFINITY;
+      if (j < S) {
+        float a = 0.f;
+        for (int d = 0; d < D; d++) a += qr[d] * Ks[lane * KS + d];
+        s = ad_attn::finish_score(p, a, b, h, i, j);
+      }
+      const float mn = fmaxf(m[r], warp_max(s));  // finite: the tile has a key, hidden ones score −FLT_MAX
+      const float alpha = expf(m[r] - mn);        // 0 on the first tile
+      const float e = j < S ? expf(s - mn) : 0.f;
+      l[r] = l[r] * alpha + warp_sum(e);
+      m[r] = mn;
+#pragma unroll
+      for (int t = 0; t < NPL; t++) o[r][t] *= alpha;
+      for (int jj = 0; jj < jn; jj++) {
+        const float pj = __shfl_sync(0xffffffffu, e, jj);
+#pragma unroll
+        for (int t = 0; t < NPL; t++)
+          if (lane + 32 * t < Dv) o[r][t] += pj * Vs[jj * Dv + lane + 32 * t];
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kRows; r++) {
+    const int64_t i = i0 + w * kRows + r;
+    if (i >= p.Tq) break;
+    const int64_t row = bh * p.Tq + i;
+    const float inv = 1.f / l[r];
+#pragma unroll
+    for (int t = 0; t < NPL; t++)
+      if (lane + 32 * t < Dv) out[row * Dv + lane + 32 * t] = o[r][t] * inv;
+    if (lane == 0) lse[row] = m[r] + logf(l[r]);
+  }
+}
+
+// backward, query side: per query row its softmax statistics (max, sum; written to M, L), D = dO·O (Dd) and
+// dq = scale · Σ_j P_ij (dO_i·v_j − D_i) k_j. Same grid as the forward.
+template <int NPL>
+__global__ void __launch_bounds__(256) bwd_q_warp_kernel(ad_attn::Params p, const float* q, const float* k, const float* v, const float* pk,
+                                                        const float* pv, const float* out, const float* dout, float* M, float* L,
+                                                        float* Dd, float* dq) {
+  extern __shared__ float sm[];
+  const int D = (int)p.D, Dv = (int)p.Dv, KS = D + 1, VS = Dv + 1;
+  float* Ks = sm;                   // kTile × (D+1)
+  float* Vs = Ks + kTile * KS;      // kTile × (Dv+1)
+  float* Qs = Vs + kTile * VS;      // kBlockRows × D (scaled)
+  float* Gs = Qs + kBlockRows * D;  // kBlockRows × Dv: dO
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  const int64_t bh = blockIdx.y, b = bh / p.H, h = bh % p.H, hk = h / (p.H / p.Hkv), S = p.P + p.Tk;
+  const int64_t i0 = (int64_t)blockIdx.x * kBlockRows;
+  stage_rows(p, q, bh, i0, kBlockRows, D, p.scale, Qs, D);
+  stage_rows(p, dout, bh, i0, kBlockRows, Dv, 1.f, Gs, Dv);
+  float m[kRows], l[kRows], dd[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; r++) {
+    m[r] = -INFINITY;
+    l[r] = 0.f;
+    const int64_t i = i0 + w * kRows + r;
+    double a = 0;
+    if (i < p.Tq)
+      for (int d = lane; d < Dv; d += 32) a += (double)dout[(bh * p.Tq + i) * Dv + d] * out[(bh * p.Tq + i) * Dv + d];
+    dd[r] = (float)warp_sum(a);
+  }
+  // pass 1: max and sum of exp over all keys
+  for (int64_t j0 = 0; j0 < S; j0 += kTile) {
+    __syncthreads();
+    stage_keys(p, k, pk, b, hk, j0, D, Ks, KS);
+    __syncthreads();
+    const int64_t j = j0 + lane;
+#pragma unroll
+    for (int r = 0; r < kRows; r++) {
+      const int rr = w * kRows + r;
+      const int64_t i = i0 + rr;
+      if (i >= p.Tq) break;
+      float s = -INFINITY;
+      if (j < S) {
+        float a = 0.f;
+        for (int d = 0; d < D; d++) a += Qs[rr * D + d] * Ks[lane * KS + d];
+        s = ad_attn::finish_score(p, a, b, h, i, j);
+      }
+      const float mn = fmaxf(m[r], warp_max(s));
+      l[r] = l[r] * expf(m[r] - mn) + warp_sum(j < S ? expf(s - mn) : 0.f);
+      m[r] = mn;
+    }
+  }
+  float g[kRows][NPL];
+#pragma unroll
+  for (int r = 0; r < kRows; r++) {
+    const int64_t i = i0 + w * kRows + r;
+    if (i < p.Tq && lane == 0) {
+      M[bh * p.Tq + i] = m[r];
+      L[bh * p.Tq + i] = l[r];
+      Dd[bh * p.Tq + i] = dd[r];
+    }
+#pragma unroll
+    for (int t = 0; t < NPL; t++) g[r][t] = 0.f;
+  }
+  // pass 2: dq
+  for (int64_t j0 = 0; j0 < S; j0 += kTile) {
+    __syncthreads();
+    stage_keys(p, k, pk, b, hk, j0, D, Ks, KS);
+    stage_keys(p, v, pv, b, hk, j0, Dv, Vs, VS);
+    __syncthreads();
+    const int64_t j = j0 + lane;
+    const int jn = (int)(S - j0 < kTile ? S - j0 : kTile);
+#pragma unroll
+    for (int r = 0; r < kRows; r++) {
+      const int rr = w * kRows + r;
+      const int64_t i = i0 + rr;
+      if (i >= p.Tq) break;
+      float ds = 0.f;
+      if (j < S) {
+        float a = 0.f;
+        for (int d = 0; d < D; d++) a += Qs[rr * D + d] * Ks[lane * KS + d];
+        const float pij = expf(ad_attn::finish_score(p, a, b, h, i, j) - m[r]) / l[r];
+        float dp = 0.f;
+        for (int d = 0; d < Dv; d++) dp += Gs[rr * Dv + d] * Vs[lane * VS + d];
+        ds = pij * (dp - dd[r]);
+      }
+      for (int jj = 0; jj < jn; jj++) {
+        const float c = p.scale * __shfl_sync(0xffffffffu, ds, jj);
+#pragma unroll
+        for (int t = 0; t < NPL; t++)
+          if (lane + 32 * t < D) g[r][t] += c * Ks[jj * KS + lane + 32 * t];
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kRows; r++) {
+    const int64_t i = i0 + w * kRows + r;
+    if (i >= p.Tq) break;
+#pragma unroll
+    for (int t = 0; t < NPL; t++)
+      if (lane + 32 * t < D) dq[(bh * p.Tq + i) * D + lane + 32 * t] = g[r][t];
+  }
+}
+
+// backward, key side: grid (ceil(S / 32), B·Hkv); warp w owns keys j0 + 4w .. +3 (prefix keys first) and sums over
+// the query heads of its group and all queries: dv_j = Σ P_ij dO_i, dk_j = scale · Σ P_ij (dO_i·v_j − D_i) q_i
+template <int NPL>
+__global__ void __launch_bounds__(256) bwd_kv_warp_kernel(ad_attn::Params p, const float* q, const float* k, const float* v, const float* pk,
+                                                         const float* pv, const float* dout, const float* M, const float* L,
+                                                         const float* Dd, float* dk, float* dv, float* dpk, float* dpv) {
+  extern __shared__ float sm[];
+  const int D = (int)p.D, Dv = (int)p.Dv, QS = D + 1, GS = Dv + 1;
+  float* Qs = sm;                   // kTile × (D+1): q of 32 queries (unscaled, as the per-row code)
+  float* Gs = Qs + kTile * QS;      // kTile × (Dv+1): their dO
+  float* Kr = Gs + kTile * GS;      // kBlockRows × D: this block's keys
+  float* Vr = Kr + kBlockRows * D;  // kBlockRows × Dv
+  float* St = Vr + kBlockRows * Dv; // 3 × kTile: M, L, D of the staged queries
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  const int64_t S = p.P + p.Tk, G = p.H / p.Hkv, b = blockIdx.y / p.Hkv, hk = blockIdx.y % p.Hkv;
+  const int64_t j0 = (int64_t)blockIdx.x * kBlockRows;
+  stage_keys(p, k, pk, b, hk, j0, D, Kr, D);  // kTile == kBlockRows
+  stage_keys(p, v, pv, b, hk, j0, Dv, Vr, Dv);
+  float gk[kRows][NPL], gv[kRows][NPL];
+#pragma unroll
+  for (int r = 0; r < kRows; r++)
+#pragma unroll
+    for (int t = 0; t < NPL; t++) gk[r][t] = gv[r][t] = 0.f;
+  for (int64_t h = hk * G; h < (hk + 1) * G; h++) {
+    const int64_t bh = b * p.H + h;
+    for (int64_t i0 = 0; i0 < p.Tq; i0 += kTile) {
+      __syncthreads();
+      stage_rows(p, q, bh, i0, kTile, D, 1.f, Qs, QS);
+      stage_rows(p, dout, bh, i0, kTile, Dv, 1.f, Gs, GS);
+      if (threadIdx.x < kTile) {
+        const int64_t i = i0 + threadIdx.x, row = bh * p.Tq + i;
+        St[threadIdx.x] = i < p.Tq ? M[row] : 0.f;
+        St[kTile + threadIdx.x] = i < p.Tq ? L[row] : 1.f;
+        St[2 * kTile + threadIdx.x] = i < p.Tq ? Dd[row] : 0.f;
+      }
+      __syncthreads();
+      const int64_t i = i0 + lane;
+      const int in = (int)(p.Tq - i0 < kTile ? p.Tq - i0 : kTile);
+#pragma unroll
+      for (int r = 0; r < kRows; r++) {
+        const int rr = w * kRows + r;
+        const int64_t j = j0 + rr;
+        if (j >= S) break;
+        float pij = 0.f, ds = 0.f;
+        if (i < p.Tq) {
+          float a = 0.f;
+          for (int d = 0; d < D; d++) a += (p.scale * Qs[lane * QS + d]) * Kr[rr * D + d];
+          pij = expf(ad_attn::finish_score(p, a, b, h, i, j) - St[lane]) / St[kTile + lane];
+          float dp = 0.f;
+          for (int d = 0; d < Dv; d++) dp += Gs[lane * GS + d] * Vr[rr * Dv + d];
+          ds = pij * (dp - St[2 * kTile + lane]);
+        }
+        for (int ii = 0; ii < in; ii++) {
+          const float pi = __shfl_sync(0xffffffffu, pij, ii), c = p.scale * __shfl_sync(0xffffffffu, ds, ii);
+#pragma unroll
+          for (int t = 0; t < NPL; t++) {
+            const int d = lane + 32 * t;
+            if (d < Dv) gv[r][t] += pi * Gs[ii * GS + d];
+            if (d < D) gk[r][t] += c * Qs[ii * QS + d];
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kRows; r++) {
+    const int64_t j = j0 + w * kRows + r;
+    if (j >= S) break;
+    float* gkr = j < p.P ? dpk + ((b * p.Hkv + hk) * p.P + j) * D : dk + ((b * p.Hkv + hk) * p.Tk + (j - p.P)) * D;
+    float* gvr = j < p.P ? dpv + ((b * p.Hkv + hk) * p.P + j) * Dv : dv + ((b * p.Hkv + hk) * p.Tk + (j - p.P)) * Dv;
+#pragma unroll
+    for (int t = 0; t < NPL; t++) {
+      const int d = lane + 32 * t;
+      if (d < D) gkr[d] = gk[r][t];
+      if (d < Dv) gvr[d] = gv[r][t];
+    }
+  }
+}
+
+// Which warp kernel instantiation fits the head sizes (0: none, use the per-row kernels).
+int warp_npl(const ad_attn::Params& p) {
+  const int64_t m = p.D > p.Dv ? p.D : p.Dv;
+  if (p.D < 1 || p.Dv < 1 || m > 128 || p.B * p.H > 65535) return 0;
+  return m <= 32 ? 1 : m <= 64 ? 2 : 4;
+}
+
+// Launches kernel with `bytes` of dynamic shared memory, raising the kernel's limit when above the default 48 KiB.
+template <typename K, typename... A>
+int launch(K kernel, dim3 grid, size_t bytes, cudaStream_t s, A... args) {
+  if (bytes > 48 * 1024) AD_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+  kernel<<<grid, kWarps * 32, bytes, s>>>(args...);
+  AD_CUDA_CHECK_LAUNCH();
+  return 0;
+}
+
+template <int NPL>
+int attention_fwd_warp(const ad_attn::Params& p, const float* q, const float* k, const float* v, const float* pk, const float* pv, float* out,
+                       float* lse, cudaStream_t s) {
+  const dim3 grid((unsigned)ad_cuda::ceil_div(p.Tq, kBlockRows), (unsigned)(p.B * p.H));
+  const size_t bytes = sizeof(float) * (kTile * (p.D + 1) + kTile * p.Dv + kBlockRows * p.D);
+  return launch(fwd_warp_kernel<NPL>, grid, bytes, s, p, q, k, v, pk, pv, out, lse);
+}
+template <int NPL>
+int attention_bwd_warp(const ad_attn::Params& p, const float* q, const float* k, const float* v, const float* pk, const float* pv, const float* out,
+                       const float* dout, float* M, float* L, float* Dd, float* dq, float* dk, float* dv, float* dpk, float* dpv,
+                       cudaStream_t s) {
+  const dim3 gq((unsigned)ad_cuda::ceil_div(p.Tq, kBlockRows), (unsigned)(p.B * p.H));
+  const size_t bq = sizeof(float) * (kTile * (p.D + 1) + kTile * (p.Dv + 1) + kBlockRows * (p.D + p.Dv));
+  int rc = launch(bwd_q_warp_kernel<NPL>, gq, bq, s, p, q, k, v, pk, pv, out, dout, M, L, Dd, dq);
+  if (rc || p.P + p.Tk == 0) return rc;
+  const dim3 gk((unsigned)ad_cuda::ceil_div(p.P + p.Tk, kBlockRows), (unsigned)(p.B * p.Hkv));
+  const size_t bk = sizeof(float) * (kTile * (p.D + 1) + kTile * (p.Dv + 1) + kBlockRows * (p.D + p.Dv) + 3 * kTile);
+  return launch(bwd_kv_warp_kernel<NPL>, gk, bk, s, p, q, k, v, pk, pv, dout, M, L, Dd, dk, dv, dpk, dpv);
+}
+
 bool to_params(const adapters_cuda_attn* a, ad_attn::Params* p) {
   if (!a || a->B < 0 || a->H < 1 || a->Hkv < 1 || a->H % a->Hkv || a->Tq < 0 || a->Tk < 0 || a->P < 0 || a->D < 0 || a->Dv < 0) return false;
   *p = ad_attn::Params{a->B, a->H, a->Hkv, a->Tq, a->Tk, a->P, a->D, a->Dv, a->scale, a->causal, a->mask,
@@ -47,7 +374,14 @@ int adapters_cuda_attention_f32(const adapters_cuda_attn* a, const float* q, con
   if (!to_params(a, &p)) return (int)cudaErrorInvalidValue;
   const int64_t rows = p.B * p.H * p.Tq;
   if (rows == 0) return 0;
-  fwd_kernel<<<blocks_for(rows), kThreads, 0, ad_cuda::as_stream(stream)>>>(p, q, k, v, pk, pv, out, lse);
+  cudaStream_t s = ad_cuda::as_stream(stream);
+  switch (warp_npl(p)) {
+    case 1: return attention_fwd_warp<1>(p, q, k, v, pk, pv, out, lse, s);
+    case 2: return attention_fwd_warp<2>(p, q, k, v, pk, pv, out, lse, s);
+    case 4: return attention_fwd_warp<4>(p, q, k, v, pk, pv, out, lse, s);
+    default: break;
+  }
+  fwd_kernel<<<blocks_for(rows), kThreads, 0, s>>>(p, q, k, v, pk, pv, out, lse);
   AD_CUDA_CHECK_LAUNCH();
   return 0;
 }
@@ -61,9 +395,20 @@ int adapters_cuda_attention_backward_f32(const adapters_cuda_attn* a, const floa
   cudaStream_t s = ad_cuda::as_stream(stream);
   void* scratch = nullptr;
   if (rows > 0) {
-    const int rc = adapters_cuda_malloc(&scratch, (size_t)rows * 3 * sizeof(float));  // max, sum, D per query row
-    if (rc) return rc;
+    const int arc = adapters_cuda_malloc(&scratch, (size_t)rows * 3 * sizeof(float));  // max, sum, D per query row
+    if (arc) return arc;
     float *M = static_cast<float*>(scratch), *L = M + rows, *Dd = L + rows;
+    int rc = -1;
+    switch (warp_npl(p)) {
+      case 1: rc = attention_bwd_warp<1>(p, q, k, v, pk, pv, out, dout, M, L, Dd, dq, dk, dv, dpk, dpv, s); break;
+      case 2: rc = attention_bwd_warp<2>(p, q, k, v, pk, pv, out, dout, M, L, Dd, dq, dk, dv, dpk, dpv, s); break;
+      case 4: rc = attention_bwd_warp<4>(p, q, k, v, pk, pv, out, dout, M, L, Dd, dq, dk, dv, dpk, dpv, s); break;
+      default: break;
+    }
+    if (rc >= 0) {
+      const int frc = adapters_cuda_free(scratch);
+      return rc ? rc : frc;
+    }
     stats_kernel<<<blocks_for(rows), kThreads, 0, s>>>(p, q, k, pk, out, dout, M, L, Dd);
     AD_CUDA_CHECK_LAUNCH();
     dq_kernel<<<blocks_for(rows), kThreads, 0, s>>>(p, q, k, v, pk, pv, dout, M, L, Dd, dq);

@@ -26,15 +26,21 @@ AD_HD const float* key_row(const Params& p, const float* k, const float* pk, int
   return j < p.P ? pk + ((b * p.Hkv + hk) * p.P + j) * dim : k + ((b * p.Hkv + hk) * p.Tk + (j - p.P)) * dim;
 }
 
+// the score of query i and key j from their scaled dot product s = Σ (scale·q)·k: mask added, clamped, hidden keys
+// (causal / padded out) at −FLT_MAX. Shared by the per-row code below and the warp kernels of attention.cu.
+AD_HD float finish_score(const Params& p, float s, int64_t b, int64_t h, int64_t i, int64_t j) {
+  if (p.mask) s += p.mask[b * p.mask_sb + h * p.mask_sh + i * p.mask_si + j * p.mask_sj];
+  s = s < -FLT_MAX ? -FLT_MAX : s > FLT_MAX ? FLT_MAX : s;  // (NaN stays NaN)
+  const bool hidden = (p.causal && j >= p.P && (j - p.P) > i + (p.Tk - p.Tq)) || (p.key_keep && !p.key_keep[b * (p.P + p.Tk) + j]);
+  return hidden ? -FLT_MAX : s;
+}
+
 AD_HD float score(const Params& p, const float* q_row, const float* k, const float* pk, int64_t b, int64_t h, int64_t i, int64_t j) {
   const int64_t hk = h / (p.H / p.Hkv);
   const float* kr = key_row(p, k, pk, b, hk, j, p.D);
   float s = 0.f;
   for (int64_t d = 0; d < p.D; d++) s += (p.scale * q_row[d]) * kr[d];
-  if (p.mask) s += p.mask[b * p.mask_sb + h * p.mask_sh + i * p.mask_si + j * p.mask_sj];
-  s = s < -FLT_MAX ? -FLT_MAX : s > FLT_MAX ? FLT_MAX : s;  // (NaN stays NaN)
-  const bool hidden = (p.causal && j >= p.P && (j - p.P) > i + (p.Tk - p.Tq)) || (p.key_keep && !p.key_keep[b * (p.P + p.Tk) + j]);
-  return hidden ? -FLT_MAX : s;
+  return finish_score(p, s, b, h, i, j);
 }
 
 // max and sum of exp(s − max) over the keys of query row r = (b·H + h)·Tq + i

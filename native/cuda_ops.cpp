@@ -88,8 +88,15 @@ void op_matmul_cuda(OpCtx& c) {
       auto ao = batch_offsets(a, bshape), bo = batch_offsets(b, bshape);
       for (auto& o : ao) o += a.offset;
       for (auto& o : bo) o += b.offset;
-      for (size_t i = 0; i < ao.size(); i++)  // one launch per batch entry (the library has no batched GEMM yet)
-        gemm(c, api, a.dtype, va.trans, vb.trans, M, N, K, a, ao[i], va.ld, b, bo[i], vb.ld, 0.f, out.data<float>() + (int64_t)i * M * N, N);
+      // A shared right operand and a left one whose batch entries follow each other row after row ((B, T, K) @ (K, N),
+      // e.g. a linear layer's input gradient) is one GEMM of B·T rows; the output is contiguous, so its rows line up.
+      bool fold = ao.size() > 1 && !va.trans;
+      for (size_t i = 1; fold && i < ao.size(); i++) fold = bo[i] == bo[0] && ao[i] == ao[0] + (int64_t)i * M * va.ld;
+      if (fold)
+        gemm(c, api, a.dtype, false, vb.trans, M * (int64_t)ao.size(), N, K, a, ao[0], va.ld, b, bo[0], vb.ld, 0.f, out.data<float>(), N);
+      else
+        for (size_t i = 0; i < ao.size(); i++)  // one launch per batch entry (the library has no batched GEMM yet)
+          gemm(c, api, a.dtype, va.trans, vb.trans, M, N, K, a, ao[i], va.ld, b, bo[i], vb.ld, 0.f, out.data<float>() + (int64_t)i * M * N, N);
     }
   }
   const auto fshape = matmul_out_shape(ms);
@@ -127,12 +134,8 @@ void op_linear_cuda(OpCtx& c) {
   }
   float beta = 0.f;
   if (c.has(2)) {
-    // Y = 1·bᵀ first (a K = 1 GEMM against a column of ones), then the product accumulates onto it
-    const Tensor& b = bias;
-    Tensor ones_host = Tensor::empty({rows, 1}, DType::F32);
-    std::fill(ones_host.data<float>(), ones_host.data<float>() + rows, 1.f);
-    Tensor ones = to_device(ones_host, dev);
-    gemm(c, api, DType::F32, false, false, rows, outf, 1, ones, 0, 1, b, b.offset, outf, 0.f, out.data<float>(), outf);
+    // Y = the bias broadcast over the rows (a strided copy, row stride 0), then the product accumulates onto it
+    copy_into(out.view({rows, outf}, {outf, 1}, 0), bias.view({rows, outf}, {0, bias.strides[0]}, bias.offset));
     beta = 1.f;
   } else if (in == 0) {
     cuda_check(api.memset(out.raw(), 0, out.nbytes(), nullptr), c.name + ": zero the output");

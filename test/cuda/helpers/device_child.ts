@@ -322,6 +322,48 @@ check('attention (causal, additive mask, key padding with an all-masked row, pre
   return true;
 });
 
+// The CUDA library runs head sizes <= 128 through warp kernels that stage 32 keys / queries per tile (several tiles,
+// ragged last tiles, value heads narrower than key heads) and larger heads through per-row kernels: both against the CPU.
+check('attention at real head sizes (64, 128 with 96-wide values, 160; several 32-row tiles, ragged ends, one-query decoding) and its gradients match the CPU', () => {
+  const shapes = [
+    { B: 2, H: 4, Hkv: 2, Tq: 70, Tk: 70, P: 3, D: 64, Dv: 64, causal: true, mask: true, keep: true },
+    { B: 1, H: 2, Hkv: 1, Tq: 33, Tk: 45, P: 0, D: 128, Dv: 96, causal: false, mask: false, keep: true },
+    { B: 1, H: 2, Hkv: 2, Tq: 9, Tk: 40, P: 2, D: 160, Dv: 160, causal: true, mask: false, keep: false },
+    { B: 3, H: 2, Hkv: 2, Tq: 1, Tk: 37, P: 0, D: 20, Dv: 20, causal: true, mask: true, keep: false },
+  ];
+  for (const cs of shapes) {
+    const { B, H, Hkv, Tq, Tk, P, D, Dv } = cs;
+    const r = allClose(...both((mv) => {
+      const q = mv(randn([B, H, Tq, D], { seed: 190 })).requiresGrad_(true), k = mv(randn([B, Hkv, Tk, D], { seed: 191 })).requiresGrad_(true);
+      const v = mv(randn([B, Hkv, Tk, Dv], { seed: 192 })).requiresGrad_(true);
+      const pk = P ? mv(randn([B, Hkv, P, D], { seed: 193 })).requiresGrad_(true) : null;
+      const pv = P ? mv(randn([B, Hkv, P, Dv], { seed: 194 })).requiresGrad_(true) : null;
+      const S = P + Tk;
+      const mask = cs.mask ? mv(ops.mul(randn([B, 1, 1, S], { seed: 195 }), 2)) : null;
+      const keep = cs.keep ? mv(tensor(Array.from({ length: B * S }, (_, i) => i % 5 !== 2), [B, S], { dtype: 'bool' })) : null;
+      const o = ops.scaledDotProductAttention(q, k, v, { isCausal: cs.causal, mask, keyPaddingMask: keep, prefixK: pk, prefixV: pv });
+      o.backward(mv(randn([B, H, Tq, Dv], { seed: 196 })));
+      return [o, q.grad!, k.grad!, v.grad!, ...(pk ? [pk.grad!, pv!.grad!] : [])];
+    }), 2e-5);
+    if (r !== true) return `${JSON.stringify(cs)}: ${r}`;
+  }
+  return true;
+});
+
+// A linear layer's input gradient (B, T, out) @ (out, in) runs as one GEMM over B·T rows on the device; a bias enters by
+// a broadcast copy; norms run a warp per row and their parameter gradients sum row chunks: shapes big enough for those.
+check('linear with bias over (B, T, C) inputs, layer norm and bias gradients at BERT-like sizes match the CPU', () => {
+  const r = allClose(...both((mv) => {
+    const x = mv(randn([4, 80, 96], { seed: 200 })).requiresGrad_(true);
+    const w = mv(randn([80, 96], { seed: 201 })).requiresGrad_(true), bias = mv(randn([80], { seed: 202 })).requiresGrad_(true);
+    const lw = mv(randn([80], { seed: 203 })).requiresGrad_(true), lb = mv(randn([80], { seed: 204 })).requiresGrad_(true);
+    const y = ops.layerNorm(ops.linear(x, w, bias), lw, lb, 1e-5);
+    y.backward(mv(randn([4, 80, 80], { seed: 205 })));
+    return [y, x.grad!, w.grad!, bias.grad!, lw.grad!, lb.grad!];
+  }), 2e-5);
+  return r;
+});
+
 // Builds a model (seeded), moves it to the device when dev, runs 2 AdamW steps on `input()`; returns the losses and the
 // trained parameters (the device and CPU runs must agree).
 function trainModel(dev: boolean, seed: number, build: () => InstanceType<typeof AutoAdapterModel>, input: () => Record<string, Tensor>): number[][] {
