@@ -55,6 +55,28 @@ void gemm(const OpCtx& c, const CudaApi& api, DType dt, bool ta, bool tb, int64_
   cuda_check(rc, c.name + " on " + a.device().str());
 }
 
+
+// fill() {shape, value, dtype, device: 'cuda[:N]'}: zeros (gradient buffers of slices, token types) by a device
+// memset; other values, rare (a backward seed of ones), are filled on the host and uploaded.
+void op_fill_cuda(OpCtx& c) {
+  Device dev{};
+  const std::string ds = c.s("device", "cpu");
+  if (!parse_device(ds, &dev) || dev.type != DeviceType::CUDA) c.fail("DeviceError", "unknown device '" + ds + "'");
+  if (c.f("value", 0) != 0) {
+    ad::op_fill(c);  // kernels/creation.cpp
+    c.out[0] = to_device(c.out[0], dev);
+    return;
+  }
+  DType dt = DType::F32;
+  const std::string dn = c.s("dtype", "f32");
+  if (!dtype_from_name(dn, &dt)) c.fail("DTypeError", "unknown dtype '" + dn + "'");
+  const CudaApi& api = cuda_api(c.name);
+  cuda_check(api.set_device(dev.index), c.name + ": select " + dev.str());
+  Tensor o = Tensor::empty(c.ints("shape"), dt, dev);
+  if (o.numel() > 0) cuda_check(api.memset(o.raw(), 0, o.nbytes(), nullptr), c.name + " on " + dev.str());
+  c.out.push_back(o);
+}
+
 void check_gemm_dtypes(const OpCtx& c, DType a, DType b) {
   if (!dtype_is_float(a) || a != b)
     c.fail("DTypeError", std::string("input and weight must share a floating dtype, got ") + dtype_name(a) + " and " + dtype_name(b));
@@ -773,6 +795,7 @@ extern const std::vector<std::pair<const char*, OpFn>> kCudaOps = {
     {"attention", &op_attention_cuda},
     {"attention_bwd", &op_attention_bwd_cuda},
     {"matmul", &op_matmul_cuda},
+    {"fill", &op_fill_cuda},
     {"linear", &op_linear_cuda},
     {"adamw_step", &op_adamw_step_cuda},
 };

@@ -151,6 +151,12 @@ bool supports_op(const std::string& name, const std::string& device) {
 void run_op(OpCtx& ctx) {
   auto it = table().find(ctx.name);
   if (it == table().end()) throw Error("ValueError", "unknown op '" + ctx.name + "'");
+  // factory ops (no tensor inputs) run where their `device` attribute says
+  if (ctx.in.empty() && ctx.attrs.count("device") && ctx.s("device", "cpu") != "cpu") {
+    if (!it->second.cuda) throw Error("DeviceError", "no CUDA implementation for " + ctx.name);
+    it->second.cuda(ctx);
+    return;
+  }
   for (size_t k = 0; k < ctx.in.size(); k++)
     if (ctx.present[k] && ctx.in[k].st->device.type != DeviceType::CPU) {
       if (!it->second.cuda) throw Error("DeviceError", "no CUDA implementation for " + ctx.name);

@@ -3,6 +3,7 @@
  * (Philox): a global (seed, offset) pair advanced by each draw, so `manualSeed(s)` makes every following
  * draw, and every dropout mask, reproducible on any thread count.
  */
+import { native } from '../binding.ts';
 import { Tensor, callOp, type DType, DTYPES } from '../tensor.ts';
 import { DTypeError, ValueError } from '../errors.ts';
 import { one } from './util.ts';
@@ -30,8 +31,10 @@ function dtypeOf(opts: FactoryOptions, def: DType = 'f32', op = 'full'): DType {
 }
 
 export function full(shape: number[], value: number, opts: FactoryOptions = {}): Tensor {
-  const t = one(callOp('fill', [], { shape: checkShape(shape, 'full'), value, dtype: dtypeOf(opts, 'f32', 'zeros/ones/full') }));
-  if (!opts.device || opts.device === 'cpu') return finish(t, opts);
+  const attrs = { shape: checkShape(shape, 'full'), value, dtype: dtypeOf(opts, 'f32', 'zeros/ones/full') };
+  if (!opts.device || opts.device === 'cpu') return finish(one(callOp('fill', [], attrs)), opts);
+  if (/^cuda(:\d+)?$/.test(opts.device) && native.hasCuda()) return finish(one(callOp('fill', [], { ...attrs, device: opts.device })), opts);
+  const t = one(callOp('fill', [], attrs));  // (to() reports an unknown or unusable device)
   const moved = t.to(opts.device);
   t.dispose();
   return finish(moved, opts);
