@@ -93,6 +93,12 @@ int adapters_cuda_gemm_bf16(int transA, int transB, int64_t M, int64_t N, int64_
 int adapters_cuda_gemm_f32(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
                            void* stream);
+/* f32 kernel variants, for tests and benchmarks: 0 auto (what gemm_f32 runs), 1 the 128x128x8 tile kernel,
+ * 2 the 128x128x16 kernel with float4 loads. */
+int adapters_cuda_gemm_f32_variant(int variant, int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
+                                   const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                                   int64_t ldc, void* stream);
+const char* adapters_cuda_gemm_f32_variant_name(int variant);
 
 /* Kernel variants, for tests and benchmarks: variant 0 is the automatic choice (what gemm_bf16 runs);
  * 1.. name fixed kernels (see adapters_cuda_gemm_bf16_variant_name). A variant that cannot run the given

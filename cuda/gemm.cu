@@ -390,6 +390,143 @@ __global__ void __launch_bounds__(256) gemm_f32_simt_kernel(GemmArgs a) {
   }
 }
 
+// f32 kernel, second form: block tile 128x128x16 (twice the k-depth per barrier), 256 threads with the same
+// 8x8-per-thread layout as above, global loads as float4 where the whole tile is inside the matrices and rows are
+// 16-byte aligned (scalar, bounds-checked loads otherwise), operand pointers advanced per tile rather than
+// re-indexed, and at most 128 registers so that two blocks share an SM (one block's loads overlap the other's FMAs).
+template <bool TA, bool TB>
+__global__ void __launch_bounds__(256, 2) gemm_f32_simt16_kernel(GemmArgs a, int vec_ok) {
+  constexpr int BM = 128, BN = 128, BK = 16, PAD = 4;
+  __shared__ __align__(16) float As[2][BK][BM + PAD];
+  __shared__ __align__(16) float Bs[2][BK][BN + PAD];
+  const int64_t tiles_m = ceil_div(a.M, BM), tiles_n = ceil_div(a.N, BN);
+  int64_t tm, tn;
+  tile_coords(blockIdx.x, tiles_m, tiles_n, tm, tn);
+  const int64_t m0 = tm * BM, n0 = tn * BN;
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+  const float* A = static_cast<const float*>(a.A);
+  const float* B = static_cast<const float*>(a.B);
+  // the float4 path: both tiles of this block lie inside M and N (K is checked per tile)
+  const bool vec = vec_ok && m0 + BM <= a.M && n0 + BN <= a.N;
+
+  // Each thread moves two float4 of A and two of B per tile. For a k-contiguous operand (A as (M,K), B as (N,K))
+  // slot i covers row (tid / 4 + 64·i), k (tid % 4)·4 .. +3; for an m/n-contiguous one (A as (K,M), B as (K,N))
+  // k (tid / 32 + 8·i), columns (tid % 32)·4 .. +3.
+  const int kr_row = tid / 4, kr_k = (tid % 4) * 4;  // k-contiguous slots
+  const int mc_k = tid / 32, mc_c = (tid % 32) * 4;  // m/n-contiguous slots
+  float4 ra[2], rb[2];
+  auto gload = [&](int64_t k0) {
+    const bool full = vec && k0 + BK <= a.K;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+      if (!TA) {  // A (M,K)
+        const int64_t gm = m0 + kr_row + 64 * i, gk = k0 + kr_k;
+        if (full) ra[i] = *reinterpret_cast<const float4*>(A + gm * a.lda + gk);
+        else {
+          const bool okm = gm < a.M;
+          ra[i].x = okm && gk < a.K ? A[gm * a.lda + gk] : 0.f;
+          ra[i].y = okm && gk + 1 < a.K ? A[gm * a.lda + gk + 1] : 0.f;
+          ra[i].z = okm && gk + 2 < a.K ? A[gm * a.lda + gk + 2] : 0.f;
+          ra[i].w = okm && gk + 3 < a.K ? A[gm * a.lda + gk + 3] : 0.f;
+        }
+      } else {  // A (K,M)
+        const int64_t gk = k0 + mc_k + 8 * i, gm = m0 + mc_c;
+        if (full) ra[i] = *reinterpret_cast<const float4*>(A + gk * a.lda + gm);
+        else {
+          const bool okk = gk < a.K;
+          ra[i].x = okk && gm < a.M ? A[gk * a.lda + gm] : 0.f;
+          ra[i].y = okk && gm + 1 < a.M ? A[gk * a.lda + gm + 1] : 0.f;
+          ra[i].z = okk && gm + 2 < a.M ? A[gk * a.lda + gm + 2] : 0.f;
+          ra[i].w = okk && gm + 3 < a.M ? A[gk * a.lda + gm + 3] : 0.f;
+        }
+      }
+      if (TB) {  // B (N,K)
+        const int64_t gn = n0 + kr_row + 64 * i, gk = k0 + kr_k;
+        if (full) rb[i] = *reinterpret_cast<const float4*>(B + gn * a.ldb + gk);
+        else {
+          const bool okn = gn < a.N;
+          rb[i].x = okn && gk < a.K ? B[gn * a.ldb + gk] : 0.f;
+          rb[i].y = okn && gk + 1 < a.K ? B[gn * a.ldb + gk + 1] : 0.f;
+          rb[i].z = okn && gk + 2 < a.K ? B[gn * a.ldb + gk + 2] : 0.f;
+          rb[i].w = okn && gk + 3 < a.K ? B[gn * a.ldb + gk + 3] : 0.f;
+        }
+      } else {  // B (K,N)
+        const int64_t gk = k0 + mc_k + 8 * i, gn = n0 + mc_c;
+        if (full) rb[i] = *reinterpret_cast<const float4*>(B + gk * a.ldb + gn);
+        else {
+          const bool okk = gk < a.K;
+          rb[i].x = okk && gn < a.N ? B[gk * a.ldb + gn] : 0.f;
+          rb[i].y = okk && gn + 1 < a.N ? B[gk * a.ldb + gn + 1] : 0.f;
+          rb[i].z = okk && gn + 2 < a.N ? B[gk * a.ldb + gn + 2] : 0.f;
+          rb[i].w = okk && gn + 3 < a.N ? B[gk * a.ldb + gn + 3] : 0.f;
+        }
+      }
+    }
+  };
+  auto sstore = [&](int buf) {
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+      if (!TA) {
+        const int m = kr_row + 64 * i;
+        As[buf][kr_k + 0][m] = ra[i].x;
+        As[buf][kr_k + 1][m] = ra[i].y;
+        As[buf][kr_k + 2][m] = ra[i].z;
+        As[buf][kr_k + 3][m] = ra[i].w;
+      } else {
+        *reinterpret_cast<float4*>(&As[buf][mc_k + 8 * i][mc_c]) = ra[i];
+      }
+      if (TB) {
+        const int n = kr_row + 64 * i;
+        Bs[buf][kr_k + 0][n] = rb[i].x;
+        Bs[buf][kr_k + 1][n] = rb[i].y;
+        Bs[buf][kr_k + 2][n] = rb[i].z;
+        Bs[buf][kr_k + 3][n] = rb[i].w;
+      } else {
+        *reinterpret_cast<float4*>(&Bs[buf][mc_k + 8 * i][mc_c]) = rb[i];
+      }
+    }
+  };
+
+  float acc[8][8];
+#pragma unroll
+  for (int i = 0; i < 8; i++)
+#pragma unroll
+    for (int j = 0; j < 8; j++) acc[i][j] = 0.f;
+
+  const int64_t KT = ceil_div(a.K, BK);
+  gload(0);
+  sstore(0);
+  __syncthreads();
+  for (int64_t kt = 0; kt < KT; kt++) {
+    const int buf = (int)(kt & 1);
+    if (kt + 1 < KT) gload((kt + 1) * BK);
+#pragma unroll
+    for (int k = 0; k < BK; k++) {
+      const float4 a0 = *reinterpret_cast<const float4*>(&As[buf][k][ty * 4]);
+      const float4 a1 = *reinterpret_cast<const float4*>(&As[buf][k][64 + ty * 4]);
+      const float4 b0 = *reinterpret_cast<const float4*>(&Bs[buf][k][tx * 4]);
+      const float4 b1 = *reinterpret_cast<const float4*>(&Bs[buf][k][64 + tx * 4]);
+      const float av[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+      const float bv[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+      for (int i = 0; i < 8; i++)
+#pragma unroll
+        for (int j = 0; j < 8; j++) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+    }
+    if (kt + 1 < KT) sstore(buf ^ 1);  // that buffer was last read in iteration kt-1, before the barrier
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 8; i++) {
+    const int64_t row = m0 + (i < 4 ? ty * 4 + i : 64 + ty * 4 + i - 4);
+#pragma unroll
+    for (int j = 0; j < 8; j += 2) {
+      const int64_t col = n0 + (j < 4 ? tx * 4 + j : 64 + tx * 4 + j - 4);
+      store_pair(a, row, col, acc[i][j], acc[i][j + 1]);
+    }
+  }
+}
+
 // ------------------------------------------------------------------------------------------------------
 // 1. wgmma + TMA bf16 kernel (sm_90a)
 // ------------------------------------------------------------------------------------------------------
@@ -1000,9 +1137,14 @@ int adapters_cuda_gemm_has_wgmma(void) {
   return d.wgmma == 1 ? 1 : 0;
 }
 
-int adapters_cuda_gemm_f32(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-                           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
-                           void* stream) {
+namespace {
+const char* const kF32Variants[] = {"auto", "simt_f32_128x128x8", "simt_f32_128x128x16"};
+}
+
+int adapters_cuda_gemm_f32_variant(int variant, int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
+                                   const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                                   int64_t ldc, void* stream) {
+  if (variant < 0 || variant > 2) return (int)cudaErrorInvalidValue;
   const bool ta = transA != 0, tb = transB != 0;
   bool nothing = false;
   if (int e = validate(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, &nothing)) return e;
@@ -1012,12 +1154,33 @@ int adapters_cuda_gemm_f32(int transA, int transB, int64_t M, int64_t N, int64_t
   if (K == 0) return launch_scale(a, s);
   const int64_t tiles = tile_count(M, N, 128, 128);
   if (tiles > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
-  if (!ta && !tb) gemm_f32_simt_kernel<false, false><<<(unsigned)tiles, 256, 0, s>>>(a);
-  else if (!ta && tb) gemm_f32_simt_kernel<false, true><<<(unsigned)tiles, 256, 0, s>>>(a);
-  else if (ta && !tb) gemm_f32_simt_kernel<true, false><<<(unsigned)tiles, 256, 0, s>>>(a);
-  else gemm_f32_simt_kernel<true, true><<<(unsigned)tiles, 256, 0, s>>>(a);
+  if (variant == 1) {
+    if (!ta && !tb) gemm_f32_simt_kernel<false, false><<<(unsigned)tiles, 256, 0, s>>>(a);
+    else if (!ta && tb) gemm_f32_simt_kernel<false, true><<<(unsigned)tiles, 256, 0, s>>>(a);
+    else if (ta && !tb) gemm_f32_simt_kernel<true, false><<<(unsigned)tiles, 256, 0, s>>>(a);
+    else gemm_f32_simt_kernel<true, true><<<(unsigned)tiles, 256, 0, s>>>(a);
+  } else {
+    // float4 loads need 16-byte aligned rows of both operands
+    const int vec = ((reinterpret_cast<uintptr_t>(A) | reinterpret_cast<uintptr_t>(B)) % 16 == 0) && lda % 4 == 0 && ldb % 4 == 0;
+    if (!ta && !tb) gemm_f32_simt16_kernel<false, false><<<(unsigned)tiles, 256, 0, s>>>(a, vec);
+    else if (!ta && tb) gemm_f32_simt16_kernel<false, true><<<(unsigned)tiles, 256, 0, s>>>(a, vec);
+    else if (ta && !tb) gemm_f32_simt16_kernel<true, false><<<(unsigned)tiles, 256, 0, s>>>(a, vec);
+    else gemm_f32_simt16_kernel<true, true><<<(unsigned)tiles, 256, 0, s>>>(a, vec);
+  }
   AD_CUDA_CHECK_LAUNCH();
   return 0;
+}
+
+const char* adapters_cuda_gemm_f32_variant_name(int variant) { return variant >= 0 && variant <= 2 ? kF32Variants[variant] : ""; }
+
+int adapters_cuda_gemm_f32(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
+                           void* stream) {
+  static const int pick = [] {
+    const char* e = std::getenv("ADAPTERS_CUDA_F32_VARIANT");  // benchmarking switch: 1 or 2 forces a kernel
+    return e && (e[0] == '1' || e[0] == '2') && !e[1] ? e[0] - '0' : 2;
+  }();
+  return adapters_cuda_gemm_f32_variant(pick, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
 }
 
 }  // extern "C"

@@ -127,7 +127,8 @@ def main():
         ops = operands(M, N, K, torch.float32, sets, gen)
         for prec, label in (("highest", "torch.matmul tf32=off"), ("high", "torch.matmul tf32=on")):
             torch.set_float32_matmul_precision(prec)
-            for lay, f in (("nn", lambda o: torch.matmul(o["A"], o["B"])), ("nt", lambda o: torch.matmul(o["A"], o["Bt"].t()))):
+            for lay, f in (("nn", lambda o: torch.matmul(o["A"], o["B"])), ("nt", lambda o: torch.matmul(o["A"], o["Bt"].t())),
+                           ("tn", lambda o: torch.matmul(o["At"].t(), o["B"]))):
                 t = time_calls(lambda i, f=f: f(ops[i % sets]), samples)
                 record("f32" if prec == "highest" else "f32_tf32", lay, label, "cublas", shape, t, sets)
         torch.set_float32_matmul_precision("highest")

@@ -1,14 +1,15 @@
 /**
  * bench/cuda/train — the adapter training step of issue 8 on a GPU: BERT-base size (12 layers, hidden 768), seq 128,
  * batch 32, classification head + cross-entropy, AdamW over the trainable parameters, for seq_bn, lora, prefix_tuning
- * and ia3, in f32; tokens/s next to the same loop in PyTorch eager on the same GPU (bench/torch_train.py with
- * "device": "cuda", run by the bench when a python3 with torch and CUDA is found). Prints one JSON line per method
- * and a table. Skips with a message where no GPU is usable.
+ * and ia3, in f32 and in bf16 mixed precision (our autocast vs torch.autocast('cuda', bfloat16)); tokens/s next to the
+ * same loop in PyTorch eager on the same GPU (bench/torch_train.py with "device": "cuda", run by the bench when a
+ * python3 with torch and CUDA is found). Prints one JSON line per method and dtype (with a per-op profile of one of
+ * our steps) and a table. Skips with a message where no GPU is usable. BENCH_DTYPES=f32 limits the dtypes.
  * Run: node --import tsx bench/cuda/train.ts   (BENCH_QUICK=1: 2 layers, batch 8)
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AutoAdapterModel, AdamW, cuda, hfParamGroups, opProfile, scope, tensor } from '../../lib/index.ts';
+import { AutoAdapterModel, AdamW, autocast, cuda, hfParamGroups, opProfile, scope, tensor } from '../../lib/index.ts';
 import { runPythonJson, table } from '../common.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -21,7 +22,7 @@ if (!cuda.isAvailable()) {
   process.exit(0);
 }
 
-function ours(method: string): number {
+function ours(method: string, dtype: string): number {
   const model = AutoAdapterModel.fromConfig({ model_type: 'bert', vocab_size: 30522, hidden_size: 768, num_hidden_layers: L, num_attention_heads: 12,
     intermediate_size: 3072, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 }, { seed: 0 });
   model.addClassificationHead('x', { num_labels: 2 });
@@ -31,8 +32,9 @@ function ours(method: string): number {
   const opt = new AdamW(hfParamGroups(model, 0.01), { lr: 1e-4, weightDecay: 0.01 });
   const inputIds = tensor(Array.from({ length: B }, (_, b) => Array.from({ length: T }, (_, t) => (b * 131 + t * 7) % 30000 + 100)), undefined, { dtype: 'i64' }).cuda();
   const labels = tensor(Array.from({ length: B }, (_, b) => b % 2), [B], { dtype: 'i64' }).cuda();
+  const fwdBwd = () => autocast(() => scope(() => { model.forward({ inputIds, labels }).loss!.backward(); }), { enabled: dtype === 'bf16' });
   const step = () => {
-    scope(() => { model.forward({ inputIds, labels }).loss!.backward(); });
+    fwdBwd();
     opt.step();
     opt.zeroGrad();
     cuda.synchronize();
@@ -47,7 +49,7 @@ function ours(method: string): number {
   // one more step with per-op timing (a device sync around every op), to show where the time goes
   opProfile(true);
   const t0 = performance.now();
-  scope(() => { model.forward({ inputIds, labels }).loss!.backward(); });
+  fwdBwd();
   cuda.synchronize();
   const t1 = performance.now();
   opt.step();
@@ -56,21 +58,23 @@ function ours(method: string): number {
   const t2 = performance.now();
   const prof = opProfile(false);
   const opsMs = prof.reduce((a, r) => a + r.ms, 0);
-  console.log(JSON.stringify({ method, profile_step_ms: t2 - t0, fwd_bwd_ms: t1 - t0, optimizer_ms: t2 - t1, ops_ms: opsMs,
+  console.log(JSON.stringify({ method, dtype, profile_step_ms: t2 - t0, fwd_bwd_ms: t1 - t0, optimizer_ms: t2 - t1, ops_ms: opsMs,
     top_ops: prof.slice(0, 14).map((r) => [r.op, r.calls, +r.ms.toFixed(3)]) }));
   model.dispose();
   return best;
 }
 
 const py = process.env.TORCH_PYTHON ?? 'python3';
-const rows: (string | number)[][] = [['method', 'ours tok/s', 'torch tok/s', 'ours / torch']];
-for (const method of ['seq_bn', 'lora', 'prefix_tuning', 'ia3']) {
-  const s = ours(method);
-  const tr = runPythonJson<{ version: string; s: number }>(py, path.join(here, '..', 'torch_train.py'),
-    { threads: 1, layers: L, seq: T, batch: B, method, dtype: 'f32', steps: STEPS, device: 'cuda' });
-  const tok = (x: number) => (B * T) / x;
-  console.log(JSON.stringify({ method, device: cuda.deviceName(0), ours_tokens_per_s: tok(s), torch_tokens_per_s: tr ? tok(tr.s) : null, torch: tr?.version ?? null }));
-  rows.push([method, tok(s), tr ? tok(tr.s) : '-', tr ? tr.s / s : '-']);
-}
-console.log(`bench/cuda/train: BERT ${L} layers, hidden 768, seq ${T} × batch ${B}, f32, on ${cuda.deviceName(0)}`);
+const rows: (string | number)[][] = [['method', 'dtype', 'ours tok/s', 'torch tok/s', 'ours / torch']];
+const dtypes = (process.env.BENCH_DTYPES ?? 'f32,bf16').split(',');
+for (const dtype of dtypes)
+  for (const method of ['seq_bn', 'lora', 'prefix_tuning', 'ia3']) {
+    const s = ours(method, dtype);
+    const tr = runPythonJson<{ version: string; s: number }>(py, path.join(here, '..', 'torch_train.py'),
+      { threads: 1, layers: L, seq: T, batch: B, method, dtype, steps: STEPS, device: 'cuda' });
+    const tok = (x: number) => (B * T) / x;
+    console.log(JSON.stringify({ method, dtype, device: cuda.deviceName(0), ours_tokens_per_s: tok(s), torch_tokens_per_s: tr ? tok(tr.s) : null, torch: tr?.version ?? null }));
+    rows.push([method, dtype, tok(s), tr ? tok(tr.s) : '-', tr ? tr.s / s : '-']);
+  }
+console.log(`bench/cuda/train: BERT ${L} layers, hidden 768, seq ${T} × batch ${B}, on ${cuda.deviceName(0)} (bf16 = mixed precision, f32 master weights)`);
 console.log(table(rows));

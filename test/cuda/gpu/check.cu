@@ -484,9 +484,9 @@ void run_gemm_case(const GemmCase& c, bool bf16, const std::vector<int>& variant
       e = adapters_cuda_gemm_bf16_variant(v, c.ta, c.tb, c.M, c.N, c.K, c.alpha, dA.as<uint16_t>() + off, d.lda,
                                           dB.as<uint16_t>() + off, d.ldb, c.beta, dC.as<float>(), d.ldc, nullptr);
     } else {
-      vname = "simt";
-      e = adapters_cuda_gemm_f32(c.ta, c.tb, c.M, c.N, c.K, c.alpha, dA.as<float>() + off, d.lda, dB.as<float>() + off,
-                                 d.ldb, c.beta, dC.as<float>(), d.ldc, nullptr);
+      vname = adapters_cuda_gemm_f32_variant_name(v);
+      e = adapters_cuda_gemm_f32_variant(v, c.ta, c.tb, c.M, c.N, c.K, c.alpha, dA.as<float>() + off, d.lda, dB.as<float>() + off,
+                                         d.ldb, c.beta, dC.as<float>(), d.ldc, nullptr);
     }
     std::string name = std::string(bf16 ? "bf16 " : "f32 ") + vname + " " + case_name(c);
     const bool probe = bf16 && vname.find("swapmn") != std::string::npos;
@@ -543,7 +543,7 @@ void test_gemm(bool bf16, bool wgmma_only) {
     report(group, "wgmma kernels", true, "\"why\":\"not in this build (needs sm_90a) or device is not sm_90\"", true);
     return;
   }
-  std::vector<int> variants = bf16 ? bf16_variants(wgmma_only) : std::vector<int>{0};
+  std::vector<int> variants = bf16 ? bf16_variants(wgmma_only) : std::vector<int>{1, 2};  // f32: both fixed kernels
   for (const GemmCase& c : gemm_cases(g_opt.quick)) run_gemm_case(c, bf16, variants, r, group);
 }
 
@@ -804,12 +804,13 @@ void bench_gemm(bool bf16) {
     // layouts: nn = A·B (torch.matmul), nt = A·Bᵀ (nn.Linear forward), tn = Aᵀ·B (weight gradient)
     struct L { const char* name; int ta, tb; };
     const L layouts_bf16[] = {{"nn", 0, 0}, {"nt", 0, 1}, {"tn", 1, 0}};
-    const L layouts_f32[] = {{"nn", 0, 0}, {"nt", 0, 1}};
-    const int nl = bf16 ? 3 : 2;
+    const L layouts_f32[] = {{"nn", 0, 0}, {"nt", 0, 1}, {"tn", 1, 0}};
+    const int nl = 3;
     for (int li = 0; li < nl; li++) {
       const L& l = bf16 ? layouts_bf16[li] : layouts_f32[li];
       const int64_t lda = l.ta ? s.M : s.K, ldb = l.tb ? s.K : s.N;
       std::vector<int> variants = {0};
+      if (!bf16) variants.push_back(1);  // the earlier 128x128x8 kernel, for comparison
       if (bf16) {
         // fixed kernels on the two layouts that matter most; auto on all three
         if (li < 2)
@@ -827,17 +828,17 @@ void bench_gemm(bool bf16) {
           if (bf16)
             return adapters_cuda_gemm_bf16_variant(v, l.ta, l.tb, s.M, s.N, s.K, 1.f, As[q]->as<uint16_t>(), lda,
                                                    Bs[q]->as<uint16_t>(), ldb, 0.f, C.as<float>(), s.N, nullptr);
-          return adapters_cuda_gemm_f32(l.ta, l.tb, s.M, s.N, s.K, 1.f, As[q]->as<float>(), lda, Bs[q]->as<float>(), ldb,
-                                        0.f, C.as<float>(), s.N, nullptr);
+          return adapters_cuda_gemm_f32_variant(v, l.ta, l.tb, s.M, s.N, s.K, 1.f, As[q]->as<float>(), lda, Bs[q]->as<float>(),
+                                                ldb, 0.f, C.as<float>(), s.N, nullptr);
         };
-        std::string vname = bf16 ? adapters_cuda_gemm_bf16_variant_name(v) : "auto";
+        std::string vname = bf16 ? adapters_cuda_gemm_bf16_variant_name(v) : adapters_cuda_gemm_f32_variant_name(v);
         std::string kernel = vname;
         if (bf16 && v == 0) {
           const int pick = adapters_cuda_gemm_bf16_pick(l.ta, l.tb, s.M, s.N, s.K, As[0]->as<uint16_t>(), lda,
                                                         Bs[0]->as<uint16_t>(), ldb);
           kernel = pick > 0 ? adapters_cuda_gemm_bf16_variant_name(pick) : "?";
         } else if (!bf16) {
-          kernel = "simt_f32_128x128x8";
+          kernel = adapters_cuda_gemm_f32_variant_name(v == 0 ? 2 : v);
         }
         Timing t;
         if (!time_calls(call, t, s.M * s.N * s.K > (int64_t(1) << 38) ? 7 : 11)) {

@@ -1,7 +1,7 @@
 // Runs the device-plumbing checks of test/cuda/device.test.ts in a process of its own (the CUDA library is chosen
 // once per process: ADAPTERS_CUDA_LIB points at the mock, or at nothing on a GPU machine). Prints one JSON line:
 // {"results": [{"name", "ok", "detail"}]}; it never throws, so a failing check is reported, not a crash.
-import { AdamW, AdapterTrainer, AutoAdapterModel, cuda, hasCuda, supportsOp, ops, randn, tensor, noGrad, manualSeed, type Tensor } from '../../../lib/index.ts';
+import { AdamW, AdapterTrainer, AutoAdapterModel, autocast, hfParamGroups, scope, cuda, hasCuda, supportsOp, ops, randn, tensor, noGrad, manualSeed, type Tensor } from '../../../lib/index.ts';
 import { callOp } from '../../../lib/tensor.ts';
 
 const results: { name: string; ok: boolean; detail: string }[] = [];
@@ -362,6 +362,39 @@ check('linear with bias over (B, T, C) inputs, layer norm and bias gradients at 
     return [y, x.grad!, w.grad!, bias.grad!, lw.grad!, lb.grad!];
   }), 2e-5);
   return r;
+});
+
+// bf16 mixed precision on the device: bf16 GEMMs (wgmma / mma.sync kernels) with f32 accumulation, the rest f32
+check('bf16 autocast training of BERT with each adapter method on the device follows the CPU autocast run (3 AdamW steps)', () => {
+  const run = (dev: boolean, method: string) => {
+    manualSeed(0);
+    const model = AutoAdapterModel.fromConfig({ model_type: 'bert', vocab_size: 300, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4,
+      intermediate_size: 128, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 }, { seed: 0 });
+    model.addClassificationHead('x', { num_labels: 2 });
+    model.addAdapter('x', method);
+    model.trainAdapter('x');
+    if (dev) model.to('cuda');
+    const opt = new AdamW(hfParamGroups(model, 0.01), { lr: 1e-2, weightDecay: 0.01 });
+    const mv = (t: Tensor) => (dev ? t.cuda() : t);
+    const inputIds = mv(tensor([[1, 2, 3, 4, 9], [5, 6, 7, 8, 10]], undefined, { dtype: 'i64' })), labels = mv(tensor([0, 1], [2], { dtype: 'i64' }));
+    const losses: number[] = [];
+    for (let s = 0; s < 3; s++) {
+      autocast(() => scope(() => {
+        const l = model.forward({ inputIds, labels }).loss!;
+        losses.push(l.item());
+        l.backward();
+      }));
+      opt.step();
+      opt.zeroGrad();
+    }
+    model.dispose();
+    return losses;
+  };
+  for (const m of ['seq_bn', 'lora', 'prefix_tuning', 'ia3']) {
+    const r = close(run(true, m), run(false, m), 1e-3);
+    if (r !== true) return `${m}: ${r}`;
+  }
+  return true;
 });
 
 // Builds a model (seeded), moves it to the device when dev, runs 2 AdamW steps on `input()`; returns the losses and the
