@@ -12,9 +12,15 @@ constexpr int kThreads = 256;
 
 int blocks_for(int64_t n) { return ad_cuda::grid_for(n, kThreads); }
 
-__global__ void binary_kernel(int op, ad_ew::Layout l, int64_t n, const float* a, const float* b, float* out) {
+template <typename Idx>
+__global__ void binary_kernel(int op, ad_ew::Layout l, Idx n, const float* a, const float* b, float* out) {
+  for (Idx i = blockIdx.x * (Idx)blockDim.x + threadIdx.x; i < n; i += (Idx)gridDim.x * blockDim.x)
+    ad_ew::binary_at<Idx>(i, op, l, a, b, out);
+}
+// both operands contiguous with the output (after collapse_layout): no index arithmetic at all
+__global__ void binary_flat_kernel(int op, int64_t n, const float* a, const float* b, float* out) {
   AD_GRID_FOR(i, n)
-    ad_ew::binary_at(i, op, l, a, b, out);
+    out[i] = ad_ew::binary(op, a[i], b[i]);
 }
 __global__ void unary_kernel(int op, int64_t n, const float* x, float* y, float p0, float p1) {
   AD_GRID_FOR(i, n)
@@ -24,10 +30,16 @@ __global__ void unary_bwd_kernel(int op, int64_t n, const float* x, const float*
   AD_GRID_FOR(i, n)
     out[i] = ad_ew::unary_backward(op, x[i], g[i]);
 }
-__global__ void copy_kernel(ad_ew::Layout l, int64_t n, const void* src, int sdt, void* dst, int ddt) {
-  AD_GRID_FOR(i, n)
-    ad_ew::copy_at(i, l, src, sdt, dst, ddt);
+template <typename Idx>
+__global__ void copy_kernel(ad_ew::Layout l, Idx n, const void* src, int sdt, void* dst, int ddt) {
+  for (Idx i = blockIdx.x * (Idx)blockDim.x + threadIdx.x; i < n; i += (Idx)gridDim.x * blockDim.x)
+    ad_ew::copy_at<Idx>(i, l, src, sdt, dst, ddt);
 }
+__global__ void copy_flat_kernel(int64_t n, const void* src, int sdt, void* dst, int ddt) {
+  AD_GRID_FOR(i, n)
+    ad_ew::copy_elem(src, sdt, i, dst, ddt, i);
+}
+constexpr int64_t kIdx32 = 0xffffffffLL - 65535LL * 8 * kThreads;  // a grid-stride loop in 32 bits stays below 2^32
 
 }  // namespace
 
@@ -39,7 +51,10 @@ int adapters_cuda_binary_f32(int op, int ndim, const int64_t* shape, const float
   int64_t n;
   if (op < 0 || op >= ad_ew::BINARY_COUNT || !ad_ew::make_layout(ndim, shape, astrides, bstrides, &l, &n)) return (int)cudaErrorInvalidValue;
   if (n == 0) return 0;
-  binary_kernel<<<blocks_for(n), kThreads, 0, ad_cuda::as_stream(stream)>>>(op, l, n, a, b, out);
+  cudaStream_t s = ad_cuda::as_stream(stream);
+  if (ad_ew::layout_flat(l)) binary_flat_kernel<<<blocks_for(n), kThreads, 0, s>>>(op, n, a, b, out);
+  else if (n <= kIdx32) binary_kernel<uint32_t><<<blocks_for(n), kThreads, 0, s>>>(op, l, (uint32_t)n, a, b, out);
+  else binary_kernel<int64_t><<<blocks_for(n), kThreads, 0, s>>>(op, l, n, a, b, out);
   AD_CUDA_CHECK_LAUNCH();
   return 0;
 }
@@ -68,7 +83,10 @@ int adapters_cuda_copy_strided(int src_dtype, int dst_dtype, int ndim, const int
       !ad_ew::make_layout(ndim, shape, sstrides, dstrides, &l, &n))
     return (int)cudaErrorInvalidValue;
   if (n == 0) return 0;
-  copy_kernel<<<blocks_for(n), kThreads, 0, ad_cuda::as_stream(stream)>>>(l, n, src, src_dtype, dst, dst_dtype);
+  cudaStream_t s = ad_cuda::as_stream(stream);
+  if (ad_ew::layout_flat(l)) copy_flat_kernel<<<blocks_for(n), kThreads, 0, s>>>(n, src, src_dtype, dst, dst_dtype);
+  else if (n <= kIdx32) copy_kernel<uint32_t><<<blocks_for(n), kThreads, 0, s>>>(l, (uint32_t)n, src, src_dtype, dst, dst_dtype);
+  else copy_kernel<int64_t><<<blocks_for(n), kThreads, 0, s>>>(l, n, src, src_dtype, dst, dst_dtype);
   AD_CUDA_CHECK_LAUNCH();
   return 0;
 }

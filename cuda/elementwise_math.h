@@ -172,17 +172,46 @@ struct Layout {
   int64_t shape[kMaxDims];
   int64_t stride[2][kMaxDims];
 };
-AD_HD void offsets(const Layout& l, int64_t i, int64_t* o0, int64_t* o1) {
+// Idx: int64_t, or uint32_t when the element count fits (a GPU divides 32-bit integers several times faster).
+template <typename Idx = int64_t>
+AD_HD void offsets(const Layout& l, Idx i, int64_t* o0, int64_t* o1) {
   int64_t a = 0, b = 0;
   for (int d = l.ndim - 1; d >= 0; d--) {
-    const int64_t n = l.shape[d];
-    const int64_t k = i % n;
+    const Idx n = (Idx)l.shape[d];
+    const Idx k = i % n;
     i /= n;
-    a += k * l.stride[0][d];
-    b += k * l.stride[1][d];
+    a += (int64_t)k * l.stride[0][d];
+    b += (int64_t)k * l.stride[1][d];
   }
   *o0 = a;
   *o1 = b;
+}
+// Both operands walk this index space with unit stride (one flat dimension after collapse_layout).
+AD_HD bool layout_flat(const Layout& l) { return l.ndim == 0 || (l.ndim == 1 && l.stride[0][0] == 1 && l.stride[1][0] == 1); }
+
+// The same index space with fewer dimensions: size-1 dims dropped, and a dim merged into the one before it where
+// both operands step over it contiguously (stride[d-1] == stride[d]·shape[d]); a (B, T, C) + (C) bias add becomes
+// (B·T, C), a contiguous add one flat dimension. The elements and their offsets do not change.
+inline void collapse_layout(Layout* l) {
+  Layout o;
+  o.ndim = 0;
+  for (int d = 0; d < l->ndim; d++) {
+    if (l->shape[d] == 1) continue;
+    if (o.ndim > 0) {
+      const int p = o.ndim - 1;
+      if (o.stride[0][p] == l->stride[0][d] * l->shape[d] && o.stride[1][p] == l->stride[1][d] * l->shape[d]) {
+        o.shape[p] *= l->shape[d];
+        o.stride[0][p] = l->stride[0][d];
+        o.stride[1][p] = l->stride[1][d];
+        continue;
+      }
+    }
+    o.shape[o.ndim] = l->shape[d];
+    o.stride[0][o.ndim] = l->stride[0][d];
+    o.stride[1][o.ndim] = l->stride[1][d];
+    o.ndim++;
+  }
+  *l = o;
 }
 
 // row-major strides of a shape (the layout of a contiguous operand)
@@ -209,6 +238,7 @@ inline bool make_layout(int ndim, const int64_t* shape, const int64_t* s0, const
     for (int d = 0; d < ndim; d++) l->stride[1][d] = s1[d];
   else
     contiguous_strides(ndim, shape, l->stride[1]);
+  if (*n > 0) collapse_layout(l);
   return true;
 }
 
@@ -221,19 +251,25 @@ AD_HD void store(void* p, int dtype, int64_t off, float v) {
 }
 
 // The element bodies of the kernels (index i of n).
-AD_HD void binary_at(int64_t i, int op, const Layout& l, const float* a, const float* b, float* out) {
+template <typename Idx = int64_t>
+AD_HD void binary_at(Idx i, int op, const Layout& l, const float* a, const float* b, float* out) {
   int64_t oa, ob;
-  offsets(l, i, &oa, &ob);
+  offsets<Idx>(l, i, &oa, &ob);
   out[i] = binary(op, a[oa], b[ob]);
 }
-// dst (strided per l.stride[1], dst_dtype) = src (strided per l.stride[0], src_dtype)
-AD_HD void copy_at(int64_t i, const Layout& l, const void* src, int src_dtype, void* dst, int dst_dtype) {
-  int64_t os, od;
-  offsets(l, i, &os, &od);
+// one element, converted
+AD_HD void copy_elem(const void* src, int src_dtype, int64_t os, void* dst, int dst_dtype, int64_t od) {
   if (src_dtype == dst_dtype && src_dtype == BF16)
     static_cast<uint16_t*>(dst)[od] = static_cast<const uint16_t*>(src)[os];  // bit copy (keeps NaN payloads)
   else
     store(dst, dst_dtype, od, load(src, src_dtype, os));
+}
+// dst (strided per l.stride[1], dst_dtype) = src (strided per l.stride[0], src_dtype)
+template <typename Idx = int64_t>
+AD_HD void copy_at(Idx i, const Layout& l, const void* src, int src_dtype, void* dst, int dst_dtype) {
+  int64_t os, od;
+  offsets<Idx>(l, i, &os, &od);
+  copy_elem(src, src_dtype, os, dst, dst_dtype, od);
 }
 
 }  // namespace ad_ew

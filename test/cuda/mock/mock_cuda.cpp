@@ -233,7 +233,10 @@ int adapters_cuda_binary_f32(int op, int ndim, const int64_t* shape, const float
   const float* ha = static_cast<const float*>(host(a));
   const float* hb = static_cast<const float*>(host(b));
   float* ho = static_cast<float*>(host(out));
-  for (int64_t i = 0; i < n; i++) ad_ew::binary_at(i, op, l, ha, hb, ho);
+  // the kernels' three paths: flat, 32-bit indices, 64-bit indices
+  if (ad_ew::layout_flat(l)) for (int64_t i = 0; i < n; i++) ho[i] = ad_ew::binary(op, ha[i], hb[i]);
+  else if (n <= 0xffffffffLL) for (uint32_t i = 0; i < (uint32_t)n; i++) ad_ew::binary_at<uint32_t>(i, op, l, ha, hb, ho);
+  else for (int64_t i = 0; i < n; i++) ad_ew::binary_at(i, op, l, ha, hb, ho);
   return 0;
 }
 int adapters_cuda_unary_f32(int op, int64_t n, const float* x, float* y, float p0, float p1, void*) {
@@ -263,7 +266,9 @@ int adapters_cuda_copy_strided(int sdt, int ddt, int ndim, const int64_t* shape,
   if (n == 0) return 0;
   const size_t ses = sdt == 0 ? 4 : 2, des = ddt == 0 ? 4 : 2;
   if (!reach_ok(src, l, 0, ses, n) || !reach_ok(dst, l, 1, des, n)) return 700;
-  for (int64_t i = 0; i < n; i++) ad_ew::copy_at(i, l, host(src), sdt, host(dst), ddt);
+  if (ad_ew::layout_flat(l)) for (int64_t i = 0; i < n; i++) ad_ew::copy_elem(host(src), sdt, i, host(dst), ddt, i);
+  else if (n <= 0xffffffffLL) for (uint32_t i = 0; i < (uint32_t)n; i++) ad_ew::copy_at<uint32_t>(i, l, host(src), sdt, host(dst), ddt);
+  else for (int64_t i = 0; i < n; i++) ad_ew::copy_at(i, l, host(src), sdt, host(dst), ddt);
   return 0;
 }
 
