@@ -1,6 +1,7 @@
 // addon.cpp — module init. Exports the TensorHandle class (an owned strided view of native memory),
 // fromBuffer / asStrided / runOp, memory and capability queries. Everything here is synchronous; the JS
 // side (lib/binding.ts) is the only caller. Native errors become JS errors with `code` = the error kind.
+#include <atomic>
 #include <napi.h>
 
 #include <cmath>
@@ -18,6 +19,9 @@ namespace {
 
 // Tags TensorHandle instances so a forged object can't be unwrapped as one.
 const napi_type_tag kTensorTag = {0x8f3b1a2c4d5e6f70ULL, 0x1122334455667788ULL};
+// Bytes of tensor storage reported to V8 as external memory, all environments (worker threads) together.
+constexpr int64_t kReportCap = int64_t(256) << 20;
+std::atomic<int64_t> g_reported{0};
 
 [[noreturn]] void throw_js(Napi::Env env, const std::string& kind, const std::string& msg) {
   Napi::Error e = kind == "TypeError" ? Napi::TypeError::New(env, msg) : Napi::Error::New(env, msg);
@@ -51,10 +55,18 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
     o.TypeTag(&kTensorTag);
     TensorHandle* h = Unwrap(o);
     h->env_ = env;
-    // Report fresh storage to V8 so GC pressure reflects native memory (the finalizer is only a backstop).
+    // Report fresh storage to V8 so GC pressure reflects native memory (the finalizer is only a backstop), up to
+    // kReportCap bytes reported at once: past V8's external-memory limit every further report starts a full GC,
+    // and a training step holds gigabytes of activations (on a GPU that was one mark-compact per ~100 MB
+    // allocated, about half the step's host time). Tensors are freed by dispose()/scopes, not by GC, so
+    // the cap costs only how early GC notices a leak of very large tensors.
     if (t.st.use_count() == 1) {
-      h->reported_ = (int64_t)t.st->bytes;
-      Napi::MemoryManagement::AdjustExternalMemory(env, h->reported_);
+      const int64_t room = kReportCap - g_reported.load();
+      h->reported_ = std::max<int64_t>(0, std::min<int64_t>((int64_t)t.st->bytes, room));
+      if (h->reported_) {
+        g_reported += h->reported_;
+        Napi::MemoryManagement::AdjustExternalMemory(env, h->reported_);
+      }
     }
     h->t_ = std::move(t);
     h->alive_ = true;
@@ -76,9 +88,10 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
     if (!alive_) return;
     alive_ = false;
     t_ = Tensor();
-    if (reported_ && env_) {
+    if (reported_) {
       // Finalizers may run during env teardown; adjusting then is harmless but skip if env is gone.
-      Napi::MemoryManagement::AdjustExternalMemory(env_, -reported_);
+      if (env_) Napi::MemoryManagement::AdjustExternalMemory(env_, -reported_);
+      g_reported -= reported_;
     }
     reported_ = 0;
   }
