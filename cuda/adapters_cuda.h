@@ -143,6 +143,31 @@ int adapters_cuda_unary_backward_f32(int op, int64_t n, const float* x, const fl
  * CPU). The destination elements must not overlap. */
 int adapters_cuda_copy_strided(int src_dtype, int dst_dtype, int ndim, const int64_t* shape, const void* src,
                                const int64_t* sstrides, void* dst, const int64_t* dstrides, void* stream);
+/* Dtype codes of the functions below and of copy_strided: 0 f32, 1 bf16, 2 i64, 3 i32, 4 bool (one byte). */
+/* out (bool bytes, contiguous over shape) = a op b, broadcast through strides (0 on broadcast dims); op: 0 eq, 1 ne,
+ * 2 lt, 3 le, 4 gt, 5 ge (in f32 when either operand is floating, else int64), 6 logical and, 7 logical or. */
+int adapters_cuda_compare(int op, int ndim, const int64_t* shape, const void* a, int adtype, const int64_t* astrides,
+                          const void* b, int bdtype, const int64_t* bstrides, uint8_t* out, void* stream);
+/* out (contiguous, dtype 0 f32 or 2 i64) = cond ? a : b; cond bool bytes, a and b of out's dtype, all through strides. */
+int adapters_cuda_where(int ndim, const int64_t* shape, const uint8_t* cond, const int64_t* cstrides, const void* a,
+                        const int64_t* astrides, const void* b, const int64_t* bstrides, int dtype, void* out, void* stream);
+/* out (contiguous, dtype 0 f32 or 2 i64) = mask ? value : x; x of out's dtype and mask (bool bytes) through strides. */
+int adapters_cuda_masked_fill(int ndim, const int64_t* shape, const void* x, const int64_t* xstrides, const uint8_t* mask,
+                              const int64_t* mstrides, int dtype, double value, void* out, void* stream);
+
+/* ---- index.cu: index ops (per-element code in index_math.h; the caller checks the indices' range) -------------- */
+/* out (O, K, I) = x (O, N, I, contiguous, any dtype code) at rows idx[0..K) of its middle dim. */
+int adapters_cuda_index_select(int64_t O, int64_t N, int64_t I, int64_t K, const int64_t* idx, const void* x, int dtype, void* out,
+                               void* stream);
+/* out (O, N, I) = base + src (O, K, I) added at rows idx[0..K) (duplicates summed in index order); f32, contiguous. */
+int adapters_cuda_index_add_f32(int64_t O, int64_t N, int64_t I, int64_t K, const int64_t* idx, const float* base, const float* src,
+                                float* out, void* stream);
+/* out (idx_shape, contiguous) = x at the index positions with dim replaced by idx (x through data_strides). */
+int adapters_cuda_gather(int nd, int dim, const int64_t* idx_shape, const int64_t* data_strides, const int64_t* idx, const void* x,
+                         int dtype, void* out, void* stream);
+/* out (data_shape) = base + src (idx_shape) scattered along dim by idx; f32, all contiguous; sums in index order. */
+int adapters_cuda_scatter_add_f32(int nd, int dim, const int64_t* data_shape, const int64_t* idx_shape, const int64_t* idx,
+                                  const float* base, const float* src, float* out, void* stream);
 
 /* ---- rows.cu: row-wise ops (per-row code in rows_math.h; arithmetic as native/kernels/) ------------------ */
 /* softmax (log = 0) / log-softmax (log = 1) over axis R of a contiguous (O, R, I) f32 tensor; backward from the

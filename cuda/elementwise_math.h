@@ -26,7 +26,9 @@ enum Unary : int {
   IDENTITY, AFFINE /* p0·x + p1 */, POW /* x^p0 */, UNARY_COUNT
 };
 enum Binary : int { ADD = 0, SUB, MUL, DIV, MAX, MIN, BINARY_COUNT };
-enum DType : int { F32 = 0, BF16 = 1 };
+enum DType : int { F32 = 0, BF16 = 1, I64 = 2, I32 = 3, BOOL = 4, DTYPE_COUNT };
+// comparison / logical op codes (adapters_cuda_compare)
+enum Compare : int { EQ = 0, NE, LT, LE, GT, GE, AND, OR, COMPARE_COUNT };
 
 AD_HD float bits_to_float(int32_t b) {
 #if defined(__CUDA_ARCH__)
@@ -167,48 +169,62 @@ AD_HD float binary(int op, float a, float b) {
 
 // A broadcast / strided index space: element i (row-major over shape) sits at offset Σ idx_d · stride[k][d] in
 // operand k (strides in elements; 0 on broadcast dims).
-struct Layout {
+template <int K>
+struct LayoutN {
   int ndim;
   int64_t shape[kMaxDims];
-  int64_t stride[2][kMaxDims];
+  int64_t stride[K][kMaxDims];
 };
+using Layout = LayoutN<2>;
 // Idx: int64_t, or uint32_t when the element count fits (a GPU divides 32-bit integers several times faster).
-template <typename Idx = int64_t>
-AD_HD void offsets(const Layout& l, Idx i, int64_t* o0, int64_t* o1) {
-  int64_t a = 0, b = 0;
+template <typename Idx, int K>
+AD_HD void offsets_n(const LayoutN<K>& l, Idx i, int64_t* o) {
+  for (int k = 0; k < K; k++) o[k] = 0;
   for (int d = l.ndim - 1; d >= 0; d--) {
     const Idx n = (Idx)l.shape[d];
-    const Idx k = i % n;
+    const Idx q = i % n;
     i /= n;
-    a += (int64_t)k * l.stride[0][d];
-    b += (int64_t)k * l.stride[1][d];
+    for (int k = 0; k < K; k++) o[k] += (int64_t)q * l.stride[k][d];
   }
-  *o0 = a;
-  *o1 = b;
 }
-// Both operands walk this index space with unit stride (one flat dimension after collapse_layout).
-AD_HD bool layout_flat(const Layout& l) { return l.ndim == 0 || (l.ndim == 1 && l.stride[0][0] == 1 && l.stride[1][0] == 1); }
+template <typename Idx = int64_t>
+AD_HD void offsets(const Layout& l, Idx i, int64_t* o0, int64_t* o1) {
+  int64_t o[2];
+  offsets_n<Idx, 2>(l, i, o);
+  *o0 = o[0];
+  *o1 = o[1];
+}
+// Every operand walks this index space with unit stride (one flat dimension after collapse_layout).
+template <int K>
+AD_HD bool layout_flat(const LayoutN<K>& l) {
+  if (l.ndim == 0) return true;
+  if (l.ndim != 1) return false;
+  for (int k = 0; k < K; k++)
+    if (l.stride[k][0] != 1) return false;
+  return true;
+}
 
 // The same index space with fewer dimensions: size-1 dims dropped, and a dim merged into the one before it where
 // both operands step over it contiguously (stride[d-1] == stride[d]·shape[d]); a (B, T, C) + (C) bias add becomes
 // (B·T, C), a contiguous add one flat dimension. The elements and their offsets do not change.
-inline void collapse_layout(Layout* l) {
-  Layout o;
+template <int K>
+inline void collapse_layout(LayoutN<K>* l) {
+  LayoutN<K> o;
   o.ndim = 0;
   for (int d = 0; d < l->ndim; d++) {
     if (l->shape[d] == 1) continue;
     if (o.ndim > 0) {
       const int p = o.ndim - 1;
-      if (o.stride[0][p] == l->stride[0][d] * l->shape[d] && o.stride[1][p] == l->stride[1][d] * l->shape[d]) {
+      bool merge = true;
+      for (int k = 0; k < K; k++) merge = merge && o.stride[k][p] == l->stride[k][d] * l->shape[d];
+      if (merge) {
         o.shape[p] *= l->shape[d];
-        o.stride[0][p] = l->stride[0][d];
-        o.stride[1][p] = l->stride[1][d];
+        for (int k = 0; k < K; k++) o.stride[k][p] = l->stride[k][d];
         continue;
       }
     }
     o.shape[o.ndim] = l->shape[d];
-    o.stride[0][o.ndim] = l->stride[0][d];
-    o.stride[1][o.ndim] = l->stride[1][d];
+    for (int k = 0; k < K; k++) o.stride[k][o.ndim] = l->stride[k][d];
     o.ndim++;
   }
   *l = o;
@@ -224,27 +240,59 @@ AD_HD void contiguous_strides(int ndim, const int64_t* shape, int64_t* out) {
 }
 // Fills l from a C-ABI description (s1 null = a contiguous second operand) and the element count; false on bad
 // arguments. Shared by the kernels' launchers and the mock.
-inline bool make_layout(int ndim, const int64_t* shape, const int64_t* s0, const int64_t* s1, Layout* l, int64_t* n) {
+// K operands' strides (a null one = contiguous over shape).
+template <int K>
+inline bool make_layout_n(int ndim, const int64_t* shape, const int64_t* const* strides, LayoutN<K>* l, int64_t* n) {
   if (ndim < 0 || ndim > kMaxDims) return false;
   l->ndim = ndim;
   *n = 1;
   for (int d = 0; d < ndim; d++) {
     if (shape[d] < 0) return false;
     l->shape[d] = shape[d];
-    l->stride[0][d] = s0[d];
     *n *= shape[d];
   }
-  if (s1)
-    for (int d = 0; d < ndim; d++) l->stride[1][d] = s1[d];
-  else
-    contiguous_strides(ndim, shape, l->stride[1]);
+  for (int k = 0; k < K; k++) {
+    if (strides[k])
+      for (int d = 0; d < ndim; d++) l->stride[k][d] = strides[k][d];
+    else
+      contiguous_strides(ndim, shape, l->stride[k]);
+  }
   if (*n > 0) collapse_layout(l);
   return true;
 }
-
-AD_HD float load(const void* p, int dtype, int64_t off) {
-  return dtype == BF16 ? bf16_to_f32(static_cast<const uint16_t*>(p)[off]) : static_cast<const float*>(p)[off];
+inline bool make_layout(int ndim, const int64_t* shape, const int64_t* s0, const int64_t* s1, Layout* l, int64_t* n) {
+  const int64_t* st[2] = {s0, s1};
+  return make_layout_n<2>(ndim, shape, st, l, n);
 }
+
+AD_HD bool is_float(int dtype) { return dtype == F32 || dtype == BF16; }
+AD_HD int dtype_size(int dtype) { return dtype == I64 ? 8 : dtype == F32 || dtype == I32 ? 4 : dtype == BF16 ? 2 : 1; }
+// element off of any dtype as float / as int64, with native/tensor.cpp's conversions (float -> int truncates
+// toward zero, NaN -> 0, saturating; bool -> 0/1)
+AD_HD float load(const void* p, int dtype, int64_t off) {
+  switch (dtype) {
+    case BF16: return bf16_to_f32(static_cast<const uint16_t*>(p)[off]);
+    case I64: return (float)static_cast<const int64_t*>(p)[off];
+    case I32: return (float)static_cast<const int32_t*>(p)[off];
+    case BOOL: return static_cast<const uint8_t*>(p)[off] ? 1.f : 0.f;
+    default: return static_cast<const float*>(p)[off];
+  }
+}
+AD_HD int64_t load_i(const void* p, int dtype, int64_t off) {
+  switch (dtype) {
+    case I64: return static_cast<const int64_t*>(p)[off];
+    case I32: return static_cast<const int32_t*>(p)[off];
+    case BOOL: return static_cast<const uint8_t*>(p)[off] ? 1 : 0;
+    default: {
+      const float f = load(p, dtype, off);
+      if (!(f == f)) return 0;
+      if (f >= 9.2e18f) return INT64_MAX;
+      if (f <= -9.2e18f) return INT64_MIN;
+      return (int64_t)f;
+    }
+  }
+}
+AD_HD bool load_b(const void* p, int dtype, int64_t off) { return is_float(dtype) ? load(p, dtype, off) != 0.f : load_i(p, dtype, off) != 0; }
 AD_HD void store(void* p, int dtype, int64_t off, float v) {
   if (dtype == BF16) static_cast<uint16_t*>(p)[off] = f32_to_bf16(v);
   else static_cast<float*>(p)[off] = v;
@@ -259,10 +307,69 @@ AD_HD void binary_at(Idx i, int op, const Layout& l, const float* a, const float
 }
 // one element, converted
 AD_HD void copy_elem(const void* src, int src_dtype, int64_t os, void* dst, int dst_dtype, int64_t od) {
-  if (src_dtype == dst_dtype && src_dtype == BF16)
-    static_cast<uint16_t*>(dst)[od] = static_cast<const uint16_t*>(src)[os];  // bit copy (keeps NaN payloads)
-  else
-    store(dst, dst_dtype, od, load(src, src_dtype, os));
+  if (src_dtype == dst_dtype && src_dtype != F32) {  // bit copies (bf16 keeps NaN payloads)
+    switch (dst_dtype) {
+      case BF16: static_cast<uint16_t*>(dst)[od] = static_cast<const uint16_t*>(src)[os]; return;
+      case I64: static_cast<int64_t*>(dst)[od] = static_cast<const int64_t*>(src)[os]; return;
+      case I32: static_cast<int32_t*>(dst)[od] = static_cast<const int32_t*>(src)[os]; return;
+      default: static_cast<uint8_t*>(dst)[od] = static_cast<const uint8_t*>(src)[os]; return;
+    }
+  }
+  switch (dst_dtype) {
+    case I64: static_cast<int64_t*>(dst)[od] = load_i(src, src_dtype, os); return;
+    case I32: static_cast<int32_t*>(dst)[od] = (int32_t)load_i(src, src_dtype, os); return;
+    case BOOL: static_cast<uint8_t*>(dst)[od] = load_b(src, src_dtype, os) ? 1 : 0; return;
+    default: store(dst, dst_dtype, od, load(src, src_dtype, os));
+  }
+}
+
+// comparisons and logical and/or of two elements, in f32 when either operand is floating, else in int64
+// (native/kernels/elementwise.cpp's compute type); the result is a bool byte
+AD_HD uint8_t compare(int op, const void* a, int adt, int64_t oa, const void* b, int bdt, int64_t ob) {
+  if (op == AND) return load_b(a, adt, oa) && load_b(b, bdt, ob);
+  if (op == OR) return load_b(a, adt, oa) || load_b(b, bdt, ob);
+  if (is_float(adt) || is_float(bdt)) {
+    const float x = load(a, adt, oa), y = load(b, bdt, ob);
+    switch (op) {
+      case EQ: return x == y;
+      case NE: return x != y;
+      case LT: return x < y;
+      case LE: return x <= y;
+      case GT: return x > y;
+      default: return x >= y;
+    }
+  }
+  const int64_t x = load_i(a, adt, oa), y = load_i(b, bdt, ob);
+  switch (op) {
+    case EQ: return x == y;
+    case NE: return x != y;
+    case LT: return x < y;
+    case LE: return x <= y;
+    case GT: return x > y;
+    default: return x >= y;
+  }
+}
+template <typename Idx = int64_t>
+AD_HD void compare_at(Idx i, int op, const Layout& l, const void* a, int adt, const void* b, int bdt, uint8_t* out) {
+  int64_t o[2];
+  offsets_n<Idx, 2>(l, i, o);
+  out[i] = compare(op, a, adt, o[0], b, bdt, o[1]);
+}
+// where(cond, a, b) into a contiguous out of dtype dt (F32 or I64; a and b already in dt): operands cond, a, b
+template <typename Idx = int64_t>
+AD_HD void where_at(Idx i, const LayoutN<3>& l, const uint8_t* cond, const void* a, const void* b, int dt, void* out) {
+  int64_t o[3];
+  offsets_n<Idx, 3>(l, i, o);
+  if (dt == I64) static_cast<int64_t*>(out)[i] = cond[o[0]] ? static_cast<const int64_t*>(a)[o[1]] : static_cast<const int64_t*>(b)[o[2]];
+  else static_cast<float*>(out)[i] = cond[o[0]] ? static_cast<const float*>(a)[o[1]] : static_cast<const float*>(b)[o[2]];
+}
+// masked_fill: out (contiguous, dt F32 or I64) = mask ? value : x; operands x, mask
+template <typename Idx = int64_t>
+AD_HD void masked_fill_at(Idx i, const Layout& l, const void* x, const uint8_t* mask, int dt, double value, void* out) {
+  int64_t o[2];
+  offsets_n<Idx, 2>(l, i, o);
+  if (dt == I64) static_cast<int64_t*>(out)[i] = mask[o[1]] ? (int64_t)value : static_cast<const int64_t*>(x)[o[0]];
+  else static_cast<float*>(out)[i] = mask[o[1]] ? (float)value : static_cast<const float*>(x)[o[0]];
 }
 // dst (strided per l.stride[1], dst_dtype) = src (strided per l.stride[0], src_dtype)
 template <typename Idx = int64_t>

@@ -70,6 +70,13 @@ CudaLib& lib() {
     ok &= sym(l, a.unary_f32, "adapters_cuda_unary_f32");
     ok &= sym(l, a.unary_backward_f32, "adapters_cuda_unary_backward_f32");
     ok &= sym(l, a.copy_strided, "adapters_cuda_copy_strided");
+    ok &= sym(l, a.compare, "adapters_cuda_compare");
+    ok &= sym(l, a.where, "adapters_cuda_where");
+    ok &= sym(l, a.masked_fill, "adapters_cuda_masked_fill");
+    ok &= sym(l, a.index_select, "adapters_cuda_index_select");
+    ok &= sym(l, a.index_add_f32, "adapters_cuda_index_add_f32");
+    ok &= sym(l, a.gather, "adapters_cuda_gather");
+    ok &= sym(l, a.scatter_add_f32, "adapters_cuda_scatter_add_f32");
     ok &= sym(l, a.softmax_f32, "adapters_cuda_softmax_f32");
     ok &= sym(l, a.softmax_backward_f32, "adapters_cuda_softmax_backward_f32");
     ok &= sym(l, a.norm_f32, "adapters_cuda_norm_f32");

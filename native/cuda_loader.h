@@ -33,6 +33,14 @@ struct CudaApi {
   int (*unary_f32)(int, int64_t, const float*, float*, float, float, void*);
   int (*unary_backward_f32)(int, int64_t, const float*, const float*, float*, void*);
   int (*copy_strided)(int, int, int, const int64_t*, const void*, const int64_t*, void*, const int64_t*, void*);
+  int (*compare)(int, int, const int64_t*, const void*, int, const int64_t*, const void*, int, const int64_t*, uint8_t*, void*);
+  int (*where)(int, const int64_t*, const uint8_t*, const int64_t*, const void*, const int64_t*, const void*, const int64_t*, int, void*,
+               void*);
+  int (*masked_fill)(int, const int64_t*, const void*, const int64_t*, const uint8_t*, const int64_t*, int, double, void*, void*);
+  int (*index_select)(int64_t, int64_t, int64_t, int64_t, const int64_t*, const void*, int, void*, void*);
+  int (*index_add_f32)(int64_t, int64_t, int64_t, int64_t, const int64_t*, const float*, const float*, float*, void*);
+  int (*gather)(int, int, const int64_t*, const int64_t*, const int64_t*, const void*, int, void*, void*);
+  int (*scatter_add_f32)(int, int, const int64_t*, const int64_t*, const int64_t*, const float*, const float*, float*, void*);
   int (*softmax_f32)(int, int64_t, int64_t, int64_t, const float*, float*, void*);
   int (*softmax_backward_f32)(int, int64_t, int64_t, int64_t, const float*, const float*, float*, void*);
   int (*norm_f32)(int, int64_t, int64_t, const float*, const float*, const float*, float, float*, float*, float*, void*);

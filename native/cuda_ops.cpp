@@ -228,10 +228,22 @@ void check_dims(const OpCtx& c, size_t nd) {
   if (nd > (size_t)kMaxDims) c.fail("DeviceError", "CUDA elementwise kernels take up to 8 dims, got " + std::to_string(nd));
 }
 
+// The CUDA copy / comparison kernels' dtype code of d (cuda/adapters_cuda.h): every dtype but f16.
+int any_dtype(const OpCtx& c, DType d) {
+  switch (d) {
+    case DType::F32: return 0;
+    case DType::BF16: return 1;
+    case DType::I64: return 2;
+    case DType::I32: return 3;
+    case DType::BOOL: return 4;
+    default: c.fail("DeviceError", std::string(dtype_name(d)) + " tensors have no CUDA kernels yet");
+  }
+}
+
 // A contiguous copy of t (any strides) in dtype dt, on t's device.
 Tensor copy_as(const OpCtx& c, const Tensor& t, DType dt) {
   check_dims(c, t.shape.size());
-  const int sdt = ew_dtype(c, t.dtype), ddt = ew_dtype(c, dt);
+  const int sdt = any_dtype(c, t.dtype), ddt = any_dtype(c, dt);
   Tensor out = Tensor::empty(t.shape, dt, t.device());
   if (out.numel() == 0) return out;
   const CudaApi& api = cuda_api(c.name);
@@ -347,33 +359,130 @@ void op_cast_cuda(OpCtx& c) {
   c.out.push_back(x.dtype == dt ? x : copy_as(c, x, dt));
 }
 
-// clone: a fresh contiguous copy (strided sources gathered on the device; other dtypes than f32/bf16 need
-// contiguity and are copied byte for byte)
+// clone: a fresh contiguous copy (strided sources gathered on the device; f16 needs contiguity and is copied byte
+// for byte)
 void op_contiguous_cuda(OpCtx& c) {
   c.expect_inputs(1);
   op_device(c);
   const Tensor& x = c.input(0);
-  if (x.dtype == DType::F32 || x.dtype == DType::BF16) c.out.push_back(copy_as(c, x, x.dtype));
+  if (x.dtype != DType::F16) c.out.push_back(copy_as(c, x, x.dtype));
   else op_contiguous(c);
 }
-// copy_(dst, src): src broadcast to dst's shape. On one device: any strides, f32 / bf16 conversion (one gather /
+// copy_(dst, src): src broadcast to dst's shape. On one device: any strides and dtype conversions but f16 (one gather /
 // scatter kernel); between host and device: contiguous same-dtype copies (copy_into).
 void op_copy__cuda(OpCtx& c) {
   c.expect_inputs(2);
   const Tensor &d = c.input(0), &s = c.input(1);
-  if (d.device() == s.device() && (d.dtype == DType::F32 || d.dtype == DType::BF16) && (s.dtype == DType::F32 || s.dtype == DType::BF16)) {
+  if (d.device() == s.device() && d.dtype != DType::F16 && s.dtype != DType::F16) {
     const auto shp = broadcast_shapes(c, d.shape, s.shape);
     if (shp != d.shape) c.fail("ShapeError", "source " + shape_str(s.shape) + " does not broadcast to " + shape_str(d.shape));
     check_dims(c, d.shape.size());
     const auto ss = broadcast_strides(s, d.shape);
     if (d.numel() == 0) return;
     const CudaApi& api = cuda_api(c.name);
-    cuda_check(api.copy_strided(ew_dtype(c, s.dtype), ew_dtype(c, d.dtype), (int)d.dim(), d.shape.data(), s.raw(), ss.data(), d.raw(),
+    cuda_check(api.copy_strided(any_dtype(c, s.dtype), any_dtype(c, d.dtype), (int)d.dim(), d.shape.data(), s.raw(), ss.data(), d.raw(),
                                 d.strides.data(), nullptr),
                c.name + " on " + d.device().str());
     return;
   }
   op_copy_(c);
+}
+
+const CudaApi& api_on(const OpCtx& c, Device dev);  // below: the library, with dev selected
+
+// ---- comparisons, logical ops, where, masked_fill (cuda/elementwise.cu; element code in elementwise_math.h) -------
+// Same shapes, dtypes and results as native/kernels/elementwise.cpp: comparisons give bool, in f32 when either operand
+// is floating, else in int64; where / masked_fill compute floats in f32 and integers in int64, then cast back.
+
+void compare_cuda(OpCtx& c, int op) {
+  c.expect_inputs(2);
+  const Device dev = op_device(c);
+  const Tensor &a = c.input(0), &b = c.input(1);
+  const int adt = any_dtype(c, a.dtype), bdt = any_dtype(c, b.dtype);
+  const auto shape = broadcast_shapes(c, a.shape, b.shape);
+  check_dims(c, shape.size());
+  Tensor out = Tensor::empty(shape, DType::BOOL, dev);
+  if (out.numel() > 0) {
+    const auto sa = broadcast_strides(a, shape), sb = broadcast_strides(b, shape);
+    cuda_check(api_on(c, dev).compare(op, (int)shape.size(), shape.data(), a.raw(), adt, sa.data(), b.raw(), bdt, sb.data(),
+                                      static_cast<uint8_t*>(out.raw()), nullptr),
+               c.name + " on " + dev.str());
+  }
+  c.out.push_back(out);
+}
+void op_eq_cuda(OpCtx& c) { compare_cuda(c, 0); }
+void op_ne_cuda(OpCtx& c) { compare_cuda(c, 1); }
+void op_lt_cuda(OpCtx& c) { compare_cuda(c, 2); }
+void op_le_cuda(OpCtx& c) { compare_cuda(c, 3); }
+void op_gt_cuda(OpCtx& c) { compare_cuda(c, 4); }
+void op_ge_cuda(OpCtx& c) { compare_cuda(c, 5); }
+void op_logical_and_cuda(OpCtx& c) { compare_cuda(c, 6); }
+void op_logical_or_cuda(OpCtx& c) { compare_cuda(c, 7); }
+// logical_not(x) = (x == 0)
+void op_logical_not_cuda(OpCtx& c) {
+  c.expect_inputs(1);
+  const Device dev = op_device(c);
+  const Tensor& x = c.input(0);
+  const int xdt = any_dtype(c, x.dtype);
+  check_dims(c, x.shape.size());
+  Tensor out = Tensor::empty(x.shape, DType::BOOL, dev);
+  if (out.numel() > 0) {
+    const uint8_t zero_host = 0;
+    Tensor zero = Tensor::empty({}, DType::BOOL, dev);
+    cuda_check(api_on(c, dev).memcpy_h2d(zero.raw(), &zero_host, 1, nullptr), c.name + ": upload");
+    const std::vector<int64_t> zs(x.shape.size(), 0);
+    cuda_check(api_on(c, dev).compare(0, (int)x.dim(), x.shape.data(), x.raw(), xdt, x.strides.data(), zero.raw(), 4, zs.data(),
+                                      static_cast<uint8_t*>(out.raw()), nullptr),
+               c.name + " on " + dev.str());
+  }
+  c.out.push_back(out);
+}
+
+// the compute dtype of where / masked_fill: f32 for floating inputs, i64 for integer / bool ones
+DType wm_compute(const OpCtx& c, DType a, DType b) {
+  any_dtype(c, a);
+  any_dtype(c, b);
+  return dtype_is_float(a) || dtype_is_float(b) ? DType::F32 : DType::I64;
+}
+Tensor as_dtype(const OpCtx& c, const Tensor& t, DType dt) { return t.dtype == dt ? t : copy_as(c, t, dt); }
+
+void op_where_cuda(OpCtx& c) {
+  c.expect_inputs(3);
+  const Device dev = op_device(c);
+  const Tensor& cond = c.input(0);
+  if (cond.dtype != DType::BOOL) c.fail("DTypeError", "condition must be bool, got " + std::string(dtype_name(cond.dtype)));
+  const auto shape = broadcast_shapes(c, broadcast_shapes(c, cond.shape, c.input(1).shape), c.input(2).shape);
+  check_dims(c, shape.size());
+  const DType ct = wm_compute(c, c.input(1).dtype, c.input(2).dtype);
+  const Tensor a = as_dtype(c, c.input(1), ct), b = as_dtype(c, c.input(2), ct);
+  Tensor out = Tensor::empty(shape, ct, dev);
+  if (out.numel() > 0) {
+    const auto sc = broadcast_strides(cond, shape), sa = broadcast_strides(a, shape), sb = broadcast_strides(b, shape);
+    cuda_check(api_on(c, dev).where((int)shape.size(), shape.data(), static_cast<const uint8_t*>(cond.raw()), sc.data(), a.raw(), sa.data(),
+                                    b.raw(), sb.data(), any_dtype(c, ct), out.raw(), nullptr),
+               c.name + " on " + dev.str());
+  }
+  c.out.push_back(out);
+}
+
+void op_masked_fill_cuda(OpCtx& c) {
+  c.expect_inputs(2);
+  const Device dev = op_device(c);
+  const Tensor &x0 = c.input(0), &m = c.input(1);
+  if (m.dtype != DType::BOOL) c.fail("DTypeError", "mask must be bool, got " + std::string(dtype_name(m.dtype)));
+  const auto shape = broadcast_shapes(c, x0.shape, m.shape);
+  if (shape != x0.shape) c.fail("ShapeError", "mask " + shape_str(m.shape) + " does not broadcast to " + shape_str(x0.shape));
+  check_dims(c, shape.size());
+  const DType ct = wm_compute(c, x0.dtype, x0.dtype);
+  const Tensor x = as_dtype(c, x0, ct);
+  Tensor out = Tensor::empty(shape, ct, dev);
+  if (out.numel() > 0) {
+    const auto sm = broadcast_strides(m, shape);
+    cuda_check(api_on(c, dev).masked_fill((int)shape.size(), shape.data(), x.raw(), x.strides.data(), static_cast<const uint8_t*>(m.raw()),
+                                          sm.data(), any_dtype(c, ct), c.f("value"), out.raw(), nullptr),
+               c.name + " on " + dev.str());
+  }
+  c.out.push_back(ct == x0.dtype ? out : copy_as(c, out, x0.dtype));
 }
 
 // ---- row-wise ops (cuda/rows.cu; per-row code in cuda/rows_math.h) ---------------------------------------------
@@ -503,8 +612,7 @@ void op_sum_cuda(OpCtx& c) {
 std::vector<int64_t> indices_host(const OpCtx& c, const Tensor& t, const char* what) {
   if (t.dtype != DType::I64 && t.dtype != DType::I32)
     c.fail("DTypeError", std::string(what) + " must be an integer tensor (i64/i32), got " + dtype_name(t.dtype));
-  if (!t.is_contiguous()) c.fail("DeviceError", std::string(what) + ": strided index tensors need a strided-copy kernel for integers, which CUDA has not yet");
-  Tensor h = to_device(t, Device{});
+  Tensor h = to_device(t, Device{});  // (a strided device view is gathered on the device first)
   std::vector<int64_t> v((size_t)h.numel());
   for (int64_t k = 0; k < h.numel(); k++) v[k] = t.dtype == DType::I64 ? h.data<int64_t>()[k] : h.data<int32_t>()[k];
   return v;
@@ -517,6 +625,115 @@ Tensor upload_i64(const std::vector<int64_t>& v, Device dev) {
 void check_range(const OpCtx& c, const std::vector<int64_t>& v, int64_t n, const char* what) {
   for (int64_t i : v)
     if (i < 0 || i >= n) c.fail("IndexError", std::string(what) + " " + std::to_string(i) + " is out of range [0, " + std::to_string(n) + ")");
+}
+
+// ---- index ops (cuda/index.cu; per-element code in cuda/index_math.h): validation as native/kernels/index.cpp ------
+// The indices are read back to the host for their range check (an IndexError naming the value, never a device fault).
+
+struct DimGeo3 {
+  int64_t O, N, I;
+};
+DimGeo3 dim_geo3(const Tensor& t, int64_t d) {
+  DimGeo3 g{1, t.shape[d], 1};
+  for (int64_t k = 0; k < d; k++) g.O *= t.shape[k];
+  for (int64_t k = d + 1; k < t.dim(); k++) g.I *= t.shape[k];
+  return g;
+}
+Tensor contig(const OpCtx& c, const Tensor& t) { return t.is_contiguous() ? t : copy_as(c, t, t.dtype); }
+
+// index_select(x, idx) {dim}: idx 1-D
+void op_index_select_cuda(OpCtx& c) {
+  c.expect_inputs(2);
+  const Device dev = op_device(c);
+  const Tensor& x0 = c.input(0);
+  const int dt = any_dtype(c, x0.dtype);
+  if (c.input(1).dim() > 1) c.fail("ShapeError", "index must be 1-D, got " + shape_str(c.input(1).shape));
+  if (x0.dim() == 0) c.fail("ShapeError", "index_select on a 0-d tensor");
+  const int64_t d = norm_axis(c, c.i("dim", 0), x0.dim());
+  const auto idx = indices_host(c, c.input(1), "index");
+  const DimGeo3 g = dim_geo3(x0, d);
+  check_range(c, idx, g.N, "index");
+  const Tensor x = contig(c, x0), idd = upload_i64(idx, dev);
+  auto shp = x0.shape;
+  shp[d] = (int64_t)idx.size();
+  Tensor out = Tensor::empty(shp, x0.dtype, dev);
+  if (out.numel() > 0)
+    cuda_check(api_on(c, dev).index_select(g.O, g.N, g.I, (int64_t)idx.size(), idd.data<int64_t>(), x.raw(), dt, out.raw(), nullptr),
+               c.name + " on " + dev.str());
+  c.out.push_back(out);
+}
+
+// index_add(base, idx, src) {dim}: base with src's rows added at idx along dim (f32)
+void op_index_add_cuda(OpCtx& c) {
+  c.expect_inputs(3);
+  const Device dev = op_device(c);
+  ew_dtype(c, c.input(0).dtype);
+  ew_dtype(c, c.input(2).dtype);
+  const Tensor base = as_f32(c, c.input(0)), src = as_f32(c, c.input(2));
+  const int64_t d = norm_axis(c, c.i("dim", 0), base.dim());
+  const auto idx = indices_host(c, c.input(1), "index");
+  const DimGeo3 g = dim_geo3(base, d);
+  auto want = base.shape;
+  want[d] = (int64_t)idx.size();
+  if (src.shape != want) c.fail("ShapeError", "source " + shape_str(src.shape) + " must be " + shape_str(want));
+  check_range(c, idx, g.N, "index");
+  const Tensor idd = upload_i64(idx, dev);
+  Tensor out = Tensor::empty(base.shape, DType::F32, dev);
+  if (out.numel() > 0)
+    cuda_check(api_on(c, dev).index_add_f32(g.O, g.N, g.I, (int64_t)idx.size(), idx.empty() ? nullptr : idd.data<int64_t>(), base.data<float>(),
+                                            src.numel() ? src.data<float>() : nullptr, out.data<float>(), nullptr),
+               c.name + " on " + dev.str());
+  c.out.push_back(out);
+}
+
+// gather(x, idx) {dim}: idx has x's rank and fits in x on every other dim (PyTorch's rule)
+void op_gather_cuda(OpCtx& c) {
+  c.expect_inputs(2);
+  const Device dev = op_device(c);
+  const Tensor& x = c.input(0);
+  const int dt = any_dtype(c, x.dtype);
+  const Tensor& it = c.input(1);
+  const int64_t d = norm_axis(c, c.i("dim", 0), x.dim());
+  if (it.dim() != x.dim()) c.fail("ShapeError", "index " + shape_str(it.shape) + " must have the rank of input " + shape_str(x.shape));
+  for (int64_t e = 0; e < x.dim(); e++)
+    if (e != d && it.shape[e] > x.shape[e])
+      c.fail("ShapeError", "index " + shape_str(it.shape) + " exceeds input " + shape_str(x.shape) + " at dim " + std::to_string(e));
+  check_dims(c, x.shape.size());
+  const auto idx = indices_host(c, it, "index");
+  check_range(c, idx, x.dim() ? x.shape[d] : 1, "index");
+  Tensor out = Tensor::empty(it.shape, x.dtype, dev);
+  if (out.numel() > 0) {
+    const Tensor idd = upload_i64(idx, dev);
+    cuda_check(api_on(c, dev).gather((int)x.dim(), (int)d, it.shape.data(), x.strides.data(), idd.data<int64_t>(), x.raw(), dt, out.raw(), nullptr),
+               c.name + " on " + dev.str());
+  }
+  c.out.push_back(out);
+}
+
+// scatter_add(base, idx, src) {dim}: base with src added at idx along dim (f32)
+void op_scatter_add_cuda(OpCtx& c) {
+  c.expect_inputs(3);
+  const Device dev = op_device(c);
+  ew_dtype(c, c.input(0).dtype);
+  ew_dtype(c, c.input(2).dtype);
+  const Tensor base = as_f32(c, c.input(0)), src = as_f32(c, c.input(2));
+  const Tensor& it = c.input(1);
+  const int64_t d = norm_axis(c, c.i("dim", 0), base.dim());
+  if (it.shape != src.shape) c.fail("ShapeError", "index " + shape_str(it.shape) + " and source " + shape_str(src.shape) + " differ");
+  if (it.dim() != base.dim()) c.fail("ShapeError", "index rank must match input " + shape_str(base.shape));
+  for (int64_t e = 0; e < base.dim(); e++)
+    if (e != d && it.shape[e] > base.shape[e]) c.fail("ShapeError", "index " + shape_str(it.shape) + " exceeds " + shape_str(base.shape));
+  check_dims(c, base.shape.size());
+  const auto idx = indices_host(c, it, "index");
+  check_range(c, idx, base.shape[d], "index");
+  Tensor out = Tensor::empty(base.shape, DType::F32, dev);
+  if (out.numel() > 0) {
+    const Tensor idd = upload_i64(idx, dev);
+    cuda_check(api_on(c, dev).scatter_add_f32((int)base.dim(), (int)d, base.shape.data(), it.shape.data(), idx.empty() ? nullptr : idd.data<int64_t>(),
+                                              base.data<float>(), src.numel() ? src.data<float>() : nullptr, out.data<float>(), nullptr),
+               c.name + " on " + dev.str());
+  }
+  c.out.push_back(out);
 }
 
 // embedding(ids, weight) -> weight[ids]
@@ -796,6 +1013,10 @@ extern const std::vector<std::pair<const char*, OpFn>> kCudaOps = {
     {"attention_bwd", &op_attention_bwd_cuda},
     {"matmul", &op_matmul_cuda},
     {"fill", &op_fill_cuda},
+    {"eq", &op_eq_cuda}, {"ne", &op_ne_cuda}, {"lt", &op_lt_cuda}, {"le", &op_le_cuda}, {"gt", &op_gt_cuda}, {"ge", &op_ge_cuda},
+    {"logical_and", &op_logical_and_cuda}, {"logical_or", &op_logical_or_cuda}, {"logical_not", &op_logical_not_cuda},
+    {"where", &op_where_cuda}, {"masked_fill", &op_masked_fill_cuda},
+    {"index_select", &op_index_select_cuda}, {"index_add", &op_index_add_cuda}, {"gather", &op_gather_cuda}, {"scatter_add", &op_scatter_add_cuda},
     {"linear", &op_linear_cuda},
     {"adamw_step", &op_adamw_step_cuda},
 };

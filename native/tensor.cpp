@@ -276,8 +276,8 @@ Tensor to_device(const Tensor& t, Device dev) {
   Tensor src = t;
   if (from.type == DeviceType::CPU) src = contiguous(t);
   else if (!t.is_contiguous()) {
-    // a strided device view: gathered on the device first (f32 / bf16; the copy kernel's dtypes)
-    AD_CHECK(t.dtype == DType::F32 || t.dtype == DType::BF16, "DeviceError",
+    // a strided device view: gathered on the device first (every dtype but f16: the copy kernel's dtypes)
+    AD_CHECK(t.dtype != DType::F16, "DeviceError",
              "to(" + dev.str() + "): a non-contiguous " + std::string(dtype_name(t.dtype)) + " " + from.str() + " tensor has to be made contiguous there first");
     src = Tensor::empty(t.shape, t.dtype, from);
     copy_into(src, t);
@@ -382,8 +382,18 @@ void copy_into(const Tensor& dst, const Tensor& src) {
   int64_t n = dst.numel();
   if (n == 0) return;
   if (!dst.on_cpu() || !src.on_cpu()) {
-    // on one device, f32 / bf16 with any strides: the CUDA gather/scatter kernel (cuda/elementwise.cu)
-    const auto ewd = [](DType d) { return d == DType::F32 ? 0 : d == DType::BF16 ? 1 : -1; };
+    // on one device, any strides and dtypes but f16: the CUDA gather/scatter kernel (cuda/elementwise.cu)
+    // the copy kernel's dtype codes (cuda/adapters_cuda.h): every dtype but f16
+    const auto ewd = [](DType d) {
+      switch (d) {
+        case DType::F32: return 0;
+        case DType::BF16: return 1;
+        case DType::I64: return 2;
+        case DType::I32: return 3;
+        case DType::BOOL: return 4;
+        default: return -1;
+      }
+    };
     if (dst.device() == src.device() && ewd(dst.dtype) >= 0 && ewd(src.dtype) >= 0 && dst.dim() <= 8) {
       cuda_check(cuda_api("copy").copy_strided(ewd(src.dtype), ewd(dst.dtype), (int)dst.dim(), dst.shape.data(), src.raw(), src.strides.data(),
                                                dst.raw(), dst.strides.data(), nullptr),

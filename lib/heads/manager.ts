@@ -15,7 +15,7 @@ import { saveTorchBin } from '../io/torch_save.ts';
 import { ADAPTER_MODEL_CLASS, readWeightFile, sortKeys } from '../adapters/model.ts';
 import { BatchSplit, Parallel, Stack, type Setup } from '../adapters/composition.ts';
 import { PredictionHead, type HeadConfig, type HeadOutput } from './heads.ts';
-import type { HFConfig } from '../models/common.ts';
+import { onDevice, type HFConfig } from '../models/common.ts';
 
 /** What the head manager needs from its model. */
 export interface HeadHost extends Module {
@@ -167,7 +167,7 @@ export class HeadManager {
       const at = attentionMask ? last : n - 1;
       idx.push(b * T + ((at + T) % T));
     }
-    return ops.indexSelect(ops.reshape(hidden, [B * T, -1]), 0, tensor(idx, [B], { dtype: 'i64' }));
+    return ops.indexSelect(ops.reshape(hidden, [B * T, -1]), 0, onDevice(tensor(idx, [B], { dtype: 'i64' }), hidden.device));
   }
 
   // ---- I/O: head_config.json + model_head.safetensors (weights named heads.<name>.*) ----

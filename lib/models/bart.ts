@@ -19,7 +19,7 @@ import { Tensor, tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { scope } from '../scope.ts';
 import { ValueError } from '../errors.ts';
-import { type ForwardInput, type HFConfig, type ModelOutput, alignBatch, asIds, bool, keepMask, mergeHeads, num, rowsTo, splitHeads, str } from './common.ts';
+import { type ForwardInput, type HFConfig, type ModelOutput, alignBatch, asIds, bool, keepMask, mergeHeads, num, onDevice, rowsTo, splitHeads, str } from './common.ts';
 import { type Seq2SeqCache, cachedCrossKV, cachedSelfKV, disposeSeq2SeqCache, newSeq2SeqCache, runDecoder, seq2seqCacheOf } from './seq2seq_generate.ts';
 
 export interface BartConfig {
@@ -90,8 +90,8 @@ class BartAttention extends Module {
     x = rowsTo(x, B)!;
     keep = rowsTo(keep, B);
     const pre = this.prefixSite?.kv(B, this.training, x) ?? null;
-    const keepAll = pre && keep ? ops.concat([ops.full([B, pre.k.shape[2]!], 1, { dtype: 'bool' }), keep], 1) : keep;
-    return this.o.forward(mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: keepAll, isCausal: causal, prefixK: pre?.k, prefixV: pre?.v })));
+    const keepAll = pre && keep ? ops.concat([ops.full([B, pre.k.shape[2]!], 1, { dtype: 'bool', device: keep.device }), keep], 1) : keep;
+    return this.o.forward(mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: onDevice(keepAll, q.device), isCausal: causal, prefixK: pre?.k, prefixV: pre?.v })));
   }
   kv(src: Tensor): { k: Tensor; v: Tensor } {
     return { k: splitHeads(this.k.forward(src), this.heads), v: splitHeads(this.v.forward(src), this.heads) };
@@ -189,9 +189,10 @@ class BartStack extends Module {
     const past = ctx.cache?.length ?? 0;
     if (past + T > this.cfg.maxPositions)
       throw new ValueError(`BART: ${past + T} positions exceed max_position_embeddings ${this.cfg.maxPositions}`);
-    let tok = this.embed.forward(ids);
+    const dev = this.embed.weight.device;
+    let tok = this.embed.forward(onDevice(ids, dev));
     if (this.embedScale !== 1) tok = ops.mul(tok, this.embedScale);
-    const pos = this.positions.forward(ops.arange(past + POSITION_OFFSET, past + T + POSITION_OFFSET));  // (T, C), broadcast over B
+    const pos = this.positions.forward(onDevice(ops.arange(past + POSITION_OFFSET, past + T + POSITION_OFFSET), dev));  // (T, C), broadcast over B
     let h = this.drop.forward(this.lnEmbed.forward(ops.add(tok, pos)));
     if (this.invertible) h = this.invertible.apply(h);
     hidden?.push(h);

@@ -140,7 +140,7 @@ export class BertLayer extends Module {
     const hx = rowsTo(h, B)!;
     keepKeys = rowsTo(keepKeys, B);
     const pre = this.prefixSite.kv(B, this.training, hx);
-    const keep = pre && keepKeys ? ops.concat([ops.full([B, pre.k.shape[2]!], 1, { dtype: 'bool' }), keepKeys], 1) : keepKeys;
+    const keep = pre && keepKeys ? ops.concat([ops.full([B, pre.k.shape[2]!], 1, { dtype: 'bool', device: keepKeys.device }), keepKeys], 1) : keepKeys;
     // the key-padding mask is built on the host (bool ops); it goes to the device for the attention call only
     const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: onDevice(keep, q.device), prefixK: pre?.k, prefixV: pre?.v }));
     const a = this.attnSite.forward(this.dropAttnOut.forward(this.o.forward(ctx)), hx, this.ln1);

@@ -14,7 +14,7 @@ import { Dropout, Embedding, LayerNorm, Linear, activation } from '../nn/layers.
 import { Tensor, tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { scope } from '../scope.ts';
-import { type ForwardInput, type HFConfig, type ModelOutput, alignBatch, asIds, bool, keepMask, mergeHeads, num, rowsTo, splitHeads, str } from './common.ts';
+import { type ForwardInput, type HFConfig, type ModelOutput, alignBatch, asIds, bool, keepMask, mergeHeads, num, onDevice, rowsTo, splitHeads, str } from './common.ts';
 
 export interface DistilBertConfig {
   vocabSize: number;
@@ -81,7 +81,8 @@ class DistilBertEmbeddings extends Module {
   forward(ids: Tensor, positions: Tensor | null): Tensor {
     const T = ids.shape[1]!;
     const pos = positions ?? ops.unsqueeze(ops.arange(0, T), 0);
-    return this.drop.forward(this.ln.forward(ops.add(this.word.forward(ids), this.pos.forward(pos))));
+    const dev = this.word.weight.device;
+    return this.drop.forward(this.ln.forward(ops.add(this.word.forward(onDevice(ids, dev)), this.pos.forward(onDevice(pos, dev)))));
   }
 }
 
@@ -124,8 +125,8 @@ export class DistilBertLayer extends Module {
     h = rowsTo(h, B)!;
     keepKeys = rowsTo(keepKeys, B);
     const pre = this.prefixSite.kv(B, this.training, h);
-    const keep = pre && keepKeys ? ops.concat([ops.full([B, pre.k.shape[2]!], 1, { dtype: 'bool' }), keepKeys], 1) : keepKeys;
-    const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: keep, prefixK: pre?.k, prefixV: pre?.v }));
+    const keep = pre && keepKeys ? ops.concat([ops.full([B, pre.k.shape[2]!], 1, { dtype: 'bool', device: keepKeys.device }), keepKeys], 1) : keepKeys;
+    const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: onDevice(keep, q.device), prefixK: pre?.k, prefixV: pre?.v }));
     // HF applies no dropout to out_lin's output, only inside the FFN (after lin2)
     const a = this.attnSite.forward(this.o.forward(ctx), h, this.ln1);
     const f = this.down.forward(this.act(this.up.forward(a)));

@@ -12,7 +12,7 @@ import { Dropout, Embedding, LayerNorm, Linear } from '../nn/layers.ts';
 import { Tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { scope } from '../scope.ts';
-import { type ForwardInput, type HFConfig, type ModelOutput, asIds, keepMask, num } from './common.ts';
+import { type ForwardInput, type HFConfig, type ModelOutput, asIds, keepMask, num, onDevice } from './common.ts';
 import { type BertConfig, BertLayer, parseBertConfig } from './bert.ts';
 
 export interface ElectraConfig extends BertConfig {
@@ -40,7 +40,8 @@ class ElectraEmbeddings extends Module {
     const [B, T] = ids.shape as [number, number];
     const pos = positions ?? ops.unsqueeze(ops.arange(0, T), 0);
     const tt = tokenTypes ?? ops.zeros([B, T], { dtype: 'i64' });
-    const h = ops.add(ops.add(this.word.forward(ids), this.pos.forward(pos)), this.type.forward(tt));
+    const dev = this.word.weight.device;
+    const h = ops.add(ops.add(this.word.forward(onDevice(ids, dev)), this.pos.forward(onDevice(pos, dev))), this.type.forward(onDevice(tt, dev)));
     return this.drop.forward(this.ln.forward(h));
   }
 }

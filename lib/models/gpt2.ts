@@ -96,7 +96,7 @@ class GPT2Attention extends Module {
     if (pre && this.training && this.cfg.attnDropout > 0)
       throw new ValueError('prefix tuning with attention dropout (attn_pdrop > 0) in training mode is not supported yet');
     // prefix positions are always attended: the key-padding mask gets leading ones for them
-    const keep = pre && keepKeys ? ops.concat([ops.full([qh.shape[0]!, pre.k.shape[2]!], 1, { dtype: 'bool' }), keepKeys], 1) : keepKeys;
+    const keep = pre && keepKeys ? ops.concat([ops.full([qh.shape[0]!, pre.k.shape[2]!], 1, { dtype: 'bool', device: keepKeys.device }), keepKeys], 1) : keepKeys;
     const ctx = this.training && this.cfg.attnDropout > 0
       ? attentionWithDropout(q, k, v, keepKeys, scale, this.attnDrop)
       : ops.scaledDotProductAttention(q, k, v, { isCausal: true, keyPaddingMask: onDevice(keep, q.device), scale, prefixK: pre?.k, prefixV: pre?.v });

@@ -210,7 +210,7 @@ class LlamaAttention extends Module {
       const [b, hk, t, d] = x.shape as [number, number, number, number];
       return ops.reshape(ops.expand(ops.unsqueeze(x, 2), [b, hk, H / hk, t, d]), [b, H, t, d]);
     };
-    const keep = keepKeys ? ops.concat([ops.full([B, P], 1, { dtype: 'bool' }), keepKeys], 1) : null;
+    const keep = keepKeys ? ops.concat([ops.full([B, P], 1, { dtype: 'bool', device: keepKeys.device }), keepKeys], 1) : null;
     const m = mask ? ops.concat([ops.zeros([...mask.shape.slice(0, -1), P], { device: mask.device }), mask], -1) : null;
     const ctx = ops.scaledDotProductAttention(q, rep(k), rep(v), { isCausal: true, keyPaddingMask: onDevice(keep, q.device), mask: m, prefixK: pre.k, prefixV: pre.v });
     return { out: this.o.forward(mergeHeads(ctx)), k, v };

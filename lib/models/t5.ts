@@ -21,7 +21,7 @@ import { Tensor, tensor, type DType } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { scope } from '../scope.ts';
 import { ValueError } from '../errors.ts';
-import { type ForwardInput, type HFConfig, type ModelOutput, alignBatch, asIds, bool, keepMask, mergeHeads, num, rowsTo, splitHeads, str } from './common.ts';
+import { type ForwardInput, type HFConfig, type ModelOutput, alignBatch, asIds, bool, keepMask, mergeHeads, num, onDevice, rowsTo, splitHeads, str } from './common.ts';
 import { type Seq2SeqCache, cachedCrossKV, cachedSelfKV, disposeSeq2SeqCache, newSeq2SeqCache, runDecoder, seq2seqCacheOf } from './seq2seq_generate.ts';
 
 export interface T5Config {
@@ -115,9 +115,9 @@ function t5Attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | null, keep0
   keep0 = rowsTo(keep0, B0);
   if (pre) pre = { k: rowsTo(pre.k, B0)!, v: rowsTo(pre.v, B0)! };
   // prefix tuning: prefix keys/values come first and are always attended (the bias already spans them)
-  const keep = pre && keep0 ? ops.concat([ops.full([B0, pre.k.shape[2]!], 1, { dtype: 'bool' }), keep0], 1) : keep0;
+  const keep = pre && keep0 ? ops.concat([ops.full([B0, pre.k.shape[2]!], 1, { dtype: 'bool', device: keep0.device }), keep0], 1) : keep0;
   if (!bias?.requiresGrad)
-    return ops.scaledDotProductAttention(q, k, v, { mask: bias, keyPaddingMask: keep, isCausal: causal, scale: 1, prefixK: pre?.k, prefixV: pre?.v });
+    return ops.scaledDotProductAttention(q, k, v, { mask: bias, keyPaddingMask: onDevice(keep, q.device), isCausal: causal, scale: 1, prefixK: pre?.k, prefixV: pre?.v });
   if (pre) {
     k = ops.concat([pre.k, k], 2);
     v = ops.concat([pre.v, v], 2);
@@ -156,7 +156,7 @@ class T5Attention extends Module {
     for (let i = 0; i < Tq; i++)
       for (let j = 0; j < Tk; j++)
         ids[i * Tk + j] = BigInt(relativePositionBucket(j - (offset + i), bidirectional, this.cfg.numBuckets, this.cfg.maxDistance));
-    const values = this.relBias!.forward(tensor(ids, [Tq, Tk], { dtype: 'i64' }));  // (Tq, Tk, H)
+    const values = this.relBias!.forward(onDevice(tensor(ids, [Tq, Tk], { dtype: 'i64' }), this.relBias!.weight.device));  // (Tq, Tk, H)
     return ops.unsqueeze(ops.permute(values, [2, 0, 1]), 0).contiguous();
   }
 }
@@ -285,7 +285,7 @@ class T5Stack extends Module {
     const P = this.blocks[0]?.prefixSite.activeLength() ?? 0;
     const bias = rel?.relBias ? rel.positionBias(T, P + past + T, past, !this.isDecoder) : null;
     const full: StackContext = { ...ctx, bias };
-    const emb = this.embed.forward(ids);
+    const emb = this.embed.forward(onDevice(ids, this.embed.weight.device));
     let h = this.drop.forward(this.invertible ? this.invertible.apply(emb) : emb);
     this.blocks.forEach((block, i) => {
       hidden?.push(h);

@@ -16,7 +16,7 @@ import { Tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { scope } from '../scope.ts';
 import { ShapeError, ValueError } from '../errors.ts';
-import { type ForwardInput, type HFConfig, type ModelOutput, alignBatch, asFloat, bool, mergeHeads, num, rowsTo, splitHeads, str } from './common.ts';
+import { type ForwardInput, type HFConfig, type ModelOutput, alignBatch, asFloat, bool, mergeHeads, num, onDevice, rowsTo, splitHeads, str } from './common.ts';
 
 export interface ViTConfig {
   hiddenSize: number;
@@ -83,7 +83,7 @@ export class PatchProjection extends Module {
     const [ph, pw] = this.patch;
     const gh = H / ph, gw = W / pw;
     // (B, Cin, gh, ph, gw, pw) → (B, gh, gw, Cin, ph, pw): each patch flattened channel-major like the kernel
-    const x = ops.permute(ops.reshape(pixels, [B, Cin, gh, ph, gw, pw]), [0, 2, 4, 1, 3, 5]);
+    const x = ops.permute(ops.reshape(onDevice(pixels, this.param('weight')!.device), [B, Cin, gh, ph, gw, pw]), [0, 2, 4, 1, 3, 5]);
     const patches = ops.reshape(x, [B, gh * gw, Cin * ph * pw]);
     const w = ops.reshape(this.param('weight')!, [this.outChannels, Cin * ph * pw]);
     return ops.linear(patches, w, this.param('bias'));

@@ -2,6 +2,7 @@
 import { Tensor, callOp, withGrad } from '../tensor.ts';
 import { assertTensor, normDim, one } from './util.ts';
 import { expand, reshape } from './shape.ts';
+import { zeros } from './creation.ts';
 
 export interface ReduceOptions {
   keepdim?: boolean;
@@ -59,7 +60,7 @@ export function max(x: Tensor, dim?: number, opts: ReduceOptions = {}): Tensor {
     // scatter g into a zero tensor at the arg-max positions
     const flatIdx = dim === undefined;
     const d = flatIdx ? 0 : (attrs as { dim: number }).dim;
-    const base = one(callOp('fill', [], { shape: flatIdx ? [inNumel] : inShape, value: 0, dtype: 'f32' }));
+    const base = zeros(flatIdx ? [inNumel] : inShape, { dtype: 'f32', device: g!.device });
     const idxK = flatIdx ? reshape(idx!, [1]) : opts.keepdim ? idx! : reshape(idx!, kept);
     const gK = flatIdx ? reshape(g!, [1]) : opts.keepdim ? g! : reshape(g!, kept);
     const r = one(callOp('scatter_add', [base, idxK, gK], { dim: d }));

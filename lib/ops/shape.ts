@@ -281,7 +281,7 @@ export function indexSelect(x: Tensor, dim: number, index: Tensor): Tensor {
   const y = one(callOp('index_select', [x, index], { dim: d }));
   const xs = x.shape, xd = x.dtype;
   withGrad([y], 'indexSelect', [x], ([g]) => {
-    const z = zeros(xs, { dtype: 'f32' });
+    const z = zeros(xs, { dtype: 'f32', device: g!.device });
     const r = one(callOp('index_add', [z, index, g!], { dim: d }));
     z.dispose();
     return [r.dtype === xd ? r : castOwned(r, xd)];
@@ -297,7 +297,7 @@ export function gather(x: Tensor, dim: number, index: Tensor): Tensor {
   const y = one(callOp('gather', [x, index], { dim: d }));
   const xs = x.shape, xd = x.dtype;
   withGrad([y], 'gather', [x], ([g]) => {
-    const z = zeros(xs, { dtype: 'f32' });
+    const z = zeros(xs, { dtype: 'f32', device: g!.device });
     const r = one(callOp('scatter_add', [z, index, g!], { dim: d }));
     z.dispose();
     return [r.dtype === xd ? r : castOwned(r, xd)];

@@ -33,7 +33,7 @@ function throwsLike(fn: () => unknown, name: string, re: RegExp): string | true 
 
 check('a device is reported', () => (hasCuda() && cuda.isAvailable() && cuda.deviceCount() >= 1 && cuda.deviceName(0).length > 0) || `hasCuda ${hasCuda()}, error '${cuda.loadError()}'`);
 check('supportsOp lists the CUDA kernels', () => (['matmul', 'linear', 'adamw_step', 'add', 'gelu', 'activation_bwd', 'cast', 'contiguous'].every((o) => supportsOp(o, 'cuda')) &&
-  ['softmax', 'layer_norm', 'rms_norm_bwd', 'sum', 'embedding_bwd', 'cross_entropy'].every((o) => supportsOp(o, 'cuda')) && supportsOp('attention_bwd', 'cuda') && supportsOp('dropout', 'cuda') && !supportsOp('gather', 'cuda')) || 'wrong');
+  ['softmax', 'layer_norm', 'rms_norm_bwd', 'sum', 'embedding_bwd', 'cross_entropy'].every((o) => supportsOp(o, 'cuda')) && supportsOp('attention_bwd', 'cuda') && supportsOp('dropout', 'cuda') && supportsOp('gather', 'cuda') && supportsOp('where', 'cuda') && !supportsOp('argmax', 'cuda')) || 'wrong');
 
 check('to(cuda) / cpu() round trip keeps values, dtype and shape; views move as contiguous copies', () => {
   const x = randn([5, 7], { seed: 1 });
@@ -122,7 +122,7 @@ check('AdamW updates CUDA parameters in one native call, matching the CPU run', 
 check('ops without a CUDA kernel and mixed devices give DeviceErrors naming the op', () => {
   const x = randn([2, 2], { seed: 21 }), xd = x.cuda();
   return [
-    throwsLike(() => ops.gather(xd, 1, tensor([[0], [1]], undefined, { dtype: 'i64' }).cuda()), 'DeviceError', /no CUDA implementation for gather/),
+    throwsLike(() => ops.argmax(xd, 1), 'DeviceError', /no CUDA implementation for argmax/),
     throwsLike(() => { const i = tensor([1, 2], [2], { dtype: 'i64' }).cuda(); return ops.add(i, i); }, 'DeviceError', /add: i64 tensors have no CUDA elementwise kernels yet/),
     throwsLike(() => ops.matmul(xd, x), 'DeviceError', /matmul: expected all tensors on one device, but input #1 is on cpu/),
     throwsLike(() => x.to('cuda:7'), 'DeviceError', /to\(cuda:7\): only \d+ CUDA device/),
@@ -397,6 +397,28 @@ check('bf16 autocast training of BERT with each adapter method on the device fol
   return true;
 });
 
+check('comparisons, logical ops, where, masked_fill and the index ops (index_select, gather and their index_add / scatter_add gradients) match the CPU, integer and bool tensors included', () => {
+  const res = both((mv) => {
+    const x = mv(randn([3, 5, 4], { seed: 210 })).requiresGrad_(true), y = mv(randn([5, 1], { seed: 211 }));
+    const ids = mv(tensor([[3, 1, 4, 1, 0], [2, 2, 9, 0, 1], [5, 5, 5, 5, 5]], [3, 5], { dtype: 'i64' }));
+    const flags = mv(tensor([true, false, true, true, false], [5], { dtype: 'bool' }));
+    const f = (t: Tensor) => t.to('f32');
+    const cmps = [ops.eq(ids, 5), ops.ne(ids, mv(tensor([1], [1], { dtype: 'i32' }))), ops.lt(x, y), ops.le(x, 0), ops.gt(ids, 2), ops.ge(x, y),
+      ops.logicalAnd(flags, ops.gt(ids, 1)), ops.logicalOr(flags, ops.eq(ids, 0)), ops.logicalNot(flags), ops.logicalNot(ids)].map(f);
+    const w = ops.where(ops.gt(x, 0), x, ops.mul(x, 0.1));
+    const wi = f(ops.where(ops.gt(ids, 2), ids, mv(tensor([-1], [1], { dtype: 'i64' }))));
+    const mf = ops.maskedFill(x, ops.lt(x, -0.5), -1e4), mfi = f(ops.maskedFill(ids, flags, 7));
+    const rows = ops.indexSelect(x, 1, mv(tensor([4, 0, 4, 2], [4], { dtype: 'i64' })));
+    const g = ops.gather(x, 2, mv(tensor(Array.from({ length: 3 * 5 * 3 }, (_, i) => (i * 7) % 4), [3, 5, 3], { dtype: 'i64' })));
+    const gi = f(ops.gather(ids, 1, mv(tensor([[0, 0], [4, 1], [2, 3]], [3, 2], { dtype: 'i64' }))));
+    const sel = f(ops.indexSelect(flags, 0, mv(tensor([4, 0, 2], [3], { dtype: 'i32' }))));
+    const loss = ops.sum(ops.mul(w, mf));
+    ops.add(ops.add(loss, ops.sum(ops.mul(rows, rows))), ops.sum(ops.mul(g, g))).backward();
+    return [...cmps, w, wi, mf, mfi, rows, g, gi, sel, x.grad!];
+  });
+  return allClose(...res, 1e-6);
+});
+
 // Builds a model (seeded), moves it to the device when dev, runs 2 AdamW steps on `input()`; returns the losses and the
 // trained parameters (the device and CPU runs must agree).
 function trainModel(dev: boolean, seed: number, build: () => InstanceType<typeof AutoAdapterModel>, input: () => Record<string, Tensor>): number[][] {
@@ -481,6 +503,46 @@ check('a LLaMA model (RoPE, RMS norm, SiLU MLP, grouped-query attention) with Lo
     const r = allClose(run(true), run(false), 2e-5);
     if (r !== true) return `${method}: ${r}`;
   }
+  return true;
+});
+
+check('RoBERTa, ELECTRA, DistilBERT, ViT, Qwen2, BART and T5 with LoRA and with prefix tuning (and their heads) train on the device like on the CPU', () => {
+  const cfgs: Record<string, Record<string, unknown>> = {
+    roberta: { model_type: 'roberta', vocab_size: 50, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32,
+      hidden_dropout_prob: 0, attention_probs_dropout_prob: 0, pad_token_id: 1, max_position_embeddings: 40 },
+    electra: { model_type: 'electra', vocab_size: 50, embedding_size: 8, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2,
+      intermediate_size: 32, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 },
+    distilbert: { model_type: 'distilbert', vocab_size: 50, dim: 16, n_layers: 2, n_heads: 2, hidden_dim: 32, dropout: 0, attention_dropout: 0 },
+    vit: { model_type: 'vit', hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32, image_size: 8, patch_size: 4,
+      num_channels: 3, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 },
+    qwen2: { model_type: 'qwen2', vocab_size: 50, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 32 },
+    bart: { model_type: 'bart', decoder_start_token_id: 2, vocab_size: 50, d_model: 16, encoder_layers: 1, decoder_layers: 2, encoder_attention_heads: 2,
+      decoder_attention_heads: 2, encoder_ffn_dim: 32, decoder_ffn_dim: 32, max_position_embeddings: 32, dropout: 0, attention_dropout: 0, activation_dropout: 0 },
+    t5: { model_type: 't5', vocab_size: 50, d_model: 16, d_kv: 8, d_ff: 32, num_layers: 1, num_decoder_layers: 2, num_heads: 2, relative_attention_num_buckets: 8,
+      dropout_rate: 0, feed_forward_proj: 'gated-gelu', decoder_start_token_id: 0 },
+  };
+  for (const [name, cfg] of Object.entries(cfgs))
+    for (const method of ['lora[r=4, alpha=8]', 'prefix_tuning[prefix_length=2, bottleneck_size=8]']) {
+      const run = (dev: boolean) => trainModel(dev, 5, () => {
+        const m = AutoAdapterModel.fromConfig(cfg, { seed: 7 });
+        if (name === 'vit') m.addImageClassificationHead('x', { num_labels: 3 });
+        else if (name === 'bart' || name === 't5') m.addSeq2seqLmHead('x');
+        else if (name === 'qwen2') m.addClassificationHead('x', { num_labels: 3 });  // picks each row's last real token
+        else m.addClassificationHead('x', { num_labels: 3 });
+        m.addAdapter('x', method);
+        m.trainAdapter('x');
+        return m;
+      }, () => {
+        const inputIds = ids([[5, 7, 9, 11, 3], [4, 6, 8, 1, 1]]), attentionMask = ids([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]);
+        const labels = tensor([0, 2], [2], { dtype: 'i64' });
+        if (name === 'vit') return { pixelValues: randn([2, 3, 8, 8], { seed: 8 }), labels };
+        if (name === 'bart') return { inputIds, attentionMask, labels: inputIds };
+        if (name === 't5') return { inputIds, attentionMask, decoderInputIds: ids([[0, 5, 7, 9, 11], [0, 4, 6, 8, 1]]), labels: inputIds };
+        return { inputIds, attentionMask, labels };
+      });
+      const r = allClose(run(true), run(false), 2e-5);
+      if (r !== true) return `${name} ${method}: ${r}`;
+    }
   return true;
 });
 

@@ -20,6 +20,7 @@
 
 #include "../../../cuda/adapters_cuda.h"  // the ABI this file implements (the compiler checks every signature)
 #include "../../../cuda/elementwise_math.h"
+#include "../../../cuda/index_math.h"
 #include "../../../cuda/rows_math.h"
 #include "../../../cuda/attention_math.h"
 #include "../../../cuda/random_math.h"
@@ -262,13 +263,142 @@ int adapters_cuda_copy_strided(int sdt, int ddt, int ndim, const int64_t* shape,
                                void* dst, const int64_t* dstrides, void*) {
   ad_ew::Layout l;
   int64_t n;
-  if ((sdt != 0 && sdt != 1) || (ddt != 0 && ddt != 1) || !ad_ew::make_layout(ndim, shape, sstrides, dstrides, &l, &n)) return 1;
+  if (sdt < 0 || sdt >= ad_ew::DTYPE_COUNT || ddt < 0 || ddt >= ad_ew::DTYPE_COUNT || !ad_ew::make_layout(ndim, shape, sstrides, dstrides, &l, &n))
+    return 1;
   if (n == 0) return 0;
-  const size_t ses = sdt == 0 ? 4 : 2, des = ddt == 0 ? 4 : 2;
+  const size_t ses = (size_t)ad_ew::dtype_size(sdt), des = (size_t)ad_ew::dtype_size(ddt);
   if (!reach_ok(src, l, 0, ses, n) || !reach_ok(dst, l, 1, des, n)) return 700;
   if (ad_ew::layout_flat(l)) for (int64_t i = 0; i < n; i++) ad_ew::copy_elem(host(src), sdt, i, host(dst), ddt, i);
   else if (n <= 0xffffffffLL) for (uint32_t i = 0; i < (uint32_t)n; i++) ad_ew::copy_at<uint32_t>(i, l, host(src), sdt, host(dst), ddt);
   else for (int64_t i = 0; i < n; i++) ad_ew::copy_at(i, l, host(src), sdt, host(dst), ddt);
+  return 0;
+}
+
+// index ops: the kernels' element code (index_math.h), one output element at a time
+int adapters_cuda_index_select(int64_t O, int64_t N, int64_t I, int64_t K, const int64_t* idx, const void* x, int dt, void* out, void*) {
+  if (O < 0 || N < 0 || I < 0 || K < 0 || dt < 0 || dt >= ad_ew::DTYPE_COUNT) return 1;
+  const int64_t n = O * K * I, es = ad_ew::dtype_size(dt);
+  if (n == 0) return 0;
+  if (!valid(idx, (size_t)K * 8) || !valid(x, (size_t)(O * N * I * es)) || !valid(out, (size_t)(n * es))) return 700;
+  const ad_idx::Geo g{O, N, I, K};
+  for (int64_t t = 0; t < n; t++) ad_idx::select_at(t, g, static_cast<const int64_t*>(host(idx)), host(x), host(out), (int)es);
+  return 0;
+}
+int adapters_cuda_index_add_f32(int64_t O, int64_t N, int64_t I, int64_t K, const int64_t* idx, const float* base, const float* src, float* out,
+                                void*) {
+  if (O < 0 || N < 0 || I < 0 || K < 0) return 1;
+  const int64_t n = O * N * I;
+  if (n == 0) return 0;
+  if (!valid(idx, (size_t)K * 8 + (K == 0)) || !valid(base, (size_t)n * 4) || !valid(src, (size_t)(O * K * I) * 4 + (K == 0)) || !valid(out, (size_t)n * 4))
+    return 700;
+  const ad_idx::Geo g{O, N, I, K};
+  for (int64_t t = 0; t < n; t++)
+    ad_idx::index_add_at(t, g, static_cast<const int64_t*>(host(idx)), static_cast<const float*>(host(base)), static_cast<const float*>(host(src)),
+                         static_cast<float*>(host(out)));
+  return 0;
+}
+int adapters_cuda_gather(int nd, int dim, const int64_t* idx_shape, const int64_t* data_strides, const int64_t* idx, const void* x, int dt,
+                         void* out, void*) {
+  if (nd < 1 || nd > ad_ew::kMaxDims || dim < 0 || dim >= nd || !idx_shape || !data_strides || dt < 0 || dt >= ad_ew::DTYPE_COUNT) return 1;
+  ad_idx::NdGeo g{};
+  g.nd = nd;
+  g.dim = dim;
+  int64_t n = 1;
+  for (int e = 0; e < nd; e++) {
+    g.idx_shape[e] = idx_shape[e];
+    g.data_strides[e] = data_strides[e];
+    n *= idx_shape[e];
+  }
+  if (n == 0) return 0;
+  const int es = ad_ew::dtype_size(dt);
+  if (!valid(idx, (size_t)n * 8) || !valid(out, (size_t)(n * es))) return 700;
+  const int64_t* hi = static_cast<const int64_t*>(host(idx));
+  for (int64_t t = 0; t < n; t++) {  // every element it reads must lie in an allocation
+    int64_t rem = t, off = 0;
+    for (int e = nd - 1; e >= 0; e--) {
+      const int64_t i = rem % g.idx_shape[e];
+      rem /= g.idx_shape[e];
+      off += (e == dim ? hi[t] : i) * g.data_strides[e];
+    }
+    if (!valid(static_cast<const char*>(x) + off * es, (size_t)es)) return 700;
+  }
+  for (int64_t t = 0; t < n; t++) ad_idx::gather_at(t, g, hi, host(x), host(out), es);
+  return 0;
+}
+int adapters_cuda_scatter_add_f32(int nd, int dim, const int64_t* data_shape, const int64_t* idx_shape, const int64_t* idx, const float* base,
+                                  const float* src, float* out, void*) {
+  if (nd < 1 || nd > ad_ew::kMaxDims || dim < 0 || dim >= nd || !idx_shape || !data_shape) return 1;
+  ad_idx::NdGeo g{};
+  g.nd = nd;
+  g.dim = dim;
+  int64_t n = 1, ni = 1;
+  for (int e = 0; e < nd; e++) {
+    g.idx_shape[e] = idx_shape[e];
+    g.data_shape[e] = data_shape[e];
+    n *= data_shape[e];
+    ni *= idx_shape[e];
+  }
+  if (n == 0) return 0;
+  if (!valid(base, (size_t)n * 4) || !valid(out, (size_t)n * 4) || (ni > 0 && (!valid(idx, (size_t)ni * 8) || !valid(src, (size_t)ni * 4)))) return 700;
+  for (int64_t t = 0; t < n; t++)
+    ad_idx::scatter_add_at(t, g, static_cast<const int64_t*>(host(idx)), static_cast<const float*>(host(base)), static_cast<const float*>(host(src)),
+                           static_cast<float*>(host(out)));
+  return 0;
+}
+
+// comparisons / where / masked_fill: the kernels' element code, with their 32-bit / 64-bit index paths
+int adapters_cuda_compare(int op, int ndim, const int64_t* shape, const void* a, int adt, const int64_t* astrides, const void* b, int bdt,
+                          const int64_t* bstrides, uint8_t* out, void*) {
+  ad_ew::Layout l;
+  int64_t n;
+  if (op < 0 || op >= ad_ew::COMPARE_COUNT || adt < 0 || adt >= ad_ew::DTYPE_COUNT || bdt < 0 || bdt >= ad_ew::DTYPE_COUNT || !astrides ||
+      !bstrides || !ad_ew::make_layout(ndim, shape, astrides, bstrides, &l, &n))
+    return 1;
+  if (n == 0) return 0;
+  if (!reach_ok(a, l, 0, (size_t)ad_ew::dtype_size(adt), n) || !reach_ok(b, l, 1, (size_t)ad_ew::dtype_size(bdt), n) || !valid(out, (size_t)n))
+    return 700;
+  uint8_t* ho = static_cast<uint8_t*>(host(out));
+  if (n <= 0xffffffffLL) for (uint32_t i = 0; i < (uint32_t)n; i++) ad_ew::compare_at<uint32_t>(i, op, l, host(a), adt, host(b), bdt, ho);
+  else for (int64_t i = 0; i < n; i++) ad_ew::compare_at(i, op, l, host(a), adt, host(b), bdt, ho);
+  return 0;
+}
+int adapters_cuda_where(int ndim, const int64_t* shape, const uint8_t* cond, const int64_t* cstrides, const void* a, const int64_t* astrides,
+                        const void* b, const int64_t* bstrides, int dt, void* out, void*) {
+  ad_ew::LayoutN<3> l;
+  int64_t n;
+  const int64_t* st[3] = {cstrides, astrides, bstrides};
+  if ((dt != ad_ew::F32 && dt != ad_ew::I64) || !cstrides || !astrides || !bstrides || !ad_ew::make_layout_n<3>(ndim, shape, st, &l, &n)) return 1;
+  if (n == 0) return 0;
+  const size_t es = (size_t)ad_ew::dtype_size(dt);
+  ad_ew::Layout lc, la, lb;  // per-operand reach checks through 2-operand views of the same index space
+  for (ad_ew::Layout* v : {&lc, &la, &lb}) {
+    v->ndim = l.ndim;
+    for (int d = 0; d < l.ndim; d++) v->shape[d] = l.shape[d];
+  }
+  for (int d = 0; d < l.ndim; d++) {
+    lc.stride[0][d] = l.stride[0][d];
+    la.stride[0][d] = l.stride[1][d];
+    lb.stride[0][d] = l.stride[2][d];
+  }
+  if (!reach_ok(cond, lc, 0, 1, n) || !reach_ok(a, la, 0, es, n) || !reach_ok(b, lb, 0, es, n) || !valid(out, (size_t)n * es)) return 700;
+  if (n <= 0xffffffffLL)
+    for (uint32_t i = 0; i < (uint32_t)n; i++) ad_ew::where_at<uint32_t>(i, l, static_cast<const uint8_t*>(host(cond)), host(a), host(b), dt, host(out));
+  else
+    for (int64_t i = 0; i < n; i++) ad_ew::where_at(i, l, static_cast<const uint8_t*>(host(cond)), host(a), host(b), dt, host(out));
+  return 0;
+}
+int adapters_cuda_masked_fill(int ndim, const int64_t* shape, const void* x, const int64_t* xstrides, const uint8_t* mask,
+                              const int64_t* mstrides, int dt, double value, void* out, void*) {
+  ad_ew::Layout l;
+  int64_t n;
+  if ((dt != ad_ew::F32 && dt != ad_ew::I64) || !xstrides || !mstrides || !ad_ew::make_layout(ndim, shape, xstrides, mstrides, &l, &n)) return 1;
+  if (n == 0) return 0;
+  const size_t es = (size_t)ad_ew::dtype_size(dt);
+  if (!reach_ok(x, l, 0, es, n) || !reach_ok(mask, l, 1, 1, n) || !valid(out, (size_t)n * es)) return 700;
+  if (n <= 0xffffffffLL)
+    for (uint32_t i = 0; i < (uint32_t)n; i++) ad_ew::masked_fill_at<uint32_t>(i, l, host(x), static_cast<const uint8_t*>(host(mask)), dt, value, host(out));
+  else
+    for (int64_t i = 0; i < n; i++) ad_ew::masked_fill_at(i, l, host(x), static_cast<const uint8_t*>(host(mask)), dt, value, host(out));
   return 0;
 }
 
