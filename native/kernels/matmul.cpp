@@ -26,6 +26,13 @@ void gemm_any(DType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const
   };
   int64_t sa, sb;
   if (uniform(aoff, &sa) && uniform(boff, &sb)) {
+    // A shared right operand and a left one whose batch entries follow row after row ((B, T, K) @ (K, N): a linear
+    // layer's input gradient) into a C laid out the same way: one GEMM of batch·M rows (B is packed once, and the
+    // kernels get a tall M instead of several short ones).
+    if (batch > 1 && sb == 0 && !ta && sa == M * lda && strideC == M * ldc) {
+      M *= batch;
+      batch = 1;
+    }
     if (dt == DType::BF16)
       bgemm_batched(batch, ta, tb, M, N, K, 1.f, a.data<uint16_t>() + aoff[0], lda, sa, b.data<uint16_t>() + boff[0], ldb, sb, beta, C, ldc, strideC);
     else
