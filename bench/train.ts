@@ -55,8 +55,10 @@ if (arg >= 0) child(process.argv[arg + 1]!, process.argv[arg + 2]!);
 else {
   const py = torchPython();
   const rows: (string | number)[][] = [['method', 'dtype', 'ours tok/s', 'ours peak RSS MiB', 'torch tok/s', 'torch peak RSS MiB', 'ours / torch speed', 'ours / torch RSS']];
-  for (const [name] of methods)
-    for (const dtype of ['f32', 'bf16']) {
+  // BENCH_METHODS=lora,seq_bn / BENCH_DTYPES=bf16 run a subset
+  const pick = (env: string | undefined, all: string[]) => (env ? all.filter((x) => env.split(',').includes(x)) : all);
+  for (const name of pick(process.env.BENCH_METHODS, methods.map(([n]) => n)))
+    for (const dtype of pick(process.env.BENCH_DTYPES, ['f32', 'bf16'])) {
       const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', name, dtype], { encoding: 'utf8', env: process.env, maxBuffer: 16 << 20 });
       if (r.status !== 0) throw new Error(`${name} ${dtype}: ${r.stderr.slice(-2000)}`);
       const o = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { s: number; peak_rss: number };
