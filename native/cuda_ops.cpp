@@ -20,6 +20,7 @@
 #include "kernels/attention.h"
 #include "kernels/matview.h"
 #include "kernels/reduce_geo.h"
+#include "kernels/unary.h"
 #include "op.h"
 
 namespace ad {
@@ -44,13 +45,13 @@ Device op_device(const OpCtx& c) {
 
 // C (f32, device) = op(A)·op(B) (+ beta·C) through the library's f32 or bf16 GEMM; offsets in elements.
 void gemm(const OpCtx& c, const CudaApi& api, DType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const Tensor& a,
-          int64_t aoff, int64_t lda, const Tensor& b, int64_t boff, int64_t ldb, float beta, float* C, int64_t ldc) {
+          int64_t aoff, int64_t lda, const Tensor& b, int64_t boff, int64_t ldb, float beta, float* C, int64_t ldc, float alpha = 1.f) {
   int rc;
   if (dt == DType::BF16)
-    rc = api.gemm_bf16(ta, tb, M, N, K, 1.f, static_cast<const uint16_t*>(a.st->data) + aoff, lda,
+    rc = api.gemm_bf16(ta, tb, M, N, K, alpha, static_cast<const uint16_t*>(a.st->data) + aoff, lda,
                        static_cast<const uint16_t*>(b.st->data) + boff, ldb, beta, C, ldc, nullptr);
   else
-    rc = api.gemm_f32(ta, tb, M, N, K, 1.f, static_cast<const float*>(a.st->data) + aoff, lda,
+    rc = api.gemm_f32(ta, tb, M, N, K, alpha, static_cast<const float*>(a.st->data) + aoff, lda,
                       static_cast<const float*>(b.st->data) + boff, ldb, beta, C, ldc, nullptr);
   cuda_check(rc, c.name + " on " + a.device().str());
 }
@@ -483,6 +484,131 @@ void op_masked_fill_cuda(OpCtx& c) {
                c.name + " on " + dev.str());
   }
   c.out.push_back(ct == x0.dtype ? out : copy_as(c, out, x0.dtype));
+}
+
+// ---- fused adapter ops (the CUDA twins of native/kernels/adapters.cpp: same validation, same arithmetic order) -------
+// Each is one op for the adapter's whole forward: GEMMs that accumulate into the output (beta = 1, alpha = the
+// adapter's scale) instead of separate scale / add passes, so the output is written by GEMM epilogues only.
+
+// (rows, cols) of t: its last dim must be cols
+int64_t rows_of(const OpCtx& c, const Tensor& t, int64_t cols, const char* what) {
+  if (t.dim() < 1 || t.shape.back() != cols)
+    c.fail("ShapeError", std::string(what) + " " + shape_str(t.shape) + " must end in " + std::to_string(cols));
+  return cols ? t.numel() / cols : 0;
+}
+void expect_shape_cuda(const OpCtx& c, const Tensor& t, const std::vector<int64_t>& want, const char* what) {
+  if (t.shape != want) c.fail("ShapeError", std::string(what) + " has shape " + shape_str(t.shape) + ", expected " + shape_str(want));
+}
+// y (N, O) = the vector b broadcast over its rows
+void broadcast_rows(const Tensor& y, const Tensor& b, int64_t N, int64_t O) {
+  if (N && O) copy_into(y.view({N, O}, {O, 1}, y.offset), b.view({N, O}, {0, 1}, b.offset));
+}
+// out (n) = scale · v (the unary kernel's affine op)
+Tensor scaled(const OpCtx& c, const CudaApi& api, const Tensor& v, float scale) {
+  Tensor o = Tensor::empty({v.numel()}, DType::F32, v.device());
+  if (v.numel()) cuda_check(api.unary_f32(18, v.numel(), v.data<float>(), o.data<float>(), scale, 0.f, nullptr), c.name + ": scale");
+  return o;
+}
+// out (N, C) = a (N, C) op v (C) broadcast over the rows
+void rows_op_vec(const OpCtx& c, const CudaApi& api, int op, const Tensor& a, const Tensor& v, const Tensor& out, int64_t N, int64_t C) {
+  if (!N || !C) return;
+  const int64_t shape[2] = {N, C}, sa[2] = {C, 1}, sv[2] = {0, 1};
+  cuda_check(api.binary_f32(op, 2, shape, a.data<float>(), sa, v.data<float>(), sv, out.data<float>(), nullptr), c.name + " on " + a.device().str());
+}
+
+// lora_linear(x, W, b?, A, B) {scale} -> y = x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ, t = x·Aᵀ
+void op_lora_linear_cuda(OpCtx& c) {
+  c.expect_inputs(2);
+  const Device dev = op_device(c);
+  const Tensor& W0 = c.input(1);
+  if (W0.dim() != 2) c.fail("ShapeError", "weight must be 2-D (out, in), got " + shape_str(W0.shape));
+  const int64_t O = W0.shape[0], I = W0.shape[1];
+  for (size_t k : {0, 1, 3, 4}) ew_dtype(c, c.input(k).dtype);
+  const Tensor x = as_f32(c, c.input(0)), W = as_f32(c, W0), A = as_f32(c, c.input(3)), B = as_f32(c, c.input(4));
+  const int64_t N = rows_of(c, x, I, "input");
+  if (A.dim() != 2 || A.shape[1] != I) c.fail("ShapeError", "lora_A " + shape_str(A.shape) + " must be (r, " + std::to_string(I) + ")");
+  const int64_t r = A.shape[0];
+  expect_shape_cuda(c, B, {O, r}, "lora_B");
+  const float s = (float)c.f("scale", 1.0);
+  std::vector<int64_t> ys(x.shape.begin(), x.shape.end() - 1), ts = ys;
+  ys.push_back(O);
+  ts.push_back(r);
+  Tensor y = Tensor::empty(ys, DType::F32, dev), t = Tensor::empty(ts, DType::F32, dev);
+  const CudaApi& api = api_on(c, dev);
+  float beta = 0.f;
+  if (c.has(2)) {
+    ew_dtype(c, c.input(2).dtype);
+    const Tensor b = as_f32(c, c.input(2));
+    expect_shape_cuda(c, b, {O}, "bias");
+    broadcast_rows(y, b, N, O);
+    beta = 1.f;
+  }
+  if (N && O) gemm(c, api, DType::F32, false, true, N, O, I, x, x.offset, I, W, W.offset, I, beta, y.data<float>(), O);
+  if (N && r) gemm(c, api, DType::F32, false, true, N, r, I, x, x.offset, I, A, A.offset, I, 0.f, t.data<float>(), r);
+  if (N && O && r) gemm(c, api, DType::F32, false, true, N, O, r, t, 0, r, B, B.offset, r, 1.f, y.data<float>(), O, s);  // the rank-r update
+  c.out.push_back(y);
+  c.out.push_back(t);
+}
+
+// ia3_linear(x, W, b?, v) {scale} -> y = (x·Wᵀ + b) ∘ (s·v), base = x·Wᵀ + b
+void op_ia3_linear_cuda(OpCtx& c) {
+  c.expect_inputs(2);
+  const Device dev = op_device(c);
+  const Tensor& W0 = c.input(1);
+  if (W0.dim() != 2) c.fail("ShapeError", "weight must be 2-D (out, in), got " + shape_str(W0.shape));
+  const int64_t O = W0.shape[0], I = W0.shape[1];
+  for (size_t k : {0, 1, 3}) ew_dtype(c, c.input(k).dtype);
+  const Tensor x = as_f32(c, c.input(0)), W = as_f32(c, W0), v = as_f32(c, c.input(3));
+  const int64_t N = rows_of(c, x, I, "input");
+  if (v.numel() != O) c.fail("ShapeError", "scale vector " + shape_str(v.shape) + " must have " + std::to_string(O) + " elements");
+  std::vector<int64_t> ys(x.shape.begin(), x.shape.end() - 1);
+  ys.push_back(O);
+  Tensor base = Tensor::empty(ys, DType::F32, dev), y = Tensor::empty(ys, DType::F32, dev);
+  const CudaApi& api = api_on(c, dev);
+  float beta = 0.f;
+  if (c.has(2)) {
+    ew_dtype(c, c.input(2).dtype);
+    const Tensor b = as_f32(c, c.input(2));
+    expect_shape_cuda(c, b, {O}, "bias");
+    broadcast_rows(base, b, N, O);
+    beta = 1.f;
+  }
+  if (N && O) gemm(c, api, DType::F32, false, true, N, O, I, x, x.offset, I, W, W.offset, I, beta, base.data<float>(), O);
+  rows_op_vec(c, api, 2, base, scaled(c, api, v, (float)c.f("scale", 1.0)), y, N, O);  // base ∘ (s·v)
+  c.out.push_back(y);
+  c.out.push_back(base);
+}
+
+// bottleneck(h, Wd, bd, Wu, bu, residual) {act, scale} -> y = s·(act(h·Wdᵀ + bd)·Wuᵀ + bu) + residual, pre
+void op_bottleneck_cuda(OpCtx& c) {
+  c.expect_inputs(6);
+  const Device dev = op_device(c);
+  const Tensor& Wd0 = c.input(1);
+  if (Wd0.dim() != 2) c.fail("ShapeError", "down weight must be 2-D (d, C), got " + shape_str(Wd0.shape));
+  const int64_t d = Wd0.shape[0], C = Wd0.shape[1];
+  for (size_t k = 0; k < 6; k++) ew_dtype(c, c.input(k).dtype);
+  const Tensor h = as_f32(c, c.input(0)), Wd = as_f32(c, Wd0), bd = as_f32(c, c.input(2)), Wu = as_f32(c, c.input(3)), bu = as_f32(c, c.input(4)),
+               res = as_f32(c, c.input(5));
+  const int64_t N = rows_of(c, h, C, "input");
+  expect_shape_cuda(c, bd, {d}, "down bias");
+  expect_shape_cuda(c, Wu, {C, d}, "up weight");
+  expect_shape_cuda(c, bu, {C}, "up bias");
+  if (res.shape != h.shape) c.fail("ShapeError", "residual " + shape_str(res.shape) + " vs input " + shape_str(h.shape));
+  UnOp kind;
+  const std::string a = c.s("act", "relu");
+  if (!adapter_act_kind(a, &kind)) c.fail("ValueError", "unsupported activation '" + a + "'");
+  const float s = (float)c.f("scale", 1.0);
+  std::vector<int64_t> ps(h.shape.begin(), h.shape.end() - 1);
+  ps.push_back(d);
+  Tensor pre = Tensor::empty(ps, DType::F32, dev), act = Tensor::empty(ps, DType::F32, dev), y = Tensor::empty(h.shape, DType::F32, dev);
+  const CudaApi& api = api_on(c, dev);
+  broadcast_rows(pre, bd, N, d);
+  if (N && d) gemm(c, api, DType::F32, false, true, N, d, C, h, h.offset, C, Wd, Wd.offset, C, 1.f, pre.data<float>(), d);
+  if (N * d) cuda_check(api.unary_f32((int)kind, N * d, pre.data<float>(), act.data<float>(), 0.f, 0.f, nullptr), c.name + ": activation");
+  rows_op_vec(c, api, 0, res, scaled(c, api, bu, s), y, N, C);  // residual + s·bu
+  if (N && C) gemm(c, api, DType::F32, false, true, N, C, d, act, 0, d, Wu, Wu.offset, d, 1.f, y.data<float>(), C, s);
+  c.out.push_back(y);
+  c.out.push_back(pre);
 }
 
 // ---- row-wise ops (cuda/rows.cu; per-row code in cuda/rows_math.h) ---------------------------------------------
@@ -1016,6 +1142,7 @@ extern const std::vector<std::pair<const char*, OpFn>> kCudaOps = {
     {"eq", &op_eq_cuda}, {"ne", &op_ne_cuda}, {"lt", &op_lt_cuda}, {"le", &op_le_cuda}, {"gt", &op_gt_cuda}, {"ge", &op_ge_cuda},
     {"logical_and", &op_logical_and_cuda}, {"logical_or", &op_logical_or_cuda}, {"logical_not", &op_logical_not_cuda},
     {"where", &op_where_cuda}, {"masked_fill", &op_masked_fill_cuda},
+    {"lora_linear", &op_lora_linear_cuda}, {"ia3_linear", &op_ia3_linear_cuda}, {"bottleneck", &op_bottleneck_cuda},
     {"index_select", &op_index_select_cuda}, {"index_add", &op_index_add_cuda}, {"gather", &op_gather_cuda}, {"scatter_add", &op_scatter_add_cuda},
     {"linear", &op_linear_cuda},
     {"adamw_step", &op_adamw_step_cuda},

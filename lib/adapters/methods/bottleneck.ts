@@ -121,7 +121,7 @@ export class BottleneckAdapter extends Module {
    */
   fusable(h: Tensor): this is { down: Linear; up: Linear } {
     return fusedAdapterKernels() && !this.isParallel && !(this.training && (this.cfg.get('stochastic_depth') as number) > 0) && !this.lnBefore && !this.lnAfter &&
-      !this.child('gate') && typeof this.cfg.get('scaling') === 'number' && this.down instanceof Linear && this.up instanceof Linear && h.dtype === 'f32' && h.device === 'cpu' &&
+      !this.child('gate') && typeof this.cfg.get('scaling') === 'number' && this.down instanceof Linear && this.up instanceof Linear && h.dtype === 'f32' &&
       this.down.weight.dtype === 'f32' && bottleneckActSupported(this.cfg.get('non_linearity') as string) && !(this.training && (this.cfg.get('dropout') as number) > 0);
   }
 
@@ -207,6 +207,7 @@ export class BottleneckSite {
    * (pre_forward runs once on the whole batch, which equals running it per slice). Else null.
    */
   private segmented(setup: BatchSplit, st: { h: Tensor; input: Tensor; last: string }, ln: LayerNorm | null): { h: Tensor; input: Tensor; last: string } | null {
+    if (st.h.device !== 'cpu') return null;  // the segmented kernel is CPU-only so far
     const mods: BottleneckAdapter[] = [];
     for (const c of setup.children) {
       const a = typeof c === 'string' ? this.get(c) : null;

@@ -153,9 +153,8 @@ export class LoRAHost {
    * ungated LoRA or (IA)³ on an f32 nn.Linear-layout projection (no dropout in training). Else null.
    */
   fused(x: Tensor): Tensor | null {
-    // under autocast the base projection must take the bf16 GEMM path of ops.linear
-    // (the fused kernels are CPU-only so far: device tensors take the composed-op path)
-    if (!fusedAdapterKernels() || autocastActive() || this.linear.layout !== 'linear' || x.dtype !== 'f32' || this.linear.weight.dtype !== 'f32' || x.device !== 'cpu') return null;
+    // under autocast the base projection must take the bf16 GEMM path of ops.linear; the op runs on the CPU or CUDA
+    if (!fusedAdapterKernels() || autocastActive() || this.linear.layout !== 'linear' || x.dtype !== 'f32' || this.linear.weight.dtype !== 'f32') return null;
     const setup = this.ctx.setupAt(this.layer, (n) => !!this.get(n) && !this.merged.has(n));
     if (typeof setup !== 'string') return null;
     const m = this.get(setup)!;
@@ -200,6 +199,7 @@ export class LoRAHost {
    * (gating, fused c_attn blocks, active dropout, non-f32), and the slice-by-slice path runs instead.
    */
   private segmented(setup: BatchSplit, x: Tensor): Tensor | null {
+    // (the segmented kernels are CPU-only so far: device tensors take the slice-by-slice path)
     if (!fusedAdapterKernels() || x.dtype !== 'f32' || x.device !== 'cpu') return null;
     const mods: LoRAModule[] = [];
     for (const c of setup.children) {
