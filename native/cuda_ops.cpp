@@ -611,6 +611,120 @@ void op_bottleneck_cuda(OpCtx& c) {
   c.out.push_back(pre);
 }
 
+// ---- segmented multi-LoRA (the CUDA twin of native/kernels/multi_lora.cpp) ---------------------------------------
+// One op for a whole BatchSplit / Parallel / mixed-adapter batch of plain LoRA adapters, as on the CPU; on the GPU each
+// segment runs as GEMM launches on its rows (shrink, then expand with the segment's scale as alpha) — not yet one
+// segmented kernel for all adapters. The scales are read on the host (they may live there).
+
+struct SgmvArgs {
+  int64_t n = 0, M = 0, K = 0, O = 0, R = 0;
+  std::vector<int64_t> starts, ranks;
+  std::vector<float> scale;
+  std::vector<Tensor> A, B;
+  Device dev{};
+};
+// inputs [first] = scales (n, any device), then A_0..A_{n-1}, B_0..B_{n-1} on the device of input #0
+SgmvArgs sgmv_args(const OpCtx& c, size_t first, int64_t M, int64_t K) {
+  SgmvArgs a;
+  a.M = M;
+  a.K = K;
+  a.dev = c.input(0).device();
+  a.starts = c.ints("starts");
+  if (a.starts.size() < 2) c.fail("ValueError", "starts must hold n+1 >= 2 row offsets");
+  a.n = (int64_t)a.starts.size() - 1;
+  for (int64_t i = 0; i <= a.n; i++) {
+    if (a.starts[i] < 0 || a.starts[i] > M)
+      c.fail("IndexError", "starts[" + std::to_string(i) + "] = " + std::to_string(a.starts[i]) + " out of [0, " + std::to_string(M) + "]");
+    if (i && a.starts[i] < a.starts[i - 1]) c.fail("ValueError", "starts must not decrease");
+  }
+  const size_t want = first + 1 + 2 * (size_t)a.n;
+  if (c.n_in() != want) c.fail("ValueError", "expected " + std::to_string(want) + " inputs for " + std::to_string(a.n) + " adapters, got " + std::to_string(c.n_in()));
+  c.expect_inputs(want);
+  for (size_t k = 0; k < want; k++)
+    if (k != first && !(c.input(k).device() == a.dev))
+      c.fail("DeviceError", "expected all tensors on one device, but input #" + std::to_string(k) + " is on " + c.input(k).device().str() + " and input #0 on " + a.dev.str());
+  const Tensor sc = to_device(c.input(first), Device{});
+  if (sc.numel() != a.n) c.fail("ShapeError", "scales " + shape_str(sc.shape) + " must have " + std::to_string(a.n) + " elements");
+  const Tensor scf = sc.dtype == DType::F32 ? sc : cast(sc, DType::F32);
+  a.scale.assign(scf.data<float>(), scf.data<float>() + a.n);
+  for (int64_t i = 0; i < a.n; i++) {
+    ew_dtype(c, c.input(first + 1 + i).dtype);
+    ew_dtype(c, c.input(first + 1 + a.n + i).dtype);
+    const Tensor A = as_f32(c, c.input(first + 1 + i)), B = as_f32(c, c.input(first + 1 + a.n + i));
+    if (A.dim() != 2 || A.shape[1] != K) c.fail("ShapeError", "lora_A #" + std::to_string(i) + " " + shape_str(A.shape) + " must be (r, " + std::to_string(K) + ")");
+    const int64_t r = A.shape[0];
+    if (B.dim() != 2 || B.shape[1] != r) c.fail("ShapeError", "lora_B #" + std::to_string(i) + " " + shape_str(B.shape) + " must be (out, " + std::to_string(r) + ")");
+    if (i == 0) a.O = B.shape[0];
+    else if (B.shape[0] != a.O) c.fail("ShapeError", "lora_B #" + std::to_string(i) + " " + shape_str(B.shape) + " has " + std::to_string(B.shape[0]) + " outputs, #0 has " + std::to_string(a.O));
+    a.R = std::max(a.R, r);
+    a.ranks.push_back(r);
+    a.A.push_back(A);
+    a.B.push_back(B);
+  }
+  return a;
+}
+void zero(const OpCtx& c, const CudaApi& api, const Tensor& t) {
+  if (t.numel()) cuda_check(api.memset(t.raw(), 0, t.nbytes(), nullptr), c.name + ": zero");
+}
+
+// lora_sgmv(x, scales, A..., B...) {starts} -> d (x's rows, O), t (M, R)
+void op_lora_sgmv_cuda(OpCtx& c) {
+  c.expect_inputs(1);
+  ew_dtype(c, c.input(0).dtype);
+  const Tensor x = as_f32(c, c.input(0));
+  if (x.dim() < 1) c.fail("ShapeError", "input must have a feature axis");
+  const int64_t K = x.shape.back(), M = K ? x.numel() / K : 0;
+  const SgmvArgs a = sgmv_args(c, 1, M, K);
+  auto ds = x.shape;
+  ds.back() = a.O;
+  Tensor d = Tensor::empty(ds, DType::F32, a.dev), t = Tensor::empty({M, a.R}, DType::F32, a.dev);
+  const CudaApi& api = api_on(c, a.dev);
+  zero(c, api, d);  // rows outside every segment (and segments of rank 0) get no delta
+  zero(c, api, t);
+  for (int64_t i = 0; i < a.n; i++) {
+    const int64_t m0 = a.starts[i], rows = a.starts[i + 1] - m0, r = a.ranks[i];
+    if (!rows || !r || !K || !a.O) continue;
+    gemm(c, api, DType::F32, false, true, rows, r, K, x, x.offset + m0 * K, K, a.A[i], a.A[i].offset, K, 0.f, t.data<float>() + m0 * a.R, a.R);  // shrink
+    gemm(c, api, DType::F32, false, true, rows, a.O, r, t, m0 * a.R, a.R, a.B[i], a.B[i].offset, r, 0.f, d.data<float>() + m0 * a.O, a.O, a.scale[i]);  // expand
+  }
+  c.out.push_back(d);
+  c.out.push_back(t);
+}
+
+// lora_sgmv_bwd(g, x, t, scales, A..., B...) {starts} -> gx, dA_0..dA_{n-1}, dB_0..dB_{n-1}
+void op_lora_sgmv_bwd_cuda(OpCtx& c) {
+  c.expect_inputs(3);
+  for (size_t k : {0, 1, 2}) ew_dtype(c, c.input(k).dtype);
+  const Tensor x = as_f32(c, c.input(1));
+  const int64_t K = x.dim() ? x.shape.back() : 0, M = K ? x.numel() / K : 0;
+  const SgmvArgs a = sgmv_args(c, 3, M, K);
+  const Tensor g = as_f32(c, c.input(0)), t = as_f32(c, c.input(2));
+  if (g.numel() != M * a.O) c.fail("ShapeError", "gradient " + shape_str(g.shape) + " does not match " + std::to_string(M) + " rows of " + std::to_string(a.O));
+  if (t.numel() != M * a.R) c.fail("ShapeError", "saved t " + shape_str(t.shape) + " must be (" + std::to_string(M) + ", " + std::to_string(a.R) + ")");
+  const CudaApi& api = api_on(c, a.dev);
+  Tensor gx = Tensor::empty(x.shape, DType::F32, a.dev), gt = Tensor::empty({M, a.R}, DType::F32, a.dev);
+  zero(c, api, gx);
+  std::vector<Tensor> dA, dB;
+  for (int64_t i = 0; i < a.n; i++) {
+    const int64_t m0 = a.starts[i], rows = a.starts[i + 1] - m0, r = a.ranks[i];
+    dA.push_back(Tensor::empty({r, K}, DType::F32, a.dev));
+    dB.push_back(Tensor::empty({a.O, r}, DType::F32, a.dev));
+    if (!rows || !r || !a.O || !K) {
+      zero(c, api, dA.back());
+      zero(c, api, dB.back());
+      continue;
+    }
+    float* gti = gt.data<float>() + m0 * a.R;
+    gemm(c, api, DType::F32, false, false, rows, r, a.O, g, g.offset + m0 * a.O, a.O, a.B[i], a.B[i].offset, r, 0.f, gti, a.R, a.scale[i]);  // gt = s·g·B
+    gemm(c, api, DType::F32, false, false, rows, K, r, gt, m0 * a.R, a.R, a.A[i], a.A[i].offset, K, 0.f, gx.data<float>() + m0 * K, K);  // gx = gt·A
+    gemm(c, api, DType::F32, true, false, r, K, rows, gt, m0 * a.R, a.R, x, x.offset + m0 * K, K, 0.f, dA.back().data<float>(), K);  // dA = gtᵀ·x
+    gemm(c, api, DType::F32, true, false, a.O, r, rows, g, g.offset + m0 * a.O, a.O, t, t.offset + m0 * a.R, a.R, 0.f, dB.back().data<float>(), r, a.scale[i]);  // dB = s·gᵀ·t
+  }
+  c.out.push_back(gx);
+  for (auto& v : dA) c.out.push_back(v);
+  for (auto& v : dB) c.out.push_back(v);
+}
+
 // ---- row-wise ops (cuda/rows.cu; per-row code in cuda/rows_math.h) ---------------------------------------------
 
 const CudaApi& api_on(const OpCtx& c, Device dev) {
@@ -1142,6 +1256,7 @@ extern const std::vector<std::pair<const char*, OpFn>> kCudaOps = {
     {"eq", &op_eq_cuda}, {"ne", &op_ne_cuda}, {"lt", &op_lt_cuda}, {"le", &op_le_cuda}, {"gt", &op_gt_cuda}, {"ge", &op_ge_cuda},
     {"logical_and", &op_logical_and_cuda}, {"logical_or", &op_logical_or_cuda}, {"logical_not", &op_logical_not_cuda},
     {"where", &op_where_cuda}, {"masked_fill", &op_masked_fill_cuda},
+    {"lora_sgmv", &op_lora_sgmv_cuda}, {"lora_sgmv_bwd", &op_lora_sgmv_bwd_cuda},
     {"lora_linear", &op_lora_linear_cuda}, {"ia3_linear", &op_ia3_linear_cuda}, {"bottleneck", &op_bottleneck_cuda},
     {"index_select", &op_index_select_cuda}, {"index_add", &op_index_add_cuda}, {"gather", &op_gather_cuda}, {"scatter_add", &op_scatter_add_cuda},
     {"linear", &op_linear_cuda},

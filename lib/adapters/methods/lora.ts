@@ -199,8 +199,7 @@ export class LoRAHost {
    * (gating, fused c_attn blocks, active dropout, non-f32), and the slice-by-slice path runs instead.
    */
   private segmented(setup: BatchSplit, x: Tensor): Tensor | null {
-    // (the segmented kernels are CPU-only so far: device tensors take the slice-by-slice path)
-    if (!fusedAdapterKernels() || x.dtype !== 'f32' || x.device !== 'cpu') return null;
+    if (!fusedAdapterKernels() || x.dtype !== 'f32') return null;
     const mods: LoRAModule[] = [];
     for (const c of setup.children) {
       const m = typeof c === 'string' ? this.get(c) : null;

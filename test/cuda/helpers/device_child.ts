@@ -1,7 +1,7 @@
 // Runs the device-plumbing checks of test/cuda/device.test.ts in a process of its own (the CUDA library is chosen
 // once per process: ADAPTERS_CUDA_LIB points at the mock, or at nothing on a GPU machine). Prints one JSON line:
 // {"results": [{"name", "ok", "detail"}]}; it never throws, so a failing check is reported, not a crash.
-import { AdamW, AdapterTrainer, AutoAdapterModel, autocast, hfParamGroups, scope, cuda, hasCuda, supportsOp, ops, randn, tensor, noGrad, manualSeed, type Tensor } from '../../../lib/index.ts';
+import { AdamW, AdapterTrainer, AutoAdapterModel, BatchSplit, autocast, hfParamGroups, scope, cuda, hasCuda, supportsOp, ops, randn, tensor, noGrad, manualSeed, type Tensor } from '../../../lib/index.ts';
 import { callOp } from '../../../lib/tensor.ts';
 
 const results: { name: string; ok: boolean; detail: string }[] = [];
@@ -544,6 +544,23 @@ check('RoBERTa, ELECTRA, DistilBERT, ViT, Qwen2, BART and T5 with LoRA and with 
       if (r !== true) return `${name} ${method}: ${r}`;
     }
   return true;
+});
+
+check('fused LoRA / (IA)³ / bottleneck ops and segmented multi-LoRA (BatchSplit of 3 LoRA adapters of ranks 2, 4, 8, one with no rows) train on the device like on the CPU', () => {
+  const cfg = { model_type: 'bert', vocab_size: 50, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32,
+    hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 };
+  const run = (dev: boolean) => trainModel(dev, 11, () => {
+    const m = AutoAdapterModel.fromConfig(cfg, { seed: 12 });
+    m.addAdapter('a', 'lora[r=2, alpha=4]');
+    m.addAdapter('b', 'lora[r=4, alpha=8]');
+    m.addAdapter('c', 'lora[r=8, alpha=8]');
+    m.addClassificationHead('h', { num_labels: 2 });
+    m.trainAdapter(new BatchSplit(['a', 'b', 'c'], [2, 0, 1]));
+    m.setActiveAdapters(new BatchSplit(['a', 'b', 'c'], [2, 0, 1]));
+    m.activeHead = 'h';
+    return m;
+  }, () => ({ inputIds: ids([[5, 7, 9, 11], [4, 6, 8, 1], [3, 3, 2, 9]]), labels: tensor([0, 1, 1], [3], { dtype: 'i64' }) }));
+  return allClose(run(true), run(false), 2e-5);
 });
 
 async function checkAsync(name: string, fn: () => Promise<string | true>) {
