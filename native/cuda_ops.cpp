@@ -725,6 +725,154 @@ void op_lora_sgmv_bwd_cuda(OpCtx& c) {
   for (auto& v : dB) c.out.push_back(v);
 }
 
+// ---- segmented multi-bottleneck (the CUDA twin of native/kernels/multi_bottleneck.cpp), GEMMs per segment as above ----
+
+struct BnArgs {
+  int64_t n = 0, C = 0, D = 0;
+  std::vector<int64_t> starts, width;
+  std::vector<float> scale;
+  std::vector<Tensor> Wd, bd, Wu, bu;
+  UnOp act = U_RELU;
+  Device dev{};
+};
+// inputs [first] = scales (any device), then Wd…, bd…, Wu…, bu… (n each) on the device of input #0
+BnArgs bn_args(const OpCtx& c, size_t first, int64_t M, int64_t C) {
+  BnArgs a;
+  a.C = C;
+  a.dev = c.input(0).device();
+  a.starts = c.ints("starts");
+  if (a.starts.size() < 2) c.fail("ValueError", "starts must hold n+1 >= 2 row offsets");
+  a.n = (int64_t)a.starts.size() - 1;
+  for (int64_t i = 0; i <= a.n; i++) {
+    if (a.starts[i] < 0 || a.starts[i] > M)
+      c.fail("IndexError", "starts[" + std::to_string(i) + "] = " + std::to_string(a.starts[i]) + " out of [0, " + std::to_string(M) + "]");
+    if (i && a.starts[i] < a.starts[i - 1]) c.fail("ValueError", "starts must not decrease");
+  }
+  const size_t want = first + 1 + 4 * (size_t)a.n;
+  if (c.n_in() != want) c.fail("ValueError", "expected " + std::to_string(want) + " inputs for " + std::to_string(a.n) + " adapters, got " + std::to_string(c.n_in()));
+  c.expect_inputs(want);
+  for (size_t k = 0; k < want; k++)
+    if (k != first && !(c.input(k).device() == a.dev))
+      c.fail("DeviceError", "expected all tensors on one device, but input #" + std::to_string(k) + " is on " + c.input(k).device().str() + " and input #0 on " + a.dev.str());
+  const std::string an = c.s("act", "relu");
+  if (!adapter_act_kind(an, &a.act)) c.fail("ValueError", "unsupported activation '" + an + "'");
+  const Tensor sc = to_device(c.input(first), Device{});
+  if (sc.numel() != a.n) c.fail("ShapeError", "scales " + shape_str(sc.shape) + " must have " + std::to_string(a.n) + " elements");
+  const Tensor scf = sc.dtype == DType::F32 ? sc : cast(sc, DType::F32);
+  a.scale.assign(scf.data<float>(), scf.data<float>() + a.n);
+  auto want_shape = [&](const Tensor& t, const std::vector<int64_t>& shape, const char* what, int64_t i) {
+    if (t.shape != shape) c.fail("ShapeError", std::string(what) + " #" + std::to_string(i) + " has shape " + shape_str(t.shape) + ", expected " + shape_str(shape));
+  };
+  for (int64_t i = 0; i < a.n; i++) {
+    for (int64_t q = 0; q < 4; q++) ew_dtype(c, c.input(first + 1 + q * a.n + i).dtype);
+    const Tensor wd = as_f32(c, c.input(first + 1 + i)), bdi = as_f32(c, c.input(first + 1 + a.n + i)), wu = as_f32(c, c.input(first + 1 + 2 * a.n + i)),
+                 bui = as_f32(c, c.input(first + 1 + 3 * a.n + i));
+    if (wd.dim() != 2 || wd.shape[1] != C) c.fail("ShapeError", "down weight #" + std::to_string(i) + " " + shape_str(wd.shape) + " must be (d, " + std::to_string(C) + ")");
+    const int64_t d = wd.shape[0];
+    want_shape(bdi, {d}, "down bias", i);
+    want_shape(wu, {C, d}, "up weight", i);
+    want_shape(bui, {C}, "up bias", i);
+    a.D = std::max(a.D, d);
+    a.width.push_back(d);
+    a.Wd.push_back(wd);
+    a.bd.push_back(bdi);
+    a.Wu.push_back(wu);
+    a.bu.push_back(bui);
+  }
+  return a;
+}
+// rows [m0, m0+rows) x cols [0, d) of the (M, D) tensor t, as a view
+Tensor block(const Tensor& t, int64_t m0, int64_t rows, int64_t d, int64_t D) { return t.view({rows, d}, {D, 1}, t.offset + m0 * D); }
+// rows [m0, m0+rows) of the (M, C) tensor t (contiguous rows), as a view
+Tensor row_slice(const Tensor& t, int64_t m0, int64_t rows, int64_t C) { return t.view({rows, C}, {C, 1}, t.offset + m0 * C); }
+// column sums of a contiguous (rows, cols) f32 tensor, times scale
+Tensor col_sums(const OpCtx& c, const CudaApi& api, const Tensor& t, int64_t rows, int64_t cols, float scale) {
+  Tensor o = Tensor::empty({cols}, DType::F32, t.device());
+  if (!cols) return o;
+  if (!rows) {
+    zero(c, api, o);
+    return o;
+  }
+  cuda_check(api.sum_f32(1, rows, cols, t.data<float>(), o.data<float>(), nullptr), c.name + ": column sums");
+  if (scale != 1.f) cuda_check(api.unary_f32(18, cols, o.data<float>(), o.data<float>(), scale, 0.f, nullptr), c.name + ": scale");
+  return o;
+}
+
+// bottleneck_sgmv(h, residual, scales, Wd…, bd…, Wu…, bu…) {starts, act} -> y, pre (M, D)
+void op_bottleneck_sgmv_cuda(OpCtx& c) {
+  c.expect_inputs(2);
+  ew_dtype(c, c.input(0).dtype);
+  ew_dtype(c, c.input(1).dtype);
+  const Tensor h = as_f32(c, c.input(0)), res = as_f32(c, c.input(1));
+  if (h.dim() < 1) c.fail("ShapeError", "input must have a feature axis");
+  if (res.shape != h.shape) c.fail("ShapeError", "residual " + shape_str(res.shape) + " vs input " + shape_str(h.shape));
+  const int64_t C = h.shape.back(), M = C ? h.numel() / C : 0;
+  const BnArgs a = bn_args(c, 2, M, C);
+  Tensor y = Tensor::empty(h.shape, DType::F32, a.dev), pre = Tensor::empty({M, a.D}, DType::F32, a.dev);
+  const CudaApi& api = api_on(c, a.dev);
+  if (M && C) copy_into(y.view({M, C}, {C, 1}, 0), res.view({M, C}, {C, 1}, res.offset));  // rows outside every segment: the residual
+  zero(c, api, pre);
+  for (int64_t i = 0; i < a.n; i++) {
+    const int64_t m0 = a.starts[i], rows = a.starts[i + 1] - m0, d = a.width[i];
+    if (!rows || !C) continue;
+    const Tensor yi = row_slice(y, m0, rows, C);
+    rows_op_vec(c, api, 0, row_slice(res, m0, rows, C), scaled(c, api, a.bu[i], a.scale[i]), yi, rows, C);  // residual + s·bu
+    if (!d) continue;
+    Tensor p = Tensor::empty({rows, d}, DType::F32, a.dev), act = Tensor::empty({rows, d}, DType::F32, a.dev);
+    broadcast_rows(p, a.bd[i], rows, d);
+    gemm(c, api, DType::F32, false, true, rows, d, C, h, h.offset + m0 * C, C, a.Wd[i], a.Wd[i].offset, C, 1.f, p.data<float>(), d);  // pre
+    copy_into(block(pre, m0, rows, d, a.D), p);
+    cuda_check(api.unary_f32((int)a.act, rows * d, p.data<float>(), act.data<float>(), 0.f, 0.f, nullptr), c.name + ": activation");
+    gemm(c, api, DType::F32, false, true, rows, C, d, act, 0, d, a.Wu[i], a.Wu[i].offset, d, 1.f, y.data<float>() + m0 * C, C, a.scale[i]);  // y += s·act·Wuᵀ
+  }
+  c.out.push_back(y);
+  c.out.push_back(pre);
+}
+
+// bottleneck_sgmv_bwd(g, h, pre, scales, Wd…, bd…, Wu…, bu…) {starts, act} -> gh, dWd…, dbd…, dWu…, dbu…
+void op_bottleneck_sgmv_bwd_cuda(OpCtx& c) {
+  c.expect_inputs(3);
+  for (size_t k : {0, 1, 2}) ew_dtype(c, c.input(k).dtype);
+  const Tensor h = as_f32(c, c.input(1));
+  const int64_t C = h.dim() ? h.shape.back() : 0, M = C ? h.numel() / C : 0;
+  const BnArgs a = bn_args(c, 3, M, C);
+  const Tensor g = as_f32(c, c.input(0)), pre = as_f32(c, c.input(2));
+  if (g.shape != h.shape) c.fail("ShapeError", "gradient " + shape_str(g.shape) + " vs input " + shape_str(h.shape));
+  if (pre.numel() != M * a.D) c.fail("ShapeError", "saved pre " + shape_str(pre.shape) + " must be (" + std::to_string(M) + ", " + std::to_string(a.D) + ")");
+  const CudaApi& api = api_on(c, a.dev);
+  Tensor gh = Tensor::empty(h.shape, DType::F32, a.dev);
+  zero(c, api, gh);
+  std::vector<Tensor> dWd, dbd, dWu, dbu;
+  for (int64_t i = 0; i < a.n; i++) {
+    const int64_t m0 = a.starts[i], rows = a.starts[i + 1] - m0, d = a.width[i];
+    const float sc = a.scale[i];
+    dWd.push_back(Tensor::empty({d, C}, DType::F32, a.dev));
+    dWu.push_back(Tensor::empty({C, d}, DType::F32, a.dev));
+    dbu.push_back(col_sums(c, api, C ? row_slice(g, m0, rows, C) : g, rows, C, sc));  // dbu = s·Σ g
+    if (!rows || !d || !C) {
+      zero(c, api, dWd.back());
+      zero(c, api, dWu.back());
+      Tensor z = Tensor::empty({d}, DType::F32, a.dev);
+      zero(c, api, z);
+      dbd.push_back(z);
+      continue;
+    }
+    Tensor p = Tensor::empty({rows, d}, DType::F32, a.dev), act = Tensor::empty({rows, d}, DType::F32, a.dev),
+           ga = Tensor::empty({rows, d}, DType::F32, a.dev), gp = Tensor::empty({rows, d}, DType::F32, a.dev);
+    copy_into(p, block(pre, m0, rows, d, a.D));
+    cuda_check(api.unary_f32((int)a.act, rows * d, p.data<float>(), act.data<float>(), 0.f, 0.f, nullptr), c.name + ": activation");
+    gemm(c, api, DType::F32, true, false, C, d, rows, g, g.offset + m0 * C, C, act, 0, d, 0.f, dWu.back().data<float>(), d, sc);  // dWu = s·gᵀ·act
+    gemm(c, api, DType::F32, false, false, rows, d, C, g, g.offset + m0 * C, C, a.Wu[i], a.Wu[i].offset, d, 0.f, ga.data<float>(), d, sc);  // ga = s·g·Wu
+    cuda_check(api.unary_backward_f32((int)a.act, rows * d, p.data<float>(), ga.data<float>(), gp.data<float>(), nullptr), c.name + ": activation gradient");
+    dbd.push_back(col_sums(c, api, gp, rows, d, 1.f));
+    gemm(c, api, DType::F32, true, false, d, C, rows, gp, 0, d, h, h.offset + m0 * C, C, 0.f, dWd.back().data<float>(), C);  // dWd = gpreᵀ·h
+    gemm(c, api, DType::F32, false, false, rows, C, d, gp, 0, d, a.Wd[i], a.Wd[i].offset, C, 0.f, gh.data<float>() + m0 * C, C);  // gh = gpre·Wd
+  }
+  c.out.push_back(gh);
+  for (auto* v : {&dWd, &dbd, &dWu, &dbu})
+    for (auto& t : *v) c.out.push_back(t);
+}
+
 // ---- row-wise ops (cuda/rows.cu; per-row code in cuda/rows_math.h) ---------------------------------------------
 
 const CudaApi& api_on(const OpCtx& c, Device dev) {
@@ -1256,6 +1404,7 @@ extern const std::vector<std::pair<const char*, OpFn>> kCudaOps = {
     {"eq", &op_eq_cuda}, {"ne", &op_ne_cuda}, {"lt", &op_lt_cuda}, {"le", &op_le_cuda}, {"gt", &op_gt_cuda}, {"ge", &op_ge_cuda},
     {"logical_and", &op_logical_and_cuda}, {"logical_or", &op_logical_or_cuda}, {"logical_not", &op_logical_not_cuda},
     {"where", &op_where_cuda}, {"masked_fill", &op_masked_fill_cuda},
+    {"bottleneck_sgmv", &op_bottleneck_sgmv_cuda}, {"bottleneck_sgmv_bwd", &op_bottleneck_sgmv_bwd_cuda},
     {"lora_sgmv", &op_lora_sgmv_cuda}, {"lora_sgmv_bwd", &op_lora_sgmv_bwd_cuda},
     {"lora_linear", &op_lora_linear_cuda}, {"ia3_linear", &op_ia3_linear_cuda}, {"bottleneck", &op_bottleneck_cuda},
     {"index_select", &op_index_select_cuda}, {"index_add", &op_index_add_cuda}, {"gather", &op_gather_cuda}, {"scatter_add", &op_scatter_add_cuda},

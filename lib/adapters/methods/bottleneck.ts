@@ -207,7 +207,6 @@ export class BottleneckSite {
    * (pre_forward runs once on the whole batch, which equals running it per slice). Else null.
    */
   private segmented(setup: BatchSplit, st: { h: Tensor; input: Tensor; last: string }, ln: LayerNorm | null): { h: Tensor; input: Tensor; last: string } | null {
-    if (st.h.device !== 'cpu') return null;  // the segmented kernel is CPU-only so far
     const mods: BottleneckAdapter[] = [];
     for (const c of setup.children) {
       const a = typeof c === 'string' ? this.get(c) : null;

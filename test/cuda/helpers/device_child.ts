@@ -546,7 +546,7 @@ check('RoBERTa, ELECTRA, DistilBERT, ViT, Qwen2, BART and T5 with LoRA and with 
   return true;
 });
 
-check('fused LoRA / (IA)³ / bottleneck ops and segmented multi-LoRA (BatchSplit of 3 LoRA adapters of ranks 2, 4, 8, one with no rows) train on the device like on the CPU', () => {
+check('fused LoRA / (IA)³ / bottleneck ops and the segmented multi-adapter ops (BatchSplits of 3 LoRA adapters of ranks 2, 4, 8 and of 3 bottlenecks of widths 8, 4, 2, each with an empty segment) train on the device like on the CPU', () => {
   const cfg = { model_type: 'bert', vocab_size: 50, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32,
     hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 };
   const run = (dev: boolean) => trainModel(dev, 11, () => {
@@ -560,7 +560,25 @@ check('fused LoRA / (IA)³ / bottleneck ops and segmented multi-LoRA (BatchSplit
     m.activeHead = 'h';
     return m;
   }, () => ({ inputIds: ids([[5, 7, 9, 11], [4, 6, 8, 1], [3, 3, 2, 9]]), labels: tensor([0, 1, 1], [3], { dtype: 'i64' }) }));
-  return allClose(run(true), run(false), 2e-5);
+  const r = allClose(run(true), run(false), 2e-5);
+  if (r !== true) return `LoRA: ${r}`;
+  // sequential bottlenecks of widths 8, 4, 2 (relu, swish) in one segmented op
+  for (const act of ['relu', 'swish']) {
+    const runB = (dev: boolean) => trainModel(dev, 13, () => {
+      const m = AutoAdapterModel.fromConfig(cfg, { seed: 14 });
+      m.addAdapter('a', `seq_bn[reduction_factor=2, non_linearity='${act}']`);
+      m.addAdapter('b', `seq_bn[reduction_factor=4, non_linearity='${act}']`);
+      m.addAdapter('c', `seq_bn[reduction_factor=8, non_linearity='${act}']`);
+      m.addClassificationHead('h', { num_labels: 2 });
+      m.trainAdapter(new BatchSplit(['a', 'b', 'c'], [1, 2, 0]));
+      m.setActiveAdapters(new BatchSplit(['a', 'b', 'c'], [1, 2, 0]));
+      m.activeHead = 'h';
+      return m;
+    }, () => ({ inputIds: ids([[5, 7, 9, 11], [4, 6, 8, 1], [3, 3, 2, 9]]), labels: tensor([0, 1, 1], [3], { dtype: 'i64' }) }));
+    const rb = allClose(runB(true), runB(false), 2e-5);
+    if (rb !== true) return `bottleneck ${act}: ${rb}`;
+  }
+  return true;
 });
 
 async function checkAsync(name: string, fn: () => Promise<string | true>) {
