@@ -616,18 +616,17 @@ void op_bottleneck_cuda(OpCtx& c) {
 // segment runs as GEMM launches on its rows (shrink, then expand with the segment's scale as alpha) — not yet one
 // segmented kernel for all adapters. The scales are read on the host (they may live there).
 
-struct SgmvArgs {
-  int64_t n = 0, M = 0, K = 0, O = 0, R = 0;
-  std::vector<int64_t> starts, ranks;
+// What every segmented op reads first (as native/kernels/segments.h): the row segments from `starts` (n+1
+// non-decreasing offsets in [0, M]), `per` tensors per adapter after the scales at input #first, all on input #0's
+// device except the scales, whose values are read on the host.
+struct SegHead {
+  int64_t n = 0;
+  std::vector<int64_t> starts;
   std::vector<float> scale;
-  std::vector<Tensor> A, B;
   Device dev{};
 };
-// inputs [first] = scales (n, any device), then A_0..A_{n-1}, B_0..B_{n-1} on the device of input #0
-SgmvArgs sgmv_args(const OpCtx& c, size_t first, int64_t M, int64_t K) {
-  SgmvArgs a;
-  a.M = M;
-  a.K = K;
+SegHead seg_head(const OpCtx& c, size_t first, int64_t per, int64_t M) {
+  SegHead a;
   a.dev = c.input(0).device();
   a.starts = c.ints("starts");
   if (a.starts.size() < 2) c.fail("ValueError", "starts must hold n+1 >= 2 row offsets");
@@ -637,7 +636,7 @@ SgmvArgs sgmv_args(const OpCtx& c, size_t first, int64_t M, int64_t K) {
       c.fail("IndexError", "starts[" + std::to_string(i) + "] = " + std::to_string(a.starts[i]) + " out of [0, " + std::to_string(M) + "]");
     if (i && a.starts[i] < a.starts[i - 1]) c.fail("ValueError", "starts must not decrease");
   }
-  const size_t want = first + 1 + 2 * (size_t)a.n;
+  const size_t want = first + 1 + (size_t)(per * a.n);
   if (c.n_in() != want) c.fail("ValueError", "expected " + std::to_string(want) + " inputs for " + std::to_string(a.n) + " adapters, got " + std::to_string(c.n_in()));
   c.expect_inputs(want);
   for (size_t k = 0; k < want; k++)
@@ -647,6 +646,18 @@ SgmvArgs sgmv_args(const OpCtx& c, size_t first, int64_t M, int64_t K) {
   if (sc.numel() != a.n) c.fail("ShapeError", "scales " + shape_str(sc.shape) + " must have " + std::to_string(a.n) + " elements");
   const Tensor scf = sc.dtype == DType::F32 ? sc : cast(sc, DType::F32);
   a.scale.assign(scf.data<float>(), scf.data<float>() + a.n);
+  return a;
+}
+
+struct SgmvArgs : SegHead {
+  int64_t O = 0, R = 0;
+  std::vector<int64_t> ranks;
+  std::vector<Tensor> A, B;
+};
+// inputs [first] = scales (n), then A_0..A_{n-1} (r_i, K), B_0..B_{n-1} (O, r_i)
+SgmvArgs sgmv_args(const OpCtx& c, size_t first, int64_t M, int64_t K) {
+  SgmvArgs a;
+  static_cast<SegHead&>(a) = seg_head(c, first, 2, M);
   for (int64_t i = 0; i < a.n; i++) {
     ew_dtype(c, c.input(first + 1 + i).dtype);
     ew_dtype(c, c.input(first + 1 + a.n + i).dtype);
@@ -727,39 +738,19 @@ void op_lora_sgmv_bwd_cuda(OpCtx& c) {
 
 // ---- segmented multi-bottleneck (the CUDA twin of native/kernels/multi_bottleneck.cpp), GEMMs per segment as above ----
 
-struct BnArgs {
-  int64_t n = 0, C = 0, D = 0;
-  std::vector<int64_t> starts, width;
-  std::vector<float> scale;
+struct BnArgs : SegHead {
+  int64_t C = 0, D = 0;
+  std::vector<int64_t> width;
   std::vector<Tensor> Wd, bd, Wu, bu;
   UnOp act = U_RELU;
-  Device dev{};
 };
-// inputs [first] = scales (any device), then Wd…, bd…, Wu…, bu… (n each) on the device of input #0
+// inputs [first] = scales (n), then Wd_i (d_i, C)…, bd_i (d_i)…, Wu_i (C, d_i)…, bu_i (C)…
 BnArgs bn_args(const OpCtx& c, size_t first, int64_t M, int64_t C) {
   BnArgs a;
+  static_cast<SegHead&>(a) = seg_head(c, first, 4, M);
   a.C = C;
-  a.dev = c.input(0).device();
-  a.starts = c.ints("starts");
-  if (a.starts.size() < 2) c.fail("ValueError", "starts must hold n+1 >= 2 row offsets");
-  a.n = (int64_t)a.starts.size() - 1;
-  for (int64_t i = 0; i <= a.n; i++) {
-    if (a.starts[i] < 0 || a.starts[i] > M)
-      c.fail("IndexError", "starts[" + std::to_string(i) + "] = " + std::to_string(a.starts[i]) + " out of [0, " + std::to_string(M) + "]");
-    if (i && a.starts[i] < a.starts[i - 1]) c.fail("ValueError", "starts must not decrease");
-  }
-  const size_t want = first + 1 + 4 * (size_t)a.n;
-  if (c.n_in() != want) c.fail("ValueError", "expected " + std::to_string(want) + " inputs for " + std::to_string(a.n) + " adapters, got " + std::to_string(c.n_in()));
-  c.expect_inputs(want);
-  for (size_t k = 0; k < want; k++)
-    if (k != first && !(c.input(k).device() == a.dev))
-      c.fail("DeviceError", "expected all tensors on one device, but input #" + std::to_string(k) + " is on " + c.input(k).device().str() + " and input #0 on " + a.dev.str());
   const std::string an = c.s("act", "relu");
   if (!adapter_act_kind(an, &a.act)) c.fail("ValueError", "unsupported activation '" + an + "'");
-  const Tensor sc = to_device(c.input(first), Device{});
-  if (sc.numel() != a.n) c.fail("ShapeError", "scales " + shape_str(sc.shape) + " must have " + std::to_string(a.n) + " elements");
-  const Tensor scf = sc.dtype == DType::F32 ? sc : cast(sc, DType::F32);
-  a.scale.assign(scf.data<float>(), scf.data<float>() + a.n);
   auto want_shape = [&](const Tensor& t, const std::vector<int64_t>& shape, const char* what, int64_t i) {
     if (t.shape != shape) c.fail("ShapeError", std::string(what) + " #" + std::to_string(i) + " has shape " + shape_str(t.shape) + ", expected " + shape_str(shape));
   };
