@@ -10,7 +10,8 @@
 # process so a faulting kernel cannot hide the others; (5) bench/cuda/train.ts (adapter training step, ours vs torch
 # eager on the same GPU, with a per-op profile of our step) and, when the wgmma tests passed, the device checks again
 # through the wgmma GEMMs; (6) our GEMM timings and torch.matmul's on the same shapes; (7) if time remains, the
-# descriptor probe and compute-sanitizer. Files under $OUT (default /tmp/gpu_check_out), at most 10:
+# descriptor probe and compute-sanitizer. Files under $OUT (default /tmp/gpu_check_out); at the end all but env.txt,
+# summary.md, device.json and train_bench.txt are packed into logs.tar.gz (the device tool returns at most 8 files):
 #   env.txt       GPU / driver / toolchain, and the time each step took
 #   build.log     compiler output, register / spill report of the GEMM kernels, SASS instruction counts
 #   tests.jsonl   one JSON line per test (check.cu --tests)
@@ -286,4 +287,7 @@ open(os.path.join(out, "summary.md"), "w").write("\n".join(md) + "\n")
 print("\n".join(md[:60]))
 PY
 step "done"
+# the device tool returns at most 8 files: keep the ones read first, pack the rest into one archive
+( cd "$OUT" && tar czf logs.tar.gz build.log tests.jsonl bench.jsonl torch.jsonl stderr.log results.json 2>/dev/null &&
+  rm -f build.log tests.jsonl bench.jsonl torch.jsonl stderr.log results.json )
 ls -la "$OUT" >&2
