@@ -34,7 +34,7 @@ export interface Binding {
   asStrided(h: TensorHandle, shape: number[], strides: number[], offset: number): TensorHandle;
   runOp(name: string, inputs: (TensorHandle | null)[], attrs?: Record<string, AttrValue>): TensorHandle[];
   readRegion(path: string, byteOffset: number, dtype: string, shape: number[]): TensorHandle;
-  memoryStats(): { liveStorages: number; liveBytes: number; pooledBytes: number; peakBytes: number };
+  memoryStats(): { liveStorages: number; liveBytes: number; pooledBytes: number; peakBytes: number; reportedToV8Bytes: number };
   emptyCache(): void;
   resetPeakMemory(): void;
   numThreads(): number;

@@ -36,8 +36,11 @@ export { PredictionHead, lmLoss, type HeadConfig, type HeadType, type HeadOutput
 export * from './adapters/config.ts';
 export { Stack, Fuse, Split, BatchSplit, Parallel, Average, CompositionBlock, validateComposition, parseComposition, type Setup } from './adapters/composition.ts';
 
-/** Native memory in use: live tensors (JS objects), live storages and their bytes, pooled bytes, peak. */
-export function memoryStats(): { liveTensors: number; liveStorages: number; liveBytes: number; pooledBytes: number; peakBytes: number } {
+/**
+ * Native memory in use: live tensors (JS objects), live storages and their bytes, pooled bytes, peak, and the bytes
+ * reported to V8 as external memory (GC pressure for forgotten tensors; at most 256 MiB at a time).
+ */
+export function memoryStats(): { liveTensors: number; liveStorages: number; liveBytes: number; pooledBytes: number; peakBytes: number; reportedToV8Bytes: number } {
   return { liveTensors: liveTensorCount(), ...native.memoryStats() };
 }
 /** Returns pooled (cached, unused) native memory to the OS. */

@@ -296,6 +296,7 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   o.Set("liveBytes", (double)s.live_bytes);
   o.Set("pooledBytes", (double)s.pooled_bytes);
   o.Set("peakBytes", (double)s.peak_bytes);
+  o.Set("reportedToV8Bytes", (double)g_reported.load());  // tensor bytes V8 counts as external memory (capped)
   return o;
 }
 Napi::Value EmptyCache(const Napi::CallbackInfo& info) { mem_empty_cache(); return info.Env().Undefined(); }

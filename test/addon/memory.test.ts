@@ -439,3 +439,19 @@ test.serial('training loop (manual dispose): live storages/bytes/tensors flat fr
   t.is(after.liveStorages, before.liveStorages);
   t.is(after.liveTensors, before.liveTensors);
 });
+
+// Tensor bytes are reported to V8 as external memory (GC pressure for forgotten tensors), but at most 256 MiB at
+// once: past V8's external limit every further report starts a full GC, and a training step holds gigabytes.
+test.serial('V8 is told of live tensor bytes up to 256 MiB at a time, and of their release on dispose', (t) => {
+  const rep = () => stats().reportedToV8Bytes;
+  const MiB = 2 ** 20, base = rep();
+  t.true(base <= 256 * MiB, `reported ${base} before the test`);
+  const small = zeros([16, 1 << 20]);  // 64 MiB
+  const room = 256 * MiB - base;
+  t.is(rep() - base, Math.min(64 * MiB, room), '64 MiB tensor');
+  const big = Array.from({ length: 6 }, () => zeros([16, 1 << 20]));  // 384 MiB more
+  t.is(rep(), 256 * MiB, '448 MiB live: the report stops at the cap');
+  for (const b of big) b.dispose();
+  small.dispose();
+  t.is(rep(), base, 'after dispose');
+});
