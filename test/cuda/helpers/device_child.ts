@@ -419,6 +419,20 @@ check('comparisons, logical ops, where, masked_fill and the index ops (index_sel
   return allClose(...res, 1e-6);
 });
 
+check('bad indices, masks and segment offsets on the device are typed errors naming the op (never a device fault)', () => {
+  const x = randn([3, 4], { seed: 220 }).cuda();
+  const i64 = (v: number[], shape: number[]) => tensor(v, shape, { dtype: 'i64' }).cuda();
+  return [
+    throwsLike(() => ops.gather(x, 1, i64([0, 4, 1], [3, 1])), 'IndexError', /gather: index 4 is out of range \[0, 4\)/),
+    throwsLike(() => ops.indexSelect(x, 0, i64([-1], [1])), 'IndexError', /index_select: index -1 is out of range \[0, 3\)/),
+    throwsLike(() => ops.where(i64([1, 0, 1, 0], [4]), x, x), 'DTypeError', /where: condition must be bool, got i64/),
+    throwsLike(() => ops.maskedFill(x, ops.gt(x, 0).to('f32'), 0), 'DTypeError', /masked_fill: mask must be bool, got f32/),
+    throwsLike(() => ops.gather(x, 1, i64([0, 1], [2])), 'ShapeError', /gather: index \[2\] must have the rank of input \[3, 4\]/),
+    throwsLike(() => callOp('lora_sgmv', [x, tensor([1], [1]), randn([2, 4]).cuda(), randn([5, 2]).cuda()], { starts: [0, 7] }), 'IndexError', /lora_sgmv: starts\[1\] = 7 out of \[0, 3\]/),
+    throwsLike(() => callOp('lora_sgmv', [x, tensor([1], [1]), randn([2, 4]), randn([5, 2]).cuda()], { starts: [0, 3] }), 'DeviceError', /lora_sgmv: expected all tensors on one device, but input #2 is on cpu/),
+  ].find((r) => r !== true) ?? true;
+});
+
 // Builds a model (seeded), moves it to the device when dev, runs 2 AdamW steps on `input()`; returns the losses and the
 // trained parameters (the device and CPU runs must agree).
 function trainModel(dev: boolean, seed: number, build: () => InstanceType<typeof AutoAdapterModel>, input: () => Record<string, Tensor>): number[][] {
