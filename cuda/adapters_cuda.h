@@ -155,6 +155,28 @@ int adapters_cuda_where(int ndim, const int64_t* shape, const uint8_t* cond, con
 int adapters_cuda_masked_fill(int ndim, const int64_t* shape, const void* x, const int64_t* xstrides, const uint8_t* mask,
                               const int64_t* mstrides, int dtype, double value, void* out, void* stream);
 
+/* ---- sgmv.cu: segmented multi-LoRA in single launches (per-element code in sgmv_math.h) ------------------------ */
+#define ADAPTERS_CUDA_SGMV_MAX 32
+/* The adapter table, passed by value to the kernels: adapter i owns rows [start[i], start[i+1]) of x (M, K), has
+ * rank rank[i] <= R, scale scale[i], A[i] (rank, K) and B[i] (O, rank) on the device; aoff / boff are the prefix sums of
+ * rank·K and O·rank (where dA_i / dB_i start in the gradient buffers). */
+typedef struct adapters_cuda_sgmv {
+  int n;
+  int64_t M, K, O, R;
+  int64_t start[ADAPTERS_CUDA_SGMV_MAX + 1];
+  int64_t rank[ADAPTERS_CUDA_SGMV_MAX];
+  float scale[ADAPTERS_CUDA_SGMV_MAX];
+  const float* A[ADAPTERS_CUDA_SGMV_MAX];
+  const float* B[ADAPTERS_CUDA_SGMV_MAX];
+  int64_t aoff[ADAPTERS_CUDA_SGMV_MAX + 1];
+  int64_t boff[ADAPTERS_CUDA_SGMV_MAX + 1];
+} adapters_cuda_sgmv;
+/* t (M, R) = A_i·x per row (0 past the rank, and on rows of no segment); d (M, O) = s_i·B_i·t (0 on rows of no segment). */
+int adapters_cuda_lora_sgmv_f32(const adapters_cuda_sgmv* table, const float* x, float* t, float* d, void* stream);
+/* gt (M, R) scratch = s_i·g·B_i; gx (M, K) = gt·A_i; dA (Σ rank·K) = gtᵀ·x per segment; dB (Σ O·rank) = s_i·gᵀ·t per segment. */
+int adapters_cuda_lora_sgmv_backward_f32(const adapters_cuda_sgmv* table, const float* g, const float* x, const float* t, float* gt,
+                                         float* gx, float* dA, float* dB, void* stream);
+
 /* ---- index.cu: index ops (per-element code in index_math.h; the caller checks the indices' range) -------------- */
 /* out (O, K, I) = x (O, N, I, contiguous, any dtype code) at rows idx[0..K) of its middle dim. */
 int adapters_cuda_index_select(int64_t O, int64_t N, int64_t I, int64_t K, const int64_t* idx, const void* x, int dtype, void* out,

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <string>
 
+#include "../cuda/adapters_cuda.h"  // plain C: the structs passed by pointer (adapters_cuda_sgmv)
+
 namespace ad {
 
 // The library's entry points (same signatures as cuda/adapters_cuda.h).
@@ -37,6 +39,8 @@ struct CudaApi {
   int (*where)(int, const int64_t*, const uint8_t*, const int64_t*, const void*, const int64_t*, const void*, const int64_t*, int, void*,
                void*);
   int (*masked_fill)(int, const int64_t*, const void*, const int64_t*, const uint8_t*, const int64_t*, int, double, void*, void*);
+  int (*lora_sgmv_f32)(const adapters_cuda_sgmv*, const float*, float*, float*, void*);
+  int (*lora_sgmv_backward_f32)(const adapters_cuda_sgmv*, const float*, const float*, const float*, float*, float*, float*, float*, void*);
   int (*index_select)(int64_t, int64_t, int64_t, int64_t, const int64_t*, const void*, int, void*, void*);
   int (*index_add_f32)(int64_t, int64_t, int64_t, int64_t, const int64_t*, const float*, const float*, float*, void*);
   int (*gather)(int, int, const int64_t*, const int64_t*, const int64_t*, const void*, int, void*, void*);

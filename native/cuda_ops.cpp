@@ -677,6 +677,29 @@ SgmvArgs sgmv_args(const OpCtx& c, size_t first, int64_t M, int64_t K) {
 void zero(const OpCtx& c, const CudaApi& api, const Tensor& t) {
   if (t.numel()) cuda_check(api.memset(t.raw(), 0, t.nbytes(), nullptr), c.name + ": zero");
 }
+// From three adapters on (up to the table's size), the single-launch kernels of cuda/sgmv.cu serve the whole batch;
+// fewer, typically larger, segments run as GEMMs per segment. (The switch-over point is not measured yet.)
+bool sgmv_single_launch(const SgmvArgs& a) { return a.n >= 3 && a.n <= ADAPTERS_CUDA_SGMV_MAX; }
+adapters_cuda_sgmv sgmv_table(const SgmvArgs& a, int64_t M, int64_t K) {
+  adapters_cuda_sgmv t{};
+  t.n = (int)a.n;
+  t.M = M;
+  t.K = K;
+  t.O = a.O;
+  t.R = a.R;
+  t.aoff[0] = t.boff[0] = 0;
+  for (int64_t i = 0; i < a.n; i++) {
+    t.start[i] = a.starts[i];
+    t.rank[i] = a.ranks[i];
+    t.scale[i] = a.scale[i];
+    t.A[i] = a.A[i].data<float>();
+    t.B[i] = a.B[i].data<float>();
+    t.aoff[i + 1] = t.aoff[i] + a.ranks[i] * K;
+    t.boff[i + 1] = t.boff[i] + a.O * a.ranks[i];
+  }
+  t.start[a.n] = a.starts[a.n];
+  return t;
+}
 
 // lora_sgmv(x, scales, A..., B...) {starts} -> d (x's rows, O), t (M, R)
 void op_lora_sgmv_cuda(OpCtx& c) {
@@ -690,6 +713,13 @@ void op_lora_sgmv_cuda(OpCtx& c) {
   ds.back() = a.O;
   Tensor d = Tensor::empty(ds, DType::F32, a.dev), t = Tensor::empty({M, a.R}, DType::F32, a.dev);
   const CudaApi& api = api_on(c, a.dev);
+  if (sgmv_single_launch(a)) {  // the kernels write every element of t and d (zeros outside the segments)
+    const adapters_cuda_sgmv tb = sgmv_table(a, M, K);
+    cuda_check(api.lora_sgmv_f32(&tb, x.data<float>(), t.data<float>(), d.data<float>(), nullptr), c.name + " on " + a.dev.str());
+    c.out.push_back(d);
+    c.out.push_back(t);
+    return;
+  }
   zero(c, api, d);  // rows outside every segment (and segments of rank 0) get no delta
   zero(c, api, t);
   for (int64_t i = 0; i < a.n; i++) {
@@ -714,6 +744,17 @@ void op_lora_sgmv_bwd_cuda(OpCtx& c) {
   if (t.numel() != M * a.R) c.fail("ShapeError", "saved t " + shape_str(t.shape) + " must be (" + std::to_string(M) + ", " + std::to_string(a.R) + ")");
   const CudaApi& api = api_on(c, a.dev);
   Tensor gx = Tensor::empty(x.shape, DType::F32, a.dev), gt = Tensor::empty({M, a.R}, DType::F32, a.dev);
+  if (sgmv_single_launch(a)) {  // all adapters' dA (and dB) back to back in one buffer; the outputs are views of it
+    const adapters_cuda_sgmv tb = sgmv_table(a, M, K);
+    Tensor dAall = Tensor::empty({std::max<int64_t>(tb.aoff[a.n], 1)}, DType::F32, a.dev), dBall = Tensor::empty({std::max<int64_t>(tb.boff[a.n], 1)}, DType::F32, a.dev);
+    cuda_check(api.lora_sgmv_backward_f32(&tb, g.data<float>(), x.data<float>(), t.data<float>(), gt.data<float>(), gx.data<float>(), dAall.data<float>(),
+                                          dBall.data<float>(), nullptr),
+               c.name + " on " + a.dev.str());
+    c.out.push_back(gx);
+    for (int64_t i = 0; i < a.n; i++) c.out.push_back(dAall.view({a.ranks[i], K}, {K, 1}, tb.aoff[i]));
+    for (int64_t i = 0; i < a.n; i++) c.out.push_back(dBall.view({a.O, a.ranks[i]}, {a.ranks[i], 1}, tb.boff[i]));
+    return;
+  }
   zero(c, api, gx);
   std::vector<Tensor> dA, dB;
   for (int64_t i = 0; i < a.n; i++) {

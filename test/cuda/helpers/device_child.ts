@@ -560,7 +560,7 @@ check('RoBERTa, ELECTRA, DistilBERT, ViT, Qwen2, BART and T5 with LoRA and with 
   return true;
 });
 
-check('fused LoRA / (IA)³ / bottleneck ops and the segmented multi-adapter ops (BatchSplits of 3 LoRA adapters of ranks 2, 4, 8 and of 3 bottlenecks of widths 8, 4, 2, each with an empty segment) train on the device like on the CPU', () => {
+check('fused LoRA / (IA)³ / bottleneck ops and the segmented multi-adapter ops (BatchSplits of 2 and of 3 LoRA adapters of ranks 2, 4, 8 and of 3 bottlenecks of widths 8, 4, 2, each with an empty segment) train on the device like on the CPU', () => {
   const cfg = { model_type: 'bert', vocab_size: 50, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32,
     hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 };
   const run = (dev: boolean) => trainModel(dev, 11, () => {
@@ -576,6 +576,19 @@ check('fused LoRA / (IA)³ / bottleneck ops and the segmented multi-adapter ops 
   }, () => ({ inputIds: ids([[5, 7, 9, 11], [4, 6, 8, 1], [3, 3, 2, 9]]), labels: tensor([0, 1, 1], [3], { dtype: 'i64' }) }));
   const r = allClose(run(true), run(false), 2e-5);
   if (r !== true) return `LoRA: ${r}`;
+  // two adapters take the per-segment GEMM path (three and more: the single-launch kernels)
+  const run2 = (dev: boolean) => trainModel(dev, 15, () => {
+    const m = AutoAdapterModel.fromConfig(cfg, { seed: 16 });
+    m.addAdapter('a', 'lora[r=2, alpha=4]');
+    m.addAdapter('b', 'lora[r=8, alpha=8]');
+    m.addClassificationHead('h', { num_labels: 2 });
+    m.trainAdapter(new BatchSplit(['a', 'b'], [1, 2]));
+    m.setActiveAdapters(new BatchSplit(['a', 'b'], [1, 2]));
+    m.activeHead = 'h';
+    return m;
+  }, () => ({ inputIds: ids([[5, 7, 9, 11], [4, 6, 8, 1], [3, 3, 2, 9]]), labels: tensor([0, 1, 1], [3], { dtype: 'i64' }) }));
+  const r2 = allClose(run2(true), run2(false), 2e-5);
+  if (r2 !== true) return `LoRA, 2 adapters: ${r2}`;
   // sequential bottlenecks of widths 8, 4, 2 (relu, swish) in one segmented op
   for (const act of ['relu', 'swish']) {
     const runB = (dev: boolean) => trainModel(dev, 13, () => {

@@ -21,6 +21,7 @@
 #include "../../../cuda/adapters_cuda.h"  // the ABI this file implements (the compiler checks every signature)
 #include "../../../cuda/elementwise_math.h"
 #include "../../../cuda/index_math.h"
+#include "../../../cuda/sgmv_math.h"
 #include "../../../cuda/rows_math.h"
 #include "../../../cuda/attention_math.h"
 #include "../../../cuda/random_math.h"
@@ -271,6 +272,57 @@ int adapters_cuda_copy_strided(int sdt, int ddt, int ndim, const int64_t* shape,
   if (ad_ew::layout_flat(l)) for (int64_t i = 0; i < n; i++) ad_ew::copy_elem(host(src), sdt, i, host(dst), ddt, i);
   else if (n <= 0xffffffffLL) for (uint32_t i = 0; i < (uint32_t)n; i++) ad_ew::copy_at<uint32_t>(i, l, host(src), sdt, host(dst), ddt);
   else for (int64_t i = 0; i < n; i++) ad_ew::copy_at(i, l, host(src), sdt, host(dst), ddt);
+  return 0;
+}
+
+// segmented multi-LoRA: the single-launch kernels' element code (sgmv_math.h)
+namespace {
+bool sgmv_ok(const adapters_cuda_sgmv* t) {
+  if (!t || t->n < 1 || t->n > ad_sgmv::kMaxAdapters || t->M < 0 || t->K < 0 || t->O < 0 || t->R < 0 || t->start[0] < 0 || t->start[t->n] > t->M)
+    return false;
+  for (int i = 0; i < t->n; i++)
+    if (t->start[i + 1] < t->start[i] || t->rank[i] < 0 || t->rank[i] > t->R) return false;
+  return true;
+}
+// the table with host views of its device pointers (the element code reads A and B)
+adapters_cuda_sgmv host_table(const adapters_cuda_sgmv* t, bool* ok) {
+  adapters_cuda_sgmv h = *t;
+  *ok = true;
+  for (int i = 0; i < t->n; i++) {
+    if (t->rank[i] && (!valid(t->A[i], (size_t)(t->rank[i] * t->K) * 4 + !t->K) || !valid(t->B[i], (size_t)(t->O * t->rank[i]) * 4 + !t->O))) *ok = false;
+    h.A[i] = static_cast<const float*>(host(t->A[i]));
+    h.B[i] = static_cast<const float*>(host(t->B[i]));
+  }
+  return h;
+}
+}  // namespace
+int adapters_cuda_lora_sgmv_f32(const adapters_cuda_sgmv* t, const float* x, float* T, float* D, void*) {
+  if (!sgmv_ok(t)) return 1;
+  bool ok;
+  const adapters_cuda_sgmv h = host_table(t, &ok);
+  if (!ok || (t->M * t->K && !valid(x, (size_t)(t->M * t->K) * 4)) || (t->M * t->R && !valid(T, (size_t)(t->M * t->R) * 4)) ||
+      (t->M * t->O && !valid(D, (size_t)(t->M * t->O) * 4)))
+    return 700;
+  for (int64_t e = 0; e < t->M * t->R; e++) ad_sgmv::shrink_at(e, h, static_cast<const float*>(host(x)), static_cast<float*>(host(T)));
+  for (int64_t e = 0; e < t->M * t->O; e++) ad_sgmv::expand_at(e, h, static_cast<const float*>(host(T)), static_cast<float*>(host(D)));
+  return 0;
+}
+int adapters_cuda_lora_sgmv_backward_f32(const adapters_cuda_sgmv* t, const float* g, const float* x, const float* T, float* GT, float* gx,
+                                         float* dA, float* dB, void*) {
+  if (!sgmv_ok(t)) return 1;
+  bool ok;
+  const adapters_cuda_sgmv h = host_table(t, &ok);
+  const int64_t M = t->M, K = t->K, O = t->O, R = t->R;
+  if (!ok || (M * O && !valid(g, (size_t)(M * O) * 4)) || (M * K && (!valid(x, (size_t)(M * K) * 4) || !valid(gx, (size_t)(M * K) * 4))) ||
+      (M * R && (!valid(T, (size_t)(M * R) * 4) || !valid(GT, (size_t)(M * R) * 4))) || (t->aoff[t->n] && !valid(dA, (size_t)t->aoff[t->n] * 4)) ||
+      (t->boff[t->n] && !valid(dB, (size_t)t->boff[t->n] * 4)))
+    return 700;
+  const float *hg = static_cast<const float*>(host(g)), *hx = static_cast<const float*>(host(x)), *hT = static_cast<const float*>(host(T));
+  float* hGT = static_cast<float*>(host(GT));
+  for (int64_t e = 0; e < M * R; e++) ad_sgmv::gt_at(e, h, hg, hGT);
+  for (int64_t e = 0; e < M * K; e++) ad_sgmv::gx_at(e, h, hGT, static_cast<float*>(host(gx)));
+  for (int64_t e = 0; e < t->aoff[t->n]; e++) ad_sgmv::da_at(e, h, hGT, hx, static_cast<float*>(host(dA)));
+  for (int64_t e = 0; e < t->boff[t->n]; e++) ad_sgmv::db_at(e, h, hg, hT, static_cast<float*>(host(dB)));
   return 0;
 }
 

@@ -1,0 +1,57 @@
+// sgmv.cu — segmented multi-LoRA in single launches: every adapter of a BatchSplit / Parallel / mixed batch is served
+// by one shrink and one expand launch forward, and four launches backward, whatever the number of adapters (up to
+// ad_sgmv::kMaxAdapters; the adapter table is a kernel parameter). One thread per output element runs sgmv_math.h,
+// which the host-side mock shares. For few, large segments the per-segment GEMM path in native/cuda_ops.cpp is used.
+#include "adapters_cuda.h"
+#include "common.cuh"
+#include "sgmv_math.h"
+
+namespace {
+
+constexpr int kThreads = 256;
+int blocks_for(int64_t n) { return ad_cuda::grid_for(n, kThreads); }
+
+__global__ void shrink_kernel(ad_sgmv::Table t, const float* x, float* T) { AD_GRID_FOR(e, t.M * t.R) ad_sgmv::shrink_at(e, t, x, T); }
+__global__ void expand_kernel(ad_sgmv::Table t, const float* T, float* D) { AD_GRID_FOR(e, t.M * t.O) ad_sgmv::expand_at(e, t, T, D); }
+__global__ void gt_kernel(ad_sgmv::Table t, const float* g, float* GT) { AD_GRID_FOR(e, t.M * t.R) ad_sgmv::gt_at(e, t, g, GT); }
+__global__ void gx_kernel(ad_sgmv::Table t, const float* GT, float* gx) { AD_GRID_FOR(e, t.M * t.K) ad_sgmv::gx_at(e, t, GT, gx); }
+__global__ void da_kernel(ad_sgmv::Table t, const float* GT, const float* x, float* dA) { AD_GRID_FOR(e, t.aoff[t.n]) ad_sgmv::da_at(e, t, GT, x, dA); }
+__global__ void db_kernel(ad_sgmv::Table t, const float* g, const float* T, float* dB) { AD_GRID_FOR(e, t.boff[t.n]) ad_sgmv::db_at(e, t, g, T, dB); }
+
+bool valid(const ad_sgmv::Table* t) {
+  if (!t || t->n < 1 || t->n > ad_sgmv::kMaxAdapters || t->M < 0 || t->K < 0 || t->O < 0 || t->R < 0 || t->start[0] < 0 || t->start[t->n] > t->M)
+    return false;
+  for (int i = 0; i < t->n; i++)
+    if (t->start[i + 1] < t->start[i] || t->rank[i] < 0 || t->rank[i] > t->R) return false;
+  return true;
+}
+#define AD_SGMV_LAUNCH(n, kernel, ...)                                                   \
+  if ((n) > 0) {                                                                         \
+    kernel<<<blocks_for(n), kThreads, 0, ad_cuda::as_stream(stream)>>>(__VA_ARGS__);     \
+    AD_CUDA_CHECK_LAUNCH();                                                              \
+  }
+
+}  // namespace
+
+extern "C" {
+
+int adapters_cuda_lora_sgmv_f32(const adapters_cuda_sgmv* table, const float* x, float* t, float* d, void* stream) {
+  const ad_sgmv::Table* tb = table;
+  if (!valid(tb)) return (int)cudaErrorInvalidValue;
+  AD_SGMV_LAUNCH(tb->M * tb->R, shrink_kernel, *tb, x, t);
+  AD_SGMV_LAUNCH(tb->M * tb->O, expand_kernel, *tb, t, d);
+  return 0;
+}
+
+int adapters_cuda_lora_sgmv_backward_f32(const adapters_cuda_sgmv* table, const float* g, const float* x, const float* t, float* gt,
+                                         float* gx, float* dA, float* dB, void* stream) {
+  const ad_sgmv::Table* tb = table;
+  if (!valid(tb)) return (int)cudaErrorInvalidValue;
+  AD_SGMV_LAUNCH(tb->M * tb->R, gt_kernel, *tb, g, gt);
+  AD_SGMV_LAUNCH(tb->M * tb->K, gx_kernel, *tb, gt, gx);
+  AD_SGMV_LAUNCH(tb->aoff[tb->n], da_kernel, *tb, gt, x, dA);
+  AD_SGMV_LAUNCH(tb->boff[tb->n], db_kernel, *tb, g, t, dB);
+  return 0;
+}
+
+}  // extern "C"
