@@ -177,6 +177,30 @@ int adapters_cuda_lora_sgmv_f32(const adapters_cuda_sgmv* table, const float* x,
 int adapters_cuda_lora_sgmv_backward_f32(const adapters_cuda_sgmv* table, const float* g, const float* x, const float* t, float* gt,
                                          float* gx, float* dA, float* dB, void* stream);
 
+/* The bottleneck table: adapter i owns rows [start[i], start[i+1]) of h (M, C), has width width[i] <= D, activation
+ * act (the unary op code), scale scale[i], Wd[i] (width, C), bd[i] (width), Wu[i] (C, width), bu[i] (C) on the device;
+ * woff = prefix sums of width·C (where dWd_i and dWu_i start in their buffers), doff = prefix sums of width. */
+typedef struct adapters_cuda_bn_sgmv {
+  int n, act;
+  int64_t M, C, D;
+  int64_t start[ADAPTERS_CUDA_SGMV_MAX + 1];
+  int64_t width[ADAPTERS_CUDA_SGMV_MAX];
+  float scale[ADAPTERS_CUDA_SGMV_MAX];
+  const float* Wd[ADAPTERS_CUDA_SGMV_MAX];
+  const float* bd[ADAPTERS_CUDA_SGMV_MAX];
+  const float* Wu[ADAPTERS_CUDA_SGMV_MAX];
+  const float* bu[ADAPTERS_CUDA_SGMV_MAX];
+  int64_t woff[ADAPTERS_CUDA_SGMV_MAX + 1];
+  int64_t doff[ADAPTERS_CUDA_SGMV_MAX + 1];
+} adapters_cuda_bn_sgmv;
+/* pre (M, D) = h·Wd_iᵀ + bd_i (0 past the width and on rows of no segment);
+ * y (M, C) = residual + s_i·(act(pre)·Wu_iᵀ + bu_i) (the residual on rows of no segment). */
+int adapters_cuda_bottleneck_sgmv_f32(const adapters_cuda_bn_sgmv* table, const float* h, const float* residual, float* pre, float* y,
+                                      void* stream);
+/* gpre (M, D) scratch; gh (M, C); dWd / dWu (Σ width·C, dWu_i stored (C, width)), dbd (Σ width), dbu (n·C). */
+int adapters_cuda_bottleneck_sgmv_backward_f32(const adapters_cuda_bn_sgmv* table, const float* g, const float* h, const float* pre, float* gpre,
+                                               float* gh, float* dWd, float* dbd, float* dWu, float* dbu, void* stream);
+
 /* ---- index.cu: index ops (per-element code in index_math.h; the caller checks the indices' range) -------------- */
 /* out (O, K, I) = x (O, N, I, contiguous, any dtype code) at rows idx[0..K) of its middle dim. */
 int adapters_cuda_index_select(int64_t O, int64_t N, int64_t I, int64_t K, const int64_t* idx, const void* x, int dtype, void* out,

@@ -1,4 +1,4 @@
-// sgmv.cu — segmented multi-LoRA in single launches: every adapter of a BatchSplit / Parallel / mixed batch is served
+// sgmv.cu — segmented multi-LoRA and multi-bottleneck in single launches: every adapter of a BatchSplit / Parallel / mixed batch is served
 // by one shrink and one expand launch forward, and four launches backward, whatever the number of adapters (up to
 // ad_sgmv::kMaxAdapters; the adapter table is a kernel parameter). One thread per output element runs sgmv_math.h,
 // which the host-side mock shares. For few, large segments the per-segment GEMM path in native/cuda_ops.cpp is used.
@@ -17,6 +17,24 @@ __global__ void gt_kernel(ad_sgmv::Table t, const float* g, float* GT) { AD_GRID
 __global__ void gx_kernel(ad_sgmv::Table t, const float* GT, float* gx) { AD_GRID_FOR(e, t.M * t.K) ad_sgmv::gx_at(e, t, GT, gx); }
 __global__ void da_kernel(ad_sgmv::Table t, const float* GT, const float* x, float* dA) { AD_GRID_FOR(e, t.aoff[t.n]) ad_sgmv::da_at(e, t, GT, x, dA); }
 __global__ void db_kernel(ad_sgmv::Table t, const float* g, const float* T, float* dB) { AD_GRID_FOR(e, t.boff[t.n]) ad_sgmv::db_at(e, t, g, T, dB); }
+
+__global__ void bn_pre_kernel(ad_sgmv::BnTable t, const float* h, float* pre) { AD_GRID_FOR(e, t.M * t.D) ad_sgmv::bn_pre_at(e, t, h, pre); }
+__global__ void bn_out_kernel(ad_sgmv::BnTable t, const float* pre, const float* res, float* y) { AD_GRID_FOR(e, t.M * t.C) ad_sgmv::bn_out_at(e, t, pre, res, y); }
+__global__ void bn_gpre_kernel(ad_sgmv::BnTable t, const float* g, const float* pre, float* gp) { AD_GRID_FOR(e, t.M * t.D) ad_sgmv::bn_gpre_at(e, t, g, pre, gp); }
+__global__ void bn_gh_kernel(ad_sgmv::BnTable t, const float* gp, float* gh) { AD_GRID_FOR(e, t.M * t.C) ad_sgmv::bn_gh_at(e, t, gp, gh); }
+__global__ void bn_dwd_kernel(ad_sgmv::BnTable t, const float* gp, const float* h, float* d) { AD_GRID_FOR(e, t.woff[t.n]) ad_sgmv::bn_dwd_at(e, t, gp, h, d); }
+__global__ void bn_dwu_kernel(ad_sgmv::BnTable t, const float* g, const float* pre, float* d) { AD_GRID_FOR(e, t.woff[t.n]) ad_sgmv::bn_dwu_at(e, t, g, pre, d); }
+__global__ void bn_dbd_kernel(ad_sgmv::BnTable t, const float* gp, float* d) { AD_GRID_FOR(e, t.doff[t.n]) ad_sgmv::bn_dbd_at(e, t, gp, d); }
+__global__ void bn_dbu_kernel(ad_sgmv::BnTable t, const float* g, float* d) { AD_GRID_FOR(e, t.n * t.C) ad_sgmv::bn_dbu_at(e, t, g, d); }
+
+bool valid_bn(const ad_sgmv::BnTable* t) {
+  if (!t || t->n < 1 || t->n > ad_sgmv::kMaxAdapters || t->M < 0 || t->C < 0 || t->D < 0 || t->start[0] < 0 || t->start[t->n] > t->M ||
+      t->act < 0 || t->act >= ad_ew::UNARY_COUNT)
+    return false;
+  for (int i = 0; i < t->n; i++)
+    if (t->start[i + 1] < t->start[i] || t->width[i] < 0 || t->width[i] > t->D) return false;
+  return true;
+}
 
 bool valid(const ad_sgmv::Table* t) {
   if (!t || t->n < 1 || t->n > ad_sgmv::kMaxAdapters || t->M < 0 || t->K < 0 || t->O < 0 || t->R < 0 || t->start[0] < 0 || t->start[t->n] > t->M)
@@ -51,6 +69,25 @@ int adapters_cuda_lora_sgmv_backward_f32(const adapters_cuda_sgmv* table, const 
   AD_SGMV_LAUNCH(tb->M * tb->K, gx_kernel, *tb, gt, gx);
   AD_SGMV_LAUNCH(tb->aoff[tb->n], da_kernel, *tb, gt, x, dA);
   AD_SGMV_LAUNCH(tb->boff[tb->n], db_kernel, *tb, g, t, dB);
+  return 0;
+}
+
+int adapters_cuda_bottleneck_sgmv_f32(const adapters_cuda_bn_sgmv* tb, const float* h, const float* res, float* pre, float* y, void* stream) {
+  if (!valid_bn(tb)) return (int)cudaErrorInvalidValue;
+  AD_SGMV_LAUNCH(tb->M * tb->D, bn_pre_kernel, *tb, h, pre);
+  AD_SGMV_LAUNCH(tb->M * tb->C, bn_out_kernel, *tb, pre, res, y);
+  return 0;
+}
+
+int adapters_cuda_bottleneck_sgmv_backward_f32(const adapters_cuda_bn_sgmv* tb, const float* g, const float* h, const float* pre, float* gpre,
+                                               float* gh, float* dWd, float* dbd, float* dWu, float* dbu, void* stream) {
+  if (!valid_bn(tb)) return (int)cudaErrorInvalidValue;
+  AD_SGMV_LAUNCH(tb->M * tb->D, bn_gpre_kernel, *tb, g, pre, gpre);
+  AD_SGMV_LAUNCH(tb->M * tb->C, bn_gh_kernel, *tb, gpre, gh);
+  AD_SGMV_LAUNCH(tb->woff[tb->n], bn_dwd_kernel, *tb, gpre, h, dWd);
+  AD_SGMV_LAUNCH(tb->woff[tb->n], bn_dwu_kernel, *tb, g, pre, dWu);
+  AD_SGMV_LAUNCH(tb->doff[tb->n], bn_dbd_kernel, *tb, gpre, dbd);
+  AD_SGMV_LAUNCH(tb->n * tb->C, bn_dbu_kernel, *tb, g, dbu);
   return 0;
 }
 

@@ -99,4 +99,96 @@ AD_HD void db_at(int64_t e, const Table& t, const float* g, const float* T, floa
   dB[e] = t.scale[i] * acc;
 }
 
+// ---- sequential bottleneck adapters: y = residual + s_i·(act(h·Wd_iᵀ + bd_i)·Wu_iᵀ + bu_i) on segment i's rows ----------
+using BnTable = adapters_cuda_bn_sgmv;
+
+AD_HD int bn_segment_of(const BnTable& t, int64_t m) {
+  if (m < t.start[0] || m >= t.start[t.n]) return -1;
+  int lo = 0, hi = t.n;
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) / 2;
+    if (t.start[mid] <= m) lo = mid;
+    else hi = mid;
+  }
+  return m < t.start[lo + 1] ? lo : -1;
+}
+// forward: element (m, j) of pre (M, D)
+AD_HD void bn_pre_at(int64_t e, const BnTable& t, const float* h, float* pre) {
+  const int64_t m = e / t.D, j = e % t.D;
+  const int i = bn_segment_of(t, m);
+  float acc = 0.f;
+  if (i >= 0 && j < t.width[i]) {
+    const float *hr = h + m * t.C, *wr = t.Wd[i] + j * t.C;
+    for (int64_t k = 0; k < t.C; k++) acc += hr[k] * wr[k];
+    acc += t.bd[i][j];
+  }
+  pre[e] = acc;
+}
+// forward: element (m, c) of y (M, C)
+AD_HD void bn_out_at(int64_t e, const BnTable& t, const float* pre, const float* res, float* y) {
+  const int64_t m = e / t.C, c = e % t.C;
+  const int i = bn_segment_of(t, m);
+  float v = res[e];
+  if (i >= 0) {
+    const int64_t d = t.width[i];
+    float acc = 0.f;
+    for (int64_t j = 0; j < d; j++) acc += ad_ew::unary(t.act, pre[m * t.D + j], 0.f, 0.f) * t.Wu[i][c * d + j];
+    v += t.scale[i] * (acc + t.bu[i][c]);
+  }
+  y[e] = v;
+}
+// backward: element (m, j) of gpre (M, D) = act'(pre)·s_i·Σ_c g[m,c]·Wu_i[c,j]
+AD_HD void bn_gpre_at(int64_t e, const BnTable& t, const float* g, const float* pre, float* gpre) {
+  const int64_t m = e / t.D, j = e % t.D;
+  const int i = bn_segment_of(t, m);
+  float v = 0.f;
+  if (i >= 0 && j < t.width[i]) {
+    const int64_t d = t.width[i];
+    float acc = 0.f;
+    for (int64_t c = 0; c < t.C; c++) acc += g[m * t.C + c] * t.Wu[i][c * d + j];
+    v = ad_ew::unary_backward(t.act, pre[e], t.scale[i] * acc);
+  }
+  gpre[e] = v;
+}
+// backward: element (m, k) of gh (M, C) = Σ_j gpre[m,j]·Wd_i[j,k]
+AD_HD void bn_gh_at(int64_t e, const BnTable& t, const float* gpre, float* gh) {
+  const int64_t m = e / t.C, k = e % t.C;
+  const int i = bn_segment_of(t, m);
+  float acc = 0.f;
+  if (i >= 0)
+    for (int64_t j = 0; j < t.width[i]; j++) acc += gpre[m * t.D + j] * t.Wd[i][j * t.C + k];
+  gh[e] = acc;
+}
+// backward: element e of the dWd buffer: (j, k) of dWd_i = Σ_{m in seg i} gpre[m,j]·h[m,k]
+AD_HD void bn_dwd_at(int64_t e, const BnTable& t, const float* gpre, const float* h, float* dWd) {
+  const int i = owner(t.woff, t.n, e);
+  const int64_t q = e - t.woff[i], j = q / t.C, k = q % t.C;
+  float acc = 0.f;
+  for (int64_t m = t.start[i]; m < t.start[i + 1]; m++) acc += gpre[m * t.D + j] * h[m * t.C + k];
+  dWd[e] = acc;
+}
+// backward: element e of the dWu buffer: (c, j) of dWu_i (C, width) = s_i·Σ_m g[m,c]·act(pre[m,j])
+AD_HD void bn_dwu_at(int64_t e, const BnTable& t, const float* g, const float* pre, float* dWu) {
+  const int i = owner(t.woff, t.n, e);
+  const int64_t d = t.width[i], q = e - t.woff[i], c = q / d, j = q % d;
+  float acc = 0.f;
+  for (int64_t m = t.start[i]; m < t.start[i + 1]; m++) acc += g[m * t.C + c] * ad_ew::unary(t.act, pre[m * t.D + j], 0.f, 0.f);
+  dWu[e] = t.scale[i] * acc;
+}
+// backward: element e of the dbd buffer: j of dbd_i = Σ_m gpre[m,j]
+AD_HD void bn_dbd_at(int64_t e, const BnTable& t, const float* gpre, float* dbd) {
+  const int i = owner(t.doff, t.n, e);
+  const int64_t j = e - t.doff[i];
+  float acc = 0.f;
+  for (int64_t m = t.start[i]; m < t.start[i + 1]; m++) acc += gpre[m * t.D + j];
+  dbd[e] = acc;
+}
+// backward: element e = i·C + c of dbu = s_i·Σ_m g[m,c]
+AD_HD void bn_dbu_at(int64_t e, const BnTable& t, const float* g, float* dbu) {
+  const int64_t i = e / t.C, c = e % t.C;
+  float acc = 0.f;
+  for (int64_t m = t.start[i]; m < t.start[i + 1]; m++) acc += g[m * t.C + c];
+  dbu[e] = t.scale[i] * acc;
+}
+
 }  // namespace ad_sgmv

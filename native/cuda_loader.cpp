@@ -75,6 +75,8 @@ CudaLib& lib() {
     ok &= sym(l, a.masked_fill, "adapters_cuda_masked_fill");
     ok &= sym(l, a.lora_sgmv_f32, "adapters_cuda_lora_sgmv_f32");
     ok &= sym(l, a.lora_sgmv_backward_f32, "adapters_cuda_lora_sgmv_backward_f32");
+    ok &= sym(l, a.bottleneck_sgmv_f32, "adapters_cuda_bottleneck_sgmv_f32");
+    ok &= sym(l, a.bottleneck_sgmv_backward_f32, "adapters_cuda_bottleneck_sgmv_backward_f32");
     ok &= sym(l, a.index_select, "adapters_cuda_index_select");
     ok &= sym(l, a.index_add_f32, "adapters_cuda_index_add_f32");
     ok &= sym(l, a.gather, "adapters_cuda_gather");

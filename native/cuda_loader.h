@@ -41,6 +41,9 @@ struct CudaApi {
   int (*masked_fill)(int, const int64_t*, const void*, const int64_t*, const uint8_t*, const int64_t*, int, double, void*, void*);
   int (*lora_sgmv_f32)(const adapters_cuda_sgmv*, const float*, float*, float*, void*);
   int (*lora_sgmv_backward_f32)(const adapters_cuda_sgmv*, const float*, const float*, const float*, float*, float*, float*, float*, void*);
+  int (*bottleneck_sgmv_f32)(const adapters_cuda_bn_sgmv*, const float*, const float*, float*, float*, void*);
+  int (*bottleneck_sgmv_backward_f32)(const adapters_cuda_bn_sgmv*, const float*, const float*, const float*, float*, float*, float*, float*,
+                                      float*, float*, void*);
   int (*index_select)(int64_t, int64_t, int64_t, int64_t, const int64_t*, const void*, int, void*, void*);
   int (*index_add_f32)(int64_t, int64_t, int64_t, int64_t, const int64_t*, const float*, const float*, float*, void*);
   int (*gather)(int, int, const int64_t*, const int64_t*, const int64_t*, const void*, int, void*, void*);

@@ -830,6 +830,31 @@ Tensor col_sums(const OpCtx& c, const CudaApi& api, const Tensor& t, int64_t row
   return o;
 }
 
+// From three adapters on, the single-launch kernels of cuda/sgmv.cu (as for LoRA; switch-over point unmeasured).
+bool bn_single_launch(const BnArgs& a) { return a.n >= 3 && a.n <= ADAPTERS_CUDA_SGMV_MAX; }
+adapters_cuda_bn_sgmv bn_table(const BnArgs& a, int64_t M) {
+  adapters_cuda_bn_sgmv t{};
+  t.n = (int)a.n;
+  t.act = (int)a.act;
+  t.M = M;
+  t.C = a.C;
+  t.D = a.D;
+  t.woff[0] = t.doff[0] = 0;
+  for (int64_t i = 0; i < a.n; i++) {
+    t.start[i] = a.starts[i];
+    t.width[i] = a.width[i];
+    t.scale[i] = a.scale[i];
+    t.Wd[i] = a.Wd[i].data<float>();
+    t.bd[i] = a.bd[i].data<float>();
+    t.Wu[i] = a.Wu[i].data<float>();
+    t.bu[i] = a.bu[i].data<float>();
+    t.woff[i + 1] = t.woff[i] + a.width[i] * a.C;
+    t.doff[i + 1] = t.doff[i] + a.width[i];
+  }
+  t.start[a.n] = a.starts[a.n];
+  return t;
+}
+
 // bottleneck_sgmv(h, residual, scales, Wd…, bd…, Wu…, bu…) {starts, act} -> y, pre (M, D)
 void op_bottleneck_sgmv_cuda(OpCtx& c) {
   c.expect_inputs(2);
@@ -842,6 +867,13 @@ void op_bottleneck_sgmv_cuda(OpCtx& c) {
   const BnArgs a = bn_args(c, 2, M, C);
   Tensor y = Tensor::empty(h.shape, DType::F32, a.dev), pre = Tensor::empty({M, a.D}, DType::F32, a.dev);
   const CudaApi& api = api_on(c, a.dev);
+  if (bn_single_launch(a)) {  // the kernels write every element of pre and y
+    const adapters_cuda_bn_sgmv tb = bn_table(a, M);
+    cuda_check(api.bottleneck_sgmv_f32(&tb, h.data<float>(), res.data<float>(), pre.data<float>(), y.data<float>(), nullptr), c.name + " on " + a.dev.str());
+    c.out.push_back(y);
+    c.out.push_back(pre);
+    return;
+  }
   if (M && C) copy_into(y.view({M, C}, {C, 1}, 0), res.view({M, C}, {C, 1}, res.offset));  // rows outside every segment: the residual
   zero(c, api, pre);
   for (int64_t i = 0; i < a.n; i++) {
@@ -873,6 +905,20 @@ void op_bottleneck_sgmv_bwd_cuda(OpCtx& c) {
   if (pre.numel() != M * a.D) c.fail("ShapeError", "saved pre " + shape_str(pre.shape) + " must be (" + std::to_string(M) + ", " + std::to_string(a.D) + ")");
   const CudaApi& api = api_on(c, a.dev);
   Tensor gh = Tensor::empty(h.shape, DType::F32, a.dev);
+  if (bn_single_launch(a)) {  // each parameter gradient of all adapters back to back in one buffer; the outputs are views
+    const adapters_cuda_bn_sgmv tb = bn_table(a, M);
+    const auto buf = [&](int64_t n) { return Tensor::empty({std::max<int64_t>(n, 1)}, DType::F32, a.dev); };
+    Tensor gpre = buf(M * a.D), dWd = buf(tb.woff[a.n]), dbd = buf(tb.doff[a.n]), dWu = buf(tb.woff[a.n]), dbu = buf(a.n * C);
+    cuda_check(api.bottleneck_sgmv_backward_f32(&tb, g.data<float>(), h.data<float>(), pre.data<float>(), gpre.data<float>(), gh.data<float>(),
+                                                dWd.data<float>(), dbd.data<float>(), dWu.data<float>(), dbu.data<float>(), nullptr),
+               c.name + " on " + a.dev.str());
+    c.out.push_back(gh);
+    for (int64_t i = 0; i < a.n; i++) c.out.push_back(dWd.view({a.width[i], C}, {C, 1}, tb.woff[i]));
+    for (int64_t i = 0; i < a.n; i++) c.out.push_back(dbd.view({a.width[i]}, {1}, tb.doff[i]));
+    for (int64_t i = 0; i < a.n; i++) c.out.push_back(dWu.view({C, a.width[i]}, {a.width[i], 1}, tb.woff[i]));
+    for (int64_t i = 0; i < a.n; i++) c.out.push_back(dbu.view({C}, {1}, i * C));
+    return;
+  }
   zero(c, api, gh);
   std::vector<Tensor> dWd, dbd, dWu, dbu;
   for (int64_t i = 0; i < a.n; i++) {

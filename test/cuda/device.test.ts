@@ -16,7 +16,7 @@ import { hasCuda } from '../../lib/index.ts';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const child = path.join(here, 'helpers', 'device_child.ts');
 
-function buildMock(): { lib: string } | { error: string } {
+function buildMock(): { lib: string } | { error: string } | { broken: string } {
   const src = path.join(here, 'mock', 'mock_cuda.cpp');
   const hash = crypto.createHash('sha1').update(fs.readFileSync(src)).digest('hex').slice(0, 12);
   const lib = path.join(os.tmpdir(), `adapters-node-mock-cuda-${hash}.so`);
@@ -24,7 +24,9 @@ function buildMock(): { lib: string } | { error: string } {
   const cxx = process.env.CXX || 'c++';
   const tmp = `${lib}.${process.pid}.tmp`;
   const r = spawnSync(cxx, ['-O1', '-shared', '-fPIC', '-std=c++17', src, '-o', tmp], { encoding: 'utf8' });
-  if (r.status !== 0) return { error: `${cxx} could not build the mock CUDA library: ${(r.stderr || String(r.error)).slice(0, 400)}` };
+  // no C++ compiler here: skip; a compiler that rejects the mock (our code) is a failure, not a skip
+  if (r.error) return { error: `no C++ compiler to build the mock CUDA library (${cxx}: ${String(r.error).slice(0, 200)})` };
+  if (r.status !== 0) return { broken: `${cxx} could not build the mock CUDA library: ${r.stderr.slice(0, 1500)}` };
   fs.renameSync(tmp, lib);
   return { lib };
 }
@@ -47,6 +49,7 @@ function declare(label: string, run: ReturnType<typeof runChild>) {
 
 const mock = buildMock();
 if ('error' in mock) test(`mock-CUDA device tests skipped: ${mock.error}`, (t) => t.pass());
+else if ('broken' in mock) test('the mock CUDA library builds', (t) => t.fail(mock.broken));
 else declare('mock CUDA', runChild({ ADAPTERS_CUDA_LIB: mock.lib, MOCK_CUDA_MAX_BYTES: '1000000' }));
 
 if (hasCuda()) declare('GPU', runChild({}));

@@ -560,7 +560,7 @@ check('RoBERTa, ELECTRA, DistilBERT, ViT, Qwen2, BART and T5 with LoRA and with 
   return true;
 });
 
-check('fused LoRA / (IA)³ / bottleneck ops and the segmented multi-adapter ops (BatchSplits of 2 and of 3 LoRA adapters of ranks 2, 4, 8 and of 3 bottlenecks of widths 8, 4, 2, each with an empty segment) train on the device like on the CPU', () => {
+check('fused LoRA / (IA)³ / bottleneck ops and the segmented multi-adapter ops (BatchSplits of 2 and of 3 LoRA adapters of ranks 2, 4, 8 and of 2 and of 3 bottlenecks of widths 8, 4, 2, with empty segments) train on the device like on the CPU', () => {
   const cfg = { model_type: 'bert', vocab_size: 50, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32,
     hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 };
   const run = (dev: boolean) => trainModel(dev, 11, () => {
@@ -605,6 +605,19 @@ check('fused LoRA / (IA)³ / bottleneck ops and the segmented multi-adapter ops 
     const rb = allClose(runB(true), runB(false), 2e-5);
     if (rb !== true) return `bottleneck ${act}: ${rb}`;
   }
+  // two bottlenecks take the per-segment GEMM path
+  const runB2 = (dev: boolean) => trainModel(dev, 17, () => {
+    const m = AutoAdapterModel.fromConfig(cfg, { seed: 18 });
+    m.addAdapter('a', 'seq_bn[reduction_factor=2]');
+    m.addAdapter('b', 'seq_bn[reduction_factor=8]');
+    m.addClassificationHead('h', { num_labels: 2 });
+    m.trainAdapter(new BatchSplit(['a', 'b'], [2, 1]));
+    m.setActiveAdapters(new BatchSplit(['a', 'b'], [2, 1]));
+    m.activeHead = 'h';
+    return m;
+  }, () => ({ inputIds: ids([[5, 7, 9, 11], [4, 6, 8, 1], [3, 3, 2, 9]]), labels: tensor([0, 1, 1], [3], { dtype: 'i64' }) }));
+  const rb2 = allClose(runB2(true), runB2(false), 2e-5);
+  if (rb2 !== true) return `bottleneck, 2 adapters: ${rb2}`;
   return true;
 });
 

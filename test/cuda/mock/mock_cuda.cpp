@@ -326,6 +326,62 @@ int adapters_cuda_lora_sgmv_backward_f32(const adapters_cuda_sgmv* t, const floa
   return 0;
 }
 
+namespace {
+bool bn_ok(const adapters_cuda_bn_sgmv* t) {
+  if (!t || t->n < 1 || t->n > ad_sgmv::kMaxAdapters || t->M < 0 || t->C < 0 || t->D < 0 || t->start[0] < 0 || t->start[t->n] > t->M ||
+      t->act < 0 || t->act >= ad_ew::UNARY_COUNT)
+    return false;
+  for (int i = 0; i < t->n; i++)
+    if (t->start[i + 1] < t->start[i] || t->width[i] < 0 || t->width[i] > t->D) return false;
+  return true;
+}
+adapters_cuda_bn_sgmv bn_host_table(const adapters_cuda_bn_sgmv* t, bool* ok) {
+  adapters_cuda_bn_sgmv h = *t;
+  *ok = true;
+  for (int i = 0; i < t->n; i++) {
+    const size_t wc = (size_t)(t->width[i] * t->C) * 4;
+    if ((wc && (!valid(t->Wd[i], wc) || !valid(t->Wu[i], wc))) || (t->width[i] && !valid(t->bd[i], (size_t)t->width[i] * 4)) ||
+        (t->C && !valid(t->bu[i], (size_t)t->C * 4)))
+      *ok = false;
+    h.Wd[i] = static_cast<const float*>(host(t->Wd[i]));
+    h.bd[i] = static_cast<const float*>(host(t->bd[i]));
+    h.Wu[i] = static_cast<const float*>(host(t->Wu[i]));
+    h.bu[i] = static_cast<const float*>(host(t->bu[i]));
+  }
+  return h;
+}
+const float* hcf(const float* p) { return static_cast<const float*>(host(p)); }  // host views of device floats
+float* hmf(float* p) { return static_cast<float*>(host(p)); }
+}  // namespace
+int adapters_cuda_bottleneck_sgmv_f32(const adapters_cuda_bn_sgmv* t, const float* h, const float* res, float* pre, float* y, void*) {
+  if (!bn_ok(t)) return 1;
+  bool ok;
+  const adapters_cuda_bn_sgmv ht = bn_host_table(t, &ok);
+  const size_t mc = (size_t)(t->M * t->C) * 4, md = (size_t)(t->M * t->D) * 4;
+  if (!ok || (mc && (!valid(h, mc) || !valid(res, mc) || !valid(y, mc))) || (md && !valid(pre, md))) return 700;
+  for (int64_t e = 0; e < t->M * t->D; e++) ad_sgmv::bn_pre_at(e, ht, hcf(h), hmf(pre));
+  for (int64_t e = 0; e < t->M * t->C; e++) ad_sgmv::bn_out_at(e, ht, hmf(pre), hcf(res), hmf(y));
+  return 0;
+}
+int adapters_cuda_bottleneck_sgmv_backward_f32(const adapters_cuda_bn_sgmv* t, const float* g, const float* h, const float* pre, float* gpre,
+                                               float* gh, float* dWd, float* dbd, float* dWu, float* dbu, void*) {
+  if (!bn_ok(t)) return 1;
+  bool ok;
+  const adapters_cuda_bn_sgmv ht = bn_host_table(t, &ok);
+  const size_t mc = (size_t)(t->M * t->C) * 4, md = (size_t)(t->M * t->D) * 4, w = (size_t)t->woff[t->n] * 4, d = (size_t)t->doff[t->n] * 4,
+               u = (size_t)(t->n * t->C) * 4;
+  if (!ok || (mc && (!valid(g, mc) || !valid(h, mc) || !valid(gh, mc))) || (md && (!valid(pre, md) || !valid(gpre, md))) ||
+      (w && (!valid(dWd, w) || !valid(dWu, w))) || (d && !valid(dbd, d)) || (u && !valid(dbu, u)))
+    return 700;
+  for (int64_t e = 0; e < t->M * t->D; e++) ad_sgmv::bn_gpre_at(e, ht, hcf(g), hcf(pre), hmf(gpre));
+  for (int64_t e = 0; e < t->M * t->C; e++) ad_sgmv::bn_gh_at(e, ht, hmf(gpre), hmf(gh));
+  for (int64_t e = 0; e < t->woff[t->n]; e++) ad_sgmv::bn_dwd_at(e, ht, hmf(gpre), hcf(h), hmf(dWd));
+  for (int64_t e = 0; e < t->woff[t->n]; e++) ad_sgmv::bn_dwu_at(e, ht, hcf(g), hcf(pre), hmf(dWu));
+  for (int64_t e = 0; e < t->doff[t->n]; e++) ad_sgmv::bn_dbd_at(e, ht, hmf(gpre), hmf(dbd));
+  for (int64_t e = 0; e < t->n * t->C; e++) ad_sgmv::bn_dbu_at(e, ht, hcf(g), hmf(dbu));
+  return 0;
+}
+
 // index ops: the kernels' element code (index_math.h), one output element at a time
 int adapters_cuda_index_select(int64_t O, int64_t N, int64_t I, int64_t K, const int64_t* idx, const void* x, int dt, void* out, void*) {
   if (O < 0 || N < 0 || I < 0 || K < 0 || dt < 0 || dt >= ad_ew::DTYPE_COUNT) return 1;
