@@ -27,22 +27,6 @@ __global__ void bn_dwu_kernel(ad_sgmv::BnTable t, const float* g, const float* p
 __global__ void bn_dbd_kernel(ad_sgmv::BnTable t, const float* gp, float* d) { AD_GRID_FOR(e, t.doff[t.n]) ad_sgmv::bn_dbd_at(e, t, gp, d); }
 __global__ void bn_dbu_kernel(ad_sgmv::BnTable t, const float* g, float* d) { AD_GRID_FOR(e, t.n * t.C) ad_sgmv::bn_dbu_at(e, t, g, d); }
 
-bool valid_bn(const ad_sgmv::BnTable* t) {
-  if (!t || t->n < 1 || t->n > ad_sgmv::kMaxAdapters || t->M < 0 || t->C < 0 || t->D < 0 || t->start[0] < 0 || t->start[t->n] > t->M ||
-      t->act < 0 || t->act >= ad_ew::UNARY_COUNT)
-    return false;
-  for (int i = 0; i < t->n; i++)
-    if (t->start[i + 1] < t->start[i] || t->width[i] < 0 || t->width[i] > t->D) return false;
-  return true;
-}
-
-bool valid(const ad_sgmv::Table* t) {
-  if (!t || t->n < 1 || t->n > ad_sgmv::kMaxAdapters || t->M < 0 || t->K < 0 || t->O < 0 || t->R < 0 || t->start[0] < 0 || t->start[t->n] > t->M)
-    return false;
-  for (int i = 0; i < t->n; i++)
-    if (t->start[i + 1] < t->start[i] || t->rank[i] < 0 || t->rank[i] > t->R) return false;
-  return true;
-}
 #define AD_SGMV_LAUNCH(n, kernel, ...)                                                   \
   if ((n) > 0) {                                                                         \
     kernel<<<blocks_for(n), kThreads, 0, ad_cuda::as_stream(stream)>>>(__VA_ARGS__);     \
@@ -55,7 +39,7 @@ extern "C" {
 
 int adapters_cuda_lora_sgmv_f32(const adapters_cuda_sgmv* table, const float* x, float* t, float* d, void* stream) {
   const ad_sgmv::Table* tb = table;
-  if (!valid(tb)) return (int)cudaErrorInvalidValue;
+  if (!ad_sgmv::table_ok(tb)) return (int)cudaErrorInvalidValue;
   AD_SGMV_LAUNCH(tb->M * tb->R, shrink_kernel, *tb, x, t);
   AD_SGMV_LAUNCH(tb->M * tb->O, expand_kernel, *tb, t, d);
   return 0;
@@ -64,7 +48,7 @@ int adapters_cuda_lora_sgmv_f32(const adapters_cuda_sgmv* table, const float* x,
 int adapters_cuda_lora_sgmv_backward_f32(const adapters_cuda_sgmv* table, const float* g, const float* x, const float* t, float* gt,
                                          float* gx, float* dA, float* dB, void* stream) {
   const ad_sgmv::Table* tb = table;
-  if (!valid(tb)) return (int)cudaErrorInvalidValue;
+  if (!ad_sgmv::table_ok(tb)) return (int)cudaErrorInvalidValue;
   AD_SGMV_LAUNCH(tb->M * tb->R, gt_kernel, *tb, g, gt);
   AD_SGMV_LAUNCH(tb->M * tb->K, gx_kernel, *tb, gt, gx);
   AD_SGMV_LAUNCH(tb->aoff[tb->n], da_kernel, *tb, gt, x, dA);
@@ -73,7 +57,7 @@ int adapters_cuda_lora_sgmv_backward_f32(const adapters_cuda_sgmv* table, const 
 }
 
 int adapters_cuda_bottleneck_sgmv_f32(const adapters_cuda_bn_sgmv* tb, const float* h, const float* res, float* pre, float* y, void* stream) {
-  if (!valid_bn(tb)) return (int)cudaErrorInvalidValue;
+  if (!ad_sgmv::bn_table_ok(tb)) return (int)cudaErrorInvalidValue;
   AD_SGMV_LAUNCH(tb->M * tb->D, bn_pre_kernel, *tb, h, pre);
   AD_SGMV_LAUNCH(tb->M * tb->C, bn_out_kernel, *tb, pre, res, y);
   return 0;
@@ -81,7 +65,7 @@ int adapters_cuda_bottleneck_sgmv_f32(const adapters_cuda_bn_sgmv* tb, const flo
 
 int adapters_cuda_bottleneck_sgmv_backward_f32(const adapters_cuda_bn_sgmv* tb, const float* g, const float* h, const float* pre, float* gpre,
                                                float* gh, float* dWd, float* dbd, float* dWu, float* dbu, void* stream) {
-  if (!valid_bn(tb)) return (int)cudaErrorInvalidValue;
+  if (!ad_sgmv::bn_table_ok(tb)) return (int)cudaErrorInvalidValue;
   AD_SGMV_LAUNCH(tb->M * tb->D, bn_gpre_kernel, *tb, g, pre, gpre);
   AD_SGMV_LAUNCH(tb->M * tb->C, bn_gh_kernel, *tb, gpre, gh);
   AD_SGMV_LAUNCH(tb->woff[tb->n], bn_dwd_kernel, *tb, gpre, h, dWd);

@@ -13,6 +13,23 @@ namespace ad_sgmv {
 constexpr int kMaxAdapters = ADAPTERS_CUDA_SGMV_MAX;
 using Table = adapters_cuda_sgmv;  // (cuda/adapters_cuda.h: n, M, K, O, R, start, rank, scale, A, B, aoff, boff)
 
+// Argument checks of the two tables (the launchers and the mock share them).
+inline bool table_ok(const Table* t) {
+  if (!t || t->n < 1 || t->n > kMaxAdapters || t->M < 0 || t->K < 0 || t->O < 0 || t->R < 0 || t->start[0] < 0 || t->start[t->n] > t->M)
+    return false;
+  for (int i = 0; i < t->n; i++)
+    if (t->start[i + 1] < t->start[i] || t->rank[i] < 0 || t->rank[i] > t->R) return false;
+  return true;
+}
+inline bool bn_table_ok(const adapters_cuda_bn_sgmv* t) {
+  if (!t || t->n < 1 || t->n > kMaxAdapters || t->M < 0 || t->C < 0 || t->D < 0 || t->start[0] < 0 || t->start[t->n] > t->M || t->act < 0 ||
+      t->act >= ad_ew::UNARY_COUNT)
+    return false;
+  for (int i = 0; i < t->n; i++)
+    if (t->start[i + 1] < t->start[i] || t->width[i] < 0 || t->width[i] > t->D) return false;
+  return true;
+}
+
 // the i with off[i] <= e < off[i+1] (off non-decreasing, off[0] = 0, e < off[n])
 AD_HD int owner(const int64_t* off, int n, int64_t e) {
   int lo = 0, hi = n;

@@ -277,13 +277,6 @@ int adapters_cuda_copy_strided(int sdt, int ddt, int ndim, const int64_t* shape,
 
 // segmented multi-LoRA: the single-launch kernels' element code (sgmv_math.h)
 namespace {
-bool sgmv_ok(const adapters_cuda_sgmv* t) {
-  if (!t || t->n < 1 || t->n > ad_sgmv::kMaxAdapters || t->M < 0 || t->K < 0 || t->O < 0 || t->R < 0 || t->start[0] < 0 || t->start[t->n] > t->M)
-    return false;
-  for (int i = 0; i < t->n; i++)
-    if (t->start[i + 1] < t->start[i] || t->rank[i] < 0 || t->rank[i] > t->R) return false;
-  return true;
-}
 // the table with host views of its device pointers (the element code reads A and B)
 adapters_cuda_sgmv host_table(const adapters_cuda_sgmv* t, bool* ok) {
   adapters_cuda_sgmv h = *t;
@@ -297,7 +290,7 @@ adapters_cuda_sgmv host_table(const adapters_cuda_sgmv* t, bool* ok) {
 }
 }  // namespace
 int adapters_cuda_lora_sgmv_f32(const adapters_cuda_sgmv* t, const float* x, float* T, float* D, void*) {
-  if (!sgmv_ok(t)) return 1;
+  if (!ad_sgmv::table_ok(t)) return 1;
   bool ok;
   const adapters_cuda_sgmv h = host_table(t, &ok);
   if (!ok || (t->M * t->K && !valid(x, (size_t)(t->M * t->K) * 4)) || (t->M * t->R && !valid(T, (size_t)(t->M * t->R) * 4)) ||
@@ -309,7 +302,7 @@ int adapters_cuda_lora_sgmv_f32(const adapters_cuda_sgmv* t, const float* x, flo
 }
 int adapters_cuda_lora_sgmv_backward_f32(const adapters_cuda_sgmv* t, const float* g, const float* x, const float* T, float* GT, float* gx,
                                          float* dA, float* dB, void*) {
-  if (!sgmv_ok(t)) return 1;
+  if (!ad_sgmv::table_ok(t)) return 1;
   bool ok;
   const adapters_cuda_sgmv h = host_table(t, &ok);
   const int64_t M = t->M, K = t->K, O = t->O, R = t->R;
@@ -327,14 +320,6 @@ int adapters_cuda_lora_sgmv_backward_f32(const adapters_cuda_sgmv* t, const floa
 }
 
 namespace {
-bool bn_ok(const adapters_cuda_bn_sgmv* t) {
-  if (!t || t->n < 1 || t->n > ad_sgmv::kMaxAdapters || t->M < 0 || t->C < 0 || t->D < 0 || t->start[0] < 0 || t->start[t->n] > t->M ||
-      t->act < 0 || t->act >= ad_ew::UNARY_COUNT)
-    return false;
-  for (int i = 0; i < t->n; i++)
-    if (t->start[i + 1] < t->start[i] || t->width[i] < 0 || t->width[i] > t->D) return false;
-  return true;
-}
 adapters_cuda_bn_sgmv bn_host_table(const adapters_cuda_bn_sgmv* t, bool* ok) {
   adapters_cuda_bn_sgmv h = *t;
   *ok = true;
@@ -354,7 +339,7 @@ const float* hcf(const float* p) { return static_cast<const float*>(host(p)); } 
 float* hmf(float* p) { return static_cast<float*>(host(p)); }
 }  // namespace
 int adapters_cuda_bottleneck_sgmv_f32(const adapters_cuda_bn_sgmv* t, const float* h, const float* res, float* pre, float* y, void*) {
-  if (!bn_ok(t)) return 1;
+  if (!ad_sgmv::bn_table_ok(t)) return 1;
   bool ok;
   const adapters_cuda_bn_sgmv ht = bn_host_table(t, &ok);
   const size_t mc = (size_t)(t->M * t->C) * 4, md = (size_t)(t->M * t->D) * 4;
@@ -365,7 +350,7 @@ int adapters_cuda_bottleneck_sgmv_f32(const adapters_cuda_bn_sgmv* t, const floa
 }
 int adapters_cuda_bottleneck_sgmv_backward_f32(const adapters_cuda_bn_sgmv* t, const float* g, const float* h, const float* pre, float* gpre,
                                                float* gh, float* dWd, float* dbd, float* dWu, float* dbu, void*) {
-  if (!bn_ok(t)) return 1;
+  if (!ad_sgmv::bn_table_ok(t)) return 1;
   bool ok;
   const adapters_cuda_bn_sgmv ht = bn_host_table(t, &ok);
   const size_t mc = (size_t)(t->M * t->C) * 4, md = (size_t)(t->M * t->D) * 4, w = (size_t)t->woff[t->n] * 4, d = (size_t)t->doff[t->n] * 4,
