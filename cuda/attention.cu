@@ -72,6 +72,14 @@ __device__ inline void stage_rows(const ad_attn::Params& p, const float* x, int6
   }
 }
 
+// the score of a staged query row (pre-scaled) and a staged key row: their dot product over D, then the mask rule
+__device__ __forceinline__ float lane_score(const ad_attn::Params& p, const float* qr, const float* kr, int D, int64_t b, int64_t h, int64_t i,
+                                            int64_t j) {
+  float a = 0.f;
+  for (int d = 0; d < D; d++) a += qr[d] * kr[d];
+  return ad_attn::finish_score(p, a, b, h, i, j);
+}
+
 // forward: grid (ceil(Tq / 32), B·H); warp w owns queries i0 + 4w .. +3
 template <int NPL>
 __global__ void __launch_bounds__(256) fwd_warp_kernel(ad_attn::Params p, const float* q, const float* k, const float* v, const float* pk,
@@ -105,13 +113,7 @@ __global__ void __launch_bounds__(256) fwd_warp_kernel(ad_attn::Params p, const 
       const int rr = w * kRows + r;
       const int64_t i = i0 + rr;
       if (i >= p.Tq) break;  // warp-uniform
-      const float* qr = Qs + rr * D;
-      float s = -INFINITY;
-      if (j < S) {
-        float a = 0.f;
-        for (int d = 0; d < D; d++) a += qr[d] * Ks[lane * KS + d];
-        s = ad_attn::finish_score(p, a, b, h, i, j);
-      }
+      const float s = j < S ? lane_score(p, Qs + rr * D, Ks + lane * KS, D, b, h, i, j) : -INFINITY;
       const float mn = fmaxf(m[r], warp_max(s));  // finite: the tile has a key, hidden ones score −FLT_MAX
       const float alpha = expf(m[r] - mn);        // 0 on the first tile
       const float e = j < S ? expf(s - mn) : 0.f;
@@ -179,12 +181,7 @@ __global__ void __launch_bounds__(256) bwd_q_warp_kernel(ad_attn::Params p, cons
       const int rr = w * kRows + r;
       const int64_t i = i0 + rr;
       if (i >= p.Tq) break;
-      float s = -INFINITY;
-      if (j < S) {
-        float a = 0.f;
-        for (int d = 0; d < D; d++) a += Qs[rr * D + d] * Ks[lane * KS + d];
-        s = ad_attn::finish_score(p, a, b, h, i, j);
-      }
+      const float s = j < S ? lane_score(p, Qs + rr * D, Ks + lane * KS, D, b, h, i, j) : -INFINITY;
       const float mn = fmaxf(m[r], warp_max(s));
       l[r] = l[r] * expf(m[r] - mn) + warp_sum(j < S ? expf(s - mn) : 0.f);
       m[r] = mn;
@@ -217,9 +214,7 @@ __global__ void __launch_bounds__(256) bwd_q_warp_kernel(ad_attn::Params p, cons
       if (i >= p.Tq) break;
       float ds = 0.f;
       if (j < S) {
-        float a = 0.f;
-        for (int d = 0; d < D; d++) a += Qs[rr * D + d] * Ks[lane * KS + d];
-        const float pij = expf(ad_attn::finish_score(p, a, b, h, i, j) - m[r]) / l[r];
+        const float pij = expf(lane_score(p, Qs + rr * D, Ks + lane * KS, D, b, h, i, j) - m[r]) / l[r];
         float dp = 0.f;
         for (int d = 0; d < Dv; d++) dp += Gs[rr * Dv + d] * Vs[lane * VS + d];
         ds = pij * (dp - dd[r]);

@@ -34,3 +34,18 @@ inline int grid_for(int64_t n, int threads) {
 // for (i over [0, n)) spread over the grid, 64-bit indices
 #define AD_GRID_FOR(i, n) \
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
+
+// Launches kernel over n work items (ad_cuda::grid_for blocks of `threads`, on the calling function's `stream`) when
+// n > 0; a launch error returns its code from the calling function. AD_LAUNCH_RETURN then returns 0.
+#define AD_LAUNCH_FOR(n, threads, kernel, ...)                                                               \
+  do {                                                                                                       \
+    if ((n) > 0) {                                                                                           \
+      kernel<<<ad_cuda::grid_for((n), (threads)), (threads), 0, ad_cuda::as_stream(stream)>>>(__VA_ARGS__);   \
+      AD_CUDA_CHECK_LAUNCH();                                                                                \
+    }                                                                                                        \
+  } while (0)
+#define AD_LAUNCH_RETURN(n, threads, kernel, ...) \
+  do {                                            \
+    AD_LAUNCH_FOR(n, threads, kernel, __VA_ARGS__); \
+    return 0;                                     \
+  } while (0)

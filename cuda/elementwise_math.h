@@ -325,21 +325,8 @@ AD_HD void copy_elem(const void* src, int src_dtype, int64_t os, void* dst, int 
 
 // comparisons and logical and/or of two elements, in f32 when either operand is floating, else in int64
 // (native/kernels/elementwise.cpp's compute type); the result is a bool byte
-AD_HD uint8_t compare(int op, const void* a, int adt, int64_t oa, const void* b, int bdt, int64_t ob) {
-  if (op == AND) return load_b(a, adt, oa) && load_b(b, bdt, ob);
-  if (op == OR) return load_b(a, adt, oa) || load_b(b, bdt, ob);
-  if (is_float(adt) || is_float(bdt)) {
-    const float x = load(a, adt, oa), y = load(b, bdt, ob);
-    switch (op) {
-      case EQ: return x == y;
-      case NE: return x != y;
-      case LT: return x < y;
-      case LE: return x <= y;
-      case GT: return x > y;
-      default: return x >= y;
-    }
-  }
-  const int64_t x = load_i(a, adt, oa), y = load_i(b, bdt, ob);
+template <typename T>
+AD_HD uint8_t compare_values(int op, T x, T y) {
   switch (op) {
     case EQ: return x == y;
     case NE: return x != y;
@@ -348,6 +335,12 @@ AD_HD uint8_t compare(int op, const void* a, int adt, int64_t oa, const void* b,
     case GT: return x > y;
     default: return x >= y;
   }
+}
+AD_HD uint8_t compare(int op, const void* a, int adt, int64_t oa, const void* b, int bdt, int64_t ob) {
+  if (op == AND) return load_b(a, adt, oa) && load_b(b, bdt, ob);
+  if (op == OR) return load_b(a, adt, oa) || load_b(b, bdt, ob);
+  if (is_float(adt) || is_float(bdt)) return compare_values(op, load(a, adt, oa), load(b, bdt, ob));
+  return compare_values(op, load_i(a, adt, oa), load_i(b, bdt, ob));
 }
 template <typename Idx = int64_t>
 AD_HD void compare_at(Idx i, int op, const Layout& l, const void* a, int adt, const void* b, int bdt, uint8_t* out) {

@@ -300,6 +300,52 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32)
 // 3. f32 CUDA-core kernel
 // ------------------------------------------------------------------------------------------------------
 
+// The main loop and epilogue of both f32 kernels: double-buffered k-major shared tiles (BK deep, 128 wide plus PAD)
+// refilled through the kernel's own gload (global -> registers) / sstore (registers -> shared), each of the 256 threads
+// accumulating 8x8 outputs as two 4-row and two 4-column strips 64 apart, then alpha·acc + beta·C through store_pair.
+template <int BK, int PAD, class GLoad, class SStore>
+__device__ __forceinline__ void simt_f32_mainloop(const GemmArgs& a, float (&As)[2][BK][128 + PAD], float (&Bs)[2][BK][128 + PAD], int64_t m0,
+                                                  int64_t n0, int tx, int ty, GLoad& gload, SStore& sstore) {
+  float acc[8][8];
+#pragma unroll
+  for (int i = 0; i < 8; i++)
+#pragma unroll
+    for (int j = 0; j < 8; j++) acc[i][j] = 0.f;
+
+  const int64_t KT = ceil_div(a.K, BK);
+  gload(0);
+  sstore(0);
+  __syncthreads();
+  for (int64_t kt = 0; kt < KT; kt++) {
+    const int buf = (int)(kt & 1);
+    if (kt + 1 < KT) gload((kt + 1) * BK);
+#pragma unroll
+    for (int k = 0; k < BK; k++) {
+      const float4 a0 = *reinterpret_cast<const float4*>(&As[buf][k][ty * 4]);
+      const float4 a1 = *reinterpret_cast<const float4*>(&As[buf][k][64 + ty * 4]);
+      const float4 b0 = *reinterpret_cast<const float4*>(&Bs[buf][k][tx * 4]);
+      const float4 b1 = *reinterpret_cast<const float4*>(&Bs[buf][k][64 + tx * 4]);
+      const float av[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+      const float bv[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+      for (int i = 0; i < 8; i++)
+#pragma unroll
+        for (int j = 0; j < 8; j++) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+    }
+    if (kt + 1 < KT) sstore(buf ^ 1);  // that buffer was last read in iteration kt-1, before the barrier
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 8; i++) {
+    const int64_t row = m0 + (i < 4 ? ty * 4 + i : 64 + ty * 4 + i - 4);
+#pragma unroll
+    for (int j = 0; j < 8; j += 2) {
+      const int64_t col = n0 + (j < 4 ? tx * 4 + j : 64 + tx * 4 + j - 4);
+      store_pair(a, row, col, acc[i][j], acc[i][j + 1]);
+    }
+  }
+}
+
 // Block tile 128x128x8, 256 threads as 16x16, each thread 8x8 outputs taken as two 4-row and two 4-column
 // strips 64 apart (float4 shared reads of A and B per k, broadcast-friendly). Tiles are stored k-major
 // ([k][m], [k][n], padded by 4 floats) whatever the transposes; the global loads are arranged so that
@@ -350,44 +396,7 @@ __global__ void __launch_bounds__(256) gemm_f32_simt_kernel(GemmArgs a) {
     }
   };
 
-  float acc[8][8];
-#pragma unroll
-  for (int i = 0; i < 8; i++)
-#pragma unroll
-    for (int j = 0; j < 8; j++) acc[i][j] = 0.f;
-
-  const int64_t KT = ceil_div(a.K, BK);
-  gload(0);
-  sstore(0);
-  __syncthreads();
-  for (int64_t kt = 0; kt < KT; kt++) {
-    const int buf = (int)(kt & 1);
-    if (kt + 1 < KT) gload((kt + 1) * BK);
-#pragma unroll
-    for (int k = 0; k < BK; k++) {
-      const float4 a0 = *reinterpret_cast<const float4*>(&As[buf][k][ty * 4]);
-      const float4 a1 = *reinterpret_cast<const float4*>(&As[buf][k][64 + ty * 4]);
-      const float4 b0 = *reinterpret_cast<const float4*>(&Bs[buf][k][tx * 4]);
-      const float4 b1 = *reinterpret_cast<const float4*>(&Bs[buf][k][64 + tx * 4]);
-      const float av[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-      const float bv[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
-#pragma unroll
-      for (int i = 0; i < 8; i++)
-#pragma unroll
-        for (int j = 0; j < 8; j++) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
-    }
-    if (kt + 1 < KT) sstore(buf ^ 1);  // that buffer was last read in iteration kt-1, before the barrier
-    __syncthreads();
-  }
-#pragma unroll
-  for (int i = 0; i < 8; i++) {
-    const int64_t row = m0 + (i < 4 ? ty * 4 + i : 64 + ty * 4 + i - 4);
-#pragma unroll
-    for (int j = 0; j < 8; j += 2) {
-      const int64_t col = n0 + (j < 4 ? tx * 4 + j : 64 + tx * 4 + j - 4);
-      store_pair(a, row, col, acc[i][j], acc[i][j + 1]);
-    }
-  }
+  simt_f32_mainloop<BK, PAD>(a, As, Bs, m0, n0, tx, ty, gload, sstore);
 }
 
 // f32 kernel, second form: block tile 128x128x16 (twice the k-depth per barrier), 256 threads with the same
@@ -487,44 +496,7 @@ __global__ void __launch_bounds__(256, 2) gemm_f32_simt16_kernel(GemmArgs a, int
     }
   };
 
-  float acc[8][8];
-#pragma unroll
-  for (int i = 0; i < 8; i++)
-#pragma unroll
-    for (int j = 0; j < 8; j++) acc[i][j] = 0.f;
-
-  const int64_t KT = ceil_div(a.K, BK);
-  gload(0);
-  sstore(0);
-  __syncthreads();
-  for (int64_t kt = 0; kt < KT; kt++) {
-    const int buf = (int)(kt & 1);
-    if (kt + 1 < KT) gload((kt + 1) * BK);
-#pragma unroll
-    for (int k = 0; k < BK; k++) {
-      const float4 a0 = *reinterpret_cast<const float4*>(&As[buf][k][ty * 4]);
-      const float4 a1 = *reinterpret_cast<const float4*>(&As[buf][k][64 + ty * 4]);
-      const float4 b0 = *reinterpret_cast<const float4*>(&Bs[buf][k][tx * 4]);
-      const float4 b1 = *reinterpret_cast<const float4*>(&Bs[buf][k][64 + tx * 4]);
-      const float av[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-      const float bv[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
-#pragma unroll
-      for (int i = 0; i < 8; i++)
-#pragma unroll
-        for (int j = 0; j < 8; j++) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
-    }
-    if (kt + 1 < KT) sstore(buf ^ 1);  // that buffer was last read in iteration kt-1, before the barrier
-    __syncthreads();
-  }
-#pragma unroll
-  for (int i = 0; i < 8; i++) {
-    const int64_t row = m0 + (i < 4 ? ty * 4 + i : 64 + ty * 4 + i - 4);
-#pragma unroll
-    for (int j = 0; j < 8; j += 2) {
-      const int64_t col = n0 + (j < 4 ? tx * 4 + j : 64 + tx * 4 + j - 4);
-      store_pair(a, row, col, acc[i][j], acc[i][j + 1]);
-    }
-  }
+  simt_f32_mainloop<BK, PAD>(a, As, Bs, m0, n0, tx, ty, gload, sstore);
 }
 
 // ------------------------------------------------------------------------------------------------------

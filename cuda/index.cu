@@ -8,7 +8,6 @@
 namespace {
 
 constexpr int kThreads = 256;
-int blocks_for(int64_t n) { return ad_cuda::grid_for(n, kThreads); }
 
 __global__ void select_kernel(ad_idx::Geo g, int64_t n, const int64_t* idx, const void* x, void* out, int es) {
   AD_GRID_FOR(t, n) ad_idx::select_at(t, g, idx, x, out, es);
@@ -38,14 +37,6 @@ bool nd_geo(int nd, int dim, const int64_t* idx_shape, const int64_t* data_shape
 
 }  // namespace
 
-#define AD_LAUNCH_N(n, kernel, ...)                                                       \
-  do {                                                                                    \
-    if ((n) > 0) {                                                                        \
-      kernel<<<blocks_for(n), kThreads, 0, ad_cuda::as_stream(stream)>>>(__VA_ARGS__);   \
-      AD_CUDA_CHECK_LAUNCH();                                                             \
-    }                                                                                     \
-    return 0;                                                                             \
-  } while (0)
 
 extern "C" {
 
@@ -53,13 +44,13 @@ int adapters_cuda_index_select(int64_t O, int64_t N, int64_t I, int64_t K, const
                                void* stream) {
   if (O < 0 || N < 0 || I < 0 || K < 0 || dtype < 0 || dtype >= ad_ew::DTYPE_COUNT) return (int)cudaErrorInvalidValue;
   const ad_idx::Geo g{O, N, I, K};
-  AD_LAUNCH_N(O * K * I, select_kernel, g, O * K * I, idx, x, out, ad_ew::dtype_size(dtype));
+  AD_LAUNCH_RETURN(O * K * I, kThreads, select_kernel, g, O * K * I, idx, x, out, ad_ew::dtype_size(dtype));
 }
 int adapters_cuda_index_add_f32(int64_t O, int64_t N, int64_t I, int64_t K, const int64_t* idx, const float* base, const float* src,
                                 float* out, void* stream) {
   if (O < 0 || N < 0 || I < 0 || K < 0) return (int)cudaErrorInvalidValue;
   const ad_idx::Geo g{O, N, I, K};
-  AD_LAUNCH_N(O * N * I, index_add_kernel, g, O * N * I, idx, base, src, out);
+  AD_LAUNCH_RETURN(O * N * I, kThreads, index_add_kernel, g, O * N * I, idx, base, src, out);
 }
 int adapters_cuda_gather(int nd, int dim, const int64_t* idx_shape, const int64_t* data_strides, const int64_t* idx, const void* x,
                          int dtype, void* out, void* stream) {
@@ -68,7 +59,7 @@ int adapters_cuda_gather(int nd, int dim, const int64_t* idx_shape, const int64_
     return (int)cudaErrorInvalidValue;
   int64_t n = 1;
   for (int e = 0; e < nd; e++) n *= idx_shape[e];
-  AD_LAUNCH_N(n, gather_kernel, g, n, idx, x, out, ad_ew::dtype_size(dtype));
+  AD_LAUNCH_RETURN(n, kThreads, gather_kernel, g, n, idx, x, out, ad_ew::dtype_size(dtype));
 }
 int adapters_cuda_scatter_add_f32(int nd, int dim, const int64_t* data_shape, const int64_t* idx_shape, const int64_t* idx,
                                   const float* base, const float* src, float* out, void* stream) {
@@ -79,7 +70,7 @@ int adapters_cuda_scatter_add_f32(int nd, int dim, const int64_t* data_shape, co
     if (data_shape[e] < 0) return (int)cudaErrorInvalidValue;
     n *= data_shape[e];
   }
-  AD_LAUNCH_N(n, scatter_add_kernel, g, n, idx, base, src, out);
+  AD_LAUNCH_RETURN(n, kThreads, scatter_add_kernel, g, n, idx, base, src, out);
 }
 
 }  // extern "C"

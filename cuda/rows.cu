@@ -161,25 +161,17 @@ bool split_lines(int64_t lines, int64_t R) { return lines < (1 << 16) && R >= 4 
 
 }  // namespace
 
-#define AD_LAUNCH(n, kernel, ...)                                                                   \
-  do {                                                                                              \
-    if ((n) > 0) {                                                                                  \
-      kernel<<<blocks_for(n), kThreads, 0, ad_cuda::as_stream(stream)>>>(__VA_ARGS__);             \
-      AD_CUDA_CHECK_LAUNCH();                                                                       \
-    }                                                                                               \
-    return 0;                                                                                       \
-  } while (0)
 
 extern "C" {
 
 int adapters_cuda_softmax_f32(int log, int64_t O, int64_t R, int64_t I, const float* x, float* y, void* stream) {
   if (O < 0 || R < 0 || I < 1) return (int)cudaErrorInvalidValue;
-  AD_LAUNCH(O * I, softmax_kernel, log, O * I, R, I, x, y);
+  AD_LAUNCH_RETURN(O * I, kThreads, softmax_kernel, log, O * I, R, I, x, y);
 }
 int adapters_cuda_softmax_backward_f32(int log, int64_t O, int64_t R, int64_t I, const float* y, const float* g, float* gi,
                                        void* stream) {
   if (O < 0 || R < 0 || I < 1) return (int)cudaErrorInvalidValue;
-  AD_LAUNCH(O * I, softmax_bwd_kernel, log, O * I, R, I, y, g, gi);
+  AD_LAUNCH_RETURN(O * I, kThreads, softmax_bwd_kernel, log, O * I, R, I, y, g, gi);
 }
 int adapters_cuda_norm_f32(int rms, int64_t N, int64_t C, const float* x, const float* w, const float* b, float eps, float* y,
                            float* mean, float* rstd, void* stream) {
@@ -199,7 +191,7 @@ int adapters_cuda_norm_backward_f32(int rms, int64_t N, int64_t C, const float* 
     AD_CUDA_CHECK_LAUNCH();
   }
   if (!dw && !db) return 0;
-  if (!split_lines(C, N)) AD_LAUNCH(C, norm_dparams_kernel, rms, N, C, x, mean, rstd, g, dw, db);
+  if (!split_lines(C, N)) AD_LAUNCH_RETURN(C, kThreads, norm_dparams_kernel, rms, N, C, x, mean, rstd, g, dw, db);
   const int64_t chunks = ad_cuda::ceil_div(N, kChunkRows);
   void* scratch = nullptr;
   AD_CUDA_TRY((cudaError_t)adapters_cuda_malloc(&scratch, (size_t)chunks * C * 2 * sizeof(double)));
@@ -215,7 +207,7 @@ int adapters_cuda_norm_backward_f32(int rms, int64_t N, int64_t C, const float* 
 }
 int adapters_cuda_sum_f32(int64_t O, int64_t R, int64_t I, const float* x, float* out, void* stream) {
   if (O < 0 || R < 0 || I < 1) return (int)cudaErrorInvalidValue;
-  if (!split_lines(O * I, R)) AD_LAUNCH(O * I, sum_kernel, O * I, R, I, x, out);
+  if (!split_lines(O * I, R)) AD_LAUNCH_RETURN(O * I, kThreads, sum_kernel, O * I, R, I, x, out);
   cudaStream_t s = ad_cuda::as_stream(stream);
   const int64_t lines = O * I, chunks = ad_cuda::ceil_div(R, kChunkRows);
   void* scratch = nullptr;
@@ -233,27 +225,27 @@ int adapters_cuda_sum_f32(int64_t O, int64_t R, int64_t I, const float* x, float
 int adapters_cuda_cross_entropy_f32(int64_t N, int64_t C, const float* logits, const int64_t* targets, int64_t ignore_index,
                                     float label_smoothing, float* lse, float* row_loss, void* stream) {
   if (N < 0 || C < 1) return (int)cudaErrorInvalidValue;
-  AD_LAUNCH(N, ce_kernel, N, C, logits, targets, ignore_index, label_smoothing, lse, row_loss);
+  AD_LAUNCH_RETURN(N, kThreads, ce_kernel, N, C, logits, targets, ignore_index, label_smoothing, lse, row_loss);
 }
 int adapters_cuda_cross_entropy_backward_f32(int64_t N, int64_t C, const float* logits, const int64_t* targets, const float* lse,
                                              int64_t ignore_index, float label_smoothing, const float* gout, int per_row,
                                              float scale, float* dlogits, void* stream) {
   if (N < 0 || C < 1) return (int)cudaErrorInvalidValue;
-  AD_LAUNCH(N, ce_bwd_kernel, N, C, logits, targets, lse, ignore_index, label_smoothing, gout, per_row, scale, dlogits);
+  AD_LAUNCH_RETURN(N, kThreads, ce_bwd_kernel, N, C, logits, targets, lse, ignore_index, label_smoothing, gout, per_row, scale, dlogits);
 }
 int adapters_cuda_embedding_f32(int64_t n, int64_t C, const int64_t* ids, const float* weight, float* out, void* stream) {
   if (n < 0 || C < 0) return (int)cudaErrorInvalidValue;
-  AD_LAUNCH(C > 0 ? n : 0, embedding_kernel, n, C, ids, weight, out);
+  AD_LAUNCH_RETURN(C > 0 ? n : 0, kThreads, embedding_kernel, n, C, ids, weight, out);
 }
 int adapters_cuda_embedding_backward_f32(int64_t n, int64_t C, const int64_t* ids, const float* g, float* dweight, void* stream) {
   if (n < 0 || C < 0) return (int)cudaErrorInvalidValue;
-  AD_LAUNCH(C, embedding_bwd_kernel, n, C, ids, g, dweight);
+  AD_LAUNCH_RETURN(C, kThreads, embedding_bwd_kernel, n, C, ids, g, dweight);
 }
 
 int adapters_cuda_rope_f32(int64_t rows, int64_t T, int64_t D, int64_t per_batch_rows, const float* x, const float* cos, const float* sin,
                            float* y, int interleaved, int backward, void* stream) {
   if (rows < 0 || T < 1 || D < 2 || D % 2 || per_batch_rows < 0) return (int)cudaErrorInvalidValue;
-  AD_LAUNCH(rows, rope_kernel, rows, T, D, per_batch_rows, x, cos, sin, y, interleaved, backward);
+  AD_LAUNCH_RETURN(rows, kThreads, rope_kernel, rows, T, D, per_batch_rows, x, cos, sin, y, interleaved, backward);
 }
 
 }  // extern "C"

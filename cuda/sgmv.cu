@@ -9,7 +9,6 @@
 namespace {
 
 constexpr int kThreads = 256;
-int blocks_for(int64_t n) { return ad_cuda::grid_for(n, kThreads); }
 
 __global__ void shrink_kernel(ad_sgmv::Table t, const float* x, float* T) { AD_GRID_FOR(e, t.M * t.R) ad_sgmv::shrink_at(e, t, x, T); }
 __global__ void expand_kernel(ad_sgmv::Table t, const float* T, float* D) { AD_GRID_FOR(e, t.M * t.O) ad_sgmv::expand_at(e, t, T, D); }
@@ -27,11 +26,6 @@ __global__ void bn_dwu_kernel(ad_sgmv::BnTable t, const float* g, const float* p
 __global__ void bn_dbd_kernel(ad_sgmv::BnTable t, const float* gp, float* d) { AD_GRID_FOR(e, t.doff[t.n]) ad_sgmv::bn_dbd_at(e, t, gp, d); }
 __global__ void bn_dbu_kernel(ad_sgmv::BnTable t, const float* g, float* d) { AD_GRID_FOR(e, t.n * t.C) ad_sgmv::bn_dbu_at(e, t, g, d); }
 
-#define AD_SGMV_LAUNCH(n, kernel, ...)                                                   \
-  if ((n) > 0) {                                                                         \
-    kernel<<<blocks_for(n), kThreads, 0, ad_cuda::as_stream(stream)>>>(__VA_ARGS__);     \
-    AD_CUDA_CHECK_LAUNCH();                                                              \
-  }
 
 }  // namespace
 
@@ -40,8 +34,8 @@ extern "C" {
 int adapters_cuda_lora_sgmv_f32(const adapters_cuda_sgmv* table, const float* x, float* t, float* d, void* stream) {
   const ad_sgmv::Table* tb = table;
   if (!ad_sgmv::table_ok(tb)) return (int)cudaErrorInvalidValue;
-  AD_SGMV_LAUNCH(tb->M * tb->R, shrink_kernel, *tb, x, t);
-  AD_SGMV_LAUNCH(tb->M * tb->O, expand_kernel, *tb, t, d);
+  AD_LAUNCH_FOR(tb->M * tb->R, kThreads, shrink_kernel, *tb, x, t);
+  AD_LAUNCH_FOR(tb->M * tb->O, kThreads, expand_kernel, *tb, t, d);
   return 0;
 }
 
@@ -49,29 +43,29 @@ int adapters_cuda_lora_sgmv_backward_f32(const adapters_cuda_sgmv* table, const 
                                          float* gx, float* dA, float* dB, void* stream) {
   const ad_sgmv::Table* tb = table;
   if (!ad_sgmv::table_ok(tb)) return (int)cudaErrorInvalidValue;
-  AD_SGMV_LAUNCH(tb->M * tb->R, gt_kernel, *tb, g, gt);
-  AD_SGMV_LAUNCH(tb->M * tb->K, gx_kernel, *tb, gt, gx);
-  AD_SGMV_LAUNCH(tb->aoff[tb->n], da_kernel, *tb, gt, x, dA);
-  AD_SGMV_LAUNCH(tb->boff[tb->n], db_kernel, *tb, g, t, dB);
+  AD_LAUNCH_FOR(tb->M * tb->R, kThreads, gt_kernel, *tb, g, gt);
+  AD_LAUNCH_FOR(tb->M * tb->K, kThreads, gx_kernel, *tb, gt, gx);
+  AD_LAUNCH_FOR(tb->aoff[tb->n], kThreads, da_kernel, *tb, gt, x, dA);
+  AD_LAUNCH_FOR(tb->boff[tb->n], kThreads, db_kernel, *tb, g, t, dB);
   return 0;
 }
 
 int adapters_cuda_bottleneck_sgmv_f32(const adapters_cuda_bn_sgmv* tb, const float* h, const float* res, float* pre, float* y, void* stream) {
   if (!ad_sgmv::bn_table_ok(tb)) return (int)cudaErrorInvalidValue;
-  AD_SGMV_LAUNCH(tb->M * tb->D, bn_pre_kernel, *tb, h, pre);
-  AD_SGMV_LAUNCH(tb->M * tb->C, bn_out_kernel, *tb, pre, res, y);
+  AD_LAUNCH_FOR(tb->M * tb->D, kThreads, bn_pre_kernel, *tb, h, pre);
+  AD_LAUNCH_FOR(tb->M * tb->C, kThreads, bn_out_kernel, *tb, pre, res, y);
   return 0;
 }
 
 int adapters_cuda_bottleneck_sgmv_backward_f32(const adapters_cuda_bn_sgmv* tb, const float* g, const float* h, const float* pre, float* gpre,
                                                float* gh, float* dWd, float* dbd, float* dWu, float* dbu, void* stream) {
   if (!ad_sgmv::bn_table_ok(tb)) return (int)cudaErrorInvalidValue;
-  AD_SGMV_LAUNCH(tb->M * tb->D, bn_gpre_kernel, *tb, g, pre, gpre);
-  AD_SGMV_LAUNCH(tb->M * tb->C, bn_gh_kernel, *tb, gpre, gh);
-  AD_SGMV_LAUNCH(tb->woff[tb->n], bn_dwd_kernel, *tb, gpre, h, dWd);
-  AD_SGMV_LAUNCH(tb->woff[tb->n], bn_dwu_kernel, *tb, g, pre, dWu);
-  AD_SGMV_LAUNCH(tb->doff[tb->n], bn_dbd_kernel, *tb, gpre, dbd);
-  AD_SGMV_LAUNCH(tb->n * tb->C, bn_dbu_kernel, *tb, g, dbu);
+  AD_LAUNCH_FOR(tb->M * tb->D, kThreads, bn_gpre_kernel, *tb, g, pre, gpre);
+  AD_LAUNCH_FOR(tb->M * tb->C, kThreads, bn_gh_kernel, *tb, gpre, gh);
+  AD_LAUNCH_FOR(tb->woff[tb->n], kThreads, bn_dwd_kernel, *tb, gpre, h, dWd);
+  AD_LAUNCH_FOR(tb->woff[tb->n], kThreads, bn_dwu_kernel, *tb, g, pre, dWu);
+  AD_LAUNCH_FOR(tb->doff[tb->n], kThreads, bn_dbd_kernel, *tb, gpre, dbd);
+  AD_LAUNCH_FOR(tb->n * tb->C, kThreads, bn_dbu_kernel, *tb, g, dbu);
   return 0;
 }
 

@@ -13,46 +13,43 @@ namespace ad_sgmv {
 constexpr int kMaxAdapters = ADAPTERS_CUDA_SGMV_MAX;
 using Table = adapters_cuda_sgmv;  // (cuda/adapters_cuda.h: n, M, K, O, R, start, rank, scale, A, B, aoff, boff)
 
-// Argument checks of the two tables (the launchers and the mock share them).
+// Argument checks of the two tables (the launchers and the mock share them): n adapters whose row segments
+// start[0] <= start[1] <= ... <= start[n] lie in [0, M].
+inline bool segments_ok(int n, const int64_t* start, int64_t M) {
+  if (n < 1 || n > kMaxAdapters || M < 0 || start[0] < 0 || start[n] > M) return false;
+  for (int i = 0; i < n; i++)
+    if (start[i + 1] < start[i]) return false;
+  return true;
+}
 inline bool table_ok(const Table* t) {
-  if (!t || t->n < 1 || t->n > kMaxAdapters || t->M < 0 || t->K < 0 || t->O < 0 || t->R < 0 || t->start[0] < 0 || t->start[t->n] > t->M)
-    return false;
+  if (!t || !segments_ok(t->n, t->start, t->M) || t->K < 0 || t->O < 0 || t->R < 0) return false;
   for (int i = 0; i < t->n; i++)
-    if (t->start[i + 1] < t->start[i] || t->rank[i] < 0 || t->rank[i] > t->R) return false;
+    if (t->rank[i] < 0 || t->rank[i] > t->R) return false;
   return true;
 }
 inline bool bn_table_ok(const adapters_cuda_bn_sgmv* t) {
-  if (!t || t->n < 1 || t->n > kMaxAdapters || t->M < 0 || t->C < 0 || t->D < 0 || t->start[0] < 0 || t->start[t->n] > t->M || t->act < 0 ||
-      t->act >= ad_ew::UNARY_COUNT)
-    return false;
+  if (!t || !segments_ok(t->n, t->start, t->M) || t->C < 0 || t->D < 0 || t->act < 0 || t->act >= ad_ew::UNARY_COUNT) return false;
   for (int i = 0; i < t->n; i++)
-    if (t->start[i + 1] < t->start[i] || t->width[i] < 0 || t->width[i] > t->D) return false;
+    if (t->width[i] < 0 || t->width[i] > t->D) return false;
   return true;
 }
 
-// the i with off[i] <= e < off[i+1] (off non-decreasing, off[0] = 0, e < off[n])
+// the largest i < n with off[i] <= e, for off non-decreasing, off[0] <= e < off[n] (with repeated offsets, i.e.
+// empty segments or rank-0 adapters, the last of the equal ones: the one whose range is not empty)
 AD_HD int owner(const int64_t* off, int n, int64_t e) {
-  int lo = 0, hi = n;
+  int lo = 0, hi = n;  // off[lo] <= e < off[hi]
   while (hi - lo > 1) {
     const int mid = (lo + hi) / 2;
     if (off[mid] <= e) lo = mid;
     else hi = mid;
   }
-  while (lo < n - 1 && off[lo + 1] <= e) lo++;  // (skips adapters of rank 0)
   return lo;
 }
 
-// the adapter owning row m, or -1 (rows outside every segment get no delta)
-AD_HD int segment_of(const Table& t, int64_t m) {
-  int lo = 0, hi = t.n;  // start[lo] <= m < start[hi] when covered
-  if (m < t.start[0] || m >= t.start[t.n]) return -1;
-  while (hi - lo > 1) {
-    const int mid = (lo + hi) / 2;
-    if (t.start[mid] <= m) lo = mid;
-    else hi = mid;
-  }
-  // empty segments share their start with the next one: the owner is the last segment starting at or before m
-  return m < t.start[lo + 1] ? lo : -1;
+// the adapter owning row m, or -1 (rows outside every segment get no adapter); T: either table
+template <class T>
+AD_HD int segment_of(const T& t, int64_t m) {
+  return m < t.start[0] || m >= t.start[t.n] ? -1 : owner(t.start, t.n, m);
 }
 
 // forward, shrink: element (m, j) of T (M, R) = Σ_k x[m,k]·A_i[j,k] (0 past the row's rank or outside every segment)
@@ -119,20 +116,10 @@ AD_HD void db_at(int64_t e, const Table& t, const float* g, const float* T, floa
 // ---- sequential bottleneck adapters: y = residual + s_i·(act(h·Wd_iᵀ + bd_i)·Wu_iᵀ + bu_i) on segment i's rows ----------
 using BnTable = adapters_cuda_bn_sgmv;
 
-AD_HD int bn_segment_of(const BnTable& t, int64_t m) {
-  if (m < t.start[0] || m >= t.start[t.n]) return -1;
-  int lo = 0, hi = t.n;
-  while (hi - lo > 1) {
-    const int mid = (lo + hi) / 2;
-    if (t.start[mid] <= m) lo = mid;
-    else hi = mid;
-  }
-  return m < t.start[lo + 1] ? lo : -1;
-}
 // forward: element (m, j) of pre (M, D)
 AD_HD void bn_pre_at(int64_t e, const BnTable& t, const float* h, float* pre) {
   const int64_t m = e / t.D, j = e % t.D;
-  const int i = bn_segment_of(t, m);
+  const int i = segment_of(t, m);
   float acc = 0.f;
   if (i >= 0 && j < t.width[i]) {
     const float *hr = h + m * t.C, *wr = t.Wd[i] + j * t.C;
@@ -144,7 +131,7 @@ AD_HD void bn_pre_at(int64_t e, const BnTable& t, const float* h, float* pre) {
 // forward: element (m, c) of y (M, C)
 AD_HD void bn_out_at(int64_t e, const BnTable& t, const float* pre, const float* res, float* y) {
   const int64_t m = e / t.C, c = e % t.C;
-  const int i = bn_segment_of(t, m);
+  const int i = segment_of(t, m);
   float v = res[e];
   if (i >= 0) {
     const int64_t d = t.width[i];
@@ -157,7 +144,7 @@ AD_HD void bn_out_at(int64_t e, const BnTable& t, const float* pre, const float*
 // backward: element (m, j) of gpre (M, D) = act'(pre)·s_i·Σ_c g[m,c]·Wu_i[c,j]
 AD_HD void bn_gpre_at(int64_t e, const BnTable& t, const float* g, const float* pre, float* gpre) {
   const int64_t m = e / t.D, j = e % t.D;
-  const int i = bn_segment_of(t, m);
+  const int i = segment_of(t, m);
   float v = 0.f;
   if (i >= 0 && j < t.width[i]) {
     const int64_t d = t.width[i];
@@ -170,7 +157,7 @@ AD_HD void bn_gpre_at(int64_t e, const BnTable& t, const float* g, const float* 
 // backward: element (m, k) of gh (M, C) = Σ_j gpre[m,j]·Wd_i[j,k]
 AD_HD void bn_gh_at(int64_t e, const BnTable& t, const float* gpre, float* gh) {
   const int64_t m = e / t.C, k = e % t.C;
-  const int i = bn_segment_of(t, m);
+  const int i = segment_of(t, m);
   float acc = 0.f;
   if (i >= 0)
     for (int64_t j = 0; j < t.width[i]; j++) acc += gpre[m * t.D + j] * t.Wd[i][j * t.C + k];

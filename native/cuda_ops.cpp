@@ -128,6 +128,11 @@ void op_matmul_cuda(OpCtx& c) {
   c.out.push_back(a.dtype == DType::BF16 && !c.i("f32_out", 0) ? copy_as(c, out, DType::BF16) : out);
 }
 
+// y (N, O) = the contiguous vector b broadcast over its rows (a strided copy with row stride 0)
+void broadcast_rows(const Tensor& y, const Tensor& b, int64_t N, int64_t O) {
+  if (N && O) copy_into(y.view({N, O}, {O, 1}, y.offset), b.view({N, O}, {0, 1}, b.offset));
+}
+
 void op_linear_cuda(OpCtx& c) {
   c.expect_inputs(2);
   const Device dev = op_device(c);
@@ -157,8 +162,8 @@ void op_linear_cuda(OpCtx& c) {
   }
   float beta = 0.f;
   if (c.has(2)) {
-    // Y = the bias broadcast over the rows (a strided copy, row stride 0), then the product accumulates onto it
-    copy_into(out.view({rows, outf}, {outf, 1}, 0), bias.view({rows, outf}, {0, bias.strides[0]}, bias.offset));
+    // the product accumulates onto the broadcast bias
+    broadcast_rows(out, bias, rows, outf);
     beta = 1.f;
   } else if (in == 0) {
     cuda_check(api.memset(out.raw(), 0, out.nbytes(), nullptr), c.name + ": zero the output");
@@ -229,16 +234,11 @@ void check_dims(const OpCtx& c, size_t nd) {
   if (nd > (size_t)kMaxDims) c.fail("DeviceError", "CUDA elementwise kernels take up to 8 dims, got " + std::to_string(nd));
 }
 
-// The CUDA copy / comparison kernels' dtype code of d (cuda/adapters_cuda.h): every dtype but f16.
+// The CUDA copy / comparison kernels' dtype code of d (cuda_dtype_code): every dtype but f16.
 int any_dtype(const OpCtx& c, DType d) {
-  switch (d) {
-    case DType::F32: return 0;
-    case DType::BF16: return 1;
-    case DType::I64: return 2;
-    case DType::I32: return 3;
-    case DType::BOOL: return 4;
-    default: c.fail("DeviceError", std::string(dtype_name(d)) + " tensors have no CUDA kernels yet");
-  }
+  const int code = cuda_dtype_code(d);
+  if (code < 0) c.fail("DeviceError", std::string(dtype_name(d)) + " tensors have no CUDA kernels yet");
+  return code;
 }
 
 // A contiguous copy of t (any strides) in dtype dt, on t's device.
@@ -499,10 +499,6 @@ int64_t rows_of(const OpCtx& c, const Tensor& t, int64_t cols, const char* what)
 void expect_shape_cuda(const OpCtx& c, const Tensor& t, const std::vector<int64_t>& want, const char* what) {
   if (t.shape != want) c.fail("ShapeError", std::string(what) + " has shape " + shape_str(t.shape) + ", expected " + shape_str(want));
 }
-// y (N, O) = the vector b broadcast over its rows
-void broadcast_rows(const Tensor& y, const Tensor& b, int64_t N, int64_t O) {
-  if (N && O) copy_into(y.view({N, O}, {O, 1}, y.offset), b.view({N, O}, {0, 1}, b.offset));
-}
 // out (n) = scale · v (the unary kernel's affine op)
 Tensor scaled(const OpCtx& c, const CudaApi& api, const Tensor& v, float scale) {
   Tensor o = Tensor::empty({v.numel()}, DType::F32, v.device());
@@ -514,6 +510,20 @@ void rows_op_vec(const OpCtx& c, const CudaApi& api, int op, const Tensor& a, co
   if (!N || !C) return;
   const int64_t shape[2] = {N, C}, sa[2] = {C, 1}, sv[2] = {0, 1};
   cuda_check(api.binary_f32(op, 2, shape, a.data<float>(), sa, v.data<float>(), sv, out.data<float>(), nullptr), c.name + " on " + a.device().str());
+}
+
+// out (N, O) = x·Wᵀ + the bias at input #2 when there is one (broadcast first, then the GEMM accumulates onto it): the
+// base projection of lora_linear and ia3_linear
+void base_projection(const OpCtx& c, const CudaApi& api, const Tensor& x, const Tensor& W, int64_t N, int64_t O, int64_t I, const Tensor& out) {
+  float beta = 0.f;
+  if (c.has(2)) {
+    ew_dtype(c, c.input(2).dtype);
+    const Tensor b = as_f32(c, c.input(2));
+    expect_shape_cuda(c, b, {O}, "bias");
+    broadcast_rows(out, b, N, O);
+    beta = 1.f;
+  }
+  if (N && O) gemm(c, api, DType::F32, false, true, N, O, I, x, x.offset, I, W, W.offset, I, beta, out.data<float>(), O);
 }
 
 // lora_linear(x, W, b?, A, B) {scale} -> y = x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ, t = x·Aᵀ
@@ -535,15 +545,7 @@ void op_lora_linear_cuda(OpCtx& c) {
   ts.push_back(r);
   Tensor y = Tensor::empty(ys, DType::F32, dev), t = Tensor::empty(ts, DType::F32, dev);
   const CudaApi& api = api_on(c, dev);
-  float beta = 0.f;
-  if (c.has(2)) {
-    ew_dtype(c, c.input(2).dtype);
-    const Tensor b = as_f32(c, c.input(2));
-    expect_shape_cuda(c, b, {O}, "bias");
-    broadcast_rows(y, b, N, O);
-    beta = 1.f;
-  }
-  if (N && O) gemm(c, api, DType::F32, false, true, N, O, I, x, x.offset, I, W, W.offset, I, beta, y.data<float>(), O);
+  base_projection(c, api, x, W, N, O, I, y);
   if (N && r) gemm(c, api, DType::F32, false, true, N, r, I, x, x.offset, I, A, A.offset, I, 0.f, t.data<float>(), r);
   if (N && O && r) gemm(c, api, DType::F32, false, true, N, O, r, t, 0, r, B, B.offset, r, 1.f, y.data<float>(), O, s);  // the rank-r update
   c.out.push_back(y);
@@ -565,15 +567,7 @@ void op_ia3_linear_cuda(OpCtx& c) {
   ys.push_back(O);
   Tensor base = Tensor::empty(ys, DType::F32, dev), y = Tensor::empty(ys, DType::F32, dev);
   const CudaApi& api = api_on(c, dev);
-  float beta = 0.f;
-  if (c.has(2)) {
-    ew_dtype(c, c.input(2).dtype);
-    const Tensor b = as_f32(c, c.input(2));
-    expect_shape_cuda(c, b, {O}, "bias");
-    broadcast_rows(base, b, N, O);
-    beta = 1.f;
-  }
-  if (N && O) gemm(c, api, DType::F32, false, true, N, O, I, x, x.offset, I, W, W.offset, I, beta, base.data<float>(), O);
+  base_projection(c, api, x, W, N, O, I, base);
   rows_op_vec(c, api, 2, base, scaled(c, api, v, (float)c.f("scale", 1.0)), y, N, O);  // base ∘ (s·v)
   c.out.push_back(y);
   c.out.push_back(base);

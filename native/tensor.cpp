@@ -383,19 +383,8 @@ void copy_into(const Tensor& dst, const Tensor& src) {
   if (n == 0) return;
   if (!dst.on_cpu() || !src.on_cpu()) {
     // on one device, any strides and dtypes but f16: the CUDA gather/scatter kernel (cuda/elementwise.cu)
-    // the copy kernel's dtype codes (cuda/adapters_cuda.h): every dtype but f16
-    const auto ewd = [](DType d) {
-      switch (d) {
-        case DType::F32: return 0;
-        case DType::BF16: return 1;
-        case DType::I64: return 2;
-        case DType::I32: return 3;
-        case DType::BOOL: return 4;
-        default: return -1;
-      }
-    };
-    if (dst.device() == src.device() && ewd(dst.dtype) >= 0 && ewd(src.dtype) >= 0 && dst.dim() <= 8) {
-      cuda_check(cuda_api("copy").copy_strided(ewd(src.dtype), ewd(dst.dtype), (int)dst.dim(), dst.shape.data(), src.raw(), src.strides.data(),
+    if (dst.device() == src.device() && cuda_dtype_code(dst.dtype) >= 0 && cuda_dtype_code(src.dtype) >= 0 && dst.dim() <= 8) {
+      cuda_check(cuda_api("copy").copy_strided(cuda_dtype_code(src.dtype), cuda_dtype_code(dst.dtype), (int)dst.dim(), dst.shape.data(), src.raw(), src.strides.data(),
                                                dst.raw(), dst.strides.data(), nullptr),
                  "copy on " + dst.device().str());
       return;

@@ -32,6 +32,18 @@ size_t dtype_size(DType d);
 const char* dtype_name(DType d);
 bool dtype_from_name(const std::string& s, DType* out);
 inline bool dtype_is_float(DType d) { return d == DType::F32 || d == DType::BF16 || d == DType::F16; }
+// The dtype codes of the CUDA library's copy / comparison / index kernels (cuda/adapters_cuda.h): 0 f32, 1 bf16,
+// 2 i64, 3 i32, 4 bool; -1 for f16, which has no CUDA kernels.
+inline int cuda_dtype_code(DType d) {
+  switch (d) {
+    case DType::F32: return 0;
+    case DType::BF16: return 1;
+    case DType::I64: return 2;
+    case DType::I32: return 3;
+    case DType::BOOL: return 4;
+    default: return -1;
+  }
+}
 
 // Errors carry a kind that the JS side maps to an AdaptersError subclass.
 struct Error : std::runtime_error {

@@ -18,7 +18,11 @@ const child = path.join(here, 'helpers', 'device_child.ts');
 
 function buildMock(): { lib: string } | { error: string } | { broken: string } {
   const src = path.join(here, 'mock', 'mock_cuda.cpp');
-  const hash = crypto.createHash('sha1').update(fs.readFileSync(src)).digest('hex').slice(0, 12);
+  // the cache key covers the headers the mock includes (the kernels' shared per-element code), not just its own source
+  const cudaDir = path.join(here, '..', '..', 'cuda');
+  const sha = crypto.createHash('sha1').update(fs.readFileSync(src));
+  for (const f of fs.readdirSync(cudaDir).filter((n) => n.endsWith('.h')).sort()) sha.update(f).update(fs.readFileSync(path.join(cudaDir, f)));
+  const hash = sha.digest('hex').slice(0, 12);
   const lib = path.join(os.tmpdir(), `adapters-node-mock-cuda-${hash}.so`);
   if (fs.existsSync(lib)) return { lib };
   const cxx = process.env.CXX || 'c++';
