@@ -46,13 +46,14 @@ export function callOp(name: string, inputs: (Tensor | null | undefined)[], attr
   } catch (e) {
     fromNative(e);
   }
-  if (profile) profileEnd(name, t0);
+  if (profile) profileEnd(profileShapes ? `${name} ${inputs.map((t) => (t ? `${t.dtype}[${t.shape.join(',')}]` : '-')).join(' ')}` : name, t0);
   return out.map((h) => new Tensor(h));
 }
 
 // Per-op timing (opProfile): each op runs between two device synchronisations so that the time of an
 // asynchronous CUDA launch lands on its own op. Off by default; it costs a sync per op when on.
 let profile: Map<string, { calls: number; ms: number }> | null = null;
+let profileShapes = false;
 let cudaOn = false;
 function profileStart(): number {
   if (cudaOn) native.cudaMemory('sync');
@@ -65,10 +66,14 @@ function profileEnd(name: string, t0: number): void {
   e.ms += performance.now() - t0;
   profile!.set(name, e);
 }
-/** Starts (on = true, clearing earlier counts) or stops per-op timing; returns the counts so far, slowest first. */
-export function opProfile(on: boolean): { op: string; calls: number; ms: number }[] {
+/**
+ * Starts (on = true, clearing earlier counts) or stops per-op timing; returns the counts so far, slowest first.
+ * byShape: count each op separately per input dtypes and shapes ("linear f32[8,128,768] f32[768,768] -").
+ */
+export function opProfile(on: boolean, opts: { byShape?: boolean } = {}): { op: string; calls: number; ms: number }[] {
   const rows = profile ? [...profile].map(([op, v]) => ({ op, ...v })).sort((a, b) => b.ms - a.ms) : [];
   profile = on ? new Map() : null;
+  profileShapes = on && !!opts.byShape;
   cudaOn = on && native.hasCuda();
   return rows;
 }

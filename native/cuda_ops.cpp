@@ -598,7 +598,7 @@ void op_bottleneck_cuda(OpCtx& c) {
   const CudaApi& api = api_on(c, dev);
   broadcast_rows(pre, bd, N, d);
   if (N && d) gemm(c, api, DType::F32, false, true, N, d, C, h, h.offset, C, Wd, Wd.offset, C, 1.f, pre.data<float>(), d);
-  if (N * d) cuda_check(api.unary_f32((int)kind, N * d, pre.data<float>(), act.data<float>(), 0.f, 0.f, nullptr), c.name + ": activation");
+  if (N > 0 && d > 0) cuda_check(api.unary_f32((int)kind, N * d, pre.data<float>(), act.data<float>(), 0.f, 0.f, nullptr), c.name + ": activation");
   rows_op_vec(c, api, 0, res, scaled(c, api, bu, s), y, N, C);  // residual + s·bu
   if (N && C) gemm(c, api, DType::F32, false, true, N, C, d, act, 0, d, Wu, Wu.offset, d, 1.f, y.data<float>(), C, s);
   c.out.push_back(y);

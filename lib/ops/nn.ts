@@ -103,6 +103,7 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: Li
  * the bias and every gradient stay f32.
  */
 function linearBf16(x: Tensor, weight: Tensor, bias: Tensor | null, layout: 'linear' | 'conv1d'): Tensor {
+  if (x.device === 'cpu' && weight.device === 'cpu' && (!bias || bias.device === 'cpu')) return linearMixedCpu(x, weight, bias, layout);
   const toBf16 = (t: Tensor) => one(callOp('cast', [t], { dtype: 'bf16' }));
   const wb = bf16Weight(weight, (w) => keep(toBf16(w)));
   const xb = bf16Activation(x, (t) => keep(toBf16(t)), alias);
@@ -130,6 +131,36 @@ function linearBf16(x: Tensor, weight: Tensor, bias: Tensor | null, layout: 'lin
     gb16.dispose();
     return [gx, gw, gb];
   }, keepX ? [xb] : [], keepX ? [xb, wb] : [wb]);
+  return y;
+}
+
+/**
+ * linearBf16 on the CPU: the GEMMs take the f32 weight, input and gradient as they are and round them to bf16
+ * while packing ({mixed: 1}), so nothing is cast in a separate pass and no bf16 weight copy is kept. Only a
+ * trained weight's gradient needs the input again: that input is kept as a bf16 copy (half an f32 one).
+ */
+function linearMixedCpu(x: Tensor, weight: Tensor, bias: Tensor | null, layout: 'linear' | 'conv1d'): Tensor {
+  const keepX = weight.requiresGrad && isGradEnabled();
+  const xb = keepX ? bf16Activation(x, (t) => keep(one(callOp('cast', [t], { dtype: 'bf16' }))), alias) : null;
+  const y = one(callOp('linear', [xb ?? x, weight, bias], { layout, mixed: 1 }));
+  withGrad([y], 'linear', [x, weight, bias], ([g]) => {
+    const inF = layout === 'conv1d' ? weight.shape[0]! : weight.shape[1]!;
+    const outF = layout === 'conv1d' ? weight.shape[1]! : weight.shape[0]!;
+    let gx: Tensor | null = null, gw: Tensor | null = null, gb: Tensor | null = null;
+    if (x.requiresGrad) {
+      const w = layout === 'conv1d' ? transpose(weight, 0, 1) : weight;
+      gx = one(callOp('matmul', [g!, w], { mixed: 1 }));
+      if (w !== weight) w.dispose();
+    }
+    if (weight.requiresGrad && xb) {
+      const g2 = reshape(g!, [-1, outF]), x2 = reshape(xb, [-1, inF]);
+      const [l, r] = layout === 'conv1d' ? [transpose(x2, 0, 1), g2] : [transpose(g2, 0, 1), x2];
+      gw = one(callOp('matmul', [l, r], { mixed: 1 }));
+      for (const t of [g2, x2, l, r]) t.dispose();
+    }
+    if (bias && bias.requiresGrad) gb = one(callOp('sum', [g!], { dims: [...Array(g!.ndim - 1).keys()], keepdim: false }));
+    return [gx, gw, gb];
+  }, xb ? [xb] : [], xb ? [xb, weight] : [weight]);
   return y;
 }
 

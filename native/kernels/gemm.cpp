@@ -182,6 +182,10 @@ struct Args {
   float beta;
   float* C;
   int64_t ldc;
+  // bf16 kernels (AMX) only: A / B really hold f32, rounded to bf16 as they are packed (mgemm)
+  bool a32 = false, b32 = false;
+  // AMX only, with alpha == 1 and beta == 0: C = A·B + bias[j] (bias indexed by C's column)
+  const float* bias = nullptr;
 };
 
 // C = beta * C on an M x N block (used when K == 0 or alpha == 0).
@@ -625,17 +629,52 @@ void pack_a_pairs(bool transA, const uint16_t* A, int64_t lda, int64_t i0, int64
 
 // Interleaves two rows of up to 32 bf16 (cols j0..j0+n) into 32 pairs (64 uint16), zero beyond n / for
 // a missing second row.
-AD_TGT_AVX512 inline void interleave_rows32(const uint16_t* r0, const uint16_t* r1, int n, uint16_t* out_lo,
-                                            uint16_t* out_hi) {
-  const __mmask32 m = n >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << n) - 1);
-  const __m512i x0 = _mm512_maskz_loadu_epi16(m, r0);
-  const __m512i x1 = r1 ? _mm512_maskz_loadu_epi16(m, r1) : _mm512_setzero_si512();
+// An operand of the AMX packers: bf16 bits, or f32 that is rounded to bf16 as it is packed (mixed precision
+// without a separate cast pass). The rounding is the cast op's (round to nearest even, NaN kept quiet), so
+// the packed panels hold the same bits either way. Indices are in elements.
+struct B16Src {
+  const void* p;
+  bool f32;
+  B16Src(const uint16_t* h) : p(h), f32(false) {}  // NOLINT: a bf16 pointer is the common case
+  B16Src(const void* q, bool is_f32) : p(q), f32(is_f32) {}
+};
+
+// 16 f32 (as raw bits) -> 16 bf16, as f32_to_bf16 in tensor.h.
+AD_TGT_AVX512 inline __m256i bf16_round16(__m512i u) {
+  const __m512i hi = _mm512_srli_epi32(u, 16);
+  const __m512i bias = _mm512_add_epi32(_mm512_and_si512(hi, _mm512_set1_epi32(1)), _mm512_set1_epi32(0x7fff));
+  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, bias), 16);
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+  r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(hi, _mm512_set1_epi32(0x40)));
+  return _mm512_cvtepi32_epi16(r);
+}
+// Elements [i, i + 16) (lanes outside m read as 0).
+AD_TGT_AVX512 inline __m256i load16(B16Src s, int64_t i, __mmask16 m) {
+  if (!s.f32) return _mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(s.p) + i);
+  return bf16_round16(_mm512_maskz_loadu_epi32(m, static_cast<const float*>(s.p) + i));
+}
+// Elements [i, i + 32) (lanes outside m read as 0).
+AD_TGT_AVX512 inline __m512i load32(B16Src s, int64_t i, __mmask32 m) {
+  if (!s.f32) return _mm512_maskz_loadu_epi16(m, static_cast<const uint16_t*>(s.p) + i);
+  const __m256i lo = load16(s, i, (__mmask16)(m & 0xFFFF)), hi = load16(s, i + 16, (__mmask16)(m >> 16));
+  return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+// Interleaves two rows of 32 bf16 into k pairs: out_lo = pairs of columns 0..15, out_hi = 16..31.
+AD_TGT_AVX512 inline void interleave32(__m512i x0, __m512i x1, uint16_t* out_lo, uint16_t* out_hi) {
   const __m512i idx_lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38,
                                           6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
   const __m512i idx_hi = _mm512_set_epi16(63, 31, 62, 30, 61, 29, 60, 28, 59, 27, 58, 26, 57, 25, 56, 24, 55, 23,
                                           54, 22, 53, 21, 52, 20, 51, 19, 50, 18, 49, 17, 48, 16);
   _mm512_storeu_si512(out_lo, _mm512_permutex2var_epi16(x0, idx_lo, x1));
   _mm512_storeu_si512(out_hi, _mm512_permutex2var_epi16(x0, idx_hi, x1));
+}
+
+AD_TGT_AVX512 inline void interleave_rows32(const uint16_t* r0, const uint16_t* r1, int n, uint16_t* out_lo,
+                                            uint16_t* out_hi) {
+  const __mmask32 m = n >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << n) - 1);
+  interleave32(_mm512_maskz_loadu_epi16(m, r0), r1 ? _mm512_maskz_loadu_epi16(m, r1) : _mm512_setzero_si512(), out_lo,
+               out_hi);
 }
 
 AD_TGT_AVX512 void pack_b_pairs32(bool transB, const uint16_t* B, int64_t ldb, int64_t k0, int64_t kc, int64_t j0,
@@ -761,7 +800,7 @@ AD_TGT_AMX void amx_begin() {
 }
 AD_TGT_AMX void amx_end() { _tile_release(); }
 
-AD_TGT_AVX512 void pack_a_amx(bool transA, const uint16_t* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0,
+AD_TGT_AVX512 void pack_a_amx(bool transA, B16Src A, int64_t lda, int64_t i0, int64_t mc, int64_t k0,
                               int64_t kc, uint16_t* dst) {
   const int64_t kcp = rup(kc, 32), ns = kcp / 32;
   for (int64_t ir = 0; ir < mc; ir += 32) {
@@ -775,9 +814,8 @@ AD_TGT_AVX512 void pack_a_amx(bool transA, const uint16_t* A, int64_t lda, int64
           for (int64_t s = 0; s < ns; s++) _mm512_store_si512(dr + s * 1024, _mm512_setzero_si512());
           continue;
         }
-        const uint16_t* src = A + (i0 + ir + r) * lda + k0;
-        for (int64_t s = 0; s < ns; s++)
-          _mm512_store_si512(dr + s * 1024, _mm512_maskz_loadu_epi16(mask32(kc - s * 32), src + s * 32));
+        const int64_t src = (i0 + ir + r) * lda + k0;
+        for (int64_t s = 0; s < ns; s++) _mm512_store_si512(dr + s * 1024, load32(A, src + s * 32, mask32(kc - s * 32)));
       }
     } else {
       // A(i, k) = A[k * lda + i]: per half tile, build 16 k-pair rows of 16 (i) dwords, then transpose.
@@ -787,9 +825,9 @@ AD_TGT_AVX512 void pack_a_amx(bool transA, const uint16_t* A, int64_t lda, int64
           __m512i r[16];
           for (int p = 0; p < 16; p++) {
             const int64_t k = s * 32 + 2 * p;
-            const uint16_t* s0 = A + (k0 + k) * lda + i0 + ir + h * 16;
-            const __m256i x0 = k < kc ? _mm256_maskz_loadu_epi16(mi, s0) : _mm256_setzero_si256();
-            const __m256i x1 = k + 1 < kc ? _mm256_maskz_loadu_epi16(mi, s0 + lda) : _mm256_setzero_si256();
+            const int64_t s0 = (k0 + k) * lda + i0 + ir + h * 16;
+            const __m256i x0 = k < kc ? load16(A, s0, mi) : _mm256_setzero_si256();
+            const __m256i x1 = k + 1 < kc ? load16(A, s0 + lda, mi) : _mm256_setzero_si256();
             r[p] = _mm512_or_si512(_mm512_cvtepu16_epi32(x0), _mm512_slli_epi32(_mm512_cvtepu16_epi32(x1), 16));
           }
           transpose16x16_epi32(r);
@@ -801,7 +839,7 @@ AD_TGT_AVX512 void pack_a_amx(bool transA, const uint16_t* A, int64_t lda, int64
   }
 }
 
-AD_TGT_AVX512 void pack_b_amx(bool transB, const uint16_t* B, int64_t ldb, int64_t k0, int64_t kc, int64_t j0,
+AD_TGT_AVX512 void pack_b_amx(bool transB, B16Src B, int64_t ldb, int64_t k0, int64_t kc, int64_t j0,
                               int64_t nc, uint16_t* dst) {
   const int64_t kcp = rup(kc, 32), ns = kcp / 32;
   if (transB) {
@@ -816,8 +854,7 @@ AD_TGT_AVX512 void pack_b_amx(bool transB, const uint16_t* B, int64_t ldb, int64
           __m512i r[16];
           for (int c = 0; c < 16; c++) {
             const int j = h * 16 + c;
-            r[c] = j < nr ? _mm512_maskz_loadu_epi16(m, B + (j0 + jr + j) * ldb + k0 + s * 32)
-                          : _mm512_setzero_si512();
+            r[c] = j < nr ? load32(B, (j0 + jr + j) * ldb + k0 + s * 32, m) : _mm512_setzero_si512();
           }
           transpose16x16_epi32(r);
           uint16_t* ds = d + s * 1024 + h * 512;
@@ -833,10 +870,10 @@ AD_TGT_AVX512 void pack_b_amx(bool transB, const uint16_t* B, int64_t ldb, int64
       for (int64_t jr = 0; jr < nc; jr += 32) {
         uint16_t* ds = dst + jr * kcp + s * 1024;
         if (k < kc) {
-          const int nr = (int)std::min<int64_t>(32, nc - jr);
-          const uint16_t* s0 = B + (k0 + k) * ldb + j0 + jr;
-          const uint16_t* s1 = k + 1 < kc ? s0 + ldb : nullptr;
-          interleave_rows32(s0, s1, nr, ds + p * 32, ds + 512 + p * 32);
+          const __mmask32 m = mask32(std::min<int64_t>(32, nc - jr));
+          const int64_t s0 = (k0 + k) * ldb + j0 + jr;
+          interleave32(load32(B, s0, m), k + 1 < kc ? load32(B, s0 + ldb, m) : _mm512_setzero_si512(), ds + p * 32,
+                       ds + 512 + p * 32);
         } else {
           _mm512_store_si512(ds + p * 32, _mm512_setzero_si512());
           _mm512_store_si512(ds + 512 + p * 32, _mm512_setzero_si512());
@@ -855,9 +892,9 @@ struct APanel {
 
 // One 32 x 32 block over ns k steps of 32. w: a 4 KiB accumulator block (four 16 x 16 tiles, 64-byte rows)
 // used between K chunks: w_in = start from it (else from zero), w_out = leave the sum there instead of
-// writing C. The final chunk writes C = alpha * acc + beta * C.
+// writing C. The final chunk writes C = alpha * acc + beta * C, or acc + bias[0..nr) (bias set: alpha 1, beta 0).
 AD_TGT_AMX inline __attribute__((always_inline)) void ukr_amx(int64_t ns, APanel ap, const uint16_t* b, float* c, int64_t ldc, int mr, int nr,
-                        float alpha, float beta, float* w, bool w_in, bool w_out) {
+                        float alpha, float beta, float* w, bool w_in, bool w_out, const float* bias) {
   if (w_in) {
     _tile_loadd(0, w, 64);
     _tile_loadd(1, w + 256, 64);
@@ -891,7 +928,7 @@ AD_TGT_AMX inline __attribute__((always_inline)) void ukr_amx(int64_t ns, APanel
     return;
   }
   const int64_t ldcb = ldc * (int64_t)sizeof(float);
-  if (mr == 32 && nr == 32 && alpha == 1.0f && beta == 0.0f) {
+  if (mr == 32 && nr == 32 && alpha == 1.0f && beta == 0.0f && !bias) {
     _tile_stored(0, c, ldcb);
     _tile_stored(1, c + 16, ldcb);
     _tile_stored(2, c + 16 * ldc, ldcb);
@@ -906,10 +943,13 @@ AD_TGT_AMX inline __attribute__((always_inline)) void ukr_amx(int64_t ns, APanel
   const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
   const __mmask16 m0 = col_mask(nr), m1 = col_mask(nr - 16);
   const bool fullc = nr == 32;
+  // added after the products, as torch's addmm does
+  const __m512 b0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+  const __m512 b1 = bias && nr > 16 ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
   for (int i = 0; i < mr; i++) {
     float* ci = c + i * ldc;
-    store_row16(ci, _mm512_load_ps(buf + i * 32), m0, fullc, va, vb, beta);
-    if (nr > 16) store_row16(ci + 16, _mm512_load_ps(buf + i * 32 + 16), m1, fullc, va, vb, beta);
+    store_row16(ci, _mm512_add_ps(_mm512_load_ps(buf + i * 32), b0), m0, fullc, va, vb, beta);
+    if (nr > 16) store_row16(ci + 16, _mm512_add_ps(_mm512_load_ps(buf + i * 32 + 16), b1), m1, fullc, va, vb, beta);
   }
 }
 
@@ -986,7 +1026,7 @@ AD_TGT_AMX void amx_block(const Args<uint16_t>& g, const uint16_t* Bp, int64_t m
   const int64_t Mb = m1 - m0, Nb = n1 - n0;
   const int64_t kcp = rup(g.K, 32);
   constexpr int64_t KC = B16Amx::KC, MC0 = B16Amx::MC, NC = B16Amx::NC;
-  const bool direct = !g.transA && g.K % 32 == 0 && (Nb <= 128 || g.lda <= 128);
+  const bool direct = !g.transA && !g.a32 && g.K % 32 == 0 && (Nb <= 128 || g.lda <= 128);
   constexpr int64_t a_budget = 1 << 20;  // bytes of packed A kept in L2
   const int64_t MC = std::max<int64_t>(32, std::min<int64_t>(MC0, (a_budget / (2 * kcp)) / 32 * 32));
   const int64_t mc_max = std::min<int64_t>(MC, rup(Mb, 32));
@@ -995,7 +1035,7 @@ AD_TGT_AMX void amx_block(const Args<uint16_t>& g, const uint16_t* Bp, int64_t m
   for (int64_t ic = m0; ic < m1; ic += MC) {
     const int64_t mc = std::min<int64_t>(MC, m1 - ic);
     if (!direct)
-      pack_a_amx(g.transA, g.A, g.lda, ic, mc, 0, g.K, Ap);
+      pack_a_amx(g.transA, B16Src(g.A, g.a32), g.lda, ic, mc, 0, g.K, Ap);
     else if (mc % 32)
       pack_a_amx(false, g.A, g.lda, ic + mc / 32 * 32, mc % 32, 0, g.K, Ap);
     auto apanel = [&](int64_t ir, int64_t pc) -> APanel {
@@ -1018,7 +1058,7 @@ AD_TGT_AMX void amx_block(const Args<uint16_t>& g, const uint16_t* Bp, int64_t m
             const int mr = (int)std::min<int64_t>(32, mc - ir);
             float* w = W ? W + (((jr - jc) / 32) * (mc_max / 32) + ir / 32) * 1024 : nullptr;
             ukr_amx(kc / 32, apanel(ir, pc), bp, g.C + (ic + ir) * g.ldc + n0 + jr, g.ldc, mr, nr, g.alpha,
-                    g.beta, w, w_in, w_out);
+                    g.beta, w, w_in, w_out, g.bias ? g.bias + n0 + jr : nullptr);
           }
         }
       }
@@ -1032,7 +1072,7 @@ void gemm_block<B16Amx>(const Args<uint16_t>& g, int64_t m0, int64_t m1, int64_t
   if (m1 <= m0 || n1 <= n0) return;
   const int64_t Nb = n1 - n0, kcp = rup(g.K, 32);
   uint16_t* Bp = tl_bpack.get<uint16_t>((size_t)(rup(Nb, 32) * kcp));
-  pack_b_amx(g.transB, g.B, g.ldb, 0, g.K, n0, Nb, Bp);
+  pack_b_amx(g.transB, B16Src(g.B, g.b32), g.ldb, 0, g.K, n0, Nb, Bp);
   amx_block(g, Bp, m0, m1, n0, n1);
 }
 
@@ -1109,7 +1149,8 @@ void gemm_run<B16Amx>(const Args<uint16_t>& g) {
   std::atomic<int> arrived{0};
   parallel_run(nth, [&](int tid, int nt) {
     const int64_t p0 = np * tid / nt, p1 = np * (tid + 1) / nt;
-    if (p1 > p0) pack_b_amx(g.transB, g.B, g.ldb, 0, g.K, p0 * 32, std::min(g.N, p1 * 32) - p0 * 32, Bp + p0 * 32 * kcp);
+    if (p1 > p0)
+      pack_b_amx(g.transB, B16Src(g.B, g.b32), g.ldb, 0, g.K, p0 * 32, std::min(g.N, p1 * 32) - p0 * 32, Bp + p0 * 32 * kcp);
     // spin barrier (yielding after a while, in case the pool has more threads than free cores)
     arrived.fetch_add(1, std::memory_order_acq_rel);
     for (int spins = 0; arrived.load(std::memory_order_acquire) < nt; spins++) {
@@ -1279,6 +1320,61 @@ void bgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N
   for (int64_t i = 0; i < nb; i++) bf16_to_f32_matrix(B + i * strideB, br, bc, ldb, Bf.data() + i * br * bc);
   sgemm_batched(batch, transA, transB, M, N, K, alpha, Af.data(), ac, strideA == 0 ? 0 : ar * ac, Bf.data(), bc,
                 strideB == 0 ? 0 : br * bc, beta, C, ldc, strideC);
+}
+
+void mgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N, int64_t K, const void* A, bool a_f32,
+                   int64_t lda, int64_t strideA, const void* B, bool b_f32, int64_t ldb, int64_t strideB,
+                   const float* bias, float* C, int64_t ldc, int64_t strideC) {
+  if (batch <= 0 || M <= 0 || N <= 0) return;
+  auto at = [](const void* p, int64_t off, bool f32) {
+    return reinterpret_cast<const uint16_t*>(static_cast<const char*>(p) + off * (f32 ? 4 : 2));
+  };
+  if (K > 0 && cur_b16() == B16_AMX && (double)M * (double)N * (double)K >= kSmallMacs) {
+    // the packers round f32 operands to bf16 on the fly; the bias is added in the kernel's epilogue
+    for (int64_t i = 0; i < batch; i++) {
+      Args<uint16_t> g{transA, transB, M, N, K, 1.f, at(A, i * strideA, a_f32), lda, at(B, i * strideB, b_f32), ldb, 0.f,
+                       C + i * strideC, ldc};
+      g.a32 = a_f32;
+      g.b32 = b_f32;
+      g.bias = bias;
+      gemm_run<B16Amx>(g);
+    }
+    return;
+  }
+  // Elsewhere: bf16 copies of the f32 operands (dense, one per distinct batch item), C starts as the bias rows
+  // (or zero), and bgemm accumulates onto it.
+  auto to_bf16 = [](const void* src, bool f32, int64_t rows, int64_t cols, int64_t ld, int64_t stride, int64_t n,
+                    std::vector<uint16_t>& buf, int64_t* new_ld, int64_t* new_stride) -> const uint16_t* {
+    if (!f32) {
+      *new_ld = ld;
+      *new_stride = stride;
+      return static_cast<const uint16_t*>(src);
+    }
+    buf.resize((size_t)(n * rows * cols));
+    const float* s = static_cast<const float*>(src);
+    for (int64_t i = 0; i < n; i++)
+      for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) {
+          uint32_t u;
+          std::memcpy(&u, &s[i * stride + r * ld + c], 4);
+          const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;  // as f32_to_bf16 in tensor.h
+          buf[(size_t)((i * rows + r) * cols + c)] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : rounded);
+        }
+    *new_ld = cols;
+    *new_stride = stride == 0 ? 0 : rows * cols;
+    return buf.data();
+  };
+  std::vector<uint16_t> ab, bb;
+  int64_t lda2, sa2, ldb2, sb2;
+  const uint16_t* A2 = to_bf16(A, a_f32, transA ? K : M, transA ? M : K, lda, strideA, strideA == 0 ? 1 : batch, ab, &lda2, &sa2);
+  const uint16_t* B2 = to_bf16(B, b_f32, transB ? N : K, transB ? K : N, ldb, strideB, strideB == 0 ? 1 : batch, bb, &ldb2, &sb2);
+  for (int64_t i = 0; i < batch; i++)
+    for (int64_t r = 0; r < M; r++) {
+      float* c = C + i * strideC + r * ldc;
+      if (bias) std::memcpy(c, bias, (size_t)N * sizeof(float));
+      else std::memset(c, 0, (size_t)N * sizeof(float));
+    }
+  if (K > 0) bgemm_batched(batch, transA, transB, M, N, K, 1.f, A2, lda2, sa2, B2, ldb2, sb2, 1.f, C, ldc, strideC);
 }
 
 const char* sgemm_isa() {

@@ -26,6 +26,13 @@ void bgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N
                    const uint16_t* A, int64_t lda, int64_t strideA, const uint16_t* B, int64_t ldb, int64_t strideB,
                    float beta, float* C, int64_t ldc, int64_t strideC);
 
+// Mixed precision: A and B each bf16 (raw bits) or f32 (a_f32 / b_f32), f32 rounded to bf16 exactly as a cast
+// would (on AMX while it is packed, so no bf16 copy is made), products accumulated in f32:
+// C = op(A)·op(B) + bias (bias: N floats added to every row of C, or null). Batched like bgemm_batched.
+void mgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N, int64_t K, const void* A, bool a_f32,
+                   int64_t lda, int64_t strideA, const void* B, bool b_f32, int64_t ldb, int64_t strideB,
+                   const float* bias, float* C, int64_t ldc, int64_t strideC);
+
 // Reference kernels (plain loops, f64-free, single thread): the oracle for tests and benches.
 void sgemm_ref(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                const float* B, int64_t ldb, float beta, float* C, int64_t ldc);

@@ -2,7 +2,9 @@
 // GPT-2's Conv1D layout x·W + b). Transposed views are passed to the GEMM as transpose flags, never
 // copied; only views that are strided in both of the last two dims get packed first.
 // Legend: A (..., M, K), B (..., K, N), C (..., M, N). bf16 × bf16 runs bgemm (f32 accumulate) and
-// returns bf16 (f32 with {f32_out: 1}, for mixed precision); mixed dtypes are an error (as in PyTorch).
+// returns bf16 (f32 with {f32_out: 1}, for mixed precision); mixed dtypes are an error (as in PyTorch), except
+// with {mixed: 1} (CPU autocast): then each operand may be f32 or bf16, the products are bf16 (f32 operands
+// rounded to bf16 as the GEMM packs them, no cast pass) and the result is f32.
 #include "gemm.h"
 
 #include <algorithm>
@@ -14,7 +16,12 @@
 namespace ad {
 namespace {
 
-void gemm_any(DType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const Tensor& a, int64_t lda,
+// A pointer to element `off` of t's f32 or bf16 data.
+const void* elem_ptr(const Tensor& t, int64_t off) {
+  return t.dtype == DType::F32 ? (const void*)(t.data<float>() + off) : (const void*)(t.data<uint16_t>() + off);
+}
+
+void gemm_any(DType dt, bool mixed, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const Tensor& a, int64_t lda,
               const std::vector<int64_t>& aoff, const Tensor& b, int64_t ldb, const std::vector<int64_t>& boff,
               float beta, float* C, int64_t ldc, int64_t strideC) {
   int64_t batch = (int64_t)aoff.size();
@@ -33,14 +40,20 @@ void gemm_any(DType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const
       M *= batch;
       batch = 1;
     }
-    if (dt == DType::BF16)
+    if (mixed)
+      mgemm_batched(batch, ta, tb, M, N, K, elem_ptr(a, aoff[0]), a.dtype == DType::F32, lda, sa, elem_ptr(b, boff[0]),
+                    b.dtype == DType::F32, ldb, sb, nullptr, C, ldc, strideC);
+    else if (dt == DType::BF16)
       bgemm_batched(batch, ta, tb, M, N, K, 1.f, a.data<uint16_t>() + aoff[0], lda, sa, b.data<uint16_t>() + boff[0], ldb, sb, beta, C, ldc, strideC);
     else
       sgemm_batched(batch, ta, tb, M, N, K, 1.f, a.data<float>() + aoff[0], lda, sa, b.data<float>() + boff[0], ldb, sb, beta, C, ldc, strideC);
     return;
   }
   for (int64_t i = 0; i < batch; i++) {
-    if (dt == DType::BF16)
+    if (mixed)
+      mgemm_batched(1, ta, tb, M, N, K, elem_ptr(a, aoff[i]), a.dtype == DType::F32, lda, 0, elem_ptr(b, boff[i]),
+                    b.dtype == DType::F32, ldb, 0, nullptr, C + i * strideC, ldc, 0);
+    else if (dt == DType::BF16)
       bgemm(ta, tb, M, N, K, 1.f, a.data<uint16_t>() + aoff[i], lda, b.data<uint16_t>() + boff[i], ldb, beta, C + i * strideC, ldc);
     else
       sgemm(ta, tb, M, N, K, 1.f, a.data<float>() + aoff[i], lda, b.data<float>() + boff[i], ldb, beta, C + i * strideC, ldc);
@@ -53,9 +66,12 @@ void gemm_any(DType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const
 void op_matmul(OpCtx& c) {
   c.expect_inputs(2);
   Tensor a = c.input(0), b = c.input(1);
+  const bool mixed = c.i("mixed", 0) != 0;
+  if (mixed && (!mixed_operand(a.dtype) || !mixed_operand(b.dtype)))
+    c.fail("DTypeError", std::string("mixed-precision matmul needs f32 or bf16 tensors, got ") + dtype_name(a.dtype) + " and " + dtype_name(b.dtype));
   if (!dtype_is_float(a.dtype) || !dtype_is_float(b.dtype))
     c.fail("DTypeError", std::string("matmul needs floating tensors, got ") + dtype_name(a.dtype) + " and " + dtype_name(b.dtype));
-  if (a.dtype != b.dtype)
+  if (!mixed && a.dtype != b.dtype)
     c.fail("DTypeError", std::string("dtype mismatch: ") + dtype_name(a.dtype) + " @ " + dtype_name(b.dtype));
   DType out_dt = a.dtype;
   if (a.dtype == DType::F16) { a = cast(a, DType::F32); b = cast(b, DType::F32); }
@@ -74,21 +90,22 @@ void op_matmul(OpCtx& c) {
   if (out.numel() > 0) {
     if (K == 0) std::memset(out.raw(), 0, out.nbytes());
     else
-      gemm_any(a.dtype, va.trans, vb.trans, M, N, K, a, va.ld, batch_offsets(a, bshape), b, vb.ld, batch_offsets(b, bshape),
+      gemm_any(a.dtype, mixed, va.trans, vb.trans, M, N, K, a, va.ld, batch_offsets(a, bshape), b, vb.ld, batch_offsets(b, bshape),
                0.f, out.data<float>(), N, M * N);
   }
   // drop the promoted dims
   const auto fshape = matmul_out_shape(ms);
   out = out.view(fshape, contiguous_strides(fshape), 0);
   // f32_out: keep the f32 accumulator (mixed precision: bf16 inputs, f32 activations)
-  c.out.push_back(out_dt == DType::F32 || c.i("f32_out", 0) ? out : cast(out, out_dt));
+  c.out.push_back(out_dt == DType::F32 || mixed || c.i("f32_out", 0) ? out : cast(out, out_dt));
 }
 
 // linear(x, w, b?) {layout: "linear" (w: (out, in)) | "conv1d" (w: (in, out))} -> (..., out)
 void op_linear(OpCtx& c) {
   c.expect_inputs(2);
   Tensor x = c.input(0), w = c.input(1);
-  const LinearShapes ls = linear_shapes(c, x, w);
+  const bool mixed = c.i("mixed", 0) != 0;  // {mixed: 1}: as matmul's (f32 / bf16 operands, bf16 products, f32 result)
+  const LinearShapes ls = linear_shapes(c, x, w, mixed);
   const bool conv = ls.conv;
   const int64_t in = ls.in, outf = ls.outf;
   DType out_dt = x.dtype;
@@ -104,6 +121,15 @@ void op_linear(OpCtx& c) {
   oshape.push_back(outf);
   Tensor out = Tensor::empty(oshape, DType::F32);
   float* Y = out.data<float>();
+  if (mixed || x.dtype == DType::BF16) {
+    // bf16 products; the bias is added by the GEMM's epilogue (no separate pass over the output)
+    Tensor b = c.has(2) ? contiguous(cast(c.input(2), DType::F32)) : Tensor();
+    if (rows > 0 && outf > 0)
+      mgemm_batched(1, false, tb, rows, outf, in, elem_ptr(x, 0), x.dtype == DType::F32, in, 0, elem_ptr(w, 0),
+                    w.dtype == DType::F32, vw.ld, 0, c.has(2) ? b.data<float>() : nullptr, Y, outf, 0);
+    c.out.push_back(out_dt == DType::F32 || mixed || c.i("f32_out", 0) ? out : cast(out, out_dt));
+    return;
+  }
   float beta = 0.f;
   if (c.has(2)) {
     Tensor b = contiguous(cast(c.input(2), DType::F32));

@@ -74,11 +74,15 @@ struct LinearShapes {
   bool conv;
   int64_t in, outf;
 };
-inline LinearShapes linear_shapes(const OpCtx& c, const Tensor& x, const Tensor& w) {
+// mixed (autocast on the CPU): x and w may each be f32 or bf16.
+inline bool mixed_operand(DType d) { return d == DType::F32 || d == DType::BF16; }
+inline LinearShapes linear_shapes(const OpCtx& c, const Tensor& x, const Tensor& w, bool mixed = false) {
   const std::string layout = c.s("layout", "linear");
   if (layout != "linear" && layout != "conv1d") c.fail("ValueError", "layout must be 'linear' or 'conv1d', got '" + layout + "'");
   const bool conv = layout == "conv1d";
-  if (!dtype_is_float(x.dtype) || x.dtype != w.dtype)
+  if (mixed && (!mixed_operand(x.dtype) || !mixed_operand(w.dtype)))
+    c.fail("DTypeError", std::string("mixed-precision linear needs f32 or bf16 input and weight, got ") + dtype_name(x.dtype) + " and " + dtype_name(w.dtype));
+  if (!mixed && (!dtype_is_float(x.dtype) || x.dtype != w.dtype))
     c.fail("DTypeError", std::string("input and weight must share a floating dtype, got ") + dtype_name(x.dtype) + " and " + dtype_name(w.dtype));
   if (w.dim() != 2) c.fail("ShapeError", "weight must be 2-D, got " + shape_str(w.shape));
   if (x.dim() == 0) c.fail("ShapeError", "input must be at least 1-D");

@@ -2,7 +2,7 @@
 // float64 JS reference, over edge-tile shapes, all transpose combinations (as transposed views) and
 // broadcast batches.
 import test from 'ava';
-import { ops, randn, noGrad, cpuInfo, type Tensor } from '../../lib/index.ts';
+import { ops, randn, noGrad, cpuInfo, tensor, Tensor } from '../../lib/index.ts';
 import { native } from '../../lib/binding.ts';
 
 function ref(a: Float32Array, b: Float32Array, batch: number, m: number, k: number, n: number, bBroadcast: boolean) {
@@ -89,5 +89,70 @@ test.serial('matmul and linear read views with a storage offset correctly', (t) 
     const bb = ops.matmul(bat, ops.transpose(bat, 1, 2));
     const bbRef = ops.matmul(bat.contiguous(), ops.transpose(bat, 1, 2).contiguous());
     t.deepEqual(Array.from(bb.toArray() as Float32Array), Array.from(bbRef.toArray() as Float32Array));
+  });
+});
+
+// CPU autocast ({mixed: 1}): the GEMM rounds f32 operands to bf16 while packing. The result must be the one of
+// casting first and multiplying in bf16, bit for bit, on every bf16 kernel, for any mix of f32 / bf16 operands,
+// transposed views, batches, biases and NaNs.
+function callMixed(name: string, inputs: (Tensor | null)[], attrs: Record<string, string | number>): Float32Array {
+  const [h] = native.runOp(name, inputs.map((x) => (x ? x.handle : null)), attrs);
+  const out = new Tensor(h!);
+  const arr = out.toArray() as Float32Array;
+  out.dispose();
+  return arr;
+}
+function bits(a: Float32Array): number[] {
+  return Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
+}
+for (const isa of bf16Isas)
+  test.serial(`mixed-precision matmul / linear (${isa}) equal cast-then-bf16 bit for bit`, (t) => {
+    native.gemmForceIsa('auto', isa);
+    let checked = 0;
+    try {
+      noGrad(() => {
+        for (const [m, k, n] of [...shapes, [96, 64, 160], [33, 256 + 64, 70]] as [number, number, number][])
+          for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const)
+            for (const [aDt, bDt] of [['f32', 'f32'], ['bf16', 'f32'], ['f32', 'bf16']] as const) {
+              const batch = m % 2 ? 2 : 1;
+              const a0 = randn(ta ? [batch, k, m] : [batch, m, k], { seed: m + 3 * k }), b0 = randn(tb ? [n, k] : [k, n], { seed: n + 5 * k });
+              const a = aDt === 'f32' ? a0 : a0.to('bf16'), b = bDt === 'f32' ? b0 : b0.to('bf16');
+              const av = ta ? a.transpose(-2, -1) : a, bv = tb ? b.transpose(-2, -1) : b;
+              // the same views of bf16 copies: the same GEMM path (a batch folded or not, small or packed)
+              const a16b = a.to('bf16'), b16b = b.to('bf16');
+              const a16 = ta ? a16b.transpose(-2, -1) : a16b, b16 = tb ? b16b.transpose(-2, -1) : b16b;
+              const got = callMixed('matmul', [av, bv], { mixed: 1 });
+              const want = callMixed('matmul', [a16, b16], { f32_out: 1 });
+              if (JSON.stringify(bits(got)) !== JSON.stringify(bits(want))) t.fail(`matmul ${aDt}·${bDt} ${batch}×[${m}×${k}]·[${k}×${n}] ta=${ta} tb=${tb}`);
+              checked++;
+              for (const x of [a0, b0, a, b, av, bv, a16, b16, a16b, b16b]) if (!x.disposed) x.dispose();
+            }
+        for (const [rows, inF, outF] of [[1, 8, 8], [37, 64, 96], [130, 96, 33], [64, 288, 64]] as [number, number, number][])
+          for (const layout of ['linear', 'conv1d']) {
+            const x = randn([rows, inF], { seed: rows }), w = randn(layout === 'linear' ? [outF, inF] : [inF, outF], { seed: outF });
+            const bias = randn([outF], { seed: 7 });
+            const X = x.toArray() as Float32Array;
+            X[0] = NaN;  // a NaN input row stays NaN (quiet), as the cast keeps it
+            const xn = tensor(X, [rows, inF]);
+            for (const bb of [bias, null]) {
+              const got = callMixed('linear', [xn, w, bb], { layout, mixed: 1 });
+              const want = callMixed('linear', [xn.to('bf16'), w.to('bf16'), bb], { layout, f32_out: 1 });
+              if (JSON.stringify(bits(got)) !== JSON.stringify(bits(want))) t.fail(`linear ${layout} [${rows}×${inF}]→${outF} bias=${!!bb}`);
+              checked++;
+            }
+            t.true(Number.isNaN(callMixed('linear', [xn, w, bias], { layout, mixed: 1 })[0]));
+          }
+      });
+    } finally {
+      native.gemmForceIsa('auto', 'auto');
+    }
+    t.is(checked, (shapes.length + 2) * 4 * 3 + 4 * 2 * 2);
+  });
+
+test.serial('mixed-precision matmul / linear refuse other dtypes with a typed error', (t) => {
+  noGrad(() => {
+    const a = randn([4, 4]), i = tensor([[1, 2], [3, 4]], undefined, { dtype: 'i64' });
+    t.throws(() => native.runOp('matmul', [i.handle, a.handle], { mixed: 1 }), { message: /mixed-precision matmul needs f32 or bf16/ });
+    t.throws(() => native.runOp('linear', [a.handle, a.to('f16').handle, null], { mixed: 1 }), { message: /mixed-precision linear needs f32 or bf16/ });
   });
 });
