@@ -7,7 +7,9 @@
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
+#include <list>
 #include <map>
+#include <unordered_map>
 #include <mutex>
 
 #include <sys/mman.h>
@@ -89,21 +91,34 @@ uint16_t f32_to_f16(float f) {
 }
 
 // ---- pooled allocator ----------------------------------------------------------------------------
-// Blocks are kept per rounded size; the cache is capped so a long run can't hoard memory.
+// Freed blocks are kept per rounded size and handed out again for the same size: a training step allocates
+// the same sizes every step, and a fresh block costs a page fault per 4 KiB (about 100k faults per BERT-base
+// step when the pool was too small to hold a step's worth).
+// The pool does not raise the process's footprint above the most bytes ever live at once: when a request that
+// the pool cannot serve would take (live + pooled) bytes above that high-water mark, the blocks freed longest
+// ago are released first (so blocks that sit idle, e.g. full fine-tuning's gradients during the next forward,
+// cannot add to the peak). Below the mark a miss maps fresh memory and the pool keeps the rest, so that next
+// step's requests of those sizes hit. A cap bounds what an idle process keeps.
 namespace {
 constexpr size_t kAlign = 64;
 // Bytes of freed blocks kept for reuse (ADAPTERS_POOL_MB overrides; 0 turns pooling off).
 size_t cache_cap() {
   static const size_t cap = [] {
     if (const char* e = std::getenv("ADAPTERS_POOL_MB")) return (size_t)std::strtoull(e, nullptr, 10) << 20;
-    return size_t(512) << 20;
+    return size_t(2048) << 20;
   }();
   return cap;
 }
+struct FreeBlock {
+  size_t sz;
+  void* p;
+};
 std::mutex g_mu;
-std::multimap<size_t, void*> g_free;
+std::list<FreeBlock> g_lru;  // oldest freed first
+std::unordered_map<size_t, std::vector<std::list<FreeBlock>::iterator>> g_by_size;  // per size, newest last
 size_t g_pooled = 0;
 std::atomic<int64_t> g_live_bytes{0}, g_live{0}, g_peak{0};
+std::atomic<int64_t> g_high_water{0};  // most live bytes ever (unlike g_peak, never reset)
 
 size_t round_size(size_t n) {
   if (n == 0) n = 1;
@@ -141,17 +156,36 @@ void raw_free(void* p, size_t sz) {
   std::free(p);
 }
 
+namespace {
+// Removes block `it` from the pool (caller holds g_mu) and returns its memory.
+void* pool_take(std::list<FreeBlock>::iterator it) {
+  auto& v = g_by_size[it->sz];
+  v.erase(std::find(v.begin(), v.end(), it));
+  if (v.empty()) g_by_size.erase(it->sz);
+  void* p = it->p;
+  g_pooled -= it->sz;
+  g_lru.erase(it);
+  return p;
+}
+}  // namespace
+
 void Storage::init_host(size_t nbytes) {
   size_t sz = round_size(nbytes);
+  std::vector<FreeBlock> evicted;
   {
     std::lock_guard<std::mutex> lk(g_mu);
-    auto it = g_free.find(sz);
-    if (it != g_free.end()) {
-      data = it->second;
-      g_free.erase(it);
-      g_pooled -= sz;
+    auto hit = g_by_size.find(sz);
+    if (hit != g_by_size.end()) {
+      data = pool_take(hit->second.back());  // the most recently freed block of this size: likely still cached
+    } else {
+      const int64_t live = g_live_bytes.load();
+      while (!g_lru.empty() && live + (int64_t)(g_pooled + sz) > g_high_water.load()) {
+        const size_t bsz = g_lru.front().sz;
+        evicted.push_back({bsz, pool_take(g_lru.begin())});
+      }
     }
   }
+  for (const FreeBlock& b : evicted) raw_free(b.p, b.sz);
   if (!data) {
     data = raw_alloc(sz);
     if (!data) {
@@ -164,8 +198,10 @@ void Storage::init_host(size_t nbytes) {
   requested = nbytes;
   g_live++;
   int64_t now = g_live_bytes += (int64_t)sz;
-  int64_t pk = g_peak.load();
-  while (now > pk && !g_peak.compare_exchange_weak(pk, now)) {}
+  for (std::atomic<int64_t>* m : {&g_peak, &g_high_water}) {
+    int64_t pk = m->load();
+    while (now > pk && !m->compare_exchange_weak(pk, now)) {}
+  }
 }
 
 Storage::Storage(size_t nbytes, Device dev) {
@@ -190,13 +226,15 @@ Storage::~Storage() {
   }
   g_live--;
   g_live_bytes -= (int64_t)bytes;
-  std::lock_guard<std::mutex> lk(g_mu);
-  if (g_pooled + bytes <= cache_cap()) {
-    g_free.emplace(bytes, data);
-    g_pooled += bytes;
-  } else {
-    raw_free(data, bytes);
+  {
+    std::lock_guard<std::mutex> lk(g_mu);
+    if (g_pooled + bytes <= cache_cap()) {
+      g_by_size[bytes].push_back(g_lru.insert(g_lru.end(), FreeBlock{bytes, data}));
+      g_pooled += bytes;
+      return;
+    }
   }
+  raw_free(data, bytes);
 }
 
 MemStats mem_stats() {
@@ -206,8 +244,9 @@ MemStats mem_stats() {
 void mem_reset_peak() { g_peak = g_live_bytes.load(); }
 void mem_empty_cache() {
   std::lock_guard<std::mutex> lk(g_mu);
-  for (auto& kv : g_free) raw_free(kv.second, kv.first);
-  g_free.clear();
+  for (const FreeBlock& b : g_lru) raw_free(b.p, b.sz);
+  g_lru.clear();
+  g_by_size.clear();
   g_pooled = 0;
 }
 

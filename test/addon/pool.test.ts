@@ -1,0 +1,48 @@
+// The host memory pool (native/tensor.cpp): freed blocks are reused for the same size, and the pool never
+// lets (live + pooled) bytes grow past the most bytes ever live at once. Runs in its own process (one per
+// test file), so the high-water mark is this file's own.
+import test from 'ava';
+import { zeros, memoryStats, emptyCache } from '../../lib/index.ts';
+
+const MiB = 1 << 20;
+const alloc = (mib: number) => zeros([(mib * MiB) / 4]);  // f32: exactly mib MiB (a size class of its own)
+
+test.serial('a freed block serves the next request of its size; a miss below the high-water mark keeps the pool', (t) => {
+  alloc(32).dispose();  // high-water mark >= 32 MiB
+  emptyCache();
+  const a = alloc(4);
+  a.dispose();
+  const pooled = memoryStats().pooledBytes;
+  t.true(pooled >= 4 * MiB);
+  const b = alloc(4);  // hit: the pooled 4 MiB block comes back
+  t.is(memoryStats().pooledBytes, pooled - 4 * MiB);
+  b.dispose();
+  const c = alloc(8);  // miss, but live + pooled + 8 MiB stays under the 32 MiB mark: nothing is released
+  t.is(memoryStats().pooledBytes, pooled);
+  c.dispose();
+  t.is(memoryStats().pooledBytes, pooled + 8 * MiB);
+  emptyCache();
+});
+
+test.serial('a miss that would pass the high-water mark releases the blocks freed longest ago first', (t) => {
+  emptyCache();
+  // a 4 MiB block is freed first, then 16 + 12 MiB: the pool holds 32 MiB, at the mark (>= 32 MiB live before)
+  const x = alloc(4), y = alloc(16), z = alloc(12);
+  x.dispose();
+  y.dispose();
+  z.dispose();
+  const s0 = memoryStats();
+  t.true(s0.pooledBytes >= 32 * MiB);
+  // 20 MiB (no block of that size) would take live + pooled past the mark: the oldest blocks (4, then 16 MiB)
+  // are released until it fits; the newest (12 MiB) stays
+  const w = alloc(20);
+  const s1 = memoryStats();
+  t.is(s1.pooledBytes, s0.pooledBytes - 20 * MiB);
+  t.true(s1.liveBytes + s1.pooledBytes <= s0.liveBytes + s0.pooledBytes, 'the footprint did not grow');
+  w.dispose();
+  const again = alloc(12);  // the 12 MiB block was kept: a hit
+  t.is(memoryStats().pooledBytes, s1.pooledBytes + 20 * MiB - 12 * MiB);
+  again.dispose();
+  emptyCache();
+  t.is(memoryStats().pooledBytes, 0);
+});
