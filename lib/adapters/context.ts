@@ -17,10 +17,20 @@ export class AdapterContext {
   originalBatch = -1;
   /** Fusion attention probabilities collected during this forward pass (outputAdapterFusionAttentions), or null. */
   fusionAttentions: Record<string, Record<number, Record<string, import('../tensor.ts').Tensor>>> | null = null;
+  /**
+   * Prefix-tuning states (P, n_layers·2·H) computed during the current forward pass, per prefix module: the
+   * reparametrisation MLP runs once per forward (as the Python library's prefix pool does), not once per
+   * layer. null outside a forward pass (then every layer computes them itself).
+   */
+  prefixStates: Map<object, import('../tensor.ts').Tensor> | null = null;
   beginForward(collectFusionAttentions = false): void {
     this.parallelized = false;
     this.originalBatch = -1;
     this.fusionAttentions = collectFusionAttentions ? {} : null;
+    this.prefixStates = new Map();
+  }
+  endForward(): void {
+    this.prefixStates = null;
   }
 
   /** Active adapter names in setup order. */

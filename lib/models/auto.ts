@@ -364,6 +364,7 @@ export class AdapterModel extends Module {
       // collected fusion attentions belong to the caller's scope, like the returned tensors (also on an error)
       fa = ctx.fusionAttentions;
       ctx.fusionAttentions = null;
+      ctx.endForward();
       if (fa) for (const byLayer of Object.values(fa)) for (const byLoc of Object.values(byLayer)) for (const t of Object.values(byLoc)) trackInScope(t);
     }
     if (fa) out.adapterFusionAttentions = fa;

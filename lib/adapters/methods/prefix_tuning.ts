@@ -58,9 +58,13 @@ export class PrefixTuning extends Module {
     const p = this.cfg.get('dropout') as number;
     return training && p > 0 ? ops.dropout(kv, p) : kv;
   }
-  /** Keys and values for `layer`, each (B, n_heads, P, head_dim). */
-  layerKV(layer: number, batch: number, training: boolean): { k: Tensor; v: Tensor } {
-    const kv = this.states(training);
+  /**
+   * Keys and values for `layer`, each (B, n_heads, P, head_dim). `cache` (the forward pass's, see
+   * AdapterContext.prefixStates) lets every layer share one computation of the states (and one dropout mask).
+   */
+  layerKV(layer: number, batch: number, training: boolean, cache?: Map<object, Tensor> | null): { k: Tensor; v: Tensor } {
+    const kv = cache?.get(this) ?? this.states(training);
+    cache?.set(this, kv);
     const H = this.hidden, nh = this.nHeads, hd = H / nh;
     const pick = (j: number) => {
       const cols = ops.slice(kv, 1, j * H, (j + 1) * H);                  // (P, H)
@@ -150,7 +154,7 @@ export class PrefixSite {
   /** Stack(a, b) → [prefix_b, prefix_a] (later adapters first); BatchSplit → per-row prefixes (equal lengths). */
   private compose(setup: Setup, loc: string, batch: number, training: boolean, x?: Tensor): { k: Tensor; v: Tensor } {
     if (typeof setup === 'string') {
-      const kv = this.pool!.get(setup, loc)!.layerKV(this.kvIndex, batch, training);
+      const kv = this.pool!.get(setup, loc)!.layerKV(this.kvIndex, batch, training, this.ctx!.prefixStates);
       const gate = this.gates?.child(setup) as Linear | null | undefined;
       if (!gate || !x) return kv;
       const g = ops.mean(ops.sigmoid(gate.forward(x)), 1);                  // (B, 1 or 2)
