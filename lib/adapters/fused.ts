@@ -6,6 +6,8 @@
  *   bottleneckFused: y = s·(act(h·Wdᵀ + bd)·Wuᵀ + bu) + residual
  *   loraSgmv:    d[rows of segment i] = s_i·(x·A_iᵀ)·B_iᵀ   (n adapters in one op, forward and backward native)
  *   bottleneckSgmv: y[rows of segment i] = residual + s_i·(act(h·Wd_iᵀ + bd_i)·Wu_iᵀ + bu_i)   (likewise)
+ * `mixed` (CPU autocast): loraLinear's and ia3Linear's products with W run as bf16 GEMMs, forward and backward,
+ * as ops.linear's do under autocast (lib/autocast.ts); everything else stays f32.
  */
 import { Tensor, callOp, tensor, withGrad } from '../tensor.ts';
 import { ValueError } from '../errors.ts';
@@ -24,15 +26,20 @@ function flat(t: Tensor): Tensor {
   return ops.reshape(t, [-1, t.shape[t.ndim - 1]!]);
 }
 
-export function loraLinear(x: Tensor, W: Tensor, b: Tensor | null, A: Tensor, B: Tensor, scale: number): Tensor {
-  const [y, t] = callOp('lora_linear', [x, W, b, A, B], { scale });
+/** g·W, or g·W as a bf16 GEMM (f32 result) when mixed. */
+function timesW(g: Tensor, W: Tensor, mixed: boolean): Tensor {
+  return mixed ? callOp('matmul', [g, W], { mixed: 1 })[0]! : ops.matmul(g, W);
+}
+
+export function loraLinear(x: Tensor, W: Tensor, b: Tensor | null, A: Tensor, B: Tensor, scale: number, mixed = false): Tensor {
+  const [y, t] = callOp('lora_linear', [x, W, b, A, B], { scale, mixed: mixed ? 1 : 0 });
   const xs = x.shape;
   withGrad([y!], 'loraLinear', [x, W, b, A, B], ([g]) => {
     const g2 = flat(g!), x2 = flat(x), t2 = flat(t!);
     const gB = ops.matmul(g2, B);                                           // (N, r)
     let gx: Tensor | null = null;
-    if (x.requiresGrad) gx = ops.reshape(ops.add(ops.matmul(g2, W), ops.mul(ops.matmul(gB, A), scale)), xs);
-    const gW = W.requiresGrad ? ops.matmul(ops.transpose(g2, 0, 1), x2) : null;
+    if (x.requiresGrad) gx = ops.reshape(ops.add(timesW(g2, W, mixed), ops.mul(ops.matmul(gB, A), scale)), xs);
+    const gW = W.requiresGrad ? timesW(ops.transpose(g2, 0, 1), x2, mixed) : null;
     const gb = b && b.requiresGrad ? ops.sum(g2, 0) : null;
     const dB = B.requiresGrad ? ops.mul(ops.matmul(ops.transpose(g2, 0, 1), t2), scale) : null;
     const dA = A.requiresGrad ? ops.mul(ops.matmul(ops.transpose(gB, 0, 1), x2), scale) : null;
@@ -41,15 +48,15 @@ export function loraLinear(x: Tensor, W: Tensor, b: Tensor | null, A: Tensor, B:
   return y!;
 }
 
-export function ia3Linear(x: Tensor, W: Tensor, b: Tensor | null, v: Tensor, scale: number): Tensor {
-  const [y, base] = callOp('ia3_linear', [x, W, b, v], { scale });
+export function ia3Linear(x: Tensor, W: Tensor, b: Tensor | null, v: Tensor, scale: number, mixed = false): Tensor {
+  const [y, base] = callOp('ia3_linear', [x, W, b, v], { scale, mixed: mixed ? 1 : 0 });
   const xs = x.shape, vs = v.shape;
   withGrad([y!], 'ia3Linear', [x, W, b, v], ([g]) => {
     const g2 = flat(g!), x2 = flat(x), base2 = flat(base!);
     const sv = ops.mul(ops.reshape(v, [-1]), scale);
     const gbase = ops.mul(g2, sv);
-    const gx = x.requiresGrad ? ops.reshape(ops.matmul(gbase, W), xs) : null;
-    const gW = W.requiresGrad ? ops.matmul(ops.transpose(gbase, 0, 1), x2) : null;
+    const gx = x.requiresGrad ? ops.reshape(timesW(gbase, W, mixed), xs) : null;
+    const gW = W.requiresGrad ? timesW(ops.transpose(gbase, 0, 1), x2, mixed) : null;
     const gb = b && b.requiresGrad ? ops.sum(gbase, 0) : null;
     const gv = v.requiresGrad ? ops.reshape(ops.mul(ops.sum(ops.mul(g2, base2), 0), scale), vs) : null;
     return [gx, gW, gb, gv];

@@ -6,6 +6,9 @@
 //                 written once by the base GEMM, once by the rank-r update.
 //   ia3_linear:   y = (x·Wᵀ + b) ∘ (s·v)             v (O) → y, base = x·Wᵀ + b (saved for dv)
 //   bottleneck:   y = s·(act(h·Wdᵀ + bd)·Wuᵀ + bu) + residual   h (N,C) Wd (d,C) Wu (C,d) → y (N,C), pre (N,d)
+// {mixed: 1} (CPU autocast) runs lora_linear's and ia3_linear's base projection x·Wᵀ + b as a bf16 GEMM (the
+// operands rounded to bf16 while packed, f32 result, bias in the epilogue), as ops.linear does under autocast;
+// the rank-r path stays f32, as LoRA's small projections do there.
 // https://arxiv.org/abs/2106.09685 (LoRA), https://arxiv.org/abs/2205.05638 ((IA)³), https://arxiv.org/abs/1902.00751
 #include <cmath>
 
@@ -30,6 +33,21 @@ void add_bias_rows(float* Y, const float* b, int64_t N, int64_t O) {
   parallel_for(N, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++) std::memcpy(Y + r * O, b, O * sizeof(float));
   });
+}
+// Y (N, O) = x·Wᵀ + b (input 2, optional): f32 GEMM, or the mixed-precision one with {mixed: 1}.
+void base_projection(OpCtx& c, const Tensor& x, const Tensor& W, int64_t N, int64_t O, int64_t I, float* Y) {
+  Tensor b;
+  if (c.has(2)) {
+    b = c.f32(2);
+    expect_shape(c, b, {O}, "bias");
+  }
+  if (!N || !O) return;
+  if (c.i("mixed", 0)) {
+    mgemm_batched(1, false, true, N, O, I, x.data<float>(), true, I, 0, W.data<float>(), true, I, 0, c.has(2) ? b.data<float>() : nullptr, Y, O, 0);
+    return;
+  }
+  if (c.has(2)) add_bias_rows(Y, b.data<float>(), N, O);
+  sgemm(false, true, N, O, I, 1.f, x.data<float>(), I, W.data<float>(), I, c.has(2) ? 1.f : 0.f, Y, O);
 }
 UnOp adapter_act(const OpCtx& c) {
   std::string a = c.s("act", "relu");
@@ -58,15 +76,8 @@ void op_lora_linear(OpCtx& c) {
   ys.push_back(O);
   ts.push_back(r);
   Tensor y = Tensor::empty(ys, DType::F32), t = Tensor::empty(ts, DType::F32);
-  float beta = 0.f;
-  if (c.has(2)) {
-    Tensor b = c.f32(2);
-    expect_shape(c, b, {O}, "bias");
-    add_bias_rows(y.data<float>(), b.data<float>(), N, O);
-    beta = 1.f;
-  }
+  base_projection(c, x, W, N, O, I, y.data<float>());
   if (N && O) {
-    sgemm(false, true, N, O, I, 1.f, x.data<float>(), I, W.data<float>(), I, beta, y.data<float>(), O);
     sgemm(false, true, N, r, I, 1.f, x.data<float>(), I, A.data<float>(), I, 0.f, t.data<float>(), r);
     sgemm(false, true, N, O, r, s, t.data<float>(), r, B.data<float>(), r, 1.f, y.data<float>(), O);  // epilogue-style accumulate
   }
@@ -88,14 +99,7 @@ void op_ia3_linear(OpCtx& c) {
   std::vector<int64_t> ys(x.shape.begin(), x.shape.end() - 1);
   ys.push_back(O);
   Tensor base = Tensor::empty(ys, DType::F32), y = Tensor::empty(ys, DType::F32);
-  float beta = 0.f;
-  if (c.has(2)) {
-    Tensor b = c.f32(2);
-    expect_shape(c, b, {O}, "bias");
-    add_bias_rows(base.data<float>(), b.data<float>(), N, O);
-    beta = 1.f;
-  }
-  if (N && O) sgemm(false, true, N, O, I, 1.f, x.data<float>(), I, W.data<float>(), I, beta, base.data<float>(), O);
+  base_projection(c, x, W, N, O, I, base.data<float>());
   const float *Bp = base.data<float>(), *V = v.data<float>();
   float* Y = y.data<float>();
   parallel_for(N, 64, [&](int64_t r0, int64_t r1) {

@@ -1,7 +1,7 @@
 // Fused adapter kernels against the same computation written with separate ops: forward, gradients of every
 // input, finite differences, and whole models with the fused path on and off.
 import test from 'ava';
-import { ops, randn, tensor, gradcheck, scope, noGrad, AutoAdapterModel, type Tensor } from '../../lib/index.ts';
+import { ops, randn, tensor, gradcheck, scope, noGrad, autocast, opProfile, AutoAdapterModel, type Tensor } from '../../lib/index.ts';
 import { loraLinear, ia3Linear, bottleneckFused, loraSgmv, bottleneckSgmv, setFusedAdapterKernels } from '../../lib/adapters/fused.ts';
 import { BatchSplit, Parallel } from '../../lib/adapters/composition.ts';
 
@@ -94,6 +94,44 @@ test.serial('models give the same outputs and gradients with the fused kernels o
     f.grads.forEach((g, j) => t.true(g.every((v, i) => Math.abs(v - c.grads[j]![i]!) <= 1e-4 * Math.max(1, Math.abs(v))), `${method}: grad ${j}`));
   }
   void tensor;
+});
+
+test.serial('under CPU autocast the fused LoRA / (IA)³ ops equal the composed path (bf16 base GEMMs, forward and backward)', (t) => {
+  // hidden 64: the projections are wide enough for autocast's bf16 GEMMs (lib/ops/nn.ts)
+  const cfg = { model_type: 'bert', vocab_size: 40, hidden_size: 64, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 128,
+    hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 };
+  const ids = [[1, 5, 7, 9, 3], [4, 8, 2, 6, 1]];
+  const run = (method: string, fused: boolean, full: boolean) => {
+    setFusedAdapterKernels(fused);
+    try {
+      const m = AutoAdapterModel.fromConfig(cfg, { seed: 3 });
+      m.addAdapter('a', method);
+      noGrad(() => { for (const [k, p] of m.namedParameters()) if (k.includes('.a.')) p.copy_(ops.add(p, randn(p.shape, { std: 0.1, seed: k.length }))); });
+      m.trainAdapter('a');
+      if (full) m.freezeModel(false);  // the base weights train too: their gradients take the bf16 path as well
+      opProfile(true);
+      const out = autocast(() => scope(() => {
+        const h = m.forward({ inputIds: ids }).lastHiddenState;
+        ops.sum(ops.mul(h, h)).backward();
+        return Array.from(h.toArray() as Float32Array);
+      }));
+      const fusedCalls = opProfile(false).filter((r) => r.op === 'lora_linear' || r.op === 'ia3_linear').reduce((a, r) => a + r.calls, 0);
+      const grads = m.namedParameters().filter(([, p]) => p.grad).map(([k, p]) => [k, Array.from(p.grad!.toArray() as Float32Array)] as const);
+      m.dispose();
+      return { out, grads, fusedCalls };
+    } finally {
+      setFusedAdapterKernels(true);
+    }
+  };
+  for (const method of ['lora[selfattn_lora=True, intermediate_lora=True, output_lora=True]', 'ia3'])
+    for (const full of [false, true]) {
+      const f = run(method, true, full), c = run(method, false, full);
+      const close = (a: number, b: number, tol: number) => Math.abs(a - b) <= tol * Math.max(1, Math.abs(b));
+      t.true(f.out.every((v, i) => close(v, c.out[i]!, 1e-5)), `${method}: outputs`);
+      t.is(f.grads.length, c.grads.length);
+      f.grads.forEach(([k, g], j) => t.true(g.every((v, i) => close(v, c.grads[j]![1][i]!, 1e-4)), `${method} full=${full}: grad ${k}`));
+      t.true(f.fusedCalls > 0 && c.fusedCalls === 0, `${method}: the fused op ran (only) when enabled`);
+    }
 });
 
 // Many adapters in one op: the segmented kernel against the per-adapter slices written with separate ops.

@@ -153,16 +153,20 @@ export class LoRAHost {
    * ungated LoRA or (IA)³ on an f32 nn.Linear-layout projection (no dropout in training). Else null.
    */
   fused(x: Tensor): Tensor | null {
-    // under autocast the base projection must take the bf16 GEMM path of ops.linear; the op runs on the CPU or CUDA
-    if (!fusedAdapterKernels() || autocastActive() || this.linear.layout !== 'linear' || x.dtype !== 'f32' || this.linear.weight.dtype !== 'f32') return null;
+    if (!fusedAdapterKernels() || this.linear.layout !== 'linear' || x.dtype !== 'f32' || this.linear.weight.dtype !== 'f32') return null;
+    // under autocast the base projection is a bf16 GEMM where ops.linear's would be (see linear in lib/ops/nn.ts):
+    // the fused ops do that on the CPU ({mixed}); elsewhere the composed path goes through ops.linear
+    const W = this.linear.weight;
+    const mixed = autocastActive() && Math.min(W.shape[0]!, W.shape[1]!) >= 64;
+    if (mixed && x.device !== 'cpu') return null;
     const setup = this.ctx.setupAt(this.layer, (n) => !!this.get(n) && !this.merged.has(n));
     if (typeof setup !== 'string') return null;
     const m = this.get(setup)!;
     if (m.fusedParts || m.useGating || (this.linear.training && m.dropoutP > 0)) return null;
     if (m.param('lora_B')!.dtype !== 'f32') return null;
     return m.mode === 'add'
-      ? loraLinear(x, this.linear.weight, this.linear.bias, m.param('lora_A')!, m.param('lora_B')!, m.scaling)
-      : ia3Linear(x, this.linear.weight, this.linear.bias, m.param('lora_B')!, m.scaling);
+      ? loraLinear(x, W, this.linear.bias, m.param('lora_A')!, m.param('lora_B')!, m.scaling, mixed)
+      : ia3Linear(x, W, this.linear.bias, m.param('lora_B')!, m.scaling, mixed);
   }
   /** y = base output; applies the active adapters of this layer (Stack semantics for several). */
   apply(x: Tensor, y: Tensor): Tensor {
