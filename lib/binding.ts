@@ -16,6 +16,8 @@ export interface TensorHandle {
   readonly storageBytes: number;
   readonly disposed: boolean;
   readonly isContiguous: boolean;
+  /** Another handle (a view, an alias) holds this storage too. */
+  readonly storageShared: boolean;
   toBuffer(): ArrayBuffer;
   dispose(): void;
   sameStorage(other: TensorHandle): boolean;

@@ -140,6 +140,10 @@ export class Tensor {
   get _userDisposed(): boolean {
     return this.#userDisposed || this.#h === null;
   }
+  /** @internal a graph node still keeps this tensor. */
+  get _retained(): boolean {
+    return this.#retains > 0;
+  }
   /** @internal a graph node keeps this tensor's memory until it is released. */
   _retain(): void {
     this.#retains++;

@@ -42,6 +42,7 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
                         InstanceAccessor<&TensorHandle::StorageBytes>("storageBytes"),
                         InstanceAccessor<&TensorHandle::Disposed>("disposed"),
                         InstanceAccessor<&TensorHandle::Contig>("isContiguous"),
+                        InstanceAccessor<&TensorHandle::Shared>("storageShared"),
                         InstanceMethod<&TensorHandle::ToBuffer>("toBuffer"),
                         InstanceMethod<&TensorHandle::Dispose>("dispose"),
                         InstanceMethod<&TensorHandle::SameStorage>("sameStorage")});
@@ -114,6 +115,8 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   Napi::Value StorageBytes(const Napi::CallbackInfo& info) { check(info); return Napi::Number::New(info.Env(), (double)t_.st->bytes); }
   Napi::Value Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !alive_); }
   Napi::Value Contig(const Napi::CallbackInfo& info) { check(info); return Napi::Boolean::New(info.Env(), t_.is_contiguous()); }
+  // another handle (a view, an alias) holds this storage too
+  Napi::Value Shared(const Napi::CallbackInfo& info) { check(info); return Napi::Boolean::New(info.Env(), t_.st.use_count() > 1); }
   Napi::Value SameStorage(const Napi::CallbackInfo& info) {
     check(info);
     TensorHandle* o = From(info.Env(), info[0], "sameStorage");

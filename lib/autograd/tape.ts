@@ -188,6 +188,13 @@ function backwardPass(root: Tensor, grad: Tensor, order: Node[], opts: BackwardO
       drop(old);
     }
   };
+  // A gradient that only this pass holds (one reference here, no other handle on its storage, not the caller's)
+  // can become a leaf's .grad as it is, instead of a copy; it is then never disposed here.
+  const adopt = (g: Tensor): boolean => {
+    if (refs.get(g) !== 1 || keep.has(g) || g._userDisposed || g._retained || g.gradFn || !g.isContiguous || g.handle.storageShared) return false;
+    keep.add(g);
+    return true;
+  };
   hold(grad);
   put(root.gradFn!, root.outputIndex, grad);
   drop(grad);
@@ -204,22 +211,22 @@ function backwardPass(root: Tensor, grad: Tensor, order: Node[], opts: BackwardO
       const r = results[i];
       if (!e || !r) continue;
       if (e.node) put(e.node, e.index, r);
-      else if (e.leaf && !e.leaf._userDisposed) accumulateLeaf(e.leaf, r, ops, hold);
+      else if (e.leaf && !e.leaf._userDisposed) accumulateLeaf(e.leaf, r, ops, adopt);
     }
     for (const r of results) if (r) drop(r);
     if (!opts.retainGraph) node.release(false);
   }
 }
 
-function accumulateLeaf(t: Tensor, g: Tensor, ops: { add(a: Tensor, b: Tensor): Tensor }, hold?: (t: Tensor) => void): void {
+function accumulateLeaf(t: Tensor, g: Tensor, ops: { add(a: Tensor, b: Tensor): Tensor }, adopt?: (g: Tensor) => boolean): void {
   if (!t.grad) {
-    // The leaf keeps its own copy, so later in-flight disposal can't touch it.
+    // The leaf keeps its own tensor, so later in-flight disposal can't touch it: g itself when the pass can give
+    // it up (full fine-tuning: no copy of every weight's gradient), else a copy.
     // (kept out of any enclosing scope(): a leaf's gradient outlives the step that made it)
-    t.grad = keep(g.dtype === t.dtype ? g.clone() : g.to(t.dtype));
+    t.grad = keep(g.dtype !== t.dtype ? g.to(t.dtype) : adopt?.(g) ? g : g.clone());
   } else {
     const sum = keep(ops.add(t.grad, g.dtype === t.grad.dtype ? g : g.to(t.grad.dtype)));
     t.grad.dispose();
     t.grad = sum;
   }
-  void hold;
 }

@@ -5,10 +5,11 @@ import test from 'ava';
 import { zeros, memoryStats, emptyCache } from '../../lib/index.ts';
 
 const MiB = 1 << 20;
-const alloc = (mib: number) => zeros([(mib * MiB) / 4]);  // f32: exactly mib MiB (a size class of its own)
+// f32, exactly mib MiB: the sizes used here (2^k and 1.5·2^k MiB) are size classes of their own
+const alloc = (mib: number) => zeros([(mib * MiB) / 4]);
 
 test.serial('a freed block serves the next request of its size; a miss below the high-water mark keeps the pool', (t) => {
-  alloc(32).dispose();  // high-water mark >= 32 MiB
+  alloc(48).dispose();  // high-water mark >= 48 MiB
   emptyCache();
   const a = alloc(4);
   a.dispose();
@@ -17,7 +18,7 @@ test.serial('a freed block serves the next request of its size; a miss below the
   const b = alloc(4);  // hit: the pooled 4 MiB block comes back
   t.is(memoryStats().pooledBytes, pooled - 4 * MiB);
   b.dispose();
-  const c = alloc(8);  // miss, but live + pooled + 8 MiB stays under the 32 MiB mark: nothing is released
+  const c = alloc(8);  // miss, but live + pooled + 8 MiB stays under the 48 MiB mark: nothing is released
   t.is(memoryStats().pooledBytes, pooled);
   c.dispose();
   t.is(memoryStats().pooledBytes, pooled + 8 * MiB);
@@ -26,22 +27,23 @@ test.serial('a freed block serves the next request of its size; a miss below the
 
 test.serial('a miss that would pass the high-water mark releases the blocks freed longest ago first', (t) => {
   emptyCache();
-  // a 4 MiB block is freed first, then 16 + 12 MiB: the pool holds 32 MiB, at the mark (>= 32 MiB live before)
+  // The mark is 48 MiB over what is live here (the first test). A 4 MiB block is freed first, then 16 and 12 MiB:
+  // the pool holds 32 MiB.
   const x = alloc(4), y = alloc(16), z = alloc(12);
   x.dispose();
   y.dispose();
   z.dispose();
   const s0 = memoryStats();
   t.true(s0.pooledBytes >= 32 * MiB);
-  // 20 MiB (no block of that size) would take live + pooled past the mark: the oldest blocks (4, then 16 MiB)
+  // 24 MiB (no block of that size) would take live + pooled past the mark: the oldest blocks (4, then 16 MiB)
   // are released until it fits; the newest (12 MiB) stays
-  const w = alloc(20);
+  const w = alloc(24);
   const s1 = memoryStats();
   t.is(s1.pooledBytes, s0.pooledBytes - 20 * MiB);
-  t.true(s1.liveBytes + s1.pooledBytes <= s0.liveBytes + s0.pooledBytes, 'the footprint did not grow');
+  t.true(s1.liveBytes + s1.pooledBytes <= s0.liveBytes + 48 * MiB, 'the footprint stays at the mark');
   w.dispose();
   const again = alloc(12);  // the 12 MiB block was kept: a hit
-  t.is(memoryStats().pooledBytes, s1.pooledBytes + 20 * MiB - 12 * MiB);
+  t.is(memoryStats().pooledBytes, s1.pooledBytes + 24 * MiB - 12 * MiB);
   again.dispose();
   emptyCache();
   t.is(memoryStats().pooledBytes, 0);

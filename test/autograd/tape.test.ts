@@ -367,3 +367,24 @@ test('random draws and dropout masks are identical on 1 and 2 threads', (t) => {
   }
   t.is(numThreads(), prev);
 });
+
+// Leaf gradients: a gradient only the backward pass holds becomes .grad as it is (no copy); one that is shared
+// (the caller's gradient, a tensor handed to two inputs) is copied, so no two leaves' .grad alias each other.
+test('leaf gradients never alias each other, the caller gradient, or a tensor the graph still holds', (t) => {
+  const a = randn([3, 4], { seed: 1 }), b = randn([3, 4], { seed: 2 });
+  a.requiresGrad = true;
+  b.requiresGrad = true;
+  const g = randn([3, 4], { seed: 3 });
+  ops.add(a, b).backward(g);  // add's backward hands the same gradient to both inputs
+  t.false(a.grad!.handle.sameStorage(b.grad!.handle));
+  t.false(a.grad!.handle.sameStorage(g.handle));
+  t.deepEqual(Array.from(a.grad!.toArray() as Float32Array), Array.from(g.toArray() as Float32Array));
+  noGrad(() => a.grad!.copy_(ops.zeros([3, 4])));  // in-place changes to one .grad leave the others (and g) alone
+  t.deepEqual(Array.from(b.grad!.toArray() as Float32Array), Array.from(g.toArray() as Float32Array));
+  // an exclusively owned gradient (from mul's backward) is adopted: right values, not shared with anything
+  const c = randn([3, 4], { seed: 4 });
+  c.requiresGrad = true;
+  ops.sum(ops.mul(c, 3)).backward();
+  t.false(c.grad!.handle.storageShared);
+  t.true((c.grad!.toArray() as Float32Array).every((v) => v === 3));
+});
