@@ -5,7 +5,9 @@
  * (bench/torch_train.py: f32, and under torch.autocast('cpu', bfloat16)) in the same invocation when python3-torch
  * is present. Every (method, dtype) runs in its own process, so each peak RSS is that run's own.
  * bf16 = our mixed precision (autocast: bf16 Linear GEMMs, f32 master weights and activations) vs torch.autocast.
- * Run: npx tsx bench/train.ts   (BENCH_QUICK=1: 2 layers, seq 64)
+ * Run: npx tsx bench/train.ts   (BENCH_QUICK=1: 2 layers, seq 64; BENCH_ROUNDS=n alternating rounds, default 2;
+ * BENCH_METHODS=lora,seq_bn / BENCH_DTYPES=bf16 pick a subset). Speed ratio = median over rounds of PyTorch's
+ * step time / ours in the same round; tokens/s are medians; peak RSS is the largest of the rounds.
  */
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
@@ -57,15 +59,26 @@ else {
   const rows: (string | number)[][] = [['method', 'dtype', 'ours tok/s', 'ours peak RSS MiB', 'torch tok/s', 'torch peak RSS MiB', 'ours / torch speed', 'ours / torch RSS']];
   // BENCH_METHODS=lora,seq_bn / BENCH_DTYPES=bf16 run a subset
   const pick = (env: string | undefined, all: string[]) => (env ? all.filter((x) => env.split(',').includes(x)) : all);
+  // This machine's throughput (AMX above all) swings up to 2x within minutes, so BENCH_ROUNDS (default 2) rounds
+  // alternate ours and PyTorch and the table gives medians, with the per-round speed ratios beside them.
+  const rounds = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 2));
+  const median = (xs: number[]) => { const v = [...xs].sort((a, b) => a - b); return v.length % 2 ? v[v.length >> 1]! : (v[v.length / 2 - 1]! + v[v.length / 2]!) / 2; };
+  rows[0]!.push('ratio per round');
   for (const name of pick(process.env.BENCH_METHODS, methods.map(([n]) => n)))
     for (const dtype of pick(process.env.BENCH_DTYPES, ['f32', 'bf16'])) {
-      const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', name, dtype], { encoding: 'utf8', env: process.env, maxBuffer: 16 << 20 });
-      if (r.status !== 0) throw new Error(`${name} ${dtype}: ${r.stderr.slice(-2000)}`);
-      const o = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { s: number; peak_rss: number };
-      const tr = py ? runPythonJson<{ version: string; s: number; peak_rss: number }>(py, path.join(here, 'torch_train.py'),
-        { threads: numThreads(), layers: L, seq: T, batch: B, method: name === 'full' ? 'none' : name, dtype, steps: STEPS }) : null;
+      const ours: { s: number; peak_rss: number }[] = [], theirs: { s: number; peak_rss: number }[] = [];
+      for (let round = 0; round < rounds; round++) {
+        const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', name, dtype], { encoding: 'utf8', env: process.env, maxBuffer: 16 << 20 });
+        if (r.status !== 0) throw new Error(`${name} ${dtype}: ${r.stderr.slice(-2000)}`);
+        ours.push(JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { s: number; peak_rss: number });
+        if (py) theirs.push(runPythonJson<{ version: string; s: number; peak_rss: number }>(py, path.join(here, 'torch_train.py'),
+          { threads: numThreads(), layers: L, seq: T, batch: B, method: name === 'full' ? 'none' : name, dtype, steps: STEPS }));
+      }
       const tok = (s: number) => (B * T) / s, mib = (b: number) => b / 2 ** 20;
-      rows.push([name, dtype, tok(o.s), mib(o.peak_rss), tr ? tok(tr.s) : '-', tr ? mib(tr.peak_rss) : '-', tr ? tr.s / o.s : '-', tr ? o.peak_rss / tr.peak_rss : '-']);
+      const os = median(ours.map((o) => o.s)), orss = Math.max(...ours.map((o) => o.peak_rss));
+      const ts = theirs.length ? median(theirs.map((o) => o.s)) : 0, trss = theirs.length ? Math.max(...theirs.map((o) => o.peak_rss)) : 0;
+      const perRound = theirs.map((t, i) => (t.s / ours[i]!.s).toFixed(2)).join(' ');
+      rows.push([name, dtype, tok(os), mib(orss), py ? tok(ts) : '-', py ? mib(trss) : '-', py ? median(theirs.map((t, i) => t.s / ours[i]!.s)) : '-', py ? orss / trss : '-', perRound || '-']);
       console.error(`${name} ${dtype} done`);
     }
   console.log(`bench/train: BERT ${L} layers, hidden 768, seq ${T} × batch ${B}, classification head + CE, AdamW; ${numThreads()} threads`);
