@@ -2,7 +2,9 @@
  * bf16 mixed precision (like torch.autocast('cpu', dtype=torch.bfloat16), with f32 activations): inside
  * autocast(fn), Linear projections run their GEMMs with bf16 inputs on the CPU's bf16 units (AMX /
  * AVX512-BF16; f32 accumulation) and return f32, forward and backward. Parameters stay f32 (the master
- * weights the optimiser updates); their bf16 copies are made once per region and freed with it (a copy the
+ * weights the optimiser updates). On the CPU the GEMMs round their f32 operands to bf16 while packing them
+ * ({mixed: 1}), so nothing is cast in a separate pass (only a trained weight's input is kept as a bf16 copy for
+ * its gradient); on CUDA the bf16 copies of weights are made once per region and freed with it (a copy the
  * backward still needs lives until that backward has run). Everything else (norms, softmax, attention,
  * losses, adapters' small GEMMs) computes in f32, and so do projections with a side under 64 (LoRA's A and B,
  * small heads): bf16 tiles would be mostly padding there. Consecutive projections of the same input (Q, K, V)
