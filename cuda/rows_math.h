@@ -47,20 +47,38 @@ AD_HD void softmax_bwd(int64_t t, int64_t R, int64_t I, const float* Y, const fl
   }
 }
 
+// Row sums for the norms: eight partial double sums (element k goes to partial k mod 8), added pairwise at the end.
+// Eight independent chains instead of one serial chain of dependent adds let the loops pipeline and vectorise (a
+// BERT-base layer norm went from ~1 ms to a fraction of that); the order is fixed, so results are deterministic.
+struct Sum8 {
+  double p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  AD_HD double total() const { return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7])); }
+};
+
 // y = (x − mean)·rstd·w + b (layer norm) or x·rstd·w (RMS), per row r of C; saves mean (0 for RMS) and rstd.
 AD_HD void norm_fwd(int64_t r, int64_t C, const float* X, const float* W, const float* B, float eps, bool rms, float* Y,
                     float* M, float* RS) {
   const float* xr = X + r * C;
   double mu = 0, var = 0;
+  const int64_t C8 = C / 8 * 8;
   if (!rms) {
-    for (int64_t k = 0; k < C; k++) mu += xr[k];
-    mu /= C;
+    Sum8 s;
+    for (int64_t k = 0; k < C8; k += 8)
+      for (int j = 0; j < 8; j++) s.p[j] += xr[k + j];
+    for (int64_t k = C8; k < C; k++) s.p[k - C8] += xr[k];
+    mu = s.total() / C;
   }
-  for (int64_t k = 0; k < C; k++) {
+  Sum8 v;
+  for (int64_t k = 0; k < C8; k += 8)
+    for (int j = 0; j < 8; j++) {
+      const double d = xr[k + j] - mu;
+      v.p[j] += d * d;
+    }
+  for (int64_t k = C8; k < C; k++) {
     const double d = xr[k] - mu;
-    var += d * d;
+    v.p[k - C8] += d * d;
   }
-  var /= C;
+  var = v.total() / C;
   const float rs = (float)(1.0 / sqrt(var + eps)), m = (float)mu;
   M[r] = m;
   RS[r] = rs;
@@ -77,14 +95,22 @@ AD_HD void norm_bwd_dx(int64_t r, int64_t C, const float* X, const float* W, con
                        const float* G, bool rms, float* DX) {
   const float *xr = X + r * C, *gr = G + r * C;
   const float m = rms ? 0.f : M[r], rs = RS[r];
-  double s1 = 0, s2 = 0;
-  for (int64_t k = 0; k < C; k++) {
+  Sum8 s1, s2;
+  const int64_t C8 = C / 8 * 8;
+  for (int64_t k = 0; k < C8; k += 8)
+    for (int j = 0; j < 8; j++) {
+      const float xh = (xr[k + j] - m) * rs;
+      const float d = W ? gr[k + j] * W[k + j] : gr[k + j];
+      s1.p[j] += d;
+      s2.p[j] += (double)d * xh;
+    }
+  for (int64_t k = C8; k < C; k++) {
     const float xh = (xr[k] - m) * rs;
     const float d = W ? gr[k] * W[k] : gr[k];
-    s1 += d;
-    s2 += (double)d * xh;
+    s1.p[k - C8] += d;
+    s2.p[k - C8] += (double)d * xh;
   }
-  const float a = rms ? 0.f : (float)(s1 / C), bcoef = (float)(s2 / C);
+  const float a = rms ? 0.f : (float)(s1.total() / C), bcoef = (float)(s2.total() / C);
   for (int64_t k = 0; k < C; k++) {
     const float xh = (xr[k] - m) * rs;
     const float d = W ? gr[k] * W[k] : gr[k];

@@ -6,6 +6,8 @@
 //   dxhat = g * w;  dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))   [layer norm]
 //   dx = rstd * (dxhat - xhat * mean(dxhat * xhat))                                  [rms, xhat = x*rstd]
 //   dw += sum_rows(g * xhat);  db += sum_rows(g)   (reduced over rows in f64 per thread, then summed)
+// The per-row code is shared with the CUDA kernels (cuda/rows_math.h); here it runs inside row-range functions
+// compiled for AVX-512 / AVX2 / baseline and picked at load time.
 // https://pytorch.org/docs/stable/generated/torch.nn.LayerNorm.html, https://arxiv.org/abs/1910.07467
 #include <cmath>
 #include <mutex>
@@ -22,6 +24,25 @@ void check_param(const OpCtx& c, size_t k, int64_t C, const char* what) {
   const Tensor& w = c.input(k);
   if (w.dim() != 1 || w.shape[0] != C)
     c.fail("ShapeError", std::string(what) + " must have shape [" + std::to_string(C) + "], got " + shape_str(w.shape));
+}
+
+AD_CLONES void norm_fwd_rows(int64_t r0, int64_t r1, int64_t C, const float* X, const float* W, const float* B, float eps,
+                             bool rms, float* Y, float* M, float* R) {
+  for (int64_t r = r0; r < r1; r++) ad_rows::norm_fwd(r, C, X, W, B, eps, rms, Y, M, R);
+}
+
+// dx of rows [r0, r1), and their contributions to dw / db (double, added to dw / db: C each, or null)
+AD_CLONES void norm_bwd_rows(int64_t r0, int64_t r1, int64_t C, const float* X, const float* W, const float* M,
+                             const float* R, const float* G, bool rms, float* DX, double* dw, double* db) {
+  for (int64_t r = r0; r < r1; r++) {
+    ad_rows::norm_bwd_dx(r, C, X, W, M, R, G, rms, DX);
+    const float *xr = X + r * C, *gr = G + r * C;
+    const float m = rms ? 0.f : M[r], rs = R[r];
+    if (dw)
+      for (int64_t k = 0; k < C; k++) dw[k] += (double)gr[k] * ((xr[k] - m) * rs);
+    if (db)
+      for (int64_t k = 0; k < C; k++) db[k] += gr[k];
+  }
 }
 
 void norm_fwd(OpCtx& c, bool rms) {
@@ -41,7 +62,7 @@ void norm_fwd(OpCtx& c, bool rms) {
   const float* B = b.st ? b.data<float>() : nullptr;
   float *Y = y.data<float>(), *M = mean.data<float>(), *R = rstd.data<float>();
   parallel_for(N, std::max<int64_t>(1, 16384 / std::max<int64_t>(C, 1)), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r++) ad_rows::norm_fwd(r, C, X, W, B, eps, rms, Y, M, R);  // shared with the CUDA kernel
+    norm_fwd_rows(r0, r1, C, X, W, B, eps, rms, Y, M, R);
   });
   c.out.push_back(y);
   c.out.push_back(mean);
@@ -66,26 +87,7 @@ void norm_bwd(OpCtx& c, bool rms) {
   std::mutex mu;
   parallel_for(N, std::max<int64_t>(1, 8192 / std::max<int64_t>(C, 1)), [&](int64_t r0, int64_t r1) {
     std::vector<double> dw(hw ? C : 0, 0.0), db(has_bias ? C : 0, 0.0);
-    std::vector<float> dxh(C);
-    for (int64_t r = r0; r < r1; r++) {
-      const float *xr = X + r * C, *gr = G + r * C;
-      float m = rms ? 0.f : M[r], rs = R[r];
-      double s1 = 0, s2 = 0;
-      for (int64_t k = 0; k < C; k++) {
-        float xh = (xr[k] - m) * rs;
-        float d = W ? gr[k] * W[k] : gr[k];
-        dxh[k] = d;
-        s1 += d;
-        s2 += (double)d * xh;
-        if (hw) dw[k] += (double)gr[k] * xh;
-        if (has_bias) db[k] += gr[k];
-      }
-      float a = rms ? 0.f : (float)(s1 / C), bcoef = (float)(s2 / C);
-      for (int64_t k = 0; k < C; k++) {
-        float xh = (xr[k] - m) * rs;
-        DX[r * C + k] = rs * (dxh[k] - a - xh * bcoef);
-      }
-    }
+    norm_bwd_rows(r0, r1, C, X, W, M, R, G, rms, DX, hw ? dw.data() : nullptr, has_bias ? db.data() : nullptr);
     std::lock_guard<std::mutex> lk(mu);
     for (int64_t k = 0; k < (int64_t)dw.size(); k++) dw_acc[k] += dw[k];
     for (int64_t k = 0; k < (int64_t)db.size(); k++) db_acc[k] += db[k];
