@@ -177,6 +177,24 @@ AD_AI void gemm_body16(int64_t m, int64_t n, int64_t k, const float* A, int64_t 
   for (; i < m; i++) mk_rows16<1>(n, k, A + i * rsa, rsa, csa, B, ldb, C + i * ldc, ldc, accumulate);
 }
 
+// Columns past the last full W-wide vector would take mk_rows' scalar tail: with a 30-key prefix block that was 6 of
+// its 30 columns and most of the tile's time. They run instead as one zero-padded vector block: B's tail columns
+// copied into a W-wide panel, C's through a W-wide scratch, so a tile costs about the same for any key count.
+#define AD_GEMM_PADDED(BODY, W)                                                                                 \
+  do {                                                                                                          \
+    const int64_t nf_ = n / (W) * (W), t_ = n - nf_;                                                            \
+    if (nf_ > 0) BODY(m, nf_, k, A, rsa, csa, B, ldb, C, ldc, accumulate);                                     \
+    if (t_ == 0 || m == 0) break;                                                                               \
+    thread_local std::vector<float> bt_, ct_;                                                                   \
+    bt_.assign((size_t)(std::max<int64_t>(k, 1) * (W)), 0.f);                                                   \
+    ct_.assign((size_t)(m * (W)), 0.f);                                                                         \
+    for (int64_t kk = 0; kk < k; kk++) std::memcpy(&bt_[kk * (W)], B + kk * ldb + nf_, t_ * sizeof(float));   \
+    if (accumulate)                                                                                             \
+      for (int64_t r = 0; r < m; r++) std::memcpy(&ct_[r * (W)], C + r * ldc + nf_, t_ * sizeof(float));     \
+    BODY(m, (W), k, A, rsa, csa, bt_.data(), (W), ct_.data(), (W), accumulate);                                 \
+    for (int64_t r = 0; r < m; r++) std::memcpy(C + r * ldc + nf_, &ct_[r * (W)], t_ * sizeof(float));       \
+  } while (0)
+
 typedef int32_t v8i __attribute__((vector_size(32)));
 
 // exp(x) for float (Cephes-style range reduction + degree-6 polynomial, ~2 ulp), 8 lanes at a time.
@@ -341,7 +359,7 @@ struct Kernels {
 #define AD_DEFINE_KERNELS(SUF, ATTR)                                                                          \
   ATTR void gemm_##SUF(int64_t m, int64_t n, int64_t k, const float* A, int64_t rsa, int64_t csa,           \
                        const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {                \
-    gemm_body(m, n, k, A, rsa, csa, B, ldb, C, ldc, accumulate);                                             \
+    AD_GEMM_PADDED(gemm_body, 8);                                                                             \
   }                                                                                                           \
   ATTR void online_softmax_##SUF(int64_t rows, int64_t n, float* S, float* m, float* l, float* acc,          \
                                  int64_t dv) {                                                                \
@@ -361,7 +379,7 @@ AD_DEFINE_KERNELS(avx2, __attribute__((target("avx2,fma"))))
 __attribute__((target("avx512f,avx512vl,avx2,fma"))) void gemm_avx512(int64_t m, int64_t n, int64_t k, const float* A,
                                                                     int64_t rsa, int64_t csa, const float* B, int64_t ldb,
                                                                     float* C, int64_t ldc, bool accumulate) {
-  gemm_body16(m, n, k, A, rsa, csa, B, ldb, C, ldc, accumulate);
+  AD_GEMM_PADDED(gemm_body16, 16);
 }
 #endif
 
