@@ -1,5 +1,9 @@
 // peak.cpp — the machine's f32 FMA peak, measured with a register-only loop (no memory traffic): 12
 // independent accumulators hide the FMA latency. Benches report GEMM GFLOP/s as a fraction of this.
+// GCC 12 reports a false "used uninitialized" inside its own _mm512_reduce_add_ps (the _mm512_undefined_pd operand
+// of an extract) under node-gyp's warning flags; the pragma has to precede the headers to cover that location.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include "peak.h"
 
 #include <algorithm>
