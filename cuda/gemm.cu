@@ -399,6 +399,20 @@ __global__ void __launch_bounds__(256) gemm_f32_simt_kernel(GemmArgs a) {
   simt_f32_mainloop<BK, PAD>(a, As, Bs, m0, n0, tx, ty, gload, sstore);
 }
 
+// Elements (r, c .. c+3) of a row-major matrix with `rows` rows, `cols` columns and leading dim ld: one float4 when
+// `full` (the caller knows all four are inside and 16-byte aligned), else four bounds-checked loads (0 outside).
+__device__ __forceinline__ float4 load4_rows(const float* p, int64_t ld, int64_t r, int64_t rows, int64_t c, int64_t cols,
+                                             bool full) {
+  if (full) return *reinterpret_cast<const float4*>(p + r * ld + c);
+  const bool ok = r < rows;
+  float4 v;
+  v.x = ok && c < cols ? p[r * ld + c] : 0.f;
+  v.y = ok && c + 1 < cols ? p[r * ld + c + 1] : 0.f;
+  v.z = ok && c + 2 < cols ? p[r * ld + c + 2] : 0.f;
+  v.w = ok && c + 3 < cols ? p[r * ld + c + 3] : 0.f;
+  return v;
+}
+
 // f32 kernel, second form: block tile 128x128x16 (twice the k-depth per barrier), 256 threads with the same
 // 8x8-per-thread layout as above, global loads as float4 where the whole tile is inside the matrices and rows are
 // 16-byte aligned (scalar, bounds-checked loads otherwise), operand pointers advanced per tile rather than
@@ -428,48 +442,10 @@ __global__ void __launch_bounds__(256, 2) gemm_f32_simt16_kernel(GemmArgs a, int
     const bool full = vec && k0 + BK <= a.K;
 #pragma unroll
     for (int i = 0; i < 2; i++) {
-      if (!TA) {  // A (M,K)
-        const int64_t gm = m0 + kr_row + 64 * i, gk = k0 + kr_k;
-        if (full) ra[i] = *reinterpret_cast<const float4*>(A + gm * a.lda + gk);
-        else {
-          const bool okm = gm < a.M;
-          ra[i].x = okm && gk < a.K ? A[gm * a.lda + gk] : 0.f;
-          ra[i].y = okm && gk + 1 < a.K ? A[gm * a.lda + gk + 1] : 0.f;
-          ra[i].z = okm && gk + 2 < a.K ? A[gm * a.lda + gk + 2] : 0.f;
-          ra[i].w = okm && gk + 3 < a.K ? A[gm * a.lda + gk + 3] : 0.f;
-        }
-      } else {  // A (K,M)
-        const int64_t gk = k0 + mc_k + 8 * i, gm = m0 + mc_c;
-        if (full) ra[i] = *reinterpret_cast<const float4*>(A + gk * a.lda + gm);
-        else {
-          const bool okk = gk < a.K;
-          ra[i].x = okk && gm < a.M ? A[gk * a.lda + gm] : 0.f;
-          ra[i].y = okk && gm + 1 < a.M ? A[gk * a.lda + gm + 1] : 0.f;
-          ra[i].z = okk && gm + 2 < a.M ? A[gk * a.lda + gm + 2] : 0.f;
-          ra[i].w = okk && gm + 3 < a.M ? A[gk * a.lda + gm + 3] : 0.f;
-        }
-      }
-      if (TB) {  // B (N,K)
-        const int64_t gn = n0 + kr_row + 64 * i, gk = k0 + kr_k;
-        if (full) rb[i] = *reinterpret_cast<const float4*>(B + gn * a.ldb + gk);
-        else {
-          const bool okn = gn < a.N;
-          rb[i].x = okn && gk < a.K ? B[gn * a.ldb + gk] : 0.f;
-          rb[i].y = okn && gk + 1 < a.K ? B[gn * a.ldb + gk + 1] : 0.f;
-          rb[i].z = okn && gk + 2 < a.K ? B[gn * a.ldb + gk + 2] : 0.f;
-          rb[i].w = okn && gk + 3 < a.K ? B[gn * a.ldb + gk + 3] : 0.f;
-        }
-      } else {  // B (K,N)
-        const int64_t gk = k0 + mc_k + 8 * i, gn = n0 + mc_c;
-        if (full) rb[i] = *reinterpret_cast<const float4*>(B + gk * a.ldb + gn);
-        else {
-          const bool okk = gk < a.K;
-          rb[i].x = okk && gn < a.N ? B[gk * a.ldb + gn] : 0.f;
-          rb[i].y = okk && gn + 1 < a.N ? B[gk * a.ldb + gn + 1] : 0.f;
-          rb[i].z = okk && gn + 2 < a.N ? B[gk * a.ldb + gn + 2] : 0.f;
-          rb[i].w = okk && gn + 3 < a.N ? B[gk * a.ldb + gn + 3] : 0.f;
-        }
-      }
+      if (!TA) ra[i] = load4_rows(A, a.lda, m0 + kr_row + 64 * i, a.M, k0 + kr_k, a.K, full);  // A (M,K)
+      else ra[i] = load4_rows(A, a.lda, k0 + mc_k + 8 * i, a.K, m0 + mc_c, a.M, full);        // A (K,M)
+      if (TB) rb[i] = load4_rows(B, a.ldb, n0 + kr_row + 64 * i, a.N, k0 + kr_k, a.K, full);  // B (N,K)
+      else rb[i] = load4_rows(B, a.ldb, k0 + mc_k + 8 * i, a.K, n0 + mc_c, a.N, full);        // B (K,N)
     }
   };
   auto sstore = [&](int buf) {

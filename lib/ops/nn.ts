@@ -69,33 +69,37 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: Li
   if (autocastActive() && x.dtype === 'f32' && weight.dtype === 'f32' && weight.ndim === 2 && Math.min(weight.shape[0]!, weight.shape[1]!) >= 64)
     return linearBf16(x, weight, bias ?? null, layout);
   const y = one(callOp('linear', [x, weight, bias ?? null], { layout }));
-  const biasDtype = bias ? bias.dtype : null;
-  withGrad([y], 'linear', [x, weight, bias ?? null], ([g]) => {
-    const inF = layout === 'conv1d' ? weight.shape[0]! : weight.shape[1]!;
-    const outF = layout === 'conv1d' ? weight.shape[1]! : weight.shape[0]!;
-    let gx: Tensor | null = null, gw: Tensor | null = null, gb: Tensor | null = null;
-    if (x.requiresGrad) {
-      // dx = g·W (linear) or g·Wᵀ (conv1d)
-      const w = layout === 'conv1d' ? transpose(weight, 0, 1) : weight;
-      gx = one(callOp('matmul', [g!, w]));
-      if (w !== weight) w.dispose();
-    }
-    if (weight.requiresGrad) {
-      const g2 = reshape(g!, [-1, outF]);
-      const x2 = reshape(x, [-1, inF]);
-      // dW = gᵀ·x (out, in) or xᵀ·g (in, out)
-      const [l, r] = layout === 'conv1d' ? [transpose(x2, 0, 1), g2] : [transpose(g2, 0, 1), x2];
-      gw = one(callOp('matmul', [l, r]));
-      for (const t of [g2, x2, l, r]) t.dispose();
-    }
-    if (bias && bias.requiresGrad) {
-      const lead = [...Array(g!.ndim - 1).keys()];
-      gb = one(callOp('sum', [g!], { dims: lead, keepdim: false }));
-      if (gb.dtype !== biasDtype) gb = castOwned(gb, biasDtype!);
-    }
-    return [gx, gw, gb];
-  }, [], [x, weight]);
+  withGrad([y], 'linear', [x, weight, bias ?? null], ([g]) => linearGrads(g!, g!, weight, x, { x, weight, bias: bias ?? null, layout }, {}),
+    [], [x, weight]);
   return y;
+}
+
+/**
+ * The gradients of y = x·Wᵀ + b (Conv1D: x·W + b) from g: dx = g·W (g·Wᵀ), dW = gᵀ·x (xᵀ·g), db = Σ g over the
+ * leading dims (in the bias's dtype). The GEMMs read G, W and X (bf16 copies or {mixed} operands under autocast)
+ * with `attrs`; dW needs X (null: the weight is frozen).
+ */
+function linearGrads(g: Tensor, G: Tensor, W: Tensor, X: Tensor | null,
+  p: { x: Tensor; weight: Tensor; bias: Tensor | null; layout: 'linear' | 'conv1d' }, attrs: Record<string, number>): (Tensor | null)[] {
+  const conv = p.layout === 'conv1d';
+  const inF = conv ? p.weight.shape[0]! : p.weight.shape[1]!, outF = conv ? p.weight.shape[1]! : p.weight.shape[0]!;
+  let gx: Tensor | null = null, gw: Tensor | null = null, gb: Tensor | null = null;
+  if (p.x.requiresGrad) {
+    const w = conv ? transpose(W, 0, 1) : W;
+    gx = one(callOp('matmul', [G, w], attrs));
+    if (w !== W) w.dispose();
+  }
+  if (p.weight.requiresGrad && X) {
+    const g2 = reshape(G, [-1, outF]), x2 = reshape(X, [-1, inF]);
+    const [l, r] = conv ? [transpose(x2, 0, 1), g2] : [transpose(g2, 0, 1), x2];
+    gw = one(callOp('matmul', [l, r], attrs));
+    for (const t of [g2, x2, l, r]) t.dispose();
+  }
+  if (p.bias && p.bias.requiresGrad) {
+    gb = one(callOp('sum', [g], { dims: [...Array(g.ndim - 1).keys()], keepdim: false }));
+    if (gb.dtype !== p.bias.dtype) gb = castOwned(gb, p.bias.dtype);
+  }
+  return [gx, gw, gb];
 }
 
 /**
@@ -112,24 +116,12 @@ function linearBf16(x: Tensor, weight: Tensor, bias: Tensor | null, layout: 'lin
   const keepX = weight.requiresGrad && isGradEnabled();
   if (!keepX) xb.dispose();
   withGrad([y], 'linear', [x, weight, bias], ([g]) => {
-    const inF = layout === 'conv1d' ? weight.shape[0]! : weight.shape[1]!;
-    const outF = layout === 'conv1d' ? weight.shape[1]! : weight.shape[0]!;
     const gb16 = toBf16(g!);
-    let gx: Tensor | null = null, gw: Tensor | null = null, gb: Tensor | null = null;
-    if (x.requiresGrad) {
-      const w = layout === 'conv1d' ? transpose(wb, 0, 1) : wb;
-      gx = one(callOp('matmul', [gb16, w], { f32_out: 1 }));
-      if (w !== wb) w.dispose();
+    try {
+      return linearGrads(g!, gb16, wb, keepX ? xb : null, { x, weight, bias, layout }, { f32_out: 1 });
+    } finally {
+      gb16.dispose();
     }
-    if (weight.requiresGrad && keepX) {
-      const g2 = reshape(gb16, [-1, outF]), x2 = reshape(xb, [-1, inF]);
-      const [l, r] = layout === 'conv1d' ? [transpose(x2, 0, 1), g2] : [transpose(g2, 0, 1), x2];
-      gw = one(callOp('matmul', [l, r], { f32_out: 1 }));
-      for (const t of [g2, x2, l, r]) t.dispose();
-    }
-    if (bias && bias.requiresGrad) gb = one(callOp('sum', [g!], { dims: [...Array(g!.ndim - 1).keys()], keepdim: false }));
-    gb16.dispose();
-    return [gx, gw, gb];
   }, keepX ? [xb] : [], keepX ? [xb, wb] : [wb]);
   return y;
 }
@@ -143,24 +135,8 @@ function linearMixedCpu(x: Tensor, weight: Tensor, bias: Tensor | null, layout: 
   const keepX = weight.requiresGrad && isGradEnabled();
   const xb = keepX ? bf16Activation(x, (t) => keep(one(callOp('cast', [t], { dtype: 'bf16' }))), alias) : null;
   const y = one(callOp('linear', [xb ?? x, weight, bias], { layout, mixed: 1 }));
-  withGrad([y], 'linear', [x, weight, bias], ([g]) => {
-    const inF = layout === 'conv1d' ? weight.shape[0]! : weight.shape[1]!;
-    const outF = layout === 'conv1d' ? weight.shape[1]! : weight.shape[0]!;
-    let gx: Tensor | null = null, gw: Tensor | null = null, gb: Tensor | null = null;
-    if (x.requiresGrad) {
-      const w = layout === 'conv1d' ? transpose(weight, 0, 1) : weight;
-      gx = one(callOp('matmul', [g!, w], { mixed: 1 }));
-      if (w !== weight) w.dispose();
-    }
-    if (weight.requiresGrad && xb) {
-      const g2 = reshape(g!, [-1, outF]), x2 = reshape(xb, [-1, inF]);
-      const [l, r] = layout === 'conv1d' ? [transpose(x2, 0, 1), g2] : [transpose(g2, 0, 1), x2];
-      gw = one(callOp('matmul', [l, r], { mixed: 1 }));
-      for (const t of [g2, x2, l, r]) t.dispose();
-    }
-    if (bias && bias.requiresGrad) gb = one(callOp('sum', [g!], { dims: [...Array(g!.ndim - 1).keys()], keepdim: false }));
-    return [gx, gw, gb];
-  }, xb ? [xb] : [], xb ? [xb, weight] : [weight]);
+  withGrad([y], 'linear', [x, weight, bias], ([g]) => linearGrads(g!, g!, weight, xb, { x, weight, bias, layout }, { mixed: 1 }),
+    xb ? [xb] : [], xb ? [xb, weight] : [weight]);
   return y;
 }
 

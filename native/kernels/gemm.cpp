@@ -37,6 +37,7 @@
 #include <thread>
 #include <vector>
 
+#include "../tensor.h"  // f32_to_bf16: the cast op's rounding
 #include "../threadpool.h"
 
 #define AD_TGT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2")))
@@ -1354,12 +1355,7 @@ void mgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N
     const float* s = static_cast<const float*>(src);
     for (int64_t i = 0; i < n; i++)
       for (int64_t r = 0; r < rows; r++)
-        for (int64_t c = 0; c < cols; c++) {
-          uint32_t u;
-          std::memcpy(&u, &s[i * stride + r * ld + c], 4);
-          const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;  // as f32_to_bf16 in tensor.h
-          buf[(size_t)((i * rows + r) * cols + c)] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : rounded);
-        }
+        for (int64_t c = 0; c < cols; c++) buf[(size_t)((i * rows + r) * cols + c)] = f32_to_bf16(s[i * stride + r * ld + c]);
     *new_ld = cols;
     *new_stride = stride == 0 ? 0 : rows * cols;
     return buf.data();

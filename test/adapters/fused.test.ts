@@ -64,35 +64,43 @@ test('fused kernels reject bad shapes with a clear error', (t) => {
   t.throws(() => bottleneckFused(randn([2, 6]), randn([3, 6]), randn([3]), randn([6, 3]), randn([6]), randn([2, 5]), 'relu', 1), { message: /residual/ });
 });
 
+// One training forward/backward of a small BERT with adapter `method` (its weights nudged off their init), with the
+// fused kernels on or off: the output, every gradient (by name) and how often a fused LoRA / (IA)³ op ran.
+function runModel(cfg: Record<string, unknown>, ids: number[][], method: string, o: { fused: boolean; autocast?: boolean; full?: boolean }) {
+  setFusedAdapterKernels(o.fused);
+  try {
+    const m = AutoAdapterModel.fromConfig(cfg, { seed: 3 });
+    m.addAdapter('a', method);
+    noGrad(() => { for (const [k, p] of m.namedParameters()) if (k.includes('.a.')) p.copy_(ops.add(p, randn(p.shape, { std: 0.1, seed: k.length }))); });
+    m.trainAdapter('a');
+    if (o.full) m.freezeModel(false);  // the base weights train too
+    opProfile(true);
+    const out = autocast(() => scope(() => {
+      const h = m.forward({ inputIds: ids }).lastHiddenState;
+      ops.sum(ops.mul(h, h)).backward();
+      return Array.from(h.toArray() as Float32Array);
+    }), { enabled: !!o.autocast });
+    const fusedCalls = opProfile(false).filter((r) => r.op === 'lora_linear' || r.op === 'ia3_linear').reduce((a, r) => a + r.calls, 0);
+    const grads = m.namedParameters().filter(([, p]) => p.grad).map(([k, p]) => [k, Array.from(p.grad!.toArray() as Float32Array)] as const);
+    m.dispose();
+    return { out, grads, fusedCalls };
+  } finally {
+    setFusedAdapterKernels(true);
+  }
+}
+function assertSame(t: import('ava').ExecutionContext, label: string, f: ReturnType<typeof runModel>, c: ReturnType<typeof runModel>, tolOut: number, tolGrad: number) {
+  const close = (a: number, b: number, tol: number) => Math.abs(a - b) <= tol * Math.max(1, Math.abs(b));
+  t.true(f.out.every((v, i) => close(v, c.out[i]!, tolOut)), `${label}: outputs`);
+  t.deepEqual(f.grads.map(([k]) => k), c.grads.map(([k]) => k));
+  f.grads.forEach(([k, g], j) => t.true(g.every((v, i) => close(v, c.grads[j]![1][i]!, tolGrad)), `${label}: grad ${k}`));
+}
+
 test.serial('models give the same outputs and gradients with the fused kernels on and off', (t) => {
   const cfg = { model_type: 'bert', vocab_size: 40, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32,
     hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 };
   const ids = [[1, 5, 7, 9], [4, 8, 2, 6]];
-  const run = (method: string, fused: boolean) => {
-    setFusedAdapterKernels(fused);
-    try {
-      const m = AutoAdapterModel.fromConfig(cfg, { seed: 3 });
-      m.addAdapter('a', method);
-      noGrad(() => { for (const [k, p] of m.namedParameters()) if (k.includes('.a.')) p.copy_(ops.add(p, randn(p.shape, { std: 0.1, seed: k.length }))); });
-      m.trainAdapter('a');
-      const out = scope(() => {
-        const h = m.forward({ inputIds: ids }).lastHiddenState;
-        ops.sum(ops.mul(h, h)).backward();
-        return Array.from(h.toArray() as Float32Array);
-      });
-      const grads = m.namedParameters().filter(([, p]) => p.grad).map(([, p]) => Array.from(p.grad!.toArray() as Float32Array));
-      m.dispose();
-      return { out, grads };
-    } finally {
-      setFusedAdapterKernels(true);
-    }
-  };
-  for (const method of ['seq_bn', 'lora', 'ia3', 'lora[intermediate_lora=True, output_lora=True]']) {
-    const f = run(method, true), c = run(method, false);
-    t.true(f.out.every((v, i) => Math.abs(v - c.out[i]!) < 1e-5), `${method}: outputs`);
-    t.is(f.grads.length, c.grads.length);
-    f.grads.forEach((g, j) => t.true(g.every((v, i) => Math.abs(v - c.grads[j]![i]!) <= 1e-4 * Math.max(1, Math.abs(v))), `${method}: grad ${j}`));
-  }
+  for (const method of ['seq_bn', 'lora', 'ia3', 'lora[intermediate_lora=True, output_lora=True]'])
+    assertSame(t, method, runModel(cfg, ids, method, { fused: true }), runModel(cfg, ids, method, { fused: false }), 1e-5, 1e-4);
   void tensor;
 });
 
@@ -101,35 +109,10 @@ test.serial('under CPU autocast the fused LoRA / (IA)³ ops equal the composed p
   const cfg = { model_type: 'bert', vocab_size: 40, hidden_size: 64, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 128,
     hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 };
   const ids = [[1, 5, 7, 9, 3], [4, 8, 2, 6, 1]];
-  const run = (method: string, fused: boolean, full: boolean) => {
-    setFusedAdapterKernels(fused);
-    try {
-      const m = AutoAdapterModel.fromConfig(cfg, { seed: 3 });
-      m.addAdapter('a', method);
-      noGrad(() => { for (const [k, p] of m.namedParameters()) if (k.includes('.a.')) p.copy_(ops.add(p, randn(p.shape, { std: 0.1, seed: k.length }))); });
-      m.trainAdapter('a');
-      if (full) m.freezeModel(false);  // the base weights train too: their gradients take the bf16 path as well
-      opProfile(true);
-      const out = autocast(() => scope(() => {
-        const h = m.forward({ inputIds: ids }).lastHiddenState;
-        ops.sum(ops.mul(h, h)).backward();
-        return Array.from(h.toArray() as Float32Array);
-      }));
-      const fusedCalls = opProfile(false).filter((r) => r.op === 'lora_linear' || r.op === 'ia3_linear').reduce((a, r) => a + r.calls, 0);
-      const grads = m.namedParameters().filter(([, p]) => p.grad).map(([k, p]) => [k, Array.from(p.grad!.toArray() as Float32Array)] as const);
-      m.dispose();
-      return { out, grads, fusedCalls };
-    } finally {
-      setFusedAdapterKernels(true);
-    }
-  };
   for (const method of ['lora[selfattn_lora=True, intermediate_lora=True, output_lora=True]', 'ia3'])
     for (const full of [false, true]) {
-      const f = run(method, true, full), c = run(method, false, full);
-      const close = (a: number, b: number, tol: number) => Math.abs(a - b) <= tol * Math.max(1, Math.abs(b));
-      t.true(f.out.every((v, i) => close(v, c.out[i]!, 1e-5)), `${method}: outputs`);
-      t.is(f.grads.length, c.grads.length);
-      f.grads.forEach(([k, g], j) => t.true(g.every((v, i) => close(v, c.grads[j]![1][i]!, 1e-4)), `${method} full=${full}: grad ${k}`));
+      const f = runModel(cfg, ids, method, { fused: true, autocast: true, full }), c = runModel(cfg, ids, method, { fused: false, autocast: true, full });
+      assertSame(t, `${method} full=${full}`, f, c, 1e-5, 1e-4);
       t.true(f.fusedCalls > 0 && c.fusedCalls === 0, `${method}: the fused op ran (only) when enabled`);
     }
 });
