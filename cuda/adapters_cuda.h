@@ -93,12 +93,15 @@ int adapters_cuda_gemm_bf16(int transA, int transB, int64_t M, int64_t N, int64_
 int adapters_cuda_gemm_f32(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
                            void* stream);
-/* f32 kernel variants, for tests and benchmarks: 0 auto (what gemm_f32 runs), 1 the 128x128x8 tile kernel,
- * 2 the 128x128x16 kernel with float4 loads. */
+/* f32 kernel variants, for tests and benchmarks: 0 auto (what gemm_f32 runs: 3 for skinny products with a long K,
+ * else 2, or 4 where splitting K fills more of the GPU), 1 the 128x128x8 tile kernel, 2 the 128x128x16 kernel with
+ * float4 loads, 3 split-K 64x64 tiles, 4 the 128x128x16 kernel with K split (at least in two). */
 int adapters_cuda_gemm_f32_variant(int variant, int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
                                    const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
                                    int64_t ldc, void* stream);
 const char* adapters_cuda_gemm_f32_variant_name(int variant);
+/* The variant auto runs for an f32 product of this size on the current device (diagnostics; negative on error). */
+int adapters_cuda_gemm_f32_pick(int64_t M, int64_t N, int64_t K);
 
 /* Kernel variants, for tests and benchmarks: variant 0 is the automatic choice (what gemm_bf16 runs);
  * 1.. name fixed kernels (see adapters_cuda_gemm_bf16_variant_name). A variant that cannot run the given

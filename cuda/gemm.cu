@@ -29,6 +29,10 @@
 // 3. f32: CUDA-core FFMA tiles (128x128x8, 256 threads, 8x8 outputs per thread, double-buffered shared
 //    memory), full f32 precision like torch with TF32 off (no TF32 rounding of the inputs).
 //
+// 4. Skinny products of either dtype (few output tiles, long K: adapter weight gradients): split-K, CUDA-core
+//    64x64 tiles over chunks of K in the grid's z dimension, then a fixed-order sum of the chunks. The f32 kernel
+//    of 3. splits K the same way when its tiles would leave much of a wave idle (f32_splits).
+//
 // All entry points validate arguments, return cudaError_t codes, and never abort.
 #include <cuda.h>  // CUtensorMap and its enums (types only: the driver entry point is fetched at run time)
 #include <cudaTypedefs.h>
@@ -417,9 +421,21 @@ __device__ __forceinline__ float4 load4_rows(const float* p, int64_t ld, int64_t
 // 8x8-per-thread layout as above, global loads as float4 where the whole tile is inside the matrices and rows are
 // 16-byte aligned (scalar, bounds-checked loads otherwise), operand pointers advanced per tile rather than
 // re-indexed, and at most 128 registers so that two blocks share an SM (one block's loads overlap the other's FMAs).
+//
+// Split-K (ws non-null): block z takes K rows z·kchunk .. +kchunk and writes its partial product to slice z of the
+// workspace (M x N, alpha 1, beta 0); splitk_reduce_kernel then sums the slices into C. kchunk is a multiple of
+// BK, so the advanced operand pointers keep the float4 alignment that vec_ok promised for the bases.
 template <bool TA, bool TB>
-__global__ void __launch_bounds__(256, 2) gemm_f32_simt16_kernel(GemmArgs a, int vec_ok) {
+__global__ void __launch_bounds__(256, 2) gemm_f32_simt16_kernel(GemmArgs a, int vec_ok, int64_t kchunk, float* ws) {
   constexpr int BM = 128, BN = 128, BK = 16, PAD = 4;
+  if (ws) {
+    const int64_t kb = blockIdx.z * kchunk;
+    a.A = static_cast<const float*>(a.A) + (TA ? kb * a.lda : kb);
+    a.B = static_cast<const float*>(a.B) + (TB ? kb : kb * a.ldb);
+    a.K = min(kchunk, a.K - kb);
+    a.C = ws + blockIdx.z * a.M * a.N;
+    a.ldc = a.N, a.alpha = 1.f, a.beta = 0.f, a.c_vec2 = a.N % 2 == 0;
+  }
   __shared__ __align__(16) float As[2][BK][BM + PAD];
   __shared__ __align__(16) float Bs[2][BK][BN + PAD];
   const int64_t tiles_m = ceil_div(a.M, BM), tiles_n = ceil_div(a.N, BN);
@@ -769,6 +785,85 @@ __global__ void probe_sm90a_kernel(int* out) {
 }
 
 // ------------------------------------------------------------------------------------------------------
+// 4. Split-K for skinny products (both dtypes)
+// ------------------------------------------------------------------------------------------------------
+// Weight gradients of adapters are skinny: LoRA's dA = dHᵀ·X is 8 x 768 over K = 4096 tokens, a bottleneck's
+// 48 x 768. The kernels above give such a product 6 output tiles, so 6 of 132 SMs each walk all of K. Here the
+// grid's z dimension cuts K into chunks; each block computes a 64x64 tile over its chunk (CUDA-core FFMA,
+// 4x4 outputs per thread, operands converted to f32 as they are staged) and writes it to its own slice of a
+// workspace; a second kernel sums the slices in a fixed order (deterministic, unlike atomics) and applies
+// alpha / beta. With one chunk the tile kernel writes C itself.
+constexpr int kSkBM = 64, kSkBN = 64, kSkBK = 16;
+
+template <typename T>
+__device__ __forceinline__ float sk_load(const T* p, int64_t i) {
+  if constexpr (sizeof(T) == 2) return __uint_as_float((uint32_t)reinterpret_cast<const uint16_t*>(p)[i] << 16);
+  else return p[i];
+}
+
+template <typename T, bool TA, bool TB>
+__global__ void __launch_bounds__(256) gemm_splitk_kernel(GemmArgs a, int64_t kchunk, float* ws) {
+  __shared__ float As[kSkBK][kSkBM + 4];
+  __shared__ float Bs[kSkBK][kSkBN + 4];
+  const T* A = static_cast<const T*>(a.A);
+  const T* B = static_cast<const T*>(a.B);
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+  const int64_t m0 = (int64_t)blockIdx.x * kSkBM, n0 = (int64_t)blockIdx.y * kSkBN;
+  const int64_t kb = (int64_t)blockIdx.z * kchunk, ke = min(a.K, kb + kchunk);
+  float acc[4][4] = {};
+  for (int64_t k0 = kb; k0 < ke; k0 += kSkBK) {
+    // 64x16 of op(A) and 16x64 of op(B), four elements per thread; consecutive threads walk the stored rows
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+      const int e = tid + 256 * q;
+      const int mm = TA ? e % kSkBM : e / kSkBK, ka = TA ? e / kSkBM : e % kSkBK;
+      const int64_t gm = m0 + mm, gka = k0 + ka;
+      As[ka][mm] = (gm < a.M && gka < ke) ? sk_load(A, TA ? gka * a.lda + gm : gm * a.lda + gka) : 0.f;
+      const int nn = TB ? e / kSkBK : e % kSkBN, kb2 = TB ? e % kSkBK : e / kSkBN;
+      const int64_t gn = n0 + nn, gkb = k0 + kb2;
+      Bs[kb2][nn] = (gn < a.N && gkb < ke) ? sk_load(B, TB ? gn * a.ldb + gkb : gkb * a.ldb + gn) : 0.f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kSkBK; kk++) {
+      float av[4], bv[4];
+#pragma unroll
+      for (int i = 0; i < 4; i++) av[i] = As[kk][ty + 16 * i], bv[i] = Bs[kk][tx + 16 * i];
+#pragma unroll
+      for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    const int64_t m = m0 + ty + 16 * i;
+    if (m >= a.M) continue;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      const int64_t n = n0 + tx + 16 * j;
+      if (n >= a.N) continue;
+      if (ws) ws[((int64_t)blockIdx.z * a.M + m) * a.N + n] = acc[i][j];
+      else {
+        float* c = a.C + m * a.ldc + n;
+        *c = a.beta == 0.f ? a.alpha * acc[i][j] : a.alpha * acc[i][j] + a.beta * *c;
+      }
+    }
+  }
+}
+
+__global__ void splitk_reduce_kernel(GemmArgs a, const float* ws, int splits) {
+  const int64_t mn = a.M * a.N;
+  AD_GRID_FOR(idx, mn) {
+    float s = 0.f;
+    for (int z = 0; z < splits; z++) s += ws[z * mn + idx];
+    float* c = a.C + (idx / a.N) * a.ldc + idx % a.N;
+    *c = a.beta == 0.f ? a.alpha * s : a.alpha * s + a.beta * *c;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------------
 // Host side: validation, variant table, dispatch
 // ------------------------------------------------------------------------------------------------------
 
@@ -854,6 +949,86 @@ int set_smem_limit(Kernel kern, int bytes, std::atomic<uint64_t>& done) {
   AD_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
   done.fetch_or(bit, std::memory_order_acq_rel);
   return 0;
+}
+
+// ---- split-K launches ----
+// Chunks of K for a skinny product: about two blocks per SM, each chunk at least 256 long.
+int64_t splitk_splits(const GemmArgs& a, int sms) {
+  const int64_t tiles = tile_count(a.M, a.N, kSkBM, kSkBN);
+  return std::max<int64_t>(1, std::min(ceil_div(2 * (int64_t)sms, tiles), a.K / 256));
+}
+// Whether the automatic choice takes split-K: fewer 128x128 output tiles than half the SMs and a long K. In bf16
+// only when a side is at most 64 (LoRA ranks, bottleneck widths): for wider products the tensor-core kernels win
+// even with idle SMs.
+bool splitk_wanted(const GemmArgs& a, int sms, bool bf16) {
+  if (a.K < 512 || tile_count(a.M, a.N, 128, 128) * 2 >= sms) return false;
+  if (bf16 && std::min(a.M, a.N) > 64) return false;
+  return splitk_splits(a, sms) > 1;
+}
+
+template <typename T>
+int launch_splitk(const GemmArgs& a, bool ta, bool tb, int sms, cudaStream_t s) {
+  const int64_t tm = ceil_div(a.M, kSkBM), tn = ceil_div(a.N, kSkBN);
+  if (tm > 0x7fffffff || tn > 65535) return (int)cudaErrorNotSupported;
+  const int64_t kchunk = ceil_div(ceil_div(a.K, splitk_splits(a, sms)), kSkBK) * kSkBK;
+  const int64_t splits = ceil_div(a.K, kchunk);
+  void* ws = nullptr;
+  if (splits > 1) AD_CUDA_TRY((cudaError_t)adapters_cuda_malloc(&ws, (size_t)(splits * a.M * a.N) * sizeof(float)));
+  float* w = static_cast<float*>(ws);
+  const dim3 grid((unsigned)tm, (unsigned)tn, (unsigned)splits);
+  if (!ta && !tb) gemm_splitk_kernel<T, false, false><<<grid, 256, 0, s>>>(a, kchunk, w);
+  else if (!ta && tb) gemm_splitk_kernel<T, false, true><<<grid, 256, 0, s>>>(a, kchunk, w);
+  else if (ta && !tb) gemm_splitk_kernel<T, true, false><<<grid, 256, 0, s>>>(a, kchunk, w);
+  else gemm_splitk_kernel<T, true, true><<<grid, 256, 0, s>>>(a, kchunk, w);
+  cudaError_t e = cudaGetLastError();
+  if (e == cudaSuccess && w) {
+    splitk_reduce_kernel<<<ad_cuda::grid_for(a.M * a.N, 256), 256, 0, s>>>(a, w, (int)splits);
+    e = cudaGetLastError();
+  }
+  const int frc = ws ? adapters_cuda_free(ws) : 0;  // stream-ordered reuse (memory.cu's contract)
+  return e != cudaSuccess ? (int)e : frc;
+}
+
+// Split count for the f32 128x128 kernel (two blocks per SM): a product with few tiles runs part of a wave; cutting
+// K into s chunks multiplies the tiles by s at the price of a sum over s partial products. Minimises a simple time
+// model (waves x chunk length, plus the partials' bytes at ~3 TB/s against ~0.17 TFLOP/s per block); chunks of at
+// least 256.
+int64_t f32_splits(const GemmArgs& a, int sms) {
+  const int64_t tiles = tile_count(a.M, a.N, 128, 128), slots = 2 * (int64_t)sms;
+  int64_t best = 1;
+  double best_t = 0;
+  for (int64_t sp = 1; sp <= 16; sp++) {
+    const int64_t chunk = ceil_div(ceil_div(a.K, sp), 16) * 16;
+    if (sp > 1 && (chunk < 256 || ceil_div(a.K, chunk) != sp)) break;
+    const double t = (double)ceil_div(tiles * sp, slots) * 2.0 * 128 * 128 * (double)chunk / 0.17e12 +
+                     (sp > 1 ? (double)(sp + 1) * a.M * a.N * 4 / 3e12 : 0);
+    if (sp == 1 || t < 0.95 * best_t) best = sp, best_t = t;
+  }
+  return best;
+}
+
+int launch_f32_simt16(const GemmArgs& a, bool ta, bool tb, int64_t splits, cudaStream_t s) {
+  const int64_t tiles = tile_count(a.M, a.N, 128, 128);
+  if (tiles > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
+  // float4 loads need 16-byte aligned rows of both operands
+  const int vec = ((reinterpret_cast<uintptr_t>(a.A) | reinterpret_cast<uintptr_t>(a.B)) % 16 == 0) && a.lda % 4 == 0 && a.ldb % 4 == 0;
+  const int64_t kchunk = ceil_div(ceil_div(a.K, std::max<int64_t>(1, splits)), 16) * 16;
+  splits = ceil_div(a.K, kchunk);
+  void* ws = nullptr;
+  if (splits > 1) AD_CUDA_TRY((cudaError_t)adapters_cuda_malloc(&ws, (size_t)(splits * a.M * a.N) * sizeof(float)));
+  float* w = static_cast<float*>(ws);
+  const dim3 grid((unsigned)tiles, 1, (unsigned)splits);
+  if (!ta && !tb) gemm_f32_simt16_kernel<false, false><<<grid, 256, 0, s>>>(a, vec, kchunk, w);
+  else if (!ta && tb) gemm_f32_simt16_kernel<false, true><<<grid, 256, 0, s>>>(a, vec, kchunk, w);
+  else if (ta && !tb) gemm_f32_simt16_kernel<true, false><<<grid, 256, 0, s>>>(a, vec, kchunk, w);
+  else gemm_f32_simt16_kernel<true, true><<<grid, 256, 0, s>>>(a, vec, kchunk, w);
+  cudaError_t e = cudaGetLastError();
+  if (e == cudaSuccess && w) {
+    splitk_reduce_kernel<<<ad_cuda::grid_for(a.M * a.N, 256), 256, 0, s>>>(a, w, (int)splits);
+    e = cudaGetLastError();
+  }
+  const int frc = ws ? adapters_cuda_free(ws) : 0;
+  return e != cudaSuccess ? (int)e : frc;
 }
 
 // ---- mma.sync launches ----
@@ -954,6 +1129,7 @@ enum Variant {
   kWgmma128x192,
   kWgmma128x128,
   kWgmma128x256Swap,
+  kSplitK,
   kNumVariants
 };
 const char* const kVariantNames[kNumVariants] = {
@@ -967,6 +1143,7 @@ const char* const kVariantNames[kNumVariants] = {
     "wgmma_128x192x64_s5",    // 3 warpgroups, 200 KB ring: N = 768 makes 4 column tiles, not 3
     "wgmma_128x128x64_s6",    // 3 warpgroups, 192 KB ring: more tiles for narrow problems
     "wgmma_128x256x64_s4_swapmn",  // probe: LBO/SBO of MN-major descriptors swapped (tests only)
+    "simt_splitk_64x64x16",   // skinny products: K cut over the grid's z dimension, CUDA cores
 };
 
 bool aligned_for_cp_async(const GemmArgs& a) {
@@ -982,6 +1159,7 @@ double fill_efficiency(int64_t M, int64_t N, int bm, int bn, int64_t slots) {
 }
 
 int choose_variant(const GemmArgs& a, const DeviceInfo& d) {
+  if (splitk_wanted(a, d.sms, true)) return kSplitK;
   if (d.wgmma == 1 && wgmma_operands_ok(a) && a.M >= 64 && a.N >= 64 && a.K >= 64) {
     // Narrower tiles do the same work at a lower rate (A is re-read for each column tile, and fewer FLOPs
     // per byte of shared memory): weights 1 / 0.97 / 0.9, guesses to be replaced by measurements.
@@ -1019,6 +1197,11 @@ int run_variant(int v, const GemmArgs& a, bool ta, bool tb, cudaStream_t s) {
       if (v == kWgmma128x192) return launch_wgmma<192, 5, false>(a, ta, tb, s);
       if (v == kWgmma128x128) return launch_wgmma<128, 6, false>(a, ta, tb, s);
       return launch_wgmma<256, 4, true>(a, ta, tb, s);
+    }
+    case kSplitK: {
+      DeviceInfo d;
+      if (int e = current_device_info(d)) return e;
+      return launch_splitk<uint16_t>(a, ta, tb, d.sms, s);
     }
     default:
       return (int)cudaErrorInvalidValue;
@@ -1086,13 +1269,13 @@ int adapters_cuda_gemm_has_wgmma(void) {
 }
 
 namespace {
-const char* const kF32Variants[] = {"auto", "simt_f32_128x128x8", "simt_f32_128x128x16"};
+const char* const kF32Variants[] = {"auto", "simt_f32_128x128x8", "simt_f32_128x128x16", "simt_splitk_64x64x16", "simt_f32_128x128x16_splitk"};
 }
 
 int adapters_cuda_gemm_f32_variant(int variant, int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
                                    const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
                                    int64_t ldc, void* stream) {
-  if (variant < 0 || variant > 2) return (int)cudaErrorInvalidValue;
+  if (variant < 0 || variant > 4) return (int)cudaErrorInvalidValue;
   const bool ta = transA != 0, tb = transB != 0;
   bool nothing = false;
   if (int e = validate(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, &nothing)) return e;
@@ -1102,31 +1285,39 @@ int adapters_cuda_gemm_f32_variant(int variant, int transA, int transB, int64_t 
   if (K == 0) return launch_scale(a, s);
   const int64_t tiles = tile_count(M, N, 128, 128);
   if (tiles > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
-  if (variant == 1) {
-    if (!ta && !tb) gemm_f32_simt_kernel<false, false><<<(unsigned)tiles, 256, 0, s>>>(a);
-    else if (!ta && tb) gemm_f32_simt_kernel<false, true><<<(unsigned)tiles, 256, 0, s>>>(a);
-    else if (ta && !tb) gemm_f32_simt_kernel<true, false><<<(unsigned)tiles, 256, 0, s>>>(a);
-    else gemm_f32_simt_kernel<true, true><<<(unsigned)tiles, 256, 0, s>>>(a);
-  } else {
-    // float4 loads need 16-byte aligned rows of both operands
-    const int vec = ((reinterpret_cast<uintptr_t>(A) | reinterpret_cast<uintptr_t>(B)) % 16 == 0) && lda % 4 == 0 && ldb % 4 == 0;
-    if (!ta && !tb) gemm_f32_simt16_kernel<false, false><<<(unsigned)tiles, 256, 0, s>>>(a, vec);
-    else if (!ta && tb) gemm_f32_simt16_kernel<false, true><<<(unsigned)tiles, 256, 0, s>>>(a, vec);
-    else if (ta && !tb) gemm_f32_simt16_kernel<true, false><<<(unsigned)tiles, 256, 0, s>>>(a, vec);
-    else gemm_f32_simt16_kernel<true, true><<<(unsigned)tiles, 256, 0, s>>>(a, vec);
+  if (variant == 0 || variant >= 3) {
+    DeviceInfo d;
+    if (int e = current_device_info(d)) return e;
+    if (variant == 3 || (variant == 0 && std::min(M, N) <= 64 && splitk_wanted(a, d.sms, false)))
+      return launch_splitk<float>(a, ta, tb, d.sms, s);
+    return launch_f32_simt16(a, ta, tb, variant == 4 ? std::max<int64_t>(2, f32_splits(a, d.sms)) : f32_splits(a, d.sms), s);
   }
+  if (variant == 2) return launch_f32_simt16(a, ta, tb, 1, s);
+  if (!ta && !tb) gemm_f32_simt_kernel<false, false><<<(unsigned)tiles, 256, 0, s>>>(a);
+  else if (!ta && tb) gemm_f32_simt_kernel<false, true><<<(unsigned)tiles, 256, 0, s>>>(a);
+  else if (ta && !tb) gemm_f32_simt_kernel<true, false><<<(unsigned)tiles, 256, 0, s>>>(a);
+  else gemm_f32_simt_kernel<true, true><<<(unsigned)tiles, 256, 0, s>>>(a);
   AD_CUDA_CHECK_LAUNCH();
   return 0;
 }
 
-const char* adapters_cuda_gemm_f32_variant_name(int variant) { return variant >= 0 && variant <= 2 ? kF32Variants[variant] : ""; }
+int adapters_cuda_gemm_f32_pick(int64_t M, int64_t N, int64_t K) {
+  DeviceInfo d;
+  if (int e = current_device_info(d)) return -e;
+  static float dummy;
+  const GemmArgs a = make_args(M, N, K, 1.f, &dummy, 1, &dummy, 1, 0.f, &dummy, 1);
+  if (std::min(M, N) <= 64 && splitk_wanted(a, d.sms, false)) return 3;
+  return f32_splits(a, d.sms) > 1 ? 4 : 2;
+}
+
+const char* adapters_cuda_gemm_f32_variant_name(int variant) { return variant >= 0 && variant <= 4 ? kF32Variants[variant] : ""; }
 
 int adapters_cuda_gemm_f32(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
                            void* stream) {
   static const int pick = [] {
-    const char* e = std::getenv("ADAPTERS_CUDA_F32_VARIANT");  // benchmarking switch: 1 or 2 forces a kernel
-    return e && (e[0] == '1' || e[0] == '2') && !e[1] ? e[0] - '0' : 2;
+    const char* e = std::getenv("ADAPTERS_CUDA_F32_VARIANT");  // benchmarking switch: 1 .. 4 forces a kernel
+    return e && e[0] >= '1' && e[0] <= '4' && !e[1] ? e[0] - '0' : 0;
   }();
   return adapters_cuda_gemm_f32_variant(pick, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
 }

@@ -432,8 +432,10 @@ std::vector<GemmCase> gemm_cases(bool quick) {
       {127, 129, 65}, {128, 256, 64},  {130, 260, 190}, {1, 1000, 127},   {1000, 1, 127},  {127, 1000, 17},
       {129, 257, 1000}, {256, 384, 512}, {1000, 127, 1000}, {512, 512, 1024}, {200, 300, 2048}, {384, 768, 768},
       // multiples of 8 but not of the tile sizes: edge tiles through the wgmma/TMA kernels too
-      {200, 136, 264}, {72, 520, 136}, {1, 64, 64}, {8, 64, 128}, {256, 8, 128}};
-  if (quick) shapes = {{17, 17, 17}, {127, 129, 65}, {200, 136, 264}};
+      {200, 136, 264}, {72, 520, 136}, {1, 64, 64}, {8, 64, 128}, {256, 8, 128},
+      // skinny with a long K (LoRA / bottleneck weight gradients): split-K, also through auto
+      {8, 768, 4096}, {768, 8, 4096}, {48, 200, 3000}, {5, 3, 5000}, {70, 130, 1100}};
+  if (quick) shapes = {{17, 17, 17}, {127, 129, 65}, {200, 136, 264}, {48, 200, 3000}};
   const float alphas[] = {1.f, 0.5f, -2.f};
   const float betas[] = {0.f, 0.f, 1.5f, -1.f};
   const int64_t pads[] = {0, 8, 0, 3, 16};  // 3: ld not a multiple of 8 (the element-load path)
@@ -543,7 +545,7 @@ void test_gemm(bool bf16, bool wgmma_only) {
     report(group, "wgmma kernels", true, "\"why\":\"not in this build (needs sm_90a) or device is not sm_90\"", true);
     return;
   }
-  std::vector<int> variants = bf16 ? bf16_variants(wgmma_only) : std::vector<int>{1, 2};  // f32: both fixed kernels
+  std::vector<int> variants = bf16 ? bf16_variants(wgmma_only) : std::vector<int>{0, 1, 2, 3, 4};  // f32: auto and the fixed kernels
   for (const GemmCase& c : gemm_cases(g_opt.quick)) run_gemm_case(c, bf16, variants, r, group);
 }
 
@@ -682,6 +684,9 @@ const Shape kBenchShapes[] = {
     {"square-4096", 4096, 4096, 4096},      {"square-8192", 8192, 8192, 8192},
     {"bert-qkvo 4096x768x768", 4096, 768, 768}, {"bert-ffn-up 4096x3072x768", 4096, 3072, 768},
     {"bert-ffn-down 4096x768x3072", 4096, 768, 3072}, {"llama-up 4096x11008x4096", 4096, 11008, 4096},
+    // adapter weight gradients over 4096 tokens (skinny: split-K)
+    {"skinny lora-dA 8x768x4096", 8, 768, 4096}, {"skinny bn-dW 48x768x4096", 48, 768, 4096},
+    {"skinny ft-dW 768x768x4096", 768, 768, 4096},
 };
 
 struct Timing {
@@ -811,6 +816,8 @@ void bench_gemm(bool bf16) {
       const int64_t lda = l.ta ? s.M : s.K, ldb = l.tb ? s.K : s.N;
       std::vector<int> variants = {0};
       if (!bf16) variants.push_back(1);  // the earlier 128x128x8 kernel, for comparison
+      if (!bf16) variants.push_back(2);  // without the K split that auto may add
+      if (!bf16 && std::string(s.name).rfind("skinny", 0) == 0) variants.push_back(3);
       if (bf16) {
         // fixed kernels on the two layouts that matter most; auto on all three
         if (li < 2)
@@ -838,7 +845,7 @@ void bench_gemm(bool bf16) {
                                                         Bs[0]->as<uint16_t>(), ldb);
           kernel = pick > 0 ? adapters_cuda_gemm_bf16_variant_name(pick) : "?";
         } else if (!bf16) {
-          kernel = adapters_cuda_gemm_f32_variant_name(v == 0 ? 2 : v);
+          kernel = adapters_cuda_gemm_f32_variant_name(v == 0 ? adapters_cuda_gemm_f32_pick(s.M, s.N, s.K) : v);
         }
         Timing t;
         if (!time_calls(call, t, s.M * s.N * s.K > (int64_t(1) << 38) ? 7 : 11)) {
