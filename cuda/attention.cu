@@ -10,6 +10,7 @@
 
 #include "adapters_cuda.h"
 #include "attention_math.h"
+#include "attention_tiles.cuh"
 #include "common.cuh"
 
 namespace {
@@ -621,13 +622,14 @@ __global__ void __launch_bounds__(256) bwd_kv_warp2_kernel(ad_attn::Params p, co
   }
 }
 
-// ADAPTERS_CUDA_ATTN_V1=1 runs the earlier warp kernels (comparison and fallback)
-bool use_v1() {
-  static const bool v1 = [] {
-    const char* e = std::getenv("ADAPTERS_CUDA_ATTN_V1");
-    return e && *e && std::strcmp(e, "0") != 0;
+// Which kernels: ADAPTERS_CUDA_ATTN=1 / 2 forces the warp kernels (v1: scalar shared reads, v2: register-blocked) for
+// comparison; by default v3 for heads <= 64, v2 above.
+int attn_version() {
+  static const int v = [] {
+    const char* e = std::getenv("ADAPTERS_CUDA_ATTN");
+    return e && (e[0] == '1' || e[0] == '2') && !e[1] ? e[0] - '0' : 3;
   }();
-  return v1;
+  return v;
 }
 
 // Which warp kernel instantiation fits the head sizes (0: none, use the per-row kernels).
@@ -636,6 +638,8 @@ int warp_npl(const ad_attn::Params& p) {
   if (p.D < 1 || p.Dv < 1 || m > 128 || p.B * p.H > 65535) return 0;
   return m <= 32 ? 1 : m <= 64 ? 2 : 4;
 }
+
+bool use_v3(const ad_attn::Params& p) { return attn_version() == 3 && warp_npl(p) > 0 && p.D <= 64 && p.Dv <= 64; }
 
 // Launches kernel with `bytes` of dynamic shared memory, raising the kernel's limit when above the default 48 KiB.
 template <typename K, typename... A>
@@ -650,7 +654,7 @@ template <int NPL>
 int attention_fwd_warp(const ad_attn::Params& p, const float* q, const float* k, const float* v, const float* pk, const float* pv, float* out,
                        float* lse, cudaStream_t s) {
   const dim3 grid((unsigned)ad_cuda::ceil_div(p.Tq, kBlockRows), (unsigned)(p.B * p.H));
-  if (use_v1()) {
+  if (attn_version() == 1) {
     const size_t bytes = sizeof(float) * (kTile * (p.D + 1) + kTile * p.Dv + kBlockRows * p.D);
     return launch(fwd_warp_kernel<NPL>, grid, bytes, s, p, q, k, v, pk, pv, out, lse);
   }
@@ -664,7 +668,7 @@ int attention_bwd_warp(const ad_attn::Params& p, const float* q, const float* k,
                        cudaStream_t s) {
   const dim3 gq((unsigned)ad_cuda::ceil_div(p.Tq, kBlockRows), (unsigned)(p.B * p.H));
   const dim3 gk((unsigned)ad_cuda::ceil_div(p.P + p.Tk, kBlockRows), (unsigned)(p.B * p.Hkv));
-  if (use_v1()) {
+  if (attn_version() == 1) {
     const size_t bq = sizeof(float) * (kTile * (p.D + 1) + kTile * (p.Dv + 1) + kBlockRows * (p.D + p.Dv));
     int rc = launch(bwd_q_warp_kernel<NPL>, gq, bq, s, p, q, k, v, pk, pv, out, dout, M, L, Dd, dq);
     if (rc || p.P + p.Tk == 0) return rc;
@@ -697,6 +701,10 @@ int adapters_cuda_attention_f32(const adapters_cuda_attn* a, const float* q, con
   const int64_t rows = p.B * p.H * p.Tq;
   if (rows == 0) return 0;
   cudaStream_t s = ad_cuda::as_stream(stream);
+  if (use_v3(p)) {
+    const dim3 grid((unsigned)ad_cuda::ceil_div(p.Tq, ad_attn3::kT3), (unsigned)(p.B * p.H));
+    return launch(ad_attn3::fwd_kernel, grid, ad_attn3::fwd_smem_bytes(), s, p, q, k, v, pk, pv, out, lse);
+  }
   switch (warp_npl(p)) {
     case 1: return attention_fwd_warp<1>(p, q, k, v, pk, pv, out, lse, s);
     case 2: return attention_fwd_warp<2>(p, q, k, v, pk, pv, out, lse, s);
@@ -721,7 +729,15 @@ int adapters_cuda_attention_backward_f32(const adapters_cuda_attn* a, const floa
     if (arc) return arc;
     float *M = static_cast<float*>(scratch), *L = M + rows, *Dd = L + rows;
     int rc = -1;
-    switch (warp_npl(p)) {
+    if (use_v3(p)) {
+      const dim3 gq((unsigned)ad_cuda::ceil_div(p.Tq, ad_attn3::kT3), (unsigned)(p.B * p.H));
+      rc = launch(ad_attn3::bwd_q_kernel, gq, ad_attn3::bwd_q_smem_bytes(), s, p, q, k, v, pk, pv, out, dout, M, L, Dd, dq);
+      if (!rc && keys > 0) {
+        const dim3 gk((unsigned)ad_cuda::ceil_div(p.P + p.Tk, ad_attn3::kT3), (unsigned)(p.B * p.Hkv));
+        rc = launch(ad_attn3::bwd_kv_kernel, gk, ad_attn3::bwd_kv_smem_bytes(), s, p, q, k, v, pk, pv, dout, M, L, Dd, dk,
+                    dv, dpk, dpv);
+      }
+    } else switch (warp_npl(p)) {
       case 1: rc = attention_bwd_warp<1>(p, q, k, v, pk, pv, out, dout, M, L, Dd, dq, dk, dv, dpk, dpv, s); break;
       case 2: rc = attention_bwd_warp<2>(p, q, k, v, pk, pv, out, dout, M, L, Dd, dq, dk, dv, dpk, dpv, s); break;
       case 4: rc = attention_bwd_warp<4>(p, q, k, v, pk, pv, out, dout, M, L, Dd, dq, dk, dv, dpk, dpv, s); break;
