@@ -89,6 +89,11 @@ int adapters_cuda_get_device(int* dev);
 int adapters_cuda_gemm_bf16(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
                             const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C,
                             int64_t ldc, void* stream);
+/* bf16 in, bf16 out: as adapters_cuda_gemm_bf16 (same kernels, f32 accumulation), with alpha·acc + beta·C rounded to
+ * bf16 (nearest even) in the epilogue; C (and beta's C) is bf16. */
+int adapters_cuda_gemm_bf16_out(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
+                                const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb, float beta, uint16_t* C,
+                                int64_t ldc, void* stream);
 /* f32: full f32 precision by default (CUDA-core FFMA tiles, like torch with TF32 off). */
 int adapters_cuda_gemm_f32(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,

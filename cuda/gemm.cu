@@ -29,6 +29,8 @@
 // 3. f32: CUDA-core FFMA tiles (128x128x8, 256 threads, 8x8 outputs per thread, double-buffered shared
 //    memory), full f32 precision like torch with TF32 off (no TF32 rounding of the inputs).
 //
+// Outputs are f32, or bf16 (adapters_cuda_gemm_bf16_out: every epilogue rounds alpha·acc + beta·C to nearest even).
+//
 // 4. Skinny products of either dtype (few output tiles, long K: adapter weight gradients): split-K, CUDA-core
 //    64x64 tiles over chunks of K in the grid's z dimension, then a fixed-order sum of the chunks. The f32 kernel
 //    of 3. splits K the same way when its tiles would leave much of a wave idle (f32_splits).
@@ -66,7 +68,8 @@ struct GemmArgs {
   int64_t ldb;
   float* C;
   int64_t ldc;
-  int c_vec2;  // C rows are 8-byte aligned (ldc even, C 8-byte aligned): float2 stores
+  int c_vec2;     // C rows take paired stores (ldc even, C aligned to a pair): float2 / bf16x2 stores
+  uint16_t* Cb;   // non-null: C is bf16 here (rounded to nearest even), C itself unused
 };
 
 // ------------------------------------------------------------------------------------------------------
@@ -87,9 +90,40 @@ __device__ __forceinline__ void tile_coords(int64_t bid, int64_t tiles_m, int64_
   tn = in_group / gm;
 }
 
+__device__ __forceinline__ float bf16_bits_to_f32(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
+__device__ __forceinline__ uint16_t f32_to_bf16_rne(float f) {
+  const uint32_t u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  // NaN stays a (quiet) NaN
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+// alpha·v + beta·C for one output into a bf16 C (bounds checked by the caller)
+__device__ __forceinline__ void store_bf16(const GemmArgs& a, int64_t row, int64_t col, float v) {
+  uint16_t* p = a.Cb + row * a.ldc + col;
+  v *= a.alpha;
+  if (a.beta != 0.f) v += a.beta * bf16_bits_to_f32(*p);
+  *p = f32_to_bf16_rne(v);
+}
+
 // alpha·acc + beta·C for two horizontally adjacent outputs (col even), bounds-checked.
 __device__ __forceinline__ void store_pair(const GemmArgs& a, int64_t row, int64_t col, float v0, float v1) {
   if (row >= a.M || col >= a.N) return;
+  if (a.Cb) {
+    if (a.c_vec2 && col + 1 < a.N) {
+      uint16_t* p = a.Cb + row * a.ldc + col;
+      v0 *= a.alpha, v1 *= a.alpha;
+      if (a.beta != 0.f) {
+        const uint32_t old = *reinterpret_cast<const uint32_t*>(p);
+        v0 += a.beta * bf16_bits_to_f32((uint16_t)(old & 0xffffu));
+        v1 += a.beta * bf16_bits_to_f32((uint16_t)(old >> 16));
+      }
+      *reinterpret_cast<uint32_t*>(p) = (uint32_t)f32_to_bf16_rne(v0) | ((uint32_t)f32_to_bf16_rne(v1) << 16);
+    } else {
+      store_bf16(a, row, col, v0);
+      if (col + 1 < a.N) store_bf16(a, row, col + 1, v1);
+    }
+    return;
+  }
   float* p = a.C + row * a.ldc + col;
   v0 *= a.alpha;
   v1 *= a.alpha;
@@ -106,13 +140,18 @@ __device__ __forceinline__ void store_pair(const GemmArgs& a, int64_t row, int64
   }
 }
 
+// alpha·v + beta·C for one output (either C dtype), bounds checked by the caller
+__device__ __forceinline__ void store_one(const GemmArgs& a, int64_t row, int64_t col, float v) {
+  if (a.Cb) return store_bf16(a, row, col, v);
+  float* p = a.C + row * a.ldc + col;
+  *p = a.beta == 0.f ? a.alpha * v : a.alpha * v + a.beta * *p;
+}
+
 // C = beta·C (K == 0, where no product term exists; beta == 0 writes zeros).
-__global__ void scale_c_kernel(float* C, int64_t M, int64_t N, int64_t ldc, float beta) {
-  const int64_t total = M * N;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
-    float* p = C + (i / N) * ldc + (i % N);
-    *p = beta != 0.f ? beta * *p : 0.f;
-  }
+__global__ void scale_c_kernel(GemmArgs a) {
+  const int64_t total = a.M * a.N;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x)
+    store_one(a, i / a.N, i % a.N, 0.f);
 }
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
@@ -433,7 +472,7 @@ __global__ void __launch_bounds__(256, 2) gemm_f32_simt16_kernel(GemmArgs a, int
     a.A = static_cast<const float*>(a.A) + (TA ? kb * a.lda : kb);
     a.B = static_cast<const float*>(a.B) + (TB ? kb : kb * a.ldb);
     a.K = min(kchunk, a.K - kb);
-    a.C = ws + blockIdx.z * a.M * a.N;
+    a.C = ws + blockIdx.z * a.M * a.N, a.Cb = nullptr;
     a.ldc = a.N, a.alpha = 1.f, a.beta = 0.f, a.c_vec2 = a.N % 2 == 0;
   }
   __shared__ __align__(16) float As[2][BK][BM + PAD];
@@ -845,10 +884,7 @@ __global__ void __launch_bounds__(256) gemm_splitk_kernel(GemmArgs a, int64_t kc
       const int64_t n = n0 + tx + 16 * j;
       if (n >= a.N) continue;
       if (ws) ws[((int64_t)blockIdx.z * a.M + m) * a.N + n] = acc[i][j];
-      else {
-        float* c = a.C + m * a.ldc + n;
-        *c = a.beta == 0.f ? a.alpha * acc[i][j] : a.alpha * acc[i][j] + a.beta * *c;
-      }
+      else store_one(a, m, n, acc[i][j]);
     }
   }
 }
@@ -858,8 +894,7 @@ __global__ void splitk_reduce_kernel(GemmArgs a, const float* ws, int splits) {
   AD_GRID_FOR(idx, mn) {
     float s = 0.f;
     for (int z = 0; z < splits; z++) s += ws[z * mn + idx];
-    float* c = a.C + (idx / a.N) * a.ldc + idx % a.N;
-    *c = a.beta == 0.f ? a.alpha * s : a.alpha * s + a.beta * *c;
+    store_one(a, idx / a.N, idx % a.N, s);
   }
 }
 
@@ -925,13 +960,14 @@ GemmArgs make_args(int64_t M, int64_t N, int64_t K, float alpha, const void* A, 
   a.M = M, a.N = N, a.K = K, a.alpha = alpha, a.beta = beta;
   a.A = A, a.lda = lda, a.B = B, a.ldb = ldb, a.C = C, a.ldc = ldc;
   a.c_vec2 = (ldc % 2 == 0 && reinterpret_cast<uintptr_t>(C) % 8 == 0) ? 1 : 0;
+  a.Cb = nullptr;
   return a;
 }
 
 int launch_scale(const GemmArgs& a, cudaStream_t s) {
   const int64_t total = a.M * a.N;
   const int blocks = (int)std::min<int64_t>(ceil_div(total, 256), 4096);
-  scale_c_kernel<<<blocks, 256, 0, s>>>(a.C, a.M, a.N, a.ldc, a.beta);
+  scale_c_kernel<<<blocks, 256, 0, s>>>(a);
   AD_CUDA_CHECK_LAUNCH();
   return 0;
 }
@@ -1208,15 +1244,17 @@ int run_variant(int v, const GemmArgs& a, bool ta, bool tb, cudaStream_t s) {
   }
 }
 
+// C is f32 (C) or bf16 (Cb non-null, C null)
 int gemm_bf16_impl(int variant, int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
-                   const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc,
+                   const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, uint16_t* Cb, int64_t ldc,
                    void* stream) {
   if (variant < 0 || variant >= kNumVariants) return (int)cudaErrorInvalidValue;
   const bool ta = transA != 0, tb = transB != 0;
   bool nothing = false;
-  if (int e = validate(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, &nothing)) return e;
+  if (int e = validate(ta, tb, M, N, K, A, lda, B, ldb, Cb ? static_cast<const void*>(Cb) : C, ldc, &nothing)) return e;
   if (nothing) return 0;
-  const GemmArgs a = make_args(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  GemmArgs a = make_args(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  if (Cb) a.Cb = Cb, a.c_vec2 = ldc % 2 == 0 && reinterpret_cast<uintptr_t>(Cb) % 4 == 0;
   cudaStream_t s = ad_cuda::as_stream(stream);
   if (K == 0) return launch_scale(a, s);
   if (variant == kAuto) {
@@ -1234,13 +1272,18 @@ extern "C" {
 int adapters_cuda_gemm_bf16(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
                             int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc,
                             void* stream) {
-  return gemm_bf16_impl(kAuto, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
+  return gemm_bf16_impl(kAuto, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, nullptr, ldc, stream);
+}
+
+int adapters_cuda_gemm_bf16_out(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
+                                const uint16_t* B, int64_t ldb, float beta, uint16_t* C, int64_t ldc, void* stream) {
+  return gemm_bf16_impl(kAuto, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, nullptr, C, ldc, stream);
 }
 
 int adapters_cuda_gemm_bf16_variant(int variant, int transA, int transB, int64_t M, int64_t N, int64_t K,
                                     float alpha, const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb,
                                     float beta, float* C, int64_t ldc, void* stream) {
-  return gemm_bf16_impl(variant, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
+  return gemm_bf16_impl(variant, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, nullptr, ldc, stream);
 }
 
 const char* adapters_cuda_gemm_bf16_variant_name(int variant) {

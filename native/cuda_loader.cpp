@@ -64,6 +64,7 @@ CudaLib& lib() {
     ok &= sym(l, a.synchronize, "adapters_cuda_synchronize");
     ok &= sym(l, a.set_device, "adapters_cuda_set_device");
     ok &= sym(l, a.gemm_bf16, "adapters_cuda_gemm_bf16");
+    ok &= sym(l, a.gemm_bf16_out, "adapters_cuda_gemm_bf16_out");
     ok &= sym(l, a.gemm_f32, "adapters_cuda_gemm_f32");
     ok &= sym(l, a.adamw_step, "adapters_cuda_adamw_step");
     ok &= sym(l, a.binary_f32, "adapters_cuda_binary_f32");

@@ -27,6 +27,8 @@ struct CudaApi {
   int (*set_device)(int);
   int (*gemm_bf16)(int, int, int64_t, int64_t, int64_t, float, const uint16_t*, int64_t, const uint16_t*, int64_t, float,
                    float*, int64_t, void*);
+  int (*gemm_bf16_out)(int, int, int64_t, int64_t, int64_t, float, const uint16_t*, int64_t, const uint16_t*, int64_t, float,
+                       uint16_t*, int64_t, void*);
   int (*gemm_f32)(int, int, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float, float*,
                   int64_t, void*);
   int (*adamw_step)(int64_t, float* const*, const float* const*, float* const*, float* const*, const int64_t*,

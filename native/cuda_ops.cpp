@@ -43,16 +43,21 @@ Device op_device(const OpCtx& c) {
   return d;
 }
 
-// C (f32, device) = op(A)·op(B) (+ beta·C) through the library's f32 or bf16 GEMM; offsets in elements.
+// C (device) = op(A)·op(B) (+ beta·C) through the library's f32 or bf16 GEMM; offsets in elements. C is f32, or bf16
+// when c_bf16 (bf16 operands only: the epilogue rounds, no f32 copy of the result).
 void gemm(const OpCtx& c, const CudaApi& api, DType dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const Tensor& a,
-          int64_t aoff, int64_t lda, const Tensor& b, int64_t boff, int64_t ldb, float beta, float* C, int64_t ldc, float alpha = 1.f) {
+          int64_t aoff, int64_t lda, const Tensor& b, int64_t boff, int64_t ldb, float beta, void* C, int64_t ldc, float alpha = 1.f,
+          bool c_bf16 = false) {
   int rc;
-  if (dt == DType::BF16)
+  if (dt == DType::BF16 && c_bf16)
+    rc = api.gemm_bf16_out(ta, tb, M, N, K, alpha, static_cast<const uint16_t*>(a.st->data) + aoff, lda,
+                           static_cast<const uint16_t*>(b.st->data) + boff, ldb, beta, static_cast<uint16_t*>(C), ldc, nullptr);
+  else if (dt == DType::BF16)
     rc = api.gemm_bf16(ta, tb, M, N, K, alpha, static_cast<const uint16_t*>(a.st->data) + aoff, lda,
-                       static_cast<const uint16_t*>(b.st->data) + boff, ldb, beta, C, ldc, nullptr);
+                       static_cast<const uint16_t*>(b.st->data) + boff, ldb, beta, static_cast<float*>(C), ldc, nullptr);
   else
     rc = api.gemm_f32(ta, tb, M, N, K, alpha, static_cast<const float*>(a.st->data) + aoff, lda,
-                      static_cast<const float*>(b.st->data) + boff, ldb, beta, C, ldc, nullptr);
+                      static_cast<const float*>(b.st->data) + boff, ldb, beta, static_cast<float*>(C), ldc, nullptr);
   cuda_check(rc, c.name + " on " + a.device().str());
 }
 
@@ -104,7 +109,11 @@ void op_matmul_cuda(OpCtx& c) {
   std::vector<int64_t> oshape = bshape;
   oshape.push_back(M);
   oshape.push_back(N);
-  Tensor out = Tensor::empty(oshape, DType::F32, dev);
+  // f32_out: keep the f32 accumulator (mixed precision); else bf16 in, bf16 out (rounded in the GEMM's epilogue), as on the CPU
+  const bool b16 = a.dtype == DType::BF16 && !c.i("f32_out", 0);
+  Tensor out = Tensor::empty(oshape, b16 ? DType::BF16 : DType::F32, dev);
+  char* obase = static_cast<char*>(out.raw());
+  const int64_t oes = b16 ? 2 : 4;
   if (out.numel() > 0) {
     if (K == 0) cuda_check(api.memset(out.raw(), 0, out.nbytes(), nullptr), c.name + ": zero the output");
     else {
@@ -116,16 +125,16 @@ void op_matmul_cuda(OpCtx& c) {
       bool fold = ao.size() > 1 && !va.trans;
       for (size_t i = 1; fold && i < ao.size(); i++) fold = bo[i] == bo[0] && ao[i] == ao[0] + (int64_t)i * M * va.ld;
       if (fold)
-        gemm(c, api, a.dtype, false, vb.trans, M * (int64_t)ao.size(), N, K, a, ao[0], va.ld, b, bo[0], vb.ld, 0.f, out.data<float>(), N);
+        gemm(c, api, a.dtype, false, vb.trans, M * (int64_t)ao.size(), N, K, a, ao[0], va.ld, b, bo[0], vb.ld, 0.f, obase, N, 1.f, b16);
       else
         for (size_t i = 0; i < ao.size(); i++)  // one launch per batch entry (the library has no batched GEMM yet)
-          gemm(c, api, a.dtype, va.trans, vb.trans, M, N, K, a, ao[i], va.ld, b, bo[i], vb.ld, 0.f, out.data<float>() + (int64_t)i * M * N, N);
+          gemm(c, api, a.dtype, va.trans, vb.trans, M, N, K, a, ao[i], va.ld, b, bo[i], vb.ld, 0.f, obase + (int64_t)i * M * N * oes, N, 1.f,
+               b16);
     }
   }
   const auto fshape = matmul_out_shape(ms);
   out = out.view(fshape, contiguous_strides(fshape), 0);
-  // f32_out: keep the f32 accumulator (mixed precision); else bf16 in, bf16 out, as on the CPU
-  c.out.push_back(a.dtype == DType::BF16 && !c.i("f32_out", 0) ? copy_as(c, out, DType::BF16) : out);
+  c.out.push_back(out);
 }
 
 // y (N, O) = the contiguous vector b broadcast over its rows (a strided copy with row stride 0)
@@ -155,9 +164,12 @@ void op_linear_cuda(OpCtx& c) {
   const bool tb = conv ? vw.trans : !vw.trans;
   std::vector<int64_t> oshape(x.shape.begin(), x.shape.end() - 1);
   oshape.push_back(outf);
-  Tensor out = Tensor::empty(oshape, DType::F32, dev);
+  // bf16 in, bf16 out without a bias: rounded in the GEMM's epilogue. An f32 bias is added to the f32 product first,
+  // then rounded once, as on the CPU.
+  const bool want16 = x.dtype == DType::BF16 && !c.i("f32_out", 0), b16 = want16 && !c.has(2);
+  Tensor out = Tensor::empty(oshape, b16 ? DType::BF16 : DType::F32, dev);
   if (out.numel() == 0) {
-    c.out.push_back(out);
+    c.out.push_back(want16 && !b16 ? copy_as(c, out, DType::BF16) : out);
     return;
   }
   float beta = 0.f;
@@ -168,8 +180,8 @@ void op_linear_cuda(OpCtx& c) {
   } else if (in == 0) {
     cuda_check(api.memset(out.raw(), 0, out.nbytes(), nullptr), c.name + ": zero the output");
   }
-  if (in > 0) gemm(c, api, x.dtype, false, tb, rows, outf, in, x, x.offset, in, w, w.offset, vw.ld, beta, out.data<float>(), outf);
-  c.out.push_back(x.dtype == DType::BF16 && !c.i("f32_out", 0) ? copy_as(c, out, DType::BF16) : out);
+  if (in > 0) gemm(c, api, x.dtype, false, tb, rows, outf, in, x, x.offset, in, w, w.offset, vw.ld, beta, out.raw(), outf, 1.f, b16);
+  c.out.push_back(want16 && !b16 ? copy_as(c, out, DType::BF16) : out);
 }
 
 // adamw_step(hyper (n,3) [lr, wd, step] on the host, params..., grads..., exp_avg..., exp_avg_sq...): the

@@ -9,7 +9,8 @@
 //   (for the wgmma kernels: -gencode arch=compute_90a,code=sm_90a instead of -arch=sm_90;
 //    scripts/gpu_check.sh builds both and runs everything)
 // Run:   ./check [--tests] [--bench] [--quick] [--only=GROUP[,GROUP]] [--no-wgmma] [--probe] [--seed=N]
-//   groups: alloc, errors, copy, bf16, f32, adamw, wgmma (the wgmma variants only; "bf16" excludes them)
+//   groups: alloc, errors, copy, bf16, bf16out (bf16 output, auto), f32, adamw, wgmma (the wgmma variants only; "bf16"
+//   excludes them)
 //   default: tests then benchmarks. --quick: small shapes only (for compute-sanitizer). --no-wgmma: the
 //   library's wgmma kernels are switched off (ADAPTERS_CUDA_DISABLE_WGMMA=1), auto falls back to mma.sync.
 //   --probe: the wgmma group runs only the "swapmn" descriptor probe (run it in its own process: a wrong
@@ -364,7 +365,7 @@ GemmData make_data(const GemmCase& c, bool bf16, Rng& r) {
   for (auto& v : d.A) v = rnd(-1, 1);  // padding too: it must not leak into the result
   for (auto& v : d.B) v = rnd(-1, 1);
   d.C0.resize((size_t)(c.M * d.ldc));
-  for (auto& v : d.C0) v = r.uniform(-1, 1);
+  for (auto& v : d.C0) v = rnd(-1, 1);  // bf16: representable, so that a bf16 C holds it exactly
   const float qnan = std::nanf("");
   if (c.beta == 0.f)  // write-only C: poison the visible part, NaN must not survive
     for (int64_t i = 0; i < c.M; i++)
@@ -523,6 +524,45 @@ void run_gemm_case(const GemmCase& c, bool bf16, const std::vector<int>& variant
              (long long)cr.pad_changed, probe ? ",\"probe\":true" : "");
     // the swapmn probe is expected to fail where MN-major descriptors matter: informative, not a failure
     report(group, name, cr.ok || probe, det, probe && !cr.ok);
+  }
+}
+
+// bf16 in, bf16 out (adapters_cuda_gemm_bf16_out, auto dispatch): C uploaded and read back as bf16; the bound adds the
+// output's rounding (at most 2^-9 of |alpha·AB + beta·C|, itself at most the scale) to the f32 accumulation's 1e-3.
+void test_gemm_bf16_out() {
+  Rng r(g_opt.seed ^ 0xB160);
+  for (const GemmCase& c : gemm_cases(g_opt.quick)) {
+    GemmData d = make_data(c, true, r);
+    const int64_t off = c.misalign ? 1 : 0;
+    DevBuf dA((d.A.size() + 8) * 2), dB((d.B.size() + 8) * 2), dC(d.C0.size() * 2 + 4);
+    std::vector<uint16_t> a(d.A.size()), b(d.B.size()), c0(d.C0.size()), got(d.C0.size());
+    for (size_t i = 0; i < a.size(); i++) a[i] = f2bf(d.A[i]);
+    for (size_t i = 0; i < b.size(); i++) b[i] = f2bf(d.B[i]);
+    for (size_t i = 0; i < c0.size(); i++) c0[i] = f2bf(d.C0[i]);
+    adapters_cuda_memcpy_h2d(dA.as<uint16_t>() + off, a.data(), a.size() * 2, nullptr);
+    adapters_cuda_memcpy_h2d(dB.as<uint16_t>() + off, b.data(), b.size() * 2, nullptr);
+    adapters_cuda_memcpy_h2d(dC.p, c0.data(), c0.size() * 2, nullptr);
+    int e = adapters_cuda_gemm_bf16_out(c.ta, c.tb, c.M, c.N, c.K, c.alpha, dA.as<uint16_t>() + off, d.lda, dB.as<uint16_t>() + off, d.ldb,
+                                        c.beta, dC.as<uint16_t>(), d.ldc, nullptr);
+    if (e == 0) e = adapters_cuda_synchronize(nullptr);
+    const std::string name = "bf16 out auto " + case_name(c);
+    if (e != 0) {
+      report("bf16out", name, false, "\"error\":" + jstr(errtxt(e)));
+      if (e != (int)cudaErrorInvalidValue) {
+        printf("{\"type\":\"summary\",\"passed\":%d,\"failed\":%d,\"skipped\":%d,\"aborted\":true}\n", g_passed, g_failed, g_skipped);
+        fflush(stdout);
+        exit(1);
+      }
+      continue;
+    }
+    adapters_cuda_memcpy_d2h(got.data(), dC.p, got.size() * 2, nullptr);
+    std::vector<float> out(got.size());
+    for (size_t i = 0; i < out.size(); i++) out[i] = bf2f(got[i]);
+    CompareResult cr = compare(c, d, out, 1e-3 + 1.0 / 256);
+    char det[200];
+    snprintf(det, sizeof det, "\"M\":%lld,\"N\":%lld,\"K\":%lld,\"worst_over_tol\":%.3g,\"bad\":%lld,\"pad_changed\":%lld", (long long)c.M,
+             (long long)c.N, (long long)c.K, cr.worst, (long long)cr.bad, (long long)cr.pad_changed);
+    report("bf16out", name, cr.ok, det);
   }
 }
 
@@ -829,6 +869,19 @@ void bench_gemm(bool bf16) {
             variants.push_back(v);
           }
       }
+      if (bf16) {  // bf16 output through the auto dispatch (what bf16 matmuls without f32_out run)
+        DevBuf Cb((size_t)(s.M * s.N) * 2);
+        auto call16 = [&](int i) -> int {
+          const int q = i % sets;
+          return adapters_cuda_gemm_bf16_out(l.ta, l.tb, s.M, s.N, s.K, 1.f, As[q]->as<uint16_t>(), lda, Bs[q]->as<uint16_t>(), ldb, 0.f,
+                                             Cb.as<uint16_t>(), s.N, nullptr);
+        };
+        Timing t16;
+        if (Cb.p && time_calls(call16, t16, s.M * s.N * s.K > (int64_t(1) << 38) ? 7 : 11)) {
+          const int pick = adapters_cuda_gemm_bf16_pick(l.ta, l.tb, s.M, s.N, s.K, As[0]->as<uint16_t>(), lda, Bs[0]->as<uint16_t>(), ldb);
+          print_bench("bf16", l.name, "auto bf16-out", pick > 0 ? adapters_cuda_gemm_bf16_variant_name(pick) : "?", s, t16, sets);
+        }
+      }
       for (int v : variants) {
         auto call = [&](int i) -> int {
           const int q = i % sets;
@@ -900,7 +953,7 @@ int main(int argc, char** argv) {
         p = q + 1;
       }
     } else {
-      fprintf(stderr, "usage: %s [--tests] [--bench] [--quick] [--only=alloc,errors,copy,bf16,f32,adamw,wgmma] [--no-wgmma] [--probe] [--seed=N]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--tests] [--bench] [--quick] [--only=alloc,errors,copy,bf16,bf16out,f32,adamw,wgmma] [--no-wgmma] [--probe] [--seed=N]\n", argv[0]);
       return 2;
     }
   }
@@ -935,6 +988,7 @@ int main(int argc, char** argv) {
     if (g_opt.want("adamw")) test_adamw();
     if (g_opt.want("f32")) test_gemm(false, false);
     if (g_opt.want("bf16")) test_gemm(true, false);
+    if (g_opt.want("bf16out")) test_gemm_bf16_out();
     if (g_opt.want("wgmma") && g_opt.wgmma) test_gemm(true, true);  // last: a fault here cannot hide the rest
   }
   if (g_opt.bench) {

@@ -185,6 +185,26 @@ int adapters_cuda_gemm_bf16(int ta, int tb, int64_t M, int64_t N, int64_t K, flo
                             const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc, void*) {
   return gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bf);
 }
+// bf16 out: the f32 result (with beta's C read from bf16) rounded to nearest even, as the library's epilogue
+int adapters_cuda_gemm_bf16_out(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
+                                const uint16_t* B, int64_t ldb, float beta, uint16_t* C, int64_t ldc, void*) {
+  if (M == 0 || N == 0) return 0;
+  if (!valid(C, (size_t)((M - 1) * ldc + N) * 2)) return 700;
+  std::vector<float> c32((size_t)(M * N));
+  uint16_t* c = static_cast<uint16_t*>(host(C));
+  for (int64_t i = 0; i < M; i++)
+    for (int64_t j = 0; j < N; j++) c32[(size_t)(i * N + j)] = ad_ew::bf16_to_f32(c[i * ldc + j]);
+  void* tmp = nullptr;
+  if (int e = adapters_cuda_malloc(&tmp, c32.size() * 4)) return e;
+  std::memcpy(host(tmp), c32.data(), c32.size() * 4);
+  const int rc = gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, static_cast<float*>(tmp), N, bf);
+  const float* r = static_cast<const float*>(host(tmp));
+  if (rc == 0)
+    for (int64_t i = 0; i < M; i++)
+      for (int64_t j = 0; j < N; j++) c[i * ldc + j] = ad_ew::f32_to_bf16(r[i * N + j]);
+  adapters_cuda_free(tmp);
+  return rc;
+}
 
 // torch.optim.AdamW's arithmetic, as native/kernels/optim.cpp.
 int adapters_cuda_adamw_step(int64_t n, float* const* params, const float* const* grads, float* const* exp_avg,
