@@ -1,10 +1,11 @@
 // attention.cu — scaled dot-product attention, forward and backward, f32, with the CPU kernel's masking semantics
 // (additive mask, causal, key padding, prefix keys/values, grouped-query heads).
-// Head sizes up to 128 run the warp kernels: a block stages 32 keys (forward, dq) or 32 queries (dk, dv) at a time in
-// shared memory; each warp owns rows, a lane takes one key (or query) of the tile for the dot products and one to
-// four feature columns for the accumulations; the forward keeps an online (running max) softmax, memory linear in
-// the sequence length. The mask / causal / padding rule is attention_math.h's finish_score, as on the CPU. Larger
-// heads run the per-row code of attention_math.h (one thread per row), which the host-side mock also runs.
+// Head sizes up to 64 run the register-tiled kernels of attention_tiles.cuh (64x64 products). Up to 128, the warp
+// kernels below: a block stages 32 keys (forward, dq) or 32 queries (dk, dv) at a time in shared memory; each warp
+// owns rows, a lane takes one key (or query) of the tile for the dot products and one to four feature columns for the
+// accumulations. Both keep an online (running max) softmax in the forward, memory linear in the sequence length. The
+// mask / causal / padding rule is attention_math.h's finish_score, as on the CPU. Larger heads run the per-row code
+// of attention_math.h (one thread per row), which the host-side mock also runs.
 #include <cstdlib>
 #include <cstring>
 
@@ -56,276 +57,10 @@ __device__ inline double warp_sum(double v) {
   return v;
 }
 
-// stage key (or value) rows j0 .. j0+kTile of head group (b, hk) into dst with row stride ld (zeros past the end)
-__device__ inline void stage_keys(const ad_attn::Params& p, const float* k, const float* pk, int64_t b, int64_t hk, int64_t j0, int dim,
-                                  float* dst, int ld) {
-  const int64_t S = p.P + p.Tk;
-  for (int x = threadIdx.x; x < kTile * dim; x += blockDim.x) {
-    const int jj = x / dim, d = x % dim;
-    const int64_t j = j0 + jj;
-    dst[jj * ld + d] = j < S ? ad_attn::key_row(p, k, pk, b, hk, j, dim)[d] : 0.f;
-  }
-}
-// stage query-side rows i0 .. i0+n of head (b·H + h) (q or dO, dim per row) with row stride ld, times mul
-__device__ inline void stage_rows(const ad_attn::Params& p, const float* x, int64_t bh, int64_t i0, int n, int dim, float mul, float* dst,
-                                  int ld) {
-  for (int t = threadIdx.x; t < n * dim; t += blockDim.x) {
-    const int rr = t / dim, d = t % dim;
-    const int64_t i = i0 + rr;
-    dst[rr * ld + d] = i < p.Tq ? mul * x[(bh * p.Tq + i) * dim + d] : 0.f;
-  }
-}
-
-// the score of a staged query row (pre-scaled) and a staged key row: their dot product over D, then the mask rule
-__device__ __forceinline__ float lane_score(const ad_attn::Params& p, const float* qr, const float* kr, int D, int64_t b, int64_t h, int64_t i,
-                                            int64_t j) {
-  float a = 0.f;
-  for (int d = 0; d < D; d++) a += qr[d] * kr[d];
-  return ad_attn::finish_score(p, a, b, h, i, j);
-}
-
-// forward: grid (ceil(Tq / 32), B·H); warp w owns queries i0 + 4w .. +3
-template <int NPL>
-__global__ void __launch_bounds__(256) fwd_warp_kernel(ad_attn::Params p, const float* q, const float* k, const float* v, const float* pk,
-                                                      const float* pv, float* out, float* lse) {
-  extern __shared__ float sm[];
-  const int D = (int)p.D, Dv = (int)p.Dv, KS = D + 1;
-  float* Ks = sm;                 // kTile × (D+1)
-  float* Vs = Ks + kTile * KS;    // kTile × Dv
-  float* Qs = Vs + kTile * Dv;    // kBlockRows × D, pre-scaled: the per-row code's (scale·q)·k
-  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-  const int64_t bh = blockIdx.y, b = bh / p.H, h = bh % p.H, hk = h / (p.H / p.Hkv), S = p.P + p.Tk;
-  const int64_t i0 = (int64_t)blockIdx.x * kBlockRows;
-  stage_rows(p, q, bh, i0, kBlockRows, D, p.scale, Qs, D);
-  float m[kRows], l[kRows], o[kRows][NPL];
-#pragma unroll
-  for (int r = 0; r < kRows; r++) {
-    m[r] = -INFINITY;
-    l[r] = 0.f;
-#pragma unroll
-    for (int t = 0; t < NPL; t++) o[r][t] = 0.f;
-  }
-  for (int64_t j0 = 0; j0 < S; j0 += kTile) {
-    __syncthreads();
-    stage_keys(p, k, pk, b, hk, j0, D, Ks, KS);
-    stage_keys(p, v, pv, b, hk, j0, Dv, Vs, Dv);
-    __syncthreads();
-    const int64_t j = j0 + lane;
-    const int jn = (int)(S - j0 < kTile ? S - j0 : kTile);
-#pragma unroll
-    for (int r = 0; r < kRows; r++) {
-      const int rr = w * kRows + r;
-      const int64_t i = i0 + rr;
-      if (i >= p.Tq) break;  // warp-uniform
-      const float s = j < S ? lane_score(p, Qs + rr * D, Ks + lane * KS, D, b, h, i, j) : -INFINITY;
-      const float mn = fmaxf(m[r], warp_max(s));  // finite: the tile has a key, hidden ones score −FLT_MAX
-      const float alpha = expf(m[r] - mn);        // 0 on the first tile
-      const float e = j < S ? expf(s - mn) : 0.f;
-      l[r] = l[r] * alpha + warp_sum(e);
-      m[r] = mn;
-#pragma unroll
-      for (int t = 0; t < NPL; t++) o[r][t] *= alpha;
-      for (int jj = 0; jj < jn; jj++) {
-        const float pj = __shfl_sync(0xffffffffu, e, jj);
-#pragma unroll
-        for (int t = 0; t < NPL; t++)
-          if (lane + 32 * t < Dv) o[r][t] += pj * Vs[jj * Dv + lane + 32 * t];
-      }
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < kRows; r++) {
-    const int64_t i = i0 + w * kRows + r;
-    if (i >= p.Tq) break;
-    const int64_t row = bh * p.Tq + i;
-    const float inv = 1.f / l[r];
-#pragma unroll
-    for (int t = 0; t < NPL; t++)
-      if (lane + 32 * t < Dv) out[row * Dv + lane + 32 * t] = o[r][t] * inv;
-    if (lane == 0) lse[row] = m[r] + logf(l[r]);
-  }
-}
-
-// backward, query side: per query row its softmax statistics (max, sum; written to M, L), D = dO·O (Dd) and
-// dq = scale · Σ_j P_ij (dO_i·v_j − D_i) k_j. Same grid as the forward.
-template <int NPL>
-__global__ void __launch_bounds__(256) bwd_q_warp_kernel(ad_attn::Params p, const float* q, const float* k, const float* v, const float* pk,
-                                                        const float* pv, const float* out, const float* dout, float* M, float* L,
-                                                        float* Dd, float* dq) {
-  extern __shared__ float sm[];
-  const int D = (int)p.D, Dv = (int)p.Dv, KS = D + 1, VS = Dv + 1;
-  float* Ks = sm;                   // kTile × (D+1)
-  float* Vs = Ks + kTile * KS;      // kTile × (Dv+1)
-  float* Qs = Vs + kTile * VS;      // kBlockRows × D (scaled)
-  float* Gs = Qs + kBlockRows * D;  // kBlockRows × Dv: dO
-  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-  const int64_t bh = blockIdx.y, b = bh / p.H, h = bh % p.H, hk = h / (p.H / p.Hkv), S = p.P + p.Tk;
-  const int64_t i0 = (int64_t)blockIdx.x * kBlockRows;
-  stage_rows(p, q, bh, i0, kBlockRows, D, p.scale, Qs, D);
-  stage_rows(p, dout, bh, i0, kBlockRows, Dv, 1.f, Gs, Dv);
-  float m[kRows], l[kRows], dd[kRows];
-#pragma unroll
-  for (int r = 0; r < kRows; r++) {
-    m[r] = -INFINITY;
-    l[r] = 0.f;
-    const int64_t i = i0 + w * kRows + r;
-    double a = 0;
-    if (i < p.Tq)
-      for (int d = lane; d < Dv; d += 32) a += (double)dout[(bh * p.Tq + i) * Dv + d] * out[(bh * p.Tq + i) * Dv + d];
-    dd[r] = (float)warp_sum(a);
-  }
-  // pass 1: max and sum of exp over all keys
-  for (int64_t j0 = 0; j0 < S; j0 += kTile) {
-    __syncthreads();
-    stage_keys(p, k, pk, b, hk, j0, D, Ks, KS);
-    __syncthreads();
-    const int64_t j = j0 + lane;
-#pragma unroll
-    for (int r = 0; r < kRows; r++) {
-      const int rr = w * kRows + r;
-      const int64_t i = i0 + rr;
-      if (i >= p.Tq) break;
-      const float s = j < S ? lane_score(p, Qs + rr * D, Ks + lane * KS, D, b, h, i, j) : -INFINITY;
-      const float mn = fmaxf(m[r], warp_max(s));
-      l[r] = l[r] * expf(m[r] - mn) + warp_sum(j < S ? expf(s - mn) : 0.f);
-      m[r] = mn;
-    }
-  }
-  float g[kRows][NPL];
-#pragma unroll
-  for (int r = 0; r < kRows; r++) {
-    const int64_t i = i0 + w * kRows + r;
-    if (i < p.Tq && lane == 0) {
-      M[bh * p.Tq + i] = m[r];
-      L[bh * p.Tq + i] = l[r];
-      Dd[bh * p.Tq + i] = dd[r];
-    }
-#pragma unroll
-    for (int t = 0; t < NPL; t++) g[r][t] = 0.f;
-  }
-  // pass 2: dq
-  for (int64_t j0 = 0; j0 < S; j0 += kTile) {
-    __syncthreads();
-    stage_keys(p, k, pk, b, hk, j0, D, Ks, KS);
-    stage_keys(p, v, pv, b, hk, j0, Dv, Vs, VS);
-    __syncthreads();
-    const int64_t j = j0 + lane;
-    const int jn = (int)(S - j0 < kTile ? S - j0 : kTile);
-#pragma unroll
-    for (int r = 0; r < kRows; r++) {
-      const int rr = w * kRows + r;
-      const int64_t i = i0 + rr;
-      if (i >= p.Tq) break;
-      float ds = 0.f;
-      if (j < S) {
-        const float pij = expf(lane_score(p, Qs + rr * D, Ks + lane * KS, D, b, h, i, j) - m[r]) / l[r];
-        float dp = 0.f;
-        for (int d = 0; d < Dv; d++) dp += Gs[rr * Dv + d] * Vs[lane * VS + d];
-        ds = pij * (dp - dd[r]);
-      }
-      for (int jj = 0; jj < jn; jj++) {
-        const float c = p.scale * __shfl_sync(0xffffffffu, ds, jj);
-#pragma unroll
-        for (int t = 0; t < NPL; t++)
-          if (lane + 32 * t < D) g[r][t] += c * Ks[jj * KS + lane + 32 * t];
-      }
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < kRows; r++) {
-    const int64_t i = i0 + w * kRows + r;
-    if (i >= p.Tq) break;
-#pragma unroll
-    for (int t = 0; t < NPL; t++)
-      if (lane + 32 * t < D) dq[(bh * p.Tq + i) * D + lane + 32 * t] = g[r][t];
-  }
-}
-
-// backward, key side: grid (ceil(S / 32), B·Hkv); warp w owns keys j0 + 4w .. +3 (prefix keys first) and sums over
-// the query heads of its group and all queries: dv_j = Σ P_ij dO_i, dk_j = scale · Σ P_ij (dO_i·v_j − D_i) q_i
-template <int NPL>
-__global__ void __launch_bounds__(256) bwd_kv_warp_kernel(ad_attn::Params p, const float* q, const float* k, const float* v, const float* pk,
-                                                         const float* pv, const float* dout, const float* M, const float* L,
-                                                         const float* Dd, float* dk, float* dv, float* dpk, float* dpv) {
-  extern __shared__ float sm[];
-  const int D = (int)p.D, Dv = (int)p.Dv, QS = D + 1, GS = Dv + 1;
-  float* Qs = sm;                   // kTile × (D+1): q of 32 queries (unscaled, as the per-row code)
-  float* Gs = Qs + kTile * QS;      // kTile × (Dv+1): their dO
-  float* Kr = Gs + kTile * GS;      // kBlockRows × D: this block's keys
-  float* Vr = Kr + kBlockRows * D;  // kBlockRows × Dv
-  float* St = Vr + kBlockRows * Dv; // 3 × kTile: M, L, D of the staged queries
-  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-  const int64_t S = p.P + p.Tk, G = p.H / p.Hkv, b = blockIdx.y / p.Hkv, hk = blockIdx.y % p.Hkv;
-  const int64_t j0 = (int64_t)blockIdx.x * kBlockRows;
-  stage_keys(p, k, pk, b, hk, j0, D, Kr, D);  // kTile == kBlockRows
-  stage_keys(p, v, pv, b, hk, j0, Dv, Vr, Dv);
-  float gk[kRows][NPL], gv[kRows][NPL];
-#pragma unroll
-  for (int r = 0; r < kRows; r++)
-#pragma unroll
-    for (int t = 0; t < NPL; t++) gk[r][t] = gv[r][t] = 0.f;
-  for (int64_t h = hk * G; h < (hk + 1) * G; h++) {
-    const int64_t bh = b * p.H + h;
-    for (int64_t i0 = 0; i0 < p.Tq; i0 += kTile) {
-      __syncthreads();
-      stage_rows(p, q, bh, i0, kTile, D, 1.f, Qs, QS);
-      stage_rows(p, dout, bh, i0, kTile, Dv, 1.f, Gs, GS);
-      if (threadIdx.x < kTile) {
-        const int64_t i = i0 + threadIdx.x, row = bh * p.Tq + i;
-        St[threadIdx.x] = i < p.Tq ? M[row] : 0.f;
-        St[kTile + threadIdx.x] = i < p.Tq ? L[row] : 1.f;
-        St[2 * kTile + threadIdx.x] = i < p.Tq ? Dd[row] : 0.f;
-      }
-      __syncthreads();
-      const int64_t i = i0 + lane;
-      const int in = (int)(p.Tq - i0 < kTile ? p.Tq - i0 : kTile);
-#pragma unroll
-      for (int r = 0; r < kRows; r++) {
-        const int rr = w * kRows + r;
-        const int64_t j = j0 + rr;
-        if (j >= S) break;
-        float pij = 0.f, ds = 0.f;
-        if (i < p.Tq) {
-          float a = 0.f;
-          for (int d = 0; d < D; d++) a += (p.scale * Qs[lane * QS + d]) * Kr[rr * D + d];
-          pij = expf(ad_attn::finish_score(p, a, b, h, i, j) - St[lane]) / St[kTile + lane];
-          float dp = 0.f;
-          for (int d = 0; d < Dv; d++) dp += Gs[lane * GS + d] * Vr[rr * Dv + d];
-          ds = pij * (dp - St[2 * kTile + lane]);
-        }
-        for (int ii = 0; ii < in; ii++) {
-          const float pi = __shfl_sync(0xffffffffu, pij, ii), c = p.scale * __shfl_sync(0xffffffffu, ds, ii);
-#pragma unroll
-          for (int t = 0; t < NPL; t++) {
-            const int d = lane + 32 * t;
-            if (d < Dv) gv[r][t] += pi * Gs[ii * GS + d];
-            if (d < D) gk[r][t] += c * Qs[ii * QS + d];
-          }
-        }
-      }
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < kRows; r++) {
-    const int64_t j = j0 + w * kRows + r;
-    if (j >= S) break;
-    float* gkr = j < p.P ? dpk + ((b * p.Hkv + hk) * p.P + j) * D : dk + ((b * p.Hkv + hk) * p.Tk + (j - p.P)) * D;
-    float* gvr = j < p.P ? dpv + ((b * p.Hkv + hk) * p.P + j) * Dv : dv + ((b * p.Hkv + hk) * p.Tk + (j - p.P)) * Dv;
-#pragma unroll
-    for (int t = 0; t < NPL; t++) {
-      const int d = lane + 32 * t;
-      if (d < D) gkr[d] = gk[r][t];
-      if (d < Dv) gvr[d] = gv[r][t];
-    }
-  }
-}
-
-// ---- register-blocked warp kernels (v2) ---------------------------------------------------------------------------
-// Same grids, tiles and arithmetic as the kernels above, restructured so that a shared-memory read feeds several
-// FMAs: dot products read float4s (rows padded with zeros to a multiple of 4; a lane-indexed row stride of an odd
-// multiple of 4 floats puts each quarter-warp's float4 reads on distinct banks) and each value read serves all
-// kRows rows of the warp; the accumulations read a value once per key (or query) for all rows. The kernels above
-// read two shared floats per FMA: they were bound by shared-memory bandwidth.
+// A shared-memory read feeds several FMAs: dot products read float4s (rows padded with zeros to a multiple of 4; a
+// lane-indexed row stride of an odd multiple of 4 floats puts each quarter-warp's float4 reads on distinct banks) and
+// each value read serves all kRows rows of the warp; the accumulations read a value once per key (or query) for all
+// rows. (The first version read two shared floats per FMA and was bound by shared-memory bandwidth.)
 __host__ __device__ inline int pad4(int n) { return (n + 3) & ~3; }
 __host__ __device__ inline int lane_stride(int n) { const int q = pad4(n); return (q / 4) % 2 ? q : q + 4; }
 
@@ -367,9 +102,9 @@ __device__ __forceinline__ void dot_rows(const float* a, int lda, const float* x
   }
 }
 
-// forward: as fwd_warp_kernel
+// forward: grid (ceil(Tq / 32), B·H); warp w owns queries i0 + 4w .. +3; online softmax over 32-key tiles
 template <int NPL>
-__global__ void __launch_bounds__(256) fwd_warp2_kernel(ad_attn::Params p, const float* q, const float* k, const float* v, const float* pk,
+__global__ void __launch_bounds__(256) fwd_warp_kernel(ad_attn::Params p, const float* q, const float* k, const float* v, const float* pk,
                                                        const float* pv, float* out, float* lse) {
   extern __shared__ float4 sm4[];
   float* sm = reinterpret_cast<float*>(sm4);
@@ -436,9 +171,10 @@ __global__ void __launch_bounds__(256) fwd_warp2_kernel(ad_attn::Params p, const
   }
 }
 
-// backward, query side: as bwd_q_warp_kernel
+// backward, query side: per query row its softmax statistics (max, sum; written to M, L), D = dO·O (Dd) and
+// dq = scale · Σ_j P_ij (dO_i·v_j − D_i) k_j. Same grid as the forward.
 template <int NPL>
-__global__ void __launch_bounds__(256) bwd_q_warp2_kernel(ad_attn::Params p, const float* q, const float* k, const float* v, const float* pk,
+__global__ void __launch_bounds__(256) bwd_q_warp_kernel(ad_attn::Params p, const float* q, const float* k, const float* v, const float* pk,
                                                          const float* pv, const float* out, const float* dout, float* M, float* L,
                                                          float* Dd, float* dq) {
   extern __shared__ float4 sm4[];
@@ -536,9 +272,10 @@ __global__ void __launch_bounds__(256) bwd_q_warp2_kernel(ad_attn::Params p, con
   }
 }
 
-// backward, key side: as bwd_kv_warp_kernel
+// backward, key side: grid (ceil(S / 32), B·Hkv); warp w owns keys j0 + 4w .. +3 (prefix keys first) and sums over
+// the query heads of its group and all queries: dv_j = Σ P_ij dO_i, dk_j = scale · Σ P_ij (dO_i·v_j − D_i) q_i
 template <int NPL>
-__global__ void __launch_bounds__(256) bwd_kv_warp2_kernel(ad_attn::Params p, const float* q, const float* k, const float* v, const float* pk,
+__global__ void __launch_bounds__(256) bwd_kv_warp_kernel(ad_attn::Params p, const float* q, const float* k, const float* v, const float* pk,
                                                           const float* pv, const float* dout, const float* M, const float* L,
                                                           const float* Dd, float* dk, float* dv, float* dpk, float* dpv) {
   extern __shared__ float4 sm4[];
@@ -622,12 +359,11 @@ __global__ void __launch_bounds__(256) bwd_kv_warp2_kernel(ad_attn::Params p, co
   }
 }
 
-// Which kernels: ADAPTERS_CUDA_ATTN=1 / 2 forces the warp kernels (v1: scalar shared reads, v2: register-blocked) for
-// comparison; by default v3 for heads <= 64, v2 above.
-int attn_version() {
-  static const int v = [] {
+// ADAPTERS_CUDA_ATTN=2 runs the warp kernels for heads <= 64 too (comparison); by default v3 there, warp kernels above.
+bool force_warp() {
+  static const bool v = [] {
     const char* e = std::getenv("ADAPTERS_CUDA_ATTN");
-    return e && (e[0] == '1' || e[0] == '2') && !e[1] ? e[0] - '0' : 3;
+    return e && e[0] == '2' && !e[1];
   }();
   return v;
 }
@@ -639,7 +375,7 @@ int warp_npl(const ad_attn::Params& p) {
   return m <= 32 ? 1 : m <= 64 ? 2 : 4;
 }
 
-bool use_v3(const ad_attn::Params& p) { return attn_version() == 3 && warp_npl(p) > 0 && p.D <= 64 && p.Dv <= 64; }
+bool use_v3(const ad_attn::Params& p) { return !force_warp() && warp_npl(p) > 0 && p.D <= 64 && p.Dv <= 64; }
 
 // Launches kernel with `bytes` of dynamic shared memory, raising the kernel's limit when above the default 48 KiB.
 template <typename K, typename... A>
@@ -654,13 +390,9 @@ template <int NPL>
 int attention_fwd_warp(const ad_attn::Params& p, const float* q, const float* k, const float* v, const float* pk, const float* pv, float* out,
                        float* lse, cudaStream_t s) {
   const dim3 grid((unsigned)ad_cuda::ceil_div(p.Tq, kBlockRows), (unsigned)(p.B * p.H));
-  if (attn_version() == 1) {
-    const size_t bytes = sizeof(float) * (kTile * (p.D + 1) + kTile * p.Dv + kBlockRows * p.D);
-    return launch(fwd_warp_kernel<NPL>, grid, bytes, s, p, q, k, v, pk, pv, out, lse);
-  }
   const int D = (int)p.D, Dv = (int)p.Dv;
   const size_t bytes = sizeof(float) * (kTile * lane_stride(D) + kTile * pad4(Dv) + kBlockRows * pad4(D));
-  return launch(fwd_warp2_kernel<NPL>, grid, bytes, s, p, q, k, v, pk, pv, out, lse);
+  return launch(fwd_warp_kernel<NPL>, grid, bytes, s, p, q, k, v, pk, pv, out, lse);
 }
 template <int NPL>
 int attention_bwd_warp(const ad_attn::Params& p, const float* q, const float* k, const float* v, const float* pk, const float* pv, const float* out,
@@ -668,19 +400,12 @@ int attention_bwd_warp(const ad_attn::Params& p, const float* q, const float* k,
                        cudaStream_t s) {
   const dim3 gq((unsigned)ad_cuda::ceil_div(p.Tq, kBlockRows), (unsigned)(p.B * p.H));
   const dim3 gk((unsigned)ad_cuda::ceil_div(p.P + p.Tk, kBlockRows), (unsigned)(p.B * p.Hkv));
-  if (attn_version() == 1) {
-    const size_t bq = sizeof(float) * (kTile * (p.D + 1) + kTile * (p.Dv + 1) + kBlockRows * (p.D + p.Dv));
-    int rc = launch(bwd_q_warp_kernel<NPL>, gq, bq, s, p, q, k, v, pk, pv, out, dout, M, L, Dd, dq);
-    if (rc || p.P + p.Tk == 0) return rc;
-    const size_t bk = sizeof(float) * (kTile * (p.D + 1) + kTile * (p.Dv + 1) + kBlockRows * (p.D + p.Dv) + 3 * kTile);
-    return launch(bwd_kv_warp_kernel<NPL>, gk, bk, s, p, q, k, v, pk, pv, dout, M, L, Dd, dk, dv, dpk, dpv);
-  }
   const int D = (int)p.D, Dv = (int)p.Dv;
   const size_t bq = sizeof(float) * (kTile * (lane_stride(D) + lane_stride(Dv)) + kBlockRows * (pad4(D) + pad4(Dv)));
-  int rc = launch(bwd_q_warp2_kernel<NPL>, gq, bq, s, p, q, k, v, pk, pv, out, dout, M, L, Dd, dq);
+  int rc = launch(bwd_q_warp_kernel<NPL>, gq, bq, s, p, q, k, v, pk, pv, out, dout, M, L, Dd, dq);
   if (rc || p.P + p.Tk == 0) return rc;
   const size_t bk = sizeof(float) * (kTile * (lane_stride(D) + lane_stride(Dv)) + kBlockRows * (pad4(D) + pad4(Dv)) + 3 * kTile);
-  return launch(bwd_kv_warp2_kernel<NPL>, gk, bk, s, p, q, k, v, pk, pv, dout, M, L, Dd, dk, dv, dpk, dpv);
+  return launch(bwd_kv_warp_kernel<NPL>, gk, bk, s, p, q, k, v, pk, pv, dout, M, L, Dd, dk, dv, dpk, dpv);
 }
 
 bool to_params(const adapters_cuda_attn* a, ad_attn::Params* p) {
