@@ -26,6 +26,7 @@
 // for the baseline ISA; the tile GEMM also has a 16-float AVX-512 form. The choice is made once at run time
 // (__builtin_cpu_supports; ADAPTERS_ATTN_NO_AVX512=1 keeps the AVX2 GEMM). No ifuncs.
 #include "attention.h"
+#include "gemm.h"
 
 #include <algorithm>
 #include <atomic>
@@ -480,6 +481,15 @@ void apply_masks(const AttnParams& p, int64_t b, int64_t h, int64_t i0, int64_t 
   }
 }
 
+// One tile product C (M x N, ldc) = [C +] A·B with A element (i, k) at A[i·rsa + k·csa] and B row-major (ld ldb): on AMX
+// tiles with bf16-rounded operands under mixed precision where the bf16 GEMMs run on AMX, else the f32 kernel.
+void tile_gemm(const AttnParams& p, const Kernels& K, int64_t M, int64_t N, int64_t Kd, const float* A, int64_t rsa, int64_t csa,
+               const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  if (p.mixed && (csa == 1 || rsa == 1) && amx_small_gemm(M, N, Kd, A, csa != 1, csa != 1 ? csa : rsa, B, ldb, C, ldc, accumulate))
+    return;
+  K.gemm(M, N, Kd, A, rsa, csa, B, ldb, C, ldc, accumulate);
+}
+
 // Runs fn(task, scratch) for task in [0, ntasks) on the pool with dynamic scheduling. make_scratch is
 // called once per participating thread.
 template <class Scratch, class Make, class Fn>
@@ -563,10 +573,10 @@ void attention_fwd_cpu(const AttnParams& p, const float* q, const float* k, cons
           const float* kr = key_rows(p, k, pk, b, g, kb);
           const float* vr = value_rows(p, v, pv, b, g, kb);
           transpose(kr, kb.n, D, D, s.Kt.data(), BK);
-          K.gemm(nq, kb.n, D, s.Qs.data(), D, 1, s.Kt.data(), BK, s.S.data(), BK, false);
+          tile_gemm(p, K, nq, kb.n, D, s.Qs.data(), D, 1, s.Kt.data(), BK, s.S.data(), BK, false);
           apply_masks(p, b, h, i0, nq, kb, s.S.data());
           K.online_softmax(nq, kb.n, s.S.data(), s.m.data(), s.l.data(), s.acc.data(), Dv);
-          K.gemm(nq, Dv, kb.n, s.S.data(), BK, 1, vr, Dv, s.acc.data(), Dv, true);
+          tile_gemm(p, K, nq, Dv, kb.n, s.S.data(), BK, 1, vr, Dv, s.acc.data(), Dv, true);
         };
 
         bool skipped = false;
@@ -667,7 +677,7 @@ void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, cons
     for (int64_t kbi = 0; kbi < nkb; kbi++) {
       const KeyBlock kb = key_block(p, kbi);
       transpose(key_rows(p, k, pk, b, g, kb), kb.n, D, D, s.Kt.data(), BK);
-      K.gemm(nq, kb.n, D, s.Qs.data(), D, 1, s.Kt.data(), BK, s.S.data(), BK, false);
+      tile_gemm(p, K, nq, kb.n, D, s.Qs.data(), D, 1, s.Kt.data(), BK, s.S.data(), BK, false);
       apply_masks(p, b, h, i0, nq, kb, s.S.data());
       K.stats(nq, kb.n, s.S.data(), s.m.data(), s.l.data());
     }
@@ -690,10 +700,10 @@ void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, cons
       transpose(key_rows(p, k, pk, b, g, kb), kb.n, D, D, s.Kt.data(), BK);
       transpose(value_rows(p, v, pv, b, g, kb), kb.n, Dv, Dv, s.Vt.data(), BK);
     }
-    K.gemm(nq, kb.n, D, s.Qs.data(), D, 1, s.Kt.data(), BK, s.S.data(), BK, false);
+    tile_gemm(p, K, nq, kb.n, D, s.Qs.data(), D, 1, s.Kt.data(), BK, s.S.data(), BK, false);
     apply_masks(p, b, h, i0, nq, kb, s.S.data());
     K.probs(nq, kb.n, s.S.data(), mrow.data() + row0, invl.data() + row0);
-    K.gemm(nq, kb.n, Dv, dout + row0 * Dv, Dv, 1, s.Vt.data(), BK, s.dP.data(), BK, false);
+    tile_gemm(p, K, nq, kb.n, Dv, dout + row0 * Dv, Dv, 1, s.Vt.data(), BK, s.dP.data(), BK, false);
     K.dsoft(nq, kb.n, s.S.data(), s.dP.data(), Dd.data() + row0);
     return true;
   };
@@ -715,10 +725,10 @@ void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, cons
           const int64_t i0 = qb * BQ, nq = std::min(BQ, p.Tq - i0);
           const int64_t row0 = (b * p.H + h) * p.Tq + i0;
           // dV += Pᵀ dO ; dK += dSᵀ (scale·Q)
-          K.gemm(kb.n, Dv, nq, s.S.data(), 1, BK, dout + row0 * Dv, Dv, s.dVacc.data(), Dv, true);
-          K.gemm(kb.n, D, nq, s.dP.data(), 1, BK, s.Qs.data(), D, s.dKacc.data(), D, true);
+          tile_gemm(p, K, kb.n, Dv, nq, s.S.data(), 1, BK, dout + row0 * Dv, Dv, s.dVacc.data(), Dv, true);
+          tile_gemm(p, K, kb.n, D, nq, s.dP.data(), 1, BK, s.Qs.data(), D, s.dKacc.data(), D, true);
           // dQ += dS K   (scaled by `scale` at the end)
-          if (do_dq) K.gemm(nq, D, kb.n, s.dP.data(), BK, 1, kr, D, dq + row0 * D, D, true);
+          if (do_dq) tile_gemm(p, K, nq, D, kb.n, s.dP.data(), BK, 1, kr, D, dq + row0 * D, D, true);
         }
       if (!touched) continue;  // outputs were zeroed up front
       float* dkr = kb.prefix ? (dpk ? dpk + ((b * p.Hkv + g) * p.P + kb.j0) * D : nullptr)
@@ -751,7 +761,7 @@ void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, cons
       for (int64_t kbi = 0; kbi < nkb; kbi++) {
         const KeyBlock kb = key_block(p, kbi);
         if (!tile(s, b, h, g, qb, kb, true, true)) continue;
-        K.gemm(nq, D, kb.n, s.dP.data(), BK, 1, key_rows(p, k, pk, b, g, kb), D, s.dQacc.data(), D, true);
+        tile_gemm(p, K, nq, D, kb.n, s.dP.data(), BK, 1, key_rows(p, k, pk, b, g, kb), D, s.dQacc.data(), D, true);
       }
       std::copy(s.dQacc.begin(), s.dQacc.begin() + nq * D, dq + row0 * D);
     });

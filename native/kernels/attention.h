@@ -20,6 +20,10 @@ struct AttnParams {
   int64_t mask_sb = 0, mask_sh = 0, mask_si = 0, mask_sj = 0;
   // Optional key padding mask (B, P+Tk): nonzero = keep. null = none.
   const uint8_t* key_keep = nullptr;
+  // Mixed precision (autocast): the tile products round their f32 operands to bf16 and run on AMX tiles with f32
+  // accumulation, as torch.autocast computes attention's matmuls in bf16; softmax and masks stay f32. Without AMX
+  // (or with bf16 GEMMs forced off it) the f32 kernels run, as without the flag.
+  bool mixed = false;
 };
 
 // q: (B,H,Tq,D)  k: (B,Hkv,Tk,D)  v: (B,Hkv,Tk,Dv)  pk: (B,Hkv,P,D)  pv: (B,Hkv,P,Dv) (null when P == 0)

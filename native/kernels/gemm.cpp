@@ -1233,6 +1233,23 @@ void gemm_small(const Args<T>& g, Cvt cvt) {
   }
 }
 
+// amx_small_gemm's body: A and B packed into this thread's panels (f32 rounded to bf16 as they are packed), then
+// one 32 x 32 block of C at a time. C = [C +] op(A)·B.
+AD_TGT_AMX void amx_small_run(int64_t M, int64_t N, int64_t K, const float* A, bool transA, int64_t lda, const float* B, int64_t ldb,
+                              float* C, int64_t ldc, bool accumulate) {
+  const int64_t kcp = rup(K, 32), ns = kcp / 32;
+  uint16_t* ap = tl_apack.get<uint16_t>((size_t)(rup(M, 32) * kcp));
+  uint16_t* bp = tl_bpack.get<uint16_t>((size_t)(rup(N, 32) * kcp));
+  pack_a_amx(transA, B16Src(A, true), lda, 0, M, 0, K, ap);
+  pack_b_amx(false, B16Src(B, true), ldb, 0, K, 0, N, bp);
+  amx_begin();
+  for (int64_t ir = 0; ir < M; ir += 32)
+    for (int64_t jr = 0; jr < N; jr += 32)
+      ukr_amx(ns, APanel{ap + ir * kcp, 64, 1024, 512}, bp + jr * kcp, C + ir * ldc + jr, ldc, (int)std::min<int64_t>(32, M - ir),
+              (int)std::min<int64_t>(32, N - jr), 1.f, accumulate ? 1.f : 0.f, nullptr, false, false, nullptr);
+  amx_end();
+}
+
 void sgemm_dispatch_batched(int64_t batch, const Args<float>& g, int64_t sA, int64_t sB, int64_t sC) {
   switch (cur_f32()) {
     case F32_AVX512: gemm_batched_run<F32Avx512>(batch, g, sA, sB, sC); break;
@@ -1321,6 +1338,19 @@ void bgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N
   for (int64_t i = 0; i < nb; i++) bf16_to_f32_matrix(B + i * strideB, br, bc, ldb, Bf.data() + i * br * bc);
   sgemm_batched(batch, transA, transB, M, N, K, alpha, Af.data(), ac, strideA == 0 ? 0 : ar * ac, Bf.data(), bc,
                 strideB == 0 ? 0 : br * bc, beta, C, ldc, strideC);
+}
+
+bool amx_small_gemm(int64_t M, int64_t N, int64_t K, const float* A, bool transA, int64_t lda, const float* B, int64_t ldb, float* C,
+                    int64_t ldc, bool accumulate) {
+  if (cur_b16() != B16_AMX) return false;
+  if (M <= 0 || N <= 0) return true;
+  if (K <= 0) {
+    if (!accumulate)
+      for (int64_t i = 0; i < M; i++) std::memset(C + i * ldc, 0, (size_t)N * sizeof(float));
+    return true;
+  }
+  amx_small_run(M, N, K, A, transA, lda, B, ldb, C, ldc, accumulate);
+  return true;
 }
 
 void mgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N, int64_t K, const void* A, bool a_f32,

@@ -33,6 +33,13 @@ void mgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N
                    int64_t lda, int64_t strideA, const void* B, bool b_f32, int64_t ldb, int64_t strideB,
                    const float* bias, float* C, int64_t ldc, int64_t strideC);
 
+// A small product on AMX tiles in the calling thread, no pool (attention's tiles under autocast): C (M x N, ldc) =
+// [C +] op(A)·B with A f32 (transA ? (K,M) : (M,K), leading dim lda) and B f32 row-major (K,N), both rounded to bf16
+// as the cast op rounds, products accumulated in f32. Returns false, doing nothing, where the bf16 GEMMs are not on
+// AMX (no AMX, or forced off by gemm_force_isa).
+bool amx_small_gemm(int64_t M, int64_t N, int64_t K, const float* A, bool transA, int64_t lda, const float* B, int64_t ldb, float* C,
+                    int64_t ldc, bool accumulate);
+
 // Reference kernels (plain loops, f64-free, single thread): the oracle for tests and benches.
 void sgemm_ref(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
