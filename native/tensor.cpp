@@ -401,7 +401,7 @@ inline void store(char* p, DType d, const char* src, DType sd) {
 }  // namespace
 
 // Contiguous f32 <-> bf16 runs (mixed precision casts every Linear input): branch-free loops that vectorise.
-AD_CLONES static void f32_to_bf16_run(uint16_t* d, const float* s, int64_t n) {
+AD_CLONES void f32_to_bf16_run(uint16_t* d, const float* s, int64_t n) {
   for (int64_t i = 0; i < n; i++) {
     uint32_t u;
     std::memcpy(&u, &s[i], 4);
@@ -410,7 +410,7 @@ AD_CLONES static void f32_to_bf16_run(uint16_t* d, const float* s, int64_t n) {
     d[i] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);  // quiet NaN, else round-to-nearest-even
   }
 }
-AD_CLONES static void bf16_to_f32_run(float* d, const uint16_t* s, int64_t n) {
+AD_CLONES void bf16_to_f32_run(float* d, const uint16_t* s, int64_t n) {
   for (int64_t i = 0; i < n; i++) {
     const uint32_t u = (uint32_t)s[i] << 16;
     std::memcpy(&d[i], &u, 4);

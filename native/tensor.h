@@ -119,6 +119,9 @@ bool parse_device(const std::string& s, Device* out);
 
 // bf16/f16 <-> f32, round-to-nearest-even like PyTorch.
 inline float bf16_to_f32(uint16_t h) { uint32_t u = (uint32_t)h << 16; float f; std::memcpy(&f, &u, 4); return f; }
+// Contiguous runs of f32 -> bf16 (f32_to_bf16's rounding) and bf16 -> f32, vectorised (tensor.cpp).
+void f32_to_bf16_run(uint16_t* d, const float* s, int64_t n);
+void bf16_to_f32_run(float* d, const uint16_t* s, int64_t n);
 inline uint16_t f32_to_bf16(float f) {
   uint32_t u; std::memcpy(&u, &f, 4);
   if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  // quiet NaN

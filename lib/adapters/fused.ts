@@ -10,6 +10,7 @@
  * as ops.linear's do under autocast (lib/autocast.ts); everything else stays f32.
  */
 import { Tensor, callOp, tensor, withGrad } from '../tensor.ts';
+import { isGradEnabled } from '../autograd/tape.ts';
 import { ValueError } from '../errors.ts';
 import * as ops from '../ops/index.ts';
 
@@ -49,18 +50,25 @@ export function loraLinear(x: Tensor, W: Tensor, b: Tensor | null, A: Tensor, B:
 }
 
 export function ia3Linear(x: Tensor, W: Tensor, b: Tensor | null, v: Tensor, scale: number, mixed = false): Tensor {
-  const [y, base] = callOp('ia3_linear', [x, W, b, v], { scale, mixed: mixed ? 1 : 0 });
+  const [y, base0] = callOp('ia3_linear', [x, W, b, v], { scale, mixed: mixed ? 1 : 0 });
   const xs = x.shape, vs = v.shape;
+  // the unscaled output is kept only for the scale's gradient; under CPU autocast as bf16 (half the bytes, as
+  // torch.autocast's bf16 activations)
+  let base = base0!;
+  if (mixed && v.requiresGrad && isGradEnabled()) {
+    base = callOp('cast', [base0!], { dtype: 'bf16' })[0]!;
+    base0!.dispose();
+  }
   withGrad([y!], 'ia3Linear', [x, W, b, v], ([g]) => {
-    const g2 = flat(g!), x2 = flat(x), base2 = flat(base!);
+    const g2 = flat(g!), base2 = flat(base);
     const sv = ops.mul(ops.reshape(v, [-1]), scale);
     const gbase = ops.mul(g2, sv);
     const gx = x.requiresGrad ? ops.reshape(timesW(gbase, W, mixed), xs) : null;
-    const gW = W.requiresGrad ? timesW(ops.transpose(gbase, 0, 1), x2, mixed) : null;
+    const gW = W.requiresGrad ? timesW(ops.transpose(gbase, 0, 1), flat(x), mixed) : null;
     const gb = b && b.requiresGrad ? ops.sum(gbase, 0) : null;
     const gv = v.requiresGrad ? ops.reshape(ops.mul(ops.sum(ops.mul(g2, base2), 0), scale), vs) : null;
     return [gx, gW, gb, gv];
-  }, [base!], [x, W, v]);
+  }, [base], W.requiresGrad ? [x, W, v] : [W, v]);  // x only for W's gradient
   return y!;
 }
 

@@ -144,7 +144,13 @@ export class BertLayer extends Module {
     // the key-padding mask is built on the host (bool ops); it goes to the device for the attention call only
     const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: onDevice(keep, q.device), prefixK: pre?.k, prefixV: pre?.v }));
     const a = this.attnSite.forward(this.dropAttnOut.forward(this.o.forward(ctx)), hx, this.ln1);
-    const f = this.down.forward(this.act(this.up.forward(a)));
+    // the FFN's two wide intermediates go as soon as they are used: the tape keeps what its backward needs (dispose frees
+    // a tensor once no graph node retains it), so a frozen projection's input is not held to the end of the step
+    const u = this.up.forward(a);
+    const g = this.act(u);
+    if (g !== u) u.dispose();
+    const f = this.down.forward(g);
+    if (f !== g) g.dispose();
     return this.reftSite.apply(this.ffnSite.forward(this.drop.forward(f), a, this.ln2), this.training);
   }
 }

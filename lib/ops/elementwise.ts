@@ -7,6 +7,8 @@
 import { Tensor, callOp, withGrad } from '../tensor.ts';
 import { ValueError } from '../errors.ts';
 import { assertTensor, checkFloat, isFloat, one, scalarLike, sumToShape } from './util.ts';
+import { isGradEnabled } from '../autograd/tape.ts';
+import { autocastActive } from '../autocast.ts';
 
 type Operand = Tensor | number;
 
@@ -217,6 +219,13 @@ export function sign(x: Tensor): Tensor {
 function activation(name: string, kind: string, x: Tensor): Tensor {
   assertTensor(x, name, 'input');
   checkFloat(x, name);
+  if (autocastActive() && x.device === 'cpu' && x.dtype === 'f32' && x.requiresGrad && isGradEnabled()) {
+    // CPU autocast: the backward keeps a bf16 copy of the input, written by the forward's pass (half the bytes of the
+    // f32 input; torch.autocast's activations are bf16 tensors)
+    const [y, xb] = callOp(name, [x], { save_bf16: 1 });
+    withGrad([y!], name, [x], ([g]) => [one(callOp('activation_bwd', [xb!, g!], { kind }))], [xb!], [xb!]);
+    return y!;
+  }
   const y = one(callOp(name, [x]));
   withGrad([y], name, [x], ([g]) => [one(callOp('activation_bwd', [x, g!], { kind }))], [], [x]);
   return y;

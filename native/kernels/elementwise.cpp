@@ -212,8 +212,16 @@ void unary(OpCtx& ctx, UnOp op) {
   Tensor o = Tensor::empty(x.shape, DType::F32);
   const float* X = x.data<float>();
   float* O = o.data<float>();
-  parallel_for(x.numel(), 16384, [&](int64_t b, int64_t e) { unary_loop(op, O + b, X + b, e - b); });
+  // save_bf16 (CPU autocast): also a bf16 copy of an f32 input, for the backward, written by the same pass
+  const bool save16 = ctx.i("save_bf16", 0) && x0.dtype == DType::F32;
+  Tensor xb = save16 ? Tensor::empty(x.shape, DType::BF16) : Tensor();
+  uint16_t* XB = save16 ? xb.data<uint16_t>() : nullptr;
+  parallel_for(x.numel(), 16384, [&](int64_t b, int64_t e) {
+    unary_loop(op, O + b, X + b, e - b);
+    if (XB) f32_to_bf16_run(XB + b, X + b, e - b);
+  });
   ctx.out.push_back(o);
+  if (save16) ctx.out.push_back(xb);
 }
 
 UnOp parse_act(const OpCtx& ctx, const std::string& k) {
@@ -269,12 +277,27 @@ void op_atan(OpCtx& c) { unary(c, U_ATAN); }
 void op_activation_bwd(OpCtx& c) {
   c.expect_inputs(2);
   UnOp op = parse_act(c, c.s("kind", ""));
-  Tensor x = c.f32(0), g = c.f32(1);
+  // a bf16 x (kept by CPU autocast) is widened a chunk at a time, without an f32 copy
+  const bool x16 = c.input(0).dtype == DType::BF16;
+  Tensor x = x16 ? contiguous(c.input(0)) : c.f32(0), g = c.f32(1);
   if (x.shape != g.shape) c.fail("ShapeError", "x " + shape_str(x.shape) + " vs grad " + shape_str(g.shape));
   Tensor o = Tensor::empty(x.shape, DType::F32);
-  const float *X = x.data<float>(), *G = g.data<float>();
+  const float* G = g.data<float>();
   float* O = o.data<float>();
-  parallel_for(x.numel(), 8192, [&](int64_t b, int64_t e) { act_grad_loop(op, O + b, G + b, X + b, e - b); });
+  if (x16) {
+    const uint16_t* X = x.data<uint16_t>();
+    parallel_for(x.numel(), 8192, [&](int64_t b, int64_t e) {
+      alignas(64) float buf[1024];
+      for (int64_t s = b; s < e; s += 1024) {
+        const int64_t m = std::min<int64_t>(1024, e - s);
+        bf16_to_f32_run(buf, X + s, m);
+        act_grad_loop(op, O + s, G + s, buf, m);
+      }
+    });
+  } else {
+    const float* X = x.data<float>();
+    parallel_for(x.numel(), 8192, [&](int64_t b, int64_t e) { act_grad_loop(op, O + b, G + b, X + b, e - b); });
+  }
   c.out.push_back(o);
 }
 

@@ -93,3 +93,27 @@ test('autocast keeps low-rank and tiny projections (LoRA A/B, a 2-class head) in
   });
   t.true(Math.abs(y[1]![0]! - 2 * y[0]![0]!) < 1e-3 * Math.abs(y[0]![0]!) + 1e-3);
 });
+
+test('activations under CPU autocast: the backward keeps a bf16 copy of the input (gradient exactly at the rounded input), the forward stays f32', (t) => {
+  const acts: [string, (x: import('../../lib/index.ts').Tensor) => import('../../lib/index.ts').Tensor][] = [
+    ['gelu', (x) => ops.gelu(x)], ['gelu tanh', (x) => ops.gelu(x, { approximate: 'tanh' })], ['silu', (x) => ops.silu(x)], ['tanh', (x) => ops.tanh(x)],
+  ];
+  for (const [name, f] of acts) {
+    const x = randn([3, 1000], { seed: 11, requiresGrad: true });
+    const g = randn([3, 1000], { seed: 12 });
+    const y = autocast(() => f(x));
+    y.backward(g);
+    const plain = (xin: import('../../lib/index.ts').Tensor) => {
+      const l = xin.detach();
+      l.requiresGrad = true;
+      const out = f(l);
+      out.backward(g);
+      return [out.toArray(), l.grad!.toArray()];
+    };
+    const [yRef, gF32] = plain(x);
+    t.deepEqual(y.toArray(), yRef, `${name}: the forward is the f32 one`);
+    const [, gRounded] = plain(x.detach().to('bf16').to('f32'));
+    t.deepEqual(x.grad!.toArray(), gRounded, `${name}: gradient at the bf16-rounded input`);
+    t.notDeepEqual(x.grad!.toArray(), gF32, `${name}: the bf16 copy was used`);
+  }
+});
