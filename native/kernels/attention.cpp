@@ -24,7 +24,9 @@
 //
 // Vectorisation: tile kernels use GCC vector extensions (8 floats) and are compiled twice, for AVX2+FMA and
 // for the baseline ISA; the tile GEMM also has a 16-float AVX-512 form. The choice is made once at run time
-// (__builtin_cpu_supports; ADAPTERS_ATTN_NO_AVX512=1 keeps the AVX2 GEMM). No ifuncs.
+// (__builtin_cpu_supports; ADAPTERS_ATTN_NO_AVX512=1 keeps the AVX2 GEMM). No ifuncs. Under mixed precision
+// (p.mixed, CPU autocast) the tile products go to amx_small_gemm (gemm.cpp: bf16-rounded operands on AMX tiles,
+// f32 accumulation) where the bf16 GEMMs run on AMX; masks, softmax and the statistics stay f32.
 #include "attention.h"
 #include "gemm.h"
 
