@@ -1,6 +1,7 @@
-// The register-tiled CUDA attention kernels (cuda/attention_tiles.cuh) run on the CPU under a thread-per-CUDA-thread
-// emulation (test/cuda/emu/attention_tiles_emu.cpp) against the per-row reference code of cuda/attention_math.h: their
-// tile indexing, staging, barriers and shuffles are checked on every machine, not only where a GPU is lent.
+// The CUDA attention kernels — register-tiled (cuda/attention_tiles.cuh, heads <= 64) and warp-cooperative
+// (cuda/attention_warp.cuh, heads <= 128) — run on the CPU under a thread-per-CUDA-thread emulation
+// (test/cuda/emu/attention_tiles_emu.cpp) against the per-row reference code of cuda/attention_math.h: their tile
+// indexing, staging, barriers and shuffles are checked on every machine, not only where a GPU is lent.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -34,11 +35,13 @@ const b = build();
 if ('error' in b) test(`attention tile emulation skipped: ${b.error}`, (t) => t.pass());
 else if ('broken' in b) test('the attention tile emulator builds', (t) => t.fail(b.broken));
 else {
-  test('register-tiled attention kernels (forward, dq, dk/dv) match the per-row code under CPU emulation', (t) => {
+  test('CUDA attention kernels (tiles and warp kernels; forward, dq, dk/dv) match the per-row code under CPU emulation', (t) => {
     const r = spawnSync(b.exe, [], { encoding: 'utf8', timeout: 240_000 });
     const lines = r.stdout.trim().split('\n').filter((l) => l.startsWith('{'));
-    const cases = lines.slice(0, -1).map((l) => JSON.parse(l) as { case: number[]; ok: boolean; why: string });
-    t.is(cases.length, 8, r.stderr.slice(-1000));
+    const cases = lines.slice(0, -1).map((l) => JSON.parse(l) as { case: number[]; kernels: number; ok: boolean; why: string });
+    t.is(cases.length, 10, r.stderr.slice(-1000));
+    // heads <= 64 run both families, larger ones the warp kernels alone
+    for (const c of cases) t.is(c.kernels, c.case[6]! <= 64 && c.case[7]! <= 64 ? 2 : 1, `kernels run for ${JSON.stringify(c.case)}`);
     for (const c of cases) t.true(c.ok, `case [B,H,Hkv,Tq,Tk,P,D,Dv,causal,mask,keep] = ${JSON.stringify(c.case)}: ${c.why}`);
     t.is(r.status, 0);
   });

@@ -1,9 +1,11 @@
-// attention_tiles_emu.cpp — runs cuda/attention_tiles.cuh (the register-tiled attention kernels) on the CPU and checks
-// them against attention_math.h's per-row code, so that their indexing and barriers are tested without a GPU.
+// attention_tiles_emu.cpp — runs the CUDA attention kernels of cuda/attention_tiles.cuh (register-tiled, heads <= 64)
+// and cuda/attention_warp.cuh (warp-cooperative, heads <= 128) on the CPU and checks them against attention_math.h's
+// per-row code, so that their indexing, barriers and shuffles are tested without a GPU.
 // Each CUDA thread of a block is an OS thread; __syncthreads is a barrier over the block, __shfl_xor_sync an exchange
 // through a per-warp buffer between two barriers over the warp; shared memory starts as NaN so that a read of
 // anything not staged shows up in the results. Build: c++ -std=c++20 -O1 -pthread -Icuda (test/cuda/emu.test.ts).
 // Prints one JSON line per case; exit status 1 when any case fails.
+#include <algorithm>
 #include <barrier>
 #include <cmath>
 #include <cstdint>
@@ -11,7 +13,9 @@
 #include <cstring>
 #include <memory>
 #include <random>
+#include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #define __global__
@@ -59,9 +63,21 @@ T __shfl_xor_sync(unsigned, T v, int o) {
   w.bar->arrive_and_wait();
   return r;
 }
+template <class T>
+T __shfl_sync(unsigned, T v, int src) {
+  static_assert(sizeof(T) <= 8, "");
+  emu::Warp& w = emu::block->warps[emu::warp];
+  std::memcpy(&w.buf[emu::lane], &v, sizeof(T));
+  w.bar->arrive_and_wait();
+  T r;
+  std::memcpy(&r, &w.buf[src & 31], sizeof(T));
+  w.bar->arrive_and_wait();
+  return r;
+}
 #define AD_DYNAMIC_SMEM(name) float4* name = emu::block->smem.data()
 
 #include "attention_tiles.cuh"
+#include "attention_warp.cuh"
 
 template <class K, class... A>
 void launch(K kernel, dim3 grid, size_t bytes, A... args) {
@@ -101,9 +117,11 @@ static bool compare(const char* what, const std::vector<float>& got, const std::
 int main() {
   const Case cases[] = {
       {2, 4, 2, 5, 6, 3, 8, 8, true, false, false},   {2, 4, 2, 5, 6, 3, 8, 8, false, true, true},
-      {2, 4, 2, 5, 6, 3, 8, 8, true, true, true},     {2, 4, 2, 70, 70, 3, 64, 64, true, true, true},
+      {2, 4, 2, 5, 6, 3, 8, 8, true, true, true},     {1, 2, 1, 70, 70, 3, 64, 64, true, true, true},
       {3, 2, 2, 1, 37, 0, 20, 20, true, true, false}, {1, 2, 1, 33, 45, 0, 40, 24, false, false, true},
       {1, 1, 1, 130, 129, 0, 64, 48, false, true, false}, {1, 2, 2, 64, 64, 64, 17, 33, true, false, true},
+      // heads the tiles do not take: warp kernels only (NPL 4)
+      {1, 2, 1, 33, 45, 0, 128, 96, false, false, true},  {2, 2, 2, 40, 40, 5, 80, 80, true, true, true},
   };
   std::mt19937 rng(7);
   std::normal_distribution<float> nd;
@@ -136,27 +154,66 @@ int main() {
     for (int64_t cc = 0; cc < keys; cc++)
       ad_attn::dkv_row(p, cc, q.data(), k.data(), v.data(), PK, PV, dout.data(), M_r.data(), L_r.data(), D_r.data(), dk_r.data(),
                        dv_r.data(), dpk_r.data(), dpv_r.data());
-    // the tiles
-    std::vector<float> out(out_r.size()), lse(lse_r.size()), M(rows), L(rows), Dd(rows), dq(dq_r.size()), dk(k.size()), dv(v.size());
-    std::vector<float> dpk(pk.size()), dpv(pv.size());
-    const unsigned qb = (unsigned)((c.Tq + ad_attn3::kT3 - 1) / ad_attn3::kT3), kb = (unsigned)((S + ad_attn3::kT3 - 1) / ad_attn3::kT3);
-    launch(ad_attn3::fwd_kernel, dim3{qb, (unsigned)(c.B * c.H), 1}, ad_attn3::fwd_smem_bytes(), p, (const float*)q.data(),
-           (const float*)k.data(), (const float*)v.data(), PK, PV, out.data(), lse.data());
-    launch(ad_attn3::bwd_q_kernel, dim3{qb, (unsigned)(c.B * c.H), 1}, ad_attn3::bwd_q_smem_bytes(), p, (const float*)q.data(),
-           (const float*)k.data(), (const float*)v.data(), PK, PV, (const float*)out_r.data(), (const float*)dout.data(), M.data(), L.data(),
-           Dd.data(), dq.data());
-    launch(ad_attn3::bwd_kv_kernel, dim3{kb, (unsigned)(c.B * c.Hkv), 1}, ad_attn3::bwd_kv_smem_bytes(), p, (const float*)q.data(),
-           (const float*)k.data(), (const float*)v.data(), PK, PV, (const float*)dout.data(), (const float*)M_r.data(),
-           (const float*)L_r.data(), (const float*)D_r.data(), dk.data(), dv.data(), dpk.data(), dpv.data());
+    // the kernels under test: the tiles (heads <= 64) and the warp kernels (heads <= 128)
+    struct Out {
+      std::vector<float> out, lse, M, L, Dd, dq, dk, dv, dpk, dpv;
+    };
+    auto fresh = [&] {
+      Out o;
+      o.out.resize(out_r.size()), o.lse.resize(rows), o.M.resize(rows), o.L.resize(rows), o.Dd.resize(rows), o.dq.resize(dq_r.size());
+      o.dk.resize(k.size()), o.dv.resize(v.size()), o.dpk.resize(pk.size()), o.dpv.resize(pv.size());
+      return o;
+    };
+    std::vector<std::pair<std::string, Out>> runs;
+    const int D = (int)c.D, Dv = (int)c.Dv, mx = std::max(D, Dv);
+    if (mx <= 64) {
+      Out o = fresh();
+      const unsigned qb = (unsigned)((c.Tq + ad_attn3::kT3 - 1) / ad_attn3::kT3), kb = (unsigned)((S + ad_attn3::kT3 - 1) / ad_attn3::kT3);
+      launch(ad_attn3::fwd_kernel, dim3{qb, (unsigned)(c.B * c.H), 1}, ad_attn3::fwd_smem_bytes(), p, (const float*)q.data(),
+             (const float*)k.data(), (const float*)v.data(), PK, PV, o.out.data(), o.lse.data());
+      launch(ad_attn3::bwd_q_kernel, dim3{qb, (unsigned)(c.B * c.H), 1}, ad_attn3::bwd_q_smem_bytes(), p, (const float*)q.data(),
+             (const float*)k.data(), (const float*)v.data(), PK, PV, (const float*)out_r.data(), (const float*)dout.data(), o.M.data(),
+             o.L.data(), o.Dd.data(), o.dq.data());
+      launch(ad_attn3::bwd_kv_kernel, dim3{kb, (unsigned)(c.B * c.Hkv), 1}, ad_attn3::bwd_kv_smem_bytes(), p, (const float*)q.data(),
+             (const float*)k.data(), (const float*)v.data(), PK, PV, (const float*)dout.data(), (const float*)M_r.data(),
+             (const float*)L_r.data(), (const float*)D_r.data(), o.dk.data(), o.dv.data(), o.dpk.data(), o.dpv.data());
+      runs.emplace_back("tiles", std::move(o));
+    }
+    auto warp = [&](auto npl, const char* name) {
+      constexpr int NPL = decltype(npl)::value;
+      using namespace ad_attn_warp;
+      Out o = fresh();
+      const unsigned qb = (unsigned)((c.Tq + kBlockRows - 1) / kBlockRows), kb = (unsigned)((S + kBlockRows - 1) / kBlockRows);
+      launch(fwd_warp_kernel<NPL>, dim3{qb, (unsigned)(c.B * c.H), 1}, fwd_smem_bytes(D, Dv), p, (const float*)q.data(), (const float*)k.data(),
+             (const float*)v.data(), PK, PV, o.out.data(), o.lse.data());
+      launch(bwd_q_warp_kernel<NPL>, dim3{qb, (unsigned)(c.B * c.H), 1}, bwd_q_smem_bytes(D, Dv), p, (const float*)q.data(),
+             (const float*)k.data(), (const float*)v.data(), PK, PV, (const float*)out_r.data(), (const float*)dout.data(), o.M.data(),
+             o.L.data(), o.Dd.data(), o.dq.data());
+      launch(bwd_kv_warp_kernel<NPL>, dim3{kb, (unsigned)(c.B * c.Hkv), 1}, bwd_kv_smem_bytes(D, Dv), p, (const float*)q.data(),
+             (const float*)k.data(), (const float*)v.data(), PK, PV, (const float*)dout.data(), (const float*)M_r.data(),
+             (const float*)L_r.data(), (const float*)D_r.data(), o.dk.data(), o.dv.data(), o.dpk.data(), o.dpv.data());
+      runs.emplace_back(name, std::move(o));
+    };
+    // the instantiation attention.cu's warp_npl picks for these heads (the warp kernels also run heads <= 64 when
+    // ADAPTERS_CUDA_ATTN=2)
+    if (mx <= 32) warp(std::integral_constant<int, 1>{}, "warp1");
+    else if (mx <= 64) warp(std::integral_constant<int, 2>{}, "warp2");
+    else if (mx <= 128) warp(std::integral_constant<int, 4>{}, "warp4");
     std::string why;
-    bool ok = compare("out", out, out_r, 1e-5, why) & compare("lse", lse, lse_r, 1e-5, why) & compare("M", M, M_r, 1e-5, why) &
-              compare("L", L, L_r, 1e-5, why) & compare("D", Dd, D_r, 1e-5, why) & compare("dq", dq, dq_r, 1e-4, why) &
-              compare("dk", dk, dk_r, 1e-4, why) & compare("dv", dv, dv_r, 1e-4, why) & compare("dpk", dpk, dpk_r, 1e-4, why) &
-              compare("dpv", dpv, dpv_r, 1e-4, why);
+    bool ok = !runs.empty();
+    for (auto& [name, o] : runs) {
+      std::string w;
+      const bool r = compare("out", o.out, out_r, 1e-5, w) & compare("lse", o.lse, lse_r, 1e-5, w) & compare("M", o.M, M_r, 1e-5, w) &
+                     compare("L", o.L, L_r, 1e-5, w) & compare("D", o.Dd, D_r, 1e-5, w) & compare("dq", o.dq, dq_r, 1e-4, w) &
+                     compare("dk", o.dk, dk_r, 1e-4, w) & compare("dv", o.dv, dv_r, 1e-4, w) & compare("dpk", o.dpk, dpk_r, 1e-4, w) &
+                     compare("dpv", o.dpv, dpv_r, 1e-4, w);
+      if (!r) why += (why.empty() ? "" : "; ") + name + ": " + w;
+      ok &= r;
+    }
     all &= ok;
-    printf("{\"case\":[%lld,%lld,%lld,%lld,%lld,%lld,%lld,%lld,%d,%d,%d],\"ok\":%s,\"why\":\"%s\"}\n", (long long)c.B, (long long)c.H,
+    printf("{\"case\":[%lld,%lld,%lld,%lld,%lld,%lld,%lld,%lld,%d,%d,%d],\"kernels\":%d,\"ok\":%s,\"why\":\"%s\"}\n", (long long)c.B, (long long)c.H,
            (long long)c.Hkv, (long long)c.Tq, (long long)c.Tk, (long long)c.P, (long long)c.D, (long long)c.Dv, c.causal, c.mask, c.keep,
-           ok ? "true" : "false", why.c_str());
+           (int)runs.size(), ok ? "true" : "false", why.c_str());
     fflush(stdout);
   }
   printf("{\"worst_over_tol\":%.3g,\"ok\":%s}\n", worst, all ? "true" : "false");
