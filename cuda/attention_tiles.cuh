@@ -4,6 +4,7 @@
 // same source on the CPU, a thread per CUDA thread, against attention_math.h's per-row code.
 #pragma once
 #include "attention_math.h"
+#include "warp_reduce.cuh"
 
 #ifndef AD_DYNAMIC_SMEM
 #define AD_DYNAMIC_SMEM(name) extern __shared__ float4 name[]
@@ -33,15 +34,6 @@ __device__ __forceinline__ void mm_tile(const float* At, int lda, const float* B
 #pragma unroll
       for (int j = 0; j < 4; j++) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
   }
-}
-// max / sum over the 16 threads that share a row group (lanes equal but for their low four bits)
-__device__ __forceinline__ float max16(float v) {
-  for (int o = 8; o; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-__device__ __forceinline__ float sum16(float v) {
-  for (int o = 8; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
 }
 // 64 rows, dim floats each, into dst k-major (dst[d·64 + r], times mul): consecutive threads take consecutive rows,
 // so the shared-memory stores never collide. row(r) is the source row or null (zeros).
@@ -110,7 +102,7 @@ __global__ void __launch_bounds__(256) fwd_kernel(ad_attn::Params p, const float
         s[i][j] = key >= S ? -INFINITY : row >= p.Tq ? 0.f : ad_attn::finish_score(p, s[i][j], b, h, row, key);
         tmax = fmaxf(tmax, s[i][j]);
       }
-      const float mn = fmaxf(m[i], max16(tmax));  // finite: the tile has a key, hidden ones score −FLT_MAX
+      const float mn = fmaxf(m[i], group_max<16>(tmax));  // finite: the tile has a key, hidden ones score −FLT_MAX
       const float alpha = expf(m[i] - mn);        // 0 on the first tile
       float rs = 0.f;
 #pragma unroll
@@ -118,7 +110,7 @@ __global__ void __launch_bounds__(256) fwd_kernel(ad_attn::Params p, const float
         s[i][j] = expf(s[i][j] - mn);  // P, unnormalised
         rs += s[i][j];
       }
-      l[i] = l[i] * alpha + sum16(rs);
+      l[i] = l[i] * alpha + group_sum<16>(rs);
       m[i] = mn;
 #pragma unroll
       for (int j = 0; j < 4; j++) o[i][j] *= alpha;
@@ -162,7 +154,7 @@ __global__ void __launch_bounds__(256) bwd_q_kernel(ad_attn::Params p, const flo
     double a = 0;
     if (i < p.Tq)
       for (int d = lane; d < Dv; d += 32) a += (double)dout[(bh * p.Tq + i) * Dv + d] * out[(bh * p.Tq + i) * Dv + d];
-    for (int o = 16; o; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
+    a = group_sum<32>(a);
     if (lane == 0) Ds[rr] = (float)a;
   }
   __syncthreads();  // Ds (and the staged tiles) visible to all, also when there are no keys
@@ -187,11 +179,11 @@ __global__ void __launch_bounds__(256) bwd_q_kernel(ad_attn::Params p, const flo
         s[i][j] = key >= S ? -INFINITY : row >= p.Tq ? 0.f : ad_attn::finish_score(p, s[i][j], b, h, row, key);
         tmax = fmaxf(tmax, s[i][j]);
       }
-      const float mn = fmaxf(m[i], max16(tmax));
+      const float mn = fmaxf(m[i], group_max<16>(tmax));
       float rs = 0.f;
 #pragma unroll
       for (int j = 0; j < 4; j++) rs += expf(s[i][j] - mn);
-      l[i] = l[i] * expf(m[i] - mn) + sum16(rs);
+      l[i] = l[i] * expf(m[i] - mn) + group_sum<16>(rs);
       m[i] = mn;
     }
   }

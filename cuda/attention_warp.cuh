@@ -4,6 +4,7 @@
 // test/cuda/emu/attention_tiles_emu.cpp runs the same source on the CPU against attention_math.h's per-row code.
 #pragma once
 #include "attention_math.h"
+#include "warp_reduce.cuh"
 
 #ifndef AD_DYNAMIC_SMEM
 #define AD_DYNAMIC_SMEM(name) extern __shared__ float4 name[]
@@ -15,19 +16,6 @@ constexpr int kTile = 32;   // keys (forward, dq) or queries (dk, dv) per shared
 constexpr int kWarps = 8;   // warps per block
 constexpr int kRows = 4;    // rows (queries, or keys for dk/dv) per warp: 32 per block
 constexpr int kBlockRows = kWarps * kRows;
-
-__device__ inline float warp_max(float v) {
-  for (int o = 16; o; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-__device__ inline float warp_sum(float v) {
-  for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-__device__ inline double warp_sum(double v) {
-  for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
 
 // A shared-memory read feeds several FMAs: dot products read float4s (rows padded with zeros to a multiple of 4; a
 // lane-indexed row stride of an odd multiple of 4 floats puts each quarter-warp's float4 reads on distinct banks) and
@@ -110,10 +98,10 @@ __global__ void __launch_bounds__(256) fwd_warp_kernel(ad_attn::Params p, const 
       e[r] = 0.f;
       if (iw + r >= p.Tq) continue;  // warp-uniform
       const float s = j < S ? ad_attn::finish_score(p, a[r], b, h, iw + r, j) : -INFINITY;
-      const float mn = fmaxf(m[r], warp_max(s));  // finite: the tile has a key, hidden ones score −FLT_MAX
+      const float mn = fmaxf(m[r], group_max<32>(s));  // finite: the tile has a key, hidden ones score −FLT_MAX
       const float alpha = expf(m[r] - mn);        // 0 on the first tile
       e[r] = j < S ? expf(s - mn) : 0.f;
-      l[r] = l[r] * alpha + warp_sum(e[r]);
+      l[r] = l[r] * alpha + group_sum<32>(e[r]);
       m[r] = mn;
 #pragma unroll
       for (int t = 0; t < NPL; t++) o[r][t] *= alpha;
@@ -172,7 +160,7 @@ __global__ void __launch_bounds__(256) bwd_q_warp_kernel(ad_attn::Params p, cons
     double a = 0;
     if (i < p.Tq)
       for (int d = lane; d < Dv; d += 32) a += (double)dout[(bh * p.Tq + i) * Dv + d] * out[(bh * p.Tq + i) * Dv + d];
-    dd[r] = (float)warp_sum(a);
+    dd[r] = (float)group_sum<32>(a);
   }
   // pass 1: max and sum of exp over all keys
   for (int64_t j0 = 0; j0 < S; j0 += kTile) {
@@ -186,8 +174,8 @@ __global__ void __launch_bounds__(256) bwd_q_warp_kernel(ad_attn::Params p, cons
     for (int r = 0; r < kRows; r++) {
       if (iw + r >= p.Tq) continue;
       const float s = j < S ? ad_attn::finish_score(p, a[r], b, h, iw + r, j) : -INFINITY;
-      const float mn = fmaxf(m[r], warp_max(s));
-      l[r] = l[r] * expf(m[r] - mn) + warp_sum(j < S ? expf(s - mn) : 0.f);
+      const float mn = fmaxf(m[r], group_max<32>(s));
+      l[r] = l[r] * expf(m[r] - mn) + group_sum<32>(j < S ? expf(s - mn) : 0.f);
       m[r] = mn;
     }
   }

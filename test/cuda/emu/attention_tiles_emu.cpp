@@ -1,7 +1,7 @@
 // attention_tiles_emu.cpp — runs the CUDA attention kernels of cuda/attention_tiles.cuh (register-tiled, heads <= 64)
 // and cuda/attention_warp.cuh (warp-cooperative, heads <= 128) on the CPU and checks them against attention_math.h's
 // per-row code, so that their indexing, barriers and shuffles are tested without a GPU.
-// Each CUDA thread of a block is an OS thread; __syncthreads is a barrier over the block, __shfl_xor_sync an exchange
+// Each CUDA thread of a block is an OS thread; __syncthreads is a barrier over the block, the shuffles an exchange
 // through a per-warp buffer between two barriers over the warp; shared memory starts as NaN so that a read of
 // anything not staged shows up in the results. Build: c++ -std=c++20 -O1 -pthread -Icuda (test/cuda/emu.test.ts).
 // Prints one JSON line per case; exit status 1 when any case fails.
@@ -52,28 +52,22 @@ thread_local int lane = 0, warp = 0;
 thread_local dim3 threadIdx, blockIdx;
 const dim3 blockDim{256, 1, 1};
 inline void __syncthreads() { emu::block->bar.arrive_and_wait(); }
+// lane `from`'s value of v, exchanged through the warp's buffer between two barriers over the warp
 template <class T>
-T __shfl_xor_sync(unsigned, T v, int o) {
+T exchange(T v, int from) {
   static_assert(sizeof(T) <= 8, "");
   emu::Warp& w = emu::block->warps[emu::warp];
   std::memcpy(&w.buf[emu::lane], &v, sizeof(T));
   w.bar->arrive_and_wait();
   T r;
-  std::memcpy(&r, &w.buf[emu::lane ^ o], sizeof(T));
+  std::memcpy(&r, &w.buf[from & 31], sizeof(T));
   w.bar->arrive_and_wait();
   return r;
 }
 template <class T>
-T __shfl_sync(unsigned, T v, int src) {
-  static_assert(sizeof(T) <= 8, "");
-  emu::Warp& w = emu::block->warps[emu::warp];
-  std::memcpy(&w.buf[emu::lane], &v, sizeof(T));
-  w.bar->arrive_and_wait();
-  T r;
-  std::memcpy(&r, &w.buf[src & 31], sizeof(T));
-  w.bar->arrive_and_wait();
-  return r;
-}
+T __shfl_xor_sync(unsigned, T v, int o) { return exchange(v, emu::lane ^ o); }
+template <class T>
+T __shfl_sync(unsigned, T v, int src) { return exchange(v, src); }
 #define AD_DYNAMIC_SMEM(name) float4* name = emu::block->smem.data()
 
 #include "attention_tiles.cuh"
