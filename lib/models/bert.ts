@@ -8,7 +8,7 @@ import { checkpoint } from '../autograd/checkpoint.ts';
 import { Dropout, Embedding, LayerNorm, Linear, activation } from '../nn/layers.ts';
 import { Tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
-import { type ForwardInput, type HFConfig, type ModelOutput, alignBatch, asIds, bool, keepMask, mergeHeads, num, onDevice, rowsTo, splitHeads, str } from './common.ts';
+import { type ForwardInput, type HFConfig, type ModelOutput, alignBatch, asIds, feedForward, bool, keepMask, mergeHeads, num, onDevice, rowsTo, splitHeads, str } from './common.ts';
 import { scope } from '../scope.ts';
 import { ValueError } from '../errors.ts';
 import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
@@ -144,13 +144,7 @@ export class BertLayer extends Module {
     // the key-padding mask is built on the host (bool ops); it goes to the device for the attention call only
     const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: onDevice(keep, q.device), prefixK: pre?.k, prefixV: pre?.v }));
     const a = this.attnSite.forward(this.dropAttnOut.forward(this.o.forward(ctx)), hx, this.ln1);
-    // the FFN's two wide intermediates go as soon as they are used: the tape keeps what its backward needs (dispose frees
-    // a tensor once no graph node retains it), so a frozen projection's input is not held to the end of the step
-    const u = this.up.forward(a);
-    const g = this.act(u);
-    if (g !== u) u.dispose();
-    const f = this.down.forward(g);
-    if (f !== g) g.dispose();
+    const f = feedForward(a, this.up, this.act, this.down);
     return this.reftSite.apply(this.ffnSite.forward(this.drop.forward(f), a, this.ln2), this.training);
   }
 }

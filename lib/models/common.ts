@@ -130,6 +130,20 @@ export interface ForwardInput {
 }
 
 /** Repeats tensors along the batch to the largest batch among them (Parallel adapter blocks, see matchBatch). */
+/**
+ * A feed-forward block down(act(up(x))) that disposes its two wide intermediates as soon as they are used: the tape
+ * keeps what its backward needs (dispose frees a tensor once no graph node retains it), so the input of a frozen
+ * projection is not held to the end of the training step.
+ */
+export function feedForward(x: Tensor, up: { forward(t: Tensor): Tensor }, act: (t: Tensor) => Tensor, down: { forward(t: Tensor): Tensor }): Tensor {
+  const u = up.forward(x);
+  const g = act(u);
+  if (g !== u) u.dispose();
+  const f = down.forward(g);
+  if (f !== g) g.dispose();
+  return f;
+}
+
 export function alignBatch(...ts: Tensor[]): Tensor[] {
   const B = Math.max(...ts.map((t) => t.shape[0]!));
   return ts.map((t) => {

@@ -18,7 +18,7 @@ import * as ops from '../ops/index.ts';
 import { scope } from '../scope.ts';
 import { ShapeError, ValueError } from '../errors.ts';
 import {
-  type ForwardInput, type HFConfig, type KVCache, type ModelOutput, asIds, bool, keepMask, mergeHeads, num, onDevice, splitHeads, str, rowsTo } from './common.ts';
+  type ForwardInput, type HFConfig, type KVCache, type ModelOutput, asIds, bool, feedForward, keepMask, mergeHeads, num, onDevice, splitHeads, str, rowsTo } from './common.ts';
 
 export interface GPT2Config {
   vocabSize: number;
@@ -133,7 +133,7 @@ class GPT2MLP extends Module {
     this.act = activation(cfg.act);
   }
   forward(x: Tensor): Tensor {
-    return this.drop.forward(this.down.forward(this.act(this.up.forward(x))));
+    return this.drop.forward(feedForward(x, this.up, this.act, this.down));
   }
 }
 

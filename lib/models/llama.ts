@@ -232,7 +232,15 @@ class LlamaMLP extends Module {
   forward(x: Tensor): Tensor {
     // a Parallel LoRA on up_proj replicates the batch there only: the gate follows
     const [g, u] = alignBatch(this.gate.forward(x), this.up.forward(x)) as [Tensor, Tensor];
-    return this.down.forward(ops.mul(this.act(g), u));
+    // the wide intermediates go once used; the tape keeps what its backward needs (see feedForward in common.ts)
+    const a = this.act(g);
+    if (a !== g) g.dispose();
+    const m = ops.mul(a, u);
+    a.dispose();
+    u.dispose();
+    const y = this.down.forward(m);
+    if (y !== m) m.dispose();
+    return y;
   }
 }
 
