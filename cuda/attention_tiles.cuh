@@ -4,7 +4,7 @@
 // same source on the CPU, a thread per CUDA thread, against attention_math.h's per-row code.
 #pragma once
 #include "attention_math.h"
-#include "warp_reduce.cuh"
+#include "attention_device.cuh"
 
 #ifndef AD_DYNAMIC_SMEM
 #define AD_DYNAMIC_SMEM(name) extern __shared__ float4 name[]
@@ -64,6 +64,47 @@ __device__ __forceinline__ void store_t(const float (&v)[4][4], float* dst, int 
     *reinterpret_cast<float4*>(dst + (tx * 4 + j) * kL3 + ty * 4) = make_float4(v[0][j], v[1][j], v[2][j], v[3][j]);
 }
 
+// The 4x4 score tile of queries i0 + ty·4 .. and keys j0 + tx·4 .. from the staged (scaled) Qt and Kt, with the mask
+// rule applied: −inf past the keys, 0 for rows past Tq (their results are dropped).
+__device__ __forceinline__ void score_tile(const ad_attn::Params& p, const float* Qt, const float* Kt, int D, int tx, int ty, int64_t b,
+                                           int64_t h, int64_t i0, int64_t j0, float (&s)[4][4]) {
+  const int64_t S = p.P + p.Tk;
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+#pragma unroll
+    for (int j = 0; j < 4; j++) s[i][j] = 0.f;
+  mm_tile(Qt, kT3, Kt, kT3, D, tx, ty, s);
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    const int64_t row = i0 + ty * 4 + i;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      const int64_t key = j0 + tx * 4 + j;
+      s[i][j] = key >= S ? -INFINITY : row >= p.Tq ? 0.f : ad_attn::finish_score(p, s[i][j], b, h, row, key);
+    }
+  }
+}
+// One online-softmax step over a score tile: each row's running max m and sum l move on, s becomes exp(s − m) and
+// alpha the factor by which the row's earlier sums shrink (0 on the first tile).
+__device__ __forceinline__ void online_step(float (&s)[4][4], float (&m)[4], float (&l)[4], float (&alpha)[4]) {
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    float tmax = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < 4; j++) tmax = fmaxf(tmax, s[i][j]);
+    const float mn = fmaxf(m[i], group_max<16>(tmax));  // finite: the tile has a key, hidden ones score −FLT_MAX
+    alpha[i] = expf(m[i] - mn);
+    float rs = 0.f;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      s[i][j] = expf(s[i][j] - mn);
+      rs += s[i][j];
+    }
+    l[i] = l[i] * alpha[i] + group_sum<16>(rs);
+    m[i] = mn;
+  }
+}
+
 __global__ void __launch_bounds__(256) fwd_kernel(ad_attn::Params p, const float* q, const float* k, const float* v, const float* pk,
                                                   const float* pv, float* out, float* lse) {
   AD_DYNAMIC_SMEM(sm4);
@@ -90,31 +131,13 @@ __global__ void __launch_bounds__(256) fwd_kernel(ad_attn::Params p, const float
     stage_t64(krow, D, 1.f, Kt);
     stage_r64(vrow, Dv, 1.f, Vs);
     __syncthreads();
-    float s[4][4] = {};
-    mm_tile(Qt, kT3, Kt, kT3, D, tx, ty, s);
+    float s[4][4], alpha[4];
+    score_tile(p, Qt, Kt, D, tx, ty, b, h, i0, j0, s);
+    online_step(s, m, l, alpha);  // s: P, unnormalised
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
-      const int64_t row = i0 + ty * 4 + i;
-      float tmax = -INFINITY;
+    for (int i = 0; i < 4; i++)
 #pragma unroll
-      for (int j = 0; j < 4; j++) {
-        const int64_t key = j0 + tx * 4 + j;
-        s[i][j] = key >= S ? -INFINITY : row >= p.Tq ? 0.f : ad_attn::finish_score(p, s[i][j], b, h, row, key);
-        tmax = fmaxf(tmax, s[i][j]);
-      }
-      const float mn = fmaxf(m[i], group_max<16>(tmax));  // finite: the tile has a key, hidden ones score −FLT_MAX
-      const float alpha = expf(m[i] - mn);        // 0 on the first tile
-      float rs = 0.f;
-#pragma unroll
-      for (int j = 0; j < 4; j++) {
-        s[i][j] = expf(s[i][j] - mn);  // P, unnormalised
-        rs += s[i][j];
-      }
-      l[i] = l[i] * alpha + group_sum<16>(rs);
-      m[i] = mn;
-#pragma unroll
-      for (int j = 0; j < 4; j++) o[i][j] *= alpha;
-    }
+      for (int j = 0; j < 4; j++) o[i][j] *= alpha[i];
     store_t(s, Pt, tx, ty);
     __syncthreads();
     mm_tile(Pt, kL3, Vs, kT3, (int)(S - j0 < kT3 ? S - j0 : kT3), tx, ty, o);
@@ -167,25 +190,9 @@ __global__ void __launch_bounds__(256) bwd_q_kernel(ad_attn::Params p, const flo
     __syncthreads();
     stage_t64(krow, D, 1.f, Kt);
     __syncthreads();
-    float s[4][4] = {};
-    mm_tile(Qt, kT3, Kt, kT3, D, tx, ty, s);
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-      const int64_t row = i0 + ty * 4 + i;
-      float tmax = -INFINITY;
-#pragma unroll
-      for (int j = 0; j < 4; j++) {
-        const int64_t key = j0 + tx * 4 + j;
-        s[i][j] = key >= S ? -INFINITY : row >= p.Tq ? 0.f : ad_attn::finish_score(p, s[i][j], b, h, row, key);
-        tmax = fmaxf(tmax, s[i][j]);
-      }
-      const float mn = fmaxf(m[i], group_max<16>(tmax));
-      float rs = 0.f;
-#pragma unroll
-      for (int j = 0; j < 4; j++) rs += expf(s[i][j] - mn);
-      l[i] = l[i] * expf(m[i] - mn) + group_sum<16>(rs);
-      m[i] = mn;
-    }
+    float s[4][4], alpha[4];
+    score_tile(p, Qt, Kt, D, tx, ty, b, h, i0, j0, s);
+    online_step(s, m, l, alpha);
   }
   float dd[4], g[4][4] = {};
 #pragma unroll
@@ -203,21 +210,17 @@ __global__ void __launch_bounds__(256) bwd_q_kernel(ad_attn::Params p, const flo
     stage_t64(vrow, Dv, 1.f, Vt);
     stage_r64(krow, D, 1.f, Ks);
     __syncthreads();
-    float s[4][4] = {}, dp[4][4] = {};
-    mm_tile(Qt, kT3, Kt, kT3, D, tx, ty, s);
+    float s[4][4], dp[4][4] = {};
+    score_tile(p, Qt, Kt, D, tx, ty, b, h, i0, j0, s);
     mm_tile(Gt, kT3, Vt, kT3, Dv, tx, ty, dp);
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-      const int64_t row = i0 + ty * 4 + i;
+      const bool row_ok = i0 + ty * 4 + i < p.Tq;
 #pragma unroll
       for (int j = 0; j < 4; j++) {
-        const int64_t key = j0 + tx * 4 + j;
-        float ds = 0.f;
-        if (key < S && row < p.Tq) {
-          const float pij = expf(ad_attn::finish_score(p, s[i][j], b, h, row, key) - m[i]) / l[i];
-          ds = pij * (dp[i][j] - dd[i]);
-        }
-        s[i][j] = ds;
+        // dS = P (dP − D); zero past the keys or the queries
+        const bool ok = row_ok && j0 + tx * 4 + j < S;
+        s[i][j] = ok ? expf(s[i][j] - m[i]) / l[i] * (dp[i][j] - dd[i]) : 0.f;
       }
     }
     store_t(s, Ts, tx, ty);
@@ -265,12 +268,7 @@ __global__ void __launch_bounds__(256) bwd_kv_kernel(ad_attn::Params p, const fl
       stage_t64(grow, Dv, 1.f, Gt);
       stage_r64(qrow, D, p.scale, Qs);
       stage_r64(grow, Dv, 1.f, Gs);
-      if (threadIdx.x < kT3) {
-        const int64_t i = i0 + threadIdx.x, row = bh * p.Tq + i;
-        St[threadIdx.x] = i < p.Tq ? M[row] : 0.f;
-        St[kT3 + threadIdx.x] = i < p.Tq ? L[row] : 1.f;
-        St[2 * kT3 + threadIdx.x] = i < p.Tq ? Dd[row] : 0.f;
-      }
+      stage_row_stats(p, M, L, Dd, bh, i0, kT3, St);
       __syncthreads();
       float s[4][4] = {}, dp[4][4] = {}, pt[4][4];
       mm_tile(Kt, kT3, Qt, kT3, D, tx, ty, s);    // rows: keys, columns: queries

@@ -4,7 +4,7 @@
 // test/cuda/emu/attention_tiles_emu.cpp runs the same source on the CPU against attention_math.h's per-row code.
 #pragma once
 #include "attention_math.h"
-#include "warp_reduce.cuh"
+#include "attention_device.cuh"
 
 #ifndef AD_DYNAMIC_SMEM
 #define AD_DYNAMIC_SMEM(name) extern __shared__ float4 name[]
@@ -62,6 +62,18 @@ __device__ __forceinline__ void dot_rows(const float* a, int lda, const float* x
   }
 }
 
+// One online-softmax step of a warp's row: s is this lane's score (−inf past the keys, valid false there); the row's
+// running max m and sum l move on; returns exp(s − m) (0 where not valid) and sets alpha, the factor by which the row's
+// earlier sums shrink (0 on the first tile).
+__device__ __forceinline__ float online_step(float s, bool valid, float& m, float& l, float& alpha) {
+  const float mn = fmaxf(m, group_max<32>(s));  // finite: the tile has a key, hidden ones score −FLT_MAX
+  alpha = expf(m - mn);
+  const float e = valid ? expf(s - mn) : 0.f;
+  l = l * alpha + group_sum<32>(e);
+  m = mn;
+  return e;
+}
+
 // forward: grid (ceil(Tq / 32), B·H); warp w owns queries i0 + 4w .. +3; online softmax over 32-key tiles
 template <int NPL>
 __global__ void __launch_bounds__(256) fwd_warp_kernel(ad_attn::Params p, const float* q, const float* k, const float* v, const float* pk,
@@ -97,12 +109,8 @@ __global__ void __launch_bounds__(256) fwd_warp_kernel(ad_attn::Params p, const 
     for (int r = 0; r < kRows; r++) {
       e[r] = 0.f;
       if (iw + r >= p.Tq) continue;  // warp-uniform
-      const float s = j < S ? ad_attn::finish_score(p, a[r], b, h, iw + r, j) : -INFINITY;
-      const float mn = fmaxf(m[r], group_max<32>(s));  // finite: the tile has a key, hidden ones score −FLT_MAX
-      const float alpha = expf(m[r] - mn);        // 0 on the first tile
-      e[r] = j < S ? expf(s - mn) : 0.f;
-      l[r] = l[r] * alpha + group_sum<32>(e[r]);
-      m[r] = mn;
+      float alpha;
+      e[r] = online_step(j < S ? ad_attn::finish_score(p, a[r], b, h, iw + r, j) : -INFINITY, j < S, m[r], l[r], alpha);
 #pragma unroll
       for (int t = 0; t < NPL; t++) o[r][t] *= alpha;
     }
@@ -173,10 +181,8 @@ __global__ void __launch_bounds__(256) bwd_q_warp_kernel(ad_attn::Params p, cons
 #pragma unroll
     for (int r = 0; r < kRows; r++) {
       if (iw + r >= p.Tq) continue;
-      const float s = j < S ? ad_attn::finish_score(p, a[r], b, h, iw + r, j) : -INFINITY;
-      const float mn = fmaxf(m[r], group_max<32>(s));
-      l[r] = l[r] * expf(m[r] - mn) + group_sum<32>(j < S ? expf(s - mn) : 0.f);
-      m[r] = mn;
+      float alpha;
+      online_step(j < S ? ad_attn::finish_score(p, a[r], b, h, iw + r, j) : -INFINITY, j < S, m[r], l[r], alpha);
     }
   }
   float g[kRows][NPL];
@@ -264,12 +270,7 @@ __global__ void __launch_bounds__(256) bwd_kv_warp_kernel(ad_attn::Params p, con
       __syncthreads();
       stage_rows4(p, q, bh, i0, kTile, D, D4, 1.f, Qs, QS);
       stage_rows4(p, dout, bh, i0, kTile, Dv, Dv4, 1.f, Gs, GS);
-      if (threadIdx.x < kTile) {
-        const int64_t i = i0 + threadIdx.x, row = bh * p.Tq + i;
-        St[threadIdx.x] = i < p.Tq ? M[row] : 0.f;
-        St[kTile + threadIdx.x] = i < p.Tq ? L[row] : 1.f;
-        St[2 * kTile + threadIdx.x] = i < p.Tq ? Dd[row] : 0.f;
-      }
+      stage_row_stats(p, M, L, Dd, bh, i0, kTile, St);
       __syncthreads();
       const int64_t i = i0 + lane;
       const int in = (int)(p.Tq - i0 < kTile ? p.Tq - i0 : kTile);

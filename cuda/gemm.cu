@@ -1002,20 +1002,14 @@ bool splitk_wanted(const GemmArgs& a, int sms, bool bf16) {
   return splitk_splits(a, sms) > 1;
 }
 
-template <typename T>
-int launch_splitk(const GemmArgs& a, bool ta, bool tb, int sms, cudaStream_t s) {
-  const int64_t tm = ceil_div(a.M, kSkBM), tn = ceil_div(a.N, kSkBN);
-  if (tm > 0x7fffffff || tn > 65535) return (int)cudaErrorNotSupported;
-  const int64_t kchunk = ceil_div(ceil_div(a.K, splitk_splits(a, sms)), kSkBK) * kSkBK;
-  const int64_t splits = ceil_div(a.K, kchunk);
+// Runs launch(ws) — the tile kernel over `splits` chunks of K — with a workspace of `splits` M x N partial products
+// when splits > 1 (null: the kernel writes C itself), then sums the partials into C in a fixed order.
+template <class Launch>
+int run_split(const GemmArgs& a, int64_t splits, cudaStream_t s, Launch launch) {
   void* ws = nullptr;
   if (splits > 1) AD_CUDA_TRY((cudaError_t)adapters_cuda_malloc(&ws, (size_t)(splits * a.M * a.N) * sizeof(float)));
   float* w = static_cast<float*>(ws);
-  const dim3 grid((unsigned)tm, (unsigned)tn, (unsigned)splits);
-  if (!ta && !tb) gemm_splitk_kernel<T, false, false><<<grid, 256, 0, s>>>(a, kchunk, w);
-  else if (!ta && tb) gemm_splitk_kernel<T, false, true><<<grid, 256, 0, s>>>(a, kchunk, w);
-  else if (ta && !tb) gemm_splitk_kernel<T, true, false><<<grid, 256, 0, s>>>(a, kchunk, w);
-  else gemm_splitk_kernel<T, true, true><<<grid, 256, 0, s>>>(a, kchunk, w);
+  launch(w);
   cudaError_t e = cudaGetLastError();
   if (e == cudaSuccess && w) {
     splitk_reduce_kernel<<<ad_cuda::grid_for(a.M * a.N, 256), 256, 0, s>>>(a, w, (int)splits);
@@ -1023,6 +1017,21 @@ int launch_splitk(const GemmArgs& a, bool ta, bool tb, int sms, cudaStream_t s) 
   }
   const int frc = ws ? adapters_cuda_free(ws) : 0;  // stream-ordered reuse (memory.cu's contract)
   return e != cudaSuccess ? (int)e : frc;
+}
+
+template <typename T>
+int launch_splitk(const GemmArgs& a, bool ta, bool tb, int sms, cudaStream_t s) {
+  const int64_t tm = ceil_div(a.M, kSkBM), tn = ceil_div(a.N, kSkBN);
+  if (tm > 0x7fffffff || tn > 65535) return (int)cudaErrorNotSupported;
+  const int64_t kchunk = ceil_div(ceil_div(a.K, splitk_splits(a, sms)), kSkBK) * kSkBK;
+  const int64_t splits = ceil_div(a.K, kchunk);
+  const dim3 grid((unsigned)tm, (unsigned)tn, (unsigned)splits);
+  return run_split(a, splits, s, [&](float* w) {
+    if (!ta && !tb) gemm_splitk_kernel<T, false, false><<<grid, 256, 0, s>>>(a, kchunk, w);
+    else if (!ta && tb) gemm_splitk_kernel<T, false, true><<<grid, 256, 0, s>>>(a, kchunk, w);
+    else if (ta && !tb) gemm_splitk_kernel<T, true, false><<<grid, 256, 0, s>>>(a, kchunk, w);
+    else gemm_splitk_kernel<T, true, true><<<grid, 256, 0, s>>>(a, kchunk, w);
+  });
 }
 
 // Split count for the f32 128x128 kernel (two blocks per SM): a product with few tiles runs part of a wave; cutting
@@ -1050,21 +1059,13 @@ int launch_f32_simt16(const GemmArgs& a, bool ta, bool tb, int64_t splits, cudaS
   const int vec = ((reinterpret_cast<uintptr_t>(a.A) | reinterpret_cast<uintptr_t>(a.B)) % 16 == 0) && a.lda % 4 == 0 && a.ldb % 4 == 0;
   const int64_t kchunk = ceil_div(ceil_div(a.K, std::max<int64_t>(1, splits)), 16) * 16;
   splits = ceil_div(a.K, kchunk);
-  void* ws = nullptr;
-  if (splits > 1) AD_CUDA_TRY((cudaError_t)adapters_cuda_malloc(&ws, (size_t)(splits * a.M * a.N) * sizeof(float)));
-  float* w = static_cast<float*>(ws);
   const dim3 grid((unsigned)tiles, 1, (unsigned)splits);
-  if (!ta && !tb) gemm_f32_simt16_kernel<false, false><<<grid, 256, 0, s>>>(a, vec, kchunk, w);
-  else if (!ta && tb) gemm_f32_simt16_kernel<false, true><<<grid, 256, 0, s>>>(a, vec, kchunk, w);
-  else if (ta && !tb) gemm_f32_simt16_kernel<true, false><<<grid, 256, 0, s>>>(a, vec, kchunk, w);
-  else gemm_f32_simt16_kernel<true, true><<<grid, 256, 0, s>>>(a, vec, kchunk, w);
-  cudaError_t e = cudaGetLastError();
-  if (e == cudaSuccess && w) {
-    splitk_reduce_kernel<<<ad_cuda::grid_for(a.M * a.N, 256), 256, 0, s>>>(a, w, (int)splits);
-    e = cudaGetLastError();
-  }
-  const int frc = ws ? adapters_cuda_free(ws) : 0;
-  return e != cudaSuccess ? (int)e : frc;
+  return run_split(a, splits, s, [&](float* w) {
+    if (!ta && !tb) gemm_f32_simt16_kernel<false, false><<<grid, 256, 0, s>>>(a, vec, kchunk, w);
+    else if (!ta && tb) gemm_f32_simt16_kernel<false, true><<<grid, 256, 0, s>>>(a, vec, kchunk, w);
+    else if (ta && !tb) gemm_f32_simt16_kernel<true, false><<<grid, 256, 0, s>>>(a, vec, kchunk, w);
+    else gemm_f32_simt16_kernel<true, true><<<grid, 256, 0, s>>>(a, vec, kchunk, w);
+  });
 }
 
 // ---- mma.sync launches ----
