@@ -169,6 +169,46 @@ void* pool_take(std::list<FreeBlock>::iterator it) {
   g_lru.erase(it);
   return p;
 }
+
+#if defined(__linux__) && !defined(__SANITIZE_ADDRESS__)
+// A miss that has to evict pooled blocks (a training step's mix of sizes shifts between the forward and the
+// backward pass) builds its block from the evicted blocks' pages instead of unmapping them and faulting in
+// fresh ones: mremap moves resident pages into a new range without copying them (a BERT-base bf16 step took
+// ~210k page faults, ~0.5 s of kernel time, before). A donor larger than what is still needed gives its head and
+// its tail goes back to the pool as the oldest block. Returns null when no evicted block is mapped memory.
+// Caller holds g_mu; `ev` keeps the blocks not used.
+void* recycle_pages(size_t sz, std::vector<FreeBlock>& ev) {
+  if (std::none_of(ev.begin(), ev.end(), [](const FreeBlock& b) { return b.sz >= kMmapMin; })) return nullptr;
+  void* m = mmap(nullptr, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) return nullptr;
+  char* dst = static_cast<char*>(m);
+  size_t off = 0;
+  std::vector<FreeBlock> rest;
+  for (const FreeBlock& b : ev) {
+    if (off == sz || b.sz < kMmapMin) {
+      rest.push_back(b);
+      continue;
+    }
+    const size_t take = std::min(b.sz, sz - off);  // multiples of the page size, as every block size is
+    if (mremap(b.p, take, take, MREMAP_MAYMOVE | MREMAP_FIXED, dst + off) == MAP_FAILED) {
+      rest.push_back(b);
+      continue;
+    }
+    off += take;
+    if (take == b.sz) continue;
+    FreeBlock tail{b.sz - take, static_cast<char*>(b.p) + take};
+    if (tail.sz < kMmapMin) {  // raw_free would hand a block this small to free(): unmap it here
+      munmap(tail.p, tail.sz);
+      continue;
+    }
+    auto& v = g_by_size[tail.sz];
+    v.insert(v.begin(), g_lru.insert(g_lru.begin(), tail));
+    g_pooled += tail.sz;
+  }
+  ev.swap(rest);
+  return dst;
+}
+#endif
 }  // namespace
 
 void Storage::init_host(size_t nbytes) {
@@ -185,6 +225,9 @@ void Storage::init_host(size_t nbytes) {
         const size_t bsz = g_lru.front().sz;
         evicted.push_back({bsz, pool_take(g_lru.begin())});
       }
+#if defined(__linux__) && !defined(__SANITIZE_ADDRESS__)
+      if (sz >= kMmapMin && !evicted.empty()) data = recycle_pages(sz, evicted);
+#endif
     }
   }
   for (const FreeBlock& b : evicted) raw_free(b.p, b.sz);

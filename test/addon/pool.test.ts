@@ -2,7 +2,7 @@
 // lets (live + pooled) bytes grow past the most bytes ever live at once. Runs in its own process (one per
 // test file), so the high-water mark is this file's own.
 import test from 'ava';
-import { zeros, memoryStats, emptyCache } from '../../lib/index.ts';
+import { zeros, full, memoryStats, emptyCache } from '../../lib/index.ts';
 
 const MiB = 1 << 20;
 // f32, exactly mib MiB: the sizes used here (2^k and 1.5·2^k MiB) are size classes of their own
@@ -47,4 +47,39 @@ test.serial('a miss that would pass the high-water mark releases the blocks free
   again.dispose();
   emptyCache();
   t.is(memoryStats().pooledBytes, 0);
+});
+
+test.serial('a miss that evicts builds its block from the evicted pages (no fresh page faults); a donor\'s unused tail stays pooled', (t) => {
+  const faults = () => process.resourceUsage().minorPageFault;
+  const allEqual = (x: ReturnType<typeof full>, v: number) => (x.toArray() as Float32Array).every((e) => e === v);
+  // control: a 24 MiB block of fresh pages, written once
+  emptyCache();
+  let f0 = faults();
+  alloc(24).dispose();
+  const fresh = faults() - f0;
+  emptyCache();
+  // The mark is 48 MiB over what is live here. Three 16 MiB blocks are freed (oldest first): a 24 MiB request must
+  // evict the first two; it takes all of the first and half of the second, whose other half goes back to the pool.
+  const a = alloc(16), b = alloc(16), c = alloc(16);
+  a.dispose();
+  b.dispose();
+  c.dispose();
+  const s0 = memoryStats();
+  f0 = faults();
+  const w = full([(24 * MiB) / 4], 3);
+  const recycled = faults() - f0;
+  t.is(memoryStats().pooledBytes, s0.pooledBytes - 24 * MiB, '16 (c) + 8 (b\'s tail) MiB stay pooled');
+  t.true(allEqual(w, 3));
+  // the pooled blocks are not aliased with the new one
+  const c2 = full([(16 * MiB) / 4], 7);  // a hit: c comes back
+  const tail = full([(8 * MiB) / 4], 5);  // a hit: b's tail
+  t.true(allEqual(w, 3) && allEqual(c2, 7) && allEqual(tail, 5));
+  t.is(memoryStats().pooledBytes, s0.pooledBytes - 48 * MiB);
+  if (process.platform === 'linux' && fresh >= 1000) {
+    t.true(recycled * 10 < fresh, `writing the recycled block faulted ${recycled} times; fresh pages ${fresh}`);
+  } else {
+    t.log(`page faults cannot tell fresh from recycled pages here (fresh 24 MiB block: ${fresh} faults)`);
+  }
+  for (const x of [w, c2, tail]) x.dispose();
+  emptyCache();
 });
