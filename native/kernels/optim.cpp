@@ -55,6 +55,25 @@ Lists read_lists(const OpCtx& c, int groups, const char* const* what, int hyper_
   return L;
 }
 
+// One chunk of the AdamW update. A separate function so that it vectorises (restrict pointers, no branch in the
+// loop) and gets AVX-512 / AVX2 clones: the scalar loop's sqrt and division made a BERT-base full fine-tuning
+// step's update (110M parameters) cost ~370 ms, where the memory traffic alone takes ~100 ms. Contraction into
+// FMAs is off so that every clone rounds as the scalar formula does (the same update on every machine).
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+AD_CLONES void adamw_chunk(float* __restrict p, float* __restrict m, float* __restrict v, const float* __restrict g, int64_t n,
+                           float decay, float b1, float b2, float step, float bc2s, float eps) {
+  for (int64_t i = 0; i < n; i++) {
+    const float pi = p[i] * decay;
+    const float mi = m[i] + (1.f - b1) * (g[i] - m[i]);
+    const float vi = v[i] * b2 + (1.f - b2) * g[i] * g[i];
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = pi - step * (mi / (std::sqrt(vi) / bc2s + eps));
+  }
+}
+#pragma GCC pop_options
+
 }  // namespace
 
 // sgd_step(hyper, p…, g…, buf…) {momentum, dampening, nesterov, first}
@@ -100,14 +119,8 @@ void op_adamw_step(OpCtx& c) {
       const double bc1 = 1.0 - std::pow((double)b1, t), bc2 = 1.0 - std::pow((double)b2, t);
       const float bc2s = (float)std::sqrt(bc2);
       const float decay = 1.f - lr * wd, step = (float)(lr / bc1);
-      float *p = P[k], *m = M[k], *v = V[k];
-      const float* g = G[k];
-      for (int64_t i = b; i < e; i++) {
-        if (wd != 0.f) p[i] *= decay;
-        m[i] += (1.f - b1) * (g[i] - m[i]);
-        v[i] = v[i] * b2 + (1.f - b2) * g[i] * g[i];
-        p[i] -= step * (m[i] / (std::sqrt(v[i]) / bc2s + eps));
-      }
+      // wd == 0 gives decay == 1 exactly, and p·1 == p
+      adamw_chunk(P[k] + b, M[k] + b, V[k] + b, G[k] + b, e - b, decay, b1, b2, step, bc2s, eps);
     }
   });
 }
