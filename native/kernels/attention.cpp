@@ -45,8 +45,11 @@
 namespace ad {
 namespace {
 
-constexpr int64_t BQ = 64;  // queries per tile
-constexpr int64_t BK = 64;  // keys per tile (also the leading dimension of score tiles)
+// 128 x 128 tiles: a BERT-length sequence (128 tokens) is one tile, so under autocast each tile product is one
+// AMX call instead of four smaller ones, each packing its operands (BERT-base shape, forward 4.3 -> 3.5 ms, backward
+// 8.0 -> 7 ms); long sequences run as fast as with 64 x 64 tiles (bench:attention, T = 1k...4k).
+constexpr int64_t BQ = 128;  // queries per tile
+constexpr int64_t BK = 128;  // keys per tile (also the leading dimension of score tiles)
 
 #define AD_AI inline __attribute__((always_inline))
 

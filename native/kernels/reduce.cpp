@@ -13,6 +13,12 @@
 namespace ad {
 namespace {
 
+// acc[i] += p[i] in f64: the column-sum inner loop (bias gradients: (tokens, width) -> width). Each column keeps
+// its own order of additions, so the clones give the baseline build's sums exactly.
+AD_CLONES void add_f64(double* __restrict acc, const float* __restrict p, int64_t n) {
+  for (int64_t i = 0; i < n; i++) acc[i] += p[i];
+}
+
 }  // namespace
 
 // sum(x) {dims?: int[] (default all), keepdim}
@@ -60,8 +66,7 @@ void op_sum(OpCtx& c) {
         int64_t o = t / nib, i0 = (t % nib) * IB, i1 = std::min(I, i0 + IB);
         std::fill(acc.begin(), acc.end(), 0.0);
         for (int64_t k = 0; k < R; k++) {
-          const float* p = X + (o * R + k) * I;
-          for (int64_t i = i0; i < i1; i++) acc[i - i0] += p[i];
+          add_f64(acc.data(), X + (o * R + k) * I + i0, i1 - i0);
         }
         for (int64_t i = i0; i < i1; i++) Y[o * I + i] = (float)acc[i - i0];
       }
