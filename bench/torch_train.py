@@ -2,6 +2,7 @@
 backward, AdamW over the trainable parameters) on the plain-torch BERT of torch_bert.py, in f32 or under
 torch.autocast('cpu', dtype=torch.bfloat16). One method and dtype per process, so ru_maxrss is that run's peak.
 Reads {"threads", "layers", "seq", "batch", "method", "dtype", "steps", "device"?}; prints {"version", "s", "peak_rss"}.
+With "serve": true it reads the request as the first stdin line and then runs one step per "step" line (see below).
 With "device": "cuda" (bench/cuda/train.ts) everything is created on the GPU (torch >= 2.0's default device), autocast
 targets CUDA and each step is timed to the end of its GPU work."""
 import json
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 
 import torch_bert as tb
 
-req = json.load(sys.stdin)
+req = json.loads(sys.stdin.readline())  # one line, so that serve mode can go on reading stdin
 torch.set_num_threads(req["threads"])
 DEV = req.get("device", "cpu")
 if DEV != "cpu":
@@ -55,6 +56,20 @@ def step():
     if DEV != "cpu":
         torch.cuda.synchronize()
 
+
+if req.get("serve"):
+    # bench/train.ts pairs our steps with these: one step per "step" line, its time as a JSON line; "quit" ends with
+    # the peak RSS
+    print(json.dumps({"version": torch.__version__}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "step":
+            t0 = time.perf_counter()
+            step()
+            print(json.dumps({"s": time.perf_counter() - t0}), flush=True)
+        else:
+            break
+    print(json.dumps({"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}), flush=True)
+    sys.exit(0)
 
 step()
 best = float("inf")
