@@ -187,6 +187,8 @@ struct Args {
   bool a32 = false, b32 = false;
   // AMX only, with alpha == 1 and beta == 0: C = A·B + bias[j] (bias indexed by C's column)
   const float* bias = nullptr;
+  // AMX only, with beta == 0: the result is written as bf16 here (rounded as the cast op rounds) and C is null
+  uint16_t* C16 = nullptr;
 };
 
 // C = beta * C on an M x N block (used when K == 0 or alpha == 0).
@@ -894,8 +896,18 @@ struct APanel {
 // One 32 x 32 block over ns k steps of 32. w: a 4 KiB accumulator block (four 16 x 16 tiles, 64-byte rows)
 // used between K chunks: w_in = start from it (else from zero), w_out = leave the sum there instead of
 // writing C. The final chunk writes C = alpha * acc + beta * C, or acc + bias[0..nr) (bias set: alpha 1, beta 0).
+// f32 -> bf16 of 16 lanes, rounded as f32_to_bf16 (nearest even; NaN stays a quiet NaN).
+AD_TGT_AMX inline __m256i bf16_round16(__m512 x) {
+  const __m512i u = _mm512_castps_si512(x);
+  const __m512i hi = _mm512_srli_epi32(u, 16);
+  const __m512i lsb = _mm512_and_si512(hi, _mm512_set1_epi32(1));
+  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+  return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, _mm512_or_si512(hi, _mm512_set1_epi32(0x40))));
+}
+
 AD_TGT_AMX inline __attribute__((always_inline)) void ukr_amx(int64_t ns, APanel ap, const uint16_t* b, float* c, int64_t ldc, int mr, int nr,
-                        float alpha, float beta, float* w, bool w_in, bool w_out, const float* bias) {
+                        float alpha, float beta, float* w, bool w_in, bool w_out, const float* bias, uint16_t* c16 = nullptr) {
   if (w_in) {
     _tile_loadd(0, w, 64);
     _tile_loadd(1, w + 256, 64);
@@ -909,7 +921,9 @@ AD_TGT_AMX inline __attribute__((always_inline)) void ukr_amx(int64_t ns, APanel
   }
   // The block of C this call writes: asked for with write intent now, so that its misses overlap the tile products
   // instead of stalling the epilogue's stores (with the buffered epilogue below: BERT-shape AMX GEMMs 1.2-1.8x).
-  if (!w_out)
+  if (!w_out && c16)
+    for (int i = 0; i < mr; i++) __builtin_prefetch(c16 + i * ldc, 1, 3);
+  else if (!w_out)
     for (int i = 0; i < mr; i++) {
       __builtin_prefetch(c + i * ldc, 1, 3);
       if (nr > 16) __builtin_prefetch(c + i * ldc + 16, 1, 3);
@@ -948,6 +962,20 @@ AD_TGT_AMX inline __attribute__((always_inline)) void ukr_amx(int64_t ns, APanel
   // added after the products, as torch's addmm does
   const __m512 b0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
   const __m512 b1 = bias && nr > 16 ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+  if (c16) {  // beta == 0 (Args::C16)
+    for (int i = 0; i < mr; i++) {
+      uint16_t* ci = c16 + i * ldc;
+      const __m256i v0 = bf16_round16(_mm512_mul_ps(va, _mm512_add_ps(_mm512_load_ps(buf + i * 32), b0)));
+      if (fullc) {
+        _mm256_storeu_si256((__m256i*)ci, v0);
+        _mm256_storeu_si256((__m256i*)(ci + 16), bf16_round16(_mm512_mul_ps(va, _mm512_add_ps(_mm512_load_ps(buf + i * 32 + 16), b1))));
+      } else {
+        _mm256_mask_storeu_epi16(ci, m0, v0);
+        if (nr > 16) _mm256_mask_storeu_epi16(ci + 16, m1, bf16_round16(_mm512_mul_ps(va, _mm512_add_ps(_mm512_load_ps(buf + i * 32 + 16), b1))));
+      }
+    }
+    return;
+  }
   for (int i = 0; i < mr; i++) {
     float* ci = c + i * ldc;
     store_row16(ci, _mm512_add_ps(_mm512_load_ps(buf + i * 32), b0), m0, fullc, va, vb, beta);
@@ -1059,8 +1087,9 @@ AD_TGT_AMX void amx_block(const Args<uint16_t>& g, const uint16_t* Bp, int64_t m
           for (int64_t ir = 0; ir < mc; ir += 32) {
             const int mr = (int)std::min<int64_t>(32, mc - ir);
             float* w = W ? W + (((jr - jc) / 32) * (mc_max / 32) + ir / 32) * 1024 : nullptr;
-            ukr_amx(kc / 32, apanel(ir, pc), bp, g.C + (ic + ir) * g.ldc + n0 + jr, g.ldc, mr, nr, g.alpha,
-                    g.beta, w, w_in, w_out, g.bias ? g.bias + n0 + jr : nullptr);
+            const int64_t co = (ic + ir) * g.ldc + n0 + jr;
+            ukr_amx(kc / 32, apanel(ir, pc), bp, g.C ? g.C + co : nullptr, g.ldc, mr, nr, g.alpha, g.beta, w, w_in, w_out,
+                    g.bias ? g.bias + n0 + jr : nullptr, g.C16 ? g.C16 + co : nullptr);
           }
         }
       }
@@ -1186,7 +1215,8 @@ void gemm_batched_run(int64_t batch, const Args<typename KT::T>& g0, int64_t sA,
     Args<typename KT::T> g = g0;
     g.A += i * sA;
     g.B += i * sB;
-    g.C += i * sC;
+    if (g.C) g.C += i * sC;
+    if (g.C16) g.C16 += i * sC;
     return g;
   };
   const bool by_batch = nth > 1 && batch >= nth && (batch % nth == 0 || batch >= 4 * nth) &&
@@ -1339,6 +1369,24 @@ void bgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N
   for (int64_t i = 0; i < nb; i++) bf16_to_f32_matrix(B + i * strideB, br, bc, ldb, Bf.data() + i * br * bc);
   sgemm_batched(batch, transA, transB, M, N, K, alpha, Af.data(), ac, strideA == 0 ? 0 : ar * ac, Bf.data(), bc,
                 strideB == 0 ? 0 : br * bc, beta, C, ldc, strideC);
+}
+
+void bgemm_batched_bf16_out(int64_t batch, bool transA, bool transB, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
+                            int64_t strideA, const uint16_t* B, int64_t ldb, int64_t strideB, uint16_t* C, int64_t ldc,
+                            int64_t strideC) {
+  if (batch <= 0 || M <= 0 || N <= 0) return;
+  if (K > 0 && cur_b16() == B16_AMX && (double)M * (double)N * (double)K >= kSmallMacs) {
+    Args<uint16_t> g{transA, transB, M, N, K, 1.f, A, lda, B, ldb, 0.f, nullptr, ldc};
+    g.C16 = C;
+    gemm_batched_run<B16Amx>(batch, g, strideA, strideB, strideC);
+    return;
+  }
+  // elsewhere: the f32 result, then the cast's rounding
+  std::vector<float> tmp((size_t)(M * N));
+  for (int64_t i = 0; i < batch; i++) {
+    bgemm(transA, transB, M, N, K, 1.f, A + i * strideA, lda, B + i * strideB, ldb, 0.f, tmp.data(), N);
+    for (int64_t r = 0; r < M; r++) f32_to_bf16_run(C + i * strideC + r * ldc, tmp.data() + r * N, N);
+  }
 }
 
 bool amx_small_gemm(int64_t M, int64_t N, int64_t K, const float* A, bool transA, int64_t lda, const float* B, int64_t ldb, float* C,

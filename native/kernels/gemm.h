@@ -26,6 +26,12 @@ void bgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N
                    const uint16_t* A, int64_t lda, int64_t strideA, const uint16_t* B, int64_t ldb, int64_t strideB,
                    float beta, float* C, int64_t ldc, int64_t strideC);
 
+// bf16 inputs and a bf16 result C = op(A)·B, rounded as the cast op rounds; on AMX the epilogue writes it (no f32
+// result and cast pass), elsewhere through an f32 buffer.
+void bgemm_batched_bf16_out(int64_t batch, bool transA, bool transB, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
+                            int64_t strideA, const uint16_t* B, int64_t ldb, int64_t strideB, uint16_t* C, int64_t ldc,
+                            int64_t strideC);
+
 // Mixed precision: A and B each bf16 (raw bits) or f32 (a_f32 / b_f32), f32 rounded to bf16 exactly as a cast
 // would (on AMX while it is packed, so no bf16 copy is made), products accumulated in f32:
 // C = op(A)·op(B) + bias (bias: N floats added to every row of C, or null). Batched like bgemm_batched.

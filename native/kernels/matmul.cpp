@@ -23,7 +23,8 @@ const void* elem_ptr(const Tensor& t, int64_t off) {
 
 void gemm_any(DType dt, bool mixed, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const Tensor& a, int64_t lda,
               const std::vector<int64_t>& aoff, const Tensor& b, int64_t ldb, const std::vector<int64_t>& boff,
-              float beta, float* C, int64_t ldc, int64_t strideC) {
+              float beta, float* C, int64_t ldc, int64_t strideC, uint16_t* C16 = nullptr) {
+  // C16: bf16 × bf16 with a bf16 result, written by the GEMM (beta 0; C unused)
   int64_t batch = (int64_t)aoff.size();
   // uniform batch strides -> one batched call
   auto uniform = [&](const std::vector<int64_t>& o, int64_t* st) {
@@ -43,6 +44,8 @@ void gemm_any(DType dt, bool mixed, bool ta, bool tb, int64_t M, int64_t N, int6
     if (mixed)
       mgemm_batched(batch, ta, tb, M, N, K, elem_ptr(a, aoff[0]), a.dtype == DType::F32, lda, sa, elem_ptr(b, boff[0]),
                     b.dtype == DType::F32, ldb, sb, nullptr, C, ldc, strideC);
+    else if (C16)
+      bgemm_batched_bf16_out(batch, ta, tb, M, N, K, a.data<uint16_t>() + aoff[0], lda, sa, b.data<uint16_t>() + boff[0], ldb, sb, C16, ldc, strideC);
     else if (dt == DType::BF16)
       bgemm_batched(batch, ta, tb, M, N, K, 1.f, a.data<uint16_t>() + aoff[0], lda, sa, b.data<uint16_t>() + boff[0], ldb, sb, beta, C, ldc, strideC);
     else
@@ -53,6 +56,8 @@ void gemm_any(DType dt, bool mixed, bool ta, bool tb, int64_t M, int64_t N, int6
     if (mixed)
       mgemm_batched(1, ta, tb, M, N, K, elem_ptr(a, aoff[i]), a.dtype == DType::F32, lda, 0, elem_ptr(b, boff[i]),
                     b.dtype == DType::F32, ldb, 0, nullptr, C + i * strideC, ldc, 0);
+    else if (C16)
+      bgemm_batched_bf16_out(1, ta, tb, M, N, K, a.data<uint16_t>() + aoff[i], lda, 0, b.data<uint16_t>() + boff[i], ldb, 0, C16 + i * strideC, ldc, 0);
     else if (dt == DType::BF16)
       bgemm(ta, tb, M, N, K, 1.f, a.data<uint16_t>() + aoff[i], lda, b.data<uint16_t>() + boff[i], ldb, beta, C + i * strideC, ldc);
     else
@@ -86,18 +91,20 @@ void op_matmul(OpCtx& c) {
   std::vector<int64_t> oshape = bshape;
   oshape.push_back(M);
   oshape.push_back(N);
-  Tensor out = Tensor::empty(oshape, DType::F32);
+  // bf16 @ bf16 -> bf16: the GEMM writes the rounded result itself (the same values as f32 output + cast)
+  const bool out16 = out_dt == DType::BF16 && !mixed && !c.i("f32_out", 0);
+  Tensor out = Tensor::empty(oshape, out16 ? DType::BF16 : DType::F32);
   if (out.numel() > 0) {
     if (K == 0) std::memset(out.raw(), 0, out.nbytes());
     else
       gemm_any(a.dtype, mixed, va.trans, vb.trans, M, N, K, a, va.ld, batch_offsets(a, bshape), b, vb.ld, batch_offsets(b, bshape),
-               0.f, out.data<float>(), N, M * N);
+               0.f, out16 ? nullptr : out.data<float>(), N, M * N, out16 ? out.data<uint16_t>() : nullptr);
   }
   // drop the promoted dims
   const auto fshape = matmul_out_shape(ms);
   out = out.view(fshape, contiguous_strides(fshape), 0);
   // f32_out: keep the f32 accumulator (mixed precision: bf16 inputs, f32 activations)
-  c.out.push_back(out_dt == DType::F32 || mixed || c.i("f32_out", 0) ? out : cast(out, out_dt));
+  c.out.push_back(out_dt == DType::F32 || mixed || out16 || c.i("f32_out", 0) ? out : cast(out, out_dt));
 }
 
 // linear(x, w, b?) {layout: "linear" (w: (out, in)) | "conv1d" (w: (in, out))} -> (..., out)

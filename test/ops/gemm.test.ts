@@ -4,6 +4,7 @@
 import test from 'ava';
 import { ops, randn, noGrad, cpuInfo, tensor, Tensor } from '../../lib/index.ts';
 import { native } from '../../lib/binding.ts';
+import * as tensorModule from '../../lib/tensor.ts';
 
 function ref(a: Float32Array, b: Float32Array, batch: number, m: number, k: number, n: number, bBroadcast: boolean) {
   const c = new Float64Array(batch * m * n);
@@ -154,5 +155,46 @@ test.serial('mixed-precision matmul / linear refuse other dtypes with a typed er
     const a = randn([4, 4]), i = tensor([[1, 2], [3, 4]], undefined, { dtype: 'i64' });
     t.throws(() => native.runOp('matmul', [i.handle, a.handle], { mixed: 1 }), { message: /mixed-precision matmul needs f32 or bf16/ });
     t.throws(() => native.runOp('linear', [a.handle, a.to('f16').handle, null], { mixed: 1 }), { message: /mixed-precision linear needs f32 or bf16/ });
+  });
+});
+
+test.serial('bf16 matmul writes bf16 from the GEMM: bit for bit the f32 result rounded by the cast (rounding, NaN, ±inf, every path)', (t) => {
+  const { callOp } = tensorModule;
+  const cases: [number, number, number, number][] = [  // batch, m, k, n: small (fallback), edges, threaded, by batch
+    [1, 5, 7, 3], [1, 65, 97, 33], [1, 200, 300, 1], [1, 256, 300, 256], [3, 127, 64, 129], [8, 128, 64, 128]];
+  for (const [batch, m, k, n] of cases)
+    noGrad(() => {
+      const a = randn([batch, m, k], { seed: m + k }).to('bf16'), b = randn([k, n], { seed: n + k }).to('bf16');
+      const c16 = ops.matmul(a, b);
+      const c32 = callOp('matmul', [a, b], { f32_out: 1 })[0]!;
+      t.is(c16.dtype, 'bf16');
+      const want = c32.to('bf16');
+      const got = c16.toArray() as Float32Array, W = want.toArray() as Float32Array;
+      let bad = 0;
+      for (let i = 0; i < got.length; i++) if (!Object.is(got[i], W[i])) bad++;
+      t.is(bad, 0, `${batch}×[${m}×${k}]·[${k}×${n}]: ${bad} elements differ`);
+      for (const x of [a, b, c16, c32, want]) x.dispose();
+    });
+  // rows of A pick single entries of B (one-hot), so each result is one product (1 + 2^-7)^2 · ±2^e that bf16 must
+  // round, at many exponents; B's ±inf and NaN reach C as non-finite values
+  noGrad(() => {
+    const m = 64, k = 64, n = 64;
+    const A = new Float32Array(m * k), B = new Float32Array(k * n);
+    for (let i = 0; i < m; i++) A[i * k + (i % k)] = 1 + 2 ** -7;
+    for (let p = 0; p < k; p++) for (let j = 0; j < n; j++) B[p * n + j] = (1 + 2 ** -7) * (j % 3 === 0 ? 1 : -1) * 2 ** ((p + j) % 9 - 4);
+    B[5 * n + 7] = Infinity;
+    B[9 * n + 3] = NaN;
+    B[11 * n + 2] = -Infinity;
+    const a = tensor(A, [m, k]).to('bf16'), b = tensor(B, [k, n]).to('bf16');
+    const c16 = ops.matmul(a, b), want = callOp('matmul', [a, b], { f32_out: 1 })[0]!.to('bf16');
+    const got = c16.toArray() as Float32Array, W = want.toArray() as Float32Array;
+    let bad = 0, nonFinite = 0;
+    for (let i = 0; i < got.length; i++) {
+      if (!Object.is(got[i], W[i])) bad++;
+      if (!Number.isFinite(got[i]!)) nonFinite++;
+    }
+    t.is(bad, 0);
+    t.true(nonFinite >= 3, 'inf and NaN reach the output');
+    for (const x of [a, b, c16, want]) x.dispose();
   });
 });
