@@ -1404,8 +1404,18 @@ bool amx_small_gemm(int64_t M, int64_t N, int64_t K, const float* A, bool transA
 
 void mgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N, int64_t K, const void* A, bool a_f32,
                    int64_t lda, int64_t strideA, const void* B, bool b_f32, int64_t ldb, int64_t strideB,
-                   const float* bias, float* C, int64_t ldc, int64_t strideC) {
+                   const float* bias, float* C, int64_t ldc, int64_t strideC, uint16_t* C16) {
   if (batch <= 0 || M <= 0 || N <= 0) return;
+  if (C16 && !(K > 0 && cur_b16() == B16_AMX && (double)M * (double)N * (double)K >= kSmallMacs)) {
+    // a bf16 result where the epilogue cannot write it: the f32 result, then the cast's rounding
+    std::vector<float> tmp((size_t)(M * N));
+    for (int64_t i = 0; i < batch; i++) {
+      mgemm_batched(1, transA, transB, M, N, K, static_cast<const char*>(A) + i * strideA * (a_f32 ? 4 : 2), a_f32, lda, 0,
+                    static_cast<const char*>(B) + i * strideB * (b_f32 ? 4 : 2), b_f32, ldb, 0, bias, tmp.data(), N, 0, nullptr);
+      for (int64_t r = 0; r < M; r++) f32_to_bf16_run(C16 + i * strideC + r * ldc, tmp.data() + r * N, N);
+    }
+    return;
+  }
   auto at = [](const void* p, int64_t off, bool f32) {
     return reinterpret_cast<const uint16_t*>(static_cast<const char*>(p) + off * (f32 ? 4 : 2));
   };
@@ -1413,10 +1423,11 @@ void mgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N
     // the packers round f32 operands to bf16 on the fly; the bias is added in the kernel's epilogue
     for (int64_t i = 0; i < batch; i++) {
       Args<uint16_t> g{transA, transB, M, N, K, 1.f, at(A, i * strideA, a_f32), lda, at(B, i * strideB, b_f32), ldb, 0.f,
-                       C + i * strideC, ldc};
+                       C16 ? nullptr : C + i * strideC, ldc};
       g.a32 = a_f32;
       g.b32 = b_f32;
       g.bias = bias;
+      g.C16 = C16 ? C16 + i * strideC : nullptr;
       gemm_run<B16Amx>(g);
     }
     return;

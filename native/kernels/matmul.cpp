@@ -126,15 +126,18 @@ void op_linear(OpCtx& c) {
   bool tb = conv ? vw.trans : !vw.trans;
   std::vector<int64_t> oshape(x.shape.begin(), x.shape.end() - 1);
   oshape.push_back(outf);
-  Tensor out = Tensor::empty(oshape, DType::F32);
-  float* Y = out.data<float>();
+  // bf16 in, bf16 out: the GEMM's epilogue adds the bias and rounds (the same values as f32 output + cast)
+  const bool out16 = x.dtype == DType::BF16 && out_dt == DType::BF16 && !mixed && !c.i("f32_out", 0);
+  Tensor out = Tensor::empty(oshape, out16 ? DType::BF16 : DType::F32);
+  float* Y = out16 ? nullptr : out.data<float>();
   if (mixed || x.dtype == DType::BF16) {
     // bf16 products; the bias is added by the GEMM's epilogue (no separate pass over the output)
     Tensor b = c.has(2) ? contiguous(cast(c.input(2), DType::F32)) : Tensor();
     if (rows > 0 && outf > 0)
       mgemm_batched(1, false, tb, rows, outf, in, elem_ptr(x, 0), x.dtype == DType::F32, in, 0, elem_ptr(w, 0),
-                    w.dtype == DType::F32, vw.ld, 0, c.has(2) ? b.data<float>() : nullptr, Y, outf, 0);
-    c.out.push_back(out_dt == DType::F32 || mixed || c.i("f32_out", 0) ? out : cast(out, out_dt));
+                    w.dtype == DType::F32, vw.ld, 0, c.has(2) ? b.data<float>() : nullptr, Y, outf, 0,
+                    out16 ? out.data<uint16_t>() : nullptr);
+    c.out.push_back(out_dt == DType::F32 || mixed || out16 || c.i("f32_out", 0) ? out : cast(out, out_dt));
     return;
   }
   float beta = 0.f;

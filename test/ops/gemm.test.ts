@@ -198,3 +198,25 @@ test.serial('bf16 matmul writes bf16 from the GEMM: bit for bit the f32 result r
     for (const x of [a, b, c16, want]) x.dispose();
   });
 });
+
+test.serial('bf16 linear writes bf16 from the GEMM (bias in the epilogue): bit for bit the f32 result rounded by the cast', (t) => {
+  const { callOp } = tensorModule;
+  const cases: [number[], number, number, boolean, 'linear' | 'conv1d'][] = [  // x shape, in, out, bias, layout
+    [[3, 5], 5, 7, true, 'linear'], [[2, 65, 97], 97, 33, true, 'linear'], [[256, 300], 300, 256, false, 'linear'],
+    [[4, 128, 96], 96, 200, true, 'conv1d'], [[7, 0], 0, 5, true, 'linear']];
+  for (const [xs, inF, outF, hasBias, layout] of cases)
+    noGrad(() => {
+      const x = randn(xs, { seed: inF + outF }).to('bf16');
+      const w = randn(layout === 'linear' ? [outF, inF] : [inF, outF], { seed: outF }).to('bf16');
+      const b = hasBias ? randn([outF], { seed: 3 }).to('bf16') : null;
+      const y16 = callOp('linear', [x, w, b], { layout })[0]!;
+      const y32 = callOp('linear', [x, w, b], { layout, f32_out: 1 })[0]!;
+      t.is(y16.dtype, 'bf16');
+      const want = y32.to('bf16');
+      const got = y16.toArray() as Float32Array, W = want.toArray() as Float32Array;
+      let bad = 0;
+      for (let i = 0; i < got.length; i++) if (!Object.is(got[i], W[i])) bad++;
+      t.is(bad, 0, `[${xs}] ${inF}->${outF} ${layout} bias=${hasBias}: ${bad} elements differ`);
+      for (const z of [x, w, b, y16, y32, want]) z?.dispose();
+    });
+});
