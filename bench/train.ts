@@ -107,9 +107,8 @@ async function main(): Promise<void> {
       const ours = new Peer(`ours ${name} ${dtype}`, process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', name, dtype], process.env);
       const theirs = py ? new Peer(`torch ${name} ${dtype}`, py, [path.join(here, 'torch_train.py')], env, JSON.stringify({ threads: numThreads(), layers: L, seq: T,
         batch: B, method: name === 'full' ? 'none' : name, dtype, steps: 0, serve: true })) : null;
-      await ours.next();
-      const version = theirs ? (await theirs.next()).version : undefined;
-      void version;
+      await ours.next();  // ready
+      if (theirs) await theirs.next();  // ready (torch's version)
       for (let w = 0; w < WARMUP; w++) { await ours.step(); if (theirs) await theirs.step(); }
       const os: number[] = [], ts: number[] = [];
       for (let i = 0; i < pairs; i++) {

@@ -896,16 +896,6 @@ struct APanel {
 // One 32 x 32 block over ns k steps of 32. w: a 4 KiB accumulator block (four 16 x 16 tiles, 64-byte rows)
 // used between K chunks: w_in = start from it (else from zero), w_out = leave the sum there instead of
 // writing C. The final chunk writes C = alpha * acc + beta * C, or acc + bias[0..nr) (bias set: alpha 1, beta 0).
-// f32 -> bf16 of 16 lanes, rounded as f32_to_bf16 (nearest even; NaN stays a quiet NaN).
-AD_TGT_AMX inline __m256i bf16_round16(__m512 x) {
-  const __m512i u = _mm512_castps_si512(x);
-  const __m512i hi = _mm512_srli_epi32(u, 16);
-  const __m512i lsb = _mm512_and_si512(hi, _mm512_set1_epi32(1));
-  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
-  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
-  return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, _mm512_or_si512(hi, _mm512_set1_epi32(0x40))));
-}
-
 AD_TGT_AMX inline __attribute__((always_inline)) void ukr_amx(int64_t ns, APanel ap, const uint16_t* b, float* c, int64_t ldc, int mr, int nr,
                         float alpha, float beta, float* w, bool w_in, bool w_out, const float* bias, uint16_t* c16 = nullptr) {
   if (w_in) {
@@ -962,17 +952,12 @@ AD_TGT_AMX inline __attribute__((always_inline)) void ukr_amx(int64_t ns, APanel
   // added after the products, as torch's addmm does
   const __m512 b0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
   const __m512 b1 = bias && nr > 16 ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
-  if (c16) {  // beta == 0 (Args::C16)
+  if (c16) {  // beta == 0 (Args::C16): alpha·(acc + bias) in place, then the cast's rounding
     for (int i = 0; i < mr; i++) {
-      uint16_t* ci = c16 + i * ldc;
-      const __m256i v0 = bf16_round16(_mm512_mul_ps(va, _mm512_add_ps(_mm512_load_ps(buf + i * 32), b0)));
-      if (fullc) {
-        _mm256_storeu_si256((__m256i*)ci, v0);
-        _mm256_storeu_si256((__m256i*)(ci + 16), bf16_round16(_mm512_mul_ps(va, _mm512_add_ps(_mm512_load_ps(buf + i * 32 + 16), b1))));
-      } else {
-        _mm256_mask_storeu_epi16(ci, m0, v0);
-        if (nr > 16) _mm256_mask_storeu_epi16(ci + 16, m1, bf16_round16(_mm512_mul_ps(va, _mm512_add_ps(_mm512_load_ps(buf + i * 32 + 16), b1))));
-      }
+      float* r = buf + i * 32;
+      _mm512_store_ps(r, _mm512_mul_ps(va, _mm512_add_ps(_mm512_load_ps(r), b0)));
+      _mm512_store_ps(r + 16, _mm512_mul_ps(va, _mm512_add_ps(_mm512_load_ps(r + 16), b1)));
+      f32_to_bf16_run(c16 + i * ldc, r, nr);
     }
     return;
   }
@@ -1371,22 +1356,22 @@ void bgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N
                 strideB == 0 ? 0 : br * bc, beta, C, ldc, strideC);
 }
 
+// Whether a product of this size runs on the AMX kernels (smaller ones take the direct loops).
+static bool amx_runs(int64_t M, int64_t N, int64_t K) {
+  return K > 0 && cur_b16() == B16_AMX && (double)M * (double)N * (double)K >= kSmallMacs;
+}
+
 void bgemm_batched_bf16_out(int64_t batch, bool transA, bool transB, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
                             int64_t strideA, const uint16_t* B, int64_t ldb, int64_t strideB, uint16_t* C, int64_t ldc,
                             int64_t strideC) {
   if (batch <= 0 || M <= 0 || N <= 0) return;
-  if (K > 0 && cur_b16() == B16_AMX && (double)M * (double)N * (double)K >= kSmallMacs) {
-    Args<uint16_t> g{transA, transB, M, N, K, 1.f, A, lda, B, ldb, 0.f, nullptr, ldc};
-    g.C16 = C;
-    gemm_batched_run<B16Amx>(batch, g, strideA, strideB, strideC);
+  if (!amx_runs(M, N, K)) {  // mgemm's f32 result and rounding
+    mgemm_batched(batch, transA, transB, M, N, K, A, false, lda, strideA, B, false, ldb, strideB, nullptr, nullptr, ldc, strideC, C);
     return;
   }
-  // elsewhere: the f32 result, then the cast's rounding
-  std::vector<float> tmp((size_t)(M * N));
-  for (int64_t i = 0; i < batch; i++) {
-    bgemm(transA, transB, M, N, K, 1.f, A + i * strideA, lda, B + i * strideB, ldb, 0.f, tmp.data(), N);
-    for (int64_t r = 0; r < M; r++) f32_to_bf16_run(C + i * strideC + r * ldc, tmp.data() + r * N, N);
-  }
+  Args<uint16_t> g{transA, transB, M, N, K, 1.f, A, lda, B, ldb, 0.f, nullptr, ldc};
+  g.C16 = C;
+  gemm_batched_run<B16Amx>(batch, g, strideA, strideB, strideC);  // batch items split over the threads
 }
 
 bool amx_small_gemm(int64_t M, int64_t N, int64_t K, const float* A, bool transA, int64_t lda, const float* B, int64_t ldb, float* C,
@@ -1406,7 +1391,7 @@ void mgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N
                    int64_t lda, int64_t strideA, const void* B, bool b_f32, int64_t ldb, int64_t strideB,
                    const float* bias, float* C, int64_t ldc, int64_t strideC, uint16_t* C16) {
   if (batch <= 0 || M <= 0 || N <= 0) return;
-  if (C16 && !(K > 0 && cur_b16() == B16_AMX && (double)M * (double)N * (double)K >= kSmallMacs)) {
+  if (C16 && !amx_runs(M, N, K)) {
     // a bf16 result where the epilogue cannot write it: the f32 result, then the cast's rounding
     std::vector<float> tmp((size_t)(M * N));
     for (int64_t i = 0; i < batch; i++) {
@@ -1419,7 +1404,7 @@ void mgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N
   auto at = [](const void* p, int64_t off, bool f32) {
     return reinterpret_cast<const uint16_t*>(static_cast<const char*>(p) + off * (f32 ? 4 : 2));
   };
-  if (K > 0 && cur_b16() == B16_AMX && (double)M * (double)N * (double)K >= kSmallMacs) {
+  if (amx_runs(M, N, K)) {
     // the packers round f32 operands to bf16 on the fly; the bias is added in the kernel's epilogue
     for (int64_t i = 0; i < batch; i++) {
       Args<uint16_t> g{transA, transB, M, N, K, 1.f, at(A, i * strideA, a_f32), lda, at(B, i * strideB, b_f32), ldb, 0.f,
