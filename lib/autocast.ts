@@ -6,8 +6,9 @@
  * ({mixed: 1}), so nothing is cast in a separate pass (only a trained weight's input is kept as a bf16 copy for
  * its gradient); on CUDA the bf16 copies of weights are made once per region and freed with it (a copy the
  * backward still needs lives until that backward has run). Everything else (norms, softmax, attention,
- * losses, adapters' small GEMMs) computes in f32, and so do projections with a side under 64 (LoRA's A and B,
- * small heads): bf16 tiles would be mostly padding there. Consecutive projections of the same input (Q, K, V)
+ * losses, LoRA's rank-r GEMMs) computes in f32, and so do projections with a side under 32 (LoRA's A and B,
+ * small heads): bf16 tiles would be mostly padding there (a bottleneck adapter 48 wide runs 2x faster in bf16, a
+ * rank-8 LoRA projection slower). Consecutive projections of the same input (Q, K, V)
  * share one bf16 copy of it.
  */
 import type { Tensor } from './tensor.ts';
@@ -41,6 +42,14 @@ export function autocast<T>(fn: () => T, opts: { enabled?: boolean } = {}): T {
     for (const t of r.cache.values()) t.dispose();
     r.lastAct?.dst.dispose();
   }
+}
+
+/** The smallest side of a weight whose projection runs in bf16 under autocast (ops.linear and the fused adapter ops). */
+export const AUTOCAST_MIN_SIDE = 32;
+
+/** Whether a projection with this 2-D weight runs as a bf16 GEMM here (inside autocast, both sides >= AUTOCAST_MIN_SIDE). */
+export function autocastProjection(weight: Tensor): boolean {
+  return region !== null && weight.ndim === 2 && Math.min(weight.shape[0]!, weight.shape[1]!) >= AUTOCAST_MIN_SIDE;
 }
 
 /** True inside autocast(). */

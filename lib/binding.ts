@@ -51,6 +51,7 @@ export interface Binding {
   cudaMemory(what: 'stats'): CudaMemoryStats;
   cudaMemory(what: 'empty' | 'resetPeak' | 'sync'): undefined;
   fmaPeak(threads?: number, iters?: number): { gflops: number; isa: string };
+  amxPeak(threads?: number, iters?: number): number;
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));

@@ -415,6 +415,13 @@ Napi::Value FmaPeak(const Napi::CallbackInfo& info) {
   o.Set("isa", r.isa);
   return o;
 }
+Napi::Value AmxPeak(const Napi::CallbackInfo& info) {
+  int threads = info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : num_threads();
+  int64_t iters = info[1].IsNumber() ? info[1].As<Napi::Number>().Int64Value() : 2000000;
+  if (threads < 1 || threads > num_threads()) throw_js(info.Env(), "ValueError", "amxPeak: threads must be in [1, numThreads()]");
+  if (iters < 1 || iters > (int64_t)1e9) throw_js(info.Env(), "ValueError", "amxPeak: iters out of range");
+  return Napi::Number::New(info.Env(), amx_peak(threads, iters));
+}
 Napi::Value HasCuda(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), has_cuda()); }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -440,6 +447,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaInfo", Napi::Function::New(env, CudaInfo));
   exports.Set("cudaMemory", Napi::Function::New(env, CudaMemory));
   exports.Set("fmaPeak", Napi::Function::New(env, FmaPeak));
+  exports.Set("amxPeak", Napi::Function::New(env, AmxPeak));
   return exports;
 }
 

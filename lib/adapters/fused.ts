@@ -6,8 +6,8 @@
  *   bottleneckFused: y = s·(act(h·Wdᵀ + bd)·Wuᵀ + bu) + residual
  *   loraSgmv:    d[rows of segment i] = s_i·(x·A_iᵀ)·B_iᵀ   (n adapters in one op, forward and backward native)
  *   bottleneckSgmv: y[rows of segment i] = residual + s_i·(act(h·Wd_iᵀ + bd_i)·Wu_iᵀ + bu_i)   (likewise)
- * `mixed` (CPU autocast): loraLinear's and ia3Linear's products with W run as bf16 GEMMs, forward and backward,
- * as ops.linear's do under autocast (lib/autocast.ts); everything else stays f32.
+ * `mixed` (CPU autocast): loraLinear's and ia3Linear's products with W, and bottleneckFused's two projections, run
+ * as bf16 GEMMs, forward and backward, as ops.linear's do under autocast (lib/autocast.ts); everything else stays f32.
  */
 import { Tensor, callOp, tensor, withGrad } from '../tensor.ts';
 import { isGradEnabled } from '../autograd/tape.ts';
@@ -79,22 +79,23 @@ export function bottleneckActSupported(act: string): boolean {
   return act.toLowerCase() in ACT_BWD;
 }
 
-export function bottleneckFused(h: Tensor, Wd: Tensor, bd: Tensor, Wu: Tensor, bu: Tensor, residual: Tensor, act: string, scale: number): Tensor {
+export function bottleneckFused(h: Tensor, Wd: Tensor, bd: Tensor, Wu: Tensor, bu: Tensor, residual: Tensor, act: string, scale: number, mixed = false): Tensor {
   const a = act.toLowerCase();
-  const [y, pre] = callOp('bottleneck', [h, Wd, bd, Wu, bu, residual], { act: a, scale });
+  const [y, pre] = callOp('bottleneck', [h, Wd, bd, Wu, bu, residual], mixed ? { act: a, scale, mixed: 1 } : { act: a, scale });
   const hs = h.shape;
+  const mm = (x: Tensor, w: Tensor) => timesW(x, w, mixed);
   withGrad([y!], 'bottleneck', [h, Wd, bd, Wu, bu, residual], ([g]) => {
     const g2 = flat(g!), h2 = flat(h), pre2 = flat(pre!);
     const kind = ACT_BWD[a];
     const actOut = kind === null ? pre2 : kind === 'gelu_tanh' ? ops.gelu(pre2, { approximate: 'tanh' }) : kind === 'gelu' ? ops.gelu(pre2) : callOp(kind!, [pre2])[0]!;
     const gu = ops.mul(g2, scale);
-    const gWu = Wu.requiresGrad ? ops.matmul(ops.transpose(gu, 0, 1), actOut) : null;
+    const gWu = Wu.requiresGrad ? mm(ops.transpose(gu, 0, 1), actOut) : null;
     const gbu = bu.requiresGrad ? ops.sum(gu, 0) : null;
-    const ga = ops.matmul(gu, Wu);
+    const ga = mm(gu, Wu);
     const gpre = kind === null ? ga : callOp('activation_bwd', [pre2, ga], { kind })[0]!;
-    const gWd = Wd.requiresGrad ? ops.matmul(ops.transpose(gpre, 0, 1), h2) : null;
+    const gWd = Wd.requiresGrad ? mm(ops.transpose(gpre, 0, 1), h2) : null;
     const gbd = bd.requiresGrad ? ops.sum(gpre, 0) : null;
-    const gh = h.requiresGrad ? ops.reshape(ops.matmul(gpre, Wd), hs) : null;
+    const gh = h.requiresGrad ? ops.reshape(mm(gpre, Wd), hs) : null;
     return [gh, gWd, gbd, gWu, gbu, residual.requiresGrad ? g!.clone() : null];
   }, [pre!], [h, Wd, Wu]);
   return y!;

@@ -11,7 +11,7 @@ import { alias, reshape, squeeze, transpose, unsqueeze } from './shape.ts';
 import { nextRandom } from './creation.ts';
 import { sub, mul } from './elementwise.ts';
 import { mean as meanOp, sum as sumOp } from './reduce.ts';
-import { autocastActive, bf16Activation, bf16Weight } from '../autocast.ts';
+import { autocastActive, autocastProjection, bf16Activation, bf16Weight } from '../autocast.ts';
 import { isGradEnabled } from '../autograd/tape.ts';
 import { keep } from '../scope.ts';
 
@@ -66,7 +66,7 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: Li
   if (bias !== undefined && bias !== null) assertTensor(bias, 'linear', 'bias');
   // autocast: bf16 GEMMs for real projections; a low-rank or tiny one (LoRA's A/B, a 2-class head) stays f32, where
   // casting its input would cost more than its GEMM and bf16 tiles would be mostly padding
-  if (autocastActive() && x.dtype === 'f32' && weight.dtype === 'f32' && weight.ndim === 2 && Math.min(weight.shape[0]!, weight.shape[1]!) >= 64)
+  if (x.dtype === 'f32' && weight.dtype === 'f32' && autocastProjection(weight))
     return linearBf16(x, weight, bias ?? null, layout);
   const y = one(callOp('linear', [x, weight, bias ?? null], { layout }));
   withGrad([y], 'linear', [x, weight, bias ?? null], ([g]) => linearGrads(g!, g!, weight, x, { x, weight, bias: bias ?? null, layout }, {}),

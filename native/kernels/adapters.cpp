@@ -8,7 +8,8 @@
 //   bottleneck:   y = s·(act(h·Wdᵀ + bd)·Wuᵀ + bu) + residual   h (N,C) Wd (d,C) Wu (C,d) → y (N,C), pre (N,d)
 // {mixed: 1} (CPU autocast) runs lora_linear's and ia3_linear's base projection x·Wᵀ + b as a bf16 GEMM (the
 // operands rounded to bf16 while packed, f32 result, bias in the epilogue), as ops.linear does under autocast;
-// the rank-r path stays f32, as LoRA's small projections do there.
+// the rank-r path stays f32, as LoRA's small projections do there; it runs bottleneck's two projections as bf16
+// GEMMs too (a width d of 32 or more fills AMX tiles well enough to beat f32: 2x at d = 48).
 // https://arxiv.org/abs/2106.09685 (LoRA), https://arxiv.org/abs/2205.05638 ((IA)³), https://arxiv.org/abs/1902.00751
 #include <cmath>
 
@@ -128,21 +129,34 @@ void op_bottleneck(OpCtx& c) {
   std::vector<int64_t> ps(h.shape.begin(), h.shape.end() - 1);
   ps.push_back(d);
   Tensor pre = Tensor::empty(ps, DType::F32), act = Tensor::empty(ps, DType::F32), y = Tensor::empty(h.shape, DType::F32);
-  add_bias_rows(pre.data<float>(), bd.data<float>(), N, d);
-  if (N) sgemm(false, true, N, d, C, 1.f, h.data<float>(), C, Wd.data<float>(), C, 1.f, pre.data<float>(), d);
+  const bool mixed = c.i("mixed", 0) != 0;
+  if (mixed && N) {
+    mgemm_batched(1, false, true, N, d, C, h.data<float>(), true, C, 0, Wd.data<float>(), true, C, 0, bd.data<float>(), pre.data<float>(), d, 0);
+  } else {
+    add_bias_rows(pre.data<float>(), bd.data<float>(), N, d);
+    if (N) sgemm(false, true, N, d, C, 1.f, h.data<float>(), C, Wd.data<float>(), C, 1.f, pre.data<float>(), d);
+  }
   const float* P = pre.data<float>();
   float* Aa = act.data<float>();
   parallel_for(N * d, 4096, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; i++) Aa[i] = un_apply(kind, P[i]);
   });
-  // y = s·(act·Wuᵀ + bu) + residual: start from residual + s·bu, accumulate s·act·Wuᵀ
   const float *R = res.data<float>(), *BU = bu.data<float>();
   float* Y = y.data<float>();
-  parallel_for(N, 64, [&](int64_t r0, int64_t r1) {
-    for (int64_t rr = r0; rr < r1; rr++)
-      for (int64_t j = 0; j < C; j++) Y[rr * C + j] = R[rr * C + j] + s * BU[j];
-  });
-  if (N) sgemm(false, true, N, C, d, s, act.data<float>(), d, Wu.data<float>(), d, 1.f, Y, C);
+  if (mixed) {
+    // y = s·(act·Wuᵀ + bu) + residual: the bf16 GEMM writes act·Wuᵀ + bu, then one pass scales and adds
+    if (N) mgemm_batched(1, false, true, N, C, d, Aa, true, d, 0, Wu.data<float>(), true, d, 0, BU, Y, C, 0);
+    parallel_for(N, 64, [&](int64_t r0, int64_t r1) {
+      for (int64_t i = r0 * C; i < r1 * C; i++) Y[i] = s * Y[i] + R[i];
+    });
+  } else {
+    // y = s·(act·Wuᵀ + bu) + residual: start from residual + s·bu, accumulate s·act·Wuᵀ
+    parallel_for(N, 64, [&](int64_t r0, int64_t r1) {
+      for (int64_t rr = r0; rr < r1; rr++)
+        for (int64_t j = 0; j < C; j++) Y[rr * C + j] = R[rr * C + j] + s * BU[j];
+    });
+    if (N) sgemm(false, true, N, C, d, s, act.data<float>(), d, Wu.data<float>(), d, 1.f, Y, C);
+  }
   c.out.push_back(y);
   c.out.push_back(pre);
 }

@@ -23,8 +23,9 @@
 // lse cannot carry log(l); the backward then recomputes the row's max and sum exactly instead of using lse.
 //
 // Vectorisation: tile kernels use GCC vector extensions (8 floats) and are compiled twice, for AVX2+FMA and
-// for the baseline ISA; the tile GEMM also has a 16-float AVX-512 form. The choice is made once at run time
-// (__builtin_cpu_supports; ADAPTERS_ATTN_NO_AVX512=1 keeps the AVX2 GEMM). No ifuncs. Under mixed precision
+// for the baseline ISA; the tile GEMM and the softmax-side kernels (exp, max, sums, clamp) also have 16-float AVX-512
+// forms. The choice is made once at run time (__builtin_cpu_supports; ADAPTERS_ATTN_NO_AVX512=1 keeps the AVX2 ones).
+// No ifuncs. Under mixed precision
 // (p.mixed, CPU autocast) the tile products go to amx_small_gemm (gemm.cpp: bf16-rounded operands on AMX tiles,
 // f32 accumulation) where the bf16 GEMMs run on AMX; masks, softmax and the statistics stay f32.
 #include "attention.h"
@@ -202,87 +203,106 @@ AD_AI void gemm_body16(int64_t m, int64_t n, int64_t k, const float* A, int64_t 
   } while (0)
 
 typedef int32_t v8i __attribute__((vector_size(32)));
+typedef float v16f __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+// The softmax-side kernels are written once over a vector type: v8f (AVX2 / baseline) or v16f (AVX-512).
+template <class V> struct VecT;
+template <> struct VecT<v8f> { using I = v8i; static constexpr int W = 8; };
+template <> struct VecT<v16f> { using I = v16i; static constexpr int W = 16; };
 
-// exp(x) for float (Cephes-style range reduction + degree-6 polynomial, ~2 ulp), 8 lanes at a time.
+// exp(x) for float (Cephes-style range reduction + degree-6 polynomial, ~2 ulp), a vector at a time.
 // Returns exactly 0 for x < -87.33 (incl. -inf) so that masked scores contribute nothing.
 // Written with vector extensions because GCC does not if-convert the scalar clamps without -ffast-math.
-#define AD_SPLAT(x) (v8f{} + (float)(x))
-AD_AI void fexp8(const float* src, float sub, float mul, float* dst) {  // dst = exp(src - sub) * mul
-  v8f x;
-  AD_LD8(x, src);
+#define AD_SPLAT(x) (V{} + (float)(x))
+template <class V>
+AD_AI void fexpv(const float* src, float sub, float mul, float* dst) {  // dst = exp(src - sub) * mul
+  using VI = typename VecT<V>::I;
+  V x;
+  std::memcpy(&x, src, sizeof(V));
   x = x - sub;
-  const v8f lo = AD_SPLAT(-87.33654f), hi = AD_SPLAT(88.37626f), magic = AD_SPLAT(12582912.f);
-  const v8i under = x < lo;
+  const V lo = AD_SPLAT(-87.33654f), hi = AD_SPLAT(88.37626f), magic = AD_SPLAT(12582912.f);
+  const VI under = x < lo;
   x = x < lo ? lo : x;
   x = x > hi ? hi : x;
-  const v8f t = x * 1.44269504088896341f + magic;  // round to nearest via the 1.5·2^23 trick
-  const v8f n = t - magic;
-  v8f r = x - n * 0.693359375f;
+  const V t = x * 1.44269504088896341f + magic;  // round to nearest via the 1.5·2^23 trick
+  const V n = t - magic;
+  V r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
-  v8f p = AD_SPLAT(1.9875691500E-4f);
+  V p = AD_SPLAT(1.9875691500E-4f);
   p = p * r + 1.3981999507E-3f;
   p = p * r + 8.3334519073E-3f;
   p = p * r + 4.1665795894E-2f;
   p = p * r + 1.6666665459E-1f;
   p = p * r + 5.0000001201E-1f;
-  const v8f y = p * r * r + r + 1.f;
-  const v8i bits = (__builtin_convertvector(n, v8i) + 127) << 23;  // exponent in [0, 255) after the clamps
-  v8f sc;
-  std::memcpy(&sc, &bits, 32);
-  v8f res = y * sc * mul;
-  res = under ? v8f{} : res;
-  AD_ST8(dst, res);
+  const V y = p * r * r + r + 1.f;
+  const VI bits = (__builtin_convertvector(n, VI) + 127) << 23;  // exponent in [0, 255) after the clamps
+  V sc;
+  std::memcpy(&sc, &bits, sizeof(V));
+  V res = y * sc * mul;
+  res = under ? V{} : res;
+  std::memcpy(dst, &res, sizeof(V));
 }
 
 AD_AI float fexp(float x) {  // scalar: the same arithmetic through one (partial) vector
   float buf[8] = {x, x, x, x, x, x, x, x};
-  fexp8(buf, 0.f, 1.f, buf);
+  fexpv<v8f>(buf, 0.f, 1.f, buf);
   return buf[0];
 }
 
 // dst[j] = exp(src[j] - sub) * mul for j < n
+template <class V>
 AD_AI void exp_row(const float* src, float sub, float mul, float* dst, int64_t n) {
+  constexpr int W = VecT<V>::W;
   int64_t j = 0;
-  for (; j + 8 <= n; j += 8) fexp8(src + j, sub, mul, dst + j);
+  for (; j + W <= n; j += W) fexpv<V>(src + j, sub, mul, dst + j);
   if (j < n) {
-    float buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    float buf[W] = {};
     for (int64_t t = j; t < n; t++) buf[t - j] = src[t];
-    fexp8(buf, sub, mul, buf);
+    fexpv<V>(buf, sub, mul, buf);
     for (int64_t t = j; t < n; t++) dst[t] = buf[t - j];
   }
 }
 
-AD_AI float hsum8(const v8f& v) {
-  float b[8];
-  AD_ST8(b, v);
-  return ((b[0] + b[4]) + (b[1] + b[5])) + ((b[2] + b[6]) + (b[3] + b[7]));
+// Lane sum: halves folded down to 4 lanes, then (b0+b1)+(b2+b3) (for v8f: ((b0+b4)+(b1+b5))+((b2+b6)+(b3+b7))).
+template <class V>
+AD_AI float hsum(const V& v) {
+  constexpr int W = VecT<V>::W;
+  float b[W];
+  std::memcpy(b, &v, sizeof(V));
+  for (int w = W / 2; w >= 4; w /= 2)
+    for (int l = 0; l < w; l++) b[l] += b[l + w];
+  return (b[0] + b[1]) + (b[2] + b[3]);
 }
 
+template <class V>
 AD_AI float row_max(const float* s, int64_t n) {
-  v8f mv = AD_SPLAT(-FLT_MAX);
+  constexpr int W = VecT<V>::W;
+  V mv = AD_SPLAT(-FLT_MAX);
   int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    v8f x;
-    AD_LD8(x, s + j);
+  for (; j + W <= n; j += W) {
+    V x;
+    std::memcpy(&x, s + j, sizeof(V));
     mv = x > mv ? x : mv;
   }
-  float b[8];
-  AD_ST8(b, mv);
+  float b[W];
+  std::memcpy(b, &mv, sizeof(V));
   float mx = -FLT_MAX;
-  for (int l = 0; l < 8; l++) mx = b[l] > mx ? b[l] : mx;
+  for (int l = 0; l < W; l++) mx = b[l] > mx ? b[l] : mx;
   for (; j < n; j++) mx = s[j] > mx ? s[j] : mx;
   return mx;
 }
 
+template <class V>
 AD_AI float row_sum(const float* s, int64_t n) {
-  v8f acc = v8f{};
+  constexpr int W = VecT<V>::W;
+  V acc = V{};
   int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    v8f x;
-    AD_LD8(x, s + j);
+  for (; j + W <= n; j += W) {
+    V x;
+    std::memcpy(&x, s + j, sizeof(V));
     acc += x;
   }
-  float sum = hsum8(acc);
+  float sum = hsum<V>(acc);
   for (; j < n; j++) sum += s[j];
   return sum;
 }
@@ -296,21 +316,38 @@ AD_AI float row_dot(const float* a, const float* b, int64_t n) {
     AD_LD8(y, b + j);
     acc += x * y;
   }
-  float sum = hsum8(acc);
+  float sum = hsum<v8f>(acc);
   for (; j < n; j++) sum += a[j] * b[j];
   return sum;
 }
 
+// s[j] = clamp(s[j], -FLT_MAX, FLT_MAX) for j < n (NaN stays NaN): the masking rule's clamp when there is no mask.
+template <class V>
+AD_AI void clamp_row(float* s, int64_t n) {
+  constexpr int W = VecT<V>::W;
+  const V lo = AD_SPLAT(-FLT_MAX), hi = AD_SPLAT(FLT_MAX);
+  int64_t j = 0;
+  for (; j + W <= n; j += W) {
+    V x;
+    std::memcpy(&x, s + j, sizeof(V));
+    x = x < lo ? lo : x;
+    x = x > hi ? hi : x;
+    std::memcpy(s + j, &x, sizeof(V));
+  }
+  for (; j < n; j++) s[j] = s[j] < -FLT_MAX ? -FLT_MAX : (s[j] > FLT_MAX ? FLT_MAX : s[j]);
+}
+
 // Online-softmax step for a tile: S (rows x n, ld BK) holds masked scores; m, l running max/sum;
 // acc (rows x dv, ld dv) running output. On return S holds P = exp(S - m_new) and acc is rescaled.
+template <class V>
 AD_AI void online_softmax_body(int64_t rows, int64_t n, float* S, float* m, float* l, float* acc, int64_t dv) {
   for (int64_t r = 0; r < rows; r++) {
     float* s = S + r * BK;
-    const float mx = row_max(s, n);
+    const float mx = row_max<V>(s, n);
     const float m_old = m[r];
     const float m_new = mx > m_old ? mx : m_old;
-    exp_row(s, m_new, 1.f, s, n);
-    const float sum = row_sum(s, n);
+    exp_row<V>(s, m_new, 1.f, s, n);
+    const float sum = row_sum<V>(s, n);
     if (m_new != m_old) {
       const float alpha = fexp(m_old - m_new);
       l[r] = l[r] * alpha + sum;
@@ -324,32 +361,50 @@ AD_AI void online_softmax_body(int64_t rows, int64_t n, float* S, float* m, floa
 }
 
 // Backward: S (rows x n, ld BK) masked scores -> P = exp(S - mrow) * invl (in place).
+template <class V>
 AD_AI void probs_body(int64_t rows, int64_t n, float* S, const float* mrow, const float* invl) {
-  for (int64_t r = 0; r < rows; r++) exp_row(S + r * BK, mrow[r], invl[r], S + r * BK, n);
+  for (int64_t r = 0; r < rows; r++) exp_row<V>(S + r * BK, mrow[r], invl[r], S + r * BK, n);
 }
 
 // dS = P ∘ (dP − D) in place into dP.
+template <class V>
 AD_AI void dsoft_body(int64_t rows, int64_t n, const float* P, float* dP, const float* Drow) {
+  constexpr int W = VecT<V>::W;
   for (int64_t r = 0; r < rows; r++) {
     const float* p = P + r * BK;
     float* d = dP + r * BK;
     const float dd = Drow[r];
-    for (int64_t j = 0; j < n; j++) d[j] = p[j] * (d[j] - dd);
+    int64_t j = 0;
+    for (; j + W <= n; j += W) {
+      V x, y;
+      std::memcpy(&x, p + j, sizeof(V));
+      std::memcpy(&y, d + j, sizeof(V));
+      y = x * (y - dd);
+      std::memcpy(d + j, &y, sizeof(V));
+    }
+    for (; j < n; j++) d[j] = p[j] * (d[j] - dd);
   }
 }
 
 // Running (max, sum) statistics only (for the backward's exact recomputation of large-|lse| rows).
+template <class V>
 AD_AI void stats_body(int64_t rows, int64_t n, float* S, float* m, float* l) {
   for (int64_t r = 0; r < rows; r++) {
     float* s = S + r * BK;
-    const float mx = row_max(s, n);
+    const float mx = row_max<V>(s, n);
     const float m_old = m[r];
     const float m_new = mx > m_old ? mx : m_old;
-    exp_row(s, m_new, 1.f, s, n);
-    const float sum = row_sum(s, n);
+    exp_row<V>(s, m_new, 1.f, s, n);
+    const float sum = row_sum<V>(s, n);
     l[r] = (m_new != m_old ? l[r] * fexp(m_old - m_new) : l[r]) + sum;
     m[r] = m_new;
   }
+}
+
+// clamp_row over the rows of a score tile (ld BK)
+template <class V>
+AD_AI void clamp_body(int64_t rows, int64_t n, float* S) {
+  for (int64_t r = 0; r < rows; r++) clamp_row<V>(S + r * BK, n);
 }
 
 struct Kernels {
@@ -359,25 +414,31 @@ struct Kernels {
   void (*probs)(int64_t, int64_t, float*, const float*, const float*);
   void (*dsoft)(int64_t, int64_t, const float*, float*, const float*);
   void (*stats)(int64_t, int64_t, float*, float*, float*);
+  void (*clamp)(int64_t, int64_t, float*);
   const char* name;
 };
+
+// The softmax-side kernels of one ISA (V: its vector type), each a plain function with that target.
+#define AD_DEFINE_SOFTMAX(SUF, ATTR, V)                                                                       \
+  ATTR void online_softmax_##SUF(int64_t rows, int64_t n, float* S, float* m, float* l, float* acc,          \
+                                 int64_t dv) {                                                                \
+    online_softmax_body<V>(rows, n, S, m, l, acc, dv);                                                        \
+  }                                                                                                           \
+  ATTR void probs_##SUF(int64_t rows, int64_t n, float* S, const float* mrow, const float* invl) {           \
+    probs_body<V>(rows, n, S, mrow, invl);                                                                    \
+  }                                                                                                           \
+  ATTR void dsoft_##SUF(int64_t rows, int64_t n, const float* P, float* dP, const float* Drow) {             \
+    dsoft_body<V>(rows, n, P, dP, Drow);                                                                      \
+  }                                                                                                           \
+  ATTR void stats_##SUF(int64_t rows, int64_t n, float* S, float* m, float* l) { stats_body<V>(rows, n, S, m, l); } \
+  ATTR void clamp_##SUF(int64_t rows, int64_t n, float* S) { clamp_body<V>(rows, n, S); }
 
 #define AD_DEFINE_KERNELS(SUF, ATTR)                                                                          \
   ATTR void gemm_##SUF(int64_t m, int64_t n, int64_t k, const float* A, int64_t rsa, int64_t csa,           \
                        const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {                \
     AD_GEMM_PADDED(gemm_body, 8);                                                                             \
   }                                                                                                           \
-  ATTR void online_softmax_##SUF(int64_t rows, int64_t n, float* S, float* m, float* l, float* acc,          \
-                                 int64_t dv) {                                                                \
-    online_softmax_body(rows, n, S, m, l, acc, dv);                                                           \
-  }                                                                                                           \
-  ATTR void probs_##SUF(int64_t rows, int64_t n, float* S, const float* mrow, const float* invl) {           \
-    probs_body(rows, n, S, mrow, invl);                                                                       \
-  }                                                                                                           \
-  ATTR void dsoft_##SUF(int64_t rows, int64_t n, const float* P, float* dP, const float* Drow) {             \
-    dsoft_body(rows, n, P, dP, Drow);                                                                         \
-  }                                                                                                           \
-  ATTR void stats_##SUF(int64_t rows, int64_t n, float* S, float* m, float* l) { stats_body(rows, n, S, m, l); }
+  AD_DEFINE_SOFTMAX(SUF, ATTR, v8f)
 
 AD_DEFINE_KERNELS(generic, )
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -387,6 +448,7 @@ __attribute__((target("avx512f,avx512vl,avx2,fma"))) void gemm_avx512(int64_t m,
                                                                     float* C, int64_t ldc, bool accumulate) {
   AD_GEMM_PADDED(gemm_body16, 16);
 }
+AD_DEFINE_SOFTMAX(avx512, __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma"))), v16f)
 #endif
 
 const Kernels& kernels() {
@@ -394,11 +456,11 @@ const Kernels& kernels() {
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && !std::getenv("ADAPTERS_ATTN_NO_AVX512"))
-      return Kernels{gemm_avx512, online_softmax_avx2, probs_avx2, dsoft_avx2, stats_avx2, "avx512"};
+      return Kernels{gemm_avx512, online_softmax_avx512, probs_avx512, dsoft_avx512, stats_avx512, clamp_avx512, "avx512"};
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-      return Kernels{gemm_avx2, online_softmax_avx2, probs_avx2, dsoft_avx2, stats_avx2, "avx2"};
+      return Kernels{gemm_avx2, online_softmax_avx2, probs_avx2, dsoft_avx2, stats_avx2, clamp_avx2, "avx2"};
 #endif
-    return Kernels{gemm_generic, online_softmax_generic, probs_generic, dsoft_generic, stats_generic, "generic"};
+    return Kernels{gemm_generic, online_softmax_generic, probs_generic, dsoft_generic, stats_generic, clamp_generic, "generic"};
   }();
   return k;
 }
@@ -451,6 +513,7 @@ void transpose(const float* src, int64_t rows, int64_t cols, int64_t src_ld, flo
 void apply_masks(const AttnParams& p, int64_t b, int64_t h, int64_t i0, int64_t nq, const KeyBlock& kb, float* S) {
   const int64_t jg0 = kb.prefix ? kb.j0 : p.P + kb.j0;  // index among the P+Tk keys
   const int64_t n = kb.n;
+  if (!p.mask) kernels().clamp(nq, n, S);
   for (int64_t r = 0; r < nq; r++) {
     float* s = S + r * BK;
     if (p.mask) {
@@ -466,11 +529,6 @@ void apply_masks(const AttnParams& p, int64_t b, int64_t h, int64_t i0, int64_t 
           const float x = s[j] + mr[j * sj];
           s[j] = x < -FLT_MAX ? -FLT_MAX : (x > FLT_MAX ? FLT_MAX : x);
         }
-      }
-    } else {
-      for (int64_t j = 0; j < n; j++) {
-        const float x = s[j];
-        s[j] = x < -FLT_MAX ? -FLT_MAX : (x > FLT_MAX ? FLT_MAX : x);
       }
     }
     if (p.key_keep) {

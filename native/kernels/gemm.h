@@ -53,6 +53,10 @@ void sgemm_ref(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float 
 void bgemm_ref(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
                int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
+// GFLOP/s of AMX bf16 tile products on resident tiles (no memory traffic) on `threads` pool threads, best of 3 runs of
+// `iters` x 4 products each; 0 without usable AMX. bench/gemm reports bf16 GEMMs against it.
+double amx_peak(int threads, int64_t iters);
+
 // Which kernel family sgemm/bgemm picked on this CPU: "avx512", "avx2", "scalar"; bf16: "amx", "avx512bf16", "f32".
 const char* sgemm_isa();
 const char* bgemm_isa();

@@ -1,4 +1,4 @@
-// standalone: g++ -O3 -std=c++17 -pthread native/kernels/gemm_selftest.cpp native/kernels/gemm.cpp native/kernels/gemm_ref.cpp native/threadpool.cpp
+// standalone: g++ -O3 -std=c++17 -pthread -Inative native/kernels/gemm_selftest.cpp native/kernels/gemm.cpp native/kernels/gemm_ref.cpp native/threadpool.cpp native/tensor.cpp native/cpu_features.cpp native/cuda_loader.cpp -ldl
 // gemm_selftest.cpp — dev harness for gemm.cpp (not part of the addon build: *_selftest.cpp is excluded).
 // Usage: ./a.out [check] [bench] [quick] [only=<shape substring>] [isa=<isa>] [nopeak] [f32only|bf16only]
 //   (default: check + bench; isa= restricts check to one ISA name, e.g. isa=amx)

@@ -117,6 +117,36 @@ test.serial('under CPU autocast the fused LoRA / (IA)³ ops equal the composed p
     }
 });
 
+test.serial('under CPU autocast the fused bottleneck equals the composed path, its projections bf16 from 32 wide', (t) => {
+  // hidden 64, reduction factor 2: a 32-wide bottleneck (autocast's bf16 threshold, lib/autocast.ts)
+  const cfg = { model_type: 'bert', vocab_size: 40, hidden_size: 64, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 128,
+    hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 };
+  const ids = [[1, 5, 7, 9, 3], [4, 8, 2, 6, 1]];
+  const method = 'seq_bn[reduction_factor=2]';
+  for (const full of [false, true]) {
+    const f = runModel(cfg, ids, method, { fused: true, autocast: true, full }), c = runModel(cfg, ids, method, { fused: false, autocast: true, full });
+    assertSame(t, `${method} full=${full}`, f, c, 1e-5, 1e-4);
+  }
+  // the kernel itself: bf16-rounded projections (not the f32 result, but within bf16 rounding of it), gradients too
+  const shapes = [[2, 5, 64], [32, 64], [32], [64, 32], [64], [2, 5, 64]];
+  const run = (ac: boolean) => {
+    const xs = shapes.map((sh, i) => leaf(sh, 40 + i));
+    const y = autocast(() => bottleneckFused(xs[0]!, xs[1]!, xs[2]!, xs[3]!, xs[4]!, xs[5]!, 'relu', 0.7, ac), { enabled: ac });
+    autocast(() => ops.sum(ops.mul(y, randn(y.shape, { seed: 9 }))).backward(), { enabled: ac });
+    return [y, ...xs.map((x) => x.grad!)];
+  };
+  const bf = run(true), f32 = run(false);
+  t.notDeepEqual(Array.from(bf[0]!.toArray() as Float32Array), Array.from(f32[0]!.toArray() as Float32Array), 'bf16 GEMMs ran');
+  // relative to the norm: bf16 keeps 8 bits, so ~2^-8 per operand, accumulated over 64 or 32 products
+  const relNorm = (a: Tensor, b: Tensor) => {
+    const x = a.toArray() as Float32Array, y = b.toArray() as Float32Array;
+    let d = 0, n = 0;
+    for (let i = 0; i < x.length; i++) { d += (x[i]! - y[i]!) ** 2; n += y[i]! ** 2; }
+    return Math.sqrt(d / n);
+  };
+  bf.forEach((x, i) => { const r = relNorm(x, f32[i]!); t.true(r < 1e-2, `${i ? `grad ${i - 1}` : 'output'}: ${r}`); });
+});
+
 // Many adapters in one op: the segmented kernel against the per-adapter slices written with separate ops.
 // Ranks differ (2, 4, 3), segments are uneven, rows 0–1 and 11 belong to no adapter (zero delta, zero input grad).
 test('lora_sgmv = per-segment s_i·(x·A_iᵀ)·B_iᵀ (forward and all gradients, mixed ranks, uncovered rows)', (t) => {

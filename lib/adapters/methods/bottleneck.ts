@@ -25,8 +25,8 @@ import { FusionLayer, type FusionConfigDict } from './fusion.ts';
 import { matchBatch, repeatBatch, segmentStarts } from '../context.ts';
 import { bottleneckActSupported, bottleneckFused, bottleneckSgmv, fusedAdapterKernels } from '../fused.ts';
 import type { AdapterContext } from '../context.ts';
+import { autocastProjection } from '../../autocast.ts';
 
-/** transformers' get_activation names used by adapter configs. */
 function adapterActivation(name: string): (x: Tensor) => Tensor {
   const n = name.toLowerCase();
   if (n === 'swish') return (x) => ops.silu(x);
@@ -117,19 +117,23 @@ export class BottleneckAdapter extends Module {
 
   /**
    * Whether the fused native kernels (bottleneckFused, bottleneckSgmv) compute this adapter: a plain sequential
-   * f32 adapter — Linear down/up, fixed scaling, no adapter LayerNorms, gate, active dropout or stochastic depth.
+   * f32 adapter — Linear down/up, fixed scaling, no adapter LayerNorms, gate, active dropout or stochastic depth
+   * (under autocast its two projections run as bf16 GEMMs, as ops.linear's would).
    */
   fusable(h: Tensor): this is { down: Linear; up: Linear } {
     return fusedAdapterKernels() && !this.isParallel && !(this.training && (this.cfg.get('stochastic_depth') as number) > 0) && !this.lnBefore && !this.lnAfter &&
       !this.child('gate') && typeof this.cfg.get('scaling') === 'number' && this.down instanceof Linear && this.up instanceof Linear && h.dtype === 'f32' &&
-      this.down.weight.dtype === 'f32' && bottleneckActSupported(this.cfg.get('non_linearity') as string) && !(this.training && (this.cfg.get('dropout') as number) > 0);
+      this.down.weight.dtype === 'f32' && bottleneckActSupported(this.cfg.get('non_linearity') as string) && !(this.training && (this.cfg.get('dropout') as number) > 0) &&
+      // under autocast its projections are bf16 GEMMs: the kernel does that on the CPU ({mixed}), elsewhere ops.linear does
+      (h.device === 'cpu' || !autocastProjection(this.down.weight));
   }
 
   /** The adapter output and (for AdapterFusion) its scaled `up` projection before the residual. */
   forwardUp(h: Tensor, residual: Tensor, needUp: boolean): { out: Tensor; up: Tensor | null } {
     // fused kernel: down → act → up → ·scale → + residual in one native call (plain sequential adapters)
     if (!needUp && this.fusable(h))
-      return { out: bottleneckFused(h, this.down.weight, this.down.bias!, this.up.weight, this.up.bias!, residual, this.cfg.get('non_linearity') as string, this.cfg.get('scaling') as number), up: null };
+      return { out: bottleneckFused(h, this.down.weight, this.down.bias!, this.up.weight, this.up.bias!, residual, this.cfg.get('non_linearity') as string,
+        this.cfg.get('scaling') as number, h.device === 'cpu' && autocastProjection(this.down.weight)), up: null };
     const x = this.lnBefore ? this.lnBefore.forward(h) : h;
     let out = this.scale(this.up.forward(this.act(this.down.forward(x))));
     const up = out;

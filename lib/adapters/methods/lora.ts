@@ -17,7 +17,7 @@ import { ValueError } from '../../errors.ts';
 import type { LoRAConfig } from '../config.ts';
 import type { AdapterContext } from '../context.ts';
 import { fusedAdapterKernels, ia3Linear, loraLinear, loraSgmv } from '../fused.ts';
-import { autocastActive } from '../../autocast.ts';
+import { autocastProjection } from '../../autocast.ts';
 import { Average, BatchSplit, Parallel, Stack, type Setup } from '../composition.ts';
 import { matchBatch, repeatBatch, segmentStarts } from '../context.ts';
 
@@ -157,7 +157,7 @@ export class LoRAHost {
     // under autocast the base projection is a bf16 GEMM where ops.linear's would be (see linear in lib/ops/nn.ts):
     // the fused ops do that on the CPU ({mixed}); elsewhere the composed path goes through ops.linear
     const W = this.linear.weight;
-    const mixed = autocastActive() && Math.min(W.shape[0]!, W.shape[1]!) >= 64;
+    const mixed = autocastProjection(W);
     if (mixed && x.device !== 'cpu') return null;
     const setup = this.ctx.setupAt(this.layer, (n) => !!this.get(n) && !this.merged.has(n));
     if (typeof setup !== 'string') return null;
