@@ -25,9 +25,10 @@
 // Vectorisation: tile kernels use GCC vector extensions (8 floats) and are compiled twice, for AVX2+FMA and
 // for the baseline ISA; the tile GEMM and the softmax-side kernels (exp, max, sums, clamp) also have 16-float AVX-512
 // forms. The choice is made once at run time (__builtin_cpu_supports; ADAPTERS_ATTN_NO_AVX512=1 keeps the AVX2 ones).
-// No ifuncs. Under mixed precision
-// (p.mixed, CPU autocast) the tile products go to amx_small_gemm (gemm.cpp: bf16-rounded operands on AMX tiles,
-// f32 accumulation) where the bf16 GEMMs run on AMX; masks, softmax and the statistics stay f32.
+// No ifuncs. Under mixed precision (p.mixed, CPU autocast) the tile products go to amx_small_gemm (gemm.cpp:
+// bf16-rounded operands on AMX tiles, f32 accumulation) where the bf16 GEMMs run on AMX, taking K, V and Q rows as they
+// are (scale applied to the f32 product: S = scale·(Q·Kᵀ), as torch's q @ kᵀ / √d); masks, softmax and the statistics
+// stay f32.
 #include "attention.h"
 #include "gemm.h"
 
@@ -553,6 +554,18 @@ void tile_gemm(const AttnParams& p, const Kernels& K, int64_t M, int64_t N, int6
   K.gemm(M, N, Kd, A, rsa, csa, B, ldb, C, ldc, accumulate);
 }
 
+// Under mixed precision with AMX the tiles that multiply by Kᵀ or Vᵀ take K's and V's rows as they are (packed
+// transposed) and the products that need scale·Q fold `scale` into the product, so no scaled copy of Q and no
+// transposed copy of K or V is made (they cost as much as the tile products at BERT sizes).
+bool amx_tiles(const AttnParams& p) { return p.mixed && amx_small_available(); }
+
+// S (nq x kb.n, ld BK) = scale·Q·Kᵀ for queries [i0, i0+nq) of (b, h) and key block kb, on AMX (amx_tiles).
+void scores_amx(const AttnParams& p, const float* q, const float* k, const float* pk, int64_t b, int64_t h, int64_t g, int64_t i0,
+                int64_t nq, const KeyBlock& kb, float* S) {
+  amx_small_gemm(nq, kb.n, p.D, q + ((b * p.H + h) * p.Tq + i0) * p.D, false, p.D, key_rows(p, k, pk, b, g, kb), p.D, S, BK, false,
+                 true, p.scale);
+}
+
 // Runs fn(task, scratch) for task in [0, ntasks) on the pool with dynamic scheduling. make_scratch is
 // called once per participating thread.
 template <class Scratch, class Make, class Fn>
@@ -610,6 +623,7 @@ void attention_fwd_cpu(const AttnParams& p, const float* q, const float* k, cons
   const int64_t nkb = num_key_blocks(p);
   const int64_t group = p.H / p.Hkv;
   const int64_t D = p.D, Dv = p.Dv;
+  const bool amx = amx_tiles(p);
 
   run_tasks<FwdScratch>(
       p.B * p.H * nqb,
@@ -627,7 +641,7 @@ void attention_fwd_cpu(const AttnParams& p, const float* q, const float* k, cons
         const int64_t qb = task % nqb, bh = task / nqb;
         const int64_t h = bh % p.H, b = bh / p.H, g = h / group;
         const int64_t i0 = qb * BQ, nq = std::min(BQ, p.Tq - i0);
-        load_q(p, q, b, h, i0, nq, s.Qs.data());
+        if (!amx) load_q(p, q, b, h, i0, nq, s.Qs.data());
         std::fill(s.acc.begin(), s.acc.end(), 0.f);
         std::fill(s.m.begin(), s.m.end(), -FLT_MAX);
         std::fill(s.l.begin(), s.l.end(), 0.f);
@@ -635,8 +649,12 @@ void attention_fwd_cpu(const AttnParams& p, const float* q, const float* k, cons
         auto do_block = [&](const KeyBlock& kb) {
           const float* kr = key_rows(p, k, pk, b, g, kb);
           const float* vr = value_rows(p, v, pv, b, g, kb);
-          transpose(kr, kb.n, D, D, s.Kt.data(), BK);
-          tile_gemm(p, K, nq, kb.n, D, s.Qs.data(), D, 1, s.Kt.data(), BK, s.S.data(), BK, false);
+          if (amx) {
+            scores_amx(p, q, k, pk, b, h, g, i0, nq, kb, s.S.data());
+          } else {
+            transpose(kr, kb.n, D, D, s.Kt.data(), BK);
+            tile_gemm(p, K, nq, kb.n, D, s.Qs.data(), D, 1, s.Kt.data(), BK, s.S.data(), BK, false);
+          }
           apply_masks(p, b, h, i0, nq, kb, s.S.data());
           K.online_softmax(nq, kb.n, s.S.data(), s.m.data(), s.l.data(), s.acc.data(), Dv);
           tile_gemm(p, K, nq, Dv, kb.n, s.S.data(), BK, 1, vr, Dv, s.acc.data(), Dv, true);
@@ -683,18 +701,22 @@ void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, cons
                        float* dv, float* dpk, float* dpv) {
   if (p.B <= 0 || p.H <= 0 || p.Hkv <= 0) return;
   const int64_t D = p.D, Dv = p.Dv;
-  std::fill(dq, dq + p.B * p.H * std::max<int64_t>(p.Tq, 0) * D, 0.f);
-  std::fill(dk, dk + p.B * p.Hkv * p.Tk * D, 0.f);
-  std::fill(dv, dv + p.B * p.Hkv * p.Tk * Dv, 0.f);
-  if (p.P > 0 && dpk) std::fill(dpk, dpk + p.B * p.Hkv * p.P * D, 0.f);
-  if (p.P > 0 && dpv) std::fill(dpv, dpv + p.B * p.Hkv * p.P * Dv, 0.f);
-  if (!params_ok(p)) return;
+  if (!params_ok(p)) {
+    std::fill(dq, dq + p.B * p.H * std::max<int64_t>(p.Tq, 0) * D, 0.f);
+    std::fill(dk, dk + p.B * p.Hkv * std::max<int64_t>(p.Tk, 0) * D, 0.f);
+    std::fill(dv, dv + p.B * p.Hkv * std::max<int64_t>(p.Tk, 0) * Dv, 0.f);
+    if (p.P > 0 && dpk) std::fill(dpk, dpk + p.B * p.Hkv * p.P * D, 0.f);
+    if (p.P > 0 && dpv) std::fill(dpv, dpv + p.B * p.Hkv * p.P * Dv, 0.f);
+    return;
+  }
+  // dK / dV (and the prefix's) are written block by block below, zeros included; dq is zeroed where it is accumulated
 
   const Kernels& K = kernels();
   const int64_t nqb = (p.Tq + BQ - 1) / BQ;
   const int64_t nkb = num_key_blocks(p);
   const int64_t group = p.H / p.Hkv;
   const int64_t rows = p.B * p.H * p.Tq;
+  const bool amx = amx_tiles(p);
 
   // Per-row statistics: P = exp(S - mrow) * invl, Dd = dO·O; noskip[b,h,qb] when a row of that query
   // block is all-masked (uniform), which then needs every key block, causally hidden ones included.
@@ -734,13 +756,17 @@ void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, cons
     }
     if (!any_flag) return;
     // Recompute max and sum exactly for this block over every key (no causal skipping).
-    load_q(p, q, b, h, i0, nq, s.Qs.data());
+    if (!amx) load_q(p, q, b, h, i0, nq, s.Qs.data());
     std::fill(s.m.begin(), s.m.end(), -FLT_MAX);
     std::fill(s.l.begin(), s.l.end(), 0.f);
     for (int64_t kbi = 0; kbi < nkb; kbi++) {
       const KeyBlock kb = key_block(p, kbi);
-      transpose(key_rows(p, k, pk, b, g, kb), kb.n, D, D, s.Kt.data(), BK);
-      tile_gemm(p, K, nq, kb.n, D, s.Qs.data(), D, 1, s.Kt.data(), BK, s.S.data(), BK, false);
+      if (amx) {
+        scores_amx(p, q, k, pk, b, h, g, i0, nq, kb, s.S.data());
+      } else {
+        transpose(key_rows(p, k, pk, b, g, kb), kb.n, D, D, s.Kt.data(), BK);
+        tile_gemm(p, K, nq, kb.n, D, s.Qs.data(), D, 1, s.Kt.data(), BK, s.S.data(), BK, false);
+      }
       apply_masks(p, b, h, i0, nq, kb, s.S.data());
       K.stats(nq, kb.n, s.S.data(), s.m.data(), s.l.data());
     }
@@ -758,15 +784,22 @@ void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, cons
     const int64_t i0 = qb * BQ, nq = std::min(BQ, p.Tq - i0);
     if (causally_hidden(p, kb, i0, nq) && !noskip[(b * p.H + h) * nqb + qb]) return false;
     const int64_t row0 = (b * p.H + h) * p.Tq + i0;
-    if (!q_loaded) load_q(p, q, b, h, i0, nq, s.Qs.data());
-    if (need_vt) {
-      transpose(key_rows(p, k, pk, b, g, kb), kb.n, D, D, s.Kt.data(), BK);
-      transpose(value_rows(p, v, pv, b, g, kb), kb.n, Dv, Dv, s.Vt.data(), BK);
+    if (amx) {
+      scores_amx(p, q, k, pk, b, h, g, i0, nq, kb, s.S.data());
+    } else {
+      if (!q_loaded) load_q(p, q, b, h, i0, nq, s.Qs.data());
+      if (need_vt) {
+        transpose(key_rows(p, k, pk, b, g, kb), kb.n, D, D, s.Kt.data(), BK);
+        transpose(value_rows(p, v, pv, b, g, kb), kb.n, Dv, Dv, s.Vt.data(), BK);
+      }
+      tile_gemm(p, K, nq, kb.n, D, s.Qs.data(), D, 1, s.Kt.data(), BK, s.S.data(), BK, false);
     }
-    tile_gemm(p, K, nq, kb.n, D, s.Qs.data(), D, 1, s.Kt.data(), BK, s.S.data(), BK, false);
     apply_masks(p, b, h, i0, nq, kb, s.S.data());
     K.probs(nq, kb.n, s.S.data(), mrow.data() + row0, invl.data() + row0);
-    tile_gemm(p, K, nq, kb.n, Dv, dout + row0 * Dv, Dv, 1, s.Vt.data(), BK, s.dP.data(), BK, false);
+    if (amx)  // dP = dO·Vᵀ with V's rows packed as they are
+      amx_small_gemm(nq, kb.n, Dv, dout + row0 * Dv, false, Dv, value_rows(p, v, pv, b, g, kb), Dv, s.dP.data(), BK, false, true);
+    else
+      tile_gemm(p, K, nq, kb.n, Dv, dout + row0 * Dv, Dv, 1, s.Vt.data(), BK, s.dP.data(), BK, false);
     K.dsoft(nq, kb.n, s.S.data(), s.dP.data(), Dd.data() + row0);
     return true;
   };
@@ -776,24 +809,27 @@ void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, cons
     for (int64_t kbi = kb_begin; kbi < kb_end; kbi++) {
       const KeyBlock kb = key_block(p, kbi);
       const float* kr = key_rows(p, k, pk, b, g, kb);
-      transpose(kr, kb.n, D, D, s.Kt.data(), BK);
-      transpose(value_rows(p, v, pv, b, g, kb), kb.n, Dv, Dv, s.Vt.data(), BK);
+      if (!amx) {
+        transpose(kr, kb.n, D, D, s.Kt.data(), BK);
+        transpose(value_rows(p, v, pv, b, g, kb), kb.n, Dv, Dv, s.Vt.data(), BK);
+      }
       std::fill(s.dKacc.begin(), s.dKacc.end(), 0.f);
       std::fill(s.dVacc.begin(), s.dVacc.end(), 0.f);
-      bool touched = false;
       for (int64_t h = g * group; h < (g + 1) * group; h++)
         for (int64_t qb = 0; qb < nqb; qb++) {
           if (!tile(s, b, h, g, qb, kb, false, false)) continue;
-          touched = true;
           const int64_t i0 = qb * BQ, nq = std::min(BQ, p.Tq - i0);
           const int64_t row0 = (b * p.H + h) * p.Tq + i0;
           // dV += Pᵀ dO ; dK += dSᵀ (scale·Q)
           tile_gemm(p, K, kb.n, Dv, nq, s.S.data(), 1, BK, dout + row0 * Dv, Dv, s.dVacc.data(), Dv, true);
-          tile_gemm(p, K, kb.n, D, nq, s.dP.data(), 1, BK, s.Qs.data(), D, s.dKacc.data(), D, true);
+          if (amx)  // scale folded into the product: Q's rows as they are
+            amx_small_gemm(kb.n, D, nq, s.dP.data(), true, BK, q + row0 * D, D, s.dKacc.data(), D, true, false, p.scale);
+          else
+            tile_gemm(p, K, kb.n, D, nq, s.dP.data(), 1, BK, s.Qs.data(), D, s.dKacc.data(), D, true);
           // dQ += dS K   (scaled by `scale` at the end)
           if (do_dq) tile_gemm(p, K, nq, D, kb.n, s.dP.data(), BK, 1, kr, D, dq + row0 * D, D, true);
         }
-      if (!touched) continue;  // outputs were zeroed up front
+      // every key block of (b, g) passes here once: its dK / dV rows are written (zeros when no query saw it)
       float* dkr = kb.prefix ? (dpk ? dpk + ((b * p.Hkv + g) * p.P + kb.j0) * D : nullptr)
                              : dk + ((b * p.Hkv + g) * p.Tk + kb.j0) * D;
       float* dvr = kb.prefix ? (dpv ? dpv + ((b * p.Hkv + g) * p.P + kb.j0) * Dv : nullptr)
@@ -806,6 +842,8 @@ void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, cons
   const int64_t nth = num_threads();
   const bool fused = nth <= 1 || p.B * p.Hkv >= 2 * nth;
   if (fused) {
+    // this schedule accumulates dS·K into dq across key blocks
+    parallel_for(p.B * p.H * p.Tq * D, 1 << 16, [&](int64_t a, int64_t e) { std::fill(dq + a, dq + e, 0.f); });
     run_tasks<BwdScratch>(p.B * p.Hkv, make_bwd_scratch, [&](int64_t task, BwdScratch& s) {
       kv_pass(s, task / p.Hkv, task % p.Hkv, 0, nkb, true);
     });
@@ -819,7 +857,7 @@ void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, cons
       const int64_t h = bh % p.H, b = bh / p.H, g = h / group;
       const int64_t i0 = qb * BQ, nq = std::min(BQ, p.Tq - i0);
       const int64_t row0 = bh * p.Tq + i0;
-      load_q(p, q, b, h, i0, nq, s.Qs.data());
+      if (!amx) load_q(p, q, b, h, i0, nq, s.Qs.data());
       std::fill(s.dQacc.begin(), s.dQacc.end(), 0.f);
       for (int64_t kbi = 0; kbi < nkb; kbi++) {
         const KeyBlock kb = key_block(p, kbi);

@@ -1283,19 +1283,19 @@ void gemm_small(const Args<T>& g, Cvt cvt) {
 }
 
 // amx_small_gemm's body: A and B packed into this thread's panels (f32 rounded to bf16 as they are packed), then
-// one 32 x 32 block of C at a time. C = [C +] op(A)·B.
+// one 32 x 32 block of C at a time. C = alpha·op(A)·op(B) [+ C].
 AD_TGT_AMX void amx_small_run(int64_t M, int64_t N, int64_t K, const float* A, bool transA, int64_t lda, const float* B, int64_t ldb,
-                              float* C, int64_t ldc, bool accumulate) {
+                              float* C, int64_t ldc, bool accumulate, bool transB, float alpha) {
   const int64_t kcp = rup(K, 32), ns = kcp / 32;
   uint16_t* ap = tl_apack.get<uint16_t>((size_t)(rup(M, 32) * kcp));
   uint16_t* bp = tl_bpack.get<uint16_t>((size_t)(rup(N, 32) * kcp));
   pack_a_amx(transA, B16Src(A, true), lda, 0, M, 0, K, ap);
-  pack_b_amx(false, B16Src(B, true), ldb, 0, K, 0, N, bp);
+  pack_b_amx(transB, B16Src(B, true), ldb, 0, K, 0, N, bp);
   amx_begin();
   for (int64_t ir = 0; ir < M; ir += 32)
     for (int64_t jr = 0; jr < N; jr += 32)
       ukr_amx(ns, APanel{ap + ir * kcp, 64, 1024, 512}, bp + jr * kcp, C + ir * ldc + jr, ldc, (int)std::min<int64_t>(32, M - ir),
-              (int)std::min<int64_t>(32, N - jr), 1.f, accumulate ? 1.f : 0.f, nullptr, false, false, nullptr);
+              (int)std::min<int64_t>(32, N - jr), alpha, accumulate ? 1.f : 0.f, nullptr, false, false, nullptr);
   amx_end();
 }
 
@@ -1407,8 +1407,10 @@ void bgemm_batched_bf16_out(int64_t batch, bool transA, bool transB, int64_t M, 
   gemm_batched_run<B16Amx>(batch, g, strideA, strideB, strideC);  // batch items split over the threads
 }
 
+bool amx_small_available() { return cur_b16() == B16_AMX; }
+
 bool amx_small_gemm(int64_t M, int64_t N, int64_t K, const float* A, bool transA, int64_t lda, const float* B, int64_t ldb, float* C,
-                    int64_t ldc, bool accumulate) {
+                    int64_t ldc, bool accumulate, bool transB, float alpha) {
   if (cur_b16() != B16_AMX) return false;
   if (M <= 0 || N <= 0) return true;
   if (K <= 0) {
@@ -1416,7 +1418,7 @@ bool amx_small_gemm(int64_t M, int64_t N, int64_t K, const float* A, bool transA
       for (int64_t i = 0; i < M; i++) std::memset(C + i * ldc, 0, (size_t)N * sizeof(float));
     return true;
   }
-  amx_small_run(M, N, K, A, transA, lda, B, ldb, C, ldc, accumulate);
+  amx_small_run(M, N, K, A, transA, lda, B, ldb, C, ldc, accumulate, transB, alpha);
   return true;
 }
 
