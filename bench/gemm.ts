@@ -1,6 +1,6 @@
 /**
  * bench/gemm — GEMM throughput of ops.matmul (f32 and bf16) for square and transformer shapes, next to
- * the machine's f32 FMA peak (register-only loop, measured here) and torch.mm / torch.bmm timed in the
+ * the machine's f32 FMA peak and AMX bf16 peak (register-only loops, measured here) and torch.mm / torch.bmm timed in the
  * same run when python3-torch is present. Checks results against a float64 reference before timing.
  * Run: npm run bench:gemm   (ADAPTERS_NUM_THREADS to change threads; BENCH_QUICK=1 for a short run; BENCH_ROUNDS=3)
  */
@@ -72,11 +72,12 @@ const rounds = quick ? 1 : Number(process.env.BENCH_ROUNDS ?? 3);
 const py = torchPython();
 if (!py) console.log('python3-torch not found: PyTorch columns omitted (apt-get install python3-torch)');
 const ours = new Map<string, number>(), tmap = new Map<string, number>();
-let torchVersion = '-', peak1 = 0, peakN = { gflops: 0, isa: '' };
+let torchVersion = '-', peak1 = 0, peakN = { gflops: 0, isa: '' }, amxN = 0;
 for (let r = 0; r < rounds; r++) {
   const p1 = native.fmaPeak(1, 20_000_000), pn = native.fmaPeak(threads, 20_000_000);
   peak1 = Math.max(peak1, p1.gflops);
   if (pn.gflops > peakN.gflops) peakN = pn;
+  amxN = Math.max(amxN, native.amxPeak(threads, 1_000_000));  // 0 without AMX
   for (const c of cases) ours.set(c.key, Math.max(ours.get(c.key) ?? 0, timeOurs(c)));
   if (py) {
     const tr = runPythonJson<{ version: string; results: { key: string; gflops: number }[] }>(py, path.join(here, 'torch_gemm.py'),
@@ -90,10 +91,12 @@ for (let r = 0; r < rounds; r++) {
 console.log(`f32 FMA peak (${peakN.isa} register loop, best of ${rounds} rounds): ${peak1.toFixed(1)} GFLOP/s on 1 thread, ${peakN.gflops.toFixed(1)} on ${threads}`);
 const torchRes = py ? { version: torchVersion } : null;
 
-const rows: (string | number)[][] = [['shape (M×N×K)', 'dtype', 'ours GFLOP/s', '% f32 peak', `torch ${torchRes?.version ?? '-'} GFLOP/s`, 'ours / torch']];
+if (amxN > 0) console.log(`AMX bf16 peak (register-only tile loop, best of ${rounds} rounds): ${amxN.toFixed(0)} GFLOP/s on ${threads} threads`);
+const rows: (string | number)[][] = [['shape (M×N×K)', 'dtype', 'ours GFLOP/s', '% peak (f32: FMA, bf16: AMX)', `torch ${torchRes?.version ?? '-'} GFLOP/s`, 'ours / torch']];
 for (const c of cases) {
   const g = ours.get(c.key)!;
   const t = tmap.get(c.key);
-  rows.push([c.key.replace(/ (f32|bf16)$/, ''), c.dtype, g, (100 * g) / peakN.gflops, t ?? '-', t ? g / t : '-']);
+  const peak = c.dtype === 'bf16' && amxN > 0 ? amxN : peakN.gflops;
+  rows.push([c.key.replace(/ (f32|bf16)$/, ''), c.dtype, g, (100 * g) / peak, t ?? '-', t ? g / t : '-']);
 }
 console.log(table(rows));
