@@ -10,12 +10,11 @@
  * warm-up steps per side; BENCH_METHODS=lora,seq_bn / BENCH_DTYPES=bf16 pick a subset). Speed ratio = median over
  * pairs of PyTorch's step time / ours; tokens/s come from each side's median step time.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AutoAdapterModel, AdamW, autocast, hfParamGroups, numThreads, scope, tensor } from '../lib/index.ts';
-import { table, torchPython } from './common.ts';
+import { Peer, median, table, torchEnv, torchPython } from './common.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const quick = !!process.env.BENCH_QUICK;
@@ -57,38 +56,6 @@ async function child(method: string, dtype: string): Promise<void> {
   rl.close();
 }
 
-/** A long-lived child that runs one training step per request and answers with JSON lines. */
-class Peer {
-  private readonly proc: ChildProcess;
-  private readonly lines: AsyncIterator<string>;
-  private stderr = '';
-  constructor(readonly what: string, cmd: string, args: string[], env: NodeJS.ProcessEnv, firstLine?: string) {
-    this.proc = spawn(cmd, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    this.proc.stderr!.on('data', (d: Buffer) => { this.stderr = (this.stderr + d.toString()).slice(-4000); });
-    this.lines = createInterface({ input: this.proc.stdout! })[Symbol.asyncIterator]();
-    if (firstLine !== undefined) this.proc.stdin!.write(firstLine + '\n');
-  }
-  /** The next JSON line (other output is skipped). */
-  async next(): Promise<Record<string, number>> {
-    for (;;) {
-      const r = await this.lines.next();
-      if (r.done) throw new Error(`${this.what} ended early: ${this.stderr}`);
-      if (r.value.startsWith('{')) return JSON.parse(r.value) as Record<string, number>;
-    }
-  }
-  async step(): Promise<number> {
-    this.proc.stdin!.write('step\n');
-    return (await this.next()).s!;
-  }
-  async quit(): Promise<number> {
-    this.proc.stdin!.write('quit\n');
-    const r = await this.next();
-    this.proc.stdin!.end();
-    return r.peak_rss!;
-  }
-}
-
-const median = (xs: number[]) => { const v = [...xs].sort((a, b) => a - b); return v.length % 2 ? v[v.length >> 1]! : (v[v.length / 2 - 1]! + v[v.length / 2]!) / 2; };
 
 async function main(): Promise<void> {
   const py = torchPython();
@@ -99,9 +66,7 @@ async function main(): Promise<void> {
   // as two processes and take turns, one step each (the first alternating): each pair of steps sees the same
   // machine, and the speed ratio is the median of the pairs' ratios.
   const pairs = Math.max(1, Number(process.env.BENCH_PAIRS ?? (quick ? 2 : 6)));
-  const env = { ...process.env };
-  delete env.OPENBLAS_CORETYPE;  // see runPythonJson in common.ts
-  delete env.OPENBLAS_L2_SIZE;
+  const env = torchEnv();
   for (const name of pick(process.env.BENCH_METHODS, methods.map(([n]) => n)))
     for (const dtype of pick(process.env.BENCH_DTYPES, ['f32', 'bf16'])) {
       const ours = new Peer(`ours ${name} ${dtype}`, process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', name, dtype], process.env);
@@ -116,7 +81,7 @@ async function main(): Promise<void> {
         os.push(await ours.step());
         if (theirs && !(i % 2)) ts.push(await theirs.step());
       }
-      const orss = await ours.quit(), trss = theirs ? await theirs.quit() : 0;
+      const orss = (await ours.quit()).peak_rss!, trss = theirs ? (await theirs.quit()).peak_rss! : 0;
       const tok = (s: number) => (B * T) / s, mib = (b: number) => b / 2 ** 20;
       const ratios = ts.map((t, i) => t / os[i]!);
       rows.push([name, dtype, tok(median(os)), mib(orss), theirs ? tok(median(ts)) : '-', theirs ? mib(trss) : '-', theirs ? median(ratios) : '-',
