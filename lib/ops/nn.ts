@@ -175,10 +175,14 @@ export function layerNorm(x: Tensor, weight?: Tensor | null, bias?: Tensor | nul
   const [y, mu, rstd] = callOp('layer_norm', [x, weight ?? null, bias ?? null], { eps });
   const wd = weight?.dtype, bd = bias?.dtype, hasW = !!weight, hasB = !!bias;
   withGrad([y!], 'layerNorm', [x, weight ?? null, bias ?? null], ([g]) => {
-    const outs = callOp('layer_norm_bwd', [x, weight ?? null, mu!, rstd!, g!], { has_bias: hasB });
+    // a frozen weight / bias (adapter training): the kernel skips its column sums (returning zeros in its place)
+    const needW = hasW && weight!.requiresGrad, needB = hasB && bias!.requiresGrad;
+    const outs = callOp('layer_norm_bwd', [x, weight ?? null, mu!, rstd!, g!], { has_bias: hasB, need_dw: needW, need_db: needB });
     const dx = outs[0]!;
-    const dw = hasW ? outs[1]! : null;
-    const db = hasB ? outs[hasW ? 2 : 1]! : null;
+    let dw = hasW ? outs[1]! : null;
+    let db = hasB ? outs[hasW ? 2 : 1]! : null;
+    if (dw && !needW) dw = (dw.dispose(), null);
+    if (db && !needB) db = (db.dispose(), null);
     const fix = (t: Tensor | null, dt: string | undefined) => (t && dt && t.dtype !== dt ? castOwned(t, dt) : t);
     return [dx, fix(dw, wd), fix(db, bd)];
   }, [mu!, rstd!], [x, weight]);
@@ -193,8 +197,10 @@ export function rmsNorm(x: Tensor, weight?: Tensor | null, eps = 1e-6): Tensor {
   const [y, mu, rstd] = callOp('rms_norm', [x, weight ?? null], { eps });
   const wd = weight?.dtype;
   withGrad([y!], 'rmsNorm', [x, weight ?? null], ([g]) => {
-    const outs = callOp('rms_norm_bwd', [x, weight ?? null, mu!, rstd!, g!], { has_bias: false });
-    const dw = wd ? outs[1]! : null;
+    const needW = !!weight && weight.requiresGrad;
+    const outs = callOp('rms_norm_bwd', [x, weight ?? null, mu!, rstd!, g!], { has_bias: false, need_dw: needW });
+    let dw = wd ? outs[1]! : null;
+    if (dw && !needW) dw = (dw.dispose(), null);
     return [outs[0]!, dw && wd && dw.dtype !== wd ? castOwned(dw, wd) : dw];
   }, [mu!, rstd!], [x, weight]);
   return y!;

@@ -79,15 +79,19 @@ void norm_bwd(OpCtx& c, bool rms) {
   Tensor mean = c.f32(2), rstd = c.f32(3), g = c.f32(4);
   if (g.shape != x.shape) c.fail("ShapeError", "grad " + shape_str(g.shape) + " vs input " + shape_str(x.shape));
   bool has_bias = c.b("has_bias", !rms);
+  // need_dw / need_db = 0: a frozen weight / bias (adapter training) — its column sums are skipped and zeros returned
+  // in its place (the outputs keep their positions)
+  const bool need_w = hw && c.b("need_dw", true), need_b = has_bias && c.b("need_db", true);
   Tensor dx = Tensor::empty(x.shape, DType::F32);
   const float *X = x.data<float>(), *W = hw ? w.data<float>() : nullptr, *M = mean.data<float>(),
               *R = rstd.data<float>(), *G = g.data<float>();
   float* DX = dx.data<float>();
-  std::vector<double> dw_acc(hw ? C : 0, 0.0), db_acc(has_bias ? C : 0, 0.0);
+  std::vector<double> dw_acc(need_w ? C : 0, 0.0), db_acc(need_b ? C : 0, 0.0);
   std::mutex mu;
   parallel_for(N, std::max<int64_t>(1, 8192 / std::max<int64_t>(C, 1)), [&](int64_t r0, int64_t r1) {
-    std::vector<double> dw(hw ? C : 0, 0.0), db(has_bias ? C : 0, 0.0);
-    norm_bwd_rows(r0, r1, C, X, W, M, R, G, rms, DX, hw ? dw.data() : nullptr, has_bias ? db.data() : nullptr);
+    std::vector<double> dw(need_w ? C : 0, 0.0), db(need_b ? C : 0, 0.0);
+    norm_bwd_rows(r0, r1, C, X, W, M, R, G, rms, DX, need_w ? dw.data() : nullptr, need_b ? db.data() : nullptr);
+    if (!need_w && !need_b) return;
     std::lock_guard<std::mutex> lk(mu);
     for (int64_t k = 0; k < (int64_t)dw.size(); k++) dw_acc[k] += dw[k];
     for (int64_t k = 0; k < (int64_t)db.size(); k++) db_acc[k] += db[k];
@@ -95,12 +99,12 @@ void norm_bwd(OpCtx& c, bool rms) {
   c.out.push_back(dx);
   if (hw) {
     Tensor dw = Tensor::empty({C}, DType::F32);
-    for (int64_t k = 0; k < C; k++) dw.data<float>()[k] = (float)dw_acc[k];
+    for (int64_t k = 0; k < C; k++) dw.data<float>()[k] = need_w ? (float)dw_acc[k] : 0.f;
     c.out.push_back(dw);
   }
   if (has_bias) {
     Tensor db = Tensor::empty({C}, DType::F32);
-    for (int64_t k = 0; k < C; k++) db.data<float>()[k] = (float)db_acc[k];
+    for (int64_t k = 0; k < C; k++) db.data<float>()[k] = need_b ? (float)db_acc[k] : 0.f;
     c.out.push_back(db);
   }
 }
@@ -109,7 +113,7 @@ void norm_bwd(OpCtx& c, bool rms) {
 
 // layer_norm(x, weight?, bias?) {eps} -> y, mean, rstd
 void op_layer_norm(OpCtx& c) { norm_fwd(c, false); }
-// layer_norm_bwd(x, weight?, mean, rstd, gout) {has_bias} -> dx, [dweight], [dbias]
+// layer_norm_bwd(x, weight?, mean, rstd, gout) {has_bias, need_dw, need_db} -> dx, [dweight], [dbias]
 void op_layer_norm_bwd(OpCtx& c) { norm_bwd(c, false); }
 // rms_norm(x, weight?) {eps} -> y, mean (zeros, unused), rstd
 void op_rms_norm(OpCtx& c) { norm_fwd(c, true); }

@@ -388,3 +388,19 @@ test('leaf gradients never alias each other, the caller gradient, or a tensor th
   t.false(c.grad!.handle.storageShared);
   t.true((c.grad!.toArray() as Float32Array).every((v) => v === 3));
 });
+
+test('layerNorm / rmsNorm with frozen weights: the same input gradient, no weight gradient (their column sums are skipped)', (t) => {
+  const x0 = randn([6, 10], { seed: 11 }), w0 = randn([10], { seed: 12 }), b0 = randn([10], { seed: 13 }), u = randn([6, 10], { seed: 14 });
+  const run = (train: boolean, rms: boolean) => {
+    const x = x0.clone().requiresGrad_(), w = w0.clone().requiresGrad_(train), b = b0.clone().requiresGrad_(train);
+    ops.sum(ops.mul(rms ? ops.rmsNorm(x, w) : ops.layerNorm(x, w, b), u)).backward();
+    return { dx: arr(x.grad!), dw: w.grad, db: b.grad };
+  };
+  for (const rms of [false, true]) {
+    const trained = run(true, rms), frozen = run(false, rms);
+    close(t, frozen.dx, trained.dx, 0, rms ? 'rmsNorm dx' : 'layerNorm dx');
+    t.truthy(trained.dw);
+    t.is(frozen.dw, null);
+    t.is(frozen.db, null);
+  }
+});
