@@ -280,7 +280,7 @@ export class Tensor {
     }
     try {
       const root = g;
-      noGrad(() => runBackward(this, root, opts, { add: (a, b) => opsRef.add!(a, b) as Tensor }));
+      noGrad(() => runBackward(this, root, opts, { add: (a, b) => opsRef.add!(a, b) as Tensor, accumulate: (d, g) => void callOp('accumulate_', [d, g]) }));
     } finally {
       if (own) g.dispose();
     }

@@ -120,7 +120,14 @@ interface BackwardOptions {
  * Backpropagates from `root` with upstream gradient `grad` (a tensor of root's shape). Leaf tensors with
  * `requiresGrad` accumulate into `.grad`.
  */
-export function runBackward(root: Tensor, grad: Tensor, opts: BackwardOptions, ops: { add(a: Tensor, b: Tensor): Tensor }): void {
+/** The ops the backward pass sums gradients with (passed in: this module cannot import the op layer). */
+export interface TapeOps {
+  add(a: Tensor, b: Tensor): Tensor;
+  /** dst += src in place (both contiguous f32 CPU tensors of one shape). */
+  accumulate(dst: Tensor, src: Tensor): void;
+}
+
+export function runBackward(root: Tensor, grad: Tensor, opts: BackwardOptions, ops: TapeOps): void {
   if (!root.gradFn) {
     if (!root.requiresGrad) throw new AutogradError('backward: tensor does not require grad and has no grad_fn');
     accumulateLeaf(root, grad, ops);
@@ -159,7 +166,7 @@ export function runBackward(root: Tensor, grad: Tensor, opts: BackwardOptions, o
   }
 }
 
-function backwardPass(root: Tensor, grad: Tensor, order: Node[], opts: BackwardOptions, ops: { add(a: Tensor, b: Tensor): Tensor }): void {
+function backwardPass(root: Tensor, grad: Tensor, order: Node[], opts: BackwardOptions, ops: TapeOps): void {
   const refs = new Map<Tensor, number>();
   const keep = new Set<Tensor>([grad]);  // never disposed here: the caller's gradient
   const hold = (t: Tensor) => refs.set(t, (refs.get(t) ?? 0) + 1);
@@ -181,6 +188,10 @@ function backwardPass(root: Tensor, grad: Tensor, order: Node[], opts: BackwardO
     if (!old) {
       hold(g);
       slots[idx] = g;
+    } else if (ownedHere(old) && old.device === 'cpu' && g.device === 'cpu' && old.dtype === 'f32' && g.dtype === 'f32' && g.isContiguous &&
+      old.shape.length === g.shape.length && old.shape.every((d, i) => d === g.shape[i])) {
+      // a gradient only this slot holds takes the next one in place (no new buffer to fault in)
+      ops.accumulate(old, g);
     } else {
       const sum = ops.add(old, g);
       hold(sum);
@@ -188,11 +199,13 @@ function backwardPass(root: Tensor, grad: Tensor, order: Node[], opts: BackwardO
       drop(old);
     }
   };
-  // A gradient that only this pass holds (one reference here, no other handle on its storage, not the caller's)
-  // can become a leaf's .grad as it is, instead of a copy; it is then never disposed here.
+  // A gradient that only this pass holds (one reference here, no other handle on its storage, not the caller's, not
+  // saved by a node) can be changed in place or become a leaf's .grad as it is, instead of a copy.
+  const ownedHere = (g: Tensor): boolean =>
+    refs.get(g) === 1 && !keep.has(g) && !g._userDisposed && !g._retained && !g.gradFn && g.isContiguous && !g.handle.storageShared;
   const adopt = (g: Tensor): boolean => {
-    if (refs.get(g) !== 1 || keep.has(g) || g._userDisposed || g._retained || g.gradFn || !g.isContiguous || g.handle.storageShared) return false;
-    keep.add(g);
+    if (!ownedHere(g)) return false;
+    keep.add(g);  // it is then never disposed here
     return true;
   };
   hold(grad);

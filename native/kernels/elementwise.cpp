@@ -97,6 +97,7 @@ template <typename T> inline uint8_t cmp_apply(BinOp op, T a, T b) {
 
 // Contiguous fast paths that vectorise.
 AD_CLONES void vadd(float* o, const float* a, const float* b, int64_t n) { for (int64_t i = 0; i < n; i++) o[i] = a[i] + b[i]; }
+AD_CLONES void vacc(float* d, const float* s, int64_t n) { for (int64_t i = 0; i < n; i++) d[i] += s[i]; }
 AD_CLONES void vsub(float* o, const float* a, const float* b, int64_t n) { for (int64_t i = 0; i < n; i++) o[i] = a[i] - b[i]; }
 AD_CLONES void vmul(float* o, const float* a, const float* b, int64_t n) { for (int64_t i = 0; i < n; i++) o[i] = a[i] * b[i]; }
 AD_CLONES void vdiv(float* o, const float* a, const float* b, int64_t n) { for (int64_t i = 0; i < n; i++) o[i] = a[i] / b[i]; }
@@ -234,6 +235,19 @@ UnOp parse_act(const OpCtx& ctx, const std::string& k) {
 }  // namespace
 
 void op_add(OpCtx& c) { binary(c, B_ADD, false); }
+// accumulate_(dst, src): dst += src in place; two contiguous f32 CPU tensors of one shape. Returns nothing. The tape
+// sums a gradient into one it alone holds with it (no new buffer, whose first write would also read every line in).
+void op_accumulate_(OpCtx& c) {
+  c.expect_inputs(2);
+  const Tensor& d = c.input(0);
+  const Tensor& s = c.input(1);
+  if (d.dtype != DType::F32 || s.dtype != DType::F32 || d.shape != s.shape || !d.is_contiguous() || !s.is_contiguous())
+    c.fail("ValueError", "accumulate_: needs two contiguous f32 tensors of one shape, got " + std::string(dtype_name(d.dtype)) +
+                             shape_str(d.shape) + " and " + dtype_name(s.dtype) + shape_str(s.shape));
+  float* D = d.data<float>();
+  const float* S = s.data<float>();
+  parallel_for(d.numel(), 1 << 15, [&](int64_t b, int64_t e) { vacc(D + b, S + b, e - b); });
+}
 void op_sub(OpCtx& c) { binary(c, B_SUB, false); }
 void op_mul(OpCtx& c) { binary(c, B_MUL, false); }
 void op_div(OpCtx& c) { binary(c, B_DIV, false); }

@@ -404,3 +404,25 @@ test('layerNorm / rmsNorm with frozen weights: the same input gradient, no weigh
     t.is(frozen.db, null);
   }
 });
+
+test('a gradient only the backward pass holds takes the next one in place (accumulate_), with the same sums', async (t) => {
+  const { opProfile } = await import('../../lib/index.ts');
+  const { callOp } = await import('../../lib/tensor.ts');
+  const x = randn([4, 5], { seed: 21, requiresGrad: true }), w = randn([5, 5], { seed: 22 });
+  opProfile(true);
+  // h = 1.5·x feeds three products; their gradients (g·wᵀ, 2·g·wᵀ, 3·g·w) are summed into h's (a pending one, not a leaf's)
+  const h = ops.mul(x, 1.5);
+  ops.sum(ops.add(ops.add(ops.matmul(h, w), ops.mul(ops.matmul(h, w), 2)), ops.mul(ops.matmul(h, w.T), 3))).backward();
+  const prof = opProfile(false);
+  t.true((prof.find((r) => r.op === 'accumulate_')?.calls ?? 0) > 0, 'summed in place');
+  const W = arr(w), want: number[] = [];
+  for (let i = 0; i < 4; i++)
+    for (let k = 0; k < 5; k++) {
+      let s = 0;
+      for (let j = 0; j < 5; j++) s += 3 * W[k * 5 + j]! + 3 * W[j * 5 + k]!;
+      want.push(1.5 * s);
+    }
+  close(t, arr(x.grad!), want, 1e-5, 'dx');
+  // bad input: a clear error naming both tensors
+  t.throws(() => callOp('accumulate_', [randn([2, 3]), randn([3, 2])]), { message: /accumulate_.*\[2, ?3\].*\[3, ?2\]/ });
+});
