@@ -96,7 +96,7 @@ export function bottleneckFused(h: Tensor, Wd: Tensor, bd: Tensor, Wu: Tensor, b
     const gWd = Wd.requiresGrad ? mm(ops.transpose(gpre, 0, 1), h2) : null;
     const gbd = bd.requiresGrad ? ops.sum(gpre, 0) : null;
     const gh = h.requiresGrad ? ops.reshape(mm(gpre, Wd), hs) : null;
-    return [gh, gWd, gbd, gWu, gbu, residual.requiresGrad ? g!.clone() : null];
+    return [gh, gWd, gbd, gWu, gbu, residual.requiresGrad ? g! : null];
   }, [pre!], [h, Wd, Wu]);
   return y!;
 }
@@ -135,7 +135,7 @@ export function bottleneckSgmv(h: Tensor, residual: Tensor, ws: BottleneckWeight
   withGrad([y!], 'bottleneckSgmv', [h, residual, ...params], ([g]) => {
     const outs = callOp('bottleneck_sgmv_bwd', [g!, h, pre!, sc, ...params], { starts, act: a });
     const gh = outs[0]!;
-    return [h.requiresGrad ? gh : (gh.dispose(), null), residual.requiresGrad ? g!.clone() : null,
+    return [h.requiresGrad ? gh : (gh.dispose(), null), residual.requiresGrad ? g! : null,
       ...outs.slice(1).map((o, i) => (params[i]!.requiresGrad ? o : (o.dispose(), null)))];
   }, [pre!, sc], [h, ...params]);
   return y!;

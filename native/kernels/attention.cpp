@@ -491,16 +491,30 @@ bool causally_hidden(const AttnParams& p, const KeyBlock& kb, int64_t i0, int64_
   return kb.j0 > (i0 + nq - 1) + (p.Tk - p.Tq);
 }
 
-// Key/value row pointers of a block for batch b, kv head g.
+// Row (b, h, t) of a query-side tensor whose rows hold W floats (q, dq: D; out, dout: Dv), and the distance between its
+// consecutive rows t, t+1: (B, H, Tq, W) contiguous, or (B, Tq, H, W) contiguous with p.q_bthd.
+inline int64_t qrow(const AttnParams& p, int64_t b, int64_t h, int64_t t, int64_t W) {
+  return p.q_bthd ? ((b * p.Tq + t) * p.H + h) * W : ((b * p.H + h) * p.Tq + t) * W;
+}
+inline int64_t qld(const AttnParams& p, int64_t W) { return p.q_bthd ? p.H * W : W; }
+// The same for key-side tensors (k, dk: D; v, dv: Dv) of kv head g, with p.k_bthd. Prefix rows are always (B, Hkv, P, W).
+inline int64_t krow(const AttnParams& p, int64_t b, int64_t g, int64_t t, int64_t W) {
+  return p.k_bthd ? ((b * p.Tk + t) * p.Hkv + g) * W : ((b * p.Hkv + g) * p.Tk + t) * W;
+}
+inline int64_t kld(const AttnParams& p, int64_t W) { return p.k_bthd ? p.Hkv * W : W; }
+// Row stride of a key block's rows of width W (its prefix rows are contiguous).
+inline int64_t kb_ld(const AttnParams& p, const KeyBlock& kb, int64_t W) { return kb.prefix ? W : kld(p, W); }
+
+// Key/value row pointers of a block for batch b, kv head g (rows kb_ld apart).
 const float* key_rows(const AttnParams& p, const float* k, const float* pk, int64_t b, int64_t g,
                       const KeyBlock& kb) {
   if (kb.prefix) return pk + ((b * p.Hkv + g) * p.P + kb.j0) * p.D;
-  return k + ((b * p.Hkv + g) * p.Tk + kb.j0) * p.D;
+  return k + krow(p, b, g, kb.j0, p.D);
 }
 const float* value_rows(const AttnParams& p, const float* v, const float* pv, int64_t b, int64_t g,
                         const KeyBlock& kb) {
   if (kb.prefix) return pv + ((b * p.Hkv + g) * p.P + kb.j0) * p.Dv;
-  return v + ((b * p.Hkv + g) * p.Tk + kb.j0) * p.Dv;
+  return v + krow(p, b, g, kb.j0, p.Dv);
 }
 
 // rows x cols (ld src_ld) -> cols x rows (ld dst_ld)
@@ -562,8 +576,8 @@ bool amx_tiles(const AttnParams& p) { return p.mixed && amx_small_available(); }
 // S (nq x kb.n, ld BK) = scale·Q·Kᵀ for queries [i0, i0+nq) of (b, h) and key block kb, on AMX (amx_tiles).
 void scores_amx(const AttnParams& p, const float* q, const float* k, const float* pk, int64_t b, int64_t h, int64_t g, int64_t i0,
                 int64_t nq, const KeyBlock& kb, float* S) {
-  amx_small_gemm(nq, kb.n, p.D, q + ((b * p.H + h) * p.Tq + i0) * p.D, false, p.D, key_rows(p, k, pk, b, g, kb), p.D, S, BK, false,
-                 true, p.scale);
+  amx_small_gemm(nq, kb.n, p.D, q + qrow(p, b, h, i0, p.D), false, qld(p, p.D), key_rows(p, k, pk, b, g, kb), kb_ld(p, kb, p.D), S, BK,
+                 false, true, p.scale);
 }
 
 // Runs fn(task, scratch) for task in [0, ntasks) on the pool with dynamic scheduling. make_scratch is
@@ -585,9 +599,10 @@ void run_tasks(int64_t ntasks, Make make_scratch, Fn fn) {
 
 // Scaled copy of query rows [i0, i0+nq) of (b, h) into Qs (nq x D).
 void load_q(const AttnParams& p, const float* q, int64_t b, int64_t h, int64_t i0, int64_t nq, float* Qs) {
-  const float* src = q + ((b * p.H + h) * p.Tq + i0) * p.D;
-  const int64_t cnt = nq * p.D;
-  for (int64_t x = 0; x < cnt; x++) Qs[x] = src[x] * p.scale;
+  const float* src = q + qrow(p, b, h, i0, p.D);
+  const int64_t ld = qld(p, p.D);
+  for (int64_t r = 0; r < nq; r++)
+    for (int64_t d = 0; d < p.D; d++) Qs[r * p.D + d] = src[r * ld + d] * p.scale;
 }
 
 struct FwdScratch {
@@ -652,12 +667,12 @@ void attention_fwd_cpu(const AttnParams& p, const float* q, const float* k, cons
           if (amx) {
             scores_amx(p, q, k, pk, b, h, g, i0, nq, kb, s.S.data());
           } else {
-            transpose(kr, kb.n, D, D, s.Kt.data(), BK);
+            transpose(kr, kb.n, D, kb_ld(p, kb, D), s.Kt.data(), BK);
             tile_gemm(p, K, nq, kb.n, D, s.Qs.data(), D, 1, s.Kt.data(), BK, s.S.data(), BK, false);
           }
           apply_masks(p, b, h, i0, nq, kb, s.S.data());
           K.online_softmax(nq, kb.n, s.S.data(), s.m.data(), s.l.data(), s.acc.data(), Dv);
-          tile_gemm(p, K, nq, Dv, kb.n, s.S.data(), BK, 1, vr, Dv, s.acc.data(), Dv, true);
+          tile_gemm(p, K, nq, Dv, kb.n, s.S.data(), BK, 1, vr, kb_ld(p, kb, Dv), s.acc.data(), Dv, true);
         };
 
         bool skipped = false;
@@ -682,11 +697,12 @@ void attention_fwd_cpu(const AttnParams& p, const float* q, const float* k, cons
             }
         }
 
-        float* o = out + ((b * p.H + h) * p.Tq + i0) * Dv;
+        float* o = out + qrow(p, b, h, i0, Dv);
+        const int64_t old = qld(p, Dv);
         float* ls = lse + (b * p.H + h) * p.Tq + i0;
         for (int64_t r = 0; r < nq; r++) {
           const float inv = 1.f / s.l[r];  // l >= 1 (the max element contributes exp(0))
-          for (int64_t c = 0; c < Dv; c++) o[r * Dv + c] = s.acc[r * Dv + c] * inv;
+          for (int64_t c = 0; c < Dv; c++) o[r * old + c] = s.acc[r * Dv + c] * inv;
           ls[r] = s.m[r] + std::log(s.l[r]);
         }
       });
@@ -751,7 +767,8 @@ void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, cons
       const float L = lse[row0 + r];
       mrow[row0 + r] = L;
       invl[row0 + r] = 1.f;
-      Dd[row0 + r] = row_dot(dout + (row0 + r) * Dv, out + (row0 + r) * Dv, Dv);
+      const int64_t orow = qrow(p, b, h, i0 + r, Dv);
+      Dd[row0 + r] = row_dot(dout + orow, out + orow, Dv);
       if (!(std::fabs(L) <= kLseExact)) any_flag = true;
     }
     if (!any_flag) return;
@@ -764,7 +781,7 @@ void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, cons
       if (amx) {
         scores_amx(p, q, k, pk, b, h, g, i0, nq, kb, s.S.data());
       } else {
-        transpose(key_rows(p, k, pk, b, g, kb), kb.n, D, D, s.Kt.data(), BK);
+        transpose(key_rows(p, k, pk, b, g, kb), kb.n, D, kb_ld(p, kb, D), s.Kt.data(), BK);
         tile_gemm(p, K, nq, kb.n, D, s.Qs.data(), D, 1, s.Kt.data(), BK, s.S.data(), BK, false);
       }
       apply_masks(p, b, h, i0, nq, kb, s.S.data());
@@ -789,17 +806,18 @@ void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, cons
     } else {
       if (!q_loaded) load_q(p, q, b, h, i0, nq, s.Qs.data());
       if (need_vt) {
-        transpose(key_rows(p, k, pk, b, g, kb), kb.n, D, D, s.Kt.data(), BK);
-        transpose(value_rows(p, v, pv, b, g, kb), kb.n, Dv, Dv, s.Vt.data(), BK);
+        transpose(key_rows(p, k, pk, b, g, kb), kb.n, D, kb_ld(p, kb, D), s.Kt.data(), BK);
+        transpose(value_rows(p, v, pv, b, g, kb), kb.n, Dv, kb_ld(p, kb, Dv), s.Vt.data(), BK);
       }
       tile_gemm(p, K, nq, kb.n, D, s.Qs.data(), D, 1, s.Kt.data(), BK, s.S.data(), BK, false);
     }
     apply_masks(p, b, h, i0, nq, kb, s.S.data());
     K.probs(nq, kb.n, s.S.data(), mrow.data() + row0, invl.data() + row0);
     if (amx)  // dP = dO·Vᵀ with V's rows packed as they are
-      amx_small_gemm(nq, kb.n, Dv, dout + row0 * Dv, false, Dv, value_rows(p, v, pv, b, g, kb), Dv, s.dP.data(), BK, false, true);
+      amx_small_gemm(nq, kb.n, Dv, dout + qrow(p, b, h, i0, Dv), false, qld(p, Dv), value_rows(p, v, pv, b, g, kb), kb_ld(p, kb, Dv),
+                     s.dP.data(), BK, false, true);
     else
-      tile_gemm(p, K, nq, kb.n, Dv, dout + row0 * Dv, Dv, 1, s.Vt.data(), BK, s.dP.data(), BK, false);
+      tile_gemm(p, K, nq, kb.n, Dv, dout + qrow(p, b, h, i0, Dv), qld(p, Dv), 1, s.Vt.data(), BK, s.dP.data(), BK, false);
     K.dsoft(nq, kb.n, s.S.data(), s.dP.data(), Dd.data() + row0);
     return true;
   };
@@ -810,8 +828,8 @@ void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, cons
       const KeyBlock kb = key_block(p, kbi);
       const float* kr = key_rows(p, k, pk, b, g, kb);
       if (!amx) {
-        transpose(kr, kb.n, D, D, s.Kt.data(), BK);
-        transpose(value_rows(p, v, pv, b, g, kb), kb.n, Dv, Dv, s.Vt.data(), BK);
+        transpose(kr, kb.n, D, kb_ld(p, kb, D), s.Kt.data(), BK);
+        transpose(value_rows(p, v, pv, b, g, kb), kb.n, Dv, kb_ld(p, kb, Dv), s.Vt.data(), BK);
       }
       std::fill(s.dKacc.begin(), s.dKacc.end(), 0.f);
       std::fill(s.dVacc.begin(), s.dVacc.end(), 0.f);
@@ -819,23 +837,23 @@ void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, cons
         for (int64_t qb = 0; qb < nqb; qb++) {
           if (!tile(s, b, h, g, qb, kb, false, false)) continue;
           const int64_t i0 = qb * BQ, nq = std::min(BQ, p.Tq - i0);
-          const int64_t row0 = (b * p.H + h) * p.Tq + i0;
           // dV += Pᵀ dO ; dK += dSᵀ (scale·Q)
-          tile_gemm(p, K, kb.n, Dv, nq, s.S.data(), 1, BK, dout + row0 * Dv, Dv, s.dVacc.data(), Dv, true);
+          tile_gemm(p, K, kb.n, Dv, nq, s.S.data(), 1, BK, dout + qrow(p, b, h, i0, Dv), qld(p, Dv), s.dVacc.data(), Dv, true);
           if (amx)  // scale folded into the product: Q's rows as they are
-            amx_small_gemm(kb.n, D, nq, s.dP.data(), true, BK, q + row0 * D, D, s.dKacc.data(), D, true, false, p.scale);
+            amx_small_gemm(kb.n, D, nq, s.dP.data(), true, BK, q + qrow(p, b, h, i0, D), qld(p, D), s.dKacc.data(), D, true, false, p.scale);
           else
             tile_gemm(p, K, kb.n, D, nq, s.dP.data(), 1, BK, s.Qs.data(), D, s.dKacc.data(), D, true);
           // dQ += dS K   (scaled by `scale` at the end)
-          if (do_dq) tile_gemm(p, K, nq, D, kb.n, s.dP.data(), BK, 1, kr, D, dq + row0 * D, D, true);
+          if (do_dq) tile_gemm(p, K, nq, D, kb.n, s.dP.data(), BK, 1, kr, kb_ld(p, kb, D), dq + qrow(p, b, h, i0, D), qld(p, D), true);
         }
       // every key block of (b, g) passes here once: its dK / dV rows are written (zeros when no query saw it)
-      float* dkr = kb.prefix ? (dpk ? dpk + ((b * p.Hkv + g) * p.P + kb.j0) * D : nullptr)
-                             : dk + ((b * p.Hkv + g) * p.Tk + kb.j0) * D;
-      float* dvr = kb.prefix ? (dpv ? dpv + ((b * p.Hkv + g) * p.P + kb.j0) * Dv : nullptr)
-                             : dv + ((b * p.Hkv + g) * p.Tk + kb.j0) * Dv;
-      if (dkr) std::copy(s.dKacc.begin(), s.dKacc.begin() + kb.n * D, dkr);
-      if (dvr) std::copy(s.dVacc.begin(), s.dVacc.begin() + kb.n * Dv, dvr);
+      float* dkr = kb.prefix ? (dpk ? dpk + ((b * p.Hkv + g) * p.P + kb.j0) * D : nullptr) : dk + krow(p, b, g, kb.j0, D);
+      float* dvr = kb.prefix ? (dpv ? dpv + ((b * p.Hkv + g) * p.P + kb.j0) * Dv : nullptr) : dv + krow(p, b, g, kb.j0, Dv);
+      const int64_t dkl = kb_ld(p, kb, D), dvl = kb_ld(p, kb, Dv);
+      for (int64_t j = 0; j < kb.n; j++) {
+        if (dkr) std::copy(s.dKacc.begin() + j * D, s.dKacc.begin() + (j + 1) * D, dkr + j * dkl);
+        if (dvr) std::copy(s.dVacc.begin() + j * Dv, s.dVacc.begin() + (j + 1) * Dv, dvr + j * dvl);
+      }
     }
   };
 
@@ -856,15 +874,15 @@ void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, cons
       const int64_t qb = task % nqb, bh = task / nqb;
       const int64_t h = bh % p.H, b = bh / p.H, g = h / group;
       const int64_t i0 = qb * BQ, nq = std::min(BQ, p.Tq - i0);
-      const int64_t row0 = bh * p.Tq + i0;
       if (!amx) load_q(p, q, b, h, i0, nq, s.Qs.data());
       std::fill(s.dQacc.begin(), s.dQacc.end(), 0.f);
       for (int64_t kbi = 0; kbi < nkb; kbi++) {
         const KeyBlock kb = key_block(p, kbi);
         if (!tile(s, b, h, g, qb, kb, true, true)) continue;
-        tile_gemm(p, K, nq, D, kb.n, s.dP.data(), BK, 1, key_rows(p, k, pk, b, g, kb), D, s.dQacc.data(), D, true);
+        tile_gemm(p, K, nq, D, kb.n, s.dP.data(), BK, 1, key_rows(p, k, pk, b, g, kb), kb_ld(p, kb, D), s.dQacc.data(), D, true);
       }
-      std::copy(s.dQacc.begin(), s.dQacc.begin() + nq * D, dq + row0 * D);
+      float* dqr = dq + qrow(p, b, h, i0, D);
+      for (int64_t r = 0; r < nq; r++) std::copy(s.dQacc.begin() + r * D, s.dQacc.begin() + (r + 1) * D, dqr + r * qld(p, D));
     });
   }
   // dq holds dS·K; the true gradient is scale·dS·K.

@@ -24,11 +24,15 @@ struct AttnParams {
   // accumulation, as torch.autocast computes attention's matmuls in bf16; softmax and masks stay f32. Without AMX
   // (or with bf16 GEMMs forced off it) the f32 kernels run, as without the flag.
   bool mixed = false;
+  // Layouts: the query-side tensors (q, out, dout, dq) are (B, H, Tq, ·) contiguous, or with q_bthd (B, Tq, H, ·)
+  // contiguous — the head split of a (B, Tq, H·D) projection, seen as (B, H, Tq, D) without a copy; likewise the
+  // key-side tensors (k, v, dk, dv) with k_bthd. Prefix keys / values are always (B, Hkv, P, ·) contiguous.
+  bool q_bthd = false, k_bthd = false;
 };
 
 // q: (B,H,Tq,D)  k: (B,Hkv,Tk,D)  v: (B,Hkv,Tk,Dv)  pk: (B,Hkv,P,D)  pv: (B,Hkv,P,Dv) (null when P == 0)
 // out: (B,H,Tq,Dv)  lse: (B,H,Tq) log-sum-exp of the scaled, masked scores (saved for backward)
-// All contiguous f32.
+// All f32, contiguous in the layouts p.q_bthd / p.k_bthd name (lse always (B,H,Tq)).
 void attention_fwd_cpu(const AttnParams& p, const float* q, const float* k, const float* v, const float* pk,
                        const float* pv, float* out, float* lse);
 

@@ -2,7 +2,8 @@
 // attention.cpp. Inputs: q (B,H,Tq,D), k (B,Hkv,Tk,D), v (B,Hkv,Tk,Dv), mask? additive float broadcastable
 // to (B,H,Tq,P+Tk), key_keep? bool (B, P+Tk), prefix_k? (B,Hkv,P,D), prefix_v? (B,Hkv,P,Dv).
 // Outputs: out (B,H,Tq,Dv), lse (B,H,Tq). attention_bwd adds out, lse, dout and returns dq, dk, dv,
-// [dprefix_k, dprefix_v].
+// [dprefix_k, dprefix_v]. q, k, v given as the head split of a (B, T, H·D) projection are read as they are, and out,
+// dq (dk, dv) come back in that layout (see is_bthd): a model's head split and merge then copy nothing.
 #include "attention.h"
 
 #include <cmath>
@@ -17,12 +18,40 @@ struct Prepared {
   Tensor q, k, v, pk, pv, mask, keep;
 };
 
+// Is t (B, H, T, W) the head split of a contiguous (B, T, H·W) projection — a (0, 2, 1, 3) permute of a contiguous
+// (B, T, H, W) f32 tensor? The kernels read that layout as it is (AttnParams::q_bthd / k_bthd): no copy.
+bool is_bthd(const Tensor& t) {
+  if (t.dtype != DType::F32 || t.dim() != 4 || !t.on_cpu()) return false;
+  const int64_t H = t.shape[1], T = t.shape[2], W = t.shape[3];
+  return t.strides == std::vector<int64_t>{T * H * W, W, H * W, 1} || t.numel() == 0;
+}
+// A (B, H, T, W) tensor laid out as (B, T, H, W) contiguous, viewed as (B, H, T, W).
+Tensor empty_bthd(int64_t B, int64_t H, int64_t T, int64_t W) {
+  Tensor s = Tensor::empty({B, T, H, W}, DType::F32);
+  return s.view({B, H, T, W}, {T * H * W, W, H * W, 1}, 0);
+}
+// t (float, (B, H, T, W)) in the layout the kernels were told: (B, T, H, W) contiguous when bthd (t itself if it is
+// already so), else (B, H, T, W) contiguous.
+Tensor in_layout(const OpCtx& c, size_t k, bool bthd) {
+  const Tensor& t = c.input(k);
+  if (!bthd) return c.f32(k);
+  if (is_bthd(t)) return t;
+  Tensor f = c.f32(k);
+  if (f.dim() != 4) return f;  // the shape checks report it
+  Tensor d = empty_bthd(f.shape[0], f.shape[1], f.shape[2], f.shape[3]);
+  copy_into(d, f);
+  return d;
+}
+
 Prepared prepare(OpCtx& c) {
   c.expect_inputs(3);
   Prepared r;
-  r.q = c.f32(0);
-  r.k = c.f32(1);
-  r.v = c.f32(2);
+  // q as given when it is a head split (see is_bthd); k and v likewise when both are
+  r.p.q_bthd = is_bthd(c.input(0));
+  r.p.k_bthd = is_bthd(c.input(1)) && is_bthd(c.input(2));
+  r.q = in_layout(c, 0, r.p.q_bthd);
+  r.k = in_layout(c, 1, r.p.k_bthd);
+  r.v = in_layout(c, 2, r.p.k_bthd);
   if (c.has(5)) r.pk = c.f32(5);
   if (c.has(6)) r.pv = c.f32(6);
   if (c.has(3)) r.mask = c.f32(3);
@@ -75,7 +104,8 @@ void attention_check(const OpCtx& c, const Tensor& q, const Tensor& k, const Ten
 void op_attention(OpCtx& c) {
   Prepared r = prepare(c);
   const AttnParams& p = r.p;
-  Tensor out = Tensor::empty({p.B, p.H, p.Tq, p.Dv}, DType::F32);
+  // out in q's layout: with a head-split q, merging the heads back ((0, 2, 1, 3) permute + reshape) is a view
+  Tensor out = p.q_bthd ? empty_bthd(p.B, p.H, p.Tq, p.Dv) : Tensor::empty({p.B, p.H, p.Tq, p.Dv}, DType::F32);
   Tensor lse = Tensor::empty({p.B, p.H, p.Tq}, DType::F32);
   if (out.numel() > 0 || lse.numel() > 0)
     attention_fwd_cpu(p, r.q.data<float>(), r.k.data<float>(), r.v.data<float>(), p.P ? r.pk.data<float>() : nullptr,
@@ -89,10 +119,15 @@ void op_attention_bwd(OpCtx& c) {
   Prepared r = prepare(c);
   const AttnParams& p = r.p;
   if (c.n_in() < 10) c.fail("ValueError", "expects q, k, v, mask, key_keep, prefix_k, prefix_v, out, lse, dout");
-  Tensor out = c.f32(7), lse = c.f32(8), dout = c.f32(9);
-  if (out.shape != std::vector<int64_t>{p.B, p.H, p.Tq, p.Dv} || dout.shape != out.shape || lse.shape != std::vector<int64_t>{p.B, p.H, p.Tq})
+  const std::vector<int64_t> oshape{p.B, p.H, p.Tq, p.Dv};
+  if (c.input(7).shape != oshape || c.input(9).shape != oshape || c.input(8).shape != std::vector<int64_t>{p.B, p.H, p.Tq})
     c.fail("ShapeError", "out/lse/dout shapes do not match q, v");
-  Tensor dq = Tensor::empty(r.q.shape, DType::F32), dk = Tensor::empty(r.k.shape, DType::F32), dv = Tensor::empty(r.v.shape, DType::F32);
+  // out and dout in q's layout, the gradients in their inputs' layouts
+  Tensor out = in_layout(c, 7, p.q_bthd), lse = c.f32(8), dout = in_layout(c, 9, p.q_bthd);
+  auto like = [](const Tensor& t, bool bthd) {
+    return bthd ? empty_bthd(t.shape[0], t.shape[1], t.shape[2], t.shape[3]) : Tensor::empty(t.shape, DType::F32);
+  };
+  Tensor dq = like(r.q, p.q_bthd), dk = like(r.k, p.k_bthd), dv = like(r.v, p.k_bthd);
   Tensor dpk, dpv;
   if (p.P) { dpk = Tensor::empty(r.pk.shape, DType::F32); dpv = Tensor::empty(r.pv.shape, DType::F32); }
   attention_bwd_cpu(p, r.q.data<float>(), r.k.data<float>(), r.v.data<float>(), p.P ? r.pk.data<float>() : nullptr,

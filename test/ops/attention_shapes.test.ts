@@ -38,3 +38,30 @@ for (const [T, P, D, causal] of [[37, 30, 20, false], [37, 30, 64, true], [70, 5
       t.true(worst < 2e-5, `${['out', 'dq', 'dk', 'dv', 'dpk', 'dpv'][j]}: ${worst}`);
     });
   });
+
+// Models hand attention the head split of a (B, T, H·D) projection (a (0, 2, 1, 3) permute): the kernel reads that
+// layout as it is and returns out / dq / dk / dv in it, so splitting and merging heads copy nothing. Same numbers as
+// contiguous inputs, bit for bit, in f32 and under autocast, with a prefix, causal masking and grouped kv heads.
+for (const mixed of [false, true])
+  test(`attention on head-split views (${mixed ? 'autocast' : 'f32'}): bit-identical to contiguous inputs; out and grads in that layout`, async (t) => {
+    const { autocast } = await import('../../lib/index.ts');
+    const [B, T, H, Hkv, D, P] = [2, 37, 4, 2, 16, 5];
+    const src = [[B, T, H * D], [B, T, Hkv * D], [B, T, Hkv * D]].map((s, i) => randn(s, { seed: 70 + i }));
+    const pk = randn([B, Hkv, P, D], { seed: 80 }), pv = randn([B, Hkv, P, D], { seed: 81 });
+    const g = randn([B, H, T, D], { seed: 82 });
+    const run = (split: boolean) => scope(() => {
+      const xs = src.map((x) => { const c = x.clone(); c.requiresGrad = true; return c; });
+      const heads = (x: Tensor, h: number) => ops.permute(ops.reshape(x, [B, T, h, D]), [0, 2, 1, 3]);
+      const [q, k, v] = [heads(xs[0]!, H), heads(xs[1]!, Hkv), heads(xs[2]!, Hkv)].map((x) => (split ? x : x.contiguous()));
+      const y = autocast(() => ops.scaledDotProductAttention(q!, k!, v!, { prefixK: pk, prefixV: pv, isCausal: true }), { enabled: mixed });
+      const merged = ops.permute(y, [0, 2, 1, 3]);
+      const layout = merged.isContiguous;
+      autocast(() => ops.sum(ops.mul(y, g)).backward(), { enabled: mixed });
+      return { y: Array.from(y.toArray() as Float32Array), layout, grads: xs.map((x) => Array.from(x.grad!.toArray() as Float32Array)) };
+    });
+    const a = run(true), b = run(false);
+    t.true(a.layout, 'out comes back (B, T, H, D)-contiguous for a head-split q');
+    t.false(b.layout, 'and (B, H, T, D)-contiguous for a contiguous q');
+    t.deepEqual(a.y, b.y);
+    a.grads.forEach((gr, i) => t.deepEqual(gr, b.grads[i], `grad of input ${i}`));
+  });
