@@ -88,22 +88,26 @@ export class Dropout extends Module {
   }
 }
 
+/** An activation function; `kind` names it where a GEMM epilogue can apply it (ops.linearAct). */
+export type ActivationFn = ((x: Tensor) => Tensor) & { kind?: ops.EpilogueActivation };
+
 /** HF activation names → functions. */
-export function activation(name: string): (x: Tensor) => Tensor {
+export function activation(name: string): ActivationFn {
+  const k = (f: (x: Tensor) => Tensor, kind: ops.EpilogueActivation): ActivationFn => Object.assign(f, { kind });
   switch (name) {
     case 'gelu':
-      return (x) => ops.gelu(x);
+      return k((x) => ops.gelu(x), 'gelu');
     case 'gelu_new':
     case 'gelu_pytorch_tanh':
     case 'gelu_fast':
-      return (x) => ops.gelu(x, { approximate: 'tanh' });
+      return k((x) => ops.gelu(x, { approximate: 'tanh' }), 'gelu_tanh');
     case 'quick_gelu':
-      return (x) => ops.quickGelu(x);
+      return k((x) => ops.quickGelu(x), 'quick_gelu');
     case 'relu':
-      return (x) => ops.relu(x);
+      return k((x) => ops.relu(x), 'relu');
     case 'silu':
     case 'swish':
-      return (x) => ops.silu(x);
+      return k((x) => ops.silu(x), 'silu');
     case 'tanh':
       return (x) => ops.tanh(x);
     case 'sigmoid':
