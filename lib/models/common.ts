@@ -5,7 +5,6 @@
 import { Tensor, tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { ValueError } from '../errors.ts';
-import { Linear, type ActivationFn } from '../nn/layers.ts';
 
 export type HFConfig = Record<string, unknown>;
 
@@ -136,14 +135,7 @@ export interface ForwardInput {
  * keeps what its backward needs (dispose frees a tensor once no graph node retains it), so the input of a frozen
  * projection is not held to the end of the training step.
  */
-export function feedForward(x: Tensor, up: { forward(t: Tensor): Tensor }, act: ActivationFn, down: { forward(t: Tensor): Tensor }): Tensor {
-  // a plain projection (no LoRA / (IA)³ on it) and an activation a GEMM epilogue applies: one op (ops.linearAct)
-  if (up instanceof Linear && !up.loraHost && act.kind) {
-    const g = ops.linearAct(x, up.weight, up.bias, act.kind, { layout: up.layout });
-    const f = down.forward(g);
-    if (f !== g) g.dispose();
-    return f;
-  }
+export function feedForward(x: Tensor, up: { forward(t: Tensor): Tensor }, act: (t: Tensor) => Tensor, down: { forward(t: Tensor): Tensor }): Tensor {
   const u = up.forward(x);
   const g = act(u);
   if (g !== u) u.dispose();

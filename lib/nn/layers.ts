@@ -88,26 +88,22 @@ export class Dropout extends Module {
   }
 }
 
-/** An activation function; `kind` names it where a GEMM epilogue can apply it (ops.linearAct). */
-export type ActivationFn = ((x: Tensor) => Tensor) & { kind?: ops.EpilogueActivation };
-
 /** HF activation names → functions. */
-export function activation(name: string): ActivationFn {
-  const k = (f: (x: Tensor) => Tensor, kind: ops.EpilogueActivation): ActivationFn => Object.assign(f, { kind });
+export function activation(name: string): (x: Tensor) => Tensor {
   switch (name) {
     case 'gelu':
-      return k((x) => ops.gelu(x), 'gelu');
+      return (x) => ops.gelu(x);
     case 'gelu_new':
     case 'gelu_pytorch_tanh':
     case 'gelu_fast':
-      return k((x) => ops.gelu(x, { approximate: 'tanh' }), 'gelu_tanh');
+      return (x) => ops.gelu(x, { approximate: 'tanh' });
     case 'quick_gelu':
-      return k((x) => ops.quickGelu(x), 'quick_gelu');
+      return (x) => ops.quickGelu(x);
     case 'relu':
-      return k((x) => ops.relu(x), 'relu');
+      return (x) => ops.relu(x);
     case 'silu':
     case 'swish':
-      return k((x) => ops.silu(x), 'silu');
+      return (x) => ops.silu(x);
     case 'tanh':
       return (x) => ops.tanh(x);
     case 'sigmoid':

@@ -9,7 +9,7 @@ import { ShapeError, ValueError } from '../errors.ts';
 import { assertTensor, checkFloat, normDim, one, sumToShape } from './util.ts';
 import { alias, reshape, squeeze, transpose, unsqueeze } from './shape.ts';
 import { nextRandom } from './creation.ts';
-import { sub, mul, gelu, relu, silu, quickGelu } from './elementwise.ts';
+import { sub, mul } from './elementwise.ts';
 import { mean as meanOp, sum as sumOp } from './reduce.ts';
 import { autocastActive, autocastProjection, bf16Activation, bf16Weight } from '../autocast.ts';
 import { isGradEnabled } from '../autograd/tape.ts';
@@ -72,40 +72,6 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: Li
   withGrad([y], 'linear', [x, weight, bias ?? null], ([g]) => linearGrads(g!, g!, weight, x, { x, weight, bias: bias ?? null, layout }, {}),
     [], [x, weight]);
   return y;
-}
-
-/** The activations linearAct fuses (activation_bwd's kind names). */
-export type EpilogueActivation = 'gelu' | 'gelu_tanh' | 'relu' | 'silu' | 'quick_gelu';
-
-/**
- * act(linear(x, W, b)) (an MLP's up projection). Under CPU autocast, where linear would be a bf16 GEMM, the GEMM's
- * epilogue applies the activation and keeps the pre-activation as bf16 for the backward (as the activation op keeps
- * its input there): one pass over the (…, out) activations instead of three. Elsewhere the two ops.
- */
-export function linearAct(x: Tensor, weight: Tensor, bias: Tensor | null | undefined, act: EpilogueActivation, opts: LinearOptions = {}): Tensor {
-  const layout = opts.layout ?? 'linear';
-  const fused = x.device === 'cpu' && weight.device === 'cpu' && (!bias || bias.device === 'cpu') && x.dtype === 'f32' && weight.dtype === 'f32' &&
-    (!bias || bias.dtype === 'f32') && autocastProjection(weight);
-  if (!fused) {
-    const y = linear(x, weight, bias, opts);
-    const a = act === 'gelu' ? gelu(y) : act === 'gelu_tanh' ? gelu(y, { approximate: 'tanh' }) : act === 'relu' ? relu(y) : act === 'silu' ? silu(y) : quickGelu(y);
-    y.dispose();
-    return a;
-  }
-  assertTensor(x, 'linearAct', 'input');
-  assertTensor(weight, 'linearAct', 'weight');
-  const keepX = weight.requiresGrad && isGradEnabled();
-  const xb = keepX ? bf16Activation(x, (t) => keep(one(callOp('cast', [t], { dtype: 'bf16' }))), alias) : null;
-  const [y, pre] = callOp('linear', [xb ?? x, weight, bias ?? null], { layout, mixed: 1, act });
-  withGrad([y!], 'linearAct', [x, weight, bias ?? null], ([g]) => {
-    const gp = one(callOp('activation_bwd', [pre!, g!], { kind: act }));
-    try {
-      return linearGrads(gp, gp, weight, xb, { x, weight, bias: bias ?? null, layout }, { mixed: 1 });
-    } finally {
-      gp.dispose();
-    }
-  }, xb ? [xb, pre!] : [pre!], xb ? [xb, weight] : [weight]);
-  return y!;
 }
 
 /**

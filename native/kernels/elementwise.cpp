@@ -165,8 +165,6 @@ void binary(OpCtx& ctx, BinOp op, bool cmp) {
 }
 
 // ---- unary ----------------------------------------------------------------------------------------
-}  // namespace
-// (declared in unary.h: the GEMM's activation epilogue falls back to it)
 AD_CLONES void unary_loop(UnOp op, float* o, const float* x, int64_t n) {
   switch (op) {  // the common cheap ones get straight loops so they vectorise
     case U_NEG: for (int64_t i = 0; i < n; i++) o[i] = -x[i]; return;
@@ -182,8 +180,6 @@ AD_CLONES void unary_loop(UnOp op, float* o, const float* x, int64_t n) {
     default: for (int64_t i = 0; i < n; i++) o[i] = un_apply(op, x[i]);
   }
 }
-
-namespace {
 
 // o = g * act'(x), with the same per-op loops as unary_loop.
 AD_CLONES void act_grad_loop(UnOp op, float* o, const float* g, const float* x, int64_t n) {

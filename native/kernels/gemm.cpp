@@ -35,12 +35,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
-#include <stdexcept>
 #include <thread>
 #include <vector>
 
 #include "../tensor.h"  // f32_to_bf16: the cast op's rounding
-#include "unary.h"      // un_apply: the activation epilogue
 #include "../threadpool.h"
 
 #define AD_TGT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2")))
@@ -192,10 +190,6 @@ struct Args {
   const float* bias = nullptr;
   // AMX only, with beta == 0: the result is written as bf16 here (rounded as the cast op rounds) and C is null
   uint16_t* C16 = nullptr;
-  // AMX only, with alpha == 1, beta == 0 and C: an activation in the epilogue (a UnOp from unary.h; -1 = none): C =
-  // act(A·B + bias), and the pre-activation A·B + bias rounded to bf16 goes to P16 (ld ldc) for the backward
-  int act = -1;
-  uint16_t* P16 = nullptr;
 };
 
 // C = beta * C on an M x N block (used when K == 0 or alpha == 0).
@@ -913,24 +907,6 @@ AD_TGT_AVX512 void pack_b_amx(bool transB, B16Src B, int64_t ldb, int64_t k0, in
     }
 }
 
-// r[0..32) = act(r[0..32)) for the activations a GEMM epilogue takes: the element formulas of unary.h's un_apply with
-// a constant op per loop (so that each loop vectorises), as the activation ops' unary_loop (bit-identical results are
-// tested: test/train/autocast.test.ts).
-template <int OP>
-AD_TGT_AMX inline void act_loop32(float* r) {
-  for (int j = 0; j < 32; j++) r[j] = un_apply((UnOp)OP, r[j]);
-}
-AD_TGT_AMX inline void act_row32(int act, float* r) {
-  switch (act) {
-    case U_GELU: act_loop32<U_GELU>(r); break;
-    case U_GELU_TANH: act_loop32<U_GELU_TANH>(r); break;
-    case U_RELU: act_loop32<U_RELU>(r); break;
-    case U_SILU: act_loop32<U_SILU>(r); break;
-    case U_QUICK_GELU: act_loop32<U_QUICK_GELU>(r); break;
-    default: for (int j = 0; j < 32; j++) r[j] = un_apply((UnOp)act, r[j]);
-  }
-}
-
 // Where the A tiles of one 32-row block come from: packed panels (64-byte rows, 1024 elements per k step,
 // second half tile at +512) or straight from a row-major A (row stride lda, 32 elements per k step, second
 // half tile 16 rows down).
@@ -944,8 +920,7 @@ struct APanel {
 // writing C. The final chunk writes C = alpha * acc + beta * C, or acc + bias[0..nr) (bias set: alpha 1, beta 0).
 // pf (or null): the next B micro-panel chunk, pulled into L1 during this call (its k step s while step s runs here).
 AD_TGT_AMX inline __attribute__((always_inline)) void ukr_amx(int64_t ns, APanel ap, const uint16_t* b, float* c, int64_t ldc, int mr, int nr,
-                        float alpha, float beta, float* w, bool w_in, bool w_out, const float* bias, uint16_t* c16 = nullptr, const uint16_t* pf = nullptr,
-                        int act = -1, uint16_t* p16 = nullptr) {
+                        float alpha, float beta, float* w, bool w_in, bool w_out, const float* bias, uint16_t* c16 = nullptr, const uint16_t* pf = nullptr) {
   if (w_in) {
     _tile_loadd(0, w, 64);
     _tile_loadd(1, w + 256, 64);
@@ -1013,20 +988,6 @@ AD_TGT_AMX inline __attribute__((always_inline)) void ukr_amx(int64_t ns, APanel
         const __m512 r1 = _mm512_mul_ps(va, _mm512_add_ps(_mm512_load_ps(buf + i * 32 + 16), b1));
         _mm256_mask_storeu_epi16(c16 + i * ldc + 16, m1, bf16_round16(_mm512_castps_si512(r1)));
       }
-    }
-    return;
-  }
-  if (act >= 0) {  // alpha 1, beta 0: the pre-activation (acc + bias) to p16 as bf16, act(acc + bias) to C
-    for (int i = 0; i < mr; i++) {
-      float* r = buf + i * 32;
-      const __m512 v0 = _mm512_add_ps(_mm512_load_ps(r), b0), v1 = _mm512_add_ps(_mm512_load_ps(r + 16), b1);
-      _mm256_mask_storeu_epi16(p16 + i * ldc, m0, bf16_round16(_mm512_castps_si512(v0)));
-      if (nr > 16) _mm256_mask_storeu_epi16(p16 + i * ldc + 16, m1, bf16_round16(_mm512_castps_si512(v1)));
-      _mm512_store_ps(r, v0);
-      _mm512_store_ps(r + 16, v1);
-      act_row32(act, r);
-      _mm512_mask_storeu_ps(c + i * ldc, m0, _mm512_load_ps(r));
-      if (nr > 16) _mm512_mask_storeu_ps(c + i * ldc + 16, m1, _mm512_load_ps(r + 16));
     }
     return;
   }
@@ -1146,8 +1107,7 @@ AD_TGT_AMX void amx_block(const Args<uint16_t>& g, const uint16_t* Bp, int64_t m
             float* w = W ? W + (((jr - jc) / 32) * (mc_max / 32) + ir / 32) * 1024 : nullptr;
             const int64_t co = (ic + ir) * g.ldc + n0 + jr;
             ukr_amx(kc / 32, ap, bp, g.C ? g.C + co : nullptr, g.ldc, mr, nr, g.alpha, g.beta, w, w_in, w_out,
-                    g.bias ? g.bias + n0 + jr : nullptr, g.C16 ? g.C16 + co : nullptr, jr + 32 < jc + nc ? bp + 32 * kcp : nullptr,
-                    g.act, g.P16 ? g.P16 + co : nullptr);
+                    g.bias ? g.bias + n0 + jr : nullptr, g.C16 ? g.C16 + co : nullptr, jr + 32 < jc + nc ? bp + 32 * kcp : nullptr);
           }
         }
       }
@@ -1464,9 +1424,8 @@ bool amx_small_gemm(int64_t M, int64_t N, int64_t K, const float* A, bool transA
 
 void mgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N, int64_t K, const void* A, bool a_f32,
                    int64_t lda, int64_t strideA, const void* B, bool b_f32, int64_t ldb, int64_t strideB,
-                   const float* bias, float* C, int64_t ldc, int64_t strideC, uint16_t* C16, int act, uint16_t* P16) {
+                   const float* bias, float* C, int64_t ldc, int64_t strideC, uint16_t* C16) {
   if (batch <= 0 || M <= 0 || N <= 0) return;
-  if (act >= 0 && (C16 || !P16)) throw std::invalid_argument("mgemm_batched: an activation needs an f32 C and a bf16 P16, no C16");
   if (C16 && !amx_runs(M, N, K)) {
     // a bf16 result where the epilogue cannot write it: the f32 result, then the cast's rounding
     std::vector<float> tmp((size_t)(M * N));
@@ -1489,8 +1448,6 @@ void mgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N
       g.b32 = b_f32;
       g.bias = bias;
       g.C16 = C16 ? C16 + i * strideC : nullptr;
-      g.act = act;
-      g.P16 = P16 ? P16 + i * strideC : nullptr;
       gemm_run<B16Amx>(g);
     }
     return;
@@ -1524,13 +1481,6 @@ void mgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N
       else std::memset(c, 0, (size_t)N * sizeof(float));
     }
   if (K > 0) bgemm_batched(batch, transA, transB, M, N, K, 1.f, A2, lda2, sa2, B2, ldb2, sb2, 1.f, C, ldc, strideC);
-  if (act >= 0)  // the epilogue's work as a pass: pre-activation to P16, C = act(C)
-    for (int64_t i = 0; i < batch; i++)
-      for (int64_t r = 0; r < M; r++) {
-        float* c = C + i * strideC + r * ldc;
-        f32_to_bf16_run(P16 + i * strideC + r * ldc, c, N);
-        unary_loop((UnOp)act, c, c, N);
-      }
 }
 
 // The AMX bf16 peak: 2 x 2 accumulator tiles fed from tiles that stay loaded (no memory traffic), as the GEMM's

@@ -35,13 +35,10 @@ void bgemm_batched_bf16_out(int64_t batch, bool transA, bool transB, int64_t M, 
 // Mixed precision: A and B each bf16 (raw bits) or f32 (a_f32 / b_f32), f32 rounded to bf16 exactly as a cast
 // would (on AMX while it is packed, so no bf16 copy is made), products accumulated in f32:
 // C = op(A)·op(B) + bias (bias: N floats added to every row of C, or null). Batched like bgemm_batched. With C16 the
-// result is bf16 there instead (rounded as the cast op rounds; C unused). With act (a UnOp of unary.h, >= 0; needs C,
-// no C16): C = act(op(A)·op(B) + bias), and P16 (bf16, the same ld and stride as C) gets the pre-activation rounded
-// as the cast op rounds — the activation the next pass would apply, done in the GEMM's epilogue on AMX.
+// result is bf16 there instead (rounded as the cast op rounds; C unused).
 void mgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N, int64_t K, const void* A, bool a_f32,
                    int64_t lda, int64_t strideA, const void* B, bool b_f32, int64_t ldb, int64_t strideB,
-                   const float* bias, float* C, int64_t ldc, int64_t strideC, uint16_t* C16 = nullptr, int act = -1,
-                   uint16_t* P16 = nullptr);
+                   const float* bias, float* C, int64_t ldc, int64_t strideC, uint16_t* C16 = nullptr);
 
 // A small product on AMX tiles in the calling thread, no pool (attention's tiles under autocast): C (M x N, ldc) =
 // alpha·op(A)·op(B) [+ C] with A f32 (transA ? (K,M) : (M,K), leading dim lda) and B f32 (transB ? (N,K) : (K,N), leading

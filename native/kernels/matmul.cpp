@@ -6,7 +6,6 @@
 // with {mixed: 1} (CPU autocast): then each operand may be f32 or bf16, the products are bf16 (f32 operands
 // rounded to bf16 as the GEMM packs them, no cast pass) and the result is f32.
 #include "gemm.h"
-#include "unary.h"
 
 #include <algorithm>
 
@@ -108,7 +107,7 @@ void op_matmul(OpCtx& c) {
   c.out.push_back(out_dt == DType::F32 || mixed || out16 || c.i("f32_out", 0) ? out : cast(out, out_dt));
 }
 
-// linear(x, w, b?) {layout: "linear" (w: (out, in)) | "conv1d" (w: (in, out)), act?} -> (..., out) [, pre-activation bf16]
+// linear(x, w, b?) {layout: "linear" (w: (out, in)) | "conv1d" (w: (in, out))} -> (..., out)
 void op_linear(OpCtx& c) {
   c.expect_inputs(2);
   Tensor x = c.input(0), w = c.input(1);
@@ -131,26 +130,14 @@ void op_linear(OpCtx& c) {
   const bool out16 = x.dtype == DType::BF16 && out_dt == DType::BF16 && !mixed && !c.i("f32_out", 0);
   Tensor out = Tensor::empty(oshape, out16 ? DType::BF16 : DType::F32);
   float* Y = out16 ? nullptr : out.data<float>();
-  // {act: name} with {mixed: 1}: y = act(x·Wᵀ + b) from the GEMM's epilogue, and a second output, the pre-activation
-  // as bf16 (the backward's input, as the activation op keeps it under CPU autocast)
-  const std::string act_name = c.s("act", "");
-  UnOp act = U_IDENTITY;
-  if (!act_name.empty()) {
-    if (!mixed) c.fail("ValueError", "an activation epilogue ({act}) needs {mixed: 1}");
-    if (!adapter_act_kind(act_name, &act) && act_name != "quick_gelu") c.fail("ValueError", "unknown activation '" + act_name + "'");
-    if (act_name == "quick_gelu") act = U_QUICK_GELU;
-  }
   if (mixed || x.dtype == DType::BF16) {
     // bf16 products; the bias is added by the GEMM's epilogue (no separate pass over the output)
     Tensor b = c.has(2) ? contiguous(cast(c.input(2), DType::F32)) : Tensor();
-    Tensor pre = act_name.empty() ? Tensor() : Tensor::empty(oshape, DType::BF16);
     if (rows > 0 && outf > 0)
       mgemm_batched(1, false, tb, rows, outf, in, elem_ptr(x, 0), x.dtype == DType::F32, in, 0, elem_ptr(w, 0),
                     w.dtype == DType::F32, vw.ld, 0, c.has(2) ? b.data<float>() : nullptr, Y, outf, 0,
-                    out16 ? out.data<uint16_t>() : nullptr, act_name.empty() ? -1 : (int)act,
-                    act_name.empty() ? nullptr : pre.data<uint16_t>());
+                    out16 ? out.data<uint16_t>() : nullptr);
     c.out.push_back(out_dt == DType::F32 || mixed || out16 || c.i("f32_out", 0) ? out : cast(out, out_dt));
-    if (pre.st) c.out.push_back(pre);
     return;
   }
   float beta = 0.f;

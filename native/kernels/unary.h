@@ -79,9 +79,6 @@ inline float un_grad(UnOp op, float x) {
 }
 
 
-// o[i] = un_apply(op, x[i]) for i < n (o may be x): the unary ops' vectorised loop (elementwise.cpp).
-void unary_loop(UnOp op, float* o, const float* x, int64_t n);
-
 // The adapter configs' non_linearity names (transformers' ACT2FN spelling) → UnOp; false when unknown.
 inline bool adapter_act_kind(const std::string& a, UnOp* out) {
   if (a == "relu") *out = U_RELU;

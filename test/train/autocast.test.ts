@@ -117,39 +117,3 @@ test('activations under CPU autocast: the backward keeps a bf16 copy of the inpu
     t.notDeepEqual(x.grad!.toArray(), gF32, `${name}: the bf16 copy was used`);
   }
 });
-
-// An MLP's up projection + activation under CPU autocast is one GEMM whose epilogue applies the activation and keeps
-// the pre-activation as bf16 (ops.linearAct): bit for bit the linear op followed by the activation op, forward and
-// every gradient, both weight layouts, a width that is not a multiple of the tile (300), on AMX and on the fallback.
-test.serial('linearAct under autocast = linear then the activation, bit for bit (outputs and gradients; AMX and fallback)', async (t) => {
-  const { native } = await import('../../lib/binding.ts');
-  const isas = native.cpuFeatures().amxBf16 ? ['auto', 'avx512bf16'] : ['auto'];
-  try {
-    for (const isa of isas) {
-      native.gemmForceIsa('auto', isa);
-      for (const act of ['gelu', 'gelu_tanh', 'relu', 'silu', 'quick_gelu'] as const)
-        for (const layout of ['linear', 'conv1d'] as const) {
-          const run = (fused: boolean) => {
-            const x = randn([2, 70, 256], { seed: 1, requiresGrad: true }), b = randn([300], { seed: 3, requiresGrad: true });
-            const W = randn(layout === 'linear' ? [300, 256] : [256, 300], { seed: 2, requiresGrad: true, std: 0.2 });
-            const g = randn([2, 70, 300], { seed: 4 });
-            return autocast(() => {
-              const u = fused ? null : ops.linear(x, W, b, { layout });
-              const y = fused ? ops.linearAct(x, W, b, act, { layout })
-                : act === 'gelu' ? ops.gelu(u!) : act === 'gelu_tanh' ? ops.gelu(u!, { approximate: 'tanh' }) : act === 'relu' ? ops.relu(u!)
-                  : act === 'silu' ? ops.silu(u!) : ops.quickGelu(u!);
-              ops.sum(ops.mul(y, g)).backward();
-              return [y, x.grad!, W.grad!, b.grad!].map((v) => Array.from(v.toArray() as Float32Array));
-            });
-          };
-          const f = run(true), c = run(false);
-          t.true(f.every((v, i) => v.every((e, j) => Object.is(e, c[i]![j]))), `${isa} ${act} ${layout}`);
-        }
-    }
-  } finally {
-    native.gemmForceIsa('auto', 'auto');
-  }
-  // and the fused op differs from f32 (the GEMM really ran in bf16)
-  const x = randn([2, 70, 256], { seed: 1 }), W = randn([300, 256], { seed: 2, std: 0.2 });
-  t.notDeepEqual(Array.from(autocast(() => ops.linearAct(x, W, null, 'gelu')).toArray() as Float32Array), Array.from(ops.gelu(ops.linear(x, W)).toArray() as Float32Array));
-});
