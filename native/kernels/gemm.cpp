@@ -1411,7 +1411,7 @@ bool amx_small_available() { return cur_b16() == B16_AMX; }
 
 bool amx_small_gemm(int64_t M, int64_t N, int64_t K, const float* A, bool transA, int64_t lda, const float* B, int64_t ldb, float* C,
                     int64_t ldc, bool accumulate, bool transB, float alpha) {
-  if (cur_b16() != B16_AMX) return false;
+  if (!amx_small_available()) return false;
   if (M <= 0 || N <= 0) return true;
   if (K <= 0) {
     if (!accumulate)

@@ -220,3 +220,31 @@ test.serial('bf16 linear writes bf16 from the GEMM (bias in the epilogue): bit f
       for (const z of [x, w, b, y16, y32, want]) z?.dispose();
     });
 });
+
+// The AMX path splits K into 512-deep chunks (partial sums kept between them) and C over both threads: a product
+// deep enough for three chunks and big enough to be threaded, every transpose combination, against float64 sums of
+// the bf16-rounded inputs (f32 output, so only the f32 accumulation differs).
+test.serial('bf16 GEMM over several K chunks, threaded: matches the float64 reference (all transposes)', (t) => {
+  const { callOp } = tensorModule;
+  const [m, k, n] = [160, 1100, 100];
+  for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const)
+    noGrad(() => {
+      const a = randn(ta ? [k, m] : [m, k], { seed: 5 }).to('bf16'), b = randn(tb ? [n, k] : [k, n], { seed: 6 }).to('bf16');
+      const av = ta ? a.T : a, bv = tb ? b.T : b;
+      const c = callOp('matmul', [av, bv], { f32_out: 1 })[0]!;
+      const { c: R, absSum } = ref(av.contiguous().toArray() as Float32Array, bv.contiguous().toArray() as Float32Array, 1, m, k, n, false);
+      const C = c.toArray() as Float32Array;
+      let worst = 0;
+      for (let i = 0; i < R.length; i++) worst = Math.max(worst, Math.abs(C[i]! - R[i]!) / (absSum[i]! + 1e-30));
+      t.true(worst <= 2e-6, `ta=${ta} tb=${tb}: error ${worst}`);
+      for (const x of [a, b, c]) x.dispose();
+    });
+});
+
+test('amxPeak: a positive rate where the CPU has AMX, 0 elsewhere; bad arguments throw', (t) => {
+  const r = native.amxPeak(1, 10_000);
+  if (cpuInfo().bgemm === 'amx') t.true(r > 0);
+  else t.is(r, 0);
+  t.throws(() => native.amxPeak(0, 10), { message: /threads/ });
+  t.throws(() => native.amxPeak(1, 0), { message: /iters/ });
+});

@@ -27,6 +27,7 @@ import { bottleneckActSupported, bottleneckFused, bottleneckSgmv, fusedAdapterKe
 import type { AdapterContext } from '../context.ts';
 import { autocastProjection } from '../../autocast.ts';
 
+/** transformers' get_activation names used by adapter configs. */
 function adapterActivation(name: string): (x: Tensor) => Tensor {
   const n = name.toLowerCase();
   if (n === 'swish') return (x) => ops.silu(x);
@@ -133,7 +134,7 @@ export class BottleneckAdapter extends Module {
     // fused kernel: down → act → up → ·scale → + residual in one native call (plain sequential adapters)
     if (!needUp && this.fusable(h))
       return { out: bottleneckFused(h, this.down.weight, this.down.bias!, this.up.weight, this.up.bias!, residual, this.cfg.get('non_linearity') as string,
-        this.cfg.get('scaling') as number, h.device === 'cpu' && autocastProjection(this.down.weight)), up: null };
+        this.cfg.get('scaling') as number, autocastProjection(this.down.weight)), up: null };  // fusable: on the CPU when that holds
     const x = this.lnBefore ? this.lnBefore.forward(h) : h;
     let out = this.scale(this.up.forward(this.act(this.down.forward(x))));
     const up = out;
