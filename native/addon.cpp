@@ -4,7 +4,10 @@
 #include <atomic>
 #include <napi.h>
 
+#include <chrono>
 #include <cmath>
+#include <thread>
+#include <vector>
 
 #include "cpu_features.h"
 #include "cuda_loader.h"
@@ -422,6 +425,33 @@ Napi::Value AmxPeak(const Napi::CallbackInfo& info) {
   if (iters < 1 || iters > (int64_t)1e9) throw_js(info.Env(), "ValueError", "amxPeak: iters out of range");
   return Napi::Number::New(info.Env(), amx_peak(threads, iters));
 }
+// poolCheck(nchunks, lateUs): ChunkQueue's balancing, observable from a test. Each pool thread claims chunks of
+// one parallel_run; every thread but the caller starts lateUs microseconds late. Returns how many times each
+// chunk ran (all must be 1) and how many chunks the caller ran.
+Napi::Value PoolCheck(const Napi::CallbackInfo& info) {
+  const int64_t n = info[0].IsNumber() ? info[0].As<Napi::Number>().Int64Value() : 0;
+  const int64_t late = info[1].IsNumber() ? info[1].As<Napi::Number>().Int64Value() : 0;
+  if (n < 1 || n > 1000000) throw_js(info.Env(), "ValueError", "poolCheck: nchunks must be in [1, 1e6]");
+  if (late < 0 || late > 1000000) throw_js(info.Env(), "ValueError", "poolCheck: lateUs must be in [0, 1e6]");
+  std::vector<std::atomic<int>> runs((size_t)n);
+  std::atomic<int64_t> by_caller{0};
+  const int nt = num_threads();
+  ChunkQueue q(n, nt);
+  parallel_run(nt, [&](int tid, int) {
+    if (tid != 0 && late > 0) std::this_thread::sleep_for(std::chrono::microseconds(late));
+    q.run(tid, [&](int64_t c) {
+      runs[(size_t)c].fetch_add(1);
+      if (tid == 0) by_caller.fetch_add(1);
+      std::this_thread::sleep_for(std::chrono::microseconds(20));  // a chunk of real work
+    });
+  });
+  auto counts = Napi::Array::New(info.Env(), (size_t)n);
+  for (int64_t c = 0; c < n; c++) counts.Set((uint32_t)c, runs[(size_t)c].load());
+  auto o = Napi::Object::New(info.Env());
+  o.Set("runs", counts);
+  o.Set("byCaller", (double)by_caller.load());
+  return o;
+}
 Napi::Value HasCuda(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), has_cuda()); }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -448,6 +478,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaMemory", Napi::Function::New(env, CudaMemory));
   exports.Set("fmaPeak", Napi::Function::New(env, FmaPeak));
   exports.Set("amxPeak", Napi::Function::New(env, AmxPeak));
+  exports.Set("poolCheck", Napi::Function::New(env, PoolCheck));
   return exports;
 }
 

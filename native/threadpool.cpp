@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <algorithm>
 #include <exception>
 #include <mutex>
 #include <thread>
@@ -143,6 +144,17 @@ void set_num_threads(int n) { pool().resize(n); }
 
 void parallel_run(int nthreads, const std::function<void(int, int)>& fn) { pool().run(nthreads, fn); }
 
+void parallel_chunks(int64_t nchunks, int nthreads, const std::function<void(int64_t chunk)>& fn) {
+  if (nchunks <= 0) return;
+  int nt = (int)std::min<int64_t>({nchunks, (int64_t)nthreads, (int64_t)num_threads()});
+  if (nt <= 1 || tl_in_pool) {
+    for (int64_t c = 0; c < nchunks; c++) fn(c);
+    return;
+  }
+  ChunkQueue q(nchunks, nt);
+  pool().run(nt, [&](int tid, int) { q.run(tid, fn); });
+}
+
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
   if (grain < 1) grain = 1;
@@ -152,11 +164,9 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
     fn(0, n);
     return;
   }
-  pool().run(nt, [&](int tid, int nth) {
-    int64_t per = (n + nth - 1) / nth;
-    int64_t b = tid * per, e = std::min(n, b + per);
-    if (b < e) fn(b, e);
-  });
+  // up to 4 chunks per thread (each at least grain long) for parallel_chunks to balance
+  const int64_t nc = std::min<int64_t>(chunks, (int64_t)nt * 4), per = (n + nc - 1) / nc;
+  parallel_chunks((n + per - 1) / per, nt, [&](int64_t c) { fn(c * per, std::min(n, (c + 1) * per)); });
 }
 
 }  // namespace ad

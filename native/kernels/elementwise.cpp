@@ -45,7 +45,9 @@ Plan make_plan(const std::vector<int64_t>& shape, const std::vector<std::vector<
   return p;
 }
 
-// Calls row(offsets[], inner_len, inner_strides[]) for each innermost row, in parallel.
+// Calls row(offsets[], len, inner_strides[]) for each innermost row, in parallel. A long row (a contiguous op
+// coalesces to a single one) is cut into pieces of kPiece elements, so that it is still shared by the threads.
+constexpr int64_t kPiece = 16384;
 template <int N, typename F>
 void for_rows(const Plan& p, F&& row) {
   int64_t nd = (int64_t)p.shape.size();
@@ -54,8 +56,11 @@ void for_rows(const Plan& p, F&& row) {
   for (int64_t d = 0; d < nd - 1; d++) rows *= p.shape[d];
   int64_t is[N];
   for (int o = 0; o < N; o++) is[o] = p.strides[o][nd - 1];
-  parallel_for(rows, std::max<int64_t>(1, 32768 / std::max<int64_t>(inner, 1)), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r++) {
+  const int64_t pieces = inner > 2 * kPiece ? (inner + kPiece - 1) / kPiece : 1;
+  const int64_t plen = pieces > 1 ? kPiece : inner;
+  parallel_for(rows * pieces, std::max<int64_t>(1, 32768 / std::max<int64_t>(plen, 1)), [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++) {
+      const int64_t r = t / pieces, j0 = (t % pieces) * plen;
       int64_t off[N] = {0};
       int64_t rem = r;
       for (int64_t d = nd - 2; d >= 0; d--) {
@@ -63,7 +68,8 @@ void for_rows(const Plan& p, F&& row) {
         rem /= p.shape[d];
         for (int o = 0; o < N; o++) off[o] += i * p.strides[o][d];
       }
-      row(off, inner, is);
+      for (int o = 0; o < N; o++) off[o] += j0 * is[o];
+      row(off, std::min(plen, inner - j0), is);
     }
   });
 }

@@ -1180,8 +1180,8 @@ void gemm_run(const Args<typename KT::T>& g) {
 thread_local AlignedBuf tl_bshared;  // the calling thread's B, packed once and shared by the pool
 
 
-// AMX: both threads pack their share of B (VNNI panels) into one shared buffer, meet at a spin barrier,
-// then each computes its rows (or columns, when M is short) against the whole packed B.
+// AMX: the threads pack B (VNNI panels) into one shared buffer, meet at a spin barrier, then compute blocks of
+// rows (or of columns, when M is short) against the whole packed B; both phases balance through ChunkQueue.
 template <>
 void gemm_run<B16Amx>(const Args<uint16_t>& g) {
   const double macs = (double)g.M * (double)g.N * (double)g.K;
@@ -1195,11 +1195,17 @@ void gemm_run<B16Amx>(const Args<uint16_t>& g) {
   }
   const int64_t kcp = rup(g.K, 32), np = cdiv(g.N, 32), mt = cdiv(g.M, 32);
   uint16_t* Bp = tl_bshared.get<uint16_t>((size_t)(np * 32 * kcp));
+  // split rows unless that leaves a thread clearly more work than splitting columns
+  const bool split_m = cdiv(mt, nth) * np <= cdiv(np, nth) * mt;
+  // work in units of two 32-wide panels, each thread taking its own share first and then helping with the
+  // other's (ChunkQueue): packing B, then 64-row (or 64-column) blocks of C
+  ChunkQueue qb(cdiv(np, 2), nth), qc(split_m ? cdiv(mt, 2) : cdiv(np, 2), nth);
   std::atomic<int> arrived{0};
   parallel_run(nth, [&](int tid, int nt) {
-    const int64_t p0 = np * tid / nt, p1 = np * (tid + 1) / nt;
-    if (p1 > p0)
-      pack_b_amx(g.transB, B16Src(g.B, g.b32), g.ldb, 0, g.K, p0 * 32, std::min(g.N, p1 * 32) - p0 * 32, Bp + p0 * 32 * kcp);
+    qb.run(tid, [&](int64_t u) {
+      const int64_t j0 = u * 64, j1 = std::min(g.N, j0 + 64);
+      pack_b_amx(g.transB, B16Src(g.B, g.b32), g.ldb, 0, g.K, j0, j1 - j0, Bp + j0 * kcp);
+    });
     // spin barrier (yielding after a while, in case the pool has more threads than free cores)
     arrived.fetch_add(1, std::memory_order_acq_rel);
     for (int spins = 0; arrived.load(std::memory_order_acquire) < nt; spins++) {
@@ -1208,19 +1214,13 @@ void gemm_run<B16Amx>(const Args<uint16_t>& g) {
       else
         std::this_thread::yield();
     }
-    // split rows unless that leaves a thread clearly more work than splitting columns
-    const bool split_m = cdiv(mt, nt) * np <= cdiv(np, nt) * mt;
-    int64_t m0 = 0, m1 = g.M, n0 = 0, n1 = g.N;
-    if (split_m) {
-      m0 = std::min(g.M, (mt * tid / nt) * 32);
-      m1 = std::min(g.M, (mt * (tid + 1) / nt) * 32);
-    } else {
-      n0 = std::min(g.N, p0 * 32);
-      n1 = std::min(g.N, p1 * 32);
-    }
-    if (m1 <= m0 || n1 <= n0) return;
     amx_begin();
-    amx_block(g, Bp + n0 * kcp, m0, m1, n0, n1);
+    qc.run(tid, [&](int64_t u) {
+      if (split_m)
+        amx_block(g, Bp, u * 64, std::min(g.M, u * 64 + 64), 0, g.N);
+      else
+        amx_block(g, Bp + u * 64 * kcp, 0, g.M, u * 64, std::min(g.N, u * 64 + 64));
+    });
     amx_end();
   });
 }
@@ -1243,14 +1243,13 @@ void gemm_batched_run(int64_t batch, const Args<typename KT::T>& g0, int64_t sA,
     for (int64_t i = 0; i < batch; i++) gemm_run<KT>(one(i));
     return;
   }
-  parallel_run(nth, [&](int tid, int nt) {
-    const int64_t b0 = batch * tid / nt, b1 = batch * (tid + 1) / nt;
-    if (b1 <= b0) return;
+  ChunkQueue q(batch, nth);
+  parallel_run(nth, [&](int tid, int) {
     KT::begin();
-    for (int64_t i = b0; i < b1; i++) {
+    q.run(tid, [&](int64_t i) {
       Args<typename KT::T> g = one(i);
       gemm_block<KT>(g, 0, g.M, 0, g.N);
-    }
+    });
     KT::end();
   });
 }

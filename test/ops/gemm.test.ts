@@ -224,9 +224,10 @@ test.serial('bf16 linear writes bf16 from the GEMM (bias in the epilogue): bit f
 // The AMX path splits K into 512-deep chunks (partial sums kept between them) and C over both threads: a product
 // deep enough for three chunks and big enough to be threaded, every transpose combination, against float64 sums of
 // the bf16-rounded inputs (f32 output, so only the f32 accumulation differs).
+// [160, 1100, 100] splits C's columns between the threads, [200, 700, 150] its rows (64-row units, the last one partial)
 test.serial('bf16 GEMM over several K chunks, threaded: matches the float64 reference (all transposes)', (t) => {
   const { callOp } = tensorModule;
-  const [m, k, n] = [160, 1100, 100];
+  for (const [m, k, n] of [[160, 1100, 100], [200, 700, 150]] as const)
   for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const)
     noGrad(() => {
       const a = randn(ta ? [k, m] : [m, k], { seed: 5 }).to('bf16'), b = randn(tb ? [n, k] : [k, n], { seed: 6 }).to('bf16');
@@ -236,7 +237,7 @@ test.serial('bf16 GEMM over several K chunks, threaded: matches the float64 refe
       const C = c.toArray() as Float32Array;
       let worst = 0;
       for (let i = 0; i < R.length; i++) worst = Math.max(worst, Math.abs(C[i]! - R[i]!) / (absSum[i]! + 1e-30));
-      t.true(worst <= 2e-6, `ta=${ta} tb=${tb}: error ${worst}`);
+      t.true(worst <= 2e-6, `${m}x${k}x${n} ta=${ta} tb=${tb}: error ${worst}`);
       for (const x of [a, b, c]) x.dispose();
     });
 });
