@@ -112,7 +112,7 @@ for (const isa of bf16Isas)
     let checked = 0;
     try {
       noGrad(() => {
-        for (const [m, k, n] of [...shapes, [96, 64, 160], [33, 256 + 64, 70]] as [number, number, number][])
+        for (const [m, k, n] of [...shapes, [96, 64, 160], [33, 256 + 64, 70], [96, 300, 600]] as [number, number, number][])  // the last one threaded
           for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const)
             for (const [aDt, bDt] of [['f32', 'f32'], ['bf16', 'f32'], ['f32', 'bf16']] as const) {
               const batch = m % 2 ? 2 : 1;
@@ -147,7 +147,7 @@ for (const isa of bf16Isas)
     } finally {
       native.gemmForceIsa('auto', 'auto');
     }
-    t.is(checked, (shapes.length + 2) * 4 * 3 + 4 * 2 * 2);
+    t.is(checked, (shapes.length + 3) * 4 * 3 + 4 * 2 * 2);
   });
 
 test.serial('mixed-precision matmul / linear refuse other dtypes with a typed error', (t) => {
@@ -224,10 +224,11 @@ test.serial('bf16 linear writes bf16 from the GEMM (bias in the epilogue): bit f
 // The AMX path splits K into 512-deep chunks (partial sums kept between them) and C over both threads: a product
 // deep enough for three chunks and big enough to be threaded, every transpose combination, against float64 sums of
 // the bf16-rounded inputs (f32 output, so only the f32 accumulation differs).
-// [160, 1100, 100] splits C's columns between the threads, [200, 700, 150] its rows (64-row units, the last one partial)
+// [160, 1100, 100] splits C's columns between the threads, [200, 700, 150] its rows (64-row units, the last one
+// partial); [96, 300, 600] packs B in 256 x 256 units over three column blocks and two k segments, both partial
 test.serial('bf16 GEMM over several K chunks, threaded: matches the float64 reference (all transposes)', (t) => {
   const { callOp } = tensorModule;
-  for (const [m, k, n] of [[160, 1100, 100], [200, 700, 150]] as const)
+  for (const [m, k, n] of [[160, 1100, 100], [200, 700, 150], [96, 300, 600]] as const)
   for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const)
     noGrad(() => {
       const a = randn(ta ? [k, m] : [m, k], { seed: 5 }).to('bf16'), b = randn(tb ? [n, k] : [k, n], { seed: 6 }).to('bf16');
