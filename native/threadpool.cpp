@@ -155,18 +155,36 @@ void parallel_chunks(int64_t nchunks, int nthreads, const std::function<void(int
   pool().run(nt, [&](int tid, int) { q.run(tid, fn); });
 }
 
-void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
-  if (n <= 0) return;
+namespace {
+// [0, n) in chunks of at least grain items, up to 4 per thread (for ChunkQueue to balance); 1 chunk when nested
+int64_t chunk_len(int64_t n, int64_t grain) {
   if (grain < 1) grain = 1;
-  int64_t chunks = (n + grain - 1) / grain;
-  int nt = (int)std::min<int64_t>(chunks, num_threads());
-  if (nt <= 1 || tl_in_pool) {
-    fn(0, n);
+  const int64_t chunks = (n + grain - 1) / grain;
+  const int nt = (int)std::min<int64_t>(chunks, num_threads());
+  if (nt <= 1 || tl_in_pool) return n;
+  const int64_t nc = std::min<int64_t>(chunks, (int64_t)nt * 4);
+  return (n + nc - 1) / nc;
+}
+}  // namespace
+
+int64_t for_chunks(int64_t n, int64_t grain) {
+  if (n <= 0) return 0;
+  const int64_t per = chunk_len(n, grain);
+  return (n + per - 1) / per;
+}
+
+void parallel_for_indexed(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  const int64_t per = chunk_len(n, grain), nc = (n + per - 1) / per;
+  if (nc == 1) {
+    fn(0, 0, n);
     return;
   }
-  // up to 4 chunks per thread (each at least grain long) for parallel_chunks to balance
-  const int64_t nc = std::min<int64_t>(chunks, (int64_t)nt * 4), per = (n + nc - 1) / nc;
-  parallel_chunks((n + per - 1) / per, nt, [&](int64_t c) { fn(c * per, std::min(n, (c + 1) * per)); });
+  parallel_chunks(nc, num_threads(), [&](int64_t c) { fn(c, c * per, std::min(n, (c + 1) * per)); });
+}
+
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  parallel_for_indexed(n, grain, [&](int64_t, int64_t b, int64_t e) { fn(b, e); });
 }
 
 }  // namespace ad

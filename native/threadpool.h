@@ -12,6 +12,12 @@ namespace ad {
 int num_threads();
 void set_num_threads(int n);
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t begin, int64_t end)>& fn);
+// parallel_for's chunking made visible, for bodies that leave a partial result per chunk (weight gradients):
+// fn(chunk, begin, end) for chunk in [0, for_chunks(n, grain)). Merging the partials in chunk order afterwards
+// keeps the result independent of which thread ran which chunk (the chunks depend only on n, grain and the
+// pool's size).
+int64_t for_chunks(int64_t n, int64_t grain);
+void parallel_for_indexed(int64_t n, int64_t grain, const std::function<void(int64_t chunk, int64_t begin, int64_t end)>& fn);
 // Runs fn(c) for every chunk c in [0, nchunks) on up to nthreads threads: each thread first takes its own
 // contiguous share in order, then helps with the others' (a late or slow thread does not hold the rest up).
 void parallel_chunks(int64_t nchunks, int nthreads, const std::function<void(int64_t chunk)>& fn);

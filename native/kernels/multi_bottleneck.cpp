@@ -9,7 +9,6 @@
 //       -> gh, dWd_i…, dbd_i…, dWu_i…, dbu_i…   (the residual's gradient is g itself)
 // Each chunk of rows is handled while it is in cache; weight gradients are summed per pool task and added
 // under a lock, as in multi_lora.cpp.
-#include <mutex>
 
 #include "gemm.h"
 #include "segments.h"
@@ -114,17 +113,19 @@ void op_bottleneck_sgmv_bwd(OpCtx& c) {
     dWuT[i].assign(s.width[i] * C, 0.f);
     dbu[i].assign(C, 0.f);
   }
-  std::mutex mu;
-  parallel_for((int64_t)s.items.size(), 1, [&](int64_t b, int64_t e) {
+  // each chunk of items leaves its partial weight gradients per adapter; they are added up in chunk order
+  // afterwards, so the sums do not depend on which thread ran which chunk
+  struct Part {
+    int64_t i;
+    std::vector<float> Wd, bd, WuT, bu;
+  };
+  const int64_t nitems = (int64_t)s.items.size();
+  std::vector<std::vector<Part>> parts((size_t)for_chunks(nitems, 1));
+  parallel_for_indexed(nitems, 1, [&](int64_t ch, int64_t b, int64_t e) {
     std::vector<float> act(kSegChunk * s.D), gp(kSegChunk * s.D), lWd, lbd, lWuT, lbu;
     int64_t cur = -1;
     auto flush = [&]() {
-      if (cur < 0) return;
-      std::lock_guard<std::mutex> lock(mu);
-      for (size_t k = 0; k < lWd.size(); k++) dWd[cur][k] += lWd[k];
-      for (size_t k = 0; k < lbd.size(); k++) dbd[cur][k] += lbd[k];
-      for (size_t k = 0; k < lWuT.size(); k++) dWuT[cur][k] += lWuT[k];
-      for (size_t k = 0; k < lbu.size(); k++) dbu[cur][k] += lbu[k];
+      if (cur >= 0) parts[(size_t)ch].push_back(Part{cur, std::move(lWd), std::move(lbd), std::move(lWuT), std::move(lbu)});
     };
     for (int64_t w = b; w < e; w++) {
       auto [i, m0, m1] = s.items[w];
@@ -160,6 +161,16 @@ void op_bottleneck_sgmv_bwd(OpCtx& c) {
     }
     flush();
   });
+  auto add = [](std::vector<float>& acc, const std::vector<float>& v) {
+    for (size_t k = 0; k < v.size(); k++) acc[k] += v[k];
+  };
+  for (const auto& chunk : parts)
+    for (const Part& q : chunk) {
+      add(dWd[q.i], q.Wd);
+      add(dbd[q.i], q.bd);
+      add(dWuT[q.i], q.WuT);
+      add(dbu[q.i], q.bu);
+    }
   c.out.push_back(gh);
   auto emit = [&](const std::vector<float>& v, std::vector<int64_t> shape) {
     Tensor t = Tensor::empty(shape, DType::F32);

@@ -13,7 +13,6 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
-#include <mutex>
 
 #include "gemm.h"
 #include "segments.h"
@@ -109,16 +108,19 @@ void op_lora_sgmv_bwd(OpCtx& c) {
     std::memset(dA.back().data<float>(), 0, s.ranks[i] * K * sizeof(float));
     std::memset(dBt.back().data<float>(), 0, s.ranks[i] * s.O * sizeof(float));
   }
-  std::mutex mu;
-  parallel_for((int64_t)s.items.size(), 1, [&](int64_t b, int64_t e) {
+  // each chunk of items leaves its partial dA / dBᵀ per adapter; they are added up in chunk order afterwards, so
+  // the sums do not depend on which thread ran which chunk
+  struct Part {
+    int64_t i;
+    std::vector<float> la, lb;
+  };
+  const int64_t nitems = (int64_t)s.items.size();
+  std::vector<std::vector<Part>> parts((size_t)for_chunks(nitems, 1));
+  parallel_for_indexed(nitems, 1, [&](int64_t ch, int64_t b, int64_t e) {
     std::vector<float> gt(kSegChunk * s.R), la, lb;
     int64_t cur = -1;
     auto flush = [&]() {
-      if (cur < 0) return;
-      std::lock_guard<std::mutex> lock(mu);
-      float *pa = dA[cur].data<float>(), *pb = dBt[cur].data<float>();
-      for (size_t k = 0; k < la.size(); k++) pa[k] += la[k];
-      for (size_t k = 0; k < lb.size(); k++) pb[k] += lb[k];
+      if (cur >= 0) parts[(size_t)ch].push_back(Part{cur, std::move(la), std::move(lb)});
     };
     for (int64_t w = b; w < e; w++) {
       auto [i, m0, m1] = s.items[w];
@@ -141,6 +143,12 @@ void op_lora_sgmv_bwd(OpCtx& c) {
     }
     flush();
   });
+  for (const auto& chunk : parts)
+    for (const Part& q : chunk) {
+      float *pa = dA[q.i].data<float>(), *pb = dBt[q.i].data<float>();
+      for (size_t k = 0; k < q.la.size(); k++) pa[k] += q.la[k];
+      for (size_t k = 0; k < q.lb.size(); k++) pb[k] += q.lb[k];
+    }
   c.out.push_back(gx);
   for (auto& a : dA) c.out.push_back(a);
   for (int64_t i = 0; i < s.n; i++) {

@@ -10,7 +10,6 @@
 // compiled for AVX-512 / AVX2 / baseline and picked at load time.
 // https://pytorch.org/docs/stable/generated/torch.nn.LayerNorm.html, https://arxiv.org/abs/1910.07467
 #include <cmath>
-#include <mutex>
 
 #include "../op.h"
 #include "../threadpool.h"
@@ -87,15 +86,19 @@ void norm_bwd(OpCtx& c, bool rms) {
               *R = rstd.data<float>(), *G = g.data<float>();
   float* DX = dx.data<float>();
   std::vector<double> dw_acc(need_w ? C : 0, 0.0), db_acc(need_b ? C : 0, 0.0);
-  std::mutex mu;
-  parallel_for(N, std::max<int64_t>(1, 8192 / std::max<int64_t>(C, 1)), [&](int64_t r0, int64_t r1) {
-    std::vector<double> dw(need_w ? C : 0, 0.0), db(need_b ? C : 0, 0.0);
-    norm_bwd_rows(r0, r1, C, X, W, M, R, G, rms, DX, need_w ? dw.data() : nullptr, need_b ? db.data() : nullptr);
-    if (!need_w && !need_b) return;
-    std::lock_guard<std::mutex> lk(mu);
-    for (int64_t k = 0; k < (int64_t)dw.size(); k++) dw_acc[k] += dw[k];
-    for (int64_t k = 0; k < (int64_t)db.size(); k++) db_acc[k] += db[k];
+  // column sums per chunk of rows, added up in chunk order (the same result whichever thread ran which chunk)
+  const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(C, 1));
+  const int64_t nch = for_chunks(N, grain);
+  std::vector<std::vector<double>> pw(need_w ? nch : 0), pb(need_b ? nch : 0);
+  parallel_for_indexed(N, grain, [&](int64_t ch, int64_t r0, int64_t r1) {
+    if (need_w) pw[ch].assign(C, 0.0);
+    if (need_b) pb[ch].assign(C, 0.0);
+    norm_bwd_rows(r0, r1, C, X, W, M, R, G, rms, DX, need_w ? pw[ch].data() : nullptr, need_b ? pb[ch].data() : nullptr);
   });
+  for (const auto& p : pw)
+    for (int64_t k = 0; k < C; k++) dw_acc[k] += p[k];
+  for (const auto& p : pb)
+    for (int64_t k = 0; k < C; k++) db_acc[k] += p[k];
   c.out.push_back(dx);
   if (hw) {
     Tensor dw = Tensor::empty({C}, DType::F32);

@@ -46,3 +46,21 @@ test('binary ops, where and masked_fill over long rows (cut into pieces) match e
     close(t, ops.maskedFill(f, m, 7).toArray() as Float32Array, (i) => (M[i] ? 7 : F[i]!), 'maskedFill');
   });
 });
+
+test('weight gradients summed over row chunks are bit-identical from run to run (partials merged in chunk order)', (t) => {
+  const x = randn([4096, 96], { seed: 11 }), gy = randn([4096, 96], { seed: 12 });
+  const w = randn([96], { seed: 13 }), b = randn([96], { seed: 14 });
+  w.requiresGrad = true;
+  b.requiresGrad = true;
+  const bitsOf = (v: Float32Array) => Array.from(new Uint32Array(v.buffer, v.byteOffset, v.length)).join(',');
+  let first: string | null = null;
+  for (let r = 0; r < 12; r++) {
+    w.grad = null;
+    b.grad = null;
+    const y = ops.layerNorm(x, w, b, 1e-5);
+    ops.sum(ops.mul(y, gy)).backward();
+    const now = bitsOf(w.grad!.toArray() as Float32Array) + '|' + bitsOf(b.grad!.toArray() as Float32Array);
+    first ??= now;
+    t.is(now, first, `run ${r}`);
+  }
+});
