@@ -1,6 +1,7 @@
 /**
  * Fused adapter ops (native forward kernels in native/kernels/adapters.cpp) with their derivatives composed
- * from native matmuls. Each is tested against the same computation written with separate ops.
+ * from native matmuls (on the CPU, loraLinear's rank-r half has its own kernel, lora_linear_bwd). Each is tested
+ * against the same computation written with separate ops.
  *   loraLinear:  y = x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ         (ΔW never formed; the rank-r term accumulates into y)
  *   ia3Linear:   y = (x·Wᵀ + b) ∘ (s·v)
  *   bottleneckFused: y = s·(act(h·Wdᵀ + bd)·Wuᵀ + bu) + residual
@@ -37,11 +38,19 @@ export function loraLinear(x: Tensor, W: Tensor, b: Tensor | null, A: Tensor, B:
   const xs = x.shape;
   withGrad([y!], 'loraLinear', [x, W, b, A, B], ([g]) => {
     const g2 = flat(g!), x2 = flat(x), t2 = flat(t!);
+    const gW = W.requiresGrad ? timesW(ops.transpose(g2, 0, 1), x2, mixed) : null;
+    const gb = b && b.requiresGrad ? ops.sum(g2, 0) : null;
+    if (g2.device === 'cpu') {
+      // the rank-r half in one native pass over the rows, adding s·(g·B)·A into the base gradient g·W in place
+      const gx = x.requiresGrad ? timesW(g2, W, mixed) : null;
+      const [dA, dB] = callOp('lora_linear_bwd', [g2, x2, t2, A, B, gx], { scale, need_dA: A.requiresGrad ? 1 : 0, need_dB: B.requiresGrad ? 1 : 0 });
+      if (!A.requiresGrad) dA!.dispose();
+      if (!B.requiresGrad) dB!.dispose();
+      return [gx ? ops.reshape(gx, xs) : null, gW, gb, A.requiresGrad ? dA! : null, B.requiresGrad ? dB! : null];
+    }
     const gB = ops.matmul(g2, B);                                           // (N, r)
     let gx: Tensor | null = null;
     if (x.requiresGrad) gx = ops.reshape(ops.add(timesW(g2, W, mixed), ops.mul(ops.matmul(gB, A), scale)), xs);
-    const gW = W.requiresGrad ? timesW(ops.transpose(g2, 0, 1), x2, mixed) : null;
-    const gb = b && b.requiresGrad ? ops.sum(g2, 0) : null;
     const dB = B.requiresGrad ? ops.mul(ops.matmul(ops.transpose(g2, 0, 1), t2), scale) : null;
     const dA = A.requiresGrad ? ops.mul(ops.matmul(ops.transpose(gB, 0, 1), x2), scale) : null;
     return [gx, gW, gb, dA, dB];

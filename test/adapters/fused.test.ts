@@ -4,6 +4,7 @@ import test from 'ava';
 import { ops, randn, tensor, gradcheck, scope, noGrad, autocast, opProfile, AutoAdapterModel, type Tensor } from '../../lib/index.ts';
 import { loraLinear, ia3Linear, bottleneckFused, loraSgmv, bottleneckSgmv, setFusedAdapterKernels } from '../../lib/adapters/fused.ts';
 import { BatchSplit, Parallel } from '../../lib/adapters/composition.ts';
+import { callOp } from '../../lib/tensor.ts';
 
 function leaf(shape: number[], seed: number, std = 0.5): Tensor {
   return randn(shape, { seed, std, requiresGrad: true });
@@ -31,6 +32,34 @@ test('lora_linear = x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ (forward and all gradients)
   compare(t, [[2, 5, 12], [9, 12], [9], [4, 12], [9, 4]],
     (x, W, b, A, B) => loraLinear(x!, W!, b!, A!, B!, 2),
     (x, W, b, A, B) => ops.add(ops.linear(x!, W!, b!), ops.mul(ops.linear(ops.linear(x!, A!), B!), 2)));
+});
+
+// the rank-r backward kernel (lora_linear_bwd) goes over rows in blocks of 64: 300 rows = 5 blocks, the last partial,
+// spread over the pool's chunks; and with each of x, A, B frozen in turn (its gradient skipped or not needed)
+test('lora_linear over many row blocks: gradients equal the composed ops with any of x, A, B frozen', (t) => {
+  for (const frozen of [-1, 0, 3, 4]) {
+    const shapes = [[3, 100, 40], [24, 40], [24], [4, 40], [24, 4]];
+    const mk = () => shapes.map((sh, i) => randn(sh, { seed: 200 + i, std: 0.5, requiresGrad: i !== frozen }));
+    const a = mk(), b = mk();
+    const ya = loraLinear(a[0]!, a[1]!, a[2]!, a[3]!, a[4]!, 0.75);
+    const yb = ops.add(ops.linear(b[0]!, b[1]!, b[2]!), ops.mul(ops.linear(ops.linear(b[0]!, b[3]!), b[4]!), 0.75));
+    close(t, ya, yb, 1e-5, `output (frozen ${frozen})`);
+    const u = randn(ya.shape, { seed: 9 });
+    ops.sum(ops.mul(ya, u)).backward();
+    ops.sum(ops.mul(yb, u)).backward();
+    a.forEach((x, i) => {
+      if (i === frozen) t.is(x.grad, null);
+      else close(t, x.grad!, b[i]!.grad!, 1e-4, `grad of input ${i} (frozen ${frozen})`);
+    });
+  }
+});
+
+test('lora_linear_bwd rejects a gx it cannot update in place', (t) => {
+  const g = randn([6, 5]), x = randn([6, 4]), tt = randn([6, 2]), A = randn([2, 4]), B = randn([5, 2]);
+  t.throws(() => callOp('lora_linear_bwd', [g, x, tt, A, B, randn([4, 6]).T], {}), { message: /gx must be a contiguous f32/ });
+  t.throws(() => callOp('lora_linear_bwd', [g, x, tt, A, B, randn([6, 3])], {}), { message: /gx must be a contiguous f32/ });
+  t.throws(() => callOp('lora_linear_bwd', [g, x, randn([6, 3]), A, B, null], {}), { message: /saved t/ });
+  t.throws(() => callOp('lora_linear_bwd', [g, x, tt, A, randn([5, 3]), null], {}), { message: /lora_B/ });
 });
 
 test('ia3_linear = (x·Wᵀ + b) ∘ (s·v) (forward and all gradients)', (t) => {
