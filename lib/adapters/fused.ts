@@ -59,10 +59,27 @@ export function loraLinear(x: Tensor, W: Tensor, b: Tensor | null, A: Tensor, B:
 }
 
 export function ia3Linear(x: Tensor, W: Tensor, b: Tensor | null, v: Tensor, scale: number, mixed = false): Tensor {
-  const [y, base0] = callOp('ia3_linear', [x, W, b, v], { scale, mixed: mixed ? 1 : 0 });
   const xs = x.shape, vs = v.shape;
-  // the unscaled output is kept only for the scale's gradient; under CPU autocast as bf16 (half the bytes, as
-  // torch.autocast's bf16 activations)
+  if (x.device === 'cpu') {
+    // the unscaled output is kept only for the scale's gradient; under CPU autocast as bf16 (half the bytes, as
+    // torch.autocast's bf16 activations), written by the kernel's scaling pass; ia3_bwd does the elementwise
+    // backward (g ∘ s·v and the scale's column sums) in one pass
+    const keepBase = v.requiresGrad && isGradEnabled();
+    const [y, base] = callOp('ia3_linear', [x, W, b, v], { scale, mixed: mixed ? 1 : 0, save_bf16: mixed && keepBase ? 1 : 0 });
+    if (!keepBase) base!.dispose();
+    withGrad([y!], 'ia3Linear', [x, W, b, v], ([g]) => {
+      const g2 = flat(g!);
+      const [gbase, gv] = callOp('ia3_bwd', [g2, v, keepBase ? flat(base!) : null], { scale });
+      const gx = x.requiresGrad ? ops.reshape(timesW(gbase!, W, mixed), xs) : null;
+      const gW = W.requiresGrad ? timesW(ops.transpose(gbase!, 0, 1), flat(x), mixed) : null;
+      const gb = b && b.requiresGrad ? ops.sum(gbase!, 0) : null;
+      if (!v.requiresGrad) gv!.dispose();
+      return [gx, gW, gb, v.requiresGrad ? ops.reshape(gv!, vs) : null];
+    }, keepBase ? [base!] : [], W.requiresGrad ? [x, W, v] : [W, v]);  // x only for W's gradient
+    return y!;
+  }
+  const [y, base0] = callOp('ia3_linear', [x, W, b, v], { scale, mixed: mixed ? 1 : 0 });
+  // the unscaled output is kept only for the scale's gradient; under autocast as bf16 (half the bytes)
   let base = base0!;
   if (mixed && v.requiresGrad && isGradEnabled()) {
     base = callOp('cast', [base0!], { dtype: 'bf16' })[0]!;

@@ -1,6 +1,6 @@
 // adapters.cpp — fused forward kernels of the adapter methods' hot paths (f32). Backward passes are composed
 // from native matmuls in lib/adapters/fused.ts, using the intermediates these kernels return (LoRA's rank-r half
-// has its own kernel, lora_linear_bwd).
+// has its own kernel, lora_linear_bwd, and (IA)³'s elementwise part ia3_bwd).
 // Legend: N = rows (batch·positions), I = in features, O = out features, r = LoRA rank, d = bottleneck width.
 //   lora_linear:  y = x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ          x (N,I) W (O,I) b (O) A (r,I) B (O,r) → y (N,O), t = x·Aᵀ (N,r)
 //                 the low-rank term is accumulated by the second GEMM (beta = 1): ΔW is never formed and y is
@@ -8,6 +8,7 @@
 //   ia3_linear:   y = (x·Wᵀ + b) ∘ (s·v)             v (O) → y, base = x·Wᵀ + b (saved for dv)
 //   bottleneck:   y = s·(act(h·Wdᵀ + bd)·Wuᵀ + bu) + residual   h (N,C) Wd (d,C) Wu (C,d) → y (N,C), pre (N,d)
 //   lora_linear_bwd: the rank-r half of lora_linear's backward in one pass over the rows (see there).
+//   ia3_bwd:      gbase = g ∘ (s·v), gv = s·Σ_rows g ∘ base   (ia3_linear's elementwise backward, one pass)
 // {mixed: 1} (CPU autocast) runs lora_linear's and ia3_linear's base projection x·Wᵀ + b as a bf16 GEMM (the
 // operands rounded to bf16 while packed, f32 result, bias in the epilogue), as ops.linear does under autocast;
 // the rank-r path stays f32, as LoRA's small projections do there; it runs bottleneck's two projections as bf16
@@ -165,16 +166,95 @@ void op_ia3_linear(OpCtx& c) {
   int64_t N = I ? x.numel() / I : 0;
   std::vector<int64_t> ys(x.shape.begin(), x.shape.end() - 1);
   ys.push_back(O);
-  Tensor base = Tensor::empty(ys, DType::F32), y = Tensor::empty(ys, DType::F32);
-  base_projection(c, x, W, N, O, I, base.data<float>());
-  const float *Bp = base.data<float>(), *V = v.data<float>();
+  const float* V = v.data<float>();
+  Tensor y = Tensor::empty(ys, DType::F32);
   float* Y = y.data<float>();
+  if (c.i("save_bf16", 0)) {
+    // CPU autocast: base saved as bf16 (half the bytes; torch.autocast's activations are bf16), written by the
+    // pass that scales y in place, instead of an f32 base and a separate cast
+    Tensor b16 = Tensor::empty(ys, DType::BF16);
+    uint16_t* B16 = b16.data<uint16_t>();
+    base_projection(c, x, W, N, O, I, Y);
+    parallel_for(N, 64, [&](int64_t r0, int64_t r1) {
+      for (int64_t rr = r0; rr < r1; rr++) {
+        f32_to_bf16_run(B16 + rr * O, Y + rr * O, O);
+        for (int64_t o = 0; o < O; o++) Y[rr * O + o] *= s * V[o];
+      }
+    });
+    c.out.push_back(y);
+    c.out.push_back(b16);
+    return;
+  }
+  Tensor base = Tensor::empty(ys, DType::F32);
+  base_projection(c, x, W, N, O, I, base.data<float>());
+  const float* Bp = base.data<float>();
   parallel_for(N, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t rr = r0; rr < r1; rr++)
       for (int64_t o = 0; o < O; o++) Y[rr * O + o] = Bp[rr * O + o] * (s * V[o]);
   });
   c.out.push_back(y);
   c.out.push_back(base);
+}
+
+namespace {
+// One row of ia3_bwd: gb = g ∘ sv, and acc += g ∘ base (double) when base is given. Cloned per ISA so that the
+// loops vectorise (AVX-512 / AVX2).
+AD_CLONES void ia3_bwd_row(float* gb, const float* g, const float* sv, const float* base, double* acc, int64_t O) {
+  for (int64_t o = 0; o < O; o++) gb[o] = g[o] * sv[o];
+  if (base)
+    for (int64_t o = 0; o < O; o++) acc[o] += (double)(g[o] * base[o]);
+}
+}  // namespace
+
+// ia3_bwd(g, v, base?) {scale} -> gbase, gv
+// ia3_linear's elementwise backward in one pass over g: gbase = g ∘ (s·v) (N, O) and, when base (the unscaled
+// output, f32 or bf16) is given, gv = s·Σ_rows g ∘ base (O; zeros without base). The column sums go per chunk of
+// rows in double and are added in chunk order (as three separate ops this pass read g three times).
+void op_ia3_bwd(OpCtx& c) {
+  c.expect_inputs(2);
+  Tensor v = c.f32(1);
+  const int64_t O = v.numel();
+  Tensor g = rows2d(c, 0, O, "gradient");
+  const int64_t N = O ? g.numel() / O : 0;
+  const bool has_base = c.has(2);
+  Tensor base;
+  if (has_base) {
+    const Tensor& b0 = c.input(2);
+    base = (b0.dtype == DType::BF16 && b0.is_contiguous()) ? b0 : c.f32(2);
+    if (base.numel() != N * O) c.fail("ShapeError", "base " + shape_str(base.shape) + " must match the gradient " + shape_str(g.shape));
+  }
+  const float s = (float)c.f("scale", 1.0);
+  Tensor gb = Tensor::empty(g.shape, DType::F32);
+  const float *G = g.data<float>(), *V = v.data<float>();
+  float* GB = gb.data<float>();
+  std::vector<float> sv((size_t)O);
+  for (int64_t o = 0; o < O; o++) sv[o] = V[o] * s;
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(O, 1));
+  const int64_t nch = for_chunks(N, grain);
+  std::vector<std::vector<double>> part(has_base ? nch : 0);
+  parallel_for_indexed(N, grain, [&](int64_t ch, int64_t r0, int64_t r1) {
+    std::vector<float> row(has_base && base.dtype == DType::BF16 ? O : 0);
+    if (has_base) part[ch].assign(O, 0.0);
+    for (int64_t rr = r0; rr < r1; rr++) {
+      const float* gr = G + rr * O;
+      const float* br = nullptr;
+      if (has_base && base.dtype == DType::BF16) {
+        bf16_to_f32_run(row.data(), base.data<uint16_t>() + rr * O, O);
+        br = row.data();
+      } else if (has_base) {
+        br = base.data<float>() + rr * O;
+      }
+      ia3_bwd_row(GB + rr * O, gr, sv.data(), br, has_base ? part[ch].data() : nullptr, O);
+    }
+  });
+  Tensor gv = Tensor::empty(v.shape, DType::F32);
+  float* GV = gv.data<float>();
+  std::vector<double> tot((size_t)O, 0.0);
+  for (const auto& p : part)
+    for (int64_t o = 0; o < O; o++) tot[o] += p[o];
+  for (int64_t o = 0; o < O; o++) GV[o] = (float)tot[o] * s;
+  c.out.push_back(gb);
+  c.out.push_back(gv);
 }
 
 // bottleneck(h, Wd, bd, Wu, bu, residual) {act, scale} -> y, pre (down projection before the activation)

@@ -54,6 +54,53 @@ test('lora_linear over many row blocks: gradients equal the composed ops with an
   }
 });
 
+// ia3_bwd over many row chunks: gbase = g ∘ s·v exactly, gv = s·Σ g ∘ base (double sums) with an f32 or bf16 base
+test('ia3_bwd = (g ∘ s·v, s·Σ_rows g ∘ base) for f32 and bf16 bases; ia3_linear {save_bf16} keeps base as bf16', (t) => {
+  const [N, O, s] = [700, 24, 0.5];
+  const g = randn([N, O], { seed: 31 }), v = randn([O, 1], { seed: 32 }), base = randn([N, O], { seed: 33 });
+  const G = g.toArray() as Float32Array, V = v.toArray() as Float32Array;
+  for (const b of [base, base.to('bf16'), null]) {
+    const [gb, gv] = callOp('ia3_bwd', [g, v, b], { scale: s });
+    const GB = gb!.toArray() as Float32Array, GV = gv!.toArray() as Float32Array;
+    t.true(GB.every((x, i) => x === Math.fround(G[i]! * Math.fround(V[i % O]! * s))), 'gbase');
+    const B = b ? (b.to('f32').toArray() as Float32Array) : null;
+    for (let o = 0; o < O; o++) {
+      let acc = 0;
+      if (B) for (let n = 0; n < N; n++) acc += Math.fround(G[n * O + o]! * B[n * O + o]!);
+      t.true(Math.abs(GV[o]! - Math.fround(acc) * s) <= 1e-6 * (1 + Math.abs(acc)), `gv[${o}] (${b ? b.dtype : 'no base'})`);
+    }
+  }
+  const x = randn([3, 40, 16], { seed: 34 }), W = randn([O, 16], { seed: 35 });
+  const [y, b16] = callOp('ia3_linear', [x, W, null, v], { scale: s, save_bf16: 1 });
+  const [y0, base0] = callOp('ia3_linear', [x, W, null, v], { scale: s });
+  t.is(b16!.dtype, 'bf16');
+  t.deepEqual(Array.from(b16!.toArray() as Float32Array), Array.from(base0!.to('bf16').toArray() as Float32Array));
+  t.deepEqual(Array.from(y!.toArray() as Float32Array), Array.from(y0!.toArray() as Float32Array));
+  t.throws(() => callOp('ia3_bwd', [g, v, randn([N, O + 1])], {}), { message: /base/ });
+});
+
+test('ia3_linear with the scale vector frozen (no base kept) or the input frozen: gradients equal the composed ops', (t) => {
+  for (const frozen of [0, 3]) {
+    const shapes = [[2, 90, 12], [20, 12], [20], [20, 1]];
+    const mk = () => shapes.map((sh, i) => randn(sh, { seed: 300 + i, std: 0.5, requiresGrad: i !== frozen }));
+    const a = mk(), b = mk();
+    for (const mixed of [false, true]) {
+      a.forEach((x) => { x.grad = null; });
+      b.forEach((x) => { x.grad = null; });
+      const ya = autocast(() => ia3Linear(a[0]!, a[1]!, a[2]!, a[3]!, 0.5, mixed), { enabled: mixed });
+      const yb = autocast(() => ops.mul(ops.linear(b[0]!, b[1]!, b[2]!), ops.mul(ops.reshape(b[3]!, [20]), 0.5)), { enabled: mixed });
+      const u = randn(ya.shape, { seed: 9 });
+      ops.sum(ops.mul(ya, u)).backward();
+      ops.sum(ops.mul(yb, u)).backward();
+      a.forEach((x, i) => {
+        // (mixed: v's gradient sums g ∘ base over a bf16 base here and an f32 one in the composed ops: not compared)
+        if (i === frozen) t.is(x.grad, null);
+        else if (!(mixed && i === 3)) close(t, x.grad!, b[i]!.grad!, mixed ? 2e-2 : 1e-4, `grad of input ${i} (frozen ${frozen}, mixed ${mixed})`);
+      });
+    }
+  }
+});
+
 test('lora_linear_bwd rejects a gx it cannot update in place', (t) => {
   const g = randn([6, 5]), x = randn([6, 4]), tt = randn([6, 2]), A = randn([2, 4]), B = randn([5, 2]);
   t.throws(() => callOp('lora_linear_bwd', [g, x, tt, A, B, randn([4, 6]).T], {}), { message: /gx must be a contiguous f32/ });
