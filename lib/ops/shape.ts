@@ -252,12 +252,21 @@ export function split(x: Tensor, sizeOrSizes: number | number[], dim = 0): Tenso
     const tot = sizes.reduce((a, b) => a + b, 0);
     if (tot !== n) throw new ShapeError(`split: sizes [${sizes}] sum to ${tot}, but dim ${d} has ${n}`);
   }
+  // views of x, recorded as one node whose backward concatenates the pieces' gradients (zeros for a piece that
+  // got none) in one op: a slice per piece would zero-fill a whole input-sized gradient per piece and sum them
+  const st = x.strides;
   let at = 0;
-  return sizes.map((s) => {
-    const r = slice(x, d, at, at + s);
-    at += s;
-    return r;
+  const views = sizes.map((len) => {
+    const shape = [...x.shape];
+    shape[d] = len;
+    const v = asStrided(x, shape, [...st], x.handle.offset + (len === 0 ? 0 : at * st[d]!));
+    at += len;
+    return v;
   });
+  withGrad(views, 'split', [x], (grads) => [
+    concat(grads.map((g, i) => g ?? zeros(views[i]!.shape, { dtype: x.dtype, device: x.device })), d),
+  ], [], []);
+  return views;
 }
 
 export function chunk(x: Tensor, chunks: number, dim = 0): Tensor[] {

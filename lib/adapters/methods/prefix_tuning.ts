@@ -22,6 +22,8 @@ import { BatchSplit, Stack, type Setup } from '../composition.ts';
 /** One prefix of one adapter (`self_prefix`): the reparametrised keys/values for every layer. */
 export class PrefixTuning extends Module {
   readonly P: number;
+  /** The per-layer pieces of a states tensor (layerKV), split once. */
+  #pieces = new WeakMap<Tensor, Tensor[]>();
   constructor(readonly cfg: PrefixTuningConfig, readonly nLayers: number, readonly nHeads: number, readonly hidden: number) {
     super();
     this.P = cfg.get('prefix_length') as number;
@@ -66,8 +68,11 @@ export class PrefixTuning extends Module {
     const kv = cache?.get(this) ?? this.states(training);
     cache?.set(this, kv);
     const H = this.hidden, nh = this.nHeads, hd = H / nh;
+    // every layer's (P, H) pieces, split once per states tensor (one backward node concatenating their gradients)
+    let pieces = this.#pieces.get(kv);
+    if (!pieces) this.#pieces.set(kv, (pieces = ops.split(kv, H, 1)));
     const pick = (j: number) => {
-      const cols = ops.slice(kv, 1, j * H, (j + 1) * H);                  // (P, H)
+      const cols = pieces![j]!;                                             // (P, H)
       const heads = ops.permute(ops.reshape(cols, [this.P, nh, hd]), [1, 0, 2]);  // (nh, P, hd)
       return ops.expand(ops.unsqueeze(heads, 0), [batch, nh, this.P, hd]);
     };
