@@ -4,6 +4,8 @@
  */
 import { Tensor, tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
+import { Linear, type Activation } from '../nn/layers.ts';
+import { autocastProjection } from '../autocast.ts';
 import { ValueError } from '../errors.ts';
 
 export type HFConfig = Record<string, unknown>;
@@ -137,7 +139,11 @@ export interface ForwardInput {
  */
 export function feedForward(x: Tensor, up: { forward(t: Tensor): Tensor }, act: (t: Tensor) => Tensor, down: { forward(t: Tensor): Tensor }): Tensor {
   const u = up.forward(x);
-  const g = act(u);
+  // under CPU autocast, an activation that only a plain bf16 projection reads comes back as bf16 (that GEMM rounds
+  // its input to bf16 anyway: the same product, half the bytes)
+  const kind = (act as Activation).gemmKind;
+  const toGemm = kind && down instanceof Linear && !down.loraHost && u.device === 'cpu' && autocastProjection(down.weight);
+  const g = toGemm ? ops.activationForGemm(kind, u) : act(u);
   if (g !== u) u.dispose();
   const f = down.forward(g);
   if (f !== g) g.dispose();

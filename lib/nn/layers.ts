@@ -89,21 +89,24 @@ export class Dropout extends Module {
 }
 
 /** HF activation names → functions. */
-export function activation(name: string): (x: Tensor) => Tensor {
+/** An activation function; gemmKind names its kernel for ops.activationForGemm (see feedForward). */
+export type Activation = ((x: Tensor) => Tensor) & { gemmKind?: string };
+export function activation(name: string): Activation {
+  const kind = (k: string, f: (x: Tensor) => Tensor): Activation => Object.assign(f, { gemmKind: k });
   switch (name) {
     case 'gelu':
-      return (x) => ops.gelu(x);
+      return kind('gelu', (x) => ops.gelu(x));
     case 'gelu_new':
     case 'gelu_pytorch_tanh':
     case 'gelu_fast':
-      return (x) => ops.gelu(x, { approximate: 'tanh' });
+      return kind('gelu_tanh', (x) => ops.gelu(x, { approximate: 'tanh' }));
     case 'quick_gelu':
-      return (x) => ops.quickGelu(x);
+      return kind('quick_gelu', (x) => ops.quickGelu(x));
     case 'relu':
-      return (x) => ops.relu(x);
+      return kind('relu', (x) => ops.relu(x));
     case 'silu':
     case 'swish':
-      return (x) => ops.silu(x);
+      return kind('silu', (x) => ops.silu(x));
     case 'tanh':
       return (x) => ops.tanh(x);
     case 'sigmoid':

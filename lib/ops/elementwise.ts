@@ -216,19 +216,35 @@ export function sign(x: Tensor): Tensor {
   return one(callOp('sign', [x]));
 }
 
-function activation(name: string, kind: string, x: Tensor): Tensor {
+function activation(name: string, kind: string, x: Tensor, bf16Out = false): Tensor {
   assertTensor(x, name, 'input');
   checkFloat(x, name);
+  // bf16Out: only for an activation that a bf16 GEMM consumes under CPU autocast (activationForGemm)
+  const out16 = bf16Out && autocastActive() && x.device === 'cpu' && x.dtype === 'f32' ? 1 : 0;
   if (autocastActive() && x.device === 'cpu' && x.dtype === 'f32' && x.requiresGrad && isGradEnabled()) {
     // CPU autocast: the backward keeps a bf16 copy of the input, written by the forward's pass (half the bytes of the
     // f32 input; torch.autocast's activations are bf16 tensors)
-    const [y, xb] = callOp(name, [x], { save_bf16: 1 });
+    const [y, xb] = callOp(name, [x], { save_bf16: 1, out_bf16: out16 });
     withGrad([y!], name, [x], ([g]) => [one(callOp('activation_bwd', [xb!, g!], { kind }))], [xb!], [xb!]);
     return y!;
   }
-  const y = one(callOp(name, [x]));
+  const y = one(callOp(name, [x], out16 ? { out_bf16: 1 } : {}));
   withGrad([y], name, [x], ([g]) => [one(callOp('activation_bwd', [x, g!], { kind }))], [], [x]);
   return y;
+}
+const GEMM_ACTS: Record<string, [string, string]> = {
+  gelu: ['gelu', 'gelu'], gelu_tanh: ['gelu_tanh', 'gelu_tanh'], relu: ['relu', 'relu'], silu: ['silu', 'silu'], quick_gelu: ['quick_gelu', 'quick_gelu'],
+};
+/**
+ * An activation whose result only feeds a projection that runs as a bf16 GEMM under CPU autocast (a transformer
+ * MLP's up → act → down): the result comes back as bf16 there (the GEMM would round it to bf16 while packing
+ * anyway, so the product is the same bit for bit), half the bytes to write and read. Elsewhere (no autocast, other
+ * devices) the plain activation. kind: gelu, gelu_tanh, relu, silu or quick_gelu.
+ */
+export function activationForGemm(kind: string, x: Tensor): Tensor {
+  const op = GEMM_ACTS[kind];
+  if (!op) throw new ValueError(`activationForGemm: unsupported activation '${kind}'`);
+  return activation(op[0], op[1], x, true);
 }
 export function relu(x: Tensor): Tensor { return activation('relu', 'relu', x); }
 export function silu(x: Tensor): Tensor { return activation('silu', 'silu', x); }

@@ -66,7 +66,8 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: Li
   if (bias !== undefined && bias !== null) assertTensor(bias, 'linear', 'bias');
   // autocast: bf16 GEMMs for real projections; a low-rank or tiny one (LoRA's A/B, a 2-class head) stays f32, where
   // casting its input would cost more than its GEMM and bf16 tiles would be mostly padding
-  if (x.dtype === 'f32' && weight.dtype === 'f32' && autocastProjection(weight))
+  // (a bf16 input on the CPU: an MLP activation handed over as bf16, ops.activationForGemm)
+  if ((x.dtype === 'f32' || (x.dtype === 'bf16' && x.device === 'cpu')) && weight.dtype === 'f32' && autocastProjection(weight))
     return linearBf16(x, weight, bias ?? null, layout);
   const y = one(callOp('linear', [x, weight, bias ?? null], { layout }));
   withGrad([y], 'linear', [x, weight, bias ?? null], ([g]) => linearGrads(g!, g!, weight, x, { x, weight, bias: bias ?? null, layout }, {}),
@@ -133,7 +134,7 @@ function linearBf16(x: Tensor, weight: Tensor, bias: Tensor | null, layout: 'lin
  */
 function linearMixedCpu(x: Tensor, weight: Tensor, bias: Tensor | null, layout: 'linear' | 'conv1d'): Tensor {
   const keepX = weight.requiresGrad && isGradEnabled();
-  const xb = keepX ? bf16Activation(x, (t) => keep(one(callOp('cast', [t], { dtype: 'bf16' }))), alias) : null;
+  const xb = !keepX ? null : x.dtype === 'bf16' ? alias(x) : bf16Activation(x, (t) => keep(one(callOp('cast', [t], { dtype: 'bf16' }))), alias);
   const y = one(callOp('linear', [xb ?? x, weight, bias], { layout, mixed: 1 }));
   withGrad([y], 'linear', [x, weight, bias], ([g]) => linearGrads(g!, g!, weight, xb, { x, weight, bias, layout }, { mixed: 1 }),
     xb ? [xb] : [], xb ? [xb, weight] : [weight]);

@@ -216,15 +216,28 @@ void unary(OpCtx& ctx, UnOp op) {
     return;
   }
   Tensor x = contiguous(cast(x0, DType::F32));
-  Tensor o = Tensor::empty(x.shape, DType::F32);
+  // out_bf16 (CPU autocast, an activation whose consumer is a bf16 GEMM that would round it anyway): the result is
+  // written as bf16 (f32_to_bf16's rounding), half the bytes to write and for the GEMM to read
+  const bool out16 = ctx.i("out_bf16", 0) != 0;
+  Tensor o = Tensor::empty(x.shape, out16 ? DType::BF16 : DType::F32);
   const float* X = x.data<float>();
-  float* O = o.data<float>();
+  float* O = out16 ? nullptr : o.data<float>();
+  uint16_t* O16 = out16 ? o.data<uint16_t>() : nullptr;
   // save_bf16 (CPU autocast): also a bf16 copy of an f32 input, for the backward, written by the same pass
   const bool save16 = ctx.i("save_bf16", 0) && x0.dtype == DType::F32;
   Tensor xb = save16 ? Tensor::empty(x.shape, DType::BF16) : Tensor();
   uint16_t* XB = save16 ? xb.data<uint16_t>() : nullptr;
   parallel_for(x.numel(), 16384, [&](int64_t b, int64_t e) {
-    unary_loop(op, O + b, X + b, e - b);
+    if (O16) {
+      alignas(64) float buf[2048];
+      for (int64_t s = b; s < e; s += 2048) {
+        const int64_t m = std::min<int64_t>(2048, e - s);
+        unary_loop(op, buf, X + s, m);
+        f32_to_bf16_run(O16 + s, buf, m);
+      }
+    } else {
+      unary_loop(op, O + b, X + b, e - b);
+    }
     if (XB) f32_to_bf16_run(XB + b, X + b, e - b);
   });
   ctx.out.push_back(o);

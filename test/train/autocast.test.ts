@@ -117,3 +117,34 @@ test('activations under CPU autocast: the backward keeps a bf16 copy of the inpu
     t.notDeepEqual(x.grad!.toArray(), gF32, `${name}: the bf16 copy was used`);
   }
 });
+
+// An MLP's activation that only a bf16 projection reads comes back as bf16 under CPU autocast (ops.activationForGemm,
+// used by feedForward): that GEMM rounds its input to bf16 anyway, so outputs and gradients are the same bit for bit.
+test('activationForGemm: bf16 under CPU autocast, f32 outside; the projection after it and every gradient unchanged', (t) => {
+  const bits = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length)).join(',');
+  for (const kind of ['gelu', 'gelu_tanh', 'relu', 'silu', 'quick_gelu']) {
+    const act = (x: import('../../lib/index.ts').Tensor) =>
+      kind === 'gelu' ? ops.gelu(x) : kind === 'gelu_tanh' ? ops.gelu(x, { approximate: 'tanh' }) : kind === 'relu' ? ops.relu(x) : kind === 'silu' ? ops.silu(x) : ops.quickGelu(x);
+    const run = (viaGemm: boolean, grad: boolean) => {
+      const x = randn([3, 40, 96], { seed: 11, requiresGrad: grad });
+      const W = randn([64, 96], { seed: 12, std: 0.1, requiresGrad: grad }), b = randn([64], { seed: 13 });
+      let dtype = '';
+      const y = autocast(() => {
+        const a = viaGemm ? ops.activationForGemm(kind, x) : act(x);
+        dtype = a.dtype;
+        const y = ops.linear(a, W, b);
+        if (grad) ops.sum(ops.mul(y, randn(y.shape, { seed: 14 }))).backward();
+        return y;
+      });
+      return { dtype, out: [y, ...(grad ? [x.grad!, W.grad!] : [])].map((v) => bits(v.toArray() as Float32Array)) };
+    };
+    for (const grad of [true, false]) {
+      const f = run(true, grad), c = run(false, grad);
+      t.is(f.dtype, 'bf16', `${kind}: bf16 under autocast`);
+      t.is(c.dtype, 'f32');
+      t.deepEqual(f.out, c.out, `${kind} (grad ${grad}): same output and gradients`);
+    }
+  }
+  t.is(ops.activationForGemm('gelu', randn([4, 4])).dtype, 'f32', 'outside autocast: the plain activation');
+  t.throws(() => ops.activationForGemm('tanh', randn([4])), { message: /unsupported activation 'tanh'/ });
+});
