@@ -922,12 +922,69 @@ struct APanel {
   int64_t stride_b, step, half;
 };
 
+// A finished 32 x 32 block of C whose write-out (the epilogue) is deferred to the next ukr_amx call, which does it a
+// few rows per k step while its tile products run: the vector loads and stores (and C's cache misses) then overlap
+// the tile unit's work instead of following it.
+struct AmxPending {
+  alignas(64) float buf[32 * 32];  // the block's accumulators, rows of 32 floats
+  bool active = false;
+  float* c = nullptr;
+  uint16_t* c16 = nullptr;
+  int64_t ldc = 0;
+  int mr = 0, nr = 0, done = 0;  // rows [0, done) written so far
+  float alpha = 1.f, beta = 0.f;
+  const float* bias = nullptr;
+};
+
+// Writes rows [r0, r1) of a finished block from buf (rows of 32 floats): C = alpha * acc + beta * C, or
+// acc + bias[0..nr) (bias set: alpha 1, beta 0), or as bf16 into c16 (beta 0: alpha·(acc + bias), rounded as the
+// cast op rounds).
+AD_TGT_AVX512 inline void amx_write_rows(const float* buf, float* c, uint16_t* c16, int64_t ldc, int nr, float alpha, float beta,
+                                         const float* bias, int r0, int r1) {
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+  const __mmask16 m0 = col_mask(nr), m1 = col_mask(nr - 16);
+  const bool fullc = nr == 32;
+  // added after the products, as torch's addmm does
+  const __m512 b0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+  const __m512 b1 = bias && nr > 16 ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+  if (c16) {
+    // rounded in registers (bf16_round16 = f32_to_bf16_run's rounding): a call per 32-element row cost ~17% of a 512³ GEMM
+    for (int i = r0; i < r1; i++) {
+      const __m512 x0 = _mm512_mul_ps(va, _mm512_add_ps(_mm512_load_ps(buf + i * 32), b0));
+      _mm256_mask_storeu_epi16(c16 + i * ldc, m0, bf16_round16(_mm512_castps_si512(x0)));
+      if (nr > 16) {
+        const __m512 x1 = _mm512_mul_ps(va, _mm512_add_ps(_mm512_load_ps(buf + i * 32 + 16), b1));
+        _mm256_mask_storeu_epi16(c16 + i * ldc + 16, m1, bf16_round16(_mm512_castps_si512(x1)));
+      }
+    }
+    return;
+  }
+  for (int i = r0; i < r1; i++) {
+    float* ci = c + i * ldc;
+    store_row16(ci, _mm512_add_ps(_mm512_load_ps(buf + i * 32), b0), m0, fullc, va, vb, beta);
+    if (nr > 16) store_row16(ci + 16, _mm512_add_ps(_mm512_load_ps(buf + i * 32 + 16), b1), m1, fullc, va, vb, beta);
+  }
+}
+
+// Writes the rows of a pending block up to `upto`.
+AD_TGT_AVX512 inline void amx_flush(AmxPending* p, int upto) {
+  if (!p || !p->active) return;
+  upto = std::min(upto, p->mr);
+  if (upto > p->done) amx_write_rows(p->buf, p->c, p->c16, p->ldc, p->nr, p->alpha, p->beta, p->bias, p->done, upto);
+  p->done = std::max(p->done, upto);
+  if (p->done >= p->mr) p->active = false;
+}
+
 // One 32 x 32 block over ns k steps of 32. w: a 4 KiB accumulator block (four 16 x 16 tiles, 64-byte rows)
 // used between K chunks: w_in = start from it (else from zero), w_out = leave the sum there instead of
 // writing C. The final chunk writes C = alpha * acc + beta * C, or acc + bias[0..nr) (bias set: alpha 1, beta 0).
 // pf (or null): the next B micro-panel chunk, pulled into L1 during this call (its k step s while step s runs here).
+// pend (or null): the deferred write-out of the previous block, done during this call's k steps; this call's own
+// block is then left pending in it (the caller flushes the last one, amx_flush(pend, 32)). Without pend the block
+// is written out at the end of the call.
 AD_TGT_AMX inline __attribute__((always_inline)) void ukr_amx(int64_t ns, APanel ap, const uint16_t* b, float* c, int64_t ldc, int mr, int nr,
-                        float alpha, float beta, float* w, bool w_in, bool w_out, const float* bias, uint16_t* c16 = nullptr, const uint16_t* pf = nullptr) {
+                        float alpha, float beta, float* w, bool w_in, bool w_out, const float* bias, uint16_t* c16 = nullptr, const uint16_t* pf = nullptr,
+                        AmxPending* pend = nullptr) {
   if (w_in) {
     _tile_loadd(0, w, 64);
     _tile_loadd(1, w + 256, 64);
@@ -950,6 +1007,8 @@ AD_TGT_AMX inline __attribute__((always_inline)) void ukr_amx(int64_t ns, APanel
     }
   const uint16_t* a = ap.p;
   const int64_t sa = ap.stride_b, astep = ap.step, ahalf = ap.half;
+  // rows of the pending block to write per k step (all of them by the last step)
+  const int per = pend && pend->active ? (int)((pend->mr - pend->done + ns - 1) / ns) : 0;
   for (int64_t s = 0; s < ns; s++) {
     _tile_loadd(4, a, sa);
     _tile_loadd(6, b, 64);
@@ -963,9 +1022,11 @@ AD_TGT_AMX inline __attribute__((always_inline)) void ukr_amx(int64_t ns, APanel
       const char* q = reinterpret_cast<const char*>(pf + s * 1024);
       for (int l = 0; l < 32; l++) _mm_prefetch(q + l * 64, _MM_HINT_T0);
     }
+    if (per) amx_flush(pend, pend->done + per);
     a += astep;
     b += 1024;
   }
+  amx_flush(pend, 32);  // whatever ns left over (ns == 0)
   if (w_out) {
     _tile_stored(0, w, 64);
     _tile_stored(1, w + 256, 64);
@@ -975,34 +1036,26 @@ AD_TGT_AMX inline __attribute__((always_inline)) void ukr_amx(int64_t ns, APanel
   }
   // Tiles go to an L1 buffer and from there to C with vector stores, even for a full 32 x 32 block: tile stores
   // straight into C (rows ldc apart, lines not yet in cache) held the tile unit up for every missing line.
-  alignas(64) float buf[32 * 32];
+  alignas(64) float local[32 * 32];
+  float* buf = pend ? pend->buf : local;
   _tile_stored(0, buf, 128);
   _tile_stored(1, buf + 16, 128);
   _tile_stored(2, buf + 16 * 32, 128);
   _tile_stored(3, buf + 16 * 32 + 16, 128);
-  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-  const __mmask16 m0 = col_mask(nr), m1 = col_mask(nr - 16);
-  const bool fullc = nr == 32;
-  // added after the products, as torch's addmm does
-  const __m512 b0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
-  const __m512 b1 = bias && nr > 16 ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
-  if (c16) {  // beta == 0 (Args::C16): alpha·(acc + bias) in place, then the cast's rounding
-    // rounded in registers (bf16_round16 = f32_to_bf16_run's rounding): a call per 32-element row cost ~17% of a 512³ GEMM
-    for (int i = 0; i < mr; i++) {
-      const __m512 r0 = _mm512_mul_ps(va, _mm512_add_ps(_mm512_load_ps(buf + i * 32), b0));
-      _mm256_mask_storeu_epi16(c16 + i * ldc, m0, bf16_round16(_mm512_castps_si512(r0)));
-      if (nr > 16) {
-        const __m512 r1 = _mm512_mul_ps(va, _mm512_add_ps(_mm512_load_ps(buf + i * 32 + 16), b1));
-        _mm256_mask_storeu_epi16(c16 + i * ldc + 16, m1, bf16_round16(_mm512_castps_si512(r1)));
-      }
-    }
+  if (pend) {
+    pend->active = mr > 0;
+    pend->c = c;
+    pend->c16 = c16;
+    pend->ldc = ldc;
+    pend->mr = mr;
+    pend->nr = nr;
+    pend->done = 0;
+    pend->alpha = alpha;
+    pend->beta = beta;
+    pend->bias = bias;
     return;
   }
-  for (int i = 0; i < mr; i++) {
-    float* ci = c + i * ldc;
-    store_row16(ci, _mm512_add_ps(_mm512_load_ps(buf + i * 32), b0), m0, fullc, va, vb, beta);
-    if (nr > 16) store_row16(ci + 16, _mm512_add_ps(_mm512_load_ps(buf + i * 32 + 16), b1), m1, fullc, va, vb, beta);
-  }
+  amx_write_rows(buf, c, c16, ldc, nr, alpha, beta, bias, 0, mr);
 }
 
 struct B16Amx {
@@ -1086,6 +1139,8 @@ AD_TGT_AMX void amx_block(const Args<uint16_t>& g, const uint16_t* Bp, int64_t m
   const int64_t mc_max = std::min<int64_t>(MC, rup(Mb, 32));
   uint16_t* Ap = tl_apack.get<uint16_t>((size_t)((direct ? 32 : mc_max) * kcp));
   float* W = kcp > KC ? tl_wbuf.get<float>((size_t)(rup(mc_max, 32) * NC)) : nullptr;
+  // each block's write-out runs during the next block's tile products (ukr_amx); the last one is flushed below
+  AmxPending pend;
   for (int64_t ic = m0; ic < m1; ic += MC) {
     const int64_t mc = std::min<int64_t>(MC, m1 - ic);
     if (!direct)
@@ -1114,12 +1169,14 @@ AD_TGT_AMX void amx_block(const Args<uint16_t>& g, const uint16_t* Bp, int64_t m
             float* w = W ? W + (((jr - jc) / 32) * (mc_max / 32) + ir / 32) * 1024 : nullptr;
             const int64_t co = (ic + ir) * g.ldc + n0 + jr;
             ukr_amx(kc / 32, ap, bp, g.C ? g.C + co : nullptr, g.ldc, mr, nr, g.alpha, g.beta, w, w_in, w_out,
-                    g.bias ? g.bias + n0 + jr : nullptr, g.C16 ? g.C16 + co : nullptr, jr + 32 < jc + nc ? bp + 32 * kcp : nullptr);
+                    g.bias ? g.bias + n0 + jr : nullptr, g.C16 ? g.C16 + co : nullptr, jr + 32 < jc + nc ? bp + 32 * kcp : nullptr,
+                    &pend);
           }
         }
       }
     }
   }
+  amx_flush(&pend, 32);
 }
 
 // Single-thread AMX block (batched items, small problems): packs this block's B, then runs amx_block.
@@ -1302,10 +1359,12 @@ AD_TGT_AMX void amx_small_run(int64_t M, int64_t N, int64_t K, const float* A, b
   pack_a_amx(transA, B16Src(A, true), lda, 0, M, 0, K, ap);
   pack_b_amx(transB, B16Src(B, true), ldb, 0, K, 0, N, bp);
   amx_begin();
+  AmxPending pend;  // each block's write-out overlaps the next block's tile products
   for (int64_t ir = 0; ir < M; ir += 32)
     for (int64_t jr = 0; jr < N; jr += 32)
       ukr_amx(ns, APanel{ap + ir * kcp, 64, 1024, 512}, bp + jr * kcp, C + ir * ldc + jr, ldc, (int)std::min<int64_t>(32, M - ir),
-              (int)std::min<int64_t>(32, N - jr), alpha, accumulate ? 1.f : 0.f, nullptr, false, false, nullptr);
+              (int)std::min<int64_t>(32, N - jr), alpha, accumulate ? 1.f : 0.f, nullptr, false, false, nullptr, nullptr, nullptr, &pend);
+  amx_flush(&pend, 32);
   amx_end();
 }
 
