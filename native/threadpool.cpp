@@ -6,8 +6,8 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <cstdlib>
 #include <algorithm>
+#include <cstdlib>
 #include <exception>
 #include <mutex>
 #include <thread>
@@ -144,9 +144,9 @@ void set_num_threads(int n) { pool().resize(n); }
 
 void parallel_run(int nthreads, const std::function<void(int, int)>& fn) { pool().run(nthreads, fn); }
 
-void parallel_chunks(int64_t nchunks, int nthreads, const std::function<void(int64_t chunk)>& fn) {
+void parallel_chunks(int64_t nchunks, const std::function<void(int64_t chunk)>& fn) {
   if (nchunks <= 0) return;
-  int nt = (int)std::min<int64_t>({nchunks, (int64_t)nthreads, (int64_t)num_threads()});
+  const int nt = (int)std::min<int64_t>(nchunks, num_threads());
   if (nt <= 1 || tl_in_pool) {
     for (int64_t c = 0; c < nchunks; c++) fn(c);
     return;
@@ -180,7 +180,7 @@ void parallel_for_indexed(int64_t n, int64_t grain, const std::function<void(int
     fn(0, 0, n);
     return;
   }
-  parallel_chunks(nc, num_threads(), [&](int64_t c) { fn(c, c * per, std::min(n, (c + 1) * per)); });
+  parallel_chunks(nc, [&](int64_t c) { fn(c, c * per, std::min(n, (c + 1) * per)); });
 }
 
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {

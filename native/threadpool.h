@@ -18,9 +18,9 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t beg
 // pool's size).
 int64_t for_chunks(int64_t n, int64_t grain);
 void parallel_for_indexed(int64_t n, int64_t grain, const std::function<void(int64_t chunk, int64_t begin, int64_t end)>& fn);
-// Runs fn(c) for every chunk c in [0, nchunks) on up to nthreads threads: each thread first takes its own
-// contiguous share in order, then helps with the others' (a late or slow thread does not hold the rest up).
-void parallel_chunks(int64_t nchunks, int nthreads, const std::function<void(int64_t chunk)>& fn);
+// Runs fn(c) for every chunk c in [0, nchunks) on the pool: each thread first takes its own contiguous share in
+// order, then helps with the others' (a late or slow thread does not hold the rest up).
+void parallel_chunks(int64_t nchunks, const std::function<void(int64_t chunk)>& fn);
 
 // The claiming behind parallel_chunks, for use inside one parallel_run of nt threads: thread t owns chunks
 // [n·t/nt, n·(t+1)/nt) and takes them in order (consecutive ops then touch the same memory on the same core);

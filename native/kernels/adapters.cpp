@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "gemm.h"
+#include "lora_bwd.h"
 #include "unary.h"
 #include "../op.h"
 #include "../threadpool.h"
@@ -131,11 +132,8 @@ void op_lora_linear_bwd(OpCtx& c) {
       if (need_b) pb[ch].assign(r * O, 0.f);
       for (int64_t blk = b0; blk < b1; blk++) {
         const int64_t m0 = blk * RB, rows = std::min(RB, N - m0);
-        const float* Gb = G + m0 * O;
-        if (GX || need_a) sgemm(false, false, rows, r, O, s, Gb, O, Bp, r, 0.f, gb.data(), r);               // gb = s·g·B
-        if (GX) sgemm(false, false, rows, I, r, 1.f, gb.data(), r, Ap, I, 1.f, GX + m0 * I, I);            // gx += gb·A
-        if (need_a) sgemm(true, false, r, I, rows, 1.f, gb.data(), r, X + m0 * I, I, 1.f, pa[ch].data(), I);  // dA += gbᵀ·x
-        if (need_b) sgemm(true, false, r, O, rows, s, T + m0 * r, r, Gb, O, 1.f, pb[ch].data(), O);         // dBᵀ += s·tᵀ·g
+        lora_rows_bwd(rows, I, O, r, s, G + m0 * O, X + m0 * I, T + m0 * r, r, Ap, Bp, gb.data(), r, GX ? GX + m0 * I : nullptr, 1.f,
+                      need_a ? pa[ch].data() : nullptr, need_b ? pb[ch].data() : nullptr);
       }
     });
   Tensor dA = Tensor::empty({r, I}, DType::F32), dB = Tensor::empty({O, r}, DType::F32);

@@ -967,24 +967,23 @@ AD_TGT_AVX512 inline void amx_write_rows(const float* buf, float* c, uint16_t* c
 }
 
 // Writes the rows of a pending block up to `upto`.
-AD_TGT_AVX512 inline void amx_flush(AmxPending* p, int upto) {
-  if (!p || !p->active) return;
-  upto = std::min(upto, p->mr);
-  if (upto > p->done) amx_write_rows(p->buf, p->c, p->c16, p->ldc, p->nr, p->alpha, p->beta, p->bias, p->done, upto);
-  p->done = std::max(p->done, upto);
-  if (p->done >= p->mr) p->active = false;
+AD_TGT_AVX512 inline void amx_flush(AmxPending& p, int upto) {
+  if (!p.active) return;
+  upto = std::min(upto, p.mr);
+  if (upto > p.done) amx_write_rows(p.buf, p.c, p.c16, p.ldc, p.nr, p.alpha, p.beta, p.bias, p.done, upto);
+  p.done = std::max(p.done, upto);
+  if (p.done >= p.mr) p.active = false;
 }
 
 // One 32 x 32 block over ns k steps of 32. w: a 4 KiB accumulator block (four 16 x 16 tiles, 64-byte rows)
 // used between K chunks: w_in = start from it (else from zero), w_out = leave the sum there instead of
 // writing C. The final chunk writes C = alpha * acc + beta * C, or acc + bias[0..nr) (bias set: alpha 1, beta 0).
 // pf (or null): the next B micro-panel chunk, pulled into L1 during this call (its k step s while step s runs here).
-// pend (or null): the deferred write-out of the previous block, done during this call's k steps; this call's own
-// block is then left pending in it (the caller flushes the last one, amx_flush(pend, 32)). Without pend the block
-// is written out at the end of the call.
+// pend: the deferred write-out of the previous block, done during this call's k steps; this call's own block is
+// then left pending in it (the caller flushes the last one, amx_flush(pend, 32)).
 AD_TGT_AMX inline __attribute__((always_inline)) void ukr_amx(int64_t ns, APanel ap, const uint16_t* b, float* c, int64_t ldc, int mr, int nr,
-                        float alpha, float beta, float* w, bool w_in, bool w_out, const float* bias, uint16_t* c16 = nullptr, const uint16_t* pf = nullptr,
-                        AmxPending* pend = nullptr) {
+                        float alpha, float beta, float* w, bool w_in, bool w_out, const float* bias, AmxPending& pend,
+                        uint16_t* c16 = nullptr, const uint16_t* pf = nullptr) {
   if (w_in) {
     _tile_loadd(0, w, 64);
     _tile_loadd(1, w + 256, 64);
@@ -1008,7 +1007,7 @@ AD_TGT_AMX inline __attribute__((always_inline)) void ukr_amx(int64_t ns, APanel
   const uint16_t* a = ap.p;
   const int64_t sa = ap.stride_b, astep = ap.step, ahalf = ap.half;
   // rows of the pending block to write per k step (all of them by the last step)
-  const int per = pend && pend->active ? (int)((pend->mr - pend->done + ns - 1) / ns) : 0;
+  const int per = pend.active ? (int)((pend.mr - pend.done + ns - 1) / ns) : 0;
   for (int64_t s = 0; s < ns; s++) {
     _tile_loadd(4, a, sa);
     _tile_loadd(6, b, 64);
@@ -1022,7 +1021,7 @@ AD_TGT_AMX inline __attribute__((always_inline)) void ukr_amx(int64_t ns, APanel
       const char* q = reinterpret_cast<const char*>(pf + s * 1024);
       for (int l = 0; l < 32; l++) _mm_prefetch(q + l * 64, _MM_HINT_T0);
     }
-    if (per) amx_flush(pend, pend->done + per);
+    if (per) amx_flush(pend, pend.done + per);
     a += astep;
     b += 1024;
   }
@@ -1036,26 +1035,20 @@ AD_TGT_AMX inline __attribute__((always_inline)) void ukr_amx(int64_t ns, APanel
   }
   // Tiles go to an L1 buffer and from there to C with vector stores, even for a full 32 x 32 block: tile stores
   // straight into C (rows ldc apart, lines not yet in cache) held the tile unit up for every missing line.
-  alignas(64) float local[32 * 32];
-  float* buf = pend ? pend->buf : local;
-  _tile_stored(0, buf, 128);
-  _tile_stored(1, buf + 16, 128);
-  _tile_stored(2, buf + 16 * 32, 128);
-  _tile_stored(3, buf + 16 * 32 + 16, 128);
-  if (pend) {
-    pend->active = mr > 0;
-    pend->c = c;
-    pend->c16 = c16;
-    pend->ldc = ldc;
-    pend->mr = mr;
-    pend->nr = nr;
-    pend->done = 0;
-    pend->alpha = alpha;
-    pend->beta = beta;
-    pend->bias = bias;
-    return;
-  }
-  amx_write_rows(buf, c, c16, ldc, nr, alpha, beta, bias, 0, mr);
+  _tile_stored(0, pend.buf, 128);
+  _tile_stored(1, pend.buf + 16, 128);
+  _tile_stored(2, pend.buf + 16 * 32, 128);
+  _tile_stored(3, pend.buf + 16 * 32 + 16, 128);
+  pend.active = mr > 0;
+  pend.c = c;
+  pend.c16 = c16;
+  pend.ldc = ldc;
+  pend.mr = mr;
+  pend.nr = nr;
+  pend.done = 0;
+  pend.alpha = alpha;
+  pend.beta = beta;
+  pend.bias = bias;
 }
 
 struct B16Amx {
@@ -1169,14 +1162,13 @@ AD_TGT_AMX void amx_block(const Args<uint16_t>& g, const uint16_t* Bp, int64_t m
             float* w = W ? W + (((jr - jc) / 32) * (mc_max / 32) + ir / 32) * 1024 : nullptr;
             const int64_t co = (ic + ir) * g.ldc + n0 + jr;
             ukr_amx(kc / 32, ap, bp, g.C ? g.C + co : nullptr, g.ldc, mr, nr, g.alpha, g.beta, w, w_in, w_out,
-                    g.bias ? g.bias + n0 + jr : nullptr, g.C16 ? g.C16 + co : nullptr, jr + 32 < jc + nc ? bp + 32 * kcp : nullptr,
-                    &pend);
+                    g.bias ? g.bias + n0 + jr : nullptr, pend, g.C16 ? g.C16 + co : nullptr, jr + 32 < jc + nc ? bp + 32 * kcp : nullptr);
           }
         }
       }
     }
   }
-  amx_flush(&pend, 32);
+  amx_flush(pend, 32);
 }
 
 // Single-thread AMX block (batched items, small problems): packs this block's B, then runs amx_block.
@@ -1363,8 +1355,8 @@ AD_TGT_AMX void amx_small_run(int64_t M, int64_t N, int64_t K, const float* A, b
   for (int64_t ir = 0; ir < M; ir += 32)
     for (int64_t jr = 0; jr < N; jr += 32)
       ukr_amx(ns, APanel{ap + ir * kcp, 64, 1024, 512}, bp + jr * kcp, C + ir * ldc + jr, ldc, (int)std::min<int64_t>(32, M - ir),
-              (int)std::min<int64_t>(32, N - jr), alpha, accumulate ? 1.f : 0.f, nullptr, false, false, nullptr, nullptr, nullptr, &pend);
-  amx_flush(&pend, 32);
+              (int)std::min<int64_t>(32, N - jr), alpha, accumulate ? 1.f : 0.f, nullptr, false, false, nullptr, pend);
+  amx_flush(pend, 32);
   amx_end();
 }
 

@@ -7,8 +7,8 @@
 //       {starts, act} -> y = residual + s_i·(act(h·Wd_iᵀ + bd_i)·Wu_iᵀ + bu_i),  pre (M,D) = h·Wd_iᵀ + bd_i
 //   bottleneck_sgmv_bwd(g, h, pre, scales, Wd…, bd…, Wu…, bu…) {starts, act}
 //       -> gh, dWd_i…, dbd_i…, dWu_i…, dbu_i…   (the residual's gradient is g itself)
-// Each chunk of rows is handled while it is in cache; weight gradients are summed per pool task and added
-// under a lock, as in multi_lora.cpp.
+// Each chunk of rows is handled while it is in cache; weight gradients are summed per pool chunk and the chunks'
+// partials added in chunk order (run-to-run identical), as in multi_lora.cpp.
 
 #include "gemm.h"
 #include "segments.h"

@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "gemm.h"
+#include "lora_bwd.h"
 #include "segments.h"
 #include "../op.h"
 #include "../threadpool.h"
@@ -87,8 +88,8 @@ void op_lora_sgmv(OpCtx& c) {
 
 // lora_sgmv_bwd(g, x, t, scales, A..., B...) {starts} -> gx, dA_0..dA_{n-1}, dB_0..dB_{n-1}
 // One pass over row chunks: while a chunk of g and x is in cache it yields gt = s·g·B, gx = gt·A and the
-// chunk's share of dA (gtᵀ·x) and dBᵀ (s·tᵀ·g). Each pool task sums its chunks' shares privately and adds
-// them to the adapter's gradient under a lock (a task's chunks are contiguous, so it touches few adapters).
+// chunk's share of dA (gtᵀ·x) and dBᵀ (s·tᵀ·g) (lora_rows_bwd). Each pool chunk sums its items' shares per
+// adapter, and the chunks' sums are added in chunk order (run-to-run identical).
 void op_lora_sgmv_bwd(OpCtx& c) {
   c.expect_inputs(3);
   Tensor x = c.f32(1);
@@ -135,11 +136,8 @@ void op_lora_sgmv_bwd(OpCtx& c) {
         std::memset(GX + m0 * K, 0, rows * K * sizeof(float));
         continue;
       }
-      const float *Gc = G + m0 * s.O, *Xc = X + m0 * K, *Tc = Tt + m0 * s.R;
-      sgemm(false, false, rows, r, s.O, s.scale[i], Gc, s.O, s.B[i].data<float>(), r, 0.f, gt.data(), s.R);  // gt = s·g·B
-      sgemm(false, false, rows, K, r, 1.f, gt.data(), s.R, s.A[i].data<float>(), K, 0.f, GX + m0 * K, K);     // gx = gt·A
-      sgemm(true, false, r, K, rows, 1.f, gt.data(), s.R, Xc, K, 1.f, la.data(), K);                          // dA += gtᵀ·x
-      sgemm(true, false, r, s.O, rows, s.scale[i], Tc, s.R, Gc, s.O, 1.f, lb.data(), s.O);                    // dBᵀ += s·tᵀ·g
+      lora_rows_bwd(rows, K, s.O, r, s.scale[i], G + m0 * s.O, X + m0 * K, Tt + m0 * s.R, s.R, s.A[i].data<float>(),
+                    s.B[i].data<float>(), gt.data(), s.R, GX + m0 * K, 0.f, la.data(), lb.data());
     }
     flush();
   });
