@@ -15,6 +15,9 @@
 #include <sys/mman.h>
 
 #include "threadpool.h"
+#include "cpu_features.h"
+
+#include <immintrin.h>
 
 namespace ad {
 
@@ -444,7 +447,8 @@ inline void store(char* p, DType d, const char* src, DType sd) {
 }  // namespace
 
 // Contiguous f32 <-> bf16 runs (mixed precision casts every Linear input): branch-free loops that vectorise.
-AD_CLONES void f32_to_bf16_run(uint16_t* d, const float* s, int64_t n) {
+namespace {
+AD_CLONES void f32_to_bf16_portable(uint16_t* d, const float* s, int64_t n) {
   for (int64_t i = 0; i < n; i++) {
     uint32_t u;
     std::memcpy(&u, &s[i], 4);
@@ -452,6 +456,33 @@ AD_CLONES void f32_to_bf16_run(uint16_t* d, const float* s, int64_t n) {
     const uint32_t nan = (u >> 16) | 0x40u;
     d[i] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);  // quiet NaN, else round-to-nearest-even
   }
+}
+// The same rounding with vcvtne2ps2bf16, 32 elements per instruction. The instruction rounds exactly as above
+// (nearest even, NaN made quiet) except that it flushes denormal inputs to zero, so 32 elements holding a
+// denormal (rare) take the portable loop.
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16"))) void f32_to_bf16_bf16isa(uint16_t* d, const float* s,
+                                                                                                 int64_t n) {
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m512 lo = _mm512_loadu_ps(s + i), hi = _mm512_loadu_ps(s + i + 16);
+    if (__builtin_expect((_mm512_fpclass_ps_mask(lo, 0x20) | _mm512_fpclass_ps_mask(hi, 0x20)) == 0, 1))
+      _mm512_storeu_si512(d + i, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    else
+      f32_to_bf16_portable(d + i, s + i, 32);
+  }
+  if (i < n) f32_to_bf16_portable(d + i, s + i, n - i);
+}
+}  // namespace
+
+void f32_to_bf16_run(uint16_t* d, const float* s, int64_t n) {
+  static const bool isa = [] {
+    const CpuFeatures& f = cpu_features();
+    return f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl && f.avx512bf16;
+  }();
+  if (isa)
+    f32_to_bf16_bf16isa(d, s, n);
+  else
+    f32_to_bf16_portable(d, s, n);
 }
 AD_CLONES void bf16_to_f32_run(float* d, const uint16_t* s, int64_t n) {
   for (int64_t i = 0; i < n; i++) {

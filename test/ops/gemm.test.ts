@@ -250,3 +250,90 @@ test('amxPeak: a positive rate where the CPU has AMX, 0 elsewhere; bad arguments
   t.throws(() => native.amxPeak(0, 10), { message: /threads/ });
   t.throws(() => native.amxPeak(1, 0), { message: /iters/ });
 });
+
+// f32 -> bf16 as PyTorch rounds it (c10::BFloat16): nearest even, NaN made quiet with its payload's top bits, and
+// denormals kept. Where the CPU has AVX512-BF16 the cast and the AMX epilogue / packing use vcvtne2ps2bf16, which
+// flushes denormal inputs to zero; those vectors must fall back to the integer rounding.
+function bf16Bits(u: number): number {
+  if ((u & 0x7fffffff) >>> 0 > 0x7f800000) return ((u >>> 16) | 0x40) & 0xffff;
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+}
+function bf16BitsOf(t: Tensor): Uint32Array {
+  const a = t.toArray() as Float32Array;  // bf16 widened: the bf16 bits are the top half
+  return new Uint32Array(a.buffer, a.byteOffset, a.length).map((u) => u >>> 16);
+}
+
+test.serial('f32 -> bf16 cast: bit for bit PyTorch rounding (ties, NaN payloads, ±inf, denormals) at every vector position', (t) => {
+  let seed = 12345;
+  const rnd = () => {  // mulberry32 (an LCG's low bits would repeat with period 8)
+    seed = (seed + 0x6d2b79f5) | 0;
+    let z = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    z = (z + Math.imul(z ^ (z >>> 7), 61 | z)) ^ z;
+    return (z ^ (z >>> 14)) >>> 0;
+  };
+  for (const n of [1, 31, 32, 33, 1000, 70001]) {
+    const U = new Uint32Array(n);
+    for (let i = 0; i < n; i++) {
+      const r = rnd(), kind = r % 8;
+      const sign = (rnd() & 1) << 31;
+      let u = rnd();
+      if (kind === 0) u = sign | (rnd() & 0x007fffff);  // denormal
+      else if (kind === 1) u = (u & 0xffff0000) | 0x8000;  // exact tie
+      else if (kind === 2) u = sign | 0x7f800000 | (rnd() & 0x007fffff) | 1;  // NaN, any payload
+      else if (kind === 3) u = sign | 0x7f800000;  // ±inf
+      else if (kind === 4) u = sign | 0x7f7fffff;  // largest finite: rounds to inf
+      else if (kind === 5 && i % 97 !== 0) u = (sign | 0x3f800000 | (rnd() & 0x7fffff)) >>> 0;  // normal, no denormal in this lane
+      U[i] = u >>> 0;
+    }
+    // one vector of 32 with no denormal at all (the fast path) next to ones with a single denormal lane
+    if (n >= 1000) for (let i = 64; i < 96; i++) U[i] = (0x40000000 | (i * 7919)) >>> 0;
+    const x = tensor(new Float32Array(U.buffer), [n]);
+    const got = bf16BitsOf(noGrad(() => x.to('bf16')));
+    let bad = 0, first = -1;
+    for (let i = 0; i < n; i++) if (got[i] !== bf16Bits(U[i]!)) { bad++; if (first < 0) first = i; }
+    t.is(bad, 0, `n=${n}: ${bad} differ, first at ${first}: ${U[first]?.toString(16)} -> ${got[first]?.toString(16)}, want ${bf16Bits(U[first] ?? 0).toString(16)}`);
+    x.dispose();
+  }
+});
+
+test.serial('bf16 GEMM results and autocast operands in the denormal range keep their bf16 denormals', (t) => {
+  const { callOp } = tensorModule;
+  noGrad(() => {
+    // The tile products flush denormal results to zero (AMX and AVX512-BF16 alike), so the denormals come from the
+    // bias the epilogue adds: one-hot rows of x pick W[j, p] = ±(1 + 2^-6)·2^(e_j - 125), and bias[j] = -2^(e_j - 125)
+    // cancels all but a denormal (with more bits than bf16 keeps) for the positive products.
+    const m = 96, k = 64, n = 64;
+    const X = new Float32Array(m * k), W = new Float32Array(n * k), Bi = new Float32Array(n);
+    for (let i = 0; i < m; i++) X[i * k + (i % k)] = 1 + 2 ** -7;
+    for (let j = 0; j < n; j++) {
+      for (let p = 0; p < k; p++) W[j * k + p] = (p % 3 ? 1 : -1) * (1 + 2 ** -6) * 2 ** ((j % 4) - 125);
+      Bi[j] = -(2 ** ((j % 4) - 125));
+    }
+    const x = tensor(X, [m, k]).to('bf16'), w = tensor(W, [n, k]).to('bf16'), bias = tensor(Bi, [n]).to('bf16');
+    const y16 = callOp('linear', [x, w, bias], { layout: 'linear' })[0]!, y32 = callOp('linear', [x, w, bias], { layout: 'linear', f32_out: 1 })[0]!;
+    const F = y32.toArray() as Float32Array, FU = new Uint32Array(F.buffer, F.byteOffset, F.length);
+    const got = bf16BitsOf(y16);
+    let bad = 0, denormals = 0;
+    for (let i = 0; i < got.length; i++) {
+      if (got[i] !== bf16Bits(FU[i]!)) bad++;
+      if ((got[i]! & 0x7f80) === 0 && (got[i]! & 0x7f) !== 0) denormals++;
+    }
+    t.is(bad, 0);
+    t.true(denormals > 1000, `bf16 denormal results: ${denormals}`);
+    for (const z of [x, w, bias, y16, y32]) z.dispose();
+    // an f32 operand with denormals, rounded to bf16 while the kernel packs it (autocast): as the cast rounds it.
+    // The product flushes them, so the check is on what was packed: equal to multiplying the cast operand.
+    const Xd = new Float32Array(96 * 64);
+    for (let i = 0; i < Xd.length; i++) Xd[i] = i % 5 ? (i % 3 ? 1 : -1) * 2 ** (-126 - (i % 10)) * (1 + (i % 7) / 8) : 1 + i / 1000;
+    const xd = tensor(Xd, [96, 64]), wd = randn([64, 64], { seed: 5 });
+    const got2 = callMixed('linear', [xd, wd, null], { layout: 'linear', mixed: 1 });
+    const xd16 = xd.to('bf16'), wd16 = wd.to('bf16');
+    const want2 = callMixed('linear', [xd16, wd16, null], { layout: 'linear', f32_out: 1 });
+    t.deepEqual(bits(got2), bits(want2));
+    const xb = bf16BitsOf(xd16), XU = new Uint32Array(Xd.buffer);
+    let badx = 0;
+    for (let i = 0; i < Xd.length; i++) if (xb[i] !== bf16Bits(XU[i]!)) badx++;
+    t.is(badx, 0, 'the cast keeps denormals');
+    for (const z of [xd, wd, xd16, wd16]) z.dispose();
+  });
+});
