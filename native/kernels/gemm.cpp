@@ -412,18 +412,24 @@ AD_TGT_AVX512 void pack_a_f32_avx512(bool transA, const float* A, int64_t lda, i
 AD_TGT_AVX512 void pack_b_f32_avx512(bool transB, const float* B, int64_t ldb, int64_t k0, int64_t kc, int64_t j0,
                                      int64_t nc, float* dst) {
   constexpr int NR = 32;
+  if (!transB) {
+    // 8 panels at a time, so that each row of B is read 1 KiB at a stretch: a panel at a time read 128 bytes per
+    // row, 2x slower (1.6 vs 0.8 cycles per element; 1-2% of an NN GEMM)
+    for (int64_t jb = 0; jb < nc; jb += 8 * NR)
+      for (int64_t k = 0; k < kc; k++) {
+        const float* s = B + (k0 + k) * ldb + j0;
+        for (int64_t jr = jb; jr < std::min<int64_t>(nc, jb + 8 * NR); jr += NR) {
+          const int64_t nr = nc - jr;
+          float* d = dst + jr * kc + k * NR;
+          _mm512_store_ps(d, _mm512_maskz_loadu_ps(mask16(nr), s + jr));
+          _mm512_store_ps(d + 16, _mm512_maskz_loadu_ps(mask16(nr - 16), s + jr + 16));
+        }
+      }
+    return;
+  }
   for (int64_t jr = 0; jr < nc; jr += NR) {
     const int nr = (int)std::min<int64_t>(NR, nc - jr);
     float* d = dst + jr * kc;
-    if (!transB) {
-      const __mmask16 m0 = mask16(nr), m1 = mask16(nr - 16);
-      for (int64_t k = 0; k < kc; k++) {
-        const float* s = B + (k0 + k) * ldb + j0 + jr;
-        _mm512_store_ps(d + k * NR, _mm512_maskz_loadu_ps(m0, s));
-        _mm512_store_ps(d + k * NR + 16, _mm512_maskz_loadu_ps(m1, s + 16));
-      }
-      continue;
-    }
     // B(k, j) = B[j * ldb + k]: transpose 16 (j) x 16 (k) blocks
     for (int64_t kb = 0; kb < kc; kb += 16) {
       const int kn = (int)std::min<int64_t>(16, kc - kb);
