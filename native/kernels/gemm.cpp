@@ -1000,12 +1000,11 @@ AD_TGT_BF16 inline void amx_flush(AmxPending& p, int upto) {
 // One 32 x 32 block over ns k steps of 32. w: a 4 KiB accumulator block (four 16 x 16 tiles, 64-byte rows)
 // used between K chunks: w_in = start from it (else from zero), w_out = leave the sum there instead of
 // writing C. The final chunk writes C = alpha * acc + beta * C, or acc + bias[0..nr) (bias set: alpha 1, beta 0).
-// pf (or null): the next B micro-panel chunk, pulled into L1 during this call (its k step s while step s runs here).
 // pend: the deferred write-out of the previous block, done during this call's k steps; this call's own block is
 // then left pending in it (the caller flushes the last one, amx_flush(pend, 32)).
 AD_TGT_AMX inline __attribute__((always_inline)) void ukr_amx(int64_t ns, APanel ap, const uint16_t* b, float* c, int64_t ldc, int mr, int nr,
                         float alpha, float beta, float* w, bool w_in, bool w_out, const float* bias, AmxPending& pend,
-                        uint16_t* c16 = nullptr, const uint16_t* pf = nullptr) {
+                        uint16_t* c16 = nullptr) {
   if (w_in) {
     _tile_loadd(0, w, 64);
     _tile_loadd(1, w + 256, 64);
@@ -1039,10 +1038,6 @@ AD_TGT_AMX inline __attribute__((always_inline)) void ukr_amx(int64_t ns, APanel
     _tile_dpbf16ps(1, 4, 7);
     _tile_dpbf16ps(2, 5, 6);
     _tile_dpbf16ps(3, 5, 7);
-    if (pf) {
-      const char* q = reinterpret_cast<const char*>(pf + s * 1024);
-      for (int l = 0; l < 32; l++) _mm_prefetch(q + l * 64, _MM_HINT_T0);
-    }
     if (per) amx_flush(pend, pend.done + per);
     a += astep;
     b += 1024;
@@ -1138,8 +1133,9 @@ void gemm_block(const Args<typename KT::T>& g, int64_t m0, int64_t m1, int64_t n
 // would not pay off) or A's rows are short (a 32-row block is one small contiguous region), its tiles are
 // loaded straight from A (only a partial last 32-row block is packed).
 // K is split into KC chunks so that each A micro-panel chunk (32 x KC, 32 KiB) stays in L1 while the B
-// micro-panels stream from L2, each prefetched into L1 while the one before it is multiplied (A in L1 rather
-// than B, KC 512 rather than 256, and the prefetch: 1.06-1.14x on BERT shapes and 512³, measured in alternation);
+// micro-panels stream from L2 straight into the tiles. Tile loads from L2 overlap the tile products here; a
+// software prefetch of the next B micro-panel into L1 (32 lines per k step) made GEMMs 4-18% slower, measured in
+// alternation (it evicted the A panel); KC 256 or 1024, MC 128, NC 128 or 512 measured within ±4% of these;
 // partial sums of the MC x NC block of C live in a 4 KiB-per-block buffer between chunks (tile rows of 64 bytes,
 // no power-of-two ldc conflicts).
 AD_TGT_AMX void amx_block(const Args<uint16_t>& g, const uint16_t* Bp, int64_t m0, int64_t m1, int64_t n0,
@@ -1184,7 +1180,7 @@ AD_TGT_AMX void amx_block(const Args<uint16_t>& g, const uint16_t* Bp, int64_t m
             float* w = W ? W + (((jr - jc) / 32) * (mc_max / 32) + ir / 32) * 1024 : nullptr;
             const int64_t co = (ic + ir) * g.ldc + n0 + jr;
             ukr_amx(kc / 32, ap, bp, g.C ? g.C + co : nullptr, g.ldc, mr, nr, g.alpha, g.beta, w, w_in, w_out,
-                    g.bias ? g.bias + n0 + jr : nullptr, pend, g.C16 ? g.C16 + co : nullptr, jr + 32 < jc + nc ? bp + 32 * kcp : nullptr);
+                    g.bias ? g.bias + n0 + jr : nullptr, pend, g.C16 ? g.C16 + co : nullptr);
           }
         }
       }
