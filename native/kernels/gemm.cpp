@@ -1272,11 +1272,12 @@ void gemm_run<B16Amx>(const Args<uint16_t>& g) {
   // split rows unless that leaves a thread clearly more work than splitting columns
   const bool split_m = cdiv(mt, nth) * np <= cdiv(np, nth) * mt;
   // each thread takes its own share of the work first and then helps with the other's (ChunkQueue): packing B,
-  // then 64-row (or 64-column) blocks of C
+  // then 128-row (or 64-column) blocks of C. 128 rows rather than 64: each block sweeps the packed B once, and
+  // half as many sweeps made BERT shapes, 512³ and 2048³ 1.0-1.08x faster (in alternation).
   // B is packed in 256 x 256 (k x column) units: each reads whole 1 KiB stretches of B's rows or columns
   // (2-panel units read 256-byte stretches, 1.5x slower packing for a non-transposed f32 B)
   const int64_t ncb = cdiv(np, 8), nkb = cdiv(kcp, 256);
-  ChunkQueue qb(ncb * nkb, nth), qc(split_m ? cdiv(mt, 2) : cdiv(np, 2), nth);
+  ChunkQueue qb(ncb * nkb, nth), qc(split_m ? cdiv(mt, 4) : cdiv(np, 2), nth);
   std::atomic<int> arrived{0};
   parallel_run(nth, [&](int tid, int nt) {
     qb.run(tid, [&](int64_t u) {
@@ -1295,7 +1296,7 @@ void gemm_run<B16Amx>(const Args<uint16_t>& g) {
     amx_begin();
     qc.run(tid, [&](int64_t u) {
       if (split_m)
-        amx_block(g, Bp, u * 64, std::min(g.M, u * 64 + 64), 0, g.N);
+        amx_block(g, Bp, u * 128, std::min(g.M, u * 128 + 128), 0, g.N);
       else
         amx_block(g, Bp + u * 64 * kcp, 0, g.M, u * 64, std::min(g.N, u * 64 + 64));
     });

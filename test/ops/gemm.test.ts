@@ -224,7 +224,7 @@ test.serial('bf16 linear writes bf16 from the GEMM (bias in the epilogue): bit f
 // The AMX path splits K into 512-deep chunks (partial sums kept between them) and C over both threads: a product
 // deep enough for three chunks and big enough to be threaded, every transpose combination, against float64 sums of
 // the bf16-rounded inputs (f32 output, so only the f32 accumulation differs).
-// [160, 1100, 100] splits C's columns between the threads, [200, 700, 150] its rows (64-row units, the last one
+// [160, 1100, 100] splits C's columns between the threads, [200, 700, 150] its rows (128-row units, the last one
 // partial); [96, 300, 600] packs B in 256 x 256 units over three column blocks and two k segments, both partial
 test.serial('bf16 GEMM over several K chunks, threaded: matches the float64 reference (all transposes)', (t) => {
   const { callOp } = tensorModule;
