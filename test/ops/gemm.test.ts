@@ -225,10 +225,12 @@ test.serial('bf16 linear writes bf16 from the GEMM (bias in the epilogue): bit f
 // deep enough for three chunks and big enough to be threaded, every transpose combination, against float64 sums of
 // the bf16-rounded inputs (f32 output, so only the f32 accumulation differs).
 // [160, 1100, 100] splits C's columns between the threads, [200, 700, 150] its rows (128-row units, the last one
-// partial); [96, 300, 600] packs B in 256 x 256 units over three column blocks and two k segments, both partial
+// partial; B small enough for each thread to pack its own copy); [256, 1000, 800] its rows with one shared packed B
+// (over the private-copy limit); [96, 300, 600] packs B in 256 x 256 units over three column blocks and two k
+// segments, both partial
 test.serial('bf16 GEMM over several K chunks, threaded: matches the float64 reference (all transposes)', (t) => {
   const { callOp } = tensorModule;
-  for (const [m, k, n] of [[160, 1100, 100], [200, 700, 150], [96, 300, 600]] as const)
+  for (const [m, k, n] of [[160, 1100, 100], [200, 700, 150], [256, 1000, 800], [96, 300, 600]] as const)
   for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const)
     noGrad(() => {
       const a = randn(ta ? [k, m] : [m, k], { seed: 5 }).to('bf16'), b = randn(tb ? [n, k] : [k, n], { seed: 6 }).to('bf16');
