@@ -1133,9 +1133,10 @@ void gemm_block(const Args<typename KT::T>& g, int64_t m0, int64_t m1, int64_t n
 // would not pay off) or A's rows are short (a 32-row block is one small contiguous region), its tiles are
 // loaded straight from A (only a partial last 32-row block is packed).
 // K is split into KC chunks so that each A micro-panel chunk (32 x KC, 32 KiB) stays in L1 while the B
-// micro-panels stream from L2 straight into the tiles. Tile loads from L2 overlap the tile products here; a
-// software prefetch of the next B micro-panel into L1 (32 lines per k step) made GEMMs 4-18% slower, measured in
-// alternation (it evicted the A panel); KC 256 or 1024, MC 128, NC 128 or 512 measured within ±4% of these;
+// micro-panels stream from L2 straight into the tiles (the k step runs at ~0.7 of the register-only loop with its
+// operands in L2, ~0.95 in L1, in fast phases: gemm_selftest amxloop). A software prefetch of the next B micro-panel
+// into L1 (32 lines per k step) made GEMMs 4-18% slower, measured in alternation (it evicted the A panel); KC 256 or
+// 1024, MC 128, NC 128 or 512 measured within ±4% of these;
 // partial sums of the MC x NC block of C live in a 4 KiB-per-block buffer between chunks (tile rows of 64 bytes,
 // no power-of-two ldc conflicts).
 AD_TGT_AMX void amx_block(const Args<uint16_t>& g, const uint16_t* Bp, int64_t m0, int64_t m1, int64_t n0,
