@@ -1595,6 +1595,44 @@ double amx_peak(int threads, int64_t iters) {
   return best;
 }
 
+// The micro-kernel's k step (ukr_amx's tile loads and products) over ns steps of packed panels, re-read reps times.
+AD_TGT_AMX static void amx_steps(const uint16_t* a, const uint16_t* b, int ns, int64_t reps, float* out) {
+  amx_begin();
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  for (int64_t r = 0; r < reps; r++)
+    for (int s = 0; s < ns; s++) {
+      _tile_loadd(4, a + s * 1024, 64);
+      _tile_loadd(6, b + s * 1024, 64);
+      _tile_loadd(5, a + s * 1024 + 512, 64);
+      _tile_loadd(7, b + s * 1024 + 512, 64);
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+  _tile_stored(0, out, 64);
+  amx_end();
+}
+
+double amx_step_rate(int ns, bool loads, int64_t reps) {
+  if (!amx_permitted() || ns <= 0 || reps <= 0) return 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  if (loads) {
+    AlignedBuf ab, bb;
+    uint16_t *a = ab.get<uint16_t>((size_t)ns * 1024), *b = bb.get<uint16_t>((size_t)ns * 1024);
+    for (int64_t i = 0; i < (int64_t)ns * 1024; i++) a[i] = b[i] = 0x3c00;  // 2^-7: no overflow over many reps
+    alignas(64) float out[256];
+    amx_steps(a, b, ns, reps, out);
+  } else {
+    amx_loop(reps * ns);
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return 4.0 * 2 * 16 * 16 * 32 * (double)reps * ns / s / 1e9;
+}
+
 const char* sgemm_isa() {
   switch (cur_f32()) {
     case F32_AVX512: return "avx512";

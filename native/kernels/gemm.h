@@ -57,6 +57,10 @@ void bgemm_ref(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float 
 // GFLOP/s of AMX bf16 tile products on resident tiles (no memory traffic) on `threads` pool threads, best of 3 runs of
 // `iters` x 4 products each; 0 without usable AMX. bench/gemm reports bf16 GEMMs against it.
 double amx_peak(int threads, int64_t iters);
+// GFLOP/s of the calling thread running the AMX micro-kernel's k step (4 tile loads, 4 tile products) over ns k steps of
+// packed panels (2 KiB of A and of B each), re-read reps times (ns 8: 32 KiB, in L1; ns 48: 192 KiB, in L2), or with
+// loads false the products alone on resident tiles; 0 without usable AMX. A dev measurement (gemm_selftest amxloop).
+double amx_step_rate(int ns, bool loads, int64_t reps);
 
 // Which kernel family sgemm/bgemm picked on this CPU: "avx512", "avx2", "scalar"; bf16: "amx", "avx512bf16", "f32".
 const char* sgemm_isa();

@@ -22,7 +22,6 @@
 #include <vector>
 #include <time.h>
 
-#include "../cpu_features.h"
 #include "../threadpool.h"
 #include "gemm.h"
 
@@ -368,64 +367,14 @@ void bench(bool quick) {
 
 // --- amxloop: is the tile loop bound by its loads? (Session 9 concluded from an L1 loop that tile loads do not overlap
 // the products here; this re-measures it in alternation with the register-only loop.)
-struct alignas(64) AmxCfg {
-  uint8_t palette, start, reserved[14];
-  uint16_t colsb[16];
-  uint8_t rows[16];
-};
-__attribute__((target("amx-tile,amx-bf16"), noinline)) void amx_steps(const uint16_t* a, const uint16_t* b, int ns, long reps,
-                                                                      bool loads, float* out) {
-  AmxCfg cfg;
-  std::memset(&cfg, 0, sizeof cfg);
-  cfg.palette = 1;
-  for (int t = 0; t < 8; t++) {
-    cfg.colsb[t] = 64;
-    cfg.rows[t] = 16;
-  }
-  __asm__ volatile("ldtilecfg %0" ::"m"(cfg) : "memory");
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
-  _tile_loadd(4, a, 64);
-  _tile_loadd(5, a + 512, 64);
-  _tile_loadd(6, b, 64);
-  _tile_loadd(7, b + 512, 64);
-  for (long r = 0; r < reps; r++)
-    for (int s = 0; s < ns; s++) {
-      if (loads) {  // A0 B0 A1 B1 of k step s, as ukr_amx loads them
-        _tile_loadd(4, a + s * 1024, 64);
-        _tile_loadd(6, b + s * 1024, 64);
-        _tile_loadd(5, a + s * 1024 + 512, 64);
-        _tile_loadd(7, b + s * 1024 + 512, 64);
-      }
-      _tile_dpbf16ps(0, 4, 6);
-      _tile_dpbf16ps(1, 4, 7);
-      _tile_dpbf16ps(2, 5, 6);
-      _tile_dpbf16ps(3, 5, 7);
-    }
-  _tile_stored(0, out, 64);
-  _tile_release();
-}
 void amx_loop_bench() {
-  if (!amx_request_permission()) {
+  if (amx_step_rate(8, false, 1) == 0) {
     std::printf("amxloop: no AMX on this CPU (or the OS refused tile state)\n");
     return;
   }
-  static uint16_t* a = static_cast<uint16_t*>(std::aligned_alloc(64, 48 * 2048));
-  static uint16_t* b = static_cast<uint16_t*>(std::aligned_alloc(64, 48 * 2048));
-  for (int i = 0; i < 48 * 1024; i++) a[i] = b[i] = 0x3c00;  // small bf16 values: no overflow over many reps
-  alignas(64) static float out[256];
-  auto rate = [&](int ns, bool loads) {
-    const long reps = 4000000 / (ns * 4);
-    const auto t0 = std::chrono::steady_clock::now();
-    amx_steps(a, b, ns, reps, loads, out);
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    return 4.0 * ns * reps * (2.0 * 16 * 16 * 32) / dt / 1e9;  // GFLOP/s
-  };
   std::printf("amxloop (1 thread, GFLOP/s; register-only / loads from L1 / loads from L2, ratios to register-only):\n");
   for (int r = 0; r < 6; r++) {
-    const double g0 = rate(8, false), g1 = rate(8, true), g2 = rate(48, true);
+    const double g0 = amx_step_rate(8, false, 125000), g1 = amx_step_rate(8, true, 125000), g2 = amx_step_rate(48, true, 20833);
     std::printf("  %7.0f  %7.0f (%.2f)  %7.0f (%.2f)\n", g0, g1, g1 / g0, g2, g2 / g0);
   }
 }
