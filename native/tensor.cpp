@@ -14,10 +14,9 @@
 
 #include <sys/mman.h>
 
-#include "threadpool.h"
+#include "bf16_simd.h"
 #include "cpu_features.h"
-
-#include <immintrin.h>
+#include "threadpool.h"
 
 namespace ad {
 
@@ -457,19 +456,10 @@ AD_CLONES void f32_to_bf16_portable(uint16_t* d, const float* s, int64_t n) {
     d[i] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);  // quiet NaN, else round-to-nearest-even
   }
 }
-// The same rounding with vcvtne2ps2bf16, 32 elements per instruction. The instruction rounds exactly as above
-// (nearest even, NaN made quiet) except that it flushes denormal inputs to zero, so 32 elements holding a
-// denormal (rare) take the portable loop.
-__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16"))) void f32_to_bf16_bf16isa(uint16_t* d, const float* s,
-                                                                                                 int64_t n) {
+// The same rounding 32 elements per instruction (vcvtne2ps2bf16, bf16_simd.h).
+AD_TGT_BF16RND_ISA void f32_to_bf16_bf16isa(uint16_t* d, const float* s, int64_t n) {
   int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    const __m512 lo = _mm512_loadu_ps(s + i), hi = _mm512_loadu_ps(s + i + 16);
-    if (__builtin_expect((_mm512_fpclass_ps_mask(lo, 0x20) | _mm512_fpclass_ps_mask(hi, 0x20)) == 0, 1))
-      _mm512_storeu_si512(d + i, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
-    else
-      f32_to_bf16_portable(d + i, s + i, 32);
-  }
+  for (; i + 32 <= n; i += 32) _mm512_storeu_si512(d + i, bf16_round32_isa(_mm512_loadu_ps(s + i), _mm512_loadu_ps(s + i + 16)));
   if (i < n) f32_to_bf16_portable(d + i, s + i, n - i);
 }
 }  // namespace

@@ -232,9 +232,7 @@ function activation(name: string, kind: string, x: Tensor, bf16Out = false): Ten
   withGrad([y], name, [x], ([g]) => [one(callOp('activation_bwd', [x, g!], { kind }))], [], [x]);
   return y;
 }
-const GEMM_ACTS: Record<string, [string, string]> = {
-  gelu: ['gelu', 'gelu'], gelu_tanh: ['gelu_tanh', 'gelu_tanh'], relu: ['relu', 'relu'], silu: ['silu', 'silu'], quick_gelu: ['quick_gelu', 'quick_gelu'],
-};
+const GEMM_ACTS = new Set(['gelu', 'gelu_tanh', 'relu', 'silu', 'quick_gelu']);  // op name = backward kind
 /**
  * An activation whose result only feeds a projection that runs as a bf16 GEMM under CPU autocast (a transformer
  * MLP's up → act → down): the result comes back as bf16 there (the GEMM would round it to bf16 while packing
@@ -242,9 +240,8 @@ const GEMM_ACTS: Record<string, [string, string]> = {
  * devices) the plain activation. kind: gelu, gelu_tanh, relu, silu or quick_gelu.
  */
 export function activationForGemm(kind: string, x: Tensor): Tensor {
-  const op = GEMM_ACTS[kind];
-  if (!op) throw new ValueError(`activationForGemm: unsupported activation '${kind}'`);
-  return activation(op[0], op[1], x, true);
+  if (!GEMM_ACTS.has(kind)) throw new ValueError(`activationForGemm: unsupported activation '${kind}'`);
+  return activation(kind, kind, x, true);
 }
 export function relu(x: Tensor): Tensor { return activation('relu', 'relu', x); }
 export function silu(x: Tensor): Tensor { return activation('silu', 'silu', x); }

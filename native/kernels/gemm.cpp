@@ -38,7 +38,8 @@
 #include <thread>
 #include <vector>
 
-#include "../tensor.h"  // f32_to_bf16: the cast op's rounding
+#include "../bf16_simd.h"  // the cast op's rounding in registers
+#include "../tensor.h"
 #include "../threadpool.h"
 
 #define AD_TGT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2")))
@@ -649,35 +650,16 @@ struct B16Src {
   B16Src(const void* q, bool is_f32) : p(q), f32(is_f32) {}
 };
 
-// 16 f32 (as raw bits) -> 16 bf16, as f32_to_bf16 in tensor.h.
-AD_TGT_AVX512 inline __m256i bf16_round16(__m512i u) {
-  const __m512i hi = _mm512_srli_epi32(u, 16);
-  const __m512i bias = _mm512_add_epi32(_mm512_and_si512(hi, _mm512_set1_epi32(1)), _mm512_set1_epi32(0x7fff));
-  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, bias), 16);
-  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
-  r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(hi, _mm512_set1_epi32(0x40)));
-  return _mm512_cvtepi32_epi16(r);
-}
-// 32 f32 (lo: elements 0-15, hi: 16-31) -> 32 bf16, bit-identical to bf16_round16 on each half. vcvtne2ps2bf16
-// rounds the same way (nearest even, NaN made quiet) except that it flushes denormal inputs to zero, so a vector
-// holding a denormal (rare) is redone with the integer rounding. One instruction for 32 elements instead of ~10 per 16.
-AD_TGT_BF16 inline __m512i bf16_round32(__m512 lo, __m512 hi) {
-  if (__builtin_expect((_mm512_fpclass_ps_mask(lo, 0x20) | _mm512_fpclass_ps_mask(hi, 0x20)) != 0, 0))
-    return _mm512_inserti64x4(_mm512_castsi256_si512(bf16_round16(_mm512_castps_si512(lo))), bf16_round16(_mm512_castps_si512(hi)), 1);
-  return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
-}
 // Elements [i, i + 16) (lanes outside m read as 0).
 AD_TGT_BF16 inline __m256i load16(B16Src s, int64_t i, __mmask16 m) {
   if (!s.f32) return _mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(s.p) + i);
-  const __m512 x = _mm512_maskz_loadu_ps(m, static_cast<const float*>(s.p) + i);
-  if (__builtin_expect(_mm512_fpclass_ps_mask(x, 0x20) == 0, 1)) return (__m256i)_mm512_cvtneps_pbh(x);  // as bf16_round32
-  return bf16_round16(_mm512_castps_si512(x));
+  return bf16_round16_isa(_mm512_maskz_loadu_ps(m, static_cast<const float*>(s.p) + i));
 }
 // Elements [i, i + 32) (lanes outside m read as 0).
 AD_TGT_BF16 inline __m512i load32(B16Src s, int64_t i, __mmask32 m) {
   if (!s.f32) return _mm512_maskz_loadu_epi16(m, static_cast<const uint16_t*>(s.p) + i);
   const float* f = static_cast<const float*>(s.p) + i;
-  return bf16_round32(_mm512_maskz_loadu_ps((__mmask16)(m & 0xFFFF), f), _mm512_maskz_loadu_ps((__mmask16)(m >> 16), f + 16));
+  return bf16_round32_isa(_mm512_maskz_loadu_ps((__mmask16)(m & 0xFFFF), f), _mm512_maskz_loadu_ps((__mmask16)(m >> 16), f + 16));
 }
 
 // Interleaves two rows of 32 bf16 into k pairs: out_lo = pairs of columns 0..15, out_hi = 16..31.
@@ -820,24 +802,31 @@ AD_TGT_AMX void amx_begin() {
 }
 AD_TGT_AMX void amx_end() { _tile_release(); }
 
-// iters x four independent tile products on resident operands (amx_peak)
-AD_TGT_AMX void amx_loop(int64_t iters) {
-  alignas(64) static const uint16_t zero[512] = {};
+// The micro-kernel's k step (ukr_amx's tile loads and products) over ns k steps of packed panels (1024 elements of A
+// and of B each), repeated reps times; loads false: the products alone, on tiles loaded once (amx_peak).
+AD_TGT_AMX void amx_steps(const uint16_t* a, const uint16_t* b, int64_t ns, int64_t reps, bool loads) {
   amx_begin();
   _tile_zero(0);
   _tile_zero(1);
   _tile_zero(2);
   _tile_zero(3);
-  _tile_loadd(4, zero, 64);
-  _tile_loadd(5, zero, 64);
-  _tile_loadd(6, zero, 64);
-  _tile_loadd(7, zero, 64);
-  for (int64_t i = 0; i < iters; i++) {
-    _tile_dpbf16ps(0, 4, 6);
-    _tile_dpbf16ps(1, 4, 7);
-    _tile_dpbf16ps(2, 5, 6);
-    _tile_dpbf16ps(3, 5, 7);
-  }
+  _tile_loadd(4, a, 64);
+  _tile_loadd(5, a + 512, 64);
+  _tile_loadd(6, b, 64);
+  _tile_loadd(7, b + 512, 64);
+  for (int64_t r = 0; r < reps; r++)
+    for (int64_t s = 0; s < ns; s++) {
+      if (loads) {  // in ukr_amx's order
+        _tile_loadd(4, a + s * 1024, 64);
+        _tile_loadd(6, b + s * 1024, 64);
+        _tile_loadd(5, a + s * 1024 + 512, 64);
+        _tile_loadd(7, b + s * 1024 + 512, 64);
+      }
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
   amx_end();
 }
 
@@ -964,7 +953,7 @@ AD_TGT_BF16 inline void amx_write_rows(const float* buf, float* c, uint16_t* c16
   const __m512 b0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
   const __m512 b1 = bias && nr > 16 ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
   if (c16) {
-    // rounded in registers, 32 per instruction (bf16_round32; a call per row to the cast cost ~17% of a 512³ GEMM)
+    // rounded in registers, 32 per instruction (bf16_round32_isa; a call per row to the cast cost ~17% of a 512³ GEMM)
     const bool plain = alpha == 1.f && !bias;  // the usual case: no scale, no bias
     const __mmask32 m = mask32(nr);
     for (int i = r0; i < r1; i++) {
@@ -973,7 +962,7 @@ AD_TGT_BF16 inline void amx_write_rows(const float* buf, float* c, uint16_t* c16
         x0 = _mm512_mul_ps(va, _mm512_add_ps(x0, b0));
         x1 = _mm512_mul_ps(va, _mm512_add_ps(x1, b1));
       }
-      const __m512i r = bf16_round32(x0, x1);
+      const __m512i r = bf16_round32_isa(x0, x1);
       if (fullc)
         _mm512_storeu_si512(c16 + i * ldc, r);
       else
@@ -1280,7 +1269,7 @@ void gemm_run<B16Amx>(const Args<uint16_t>& g) {
   // B is packed in 256 x 256 (k x column) units: each reads whole 1 KiB stretches of B's rows or columns
   // (2-panel units read 256-byte stretches, 1.5x slower packing for a non-transposed f32 B)
   const int64_t ncb = cdiv(np, 8), nkb = cdiv(kcp, 256);
-  ChunkQueue qb(ncb * nkb, nth), qc(split_m ? cdiv(mt, 4) : cdiv(np, 2), nth);
+  ChunkQueue qc(split_m ? cdiv(mt, 4) : cdiv(np, 2), nth);
   auto pack_unit = [&](int64_t u, uint16_t* dst) {
     const int64_t j0 = (u / nkb) * 256, k0 = (u % nkb) * 256;
     pack_b_amx(g.transB, B16Src(g.B, g.b32), g.ldb, k0, std::min<int64_t>(256, g.K - k0), j0, std::min<int64_t>(256, g.N - j0),
@@ -1300,6 +1289,7 @@ void gemm_run<B16Amx>(const Args<uint16_t>& g) {
     });
     return;
   }
+  ChunkQueue qb(ncb * nkb, nth);
   std::atomic<int> arrived{0};
   parallel_run(nth, [&](int tid, int nt) {
     qb.run(tid, [&](int64_t u) { pack_unit(u, Bp); });
@@ -1583,52 +1573,27 @@ void mgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N
 
 // The AMX bf16 peak: 2 x 2 accumulator tiles fed from tiles that stay loaded (no memory traffic), as the GEMM's
 // inner loop would run with free operands. 0 where the CPU has no usable AMX.
+alignas(64) const uint16_t kZeroPanel[1024] = {};
+
 double amx_peak(int threads, int64_t iters) {
   if (!amx_permitted()) return 0;
   double best = 0;
   for (int rep = 0; rep < 3; rep++) {
     auto t0 = std::chrono::steady_clock::now();
-    parallel_run(threads, [&](int, int) { amx_loop(iters); });
+    parallel_run(threads, [&](int, int) { amx_steps(kZeroPanel, kZeroPanel, 1, iters, false); });
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     best = std::max(best, 4.0 * 2 * 16 * 16 * 32 * (double)iters * threads / s / 1e9);  // 4 tile products per iteration
   }
   return best;
 }
 
-// The micro-kernel's k step (ukr_amx's tile loads and products) over ns steps of packed panels, re-read reps times.
-AD_TGT_AMX static void amx_steps(const uint16_t* a, const uint16_t* b, int ns, int64_t reps, float* out) {
-  amx_begin();
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
-  for (int64_t r = 0; r < reps; r++)
-    for (int s = 0; s < ns; s++) {
-      _tile_loadd(4, a + s * 1024, 64);
-      _tile_loadd(6, b + s * 1024, 64);
-      _tile_loadd(5, a + s * 1024 + 512, 64);
-      _tile_loadd(7, b + s * 1024 + 512, 64);
-      _tile_dpbf16ps(0, 4, 6);
-      _tile_dpbf16ps(1, 4, 7);
-      _tile_dpbf16ps(2, 5, 6);
-      _tile_dpbf16ps(3, 5, 7);
-    }
-  _tile_stored(0, out, 64);
-  amx_end();
-}
-
 double amx_step_rate(int ns, bool loads, int64_t reps) {
   if (!amx_permitted() || ns <= 0 || reps <= 0) return 0;
+  AlignedBuf ab, bb;
+  uint16_t *a = ab.get<uint16_t>((size_t)ns * 1024), *b = bb.get<uint16_t>((size_t)ns * 1024);
+  for (int64_t i = 0; i < (int64_t)ns * 1024; i++) a[i] = b[i] = 0x3c00;  // 2^-7: no overflow over many reps
   const auto t0 = std::chrono::steady_clock::now();
-  if (loads) {
-    AlignedBuf ab, bb;
-    uint16_t *a = ab.get<uint16_t>((size_t)ns * 1024), *b = bb.get<uint16_t>((size_t)ns * 1024);
-    for (int64_t i = 0; i < (int64_t)ns * 1024; i++) a[i] = b[i] = 0x3c00;  // 2^-7: no overflow over many reps
-    alignas(64) float out[256];
-    amx_steps(a, b, ns, reps, out);
-  } else {
-    amx_loop(reps * ns);
-  }
+  amx_steps(a, b, ns, reps, loads);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return 4.0 * 2 * 16 * 16 * 32 * (double)reps * ns / s / 1e9;
 }
