@@ -600,47 +600,15 @@ struct F32Avx512 {
 };
 
 // ---------------------------------------------------------------------------------------------------------
-// bf16 AVX512-BF16: 14 x 32, vdpbf16ps on k pairs.
-//   A panel (mr rows): pair (i, kp) = {A(i,2kp), A(i,2kp+1)} at 2 * (kp * mr + i).
-//   B panel (32 cols): pair (kp, j) = {B(2kp,j), B(2kp+1,j)} at 2 * (kp * 32 + j).
+// bf16 AVX512-BF16 (CPUs without AMX, e.g. AMD Zen 4/5): 14 x 32, vdpbf16ps on k pairs.
+//   A panel (14 rows, stored as 16): pair (i, kp) = {A(i,2kp), A(i,2kp+1)} at 2 * (kp * 16 + i), so each k pair is one
+//   aligned 64-byte line (rows 14, 15 and rows past mr are zero). Panel ir starts at (ir / 14) * 16 * kcp.
+//   B panel (32 cols, zero-padded): pair (kp, j) = {B(2kp,j), B(2kp+1,j)} at 2 * (kp * 32 + j).
+// The packers read bf16 or f32 (rounded as it is packed, as the cast op rounds: mixed precision without a bf16 copy).
+// The micro-kernel keeps its speed with both panels streaming from L2 (measured on Zen 5: ~530 GFLOP/s per thread
+// with A and B re-read from 250-770 KiB, the register-only vdpbf16ps loop's rate), so no L1 blocking is needed.
 
-template <int MR>
-void pack_a_pairs(bool transA, const uint16_t* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc,
-                  uint16_t* dst) {
-  const int64_t kcp = rup(kc, 2), np = kcp / 2, full_p = kc / 2;
-  for (int64_t ir = 0; ir < mc; ir += MR) {
-    const int mr = (int)std::min<int64_t>(MR, mc - ir);
-    uint16_t* d = dst + ir * kcp;
-    if (!transA) {
-      for (int i = 0; i < mr; i++) {
-        const uint16_t* s = A + (i0 + ir + i) * lda + k0;
-        for (int64_t p = 0; p < full_p; p++) {
-          d[2 * (p * mr + i)] = s[2 * p];
-          d[2 * (p * mr + i) + 1] = s[2 * p + 1];
-        }
-        if (full_p < np) {
-          d[2 * (full_p * mr + i)] = s[2 * full_p];
-          d[2 * (full_p * mr + i) + 1] = 0;
-        }
-      }
-    } else {
-      for (int64_t p = 0; p < np; p++) {
-        const uint16_t* s0 = A + (k0 + 2 * p) * lda + i0 + ir;
-        const bool has1 = 2 * p + 1 < kc;
-        const uint16_t* s1 = s0 + lda;
-        uint16_t* dp = d + 2 * p * mr;
-        for (int i = 0; i < mr; i++) {
-          dp[2 * i] = s0[i];
-          dp[2 * i + 1] = has1 ? s1[i] : 0;
-        }
-      }
-    }
-  }
-}
-
-// Interleaves two rows of up to 32 bf16 (cols j0..j0+n) into 32 pairs (64 uint16), zero beyond n / for
-// a missing second row.
-// An operand of the AMX packers: bf16 bits, or f32 that is rounded to bf16 as it is packed (mixed precision
+// An operand of the bf16 packers (AMX and AVX512-BF16): bf16 bits, or f32 that is rounded to bf16 as it is packed (mixed precision
 // without a separate cast pass). The rounding is the cast op's (round to nearest even, NaN kept quiet), so
 // the packed panels hold the same bits either way. Indices are in elements.
 struct B16Src {
@@ -672,41 +640,77 @@ AD_TGT_AVX512 inline void interleave32(__m512i x0, __m512i x1, uint16_t* out_lo,
   _mm512_storeu_si512(out_hi, _mm512_permutex2var_epi16(x0, idx_hi, x1));
 }
 
-AD_TGT_AVX512 inline void interleave_rows32(const uint16_t* r0, const uint16_t* r1, int n, uint16_t* out_lo,
-                                            uint16_t* out_hi) {
-  const __mmask32 m = n >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << n) - 1);
-  interleave32(_mm512_maskz_loadu_epi16(m, r0), r1 ? _mm512_maskz_loadu_epi16(m, r1) : _mm512_setzero_si512(), out_lo,
-               out_hi);
-}
-
-AD_TGT_AVX512 void pack_b_pairs32(bool transB, const uint16_t* B, int64_t ldb, int64_t k0, int64_t kc, int64_t j0,
-                                  int64_t nc, uint16_t* dst) {
-  const int64_t kcp = rup(kc, 2), np = kcp / 2, full_p = kc / 2;
-  for (int64_t jr = 0; jr < nc; jr += 32) {
-    const int nr = (int)std::min<int64_t>(32, nc - jr);
-    uint16_t* d = dst + jr * kcp;
-    if (!transB) {
-      for (int64_t p = 0; p < np; p++) {
-        const uint16_t* s0 = B + (k0 + 2 * p) * ldb + j0 + jr;
-        const uint16_t* s1 = 2 * p + 1 < kc ? s0 + ldb : nullptr;
-        interleave_rows32(s0, s1, nr, d + p * 64, d + p * 64 + 32);
+// A panels: rows of A -> [k pair][row]. Non-transposed A holds k pairs as 32-bit units along each row, so a 16 x 16
+// transpose of those units makes 16 pair lines at a time; a transposed A interleaves two k rows.
+AD_TGT_BF16 void pack_a_b16(bool transA, B16Src A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc,
+                            uint16_t* dst) {
+  constexpr int MR = V5_MR, AS = V5_AS;
+  const int64_t kcp = rup(kc, 2);
+  for (int64_t ir = 0; ir < mc; ir += MR) {
+    const int mr = (int)std::min<int64_t>(MR, mc - ir);
+    uint16_t* d = dst + (ir / MR) * AS * kcp;
+    if (transA) {
+      const __mmask16 m = mask16(mr);
+      for (int64_t p = 0; 2 * p < kc; p++) {
+        const int64_t k = k0 + 2 * p;
+        const __m512i lo = _mm512_cvtepu16_epi32(load16(A, k * lda + i0 + ir, m));
+        const __m512i hi = 2 * p + 1 < kc ? _mm512_slli_epi32(_mm512_cvtepu16_epi32(load16(A, (k + 1) * lda + i0 + ir, m)), 16)
+                                          : _mm512_setzero_si512();
+        _mm512_store_si512(d + p * 2 * AS, _mm512_or_si512(lo, hi));
       }
-    } else {
-      uint32_t* d32 = reinterpret_cast<uint32_t*>(d);
-      for (int j = 0; j < nr; j++) {
-        const uint16_t* s = B + (j0 + jr + j) * ldb + k0;
-        for (int64_t p = 0; p < full_p; p++) d32[p * 32 + j] = ld32(s + 2 * p);
-        if (full_p < np) d32[full_p * 32 + j] = s[2 * full_p];  // little endian: low half = even k
-      }
-      for (int64_t p = 0; p < np; p++)
-        for (int j = nr; j < 32; j++) d32[p * 32 + j] = 0;
+      continue;
+    }
+    for (int64_t kb = 0; kb < kc; kb += 32) {
+      const int64_t kn = std::min<int64_t>(32, kc - kb);
+      const __mmask32 mk = mask32(kn);
+      __m512i r[16];
+      for (int i = 0; i < 16; i++) r[i] = i < mr ? load32(A, (i0 + ir + i) * lda + k0 + kb, mk) : _mm512_setzero_si512();
+      transpose16x16_epi32(r);
+      const int np = (int)cdiv(kn, 2);
+      for (int p = 0; p < np; p++) _mm512_store_si512(d + (kb / 2 + p) * 2 * AS, r[p]);
     }
   }
 }
 
+// B panels: [k pair][32 columns]. Non-transposed B interleaves two k rows; a transposed B holds k pairs as 32-bit units
+// along each of its rows (columns of op(B)), transposed 16 x 16 at a time.
+AD_TGT_BF16 void pack_b_b16(bool transB, B16Src B, int64_t ldb, int64_t k0, int64_t kc, int64_t j0, int64_t nc,
+                            uint16_t* dst) {
+  const int64_t kcp = rup(kc, 2);
+  for (int64_t jr = 0; jr < nc; jr += 32) {
+    const int nr = (int)std::min<int64_t>(32, nc - jr);
+    uint16_t* d = dst + jr * kcp;
+    if (!transB) {
+      const __mmask32 m = mask32(nr);
+      for (int64_t p = 0; 2 * p < kc; p++) {
+        const int64_t k = k0 + 2 * p;
+        const __m512i x0 = load32(B, k * ldb + j0 + jr, m);
+        const __m512i x1 = 2 * p + 1 < kc ? load32(B, (k + 1) * ldb + j0 + jr, m) : _mm512_setzero_si512();
+        interleave32(x0, x1, d + p * 64, d + p * 64 + 32);
+      }
+      continue;
+    }
+    for (int h = 0; h < 2; h++) {
+      for (int64_t kb = 0; kb < kc; kb += 32) {
+        const int64_t kn = std::min<int64_t>(32, kc - kb);
+        const __mmask32 mk = mask32(kn);
+        __m512i r[16];
+        for (int c = 0; c < 16; c++) {
+          const int j = h * 16 + c;
+          r[c] = j < nr ? load32(B, (j0 + jr + j) * ldb + k0 + kb, mk) : _mm512_setzero_si512();
+        }
+        transpose16x16_epi32(r);
+        const int np = (int)cdiv(kn, 2);
+        for (int p = 0; p < np; p++) _mm512_store_si512(d + (kb / 2 + p) * 64 + h * 32, r[p]);
+      }
+    }
+  }
+}
+
+// C (f32, c = alpha·acc + beta·c) or, with c16, the bf16 result alpha·acc rounded as the cast op rounds.
 template <int MRt, int NV>
 AD_TGT_BF16 void ukr_bf16_avx512_t(int64_t kcp, const uint16_t* __restrict a, const uint16_t* __restrict b,
-                                   float* c, int64_t ldc, int nr, float alpha, float beta) {
+                                   float* c, uint16_t* c16, int64_t ldc, int nr, float alpha, float beta) {
   __m512 acc0[MRt], acc1[MRt];
 #pragma GCC unroll 16
   for (int i = 0; i < MRt; i++) {
@@ -723,12 +727,21 @@ AD_TGT_BF16 void ukr_bf16_avx512_t(int64_t kcp, const uint16_t* __restrict a, co
       acc0[i] = _mm512_dpbf16_ps(acc0[i], ai, b0);
       if (NV > 1) acc1[i] = _mm512_dpbf16_ps(acc1[i], ai, b1);
     }
-    a += 2 * MRt;
+    a += 2 * V5_AS;
     b += 64;
   }
   const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
   const bool full = nr == NV * 16;
   const __mmask16 m0 = col_mask(nr), m1 = col_mask(nr - 16);
+  if (c16) {
+#pragma GCC unroll 16
+    for (int i = 0; i < MRt; i++) {
+      uint16_t* ci = c16 + i * ldc;
+      _mm256_mask_storeu_epi16(ci, m0, bf16_round16_isa(_mm512_mul_ps(va, acc0[i])));
+      if (NV > 1) _mm256_mask_storeu_epi16(ci + 16, m1, bf16_round16_isa(_mm512_mul_ps(va, acc1[i])));
+    }
+    return;
+  }
 #pragma GCC unroll 16
   for (int i = 0; i < MRt; i++) {
     float* ci = c + i * ldc;
@@ -737,15 +750,14 @@ AD_TGT_BF16 void ukr_bf16_avx512_t(int64_t kcp, const uint16_t* __restrict a, co
   }
 }
 
-using KernB16 = void (*)(int64_t, const uint16_t*, const uint16_t*, float*, int64_t, int, int, float, float);
+using KernB16 = void (*)(int64_t, const uint16_t*, const uint16_t*, float*, uint16_t*, int64_t, int, float, float);
 template <int MRt>
-void ukr_bf16_avx512_w(int64_t kcp, const uint16_t* a, const uint16_t* b, float* c, int64_t ldc, int mr, int nr,
+void ukr_bf16_avx512_w(int64_t kcp, const uint16_t* a, const uint16_t* b, float* c, uint16_t* c16, int64_t ldc, int nr,
                        float alpha, float beta) {
-  (void)mr;
   if (nr > 16)
-    ukr_bf16_avx512_t<MRt, 2>(kcp, a, b, c, ldc, nr, alpha, beta);
+    ukr_bf16_avx512_t<MRt, 2>(kcp, a, b, c, c16, ldc, nr, alpha, beta);
   else
-    ukr_bf16_avx512_t<MRt, 1>(kcp, a, b, c, ldc, nr, alpha, beta);
+    ukr_bf16_avx512_t<MRt, 1>(kcp, a, b, c, c16, ldc, nr, alpha, beta);
 }
 const KernB16 kBf16Kernels[V5_MR + 1] = {
     nullptr,                  ukr_bf16_avx512_w<1>,  ukr_bf16_avx512_w<2>,  ukr_bf16_avx512_w<3>,
@@ -753,23 +765,14 @@ const KernB16 kBf16Kernels[V5_MR + 1] = {
     ukr_bf16_avx512_w<8>,     ukr_bf16_avx512_w<9>,  ukr_bf16_avx512_w<10>, ukr_bf16_avx512_w<11>,
     ukr_bf16_avx512_w<12>,    ukr_bf16_avx512_w<13>, ukr_bf16_avx512_w<14>};
 
+// Traits for partition / gemm_run / gemm_batched_run; the blocked loops are gemm_block<B16Avx512> below (they take
+// the bf16 / f32 operand sources and the bf16 result, which the generic driver does not).
 struct B16Avx512 {
   using T = uint16_t;
-  static constexpr int MR = V5_MR, NR = 32, KG = 2, AS = MR;
+  static constexpr int MR = V5_MR, NR = 32, KG = 2, AS = V5_AS;
   static constexpr int64_t KC = 512, MC = 14 * 12, NC = 4096;
   static constexpr double kMacsPerCycle = 64;
-  static constexpr bool kAInL1 = false;
   static constexpr double kParMacs = 8e6;  // below this many multiply-adds: calling thread only
-  static void pack_a(bool t, const T* A, int64_t lda, int64_t i0, int64_t mc, int64_t k0, int64_t kc, T* d) {
-    pack_a_pairs<MR>(t, A, lda, i0, mc, k0, kc, d);
-  }
-  static void pack_b(bool t, const T* B, int64_t ldb, int64_t k0, int64_t kc, int64_t j0, int64_t nc, T* d) {
-    pack_b_pairs32(t, B, ldb, k0, kc, j0, nc, d);
-  }
-  static void kernel(int64_t kcp, const T* a, const T* b, float* c, int64_t ldc, int mr, int nr, float al,
-                     float be) {
-    kBf16Kernels[mr](kcp, a, b, c, ldc, mr, nr, al, be);
-  }
   static void begin() {}
   static void end() {}
 };
@@ -1189,6 +1192,47 @@ void gemm_block<B16Amx>(const Args<uint16_t>& g, int64_t m0, int64_t m1, int64_t
   amx_block(g, Bp, m0, m1, n0, n1);
 }
 
+// AVX512-BF16 driver for the block rows [m0, m1) x cols [n0, n1) of C on the calling thread: the generic loops, with
+// A and B read as bf16 or f32 (g.a32 / g.b32) and, for a bf16 result (g.C16), K in one chunk so that the epilogue
+// sees the whole sum (K up to kC16MaxK; bf16_out / mgemm take an f32 buffer beyond it).
+constexpr int64_t kC16MaxK = 8192;
+template <>
+void gemm_block<B16Avx512>(const Args<uint16_t>& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  using KT = B16Avx512;
+  if (m1 <= m0 || n1 <= n0) return;
+  const int64_t Mb = m1 - m0, Nb = n1 - n0;
+  const int64_t KC = g.C16 ? rup(g.K, 2) : KT::KC, MC = KT::MC, NC = KT::NC;
+  const int64_t kc_max = std::min<int64_t>(KC, rup(g.K, 2));
+  const int64_t mc_max = std::min<int64_t>(MC, rup(Mb, KT::MR));
+  const int64_t nc_max = std::min<int64_t>(NC, rup(Nb, KT::NR));
+  uint16_t* Ap = tl_apack.get<uint16_t>((size_t)(cdiv(mc_max, KT::MR) * KT::AS * kc_max));
+  uint16_t* Bp = tl_bpack.get<uint16_t>((size_t)(rup(nc_max, KT::NR) * kc_max));
+  const B16Src A(g.A, g.a32), B(g.B, g.b32);
+  for (int64_t jc = n0; jc < n1; jc += NC) {
+    const int64_t nc = std::min<int64_t>(NC, n1 - jc);
+    for (int64_t pc = 0; pc < g.K; pc += KC) {
+      const int64_t kc = std::min<int64_t>(KC, g.K - pc);
+      const int64_t kcp = rup(kc, 2);
+      const float beta = pc == 0 ? g.beta : 1.0f;
+      pack_b_b16(g.transB, B, g.ldb, pc, kc, jc, nc, Bp);
+      for (int64_t ic = m0; ic < m1; ic += MC) {
+        const int64_t mc = std::min<int64_t>(MC, m1 - ic);
+        pack_a_b16(g.transA, A, g.lda, ic, mc, pc, kc, Ap);
+        for (int64_t jr = 0; jr < nc; jr += KT::NR) {
+          const int nr = (int)std::min<int64_t>(KT::NR, nc - jr);
+          const uint16_t* bp = Bp + jr * kcp;
+          for (int64_t ir = 0; ir < mc; ir += KT::MR) {
+            const int mr = (int)std::min<int64_t>(KT::MR, mc - ir);
+            const int64_t co = (ic + ir) * g.ldc + jc + jr;
+            kBf16Kernels[mr](kcp, Ap + (ir / KT::MR) * KT::AS * kcp, bp, g.C16 ? nullptr : g.C + co, g.C16 ? g.C16 + co : nullptr,
+                             g.ldc, nr, g.alpha, beta);
+          }
+        }
+      }
+    }
+  }
+}
+
 // Splits C over nt threads as a tm x tn grid of whole micro-tiles, minimising the estimated time of the
 // slowest thread (compute plus packing), and returns this thread's block.
 template <class KT>
@@ -1317,9 +1361,10 @@ void gemm_batched_run(int64_t batch, const Args<typename KT::T>& g0, int64_t sA,
   const int nth = num_threads();
   const double macs = (double)g0.M * (double)g0.N * (double)g0.K;
   auto one = [&](int64_t i) {
-    Args<typename KT::T> g = g0;
-    g.A += i * sA;
-    g.B += i * sB;
+    using T = typename KT::T;
+    Args<T> g = g0;  // f32 operands of the bf16 kernels (a32 / b32) step in f32 elements
+    g.A = g.a32 ? reinterpret_cast<const T*>(reinterpret_cast<const float*>(g0.A) + i * sA) : g0.A + i * sA;
+    g.B = g.b32 ? reinterpret_cast<const T*>(reinterpret_cast<const float*>(g0.B) + i * sB) : g0.B + i * sB;
     if (g.C) g.C += i * sC;
     if (g.C16) g.C16 += i * sC;
     return g;
@@ -1392,6 +1437,14 @@ void sgemm_dispatch_batched(int64_t batch, const Args<float>& g, int64_t sA, int
     case F32_AVX512: gemm_batched_run<F32Avx512>(batch, g, sA, sB, sC); break;
     case F32_AVX2: gemm_batched_run<F32Avx2>(batch, g, sA, sB, sC); break;
     default: gemm_batched_run<F32Scalar>(batch, g, sA, sB, sC); break;
+  }
+}
+
+// Each of the M rows of C (leading dim ldc) set to the N-float bias row, or to zero.
+void fill_rows(float* C, int64_t M, int64_t N, int64_t ldc, const float* bias) {
+  for (int64_t r = 0; r < M; r++) {
+    if (bias) std::memcpy(C + r * ldc, bias, (size_t)N * sizeof(float));
+    else std::memset(C + r * ldc, 0, (size_t)N * sizeof(float));
   }
 }
 
@@ -1481,11 +1534,22 @@ void bgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N
 static bool amx_runs(int64_t M, int64_t N, int64_t K) {
   return K > 0 && cur_b16() == B16_AMX && (double)M * (double)N * (double)K >= kSmallMacs;
 }
+// Whether it runs on the AVX512-BF16 kernels with f32 operands rounded as they are packed and, for a bf16 result, the
+// rounding in the epilogue (K in one chunk).
+static bool avx512bf16_runs(int64_t M, int64_t N, int64_t K, bool c16) {
+  return K > 0 && cur_b16() == B16_AVX512BF16 && (double)M * (double)N * (double)K >= kSmallMacs && (!c16 || K <= kC16MaxK);
+}
 
 void bgemm_batched_bf16_out(int64_t batch, bool transA, bool transB, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
                             int64_t strideA, const uint16_t* B, int64_t ldb, int64_t strideB, uint16_t* C, int64_t ldc,
                             int64_t strideC) {
   if (batch <= 0 || M <= 0 || N <= 0) return;
+  if (avx512bf16_runs(M, N, K, true)) {
+    Args<uint16_t> g{transA, transB, M, N, K, 1.f, A, lda, B, ldb, 0.f, nullptr, ldc};
+    g.C16 = C;
+    gemm_batched_run<B16Avx512>(batch, g, strideA, strideB, strideC);
+    return;
+  }
   if (!amx_runs(M, N, K)) {  // mgemm's f32 result and rounding
     mgemm_batched(batch, transA, transB, M, N, K, A, false, lda, strideA, B, false, ldb, strideB, nullptr, nullptr, ldc, strideC, C);
     return;
@@ -1514,6 +1578,18 @@ void mgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N
                    int64_t lda, int64_t strideA, const void* B, bool b_f32, int64_t ldb, int64_t strideB,
                    const float* bias, float* C, int64_t ldc, int64_t strideC, uint16_t* C16) {
   if (batch <= 0 || M <= 0 || N <= 0) return;
+  if (avx512bf16_runs(M, N, K, C16 != nullptr) && !(C16 && bias)) {
+    // the packers round f32 operands to bf16 on the fly; C starts as the bias rows (or the kernel writes the bf16 result)
+    if (!C16)
+      for (int64_t i = 0; i < batch; i++) fill_rows(C + i * strideC, M, N, ldc, bias);
+    Args<uint16_t> g{transA, transB, M, N, K, 1.f, static_cast<const uint16_t*>(A), lda, static_cast<const uint16_t*>(B), ldb,
+                     C16 ? 0.f : 1.f, C16 ? nullptr : C, ldc};
+    g.a32 = a_f32;
+    g.b32 = b_f32;
+    g.C16 = C16;
+    gemm_batched_run<B16Avx512>(batch, g, strideA, strideB, strideC);
+    return;
+  }
   if (C16 && !amx_runs(M, N, K)) {
     // a bf16 result where the epilogue cannot write it: the f32 result, then the cast's rounding
     std::vector<float> tmp((size_t)(M * N));
@@ -1552,8 +1628,7 @@ void mgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N
     buf.resize((size_t)(n * rows * cols));
     const float* s = static_cast<const float*>(src);
     for (int64_t i = 0; i < n; i++)
-      for (int64_t r = 0; r < rows; r++)
-        for (int64_t c = 0; c < cols; c++) buf[(size_t)((i * rows + r) * cols + c)] = f32_to_bf16(s[i * stride + r * ld + c]);
+      for (int64_t r = 0; r < rows; r++) f32_to_bf16_run(buf.data() + (i * rows + r) * cols, s + i * stride + r * ld, cols);
     *new_ld = cols;
     *new_stride = stride == 0 ? 0 : rows * cols;
     return buf.data();
@@ -1562,12 +1637,7 @@ void mgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N
   int64_t lda2, sa2, ldb2, sb2;
   const uint16_t* A2 = to_bf16(A, a_f32, transA ? K : M, transA ? M : K, lda, strideA, strideA == 0 ? 1 : batch, ab, &lda2, &sa2);
   const uint16_t* B2 = to_bf16(B, b_f32, transB ? N : K, transB ? K : N, ldb, strideB, strideB == 0 ? 1 : batch, bb, &ldb2, &sb2);
-  for (int64_t i = 0; i < batch; i++)
-    for (int64_t r = 0; r < M; r++) {
-      float* c = C + i * strideC + r * ldc;
-      if (bias) std::memcpy(c, bias, (size_t)N * sizeof(float));
-      else std::memset(c, 0, (size_t)N * sizeof(float));
-    }
+  for (int64_t i = 0; i < batch; i++) fill_rows(C + i * strideC, M, N, ldc, bias);
   if (K > 0) bgemm_batched(batch, transA, transB, M, N, K, 1.f, A2, lda2, sa2, B2, ldb2, sb2, 1.f, C, ldc, strideC);
 }
 
