@@ -1,6 +1,6 @@
 /**
  * bench/gemm — GEMM throughput of ops.matmul (f32 and bf16) for square and transformer shapes, next to
- * the machine's f32 FMA peak and AMX bf16 peak (register-only loops, measured here) and torch.mm / torch.bmm timed in the
+ * the machine's f32 FMA peak and bf16 peak (AMX tiles, or vdpbf16ps without AMX; register-only loops, measured here) and torch.mm / torch.bmm timed in the
  * same run when python3-torch is present. Checks results against a float64 reference before timing.
  * Run: npm run bench:gemm   (ADAPTERS_NUM_THREADS to change threads; BENCH_QUICK=1 for a short run; BENCH_ROUNDS=7 rounds of
  * paired bursts: ours and torch take turns per case, ratio = median of the pairs' ratios)
@@ -85,12 +85,13 @@ if (!py) console.log('python3-torch not found: PyTorch columns omitted (apt-get 
 const peer = py ? new Peer('torch_gemm.py', py, [path.join(here, 'torch_gemm.py')], torchEnv(), JSON.stringify({ threads, serve: true, cases })) : null;
 const torchVersion = peer ? String((await peer.next()).version ?? '-') : '-';
 const ours = new Map<string, number>(), tmap = new Map<string, number>(), ratios = new Map<string, number[]>();
-let peak1 = 0, peakN = { gflops: 0, isa: '' }, amxN = 0;
+let peak1 = 0, peakN = { gflops: 0, isa: '' }, amxN = 0, dotN = 0;
 for (let r = 0; r < rounds; r++) {
   const p1 = native.fmaPeak(1, 20_000_000), pn = native.fmaPeak(threads, 20_000_000);
   peak1 = Math.max(peak1, p1.gflops);
   if (pn.gflops > peakN.gflops) peakN = pn;
   amxN = Math.max(amxN, native.amxPeak(threads, 1_000_000));  // 0 without AMX
+  if (amxN === 0) dotN = Math.max(dotN, native.bf16DotPeak(threads, 10_000_000));  // 0 without AVX512-BF16
   for (const [i, c] of cases.entries()) {
     let g = 0, t = 0;
     if (peer && (r + i) % 2) t = (await peer.ask(`run ${i} ${minTime}`)).gflops!;
@@ -107,12 +108,13 @@ if (peer) await peer.quit();
 console.log(`f32 FMA peak (${peakN.isa} register loop, best of ${rounds} rounds): ${peak1.toFixed(1)} GFLOP/s on 1 thread, ${peakN.gflops.toFixed(1)} on ${threads}`);
 
 if (amxN > 0) console.log(`AMX bf16 peak (register-only tile loop, best of ${rounds} rounds): ${amxN.toFixed(0)} GFLOP/s on ${threads} threads`);
-const rows: (string | number)[][] = [['shape (M×N×K)', 'dtype', 'ours GFLOP/s', '% peak (f32: FMA, bf16: AMX)', `torch ${torchVersion} GFLOP/s`,
+else if (dotN > 0) console.log(`AVX512-BF16 peak (register-only vdpbf16ps loop, no AMX here, best of ${rounds} rounds): ${dotN.toFixed(0)} GFLOP/s on ${threads} threads`);
+const rows: (string | number)[][] = [['shape (M×N×K)', 'dtype', 'ours GFLOP/s', `% peak (f32: FMA, bf16: ${amxN > 0 ? 'AMX' : dotN > 0 ? 'vdpbf16ps' : 'FMA'})`, `torch ${torchVersion} GFLOP/s`,
   'ours / torch (median of pairs)', 'pair ratios min–max']];
 for (const c of cases) {
   const g = ours.get(c.key)!;
   const t = tmap.get(c.key), rs = ratios.get(c.key);
-  const peak = c.dtype === 'bf16' && amxN > 0 ? amxN : peakN.gflops;
+  const peak = c.dtype === 'bf16' && (amxN || dotN) ? amxN || dotN : peakN.gflops;
   rows.push([c.key.replace(/ (f32|bf16)$/, ''), c.dtype, g, (100 * g) / peak, t ?? '-', rs ? median(rs) : '-',
     rs ? `${Math.min(...rs).toFixed(2)}–${Math.max(...rs).toFixed(2)}` : '-']);
 }

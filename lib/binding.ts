@@ -52,6 +52,7 @@ export interface Binding {
   cudaMemory(what: 'empty' | 'resetPeak' | 'sync'): undefined;
   fmaPeak(threads?: number, iters?: number): { gflops: number; isa: string };
   amxPeak(threads?: number, iters?: number): number;
+  bf16DotPeak(threads?: number, iters?: number): number;
   /** Test hook: ChunkQueue over nchunks chunks with the pool's other threads starting lateUs late. */
   poolCheck(nchunks: number, lateUs: number): { runs: number[]; byCaller: number };
 }

@@ -418,6 +418,13 @@ Napi::Value FmaPeak(const Napi::CallbackInfo& info) {
   o.Set("isa", r.isa);
   return o;
 }
+Napi::Value Bf16DotPeak(const Napi::CallbackInfo& info) {
+  int threads = info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : num_threads();
+  int64_t iters = info[1].IsNumber() ? info[1].As<Napi::Number>().Int64Value() : 20000000;
+  if (threads < 1 || threads > num_threads()) throw_js(info.Env(), "ValueError", "bf16DotPeak: threads must be in [1, numThreads()]");
+  if (iters < 1 || iters > (int64_t)1e10) throw_js(info.Env(), "ValueError", "bf16DotPeak: iters out of range");
+  return Napi::Number::New(info.Env(), bf16_dot_peak(threads, iters));
+}
 Napi::Value AmxPeak(const Napi::CallbackInfo& info) {
   int threads = info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : num_threads();
   int64_t iters = info[1].IsNumber() ? info[1].As<Napi::Number>().Int64Value() : 2000000;
@@ -478,6 +485,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaMemory", Napi::Function::New(env, CudaMemory));
   exports.Set("fmaPeak", Napi::Function::New(env, FmaPeak));
   exports.Set("amxPeak", Napi::Function::New(env, AmxPeak));
+  exports.Set("bf16DotPeak", Napi::Function::New(env, Bf16DotPeak));
   exports.Set("poolCheck", Napi::Function::New(env, PoolCheck));
   return exports;
 }

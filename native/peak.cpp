@@ -47,9 +47,37 @@ __attribute__((target("avx2,fma"))) double fma_loop_avx2(int64_t iters) {
   _mm256_store_ps(out, s);
   return out[0];
 }
+// The AVX512-BF16 dot-product peak (bf16 GEMMs without AMX): 16 accumulators of vdpbf16ps (32 multiply-adds each).
+__attribute__((target("avx512f,avx512bf16"))) double dpbf16_loop(int64_t iters) {
+  __m512 a[16];
+  for (int i = 0; i < 16; i++) a[i] = _mm512_set1_ps(0.001f * i);
+  const __m512bh x = (__m512bh)_mm512_set1_epi16(0x3f80), y = (__m512bh)_mm512_set1_epi16(0x3000);  // 1, 2^-31
+  for (int64_t k = 0; k < iters; k++) {
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++) a[i] = _mm512_dpbf16_ps(a[i], x, y);
+  }
+  __m512 s = a[0];
+  for (int i = 1; i < 16; i++) s = _mm512_add_ps(s, a[i]);
+  return (double)_mm512_reduce_add_ps(s);
+}
 #endif
 
 }  // namespace
+
+double bf16_dot_peak(int threads, int64_t iters) {
+  double best = 0;
+#if defined(__x86_64__)
+  if (!cpu_features().avx512bf16) return 0;
+  std::vector<double> sink(threads);
+  for (int rep = 0; rep < 3; rep++) {
+    auto t0 = std::chrono::steady_clock::now();
+    parallel_run(threads, [&](int tid, int) { sink[tid] = dpbf16_loop(iters); });
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, 2.0 * 16 * 32 * (double)iters * threads / s / 1e9);
+  }
+#endif
+  return best;
+}
 
 PeakResult fma_peak(int threads, int64_t iters) {
   PeakResult r{0, "scalar"};

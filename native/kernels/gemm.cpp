@@ -734,11 +734,17 @@ AD_TGT_BF16 void ukr_bf16_avx512_t(int64_t kcp, const uint16_t* __restrict a, co
   const bool full = nr == NV * 16;
   const __mmask16 m0 = col_mask(nr), m1 = col_mask(nr - 16);
   if (c16) {
+    if (alpha != 1.0f)
+#pragma GCC unroll 16
+      for (int i = 0; i < MRt; i++) {
+        acc0[i] = _mm512_mul_ps(va, acc0[i]);
+        acc1[i] = _mm512_mul_ps(va, acc1[i]);
+      }
 #pragma GCC unroll 16
     for (int i = 0; i < MRt; i++) {
       uint16_t* ci = c16 + i * ldc;
-      _mm256_mask_storeu_epi16(ci, m0, bf16_round16_isa(_mm512_mul_ps(va, acc0[i])));
-      if (NV > 1) _mm256_mask_storeu_epi16(ci + 16, m1, bf16_round16_isa(_mm512_mul_ps(va, acc1[i])));
+      _mm256_mask_storeu_epi16(ci, m0, bf16_round16_isa(acc0[i]));
+      if (NV > 1) _mm256_mask_storeu_epi16(ci + 16, m1, bf16_round16_isa(acc1[i]));
     }
     return;
   }
@@ -1196,12 +1202,16 @@ void gemm_block<B16Amx>(const Args<uint16_t>& g, int64_t m0, int64_t m1, int64_t
 // A and B read as bf16 or f32 (g.a32 / g.b32) and, for a bf16 result (g.C16), K in one chunk so that the epilogue
 // sees the whole sum (K up to kC16MaxK; bf16_out / mgemm take an f32 buffer beyond it).
 constexpr int64_t kC16MaxK = 8192;
+// elements of packed A per block (256 KiB, kept in L2): MC shrinks for a long K in one chunk (bf16 result). On Zen 5,
+// 84 Ki-512 Ki elements measured within ±3% of each other; without the limit a K = 3072 block overflowed the 1 MiB L2.
+constexpr int64_t kABudget = 131072;
 template <>
 void gemm_block<B16Avx512>(const Args<uint16_t>& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   using KT = B16Avx512;
   if (m1 <= m0 || n1 <= n0) return;
   const int64_t Mb = m1 - m0, Nb = n1 - n0;
-  const int64_t KC = g.C16 ? rup(g.K, 2) : KT::KC, MC = KT::MC, NC = KT::NC;
+  const int64_t KC = g.C16 ? rup(g.K, 2) : KT::KC, NC = KT::NC;
+  const int64_t MC = std::max<int64_t>(KT::MR, std::min<int64_t>(KT::MC, (kABudget / std::min(KC, rup(g.K, 2))) / KT::MR * KT::MR));
   const int64_t kc_max = std::min<int64_t>(KC, rup(g.K, 2));
   const int64_t mc_max = std::min<int64_t>(MC, rup(Mb, KT::MR));
   const int64_t nc_max = std::min<int64_t>(NC, rup(Nb, KT::NR));

@@ -343,3 +343,11 @@ test.serial('bf16 GEMM results and autocast operands in the denormal range keep 
     for (const z of [xd, wd, xd16, wd16]) z.dispose();
   });
 });
+
+test('bf16DotPeak: a positive rate where the CPU has AVX512-BF16, 0 elsewhere; bad arguments throw', (t) => {
+  const r = native.bf16DotPeak(1, 100_000);
+  if (cpuInfo().avx512bf16) t.true(r > 0 && Number.isFinite(r));
+  else t.is(r, 0);
+  t.throws(() => native.bf16DotPeak(0, 10), { message: /threads/ });
+  t.throws(() => native.bf16DotPeak(1, 0), { message: /iters/ });
+});
