@@ -25,8 +25,8 @@
 // Vectorisation: tile kernels use GCC vector extensions (8 floats) and are compiled twice, for AVX2+FMA and
 // for the baseline ISA; the tile GEMM and the softmax-side kernels (exp, max, sums, clamp) also have 16-float AVX-512
 // forms. The choice is made once at run time (__builtin_cpu_supports; ADAPTERS_ATTN_NO_AVX512=1 keeps the AVX2 ones).
-// No ifuncs. Under mixed precision (p.mixed, CPU autocast) the tile products go to amx_small_gemm (gemm.cpp:
-// bf16-rounded operands on AMX tiles, f32 accumulation) where the bf16 GEMMs run on AMX, taking K, V and Q rows as they
+// No ifuncs. Under mixed precision (p.mixed, CPU autocast) the tile products go to bf16_small_gemm (gemm.cpp:
+// bf16-rounded operands on AMX tiles or AVX512-BF16, f32 accumulation) where the bf16 GEMMs run on either, taking K, V and Q rows as they
 // are (scale applied to the f32 product: S = scale·(Q·Kᵀ), as torch's q @ kᵀ / √d); masks, softmax and the statistics
 // stay f32.
 #include "attention.h"
@@ -48,7 +48,7 @@ namespace ad {
 namespace {
 
 // 128 x 128 tiles: a BERT-length sequence (128 tokens) is one tile, so under autocast each tile product is one
-// AMX call instead of four smaller ones, each packing its operands (BERT-base shape, forward 4.3 -> 3.5 ms, backward
+// bf16 GEMM call instead of four smaller ones, each packing its operands (BERT-base shape, forward 4.3 -> 3.5 ms, backward
 // 8.0 -> 7 ms); long sequences run as fast as with 64 x 64 tiles (bench:attention, T = 1k...4k).
 constexpr int64_t BQ = 128;  // queries per tile
 constexpr int64_t BK = 128;  // keys per tile (also the leading dimension of score tiles)
@@ -559,24 +559,25 @@ void apply_masks(const AttnParams& p, int64_t b, int64_t h, int64_t i0, int64_t 
   }
 }
 
-// One tile product C (M x N, ldc) = [C +] A·B with A element (i, k) at A[i·rsa + k·csa] and B row-major (ld ldb): on AMX
-// tiles with bf16-rounded operands under mixed precision where the bf16 GEMMs run on AMX, else the f32 kernel.
+// One tile product C (M x N, ldc) = [C +] A·B with A element (i, k) at A[i·rsa + k·csa] and B row-major (ld ldb): on the
+// bf16 kernels with bf16-rounded operands under mixed precision where the bf16 GEMMs run on AMX or AVX512-BF16, else the f32
+// kernel.
 void tile_gemm(const AttnParams& p, const Kernels& K, int64_t M, int64_t N, int64_t Kd, const float* A, int64_t rsa, int64_t csa,
                const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
-  if (p.mixed && (csa == 1 || rsa == 1) && amx_small_gemm(M, N, Kd, A, csa != 1, csa != 1 ? csa : rsa, B, ldb, C, ldc, accumulate))
+  if (p.mixed && (csa == 1 || rsa == 1) && bf16_small_gemm(M, N, Kd, A, csa != 1, csa != 1 ? csa : rsa, B, ldb, C, ldc, accumulate))
     return;
   K.gemm(M, N, Kd, A, rsa, csa, B, ldb, C, ldc, accumulate);
 }
 
-// Under mixed precision with AMX the tiles that multiply by Kᵀ or Vᵀ take K's and V's rows as they are (packed
+// Under mixed precision on the bf16 kernels the tiles that multiply by Kᵀ or Vᵀ take K's and V's rows as they are (packed
 // transposed) and the products that need scale·Q fold `scale` into the product, so no scaled copy of Q and no
 // transposed copy of K or V is made (they cost as much as the tile products at BERT sizes).
-bool amx_tiles(const AttnParams& p) { return p.mixed && amx_small_available(); }
+bool bf16_tiles(const AttnParams& p) { return p.mixed && bf16_small_available(); }
 
-// S (nq x kb.n, ld BK) = scale·Q·Kᵀ for queries [i0, i0+nq) of (b, h) and key block kb, on AMX (amx_tiles).
-void scores_amx(const AttnParams& p, const float* q, const float* k, const float* pk, int64_t b, int64_t h, int64_t g, int64_t i0,
+// S (nq x kb.n, ld BK) = scale·Q·Kᵀ for queries [i0, i0+nq) of (b, h) and key block kb, on the bf16 kernels (bf16_tiles).
+void scores_bf16(const AttnParams& p, const float* q, const float* k, const float* pk, int64_t b, int64_t h, int64_t g, int64_t i0,
                 int64_t nq, const KeyBlock& kb, float* S) {
-  amx_small_gemm(nq, kb.n, p.D, q + qrow(p, b, h, i0, p.D), false, qld(p, p.D), key_rows(p, k, pk, b, g, kb), kb_ld(p, kb, p.D), S, BK,
+  bf16_small_gemm(nq, kb.n, p.D, q + qrow(p, b, h, i0, p.D), false, qld(p, p.D), key_rows(p, k, pk, b, g, kb), kb_ld(p, kb, p.D), S, BK,
                  false, true, p.scale);
 }
 
@@ -638,7 +639,7 @@ void attention_fwd_cpu(const AttnParams& p, const float* q, const float* k, cons
   const int64_t nkb = num_key_blocks(p);
   const int64_t group = p.H / p.Hkv;
   const int64_t D = p.D, Dv = p.Dv;
-  const bool amx = amx_tiles(p);
+  const bool bt = bf16_tiles(p);  // tile products on bf16 kernels (AMX or AVX512-BF16)
 
   run_tasks<FwdScratch>(
       p.B * p.H * nqb,
@@ -656,7 +657,7 @@ void attention_fwd_cpu(const AttnParams& p, const float* q, const float* k, cons
         const int64_t qb = task % nqb, bh = task / nqb;
         const int64_t h = bh % p.H, b = bh / p.H, g = h / group;
         const int64_t i0 = qb * BQ, nq = std::min(BQ, p.Tq - i0);
-        if (!amx) load_q(p, q, b, h, i0, nq, s.Qs.data());
+        if (!bt) load_q(p, q, b, h, i0, nq, s.Qs.data());
         std::fill(s.acc.begin(), s.acc.end(), 0.f);
         std::fill(s.m.begin(), s.m.end(), -FLT_MAX);
         std::fill(s.l.begin(), s.l.end(), 0.f);
@@ -664,8 +665,8 @@ void attention_fwd_cpu(const AttnParams& p, const float* q, const float* k, cons
         auto do_block = [&](const KeyBlock& kb) {
           const float* kr = key_rows(p, k, pk, b, g, kb);
           const float* vr = value_rows(p, v, pv, b, g, kb);
-          if (amx) {
-            scores_amx(p, q, k, pk, b, h, g, i0, nq, kb, s.S.data());
+          if (bt) {
+            scores_bf16(p, q, k, pk, b, h, g, i0, nq, kb, s.S.data());
           } else {
             transpose(kr, kb.n, D, kb_ld(p, kb, D), s.Kt.data(), BK);
             tile_gemm(p, K, nq, kb.n, D, s.Qs.data(), D, 1, s.Kt.data(), BK, s.S.data(), BK, false);
@@ -732,7 +733,7 @@ void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, cons
   const int64_t nkb = num_key_blocks(p);
   const int64_t group = p.H / p.Hkv;
   const int64_t rows = p.B * p.H * p.Tq;
-  const bool amx = amx_tiles(p);
+  const bool bt = bf16_tiles(p);  // tile products on bf16 kernels (AMX or AVX512-BF16)
 
   // Per-row statistics: P = exp(S - mrow) * invl, Dd = dO·O; noskip[b,h,qb] when a row of that query
   // block is all-masked (uniform), which then needs every key block, causally hidden ones included.
@@ -773,13 +774,13 @@ void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, cons
     }
     if (!any_flag) return;
     // Recompute max and sum exactly for this block over every key (no causal skipping).
-    if (!amx) load_q(p, q, b, h, i0, nq, s.Qs.data());
+    if (!bt) load_q(p, q, b, h, i0, nq, s.Qs.data());
     std::fill(s.m.begin(), s.m.end(), -FLT_MAX);
     std::fill(s.l.begin(), s.l.end(), 0.f);
     for (int64_t kbi = 0; kbi < nkb; kbi++) {
       const KeyBlock kb = key_block(p, kbi);
-      if (amx) {
-        scores_amx(p, q, k, pk, b, h, g, i0, nq, kb, s.S.data());
+      if (bt) {
+        scores_bf16(p, q, k, pk, b, h, g, i0, nq, kb, s.S.data());
       } else {
         transpose(key_rows(p, k, pk, b, g, kb), kb.n, D, kb_ld(p, kb, D), s.Kt.data(), BK);
         tile_gemm(p, K, nq, kb.n, D, s.Qs.data(), D, 1, s.Kt.data(), BK, s.S.data(), BK, false);
@@ -801,8 +802,8 @@ void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, cons
     const int64_t i0 = qb * BQ, nq = std::min(BQ, p.Tq - i0);
     if (causally_hidden(p, kb, i0, nq) && !noskip[(b * p.H + h) * nqb + qb]) return false;
     const int64_t row0 = (b * p.H + h) * p.Tq + i0;
-    if (amx) {
-      scores_amx(p, q, k, pk, b, h, g, i0, nq, kb, s.S.data());
+    if (bt) {
+      scores_bf16(p, q, k, pk, b, h, g, i0, nq, kb, s.S.data());
     } else {
       if (!q_loaded) load_q(p, q, b, h, i0, nq, s.Qs.data());
       if (need_vt) {
@@ -813,8 +814,8 @@ void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, cons
     }
     apply_masks(p, b, h, i0, nq, kb, s.S.data());
     K.probs(nq, kb.n, s.S.data(), mrow.data() + row0, invl.data() + row0);
-    if (amx)  // dP = dO·Vᵀ with V's rows packed as they are
-      amx_small_gemm(nq, kb.n, Dv, dout + qrow(p, b, h, i0, Dv), false, qld(p, Dv), value_rows(p, v, pv, b, g, kb), kb_ld(p, kb, Dv),
+    if (bt)  // dP = dO·Vᵀ with V's rows packed as they are
+      bf16_small_gemm(nq, kb.n, Dv, dout + qrow(p, b, h, i0, Dv), false, qld(p, Dv), value_rows(p, v, pv, b, g, kb), kb_ld(p, kb, Dv),
                      s.dP.data(), BK, false, true);
     else
       tile_gemm(p, K, nq, kb.n, Dv, dout + qrow(p, b, h, i0, Dv), qld(p, Dv), 1, s.Vt.data(), BK, s.dP.data(), BK, false);
@@ -827,7 +828,7 @@ void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, cons
     for (int64_t kbi = kb_begin; kbi < kb_end; kbi++) {
       const KeyBlock kb = key_block(p, kbi);
       const float* kr = key_rows(p, k, pk, b, g, kb);
-      if (!amx) {
+      if (!bt) {
         transpose(kr, kb.n, D, kb_ld(p, kb, D), s.Kt.data(), BK);
         transpose(value_rows(p, v, pv, b, g, kb), kb.n, Dv, kb_ld(p, kb, Dv), s.Vt.data(), BK);
       }
@@ -839,8 +840,8 @@ void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, cons
           const int64_t i0 = qb * BQ, nq = std::min(BQ, p.Tq - i0);
           // dV += Pᵀ dO ; dK += dSᵀ (scale·Q)
           tile_gemm(p, K, kb.n, Dv, nq, s.S.data(), 1, BK, dout + qrow(p, b, h, i0, Dv), qld(p, Dv), s.dVacc.data(), Dv, true);
-          if (amx)  // scale folded into the product: Q's rows as they are
-            amx_small_gemm(kb.n, D, nq, s.dP.data(), true, BK, q + qrow(p, b, h, i0, D), qld(p, D), s.dKacc.data(), D, true, false, p.scale);
+          if (bt)  // scale folded into the product: Q's rows as they are
+            bf16_small_gemm(kb.n, D, nq, s.dP.data(), true, BK, q + qrow(p, b, h, i0, D), qld(p, D), s.dKacc.data(), D, true, false, p.scale);
           else
             tile_gemm(p, K, kb.n, D, nq, s.dP.data(), 1, BK, s.Qs.data(), D, s.dKacc.data(), D, true);
           // dQ += dS K   (scaled by `scale` at the end)
@@ -874,7 +875,7 @@ void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, cons
       const int64_t qb = task % nqb, bh = task / nqb;
       const int64_t h = bh % p.H, b = bh / p.H, g = h / group;
       const int64_t i0 = qb * BQ, nq = std::min(BQ, p.Tq - i0);
-      if (!amx) load_q(p, q, b, h, i0, nq, s.Qs.data());
+      if (!bt) load_q(p, q, b, h, i0, nq, s.Qs.data());
       std::fill(s.dQacc.begin(), s.dQacc.end(), 0.f);
       for (int64_t kbi = 0; kbi < nkb; kbi++) {
         const KeyBlock kb = key_block(p, kbi);

@@ -1443,7 +1443,7 @@ void gemm_small(const Args<T>& g, Cvt cvt) {
   }
 }
 
-// amx_small_gemm's body: A and B packed into this thread's panels (f32 rounded to bf16 as they are packed), then
+// bf16_small_gemm's body: A and B packed into this thread's panels (f32 rounded to bf16 as they are packed), then
 // one 32 x 32 block of C at a time. C = alpha·op(A)·op(B) [+ C].
 AD_TGT_AMX void amx_small_run(int64_t M, int64_t N, int64_t K, const float* A, bool transA, int64_t lda, const float* B, int64_t ldb,
                               float* C, int64_t ldc, bool accumulate, bool transB, float alpha) {
@@ -1460,6 +1460,20 @@ AD_TGT_AMX void amx_small_run(int64_t M, int64_t N, int64_t K, const float* A, b
               (int)std::min<int64_t>(32, N - jr), alpha, accumulate ? 1.f : 0.f, nullptr, false, false, nullptr, pend);
   amx_flush(pend, 32);
   amx_end();
+}
+
+// The same on the AVX512-BF16 kernels (CPUs without AMX).
+void avx512bf16_small_run(int64_t M, int64_t N, int64_t K, const float* A, bool transA, int64_t lda, const float* B, int64_t ldb,
+                          float* C, int64_t ldc, bool accumulate, bool transB, float alpha) {
+  const int64_t kcp = rup(K, 2);
+  uint16_t* ap = tl_apack.get<uint16_t>((size_t)(cdiv(M, V5_MR) * V5_AS * kcp));
+  uint16_t* bp = tl_bpack.get<uint16_t>((size_t)(rup(N, 32) * kcp));
+  pack_a_b16(transA, B16Src(A, true), lda, 0, M, 0, K, ap);
+  pack_b_b16(transB, B16Src(B, true), ldb, 0, K, 0, N, bp);
+  for (int64_t jr = 0; jr < N; jr += 32)
+    for (int64_t ir = 0; ir < M; ir += V5_MR)
+      kBf16Kernels[std::min<int64_t>(V5_MR, M - ir)](kcp, ap + (ir / V5_MR) * V5_AS * kcp, 0, bp + jr * kcp, C + ir * ldc + jr, nullptr,
+                                                     ldc, (int)std::min<int64_t>(32, N - jr), alpha, accumulate ? 1.f : 0.f);
 }
 
 void sgemm_dispatch_batched(int64_t batch, const Args<float>& g, int64_t sA, int64_t sB, int64_t sC) {
@@ -1589,18 +1603,21 @@ void bgemm_batched_bf16_out(int64_t batch, bool transA, bool transB, int64_t M, 
   gemm_batched_run<B16Amx>(batch, g, strideA, strideB, strideC);  // batch items split over the threads
 }
 
-bool amx_small_available() { return cur_b16() == B16_AMX; }
+bool bf16_small_available() { return cur_b16() == B16_AMX || cur_b16() == B16_AVX512BF16; }
 
-bool amx_small_gemm(int64_t M, int64_t N, int64_t K, const float* A, bool transA, int64_t lda, const float* B, int64_t ldb, float* C,
+bool bf16_small_gemm(int64_t M, int64_t N, int64_t K, const float* A, bool transA, int64_t lda, const float* B, int64_t ldb, float* C,
                     int64_t ldc, bool accumulate, bool transB, float alpha) {
-  if (!amx_small_available()) return false;
+  if (!bf16_small_available()) return false;
   if (M <= 0 || N <= 0) return true;
   if (K <= 0) {
     if (!accumulate)
       for (int64_t i = 0; i < M; i++) std::memset(C + i * ldc, 0, (size_t)N * sizeof(float));
     return true;
   }
-  amx_small_run(M, N, K, A, transA, lda, B, ldb, C, ldc, accumulate, transB, alpha);
+  if (cur_b16() == B16_AMX)
+    amx_small_run(M, N, K, A, transA, lda, B, ldb, C, ldc, accumulate, transB, alpha);
+  else
+    avx512bf16_small_run(M, N, K, A, transA, lda, B, ldb, C, ldc, accumulate, transB, alpha);
   return true;
 }
 

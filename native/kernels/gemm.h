@@ -40,13 +40,14 @@ void mgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N
                    int64_t lda, int64_t strideA, const void* B, bool b_f32, int64_t ldb, int64_t strideB,
                    const float* bias, float* C, int64_t ldc, int64_t strideC, uint16_t* C16 = nullptr);
 
-// A small product on AMX tiles in the calling thread, no pool (attention's tiles under autocast): C (M x N, ldc) =
-// alpha·op(A)·op(B) [+ C] with A f32 (transA ? (K,M) : (M,K), leading dim lda) and B f32 (transB ? (N,K) : (K,N), leading
-// dim ldb), both rounded to bf16 as the cast op rounds, products accumulated in f32. Returns false, doing nothing, where
-// the bf16 GEMMs are not on AMX (no AMX, or forced off by gemm_force_isa); amx_small_available() tells beforehand.
-bool amx_small_gemm(int64_t M, int64_t N, int64_t K, const float* A, bool transA, int64_t lda, const float* B, int64_t ldb, float* C,
-                    int64_t ldc, bool accumulate, bool transB = false, float alpha = 1.f);
-bool amx_small_available();
+// A small product on the bf16 kernels (AMX tiles, or AVX512-BF16 without AMX) in the calling thread, no pool
+// (attention's tiles under autocast): C (M x N, ldc) = alpha·op(A)·op(B) [+ C] with A f32 (transA ? (K,M) : (M,K), leading
+// dim lda) and B f32 (transB ? (N,K) : (K,N), leading dim ldb), both rounded to bf16 as the cast op rounds, products
+// accumulated in f32. Returns false, doing nothing, where the bf16 GEMMs run on neither (they widen to f32, by CPU or
+// gemm_force_isa); bf16_small_available() tells beforehand.
+bool bf16_small_gemm(int64_t M, int64_t N, int64_t K, const float* A, bool transA, int64_t lda, const float* B, int64_t ldb, float* C,
+                     int64_t ldc, bool accumulate, bool transB = false, float alpha = 1.f);
+bool bf16_small_available();
 
 // Reference kernels (plain loops, f64-free, single thread): the oracle for tests and benches.
 void sgemm_ref(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,

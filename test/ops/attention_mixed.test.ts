@@ -1,12 +1,15 @@
 // Attention under CPU autocast ({mixed: 1}): the fused kernel's tile products round q, k, v, P and dS to bf16 and run
-// on AMX tiles (as torch.autocast runs attention's matmuls in bf16); masks and softmax stay f32. Checked against the
-// f32 kernel (close, and not identical, so the AMX path ran), with masks, prefix keys, grouped heads, causal rows and
-// an all-masked row; without AMX (bf16 GEMMs forced off it) the flag changes nothing, bit for bit.
+// on the bf16 GEMM kernels (AMX tiles, or AVX512-BF16 without AMX; as torch.autocast runs attention's matmuls in bf16);
+// masks and softmax stay f32. Checked on each bf16 kernel the CPU has against the f32 kernel (close, and not identical,
+// so the bf16 path ran), with masks, prefix keys, grouped heads, causal rows and an all-masked row; where the bf16
+// GEMMs widen to f32 (forced) the flag changes nothing, bit for bit.
 import test from 'ava';
 import { autocast, cpuInfo, ops, randn, scope, tensor, type Tensor } from '../../lib/index.ts';
 import { native } from '../../lib/binding.ts';
 
-const amx = cpuInfo().bgemm === 'amx';
+const cpu = cpuInfo();
+// the bf16 kernels this CPU can run (AMX when it has it, AVX512-BF16 forced below it)
+const tileIsas = [...(cpu.bgemm === 'amx' ? ['amx'] : []), ...(cpu.avx512bf16 ? ['avx512bf16'] : [])];
 
 interface Case { B: number; H: number; Hkv: number; T: number; P: number; D: number; causal: boolean; mask: boolean; keep: boolean }
 const cases: Case[] = [
@@ -47,25 +50,26 @@ function relErr(a: Float32Array, b: Float32Array): number {
   return d / m;
 }
 
-for (const cs of cases)
-  test.serial(`attention under autocast (${JSON.stringify(cs)}): bf16 tile products on AMX, close to f32`, (t) => {
-    if (!amx) {
-      t.log('this CPU runs no AMX bf16 GEMMs: the mixed path is the f32 one (checked bit for bit below)');
-      t.pass();
-      return;
-    }
-    const ref = run(cs, false), got = run(cs, true);
-    const names = ['out', 'dq', 'dk', 'dv', 'dpk', 'dpv'];
-    for (let i = 0; i < ref.length; i++) {
-      t.false(got[i]!.some((x) => !Number.isFinite(x)), `${names[i]}: non-finite values`);
-      const e = relErr(got[i]!, ref[i]!);
-      // bf16 operands (8 significant bits) with f32 accumulation: ~1e-2 of the largest value
-      t.true(e < 3e-2, `${names[i]}: relative error ${e}`);
-      t.true(e > 1e-6, `${names[i]}: identical to f32 (${e}): the AMX path did not run`);
-    }
-  });
+for (const isa of tileIsas)
+  for (const cs of cases)
+    test.serial(`attention under autocast on ${isa} (${JSON.stringify(cs)}): bf16 tile products, close to f32`, (t) => {
+      native.gemmForceIsa('auto', isa);
+      t.teardown(() => native.gemmForceIsa('auto', 'auto'));
+      const ref = run(cs, false), got = run(cs, true);
+      const names = ['out', 'dq', 'dk', 'dv', 'dpk', 'dpv'];
+      for (let i = 0; i < ref.length; i++) {
+        t.false(got[i]!.some((x) => !Number.isFinite(x)), `${names[i]}: non-finite values`);
+        const e = relErr(got[i]!, ref[i]!);
+        // bf16 operands (8 significant bits) with f32 accumulation: ~1e-2 of the largest value
+        t.true(e < 3e-2, `${names[i]}: relative error ${e}`);
+        t.true(e > 1e-6, `${names[i]}: identical to f32 (${e}): the bf16 path did not run`);
+      }
+    });
 
-test.serial('attention under autocast without AMX bf16 GEMMs equals the f32 kernel bit for bit', (t) => {
+if (!tileIsas.length)
+  test.skip('attention under autocast on bf16 kernels: this CPU has neither AMX nor AVX512-BF16 (the f32 path is checked below)', () => {});
+
+test.serial('attention under autocast where the bf16 GEMMs widen to f32 equals the f32 kernel bit for bit', (t) => {
   native.gemmForceIsa('auto', 'f32');
   try {
     for (const cs of cases) {
