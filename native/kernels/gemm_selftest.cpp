@@ -1,7 +1,8 @@
 // standalone: g++ -O3 -std=c++17 -pthread -Inative native/kernels/gemm_selftest.cpp native/kernels/gemm.cpp native/kernels/gemm_ref.cpp native/threadpool.cpp native/tensor.cpp native/cpu_features.cpp native/cuda_loader.cpp -ldl
 // gemm_selftest.cpp — dev harness for gemm.cpp (not part of the addon build: *_selftest.cpp is excluded).
-// Usage: ./a.out [check] [bench] [quick] [only=<shape substring>] [isa=<isa>] [nopeak] [f32only|bf16only] [c16] [amxloop]
+// Usage: ./a.out [check] [bench] [quick] [only=<shape substring>] [isa=<isa>] [nopeak] [f32only|bf16only] [c16|mixed] [amxloop]
 //   c16: bench bf16 GEMMs with a bf16 result (bgemm_batched_bf16_out), as bf16 tensors' matmul runs
+//   mixed: bench them as autocast runs them: f32 operands rounded while packed, a bias row, an f32 result (mgemm_batched)
 //   (default: check + bench; isa= restricts check to one ISA name, e.g. isa=amx)
 //   check: sgemm / bgemm vs the reference loops, random shapes, every ISA this CPU has (gemm_force_isa)
 //   bench: GFLOP/s of the auto-selected kernels on square and transformer shapes, plus a register-only
@@ -35,6 +36,7 @@ const char* g_only = nullptr;  // bench only shapes whose name contains this
 const char* g_isa = nullptr;   // check only this ISA
 bool g_nopeak = false, g_f32 = true, g_bf16 = true;
 bool g_c16 = false;  // bench bf16 with a bf16 result (bgemm_batched_bf16_out) instead of f32
+bool g_mixed = false;  // bench bf16 as autocast runs it: f32 operands rounded while packed, a bias, an f32 result (mgemm)
 double g_flops_done = 0;  // flops run by bench (for flop-per-cycle measurements under perf stat)
 
 int64_t rnd(int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); }
@@ -293,11 +295,14 @@ double bench_shape(const Shape& s, bool bf16, int reps) {
   const int64_t M = s.M, N = s.N, K = s.K, bt = s.batch;
   std::vector<float> A((size_t)(bt * M * K)), B((size_t)(bt * K * N)), C((size_t)(bt * M * N));
   std::vector<uint16_t> Ah(A.size()), Bh(B.size()), C16(g_c16 ? C.size() : 0);
+  std::vector<float> bias((size_t)N, 0.25f);
   for (size_t i = 0; i < A.size(); i++) Ah[i] = f32_to_bf16(A[i] = rndf());
   for (size_t i = 0; i < B.size(); i++) Bh[i] = f32_to_bf16(B[i] = rndf());
   const int64_t lda = s.tA ? M : K, ldb = s.tB ? K : N;
   auto run = [&] {
-    if (bf16 && g_c16)
+    if (bf16 && g_mixed)
+      mgemm_batched(bt, s.tA, s.tB, M, N, K, A.data(), true, lda, M * K, B.data(), true, ldb, K * N, bias.data(), C.data(), N, M * N);
+    else if (bf16 && g_c16)
       bgemm_batched_bf16_out(bt, s.tA, s.tB, M, N, K, Ah.data(), lda, M * K, Bh.data(), ldb, K * N, C16.data(), N, M * N);
     else if (bf16)
       bgemm_batched(bt, s.tA, s.tB, M, N, K, 1.0f, Ah.data(), lda, M * K, Bh.data(), ldb, K * N, 0.0f, C.data(), N,
@@ -391,6 +396,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "quick")) quick = true;
     if (!std::strncmp(argv[i], "only=", 5)) g_only = argv[i] + 5;
     if (!std::strcmp(argv[i], "c16")) g_c16 = true;
+    if (!std::strcmp(argv[i], "mixed")) g_mixed = true;
     if (!std::strncmp(argv[i], "isa=", 4)) g_isa = argv[i] + 4;
     if (!std::strcmp(argv[i], "nopeak")) g_nopeak = true;
     if (!std::strcmp(argv[i], "f32only")) g_bf16 = false;
