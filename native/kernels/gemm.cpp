@@ -1271,8 +1271,11 @@ void gemm_block<B16Avx512>(const Args<uint16_t>& g, int64_t m0, int64_t m1, int6
         for (int64_t jr = 0; jr < nc; jr += KT::NR) {
           const int nr = (int)std::min<int64_t>(KT::NR, nc - jr);
           const uint16_t* bp = Bp + jr * kcp;
-          for (int64_t ir = 0; ir < mc; ir += KT::MR) {
-            const int mr = (int)std::min<int64_t>(KT::MR, mc - ir);
+          // read straight from A, the rows split into equal tiles (128 = 8 x 13 + 2 x 12, not 9 x 14 + 2: a 2-row tile runs
+          // at a fraction of the rate); packed panels are MR rows each
+          const int64_t ntile = cdiv(mc, KT::MR);
+          for (int64_t t = 0, ir = 0, mr; t < ntile; t++, ir += mr) {
+            mr = direct ? mc / ntile + (t < mc % ntile) : std::min<int64_t>(KT::MR, mc - ir);
             const int64_t co = (ic + ir) * g.ldc + jc + jr;
             const uint16_t* ap = direct ? g.A + (ic + ir) * g.lda + pc : Ap + (ir / KT::MR) * KT::AS * kcp;
             kBf16Kernels[mr](kcp, ap, direct ? g.lda : 0, bp, g.C16 ? nullptr : g.C + co, g.C16 ? g.C16 + co : nullptr, g.ldc, nr,
