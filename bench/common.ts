@@ -1,7 +1,21 @@
 /** Bench helpers: best-of timing, PyTorch availability, long-lived peer processes (paired timing), formatted tables. */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { cpuInfo } from '../lib/index.ts';
 import { createInterface } from 'node:readline';
+
+/** The CPU's model name (Linux /proc/cpuinfo) and the GEMM kernels picked on it, so results from different machines stay
+ * attributable: "AMD EPYC (sgemm avx512, bgemm avx512bf16)". */
+export function machineLine(): string {
+  let model = 'unknown CPU';
+  try {
+    model = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? model;
+  } catch {
+    // not Linux: the kernels still say which ISA ran
+  }
+  const info = cpuInfo();
+  return `${model} (sgemm ${info.sgemm}, bgemm ${info.bgemm})`;
+}
 
 /** Best seconds per call of fn over `reps` rounds of at least `minTime` seconds each. */
 export function bestTime(fn: () => void, reps = 5, minTime = 0.3): number {

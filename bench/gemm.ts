@@ -5,9 +5,9 @@
  * Run: npm run bench:gemm   (ADAPTERS_NUM_THREADS to change threads; BENCH_QUICK=1 for a short run; BENCH_ROUNDS=7 rounds of
  * paired bursts: ours and torch take turns per case, ratio = median of the pairs' ratios)
  */
-import { ops, randn, numThreads, cpuInfo, noGrad, type Tensor } from '../lib/index.ts';
+import { ops, randn, numThreads, noGrad, type Tensor } from '../lib/index.ts';
 import { native } from '../lib/binding.ts';
-import { Peer, bestTime, median, table, torchEnv, torchPython } from './common.ts';
+import { Peer, bestTime, machineLine, median, table, torchEnv, torchPython } from './common.ts';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -72,8 +72,7 @@ function burstOurs(c: Case, minTime: number): number {
 }
 
 check();
-const info = cpuInfo();
-console.log(`threads: ${threads}; kernels: sgemm=${info.sgemm}, bgemm=${info.bgemm}`);
+console.log(`cpu: ${machineLine()}; threads: ${threads}`);
 // The machines are shared (other tenants take FMA/AMX capacity for seconds at a time, and AMX throughput here swings
 // by 2x between phases of tens of seconds), so ours and PyTorch (a long-lived child) take turns: per round and case one
 // burst each, the order alternating, and the ratio is the median over rounds of the pairs' ratios. GFLOP/s columns

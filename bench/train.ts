@@ -14,7 +14,7 @@ import { createInterface } from 'node:readline';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AutoAdapterModel, AdamW, autocast, hfParamGroups, numThreads, scope, tensor } from '../lib/index.ts';
-import { Peer, median, table, torchEnv, torchPython } from './common.ts';
+import { Peer, machineLine, median, table, torchEnv, torchPython } from './common.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const quick = !!process.env.BENCH_QUICK;
@@ -89,6 +89,7 @@ async function main(): Promise<void> {
       console.error(`${name} ${dtype} done`);
     }
   console.log(`bench/train: BERT ${L} layers, hidden 768, seq ${T} × batch ${B}, classification head + CE, AdamW; ${numThreads()} threads; ${pairs} paired steps per row`);
+  console.log(`cpu: ${machineLine()}`);
   console.log(table(rows));
 }
 
