@@ -1257,7 +1257,8 @@ void gemm_block<B16Avx512>(const Args<uint16_t>& g, int64_t m0, int64_t m1, int6
   const B16Src A(g.A, g.a32), B(g.B, g.b32);
   // A read straight from A (no packing) where its rows are bf16 k pairs already: on Zen 5 1.0-1.07x on 2-D shapes (0.99
   // at 2048^3, rows 4 KiB apart) and 1.1-1.25x on batched 128 x 128 products with K = 64-128, where packing A cost ~10%
-  const bool direct = !g.transA && !g.a32 && g.K % 2 == 0;
+  // (lda >= K >= 2 there, as BLAS requires, so the kernel's lda = 0, "packed", never collides with it)
+  const bool direct = !g.transA && !g.a32 && g.K % 2 == 0 && g.lda >= g.K;
   for (int64_t jc = n0; jc < n1; jc += NC) {
     const int64_t nc = std::min<int64_t>(NC, n1 - jc);
     for (int64_t pc = 0; pc < g.K; pc += KC) {
