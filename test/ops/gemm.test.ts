@@ -209,7 +209,10 @@ test.serial(`bf16 matmul (${isa}) writes bf16 from the GEMM: bit for bit the f32
   });
 });
 
-test.serial('bf16 linear writes bf16 from the GEMM (bias in the epilogue): bit for bit the f32 result rounded by the cast', (t) => {
+for (const isa of bf16Isas)
+test.serial(`bf16 linear (${isa}) writes bf16 from the GEMM (bias in the epilogue): bit for bit the f32 result rounded by the cast`, (t) => {
+  native.gemmForceIsa('auto', isa);
+  t.teardown(() => native.gemmForceIsa('auto', 'auto'));
   const { callOp } = tensorModule;
   const cases: [number[], number, number, boolean, 'linear' | 'conv1d'][] = [  // x shape, in, out, bias, layout
     [[3, 5], 5, 7, true, 'linear'], [[2, 65, 97], 97, 33, true, 'linear'], [[256, 300], 300, 256, false, 'linear'],
@@ -231,7 +234,8 @@ test.serial('bf16 linear writes bf16 from the GEMM (bias in the epilogue): bit f
     });
 });
 
-// The AMX path splits K into 512-deep chunks (partial sums kept between them) and C over both threads: a product
+// The AMX path splits K into 512-deep chunks (partial sums kept between them; AVX512-BF16: 2048-deep, [40, 4201, 70]) and C
+// over both threads: a product
 // deep enough for three chunks and big enough to be threaded, every transpose combination, against float64 sums of
 // the bf16-rounded inputs (f32 output, so only the f32 accumulation differs).
 // [160, 1100, 100] splits C's columns between the threads, [200, 700, 150] its rows (128-row units, the last one
