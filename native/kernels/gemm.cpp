@@ -13,8 +13,11 @@
 //        avx2   : 6 x 16  (12 ymm accumulators)
 //        scalar : 4 x 8   (plain loops)
 //   bf16 amx    : 32 x 32 (2 x 2 tiles of 16 x 16 f32 in tmm0-3; A tiles tmm4-5, B tiles tmm6-7 in VNNI pairs)
-//        avx512bf16: 14 x 32 with vdpbf16ps on k pairs
+//        avx512bf16: 14 x 32 with vdpbf16ps on k pairs (CPUs without AMX, e.g. AMD Zen 4/5); a bf16 A that is not
+//                 transposed is read in place (its rows are k pairs already), K up to 2048 runs in one chunk
 //        f32    : converts to f32 and calls sgemm
+// The bf16 kernels also take f32 operands, rounded to bf16 as they are packed (autocast's mixed GEMMs), a bias added in
+// the epilogue, and a bf16 result written by the epilogue.
 // Transposes are absorbed by the packing routines. Edge tiles are zero-padded in the packed panels and
 // written back with masks (or through a small buffer), so nothing outside A, B, C is ever touched.
 // GCC 12 reports false "may be used uninitialized" warnings from inside its AVX-512 intrinsic headers (the
@@ -1468,7 +1471,7 @@ void gemm_small(const Args<T>& g, Cvt cvt) {
   }
 }
 
-// bf16_small_gemm's body: A and B packed into this thread's panels (f32 rounded to bf16 as they are packed), then
+// bf16_small_gemm's body on AMX: A and B packed into this thread's panels (f32 rounded to bf16 as they are packed), then
 // one 32 x 32 block of C at a time. C = alpha·op(A)·op(B) [+ C].
 AD_TGT_AMX void amx_small_run(int64_t M, int64_t N, int64_t K, const float* A, bool transA, int64_t lda, const float* B, int64_t ldb,
                               float* C, int64_t ldc, bool accumulate, bool transB, float alpha) {
