@@ -365,3 +365,27 @@ test('bf16DotPeak: a positive rate where the CPU has AVX512-BF16, 0 elsewhere; b
   t.throws(() => native.bf16DotPeak(0, 10), { message: /threads/ });
   t.throws(() => native.bf16DotPeak(1, 0), { message: /iters/ });
 });
+
+// Decode-sized products (at most 4 rows, f32) skip packing (gemv_f32) and must still give, row for row, the bits of the
+// packed kernels: generation with and without a KV cache runs the same rows through both.
+test.serial('small-M f32 products (decode) equal the rows of a larger product bit for bit', (t) => {
+  noGrad(() => {
+    for (const [K, N] of [[700, 96], [257, 300], [1024, 33]] as const)
+      for (const layout of ['linear', 'matmul'] as const) {
+        const x = randn([20, K], { seed: K }), w = randn(layout === 'linear' ? [N, K] : [K, N], { seed: N });
+        const b = randn([N], { seed: 5 });
+        const full = layout === 'linear' ? ops.linear(x, w, b) : ops.matmul(x, w);
+        const F = full.toArray() as Float32Array;
+        for (const m of [1, 2, 3, 4]) {
+          const xm = ops.slice(x, 0, 0, m);
+          const part = layout === 'linear' ? ops.linear(xm, w, b) : ops.matmul(xm, w);
+          const P = part.toArray() as Float32Array;
+          let bad = 0;
+          for (let i = 0; i < P.length; i++) if (!Object.is(P[i], F[i])) bad++;
+          t.is(bad, 0, `${layout} K=${K} N=${N} rows=${m}: ${bad} elements differ`);
+          for (const z of [xm, part]) z.dispose();
+        }
+        for (const z of [x, w, b, full]) z.dispose();
+      }
+  });
+});
