@@ -39,6 +39,7 @@
 #include <cstring>
 #include <new>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "../bf16_simd.h"  // the cast op's rounding in registers
@@ -1242,6 +1243,7 @@ void gemm_block<B16Amx>(const Args<uint16_t>& g, int64_t m0, int64_t m1, int64_t
 // A and B read as bf16 or f32 (g.a32 / g.b32) and, for a bf16 result (g.C16), K in one chunk so that the epilogue
 // sees the whole sum (K up to kC16MaxK; bf16_out / mgemm take an f32 buffer beyond it).
 constexpr int64_t kC16MaxK = 8192;
+constexpr int64_t kGemvMaxM = 4;  // products of at most this many rows are "decode-sized" (gemv_f32, small-M bf16)
 // elements of packed A per block (256 KiB, kept in L2): MC shrinks for a long K in one chunk (bf16 result). On Zen 5,
 // 84 Ki-512 Ki elements measured within ±3% of each other; without the limit a K = 3072 block overflowed the 1 MiB L2.
 constexpr int64_t kABudget = 131072;
@@ -1250,7 +1252,9 @@ void gemm_block<B16Avx512>(const Args<uint16_t>& g, int64_t m0, int64_t m1, int6
   using KT = B16Avx512;
   if (m1 <= m0 || n1 <= n0) return;
   const int64_t Mb = m1 - m0, Nb = n1 - n0;
-  const int64_t KC = g.C16 || g.K <= KT::KC ? rup(g.K, 2) : KT::KC, NC = KT::NC;
+  // decode-sized products (a few rows): B is packed 64 columns at a time right before its use, so it stays in L2 instead
+  // of making a pass of its own through memory (the rows of C come out the same: only the column blocking differs)
+  const int64_t KC = g.C16 || g.K <= KT::KC ? rup(g.K, 2) : KT::KC, NC = Mb <= kGemvMaxM ? 64 : KT::NC;
   const int64_t MC = std::max<int64_t>(KT::MR, std::min<int64_t>(KT::MC, (kABudget / std::min(KC, rup(g.K, 2))) / KT::MR * KT::MR));
   const int64_t kc_max = std::min<int64_t>(KC, rup(g.K, 2));
   const int64_t mc_max = std::min<int64_t>(MC, rup(Mb, KT::MR));
@@ -1326,7 +1330,9 @@ template <class KT>
 void gemm_run(const Args<typename KT::T>& g) {
   const double macs = (double)g.M * (double)g.N * (double)g.K;
   int nth = num_threads();
-  if (macs < KT::kParMacs) nth = 1;
+  // decode-sized bf16 products are bound by reading B: the threads split its columns from 64 Ki multiply-adds on
+  const bool small_m = std::is_same<KT, B16Avx512>::value && g.M <= kGemvMaxM && g.N >= 128 && macs >= 65536;
+  if (macs < KT::kParMacs && !small_m) nth = 1;
   if (nth <= 1) {
     KT::begin();
     gemm_block<KT>(g, 0, g.M, 0, g.N);
@@ -1509,7 +1515,6 @@ void avx512bf16_small_run(int64_t M, int64_t N, int64_t K, const float* A, bool 
 // weight in L3, 1.55x from memory; packing B was a full extra pass over it, and these ran on one thread). Each output is summed over k in the packed AVX-512
 // kernel's order (one FMA chain per F32Avx512::KC-deep chunk, the chunks added through C by the same epilogue), so the
 // result is bit-identical to the packed path's: generation with and without a KV cache agrees bit for bit.
-constexpr int64_t kGemvMaxM = 4;
 template <int M>
 AD_TGT_AVX512 void gemv_f32_cols(const Args<float>& g, int64_t n0, int64_t n1) {
   constexpr int64_t KC = F32Avx512::KC;

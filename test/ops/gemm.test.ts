@@ -366,19 +366,27 @@ test('bf16DotPeak: a positive rate where the CPU has AVX512-BF16, 0 elsewhere; b
   t.throws(() => native.bf16DotPeak(1, 0), { message: /iters/ });
 });
 
-// Decode-sized products (at most 4 rows, f32) skip packing (gemv_f32) and must still give, row for row, the bits of the
-// packed kernels: generation with and without a KV cache runs the same rows through both.
-test.serial('small-M f32 products (decode) equal the rows of a larger product bit for bit', (t) => {
+// Decode-sized products (at most 4 rows) skip packing (f32: gemv_f32) or pack B just before its use (AVX512-BF16), and
+// the threads split C's columns; they must still give, row for row, the bits of the packed kernels: generation with and
+// without a KV cache runs the same rows through both. f32, bf16 (bf16 result) and autocast (f32 operands, bf16 GEMM).
+for (const mode of ['f32', 'bf16', 'mixed'] as const)
+test.serial(`small-M products (decode, ${mode}) equal the rows of a larger product bit for bit`, (t) => {
+  const { callOp } = tensorModule;
+  const run = (layout: 'linear' | 'matmul', x: Tensor, w: Tensor, b: Tensor): Tensor => {
+    if (mode === 'mixed') return callOp(layout, layout === 'linear' ? [x, w, b] : [x, w], { mixed: 1 })[0]!;
+    return layout === 'linear' ? ops.linear(x, w, b) : ops.matmul(x, w);
+  };
   noGrad(() => {
-    for (const [K, N] of [[700, 96], [257, 300], [1024, 33]] as const)
+    for (const [K, N] of [[700, 96], [257, 300], [1024, 33], [2100, 130]] as const)
       for (const layout of ['linear', 'matmul'] as const) {
-        const x = randn([20, K], { seed: K }), w = randn(layout === 'linear' ? [N, K] : [K, N], { seed: N });
-        const b = randn([N], { seed: 5 });
-        const full = layout === 'linear' ? ops.linear(x, w, b) : ops.matmul(x, w);
+        const cvt = (z: Tensor) => (mode === 'bf16' ? z.to('bf16') : z);
+        const x = cvt(randn([20, K], { seed: K })), w = cvt(randn(layout === 'linear' ? [N, K] : [K, N], { seed: N }));
+        const b = cvt(randn([N], { seed: 5 }));
+        const full = run(layout, x, w, b);
         const F = full.toArray() as Float32Array;
         for (const m of [1, 2, 3, 4]) {
           const xm = ops.slice(x, 0, 0, m);
-          const part = layout === 'linear' ? ops.linear(xm, w, b) : ops.matmul(xm, w);
+          const part = run(layout, xm, w, b);
           const P = part.toArray() as Float32Array;
           let bad = 0;
           for (let i = 0; i < P.length; i++) if (!Object.is(P[i], F[i])) bad++;
