@@ -49,6 +49,9 @@ const shapes: [string, number, number, number, number][] = [
   ['1024×3072×768', 0, 1024, 3072, 768],
   ['1024×768×3072', 0, 1024, 768, 3072],
   ['bmm 96×128×128×64', 96, 128, 128, 64],
+  // decoding (one new token per sequence): bound by reading B, not by the FMA peak
+  ['decode 1×3072×768', 0, 1, 3072, 768],
+  ['decode 4×768×3072', 0, 4, 768, 3072],
 ];
 const cases: Case[] = [];
 for (const dtype of ['f32', 'bf16'] as const)
