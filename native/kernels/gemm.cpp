@@ -35,6 +35,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -286,6 +287,25 @@ void ukr_f32_scalar(int64_t kc, const float* a, const float* b, float* c, int64_
 
 // --- AVX2 6 x 16
 constexpr int V2_MR = 6, V2_NR = 16;
+// Epilogue for one 16-wide C row (nr <= 16 live): c = alpha·acc + beta·c, each rounding an explicit instruction (the edge
+// columns' too: std::fma), so that every inlined copy (the packed kernel, gemv) gives the same bits.
+AD_TGT_AVX2 inline void store_row16_avx2(float* c, __m256 acc0, __m256 acc1, int nr, float alpha, float beta) {
+  const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+  __m256 r0 = _mm256_mul_ps(va, acc0), r1 = _mm256_mul_ps(va, acc1);
+  if (nr == V2_NR) {
+    if (beta != 0.0f) {
+      r0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(c), r0);
+      r1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(c + 8), r1);
+    }
+    _mm256_storeu_ps(c, r0);
+    _mm256_storeu_ps(c + 8, r1);
+    return;
+  }
+  alignas(32) float tmp[V2_NR];
+  _mm256_store_ps(tmp, r0);
+  _mm256_store_ps(tmp + 8, r1);
+  for (int j = 0; j < nr; j++) c[j] = beta == 0.0f ? tmp[j] : std::fma(beta, c[j], tmp[j]);
+}
 template <int MRt>
 AD_TGT_AVX2 void ukr_f32_avx2_t(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int nr,
                                 float alpha, float beta) {
@@ -303,28 +323,8 @@ AD_TGT_AVX2 void ukr_f32_avx2_t(int64_t kc, const float* a, const float* b, floa
     a += MRt;
     b += V2_NR;
   }
-  const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
-  if (nr == V2_NR) {
 #pragma GCC unroll 8
-    for (int i = 0; i < MRt; i++) {
-      float* ci = c + i * ldc;
-      __m256 r0 = _mm256_mul_ps(va, acc0[i]), r1 = _mm256_mul_ps(va, acc1[i]);
-      if (beta != 0.0f) {
-        r0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci), r0);
-        r1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci + 8), r1);
-      }
-      _mm256_storeu_ps(ci, r0);
-      _mm256_storeu_ps(ci + 8, r1);
-    }
-  } else {
-    alignas(32) float tmp[V2_NR];
-    for (int i = 0; i < MRt; i++) {
-      _mm256_store_ps(tmp, _mm256_mul_ps(va, acc0[i]));
-      _mm256_store_ps(tmp + 8, _mm256_mul_ps(va, acc1[i]));
-      float* ci = c + i * ldc;
-      for (int j = 0; j < nr; j++) ci[j] = beta == 0.0f ? tmp[j] : tmp[j] + beta * ci[j];
-    }
-  }
+  for (int i = 0; i < MRt; i++) store_row16_avx2(c + i * ldc, acc0[i], acc1[i], nr, alpha, beta);
 }
 
 template <int MRt>
@@ -1568,10 +1568,77 @@ AD_TGT_AVX512 void gemv_f32_cols(const Args<float>& g, int64_t n0, int64_t n1) {
   }
 }
 
-// Runs gemv_f32_cols over C's columns on the pool (on the calling thread for a small product).
-void gemv_f32(const Args<float>& g) {
+// 8 x 8 transpose: on return r[j] holds what was column j.
+AD_TGT_AVX2 inline void transpose8x8_ps(__m256 r[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 4; i++) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; i++) {
+    u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int c = 0; c < 4; c++) {
+    r[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+    r[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+  }
+}
+
+// The same for the AVX2 kernel family (16-column blocks, F32Avx2::KC-deep chunks, its epilogue).
+template <int M>
+AD_TGT_AVX2 void gemv_f32_cols_avx2(const Args<float>& g, int64_t n0, int64_t n1) {
+  constexpr int64_t KC = F32Avx2::KC;
+  for (int64_t j = n0; j < n1; j += 16) {
+    const int nr = (int)std::min<int64_t>(16, n1 - j);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i mk0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr), lane), mk1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr - 8), lane);
+    for (int64_t pc = 0; pc < g.K; pc += KC) {
+      const int64_t kc = std::min(KC, g.K - pc);
+      __m256 acc0[M], acc1[M];
+      for (int i = 0; i < M; i++) acc0[i] = acc1[i] = _mm256_setzero_ps();
+      if (!g.transB) {
+        for (int64_t k = pc; k < pc + kc; k++) {
+          const float* b = g.B + k * g.ldb + j;
+          const __m256 b0 = _mm256_maskload_ps(b, mk0), b1 = _mm256_maskload_ps(b + 8, mk1);
+          for (int i = 0; i < M; i++) {
+            const __m256 ai = _mm256_broadcast_ss(g.A + i * g.lda + k);
+            acc0[i] = _mm256_fmadd_ps(ai, b0, acc0[i]);
+            acc1[i] = _mm256_fmadd_ps(ai, b1, acc1[i]);
+          }
+        }
+      } else {
+        // B(k, j) = B[j * ldb + k]: 8 columns x 8 k transposed in registers, twice per 16 columns
+        for (int64_t kb = pc; kb < pc + kc; kb += 8) {
+          const int kn = (int)std::min<int64_t>(8, pc + kc - kb);
+          const __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(kn), lane);
+          __m256 r0[8], r1[8];
+          for (int c = 0; c < 8; c++) {
+            r0[c] = c < nr ? _mm256_maskload_ps(g.B + (j + c) * g.ldb + kb, mk) : _mm256_setzero_ps();
+            r1[c] = c + 8 < nr ? _mm256_maskload_ps(g.B + (j + 8 + c) * g.ldb + kb, mk) : _mm256_setzero_ps();
+          }
+          transpose8x8_ps(r0);
+          transpose8x8_ps(r1);
+          for (int kk = 0; kk < kn; kk++)
+            for (int i = 0; i < M; i++) {
+              const __m256 ai = _mm256_broadcast_ss(g.A + i * g.lda + kb + kk);
+              acc0[i] = _mm256_fmadd_ps(ai, r0[kk], acc0[i]);
+              acc1[i] = _mm256_fmadd_ps(ai, r1[kk], acc1[i]);
+            }
+        }
+      }
+      for (int i = 0; i < M; i++) store_row16_avx2(g.C + i * g.ldc + j, acc0[i], acc1[i], nr, g.alpha, pc == 0 ? g.beta : 1.0f);
+    }
+  }
+}
+
+// Runs gemv_f32_cols (or its AVX2 form) over C's columns on the pool (on the calling thread for a small product).
+void gemv_f32(const Args<float>& g, bool avx512) {
   void (*fn)(const Args<float>&, int64_t, int64_t) =
-      g.M == 1 ? gemv_f32_cols<1> : g.M == 2 ? gemv_f32_cols<2> : g.M == 3 ? gemv_f32_cols<3> : gemv_f32_cols<4>;
+      avx512 ? (g.M == 1 ? gemv_f32_cols<1> : g.M == 2 ? gemv_f32_cols<2> : g.M == 3 ? gemv_f32_cols<3> : gemv_f32_cols<4>)
+             : (g.M == 1 ? gemv_f32_cols_avx2<1> : g.M == 2 ? gemv_f32_cols_avx2<2> : g.M == 3 ? gemv_f32_cols_avx2<3> : gemv_f32_cols_avx2<4>);
   const int64_t panels = cdiv(g.N, 32);
   const int nth = (double)g.M * (double)g.N * (double)g.K < 65536 ? 1 : (int)std::min<int64_t>(num_threads(), panels);
   if (nth <= 1) {
@@ -1584,8 +1651,8 @@ void gemv_f32(const Args<float>& g) {
 }
 
 void sgemm_dispatch_batched(int64_t batch, const Args<float>& g, int64_t sA, int64_t sB, int64_t sC) {
-  if (batch == 1 && cur_f32() == F32_AVX512 && g.M <= kGemvMaxM && !g.transA) {  // decode-sized: no packing (gemv_f32)
-    gemv_f32(g);
+  if (batch == 1 && (cur_f32() == F32_AVX512 || cur_f32() == F32_AVX2) && g.M <= kGemvMaxM && !g.transA) {
+    gemv_f32(g, cur_f32() == F32_AVX512);  // decode-sized: no packing
     return;
   }
   switch (cur_f32()) {

@@ -370,11 +370,12 @@ test('bf16DotPeak: a positive rate where the CPU has AVX512-BF16, 0 elsewhere; b
 // the threads split C's columns; they must still give, row for row, the bits of the packed kernels: generation with and
 // without a KV cache runs the same rows through both. f32, bf16 (bf16 result) and autocast (f32 operands, bf16 GEMM).
 // (bf16 on the kernels whose small-M path this is: AVX512-BF16 and the f32 fallback; AMX runs decode rows like any other)
-const smallMCases = [['f32', 'auto'], ...bf16Isas.filter((i) => !(i === 'auto' && cpu.bgemm === 'amx')).flatMap((i) => [['bf16', i], ['mixed', i]])] as
+const smallMCases = [...f32Isas.map((i) => ['f32', i]), ...bf16Isas.filter((i) => !(i === 'auto' && cpu.bgemm === 'amx')).flatMap((i) => [['bf16', i], ['mixed', i]])] as
   ['f32' | 'bf16' | 'mixed', string][];
 for (const [mode, isa] of smallMCases)
 test.serial(`small-M products (decode, ${mode}, ${isa}) equal the rows of a larger product bit for bit`, (t) => {
-  if (mode !== 'f32') native.gemmForceIsa('auto', isa);
+  if (mode === 'f32') native.gemmForceIsa(isa, 'auto');
+  else native.gemmForceIsa('auto', isa);
   t.teardown(() => native.gemmForceIsa('auto', 'auto'));
   const { callOp } = tensorModule;
   const run = (layout: 'linear' | 'matmul', x: Tensor, w: Tensor, b: Tensor): Tensor => {
