@@ -36,11 +36,6 @@ Tensor rows2d(const OpCtx& c, size_t k, int64_t cols, const char* what) {
 void expect_shape(const OpCtx& c, const Tensor& t, std::vector<int64_t> want, const char* what) {
   if (t.shape != want) c.fail("ShapeError", std::string(what) + " has shape " + shape_str(t.shape) + ", expected " + shape_str(want));
 }
-void add_bias_rows(float* Y, const float* b, int64_t N, int64_t O) {
-  parallel_for(N, 64, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r++) std::memcpy(Y + r * O, b, O * sizeof(float));
-  });
-}
 // Y (N, O) = x·Wᵀ + b (input 2, optional): f32 GEMM, or the mixed-precision one with {mixed: 1}.
 void base_projection(OpCtx& c, const Tensor& x, const Tensor& W, int64_t N, int64_t O, int64_t I, float* Y) {
   Tensor b;
@@ -53,8 +48,7 @@ void base_projection(OpCtx& c, const Tensor& x, const Tensor& W, int64_t N, int6
     mgemm_batched(1, false, true, N, O, I, x.data<float>(), true, I, 0, W.data<float>(), true, I, 0, c.has(2) ? b.data<float>() : nullptr, Y, O, 0);
     return;
   }
-  if (c.has(2)) add_bias_rows(Y, b.data<float>(), N, O);
-  sgemm(false, true, N, O, I, 1.f, x.data<float>(), I, W.data<float>(), I, c.has(2) ? 1.f : 0.f, Y, O);
+  sgemm_bias(false, true, N, O, I, x.data<float>(), I, W.data<float>(), I, c.has(2) ? b.data<float>() : nullptr, Y, O);
 }
 UnOp adapter_act(const OpCtx& c) {
   std::string a = c.s("act", "relu");
@@ -277,8 +271,7 @@ void op_bottleneck(OpCtx& c) {
   if (mixed && N) {
     mgemm_batched(1, false, true, N, d, C, h.data<float>(), true, C, 0, Wd.data<float>(), true, C, 0, bd.data<float>(), pre.data<float>(), d, 0);
   } else {
-    add_bias_rows(pre.data<float>(), bd.data<float>(), N, d);
-    if (N) sgemm(false, true, N, d, C, 1.f, h.data<float>(), C, Wd.data<float>(), C, 1.f, pre.data<float>(), d);
+    if (N) sgemm_bias(false, true, N, d, C, h.data<float>(), C, Wd.data<float>(), C, bd.data<float>(), pre.data<float>(), d);
   }
   const float* P = pre.data<float>();
   float* Aa = act.data<float>();

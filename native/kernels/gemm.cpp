@@ -192,7 +192,7 @@ struct Args {
   int64_t ldc;
   // bf16 kernels (AMX, AVX512-BF16) only: A / B really hold f32, rounded to bf16 as they are packed (mgemm)
   bool a32 = false, b32 = false;
-  // bf16 kernels (AMX, AVX512-BF16) only, with alpha == 1 and beta == 0: C = A·B + bias[j] (bias indexed by C's column)
+  // with alpha == 1 and beta == 0: C = A·B + bias[j] (bias indexed by C's column); f32 kernels through sgemm_bias
   const float* bias = nullptr;
   // bf16 kernels only, with beta == 0: the result is written as bf16 here (rounded as the cast op rounds) and C is null
   uint16_t* C16 = nullptr;
@@ -1120,6 +1120,19 @@ struct B16Amx {
 // ---------------------------------------------------------------------------------------------------------
 // The blocked driver: computes the block rows [m0, m1) x cols [n0, n1) of C on the calling thread.
 
+// f32 with a bias (g.bias, beta 0): before the first K chunk writes a tile of C, the tile is set to the bias rows and
+// the kernel accumulates onto it (beta 1). The same bits as a C filled with the bias beforehand, without that separate
+// pass over C (which went through memory for a large C). Returns the beta for the kernel call.
+inline float bias_tile(const Args<float>& g, int64_t pc, int64_t i0, int64_t j0, int64_t mr, int64_t nr, float beta) {
+  if (!g.bias || pc != 0) return beta;
+  for (int64_t i = 0; i < mr; i++) std::memcpy(g.C + (i0 + i) * g.ldc + j0, g.bias + j0, (size_t)nr * sizeof(float));
+  return 1.0f;
+}
+template <class T>
+inline float bias_tile(const Args<T>&, int64_t, int64_t, int64_t, int64_t, int64_t, float beta) {
+  return beta;
+}
+
 template <class KT>
 void gemm_block(const Args<typename KT::T>& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   using T = typename KT::T;
@@ -1148,7 +1161,7 @@ void gemm_block(const Args<typename KT::T>& g, int64_t m0, int64_t m1, int64_t n
             for (int64_t jr = 0; jr < nc; jr += KT::NR) {
               const int nr = (int)std::min<int64_t>(KT::NR, nc - jr);
               KT::kernel(kcp, Ap + (ir / KT::MR) * KT::AS * kcp, Bp + jr * kcp, g.C + (ic + ir) * g.ldc + jc + jr, g.ldc, mr, nr,
-                         g.alpha, beta);
+                         g.alpha, bias_tile(g, pc, ic + ir, jc + jr, mr, nr, beta));
             }
           }
         } else {
@@ -1157,7 +1170,8 @@ void gemm_block(const Args<typename KT::T>& g, int64_t m0, int64_t m1, int64_t n
             const T* bp = Bp + jr * kcp;
             for (int64_t ir = 0; ir < mc; ir += KT::MR) {
               const int mr = (int)std::min<int64_t>(KT::MR, mc - ir);
-              KT::kernel(kcp, Ap + (ir / KT::MR) * KT::AS * kcp, bp, g.C + (ic + ir) * g.ldc + jc + jr, g.ldc, mr, nr, g.alpha, beta);
+              KT::kernel(kcp, Ap + (ir / KT::MR) * KT::AS * kcp, bp, g.C + (ic + ir) * g.ldc + jc + jr, g.ldc, mr, nr, g.alpha,
+                         bias_tile(g, pc, ic + ir, jc + jr, mr, nr, beta));
             }
           }
         }
@@ -1557,7 +1571,7 @@ AD_TGT_AVX512 void gemv_f32_cols(const Args<float>& g, int64_t n0, int64_t n1) {
             }
         }
       }
-      const float beta = pc == 0 ? g.beta : 1.0f;
+      const float beta = bias_tile(g, pc, 0, j, M, nr, pc == 0 ? g.beta : 1.0f);
       const __m512 vb = _mm512_set1_ps(beta);
       for (int i = 0; i < M; i++) {
         float* ci = g.C + i * g.ldc + j;
@@ -1629,7 +1643,8 @@ AD_TGT_AVX2 void gemv_f32_cols_avx2(const Args<float>& g, int64_t n0, int64_t n1
             }
         }
       }
-      for (int i = 0; i < M; i++) store_row16_avx2(g.C + i * g.ldc + j, acc0[i], acc1[i], nr, g.alpha, pc == 0 ? g.beta : 1.0f);
+      const float beta = bias_tile(g, pc, 0, j, M, nr, pc == 0 ? g.beta : 1.0f);
+      for (int i = 0; i < M; i++) store_row16_avx2(g.C + i * g.ldc + j, acc0[i], acc1[i], nr, g.alpha, beta);
     }
   }
 }
@@ -1706,6 +1721,19 @@ void sgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N
     return;
   }
   sgemm_dispatch_batched(batch, g, strideA, strideB, strideC);
+}
+
+void sgemm_bias(bool transA, bool transB, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+                const float* bias, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (!bias || K <= 0 || (double)M * (double)N * (double)K < kSmallMacs) {  // the bias rows first, then C += A·B
+    fill_rows(C, M, N, ldc, bias);
+    sgemm(transA, transB, M, N, K, 1.f, A, lda, B, ldb, 1.f, C, ldc);
+    return;
+  }
+  Args<float> g{transA, transB, M, N, K, 1.f, A, lda, B, ldb, 0.f, C, ldc};
+  g.bias = bias;  // the driver sets each tile of C to the bias just before the kernel adds to it
+  sgemm_dispatch_batched(1, g, 0, 0, 0);
 }
 
 void bgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,

@@ -14,6 +14,10 @@ namespace ad {
 void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
+// C = op(A)·op(B) + bias (bias: N floats added to every row of C, or null), f32; the bias is written into each tile of C
+// just before the kernel adds to it, so no separate pass over C is made (the same bits as filling C first).
+void sgemm_bias(bool transA, bool transB, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+                const float* bias, float* C, int64_t ldc);
 // Batched: batch i uses A + i*strideA, B + i*strideB, C + i*strideC (strides in elements; 0 broadcasts).
 void sgemm_batched(int64_t batch, bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha,
                    const float* A, int64_t lda, int64_t strideA, const float* B, int64_t ldb, int64_t strideB,

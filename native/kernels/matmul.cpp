@@ -140,23 +140,9 @@ void op_linear(OpCtx& c) {
     c.out.push_back(out_dt == DType::F32 || mixed || out16 || c.i("f32_out", 0) ? out : cast(out, out_dt));
     return;
   }
-  float beta = 0.f;
-  if (c.has(2)) {
-    Tensor b = contiguous(cast(c.input(2), DType::F32));
-    const float* B = b.data<float>();
-    parallel_for(rows, 64, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; r++) std::memcpy(Y + r * outf, B, outf * sizeof(float));
-    });
-    beta = 1.f;
-  } else if (in == 0) {
-    std::memset(Y, 0, out.nbytes());
-  }
-  if (rows > 0 && outf > 0 && in > 0) {
-    if (x.dtype == DType::BF16)
-      bgemm(false, tb, rows, outf, in, 1.f, x.data<uint16_t>(), in, w.data<uint16_t>(), vw.ld, beta, Y, outf);
-    else
-      sgemm(false, tb, rows, outf, in, 1.f, x.data<float>(), in, w.data<float>(), vw.ld, beta, Y, outf);
-  }
+  // f32: the GEMM writes the bias into each tile of the output just before adding the product to it (sgemm_bias)
+  Tensor b = c.has(2) ? contiguous(cast(c.input(2), DType::F32)) : Tensor();
+  if (rows > 0 && outf > 0) sgemm_bias(false, tb, rows, outf, in, x.data<float>(), in, w.data<float>(), vw.ld, c.has(2) ? b.data<float>() : nullptr, Y, outf);
   c.out.push_back(out_dt == DType::F32 || c.i("f32_out", 0) ? out : cast(out, out_dt));
 }
 

@@ -403,3 +403,33 @@ test.serial(`small-M products (decode, ${mode}, ${isa}) equal the rows of a larg
       }
   });
 });
+
+// f32 linear with a bias: the GEMM writes the bias into each tile of the output just before adding the product
+// (sgemm_bias, no separate pass over the output). With K in one chunk (f32: up to 256) that is, bit for bit, the product
+// without the bias plus the bias; deeper, within rounding. Large (threaded, packed), small (direct loops) and 1-4-row
+// (decode) products, both weight layouts.
+test('f32 linear adds its bias once, into the product (every path)', (t) => {
+  noGrad(() => {
+    for (const [rows, inF, outF] of [[300, 200, 130], [3, 250, 700], [5, 7, 9], [64, 700, 96], [2, 900, 40]] as const)
+      for (const layout of ['linear', 'conv1d'] as const) {
+        const x = randn([rows, inF], { seed: rows }), w = randn(layout === 'linear' ? [outF, inF] : [inF, outF], { seed: outF });
+        const b = randn([outF], { seed: 9 });
+        const run = (bb: Tensor | null) => {
+          const [h] = native.runOp('linear', [x.handle, w.handle, bb ? bb.handle : null], { layout });
+          const y = new Tensor(h!);
+          const arr = y.toArray() as Float32Array;
+          y.dispose();
+          return arr;
+        };
+        const withB = run(b), without = run(null), B = b.toArray() as Float32Array;
+        let bad = 0;
+        for (let i = 0; i < withB.length; i++) {
+          const want = Math.fround(without[i]! + B[i % outF]!);
+          const ok = inF <= 256 ? Object.is(withB[i], want) : Math.abs(withB[i]! - want) <= 1e-5 * (Math.abs(want) + 1);
+          if (!ok) bad++;
+        }
+        t.is(bad, 0, `${layout} [${rows}×${inF}]→${outF}: ${bad} elements`);
+        for (const z of [x, w, b]) z.dispose();
+      }
+  });
+});
