@@ -407,11 +407,16 @@ Napi::Value OpNames(const Napi::CallbackInfo& info) {
   for (size_t k = 0; k < names.size(); k++) a.Set((uint32_t)k, names[k]);
   return a;
 }
-Napi::Value FmaPeak(const Napi::CallbackInfo& info) {
+// The (threads?, iters?) arguments of the peak loops, defaulted and range-checked (a ValueError naming `name`).
+std::pair<int, int64_t> peak_args(const Napi::CallbackInfo& info, const char* name, int64_t def_iters, int64_t max_iters) {
   int threads = info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : num_threads();
-  int64_t iters = info[1].IsNumber() ? info[1].As<Napi::Number>().Int64Value() : 20000000;
-  if (threads < 1 || threads > num_threads()) throw_js(info.Env(), "ValueError", "fmaPeak: threads must be in [1, numThreads()]");
-  if (iters < 1 || iters > (int64_t)1e10) throw_js(info.Env(), "ValueError", "fmaPeak: iters out of range");
+  int64_t iters = info[1].IsNumber() ? info[1].As<Napi::Number>().Int64Value() : def_iters;
+  if (threads < 1 || threads > num_threads()) throw_js(info.Env(), "ValueError", std::string(name) + ": threads must be in [1, numThreads()]");
+  if (iters < 1 || iters > max_iters) throw_js(info.Env(), "ValueError", std::string(name) + ": iters out of range");
+  return {threads, iters};
+}
+Napi::Value FmaPeak(const Napi::CallbackInfo& info) {
+  const auto [threads, iters] = peak_args(info, "fmaPeak", 20000000, (int64_t)1e10);
   auto r = fma_peak(threads, iters);
   auto o = Napi::Object::New(info.Env());
   o.Set("gflops", r.gflops);
@@ -419,17 +424,11 @@ Napi::Value FmaPeak(const Napi::CallbackInfo& info) {
   return o;
 }
 Napi::Value Bf16DotPeak(const Napi::CallbackInfo& info) {
-  int threads = info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : num_threads();
-  int64_t iters = info[1].IsNumber() ? info[1].As<Napi::Number>().Int64Value() : 20000000;
-  if (threads < 1 || threads > num_threads()) throw_js(info.Env(), "ValueError", "bf16DotPeak: threads must be in [1, numThreads()]");
-  if (iters < 1 || iters > (int64_t)1e10) throw_js(info.Env(), "ValueError", "bf16DotPeak: iters out of range");
+  const auto [threads, iters] = peak_args(info, "bf16DotPeak", 20000000, (int64_t)1e10);
   return Napi::Number::New(info.Env(), bf16_dot_peak(threads, iters));
 }
 Napi::Value AmxPeak(const Napi::CallbackInfo& info) {
-  int threads = info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : num_threads();
-  int64_t iters = info[1].IsNumber() ? info[1].As<Napi::Number>().Int64Value() : 2000000;
-  if (threads < 1 || threads > num_threads()) throw_js(info.Env(), "ValueError", "amxPeak: threads must be in [1, numThreads()]");
-  if (iters < 1 || iters > (int64_t)1e9) throw_js(info.Env(), "ValueError", "amxPeak: iters out of range");
+  const auto [threads, iters] = peak_args(info, "amxPeak", 2000000, (int64_t)1e9);
   return Napi::Number::New(info.Env(), amx_peak(threads, iters));
 }
 // poolCheck(nchunks, lateUs): ChunkQueue's balancing, observable from a test. Each pool thread claims chunks of

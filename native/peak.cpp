@@ -62,39 +62,35 @@ __attribute__((target("avx512f,avx512bf16"))) double dpbf16_loop(int64_t iters) 
 }
 #endif
 
+// GFLOP/s of `loop` (iters iterations of `flops_per_iter` each) run on `threads` pool threads at once, best of 3.
+template <class Loop>
+double best_rate(int threads, int64_t iters, double flops_per_iter, Loop loop) {
+  std::vector<double> sink(threads);  // the loops' results, so that they are not optimised away
+  double best = 0;
+  for (int rep = 0; rep < 3; rep++) {
+    auto t0 = std::chrono::steady_clock::now();
+    parallel_run(threads, [&](int tid, int) { sink[tid] = loop(iters); });
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, flops_per_iter * (double)iters * threads / s / 1e9);
+  }
+  return best;
+}
+
 }  // namespace
 
 double bf16_dot_peak(int threads, int64_t iters) {
-  double best = 0;
 #if defined(__x86_64__)
-  if (!cpu_features().avx512bf16) return 0;
-  std::vector<double> sink(threads);
-  for (int rep = 0; rep < 3; rep++) {
-    auto t0 = std::chrono::steady_clock::now();
-    parallel_run(threads, [&](int tid, int) { sink[tid] = dpbf16_loop(iters); });
-    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    best = std::max(best, 2.0 * 16 * 32 * (double)iters * threads / s / 1e9);
-  }
+  if (cpu_features().avx512bf16) return best_rate(threads, iters, 2.0 * 16 * 32, dpbf16_loop);
 #endif
-  return best;
+  return 0;
 }
 
 PeakResult fma_peak(int threads, int64_t iters) {
   PeakResult r{0, "scalar"};
 #if defined(__x86_64__)
   const auto& f = cpu_features();
-  int lanes = f.avx512f ? 16 : (f.avx2 && f.fma ? 8 : 0);
-  if (!lanes) return r;
-  r.isa = lanes == 16 ? "avx512" : "avx2";
-  const int accs = lanes == 16 ? 16 : 12;
-  std::vector<double> sink(threads);
-  for (int rep = 0; rep < 3; rep++) {  // best of 3
-    auto t0 = std::chrono::steady_clock::now();
-    parallel_run(threads, [&](int tid, int) { sink[tid] = lanes == 16 ? fma_loop_avx512(iters) : fma_loop_avx2(iters); });
-    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    double flops = 2.0 * accs * lanes * (double)iters * threads;
-    r.gflops = std::max(r.gflops, flops / s / 1e9);
-  }
+  if (f.avx512f) r = {best_rate(threads, iters, 2.0 * 16 * 16, fma_loop_avx512), "avx512"};
+  else if (f.avx2 && f.fma) r = {best_rate(threads, iters, 2.0 * 12 * 8, fma_loop_avx2), "avx2"};
 #endif
   return r;
 }

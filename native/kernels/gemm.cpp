@@ -1128,10 +1128,6 @@ inline float bias_tile(const Args<float>& g, int64_t pc, int64_t i0, int64_t j0,
   for (int64_t i = 0; i < mr; i++) std::memcpy(g.C + (i0 + i) * g.ldc + j0, g.bias + j0, (size_t)nr * sizeof(float));
   return 1.0f;
 }
-template <class T>
-inline float bias_tile(const Args<T>&, int64_t, int64_t, int64_t, int64_t, int64_t, float beta) {
-  return beta;
-}
 
 template <class KT>
 void gemm_block(const Args<typename KT::T>& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
@@ -1269,8 +1265,8 @@ void gemm_block<B16Avx512>(const Args<uint16_t>& g, int64_t m0, int64_t m1, int6
   // decode-sized products (a few rows): B is packed 64 columns at a time right before its use, so it stays in L2 instead
   // of making a pass of its own through memory (the rows of C come out the same: only the column blocking differs)
   const int64_t KC = g.C16 || g.K <= KT::KC ? rup(g.K, 2) : KT::KC, NC = Mb <= kGemvMaxM ? 64 : KT::NC;
-  const int64_t MC = std::max<int64_t>(KT::MR, std::min<int64_t>(KT::MC, (kABudget / std::min(KC, rup(g.K, 2))) / KT::MR * KT::MR));
   const int64_t kc_max = std::min<int64_t>(KC, rup(g.K, 2));
+  const int64_t MC = std::max<int64_t>(KT::MR, std::min<int64_t>(KT::MC, (kABudget / kc_max) / KT::MR * KT::MR));
   const int64_t mc_max = std::min<int64_t>(MC, rup(Mb, KT::MR));
   const int64_t nc_max = std::min<int64_t>(NC, rup(Nb, KT::NR));
   uint16_t* Ap = tl_apack.get<uint16_t>((size_t)(cdiv(mc_max, KT::MR) * KT::AS * kc_max));
@@ -1510,18 +1506,13 @@ AD_TGT_AMX void amx_small_run(int64_t M, int64_t N, int64_t K, const float* A, b
   amx_end();
 }
 
-// The same on the AVX512-BF16 kernels (CPUs without AMX).
+// The same on the AVX512-BF16 kernels (CPUs without AMX): their blocked driver on the calling thread, f32 operands.
 void avx512bf16_small_run(int64_t M, int64_t N, int64_t K, const float* A, bool transA, int64_t lda, const float* B, int64_t ldb,
                           float* C, int64_t ldc, bool accumulate, bool transB, float alpha) {
-  const int64_t kcp = rup(K, 2);
-  uint16_t* ap = tl_apack.get<uint16_t>((size_t)(cdiv(M, V5_MR) * V5_AS * kcp));
-  uint16_t* bp = tl_bpack.get<uint16_t>((size_t)(rup(N, 32) * kcp));
-  pack_a_b16(transA, B16Src(A, true), lda, 0, M, 0, K, ap);
-  pack_b_b16(transB, B16Src(B, true), ldb, 0, K, 0, N, bp);
-  for (int64_t jr = 0; jr < N; jr += 32)
-    for (int64_t ir = 0; ir < M; ir += V5_MR)
-      kBf16Kernels[std::min<int64_t>(V5_MR, M - ir)](kcp, ap + (ir / V5_MR) * V5_AS * kcp, 0, bp + jr * kcp, C + ir * ldc + jr, nullptr,
-                                                     ldc, (int)std::min<int64_t>(32, N - jr), alpha, accumulate ? 1.f : 0.f, nullptr);
+  Args<uint16_t> g{transA, transB, M, N, K, alpha, reinterpret_cast<const uint16_t*>(A), lda, reinterpret_cast<const uint16_t*>(B), ldb,
+                   accumulate ? 1.f : 0.f, C, ldc};
+  g.a32 = g.b32 = true;
+  gemm_block<B16Avx512>(g, 0, M, 0, N);
 }
 
 // Small-M f32 products (decoding: one new token per sequence) without packing: the threads take ranges of C's columns
@@ -1605,9 +1596,9 @@ AD_TGT_AVX2 inline void transpose8x8_ps(__m256 r[8]) {
 template <int M>
 AD_TGT_AVX2 void gemv_f32_cols_avx2(const Args<float>& g, int64_t n0, int64_t n1) {
   constexpr int64_t KC = F32Avx2::KC;
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   for (int64_t j = n0; j < n1; j += 16) {
     const int nr = (int)std::min<int64_t>(16, n1 - j);
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256i mk0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr), lane), mk1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr - 8), lane);
     for (int64_t pc = 0; pc < g.K; pc += KC) {
       const int64_t kc = std::min(KC, g.K - pc);
