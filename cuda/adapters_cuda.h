@@ -94,13 +94,16 @@ int adapters_cuda_gemm_bf16(int transA, int transB, int64_t M, int64_t N, int64_
 int adapters_cuda_gemm_bf16_out(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
                                 const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb, float beta, uint16_t* C,
                                 int64_t ldc, void* stream);
-/* f32: full f32 precision by default (CUDA-core FFMA tiles, like torch with TF32 off). */
+/* f32: by default 3xTF32 on the tensor cores (each operand split into two TF32 parts; f32-class error, ~2^-22 of each
+ * product); ADAPTERS_CUDA_F32_GEMM=ffma: CUDA-core FFMA tiles, full f32 precision like torch with TF32 off. */
 int adapters_cuda_gemm_f32(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
                            void* stream);
 /* f32 kernel variants, for tests and benchmarks: 0 auto (what gemm_f32 runs: 3 for skinny products with a long K,
- * else 2, or 4 where splitting K fills more of the GPU), 1 the 128x128x8 tile kernel, 2 the 128x128x16 kernel with
- * float4 loads, 3 split-K 64x64 tiles, 4 the 128x128x16 kernel with K split (at least in two). */
+ * else 5, or 6 where splitting K fills more of the GPU; 2 and 4 instead of 5 and 6 under ADAPTERS_CUDA_F32_GEMM=ffma),
+ * 1 the 128x128x8 FFMA tile kernel, 2 the 128x128x16 FFMA kernel with float4 loads, 3 split-K 64x64 FFMA tiles, 4 the
+ * 128x128x16 FFMA kernel with K split (at least in two), 5 and 6 the same 128x128x16 kernel (unsplit, split) with
+ * 3xTF32 tensor-core tiles (two blocks per SM), 7 and 8 likewise with one block per SM. */
 int adapters_cuda_gemm_f32_variant(int variant, int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
                                    const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
                                    int64_t ldc, void* stream);

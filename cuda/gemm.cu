@@ -26,8 +26,9 @@
 //    (ld not a multiple of 8, or unaligned base) take the same kernel with plain element loads instead of
 //    cp.async.
 //
-// 3. f32: CUDA-core FFMA tiles (128x128x8, 256 threads, 8x8 outputs per thread, double-buffered shared
-//    memory), full f32 precision like torch with TF32 off (no TF32 rounding of the inputs).
+// 3. f32 (gemm_f32.cuh): 128x128 tiles, 256 threads, double-buffered shared memory; by default 3xTF32 on the
+//    tensor cores (each operand split into two TF32 parts, three mma.sync per product tile: f32-class error),
+//    or CUDA-core FFMA (ADAPTERS_CUDA_F32_GEMM=ffma), full f32 precision like torch with TF32 off.
 //
 // Outputs are f32, or bf16 (adapters_cuda_gemm_bf16_out: every epilogue rounds alpha·acc + beta·C to nearest even).
 //
@@ -41,6 +42,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <type_traits>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -48,6 +50,7 @@
 
 #include "adapters_cuda.h"
 #include "common.cuh"
+#include "gemm_f32.cuh"  // family 3, with GemmArgs, tile order and epilogue stores (gemm_tile.cuh)
 
 // wgmma / setmaxnreg / TMA code is compiled only for sm_90a (-gencode arch=compute_90a,code=sm_90a); other
 // targets get empty kernel bodies and the host never launches them (adapters_cuda_gemm_has_wgmma() == 0).
@@ -58,94 +61,7 @@
 namespace {
 
 using ad_cuda::ceil_div;
-
-struct GemmArgs {
-  int64_t M, N, K;
-  float alpha, beta;
-  const void* A;
-  int64_t lda;
-  const void* B;
-  int64_t ldb;
-  float* C;
-  int64_t ldc;
-  int c_vec2;     // C rows take paired stores (ldc even, C aligned to a pair): float2 / bf16x2 stores
-  uint16_t* Cb;   // non-null: C is bf16 here (rounded to nearest even), C itself unused
-};
-
-// ------------------------------------------------------------------------------------------------------
-// Shared helpers
-// ------------------------------------------------------------------------------------------------------
-
-// Grouped tile order: consecutive blocks walk GROUP tile-rows of one tile-column band before moving on,
-// so the A rows and B columns they share stay in L2.
-__device__ __forceinline__ void tile_coords(int64_t bid, int64_t tiles_m, int64_t tiles_n, int64_t& tm,
-                                            int64_t& tn) {
-  constexpr int64_t GROUP = 8;
-  const int64_t per_group = GROUP * tiles_n;
-  const int64_t group = bid / per_group;
-  const int64_t first_m = group * GROUP;
-  const int64_t gm = min(tiles_m - first_m, GROUP);
-  const int64_t in_group = bid % per_group;
-  tm = first_m + in_group % gm;
-  tn = in_group / gm;
-}
-
-__device__ __forceinline__ float bf16_bits_to_f32(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
-__device__ __forceinline__ uint16_t f32_to_bf16_rne(float f) {
-  const uint32_t u = __float_as_uint(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  // NaN stays a (quiet) NaN
-  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
-// alpha·v + beta·C for one output into a bf16 C (bounds checked by the caller)
-__device__ __forceinline__ void store_bf16(const GemmArgs& a, int64_t row, int64_t col, float v) {
-  uint16_t* p = a.Cb + row * a.ldc + col;
-  v *= a.alpha;
-  if (a.beta != 0.f) v += a.beta * bf16_bits_to_f32(*p);
-  *p = f32_to_bf16_rne(v);
-}
-
-// alpha·acc + beta·C for two horizontally adjacent outputs (col even), bounds-checked.
-__device__ __forceinline__ void store_pair(const GemmArgs& a, int64_t row, int64_t col, float v0, float v1) {
-  if (row >= a.M || col >= a.N) return;
-  if (a.Cb) {
-    if (a.c_vec2 && col + 1 < a.N) {
-      uint16_t* p = a.Cb + row * a.ldc + col;
-      v0 *= a.alpha, v1 *= a.alpha;
-      if (a.beta != 0.f) {
-        const uint32_t old = *reinterpret_cast<const uint32_t*>(p);
-        v0 += a.beta * bf16_bits_to_f32((uint16_t)(old & 0xffffu));
-        v1 += a.beta * bf16_bits_to_f32((uint16_t)(old >> 16));
-      }
-      *reinterpret_cast<uint32_t*>(p) = (uint32_t)f32_to_bf16_rne(v0) | ((uint32_t)f32_to_bf16_rne(v1) << 16);
-    } else {
-      store_bf16(a, row, col, v0);
-      if (col + 1 < a.N) store_bf16(a, row, col + 1, v1);
-    }
-    return;
-  }
-  float* p = a.C + row * a.ldc + col;
-  v0 *= a.alpha;
-  v1 *= a.alpha;
-  if (a.c_vec2 && col + 1 < a.N) {
-    if (a.beta != 0.f) {
-      float2 old = *reinterpret_cast<const float2*>(p);
-      v0 += a.beta * old.x;
-      v1 += a.beta * old.y;
-    }
-    *reinterpret_cast<float2*>(p) = make_float2(v0, v1);
-  } else {
-    p[0] = a.beta != 0.f ? v0 + a.beta * p[0] : v0;
-    if (col + 1 < a.N) p[1] = a.beta != 0.f ? v1 + a.beta * p[1] : v1;
-  }
-}
-
-// alpha·v + beta·C for one output (either C dtype), bounds checked by the caller
-__device__ __forceinline__ void store_one(const GemmArgs& a, int64_t row, int64_t col, float v) {
-  if (a.Cb) return store_bf16(a, row, col, v);
-  float* p = a.C + row * a.ldc + col;
-  *p = a.beta == 0.f ? a.alpha * v : a.alpha * v + a.beta * *p;
-}
+using namespace ad_gemm;
 
 // C = beta·C (K == 0, where no product term exists; beta == 0 writes zeros).
 __global__ void scale_c_kernel(GemmArgs a) {
@@ -337,197 +253,6 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32)
       store_pair(a, row, col, acc[i][j][0], acc[i][j][1]);
       store_pair(a, row + 8, col, acc[i][j][2], acc[i][j][3]);
     }
-}
-
-// ------------------------------------------------------------------------------------------------------
-// 3. f32 CUDA-core kernel
-// ------------------------------------------------------------------------------------------------------
-
-// The main loop and epilogue of both f32 kernels: double-buffered k-major shared tiles (BK deep, 128 wide plus PAD)
-// refilled through the kernel's own gload (global -> registers) / sstore (registers -> shared), each of the 256 threads
-// accumulating 8x8 outputs as two 4-row and two 4-column strips 64 apart, then alpha·acc + beta·C through store_pair.
-template <int BK, int PAD, class GLoad, class SStore>
-__device__ __forceinline__ void simt_f32_mainloop(const GemmArgs& a, float (&As)[2][BK][128 + PAD], float (&Bs)[2][BK][128 + PAD], int64_t m0,
-                                                  int64_t n0, int tx, int ty, GLoad& gload, SStore& sstore) {
-  float acc[8][8];
-#pragma unroll
-  for (int i = 0; i < 8; i++)
-#pragma unroll
-    for (int j = 0; j < 8; j++) acc[i][j] = 0.f;
-
-  const int64_t KT = ceil_div(a.K, BK);
-  gload(0);
-  sstore(0);
-  __syncthreads();
-  for (int64_t kt = 0; kt < KT; kt++) {
-    const int buf = (int)(kt & 1);
-    if (kt + 1 < KT) gload((kt + 1) * BK);
-#pragma unroll
-    for (int k = 0; k < BK; k++) {
-      const float4 a0 = *reinterpret_cast<const float4*>(&As[buf][k][ty * 4]);
-      const float4 a1 = *reinterpret_cast<const float4*>(&As[buf][k][64 + ty * 4]);
-      const float4 b0 = *reinterpret_cast<const float4*>(&Bs[buf][k][tx * 4]);
-      const float4 b1 = *reinterpret_cast<const float4*>(&Bs[buf][k][64 + tx * 4]);
-      const float av[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-      const float bv[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
-#pragma unroll
-      for (int i = 0; i < 8; i++)
-#pragma unroll
-        for (int j = 0; j < 8; j++) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
-    }
-    if (kt + 1 < KT) sstore(buf ^ 1);  // that buffer was last read in iteration kt-1, before the barrier
-    __syncthreads();
-  }
-#pragma unroll
-  for (int i = 0; i < 8; i++) {
-    const int64_t row = m0 + (i < 4 ? ty * 4 + i : 64 + ty * 4 + i - 4);
-#pragma unroll
-    for (int j = 0; j < 8; j += 2) {
-      const int64_t col = n0 + (j < 4 ? tx * 4 + j : 64 + tx * 4 + j - 4);
-      store_pair(a, row, col, acc[i][j], acc[i][j + 1]);
-    }
-  }
-}
-
-// Block tile 128x128x8, 256 threads as 16x16, each thread 8x8 outputs taken as two 4-row and two 4-column
-// strips 64 apart (float4 shared reads of A and B per k, broadcast-friendly). Tiles are stored k-major
-// ([k][m], [k][n], padded by 4 floats) whatever the transposes; the global loads are arranged so that
-// consecutive threads read consecutive addresses of the contiguous dimension. The next tile is fetched
-// into registers while the current one is multiplied (double-buffered shared memory).
-template <bool TA, bool TB>
-__global__ void __launch_bounds__(256) gemm_f32_simt_kernel(GemmArgs a) {
-  constexpr int BM = 128, BN = 128, BK = 8, PAD = 4;
-  __shared__ __align__(16) float As[2][BK][BM + PAD];
-  __shared__ __align__(16) float Bs[2][BK][BN + PAD];
-  const int64_t tiles_m = ceil_div(a.M, BM), tiles_n = ceil_div(a.N, BN);
-  int64_t tm, tn;
-  tile_coords(blockIdx.x, tiles_m, tiles_n, tm, tn);
-  const int64_t m0 = tm * BM, n0 = tn * BN;
-  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-  const float* A = static_cast<const float*>(a.A);
-  const float* B = static_cast<const float*>(a.B);
-
-  // (m, k) of A and (k, n) of B that thread slot idx = tid + i·256 loads
-  auto a_mk = [&](int idx, int& m, int& k) {
-    if (TA) { m = idx % BM; k = idx / BM; }  // A is (K,M): m contiguous
-    else { k = idx % BK; m = idx / BK; }     // A is (M,K): k contiguous
-  };
-  auto b_kn = [&](int idx, int& k, int& n) {
-    if (TB) { k = idx % BK; n = idx / BK; }  // B is (N,K): k contiguous
-    else { n = idx % BN; k = idx / BN; }     // B is (K,N): n contiguous
-  };
-  float ra[4], rb[4];
-  auto gload = [&](int64_t k0) {
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-      int m, k, n, kb;
-      a_mk(tid + i * 256, m, k);
-      b_kn(tid + i * 256, kb, n);
-      const int64_t gm = m0 + m, gk = k0 + k, gn = n0 + n, gkb = k0 + kb;
-      ra[i] = (gm < a.M && gk < a.K) ? (TA ? A[gk * a.lda + gm] : A[gm * a.lda + gk]) : 0.f;
-      rb[i] = (gn < a.N && gkb < a.K) ? (TB ? B[gn * a.ldb + gkb] : B[gkb * a.ldb + gn]) : 0.f;
-    }
-  };
-  auto sstore = [&](int buf) {
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-      int m, k, n, kb;
-      a_mk(tid + i * 256, m, k);
-      b_kn(tid + i * 256, kb, n);
-      As[buf][k][m] = ra[i];
-      Bs[buf][kb][n] = rb[i];
-    }
-  };
-
-  simt_f32_mainloop<BK, PAD>(a, As, Bs, m0, n0, tx, ty, gload, sstore);
-}
-
-// Elements (r, c .. c+3) of a row-major matrix with `rows` rows, `cols` columns and leading dim ld: one float4 when
-// `full` (the caller knows all four are inside and 16-byte aligned), else four bounds-checked loads (0 outside).
-__device__ __forceinline__ float4 load4_rows(const float* p, int64_t ld, int64_t r, int64_t rows, int64_t c, int64_t cols,
-                                             bool full) {
-  if (full) return *reinterpret_cast<const float4*>(p + r * ld + c);
-  const bool ok = r < rows;
-  float4 v;
-  v.x = ok && c < cols ? p[r * ld + c] : 0.f;
-  v.y = ok && c + 1 < cols ? p[r * ld + c + 1] : 0.f;
-  v.z = ok && c + 2 < cols ? p[r * ld + c + 2] : 0.f;
-  v.w = ok && c + 3 < cols ? p[r * ld + c + 3] : 0.f;
-  return v;
-}
-
-// f32 kernel, second form: block tile 128x128x16 (twice the k-depth per barrier), 256 threads with the same
-// 8x8-per-thread layout as above, global loads as float4 where the whole tile is inside the matrices and rows are
-// 16-byte aligned (scalar, bounds-checked loads otherwise), operand pointers advanced per tile rather than
-// re-indexed, and at most 128 registers so that two blocks share an SM (one block's loads overlap the other's FMAs).
-//
-// Split-K (ws non-null): block z takes K rows z·kchunk .. +kchunk and writes its partial product to slice z of the
-// workspace (M x N, alpha 1, beta 0); splitk_reduce_kernel then sums the slices into C. kchunk is a multiple of
-// BK, so the advanced operand pointers keep the float4 alignment that vec_ok promised for the bases.
-template <bool TA, bool TB>
-__global__ void __launch_bounds__(256, 2) gemm_f32_simt16_kernel(GemmArgs a, int vec_ok, int64_t kchunk, float* ws) {
-  constexpr int BM = 128, BN = 128, BK = 16, PAD = 4;
-  if (ws) {
-    const int64_t kb = blockIdx.z * kchunk;
-    a.A = static_cast<const float*>(a.A) + (TA ? kb * a.lda : kb);
-    a.B = static_cast<const float*>(a.B) + (TB ? kb : kb * a.ldb);
-    a.K = min(kchunk, a.K - kb);
-    a.C = ws + blockIdx.z * a.M * a.N, a.Cb = nullptr;
-    a.ldc = a.N, a.alpha = 1.f, a.beta = 0.f, a.c_vec2 = a.N % 2 == 0;
-  }
-  __shared__ __align__(16) float As[2][BK][BM + PAD];
-  __shared__ __align__(16) float Bs[2][BK][BN + PAD];
-  const int64_t tiles_m = ceil_div(a.M, BM), tiles_n = ceil_div(a.N, BN);
-  int64_t tm, tn;
-  tile_coords(blockIdx.x, tiles_m, tiles_n, tm, tn);
-  const int64_t m0 = tm * BM, n0 = tn * BN;
-  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-  const float* A = static_cast<const float*>(a.A);
-  const float* B = static_cast<const float*>(a.B);
-  // the float4 path: both tiles of this block lie inside M and N (K is checked per tile)
-  const bool vec = vec_ok && m0 + BM <= a.M && n0 + BN <= a.N;
-
-  // Each thread moves two float4 of A and two of B per tile. For a k-contiguous operand (A as (M,K), B as (N,K))
-  // slot i covers row (tid / 4 + 64·i), k (tid % 4)·4 .. +3; for an m/n-contiguous one (A as (K,M), B as (K,N))
-  // k (tid / 32 + 8·i), columns (tid % 32)·4 .. +3.
-  const int kr_row = tid / 4, kr_k = (tid % 4) * 4;  // k-contiguous slots
-  const int mc_k = tid / 32, mc_c = (tid % 32) * 4;  // m/n-contiguous slots
-  float4 ra[2], rb[2];
-  auto gload = [&](int64_t k0) {
-    const bool full = vec && k0 + BK <= a.K;
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-      if (!TA) ra[i] = load4_rows(A, a.lda, m0 + kr_row + 64 * i, a.M, k0 + kr_k, a.K, full);  // A (M,K)
-      else ra[i] = load4_rows(A, a.lda, k0 + mc_k + 8 * i, a.K, m0 + mc_c, a.M, full);        // A (K,M)
-      if (TB) rb[i] = load4_rows(B, a.ldb, n0 + kr_row + 64 * i, a.N, k0 + kr_k, a.K, full);  // B (N,K)
-      else rb[i] = load4_rows(B, a.ldb, k0 + mc_k + 8 * i, a.K, n0 + mc_c, a.N, full);        // B (K,N)
-    }
-  };
-  auto sstore = [&](int buf) {
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-      if (!TA) {
-        const int m = kr_row + 64 * i;
-        As[buf][kr_k + 0][m] = ra[i].x;
-        As[buf][kr_k + 1][m] = ra[i].y;
-        As[buf][kr_k + 2][m] = ra[i].z;
-        As[buf][kr_k + 3][m] = ra[i].w;
-      } else {
-        *reinterpret_cast<float4*>(&As[buf][mc_k + 8 * i][mc_c]) = ra[i];
-      }
-      if (TB) {
-        const int n = kr_row + 64 * i;
-        Bs[buf][kr_k + 0][n] = rb[i].x;
-        Bs[buf][kr_k + 1][n] = rb[i].y;
-        Bs[buf][kr_k + 2][n] = rb[i].z;
-        Bs[buf][kr_k + 3][n] = rb[i].w;
-      } else {
-        *reinterpret_cast<float4*>(&Bs[buf][mc_k + 8 * i][mc_c]) = rb[i];
-      }
-    }
-  };
-
-  simt_f32_mainloop<BK, PAD>(a, As, Bs, m0, n0, tx, ty, gload, sstore);
 }
 
 // ------------------------------------------------------------------------------------------------------
@@ -1052,7 +777,13 @@ int64_t f32_splits(const GemmArgs& a, int sms) {
   return best;
 }
 
-int launch_f32_simt16(const GemmArgs& a, bool ta, bool tb, int64_t splits, cudaStream_t s) {
+template <class T>
+struct TileTag {
+  using type = T;
+};
+
+// The 128x128x16 f32 kernel with FFMA (tc 0) or 3xTF32 tiles (tc 1: two blocks per SM; tc 2: one), K split `splits` ways.
+int launch_f32_k16(const GemmArgs& a, bool ta, bool tb, int64_t splits, int tc, cudaStream_t s) {
   const int64_t tiles = tile_count(a.M, a.N, 128, 128);
   if (tiles > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
   // float4 loads need 16-byte aligned rows of both operands
@@ -1060,11 +791,18 @@ int launch_f32_simt16(const GemmArgs& a, bool ta, bool tb, int64_t splits, cudaS
   const int64_t kchunk = ceil_div(ceil_div(a.K, std::max<int64_t>(1, splits)), 16) * 16;
   splits = ceil_div(a.K, kchunk);
   const dim3 grid((unsigned)tiles, 1, (unsigned)splits);
+  auto go = [&](auto tag, auto minb, float* w) {
+    using Tile = typename decltype(tag)::type;
+    constexpr int MB = decltype(minb)::value;
+    if (!ta && !tb) gemm_f32_k16_kernel<false, false, Tile, MB><<<grid, 256, 0, s>>>(a, vec, kchunk, w);
+    else if (!ta && tb) gemm_f32_k16_kernel<false, true, Tile, MB><<<grid, 256, 0, s>>>(a, vec, kchunk, w);
+    else if (ta && !tb) gemm_f32_k16_kernel<true, false, Tile, MB><<<grid, 256, 0, s>>>(a, vec, kchunk, w);
+    else gemm_f32_k16_kernel<true, true, Tile, MB><<<grid, 256, 0, s>>>(a, vec, kchunk, w);
+  };
   return run_split(a, splits, s, [&](float* w) {
-    if (!ta && !tb) gemm_f32_simt16_kernel<false, false><<<grid, 256, 0, s>>>(a, vec, kchunk, w);
-    else if (!ta && tb) gemm_f32_simt16_kernel<false, true><<<grid, 256, 0, s>>>(a, vec, kchunk, w);
-    else if (ta && !tb) gemm_f32_simt16_kernel<true, false><<<grid, 256, 0, s>>>(a, vec, kchunk, w);
-    else gemm_f32_simt16_kernel<true, true><<<grid, 256, 0, s>>>(a, vec, kchunk, w);
+    if (tc == 1) go(TileTag<Tf32x3Tile>{}, std::integral_constant<int, 2>{}, w);
+    else if (tc == 2) go(TileTag<Tf32x3Tile>{}, std::integral_constant<int, 1>{}, w);
+    else go(TileTag<SimtTile>{}, std::integral_constant<int, 2>{}, w);
   });
 }
 
@@ -1313,13 +1051,35 @@ int adapters_cuda_gemm_has_wgmma(void) {
 }
 
 namespace {
-const char* const kF32Variants[] = {"auto", "simt_f32_128x128x8", "simt_f32_128x128x16", "simt_splitk_64x64x16", "simt_f32_128x128x16_splitk"};
+const char* const kF32Variants[] = {"auto", "simt_f32_128x128x8", "simt_f32_128x128x16", "simt_splitk_64x64x16",
+                                    "simt_f32_128x128x16_splitk", "tf32x3_128x128x16", "tf32x3_128x128x16_splitk",
+                                    "tf32x3_128x128x16_1blk", "tf32x3_128x128x16_1blk_splitk"};
+constexpr int kF32NumVariants = 9;
+
+// f32 products on tensor cores (3xTF32, f32-class error) unless ADAPTERS_CUDA_F32_GEMM=ffma asks for CUDA-core FFMA
+// (exactly torch's arithmetic with TF32 off); read once per process.
+bool f32_on_tensor_cores() {
+  static const bool on = [] {
+    const char* e = std::getenv("ADAPTERS_CUDA_F32_GEMM");
+    return !(e && std::strcmp(e, "ffma") == 0);
+  }();
+  return on;
 }
+
+// The variant auto picks: split-K CUDA-core tiles for skinny products, else the 128x128x16 kernel, K split when its
+// tiles leave much of a wave idle.
+int f32_auto_variant(const GemmArgs& a, const DeviceInfo& d) {
+  if (std::min(a.M, a.N) <= 64 && splitk_wanted(a, d.sms, false)) return 3;
+  const bool split = f32_splits(a, d.sms) > 1;
+  if (f32_on_tensor_cores()) return split ? 6 : 5;
+  return split ? 4 : 2;
+}
+}  // namespace
 
 int adapters_cuda_gemm_f32_variant(int variant, int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
                                    const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
                                    int64_t ldc, void* stream) {
-  if (variant < 0 || variant > 4) return (int)cudaErrorInvalidValue;
+  if (variant < 0 || variant >= kF32NumVariants) return (int)cudaErrorInvalidValue;
   const bool ta = transA != 0, tb = transB != 0;
   bool nothing = false;
   if (int e = validate(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, &nothing)) return e;
@@ -1329,39 +1089,43 @@ int adapters_cuda_gemm_f32_variant(int variant, int transA, int transB, int64_t 
   if (K == 0) return launch_scale(a, s);
   const int64_t tiles = tile_count(M, N, 128, 128);
   if (tiles > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
-  if (variant == 0 || variant >= 3) {
-    DeviceInfo d;
-    if (int e = current_device_info(d)) return e;
-    if (variant == 3 || (variant == 0 && std::min(M, N) <= 64 && splitk_wanted(a, d.sms, false)))
-      return launch_splitk<float>(a, ta, tb, d.sms, s);
-    return launch_f32_simt16(a, ta, tb, variant == 4 ? std::max<int64_t>(2, f32_splits(a, d.sms)) : f32_splits(a, d.sms), s);
+  if (variant == 1) {
+    if (!ta && !tb) gemm_f32_simt_kernel<false, false><<<(unsigned)tiles, 256, 0, s>>>(a);
+    else if (!ta && tb) gemm_f32_simt_kernel<false, true><<<(unsigned)tiles, 256, 0, s>>>(a);
+    else if (ta && !tb) gemm_f32_simt_kernel<true, false><<<(unsigned)tiles, 256, 0, s>>>(a);
+    else gemm_f32_simt_kernel<true, true><<<(unsigned)tiles, 256, 0, s>>>(a);
+    AD_CUDA_CHECK_LAUNCH();
+    return 0;
   }
-  if (variant == 2) return launch_f32_simt16(a, ta, tb, 1, s);
-  if (!ta && !tb) gemm_f32_simt_kernel<false, false><<<(unsigned)tiles, 256, 0, s>>>(a);
-  else if (!ta && tb) gemm_f32_simt_kernel<false, true><<<(unsigned)tiles, 256, 0, s>>>(a);
-  else if (ta && !tb) gemm_f32_simt_kernel<true, false><<<(unsigned)tiles, 256, 0, s>>>(a);
-  else gemm_f32_simt_kernel<true, true><<<(unsigned)tiles, 256, 0, s>>>(a);
-  AD_CUDA_CHECK_LAUNCH();
-  return 0;
+  // 3xTF32 tiles: 5 / 6 two blocks per SM, 7 / 8 one
+  auto tc_of = [](int v) { return v == 5 || v == 6 ? 1 : v == 7 || v == 8 ? 2 : 0; };
+  if (variant == 2 || variant == 5 || variant == 7) return launch_f32_k16(a, ta, tb, 1, tc_of(variant), s);
+  DeviceInfo d;
+  if (int e = current_device_info(d)) return e;
+  if (variant == 0) variant = f32_auto_variant(a, d);
+  if (variant == 3) return launch_splitk<float>(a, ta, tb, d.sms, s);
+  if (variant == 2 || variant == 5 || variant == 7) return launch_f32_k16(a, ta, tb, 1, tc_of(variant), s);
+  // 4 / 6 / 8: split K (at least two ways when forced)
+  return launch_f32_k16(a, ta, tb, std::max<int64_t>(2, f32_splits(a, d.sms)), tc_of(variant), s);
 }
 
 int adapters_cuda_gemm_f32_pick(int64_t M, int64_t N, int64_t K) {
   DeviceInfo d;
   if (int e = current_device_info(d)) return -e;
   static float dummy;
-  const GemmArgs a = make_args(M, N, K, 1.f, &dummy, 1, &dummy, 1, 0.f, &dummy, 1);
-  if (std::min(M, N) <= 64 && splitk_wanted(a, d.sms, false)) return 3;
-  return f32_splits(a, d.sms) > 1 ? 4 : 2;
+  return f32_auto_variant(make_args(M, N, K, 1.f, &dummy, 1, &dummy, 1, 0.f, &dummy, 1), d);
 }
 
-const char* adapters_cuda_gemm_f32_variant_name(int variant) { return variant >= 0 && variant <= 4 ? kF32Variants[variant] : ""; }
+const char* adapters_cuda_gemm_f32_variant_name(int variant) {
+  return variant >= 0 && variant < kF32NumVariants ? kF32Variants[variant] : "";
+}
 
 int adapters_cuda_gemm_f32(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
                            void* stream) {
   static const int pick = [] {
-    const char* e = std::getenv("ADAPTERS_CUDA_F32_VARIANT");  // benchmarking switch: 1 .. 4 forces a kernel
-    return e && e[0] >= '1' && e[0] <= '4' && !e[1] ? e[0] - '0' : 0;
+    const char* e = std::getenv("ADAPTERS_CUDA_F32_VARIANT");  // benchmarking switch: 1 .. 8 forces a kernel
+    return e && e[0] >= '1' && e[0] < '0' + kF32NumVariants && !e[1] ? e[0] - '0' : 0;
   }();
   return adapters_cuda_gemm_f32_variant(pick, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
 }

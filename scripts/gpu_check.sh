@@ -163,6 +163,9 @@ if [ $ADDON = 1 ]; then
   WGENV="ADAPTERS_CUDA_DISABLE_WGMMA=1"
   [ $WG = ok ] && WGENV="ADAPTERS_CUDA_WGMMA_ON=1"
   run "$(budget 240)" "adapter training step vs torch ($WGENV)" "$OUT/train_bench.txt" env $WGENV TORCH_PYTHON=python3 "$NODE_BIN" --import tsx bench/cuda/train.ts
+  # the f32 step once more with CUDA-core FFMA GEMMs instead of 3xTF32 (ours only: no torch run)
+  [ $(elapsed) -lt $DEADLINE ] && run "$(budget 60)" "f32 training step with FFMA GEMMs" "$OUT/train_bench.txt" \
+    env $WGENV ADAPTERS_CUDA_F32_GEMM=ffma BENCH_DTYPES=f32 TORCH_PYTHON=/nonexistent/python3 "$NODE_BIN" --import tsx bench/cuda/train.ts
   if [ $WG = ok ] && [ $(elapsed) -lt $DEADLINE ]; then
     run "$(budget 90)" "device checks (wgmma GEMMs)" "$OUT/device.json" "$NODE_BIN" --import tsx test/cuda/helpers/device_child.ts
   fi

@@ -1,7 +1,10 @@
-// The CUDA attention kernels — register-tiled (cuda/attention_tiles.cuh, heads <= 64) and warp-cooperative
-// (cuda/attention_warp.cuh, heads <= 128) — run on the CPU under a thread-per-CUDA-thread emulation
-// (test/cuda/emu/attention_tiles_emu.cpp) against the per-row reference code of cuda/attention_math.h: their tile
-// indexing, staging, barriers and shuffles are checked on every machine, not only where a GPU is lent.
+// CUDA kernels run on the CPU under a thread-per-CUDA-thread emulation, so that their indexing, staging, barriers,
+// shuffles and mma fragments are checked on every machine, not only where a GPU is lent:
+// - the attention kernels, register-tiled (cuda/attention_tiles.cuh, heads <= 64) and warp-cooperative
+//   (cuda/attention_warp.cuh, heads <= 128), against the per-row reference code of cuda/attention_math.h
+//   (test/cuda/emu/attention_tiles_emu.cpp);
+// - the f32 GEMM kernels (cuda/gemm_f32.cuh: FFMA tiles and 3xTF32 tensor-core tiles with an emulated
+//   mma.sync.m16n8k8.tf32) against a double-precision product (test/cuda/emu/gemm_emu.cpp).
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -12,12 +15,11 @@ import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const cudaDir = path.join(here, '..', '..', 'cuda');
-const src = path.join(here, 'emu', 'attention_tiles_emu.cpp');
-
-function build(): { exe: string } | { error: string } | { broken: string } {
+function build(name: string): { exe: string } | { error: string } | { broken: string } {
+  const src = path.join(here, 'emu', `${name}.cpp`);
   const sha = crypto.createHash('sha1').update(fs.readFileSync(src));
   for (const f of fs.readdirSync(cudaDir).filter((n) => /\.(h|cuh)$/.test(n)).sort()) sha.update(f).update(fs.readFileSync(path.join(cudaDir, f)));
-  const exe = path.join(os.tmpdir(), `adapters-node-attn-emu-${sha.digest('hex').slice(0, 12)}`);
+  const exe = path.join(os.tmpdir(), `adapters-node-${name}-${sha.digest('hex').slice(0, 12)}`);
   if (fs.existsSync(exe)) return { exe };
   const cxx = process.env.CXX || 'c++';
   const tmp = `${exe}.${process.pid}.tmp`;
@@ -31,7 +33,7 @@ function build(): { exe: string } | { error: string } | { broken: string } {
   return { exe };
 }
 
-const b = build();
+const b = build('attention_tiles_emu');
 if ('error' in b) test(`attention tile emulation skipped: ${b.error}`, (t) => t.pass());
 else if ('broken' in b) test('the attention tile emulator builds', (t) => t.fail(b.broken));
 else {
@@ -44,5 +46,30 @@ else {
     for (const c of cases) t.is(c.kernels, c.case[6]! <= 64 && c.case[7]! <= 64 ? 2 : 1, `kernels run for ${JSON.stringify(c.case)}`);
     for (const c of cases) t.true(c.ok, `case [B,H,Hkv,Tq,Tk,P,D,Dv,causal,mask,keep] = ${JSON.stringify(c.case)}: ${c.why}`);
     t.is(r.status, 0);
+  });
+}
+
+const g = build('gemm_emu');
+if ('error' in g) test(`f32 GEMM kernel emulation skipped: ${g.error}`, (t) => t.pass());
+else if ('broken' in g) test('the f32 GEMM kernel emulator builds', (t) => t.fail(g.broken));
+else {
+  type GemmCase = { kernel: number; case: number[]; ok: boolean; why: string };
+  const runGemm = (args: string[]) => {
+    const r = spawnSync(g.exe, args, { encoding: 'utf8', timeout: 240_000 });
+    const lines = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+    return { r, cases: lines.slice(0, -1) as GemmCase[], summary: lines.at(-1) as { cases: number; failed: number } | undefined };
+  };
+  test('CUDA f32 GEMM kernels (3xTF32 and FFMA tiles; four layouts, edges, scalar loads, split-K, beta, bf16 output) match a double-precision product under CPU emulation', (t) => {
+    const { r, cases } = runGemm([]);
+    t.is(cases.length, 56, r.stderr.slice(-1000));
+    for (const k of [5, 2, 1]) t.true(cases.some((c) => c.kernel === k), `kernel ${k} ran`);
+    for (const c of cases) t.true(c.ok, `kernel ${c.kernel}, case [M,N,K,ta,tb,extra_ld,splits,beta,bf16_out] = ${JSON.stringify(c.case)}: ${c.why}`);
+    t.is(r.status, 0);
+  });
+  test('the f32 GEMM emulation check tells 3xTF32 from plain TF32: dropping the small-term products fails every case', (t) => {
+    const { r, cases, summary } = runGemm(['--plain-tf32']);
+    t.is(cases.length, 20, r.stderr.slice(-1000));
+    t.is(summary?.failed, 20);
+    t.is(r.status, 1);
   });
 }

@@ -513,7 +513,7 @@ void run_gemm_case(const GemmCase& c, bool bf16, const std::vector<int>& variant
     adapters_cuda_memcpy_d2h(out.data(), dC.p, out.size() * 4, nullptr);
     // bf16 operands: products exact in f32, f32 accumulation -> error ~ K·2^-24 of sum|a·b| at worst;
     // 1e-3 leaves room for the tensor cores' accumulation order yet catches any missing or wrong term
-    // for K <= ~1000. f32 CUDA-core FFMA: 1e-4.
+    // for K <= ~1000. f32 (FFMA, or 3xTF32 at ~2^-22 per product): 1e-4.
     const double tol = bf16 ? 1e-3 : 1e-4;
     CompareResult cr = compare(c, d, out, tol);
     char det[320];
@@ -585,7 +585,7 @@ void test_gemm(bool bf16, bool wgmma_only) {
     report(group, "wgmma kernels", true, "\"why\":\"not in this build (needs sm_90a) or device is not sm_90\"", true);
     return;
   }
-  std::vector<int> variants = bf16 ? bf16_variants(wgmma_only) : std::vector<int>{0, 1, 2, 3, 4};  // f32: auto and the fixed kernels
+  std::vector<int> variants = bf16 ? bf16_variants(wgmma_only) : std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8};  // f32: auto and the fixed kernels
   for (const GemmCase& c : gemm_cases(g_opt.quick)) run_gemm_case(c, bf16, variants, r, group);
 }
 
@@ -855,8 +855,9 @@ void bench_gemm(bool bf16) {
       const L& l = bf16 ? layouts_bf16[li] : layouts_f32[li];
       const int64_t lda = l.ta ? s.M : s.K, ldb = l.tb ? s.K : s.N;
       std::vector<int> variants = {0};
-      if (!bf16) variants.push_back(1);  // the earlier 128x128x8 kernel, for comparison
-      if (!bf16) variants.push_back(2);  // without the K split that auto may add
+      if (!bf16) variants.push_back(2);  // FFMA (torch's arithmetic with TF32 off), without the K split auto may add
+      if (!bf16) variants.push_back(5);  // 3xTF32, likewise (two blocks per SM)
+      if (!bf16) variants.push_back(7);  // 3xTF32, one block per SM
       if (!bf16 && std::string(s.name).rfind("skinny", 0) == 0) variants.push_back(3);
       if (bf16) {
         // fixed kernels on the two layouts that matter most; auto on all three
