@@ -1,7 +1,7 @@
 """PyTorch side of bench/train.ts: one adapter-training step (forward, classification-head cross-entropy,
 backward, AdamW over the trainable parameters) on the plain-torch BERT of torch_bert.py, in f32 or under
 torch.autocast('cpu', dtype=torch.bfloat16). One method and dtype per process, so ru_maxrss is that run's peak.
-Reads {"threads", "layers", "seq", "batch", "method", "dtype", "steps", "device"?}; prints {"version", "s", "peak_rss"}.
+Reads {"threads", "layers", "seq", "batch", "method", "dtype", "steps", "device"?, "warmup"? (default 1)}; prints {"version", "s", "peak_rss"}.
 With "serve": true it reads the request as the first stdin line and then runs one step per "step" line (see below).
 With "device": "cuda" (bench/cuda/train.ts) everything is created on the GPU (torch >= 2.0's default device), autocast
 targets CUDA and each step is timed to the end of its GPU work."""
@@ -71,7 +71,8 @@ if req.get("serve"):
     print(json.dumps({"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}), flush=True)
     sys.exit(0)
 
-step()
+for _ in range(req.get("warmup", 1)):
+    step()
 best = float("inf")
 for _ in range(req["steps"]):
     t0 = time.perf_counter()

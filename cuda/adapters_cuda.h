@@ -94,13 +94,14 @@ int adapters_cuda_gemm_bf16(int transA, int transB, int64_t M, int64_t N, int64_
 int adapters_cuda_gemm_bf16_out(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
                                 const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb, float beta, uint16_t* C,
                                 int64_t ldc, void* stream);
-/* f32: by default 3xTF32 on the tensor cores (each operand split into two TF32 parts; f32-class error, ~2^-22 of each
- * product); ADAPTERS_CUDA_F32_GEMM=ffma: CUDA-core FFMA tiles, full f32 precision like torch with TF32 off. */
+/* f32: full f32 precision by default (CUDA-core FFMA tiles, like torch with TF32 off); at precision 1 (below, or
+ * ADAPTERS_CUDA_F32_GEMM=3xtf32) 3xTF32 on the tensor cores (each operand split into two TF32 parts; f32-class
+ * error, ~2^-22 of each product). */
 int adapters_cuda_gemm_f32(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
                            void* stream);
 /* f32 kernel variants, for tests and benchmarks: 0 auto (what gemm_f32 runs: 3 for skinny products with a long K,
- * else 5, or 6 where splitting K fills more of the GPU; 2 and 4 instead of 5 and 6 under ADAPTERS_CUDA_F32_GEMM=ffma),
+ * else 2, or 4 where splitting K fills more of the GPU; 5 and 6 instead of 2 and 4 at precision 1),
  * 1 the 128x128x8 FFMA tile kernel, 2 the 128x128x16 FFMA kernel with float4 loads, 3 split-K 64x64 FFMA tiles, 4 the
  * 128x128x16 FFMA kernel with K split (at least in two), 5 and 6 the same 128x128x16 kernel (unsplit, split) with
  * 3xTF32 tensor-core tiles (two blocks per SM), 7 and 8 likewise with one block per SM. */
@@ -108,6 +109,16 @@ int adapters_cuda_gemm_f32_variant(int variant, int transA, int transB, int64_t 
                                    const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
                                    int64_t ldc, void* stream);
 const char* adapters_cuda_gemm_f32_variant_name(int variant);
+/* f32 matmul precision for every f32 product of the library, as torch.set_float32_matmul_precision: 0 "highest"
+ * (FFMA, the default), 1 "high" (3xTF32). Process-wide. */
+int adapters_cuda_set_f32_matmul_precision(int mode);
+int adapters_cuda_get_f32_matmul_precision(void);
+/* batch independent f32 products C_i = alpha·op(A_i)·op(B_i) + beta·C_i with X_i = X + i·strideX (elements); the
+ * 128x128x16 kernel (FFMA tiles, 3xTF32 at precision 1; tf32 nonzero: operands rounded to TF32 once, 1xTF32, for
+ * autocast), one launch per 65535 items. */
+int adapters_cuda_gemm_f32_batched(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                                   int64_t strideA, const float* B, int64_t ldb, int64_t strideB, float beta, float* C, int64_t ldc,
+                                   int64_t strideC, int64_t batch, int tf32, void* stream);
 /* The variant auto runs for an f32 product of this size on the current device (diagnostics; negative on error). */
 int adapters_cuda_gemm_f32_pick(int64_t M, int64_t N, int64_t K);
 
@@ -263,6 +274,7 @@ typedef struct adapters_cuda_attn {
   const float* mask; /* additive, broadcast to (B,H,Tq,P+Tk) by these element strides; NULL = none */
   int64_t mask_sb, mask_sh, mask_si, mask_sj;
   const uint8_t* key_keep; /* (B, P+Tk) bool, nonzero = keep; NULL = none */
+  int mixed; /* autocast: where attention runs through products, they round their operands to TF32 once (1xTF32) */
 } adapters_cuda_attn;
 int adapters_cuda_attention_f32(const adapters_cuda_attn* p, const float* q, const float* k, const float* v, const float* pk,
                                 const float* pv, float* out, float* lse, void* stream);

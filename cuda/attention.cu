@@ -6,10 +6,13 @@
 // accumulations. Both keep an online (running max) softmax in the forward, memory linear in the sequence length. The
 // mask / causal / padding rule is attention_math.h's finish_score, as on the CPU. Larger heads run the per-row code
 // of attention_math.h (one thread per row), which the host-side mock also runs.
+// Where every head's score matrix fits a workspace (at most 1024 keys: BERT-size training), attention runs through
+// batched tensor-core products instead (attention_gemm.h) with the two warp-per-row kernels below.
 #include <cstdlib>
 #include <cstring>
 
 #include "adapters_cuda.h"
+#include "attention_gemm.h"
 #include "attention_math.h"
 #include "attention_tiles.cuh"
 #include "attention_warp.cuh"
@@ -41,13 +44,92 @@ __global__ void dkv_kernel(ad_attn::Params p, const float* q, const float* k, co
 
 using namespace ad_attn_warp;
 
-// ADAPTERS_CUDA_ATTN=2 runs the warp kernels for heads <= 64 too (comparison); by default v3 there, warp kernels above.
-bool force_warp() {
-  static const bool v = [] {
+// ADAPTERS_CUDA_ATTN (comparisons): unset, products where attention_gemm.h's eligible() allows, else the fused kernels;
+// 1 the fused kernels always (v3 tiles for heads <= 64, warp kernels above); 2 the warp kernels for heads <= 64 too.
+int attn_mode() {
+  static const int v = [] {
     const char* e = std::getenv("ADAPTERS_CUDA_ATTN");
-    return e && e[0] == '2' && !e[1];
+    return e && (e[0] == '1' || e[0] == '2') && !e[1] ? e[0] - '0' : 0;
   }();
   return v;
+}
+bool force_warp() { return attn_mode() == 2; }
+bool use_products(const ad_attn::Params& p) { return attn_mode() == 0 && ad_attn_gemm::eligible(p); }
+
+// ---- attention through products: the row kernels (a warp per query row; attention_gemm.h's softmax_row / ds_row)
+constexpr int kRowWarps = 8;
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__global__ void __launch_bounds__(kRowWarps * 32) softmax_rows_kernel(ad_attn::Params p, ad_attn_gemm::Layout l, float* S, float* lse) {
+  const int64_t r = blockIdx.x * (int64_t)kRowWarps + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (r >= l.rows) return;
+  const int64_t i = r % p.Tq, h = (r / p.Tq) % p.H, b = r / (p.Tq * p.H);
+  float* row = S + r * l.LS;
+  float m = -INFINITY;
+  for (int64_t j = lane; j < l.NS; j += 32) {
+    float& s = row[ad_attn_gemm::key_col(p, l, j)];
+    s = ad_attn::finish_score(p, s, b, h, i, j);
+    m = fmaxf(m, s);
+  }
+  m = warp_max(m);
+  float sum = 0.f;
+  for (int64_t j = lane; j < l.NS; j += 32) sum += expf(row[ad_attn_gemm::key_col(p, l, j)] - m);
+  sum = warp_sum(sum);
+  const float inv = 1.f / sum;
+  for (int64_t j = lane; j < l.NS; j += 32) {
+    float& s = row[ad_attn_gemm::key_col(p, l, j)];
+    s = expf(s - m) * inv;
+  }
+  if (lse && lane == 0) lse[r] = m + logf(sum);
+}
+__global__ void __launch_bounds__(kRowWarps * 32) ds_rows_kernel(ad_attn::Params p, ad_attn_gemm::Layout l, const float* P, float* dP,
+                                                                 const float* out, const float* dout) {
+  const int64_t r = blockIdx.x * (int64_t)kRowWarps + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (r >= l.rows) return;
+  float dd = 0.f;
+  for (int64_t d = lane; d < p.Dv; d += 32) dd += dout[r * p.Dv + d] * out[r * p.Dv + d];
+  dd = warp_sum(dd);
+  for (int64_t j = lane; j < l.NS; j += 32) {
+    const int64_t c = r * l.LS + ad_attn_gemm::key_col(p, l, j);
+    dP[c] = P[c] * (dP[c] - dd);
+  }
+}
+// attention_gemm.h's operations on the GPU
+struct GpuOps {
+  cudaStream_t s;
+  int tf32;  // autocast: 1xTF32 products
+  int gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, int64_t sa, const float* B, int64_t ldb,
+           int64_t sb, float beta, float* C, int64_t ldc, int64_t sc, int64_t batch) {
+    return adapters_cuda_gemm_f32_batched(ta, tb, M, N, K, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch, tf32, s);
+  }
+  unsigned blocks(const ad_attn_gemm::Layout& l) const { return (unsigned)ad_cuda::ceil_div(l.rows, kRowWarps); }
+  int softmax_rows(const ad_attn::Params& p, const ad_attn_gemm::Layout& l, float* S, float* lse) {
+    softmax_rows_kernel<<<blocks(l), kRowWarps * 32, 0, s>>>(p, l, S, lse);
+    AD_CUDA_CHECK_LAUNCH();
+    return 0;
+  }
+  int ds_rows(const ad_attn::Params& p, const ad_attn_gemm::Layout& l, const float* P, float* dP, const float* out, const float* dout) {
+    ds_rows_kernel<<<blocks(l), kRowWarps * 32, 0, s>>>(p, l, P, dP, out, dout);
+    AD_CUDA_CHECK_LAUNCH();
+    return 0;
+  }
+};
+// runs f(workspace) with `n` floats of scratch from the caching allocator (returned stream-ordered)
+template <class F>
+int with_workspace(int64_t n, F f) {
+  void* ws = nullptr;
+  if (int rc = adapters_cuda_malloc(&ws, (size_t)n * sizeof(float))) return rc;
+  const int rc = f(static_cast<float*>(ws));
+  const int frc = adapters_cuda_free(ws);
+  return rc ? rc : frc;
 }
 
 // Which warp kernel instantiation fits the head sizes (0: none, use the per-row kernels).
@@ -103,6 +185,11 @@ int adapters_cuda_attention_f32(const adapters_cuda_attn* a, const float* q, con
   const int64_t rows = p.B * p.H * p.Tq;
   if (rows == 0) return 0;
   cudaStream_t s = ad_cuda::as_stream(stream);
+  if (use_products(p)) {
+    GpuOps ops{s, a->mixed};
+    return with_workspace(ad_attn_gemm::workspace_floats(p),
+                          [&](float* S) { return ad_attn_gemm::forward(ops, p, q, k, v, pk, pv, out, lse, S); });
+  }
   if (use_v3(p)) {
     const dim3 grid((unsigned)ad_cuda::ceil_div(p.Tq, ad_attn3::kT3), (unsigned)(p.B * p.H));
     return launch(ad_attn3::fwd_kernel, grid, ad_attn3::fwd_smem_bytes(), s, p, q, k, v, pk, pv, out, lse);
@@ -125,6 +212,13 @@ int adapters_cuda_attention_backward_f32(const adapters_cuda_attn* a, const floa
   if (!to_params(a, &p)) return (int)cudaErrorInvalidValue;
   const int64_t rows = p.B * p.H * p.Tq, keys = p.B * p.Hkv * (p.P + p.Tk);
   cudaStream_t s = ad_cuda::as_stream(stream);
+  if (rows > 0 && use_products(p)) {
+    GpuOps ops{s, a->mixed};
+    const int64_t n = ad_attn_gemm::workspace_floats(p);
+    return with_workspace(2 * n, [&](float* S) {
+      return ad_attn_gemm::backward(ops, p, q, k, v, pk, pv, out, dout, dq, dk, dv, dpk, dpv, S, S + n);
+    });
+  }
   void* scratch = nullptr;
   if (rows > 0) {
     const int arc = adapters_cuda_malloc(&scratch, (size_t)rows * 3 * sizeof(float));  // max, sum, D per query row

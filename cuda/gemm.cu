@@ -26,9 +26,9 @@
 //    (ld not a multiple of 8, or unaligned base) take the same kernel with plain element loads instead of
 //    cp.async.
 //
-// 3. f32 (gemm_f32.cuh): 128x128 tiles, 256 threads, double-buffered shared memory; by default 3xTF32 on the
-//    tensor cores (each operand split into two TF32 parts, three mma.sync per product tile: f32-class error),
-//    or CUDA-core FFMA (ADAPTERS_CUDA_F32_GEMM=ffma), full f32 precision like torch with TF32 off.
+// 3. f32 (gemm_f32.cuh): 128x128 tiles, 256 threads, double-buffered shared memory; by default CUDA-core FFMA,
+//    full f32 precision like torch with TF32 off; at matmul precision "high" 3xTF32 on the tensor cores (each
+//    operand split into two TF32 parts, three mma.sync per product tile: f32-class error).
 //
 // Outputs are f32, or bf16 (adapters_cuda_gemm_bf16_out: every epilogue rounds alpha·acc + beta·C to nearest even).
 //
@@ -782,15 +782,17 @@ struct TileTag {
   using type = T;
 };
 
-// The 128x128x16 f32 kernel with FFMA (tc 0) or 3xTF32 tiles (tc 1: two blocks per SM; tc 2: one), K split `splits` ways.
-int launch_f32_k16(const GemmArgs& a, bool ta, bool tb, int64_t splits, int tc, cudaStream_t s) {
+// The 128x128x16 f32 kernel with FFMA (tc 0) or 3xTF32 tiles (tc 1: two blocks per SM; tc 2: one), or 1xTF32 tiles
+// (tc 3), K split `splits` ways.
+int launch_f32_k16(const GemmArgs& a, bool ta, bool tb, int64_t splits, int tc, cudaStream_t s, int64_t batch = 1) {
   const int64_t tiles = tile_count(a.M, a.N, 128, 128);
-  if (tiles > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
-  // float4 loads need 16-byte aligned rows of both operands
-  const int vec = ((reinterpret_cast<uintptr_t>(a.A) | reinterpret_cast<uintptr_t>(a.B)) % 16 == 0) && a.lda % 4 == 0 && a.ldb % 4 == 0;
+  if (tiles > 0x7fffffff || batch > 65535 || (batch > 1 && splits > 1)) return (int)cudaErrorInvalidConfiguration;
+  // float4 loads need 16-byte aligned rows of both operands (and of every batch item's)
+  const int vec = ((reinterpret_cast<uintptr_t>(a.A) | reinterpret_cast<uintptr_t>(a.B)) % 16 == 0) && a.lda % 4 == 0 && a.ldb % 4 == 0 &&
+                  a.sa % 4 == 0 && a.sb % 4 == 0;
   const int64_t kchunk = ceil_div(ceil_div(a.K, std::max<int64_t>(1, splits)), 16) * 16;
   splits = ceil_div(a.K, kchunk);
-  const dim3 grid((unsigned)tiles, 1, (unsigned)splits);
+  const dim3 grid((unsigned)tiles, (unsigned)batch, (unsigned)splits);
   auto go = [&](auto tag, auto minb, float* w) {
     using Tile = typename decltype(tag)::type;
     constexpr int MB = decltype(minb)::value;
@@ -801,6 +803,7 @@ int launch_f32_k16(const GemmArgs& a, bool ta, bool tb, int64_t splits, int tc, 
   };
   return run_split(a, splits, s, [&](float* w) {
     if (tc == 1) go(TileTag<Tf32x3Tile>{}, std::integral_constant<int, 2>{}, w);
+    else if (tc == 3) go(TileTag<Tf32x1Tile>{}, std::integral_constant<int, 2>{}, w);
     else if (tc == 2) go(TileTag<Tf32x3Tile>{}, std::integral_constant<int, 1>{}, w);
     else go(TileTag<SimtTile>{}, std::integral_constant<int, 2>{}, w);
   });
@@ -1056,14 +1059,19 @@ const char* const kF32Variants[] = {"auto", "simt_f32_128x128x8", "simt_f32_128x
                                     "tf32x3_128x128x16_1blk", "tf32x3_128x128x16_1blk_splitk"};
 constexpr int kF32NumVariants = 9;
 
-// f32 products on tensor cores (3xTF32, f32-class error) unless ADAPTERS_CUDA_F32_GEMM=ffma asks for CUDA-core FFMA
-// (exactly torch's arithmetic with TF32 off); read once per process.
+// f32 matmul precision (adapters_cuda_set_f32_matmul_precision): 0 "highest", CUDA-core FFMA, torch's arithmetic
+// with TF32 off (the default); 1 "high", 3xTF32 on the tensor cores (~2^-22 of each product, against 2^-24 for one
+// f32 rounding; 5-15% faster on large products here). -1 until first use, when ADAPTERS_CUDA_F32_GEMM=3xtf32 selects 1.
+std::atomic<int> g_f32_precision{-1};
 bool f32_on_tensor_cores() {
-  static const bool on = [] {
+  int m = g_f32_precision.load(std::memory_order_relaxed);
+  if (m < 0) {
     const char* e = std::getenv("ADAPTERS_CUDA_F32_GEMM");
-    return !(e && std::strcmp(e, "ffma") == 0);
-  }();
-  return on;
+    int want = e && std::strcmp(e, "3xtf32") == 0 ? 1 : 0;
+    g_f32_precision.compare_exchange_strong(m, want);
+    m = g_f32_precision.load(std::memory_order_relaxed);
+  }
+  return m == 1;
 }
 
 // The variant auto picks: split-K CUDA-core tiles for skinny products, else the 128x128x16 kernel, K split when its
@@ -1128,6 +1136,43 @@ int adapters_cuda_gemm_f32(int transA, int transB, int64_t M, int64_t N, int64_t
     return e && e[0] >= '1' && e[0] < '0' + kF32NumVariants && !e[1] ? e[0] - '0' : 0;
   }();
   return adapters_cuda_gemm_f32_variant(pick, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
+}
+
+int adapters_cuda_set_f32_matmul_precision(int mode) {
+  if (mode != 0 && mode != 1) return (int)cudaErrorInvalidValue;
+  g_f32_precision.store(mode);
+  return 0;
+}
+int adapters_cuda_get_f32_matmul_precision(void) { return f32_on_tensor_cores() ? 1 : 0; }
+
+int adapters_cuda_gemm_f32_batched(int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                                   int64_t strideA, const float* B, int64_t ldb, int64_t strideB, float beta, float* C, int64_t ldc,
+                                   int64_t strideC, int64_t batch, int tf32, void* stream) {
+  const bool ta = transA != 0, tb = transB != 0;
+  bool nothing = false;
+  if (batch < 0 || strideA < 0 || strideB < 0 || strideC < 0) return (int)cudaErrorInvalidValue;
+  if (batch == 0) return 0;
+  if (int e = validate(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, &nothing)) return e;
+  if (nothing) return 0;
+  GemmArgs a = make_args(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  a.sa = strideA, a.sb = strideB, a.sc = strideC;
+  a.c_vec2 = a.c_vec2 && strideC % 2 == 0;
+  cudaStream_t s = ad_cuda::as_stream(stream);
+  if (K == 0) {  // C = beta·C, item by item
+    for (int64_t i = 0; i < batch; i++) {
+      GemmArgs ai = a;
+      ai.C = C + i * strideC;
+      if (int e = launch_scale(ai, s)) return e;
+    }
+    return 0;
+  }
+  for (int64_t done = 0; done < batch; done += 65535) {  // the grid's y dimension holds 65535 items
+    GemmArgs ai = a;
+    ai.A = A + done * strideA, ai.B = B + done * strideB, ai.C = C + done * strideC;
+    const int tc = tf32 ? 3 : f32_on_tensor_cores() ? 1 : 0;
+    if (int e = launch_f32_k16(ai, ta, tb, 1, tc, s, std::min<int64_t>(65535, batch - done))) return e;
+  }
+  return 0;
 }
 
 }  // extern "C"

@@ -1,10 +1,10 @@
 // gemm_f32.cuh — the f32 GEMM kernels of gemm.cu (family 3), device code only so that test/cuda/emu/gemm_emu.cpp
 // runs them on the CPU as well:
 //   - FFMA on CUDA cores (SimtTile): full f32 precision, what torch does with TF32 off;
-//   - 3xTF32 on tensor cores (Tf32x3Tile): each operand x = big + small with big = tf32(x), small = x - big (which
-//     the tensor core truncates to TF32), and acc += a_small·b_big + a_big·b_small + a_big·b_big by
-//     mma.sync.m16n8k8.tf32 (f32 accumulation). The dropped a_small·b_small term and the truncation of small are at
-//     most ~2^-21 of each product, against 2^-24 for one f32 rounding: f32-class, not TF32-class (2^-11).
+//   - 3xTF32 on tensor cores (Tf32x3Tile): each operand x = big + small with big = tf32(x), small = tf32(x - big),
+//     and acc += a_small·b_big + a_big·b_small + a_big·b_big by mma.sync.m16n8k8.tf32 (f32 accumulation). The
+//     dropped a_small·b_small term and the rounding of small are ~2^-22 of each product, against 2^-24 for one f32
+//     rounding: f32-class, not TF32-class (2^-11).
 // Both run inside the same double-buffered k-major shared tiles (128x128, BK deep) filled by the kernel's loaders.
 // The including file provides ad_cuda::ceil_div, and in a CPU build (AD_GEMM_EMU) the emulated mma below.
 #pragma once
@@ -92,26 +92,32 @@ __device__ __forceinline__ void mma_tf32_1688(float (&d)[4], const uint32_t (&a)
 }
 #endif
 
-// x as big + small. big is x rounded to TF32 (nearest, ties away from zero) with integer operations: cvt.rna.tf32.f32
-// is a conversion-pipe instruction at a fraction of the integer rate, and 48 of them per warp per k-step made the
-// first version no faster than FFMA. small = x - big is exact in f32 and goes to the tensor core as it is (the
-// hardware drops its low 13 bits: at most 2^-21 of x). For ±inf and NaN, big is x itself and small 0, so a product
-// with them is what FFMA gives.
+// x rounded to TF32 (10 mantissa bits, to nearest, ties away from zero: cvt.rna.tf32.f32's rule) with two integer
+// operations; cvt is a conversion-pipe instruction at a fraction of the integer rate. For finite x only.
+__device__ __forceinline__ uint32_t round_tf32(uint32_t u) { return (u + 0x1000u) & 0xffffe000u; }
+
+// x as big + small, both rounded to TF32; x - big is exact in f32. (Leaving small to the tensor core's truncation
+// doubles its error: a BERT-size linear's gradient then missed the 1e-5 device check.) For ±inf and NaN, big is x
+// itself and small 0, so a product with them is what FFMA gives.
 __device__ __forceinline__ void split_tf32(float x, uint32_t& big, uint32_t& small) {
   const uint32_t u = __float_as_uint(x);
   const bool finite = (u & 0x7f800000u) != 0x7f800000u;
-  big = finite ? (u + 0x1000u) & 0xffffe000u : u;
-  small = finite ? __float_as_uint(x - __uint_as_float(big)) : 0u;
+  big = finite ? round_tf32(u) : u;
+  small = finite ? round_tf32(__float_as_uint(x - __uint_as_float(big))) : 0u;
 }
 
-// 3xTF32: 8 warps as 2 (rows) x 4 (columns) of 64x32 warp tiles, each 4x4 mma tiles of 16x8. Fragments come from
-// the k-major shared tiles with scalar reads: lane (g = lane/4, t = lane%4) reads k row t (or t+4) at column
-// g (+8); with a row stride of 136 floats (PAD 8) the 32 lanes hit 32 different banks.
-struct Tf32x3Tile {
+// TF32 tensor-core tiles, PASSES 3 (3xTF32, f32-class) or 1 (the operands rounded to TF32 once: 2^-11 of each
+// product, for autocast's attention products, where torch rounds to bf16, 2^-8). 8 warps as 2 (rows) x 4 (columns)
+// of 64x32 warp tiles, each 4x4 mma tiles of 16x8. Fragments come from the k-major shared tiles with scalar reads:
+// lane (g = lane/4, t = lane%4) reads k row t (or t+4) at column g (+8); with a row stride of 136 floats (PAD 8)
+// the 32 lanes hit 32 different banks.
+template <int PASSES>
+struct Tf32Tile {
+  static_assert(PASSES == 1 || PASSES == 3, "1xTF32 or 3xTF32");
   static constexpr int kPad = 8;
   int wm, wn, g, t;
   float acc[4][4][4];
-  __device__ __forceinline__ explicit Tf32x3Tile(int tid) {
+  __device__ __forceinline__ explicit Tf32Tile(int tid) {
     const int warp = tid / 32, lane = tid % 32;
     wm = warp % 2, wn = warp / 2, g = lane / 4, t = lane % 4;
 #pragma unroll
@@ -144,10 +150,12 @@ struct Tf32x3Tile {
         split_tf32(As[ks + t + 4][m + 8], ab[3], as[3]);
         // the small terms first, the big product last; each pass runs over the four column tiles so that the three
         // mma of one accumulator, which depend on each other, are four instructions apart
+        if (PASSES == 3) {
 #pragma unroll
-        for (int j = 0; j < 4; j++) mma_tf32_1688(acc[i][j], as, bb[j][0], bb[j][1]);
+          for (int j = 0; j < 4; j++) mma_tf32_1688(acc[i][j], as, bb[j][0], bb[j][1]);
 #pragma unroll
-        for (int j = 0; j < 4; j++) mma_tf32_1688(acc[i][j], ab, bs[j][0], bs[j][1]);
+          for (int j = 0; j < 4; j++) mma_tf32_1688(acc[i][j], ab, bs[j][0], bs[j][1]);
+        }
 #pragma unroll
         for (int j = 0; j < 4; j++) mma_tf32_1688(acc[i][j], ab, bb[j][0], bb[j][1]);
       }
@@ -165,6 +173,8 @@ struct Tf32x3Tile {
       }
   }
 };
+using Tf32x3Tile = Tf32Tile<3>;
+using Tf32x1Tile = Tf32Tile<1>;
 
 // Block tile 128x128x8, 256 threads, FFMA (variant 1). Tiles are stored k-major ([k][m], [k][n], padded by 4
 // floats) whatever the transposes; the global loads are arranged so that consecutive threads read consecutive
@@ -237,12 +247,18 @@ __device__ __forceinline__ float4 load4_rows(const float* p, int64_t ld, int64_t
 // blocks share an SM (one block's loads overlap the other's arithmetic; the 3xTF32 tile then spills a little);
 // MINB 1: one block per SM with all the registers it wants.
 //
+// Batched (grid.y > 1): item y reads A + y·sa, B + y·sb and writes C + y·sc (f32 C only).
 // Split-K (ws non-null): block z takes K rows z·kchunk .. +kchunk and writes its partial product to slice z of the
 // workspace (M x N, alpha 1, beta 0); splitk_reduce_kernel then sums the slices into C. kchunk is a multiple of
 // BK, so the advanced operand pointers keep the float4 alignment that vec_ok promised for the bases.
 template <bool TA, bool TB, class Tile, int MINB>
 __global__ void __launch_bounds__(256, MINB) gemm_f32_k16_kernel(GemmArgs a, int vec_ok, int64_t kchunk, float* ws) {
   constexpr int BM = 128, BN = 128, BK = 16, PAD = Tile::kPad;
+  if (blockIdx.y) {  // batch item y (never combined with split-K)
+    a.A = static_cast<const float*>(a.A) + blockIdx.y * a.sa;
+    a.B = static_cast<const float*>(a.B) + blockIdx.y * a.sb;
+    a.C += blockIdx.y * a.sc;
+  }
   if (ws) {
     const int64_t kb = blockIdx.z * kchunk;
     a.A = static_cast<const float*>(a.A) + (TA ? kb * a.lda : kb);

@@ -16,6 +16,7 @@ struct GemmArgs {
   int64_t ldc;
   int c_vec2;     // C rows take paired stores (ldc even, C aligned to a pair): float2 / bf16x2 stores
   uint16_t* Cb;   // non-null: C is bf16 here (rounded to nearest even), C itself unused
+  int64_t sa = 0, sb = 0, sc = 0;  // batched (the f32 k16 kernel): item blockIdx.y starts this many elements further on
 };
 
 // ------------------------------------------------------------------------------------------------------

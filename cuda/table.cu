@@ -7,7 +7,7 @@
 extern "C" {
 
 // 2: memory (caching allocator, copies), gemm (bf16 tensor cores, f32), fused AdamW.
-int adapters_cuda_abi_version() { return 2; }
+int adapters_cuda_abi_version() { return 3; }  // 3: adapters_cuda_attn.mixed
 
 // Number of usable CUDA devices (0 when the driver is missing or no device is present).
 int adapters_cuda_device_count() {

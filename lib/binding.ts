@@ -50,6 +50,7 @@ export interface Binding {
   cudaInfo(): { available: boolean; devices: string[]; error: string };
   cudaMemory(what: 'stats'): CudaMemoryStats;
   cudaMemory(what: 'empty' | 'resetPeak' | 'sync'): undefined;
+  cudaMatmulPrecision(mode?: 'highest' | 'high'): 'highest' | 'high';
   fmaPeak(threads?: number, iters?: number): { gflops: number; isa: string };
   amxPeak(threads?: number, iters?: number): number;
   bf16DotPeak(threads?: number, iters?: number): number;

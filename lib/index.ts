@@ -86,6 +86,14 @@ export const cuda = {
   resetPeakMemory: (): void => call(() => native.cudaMemory('resetPeak')),
   /** Waits for queued GPU work and reports its first error. */
   synchronize: (): void => call(() => native.cudaMemory('sync')),
+  /**
+   * f32 matmul precision on the GPU, as torch.set_float32_matmul_precision: 'highest' (the default) multiplies with
+   * f32 FMAs on the CUDA cores, like torch with TF32 off; 'high' uses 3xTF32 on the tensor cores (each operand split
+   * into two TF32 parts: about 2^-22 of each product, more precise than torch's single-pass TF32 'high'). Process-wide;
+   * also set by ADAPTERS_CUDA_F32_GEMM=3xtf32. The CPU's f32 products are always full precision.
+   */
+  setFloat32MatmulPrecision: (mode: 'highest' | 'high'): void => void call(() => native.cudaMatmulPrecision(mode)),
+  getFloat32MatmulPrecision: (): 'highest' | 'high' => call(() => native.cudaMatmulPrecision()),
 };
 function call<T>(f: () => T): T {
   try {

@@ -343,6 +343,24 @@ Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// cudaMatmulPrecision(mode?: "highest" | "high") -> the f32 matmul precision after the call ("highest": FFMA, "high": 3xTF32)
+Napi::Value CudaMatmulPrecision(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    const CudaApi& api = cuda_api("cuda.setFloat32MatmulPrecision");
+    if (info.Length() > 0 && !info[0].IsUndefined()) {
+      const std::string m = info[0].IsString() ? std::string(info[0].As<Napi::String>()) : "";
+      if (m != "highest" && m != "high")
+        throw Error("ValueError", "cuda.setFloat32MatmulPrecision: expected 'highest' or 'high', got '" + m + "'");
+      cuda_check(api.set_f32_matmul_precision(m == "high" ? 1 : 0), "setFloat32MatmulPrecision");
+    }
+    return Napi::String::New(env, api.get_f32_matmul_precision() == 1 ? "high" : "highest");
+  } catch (const Error& e) {
+    throw_js(env, e.kind, e.what());
+  }
+  return env.Undefined();
+}
+
 // cudaMemory("stats" | "empty" | "resetPeak" | "sync") -> stats object (all devices) / undefined
 Napi::Value CudaMemory(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -482,6 +500,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("toDevice", Napi::Function::New(env, ToDevice));
   exports.Set("cudaInfo", Napi::Function::New(env, CudaInfo));
   exports.Set("cudaMemory", Napi::Function::New(env, CudaMemory));
+  exports.Set("cudaMatmulPrecision", Napi::Function::New(env, CudaMatmulPrecision));
   exports.Set("fmaPeak", Napi::Function::New(env, FmaPeak));
   exports.Set("amxPeak", Napi::Function::New(env, AmxPeak));
   exports.Set("bf16DotPeak", Napi::Function::New(env, Bf16DotPeak));

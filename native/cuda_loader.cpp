@@ -66,6 +66,8 @@ CudaLib& lib() {
     ok &= sym(l, a.gemm_bf16, "adapters_cuda_gemm_bf16");
     ok &= sym(l, a.gemm_bf16_out, "adapters_cuda_gemm_bf16_out");
     ok &= sym(l, a.gemm_f32, "adapters_cuda_gemm_f32");
+    ok &= sym(l, a.set_f32_matmul_precision, "adapters_cuda_set_f32_matmul_precision");
+    ok &= sym(l, a.get_f32_matmul_precision, "adapters_cuda_get_f32_matmul_precision");
     ok &= sym(l, a.adamw_step, "adapters_cuda_adamw_step");
     ok &= sym(l, a.binary_f32, "adapters_cuda_binary_f32");
     ok &= sym(l, a.unary_f32, "adapters_cuda_unary_f32");

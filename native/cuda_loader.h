@@ -31,6 +31,8 @@ struct CudaApi {
                        uint16_t*, int64_t, void*);
   int (*gemm_f32)(int, int, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float, float*,
                   int64_t, void*);
+  int (*set_f32_matmul_precision)(int);
+  int (*get_f32_matmul_precision)();
   int (*adamw_step)(int64_t, float* const*, const float* const*, float* const*, float* const*, const int64_t*,
                     const float*, float, float, float, int64_t, void*);
   int (*binary_f32)(int, int, const int64_t*, const float*, const int64_t*, const float*, const int64_t*, float*, void*);
@@ -76,6 +78,7 @@ struct CudaAttn {
   const float* mask;
   int64_t mask_sb, mask_sh, mask_si, mask_sj;
   const uint8_t* key_keep;
+  int mixed;
 };
 
 // Memory statistics of the CUDA caching allocator (adapters_cuda_mem_stats).

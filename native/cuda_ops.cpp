@@ -1389,7 +1389,8 @@ AttnCuda attn_prepare(OpCtx& c) {
   if (r.keep.st && !r.keep.is_contiguous())
     c.fail("DeviceError", "a strided key padding mask needs a strided-copy kernel for bool, which CUDA has not yet");
   r.p = CudaAttn{a.B, a.H, a.Hkv, a.Tq, a.Tk, a.P, a.D, a.Dv, a.scale, a.causal ? 1 : 0, r.mask.st ? r.mask.data<float>() : nullptr,
-                 a.mask_sb, a.mask_sh, a.mask_si, a.mask_sj, r.keep.st ? static_cast<const uint8_t*>(r.keep.raw()) : nullptr};
+                 a.mask_sb, a.mask_sh, a.mask_si, a.mask_sj, r.keep.st ? static_cast<const uint8_t*>(r.keep.raw()) : nullptr,
+                 c.i("mixed", 0) != 0 ? 1 : 0};
   return r;
 }
 void op_attention_cuda(OpCtx& c) {

@@ -163,9 +163,12 @@ if [ $ADDON = 1 ]; then
   WGENV="ADAPTERS_CUDA_DISABLE_WGMMA=1"
   [ $WG = ok ] && WGENV="ADAPTERS_CUDA_WGMMA_ON=1"
   run "$(budget 240)" "adapter training step vs torch ($WGENV)" "$OUT/train_bench.txt" env $WGENV TORCH_PYTHON=python3 "$NODE_BIN" --import tsx bench/cuda/train.ts
-  # the f32 step once more with CUDA-core FFMA GEMMs instead of 3xTF32 (ours only: no torch run)
-  [ $(elapsed) -lt $DEADLINE ] && run "$(budget 60)" "f32 training step with FFMA GEMMs" "$OUT/train_bench.txt" \
-    env $WGENV ADAPTERS_CUDA_F32_GEMM=ffma BENCH_DTYPES=f32 TORCH_PYTHON=/nonexistent/python3 "$NODE_BIN" --import tsx bench/cuda/train.ts
+  # ours only (no torch run): the f32 step with 3xTF32 GEMMs (matmul precision "high") instead of FFMA, and both
+  # dtypes with the fused attention kernels instead of attention through products
+  [ $(elapsed) -lt $DEADLINE ] && run "$(budget 60)" "f32 training step with 3xTF32 GEMMs" "$OUT/train_bench.txt" \
+    env $WGENV ADAPTERS_CUDA_F32_GEMM=3xtf32 BENCH_DTYPES=f32 TORCH_PYTHON=/nonexistent/python3 "$NODE_BIN" --import tsx bench/cuda/train.ts
+  [ $(elapsed) -lt $DEADLINE ] && run "$(budget 60)" "training step with the fused attention kernels" "$OUT/train_bench.txt" \
+    env $WGENV ADAPTERS_CUDA_ATTN=1 TORCH_PYTHON=/nonexistent/python3 "$NODE_BIN" --import tsx bench/cuda/train.ts
   if [ $WG = ok ] && [ $(elapsed) -lt $DEADLINE ]; then
     run "$(budget 90)" "device checks (wgmma GEMMs)" "$OUT/device.json" "$NODE_BIN" --import tsx test/cuda/helpers/device_child.ts
   fi
@@ -193,7 +196,7 @@ if [ -x "$B/sm90a/check" ] && [ $WG != ok ] && [ $(elapsed) -lt $((DEADLINE - 45
   run "$(budget 45)" "probe sm_90a swapped MN-major descriptors" "$TESTS" "$B/sm90a/check" --tests --only=wgmma --probe --quick
 fi
 if command -v compute-sanitizer >/dev/null && [ -x "$B/sm90a/check" ] && [ $(elapsed) -lt $((DEADLINE - 60)) ]; then
-  only="bf16,f32,adamw,alloc,errors"
+  only="bf16,f32,batched,adamw,alloc,errors"
   [ $WG != crashed ] && only="$only,wgmma"
   run "$(budget 75)" "compute-sanitizer memcheck (quick)" "$ERR" \
     compute-sanitizer --tool memcheck --print-limit 20 "$B/sm90a/check" --tests --quick --only=$only

@@ -15,7 +15,7 @@ import { runPythonJson, table } from '../common.ts';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const quick = !!process.env.BENCH_QUICK;
 const [L, T, B] = quick ? [2, 128, 8] : [12, 128, 32];
-const STEPS = 3;
+const STEPS = Number(process.env.BENCH_STEPS ?? 10);  // best of STEPS timed steps on both sides (torch's bf16 step varied 2x with 3)
 
 if (!cuda.isAvailable()) {
   console.log(`bench/cuda/train skipped: no usable CUDA device (${cuda.loadError() || 'hasCuda() is false'})`);
@@ -39,6 +39,7 @@ function ours(method: string, dtype: string): number {
     opt.zeroGrad();
     cuda.synchronize();
   };
+  step();
   step();
   let best = Infinity, hostMs = Infinity;
   for (let r = 0; r < STEPS; r++) {
@@ -85,7 +86,7 @@ for (const dtype of dtypes)
   for (const method of ['seq_bn', 'lora', 'prefix_tuning', 'ia3']) {
     const s = ours(method, dtype);
     const tr = runPythonJson<{ version: string; s: number }>(py, path.join(here, '..', 'torch_train.py'),
-      { threads: 1, layers: L, seq: T, batch: B, method, dtype, steps: STEPS, device: 'cuda' });
+      { threads: 1, layers: L, seq: T, batch: B, method, dtype, steps: STEPS, warmup: 2, device: 'cuda' });
     const tok = (x: number) => (B * T) / x;
     console.log(JSON.stringify({ method, dtype, device: cuda.deviceName(0), ours_tokens_per_s: tok(s), torch_tokens_per_s: tr ? tok(tr.s) : null, torch: tr?.version ?? null }));
     rows.push([method, dtype, tok(s), tr ? tok(tr.s) : '-', tr ? tr.s / s : '-']);

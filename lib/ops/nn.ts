@@ -328,9 +328,11 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   assertTensor(k, 'scaledDotProductAttention', 'k');
   assertTensor(v, 'scaledDotProductAttention', 'v');
   const attrs: Record<string, number | boolean | undefined> = { causal: !!opts.isCausal, scale: opts.scale };
-  // autocast on the CPU: the tile products round q, k, v, P and dS to bf16 on AMX (torch.autocast runs attention's
-  // matmuls in bf16); the backward runs with the same flag, so it recomputes the forward's scores exactly
-  if (autocastActive() && q.device === 'cpu') attrs.mixed = 1;
+  // autocast (torch.autocast runs attention's matmuls in bf16): on the CPU the tile products round q, k, v, P and dS
+  // to bf16 (AMX / AVX512-BF16); on CUDA, where attention runs through batched products, they round their operands
+  // to TF32 once instead of three-pass precision. The backward runs with the same flag, so it recomputes the
+  // forward's scores exactly.
+  if (autocastActive()) attrs.mixed = 1;
   const pk = opts.prefixK ?? null, pv = opts.prefixV ?? null;
   for (const [k2, v2] of [['mask', opts.mask], ['keyPaddingMask', opts.keyPaddingMask], ['prefixK', pk], ['prefixV', pv]] as const)
     if (v2 !== undefined && v2 !== null) assertTensor(v2, 'scaledDotProductAttention', k2);

@@ -59,7 +59,7 @@ Prepared prepare(OpCtx& c) {
   attention_check(c, r.q, r.k, r.v, r.pk, r.pv, r.mask, c.has(4) ? c.input(4) : Tensor(), r.p);
   if (r.mask.st) r.p.mask = r.mask.data<float>();
   if (r.keep.st) r.p.key_keep = r.keep.data<uint8_t>();
-  r.p.mixed = c.i("mixed", 0) != 0;  // autocast on the CPU (the CUDA slot ignores it)
+  r.p.mixed = c.i("mixed", 0) != 0;  // autocast (the CUDA slot passes it on to its products)
   return r;
 }
 

@@ -9,8 +9,8 @@
 //   (for the wgmma kernels: -gencode arch=compute_90a,code=sm_90a instead of -arch=sm_90;
 //    scripts/gpu_check.sh builds both and runs everything)
 // Run:   ./check [--tests] [--bench] [--quick] [--only=GROUP[,GROUP]] [--no-wgmma] [--probe] [--seed=N]
-//   groups: alloc, errors, copy, bf16, bf16out (bf16 output, auto), f32, adamw, wgmma (the wgmma variants only; "bf16"
-//   excludes them)
+//   groups: alloc, errors, copy, bf16, bf16out (bf16 output, auto), f32, batched (batched f32), adamw, wgmma (the wgmma
+//   variants only; "bf16" excludes them)
 //   default: tests then benchmarks. --quick: small shapes only (for compute-sanitizer). --no-wgmma: the
 //   library's wgmma kernels are switched off (ADAPTERS_CUDA_DISABLE_WGMMA=1), auto falls back to mma.sync.
 //   --probe: the wgmma group runs only the "swapmn" descriptor probe (run it in its own process: a wrong
@@ -529,6 +529,71 @@ void run_gemm_case(const GemmCase& c, bool bf16, const std::vector<int>& variant
 
 // bf16 in, bf16 out (adapters_cuda_gemm_bf16_out, auto dispatch): C uploaded and read back as bf16; the bound adds the
 // output's rounding (at most 2^-9 of |alpha·AB + beta·C|, itself at most the scale) to the f32 accumulation's 1e-3.
+// Batched f32 products (adapters_cuda_gemm_f32_batched, what attention through products runs): every item against a
+// double-precision product, with strides that leave gaps between items (which must stay untouched), all four
+// layouts, edge tiles, an odd leading dimension (scalar loads), beta, and more items than SMs.
+void test_gemm_f32_batched() {
+  struct BC { int64_t M, N, K, batch, pad; float alpha, beta; int tf32; };
+  const BC cases[] = {{128, 128, 64, 7, 4, 0.125f, 0.f, 0}, {70, 130, 33, 5, 0, 1.f, 1.f, 0}, {256, 64, 128, 300, 4, 1.f, 0.f, 0},
+                      {17, 200, 129, 3, 3, -0.5f, 0.5f, 0}, {128, 158, 64, 2, 0, 1.f, 0.f, 0},
+                      // 1xTF32 (autocast's attention products): two roundings to 10 mantissa bits per product
+                      {128, 128, 64, 7, 4, 0.125f, 0.f, 1}, {70, 130, 33, 5, 3, 1.f, 1.f, 1}};
+  Rng r(g_opt.seed ^ 0xBA7C);
+  for (const BC& bc : cases)
+    for (int ta = 0; ta < 2; ta++)
+      for (int tb = 0; tb < 2; tb++) {
+        const int64_t lda = (ta ? bc.M : bc.K) + bc.pad, ldb = (tb ? bc.K : bc.N) + bc.pad, ldc = bc.N + bc.pad;
+        const int64_t sA = (ta ? bc.K : bc.M) * lda + 8, sB = (tb ? bc.N : bc.K) * ldb + 8, sC = bc.M * ldc + 8;
+        std::vector<float> A(sA * bc.batch), B(sB * bc.batch), C0(sC * bc.batch), C(sC * bc.batch);
+        for (auto& v : A) v = r.uniform(-1, 1);
+        for (auto& v : B) v = r.uniform(-1, 1);
+        for (auto& v : C0) v = r.uniform(-1, 1);
+        DevBuf dA(A.size() * 4), dB(B.size() * 4), dC(C0.size() * 4);
+        char nm[160];
+        snprintf(nm, sizeof nm, "batched%s %lldx%lldx%lld x%lld %s%s", bc.tf32 ? " 1xTF32" : "", (long long)bc.M, (long long)bc.N,
+                 (long long)bc.K, (long long)bc.batch, ta ? "t" : "n", tb ? "t" : "n");
+        if (!dA.p || !dB.p || !dC.p) {
+          report("batched", nm, false, "\"why\":\"allocation failed\"");
+          continue;
+        }
+        adapters_cuda_memcpy_h2d(dA.p, A.data(), A.size() * 4, nullptr);
+        adapters_cuda_memcpy_h2d(dB.p, B.data(), B.size() * 4, nullptr);
+        adapters_cuda_memcpy_h2d(dC.p, C0.data(), C0.size() * 4, nullptr);
+        int e = adapters_cuda_gemm_f32_batched(ta, tb, bc.M, bc.N, bc.K, bc.alpha, dA.as<float>(), lda, sA, dB.as<float>(), ldb, sB, bc.beta,
+                                               dC.as<float>(), ldc, sC, bc.batch, bc.tf32, nullptr);
+        if (!e) e = adapters_cuda_synchronize(nullptr);
+        if (!e) e = adapters_cuda_memcpy_d2h(C.data(), dC.p, C.size() * 4, nullptr);
+        if (e) {
+          report("batched", nm, false, "\"why\":\"" + errtxt(e) + "\"");
+          continue;
+        }
+        double worst = 0;
+        int64_t bad = 0;
+        for (int64_t z = 0; z < bc.batch; z++)
+          for (int64_t i = 0; i < bc.M; i++)
+            for (int64_t j = 0; j < ldc; j++) {
+              const int64_t ci = z * sC + i * ldc + j;
+              if (j >= bc.N) {  // padding of C: untouched
+                bad += fbits(C[ci]) != fbits(C0[ci]);
+                continue;
+              }
+              double s = 0, sa = 0;
+              for (int64_t k = 0; k < bc.K; k++) {
+                const double p = (double)A[z * sA + (ta ? k * lda + i : i * lda + k)] * B[z * sB + (tb ? j * ldb + k : k * ldb + j)];
+                s += p, sa += std::fabs(p);
+              }
+              const double ref = bc.alpha * s + bc.beta * C0[ci], scale = std::fabs(bc.alpha) * sa + std::fabs(bc.beta * C0[ci]);
+              const double err = std::fabs(C[ci] - ref) / ((bc.tf32 ? 2e-3 : 1e-4) * scale + 1e-30);
+              worst = std::max(worst, std::isfinite(err) ? err : 1e30);
+            }
+        for (int64_t z = 0; z < bc.batch; z++)  // the gaps between items: untouched
+          for (int64_t g = bc.M * ldc; g < sC; g++) bad += fbits(C[z * sC + g]) != fbits(C0[z * sC + g]);
+        char det[96];
+        snprintf(det, sizeof det, "\"worst_over_tol\":%.3g,\"changed_outside\":%lld", worst, (long long)bad);
+        report("batched", nm, worst <= 1 && bad == 0, det);
+      }
+}
+
 void test_gemm_bf16_out() {
   Rng r(g_opt.seed ^ 0xB160);
   for (const GemmCase& c : gemm_cases(g_opt.quick)) {
@@ -954,7 +1019,7 @@ int main(int argc, char** argv) {
         p = q + 1;
       }
     } else {
-      fprintf(stderr, "usage: %s [--tests] [--bench] [--quick] [--only=alloc,errors,copy,bf16,bf16out,f32,adamw,wgmma] [--no-wgmma] [--probe] [--seed=N]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--tests] [--bench] [--quick] [--only=alloc,errors,copy,bf16,bf16out,f32,batched,adamw,wgmma] [--no-wgmma] [--probe] [--seed=N]\n", argv[0]);
       return 2;
     }
   }
@@ -990,6 +1055,7 @@ int main(int argc, char** argv) {
     if (g_opt.want("f32")) test_gemm(false, false);
     if (g_opt.want("bf16")) test_gemm(true, false);
     if (g_opt.want("bf16out")) test_gemm_bf16_out();
+    if (g_opt.want("batched")) test_gemm_f32_batched();
     if (g_opt.want("wgmma") && g_opt.wgmma) test_gemm(true, true);  // last: a fault here cannot hide the rest
   }
   if (g_opt.bench) {

@@ -352,6 +352,23 @@ check('attention at real head sizes (64, 128 with 96-wide values, 160; several 3
 
 // A linear layer's input gradient (B, T, out) @ (out, in) runs as one GEMM over B·T rows on the device; a bias enters by
 // a broadcast copy; norms run a warp per row and their parameter gradients sum row chunks: shapes big enough for those.
+// 3xTF32 errs by ~2^-22 of Σ|a·b| (about 1.3e-5 absolute here on outputs near zero, where FFMA stays below 1e-5);
+// plain TF32 would be off by ~1e-2
+check('cuda.setFloat32MatmulPrecision: "high" (3xTF32) still matches the CPU matmul to 5e-5; the setting reads back; bad modes are typed errors', () => {
+  const a = randn([70, 96], { seed: 230 }), b = randn([96, 50], { seed: 231 });
+  const before = cuda.getFloat32MatmulPrecision();
+  cuda.setFloat32MatmulPrecision('high');
+  try {
+    if (cuda.getFloat32MatmulPrecision() !== 'high') return `reads back ${cuda.getFloat32MatmulPrecision()}`;
+    const r = close(arr(ops.matmul(a.cuda(), b.cuda())), arr(ops.matmul(a, b)), 5e-5);
+    if (r !== true) return r;
+  } finally {
+    cuda.setFloat32MatmulPrecision('highest');
+  }
+  if (before !== 'highest' || cuda.getFloat32MatmulPrecision() !== 'highest') return `default ${before}, after reset ${cuda.getFloat32MatmulPrecision()}`;
+  return throwsLike(() => cuda.setFloat32MatmulPrecision('medium' as 'high'), 'ValueError', /highest.*high.*medium/);
+});
+
 check('linear with bias over (B, T, C) inputs, layer norm and bias gradients at BERT-like sizes match the CPU', () => {
   const r = allClose(...both((mv) => {
     const x = mv(randn([4, 80, 96], { seed: 200 })).requiresGrad_(true);

@@ -23,6 +23,7 @@
 #include "../../../cuda/index_math.h"
 #include "../../../cuda/sgmv_math.h"
 #include "../../../cuda/rows_math.h"
+#include "../../../cuda/attention_gemm.h"
 #include "../../../cuda/attention_math.h"
 #include "../../../cuda/random_math.h"
 
@@ -181,6 +182,14 @@ int adapters_cuda_gemm_f32(int ta, int tb, int64_t M, int64_t N, int64_t K, floa
                            const float* B, int64_t ldb, float beta, float* C, int64_t ldc, void*) {
   return gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, [](float x) { return x; });
 }
+// the f32 matmul precision setting (the mock's products are plain f32 loops either way)
+static int g_mock_f32_precision = 0;
+int adapters_cuda_set_f32_matmul_precision(int mode) {
+  if (mode != 0 && mode != 1) return 1;
+  g_mock_f32_precision = mode;
+  return 0;
+}
+int adapters_cuda_get_f32_matmul_precision(void) { return g_mock_f32_precision; }
 int adapters_cuda_gemm_bf16(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
                             const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc, void*) {
   return gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bf);
@@ -617,7 +626,9 @@ int adapters_cuda_embedding_backward_f32(int64_t n, int64_t C, const int64_t* id
   for (int64_t j = 0; j < C; j++) ad_rows::embedding_bwd_col(j, n, C, hi, H(g), H(d));
   return 0;
 }
-// Attention: cuda/attention_math.h over every query / key row, on host copies of the device arrays' addresses.
+// Attention, as the library chooses: where cuda/attention_gemm.h's eligible() allows (and ADAPTERS_CUDA_ATTN is unset),
+// its sequence of batched products and row passes with host loops (MockOps); otherwise cuda/attention_math.h over
+// every query / key row. Both on host copies of the device arrays' addresses.
 namespace {
 bool attn_params(const adapters_cuda_attn* a, ad_attn::Params* p) {
   if (!a || a->B < 0 || a->H < 1 || a->Hkv < 1 || a->H % a->Hkv) return false;
@@ -625,6 +636,30 @@ bool attn_params(const adapters_cuda_attn* a, ad_attn::Params* p) {
                        a->mask_sb, a->mask_sh, a->mask_si, a->mask_sj, H(a->key_keep)};
   return true;
 }
+bool attn_products(const ad_attn::Params& p) { return !std::getenv("ADAPTERS_CUDA_ATTN") && ad_attn_gemm::eligible(p); }
+struct MockOps {
+  int gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, int64_t sa, const float* B, int64_t ldb,
+           int64_t sb, float beta, float* C, int64_t ldc, int64_t sc, int64_t batch) {
+    for (int64_t z = 0; z < batch; z++)
+      for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+          float acc = 0.f;
+          for (int64_t k = 0; k < K; k++)
+            acc += (ta ? A[z * sa + k * lda + i] : A[z * sa + i * lda + k]) * (tb ? B[z * sb + j * ldb + k] : B[z * sb + k * ldb + j]);
+          float& c = C[z * sc + i * ldc + j];
+          c = beta != 0.f ? alpha * acc + beta * c : alpha * acc;
+        }
+    return 0;
+  }
+  int softmax_rows(const ad_attn::Params& p, const ad_attn_gemm::Layout& l, float* S, float* lse) {
+    for (int64_t r = 0; r < l.rows; r++) ad_attn_gemm::softmax_row(p, l, r, S, lse);
+    return 0;
+  }
+  int ds_rows(const ad_attn::Params& p, const ad_attn_gemm::Layout& l, const float* P, float* dP, const float* out, const float* dout) {
+    for (int64_t r = 0; r < l.rows; r++) ad_attn_gemm::ds_row(p, l, r, P, dP, out, dout);
+    return 0;
+  }
+};
 }  // namespace
 int adapters_cuda_attention_f32(const adapters_cuda_attn* a, const float* q, const float* k, const float* v, const float* pk,
                                 const float* pv, float* out, float* lse, void*) {
@@ -638,6 +673,11 @@ int adapters_cuda_attention_f32(const adapters_cuda_attn* a, const float* q, con
   if (p.P) { MOCK_NEED(pk, kv * p.P * p.D * 4); MOCK_NEED(pv, kv * p.P * p.Dv * 4); }
   MOCK_NEED(out, rows * p.Dv * 4);
   MOCK_NEED(lse, rows * 4);
+  if (attn_products(p)) {
+    MockOps ops;
+    std::vector<float> S((size_t)ad_attn_gemm::workspace_floats(p), std::nanf(""));  // unused columns stay NaN
+    return ad_attn_gemm::forward(ops, p, H(q), H(k), H(v), H(pk), H(pv), H(out), H(lse), S.data());
+  }
   for (int64_t r = 0; r < rows; r++) ad_attn::fwd_row(p, r, H(q), H(k), H(v), H(pk), H(pv), H(out), H(lse));
   return 0;
 }
@@ -654,6 +694,13 @@ int adapters_cuda_attention_backward_f32(const adapters_cuda_attn* a, const floa
     MOCK_NEED(dq, rows * p.D * 4);
     MOCK_NEED(out, rows * p.Dv * 4);
     MOCK_NEED(dout, rows * p.Dv * 4);
+  }
+  if (rows > 0 && attn_products(p)) {
+    MockOps ops;
+    const size_t n = (size_t)ad_attn_gemm::workspace_floats(p);
+    std::vector<float> S(n, std::nanf("")), dS(n, std::nanf(""));
+    return ad_attn_gemm::backward(ops, p, H(q), H(k), H(v), H(pk), H(pv), H(out), H(dout), H(dq), H(dk), H(dv), H(dpk), H(dpv), S.data(),
+                                  dS.data());
   }
   std::vector<float> M(rows), L(rows), Dd(rows);
   for (int64_t r = 0; r < rows; r++) ad_attn::bwd_stats(p, r, H(q), H(k), H(pk), H(out), H(dout), M.data(), L.data(), Dd.data());
