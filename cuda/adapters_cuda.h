@@ -104,7 +104,8 @@ int adapters_cuda_gemm_f32(int transA, int transB, int64_t M, int64_t N, int64_t
  * else 2, or 4 where splitting K fills more of the GPU; 5 and 6 instead of 2 and 4 at precision 1),
  * 1 the 128x128x8 FFMA tile kernel, 2 the 128x128x16 FFMA kernel with float4 loads, 3 split-K 64x64 FFMA tiles, 4 the
  * 128x128x16 FFMA kernel with K split (at least in two), 5 and 6 the same 128x128x16 kernel (unsplit, split) with
- * 3xTF32 tensor-core tiles (two blocks per SM), 7 and 8 likewise with one block per SM. */
+ * 3xTF32 tensor-core tiles (two blocks per SM), 7 and 8 likewise with one block per SM, 9 and 10 (unsplit, split)
+ * 3xTF32 with a cp.async pipeline (128x128x32 tiles, 3 stages; not yet run on a GPU). */
 int adapters_cuda_gemm_f32_variant(int variant, int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha,
                                    const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
                                    int64_t ldc, void* stream);

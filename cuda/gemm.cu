@@ -70,20 +70,10 @@ __global__ void scale_c_kernel(GemmArgs a) {
     store_one(a, i / a.N, i % a.N, 0.f);
 }
 
-__device__ __forceinline__ uint32_t smem_u32(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
-
 // ------------------------------------------------------------------------------------------------------
 // 2. mma.sync bf16 kernel
 // ------------------------------------------------------------------------------------------------------
 
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -782,9 +772,35 @@ struct TileTag {
   using type = T;
 };
 
+// The cp.async-pipelined 3xTF32 kernel (gemm_f32.cuh), K split `splits` ways; operands it cannot take
+// (f32_pipe_ok) run the 128x128x16 3xTF32 kernel instead.
+int launch_f32_k16(const GemmArgs& a, bool ta, bool tb, int64_t splits, int tc, cudaStream_t s, int64_t batch);
+int launch_tf32_pipe(const GemmArgs& a, bool ta, bool tb, int64_t splits, cudaStream_t s) {
+  if (!f32_pipe_ok(a, ta, tb)) return launch_f32_k16(a, ta, tb, splits, 1, s, 1);
+  const int64_t tiles = tile_count(a.M, a.N, 128, 128);
+  if (tiles > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
+  const int64_t kchunk = ceil_div(ceil_div(a.K, std::max<int64_t>(1, splits)), kPipeBK) * kPipeBK;
+  splits = ceil_div(a.K, kchunk);
+  const dim3 grid((unsigned)tiles, 1, (unsigned)splits);
+  auto go = [&](auto kernel, int bytes, float* w) {
+    static std::atomic<bool> attr_set{false};  // one per kernel instantiation (a distinct lambda type each)
+    if (!attr_set.load()) {
+      if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess) return;
+      attr_set.store(true);
+    }
+    kernel<<<grid, 256, bytes, s>>>(a, kchunk, w);
+  };
+  return run_split(a, splits, s, [&](float* w) {
+    if (!ta && !tb) go(gemm_tf32_pipe_kernel<false, false, 3>, pipe_smem_bytes<false, false>(), w);
+    else if (!ta && tb) go(gemm_tf32_pipe_kernel<false, true, 3>, pipe_smem_bytes<false, true>(), w);
+    else if (ta && !tb) go(gemm_tf32_pipe_kernel<true, false, 3>, pipe_smem_bytes<true, false>(), w);
+    else go(gemm_tf32_pipe_kernel<true, true, 3>, pipe_smem_bytes<true, true>(), w);
+  });
+}
+
 // The 128x128x16 f32 kernel with FFMA (tc 0) or 3xTF32 tiles (tc 1: two blocks per SM; tc 2: one), or 1xTF32 tiles
 // (tc 3), K split `splits` ways.
-int launch_f32_k16(const GemmArgs& a, bool ta, bool tb, int64_t splits, int tc, cudaStream_t s, int64_t batch = 1) {
+int launch_f32_k16(const GemmArgs& a, bool ta, bool tb, int64_t splits, int tc, cudaStream_t s, int64_t batch) {
   const int64_t tiles = tile_count(a.M, a.N, 128, 128);
   if (tiles > 0x7fffffff || batch > 65535 || (batch > 1 && splits > 1)) return (int)cudaErrorInvalidConfiguration;
   // float4 loads need 16-byte aligned rows of both operands (and of every batch item's)
@@ -1056,8 +1072,9 @@ int adapters_cuda_gemm_has_wgmma(void) {
 namespace {
 const char* const kF32Variants[] = {"auto", "simt_f32_128x128x8", "simt_f32_128x128x16", "simt_splitk_64x64x16",
                                     "simt_f32_128x128x16_splitk", "tf32x3_128x128x16", "tf32x3_128x128x16_splitk",
-                                    "tf32x3_128x128x16_1blk", "tf32x3_128x128x16_1blk_splitk"};
-constexpr int kF32NumVariants = 9;
+                                    "tf32x3_128x128x16_1blk", "tf32x3_128x128x16_1blk_splitk",
+                                    "tf32x3_pipe_128x128x32_s3", "tf32x3_pipe_128x128x32_s3_splitk"};
+constexpr int kF32NumVariants = 11;
 
 // f32 matmul precision (adapters_cuda_set_f32_matmul_precision): 0 "highest", CUDA-core FFMA, torch's arithmetic
 // with TF32 off (the default); 1 "high", 3xTF32 on the tensor cores (~2^-22 of each product, against 2^-24 for one
@@ -1107,14 +1124,17 @@ int adapters_cuda_gemm_f32_variant(int variant, int transA, int transB, int64_t 
   }
   // 3xTF32 tiles: 5 / 6 two blocks per SM, 7 / 8 one
   auto tc_of = [](int v) { return v == 5 || v == 6 ? 1 : v == 7 || v == 8 ? 2 : 0; };
-  if (variant == 2 || variant == 5 || variant == 7) return launch_f32_k16(a, ta, tb, 1, tc_of(variant), s);
+  if (variant == 2 || variant == 5 || variant == 7) return launch_f32_k16(a, ta, tb, 1, tc_of(variant), s, 1);
+  if (variant == 9) return launch_tf32_pipe(a, ta, tb, 1, s);
   DeviceInfo d;
   if (int e = current_device_info(d)) return e;
   if (variant == 0) variant = f32_auto_variant(a, d);
   if (variant == 3) return launch_splitk<float>(a, ta, tb, d.sms, s);
-  if (variant == 2 || variant == 5 || variant == 7) return launch_f32_k16(a, ta, tb, 1, tc_of(variant), s);
-  // 4 / 6 / 8: split K (at least two ways when forced)
-  return launch_f32_k16(a, ta, tb, std::max<int64_t>(2, f32_splits(a, d.sms)), tc_of(variant), s);
+  if (variant == 2 || variant == 5 || variant == 7) return launch_f32_k16(a, ta, tb, 1, tc_of(variant), s, 1);
+  // 4 / 6 / 8 / 10: split K (at least two ways when forced)
+  const int64_t splits = std::max<int64_t>(2, f32_splits(a, d.sms));
+  if (variant == 10) return launch_tf32_pipe(a, ta, tb, splits, s);
+  return launch_f32_k16(a, ta, tb, splits, tc_of(variant), s, 1);
 }
 
 int adapters_cuda_gemm_f32_pick(int64_t M, int64_t N, int64_t K) {
@@ -1132,8 +1152,9 @@ int adapters_cuda_gemm_f32(int transA, int transB, int64_t M, int64_t N, int64_t
                            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
                            void* stream) {
   static const int pick = [] {
-    const char* e = std::getenv("ADAPTERS_CUDA_F32_VARIANT");  // benchmarking switch: 1 .. 8 forces a kernel
-    return e && e[0] >= '1' && e[0] < '0' + kF32NumVariants && !e[1] ? e[0] - '0' : 0;
+    const char* e = std::getenv("ADAPTERS_CUDA_F32_VARIANT");  // benchmarking switch: 1 .. 10 forces a kernel
+    const int v = e ? std::atoi(e) : 0;
+    return v >= 1 && v < kF32NumVariants ? v : 0;
   }();
   return adapters_cuda_gemm_f32_variant(pick, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
 }

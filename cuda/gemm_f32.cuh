@@ -6,7 +6,8 @@
 //     dropped a_small·b_small term and the rounding of small are ~2^-22 of each product, against 2^-24 for one f32
 //     rounding: f32-class, not TF32-class (2^-11).
 // Both run inside the same double-buffered k-major shared tiles (128x128, BK deep) filled by the kernel's loaders.
-// The including file provides ad_cuda::ceil_div, and in a CPU build (AD_GEMM_EMU) the emulated mma below.
+// The including file provides ad_cuda::ceil_div, and in a CPU build (AD_GEMM_EMU) the emulated mma, cp.async and
+// dynamic shared memory (AD_F32_PIPE_SMEM).
 #pragma once
 
 #include "gemm_tile.cuh"
@@ -81,6 +82,7 @@ struct SimtTile {
 };
 
 #ifndef AD_GEMM_EMU
+#define AD_F32_PIPE_SMEM(name) extern __shared__ __align__(16) float name[]
 // D += A·B, A 16x8 (row-major fragment), B 8x8 (column), TF32 in (the tensor core reads the top 19 bits of each
 // register: sign, exponent, 10 mantissa bits), f32 accumulate
 __device__ __forceinline__ void mma_tf32_1688(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
@@ -129,6 +131,11 @@ struct Tf32Tile {
   }
   template <int BK, int W>
   __device__ __forceinline__ void multiply(const float (&As)[BK][W], const float (&Bs)[BK][W]) {
+    multiply_at<BK>([&](int k, int m) { return As[k][m]; }, [&](int k, int n) { return Bs[k][n]; });
+  }
+  // BK deep, operands through a(k, m) and b(k, n) (the shared layouts differ between kernels)
+  template <int BK, class FA, class FB>
+  __device__ __forceinline__ void multiply_at(FA a, FB b) {
 #pragma unroll
     for (int ks = 0; ks < BK; ks += 8) {
       // B fragments of the four 8-column tiles: b0 = B[k = t][n = g], b1 = B[t + 4][g]
@@ -136,18 +143,18 @@ struct Tf32Tile {
 #pragma unroll
       for (int j = 0; j < 4; j++) {
         const int n = wn * 32 + j * 8 + g;
-        split_tf32(Bs[ks + t][n], bb[j][0], bs[j][0]);
-        split_tf32(Bs[ks + t + 4][n], bb[j][1], bs[j][1]);
+        split_tf32(b(ks + t, n), bb[j][0], bs[j][0]);
+        split_tf32(b(ks + t + 4, n), bb[j][1], bs[j][1]);
       }
 #pragma unroll
       for (int i = 0; i < 4; i++) {
         // A fragment of rows m .. m+15: a0 = A[g][t], a1 = A[g + 8][t], a2 = A[g][t + 4], a3 = A[g + 8][t + 4]
         const int m = wm * 64 + i * 16 + g;
         uint32_t ab[4], as[4];
-        split_tf32(As[ks + t][m], ab[0], as[0]);
-        split_tf32(As[ks + t][m + 8], ab[1], as[1]);
-        split_tf32(As[ks + t + 4][m], ab[2], as[2]);
-        split_tf32(As[ks + t + 4][m + 8], ab[3], as[3]);
+        split_tf32(a(ks + t, m), ab[0], as[0]);
+        split_tf32(a(ks + t, m + 8), ab[1], as[1]);
+        split_tf32(a(ks + t + 4, m), ab[2], as[2]);
+        split_tf32(a(ks + t + 4, m + 8), ab[3], as[3]);
         // the small terms first, the big product last; each pass runs over the four column tiles so that the three
         // mma of one accumulator, which depend on each other, are four instructions apart
         if (PASSES == 3) {
@@ -241,20 +248,13 @@ __device__ __forceinline__ float4 load4_rows(const float* p, int64_t ld, int64_t
   return v;
 }
 
-// Block tile 128x128x16 (variants 2 and 4 with SimtTile, 5 to 8 with Tf32x3Tile): 256 threads, global loads as
-// float4 where the whole tile is inside the matrices and rows are 16-byte aligned (scalar, bounds-checked loads
-// otherwise), operand pointers advanced per tile rather than re-indexed. MINB 2: at most 128 registers so that two
-// blocks share an SM (one block's loads overlap the other's arithmetic; the 3xTF32 tile then spills a little);
-// MINB 1: one block per SM with all the registers it wants.
-//
-// Batched (grid.y > 1): item y reads A + y·sa, B + y·sb and writes C + y·sc (f32 C only).
-// Split-K (ws non-null): block z takes K rows z·kchunk .. +kchunk and writes its partial product to slice z of the
-// workspace (M x N, alpha 1, beta 0); splitk_reduce_kernel then sums the slices into C. kchunk is a multiple of
-// BK, so the advanced operand pointers keep the float4 alignment that vec_ok promised for the bases.
-template <bool TA, bool TB, class Tile, int MINB>
-__global__ void __launch_bounds__(256, MINB) gemm_f32_k16_kernel(GemmArgs a, int vec_ok, int64_t kchunk, float* ws) {
-  constexpr int BM = 128, BN = 128, BK = 16, PAD = Tile::kPad;
-  if (blockIdx.y) {  // batch item y (never combined with split-K)
+// Batched (grid.y > 1): item y reads A + y·sa, B + y·sb and writes C + y·sc (f32 C only). Split-K (ws non-null):
+// block z takes K rows z·kchunk .. +kchunk and writes its partial product to slice z of the workspace (M x N, alpha 1,
+// beta 0); splitk_reduce_kernel then sums the slices into C. kchunk is a multiple of the kernel's BK, so the advanced
+// operand pointers keep the alignment their loaders rely on. Never both.
+template <bool TA, bool TB>
+__device__ __forceinline__ void f32_batch_and_split(GemmArgs& a, int64_t kchunk, float* ws) {
+  if (blockIdx.y) {
     a.A = static_cast<const float*>(a.A) + blockIdx.y * a.sa;
     a.B = static_cast<const float*>(a.B) + blockIdx.y * a.sb;
     a.C += blockIdx.y * a.sc;
@@ -267,6 +267,18 @@ __global__ void __launch_bounds__(256, MINB) gemm_f32_k16_kernel(GemmArgs a, int
     a.C = ws + blockIdx.z * a.M * a.N, a.Cb = nullptr;
     a.ldc = a.N, a.alpha = 1.f, a.beta = 0.f, a.c_vec2 = a.N % 2 == 0;
   }
+}
+
+// Block tile 128x128x16 (variants 2 and 4 with SimtTile, 5 to 8 with Tf32x3Tile): 256 threads, global loads as
+// float4 where the whole tile is inside the matrices and rows are 16-byte aligned (scalar, bounds-checked loads
+// otherwise), operand pointers advanced per tile rather than re-indexed. MINB 2: at most 128 registers so that two
+// blocks share an SM (one block's loads overlap the other's arithmetic; the 3xTF32 tile then spills a little);
+// MINB 1: one block per SM with all the registers it wants.
+// Batches and K splits: f32_batch_and_split.
+template <bool TA, bool TB, class Tile, int MINB>
+__global__ void __launch_bounds__(256, MINB) gemm_f32_k16_kernel(GemmArgs a, int vec_ok, int64_t kchunk, float* ws) {
+  constexpr int BM = 128, BN = 128, BK = 16, PAD = Tile::kPad;
+  f32_batch_and_split<TA, TB>(a, kchunk, ws);
   __shared__ __align__(16) float As[2][BK][BM + PAD];
   __shared__ __align__(16) float Bs[2][BK][BN + PAD];
   int64_t m0, n0;
@@ -318,6 +330,80 @@ __global__ void __launch_bounds__(256, MINB) gemm_f32_k16_kernel(GemmArgs a, int
   };
   Tile tile(tid);
   f32_pipeline<BK, PAD>(a, As, Bs, gload, sstore, tile);
+  tile.store(a, m0, n0);
+}
+
+// 3xTF32 (or 1xTF32) with a cp.async pipeline (variants 9 and 10; not yet run on a GPU, so auto does not pick it):
+// the k16 kernel keeps its tensor cores about a quarter busy, and its register-staged, double-buffered loads are the
+// suspect. Here each stage (BK = 32) goes global -> shared directly, STAGES deep. Shared layouts without transposes:
+// a k-contiguous operand (A as (M,K), B as (N,K)) as [row][k] with a row stride of 36 floats (lane (g, t) reads
+// g·36 + t: 32 different banks), an m/n-contiguous one as [k][row] with a stride of 136 (t·136 + g). Needs 16-byte
+// aligned operands with ld, K and the m/n-contiguous sides' lengths multiples of 4 (f32_pipe_ok), so that every
+// 16-byte chunk is wholly inside the matrix or wholly outside (zero-filled).
+constexpr int kPipeBK = 32, kPipeStages = 3;
+template <bool T>  // floats of one operand's stage: [128][36] (k-contiguous) or [32][136]
+__host__ __device__ constexpr int pipe_operand_floats() { return T ? 128 * (kPipeBK + 4) : kPipeBK * (128 + 8); }
+template <bool TA, bool TB>
+constexpr int pipe_smem_bytes() {
+  return kPipeStages * (pipe_operand_floats<!TA>() + pipe_operand_floats<TB>()) * (int)sizeof(float);
+}
+inline bool f32_pipe_ok(const GemmArgs& a, bool ta, bool tb) {
+  const bool aligned = (reinterpret_cast<uintptr_t>(a.A) | reinterpret_cast<uintptr_t>(a.B)) % 16 == 0;
+  return aligned && a.lda % 4 == 0 && a.ldb % 4 == 0 && a.sa % 4 == 0 && a.sb % 4 == 0 && a.K % 4 == 0 &&
+         (!ta || a.M % 4 == 0) && (tb || a.N % 4 == 0);
+}
+
+// One operand's tile of a stage: `rows` (128) of the output side by kPipeBK of k. KC: k-contiguous in memory.
+template <bool KC>
+__device__ __forceinline__ void pipe_load(float* sm, const float* g, int64_t ld, int64_t row0, int64_t rows, int64_t k0, int64_t K, int tid) {
+#pragma unroll
+  for (int i = 0; i < 4; i++) {  // 1024 chunks of 16 bytes, 4 per thread
+    const int c = tid + i * 256;
+    int r, k;
+    if (KC) r = c / 8, k = (c % 8) * 4;   // [row][k]: 8 chunks per row
+    else k = c / 32, r = (c % 32) * 4;    // [k][row]: 32 chunks per k
+    const bool in = row0 + r < rows && k0 + k < K;
+    const float* src = in ? (KC ? g + (row0 + r) * ld + k0 + k : g + (k0 + k) * ld + row0 + r) : g;
+    float* dst = KC ? sm + r * (kPipeBK + 4) + k : sm + k * (128 + 8) + r;
+    cp_async16(smem_u32(dst), src, in ? 16 : 0);
+  }
+}
+
+template <bool TA, bool TB, int PASSES>
+__global__ void __launch_bounds__(256, 2) gemm_tf32_pipe_kernel(GemmArgs a, int64_t kchunk, float* ws) {
+  f32_batch_and_split<TA, TB>(a, kchunk, ws);
+  AD_F32_PIPE_SMEM(smem);
+  constexpr int FA = pipe_operand_floats<!TA>(), FB = pipe_operand_floats<TB>();
+  int64_t m0, n0;
+  f32_block_origin(a, m0, n0);
+  const int tid = threadIdx.x;
+  const float* A = static_cast<const float*>(a.A);
+  const float* B = static_cast<const float*>(a.B);
+  const int64_t KT = ad_cuda::ceil_div(a.K, kPipeBK);
+  auto load = [&](int stage, int64_t kt) {
+    float* sa = smem + stage * (FA + FB);
+    pipe_load<!TA>(sa, A, a.lda, m0, a.M, kt * kPipeBK, a.K, tid);
+    pipe_load<TB>(sa + FA, B, a.ldb, n0, a.N, kt * kPipeBK, a.K, tid);
+  };
+#pragma unroll
+  for (int s = 0; s < kPipeStages - 1; s++) {
+    if (s < KT) load(s, s);
+    cp_async_commit();  // empty groups keep the count uniform
+  }
+  Tf32Tile<PASSES> tile(tid);
+  for (int64_t kt = 0; kt < KT; kt++) {
+    cp_async_wait<kPipeStages - 2>();  // this thread's copies of stage kt have landed ...
+    __syncthreads();                   // ... everyone's, and stage kt-1 is no longer read
+    const int64_t next = kt + kPipeStages - 1;
+    if (next < KT) load((int)(next % kPipeStages), next);
+    cp_async_commit();
+    const float* sa = smem + (kt % kPipeStages) * (FA + FB);
+    const float* sb = sa + FA;
+    tile.template multiply_at<kPipeBK>(
+        [&](int k, int m) { return TA ? sa[k * (128 + 8) + m] : sa[m * (kPipeBK + 4) + k]; },
+        [&](int k, int n) { return TB ? sb[n * (kPipeBK + 4) + k] : sb[k * (128 + 8) + n]; });
+  }
+  cp_async_wait<0>();
   tile.store(a, m0, n0);
 }
 

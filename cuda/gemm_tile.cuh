@@ -1,5 +1,5 @@
-// gemm_tile.cuh — what every GEMM kernel of gemm.cu shares: the argument block, the grouped tile order and the
-// epilogue stores (alpha·acc + beta·C into an f32 or bf16 C). Device code only, no CUDA headers of its own, so that
+// gemm_tile.cuh — what every GEMM kernel of gemm.cu shares: the argument block, the grouped tile order, the
+// epilogue stores (alpha·acc + beta·C into an f32 or bf16 C) and the cp.async helpers. Device code only, no CUDA headers of its own, so that
 // test/cuda/emu/gemm_emu.cpp compiles it for the CPU too.
 #pragma once
 
@@ -93,5 +93,20 @@ __device__ __forceinline__ void store_one(const GemmArgs& a, int64_t row, int64_
   float* p = a.C + row * a.ldc + col;
   *p = a.beta == 0.f ? a.alpha * v : a.alpha * v + a.beta * *p;
 }
+
+#ifndef AD_GEMM_EMU
+__device__ __forceinline__ uint32_t smem_u32(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
+// 16 bytes global -> shared without passing through registers; src_bytes < 16 fills the rest with zeros (0: all
+// zeros, for a chunk outside the matrix). Completes at cp_async_wait.
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// until at most N of this thread's committed groups are still in flight
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+#endif
 
 }  // namespace ad_gemm

@@ -143,9 +143,13 @@ fi
 # WG: ok (wgmma tests passed), wrong (some results wrong, no fault: still worth timing), crashed (a fault,
 # hang or no sm_90a build: benchmark without the wgmma kernels)
 WG=crashed
+PIPE=--no-pipe
 if [ -x "$B/sm90/check" ]; then
-  # mma.sync, f32, AdamW, allocator, copies, errors: the plain sm_90 build (what CMake builds without 90a)
-  run "$(budget 120)" "tests sm_90 (no wgmma)" "$TESTS" "$B/sm90/check" --tests --no-wgmma
+  # mma.sync, f32, AdamW, allocator, copies, errors: the plain sm_90 build (what CMake builds without 90a); the
+  # pipelined 3xTF32 kernel (not yet run on a GPU) in a process of its own, and benchmarked only once it passed
+  run "$(budget 120)" "tests sm_90 (no wgmma)" "$TESTS" "$B/sm90/check" --tests --no-wgmma \
+    --only=alloc,errors,copy,bf16,bf16out,f32,batched,adamw
+  run "$(budget 60)" "tests sm_90 f32pipe" "$TESTS" "$B/sm90/check" --tests --no-wgmma --only=f32pipe && PIPE=
 fi
 if [ -x "$B/sm90a/check" ]; then
   # the wgmma kernels and auto dispatch in the sm_90a build, in their own process
@@ -177,15 +181,15 @@ fi
 # ---- 6. GEMM benchmarks: ours, then torch.matmul on the same shapes ----------------------------------------------
 if [ -x "$B/sm90a/check" ] && [ $(elapsed) -lt $DEADLINE ]; then
   if [ $WG != crashed ]; then
-    run "$(budget 150)" "bench sm_90a" "$BENCH" "$B/sm90a/check" --bench
+    run "$(budget 150)" "bench sm_90a" "$BENCH" "$B/sm90a/check" --bench $PIPE
     rc=$?
     # a fault in a wgmma kernel ends the process's CUDA context: time the rest without them
     if [ $rc != 0 ] && tail -n 3 "$BENCH" | grep -q -E '"error"|"aborted"' && [ $(elapsed) -lt $((DEADLINE - 90)) ]; then
       WG=crashed
-      run "$(budget 120)" "bench sm_90a --no-wgmma (after a fault)" "$BENCH" "$B/sm90a/check" --bench --no-wgmma
+      run "$(budget 120)" "bench sm_90a --no-wgmma (after a fault)" "$BENCH" "$B/sm90a/check" --bench --no-wgmma $PIPE
     fi
   else
-    run "$(budget 150)" "bench sm_90a --no-wgmma (wgmma crashed or missing)" "$BENCH" "$B/sm90a/check" --bench --no-wgmma
+    run "$(budget 150)" "bench sm_90a --no-wgmma (wgmma crashed or missing)" "$BENCH" "$B/sm90a/check" --bench --no-wgmma $PIPE
   fi
 fi
 [ $(elapsed) -lt $DEADLINE ] && run "$(budget 120)" "torch.matmul bench" "$TORCH" env PYTHONUNBUFFERED=1 python3 bench/cuda/torch_gemm.py

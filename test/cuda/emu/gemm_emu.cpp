@@ -61,6 +61,7 @@ struct Warp {
 struct Block {
   std::barrier<> bar{256};
   Warp warps[8];
+  std::vector<float> dyn = std::vector<float>(64 * 1024, std::nanf(""));  // dynamic shared memory, NaN until written
 };
 thread_local Block* block = nullptr;
 thread_local int lane = 0, warp = 0;
@@ -98,6 +99,19 @@ inline void mma_tf32_1688(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, ui
   if (!skip)
     for (int r = 0; r < 4; r++) d[r] = out[r];
 }
+
+// cp.async as a synchronous 16-byte copy (zeros when src_bytes is 0); commit / wait have nothing left to wait for.
+// The barrier logic around them is still exercised: a stage refilled before every thread is done reading it would
+// change another thread's operands.
+inline float* smem_u32(float* p) { return p; }
+inline void cp_async16(float* dst, const void* src, int src_bytes) {
+  std::memset(dst, 0, 16);
+  std::memcpy(dst, src, (size_t)src_bytes);
+}
+inline void cp_async_commit() {}
+template <int N>
+void cp_async_wait() {}
+#define AD_F32_PIPE_SMEM(name) float* name = emu::block->dyn.data()
 
 #include "gemm_f32.cuh"
 
@@ -139,7 +153,7 @@ uint16_t to_bf16(float f) {  // nearest even, as the epilogue rounds
 }
 
 // kernel: 1 the 128x128x8 FFMA kernel, 2 the 128x128x16 FFMA kernel, 5 the 128x128x16 3xTF32 kernel, 3 the same
-// with 1xTF32 tiles
+// with 1xTF32 tiles, 9 the cp.async-pipelined 3xTF32 kernel (only where f32_pipe_ok: the caller skips other cases)
 template <bool TA, bool TB>
 bool run_case(const Case& c, int kernel, std::mt19937& rng, double& worst, std::string& why) {
   const int64_t lda = (TA ? c.M : c.K) + c.extra_ld, ldb = (TB ? c.K : c.N) + c.extra_ld, ldc = c.N + c.extra_ld;
@@ -163,15 +177,19 @@ bool run_case(const Case& c, int kernel, std::mt19937& rng, double& worst, std::
   if (kernel == 1) {
     launch(gemm_f32_simt_kernel<TA, TB>, dim3{tiles, 1, 1}, a);
   } else {
-    const int64_t kchunk = ad_cuda::ceil_div(ad_cuda::ceil_div(c.K, c.splits), 16) * 16;
+    // K chunks of the kernel's depth (16, the pipelined kernel's 32), slices summed in a fixed order as
+    // splitk_reduce_kernel does
+    const int64_t bk = kernel == 9 ? kPipeBK : 16;
+    const int64_t kchunk = ad_cuda::ceil_div(ad_cuda::ceil_div(c.K, c.splits), bk) * bk;
     const int64_t splits = ad_cuda::ceil_div(c.K, kchunk);
     std::vector<float> ws(c.splits > 1 ? splits * c.M * c.N : 0, std::nanf(""));
     float* w = c.splits > 1 ? ws.data() : nullptr;
     const dim3 grid{tiles, (unsigned)nb, (unsigned)splits};
-    if (kernel == 2) launch(gemm_f32_k16_kernel<TA, TB, SimtTile, 2>, grid, a, vec, kchunk, w);
+    if (kernel == 9) launch(gemm_tf32_pipe_kernel<TA, TB, 3>, grid, a, kchunk, w);
+    else if (kernel == 2) launch(gemm_f32_k16_kernel<TA, TB, SimtTile, 2>, grid, a, vec, kchunk, w);
     else if (kernel == 3) launch(gemm_f32_k16_kernel<TA, TB, Tf32x1Tile, 2>, grid, a, vec, kchunk, w);
     else launch(gemm_f32_k16_kernel<TA, TB, Tf32x3Tile, 2>, grid, a, vec, kchunk, w);
-    if (w)  // the slices' fixed-order sum, as splitk_reduce_kernel does it
+    if (w)
       for (int64_t i = 0; i < c.M; i++)
         for (int64_t j = 0; j < c.N; j++) {
           float s = 0;
@@ -182,7 +200,7 @@ bool run_case(const Case& c, int kernel, std::mt19937& rng, double& worst, std::
   }
   // error per element relative to alpha·Σ|a·b| (+ |beta·C|): 3xTF32 1e-5, 1xTF32 2e-3 (two roundings to 10 bits),
   // FFMA 1e-6; bf16 output adds its rounding
-  const double tol = kernel == 5 ? 1e-5 : kernel == 3 ? 2e-3 : 1e-6;
+  const double tol = kernel == 5 || kernel == 9 ? 1e-5 : kernel == 3 ? 2e-3 : 1e-6;
   double w = 0;
   for (int64_t z = 0; z < nb; z++)
   for (int64_t i = 0; i < c.M; i++)
@@ -222,18 +240,27 @@ int main(int argc, char** argv) {
       {130, 96, 80, false, false, 0, 2, 0.f, false},    // split-K slices
       {136, 130, 24, false, false, 0, 1, 0.25f, true},  // bf16 output with beta
       {40, 136, 24, false, false, 0, 1, 0.5f, false, 3},  // batched: three items, strided
+      // multiples of 4 (the pipelined kernel's domain): edge tiles, K tail within a stage, split, bf16 output
+      {132, 200, 72, false, false, 4, 1, 0.5f, false},
+      {256, 128, 100, false, false, 0, 2, 0.f, false},
+      {136, 132, 40, false, false, 0, 1, 0.25f, true},
   };
   std::mt19937 rng(11);
   int failed = 0, ran = 0;
   double worst = 0;
-  const int kernels[] = {5, 3, 2, 1};
+  const int kernels[] = {5, 3, 2, 1, 9};
   for (int kernel : kernels) {
     if (mutation && kernel != 5) continue;
     for (const Case& c0 : cases) {
       if (kernel == 1 && (c0.splits > 1 || c0.batch > 1)) continue;
+      if (kernel == 9 && c0.batch > 1) continue;
       for (int lay = 0; lay < 4; lay++) {
         Case c = c0;
         c.ta = lay & 1, c.tb = lay & 2;
+        if (kernel == 9) {  // the pipelined kernel's domain only
+          GemmArgs probe{c.M, c.N, c.K, 1.f, 0.f, nullptr, (c.ta ? c.M : c.K) + c.extra_ld, nullptr, (c.tb ? c.K : c.N) + c.extra_ld, nullptr, 0, 0, nullptr};
+          if (!f32_pipe_ok(probe, c.ta, c.tb)) continue;
+        }
         std::string why;
         bool ok;
         if (!c.ta && !c.tb) ok = run_case<false, false>(c, kernel, rng, worst, why);

@@ -8,9 +8,10 @@
 //        cuda/optim.cu cuda/table.cu -o check
 //   (for the wgmma kernels: -gencode arch=compute_90a,code=sm_90a instead of -arch=sm_90;
 //    scripts/gpu_check.sh builds both and runs everything)
-// Run:   ./check [--tests] [--bench] [--quick] [--only=GROUP[,GROUP]] [--no-wgmma] [--probe] [--seed=N]
-//   groups: alloc, errors, copy, bf16, bf16out (bf16 output, auto), f32, batched (batched f32), adamw, wgmma (the wgmma
-//   variants only; "bf16" excludes them)
+// Run:   ./check [--tests] [--bench] [--quick] [--only=GROUP[,GROUP]] [--no-wgmma] [--no-pipe] [--probe] [--seed=N]
+//   groups: alloc, errors, copy, bf16, bf16out (bf16 output, auto), f32, batched (batched f32), f32pipe (the
+//   cp.async-pipelined 3xTF32 kernel), adamw, wgmma (the wgmma variants only; "bf16" excludes them). --no-pipe: the
+//   f32 bench leaves the pipelined kernel out.
 //   default: tests then benchmarks. --quick: small shapes only (for compute-sanitizer). --no-wgmma: the
 //   library's wgmma kernels are switched off (ADAPTERS_CUDA_DISABLE_WGMMA=1), auto falls back to mma.sync.
 //   --probe: the wgmma group runs only the "swapmn" descriptor probe (run it in its own process: a wrong
@@ -136,7 +137,7 @@ void parallel_rows(int64_t rows, F f) {
 }
 
 struct Opts {
-  bool tests = true, bench = true, quick = false, wgmma = true, probe = false;
+  bool tests = true, bench = true, quick = false, wgmma = true, probe = false, pipe = true;
   std::set<std::string> only;  // empty: all groups
   uint64_t seed = 0;
   bool want(const std::string& g) const { return only.empty() || only.count(g); }
@@ -654,6 +655,14 @@ void test_gemm(bool bf16, bool wgmma_only) {
   for (const GemmCase& c : gemm_cases(g_opt.quick)) run_gemm_case(c, bf16, variants, r, group);
 }
 
+// The cp.async-pipelined 3xTF32 kernel (f32 variants 9 and 10), a group of its own: it has not run on a GPU before,
+// and a fault would end the process (scripts/gpu_check.sh runs this group alone and benchmarks the kernel only after
+// it passed). Cases it cannot take run the 128x128x16 3xTF32 kernel instead.
+void test_gemm_f32_pipe() {
+  Rng r(g_opt.seed ^ 0xF32B);
+  for (const GemmCase& c : gemm_cases(g_opt.quick)) run_gemm_case(c, false, {9, 10}, r, "f32pipe");
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // AdamW
 // ---------------------------------------------------------------------------------------------------------
@@ -923,6 +932,7 @@ void bench_gemm(bool bf16) {
       if (!bf16) variants.push_back(2);  // FFMA (torch's arithmetic with TF32 off), without the K split auto may add
       if (!bf16) variants.push_back(5);  // 3xTF32, likewise (two blocks per SM)
       if (!bf16) variants.push_back(7);  // 3xTF32, one block per SM
+      if (!bf16 && g_opt.pipe) variants.push_back(9);  // 3xTF32, cp.async pipeline (once its tests passed)
       if (!bf16 && std::string(s.name).rfind("skinny", 0) == 0) variants.push_back(3);
       if (bf16) {
         // fixed kernels on the two layouts that matter most; auto on all three
@@ -1007,6 +1017,7 @@ int main(int argc, char** argv) {
     else if (a == "--bench") bench_flag = true;
     else if (a == "--quick") g_opt.quick = true;
     else if (a == "--no-wgmma") g_opt.wgmma = false;
+    else if (a == "--no-pipe") g_opt.pipe = false;
     else if (a == "--probe") g_opt.probe = true;
     else if (a.rfind("--seed=", 0) == 0) g_opt.seed = strtoull(a.c_str() + 7, nullptr, 10);
     else if (a.rfind("--only=", 0) == 0) {
@@ -1019,7 +1030,7 @@ int main(int argc, char** argv) {
         p = q + 1;
       }
     } else {
-      fprintf(stderr, "usage: %s [--tests] [--bench] [--quick] [--only=alloc,errors,copy,bf16,bf16out,f32,batched,adamw,wgmma] [--no-wgmma] [--probe] [--seed=N]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--tests] [--bench] [--quick] [--only=alloc,errors,copy,bf16,bf16out,f32,batched,f32pipe,adamw,wgmma] [--no-wgmma] [--no-pipe] [--probe] [--seed=N]\n", argv[0]);
       return 2;
     }
   }
@@ -1056,6 +1067,7 @@ int main(int argc, char** argv) {
     if (g_opt.want("bf16")) test_gemm(true, false);
     if (g_opt.want("bf16out")) test_gemm_bf16_out();
     if (g_opt.want("batched")) test_gemm_f32_batched();
+    if (g_opt.want("f32pipe")) test_gemm_f32_pipe();
     if (g_opt.want("wgmma") && g_opt.wgmma) test_gemm(true, true);  // last: a fault here cannot hide the rest
   }
   if (g_opt.bench) {
