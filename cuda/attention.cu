@@ -7,7 +7,8 @@
 // mask / causal / padding rule is attention_math.h's finish_score, as on the CPU. Larger heads run the per-row code
 // of attention_math.h (one thread per row), which the host-side mock also runs.
 // Where every head's score matrix fits a workspace (at most 1024 keys: BERT-size training), attention runs through
-// batched tensor-core products instead (attention_gemm.h) with the two warp-per-row kernels below.
+// batched products instead (attention_gemm.h) with the two warp-per-row kernels below: f32 GEMMs at the f32 matmul
+// precision (FFMA by default, 3xTF32 at 'high'), 1xTF32 tensor-core products under autocast.
 #include <cstdlib>
 #include <cstring>
 
@@ -58,14 +59,6 @@ bool use_products(const ad_attn::Params& p) { return attn_mode() == 0 && ad_attn
 
 // ---- attention through products: the row kernels (a warp per query row; attention_gemm.h's softmax_row / ds_row)
 constexpr int kRowWarps = 8;
-__device__ __forceinline__ float warp_max(float v) {
-  for (int o = 16; o; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
 __global__ void __launch_bounds__(kRowWarps * 32) softmax_rows_kernel(ad_attn::Params p, ad_attn_gemm::Layout l, float* S, float* lse) {
   const int64_t r = blockIdx.x * (int64_t)kRowWarps + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -78,10 +71,10 @@ __global__ void __launch_bounds__(kRowWarps * 32) softmax_rows_kernel(ad_attn::P
     s = ad_attn::finish_score(p, s, b, h, i, j);
     m = fmaxf(m, s);
   }
-  m = warp_max(m);
+  m = group_max<32>(m);
   float sum = 0.f;
   for (int64_t j = lane; j < l.NS; j += 32) sum += expf(row[ad_attn_gemm::key_col(p, l, j)] - m);
-  sum = warp_sum(sum);
+  sum = group_sum<32>(sum);
   const float inv = 1.f / sum;
   for (int64_t j = lane; j < l.NS; j += 32) {
     float& s = row[ad_attn_gemm::key_col(p, l, j)];
@@ -96,7 +89,7 @@ __global__ void __launch_bounds__(kRowWarps * 32) ds_rows_kernel(ad_attn::Params
   if (r >= l.rows) return;
   float dd = 0.f;
   for (int64_t d = lane; d < p.Dv; d += 32) dd += dout[r * p.Dv + d] * out[r * p.Dv + d];
-  dd = warp_sum(dd);
+  dd = group_sum<32>(dd);
   for (int64_t j = lane; j < l.NS; j += 32) {
     const int64_t c = r * l.LS + ad_attn_gemm::key_col(p, l, j);
     dP[c] = P[c] * (dP[c] - dd);
@@ -122,11 +115,17 @@ struct GpuOps {
     return 0;
   }
 };
-// runs f(workspace) with `n` floats of scratch from the caching allocator (returned stream-ordered)
+// runs f(workspace) with `n` floats of scratch from the caching allocator (returned stream-ordered); kNoWorkspace
+// when the allocation fails for lack of memory (the caller then runs the fused kernels, which need none)
+constexpr int kNoWorkspace = -1;
 template <class F>
 int with_workspace(int64_t n, F f) {
   void* ws = nullptr;
-  if (int rc = adapters_cuda_malloc(&ws, (size_t)n * sizeof(float))) return rc;
+  if (int rc = adapters_cuda_malloc(&ws, (size_t)n * sizeof(float))) {
+    if (rc != (int)cudaErrorMemoryAllocation) return rc;
+    (void)cudaGetLastError();
+    return kNoWorkspace;
+  }
   const int rc = f(static_cast<float*>(ws));
   const int frc = adapters_cuda_free(ws);
   return rc ? rc : frc;
@@ -187,8 +186,9 @@ int adapters_cuda_attention_f32(const adapters_cuda_attn* a, const float* q, con
   cudaStream_t s = ad_cuda::as_stream(stream);
   if (use_products(p)) {
     GpuOps ops{s, a->mixed};
-    return with_workspace(ad_attn_gemm::workspace_floats(p),
-                          [&](float* S) { return ad_attn_gemm::forward(ops, p, q, k, v, pk, pv, out, lse, S); });
+    const int rc = with_workspace(ad_attn_gemm::workspace_floats(p),
+                                  [&](float* S) { return ad_attn_gemm::forward(ops, p, q, k, v, pk, pv, out, lse, S); });
+    if (rc != kNoWorkspace) return rc;  // else the fused kernels, which need no workspace
   }
   if (use_v3(p)) {
     const dim3 grid((unsigned)ad_cuda::ceil_div(p.Tq, ad_attn3::kT3), (unsigned)(p.B * p.H));
@@ -215,9 +215,10 @@ int adapters_cuda_attention_backward_f32(const adapters_cuda_attn* a, const floa
   if (rows > 0 && use_products(p)) {
     GpuOps ops{s, a->mixed};
     const int64_t n = ad_attn_gemm::workspace_floats(p);
-    return with_workspace(2 * n, [&](float* S) {
+    const int rc = with_workspace(2 * n, [&](float* S) {
       return ad_attn_gemm::backward(ops, p, q, k, v, pk, pv, out, dout, dq, dk, dv, dpk, dpv, S, S + n);
     });
+    if (rc != kNoWorkspace) return rc;
   }
   void* scratch = nullptr;
   if (rows > 0) {

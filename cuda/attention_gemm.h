@@ -1,8 +1,9 @@
 // attention_gemm.h — attention through batched matrix products, for sequences short enough that the score matrix of
 // every head fits a workspace (BERT-size training: 128 keys): the scores S = scale·Q·Kᵀ come from one batched GEMM, a
 // row kernel applies the mask rule and the softmax in place, and out = P·V is a second GEMM; the backward is five
-// GEMMs around one more row kernel (dS = P ⊙ (dP − dO·O)). The products run on the tensor cores (3xTF32), which the
-// fused kernels of attention.cu (CUDA-core f32, memory linear in the sequence) cannot use.
+// GEMMs around one more row kernel (dS = P ⊙ (dP − dO·O)). The products are the library's batched f32 GEMMs (at the
+// f32 matmul precision; 1xTF32 on the tensor cores under autocast), far faster than the per-head tiles of the fused
+// kernels in attention.cu, which keep memory linear in the sequence for longer ones.
 // Semantics are attention_math.h's, so the GPU's two paths and the CPU agree: finish_score for masks, causal and
 // padding (hidden keys at −FLT_MAX, an all-masked row attends uniformly), prefix keys before the Tk keys, grouped-query
 // heads sharing key/value head h / (H / Hkv).

@@ -775,6 +775,17 @@ struct TileTag {
 // The cp.async-pipelined 3xTF32 kernel (gemm_f32.cuh), K split `splits` ways; operands it cannot take
 // (f32_pipe_ok) run the 128x128x16 3xTF32 kernel instead.
 int launch_f32_k16(const GemmArgs& a, bool ta, bool tb, int64_t splits, int tc, cudaStream_t s, int64_t batch);
+// one layout of the pipelined kernel: its shared-memory limit raised once per device (a static mask per <TA, TB>)
+template <bool TA, bool TB>
+int launch_tf32_pipe_t(const GemmArgs& a, dim3 grid, int64_t kchunk, float* w, cudaStream_t s) {
+  auto kern = gemm_tf32_pipe_kernel<TA, TB, 3>;
+  constexpr int bytes = pipe_smem_bytes<TA, TB>();
+  static std::atomic<uint64_t> attr_done{0};
+  if (int e = set_smem_limit(kern, bytes, attr_done)) return e;
+  kern<<<grid, 256, bytes, s>>>(a, kchunk, w);
+  AD_CUDA_CHECK_LAUNCH();
+  return 0;
+}
 int launch_tf32_pipe(const GemmArgs& a, bool ta, bool tb, int64_t splits, cudaStream_t s) {
   if (!f32_pipe_ok(a, ta, tb)) return launch_f32_k16(a, ta, tb, splits, 1, s, 1);
   const int64_t tiles = tile_count(a.M, a.N, 128, 128);
@@ -782,20 +793,14 @@ int launch_tf32_pipe(const GemmArgs& a, bool ta, bool tb, int64_t splits, cudaSt
   const int64_t kchunk = ceil_div(ceil_div(a.K, std::max<int64_t>(1, splits)), kPipeBK) * kPipeBK;
   splits = ceil_div(a.K, kchunk);
   const dim3 grid((unsigned)tiles, 1, (unsigned)splits);
-  auto go = [&](auto kernel, int bytes, float* w) {
-    static std::atomic<bool> attr_set{false};  // one per kernel instantiation (a distinct lambda type each)
-    if (!attr_set.load()) {
-      if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess) return;
-      attr_set.store(true);
-    }
-    kernel<<<grid, 256, bytes, s>>>(a, kchunk, w);
-  };
-  return run_split(a, splits, s, [&](float* w) {
-    if (!ta && !tb) go(gemm_tf32_pipe_kernel<false, false, 3>, pipe_smem_bytes<false, false>(), w);
-    else if (!ta && tb) go(gemm_tf32_pipe_kernel<false, true, 3>, pipe_smem_bytes<false, true>(), w);
-    else if (ta && !tb) go(gemm_tf32_pipe_kernel<true, false, 3>, pipe_smem_bytes<true, false>(), w);
-    else go(gemm_tf32_pipe_kernel<true, true, 3>, pipe_smem_bytes<true, true>(), w);
+  int rc = 0;
+  const int src = run_split(a, splits, s, [&](float* w) {
+    if (!ta && !tb) rc = launch_tf32_pipe_t<false, false>(a, grid, kchunk, w, s);
+    else if (!ta && tb) rc = launch_tf32_pipe_t<false, true>(a, grid, kchunk, w, s);
+    else if (ta && !tb) rc = launch_tf32_pipe_t<true, false>(a, grid, kchunk, w, s);
+    else rc = launch_tf32_pipe_t<true, true>(a, grid, kchunk, w, s);
   });
+  return rc ? rc : src;
 }
 
 // The 128x128x16 f32 kernel with FFMA (tc 0) or 3xTF32 tiles (tc 1: two blocks per SM; tc 2: one), or 1xTF32 tiles
@@ -1122,19 +1127,17 @@ int adapters_cuda_gemm_f32_variant(int variant, int transA, int transB, int64_t 
     AD_CUDA_CHECK_LAUNCH();
     return 0;
   }
-  // 3xTF32 tiles: 5 / 6 two blocks per SM, 7 / 8 one
-  auto tc_of = [](int v) { return v == 5 || v == 6 ? 1 : v == 7 || v == 8 ? 2 : 0; };
-  if (variant == 2 || variant == 5 || variant == 7) return launch_f32_k16(a, ta, tb, 1, tc_of(variant), s, 1);
-  if (variant == 9) return launch_tf32_pipe(a, ta, tb, 1, s);
-  DeviceInfo d;
+  DeviceInfo d;  // the SM count: auto's choice, split-K and the K splits
   if (int e = current_device_info(d)) return e;
   if (variant == 0) variant = f32_auto_variant(a, d);
   if (variant == 3) return launch_splitk<float>(a, ta, tb, d.sms, s);
-  if (variant == 2 || variant == 5 || variant == 7) return launch_f32_k16(a, ta, tb, 1, tc_of(variant), s, 1);
-  // 4 / 6 / 8 / 10: split K (at least two ways when forced)
-  const int64_t splits = std::max<int64_t>(2, f32_splits(a, d.sms));
-  if (variant == 10) return launch_tf32_pipe(a, ta, tb, splits, s);
-  return launch_f32_k16(a, ta, tb, splits, tc_of(variant), s, 1);
+  // 128x128 tiles, unsplit / K split (at least two ways when forced): 2 / 4 FFMA, 5 / 6 3xTF32, 7 / 8 3xTF32 with
+  // one block per SM, 9 / 10 the pipelined 3xTF32 kernel
+  const bool split = variant == 4 || variant == 6 || variant == 8 || variant == 10;
+  const int64_t splits = split ? std::max<int64_t>(2, f32_splits(a, d.sms)) : 1;
+  if (variant == 9 || variant == 10) return launch_tf32_pipe(a, ta, tb, splits, s);
+  const int tc = variant == 5 || variant == 6 ? 1 : variant == 7 || variant == 8 ? 2 : 0;
+  return launch_f32_k16(a, ta, tb, splits, tc, s, 1);
 }
 
 int adapters_cuda_gemm_f32_pick(int64_t M, int64_t N, int64_t K) {
@@ -1153,8 +1156,9 @@ int adapters_cuda_gemm_f32(int transA, int transB, int64_t M, int64_t N, int64_t
                            void* stream) {
   static const int pick = [] {
     const char* e = std::getenv("ADAPTERS_CUDA_F32_VARIANT");  // benchmarking switch: 1 .. 10 forces a kernel
-    const int v = e ? std::atoi(e) : 0;
-    return v >= 1 && v < kF32NumVariants ? v : 0;
+    char* end = nullptr;
+    const long v = e ? std::strtol(e, &end, 10) : 0;
+    return e && end != e && !*end && v >= 1 && v < kF32NumVariants ? (int)v : 0;
   }();
   return adapters_cuda_gemm_f32_variant(pick, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, stream);
 }
@@ -1187,10 +1191,10 @@ int adapters_cuda_gemm_f32_batched(int transA, int transB, int64_t M, int64_t N,
     }
     return 0;
   }
+  const int tc = tf32 ? 3 : f32_on_tensor_cores() ? 1 : 0;
   for (int64_t done = 0; done < batch; done += 65535) {  // the grid's y dimension holds 65535 items
     GemmArgs ai = a;
     ai.A = A + done * strideA, ai.B = B + done * strideB, ai.C = C + done * strideC;
-    const int tc = tf32 ? 3 : f32_on_tensor_cores() ? 1 : 0;
     if (int e = launch_f32_k16(ai, ta, tb, 1, tc, s, std::min<int64_t>(65535, batch - done))) return e;
   }
   return 0;

@@ -5,7 +5,8 @@
 //     and acc += a_small·b_big + a_big·b_small + a_big·b_big by mma.sync.m16n8k8.tf32 (f32 accumulation). The
 //     dropped a_small·b_small term and the rounding of small are ~2^-22 of each product, against 2^-24 for one f32
 //     rounding: f32-class, not TF32-class (2^-11).
-// Both run inside the same double-buffered k-major shared tiles (128x128, BK deep) filled by the kernel's loaders.
+// Both run inside the same double-buffered k-major shared tiles (128x128, BK deep) filled by the kernel's loaders;
+// the TF32 tiles also run in a cp.async-pipelined kernel (gemm_tf32_pipe_kernel, at the end).
 // The including file provides ad_cuda::ceil_div, and in a CPU build (AD_GEMM_EMU) the emulated mma, cp.async and
 // dynamic shared memory (AD_F32_PIPE_SMEM).
 #pragma once
@@ -99,12 +100,16 @@ __device__ __forceinline__ void mma_tf32_1688(float (&d)[4], const uint32_t (&a)
 __device__ __forceinline__ uint32_t round_tf32(uint32_t u) { return (u + 0x1000u) & 0xffffe000u; }
 
 // x as big + small, both rounded to TF32; x - big is exact in f32. (Leaving small to the tensor core's truncation
-// doubles its error: a BERT-size linear's gradient then missed the 1e-5 device check.) For ±inf and NaN, big is x
-// itself and small 0, so a product with them is what FFMA gives.
+// doubles its error: a BERT-size linear's gradient then missed the 1e-5 device check.) A finite x within half a TF32
+// step of FLT_MAX would round to infinity: big is truncated instead. For ±inf and NaN, big is x and small 0; the
+// cross terms a_small·b_big + a_big·b_small then multiply an infinity by a zero, so at 3xTF32 a product with an
+// infinite operand comes out NaN where FFMA gives ±inf (zeroing it would cost another register copy of every
+// fragment; 3xTF32 is the opt-in 'high' precision, and 1xTF32 has no cross terms).
 __device__ __forceinline__ void split_tf32(float x, uint32_t& big, uint32_t& small) {
   const uint32_t u = __float_as_uint(x);
   const bool finite = (u & 0x7f800000u) != 0x7f800000u;
-  big = finite ? round_tf32(u) : u;
+  const uint32_t r = round_tf32(u);
+  big = !finite ? u : (r & 0x7f800000u) == 0x7f800000u ? u & 0xffffe000u : r;
   small = finite ? round_tf32(__float_as_uint(x - __uint_as_float(big))) : 0u;
 }
 
@@ -269,7 +274,8 @@ __device__ __forceinline__ void f32_batch_and_split(GemmArgs& a, int64_t kchunk,
   }
 }
 
-// Block tile 128x128x16 (variants 2 and 4 with SimtTile, 5 to 8 with Tf32x3Tile): 256 threads, global loads as
+// Block tile 128x128x16 (variants 2 and 4 with SimtTile, 5 to 8 with Tf32x3Tile; Tf32x1Tile for batched products
+// under autocast; batched products of either precision through adapters_cuda_gemm_f32_batched): 256 threads, global loads as
 // float4 where the whole tile is inside the matrices and rows are 16-byte aligned (scalar, bounds-checked loads
 // otherwise), operand pointers advanced per tile rather than re-indexed. MINB 2: at most 128 registers so that two
 // blocks share an SM (one block's loads overlap the other's arithmetic; the 3xTF32 tile then spills a little);
@@ -349,7 +355,8 @@ constexpr int pipe_smem_bytes() {
 }
 inline bool f32_pipe_ok(const GemmArgs& a, bool ta, bool tb) {
   const bool aligned = (reinterpret_cast<uintptr_t>(a.A) | reinterpret_cast<uintptr_t>(a.B)) % 16 == 0;
-  return aligned && a.lda % 4 == 0 && a.ldb % 4 == 0 && a.sa % 4 == 0 && a.sb % 4 == 0 && a.K % 4 == 0 &&
+  const bool k_chunks = (ta && !tb) || a.K % 4 == 0;  // K is chunked only in a k-contiguous operand
+  return aligned && a.lda % 4 == 0 && a.ldb % 4 == 0 && a.sa % 4 == 0 && a.sb % 4 == 0 && k_chunks &&
          (!ta || a.M % 4 == 0) && (tb || a.N % 4 == 0);
 }
 

@@ -347,13 +347,17 @@ Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
 Napi::Value CudaMatmulPrecision(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
-    const CudaApi& api = cuda_api("cuda.setFloat32MatmulPrecision");
-    if (info.Length() > 0 && !info[0].IsUndefined()) {
-      const std::string m = info[0].IsString() ? std::string(info[0].As<Napi::String>()) : "";
+    const bool set = info.Length() > 0 && !info[0].IsUndefined();
+    const char* name = set ? "cuda.setFloat32MatmulPrecision" : "cuda.getFloat32MatmulPrecision";
+    std::string m;
+    if (set) {  // the argument is checked before the device, so a bad mode is a ValueError everywhere
+      m = info[0].IsString() ? std::string(info[0].As<Napi::String>()) : "";
       if (m != "highest" && m != "high")
-        throw Error("ValueError", "cuda.setFloat32MatmulPrecision: expected 'highest' or 'high', got '" + m + "'");
-      cuda_check(api.set_f32_matmul_precision(m == "high" ? 1 : 0), "setFloat32MatmulPrecision");
+        throw Error("ValueError", std::string(name) + ": expected 'highest' or 'high', got " +
+                                      (info[0].IsString() ? "'" + m + "'" : std::string("a non-string value")));
     }
+    const CudaApi& api = cuda_api(name);
+    if (set) cuda_check(api.set_f32_matmul_precision(m == "high" ? 1 : 0), name);
     return Napi::String::New(env, api.get_f32_matmul_precision() == 1 ? "high" : "highest");
   } catch (const Error& e) {
     throw_js(env, e.kind, e.what());

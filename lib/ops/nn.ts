@@ -329,9 +329,9 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   assertTensor(v, 'scaledDotProductAttention', 'v');
   const attrs: Record<string, number | boolean | undefined> = { causal: !!opts.isCausal, scale: opts.scale };
   // autocast (torch.autocast runs attention's matmuls in bf16): on the CPU the tile products round q, k, v, P and dS
-  // to bf16 (AMX / AVX512-BF16); on CUDA, where attention runs through batched products, they round their operands
-  // to TF32 once instead of three-pass precision. The backward runs with the same flag, so it recomputes the
-  // forward's scores exactly.
+  // to bf16 (AMX / AVX512-BF16); on CUDA, where attention runs through batched products, they run on the tensor cores
+  // with their operands rounded to TF32 (instead of f32 GEMMs). The backward runs with the same flag, so it
+  // recomputes the forward's scores exactly.
   if (autocastActive()) attrs.mixed = 1;
   const pk = opts.prefixK ?? null, pv = opts.prefixV ?? null;
   for (const [k2, v2] of [['mask', opts.mask], ['keyPaddingMask', opts.keyPaddingMask], ['prefixK', pk], ['prefixV', pv]] as const)

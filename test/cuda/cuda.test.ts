@@ -1,7 +1,7 @@
 // CUDA backend tests. They run only where a GPU is usable (hasCuda()); elsewhere they skip with a message.
 // Device plumbing is also tested without a GPU against a mock library (device.test.ts).
 import test from 'ava';
-import { cuda, hasCuda, randn, supportsOp, DeviceError } from '../../lib/index.ts';
+import { cuda, hasCuda, randn, supportsOp, DeviceError, ValueError } from '../../lib/index.ts';
 
 const gpu = hasCuda();
 
@@ -15,6 +15,12 @@ test('without a usable GPU, moving to CUDA and the CUDA memory API give clear De
   t.false(supportsOp('matmul', 'cuda'));
   t.is(x.to('cpu').device, 'cpu');
   x.dispose();
+});
+
+test('setFloat32MatmulPrecision checks its mode before the device: a bad mode is a ValueError on every machine', (t) => {
+  t.throws(() => cuda.setFloat32MatmulPrecision('medium' as 'high'), { instanceOf: ValueError, message: /expected 'highest' or 'high', got 'medium'/ });
+  t.throws(() => cuda.setFloat32MatmulPrecision(3 as unknown as 'high'), { instanceOf: ValueError, message: /got a non-string value/ });
+  if (!gpu) t.throws(() => cuda.setFloat32MatmulPrecision('high'), { instanceOf: DeviceError, message: /setFloat32MatmulPrecision/ });
 });
 const gpuTest = gpu ? test.serial : test.skip;
 if (!gpu) test('CUDA tests skipped: no usable CUDA device (hasCuda() is false)', (t) => t.pass());

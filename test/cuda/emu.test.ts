@@ -61,15 +61,15 @@ else {
   };
   test('CUDA f32 GEMM kernels (3xTF32, 1xTF32 and FFMA tiles, the cp.async-pipelined 3xTF32 kernel; four layouts, edges, scalar loads, split-K, batched, beta, bf16 output) match a double-precision product under CPU emulation', (t) => {
     const { r, cases } = runGemm([]);
-    t.is(cases.length, 152, r.stderr.slice(-1000));
+    t.is(cases.length, 169, r.stderr.slice(-1000));
     for (const k of [5, 3, 2, 1, 9]) t.true(cases.some((c) => c.kernel === k), `kernel ${k} ran`);
     for (const c of cases) t.true(c.ok, `kernel ${c.kernel}, case [M,N,K,ta,tb,extra_ld,splits,beta,bf16_out,batch] = ${JSON.stringify(c.case)}: ${c.why}`);
     t.is(r.status, 0);
   });
   test('the f32 GEMM emulation check tells 3xTF32 from plain TF32: dropping the small-term products fails every case', (t) => {
     const { r, cases, summary } = runGemm(['--plain-tf32']);
-    t.is(cases.length, 36, r.stderr.slice(-1000));
-    t.is(summary?.failed, 36);
+    t.is(cases.length, 40, r.stderr.slice(-1000));
+    t.is(summary?.failed, 40);
     t.is(r.status, 1);
   });
 }

@@ -244,6 +244,7 @@ int main(int argc, char** argv) {
       {132, 200, 72, false, false, 4, 1, 0.5f, false},
       {256, 128, 100, false, false, 0, 2, 0.f, false},
       {136, 132, 40, false, false, 0, 1, 0.25f, true},
+      {132, 136, 37, false, false, 0, 1, 1.f, false},  // K not a multiple of 4: only (ta, !tb) takes the pipeline
   };
   std::mt19937 rng(11);
   int failed = 0, ran = 0;

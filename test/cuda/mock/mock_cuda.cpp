@@ -636,7 +636,12 @@ bool attn_params(const adapters_cuda_attn* a, ad_attn::Params* p) {
                        a->mask_sb, a->mask_sh, a->mask_si, a->mask_sj, H(a->key_keep)};
   return true;
 }
-bool attn_products(const ad_attn::Params& p) { return !std::getenv("ADAPTERS_CUDA_ATTN") && ad_attn_gemm::eligible(p); }
+// as attention.cu's attn_mode(): "1" or "2" ask for the fused kernels, anything else leaves the choice to eligible()
+bool attn_products(const ad_attn::Params& p) {
+  const char* e = std::getenv("ADAPTERS_CUDA_ATTN");
+  const bool fused = e && (e[0] == '1' || e[0] == '2') && !e[1];
+  return !fused && ad_attn_gemm::eligible(p);
+}
 struct MockOps {
   int gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, int64_t sa, const float* B, int64_t ldb,
            int64_t sb, float beta, float* C, int64_t ldc, int64_t sc, int64_t batch) {
