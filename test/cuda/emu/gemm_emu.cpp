@@ -54,9 +54,11 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 }  // namespace ad_cuda
 
 namespace emu {
+// Two sets of fragment buffers, used by alternate mma calls: a lane writes set c % 2 only after the barrier of call
+// c - 1, which every lane reaches after it has read call c - 2's set, so one barrier per call suffices.
 struct Warp {
   std::unique_ptr<std::barrier<>> bar = std::make_unique<std::barrier<>>(32);
-  uint32_t a[32][4], b[32][2];
+  uint32_t a[2][32][4], b[2][32][2];
 };
 struct Block {
   std::barrier<> bar{256};
@@ -77,10 +79,13 @@ inline double tf32_in(uint32_t u) { return (double)__uint_as_float(u & 0xffffe00
 
 inline void mma_tf32_1688(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   // per row tile the kernel issues 4 small·big, 4 big·small, then 4 big·big products
-  const bool skip = emu::plain_tf32 && emu::mma_calls++ % 12 < 8;
+  const unsigned call = emu::mma_calls++;
+  const bool skip = emu::plain_tf32 && call % 12 < 8;
   emu::Warp& w = emu::block->warps[emu::warp];
-  std::memcpy(w.a[emu::lane], a, sizeof a);
-  w.b[emu::lane][0] = b0, w.b[emu::lane][1] = b1;
+  auto& fa = w.a[call % 2];
+  auto& fb = w.b[call % 2];
+  std::memcpy(fa[emu::lane], a, sizeof a);
+  fb[emu::lane][0] = b0, fb[emu::lane][1] = b1;
   w.bar->arrive_and_wait();
   const int g = emu::lane / 4, t = emu::lane % 4;
   float out[4];
@@ -89,13 +94,12 @@ inline void mma_tf32_1688(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, ui
     double s = 0;
     for (int k = 0; k < 8; k++) {
       // A(row, k): lane (row % 8)·4 + k % 4, register row / 8 + 2·(k / 4); B(k, col): lane col·4 + k % 4, register k / 4
-      const double av = tf32_in(w.a[(row % 8) * 4 + k % 4][row / 8 + 2 * (k / 4)]);
-      const double bv = tf32_in(w.b[col * 4 + k % 4][k / 4]);
+      const double av = tf32_in(fa[(row % 8) * 4 + k % 4][row / 8 + 2 * (k / 4)]);
+      const double bv = tf32_in(fb[col * 4 + k % 4][k / 4]);
       s += av * bv;
     }
     out[r] = (float)((double)d[r] + s);
   }
-  w.bar->arrive_and_wait();
   if (!skip)
     for (int r = 0; r < 4; r++) d[r] = out[r];
 }
