@@ -2,7 +2,7 @@
 // and cuda/attention_warp.cuh (warp-cooperative, heads <= 128) on the CPU and checks them against attention_math.h's
 // per-row code, so that their indexing, barriers and shuffles are tested without a GPU.
 // Each CUDA thread of a block is an OS thread; __syncthreads is a barrier over the block, the shuffles an exchange
-// through a per-warp buffer between two barriers over the warp; shared memory starts as NaN so that a read of
+// through one of two alternating per-warp buffers after a barrier over the warp; shared memory starts as NaN so that a read of
 // anything not staged shows up in the results. Build: c++ -std=c++20 -O1 -pthread -Icuda (test/cuda/emu.test.ts).
 // Prints one JSON line per case; exit status 1 when any case fails.
 #include <algorithm>
@@ -32,9 +32,11 @@ struct float4 {
 inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
 
 namespace emu {
+// Two exchange buffers, used by alternate shuffles: a lane writes buffer c % 2 only after the barrier of shuffle
+// c - 1, which every lane reaches after it has read shuffle c - 2's buffer, so one barrier per shuffle suffices.
 struct Warp {
   std::unique_ptr<std::barrier<>> bar = std::make_unique<std::barrier<>>(32);
-  uint64_t buf[32];
+  uint64_t buf[2][32];
 };
 struct Block {
   explicit Block(size_t bytes) : smem((bytes + 15) / 16 + 1) {
@@ -47,21 +49,22 @@ struct Block {
 };
 thread_local Block* block = nullptr;
 thread_local int lane = 0, warp = 0;
+thread_local unsigned shuffles = 0;
 }  // namespace emu
 
 thread_local dim3 threadIdx, blockIdx;
 const dim3 blockDim{256, 1, 1};
 inline void __syncthreads() { emu::block->bar.arrive_and_wait(); }
-// lane `from`'s value of v, exchanged through the warp's buffer between two barriers over the warp
+// lane `from`'s value of v, exchanged through one of the warp's two buffers after a barrier over the warp
 template <class T>
 T exchange(T v, int from) {
   static_assert(sizeof(T) <= 8, "");
   emu::Warp& w = emu::block->warps[emu::warp];
-  std::memcpy(&w.buf[emu::lane], &v, sizeof(T));
+  uint64_t* buf = w.buf[emu::shuffles++ % 2];
+  std::memcpy(&buf[emu::lane], &v, sizeof(T));
   w.bar->arrive_and_wait();
   T r;
-  std::memcpy(&r, &w.buf[from & 31], sizeof(T));
-  w.bar->arrive_and_wait();
+  std::memcpy(&r, &buf[from & 31], sizeof(T));
   return r;
 }
 template <class T>
