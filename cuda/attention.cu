@@ -114,22 +114,16 @@ struct GpuOps {
     AD_CUDA_CHECK_LAUNCH();
     return 0;
   }
-};
-// runs f(workspace) with `n` floats of scratch from the caching allocator (returned stream-ordered); kNoWorkspace
-// when the allocation fails for lack of memory (the caller then runs the fused kernels, which need none)
-constexpr int kNoWorkspace = -1;
-template <class F>
-int with_workspace(int64_t n, F f) {
-  void* ws = nullptr;
-  if (int rc = adapters_cuda_malloc(&ws, (size_t)n * sizeof(float))) {
-    if (rc != (int)cudaErrorMemoryAllocation) return rc;
-    (void)cudaGetLastError();
-    return kNoWorkspace;
+  // scratch from the caching allocator (returned stream-ordered)
+  int alloc(float** ws, int64_t n) {
+    void* p = nullptr;
+    const int rc = adapters_cuda_malloc(&p, (size_t)n * sizeof(float));
+    if (rc == (int)cudaErrorMemoryAllocation) (void)cudaGetLastError();
+    *ws = static_cast<float*>(p);
+    return rc == (int)cudaErrorMemoryAllocation ? ad_attn_gemm::kNoWorkspace : rc;
   }
-  const int rc = f(static_cast<float*>(ws));
-  const int frc = adapters_cuda_free(ws);
-  return rc ? rc : frc;
-}
+  int release(float* ws) { return adapters_cuda_free(ws); }
+};
 
 // Which warp kernel instantiation fits the head sizes (0: none, use the per-row kernels).
 int warp_npl(const ad_attn::Params& p) {
@@ -186,9 +180,9 @@ int adapters_cuda_attention_f32(const adapters_cuda_attn* a, const float* q, con
   cudaStream_t s = ad_cuda::as_stream(stream);
   if (use_products(p)) {
     GpuOps ops{s, a->mixed};
-    const int rc = with_workspace(ad_attn_gemm::workspace_floats(p),
-                                  [&](float* S) { return ad_attn_gemm::forward(ops, p, q, k, v, pk, pv, out, lse, S); });
-    if (rc != kNoWorkspace) return rc;  // else the fused kernels, which need no workspace
+    const int rc = ad_attn_gemm::with_workspace(ops, ad_attn_gemm::workspace_floats(p),
+                                                [&](float* S) { return ad_attn_gemm::forward(ops, p, q, k, v, pk, pv, out, lse, S); });
+    if (rc != ad_attn_gemm::kNoWorkspace) return rc;  // else the fused kernels, which need no workspace
   }
   if (use_v3(p)) {
     const dim3 grid((unsigned)ad_cuda::ceil_div(p.Tq, ad_attn3::kT3), (unsigned)(p.B * p.H));
@@ -215,10 +209,10 @@ int adapters_cuda_attention_backward_f32(const adapters_cuda_attn* a, const floa
   if (rows > 0 && use_products(p)) {
     GpuOps ops{s, a->mixed};
     const int64_t n = ad_attn_gemm::workspace_floats(p);
-    const int rc = with_workspace(2 * n, [&](float* S) {
+    const int rc = ad_attn_gemm::with_workspace(ops, 2 * n, [&](float* S) {
       return ad_attn_gemm::backward(ops, p, q, k, v, pk, pv, out, dout, dq, dk, dv, dpk, dpv, S, S + n);
     });
-    if (rc != kNoWorkspace) return rc;
+    if (rc != ad_attn_gemm::kNoWorkspace) return rc;
   }
   void* scratch = nullptr;
   if (rows > 0) {

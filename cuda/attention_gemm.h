@@ -69,9 +69,22 @@ AD_HD void ds_row(const Params& p, const Layout& l, int64_t r, const float* P, f
 
 // Ops: int gemm(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch)
 //      (row-major, C = alpha·op(A)·op(B) + beta·C per batch item); int softmax_rows(p, layout, S, lse);
-//      int ds_rows(p, layout, P, dP, out, dout). Each returns 0 or an error code.
+//      int ds_rows(p, layout, P, dP, out, dout); int alloc(float** ws, n) (kNoWorkspace when memory is short);
+//      int release(float* ws). Each returns 0 or an error code.
 // Batch item (b, hk) holds the G = H / Hkv query heads of key head hk: G·Tq consecutive query rows (q is (B,H,Tq,D)),
 // whose score rows are also consecutive in S — so grouped-query heads need nothing special.
+
+// run(workspace of n floats) between ops.alloc and ops.release; kNoWorkspace when the allocation found too little
+// memory, so that the caller can take its fused path, which needs none
+constexpr int kNoWorkspace = -1;
+template <class Ops, class Run>
+int with_workspace(Ops& ops, int64_t n, Run run) {
+  float* ws = nullptr;
+  if (int rc = ops.alloc(&ws, n)) return rc;
+  const int rc = run(ws);
+  const int frc = ops.release(ws);
+  return rc ? rc : frc;
+}
 
 // S = probabilities (and lse when non-null) for q against [pk; k]
 template <class Ops>

@@ -772,37 +772,6 @@ struct TileTag {
   using type = T;
 };
 
-// The cp.async-pipelined 3xTF32 kernel (gemm_f32.cuh), K split `splits` ways; operands it cannot take
-// (f32_pipe_ok) run the 128x128x16 3xTF32 kernel instead.
-int launch_f32_k16(const GemmArgs& a, bool ta, bool tb, int64_t splits, int tc, cudaStream_t s, int64_t batch);
-// one layout of the pipelined kernel: its shared-memory limit raised once per device (a static mask per <TA, TB>)
-template <bool TA, bool TB>
-int launch_tf32_pipe_t(const GemmArgs& a, dim3 grid, int64_t kchunk, float* w, cudaStream_t s) {
-  auto kern = gemm_tf32_pipe_kernel<TA, TB, 3>;
-  constexpr int bytes = pipe_smem_bytes<TA, TB>();
-  static std::atomic<uint64_t> attr_done{0};
-  if (int e = set_smem_limit(kern, bytes, attr_done)) return e;
-  kern<<<grid, 256, bytes, s>>>(a, kchunk, w);
-  AD_CUDA_CHECK_LAUNCH();
-  return 0;
-}
-int launch_tf32_pipe(const GemmArgs& a, bool ta, bool tb, int64_t splits, cudaStream_t s) {
-  if (!f32_pipe_ok(a, ta, tb)) return launch_f32_k16(a, ta, tb, splits, 1, s, 1);
-  const int64_t tiles = tile_count(a.M, a.N, 128, 128);
-  if (tiles > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
-  const int64_t kchunk = ceil_div(ceil_div(a.K, std::max<int64_t>(1, splits)), kPipeBK) * kPipeBK;
-  splits = ceil_div(a.K, kchunk);
-  const dim3 grid((unsigned)tiles, 1, (unsigned)splits);
-  int rc = 0;
-  const int src = run_split(a, splits, s, [&](float* w) {
-    if (!ta && !tb) rc = launch_tf32_pipe_t<false, false>(a, grid, kchunk, w, s);
-    else if (!ta && tb) rc = launch_tf32_pipe_t<false, true>(a, grid, kchunk, w, s);
-    else if (ta && !tb) rc = launch_tf32_pipe_t<true, false>(a, grid, kchunk, w, s);
-    else rc = launch_tf32_pipe_t<true, true>(a, grid, kchunk, w, s);
-  });
-  return rc ? rc : src;
-}
-
 // The 128x128x16 f32 kernel with FFMA (tc 0) or 3xTF32 tiles (tc 1: two blocks per SM; tc 2: one), or 1xTF32 tiles
 // (tc 3), K split `splits` ways.
 int launch_f32_k16(const GemmArgs& a, bool ta, bool tb, int64_t splits, int tc, cudaStream_t s, int64_t batch) {
@@ -828,6 +797,36 @@ int launch_f32_k16(const GemmArgs& a, bool ta, bool tb, int64_t splits, int tc, 
     else if (tc == 2) go(TileTag<Tf32x3Tile>{}, std::integral_constant<int, 1>{}, w);
     else go(TileTag<SimtTile>{}, std::integral_constant<int, 2>{}, w);
   });
+}
+
+// One layout of the cp.async-pipelined 3xTF32 kernel (gemm_f32.cuh): its shared-memory limit raised once per device
+// (a static mask per <TA, TB>).
+template <bool TA, bool TB>
+int launch_tf32_pipe_t(const GemmArgs& a, dim3 grid, int64_t kchunk, float* w, cudaStream_t s) {
+  auto kern = gemm_tf32_pipe_kernel<TA, TB, 3>;
+  constexpr int bytes = pipe_smem_bytes<TA, TB>();
+  static std::atomic<uint64_t> attr_done{0};
+  if (int e = set_smem_limit(kern, bytes, attr_done)) return e;
+  kern<<<grid, 256, bytes, s>>>(a, kchunk, w);
+  AD_CUDA_CHECK_LAUNCH();
+  return 0;
+}
+// The pipelined kernel, K split `splits` ways; operands it cannot take (f32_pipe_ok) run the 128x128x16 3xTF32 kernel.
+int launch_tf32_pipe(const GemmArgs& a, bool ta, bool tb, int64_t splits, cudaStream_t s) {
+  if (!f32_pipe_ok(a, ta, tb)) return launch_f32_k16(a, ta, tb, splits, 1, s, 1);
+  const int64_t tiles = tile_count(a.M, a.N, 128, 128);
+  if (tiles > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
+  const int64_t kchunk = ceil_div(ceil_div(a.K, std::max<int64_t>(1, splits)), kPipeBK) * kPipeBK;
+  splits = ceil_div(a.K, kchunk);
+  const dim3 grid((unsigned)tiles, 1, (unsigned)splits);
+  int rc = 0;
+  const int src = run_split(a, splits, s, [&](float* w) {
+    if (!ta && !tb) rc = launch_tf32_pipe_t<false, false>(a, grid, kchunk, w, s);
+    else if (!ta && tb) rc = launch_tf32_pipe_t<false, true>(a, grid, kchunk, w, s);
+    else if (ta && !tb) rc = launch_tf32_pipe_t<true, false>(a, grid, kchunk, w, s);
+    else rc = launch_tf32_pipe_t<true, true>(a, grid, kchunk, w, s);
+  });
+  return rc ? rc : src;
 }
 
 // ---- mma.sync launches ----
@@ -1083,7 +1082,7 @@ constexpr int kF32NumVariants = 11;
 
 // f32 matmul precision (adapters_cuda_set_f32_matmul_precision): 0 "highest", CUDA-core FFMA, torch's arithmetic
 // with TF32 off (the default); 1 "high", 3xTF32 on the tensor cores (~2^-22 of each product, against 2^-24 for one
-// f32 rounding; 5-15% faster on large products here). -1 until first use, when ADAPTERS_CUDA_F32_GEMM=3xtf32 selects 1.
+// f32 rounding; 2-15% faster than FFMA on an H200). -1 until first use, when ADAPTERS_CUDA_F32_GEMM=3xtf32 selects 1.
 std::atomic<int> g_f32_precision{-1};
 bool f32_on_tensor_cores() {
   int m = g_f32_precision.load(std::memory_order_relaxed);

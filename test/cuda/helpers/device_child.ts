@@ -350,8 +350,6 @@ check('attention at real head sizes (64, 128 with 96-wide values, 160; several 3
   return true;
 });
 
-// A linear layer's input gradient (B, T, out) @ (out, in) runs as one GEMM over B·T rows on the device; a bias enters by
-// a broadcast copy; norms run a warp per row and their parameter gradients sum row chunks: shapes big enough for those.
 // 3xTF32 errs by ~2^-22 of Σ|a·b| (about 1.3e-5 absolute here on outputs near zero, where FFMA stays below 1e-5);
 // plain TF32 would be off by ~1e-2
 check('cuda.setFloat32MatmulPrecision: "high" (3xTF32) still matches the CPU matmul to 5e-5; the setting reads back; bad modes are typed errors', () => {
@@ -369,6 +367,20 @@ check('cuda.setFloat32MatmulPrecision: "high" (3xTF32) still matches the CPU mat
   return throwsLike(() => cuda.setFloat32MatmulPrecision('medium' as 'high'), 'ValueError', /highest.*high.*medium/);
 });
 
+// Attention through products needs a score workspace (rows × keys floats); where the allocator cannot give it (under the
+// mock, whose MOCK_CUDA_MAX_BYTES of 1 MB refuses this one's 1.3 MB) it runs the fused path instead, with the same result.
+check('attention whose score workspace the allocator refuses falls back to the fused path and matches the CPU', () => {
+  return allClose(...both((mv) => {
+    const q = mv(randn([1, 8, 200, 8], { seed: 240 })).requiresGrad_(true), k = mv(randn([1, 8, 200, 8], { seed: 241 })).requiresGrad_(true);
+    const v = mv(randn([1, 8, 200, 8], { seed: 242 })).requiresGrad_(true);
+    const o = ops.scaledDotProductAttention(q, k, v, { isCausal: true });
+    o.backward(mv(randn([1, 8, 200, 8], { seed: 243 })));
+    return [o, q.grad!, k.grad!, v.grad!];
+  }), 2e-5);
+});
+
+// A linear layer's input gradient (B, T, out) @ (out, in) runs as one GEMM over B·T rows on the device; a bias enters by
+// a broadcast copy; norms run a warp per row and their parameter gradients sum row chunks: shapes big enough for those.
 check('linear with bias over (B, T, C) inputs, layer norm and bias gradients at BERT-like sizes match the CPU', () => {
   const r = allClose(...both((mv) => {
     const x = mv(randn([4, 80, 96], { seed: 200 })).requiresGrad_(true);

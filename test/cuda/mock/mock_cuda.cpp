@@ -9,6 +9,7 @@
 //
 // Environment: MOCK_CUDA_DEVICES (default 1), MOCK_CUDA_MAX_BYTES (allocations above it fail with
 // cudaErrorMemoryAllocation = 2).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -642,28 +643,37 @@ bool attn_products(const ad_attn::Params& p) {
   const bool fused = e && (e[0] == '1' || e[0] == '2') && !e[1];
   return !fused && ad_attn_gemm::eligible(p);
 }
+// attention_gemm.h's operations on the mock "device": the products through the reference gemm above, item by item,
+// which checks every operand's extent as a faulting kernel would; the row passes on host views of the arrays.
 struct MockOps {
   int gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, int64_t sa, const float* B, int64_t ldb,
            int64_t sb, float beta, float* C, int64_t ldc, int64_t sc, int64_t batch) {
     for (int64_t z = 0; z < batch; z++)
-      for (int64_t i = 0; i < M; i++)
-        for (int64_t j = 0; j < N; j++) {
-          float acc = 0.f;
-          for (int64_t k = 0; k < K; k++)
-            acc += (ta ? A[z * sa + k * lda + i] : A[z * sa + i * lda + k]) * (tb ? B[z * sb + j * ldb + k] : B[z * sb + k * ldb + j]);
-          float& c = C[z * sc + i * ldc + j];
-          c = beta != 0.f ? alpha * acc + beta * c : alpha * acc;
-        }
+      if (int e = ::gemm(ta, tb, M, N, K, alpha, A + z * sa, lda, B + z * sb, ldb, beta, C + z * sc, ldc, [](float x) { return x; }))
+        return e;
     return 0;
   }
   int softmax_rows(const ad_attn::Params& p, const ad_attn_gemm::Layout& l, float* S, float* lse) {
-    for (int64_t r = 0; r < l.rows; r++) ad_attn_gemm::softmax_row(p, l, r, S, lse);
+    MOCK_NEED(S, l.rows * l.LS * 4);
+    MOCK_NEED(lse, l.rows * 4);
+    for (int64_t r = 0; r < l.rows; r++) ad_attn_gemm::softmax_row(p, l, r, H(S), H(lse));
     return 0;
   }
   int ds_rows(const ad_attn::Params& p, const ad_attn_gemm::Layout& l, const float* P, float* dP, const float* out, const float* dout) {
-    for (int64_t r = 0; r < l.rows; r++) ad_attn_gemm::ds_row(p, l, r, P, dP, out, dout);
+    MOCK_NEED(P, l.rows * l.LS * 4);
+    MOCK_NEED(dP, l.rows * l.LS * 4);
+    for (int64_t r = 0; r < l.rows; r++) ad_attn_gemm::ds_row(p, l, r, H(P), H(dP), H(out), H(dout));
     return 0;
   }
+  // from the mock allocator (so MOCK_CUDA_MAX_BYTES can refuse it), NaN so that a read of a column nothing wrote shows
+  int alloc(float** ws, int64_t n) {
+    void* p = nullptr;
+    if (int rc = adapters_cuda_malloc(&p, (size_t)n * 4)) return rc == 2 ? ad_attn_gemm::kNoWorkspace : rc;
+    *ws = static_cast<float*>(p);
+    std::fill(H(*ws), H(*ws) + n, std::nanf(""));
+    return 0;
+  }
+  int release(float* ws) { return adapters_cuda_free(ws); }
 };
 }  // namespace
 int adapters_cuda_attention_f32(const adapters_cuda_attn* a, const float* q, const float* k, const float* v, const float* pk,
@@ -680,8 +690,9 @@ int adapters_cuda_attention_f32(const adapters_cuda_attn* a, const float* q, con
   MOCK_NEED(lse, rows * 4);
   if (attn_products(p)) {
     MockOps ops;
-    std::vector<float> S((size_t)ad_attn_gemm::workspace_floats(p), std::nanf(""));  // unused columns stay NaN
-    return ad_attn_gemm::forward(ops, p, H(q), H(k), H(v), H(pk), H(pv), H(out), H(lse), S.data());
+    const int rc = ad_attn_gemm::with_workspace(ops, ad_attn_gemm::workspace_floats(p),
+                                                [&](float* S) { return ad_attn_gemm::forward(ops, p, q, k, v, pk, pv, out, lse, S); });
+    if (rc != ad_attn_gemm::kNoWorkspace) return rc;  // else the per-row path, as the library takes its fused kernels
   }
   for (int64_t r = 0; r < rows; r++) ad_attn::fwd_row(p, r, H(q), H(k), H(v), H(pk), H(pv), H(out), H(lse));
   return 0;
@@ -702,10 +713,11 @@ int adapters_cuda_attention_backward_f32(const adapters_cuda_attn* a, const floa
   }
   if (rows > 0 && attn_products(p)) {
     MockOps ops;
-    const size_t n = (size_t)ad_attn_gemm::workspace_floats(p);
-    std::vector<float> S(n, std::nanf("")), dS(n, std::nanf(""));
-    return ad_attn_gemm::backward(ops, p, H(q), H(k), H(v), H(pk), H(pv), H(out), H(dout), H(dq), H(dk), H(dv), H(dpk), H(dpv), S.data(),
-                                  dS.data());
+    const int64_t n = ad_attn_gemm::workspace_floats(p);
+    const int rc = ad_attn_gemm::with_workspace(ops, 2 * n, [&](float* S) {
+      return ad_attn_gemm::backward(ops, p, q, k, v, pk, pv, out, dout, dq, dk, dv, dpk, dpv, S, S + n);
+    });
+    if (rc != ad_attn_gemm::kNoWorkspace) return rc;
   }
   std::vector<float> M(rows), L(rows), Dd(rows);
   for (int64_t r = 0; r < rows; r++) ad_attn::bwd_stats(p, r, H(q), H(k), H(pk), H(out), H(dout), M.data(), L.data(), Dd.data());
