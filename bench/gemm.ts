@@ -3,7 +3,8 @@
  * the machine's f32 FMA peak and bf16 peak (AMX tiles, or vdpbf16ps without AMX; register-only loops, measured here) and torch.mm / torch.bmm timed in the
  * same run when python3-torch is present. Checks results against a float64 reference before timing.
  * Run: npm run bench:gemm   (ADAPTERS_NUM_THREADS to change threads; BENCH_QUICK=1 for a short run; BENCH_ROUNDS=7 rounds of
- * paired bursts: ours and torch take turns per case, ratio = median of the pairs' ratios)
+ * paired bursts: ours and torch take turns per case, ratio = median of the pairs' ratios; BENCH_ONLY=bmm runs the cases whose
+ * name contains it)
  */
 import { ops, randn, numThreads, noGrad, type Tensor } from '../lib/index.ts';
 import { native } from '../lib/binding.ts';
@@ -53,9 +54,13 @@ const shapes: [string, number, number, number, number][] = [
   ['decode 1×3072×768', 0, 1, 3072, 768],
   ['decode 4×768×3072', 0, 4, 768, 3072],
 ];
+// BENCH_ONLY: a substring of the case names to run (e.g. 'bmm', 'bf16', '1024³ f32')
+const only = process.env.BENCH_ONLY;
 const cases: Case[] = [];
 for (const dtype of ['f32', 'bf16'] as const)
-  for (const [name, batch, m, n, k] of quick ? shapes.slice(0, 2) : shapes) cases.push({ key: `${name} ${dtype}`, batch, m, n, k, dtype });
+  for (const [name, batch, m, n, k] of quick ? shapes.slice(0, 2) : shapes)
+    if (!only || `${name} ${dtype}`.includes(only)) cases.push({ key: `${name} ${dtype}`, batch, m, n, k, dtype });
+if (!cases.length) throw new Error(`BENCH_ONLY=${only} matches no case`);
 
 // Our tensors per case, made once; one timing burst = calls for at least minTime seconds.
 const inputs = new Map<string, [Tensor, Tensor]>();

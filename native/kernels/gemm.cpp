@@ -776,8 +776,11 @@ AD_TGT_BF16 void ukr_bf16_avx512_t(int64_t kcp, const uint16_t* __restrict a, in
 #pragma GCC unroll 16
     for (int i = 0; i < MRt; i++) {
       uint16_t* ci = c16 + i * ldc;
-      _mm256_mask_storeu_epi16(ci, m0, bf16_round16_isa(acc0[i]));
-      if (NV > 1) _mm256_mask_storeu_epi16(ci + 16, m1, bf16_round16_isa(acc1[i]));
+      // both halves of a row in one conversion and one store
+      if (NV > 1)
+        _mm512_mask_storeu_epi16(ci, mask32(nr), bf16_round32_isa(acc0[i], acc1[i]));
+      else
+        _mm256_mask_storeu_epi16(ci, m0, bf16_round16_isa(acc0[i]));
     }
     return;
   }
