@@ -476,9 +476,12 @@ AD_TGT_AVX512 inline void store_row16(float* c, __m512 acc, __mmask16 m, bool fu
     _mm512_mask_storeu_ps(c, m, r);
 }
 
-template <int MRt, int NV>
-AD_TGT_AVX512 void ukr_f32_avx512_t(int64_t kc, const float* __restrict a, const float* __restrict b, float* c,
-                                    int64_t ldc, int nr, float alpha, float beta) {
+// DA: A read in place (not transposed, rows lda apart) instead of from a packed panel (rows 1 apart, V5_AS per k).
+// ldb: the distance between B's k rows (V5_NR in a packed panel; B's row stride when it is read in place, as whole
+// 32-column panels). Either way each output sums its products in the same order, so the results are the same bits.
+template <int MRt, int NV, bool DA>
+AD_TGT_AVX512 void ukr_f32_avx512_t(int64_t kc, const float* __restrict a, int64_t lda, const float* __restrict b, int64_t ldb,
+                                    float* c, int64_t ldc, int nr, float alpha, float beta) {
   __m512 acc0[MRt], acc1[MRt];
 #pragma GCC unroll 16
   for (int i = 0; i < MRt; i++) {
@@ -490,19 +493,20 @@ AD_TGT_AVX512 void ukr_f32_avx512_t(int64_t kc, const float* __restrict a, const
     _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0);
     if (NV > 1) _mm_prefetch((const char*)(c + i * ldc + 16), _MM_HINT_T0);
   }
+  const int64_t pfb = kPfB / V5_NR * ldb;
   for (int64_t k = 0; k < kc; k++) {
-    _mm_prefetch((const char*)(a + kPfA), _MM_HINT_T0);
-    _mm_prefetch((const char*)(b + kPfB), _MM_HINT_T0);
-    const __m512 b0 = _mm512_load_ps(b);
-    const __m512 b1 = NV > 1 ? _mm512_load_ps(b + 16) : b0;
+    if (!DA) _mm_prefetch((const char*)(a + kPfA), _MM_HINT_T0);
+    _mm_prefetch((const char*)(b + pfb), _MM_HINT_T0);
+    const __m512 b0 = _mm512_loadu_ps(b);
+    const __m512 b1 = NV > 1 ? _mm512_loadu_ps(b + 16) : b0;
 #pragma GCC unroll 16
     for (int i = 0; i < MRt; i++) {
-      const __m512 ai = _mm512_set1_ps(a[i]);
+      const __m512 ai = _mm512_set1_ps(DA ? a[i * lda] : a[i]);
       acc0[i] = _mm512_fmadd_ps(ai, b0, acc0[i]);
       if (NV > 1) acc1[i] = _mm512_fmadd_ps(ai, b1, acc1[i]);
     }
-    a += V5_AS;
-    b += V5_NR;
+    a += DA ? 1 : V5_AS;
+    b += ldb;
   }
   const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
   const bool full = nr == NV * 16;
@@ -520,9 +524,9 @@ void ukr_f32_avx512_w(int64_t kc, const float* a, const float* b, float* c, int6
                       float alpha, float beta) {
   (void)mr;
   if (nr > 16)
-    ukr_f32_avx512_t<MRt, 2>(kc, a, b, c, ldc, nr, alpha, beta);
+    ukr_f32_avx512_t<MRt, 2, false>(kc, a, 0, b, V5_NR, c, ldc, nr, alpha, beta);
   else
-    ukr_f32_avx512_t<MRt, 1>(kc, a, b, c, ldc, nr, alpha, beta);
+    ukr_f32_avx512_t<MRt, 1, false>(kc, a, 0, b, V5_NR, c, ldc, nr, alpha, beta);
 }
 const KernF32 kAvx512Kernels[V5_MR + 1] = {
     nullptr,                 ukr_f32_avx512_w<1>,  ukr_f32_avx512_w<2>,  ukr_f32_avx512_w<3>,
@@ -533,6 +537,18 @@ void ukr_f32_avx512(int64_t kc, const float* a, const float* b, float* c, int64_
                     float beta) {
   kAvx512Kernels[mr](kc, a, b, c, ldc, mr, nr, alpha, beta);
 }
+// Both operands read in place: A not transposed (rows lda apart), B not transposed (rows ldb apart), a full 32-column tile.
+using KernF32Direct = void (*)(int64_t, const float*, int64_t, const float*, int64_t, float*, int64_t, int, float, float);
+template <int MRt>
+void ukr_f32_avx512_d(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int nr,
+                      float alpha, float beta) {
+  ukr_f32_avx512_t<MRt, 2, true>(kc, a, lda, b, ldb, c, ldc, nr, alpha, beta);
+}
+const KernF32Direct kAvx512DirectKernels[V5_MR + 1] = {
+    nullptr,                 ukr_f32_avx512_d<1>,  ukr_f32_avx512_d<2>,  ukr_f32_avx512_d<3>,
+    ukr_f32_avx512_d<4>,     ukr_f32_avx512_d<5>,  ukr_f32_avx512_d<6>,  ukr_f32_avx512_d<7>,
+    ukr_f32_avx512_d<8>,     ukr_f32_avx512_d<9>,  ukr_f32_avx512_d<10>, ukr_f32_avx512_d<11>,
+    ukr_f32_avx512_d<12>,    ukr_f32_avx512_d<13>, ukr_f32_avx512_d<14>};
 
 // ---------------------------------------------------------------------------------------------------------
 // Kernel traits for the blocked driver.
@@ -1132,10 +1148,31 @@ inline float bias_tile(const Args<float>& g, int64_t pc, int64_t i0, int64_t j0,
   return 1.0f;
 }
 
+// Small f32 products with both operands not transposed (a batched attention's 128 x 128 x 64 items): no packing, the
+// kernel reads A's rows and B's rows in place, and the rows split into equal tiles (128 = 8 x 13 + 2 x 12 rather than
+// 9 x 14 + 2). Packing was 11% of such a product (Zen 5) and cannot pay off over four 32-column panels. K in one chunk
+// (at most F32Avx512::KC, as the packed path would) and B small enough to stay in L1/L2, so the sums, and the bits, are
+// the packed path's.
+constexpr int64_t kDirectMaxB = 32 * 1024;  // floats of B
+bool direct_f32_ok(const Args<float>& g, int64_t n0, int64_t n1, int64_t kc_max) {
+  return !g.transA && !g.transB && !g.bias && g.K >= 1 && g.K <= kc_max && (n1 - n0) % V5_NR == 0 &&
+         (n1 - n0) * g.K <= kDirectMaxB;
+}
+void direct_block_f32(const Args<float>& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  const int64_t Mb = m1 - m0, ntile = cdiv(Mb, V5_MR);
+  for (int64_t t = 0, i = m0, mr; t < ntile; t++, i += mr) {
+    mr = Mb / ntile + (t < Mb % ntile);
+    for (int64_t j = n0; j < n1; j += V5_NR)
+      kAvx512DirectKernels[mr](g.K, g.A + i * g.lda, g.lda, g.B + j, g.ldb, g.C + i * g.ldc + j, g.ldc, V5_NR, g.alpha, g.beta);
+  }
+}
+
 template <class KT>
 void gemm_block(const Args<typename KT::T>& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   using T = typename KT::T;
   if (m1 <= m0 || n1 <= n0) return;
+  if constexpr (std::is_same<KT, F32Avx512>::value)
+    if (direct_f32_ok(g, n0, n1, KT::KC)) return direct_block_f32(g, m0, m1, n0, n1);
   const int64_t Mb = m1 - m0, Nb = n1 - n0;
   constexpr int64_t KC = KT::KC, MC = KT::MC, NC = KT::NC;
   const int64_t kc_max = std::min<int64_t>(KC, rup(g.K, KT::KG));

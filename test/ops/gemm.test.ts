@@ -404,6 +404,49 @@ test.serial(`small-M products (decode, ${mode}, ${isa}) equal the rows of a larg
   });
 });
 
+// Small f32 products with neither operand transposed read A and B in place (no packing) when B is at most 32 Ki floats,
+// K at most 256 and the columns whole 32-wide panels: row tiles of equal height, rows of A and B read with their own
+// strides. Each output sums in the packed kernel's order, so the columns of a product whose B is too large for that path
+// (packed) must come out bit for bit the same, from strided views of A and B too, and batched.
+test.serial('small f32 products read in place equal the packed kernels bit for bit (strided views, batched)', (t) => {
+  noGrad(() => {
+    for (const [m, k] of [[128, 64], [50, 256], [21, 100], [1000, 32]] as const) {  // (above the direct loops of tiny products)
+      const aBig = randn([m, k + 9], { seed: m + k }), bBig = randn([k, 4096], { seed: k });
+      const a = ops.slice(aBig, 1, 0, k);                   // rows k + 9 apart
+      const packed = ops.matmul(a, bBig);                    // B of k × 4096 floats: packed
+      const P = packed.toArray() as Float32Array;
+      for (const n of [32, 128, 96]) {
+        const b = ops.slice(bBig, 1, 64, 64 + n);            // rows 4096 apart, read in place
+        const direct = ops.matmul(a, b);
+        const D = direct.toArray() as Float32Array;
+        let bad = 0;
+        for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) if (!Object.is(D[i * n + j], P[i * 4096 + 64 + j])) bad++;
+        t.is(bad, 0, `${m}×${k}·${k}×${n}: ${bad} elements differ from the packed product's`);
+        for (const z of [b, direct]) z.dispose();
+      }
+      for (const z of [aBig, bBig, a, packed]) z.dispose();
+    }
+    // batched (by batch on the pool), against the float64 reference
+    const A = randn([6, 128, 64], { seed: 1 }), B = randn([6, 64, 128], { seed: 2 });
+    const C = ops.matmul(A, B).toArray() as Float32Array, AA = A.toArray() as Float32Array, BB = B.toArray() as Float32Array;
+    let worst = 0;
+    for (let z = 0; z < 6; z++)
+      for (let i = 0; i < 128; i++)
+        for (let j = 0; j < 128; j++) {
+          let s = 0, sa = 0;
+          for (let p = 0; p < 64; p++) {
+            const v = AA[(z * 128 + i) * 64 + p]! * BB[(z * 64 + p) * 128 + j]!;
+            s += v;
+            sa += Math.abs(v);
+          }
+          worst = Math.max(worst, Math.abs(C[(z * 128 + i) * 128 + j]! - s) / sa);
+        }
+    t.true(worst < 2e-6, `batched 6×128×64·64×128: error ${worst}`);
+    A.dispose();
+    B.dispose();
+  });
+});
+
 // f32 linear with a bias: the GEMM writes the bias into each tile of the output just before adding the product
 // (sgemm_bias, no separate pass over the output). With K in one chunk (f32: up to 256) that is, bit for bit, the product
 // without the bias plus the bias; deeper, within rounding. Large (threaded, packed), small (direct loops) and 1-4-row
