@@ -9,8 +9,33 @@
 //
 // To add an op: append a row. Keep inputs ≤ ~60 elements and data away from kinks (relu/abs at 0,
 // clamp bounds, ties of max/maximum) by much more than eps.
+//
+// Every row also runs against a float64 reference (test/helpers/ref64.ts): the same function of the same leaf values,
+// evaluated with float64 implementations of the ops, gives a float64 forward and float64 central differences (step
+// 1e-6), which the f32 forward and the tape's gradients must match to 1e-5 / 1e-4 (relative to the largest value).
+// The f32 check above needs a coarse step and tolerance because the op itself rounds to f32; this one does not.
 import test from 'ava';
-import { tensor, ops, scope, gradcheck, type Tensor, type GradcheckOptions } from '../../lib/index.ts';
+import { tensor, ops as realOps, scope, gradcheck, type Tensor, type GradcheckOptions } from '../../lib/index.ts';
+import * as ref64 from '../helpers/ref64.ts';
+import { R64 } from '../helpers/ref64.ts';
+
+// The cases call `ops.*` through this proxy: normally our ops, inside withRef() the float64 reference's. (A case may hold
+// `ops.add` itself as its function; the proxy's functions look the implementation up at each call.)
+let impl: object = realOps;
+const ops = new Proxy(realOps, {
+  get(target, key) {
+    const f = Reflect.get(target, key);
+    return typeof f === 'function' ? (...a: unknown[]) => (Reflect.get(impl, key) as (...b: unknown[]) => unknown)(...a) : f;
+  },
+});
+function withRef<T>(f: () => T): T {
+  impl = ref64;
+  try {
+    return f();
+  } finally {
+    impl = realOps;
+  }
+}
 
 // ---- seeded data -----------------------------------------------------------------------------------
 
@@ -123,6 +148,8 @@ interface Case {
   opts?: GradcheckOptions;
   /** Also run a non-contiguous-input variant (default true). */
   nc?: boolean;
+  /** Relative tolerance of the float64-reference gradient check (default 1e-4). */
+  rtol64?: number;
 }
 
 // Central differences on an f32 forward: eps = 1e-2 keeps rounding noise ≪ atol while the truncation
@@ -680,6 +707,8 @@ const CASES: Case[] = [
       return (x) => ops.cast(ops.cast(x, 'bf16'), 'f32');
     },
     opts: { eps: 1 / 64 },
+    // the gradient flows back through the bf16 cast, so it is rounded to bf16 (as in PyTorch)
+    rtol64: 2 ** -8,
   },
   un('cast f32 -> f32', [3, 4], 'normal', (x) => ops.cast(x, 'f32')),
   // --- rope ---
@@ -831,6 +860,64 @@ const CASES: Case[] = [
     },
     opts: { check: [2] },
   },
+  {
+    name: 'sdpa additive mask (B,1,1,P+Tk) with prefixK/prefixV',
+    build: (c) => {
+      const mask = c.f32([2, 1, 1, 5], 'small');  // covers the 2 prefix columns too
+      c.leaf([2, 2, 3, 4]);
+      c.leaf([2, 2, 3, 4]);
+      c.leaf([2, 2, 3, 4]);
+      c.leaf([2, 2, 2, 4]);
+      c.leaf([2, 2, 2, 4]);
+      return (q, k, v, pk, pv) => ops.scaledDotProductAttention(q, k, v, { mask, prefixK: pk, prefixV: pv });
+    },
+  },
+  {
+    name: 'sdpa keyPaddingMask (B,P+Tk) with prefixK/prefixV, causal',
+    build: (c) => {
+      const kpm = c.bool([1, 0, 1, 1, 0, 0, 1, 1, 0, 1], [2, 5]);
+      c.leaf([2, 1, 3, 4]);
+      c.leaf([2, 1, 3, 4]);
+      c.leaf([2, 1, 3, 4]);
+      c.leaf([2, 1, 2, 4]);
+      c.leaf([2, 1, 2, 4]);
+      return (q, k, v, pk, pv) => ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: kpm, prefixK: pk, prefixV: pv, isCausal: true });
+    },
+  },
+  // --- constants (indices, conditions, ids) passed as non-contiguous views ---
+  {
+    name: 'gather dim 1, index as a transposed view',
+    build: (c) => {
+      const idx = c.i64([0, 2, 3, 1, 1, 0, 3, 3, 2], [3, 3]);
+      c.leaf([3, 4]);
+      return (x) => ops.gather(x, 1, ops.transpose(idx, 0, 1));
+    },
+  },
+  {
+    name: 'where, cond as a transposed view',
+    build: (c) => {
+      const cond = c.randBool([4, 3]);
+      c.leaf([3, 4]);
+      c.leaf([3, 4]);
+      return (a, b) => ops.where(ops.transpose(cond, 0, 1), a, b);
+    },
+  },
+  {
+    name: 'embedding, ids as a strided slice',
+    build: (c) => {
+      const ids = c.i64([4, 9, 0, 9, 4, 9, 2, 9], [8]);
+      c.leaf([5, 3]);
+      return (w) => ops.embedding(ops.slice(ids, 0, 0, 8, 2), w);
+    },
+  },
+  {
+    name: 'mseLoss, target broadcast (4,) against (3,4)',
+    build: (c) => {
+      c.leaf([3, 4]);
+      c.leaf([4]);
+      return (a, b) => ops.mseLoss(a, b);
+    },
+  },
   // --- compositions (a small MLP / attention block) ---
   {
     name: 'composite: linear -> gelu -> layerNorm -> linear -> crossEntropy',
@@ -908,6 +995,86 @@ for (const c of CASES) {
   if (c.nc !== false) register(c, 'non-contiguous');
 }
 
+// ---- the float64 reference --------------------------------------------------------------------------
+
+/**
+ * Compares the f32 forward of fn with its float64 reference, and the tape's gradient of Σ fn(x)·u with float64
+ * central differences of the reference (step 1e-6·max(1, |x|), or the case's eps). Returns the failures.
+ */
+function check64(fn: Fn, leaves: Tensor[], opts: GradcheckOptions = {}): string[] {
+  const rtol = opts.rtol ?? 1e-4;
+  const failures: string[] = [];
+  const which = opts.check ?? leaves.map((_, i) => i);
+  for (const x of leaves) x.zeroGrad();
+  const out = fn(...leaves);
+  const rnd = mulberry32(12345);
+  const u = Float64Array.from({ length: out.numel }, () => Math.fround(2 * rnd() - 1));
+  const uT = tensor(Float32Array.from(u), out.shape);
+  out.backward(uT);
+  const base = leaves.map((x) => R64.from(x));
+  const run = (xs: R64[]) => withRef(() => fn(...(xs as unknown as Tensor[]))) as unknown as R64;
+  const ref = run(base);
+  if (ref.shape.join() !== out.shape.join()) failures.push(`reference shape [${ref.shape}] vs ours [${out.shape}]`);
+  const got = out.toArray() as Float32Array;
+  const fscale = Math.max(1e-30, ...Array.from(ref.data, Math.abs).filter(Number.isFinite));
+  for (let k = 0; k < got.length; k++) {
+    const want = ref.data[k]!;
+    if (!(Math.abs(got[k]! - want) <= 1e-5 * Math.abs(want) + 1e-6 * fscale))
+      failures.push(`forward [${k}]: ours ${got[k]} vs float64 ${want}`);
+  }
+  const loss = (xs: R64[]) => {
+    const y = run(xs);
+    let s = 0;
+    for (let k = 0; k < y.numel; k++) s += u[k]! * y.data[k]!;
+    return s;
+  };
+  for (const i of which) {
+    const g = leaves[i]!.grad;
+    if (!g) {
+      failures.push(`input ${i}: no gradient`);
+      continue;
+    }
+    const ana = g.toArray() as Float32Array, x = base[i]!;
+    const num = new Float64Array(x.numel);
+    for (let k = 0; k < x.numel; k++) {
+      const h = opts.eps ?? 1e-6 * Math.max(1, Math.abs(x.data[k]!));
+      const at = (d: number) => {
+        const data = x.data.slice();
+        data[k] = x.data[k]! + d;
+        return base.map((b, j) => (j === i ? new R64(data, x.shape) : b));
+      };
+      num[k] = (loss(at(h)) - loss(at(-h))) / (2 * h);
+    }
+    const gscale = Math.max(1e-30, ...Array.from(num, Math.abs));
+    for (let k = 0; k < num.length; k++)
+      if (!(Math.abs(ana[k]! - num[k]!) <= rtol * Math.abs(num[k]!) + 1e-5 * gscale))
+        failures.push(`input ${i} [${k}]: tape ${ana[k]!.toExponential(6)} vs float64 ${num[k]!.toExponential(6)}`);
+  }
+  out.dispose();
+  uT.dispose();
+  return failures;
+}
+
+function register64(c: Case, variant: 'contiguous' | 'non-contiguous'): void {
+  test(`${c.name} [${variant}, float64 reference]`, (t) => {
+    const ctx = new Ctx(new Rng(hash(c.name)));
+    let fn = c.build(ctx);
+    if (variant === 'non-contiguous') fn = nonContiguous(ctx, fn);
+    try {
+      // the f32 checker's own step is for f32 arithmetic; only a case's explicit step (bf16-exact data) carries over
+      const failures = scope(() => check64(fn, ctx.leaves, { check: c.opts?.check, eps: c.opts?.eps, rtol: c.rtol64 }));
+      t.deepEqual(failures.slice(0, 10), [], `${failures.length} mismatches`);
+    } finally {
+      for (const x of [...ctx.leaves, ...ctx.consts]) x.dispose();
+    }
+  });
+}
+
+for (const c of CASES) {
+  register64(c, 'contiguous');
+  if (c.nc !== false) register64(c, 'non-contiguous');
+}
+
 // ---- the checker itself must catch wrong derivatives -------------------------------------------------
 
 test('sanity: gradcheck reports failure when the tape misses half the gradient (x.detach() * x)', (t) => {
@@ -941,6 +1108,16 @@ test('sanity: the same composite without detach passes', (t) => {
   const x = tensor(Float32Array.from([0.5, -1.2, 2, 0.8]), [4], { requiresGrad: true });
   const r = scope(() => gradcheck((a) => ops.add(ops.exp(a), ops.sin(a)), [x], DEFAULT_OPTS));
   t.true(r.ok, r.failures.join('\n'));
+  x.dispose();
+});
+
+test('sanity: the float64-reference check reports a tape that misses half the gradient, and a wrong reference', (t) => {
+  const x = tensor(Float32Array.from([0.5, -1.2, 2, 0.8, -0.3, 1.1]), [2, 3], { requiresGrad: true });
+  t.is(scope(() => check64((a) => ops.mul(a.detach(), a), [x])).length, 6);
+  t.deepEqual(scope(() => check64((a) => ops.mul(a, a), [x])), []);
+  // forward and gradient both differ when the reference computes another function (tanh-approximated gelu vs erf)
+  const f = scope(() => check64((a) => (impl === realOps ? ops.gelu(a) : ops.gelu(a, { approximate: 'tanh' })), [x]));
+  t.true(f.some((m) => m.startsWith('forward')) && f.some((m) => m.startsWith('input 0')), f.join('\n'));
   x.dispose();
 });
 
