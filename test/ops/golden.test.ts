@@ -155,7 +155,8 @@ for (const c of manifest.cases) {
       t.fail(`no dispatch entry for op "${c.op}"`);
       return;
     }
-    const withGrad = c.dtype === 'f32';
+    // f32 cases and (since the bf16 fixtures carry PyTorch's bf16 gradients) bf16 cases alike
+    const withGrad = c.gouts.length > 0;
     const transposed = new Set(c.transposeInputs ?? []);
 
     const leaves = c.inputs.map((k, i) => makeTensor(fixture(k), withGrad && c.grads[i] != null));
