@@ -5,11 +5,11 @@
  * passes run native `_bwd` kernels.
  */
 import { Tensor, callOp, withGrad } from '../tensor.ts';
-import { ShapeError, ValueError } from '../errors.ts';
-import { assertTensor, checkFloat, normDim, one, sumToShape } from './util.ts';
+import { DTypeError, ShapeError, ValueError } from '../errors.ts';
+import { assertTensor, broadcastShapes, checkFloat, isFloat, normDim, one, sumToShape } from './util.ts';
 import { alias, reshape, squeeze, transpose, unsqueeze } from './shape.ts';
-import { nextRandom } from './creation.ts';
-import { sub, mul } from './elementwise.ts';
+import { full, nextRandom, zeros } from './creation.ts';
+import { sub, mul, where } from './elementwise.ts';
 import { mean as meanOp, sum as sumOp } from './reduce.ts';
 import { autocastActive, autocastProjection, bf16Activation, bf16Weight } from '../autocast.ts';
 import { isGradEnabled } from '../autograd/tape.ts';
@@ -281,6 +281,7 @@ export function mseLoss(input: Tensor, target: Tensor, opts: { reduction?: 'mean
   if (red !== 'mean' && red !== 'sum' && red !== 'none') throw new ValueError(`mseLoss: reduction must be mean, sum or none, got '${red}'`);
   assertTensor(input, 'mseLoss', 'input');
   assertTensor(target, 'mseLoss', 'target');
+  broadcastShapes(input.shape, target.shape, 'mseLoss');  // (the error names this op, not the sub inside)
   const d = sub(input, target);
   const sq = mul(d, d);
   d.dispose();  // retained by the graph while needed
@@ -305,7 +306,7 @@ export function rope(x: Tensor, cos: Tensor, sin: Tensor, opts: { interleaved?: 
 }
 
 export interface AttentionOptions {
-  /** Additive float mask broadcastable to (B, H, Tq, P+Tk), e.g. HF's extended attention mask. */
+  /** Broadcastable to (B, H, Tq, P+Tk): additive (float, e.g. HF's extended attention mask) or bool (true = may attend). */
   mask?: Tensor | null;
   /** Causal masking: key j visible to query i iff j ≤ i + (Tk − Tq); prefix keys are always visible. */
   isCausal?: boolean;
@@ -336,11 +337,29 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   const pk = opts.prefixK ?? null, pv = opts.prefixV ?? null;
   for (const [k2, v2] of [['mask', opts.mask], ['keyPaddingMask', opts.keyPaddingMask], ['prefixK', pk], ['prefixV', pv]] as const)
     if (v2 !== undefined && v2 !== null) assertTensor(v2, 'scaledDotProductAttention', k2);
-  const ins = [q, k, v, opts.mask ?? null, opts.keyPaddingMask ?? null, pk, pv];
+  // q, k, v (and the prefixes) share one floating dtype, as torch's SDPA requires; under autocast they may differ
+  // (the products round them all)
+  checkFloat(q, 'scaledDotProductAttention', 'q');
+  if (!autocastActive())
+    for (const [name, x] of [['k', k], ['v', v], ['prefixK', pk], ['prefixV', pv]] as const)
+      if (x && x.dtype !== q.dtype)
+        throw new DTypeError(`scaledDotProductAttention: q, k, v and prefixes must share a dtype, got q ${q.dtype} and ${name} ${x.dtype}`);
+  // a bool mask means "may attend" (torch's SDPA): the additive form puts the lowest finite float where it is false
+  let mask = opts.mask ?? null;
+  if (mask && mask.dtype === 'bool') {
+    const z = zeros([], { device: mask.device }), lo = full([], -3.4028234663852886e38, { device: mask.device });
+    mask = where(mask, z, lo);
+    z.dispose();
+    lo.dispose();
+  }
+  else if (mask && !isFloat(mask.dtype))
+    throw new DTypeError(`scaledDotProductAttention: mask must be bool or floating point (additive), got ${mask.dtype}`);
+  const ins = [q, k, v, mask, opts.keyPaddingMask ?? null, pk, pv];
   const [out, lse] = callOp('attention', ins, attrs);
   withGrad([out!], 'attention', [q, k, v, null, null, pk, pv], ([g]) => {
     const r = callOp('attention_bwd', [...ins, out!, lse!, g!], attrs);
     return [r[0]!, r[1]!, r[2]!, null, null, pk ? r[3]! : null, pv ? r[4]! : null];
   }, [lse!], [...ins, out!]);
+  if (mask && mask !== opts.mask) mask.dispose();  // the additive form of a bool mask (the graph keeps what it needs)
   return out!;
 }

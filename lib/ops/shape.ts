@@ -7,7 +7,7 @@ import { Tensor, callOp, withGrad, type DType, DTYPES } from '../tensor.ts';
 import { native } from '../binding.ts';
 import { fromNative } from '../errors.ts';
 import { DTypeError, IndexError, ShapeError, ValueError } from '../errors.ts';
-import { asStrided, assertTensor, contiguousStrides, isFloat, normDim, one, sumToShape } from './util.ts';
+import { asStrided, assertTensor, contiguousStrides, isFloat, normDim, one, showArg, sumToShape } from './util.ts';
 import { zeros } from './creation.ts';
 
 function sameShape(a: number[], b: number[]): boolean {
@@ -129,7 +129,8 @@ export function squeeze(x: Tensor, dim?: number): Tensor {
 /** Broadcast view to `shape` (−1 keeps a dim); gradient sums back. */
 export function expand(x: Tensor, shape: number[]): Tensor {
   assertTensor(x, 'expand', 'input');
-  if (!Array.isArray(shape)) throw new ValueError('expand: shape must be an array of integers');
+  if (!Array.isArray(shape) || shape.some((d) => !Number.isInteger(d) || d < -1))
+    throw new ValueError(`expand: shape must be an array of integers (-1 keeps a size), got [${Array.isArray(shape) ? shape.map(showArg) : showArg(shape)}]`);
   const s = x.shape, st = x.strides;
   const lead = shape.length - s.length;
   if (lead < 0) throw new ShapeError(`expand: target [${shape}] has fewer dims than [${s}]`);
@@ -155,7 +156,9 @@ export function slice(x: Tensor, dim: number, start = 0, end?: number, step = 1)
   assertTensor(x, 'slice', 'input');
   const d = normDim(dim, x.ndim, 'slice');
   const n = x.shape[d]!;
-  if (!Number.isInteger(step) || step <= 0) throw new ValueError(`slice: step must be a positive integer, got ${step}`);
+  if (!Number.isInteger(step) || step <= 0) throw new ValueError(`slice: step must be a positive integer, got ${showArg(step)}`);
+  if (!Number.isInteger(start)) throw new ValueError(`slice: start must be an integer, got ${showArg(start)}`);
+  if (end !== undefined && end !== null && !Number.isInteger(end)) throw new ValueError(`slice: end must be an integer, got ${showArg(end)}`);
   const clampIdx = (v: number) => Math.min(Math.max(v < 0 ? v + n : v, 0), n);
   const a = clampIdx(start), b = clampIdx(end ?? n);
   const len = b > a ? Math.ceil((b - a) / step) : 0;
@@ -176,6 +179,7 @@ export function slice(x: Tensor, dim: number, start = 0, end?: number, step = 1)
 }
 
 export function narrow(x: Tensor, dim: number, start: number, length: number): Tensor {
+  if (!Number.isInteger(length) || length < 0) throw new ValueError(`narrow: length must be a non-negative integer, got ${showArg(length)}`);
   return slice(x, dim, start, start + length);
 }
 

@@ -10,9 +10,15 @@ export function assertTensor(t: unknown, op: string, what: string): asserts t is
   if (t.disposed) throw new DisposedError(`${op}: ${what} was disposed`);
 }
 
+/** A JS value as an error message shows it (strings quoted, so a dim of '1' does not read as 1). */
+export function showArg(v: unknown): string {
+  return typeof v === 'string' ? JSON.stringify(v) : String(v);
+}
+
 export function normDim(dim: number, ndim: number, op: string): number {
   const n = Math.max(ndim, 1);
-  if (!Number.isInteger(dim) || dim < -n || dim >= n)
+  if (typeof dim !== 'number' || !Number.isInteger(dim)) throw new ValueError(`${op}: dimension must be an integer, got ${showArg(dim)}`);
+  if (dim < -n || dim >= n)
     throw new IndexError(`${op}: dimension ${dim} out of range for a ${ndim}-d tensor`);
   return dim < 0 ? dim + n : dim;
 }

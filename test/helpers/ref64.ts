@@ -395,7 +395,9 @@ export function scaledDotProductAttention(q: Operand, k: Operand, v: Operand, op
   const Hkv = K.shape[1]!, Tk = K.shape[2]!, Dv = V.shape[3]!;
   const PK = opts.prefixK ? lift(opts.prefixK) : null, PV = opts.prefixV ? lift(opts.prefixV) : null;
   const P = PK ? PK.shape[2]! : 0, S = P + Tk;
-  const mask = opts.mask ? lift(opts.mask) : null, kpm = opts.keyPaddingMask ? lift(opts.keyPaddingMask) : null;
+  // a bool mask means "may attend": 0 where true, the lowest finite float where false
+  const boolMask = opts.mask instanceof Tensor && opts.mask.dtype === 'bool';
+  const mask = opts.mask ? (boolMask ? map1(opts.mask, (b) => (b ? 0 : -FLT_MAX)) : lift(opts.mask)) : null, kpm = opts.keyPaddingMask ? lift(opts.keyPaddingMask) : null;
   const scale = opts.scale ?? 1 / Math.sqrt(D);
   const out = new Float64Array(B * H * Tq * Dv);
   for (let b = 0; b < B; b++)

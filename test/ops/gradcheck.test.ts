@@ -884,6 +884,16 @@ const CASES: Case[] = [
       return (q, k, v, pk, pv) => ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: kpm, prefixK: pk, prefixV: pv, isCausal: true });
     },
   },
+  {
+    name: 'sdpa bool mask (Tq,Tk): true = may attend (torch SDPA)',
+    build: (c) => {
+      const mask = c.bool([1, 0, 1, 1, 0, 1, 1, 0, 1, 1, 1, 0], [3, 4]);
+      c.leaf([1, 2, 3, 4]);
+      c.leaf([1, 2, 4, 4]);
+      c.leaf([1, 2, 4, 4]);
+      return (q, k, v) => ops.scaledDotProductAttention(q, k, v, { mask });
+    },
+  },
   // --- constants (indices, conditions, ids) passed as non-contiguous views ---
   {
     name: 'gather dim 1, index as a transposed view',
