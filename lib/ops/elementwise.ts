@@ -251,7 +251,10 @@ export function sigmoid(x: Tensor): Tensor { return activation('sigmoid', 'sigmo
 /** Elementwise arctangent (d/dx = 1 / (1 + x²)). */
 export function atan(x: Tensor): Tensor { return activation('atan', 'atan', x); }
 /** x · sigmoid(1.702 x) (CLIP / some GPT-2 variants). */
-export function quickGelu(x: Tensor): Tensor { return activation('quick_gelu', 'quick_gelu', x); }
+export function quickGelu(x: Tensor): Tensor {
+  assertTensor(x, 'quickGelu', 'input');  // (the API's name in the message; the native op is quick_gelu)
+  return activation('quick_gelu', 'quick_gelu', x);
+}
 /** GELU, exact (erf) by default or the tanh approximation with `{approximate: 'tanh'}`. */
 export function gelu(x: Tensor, opts: { approximate?: 'none' | 'tanh' } = {}): Tensor {
   const ap = opts.approximate ?? 'none';
