@@ -74,8 +74,8 @@ function checkClose(t: ExecutionContext, label: string, got: Tensor, want: StTen
 
 type OpFn = (x: Tensor[], a: Record<string, any>) => Tensor | Tensor[];
 
-const binary = (f: (a: Tensor, b: Tensor | number) => Tensor): OpFn =>
-  (x, a) => f(x[0]!, a.scalar !== undefined ? (a.scalar as number) : x[1]!);
+const binary = (f: (a: Tensor | number, b: Tensor | number) => Tensor): OpFn =>
+  (x, a) => (a.scalar === undefined ? f(x[0]!, x[1]!) : a.scalarFirst ? f(a.scalar as number, x[0]!) : f(x[0]!, a.scalar as number));
 
 const reduce = (f: (x: Tensor, dim: number | number[], o: { keepdim: boolean }) => Tensor, all: (x: Tensor) => Tensor): OpFn =>
   (x, a) => (a.dim === undefined ? all(x[0]!) : f(x[0]!, a.dim, { keepdim: Boolean(a.keepdim) }));
@@ -133,6 +133,7 @@ const OPS: Record<string, OpFn> = {
   transpose: (x, a) => ops.transpose(x[0]!, a.dim0, a.dim1),
   permute: (x, a) => ops.permute(x[0]!, a.dims),
   reshape: (x, a) => ops.reshape(x[0]!, a.shape),
+  contiguous: (x) => ops.contiguous(x[0]!),
   maskedFill: (x, a) => ops.maskedFill(x[0]!, x[1]!, a.value),
   where: (x) => ops.where(x[0]!, x[1]!, x[2]!),
 

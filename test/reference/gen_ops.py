@@ -34,7 +34,7 @@ Conventions (also written into ops.json under "conventions"):
     prepended to k/v and are never masked; GQA head h uses kv head
     h // (H / Hkv).  In sdpa_fully_masked_row batch 1 has every key masked, so
     its output is the uniform average of v over keys.
-  * Attr names: add/sub/mul/div {scalar?}; pow {exponent}; clamp {min, max};
+  * Attr names: add/sub/mul/div {scalar?, scalarFirst?} (scalarFirst: the number is the first operand); pow {exponent}; clamp {min, max};
     sum/mean {dim?, keepdim?} (no dim = reduce all -> 0-d); max {dim, keepdim};
     linear {layout?: "conv1d"} (w is (in,out) then); gelu {approximate};
     softmax/logSoftmax {dim}; layerNorm/rmsNorm {eps}; crossEntropy
@@ -98,6 +98,12 @@ def away_from_zero(*shape):
 
 def ints(lo, hi, *shape):
     return rng.integers(lo, hi, shape).astype(np.int64)
+
+
+def distinct(*shape):
+    """bf16-exact values on a shuffled grid (max without ties)."""
+    n = int(np.prod(shape))
+    return ((rng.permutation(n) - n / 2) * 0.125).astype(np.float32).reshape(shape)
 
 
 def bools(p_true, *shape):
@@ -643,6 +649,26 @@ def build_f32_cases():
     case("reshape_noncontig", "reshape", [randn(2, 3, 4)], un(lambda x: x.reshape(2, 12)),
          attrs={"shape": [2, 12]}, transpose_inputs=(0,))
 
+    # --- variants: reductions over everything, scalars first, other targets / layouts, missing affine params ---
+    case("max_all", "max", [distinct(3, 5)], un(lambda x: x.max()), attrs={})
+    case("sub_scalar_first", "sub", [randn(3, 4)], lambda ts, ta: 2.5 - ts[0], attrs={"scalar": 2.5, "scalarFirst": True})
+    case("div_scalar_first", "div", [away_from_zero(3, 4)], lambda ts, ta: 3.0 / ts[0], attrs={"scalar": 3.0, "scalarFirst": True})
+    tgt3 = ints(0, 5, 2, 3)
+    tgt3[0, 1] = 2
+    case("crossEntropy_3d_custom_ignore", "crossEntropy", [randn(2, 3, 5), tgt3],
+         lambda ts, ta: F.cross_entropy(ts[0].reshape(-1, 5), ts[1].reshape(-1), ignore_index=2,
+                                        label_smoothing=0.2, reduction="sum"),
+         attrs={"ignoreIndex": 2, "labelSmoothing": 0.2, "reduction": "sum"})
+    case("layerNorm_no_affine", "layerNorm", [randn(3, 8)], un(lambda x: F.layer_norm(x, (8,), None, None, 1e-5)),
+         attrs={"eps": 1e-5})
+    case("rmsNorm_no_weight", "rmsNorm", [randn(3, 8)], un(lambda x: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)),
+         attrs={"eps": 1e-6})
+    case("matmul_batched_lhs_transposed", "matmul", [randn(2, 3, 5), randn(2, 5, 4)], bi(torch.matmul),
+         transpose_inputs=(0,))
+    case("linear_noncontig", "linear", [randn(3, 6), randn(4, 6), randn(4)],
+         lambda ts, ta: F.linear(ts[0], ts[1], ts[2]), transpose_inputs=(0, 1))
+    case("contiguous_noncontig", "contiguous", [randn(2, 3, 4)], un(lambda x: x.contiguous()), transpose_inputs=(0,))
+
 
 # ----------------------------------------------------------------------------
 # bf16 cases (PyTorch's bf16 CPU results are the reference, forward and backward)
@@ -709,12 +735,6 @@ def bf16_case(name, op, inputs, fn, attrs=None, no_grad=()):
     if atol != BF16_TOL[1]:
         CASES[-1]["tolWidened"] = True
         REPORT.append(f"{name}: atol widened to {atol:.3g} (PyTorch's bf16 accumulation)")
-
-
-def distinct(*shape):
-    """bf16-exact values on a shuffled grid (max without ties)."""
-    n = int(np.prod(shape))
-    return ((rng.permutation(n) - n / 2) * 0.125).astype(np.float32).reshape(shape)
 
 
 def build_bf16_cases():
