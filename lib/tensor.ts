@@ -364,6 +364,20 @@ export class Tensor {
   cpu(): Tensor { return this.to('cpu'); }
   float(): Tensor { return this.to('f32'); }
   maskedFill(mask: Tensor, value: number): Tensor { return opsRef.maskedFill!(this, mask, value); }
+  /** torch's x.where(condition, other): x where condition holds, else other. */
+  where(condition: Tensor, other: Tensor | number): Tensor { return opsRef.where!(condition, this, other); }
+  clamp(min?: number | null, max?: number | null): Tensor { return opsRef.clamp!(this, min, max); }
+  gelu(opts?: { approximate?: 'none' | 'tanh' }): Tensor { return opsRef.gelu!(this, opts); }
+  silu(): Tensor { return opsRef.silu!(this); }
+  narrow(dim: number, start: number, length: number): Tensor { return opsRef.narrow!(this, dim, start, length); }
+  split(sizeOrSizes: number | number[], dim = 0): Tensor[] { return opsRef.split!(this, sizeOrSizes, dim); }
+  chunk(chunks: number, dim = 0): Tensor[] { return opsRef.chunk!(this, chunks, dim); }
+  indexSelect(dim: number, index: Tensor): Tensor { return opsRef.indexSelect!(this, dim, index); }
+  gather(dim: number, index: Tensor): Tensor { return opsRef.gather!(this, dim, index); }
+  /** Transpose of the last two dims (torch's mT; T does the same here). */
+  get mT(): Tensor { return opsRef.transpose!(this, -2, -1); }
+  /** Number of dims (torch's dim()). */
+  dim(): number { return this.ndim; }
 
   /** @internal a new Tensor object for the same view that keeps the tape (identity op). */
   detachKeepGraph(): Tensor {
