@@ -1312,10 +1312,12 @@ void gemm_block<B16Avx512>(const Args<uint16_t>& g, int64_t m0, int64_t m1, int6
   uint16_t* Ap = tl_apack.get<uint16_t>((size_t)(cdiv(mc_max, KT::MR) * KT::AS * kc_max));
   uint16_t* Bp = tl_bpack.get<uint16_t>((size_t)(rup(nc_max, KT::NR) * kc_max));
   const B16Src A(g.A, g.a32), B(g.B, g.b32);
-  // A read straight from A (no packing) where its rows are bf16 k pairs already: on Zen 5 1.0-1.07x on 2-D shapes (0.99
-  // at 2048^3, rows 4 KiB apart) and 1.1-1.25x on batched 128 x 128 products with K = 64-128, where packing A cost ~10%
-  // (lda >= K >= 2 there, as BLAS requires, so the kernel's lda = 0, "packed", never collides with it)
-  const bool direct = !g.transA && !g.a32 && g.K % 2 == 0 && g.lda >= g.K;
+  // A read straight from A (no packing) where its rows are bf16 k pairs already: on Zen 5 1.0-1.07x on 2-D shapes and
+  // 1.1-1.25x on batched 128 x 128 products with K = 64-128, where packing A cost ~10% (lda >= K >= 2 there, as BLAS
+  // requires, so the kernel's lda = 0, "packed", never collides with it). Not when the rows are a multiple of 4 KiB
+  // apart: then a tile's 14 rows fall in one set of the 12-way L1 and evict each other (2048^3: packing A is
+  // 1.02-1.04x, in alternation).
+  const bool direct = !g.transA && !g.a32 && g.K % 2 == 0 && g.lda >= g.K && (g.lda * 2) % 4096 != 0;
   for (int64_t jc = n0; jc < n1; jc += NC) {
     const int64_t nc = std::min<int64_t>(NC, n1 - jc);
     for (int64_t pc = 0; pc < g.K; pc += KC) {

@@ -169,9 +169,11 @@ test.serial(`bf16 matmul (${isa}) writes bf16 from the GEMM: bit for bit the f32
   native.gemmForceIsa('auto', isa);
   t.teardown(() => native.gemmForceIsa('auto', 'auto'));
   const { callOp } = tensorModule;
-  // batch, m, k, n: small (fallback), edges, threaded, by batch, K past the one-chunk epilogue of AVX512-BF16 (8192)
+  // batch, m, k, n: small (fallback), edges, threaded, by batch, rows 4 KiB apart (AVX512-BF16 packs A then), K past
+  // the one-chunk epilogue of AVX512-BF16 (8192)
   const cases: [number, number, number, number][] = [
-    [1, 5, 7, 3], [1, 65, 97, 33], [1, 200, 300, 1], [1, 256, 300, 256], [3, 127, 64, 129], [8, 128, 64, 128], [1, 20, 8195, 36]];
+    [1, 5, 7, 3], [1, 65, 97, 33], [1, 200, 300, 1], [1, 256, 300, 256], [3, 127, 64, 129], [8, 128, 64, 128], [1, 100, 2048, 70],
+    [1, 20, 8195, 36]];
   for (const [batch, m, k, n] of cases)
     noGrad(() => {
       const a = randn([batch, m, k], { seed: m + k }).to('bf16'), b = randn([k, n], { seed: n + k }).to('bf16');
