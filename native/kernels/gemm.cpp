@@ -1155,8 +1155,9 @@ inline float bias_tile(const Args<float>& g, int64_t pc, int64_t i0, int64_t j0,
 // the packed path's.
 constexpr int64_t kDirectMaxB = 32 * 1024;  // floats of B
 bool direct_f32_ok(const Args<float>& g, int64_t n0, int64_t n1, int64_t kc_max) {
+  // (rows of A a multiple of 4 KiB apart would share one L1 set: packed, as in the AVX512-BF16 driver)
   return !g.transA && !g.transB && !g.bias && g.K >= 1 && g.K <= kc_max && (n1 - n0) % V5_NR == 0 &&
-         (n1 - n0) * g.K <= kDirectMaxB;
+         (n1 - n0) * g.K <= kDirectMaxB && (g.lda * 4) % 4096 != 0;
 }
 void direct_block_f32(const Args<float>& g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   const int64_t Mb = m1 - m0, ntile = cdiv(Mb, V5_MR);
