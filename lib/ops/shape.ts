@@ -138,6 +138,7 @@ export function expand(x: Tensor, shape: number[]): Tensor {
   shape.forEach((d, i) => {
     const src = i - lead;
     const cur = src >= 0 ? s[src]! : 1;
+    if (d === -1 && src < 0) throw new ValueError(`expand: -1 is not allowed for a new leading dimension in [${shape}]`);
     const tgt = d === -1 ? cur : d;
     if (src >= 0 && cur !== tgt && cur !== 1) throw new ShapeError(`expand: cannot expand [${s}] to [${shape}]`);
     outS.push(tgt);
@@ -152,11 +153,12 @@ export function expand(x: Tensor, shape: number[]): Tensor {
 }
 
 /** x[..., start:end:step, ...] along dim (a view). Negative start/end count from the end. */
-export function slice(x: Tensor, dim: number, start = 0, end?: number, step = 1): Tensor {
+export function slice(x: Tensor, dim: number, start: number | null = 0, end?: number | null, step = 1): Tensor {
   assertTensor(x, 'slice', 'input');
   const d = normDim(dim, x.ndim, 'slice');
   const n = x.shape[d]!;
   if (!Number.isInteger(step) || step <= 0) throw new ValueError(`slice: step must be a positive integer, got ${showArg(step)}`);
+  start ??= 0;  // (null: from the beginning, as end's null runs to the end)
   if (!Number.isInteger(start)) throw new ValueError(`slice: start must be an integer, got ${showArg(start)}`);
   if (end !== undefined && end !== null && !Number.isInteger(end)) throw new ValueError(`slice: end must be an integer, got ${showArg(end)}`);
   const clampIdx = (v: number) => Math.min(Math.max(v < 0 ? v + n : v, 0), n);
@@ -178,9 +180,16 @@ export function slice(x: Tensor, dim: number, start = 0, end?: number, step = 1)
   return y;
 }
 
+/** torch.narrow: `length` elements from `start` (negative counts from the end); the range must lie inside the dim. */
 export function narrow(x: Tensor, dim: number, start: number, length: number): Tensor {
+  assertTensor(x, 'narrow', 'input');
+  const n = x.shape[normDim(dim, x.ndim, 'narrow')]!;
+  if (!Number.isInteger(start)) throw new ValueError(`narrow: start must be an integer, got ${showArg(start)}`);
   if (!Number.isInteger(length) || length < 0) throw new ValueError(`narrow: length must be a non-negative integer, got ${showArg(length)}`);
-  return slice(x, dim, start, start + length);
+  const a = start < 0 ? start + n : start;
+  if (a < 0 || a > n) throw new IndexError(`narrow: start ${start} out of range for a dimension of size ${n}`);
+  if (a + length > n) throw new IndexError(`narrow: start ${start} + length ${length} exceeds the dimension's size ${n}`);
+  return slice(x, dim, a, a + length);
 }
 
 /** A contiguous copy (differentiable). */

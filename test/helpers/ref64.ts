@@ -1,6 +1,7 @@
 // ref64 — a float64 reference implementation of the ops the gradient checks use, written for clarity, not speed:
 // every tensor is a dense Float64Array in row-major order, every op builds its output element by element from
-// PyTorch's definition. `test/ops/gradcheck.test.ts` runs each case's function through these (with the same leaf
+// PyTorch's definition (attention: the library's documented rules, i.e. HF's — lowest finite float for masked scores,
+// causal masks aligned to the last query when Tq < Tk, as with a KV cache). `test/ops/gradcheck.test.ts` runs each case's function through these (with the same leaf
 // values) to get float64 finite differences and a float64 forward to hold our f32 ops against.
 //
 // Constants a case captures (index tensors, masks, rope tables, targets) are our Tensors: every op lifts them.
@@ -233,7 +234,11 @@ export function slice(x: Operand, dim: number, start = 0, end?: number, step = 1
   const shape = X.shape.map((v, i) => (i === d ? len : v));
   return build(shape, (idx) => X.at(idx.map((v, i) => (i === d ? s + v * step : v))));
 }
-export const narrow = (x: Operand, dim: number, start: number, length: number) => slice(x, dim, start, start + length);
+export function narrow(x: Operand, dim: number, start: number, length: number): R64 {
+  const X = lift(x), n = X.shape[normDim(dim, X.ndim)]!, a = start < 0 ? start + n : start;
+  if (a < 0 || a + length > n) throw new Error(`ref64 narrow: [${start}, +${length}) outside a dimension of ${n}`);
+  return slice(X, dim, a, a + length);
+}
 export function concat(xs: Operand[], dim = 0): R64 {
   const Xs = xs.map(lift), d = normDim(dim, Xs[0]!.ndim);
   const shape = Xs[0]!.shape.map((v, i) => (i === d ? Xs.reduce((a, X) => a + X.shape[d]!, 0) : v));
@@ -288,7 +293,9 @@ function roundBf16(v: number): number {
   return f[0]!;
 }
 export function cast(x: Operand, dtype: string): R64 {
-  return dtype === 'bf16' ? map1(x, roundBf16) : lift(x);
+  if (dtype === 'bf16') return map1(x, roundBf16);
+  if (dtype === 'f32') return lift(x);
+  throw new Error(`ref64 cast: no reference for ${dtype}`);  // (so that a future case cannot pass by a no-op)
 }
 
 // ---- linear algebra and nn ops -------------------------------------------------------------------------

@@ -169,10 +169,11 @@ test.serial(`bf16 matmul (${isa}) writes bf16 from the GEMM: bit for bit the f32
   native.gemmForceIsa('auto', isa);
   t.teardown(() => native.gemmForceIsa('auto', 'auto'));
   const { callOp } = tensorModule;
-  // batch, m, k, n: small (fallback), edges, threaded, by batch, rows 4 KiB apart (AVX512-BF16 packs A then), K past
+  // batch, m, k, n: small (fallback), edges, threaded, by batch, rows 4 KiB apart (AVX512-BF16 packs A then), a last
+  // tile of 18 columns (one masked 32-lane store per row), K past
   // the one-chunk epilogue of AVX512-BF16 (8192)
   const cases: [number, number, number, number][] = [
-    [1, 5, 7, 3], [1, 65, 97, 33], [1, 200, 300, 1], [1, 256, 300, 256], [3, 127, 64, 129], [8, 128, 64, 128], [1, 100, 2048, 70],
+    [1, 5, 7, 3], [1, 65, 97, 33], [1, 200, 300, 1], [1, 256, 300, 256], [3, 127, 64, 129], [8, 128, 64, 128], [1, 100, 2048, 70], [2, 64, 96, 50],
     [1, 20, 8195, 36]];
   for (const [batch, m, k, n] of cases)
     noGrad(() => {
@@ -415,7 +416,9 @@ test.serial('small f32 products read in place equal the packed kernels bit for b
     for (const [m, k] of [[128, 64], [50, 256], [21, 100], [1000, 32]] as const) {  // (above the direct loops of tiny products)
       const aBig = randn([m, k + 9], { seed: m + k }), bBig = randn([k, 4096], { seed: k });
       const a = ops.slice(aBig, 1, 0, k);                   // rows k + 9 apart
-      const packed = ops.matmul(a, bBig);                    // B of k × 4096 floats: packed
+      // the reference: B given transposed (a transposed B is always packed, whatever the thread count), same sums
+      const bT = ops.contiguous(ops.transpose(bBig, 0, 1));
+      const packed = ops.matmul(a, ops.transpose(bT, 0, 1));
       const P = packed.toArray() as Float32Array;
       for (const n of [32, 128, 96]) {
         const b = ops.slice(bBig, 1, 64, 64 + n);            // rows 4096 apart, read in place
@@ -426,7 +429,7 @@ test.serial('small f32 products read in place equal the packed kernels bit for b
         t.is(bad, 0, `${m}×${k}·${k}×${n}: ${bad} elements differ from the packed product's`);
         for (const z of [b, direct]) z.dispose();
       }
-      for (const z of [aBig, bBig, a, packed]) z.dispose();
+      for (const z of [aBig, bBig, a, bT, packed]) z.dispose();
     }
     // batched (by batch on the pool), against the float64 reference
     const A = randn([6, 128, 64], { seed: 1 }), B = randn([6, 64, 128], { seed: 2 });

@@ -34,6 +34,9 @@ test('every forwarding method equals its ops.* function (values and shapes)', (t
       t.deepEqual(shape(got), shape(want), name);
       t.deepEqual(arr(got), arr(want), name);
     }
+    // narrow as torch's: a negative start counts from the end; slice's null start / end mean the ends
+    t.deepEqual(arr(x.narrow(1, -2, 2)), arr(ops.slice(x, 1, 2, 4)));
+    t.deepEqual(arr(ops.slice(x, 0, null, null)), arr(x));
     t.is(x.dim(), 2);
     t.is(x.unsqueeze(0).dim(), 3);
   });

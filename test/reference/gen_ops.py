@@ -673,7 +673,7 @@ def build_f32_cases():
 # ----------------------------------------------------------------------------
 # bf16 cases (PyTorch's bf16 CPU results are the reference, forward and backward)
 # ----------------------------------------------------------------------------
-def bf16_case(name, op, inputs, fn, attrs=None, no_grad=()):
+def bf16_case(name, op, inputs, fn, attrs=None, no_grad=(), widen=()):
     """inputs: f32 numpy arrays (rounded to bf16 here) or int64 / bool arrays (kept).
     fn(list of torch tensors) -> tensor or list of tensors. Float inputs not in no_grad require grad; the
     gradients are those of sum_j sum(out_j * gout_j) with bf16 gouts, as PyTorch computes them in bf16."""
@@ -695,21 +695,24 @@ def bf16_case(name, op, inputs, fn, attrs=None, no_grad=()):
     gouts = [torch.tensor(randn(*o.shape)).to(torch.bfloat16) for o in outs]
     leaves = [t for t in ts if t.requires_grad]
     grads = torch.autograd.grad(outs, leaves, gouts) if leaves else []
-    # sanity: torch's bf16 results vs float64 on the same bf16 inputs and gouts. Half the test's tolerance, except
-    # that sums PyTorch accumulates in bf16 (a bias gradient over rows) may be off by more near zero: then the case's
-    # atol becomes twice torch's own worst excess (recorded as tolWidened), so that ours, computed in f32 and
-    # rounded once, and torch's can both be within it.
+    # sanity: torch's bf16 results vs float64 on the same bf16 inputs and gouts, to half the test's tolerance. Only the
+    # gradients of the inputs listed in `widen` (per-feature parameters, whose gradients PyTorch sums over rows in
+    # bf16) may exceed it, by at most 0.03 absolute: then the case's atol becomes twice torch's worst excess (recorded
+    # as tolWidened), so that ours (summed in f32, rounded once) and torch's can both be within it.
     ts64 = inputs_as(torch.float64, True)
     o64 = fn(ts64)
     o64 = list(o64) if isinstance(o64, (list, tuple)) else [o64]
     l64 = [t for t in ts64 if t.requires_grad]
     g64 = torch.autograd.grad(o64, l64, [g.to(torch.float64) for g in gouts]) if l64 else []
+    grad_inputs = [i for i, t in enumerate(ts) if t.requires_grad]
     atol = BF16_TOL[1]
-    for what, a, b in [("out", x, y) for x, y in zip(outs, o64)] + [("grad", x, y) for x, y in zip(grads, g64)]:
+    checks = [(f"out{j}", x, y, False) for j, (x, y) in enumerate(zip(outs, o64))]
+    checks += [(f"grad{i}", x, y, i in widen) for i, x, y in zip(grad_inputs, grads, g64)]
+    for what, a, b, may_widen in checks:
         a, b = a.detach().to(torch.float64).numpy(), b.detach().numpy()
         if not allclose_report(a, b, BF16_TOL[0] / 2, BF16_TOL[1] / 2)[0]:
             excess = float((np.abs(a - b) - BF16_TOL[0] / 2 * np.abs(b)).max())
-            if excess > 0.05 or not allclose_report(a, b, BF16_TOL[0] / 2, excess)[0]:
+            if not may_widen or excess > 0.03:
                 raise RuntimeError(f"{name}: torch bf16 {what} far from f64 (excess {excess:.3g})")
             atol = max(atol, 2 * excess)
     in_keys = [put(f"{name}.in{i}", t, bf16=True) if t.dtype == torch.bfloat16 else put(f"{name}.in{i}", inputs[i])
@@ -734,7 +737,7 @@ def bf16_case(name, op, inputs, fn, attrs=None, no_grad=()):
     })
     if atol != BF16_TOL[1]:
         CASES[-1]["tolWidened"] = True
-        REPORT.append(f"{name}: atol widened to {atol:.3g} (PyTorch's bf16 accumulation)")
+        REPORT.append(f"{name}: atol widened to {atol:.3g} (PyTorch's bf16 sums over rows for the gradients {list(widen)})")
 
 
 def build_bf16_cases():
@@ -771,9 +774,9 @@ def build_bf16_cases():
               attrs={"dim": 1})
     bf16_case("bf16_layerNorm", "layerNorm", [randn(2, 3, 16), 1 + randn(16, scale=0.1),
                                               randn(16, scale=0.1)],
-              lambda t: F.layer_norm(t[0], (16,), t[1], t[2], 1e-5), attrs={"eps": 1e-5})
+              lambda t: F.layer_norm(t[0], (16,), t[1], t[2], 1e-5), attrs={"eps": 1e-5}, widen=(1, 2))
     bf16_case("bf16_rmsNorm", "rmsNorm", [randn(2, 3, 16), 1 + randn(16, scale=0.1)],
-              lambda t: rms_norm_ref(t[0], t[1], 1e-6), attrs={"eps": 1e-6})
+              lambda t: rms_norm_ref(t[0], t[1], 1e-6), attrs={"eps": 1e-6}, widen=(1,))
     bf16_case("bf16_sum_dim", "sum", [randn(2, 3, 16)], lambda t: t[0].sum(-1),
               attrs={"dim": -1, "keepdim": False})
     bf16_case("bf16_sum_all", "sum", [randn(4, 8)], lambda t: t[0].sum(), attrs={})
