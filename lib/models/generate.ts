@@ -134,27 +134,46 @@ export function generate(model: AdapterModel, inputIds: Tensor | number[][], opt
   const done = new Array<boolean>(B).fill(false);
   let cache: KVCache | null = null;
 
+  // PEFT prompt tuning (as PEFT's generate): P virtual tokens before every row, ids vocab … vocab + P − 1 that the word
+  // embedding resolves to the prompt (see withVirtualTokens); they sit in the sequence, the mask and the cache, and
+  // take positions 0 … P − 1. PEFT prefix tuning: the prefixes are attention keys/values outside the sequence, and
+  // the real tokens' positions start at prefix_length (HF's past_key_values length).
+  const prompt = model.adapters.activePeftPrompt();
+  const emb = prompt ? model.base.wordEmbedding?.() : undefined;
+  if (prompt && !emb) throw new ValueError(`generate: PEFT prompt tuning needs a word embedding, which ${model.modelType} does not expose`);
+  const lead = prompt ? prompt.shape[0]! : 0;
+  const virtualIds = Array.from({ length: lead }, (_, j) => emb!.num + j);
+  const shift = model.adapters.activePeftPrefixShift();
+
   try {
     for (let step = 0; step < maxNewTokens; step++) {
       const L = seqs[0]!.length;
-      // with a cache only the new token goes in; the mask always covers every position so far
+      // with a cache only the new token goes in; the mask always covers every position so far (virtual tokens too)
       const from = cache ? cache.length : 0;
-      const stepIds = seqs.map((r) => r.slice(from));
+      const fullIds = seqs.map((r) => [...virtualIds, ...r]);
+      const fullMasks = masks.map((m) => [...virtualIds.map(() => 1), ...m]);
+      const stepIds = fullIds.map((r) => r.slice(from));
       let positions: number[][] | undefined;
-      if (padded) {
-        positions = masks.map((m) => {
+      if (padded || shift) {
+        positions = fullMasks.map((m) => {
           let c = 0;
-          return m.map((v) => (c += v, v ? c - 1 : 1)).slice(from);
+          return m.map((v) => (c += v, v ? c - 1 + shift : 1)).slice(from);
         });
       }
       const res: { logits: Tensor; cache: KVCache | null } = noGrad(() => scope(() => {
-        const out = model.base.forward({
-          inputIds: tensor(stepIds, undefined, { dtype: 'i64' }),
-          attentionMask: padded ? tensor(masks, undefined, { dtype: 'i64' }) : undefined,
-          positionIds: positions ? tensor(positions, undefined, { dtype: 'i64' }) : undefined,
-          pastKeyValues: cache,
-          useCache,
-        });
+        if (emb) emb.virtual = prompt;
+        let out;
+        try {
+          out = model.base.forward({
+            inputIds: tensor(stepIds, undefined, { dtype: 'i64' }),
+            attentionMask: padded ? tensor(fullMasks, undefined, { dtype: 'i64' }) : undefined,
+            positionIds: positions ? tensor(positions, undefined, { dtype: 'i64' }) : undefined,
+            pastKeyValues: cache,
+            useCache,
+          });
+        } finally {
+          if (emb) emb.virtual = null;
+        }
         const h = out.lastHiddenState;
         const last = ops.slice(h, 1, h.shape[1]! - 1);
         return { logits: ops.cast(model.lmLogits(last), 'f32'), cache: useCache ? out.pastKeyValues ?? null : null };
@@ -162,7 +181,7 @@ export function generate(model: AdapterModel, inputIds: Tensor | number[][], opt
       // the new cache holds fresh tensors (keys/values concatenated), so the old one can go
       if (res.cache !== cache) disposeCache(cache);
       cache = res.cache;
-      if (cache && cache.length !== L) throw new ValueError(`generate: the model's cache covers ${cache.length} positions, expected ${L}`);
+      if (cache && cache.length !== lead + L) throw new ValueError(`generate: the model's cache covers ${cache.length} positions, expected ${lead + L}`);
       const logits = res.logits.toArray() as Float32Array;
       const V = res.logits.shape[res.logits.ndim - 1]!;
       res.logits.dispose();

@@ -11,6 +11,9 @@ import { AutoAdapterModel, type AdapterModel } from '../../lib/models/auto.ts';
 import { generate } from '../../lib/models/generate.ts';
 import { AutoTokenizer } from '../../lib/tokenizers/auto.ts';
 import type { HFConfig } from '../../lib/models/common.ts';
+import { PeftPromptTuningConfig, PeftPrefixTuningConfig } from '../../lib/adapters/config.ts';
+import * as ops from '../../lib/ops/index.ts';
+import { noGrad } from '../../lib/autograd/tape.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const SHARED = path.resolve(ROOT, process.env.ADAPTERS_SHARED ?? '../shared');
@@ -82,6 +85,44 @@ test('a left-padded batch generates what each row generates alone (positions fro
     m.dispose();
   }
 });
+
+// PEFT prompt tuning (virtual tokens in the sequence and the cache) and PEFT prefix tuning (prefix keys/values, the
+// real tokens' positions shifted by the prefix length) in generation: the first new token is the argmax of the
+// model's own forward (which applies the method as PEFT does, checked against PEFT elsewhere), the cache and full
+// recomputation agree, a left-padded batch equals each row alone, and the adapter changes the continuation.
+for (const method of ['prompt', 'prefix'] as const)
+  test(`PEFT ${method} tuning: generate follows the model's forward, with and without the cache, padded or alone`, (t) => {
+    for (const arch of ['gpt2', 'llama'] as const) {
+      const m = AutoAdapterModel.fromConfig(RANDOM[arch]!, { seed: 11 }).eval();
+      const plain = generate(m, PROMPTS, { maxNewTokens: 10, eosTokenId: null });
+      m.addAdapter('p', method === 'prompt' ? new PeftPromptTuningConfig({ num_virtual_tokens: 4 }) : new PeftPrefixTuningConfig({ prefix_length: 5, flat: true }));
+      m.setActiveAdapters('p');
+      // give the adapter's parameters weight, so that it visibly steers the continuation
+      noGrad(() => { for (const [n, p] of m.namedParameters()) if (n.includes('.p.') || n.endsWith('.p.weight')) p.copy_(ops.mul(ops.randn(p.shape, { seed: 5 }), 2)); });
+      const a = generate(m, PROMPTS, { maxNewTokens: 10, eosTokenId: null });
+      const b = generate(m, PROMPTS, { maxNewTokens: 10, eosTokenId: null, useCache: false });
+      t.deepEqual(a, b, `${arch}: cache vs recomputation`);
+      t.notDeepEqual(a, plain, `${arch}: the adapter changes nothing`);
+      // the first new token of each row is the argmax of the model's forward over the prompt
+      const logits = noGrad(() => m.forward({ inputIds: tensor(PROMPTS, undefined, { dtype: 'i64' }) }).logits!);
+      const [, T, V] = logits.shape as [number, number, number];
+      const L = logits.toArray() as Float32Array;
+      PROMPTS.forEach((_, r) => {
+        let best = 0;
+        for (let v = 1; v < V; v++) if (L[(r * T + T - 1) * V + v]! > L[(r * T + T - 1) * V + best]!) best = v;
+        t.is(a[r]![PROMPTS[0]!.length], best, `${arch} row ${r}: first token`);
+      });
+      logits.dispose();
+      // left padding: each row as if alone
+      const rows = [[5, 17, 33, 8, 21, 40], [9, 12, 60]];
+      const alone = rows.map((r) => generate(m, [r], { maxNewTokens: 8, eosTokenId: null })[0]!.slice(r.length));
+      for (const useCache of [true, false]) {
+        const batch = generate(m, [rows[0]!, [0, 0, 0, ...rows[1]!]], { maxNewTokens: 8, eosTokenId: null, useCache, attentionMask: [[1, 1, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1]] });
+        t.deepEqual(batch.map((r) => r.slice(6)), alone, `${arch} padded, useCache=${useCache}`);
+      }
+      m.dispose();
+    }
+  });
 
 test('EOS: a finished row is padded, generation stops when every row has finished', (t) => {
   const m = AutoAdapterModel.fromConfig(RANDOM.llama!, { seed: 11 }).eval();
