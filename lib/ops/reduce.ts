@@ -1,6 +1,7 @@
 /** Reductions: sum, mean (over any axes, keepdim), max/argmax over one axis or all. */
 import { Tensor, callOp, withGrad } from '../tensor.ts';
 import { assertTensor, normDim, one } from './util.ts';
+import { ValueError } from '../errors.ts';
 import { expand, reshape } from './shape.ts';
 import { zeros } from './creation.ts';
 
@@ -10,8 +11,10 @@ export interface ReduceOptions {
 
 function dimsOf(x: Tensor, dim: number | number[] | undefined, op: string): number[] {
   if (dim === undefined || dim === null) return [...Array(x.ndim).keys()];
-  const ds = Array.isArray(dim) ? dim : [dim];
-  return ds.map((d) => normDim(d, x.ndim, op));
+  const ds = (Array.isArray(dim) ? dim : [dim]).map((d) => normDim(d, x.ndim, op));
+  const twice = ds.find((d, i) => ds.indexOf(d) !== i);
+  if (twice !== undefined) throw new ValueError(`${op}: dim ${twice} appears more than once in [${dim}]`);  // (as torch)
+  return ds;
 }
 
 /** Shape of the reduced result with keepdim (size 1 on reduced axes). */

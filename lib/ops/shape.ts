@@ -257,11 +257,13 @@ export function split(x: Tensor, sizeOrSizes: number | number[], dim = 0): Tenso
   const n = x.shape[d]!;
   let sizes: number[];
   if (typeof sizeOrSizes === 'number') {
-    if (!Number.isInteger(sizeOrSizes) || sizeOrSizes <= 0) throw new ValueError(`split: size must be a positive integer, got ${sizeOrSizes}`);
+    if (!Number.isInteger(sizeOrSizes) || sizeOrSizes <= 0) throw new ValueError(`split: size must be a positive integer, got ${showArg(sizeOrSizes)}`);
     sizes = [];
     for (let a = 0; a < n; a += sizeOrSizes) sizes.push(Math.min(sizeOrSizes, n - a));
   } else {
     sizes = sizeOrSizes;
+    if (!Array.isArray(sizes) || sizes.some((v) => !Number.isInteger(v) || v < 0))
+      throw new ValueError(`split: sizes must be non-negative integers, got [${Array.isArray(sizes) ? sizes.map(showArg) : showArg(sizes)}]`);
     const tot = sizes.reduce((a, b) => a + b, 0);
     if (tot !== n) throw new ShapeError(`split: sizes [${sizes}] sum to ${tot}, but dim ${d} has ${n}`);
   }
@@ -283,8 +285,10 @@ export function split(x: Tensor, sizeOrSizes: number | number[], dim = 0): Tenso
 }
 
 export function chunk(x: Tensor, chunks: number, dim = 0): Tensor[] {
+  assertTensor(x, 'chunk', 'input');
+  if (!Number.isInteger(chunks) || chunks <= 0) throw new ValueError(`chunk: chunks must be a positive integer, got ${showArg(chunks)}`);
   const n = x.shape[normDim(dim, x.ndim, 'chunk')]!;
-  return split(x, Math.ceil(n / chunks), dim);
+  return split(x, Math.max(1, Math.ceil(n / chunks)), dim);  // (an empty dim: one empty chunk, as torch)
 }
 
 export function stack(tensors: Tensor[], dim = 0): Tensor {

@@ -365,7 +365,8 @@ void op_pow_scalar(OpCtx& c) {
   c.out.push_back(o);
 }
 
-// clamp(x) {min?, max?}; clamp_bwd(x, gout) passes the gradient where min <= x <= max (torch's rule)
+// clamp(x) {min?, max?} = min(max(x, min), max) as torch defines it (so min > max gives max everywhere); NaN stays NaN.
+// clamp_bwd(x, gout) passes the gradient where min <= x <= max (torch's rule)
 void op_clamp(OpCtx& c) {
   c.expect_inputs(1);
   float lo = (float)c.f("min", -INFINITY), hi = (float)c.f("max", INFINITY);
@@ -376,7 +377,8 @@ void op_clamp(OpCtx& c) {
   parallel_for(x.numel(), 16384, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; i++) {
       float v = X[i];
-      O[i] = v != v ? v : (v < lo ? lo : (v > hi ? hi : v));
+      const float m = v < lo ? lo : v;
+      O[i] = v != v ? v : (m > hi ? hi : m);
     }
   });
   c.out.push_back(o);

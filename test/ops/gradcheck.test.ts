@@ -257,6 +257,13 @@ const CASES: Case[] = [
     },
   },
   {
+    name: 'clamp min > max (torch: max everywhere, no gradient)',
+    build: (c) => {
+      c.leaf([3, 4], 'away');
+      return (x) => ops.add(ops.clamp(x, 0.5, -0.5), x);  // (+ x: a gradient of 1 where the clamp passes none)
+    },
+  },
+  {
     name: 'clamp min only',
     build: (c) => {
       c.leaf([3, 4], 'away');

@@ -937,10 +937,17 @@ def validate(st_path, json_path):
     return len(meta["cases"])
 
 
+def build_late_f32_cases():
+    # f32 cases added after the bf16 ones, so that the random draws of every earlier case stay as they were
+    case("clamp_min_above_max", "clamp", [randn(3, 4)], lambda ts, ta: ts[0].clamp(0.5, -0.5),
+         attrs={"min": 0.5, "max": -0.5})
+
+
 def main():
     os.makedirs(OUT_DIR, exist_ok=True)
     build_f32_cases()
     build_bf16_cases()
+    build_late_f32_cases()
     st_path = os.path.join(OUT_DIR, "ops.safetensors")
     json_path = os.path.join(OUT_DIR, "ops.json")
     write_safetensors(st_path)
