@@ -77,6 +77,12 @@ export function max(x: Tensor, dim?: number, opts: ReduceOptions = {}): Tensor {
     }
     return [r];
   }, [idx!], []);
+  if (dim === undefined && opts.keepdim && x.ndim > 0) {
+    // over all elements with keepdim: every dim kept as 1 (as torch.amax over all dims, and as sum / mean here)
+    const r = reshape(v!, x.shape.map(() => 1));
+    v!.dispose();
+    return r;
+  }
   return v!;
 }
 

@@ -370,6 +370,7 @@ const CASES: Case[] = [
   un('mean dims [-1,0] keepdim', [2, 3, 4], 'normal', (x) => ops.mean(x, [-1, 0], { keepdim: true })),
   un('mean dim -1 keepdim', [2, 3, 4], 'normal', (x) => x.mean(-1, { keepdim: true })),
   un('max all', [3, 4], 'distinct', (x) => ops.max(x)),
+  un('max all keepdim', [2, 3, 4], 'distinct', (x) => ops.max(x, undefined, { keepdim: true })),
   un('max dim 0', [3, 4], 'distinct', (x) => ops.max(x, 0)),
   un('max dim 1', [3, 4], 'distinct', (x) => ops.max(x, 1)),
   un('max dim -1 keepdim', [2, 3, 4], 'distinct', (x) => ops.max(x, -1, { keepdim: true })),
