@@ -470,6 +470,25 @@ export class AdapterModel extends Module {
     if (this.spec.encoderDecoder) return generateSeq2seq(this as never, inputIds, opts as never);
     return generateDecoder(this, inputIds, opts);
   }
+  /**
+   * The logits generation picks the next token from: the active head's when one is active — it must then be a causal
+   * LM head, as the Python library's generate goes through forward and so through the active head — else the model's
+   * own LM head (lmLogits).
+   */
+  nextTokenLogits(h: Tensor): Tensor {
+    const a = this.headManager.active;
+    if (a === null) return this.lmLogits(h);
+    if (typeof a !== 'string')
+      throw new ValueError(`generate: the active heads ${JSON.stringify(this.headManager.headNames(a))} form a composition; activate one causal LM head, or none for the model's own LM head`);
+    const head = this.headManager.get(a);
+    if (head.config.head_type !== 'causal_lm')
+      throw new ValueError(`generate: the active head '${a}' is a ${String(head.config.head_type)} head; activate a causal LM head, or none (activeHead = null) for the model's own LM head`);
+    return head.forward({ hidden: h }).logits;
+  }
+  /** Whether generate has logits to sample from: an active causal LM head, or the model's own LM head. */
+  get canGenerate(): boolean {
+    return this.headManager.active !== null || !!this.lmHeadKind;
+  }
   /** LM logits (…, V) of hidden states (…, C): tied input embeddings or the separate lm_head. */
   lmLogits(h: Tensor): Tensor {
     // T5 with tied embeddings rescales the decoder output by d_model^-0.5 before the head (HF and adapters)

@@ -108,7 +108,7 @@ export function generate(model: AdapterModel, inputIds: Tensor | number[][], opt
   if (!(temperature >= 0)) throw new ValueError(`generate: temperature must be >= 0, got ${temperature}`);
   if (!Number.isInteger(topK) || topK < 0) throw new ValueError(`generate: topK must be a non-negative integer, got ${topK}`);
   if (!(topP > 0 && topP <= 1)) throw new ValueError(`generate: topP must be in (0, 1], got ${topP}`);
-  if (!model.lmHeadKind) throw new ValueError(`generate: ${model.modelType} has no LM head`);
+  if (!model.canGenerate) throw new ValueError(`generate: ${model.modelType} has no LM head (load it with one, or add and activate a causal LM head)`);
 
   const seqs = rowsOf(inputIds, 'inputIds');
   const B = seqs.length, T0 = seqs[0]!.length;
@@ -176,7 +176,7 @@ export function generate(model: AdapterModel, inputIds: Tensor | number[][], opt
         }
         const h = out.lastHiddenState;
         const last = ops.slice(h, 1, h.shape[1]! - 1);
-        return { logits: ops.cast(model.lmLogits(last), 'f32'), cache: useCache ? out.pastKeyValues ?? null : null };
+        return { logits: ops.cast(model.nextTokenLogits(last), 'f32'), cache: useCache ? out.pastKeyValues ?? null : null };
       }));
       // the new cache holds fresh tensors (keys/values concatenated), so the old one can go
       if (res.cache !== cache) disposeCache(cache);

@@ -124,6 +124,36 @@ for (const method of ['prompt', 'prefix'] as const)
     }
   });
 
+// An active flex head decides the logits, as in the Python library (its generate goes through forward): a causal LM
+// head with its own layers changes the continuation, which then follows the model's forward; other head types are
+// refused; with no active head the model's own LM head generates.
+test('generate uses the active causal LM head; other active heads are refused', (t) => {
+  for (const arch of ['gpt2', 'llama'] as const) {
+    const m = AutoAdapterModel.fromConfig(RANDOM[arch]!, { seed: 11 }).eval();
+    const own = generate(m, PROMPTS, { maxNewTokens: 8, eosTokenId: null });
+    m.addCausalLmHead('lm', { layers: 2 });
+    m.activeHead = 'lm';
+    const a = generate(m, PROMPTS, { maxNewTokens: 8, eosTokenId: null });
+    t.deepEqual(a, generate(m, PROMPTS, { maxNewTokens: 8, eosTokenId: null, useCache: false }), `${arch}: cache vs recomputation`);
+    t.notDeepEqual(a, own, `${arch}: the head's own layers change nothing`);
+    const logits = noGrad(() => m.forward({ inputIds: tensor(PROMPTS, undefined, { dtype: 'i64' }) }).logits!);
+    const [, T, V] = logits.shape as [number, number, number];
+    const L = logits.toArray() as Float32Array;
+    PROMPTS.forEach((_, r) => {
+      let best = 0;
+      for (let v = 1; v < V; v++) if (L[(r * T + T - 1) * V + v]! > L[(r * T + T - 1) * V + best]!) best = v;
+      t.is(a[r]![PROMPTS[0]!.length], best, `${arch} row ${r}: first token from the active head`);
+    });
+    logits.dispose();
+    m.addClassificationHead('cls', { num_labels: 3 });
+    m.activeHead = 'cls';
+    t.throws(() => generate(m, PROMPTS, { maxNewTokens: 2 }), { instanceOf: ValueError, message: /'cls' is a classification head/ });
+    m.activeHead = null;
+    t.deepEqual(generate(m, PROMPTS, { maxNewTokens: 8, eosTokenId: null }), own, `${arch}: no active head, the model's own LM head`);
+    m.dispose();
+  }
+});
+
 test('EOS: a finished row is padded, generation stops when every row has finished', (t) => {
   const m = AutoAdapterModel.fromConfig(RANDOM.llama!, { seed: 11 }).eval();
   const free = generate(m, PROMPTS, { maxNewTokens: 10, eosTokenId: null });
