@@ -196,6 +196,9 @@ export function generateSeq2seq(model: Seq2SeqLM, inputIds: TensorLike, opts: Ge
             if (!isSeq2SeqCache(out.pastKeyValues)) throw new ValueError('generateSeq2seq: the model returned no Seq2SeqCache');
             cache = out.pastKeyValues;
           }
+          // forward's logits come from the active head when there is one: only a seq2seq LM head gives (B, T, V)
+          if (!out.logits || out.logits.ndim !== 3)
+            throw new ValueError(`generateSeq2seq: the active head gives logits of shape [${out.logits?.shape ?? []}], not (B, T, vocab); activate a seq2seq LM head, or none`);
           const last = ops.slice(out.logits!, 1, -1).squeeze(1);  // (B, V)
           return (last.dtype === 'f32' ? last : last.to('f32')).toArray() as Float32Array;
         });

@@ -275,5 +275,11 @@ test('model.generate dispatches encoder–decoder models to the seq2seq loop', (
   t.is(out.length, 1);
   t.is(out[0]![0], 0, 'starts with decoder_start_token_id');
   t.is(out[0]!.length, 5);
+  // the active head gives forward's logits: a classification head is refused, not sampled as if it were a vocabulary
+  m.addClassificationHead('cls', { num_labels: 3 });
+  m.activeHead = 'cls';
+  t.throws(() => m.generate([[5, 6, 7]], { maxNewTokens: 2 } as never), { instanceOf: ValueError, message: /seq2seq LM head/ });
+  m.activeHead = null;
+  t.deepEqual(m.generate([[5, 6, 7]], { maxNewTokens: 4, eosTokenId: null } as never), out);
   m.dispose();
 });
