@@ -49,6 +49,11 @@ export interface HeadInput {
   labels?: Tensor | null;
   startPositions?: Tensor | null;
   endPositions?: Tensor | null;
+  /**
+   * The active invertible adapter run in reverse, if any: LM heads apply it just before their output layer (the Python
+   * library passes `invertible_adapter` to every head; its LM heads undo it there).
+   */
+  invertible?: ((h: Tensor) => Tensor) | null;
 }
 export interface HeadOutput {
   logits: Tensor;
@@ -182,7 +187,12 @@ export class PredictionHead extends Module {
       case 'causal_lm':
       case 'masked_lm':
       case 'seq2seq_lm': {
-        const logits = this.seq(inp.hidden);
+        // the transform layers, the invertible adapter in reverse, then the output embedding layer
+        const layers = this.children();
+        let x = inp.hidden;
+        for (const m of layers.slice(0, -1)) x = (m as unknown as { forward(t: Tensor): Tensor }).forward(x);
+        if (inp.invertible) x = inp.invertible(x);
+        const logits = (layers[layers.length - 1] as unknown as { forward(t: Tensor): Tensor }).forward(x);
         if (!inp.labels) return { logits };
         const shift = c.head_type === 'causal_lm' && (c.shift_labels ?? true);
         return { logits, loss: lmLoss(logits, inp.labels, shift) };

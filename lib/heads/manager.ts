@@ -112,7 +112,7 @@ export class HeadManager {
    * the first for encoders, the last non-pad token for decoders (as GPT2AdapterModel / LlamaAdapterModel do).
    */
   forward(a: { hidden: Tensor; pooled?: Tensor; inputIds?: Tensor | null; attentionMask?: Tensor | null; labels?: Tensor | null;
-    startPositions?: Tensor | null; endPositions?: Tensor | null }): HeadsResult | null {
+    startPositions?: Tensor | null; endPositions?: Tensor | null; invertible?: ((h: Tensor) => Tensor) | null }): HeadsResult | null {
     if (this.active === null) return null;
     const setup = this.active;
     const cls = this.sentenceRepresentation(a.hidden, a.inputIds ?? null, a.attentionMask ?? null);
@@ -120,7 +120,7 @@ export class HeadManager {
       const sl = (t: Tensor | null | undefined) => (t && rows ? ops.slice(t, 0, rows[0], rows[1]) : t ?? null);
       // labels (and the mask) have the caller's batch; Parallel replicated the base output, so each branch sees them whole
       const lab = (t: Tensor | null | undefined) => (t && rows && t.shape[0] === a.hidden.shape[0] ? sl(t) : t ?? null);
-      const o = this.get(name).forward({ hidden: sl(a.hidden)!, pooled: sl(a.pooled) ?? undefined, cls: sl(cls) ?? undefined,
+      const o = this.get(name).forward({ hidden: sl(a.hidden)!, pooled: sl(a.pooled) ?? undefined, cls: sl(cls) ?? undefined, invertible: a.invertible,
         attentionMask: lab(a.attentionMask), labels: lab(a.labels), startPositions: lab(a.startPositions), endPositions: lab(a.endPositions) });
       return { ...o, head: name };
     };

@@ -375,6 +375,7 @@ export class AdapterModel extends Module {
       // T5's tied seq2seq head rescales the decoder output (FORMATS §5.3), like its built-in LM head
       const s = single?.config.head_type === 'seq2seq_lm' && single.tied ? ((this.base as { lmScale?: number }).lmScale ?? 1) : 1;
       const res = this.headManager.forward({ hidden: s === 1 ? out.lastHiddenState : ops.mul(out.lastHiddenState, s), pooled: out.pooledOutput,
+        invertible: this.invertibleReverse(),
         inputIds: this.spec.encoderDecoder ? asT(input.decoderInputIds) : asT(input.inputIds), attentionMask: asT(input.attentionMask), labels,
         startPositions: asT(input.startPositions), endPositions: asT(input.endPositions) })!;
       out.logits = res.logits;
@@ -483,7 +484,13 @@ export class AdapterModel extends Module {
     const head = this.headManager.get(a);
     if (head.config.head_type !== 'causal_lm')
       throw new ValueError(`generate: the active head '${a}' is a ${String(head.config.head_type)} head; activate a causal LM head, or none (activeHead = null) for the model's own LM head`);
-    return head.forward({ hidden: h }).logits;
+    return head.forward({ hidden: h, invertible: this.invertibleReverse() }).logits;
+  }
+  /** The active invertible adapter in reverse (the first active adapter's, as the Python library), or null. */
+  private invertibleReverse(): ((h: Tensor) => Tensor) | null {
+    const inv = this.base.invertibleAdapters?.();
+    const first = this.adapters.ctx.active[0];
+    return inv && first && inv.child(first) ? (h: Tensor) => inv.apply(h, true) : null;
   }
   /** Whether generate has logits to sample from: an active causal LM head, or the model's own LM head. */
   get canGenerate(): boolean {
@@ -493,7 +500,10 @@ export class AdapterModel extends Module {
   lmLogits(h: Tensor): Tensor {
     // T5 with tied embeddings rescales the decoder output by d_model^-0.5 before the head (HF and adapters)
     const s = (this.base as { lmScale?: number }).lmScale ?? 1;
-    const x = s === 1 ? h : ops.mul(h, s);
+    let x = s === 1 ? h : ops.mul(h, s);
+    // the active invertible adapter is undone before the output embeddings (the Python library's hook on them)
+    const inv = this.invertibleReverse();
+    if (inv) x = inv(x);
     if (this.lmHeadKind === 'untied') return (this.child('lm_head') as Linear).forward(x);
     if (this.lmHeadKind === 'tied') return ops.linear(x, this.base.inputEmbeddings!());
     throw new ValueError(`${this.modelType}: this model has no LM head`);

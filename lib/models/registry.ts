@@ -18,6 +18,8 @@ export interface BaseModel extends Module {
   hiddenSize?(): number;
   /** The word-embedding module (PEFT prompt tuning's virtual tokens attach to it). */
   wordEmbedding?(): import('../nn/layers.ts').Embedding;
+  /** The model-level invertible adapters (applied to the embedding output; LM outputs undo them). */
+  invertibleAdapters?(): import('../adapters/methods/invertible.ts').InvertibleAdapters;
 }
 
 export interface ArchSpec {
