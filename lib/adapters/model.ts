@@ -647,10 +647,23 @@ export class AdapterManager {
     if (!this.has(name)) throw new ValueError(`No adapter with name '${name}' was found.`);
     const hosts = [...this.hosts.values()].filter((h) => h.get(name));
     if (!hosts.length) throw new ValueError(`mergeAdapter: '${name}' has no LoRA or (IA)³ modules to merge`);
+    // every layer checked before any is changed (mergeInto refuses a second merged module or a gate), so a refusal
+    // leaves the model as it was
+    for (const h of hosts) {
+      const other = [...h.merged.keys()].find((n) => n !== name);
+      if (other !== undefined) throw new ValueError(`mergeAdapter('${name}'): '${other}' is merged already; resetAdapter() first`);
+      if (h.get(name)!.useGating) throw new ValueError(`mergeAdapter('${name}'): cannot merge a LoRA layer with gating`);
+    }
     for (const h of hosts) mergeInto(h, name);
   }
   reset(): void {
     for (const h of this.hosts.values()) for (const n of [...h.merged.keys()]) unmerge(h, n);
+  }
+  /** Names of the adapters merged into weights (mergeAdapter), in no particular order. */
+  mergedNames(): string[] {
+    const names = new Set<string>();
+    for (const h of this.hosts.values()) for (const n of h.merged.keys()) names.add(n);
+    return [...names];
   }
 
   /**

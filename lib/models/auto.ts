@@ -54,6 +54,9 @@ function headOpts<T extends object>(o: T): T {
 function hasParallel(s: Setup | null): boolean {
   return s instanceof Parallel || (s instanceof CompositionBlock && s.children.some((c) => hasParallel(c)));
 }
+function hasBatchSplit(s: Setup | null): boolean {
+  return s instanceof BatchSplit || (s instanceof CompositionBlock && s.children.some((c) => hasBatchSplit(c)));
+}
 
 function label2id(id2label: Record<number, string> | undefined, n: number): Record<string, number> {
   const out: Record<string, number> = {};
@@ -331,6 +334,10 @@ export class AdapterModel extends Module {
   /** Runs the base model; adds `logits` when the architecture has an LM head. */
   forward(input: ForwardInput): ModelOutput {
     if (input.adapterIds) return this.forwardMixed(input);
+    if (hasBatchSplit(this.adapters.ctx.setup)) {
+      const merged = this.adapters.mergedNames();
+      if (merged.length) throw new ValueError(`BatchSplit: '${merged.join("', '")}' is merged into the weights, which every row would see; resetAdapter() first`);
+    }
     if ((this.base as unknown as { gradientCheckpointing?: boolean }).gradientCheckpointing && isGradEnabled() && hasParallel(this.adapters.ctx.setup))
       throw new ValueError('gradient checkpointing cannot recompute a Parallel block (the batch is replicated once per forward); turn it off for Parallel training');
     // PEFT prompt tuning: virtual token ids before the input, resolved by the word embedding
@@ -396,6 +403,9 @@ export class AdapterModel extends Module {
    */
   private forwardMixed(input: ForwardInput): ModelOutput {
     const ids = input.adapterIds!;
+    // a merged adapter is in the weights every row goes through: rows meant for another adapter (or none) would get it too
+    const merged = this.adapters.mergedNames();
+    if (merged.length) throw new ValueError(`adapterIds: '${merged.join("', '")}' is merged into the weights, which every row would see; resetAdapter() first`);
     for (const n of ids) if (n !== null && !this.adapters.has(n)) throw new ValueError(`adapterIds: no adapter named '${n}'`);
     const rowTensors = (['inputIds', 'attentionMask', 'tokenTypeIds', 'positionIds', 'pixelValues', 'decoderInputIds', 'decoderAttentionMask'] as const)
       .filter((k) => input[k] !== undefined && input[k] !== null);

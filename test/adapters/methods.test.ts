@@ -7,7 +7,7 @@ import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AutoAdapterModel, AdapterPlusConfig, loadSafetensors, ops, scope, noGrad, ValueError, type Tensor } from '../../lib/index.ts';
+import { AutoAdapterModel, AdapterPlusConfig, BatchSplit, loadSafetensors, ops, scope, noGrad, tensor, ValueError, type Tensor } from '../../lib/index.ts';
 import { maxDiff } from '../helpers/tensor_diff.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -415,5 +415,30 @@ test('GLOW invertible adapters, shared PHM weights and prompt init from a string
   const ids = [7, 9, 7, 9, 7];
   t.true(ids.every((id, r) => Array.from({ length: 16 }, (_, j) => P[r * 16 + j] === E[id * 16 + j]).every(Boolean)));
   t.throws(() => m.addAdapter('q', "prompt_tuning[prompt_init='from_string', prompt_init_text='x']"), { instanceOf: ValueError, message: /tokenizer/ });
+  m.dispose();
+});
+
+// mergeAdapter refuses what the Python library refuses (a second merged module in a layer, a gated LoRA) and leaves the
+// model as it was; a merged adapter is in the weights every row sees, so mixed batches are refused while one is merged.
+test('mergeAdapter: one merged module per layer, no gated LoRA, no mixed batches while merged', (t) => {
+  const m = AutoAdapterModel.fromConfig(tiny.bert!, { seed: 13 }).eval();
+  m.addAdapter('a', 'lora');
+  m.addAdapter('b', 'lora');
+  m.addAdapter('g', 'lora[use_gating=True]');
+  noGrad(() => { for (const [k, p] of m.namedParameters()) if (k.includes('lora_B')) p.copy_(ops.mul(ops.randn(p.shape, { seed: k.length }), 0.1)); });
+  const ids = tensor([[5, 6, 7, 8], [9, 10, 11, 12]], undefined, { dtype: 'i64' });
+  const run = () => scope(() => noGrad(() => m.forward({ inputIds: ids }).lastHiddenState.toArray() as Float32Array));
+  const base = run();
+  m.mergeAdapter('a');
+  m.mergeAdapter('a');  // merging it again changes nothing
+  t.throws(() => m.mergeAdapter('b'), { instanceOf: ValueError, message: /'a' is merged already/ });
+  t.throws(() => m.forward({ inputIds: ids, adapterIds: ['a', null] }), { instanceOf: ValueError, message: /merged into the weights/ });
+  m.setActiveAdapters(new BatchSplit(['a', 'b'], [1, 1]));
+  t.throws(() => m.forward({ inputIds: ids }), { instanceOf: ValueError, message: /merged into the weights/ });
+  m.setActiveAdapters(null);
+  m.resetAdapter();
+  t.deepEqual(Array.from(run()), Array.from(base), 'reset restores the base weights exactly');
+  t.throws(() => m.mergeAdapter('g'), { instanceOf: ValueError, message: /gating/ });
+  t.deepEqual(Array.from(run()), Array.from(base), 'a refused merge leaves the weights as they were');
   m.dispose();
 });

@@ -278,6 +278,11 @@ export function mergeInto(host: LoRAHost, name: string): void {
   const m = host.get(name);
   if (!m) return;
   if (host.merged.has(name)) return;
+  // one merged module per layer, and none with a gate (whose scaling depends on the input): as the Python library
+  const other = [...host.merged.keys()][0];
+  if (other !== undefined)
+    throw new ValueError(`mergeAdapter('${name}'): the layer already has the merged LoRA module '${other}'; resetAdapter() first`);
+  if (m.useGating) throw new ValueError(`mergeAdapter('${name}'): cannot merge a LoRA layer with gating`);
   const W = host.linear.weight;
   noGrad(() => {
     const before = W.clone();
@@ -286,7 +291,6 @@ export function mergeInto(host: LoRAHost, name: string): void {
       W.copy_(ops.add(W, dw));
       dw.dispose();
     } else {
-      if (m.useGating) throw new ValueError(`cannot merge gated (IA)³ adapter '${name}'`);
       const v = m.scaleVector(W);  // no gate: the input isn't used
       const s = host.linear.layout === 'conv1d' ? v : ops.unsqueeze(v, 1);
       W.copy_(ops.mul(W, s));
