@@ -407,6 +407,12 @@ export class AdapterModel extends Module {
     const merged = this.adapters.mergedNames();
     if (merged.length) throw new ValueError(`adapterIds: '${merged.join("', '")}' is merged into the weights, which every row would see; resetAdapter() first`);
     for (const n of ids) if (n !== null && !this.adapters.has(n)) throw new ValueError(`adapterIds: no adapter named '${n}'`);
+    // mixed batches are for inference (as PEFT's adapter_names): a loss over groups run separately, a cache or per-layer
+    // outputs would need recombining that this does not do, so they are refused rather than dropped
+    for (const k of ['labels', 'startPositions', 'endPositions', 'pastKeyValues'] as const)
+      if (input[k] !== undefined && input[k] !== null) throw new ValueError(`adapterIds: ${k} is not supported with a mixed-adapter batch (inference only: compute the loss from the returned logits)`);
+    for (const k of ['useCache', 'outputHiddenStates', 'outputAdapterFusionAttentions'] as const)
+      if (input[k]) throw new ValueError(`adapterIds: ${k} is not supported with a mixed-adapter batch`);
     const rowTensors = (['inputIds', 'attentionMask', 'tokenTypeIds', 'positionIds', 'pixelValues', 'decoderInputIds', 'decoderAttentionMask'] as const)
       .filter((k) => input[k] !== undefined && input[k] !== null);
     const saved = this.adapters.ctx.setup, savedSkip = this.adapters.ctx.skipLayers;
@@ -443,15 +449,16 @@ export class AdapterModel extends Module {
       }
       const inverse = new Array<number>(B);
       order.forEach((row, pos) => (inverse[row] = pos));
-      const back = (key: 'lastHiddenState' | 'logits' | 'pooledOutput'): Tensor | undefined => {
+      const back = (key: 'lastHiddenState' | 'logits' | 'pooledOutput' | 'startLogits' | 'endLogits' | 'encoderLastHiddenState'): Tensor | undefined => {
         if (!outs[0]![key]) return undefined;
         const cat = outs.length === 1 ? outs[0]![key]! : ops.concat(outs.map((o) => o[key]!), 0);
         return ops.indexSelect(cat, 0, tensor(inverse, [B], { dtype: 'i64' }));
       };
       const out: ModelOutput = { lastHiddenState: back('lastHiddenState')! };
-      const lg = back('logits'), po = back('pooledOutput');
-      if (lg) out.logits = lg;
-      if (po) out.pooledOutput = po;
+      for (const k of ['logits', 'pooledOutput', 'startLogits', 'endLogits', 'encoderLastHiddenState'] as const) {
+        const v = back(k);
+        if (v) out[k] = v;
+      }
       return out;
     });
   }

@@ -249,6 +249,23 @@ test('mixed-adapter batches: forward({adapterIds}) equals running each row with 
   scope(() => { m.forward({ inputIds: rows, adapterIds }); });
   t.deepEqual(m.activeAdapters, ['c']);
   t.throws(() => m.forward({ inputIds: rows, adapterIds: ['zz', null, null, null, null] }), { instanceOf: ValueError, message: /zz/ });
+  // head outputs come back in row order (QA: start / end logits too); what cannot be recombined is refused, not dropped
+  m.addQAHead('qa');
+  m.activeHead = 'qa';
+  const qa = scope(() => noGrad(() => {
+    const o = m.forward({ inputIds: rows, adapterIds });
+    return [o.logits, o.startLogits, o.endLogits].map((x) => Array.from(x!.toArray() as Float32Array));
+  }));
+  rows.forEach((r, i) => {
+    m.setActiveAdapters(adapterIds[i] ?? null);
+    const alone = scope(() => noGrad(() => {
+      const o = m.forward({ inputIds: [r] });
+      return [o.logits, o.startLogits, o.endLogits].map((x) => Array.from(x!.toArray() as Float32Array));
+    }));
+    alone.forEach((a, j) => t.true(near(qa[j]!.slice(i * a.length, (i + 1) * a.length), a), `row ${i} output ${j}`));
+  });
+  for (const extra of [{ labels: [[0], [1], [0], [1], [0]] }, { startPositions: [0, 1, 2, 3, 0], endPositions: [1, 2, 3, 3, 1] }, { useCache: true }, { outputHiddenStates: true }])
+    t.throws(() => m.forward({ inputIds: rows, adapterIds, ...extra } as never), { instanceOf: ValueError, message: /adapterIds/ });
   m.dispose();
 });
 
