@@ -15,7 +15,7 @@ import { FormatError, IOError, ValueError } from '../errors.ts';
 import { AdapterConfig, BnConfig, ConfigUnion, LoRAConfig, PeftPrefixTuningConfig, PeftPromptTuningConfig, PrefixTuningConfig, PromptTuningConfig, ReftConfig, type ConfigDict } from './config.ts';
 import { PeftPromptPool } from './methods/peft_prompt.ts';
 import { checkPrefixConfig } from './methods/prefix_tuning.ts';
-import { Fuse, Stack, compositionFromDict, filterSetup, parseComposition, validateComposition, type CompositionBlock, type Setup } from './composition.ts';
+import { BatchSplit, CompositionBlock, Fuse, Parallel, Stack, compositionFromDict, filterSetup, parseComposition, validateComposition, type Setup } from './composition.ts';
 import { fusionConfig, type FusionConfigDict } from './methods/fusion.ts';
 import { SharedParameters } from './methods/phm.ts';
 import { AdapterContext, type AdaptableModel, type LayerSites } from './context.ts';
@@ -90,10 +90,19 @@ export class AdapterManager {
   /** The prefix length of an active PEFT prefix-tuning adapter (its real tokens' positions start there), or 0. */
   activePeftPrefixShift(): number {
     let shift = 0;
+    const peft: string[] = [];
     for (const n of this.ctx.active) {
       const c = this.ctx.configs.get(n);
-      if (c instanceof PeftPrefixTuningConfig) shift += c.get('prefix_length') as number;
+      if (c instanceof PeftPrefixTuningConfig) {
+        shift += c.get('prefix_length') as number;
+        peft.push(n);
+      }
     }
+    // the shift moves the positions of every row: inside a BatchSplit or Parallel block, rows of the other branches
+    // would move too
+    const splits = (s: Setup | null): boolean => s instanceof BatchSplit || s instanceof Parallel || (s instanceof CompositionBlock && s.children.some(splits));
+    if (peft.length && splits(this.ctx.setup))
+      throw new ValueError(`PEFT prefix tuning ('${peft.join("', '")}') shifts the positions of the whole batch; it cannot share a BatchSplit or Parallel block with other adapters`);
     return shift;
   }
   /** The model's hook sites per layer (projections, bottleneck/prefix sites). */

@@ -9,6 +9,7 @@ import os from 'node:os';
 import { AutoAdapterModel, loadSafetensors, ops, scope, noGrad, tensor, ValueError, type Tensor } from '../../lib/index.ts';
 import { Average, BatchSplit, Fuse, Parallel, Split, Stack, compositionFromDict, validateComposition } from '../../lib/adapters/composition.ts';
 import { maxDiff } from '../helpers/tensor_diff.ts';
+import { PeftPrefixTuningConfig } from '../../lib/adapters/config.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ref = path.join(path.resolve(root, process.env.ADAPTERS_SHARED ?? '../shared'), 'reference');
@@ -303,5 +304,25 @@ test('outputAdapterFusionAttentions: probabilities per fusion, layer and locatio
   });
   t.true(held.length === 4 && held.every((x) => x.disposed), 'released with the caller scope');
   t.is(scope(() => m.forward({ inputIds: ids }).adapterFusionAttentions), undefined);
+  m.dispose();
+});
+
+// PEFT prefix tuning moves the positions of the real tokens by the prefix length, for the whole batch: with other
+// adapters in a BatchSplit / Parallel block (or an adapterIds batch grouping them so) the other rows would move too
+test('PEFT prefix tuning cannot share a BatchSplit or Parallel block (its position shift is batch-wide)', (t) => {
+  const m = tinyBert(8);
+  m.addAdapter('p', new PeftPrefixTuningConfig({ prefix_length: 3, flat: true }));
+  m.addAdapter('l', 'lora');
+  const rows = [[1, 2, 3, 4], [5, 6, 7, 8]];
+  m.setActiveAdapters(new BatchSplit(['p', 'l'], [1, 1]));
+  t.throws(() => m.forward({ inputIds: rows }), { instanceOf: ValueError, message: /PEFT prefix tuning \('p'\) shifts/ });
+  // (prefix tuning refuses Parallel when it is set already)
+  t.throws(() => { m.setActiveAdapters(new Parallel('p', 'l')); m.forward({ inputIds: rows }); }, { instanceOf: ValueError });
+  m.setActiveAdapters(null);
+  t.throws(() => m.forward({ inputIds: rows, adapterIds: ['p', 'l'] }), { instanceOf: ValueError, message: /shifts/ });
+  // alone, or with a null (base-model) row group, it runs
+  t.notThrows(() => scope(() => { m.forward({ inputIds: rows, adapterIds: ['p', null] }); }));
+  m.setActiveAdapters(new Stack('p', 'l'));
+  t.notThrows(() => scope(() => { m.forward({ inputIds: rows }); }));
   m.dispose();
 });
