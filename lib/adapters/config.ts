@@ -38,7 +38,14 @@ export abstract class AdapterConfig {
   }
   /** A copy with some fields replaced (like Python's `config.replace(**kwargs)`). */
   replace(changes: ConfigDict): AdapterConfig {
-    return AdapterConfig.fromDict({ ...this.toDict(), ...changes });
+    const c = AdapterConfig.fromDict({ ...this.toDict(), ...changes });
+    // a subclass the dict cannot tell apart (PEFT's prefix tuning, with its position shift) stays that subclass, with
+    // its unserialized settings
+    if (c.constructor !== this.constructor && this instanceof (c.constructor as abstract new (...a: never[]) => unknown)) {
+      Object.setPrototypeOf(c, Object.getPrototypeOf(this));
+      for (const [k, v] of Object.entries(this)) if (!(k in c)) (c as unknown as Record<string, unknown>)[k] = v;
+    }
+    return c;
   }
   /** Layer indices this adapter skips. */
   get leaveOut(): number[] {

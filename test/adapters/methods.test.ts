@@ -9,6 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AutoAdapterModel, AdapterPlusConfig, BatchSplit, loadSafetensors, ops, scope, noGrad, tensor, ValueError, type Tensor } from '../../lib/index.ts';
 import { maxDiff } from '../helpers/tensor_diff.ts';
+import { PeftPrefixTuningConfig } from '../../lib/adapters/config.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ref = path.join(path.resolve(root, process.env.ADAPTERS_SHARED ?? '../shared'), 'reference');
@@ -280,6 +281,12 @@ test('ejectPrefixTuning keeps the output and switches to the flat form; adapterT
   m.adapterTo('l', { dtype: 'bf16' });
   t.true(m.namedParameters().filter(([k]) => k.includes('.loras.l.')).every(([, p]) => p.dtype === 'bf16'));
   t.throws(() => m.adapterTo('l', { device: 'cuda' }), { instanceOf: ValueError });
+  // a PEFT prefix-tuning adapter stays one (its position shift included) through the eject
+  m.addAdapter('q', new PeftPrefixTuningConfig({ prefix_length: 3, bottleneck_size: 8 }), { setActive: true });
+  const peftBefore = out();
+  m.ejectPrefixTuning('q');
+  t.true(m.adapters.ctx.configs.get('q') instanceof PeftPrefixTuningConfig);
+  t.true(out().every((v, i) => Math.abs(v - peftBefore[i]!) < 1e-5), 'the output (and the positions) stay as they were');
   m.dispose();
 });
 
