@@ -314,7 +314,12 @@ export class AdapterModel extends Module {
       dir = cached && fs.existsSync(path.join(cached, 'adapter_config.json')) ? cached : snapshotDownloadSync(dir, { allow: ADAPTER_FILES, ...hub });
     }
     // a PEFT folder (adapter_config.json with peft_type): LoRA / IA3 become Adapters-library adapters (lib/io/peft.ts)
-    if (readPeftConfig(dir)) return loadPeftAdapter(this, dir, opts);
+    if (readPeftConfig(dir)) {
+      // (PEFT's own layers_to_transform / target_modules decide where it goes: these options would be ignored)
+      if (opts.leaveOut?.length) throw new ValueError(`loadAdapter: leaveOut does not apply to a PEFT folder (${dir}); its target_modules and layers_to_transform decide`);
+      if (opts.config !== undefined) throw new ValueError(`loadAdapter: config does not apply to a PEFT folder (${dir}); its adapter_config.json is PEFT's`);
+      return loadPeftAdapter(this, dir, opts);
+    }
     const name = this.adapters.load(dir, opts);
     if ((opts.withHead ?? true) && fs.existsSync(path.join(dir, 'head_config.json'))) this.headManager.load(dir, { loadAs: name, setActive: opts.setActive });
     return name;

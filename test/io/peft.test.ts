@@ -71,6 +71,9 @@ else {
     const dir = tmp();
     fs.writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify({ peft_type: 'LOHA', r: 4 }));
     t.throws(() => m.loadAdapter(dir), { message: /LOHA adapters have no equivalent here yet/ });
+    // options a PEFT folder would ignore are refused, not dropped
+    t.throws(() => m.loadAdapter(path.join(fx, 'bert_lora'), { leaveOut: [0] }), { instanceOf: ValueError, message: /leaveOut does not apply to a PEFT folder/ });
+    t.throws(() => m.loadAdapter(path.join(fx, 'bert_lora'), { config: 'lora' }), { instanceOf: ValueError, message: /config does not apply/ });
     m.addAdapter('pt', 'prefix_tuning');
     t.throws(() => m.saveAdapter(dir, 'pt', { format: 'peft' }), { message: /shifts the real tokens' positions/ });
     m.addAdapter('bn', 'seq_bn');
