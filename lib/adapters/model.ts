@@ -548,7 +548,8 @@ export class AdapterManager {
     const fuse = setup instanceof Fuse ? setup : new Fuse(...setup);
     if (!this.fusions.has(fuse.name)) throw new ValueError(`No AdapterFusion with name '${fuse.name}' was found.`);
     this.setActive(fuse);
-    for (const [, p] of this.model.namedParameters()) p.requiresGrad = false;
+    // the base model and the adapters freeze; flex heads stay trainable (the Python library freezes base_model only)
+    for (const [k, p] of this.model.namedParameters()) if (!k.startsWith('heads.')) p.requiresGrad = false;
     for (const [, p] of this.fusionParams(fuse.name)) p.requiresGrad = true;
     if (opts.unfreezeAdapters) for (const n of fuse.flatten()) for (const [, p] of this.params(n)) p.requiresGrad = true;
     this.model.train();

@@ -201,6 +201,22 @@ export class AdapterModel extends Module {
   trainAdapter(setup: Setup | Setup[], opts: { trainEmbeddings?: boolean } = {}): void {
     this.adapters.train(setup, opts);
     this.headManager.followAdapters(this.adapters.ctx.setup);
+    this.freezeOutputEmbeddings();
+  }
+  /**
+   * The output embedding layer (the last module) of every active LM head stays frozen while adapters or a fusion train,
+   * as the Python library's freeze_embeddings after train_adapter / train_adapter_fusion.
+   */
+  private freezeOutputEmbeddings(): void {
+    const a = this.headManager.active;
+    if (a === null) return;
+    for (const n of this.headManager.headNames(a)) {
+      const head = this.headManager.get(n);
+      if (!['causal_lm', 'masked_lm', 'seq2seq_lm'].includes(String(head.config.head_type))) continue;
+      let last: Module | null = null;
+      for (let i = 0; head.child(String(i)); i++) last = head.child(String(i));
+      for (const [, p] of last?.namedParameters() ?? []) p.requiresGrad = false;
+    }
   }
   freezeModel(freeze = true): void {
     this.adapters.freeze(freeze);
@@ -283,6 +299,7 @@ export class AdapterModel extends Module {
   /** Freezes all but the fusion layer (and the fused adapters with unfreezeAdapters), activates it, train mode. */
   trainAdapterFusion(setup: Fuse | string[], opts: { unfreezeAdapters?: boolean } = {}): void {
     this.adapters.trainFusion(setup, opts);
+    this.freezeOutputEmbeddings();
   }
   loadAdapterFusion(dir: string, opts: { setActive?: boolean } = {}): string {
     return this.adapters.loadFusion(dir, opts);

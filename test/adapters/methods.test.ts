@@ -449,3 +449,25 @@ test('mergeAdapter: one merged module per layer, no gated LoRA, no mixed batches
   t.deepEqual(Array.from(run()), Array.from(base), 'a refused merge leaves the weights as they were');
   m.dispose();
 });
+
+// What trains, as the Python library: train_adapter_fusion freezes the base model only (the head keeps training), and
+// after train_adapter / train_adapter_fusion the output embedding layer of an active LM head is frozen
+// (freeze_embeddings).
+test('trainAdapterFusion keeps heads trainable; an active LM head\'s output layer is frozen by trainAdapter / trainAdapterFusion', (t) => {
+  const m = AutoAdapterModel.fromConfig(tiny.gpt2!, { seed: 14 });
+  m.addAdapter('a', 'seq_bn');
+  m.addAdapter('b', 'seq_bn');
+  m.addAdapterFusion(['a', 'b']);
+  m.addClassificationHead('a,b', { num_labels: 2 });
+  m.trainAdapterFusion(['a', 'b']);
+  const trainable = () => m.namedParameters().filter(([, p]) => p.requiresGrad).map(([k]) => k);
+  t.true(trainable().some((k) => k.startsWith('heads.a,b.')), 'the fusion\'s head trains');
+  t.true(trainable().some((k) => k.includes('adapter_fusion_layer')));
+  t.false(trainable().some((k) => k.includes('.adapters.a.')), 'the fused adapters stay frozen');
+  m.addCausalLmHead('a', { layers: 2 });
+  m.trainAdapter('a');
+  const head = trainable().filter((k) => k.startsWith('heads.a.'));
+  t.true(head.some((k) => k.startsWith('heads.a.0.')), 'the LM head\'s transform trains');
+  t.false(head.some((k) => k.startsWith('heads.a.3.')), 'its output layer is frozen');
+  m.dispose();
+});
