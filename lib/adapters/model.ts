@@ -473,15 +473,20 @@ export class AdapterManager {
   /** Converts a prefix-tuning adapter to its flat form (the reparametrisation MLP is evaluated once). */
   ejectPrefixTuning(name: string): void {
     const pool = this.model.base.prefixPool?.();
-    const pt = pool?.get(name);
-    if (!pool || !pt) throw new ValueError(`ejectPrefixTuning: '${name}' is not a prefix-tuning adapter`);
+    const group = pool?.groups.child(name);
+    if (!pool || !group || !group.namedChildren().some(([, m]) => m instanceof PrefixTuning))
+      throw new ValueError(`ejectPrefixTuning: '${name}' is not a prefix-tuning adapter`);
     noGrad(() => {
-      const states = pt.states(false);          // (P, L·2·H)
-      const flatCfg = pt.cfg.replace({ flat: true }) as PrefixTuningConfig;
-      const flat = new PrefixTuning(flatCfg, pt.nLayers, pt.nHeads, pt.hidden);
-      flat.param('control_trans')!.copy_(ops.reshape(states, [-1]));
-      pool.groups.child(name)!.registerModule(pool.location, flat);
-      pt.dispose();
+      // every location of the adapter (encoder–decoder models: encoder_prefix, self_prefix, cross_prefix)
+      for (const [loc, mod] of group.namedChildren()) {
+        const pt = mod as PrefixTuning;
+        const states = pt.states(false);          // (P, L·2·H)
+        const flatCfg = pt.cfg.replace({ flat: true }) as PrefixTuningConfig;
+        const flat = new PrefixTuning(flatCfg, pt.nLayers, pt.nHeads, pt.hidden);
+        flat.param('control_trans')!.copy_(ops.reshape(states, [-1]));
+        group.registerModule(loc, flat);
+        pt.dispose();
+      }
       const cfg = this.ctx.configs.get(name)!;
       this.ctx.configs.set(name, cfg instanceof ConfigUnion
         ? new ConfigUnion(...cfg.configs.map((c) => (c instanceof PrefixTuningConfig ? c.replace({ flat: true }) : c)))

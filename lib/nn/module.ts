@@ -40,6 +40,10 @@ export class Module {
   buffer(name: string): Tensor | null {
     return this.#buffers.get(name) ?? null;
   }
+  /** (name, submodule) pairs of the direct children, in registration order. */
+  namedChildren(): [string, Module][] {
+    return [...this.#modules].filter((e): e is [string, Module] => e[1] !== null);
+  }
   child(name: string): Module | null {
     return this.#modules.get(name) ?? null;
   }

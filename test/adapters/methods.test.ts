@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 import path from 'node:path';
+import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { AutoAdapterModel, AdapterPlusConfig, BatchSplit, loadSafetensors, ops, scope, noGrad, tensor, ValueError, type Tensor } from '../../lib/index.ts';
 import { maxDiff } from '../helpers/tensor_diff.ts';
@@ -281,6 +282,26 @@ test('ejectPrefixTuning keeps the output and switches to the flat form; adapterT
   m.adapterTo('l', { dtype: 'bf16' });
   t.true(m.namedParameters().filter(([k]) => k.includes('.loras.l.')).every(([, p]) => p.dtype === 'bf16'));
   t.throws(() => m.adapterTo('l', { device: 'cuda' }), { instanceOf: ValueError });
+  // encoder–decoder models: every location (encoder, self, cross prefixes) is ejected; the saved folder reloads
+  for (const arch of ['bart', 't5']) {
+    const e = AutoAdapterModel.fromConfig(tiny[arch]!, { seed: 7 }).eval();
+    e.addAdapter('p', 'prefix_tuning[bottleneck_size=8, prefix_length=4]', { setActive: true });
+    const encIds = [[5, 6, 7, 8]], dec = [[1, 2, 3]];
+    const eo = () => scope(() => Array.from(noGrad(() => e.forward({ inputIds: encIds, decoderInputIds: dec }).lastHiddenState).toArray() as Float32Array));
+    const b = eo();
+    e.ejectPrefixTuning('p');
+    t.true(eo().every((v, i) => Math.abs(v - b[i]!) < 1e-5), `${arch}: output kept`);
+    t.false(e.namedParameters().some(([k]) => k.includes('prefix_tunings.p.') && k.includes('control_trans.')), `${arch}: no MLP weights left`);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eject-'));
+    e.saveAdapter(dir, 'p');
+    const e2 = AutoAdapterModel.fromConfig(tiny[arch]!, { seed: 7 }).eval();
+    e2.loadAdapter(dir, { setActive: true });
+    const again = scope(() => Array.from(noGrad(() => e2.forward({ inputIds: encIds, decoderInputIds: dec }).lastHiddenState).toArray() as Float32Array));
+    t.true(again.every((v, i) => Math.abs(v - b[i]!) < 1e-5), `${arch}: reloaded`);
+    fs.rmSync(dir, { recursive: true, force: true });
+    e.dispose();
+    e2.dispose();
+  }
   // a PEFT prefix-tuning adapter stays one (its position shift included) through the eject
   m.addAdapter('q', new PeftPrefixTuningConfig({ prefix_length: 3, bottleneck_size: 8 }), { setActive: true });
   const peftBefore = out();
