@@ -124,9 +124,11 @@ export class AdapterModel extends Module {
   }
   private lmHeadConfig(type: 'causal_lm' | 'masked_lm', o: { layers?: number; activation_function?: string; layer_norm?: boolean; bias?: boolean }): HeadConfig {
     const H = this.base.hiddenSize!();
+    // (dropout_prob only for causal LM heads: the Python library's masked LM head takes no such argument and would
+    // fail to load a head_config.json that has it)
     return { head_type: type, vocab_size: this.base.inputEmbeddings!().shape[0]!, embedding_size: H, layers: o.layers ?? 2,
       activation_function: o.activation_function ?? 'gelu', layer_norm: o.layer_norm ?? true, bias: o.bias ?? true, shift_labels: type === 'causal_lm',
-      label2id: null, dropout_prob: null };
+      label2id: null, ...(type === 'causal_lm' ? { dropout_prob: null } : {}) };
   }
   addCausalLmHead(name: string, o0: { layers?: number; activation_function?: string; layer_norm?: boolean; bias?: boolean; overwriteOk?: boolean; setActive?: boolean } & HeadAliases = {}): void {
     const o = headOpts(o0);

@@ -192,6 +192,22 @@ test('review fixes: heads follow the model mode (dropout off in eval); a bad hea
   t.true(maxDiff((g.headManager.get('c') as any).seq(last), o.logits!) < 1e-6);
 });
 
+// head_config.json keys follow each Python head class's constructor: the masked LM head (BertStyleMaskedLMHead) takes no
+// dropout_prob, so writing one would make the Python library fail to load the head; the causal LM head takes it.
+test('LM head configs carry the keys of their Python head classes (no dropout_prob for masked LM)', (t) => {
+  const m = AutoAdapterModel.fromConfig(bertCfg, { seed: 1 });
+  m.addMaskedLmHead('mlm');
+  m.addCausalLmHead('clm');
+  const dir = tmp();
+  for (const h of ['mlm', 'clm']) m.saveHead(path.join(dir, h), h);
+  const cfg = (h: string) => JSON.parse(fs.readFileSync(path.join(dir, h, 'head_config.json'), 'utf8')).config as Record<string, unknown>;
+  t.false('dropout_prob' in cfg('mlm'));
+  t.deepEqual(Object.keys(cfg('mlm')).sort(), ['activation_function', 'bias', 'embedding_size', 'head_type', 'label2id', 'layer_norm', 'layers', 'shift_labels', 'vocab_size']);
+  t.true('dropout_prob' in cfg('clm'));
+  fs.rmSync(dir, { recursive: true, force: true });
+  m.dispose();
+});
+
 test('head options take the Python keyword names or camelCase (numLabels, activationFunction, usePooler, numChoices)', (t) => {
   const m = AutoAdapterModel.fromConfig(bertCfg, { seed: 7 }).eval();
   m.addClassificationHead('a', { numLabels: 4, activationFunction: 'relu', usePooler: true });
