@@ -171,7 +171,7 @@ async function train(f: Flags, print: (s: string) => void): Promise<void> {
   }
   const trainable = model.numParameters({ onlyTrainable: true }), total = model.numParameters();
   if (f['save-steps'] && !f.output) throw new UsageError('--save-steps needs --output');
-  const trainer = new AdapterTrainer(model, { learningRate: num(f, 'lr', 1e-3), maxSteps: int(f, 'max-steps', 200), batchSize: int(f, 'batch-size', 8),
+  const trainer = new AdapterTrainer(model, { fullFineTuning: full, learningRate: num(f, 'lr', 1e-3), maxSteps: int(f, 'max-steps', 200), batchSize: int(f, 'batch-size', 8),
     seed: int(f, 'seed', 42), loggingSteps: 10, warmupSteps: nonNegative(f, 'warmup'), gradientAccumulationSteps: int(f, 'grad-accum', 1),
     evalSteps: f['eval-steps'] ? int(f, 'eval-steps', 1) : undefined, saveSteps: f['save-steps'] ? int(f, 'save-steps', 1) : undefined,
     outputDir: f['save-steps'] && f.output ? `${path.resolve(f.output)}.checkpoints` : undefined, bf16: !!f.bf16, gradientCheckpointing: !!f['gradient-checkpointing'],

@@ -334,6 +334,10 @@ export class AdapterManager {
   params(name: string): [string, Tensor][] {
     return this.model.namedParameters().filter(([k]) => isAdapterKey(k, name));
   }
+  /** Whether the base model's own weights are frozen (trainAdapter / trainAdapterFusion / freezeModel). */
+  baseFrozen(): boolean {
+    return this.baseParams().every(([, p]) => !p.requiresGrad);
+  }
   private baseParams(): [string, Tensor][] {
     const names = [...this.ctx.configs.keys()];
     return this.model.namedParameters().filter(([k]) => !names.some((n) => isAdapterKey(k, n)) && !k.includes('.adapter_fusion_layer.') &&

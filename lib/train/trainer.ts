@@ -31,7 +31,14 @@ export interface Example {
 }
 
 export interface TrainingArguments {
+  /**
+   * Train the base model's own weights too (full fine-tuning, as transformers' Trainer). Otherwise, as the Python
+   * library's AdapterTrainer, training refuses a model whose base weights are not frozen (call trainAdapter first).
+   */
+  fullFineTuning?: boolean;
   learningRate?: number;          // 5e-5 (HF default)
+  /** Warm-up as a fraction of the total steps (ceil), used when warmupSteps is 0, as transformers' warmup_ratio. */
+  warmupRatio?: number;
   maxSteps?: number;              // optimiser steps; overrides epochs
   epochs?: number;                // 1
   batchSize?: number;             // 8 examples per micro-batch
@@ -93,11 +100,22 @@ const HF_ARGS: Record<string, keyof TrainingArguments> = {
   lr_scheduler_type: 'lrSchedulerType', eval_steps: 'evalSteps', save_steps: 'saveSteps', output_dir: 'outputDir', logging_steps: 'loggingSteps',
   metric_for_best_model: 'metricForBestModel', greater_is_better: 'greaterIsBetter', bf16: 'bf16', gradient_checkpointing: 'gradientCheckpointing',
   group_by_length: 'groupByLength', adam_beta1: 'adamBeta1', adam_beta2: 'adamBeta2', adam_epsilon: 'adamEpsilon',
+  warmup_ratio: 'warmupRatio', optim: 'optim', seed: 'seed',
 };
+const OUR_ARGS = new Set(['fullFineTuning', 'learningRate', 'warmupRatio', 'maxSteps', 'epochs', 'batchSize', 'gradientAccumulationSteps', 'maxGradNorm',
+  'weightDecay', 'warmupSteps', 'lrSchedulerType', 'evalSteps', 'saveSteps', 'outputDir', 'loggingSteps', 'seed', 'shuffle', 'groupByLength',
+  'earlyStoppingPatience', 'metricForBestModel', 'greaterIsBetter', 'logFile', 'progress', 'gradientCheckpointing', 'adapterDrop', 'bf16', 'optim',
+  'device', 'adamBeta1', 'adamBeta2', 'adamEpsilon']);
+// transformers' arguments that do not change what is trained or how (reporting, I/O, evaluation batch size): accepted
+const HF_IGNORED = new Set(['report_to', 'logging_dir', 'overwrite_output_dir', 'do_train', 'do_eval', 'do_predict', 'run_name', 'disable_tqdm',
+  'save_total_limit', 'push_to_hub', 'remove_unused_columns', 'dataloader_num_workers', 'per_device_eval_batch_size', 'evaluation_strategy',
+  'eval_strategy', 'save_strategy', 'logging_strategy', 'logging_first_step', 'label_names']);
 function hfArgs(a: TrainingArguments & Record<string, unknown>): TrainingArguments {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(a)) {
-    if (v === undefined) continue;
+    if (v === undefined || HF_IGNORED.has(k)) continue;
+    // an argument that would be silently ignored (a typo, or a transformers option not implemented here) is an error
+    if (!(k in HF_ARGS) && !OUR_ARGS.has(k)) throw new ValueError(`AdapterTrainer: unknown training argument '${k}'`);
     const to = HF_ARGS[k] ?? k;
     if (!(to in out)) out[to] = v;
     // max_steps = -1 means "use the epochs" in transformers
@@ -124,7 +142,7 @@ export class AdapterTrainer extends EventEmitter {
   /** args: our camelCase names or transformers' TrainingArguments names (learning_rate, per_device_train_batch_size, …). */
   constructor(readonly model: AdapterModel, args: TrainingArguments & Record<string, unknown>, readonly data: TrainerData) {
     super();
-    this.args = { learningRate: 5e-5, epochs: 1, batchSize: 8, gradientAccumulationSteps: 1, maxGradNorm: 1, weightDecay: 0, warmupSteps: 0,
+    this.args = { fullFineTuning: false, warmupRatio: 0, learningRate: 5e-5, epochs: 1, batchSize: 8, gradientAccumulationSteps: 1, maxGradNorm: 1, weightDecay: 0, warmupSteps: 0,
       lrSchedulerType: 'linear', loggingSteps: 10, seed: 42, metricForBestModel: 'eval_loss', greaterIsBetter: false, ...hfArgs(args) };
     const a = this.args;
     if (!data.train.length) throw new ValueError('AdapterTrainer: the training set is empty');
@@ -142,7 +160,10 @@ export class AdapterTrainer extends EventEmitter {
     else if (optim === 'adamw_torch' || optim === 'adamw' || optim === 'adamw_hf')
       this.optimizer = new AdamW(groups, { lr: a.learningRate, weightDecay: a.weightDecay, betas: [a.adamBeta1 ?? 0.9, a.adamBeta2 ?? 0.999], eps: a.adamEpsilon ?? 1e-8 });
     else throw new ValueError(`AdapterTrainer: unknown optim '${String(optim)}' (adamw_torch, adafactor or sgd)`);
-    this.scheduler = new LrScheduler(this.optimizer, a.lrSchedulerType, { warmup: a.warmupSteps, total: this.totalSteps });
+    // transformers: warmup_steps when > 0, else ceil(warmup_ratio · total steps)
+    if (!(a.warmupRatio >= 0 && a.warmupRatio <= 1)) throw new ValueError(`AdapterTrainer: warmupRatio must be in [0, 1], got ${a.warmupRatio}`);
+    const warmup = a.warmupSteps > 0 ? a.warmupSteps : Math.ceil(a.warmupRatio * this.totalSteps);
+    this.scheduler = new LrScheduler(this.optimizer, a.lrSchedulerType, { warmup, total: this.totalSteps });
     if (a.gradientCheckpointing) model.setGradientCheckpointing(true);
   }
 
@@ -324,6 +345,9 @@ export class AdapterTrainer extends EventEmitter {
    */
   async train(opts: { resumeFrom?: string } = {}): Promise<{ globalStep: number; trainLoss: number; history: LogRecord[]; stoppedEarly: boolean }> {
     const a = this.args;
+    // (as the Python library's AdapterTrainer, when training begins: evaluating an unfrozen model is fine)
+    if (!a.fullFineTuning && !this.model.adapters.baseFrozen())
+      throw new ValueError('AdapterTrainer: the pre-trained model weights are not frozen; call trainAdapter() (or trainAdapterFusion()) first, or pass fullFineTuning: true');
     if (opts.resumeFrom) this.loadCheckpoint(opts.resumeFrom);
     else manualSeed(a.seed);
     this.model.train();

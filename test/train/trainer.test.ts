@@ -198,3 +198,25 @@ test.serial("optim: 'adafactor' trains and resumes exactly (factored state in th
   t.throws(() => new AdapterTrainer(model('lora', 0), { optim: 'lamb' as never, progress: false }, { train: data }), { message: /unknown optim 'lamb'/ });
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+// As the Python library's AdapterTrainer: training refuses unfrozen base weights (unless asked for full fine-tuning);
+// transformers' warmup_ratio sets the warm-up; unknown arguments are refused rather than ignored.
+test.serial('an unfrozen base model is refused unless fullFineTuning; warmup_ratio; unknown arguments are errors', async (t) => {
+  const m = AutoAdapterModel.fromConfig(cfg, { seed: 11 });
+  m.addAdapter('a', 'lora');
+  m.addClassificationHead('a', { num_labels: 2 });  // trainAdapter never called: every weight trains
+  const tr = new AdapterTrainer(m, { maxSteps: 2, batchSize: 8, progress: false }, { train: data });
+  t.notThrows(() => new AdapterTrainer(m, { maxSteps: 2, batchSize: 8, progress: false }, { train: data, eval: data }).evaluate());  // evaluating is fine
+  await t.throwsAsync(tr.train(), { message: /pre-trained model weights are not frozen/ });
+  const full = await new AdapterTrainer(m, { maxSteps: 2, batchSize: 8, progress: false, fullFineTuning: true }, { train: data }).train();
+  t.is(full.globalStep, 2);
+  // warmup_ratio 0.5 of 10 steps: 5 warm-up steps, the first at lr 0 (linear schedule), as transformers
+  const w = new AdapterTrainer(model(), { learning_rate: 1e-3, max_steps: 10, warmup_ratio: 0.5, batchSize: 8, progress: false } as never, { train: data });
+  t.is(w.scheduler.opts.warmup, 5);
+  t.is(w.scheduler.lrs[0], 0);
+  w.scheduler.setStep(5);
+  t.true(Math.abs(w.scheduler.lrs[0]! - 1e-3) < 1e-12);
+  t.throws(() => new AdapterTrainer(model(), { maxSteps: 2, warmup_ration: 0.1 } as never, { train: data }), { message: /unknown training argument 'warmup_ration'/ });
+  t.notThrows(() => new AdapterTrainer(model(), { maxSteps: 2, report_to: 'none', logging_dir: '/tmp/x' } as never, { train: data }));
+  m.dispose();
+});
