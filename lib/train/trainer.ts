@@ -22,6 +22,7 @@ import { autocast } from '../autocast.ts';
 import type { AdapterModel } from '../models/auto.ts';
 import { writeFolderAtomic } from '../adapters/model.ts';
 import type { ForwardInput } from '../models/common.ts';
+import { CompositionBlock, Fuse } from '../adapters/composition.ts';
 
 /** One tokenised example: input ids plus either a class label / regression target or token labels. */
 export interface Example {
@@ -253,9 +254,7 @@ export class AdapterTrainer extends EventEmitter {
         autocast(() => scope(() => {
           const out = this.model.forward(this.collate(rows));
           if (!out.loss) throw new ValueError('AdapterTrainer: the model returned no loss (add a head, or labels for the LM head)');
-          let loss = out.loss;
-          const reg = this.model.getFusionRegularizationLoss();
-          if (reg) loss = ops.add(loss, reg);
+          const loss = out.loss;
           const v = loss.item();
           total += v;
           if (!Number.isFinite(v)) return;
@@ -275,6 +274,15 @@ export class AdapterTrainer extends EventEmitter {
       throw new ValueError(`AdapterTrainer: the loss is ${loss} at step ${step + 1}; training stopped` +
         (this.lastCheckpoint ? ` (last good checkpoint: ${this.lastCheckpoint})` : ' (no checkpoint was written yet)'));
     }
+    // AdapterFusion training (a Fuse block active, as the Python library decides): the fusion regularisation's gradient
+    // joins the step's, not divided over micro-batches and not part of the logged loss. (The Python library backpropagates
+    // it in on_step_end, after the optimiser step, so there it reaches the next step.)
+    if (this.trainingFusion()) {
+      scope(() => {
+        const reg = this.model.getFusionRegularizationLoss();
+        if (reg) reg.backward();
+      });
+    }
     const gradNorm = this.clipGradients();
     if (!Number.isFinite(gradNorm)) {
       this.optimizer.zeroGrad();
@@ -285,6 +293,12 @@ export class AdapterTrainer extends EventEmitter {
     this.scheduler.step();
     this.optimizer.zeroGrad();
     return { loss, gradNorm };
+  }
+
+  /** Whether a Fuse block is active (alone or as a child of the active composition), as the Python AdapterTrainer checks. */
+  private trainingFusion(): boolean {
+    const s = this.model.adapters.ctx.setup;
+    return s instanceof Fuse || (s instanceof CompositionBlock && s.children.some((c) => c instanceof Fuse));
   }
 
   /** Global L2 norm of the gradients; scales them to maxGradNorm when larger (torch clip_grad_norm_). */
@@ -408,6 +422,23 @@ export class AdapterTrainer extends EventEmitter {
         optimizer_param_steps: this.optimizer.paramSteps(), optim: this.optimizer.constructor.name };
       fs.writeFileSync(path.join(tmp, 'trainer_state.json'), JSON.stringify(state, null, 2));
       for (const name of this.model.activeAdapters) this.model.saveAdapter(path.join(tmp, name), name);
+      // as the Python AdapterTrainer's checkpoints: the fusion layers when a fusion trains, and every head (those without
+      // an adapter folder of the same name in their own folder)
+      const s = this.model.adapters.ctx.setup;
+      if (this.trainingFusion())
+        for (const f of s instanceof Fuse ? [s] : (s as CompositionBlock).children.filter((c): c is Fuse => c instanceof Fuse))
+          this.model.saveAdapterFusion(path.join(tmp, f.name), f.name);
+      for (const h of this.model.heads) {
+        if (this.model.activeAdapters.includes(h)) continue;
+        // (a head named like a fusion shares its folder, as in the Python library's checkpoints: files are moved in)
+        const dst = path.join(tmp, h), staged = path.join(tmp, `.head-${this.model.heads.indexOf(h)}`);
+        this.model.saveHead(staged, h);
+        if (!fs.existsSync(dst)) fs.renameSync(staged, dst);
+        else {
+          for (const f of fs.readdirSync(staged)) fs.renameSync(path.join(staged, f), path.join(dst, f));
+          fs.rmdirSync(staged);
+        }
+      }
     });
     this.emit('save', target);
     return target;

@@ -220,3 +220,32 @@ test.serial('an unfrozen base model is refused unless fullFineTuning; warmup_rat
   t.notThrows(() => new AdapterTrainer(model(), { maxSteps: 2, report_to: 'none', logging_dir: '/tmp/x' } as never, { train: data }));
   m.dispose();
 });
+
+// AdapterFusion training as the Python AdapterTrainer: the fusion regularisation applies only while a Fuse block trains
+// and stays out of the logged loss; checkpoints hold the fusion layer and every head.
+test.serial('fusion training: regularisation only with a Fuse active, not in the logged loss; checkpoints hold fusion and heads', async (t) => {
+  const m = AutoAdapterModel.fromConfig({ ...cfg, hidden_dropout_prob: 0 }, { seed: 11 });
+  m.addAdapter('a', 'seq_bn');
+  m.addAdapter('b', 'seq_bn');
+  m.addAdapterFusion(['a', 'b']);
+  m.addClassificationHead('a,b', { num_labels: 2 });
+  m.addClassificationHead('x', { num_labels: 2 });
+  // training an unrelated adapter: the (existing) fusion adds nothing
+  m.addAdapter('c', 'lora');
+  m.addClassificationHead('c', { num_labels: 2 });
+  m.trainAdapter('c');
+  const plain = new AdapterTrainer(m, { maxSteps: 1, batchSize: 8, progress: false, loggingSteps: 1, shuffle: false }, { train: data });
+  const lossC = (await plain.train()).history.find((h) => 'loss' in h)!.loss!;
+  const direct = noGrad(() => m.forward(plain['collate'](data.slice(0, 8))).loss!.item());
+  t.true(Math.abs(lossC - direct) < 2e-2, `logged ${lossC} vs the model's ${direct}: no regulariser added`);
+  m.trainAdapterFusion(['a', 'b']);
+  const dir = tmp();
+  const tr = new AdapterTrainer(m, { maxSteps: 2, batchSize: 8, progress: false, saveSteps: 2, outputDir: dir }, { train: data });
+  await tr.train();
+  const ck = path.join(dir, 'checkpoint-2');
+  t.true(fs.existsSync(path.join(ck, 'a,b', 'adapter_fusion_config.json')), 'the fusion layer');
+  t.true(fs.existsSync(path.join(ck, 'a,b', 'head_config.json')), 'the fusion head, in the same folder');
+  t.true(fs.existsSync(path.join(ck, 'x', 'head_config.json')), 'another head');
+  fs.rmSync(dir, { recursive: true, force: true });
+  m.dispose();
+});
