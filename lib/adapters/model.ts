@@ -369,7 +369,7 @@ export class AdapterManager {
       const ps = this.params(name);
       const n = ps.reduce((a, [, p]) => a + p.numel, 0);
       rows.push({ name, architecture: cfg.architecture, '#param': n, '%param': (100 * n) / base, active: this.ctx.active.includes(name),
-        train: ps.some(([, p]) => p.requiresGrad) });
+        train: ps.every(([, p]) => p.requiresGrad) });  // (the Python library: all of them)
     }
     rows.push({ name: 'Full model', '#param': base, '%param': 100, train: this.baseParams().some(([, p]) => p.requiresGrad) });
     return rows;

@@ -69,7 +69,8 @@ export class HeadManager {
     const tiedLm = (config.head_type === 'causal_lm' || config.head_type === 'masked_lm' || config.head_type === 'seq2seq_lm') &&
       (cfg.tie_word_embeddings ?? true) !== false && this.model.base.inputEmbeddings;
     const head = new PredictionHead(name, config, hidden, {
-      dropout: num(cfg.hidden_dropout_prob ?? cfg.resid_pdrop ?? cfg.dropout ?? cfg.hidden_dropout ?? cfg.classifier_dropout),
+      // the Python library's order: the model's classifier_dropout when set, else its hidden dropout
+      dropout: num(cfg.classifier_dropout ?? cfg.hidden_dropout_prob ?? cfg.resid_pdrop ?? cfg.dropout ?? cfg.hidden_dropout),
       initStd: num(cfg.initializer_range ?? cfg.init_std) ?? 0.02,
       // the Python LM heads read config.layer_norm_eps and fall back to 1e-12 (GPT-2/LLaMA configs have no such key)
       lnEps: num(cfg.layer_norm_eps) ?? 1e-12,

@@ -675,7 +675,8 @@ export class AutoAdapterModel {
     const spec = archFor(cfg.model_type);
     const model = new AdapterModel(cfg, spec);
     model.sourceDir = dir;
-    if (dir !== dirOrId && cfg._name_or_path === undefined) (cfg as Record<string, unknown>)._name_or_path = dirOrId;
+    // as transformers' from_pretrained: the name or path it was given (written as model_name in saved adapter configs)
+    (cfg as Record<string, unknown>)._name_or_path = dirOrId;
     try {
       loadWeights(model, dir, spec);
       if (opts.dtype && opts.dtype !== 'f32') model.toDtype(opts.dtype);
@@ -691,7 +692,7 @@ export class AutoAdapterModel {
   static async fromPretrainedAsync(dirOrId: string, opts: FromPretrainedOptions & HubOptions = {}): Promise<AdapterModel> {
     const dir = await resolveModelSource(dirOrId, MODEL_FILES, opts);
     const m = AutoAdapterModel.fromPretrained(dir, opts);
-    if (dir !== dirOrId && m.config._name_or_path === undefined) (m.config as Record<string, unknown>)._name_or_path = dirOrId;
+    (m.config as Record<string, unknown>)._name_or_path = dirOrId;
     return m;
   }
   static fromConfig(config: HFConfig, opts: { seed?: number; dtype?: DType } = {}): AdapterModel {

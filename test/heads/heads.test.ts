@@ -208,6 +208,29 @@ test('LM head configs carry the keys of their Python head classes (no dropout_pr
   m.dispose();
 });
 
+// The Python library's PredictionHead.build: the head's dropout_prob, else the model's classifier_dropout, else its
+// hidden dropout; saved configs carry the name or path the model was loaded from (transformers' _name_or_path).
+test('head dropout prefers classifier_dropout; model_name is the path fromPretrained was given', (t) => {
+  const drop = (c: Record<string, unknown>) => {
+    const m = AutoAdapterModel.fromConfig({ ...bertCfg, ...c } as never, { seed: 1 });
+    m.addClassificationHead('h', { num_labels: 2 });
+    const p = (m.headManager.get('h') as unknown as { child(n: string): { p: number } }).child('0').p;
+    m.dispose();
+    return p;
+  };
+  t.is(drop({ hidden_dropout_prob: 0.1, classifier_dropout: 0.3 }), 0.3);
+  t.is(drop({ hidden_dropout_prob: 0.1, classifier_dropout: null }), 0.1);
+  if (fs.existsSync(path.join(ref, 'models', 'bert'))) {
+    const m = AutoAdapterModel.fromPretrained(path.join(ref, 'models', 'bert'));
+    m.addAdapter('a', 'seq_bn');
+    const dir = tmp();
+    m.saveAdapter(path.join(dir, 'a'), 'a');
+    t.is(JSON.parse(fs.readFileSync(path.join(dir, 'a', 'adapter_config.json'), 'utf8')).model_name, path.join(ref, 'models', 'bert'));
+    fs.rmSync(dir, { recursive: true, force: true });
+    m.dispose();
+  }
+});
+
 test('head options take the Python keyword names or camelCase (numLabels, activationFunction, usePooler, numChoices)', (t) => {
   const m = AutoAdapterModel.fromConfig(bertCfg, { seed: 7 }).eval();
   m.addClassificationHead('a', { numLabels: 4, activationFunction: 'relu', usePooler: true });
