@@ -8,7 +8,7 @@ const require = createRequire(import.meta.url);
 import path from 'node:path';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { AutoAdapterModel, AdapterPlusConfig, BatchSplit, loadSafetensors, ops, scope, noGrad, tensor, ValueError, type Tensor } from '../../lib/index.ts';
+import { AutoAdapterModel, AdapterPlusConfig, BatchSplit, Stack, loadSafetensors, ops, scope, noGrad, tensor, ValueError, type Tensor } from '../../lib/index.ts';
 import { maxDiff } from '../helpers/tensor_diff.ts';
 import { PeftPrefixTuningConfig } from '../../lib/adapters/config.ts';
 
@@ -491,4 +491,35 @@ test('trainAdapterFusion keeps heads trainable; an active LM head\'s output laye
   t.true(head.some((k) => k.startsWith('heads.a.0.')), 'the LM head\'s transform trains');
   t.false(head.some((k) => k.startsWith('heads.a.3.')), 'its output layer is frozen');
   m.dispose();
+});
+
+// ReFT and prompt tuning act only through the first adapter of the active setup (the Python library's ReftLayer /
+// PromptTuningLayer: `adapter_setup.first()`); the bottleneck's and ReFT's dropout act where the Python modules put it.
+test('ReFT / prompt tuning use the setup\'s first adapter only; bottleneck and ReFT dropout as in the Python library', (t) => {
+  const m = AutoAdapterModel.fromConfig(tiny.bert!, { seed: 21 }).eval();
+  for (const [n, c] of [['r1', 'loreft'], ['r2', 'loreft'], ['bn', 'seq_bn'], ['p', 'prompt_tuning[prompt_length=3]']] as const) m.addAdapter(n, c);
+  noGrad(() => { for (const [k, p] of m.namedParameters()) if (/\.(r1|r2|bn|p)\./.test(k)) p.copy_(ops.mul(ops.randn(p.shape, { seed: k.length }), 0.3)); });
+  const ids = [[5, 6, 7, 8, 9], [9, 8, 7, 6, 5]];
+  const run = (s: Parameters<typeof m.setActiveAdapters>[0]) => {
+    m.setActiveAdapters(s);
+    return scope(() => noGrad(() => { const h = m.forward({ inputIds: ids }).lastHiddenState; return { shape: h.shape, v: Array.from(h.toArray() as Float32Array) }; }));
+  };
+  const same = (a: { v: number[] }, b: { v: number[] }) => a.v.length === b.v.length && a.v.every((x, i) => Math.abs(x - b.v[i]!) < 1e-6);
+  t.true(same(run(new Stack('r1', 'r2')), run('r1')), 'Stack(r1, r2) = r1');
+  t.true(same(run(new Stack('bn', 'r1')), run('bn')), 'Stack(bn, r1) = bn (r1 is not first)');
+  t.deepEqual(run(new Stack('bn', 'p')).shape, run('bn').shape, 'a prompt that is not first adds no positions');
+  t.deepEqual(run(new Stack('p', 'bn')).shape, [2, 8, 16]);
+  m.dispose();
+  // dropout in training: the bottleneck's on its scaled output, ReFT's on the adapted states themselves
+  for (const cfg of ['seq_bn[dropout=0.5]', 'loreft[dropout=0.5]']) {
+    const d = AutoAdapterModel.fromConfig(tiny.bert!, { seed: 22 });
+    d.addAdapter('x', cfg);
+    d.setActiveAdapters('x');
+    d.train();
+    const a = scope(() => noGrad(() => Array.from(d.forward({ inputIds: ids }).lastHiddenState.toArray() as Float32Array)));
+    d.eval();
+    const b = scope(() => noGrad(() => Array.from(d.forward({ inputIds: ids }).lastHiddenState.toArray() as Float32Array)));
+    t.false(a.every((v, i) => Math.abs(v - b[i]!) < 1e-6), `${cfg}: dropout acts in training`);
+    d.dispose();
+  }
 });

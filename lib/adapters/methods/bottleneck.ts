@@ -138,6 +138,9 @@ export class BottleneckAdapter extends Module {
     const x = this.lnBefore ? this.lnBefore.forward(h) : h;
     let out = this.scale(this.up.forward(this.act(this.down.forward(x))));
     const up = out;
+    // the config's dropout on the scaled output, before the gate (the Python library's Adapter.forward)
+    const p = this.cfg.get('dropout') as number;
+    if (this.training && p > 0) out = ops.dropout(out, p);
     const gate = this.child('gate') as Linear | null;
     if (gate) out = ops.mul(out, ops.unsqueeze(ops.mean(ops.sigmoid(gate.forward(h)), 1), -1));
     // Adapter+'s stochastic depth (torchvision mode 'row'): in training, drop the whole adapter output of a row

@@ -53,7 +53,9 @@ export class PromptTuningPool extends Module {
   }
   /** Prepends the active prompts to `h` (B, T, H); returns the new states and the extended keep-mask. */
   apply(h: Tensor, keep: Tensor | null): { h: Tensor; keep: Tensor | null; added: number } {
-    const names = (this.ctx?.active ?? []).filter((n) => this.groups.child(n));
+    // only the first adapter of the active setup, when it is a prompt-tuning adapter (the Python PromptTuningLayer)
+    const first = (this.ctx?.active ?? [])[0];
+    const names = first !== undefined && this.groups.child(first) ? [first] : [];
     if (!names.length) return { h, keep, added: 0 };
     const [B, , H] = h.shape as [number, number, number];
     let out = h, k = keep, added = 0;

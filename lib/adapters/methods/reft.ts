@@ -100,10 +100,10 @@ class ReftUnit extends Module {
     let s = this.source.forward(h);
     if (this.act) s = this.act(s);
     if (this.subtract) s = ops.sub(s, ops.linear(h, P));
-    let delta = ops.matmul(s, P);
+    const out = ops.add(h, ops.matmul(s, P));
+    // dropout on the adapted states themselves (the Python library's ReftUnit: dropout(x + delta))
     const p = this.cfg.get('dropout') as number;
-    if (training && p > 0) delta = ops.dropout(delta, p);
-    return ops.add(h, delta);
+    return training && p > 0 ? ops.dropout(out, p) : out;
   }
 }
 
@@ -129,7 +129,9 @@ export class ReftSite {
     this.refts.registerModule(name, null);
   }
   apply(h: Tensor, training: boolean): Tensor {
-    const names = (this.ctx?.activeAt(this.layer) ?? []).filter((n) => this.refts.child(n));
+    // only the first adapter of the active setup, when it is a ReFT adapter here (the Python library's ReftLayer)
+    const first = this.ctx && !this.ctx.skipLayers.has(this.layer) ? this.ctx.active[0] : undefined;
+    const names = first !== undefined && this.refts.child(first) ? [first] : [];
     let out = h;
     for (const n of names) {
       const m = this.refts.child(n)! as Module & { cfg?: ReftConfig };
