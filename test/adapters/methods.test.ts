@@ -523,3 +523,45 @@ test('ReFT / prompt tuning use the setup\'s first adapter only; bottleneck and R
     d.dispose();
   }
 });
+
+// LoRA / (IA)³ details of the Python library's modules: a gated (IA)³ scales by v·g (no scaling); a gated LoRA's gate
+// reads the layer input even inside a Stack; init_weights 'ia3' / 'lora' / 'bert' on either mode; (IA)³ refuses dropout.
+test('gated (IA)³ and stacked gated LoRA follow the Python modules; init_weights variants; (IA)³ refuses dropout', (t) => {
+  const m = AutoAdapterModel.fromConfig(tiny.bert!, { seed: 23 }).eval();
+  m.addAdapter('g', 'ia3[use_gating=True]');
+  const host = [...m.adapters['hosts'].values()].find((h: { get(n: string): unknown }) => h.get('g')) as { linear: { weight: Tensor }; get(n: string): { scaleVector(x: Tensor): Tensor; child(n: string): { forward(x: Tensor): Tensor }; param(n: string): Tensor } };
+  const mod = host.get('g');
+  noGrad(() => mod.param('lora_B').copy_(ops.add(ops.randn(mod.param('lora_B').shape, { seed: 3 }), 1)));
+  scope(() => noGrad(() => {
+    const x = ops.randn([2, 4, host.linear.weight.shape[1]!], { seed: 4 });
+    const g = ops.unsqueeze(ops.mean(ops.sigmoid(mod.child('gate').forward(x)), 1), 1);
+    const want = ops.mul(ops.reshape(mod.param('lora_B'), [-1]), g);
+    t.true(maxDiff(mod.scaleVector(x), want) < 1e-6, 'v·g');
+  }));
+  m.dispose();
+  // a gated LoRA in a Stack: the delta of the previous adapter goes through A, B; the gate still reads the layer input
+  const l = AutoAdapterModel.fromConfig(tiny.bert!, { seed: 25 }).eval();
+  l.addAdapter('q', 'lora[use_gating=True, init_weights="bert"]');
+  const lh = [...l.adapters['hosts'].values()].find((h: { get(n: string): unknown }) => h.get('q')) as { linear: { weight: Tensor }; get(n: string): { delta(x: Tensor, tr: boolean, gi?: Tensor): Tensor; child(n: string): { forward(x: Tensor): Tensor }; param(n: string): Tensor } };
+  const lm = lh.get('q');
+  scope(() => noGrad(() => {
+    const inF = lh.linear.weight.shape[1]!;
+    const x = ops.randn([2, 4, inF], { seed: 5 }), prev = ops.randn([2, 4, inF], { seed: 6 });
+    const g = ops.unsqueeze(ops.mean(ops.sigmoid(lm.child('gate').forward(x)), 1), 1);
+    const want = ops.mul(ops.linear(ops.linear(prev, lm.param('lora_A')), lm.param('lora_B')), g);
+    t.true(maxDiff(lm.delta(prev, false, x), want) < 1e-6, 'gate from the layer input');
+  }));
+  l.dispose();
+  const init = (c: string) => {
+    const a = AutoAdapterModel.fromConfig(tiny.bert!, { seed: 24 });
+    a.addAdapter('x', c);
+    const ps = a.namedParameters().filter(([k]) => k.includes('.loras.x.lora_'));
+    const vals = ps.map(([k, p]) => [k.split('.').pop()!, Array.from(p.toArray() as Float32Array)] as const);
+    a.dispose();
+    return vals;
+  };
+  t.true(init('lora[init_weights="ia3"]').every(([, v]) => v.every((x) => x === 1)), 'LoRA ia3 init: ones');
+  t.true(init('ia3[init_weights="lora"]').every(([, v]) => v.every((x) => x === 0)), '(IA)³ lora init: zeros');
+  t.throws(() => init('ia3[dropout=0.1]'), { instanceOf: ValueError, message: /does not support dropout/ });
+  t.throws(() => init('lora[init_weights="vera"]'), { instanceOf: ValueError, message: /init_weights/ });
+});

@@ -36,15 +36,19 @@ export class LoRAModule extends Module {
     this.useGating = cfg.get('use_gating') as boolean;
     const n = fusedParts ? fusedParts.length : 1;
     const part = fusedParts ? outF / 3 : outF;
+    const init = cfg.get('init_weights');
+    if (!['lora', 'bert', 'ia3'].includes(init as string)) throw new ValueError(`Unknown init_weights type: ${String(init)}`);
     if (this.mode === 'add') {
-      // init 'lora': A kaiming-uniform(a=√5) → U(−1/√in, 1/√in), B = 0; 'bert': N(0, 0.02) both
-      const init = cfg.get('init_weights');
-      const A = init === 'bert' ? ops.randn([r * n, inF], { std: 0.02 }) : uniform([r * n, inF], 1 / Math.sqrt(inF));
-      const B = init === 'bert' ? ops.randn([part * n, r], { std: 0.02 }) : ops.zeros([part * n, r]);
+      // init 'lora': A kaiming-uniform(a=√5) → U(−1/√in, 1/√in), B = 0; 'bert': N(0, 0.02) both; 'ia3': ones both
+      const A = init === 'bert' ? ops.randn([r * n, inF], { std: 0.02 }) : init === 'ia3' ? ops.ones([r * n, inF]) : uniform([r * n, inF], 1 / Math.sqrt(inF));
+      const B = init === 'bert' ? ops.randn([part * n, r], { std: 0.02 }) : init === 'ia3' ? ops.ones([part * n, r]) : ops.zeros([part * n, r]);
       this.registerParameter('lora_A', A);
       this.registerParameter('lora_B', B);
     } else {
-      this.registerParameter('lora_B', ops.ones([part * n, 1]));
+      if (this.dropoutP > 0) throw new ValueError('IA3 module does not support dropout.');
+      // 'ia3': ones (the default); 'lora': zeros; 'bert': N(0, 0.02) — as the Python library's IA3 module
+      const shape = [part * n, 1];
+      this.registerParameter('lora_B', init === 'lora' ? ops.zeros(shape) : init === 'bert' ? ops.randn(shape, { std: 0.02 }) : ops.ones(shape));
     }
     if (this.useGating) {
       // one gate per fused block (GPT-2's c_attn), as LoRAMergedLinear's gating_heads
@@ -60,11 +64,14 @@ export class LoRAModule extends Module {
     return ops.unsqueeze(ops.mean(g, 1), 1);                           // (B, 1, heads)
   }
 
-  /** Low-rank delta (..., out) for input x (..., in) ('add' mode). */
-  delta(x: Tensor, training: boolean): Tensor {
+  /**
+   * Low-rank delta (..., out) for input x (..., in) ('add' mode). The gate reads the layer's input (gateInput), which
+   * differs from x inside a Stack, where x is the previous adapter's delta (the Python library's LoRA.forward).
+   */
+  delta(x: Tensor, training: boolean, gateInput: Tensor = x): Tensor {
     const A = this.param('lora_A')!, B = this.param('lora_B')!;
     const xin = training && this.dropoutP > 0 ? ops.dropout(x, this.dropoutP) : x;
-    const g = this.gate(x);
+    const g = this.gate(gateInput);
     if (!this.fusedParts) {
       const d = ops.linear(ops.linear(xin, A), B);
       return g ? ops.mul(d, g) : ops.mul(d, this.scaling);
@@ -95,8 +102,9 @@ export class LoRAModule extends Module {
         else pieces.push(ops.ones([part], { dtype: v.dtype, device: v.device }));
       v = ops.concat(pieces, 0);
     }
+    // gated: v·g in place of the scaling (the Python library's IA3.forward)
     const g = this.gate(x);
-    return g ? ops.add(ops.mul(ops.sub(v, 1), g), 1) : ops.mul(v, this.scaling);
+    return g ? ops.mul(v, g) : ops.mul(v, this.scaling);
   }
 
   /** ΔW in the Linear's own layout ('add' mode), for merging. */
@@ -172,6 +180,9 @@ export class LoRAHost {
   apply(x: Tensor, y: Tensor): Tensor {
     const setup = this.ctx.setupAt(this.layer, (n) => !!this.get(n) && !this.merged.has(n));
     if (setup === null) return y;
+    // (A composition mixing LoRA and (IA)³ modules in one layer: each branch / step applies its own operation here. The
+    // Python library applies the last adapter's operation to the combined result, so there a BatchSplit(lora, ia3)
+    // row of the LoRA branch comes out as y·δ, which no one means; this keeps the per-adapter definitions.)
     const { x: xr, d, s } = this.composeAll(setup, x);
     let out = matchBatch(xr, y);
     if (d) out = ops.add(out, d);
@@ -218,7 +229,7 @@ export class LoRAHost {
     const training = this.linear.training;
     if (typeof setup === 'string') {
       const m = this.get(setup)!;
-      if (m.mode === 'add') return { d: m.delta(d ?? x, training), s };
+      if (m.mode === 'add') return { d: m.delta(d ?? x, training, x), s };
       const v = m.scaleVector(x);
       return { d, s: s ? ops.mul(s, v) : v };
     }
