@@ -40,6 +40,12 @@ export abstract class CompositionBlock {
   }
 }
 
+/** The last adapter of a setup (the Python library's AdapterCompositionBlock.last). */
+export function lastOf(s: Setup): string {
+  if (typeof s === 'string') return s;
+  return lastOf(s.children[s.children.length - 1]!);
+}
+
 export class Stack extends CompositionBlock {
   readonly type = 'Stack';
   constructor(...children: (Setup | Setup[])[]) {
@@ -53,7 +59,8 @@ export class Fuse extends CompositionBlock {
     const opts = args.length && typeof args[args.length - 1] === 'object' && !(args[args.length - 1] instanceof CompositionBlock) && !Array.isArray(args[args.length - 1])
       ? (args.pop() as { name?: string }) : {};
     super(args as Setup[]);
-    this.name = opts.name ?? this.flatten().join(',');
+    // the Python library's name: each child's name, or a nested block's last adapter
+    this.name = opts.name ?? this.children.map((c) => (typeof c === 'string' ? c : lastOf(c))).join(',');
   }
 }
 export class Split extends CompositionBlock {
@@ -112,9 +119,9 @@ const ALLOWED: Record<string, string[]> = {
   Average: ['str', 'Stack', 'Split', 'BatchSplit'],
 };
 
-/** validate_composition: nesting rules and the depth limit (below level 1 only Stack and BatchSplit). */
+/** validate_composition: nesting rules and the depth limit (below level 1 only Stack and names). */
 export function validateComposition(setup: Setup, level = 0): void {
-  if (level > 1 && !(typeof setup === 'string' || setup instanceof Stack || setup instanceof BatchSplit))
+  if (level > 1 && !(typeof setup === 'string' || setup instanceof Stack))
     throw new ValueError(`Adapter setup is too deep. Cannot have ${String(setup)} at level ${level}.`);
   if (typeof setup === 'string') return;
   for (const c of setup.children) {
@@ -124,10 +131,13 @@ export function validateComposition(setup: Setup, level = 0): void {
   }
 }
 
-/** parse_composition: a name at level 0 becomes Stack(name); a list becomes a Stack. */
+/** parse_composition: a name at level 0 becomes Stack(name); a list becomes a Stack, a list inside it a Fuse (v1.x lists). */
 export function parseComposition(setup: Setup | Setup[] | null, level = 0): CompositionBlock | string | null {
   if (setup === null) return null;
-  if (Array.isArray(setup)) return new Stack(...setup.map((s) => parseComposition(s, level + 1)!));
+  if (Array.isArray(setup)) {
+    const kids = setup.map((s) => parseComposition(s, level + 1)!);
+    return level === 1 ? new Fuse(...kids) : new Stack(...kids);
+  }
   if (typeof setup === 'string') {
     if (setup.includes(',')) return new Stack(...setup.split(',').map((s) => s.trim()).filter(Boolean));
     return level === 0 ? new Stack(setup) : setup;

@@ -10,6 +10,7 @@ import { AutoAdapterModel, loadSafetensors, ops, scope, noGrad, tensor, ValueErr
 import { Average, BatchSplit, Fuse, Parallel, Split, Stack, compositionFromDict, validateComposition } from '../../lib/adapters/composition.ts';
 import { maxDiff } from '../helpers/tensor_diff.ts';
 import { PeftPrefixTuningConfig } from '../../lib/adapters/config.ts';
+import * as compositionModule from '../../lib/adapters/composition.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ref = path.join(path.resolve(root, process.env.ADAPTERS_SHARED ?? '../shared'), 'reference');
@@ -325,4 +326,16 @@ test('PEFT prefix tuning cannot share a BatchSplit or Parallel block (its positi
   m.setActiveAdapters(new Stack('p', 'l'));
   t.notThrows(() => scope(() => { m.forward({ inputIds: rows }); }));
   m.dispose();
+});
+
+// The Python library's composition helpers: a v1.x nested list is Stack[Fuse[…], …]; a Fuse is named after its
+// children's last adapters; below level 1 only Stack blocks (and names) are allowed.
+test('parseComposition / Fuse names / validateComposition depth as the Python library', (t) => {
+  const { parseComposition } = compositionModule;
+  const p = parseComposition([['a', 'b'], 'c'] as never)!;
+  t.is(String(p), String(new Stack(new Fuse('a', 'b'), 'c')));
+  t.is(new Fuse(new Stack('a', 'b'), new Stack('c', 'd')).name, 'b,d');
+  t.is(new Fuse('a', 'b').name, 'a,b');
+  t.throws(() => validateComposition(new Stack(new Parallel(new BatchSplit(['a', 'b'], [1, 1]), 'c'))), { instanceOf: ValueError, message: /too deep/ });
+  t.notThrows(() => validateComposition(new Parallel(new BatchSplit(['a', 'b'], [1, 1]), new Stack('c', 'd'))));
 });
