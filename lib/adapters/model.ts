@@ -196,13 +196,21 @@ export class AdapterManager {
       const layers = this.layers();
       if (!pool || !layers.some((l) => l.prefix)) throw new ValueError(`prefix tuning is not supported for ${String(this.model.config.model_type)} yet`);
       for (const l of layers) { l.prefix?.attach(pool); l.crossPrefix?.attach(pool); }  // layer aliases name the parameters
-      pool.add(name, c, layers.length, this.model.base.numHeads!(), hidden, this.model.base.prefixLocations?.(c));
-      for (const l of layers)
-        for (const site of [l.prefix, l.crossPrefix])
-          if (!leave.has(l.index) && site) {
-            site.enabled.add(name);
-            if (c.get('use_gating')) site.addGate(name, hidden, c.get('shared_gating') as boolean);
-          }
+      // the prefix of each location holds the included layers only, numbered in order (the Python library's pool sizes
+      // and indicate_prefix): leave_out shrinks it
+      const count = new Map<string, number>();
+      const sites = layers.flatMap((l) => [l.prefix, l.crossPrefix].filter((x): x is NonNullable<typeof x> => !!x).map((site) => ({ site, layer: l.index })))
+        .sort((a, b) => a.site.kvIndex - b.site.kvIndex);
+      for (const { site, layer } of sites) {
+        if (leave.has(layer)) continue;
+        const loc = site.location ?? pool.location, k = count.get(loc) ?? 0;
+        if (k !== site.kvIndex) site.kvIndexOf.set(name, k);
+        count.set(loc, k + 1);
+        site.enabled.add(name);
+        if (c.get('use_gating')) site.addGate(name, hidden, c.get('shared_gating') as boolean);
+      }
+      const locations = this.model.base.prefixLocations?.(c)?.map((l) => ({ ...l, nLayers: count.get(l.key) ?? 0 })).filter((l) => l.nLayers > 0);
+      pool.add(name, c, count.get(pool.location) ?? 0, this.model.base.numHeads!(), hidden, locations);
       return;
     }
     if (c instanceof ReftConfig) {
@@ -253,6 +261,7 @@ export class AdapterManager {
       l.crossBottleneck?.remove(name);
       for (const site of [l.prefix, l.crossPrefix]) {
         site?.enabled.delete(name);
+        site?.kvIndexOf.delete(name);
         site?.removeGate(name);
       }
       l.reft?.remove(name);

@@ -565,3 +565,27 @@ test('gated (IA)³ and stacked gated LoRA follow the Python modules; init_weight
   t.throws(() => init('ia3[dropout=0.1]'), { instanceOf: ValueError, message: /does not support dropout/ });
   t.throws(() => init('lora[init_weights="vera"]'), { instanceOf: ValueError, message: /init_weights/ });
 });
+
+// Prefix tuning with leave_out: the prefix holds the included layers only (the Python library sizes the pool by them and
+// numbers them in order), so the saved weights have its shapes; the adapter round-trips.
+test('prefix tuning with leave_out: the prefix covers the included layers only; save / load round trip', (t) => {
+  const H = (tiny.bert!.hidden_size as number);
+  const m = AutoAdapterModel.fromConfig(tiny.bert!, { seed: 26 }).eval();
+  m.addAdapter('p', 'prefix_tuning[prefix_length=3, bottleneck_size=8, leave_out=[0]]', { setActive: true });
+  m.addAdapter('f', 'prefix_tuning[prefix_length=3, flat=True, leave_out=[0]]');
+  const shape = (k: string) => m.namedParameters().find(([n]) => n.endsWith(k))![1].shape;
+  const L = tiny.bert!.num_hidden_layers as number;
+  t.deepEqual(shape('prefix_tunings.p.self_prefix.control_trans.2.weight'), [(L - 1) * 2 * H, 8]);
+  t.deepEqual(shape('prefix_tunings.f.self_prefix.control_trans'), [3 * (L - 1) * 2 * H]);
+  const ids = [[5, 6, 7, 8]];
+  const out = (x: typeof m) => scope(() => Array.from(noGrad(() => x.forward({ inputIds: ids }).lastHiddenState).toArray() as Float32Array));
+  const before = out(m);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'prefix-leave-'));
+  m.saveAdapter(dir, 'p');
+  const m2 = AutoAdapterModel.fromConfig(tiny.bert!, { seed: 26 }).eval();
+  m2.loadAdapter(dir, { setActive: true });
+  t.deepEqual(out(m2), before);
+  fs.rmSync(dir, { recursive: true, force: true });
+  m.dispose();
+  m2.dispose();
+});

@@ -112,6 +112,11 @@ export class PrefixSite {
   ctx: AdapterContext | null = null;
   /** Adapters with a prefix at this layer (leave_out excludes layers). */
   readonly enabled = new Set<string>();
+  /**
+   * Per adapter, this layer's index inside its prefix when it differs from kvIndex: with leave_out the prefix holds
+   * only the included layers, numbered in order (the Python library's indicate_prefix).
+   */
+  readonly kvIndexOf = new Map<string, number>();
   private pool: PrefixTuningPool | null = null;
   /**
    * @param layer adapter layer index (leave_out, AdapterDrop); @param location pool location key (null: the
@@ -159,7 +164,7 @@ export class PrefixSite {
   /** Stack(a, b) → [prefix_b, prefix_a] (later adapters first); BatchSplit → per-row prefixes (equal lengths). */
   private compose(setup: Setup, loc: string, batch: number, training: boolean, x?: Tensor): { k: Tensor; v: Tensor } {
     if (typeof setup === 'string') {
-      const kv = this.pool!.get(setup, loc)!.layerKV(this.kvIndex, batch, training, this.ctx!.prefixStates);
+      const kv = this.pool!.get(setup, loc)!.layerKV(this.kvIndexOf.get(setup) ?? this.kvIndex, batch, training, this.ctx!.prefixStates);
       const gate = this.gates?.child(setup) as Linear | null | undefined;
       if (!gate || !x) return kv;
       const g = ops.mean(ops.sigmoid(gate.forward(x)), 1);                  // (B, 1 or 2)
