@@ -177,12 +177,23 @@ test('nested: Stack(a, Parallel(b, c)) = [Stack(a, b); Stack(a, c)]', (t) => {
   m.dispose();
 });
 
-test('nested: BatchSplit(Stack(a, b), Stack(b, c)) = row 0 of Stack(a, b) + row 1 of Stack(b, c)', (t) => {
-  const m = tinyBert(5);
-  const nested = run(m, new BatchSplit([new Stack('a', 'b'), new Stack('b', 'c')], [1, 1]));
+// The Python library runs a BatchSplit's first adapter's pre-step (pre_block) once on the whole state, and a nested
+// Stack runs each of its adapters' pre-steps again. For Houlsby adapters that pre-step is the identity (no LayerNorm
+// before), so each row equals its Stack alone; for Pfeiffer ones (LayerNorm of h + input before) the nested rows see
+// that LayerNorm twice, as in the Python library, and differ from the Stacks alone.
+test('nested: BatchSplit(Stack(a, b), Stack(b, c)) as the Python library composes it', (t) => {
+  const h = AutoAdapterModel.fromConfig({ model_type: 'bert', vocab_size: 40, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2,
+    intermediate_size: 32, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 }, { seed: 5 }).eval();
+  for (const n of ['a', 'b', 'c']) h.addAdapter(n, 'double_seq_bn');
+  noGrad(() => { for (const [k, p] of h.namedParameters()) if (/\.adapters\.[abc]\./.test(k)) p.copy_(ops.add(p, ops.randn(p.shape, { std: 0.2, seed: k.length }))); });
+  const nested = run(h, new BatchSplit([new Stack('a', 'b'), new Stack('b', 'c')], [1, 1]));
   const half = nested.length / 2;
-  t.true(near(nested.slice(0, half), run(m, new Stack('a', 'b')).slice(0, half)));
-  t.true(near(nested.slice(half), run(m, new Stack('b', 'c')).slice(half)));
+  t.true(near(nested.slice(0, half), run(h, new Stack('a', 'b')).slice(0, half)));
+  t.true(near(nested.slice(half), run(h, new Stack('b', 'c')).slice(half)));
+  h.dispose();
+  const m = tinyBert(5);  // seq_bn (Pfeiffer)
+  const pn = run(m, new BatchSplit([new Stack('a', 'b'), new Stack('b', 'c')], [1, 1]));
+  t.false(near(pn.slice(0, pn.length / 2), run(m, new Stack('a', 'b')).slice(0, pn.length / 2)), 'the LayerNorm before runs twice');
   m.dispose();
 });
 

@@ -365,10 +365,10 @@ for (const arch of Object.keys(tiny))
     const { Parallel } = await import('../../lib/adapters/composition.ts');
     const m = AutoAdapterModel.fromConfig(tiny[arch]!, { seed: 21 }).eval();
     m.addAdapter('a', 'seq_bn');
-    // GPT-2's fused c_attn LoRA refuses compositions (as in Python): a second sequential bottleneck there. (Mixing
-    // seq_bn and par_bn in one block is not an identity: as in Python's bottleneck_layer_forward, the site applies the
-    // last adapter's post_forward to every branch.)
-    m.addAdapter('b', arch === 'gpt2' ? 'double_seq_bn' : 'lora[intermediate_lora=true]');
+    // GPT-2's fused c_attn LoRA refuses compositions (as in Python): a second bottleneck of the same configuration
+    // there. (Bottlenecks of different configurations in one block are not an identity: as in the Python library, the
+    // block's first adapter pre-processes every branch and its last one post-processes them.)
+    m.addAdapter('b', arch === 'gpt2' ? 'seq_bn' : 'lora[intermediate_lora=true]');
     noGrad(() => { for (const [k, p] of m.namedParameters()) if (/\.(a|b)\./.test(k)) p.copy_(ops.add(p, ops.randn(p.shape, { std: 0.2, seed: k.length }))); });
     const pixels = arch === 'vit' ? ops.randn([2, 3, 8, 8], { seed: 9 }) : null;
     const input = pixels ? { pixelValues: pixels } : arch === 't5' || arch === 'bart'

@@ -20,7 +20,7 @@ import { keep } from '../../scope.ts';
 import { ValueError } from '../../errors.ts';
 import type { BnConfig } from '../config.ts';
 import { PHMLinear } from './phm.ts';
-import { Average, BatchSplit, Fuse, Parallel, Split, Stack, type Setup } from '../composition.ts';
+import { Average, BatchSplit, CompositionBlock, Fuse, Parallel, Split, Stack, type Setup } from '../composition.ts';
 import { FusionLayer, type FusionConfigDict } from './fusion.ts';
 import { matchBatch, repeatBatch, segmentStarts } from '../context.ts';
 import { bottleneckActSupported, bottleneckFused, bottleneckSgmv, fusedAdapterKernels } from '../fused.ts';
@@ -37,6 +37,11 @@ function adapterActivation(name: string): (x: Tensor) => Tensor {
 
 interface Proj extends Module {
   forward(x: Tensor): Tensor;
+}
+
+/** Whether every child of a block is present at this site (filterSetup leaves an empty Stack for an absent one). */
+function allPresent(setup: CompositionBlock): boolean {
+  return setup.children.every((c) => !(c instanceof Stack && c.children.length === 0));
 }
 
 export class BottleneckAdapter extends Module {
@@ -232,6 +237,12 @@ export class BottleneckSite {
     return { h, input: st.input, last: setup.children[setup.children.length - 1] as string };
   }
 
+  /** The pre-processing of a composition block by its first adapter (the Python library's pre_block). */
+  private preBlock(setup: Setup, st: { h: Tensor; input: Tensor }, ln: LayerNorm | null): { h: Tensor; residual: Tensor } {
+    const first = typeof setup === 'string' ? setup : setup.flatten()[0]!;
+    return this.get(first)!.preForward(st.h, st.input, ln);
+  }
+
   /**
    * Evaluates a setup on (h, input): a name runs that adapter (its pre_forward on the current state); Stack
    * chains; BatchSplit / Split run children on rows / positions and concatenate; Average combines children's
@@ -278,11 +289,17 @@ export class BottleneckSite {
         const seg = this.segmented(setup as BatchSplit, st, ln);
         if (seg) return seg;
       }
+      // A block whose children are all here runs as the Python library's does: its first adapter pre-processes the
+      // whole state once (pre_block), named children then run on that without a pre-step of their own, and nested blocks
+      // recurse (a Stack child pre-processes again). A block with children absent at this site (another method's
+      // adapters, which the Python library cannot run there) keeps each child's own pre-step.
+      const pre = allPresent(setup) ? this.preBlock(setup, st, ln) : null;
       let at = 0, last = st.last;
       const parts = setup.children.map((c, i) => {
-        const sub = { h: ops.slice(st.h, dim, at, at + sizes[i]!), input: ops.slice(st.input, dim, at, at + sizes[i]!), last: st.last };
+        const cut = (t: Tensor) => ops.slice(t, dim, at, at + sizes[i]!);
+        const sub = { h: cut(pre ? pre.h : st.h), input: cut(st.input), last: st.last };
+        const r = pre && typeof c === 'string' ? { h: this.get(c)!.forwardUp(sub.h, cut(pre.residual), false).out, last: c } : this.compose(c, sub, ln);
         at += sizes[i]!;
-        const r = this.compose(c, sub, ln);
         last = r.last;
         return r.h;
       });
@@ -302,7 +319,11 @@ export class BottleneckSite {
       return this.compose(new BatchSplit(setup.children, setup.children.map(() => B / N)), cur, ln);
     }
     if (setup instanceof Average) {
-      const rs = setup.children.map((c) => this.compose(c, st, ln));
+      // pre-processed once by the first adapter when every child is here, as BatchSplit above
+      const pre = allPresent(setup) ? this.preBlock(setup, st, ln) : null;
+      const rs = setup.children.map((c) => pre && typeof c === 'string'
+        ? { h: this.get(c)!.forwardUp(pre.h, pre.residual, false).out, last: c }
+        : this.compose(c, pre ? { h: pre.h, input: st.input, last: st.last } : st, ln));
       const N = rs.length;
       const sum = rs.map((r, i) => ops.mul(r.h, setup.weights[i]! / N)).reduce((a, b) => ops.add(a, b));
       return { h: sum, input: st.input, last: rs[N - 1]!.last };
