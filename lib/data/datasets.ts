@@ -99,7 +99,8 @@ export const GLUE_TASKS: Record<string, TableTask> = {
   cola: { text: 'sentence', label: 'label', labels: ['0', '1'], columns: ['source', 'label', 'original_label', 'sentence'] },
   'sst-2': { text: 'sentence', label: 'label', labels: ['0', '1'] },
   mrpc: { text: '#1 String', textPair: '#2 String', label: 'Quality', labels: ['0', '1'] },
-  rte: { text: 'sentence1', textPair: 'sentence2', label: 'label', labels: ['not_entailment', 'entailment'] },
+  // (HF datasets' glue/rte order: 0 = entailment, 1 = not_entailment, so heads move between the libraries)
+  rte: { text: 'sentence1', textPair: 'sentence2', label: 'label', labels: ['entailment', 'not_entailment'] },
   'sts-b': { text: 'sentence1', textPair: 'sentence2', label: 'score' },
 };
 

@@ -710,13 +710,21 @@ function loadWeights(model: AdapterModel, dir: string, spec: ArchSpec): void {
   const own = model.stateDict();
   const prefix = `${spec.prefix}.`;
   const loaded = new Set<string>();
+  // the model's own parameter names with layer numbers blanked: an unused checkpoint tensor of that form belongs to
+  // layers the config does not have (a checkpoint / config mismatch), not to another class's head
+  const shapes = new Set([...own.keys()].map((k) => k.replace(/\.\d+\./g, '.#.')));
+  const foreignLayers: string[] = [];
   try {
   noGrad(() => {
     for (const h of sources)
       for (const name of h.names()) {
         const key = name.startsWith(prefix) || own.has(name) ? name : prefix + name;
         const dst = own.get(key);
-        if (!dst) continue;  // head weights of other classes (cls.*, lm_head.*) are not part of the base model
+        if (!dst) {  // head weights of other classes (cls.*, lm_head.*) are not part of the base model
+          if (shapes.has(key.replace(/\.\d+\./g, '.#.'))) foreignLayers.push(name);
+          continue;
+        }
+        if (loaded.has(key)) throw new FormatError(`${h.path}: tensor '${name}' is stored more than once in the checkpoint (as '${key}')`);
         const shape = h.shape(name);
         if (shape.join() !== dst.shape.join())
           throw new ShapeError(`${h.path}: tensor '${name}' has shape [${shape}] but the config gives [${dst.shape}] for '${key}'`);
@@ -733,8 +741,12 @@ function loadWeights(model: AdapterModel, dir: string, spec: ArchSpec): void {
       }
     }
   });
+  if (foreignLayers.length)
+    throw new FormatError(`${sources.map((s) => s.path).join(', ')}: ${foreignLayers.length} tensor(s) belong to layers the config does not have ` +
+      `(e.g. ${foreignLayers.slice(0, 3).join(', ')}); check num_hidden_layers and the other sizes in config.json`);
   if (model.lmHeadKind === 'untied' && !loaded.has('lm_head.weight')) {
-    // a base-model checkpoint without an LM head: fall back to the input embeddings (HF ties by default)
+    // a base-model checkpoint without its separate LM head (e.g. a saved LlamaModel): the head falls back to the input
+    // embeddings, as the tests' float64 references do (transformers would initialise it at random, with a warning)
     noGrad(() => own.get('lm_head.weight')!.copy_(model.base.inputEmbeddings!()));
     loaded.add('lm_head.weight');
   }

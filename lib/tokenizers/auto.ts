@@ -129,6 +129,9 @@ export class PreTrainedTokenizer {
     const cfg: Json = { ...(CLASS_DEFAULTS[cls] ?? {}), ...config };
     if (specialTokensMap && !('added_tokens_decoder' in config)) Object.assign(cfg, specialTokensMap);
     this.#special = Object.fromEntries(SPECIAL_KEYS.map((k) => [k, tokenString(cfg[k], `${where}: ${k}`)])) as Record<SpecialKey, string | null>;
+    for (const k of ['padding_side', 'truncation_side'])
+      if (cfg[k] !== undefined && cfg[k] !== null && cfg[k] !== 'left' && cfg[k] !== 'right')
+        throw new ValueError(`${where}: ${k} must be 'left' or 'right', got ${JSON.stringify(cfg[k])}`);
     this.paddingSide = cfg.padding_side === 'left' ? 'left' : 'right';
     this.truncationSide = cfg.truncation_side === 'left' ? 'left' : 'right';
     const mml = cfg.model_max_length;
@@ -223,6 +226,13 @@ export class PreTrainedTokenizer {
   encodeBatch(texts: string[], opts?: BatchEncodeOptions): BatchEncoding;
   encodeBatch(texts: string[], opts: BatchEncodeOptions = {}): BatchEncoding | TensorBatchEncoding {
     if (!Array.isArray(texts) || texts.some((s) => typeof s !== 'string')) throw new ValueError('encodeBatch: texts must be an array of strings');
+    // an option value that would be ignored is an error (transformers' names and values)
+    const check = (k: 'padding' | 'paddingSide' | 'truncationSide', ok: unknown[]) => {
+      if (opts[k] !== undefined && !ok.includes(opts[k])) throw new ValueError(`encodeBatch: ${k} must be one of ${ok.map((v) => JSON.stringify(v)).join(', ')}, got ${JSON.stringify(opts[k])}`);
+    };
+    check('padding', [true, false, 'longest', 'max_length', 'do_not_pad']);
+    check('paddingSide', ['left', 'right']);
+    check('truncationSide', ['left', 'right']);
     const add = opts.addSpecialTokens ?? true;
     const side = opts.truncationSide ?? this.truncationSide;
     const ids = texts.map((s) => this.#encodeOne(s, add, this.#truncLength(opts), side));

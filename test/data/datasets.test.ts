@@ -26,7 +26,8 @@ test('GLUE presets: CoLA without a header, RTE string labels, STS-B regression',
   const cola = write('cola.tsv', 'gj04\t1\t\tOur friends will buy this.\ngj04\t0\t*\tThey drank the pub.\n');
   t.deepEqual(tableExamples(cola, GLUE_TASKS.cola!, tok, 16).map((e) => e.labels), [1, 0]);
   const rte = write('rte.tsv', 'index\tsentence1\tsentence2\tlabel\n0\ta b\tc\tnot_entailment\n1\td\te f\tentailment\n');
-  t.deepEqual(tableExamples(rte, GLUE_TASKS.rte!, tok, 16).map((e) => e.labels), [0, 1]);
+  // HF datasets' glue/rte ids: 0 = entailment, 1 = not_entailment
+  t.deepEqual(tableExamples(rte, GLUE_TASKS.rte!, tok, 16).map((e) => e.labels), [1, 0]);
   const sts = write('sts.tsv', 'index\tsentence1\tsentence2\tscore\n0\ta\tb\t3.800\n');
   t.deepEqual(tableExamples(sts, GLUE_TASKS['sts-b']!, tok, 16).map((e) => e.labels), [3.8]);
 });

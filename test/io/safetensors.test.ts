@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
-import { AdaptersError, FormatError, IOError, ShapeError, tensor, type Tensor } from '../../lib/index.ts';
+import { AdaptersError, FormatError, IOError, ShapeError, ops, tensor, type Tensor } from '../../lib/index.ts';
 import { loadSafetensors, parseHeader, readSafetensorsHeader, readTensor, saveSafetensors } from '../../lib/io/safetensors.ts';
 import { AutoAdapterModel } from '../../lib/models/auto.ts';
 
@@ -291,6 +291,19 @@ bertTest('a checkpoint missing a tensor is refused, naming the tensor', (t) => {
   const e = t.throws(() => AutoAdapterModel.fromPretrained(dir), { instanceOf: FormatError });
   t.regex(e!.message, /missing 1 tensor\(s\): bert\.encoder\.layer\.1\.attention\.self\.key\.weight/);
   t.true(e!.message.includes(dir), 'names the model folder');
+});
+
+bertTest('a tensor stored twice, or tensors of layers the config lacks, are refused (not silently overwritten / dropped)', (t) => {
+  const twice = tamperedBert((m) => {
+    // the same weight under its flex-head name and its base name: which one wins would be arbitrary
+    m.set('bert.encoder.layer.0.output.dense.bias', ops.zeros(m.get('encoder.layer.0.output.dense.bias')!.shape));
+  });
+  t.throws(() => AutoAdapterModel.fromPretrained(twice), { instanceOf: FormatError, message: /stored more than once/ });
+  const extra = tamperedBert((m) => {
+    // a third layer in a checkpoint whose config.json says two
+    for (const [k, v] of [...m]) if (k.startsWith('encoder.layer.1.')) m.set(k.replace('layer.1.', 'layer.2.'), v.clone());
+  });
+  t.throws(() => AutoAdapterModel.fromPretrained(extra), { instanceOf: FormatError, message: /belong to layers the config does not have.*encoder\.layer\.2\./ });
 });
 
 bertTest('a tensor whose shape disagrees with config.json is refused, naming file and tensor', (t) => {

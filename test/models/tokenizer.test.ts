@@ -81,6 +81,10 @@ storiesTest('stories260K: batch padding needs a pad token; then pads right or le
   t.deepEqual(tok.batchDecode(enc.inputIds, { skipSpecialTokens: true }), ['Once upon a', 'Lily']);
   enc.inputIds.dispose();
   enc.attentionMask.dispose();
+  // misspelled option values are errors, not silently the default
+  t.throws(() => tok.encodeBatch(texts, { padding: 'max-length' as never, maxLength: 4 }), { instanceOf: ValueError, message: /padding must be one of/ });
+  t.throws(() => tok.encodeBatch(texts, { padding: true, paddingSide: 'Left' as never }), { instanceOf: ValueError, message: /paddingSide/ });
+  t.throws(() => tok.encodeBatch(texts, { maxLength: 2, truncationSide: 'middle' as never }), { instanceOf: ValueError, message: /truncationSide/ });
 });
 
 storiesTest('stories260K: add_bos_token / add_eos_token / padding_side from tokenizer_config.json', (t) => {
