@@ -58,13 +58,17 @@ export function readTable(file: string): Record<string, string>[] {
       }
     });
   }
-  const rows = ext === '.csv' ? parseCsv(s) : s.split(/\r?\n/).filter((l) => l.length).map((l) => l.split('\t'));
+  const rows = ext === '.csv' ? parseCsv(s, file) : s.split(/\r?\n/).filter((l) => l.length).map((l) => l.split('\t'));
   const [header, ...body] = rows;
   if (!header || !body.length) throw new ValueError(`${file}: no data rows`);
-  return body.map((r) => Object.fromEntries(header.map((h, i) => [h.trim(), r[i] ?? ''])));
+  // a row with fewer cells than the header would read its missing cells as empty text or labels
+  body.forEach((r, i) => {
+    if (r.length < header.length) throw new ValueError(`${file}: row ${i + 1} has ${r.length} cells, the header ${header.length}`);
+  });
+  return body.map((r) => Object.fromEntries(header.map((h, i) => [h.trim(), r[i]!])));
 }
 
-function parseCsv(s: string): string[][] {
+function parseCsv(s: string, file = 'csv'): string[][] {
   const rows: string[][] = [];
   let row: string[] = [], cell = '', q = false;
   for (let i = 0; i < s.length; i++) {
@@ -80,6 +84,7 @@ function parseCsv(s: string): string[][] {
       row = [];
     } else cell += c;
   }
+  if (q) throw new ValueError(`${file}: a quoted field is not closed before the end of the file`);
   if (cell.length || row.length) { row.push(cell); rows.push(row); }
   return rows;
 }
@@ -112,8 +117,11 @@ export function tableExamples(file: string, task: TableTask, tok: TextTokenizer,
     rows = lines.map((l) => Object.fromEntries(l.split('\t').map((v, i) => [task.columns![i] ?? String(i), v])));
   } else rows = readTable(file);
   if (!rows.length) throw new ValueError(`${file}: the dataset is empty`);
-  for (const col of [task.text, task.textPair, task.label].filter((c): c is string => !!c))
-    if (!(col in rows[0]!)) throw new ValueError(`${file}: missing column '${col}' (columns: ${Object.keys(rows[0]!).join(', ')})`);
+  // every row needs the columns (JSONL rows carry their own keys)
+  rows.forEach((r, i) => {
+    for (const col of [task.text, task.textPair, task.label].filter((c): c is string => !!c))
+      if (!(col in r)) throw new ValueError(`${file}: ${i === 0 ? '' : `row ${i + 1}: `}missing column '${col}' (columns: ${Object.keys(r).join(', ')})`);
+  });
   const sep = tok.sepTokenId ?? null;
   return rows.map((r, i) => {
     // truncation keeps the special tokens; pairs follow run_glue's tokenizer(a, b): [CLS] a [SEP] b [SEP] with
@@ -132,7 +140,7 @@ export function tableExamples(file: string, task: TableTask, tok: TextTokenizer,
       if (label < 0) throw new ValueError(`${file}: row ${i + 1}: label '${raw}' is not one of ${task.labels.join(', ')}`);
     } else {
       label = Number(raw);
-      if (!Number.isFinite(label)) throw new ValueError(`${file}: row ${i + 1}: label '${raw}' is not a number`);
+      if (raw === '' || !Number.isFinite(label)) throw new ValueError(`${file}: row ${i + 1}: label '${raw}' is not a number`);
     }
     return types ? { inputIds: ids, tokenTypeIds: types, labels: label } : { inputIds: ids, labels: label };
   });

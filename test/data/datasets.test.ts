@@ -40,6 +40,12 @@ test('bad input: missing column, empty file, unknown label, invalid JSONL, too l
   t.throws(() => readTable(write('j.jsonl', '{"a": 1}\n{oops\n')), { message: /j\.jsonl:2: invalid JSON/ });
   t.throws(() => textBlocks(write('s.txt', 'a b c'), tok, 8), { message: /too little text for one block of 8 tokens/ });
   t.throws(() => readTable(path.join(dir, 'nope.csv')), { message: /no such file/ });
+  // holes in a table are errors naming the row, not empty text or a label of 0
+  t.throws(() => tableExamples(write('sts2.tsv', 'index\tsentence1\tsentence2\tscore\n0\ta\tb\t3.5\n1\tc\td\t\n'), GLUE_TASKS['sts-b']!, tok, 16), { message: /row 2: label '' is not a number/ });
+  t.throws(() => tableExamples(write('short.tsv', 'sentence\tlabel\nok\t1\nshort\n'), GLUE_TASKS['sst-2']!, tok, 8), { message: /row 2 has 1 cells, the header 2/ });
+  t.throws(() => readTable(write('q.csv', 'sentence,label\n"unclosed,1\nnext,0\n')), { message: /quoted field is not closed/ });
+  t.throws(() => tableExamples(write('p.jsonl', '{"sentence1": "a", "sentence2": "b", "label": "entailment"}\n{"sentence1": "c", "label": "entailment"}\n'), GLUE_TASKS.rte!, tok, 16), { message: /row 2: missing column 'sentence2'/ });
+  t.throws(() => tableExamples(write('nl.jsonl', '{"sentence": "a", "label": "1"}\n{"sentence": "b"}\n'), GLUE_TASKS['sst-2']!, tok, 8), { message: /row 2: missing column 'label'/ });
 });
 
 test('plain text packs into fixed blocks (labels = inputs); head/tail splits', (t) => {
