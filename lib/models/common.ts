@@ -33,6 +33,9 @@ export function num(cfg: HFConfig, key: string, def?: number): number {
     return def;
   }
   if (typeof v !== 'number') throw new ValueError(`config.json: '${key}' must be a number, got ${JSON.stringify(v)}`);
+  // sizes and counts (num_*, *_size, n_*, vocab, positions, ...) must be non-negative integers
+  if (/^(num_|n_)|_size$|^vocab|positions$|_heads$|_layers$|^d_(model|kv|ff)$|_buckets$/.test(key) && !(Number.isInteger(v) && v >= 0))
+    throw new ValueError(`config.json: '${key}' must be a non-negative integer, got ${JSON.stringify(v)}`);
   return v;
 }
 export function str(cfg: HFConfig, key: string, def: string): string {

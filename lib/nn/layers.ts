@@ -2,6 +2,7 @@
  * Shared building blocks. Every projection of every model is an `nn.Linear`, the single place where
  * adapter methods (LoRA, (IA)³, ...) attach later; each carries a hook-site name such as `attn.q`.
  */
+import { ValueError } from '../errors.ts';
 import { Module } from './module.ts';
 import { Tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
@@ -112,6 +113,6 @@ export function activation(name: string): Activation {
     case 'sigmoid':
       return (x) => ops.sigmoid(x);
     default:
-      throw new Error(`unsupported activation '${name}'`);
+      throw new ValueError(`unsupported activation '${name}'`);
   }
 }

@@ -6,7 +6,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { noGrad, ops, tensor, ShapeError, type Tensor } from '../../lib/index.ts';
+import { noGrad, ops, tensor, ShapeError, ValueError, type Tensor } from '../../lib/index.ts';
 import { AutoAdapterModel, type AdapterModel } from '../../lib/models/auto.ts';
 import { Linear } from '../../lib/nn/layers.ts';
 import { loadSafetensors, readSafetensorsHeader } from '../../lib/io/safetensors.ts';
@@ -171,5 +171,7 @@ test('config: n_inner defaults to 4·n_embd; activation_function is honoured', (
   t.deepEqual(model.stateDict().get('transformer.h.0.mlp.c_fc.weight')!.shape, [24, 96]);
   t.deepEqual(model.stateDict().get('transformer.h.0.attn.c_attn.weight')!.shape, [24, 72]);
   model.dispose();
-  t.throws(() => AutoAdapterModel.fromConfig({ ...TINY, activation_function: 'nope' }), { message: /unsupported activation/ });
+  t.throws(() => AutoAdapterModel.fromConfig({ ...TINY, activation_function: 'nope' }), { instanceOf: ValueError, message: /unsupported activation/ });
+  // sizes and counts must be whole numbers (a fractional layer count threw a RangeError from deep inside)
+  t.throws(() => AutoAdapterModel.fromConfig({ ...TINY, n_layer: 2.5 }), { instanceOf: ValueError, message: /'n_layer' must be a non-negative integer/ });
 });
