@@ -103,7 +103,17 @@ function num(f: Flags, k: keyof Flags, def: number): number {
 
 interface TaskData { train?: Example[]; eval: Example[]; task: TableTask | null }
 
-function loadData(f: Flags, model: AdapterModel, withTrain: boolean): TaskData {
+/** The class names of the active head in id order (its label2id), when they are real names (not LABEL_i). */
+function headLabels(model: AdapterModel): string[] | null {
+  const a = model.activeHead;
+  if (typeof a !== 'string') return null;
+  const l2i = model.headManager.get(a).config.label2id as Record<string, number> | null | undefined;
+  if (!l2i) return null;
+  const names = Object.entries(l2i).sort((x, y) => x[1] - y[1]).map(([k]) => k);
+  return names.every((n, i) => n === `LABEL_${i}`) ? null : names;
+}
+
+function loadData(f: Flags, model: AdapterModel, withTrain: boolean, classes: string[] | null = null): TaskData {
   const tok = AutoTokenizer.fromPretrained(model.sourceDir ?? need(f, 'model'));
   const T = int(f, 'seq-len', 128);
   const task = need(f, 'task');
@@ -118,8 +128,10 @@ function loadData(f: Flags, model: AdapterModel, withTrain: boolean): TaskData {
       task: null,
     };
   } else if (task === 'classification') {
-    const preset = f.glue ? GLUE_TASKS[f.glue.toLowerCase()] : plainTask(need(f, withTrain ? 'train' : 'validation'));
+    let preset = f.glue ? GLUE_TASKS[f.glue.toLowerCase()] : plainTask(need(f, withTrain ? 'train' : 'validation'));
     if (!preset) throw new UsageError(`unknown --glue '${f.glue}' (one of ${Object.keys(GLUE_TASKS).join(', ')})`);
+    // evaluating a trained head: its own class order (id2label), not the one the validation file alone would give
+    if (classes && !f.glue && preset.labels) preset = { ...preset, labels: classes };
     out = { train: withTrain ? tableExamples(need(f, 'train'), preset, tok, T) : undefined, eval: tableExamples(need(f, 'validation'), preset, tok, T), task: preset };
   } else throw new UsageError(`unknown --task '${task}' (causal-lm or classification)`);
   const maxEval = f['max-eval'] ? int(f, 'max-eval', 0) : 0;
@@ -161,7 +173,9 @@ async function train(f: Flags, print: (s: string) => void): Promise<void> {
   manualSeed(int(f, 'seed', 42));  // adapter and head initialisation are reproducible too
   const adapter = need(f, 'adapter');
   const full = adapter === 'full';
-  if (data.task) model.addClassificationHead('task', { num_labels: data.task.labels?.length ?? 1 });
+  // the class names go into the head (id2label), so that eval maps labels to the same ids
+  if (data.task) model.addClassificationHead('task', { num_labels: data.task.labels?.length ?? 1,
+    ...(data.task.labels ? { id2label: Object.fromEntries(data.task.labels.map((l, i) => [i, l])) } : {}) });
   if (!full) {
     model.addAdapter('task', adapter);
     model.trainAdapter('task');
@@ -202,7 +216,7 @@ async function train(f: Flags, print: (s: string) => void): Promise<void> {
 async function evaluate(f: Flags, print: (s: string) => void): Promise<void> {
   const model = await AutoAdapterModel.fromPretrainedAsync(need(f, 'model'));
   if (f['adapter-dir']) await model.loadAdapterAsync(f['adapter-dir'], { setActive: true });
-  const data = loadData(f, model, false);
+  const data = loadData(f, model, false, headLabels(model));
   const tr = new AdapterTrainer(model, { batchSize: int(f, 'batch-size', 8) }, { train: data.eval, eval: data.eval, computeMetrics: metricsFor(data.task) });
   const r = tr.evaluate();
   if (f.task === 'causal-lm' && r.eval_loss !== undefined) r.perplexity = Math.exp(r.eval_loss);

@@ -84,6 +84,22 @@ else {
       '--adapter', 'seq_bn', '--max-steps', '1']);
     t.is(bad.code, 1);
     t.regex(bad.err, /missing column 'sentence'/);
+    // named classes: the head stores them (id2label), and eval on a file holding only some of them maps each label to
+    // the id it had in training (the validation file alone would renumber them)
+    const named = ['text\tlabel', ...Array.from({ length: 18 }, (_, i) => `word${i % 3} ${'abc'[i % 3]} item ${i}\t${'abc'[i % 3]}`)];
+    fs.writeFileSync(path.join(dir, 'n.tsv'), named.join('\n'));
+    const tr = await run(['train', '--model', model, '--task', 'classification', '--train', path.join(dir, 'n.tsv'), '--validation', path.join(dir, 'n.tsv'),
+      '--adapter', 'seq_bn', '--max-steps', '2', '--batch-size', '6', '--output', path.join(dir, 'out'), '--json']);
+    t.is(tr.code, 0, tr.err);
+    const head = JSON.parse(fs.readFileSync(path.join(dir, 'out', 'head_config.json'), 'utf8'));
+    t.deepEqual(head.config.label2id, { a: 0, b: 1, c: 2 });
+    const ac = named.filter((l, i) => i === 0 || !l.endsWith('\tb'));
+    fs.writeFileSync(path.join(dir, 'ac.tsv'), ac.join('\n'));
+    const full = await run(['eval', '--model', model, '--task', 'classification', '--validation', path.join(dir, 'n.tsv'), '--adapter-dir', path.join(dir, 'out'), '--json']);
+    const part = await run(['eval', '--model', model, '--task', 'classification', '--validation', path.join(dir, 'ac.tsv'), '--adapter-dir', path.join(dir, 'out'), '--json']);
+    t.is(full.code, 0, full.err);
+    t.is(part.code, 0, part.err);
+    t.is(typeof JSON.parse(part.out.at(-1)!).eval_accuracy, 'number');
     fs.rmSync(dir, { recursive: true, force: true });
   });
 }
