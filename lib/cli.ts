@@ -79,9 +79,20 @@ function need(f: Flags, k: keyof Flags): string {
   if (typeof v !== 'string' || !v) throw new UsageError(`missing --${k}`);
   return v;
 }
+// flags each command reads: any other is a usage error rather than silently ignored
+const COMMAND_FLAGS: Record<string, string[]> = {
+  train: ['model', 'task', 'glue', 'train', 'validation', 'adapter', 'max-steps', 'batch-size', 'seq-len', 'lr', 'optim', 'device', 'max-eval', 'seed',
+    'output', 'json', 'help', 'eval-steps', 'save-steps', 'resume', 'grad-accum', 'warmup', 'bf16', 'gradient-checkpointing', 'adapter-drop', 'log'],
+  eval: ['model', 'task', 'glue', 'train', 'validation', 'adapter-dir', 'batch-size', 'seq-len', 'max-eval', 'json', 'help'],
+  generate: ['model', 'adapter-dir', 'prompt', 'max-new-tokens', 'json', 'help'],
+  summary: ['model', 'adapter', 'json', 'help'],
+};
+
 function int(f: Flags, k: keyof Flags, def: number): number {
   const v = f[k];
   if (v === undefined) return def;
+  // decimal digits only (Number() would take 0x5, 1e1 or ' 5')
+  if (typeof v !== 'string' || !/^\d+$/.test(v)) throw new UsageError(`--${k} must be a positive integer, got '${String(v)}'`);
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${k} must be a positive integer, got '${String(v)}'`);
   return n;
@@ -90,7 +101,7 @@ function nonNegative(f: Flags, k: keyof Flags): number {
   const v = f[k];
   if (v === undefined) return 0;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${k} must be a non-negative integer, got '${String(v)}'`);
+  if (typeof v !== 'string' || !/^\d+$/.test(v) || !Number.isInteger(n) || n < 0) throw new UsageError(`--${k} must be a non-negative integer, got '${String(v)}'`);
   return n;
 }
 function num(f: Flags, k: keyof Flags, def: number): number {
@@ -253,6 +264,11 @@ export async function main(argv: string[], io: { out?: (s: string) => void; err?
       throw new UsageError((e as Error).message);
     }
     if (f.help) { print(HELP); return 0; }
+    const allowed = COMMAND_FLAGS[cmd];
+    if (allowed) {
+      const unused = Object.keys(f).filter((k) => !allowed.includes(k));
+      if (unused.length) throw new UsageError(`${cmd} does not take ${unused.map((k) => `--${k}`).join(', ')}`);
+    }
     if (cmd === 'train') await train(f, print);
     else if (cmd === 'eval') await evaluate(f, print);
     else if (cmd === 'generate') await generate(f, print);

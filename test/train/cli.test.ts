@@ -31,6 +31,10 @@ test.serial('--help and usage errors (exit 2), missing files (exit 1)', async (t
   const steps = await run(['train', '--model', 'x', '--max-steps', 'many']);
   t.is(steps.code, 1);  // the missing model folder is found before the flag value is read
   t.regex(steps.err, /x/);
+  // a flag the command does not read is a usage error
+  const gen = await run(['generate', '--model', 'x', '--prompt', 'hi', '--lr', 'abc', '--device', 'tpu']);
+  t.is(gen.code, 2);
+  t.regex(gen.err, /generate does not take --lr, --device/);
   const nomodel = await run(['summary', '--model', '/nonexistent/model']);
   t.is(nomodel.code, 1);
   t.regex(nomodel.err, /nonexistent/);
