@@ -277,6 +277,9 @@ export class Tensor {
       own = true;
     } else if (g.shape.join() !== this.shape.join()) {
       throw new ShapeError(`backward: gradient shape [${g.shape}] does not match tensor shape [${this.shape}]`);
+    } else if (g.dtype !== this.dtype && !['f32', 'bf16', 'f16'].includes(g.dtype)) {
+      g = noGrad(() => g!.to(this.dtype));  // an integer gradient is cast to the tensor's dtype, as PyTorch does
+      own = true;
     }
     try {
       const root = g;
@@ -306,6 +309,9 @@ export class Tensor {
   copy_(src: Tensor): this {
     if (this.requiresGrad && isGradEnabled())
       throw new AutogradError('copy_: in-place update of a tensor that requires grad; wrap it in noGrad()');
+    // the copy is not recorded on the tape: a source that carries gradients would silently lose them
+    if (src instanceof Tensor && src.requiresGrad && isGradEnabled())
+      throw new AutogradError('copy_: the source requires grad, and copy_ is not recorded on the tape (its gradient would be lost); use clone() / ops instead, or noGrad()');
     autocastForget(this);
     callOp('copy_', [this, src]);
     return this;

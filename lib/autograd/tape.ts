@@ -231,12 +231,17 @@ function backwardPass(root: Tensor, grad: Tensor, order: Node[], opts: BackwardO
   }
 }
 
-function accumulateLeaf(t: Tensor, g: Tensor, ops: { add(a: Tensor, b: Tensor): Tensor }, adopt?: (g: Tensor) => boolean): void {
+function accumulateLeaf(t: Tensor, g: Tensor, ops: { add(a: Tensor, b: Tensor): Tensor; accumulate?(dst: Tensor, src: Tensor): void },
+  adopt?: (g: Tensor) => boolean): void {
   if (!t.grad) {
     // The leaf keeps its own tensor, so later in-flight disposal can't touch it: g itself when the pass can give
     // it up (full fine-tuning: no copy of every weight's gradient), else a copy.
     // (kept out of any enclosing scope(): a leaf's gradient outlives the step that made it)
     t.grad = keep(g.dtype !== t.dtype ? g.to(t.dtype) : adopt?.(g) ? g : g.clone());
+  } else if (ops.accumulate && t.grad.device === 'cpu' && g.device === 'cpu' && t.grad.dtype === 'f32' && g.dtype === 'f32' && t.grad.isContiguous &&
+    g.isContiguous && t.grad.shape.join() === g.shape.join()) {
+    // in place, as PyTorch: a reference to x.grad taken earlier sees the sum (and is not disposed under the caller)
+    ops.accumulate(t.grad, g);
   } else {
     const sum = keep(ops.add(t.grad, g.dtype === t.grad.dtype ? g : g.to(t.grad.dtype)));
     t.grad.dispose();

@@ -8,6 +8,7 @@ import { Tensor, callOp, withGrad } from '../tensor.ts';
 import { ValueError } from '../errors.ts';
 import { assertTensor, checkFloat, isFloat, one, scalarLike, sumToShape } from './util.ts';
 import { isGradEnabled } from '../autograd/tape.ts';
+import { zerosLike } from './creation.ts';
 import { autocastActive } from '../autocast.ts';
 
 type Operand = Tensor | number;
@@ -301,7 +302,8 @@ export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
   }
   const aS = aT?.shape, bS = bT?.shape;
   withGrad([out], 'where', [aT, bT], ([g]) => {
-    const zero = (): Tensor => one(callOp('affine', [g!], { scale: 0, shift: 0 }));
+    // true zeros (0·g would turn an infinite upstream gradient into NaN where the other branch was chosen)
+    const zero = (): Tensor => zerosLike(g!);
     const ga = aT && aT.requiresGrad ? (() => { const z = zero(); const r = one(callOp('where', [cond, g!, z])); z.dispose(); return reduceOwned(r, aS!); })() : null;
     const gb = bT && bT.requiresGrad ? (() => { const z = zero(); const r = one(callOp('where', [cond, z, g!])); z.dispose(); return reduceOwned(r, bS!); })() : null;
     return [ga, gb];

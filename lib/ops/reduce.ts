@@ -5,6 +5,8 @@ import { ValueError } from '../errors.ts';
 import { expand, reshape } from './shape.ts';
 import { zeros } from './creation.ts';
 
+const zerosLikeF32 = (t: Tensor): Tensor => zeros([], { dtype: 'f32', device: t.device });
+
 export interface ReduceOptions {
   keepdim?: boolean;
 }
@@ -60,6 +62,20 @@ export function max(x: Tensor, dim?: number, opts: ReduceOptions = {}): Tensor {
   const kept = dim === undefined ? [] : keptShape(x, [(attrs as { dim: number }).dim]);
   const inShape = x.shape, inNumel = x.numel;
   withGrad([v!], 'max', [x], ([g]) => {
+    // over all elements, PyTorch shares the gradient evenly between tied maxima (amax semantics)
+    if (dim === undefined) {
+      const tmp: Tensor[] = [];
+      const t = (y: Tensor) => (tmp.push(y), y);
+      const tie = t(one(callOp('eq', [x, v!])));
+      const n = t(one(callOp('sum', [t(one(callOp('cast', [tie], { dtype: 'f32' })))], { dims: [...Array(x.ndim).keys()], keepdim: false })));
+      const share = t(one(callOp('div', [g!.dtype === 'f32' ? g! : t(one(callOp('cast', [g!], { dtype: 'f32' }))), n])));
+      const r = one(callOp('where', [tie, share, t(zerosLikeF32(share))]));
+      for (const y of tmp) y.dispose();
+      if (x.dtype === 'f32') return [r];
+      const rc = one(callOp('cast', [r], { dtype: x.dtype }));
+      r.dispose();
+      return [rc];
+    }
     // scatter g into a zero tensor at the arg-max positions
     const flatIdx = dim === undefined;
     const d = flatIdx ? 0 : (attrs as { dim: number }).dim;
@@ -76,7 +92,7 @@ export function max(x: Tensor, dim?: number, opts: ReduceOptions = {}): Tensor {
       return [rr];
     }
     return [r];
-  }, [idx!], []);
+  }, [idx!], dim === undefined ? [x, v!] : []);
   if (dim === undefined && opts.keepdim && x.ndim > 0) {
     // over all elements with keepdim: every dim kept as 1 (as torch.amax over all dims, and as sum / mean here)
     const r = reshape(v!, x.shape.map(() => 1));

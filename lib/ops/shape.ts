@@ -278,8 +278,10 @@ export function split(x: Tensor, sizeOrSizes: number | number[], dim = 0): Tenso
     at += len;
     return v;
   });
+  // (shapes, dtype and device as plain values: the backward must not read tensors the caller may have disposed)
+  const shapes = views.map((v) => v.shape), dtype = x.dtype, device = x.device;
   withGrad(views, 'split', [x], (grads) => [
-    concat(grads.map((g, i) => g ?? zeros(views[i]!.shape, { dtype: x.dtype, device: x.device })), d),
+    concat(grads.map((g, i) => g ?? zeros(shapes[i]!, { dtype, device })), d),
   ], [], []);
   return views;
 }

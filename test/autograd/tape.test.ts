@@ -426,3 +426,32 @@ test('a gradient only the backward pass holds takes the next one in place (accum
   // bad input: a clear error naming both tensors
   t.throws(() => callOp('accumulate_', [randn([2, 3]), randn([3, 2])]), { message: /accumulate_.*\[2, ?3\].*\[3, ?2\]/ });
 });
+
+// PyTorch semantics found missing by an audit: .grad accumulates in place (an earlier reference sees the sum); the
+// gradient of max over all elements is shared between ties; where's unselected positions get exact zeros (an infinite
+// upstream gradient must not become NaN there); split's backward survives the caller disposing a piece; an integer
+// gradient passed to backward is cast; copy_ from a source that carries gradients (not recorded on the tape) is refused.
+test('autograd details: in-place .grad accumulation, max ties, where zeros, split after dispose, integer grads, copy_ guard', (t) => {
+  const x = tensor([1, 3, 3, 2], [4], { requiresGrad: true });
+  ops.max(x).backward();
+  t.deepEqual(Array.from(x.grad!.toArray() as Float32Array), [0, 0.5, 0.5, 0]);
+  const g = x.grad!;
+  ops.sum(ops.mul(x, 2)).backward();
+  t.is(x.grad, g, 'the same .grad object');
+  t.deepEqual(Array.from(g.toArray() as Float32Array), [2, 2.5, 2.5, 2]);
+  const y = tensor([1, 2], [2], { requiresGrad: true });
+  ops.where(tensor([true, false]), y, 0).backward(tensor([Infinity, Infinity], [2]));
+  t.deepEqual(Array.from(y.grad!.toArray() as Float32Array), [Infinity, 0]);
+  const w = tensor([1, 2], [2], { requiresGrad: true });
+  const [a, b] = ops.split(ops.mul(w, 1), 1);
+  b!.dispose();
+  ops.sum(a!).backward();
+  t.deepEqual(Array.from(w.grad!.toArray() as Float32Array), [1, 0]);
+  const z = tensor([1, 2], [2], { requiresGrad: true });
+  ops.sum(ops.mul(z, 2)).backward(tensor(new Int32Array([3]), []));
+  t.deepEqual(Array.from(z.grad!.toArray() as Float32Array), [6, 6]);
+  const buf = ops.zeros([2]);
+  t.throws(() => buf.copy_(ops.mul(z, 2)), { instanceOf: AutogradError, message: /source requires grad/ });
+  t.notThrows(() => noGrad(() => buf.copy_(ops.mul(z, 2))));
+  for (const q of [x, y, w, z, buf, a!]) q.dispose();
+});
