@@ -312,7 +312,20 @@ export class Tensor {
     // the copy is not recorded on the tape: a source that carries gradients would silently lose them
     if (src instanceof Tensor && src.requiresGrad && isGradEnabled())
       throw new AutogradError('copy_: the source requires grad, and copy_ is not recorded on the tape (its gradient would be lost); use clone() / ops instead, or noGrad()');
+    // an expanded destination (stride 0 over a dim of size > 1) would keep whichever row was written last
+    if (this.strides.some((st, i) => st === 0 && this.shape[i]! > 1))
+      throw new ValueError(`copy_: the destination [${this.shape}] is an expanded view (stride 0); copy into a contiguous tensor`);
     autocastForget(this);
+    // a source sharing memory with the destination (e.g. a.copy_(a.T)) is read from a copy first
+    if (src instanceof Tensor && !src.disposed && this.handle.sameStorage(src.handle)) {
+      const tmp = src.clone();
+      try {
+        callOp('copy_', [this, tmp]);
+      } finally {
+        tmp.dispose();
+      }
+      return this;
+    }
     callOp('copy_', [this, src]);
     return this;
   }

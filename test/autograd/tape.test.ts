@@ -453,5 +453,10 @@ test('autograd details: in-place .grad accumulation, max ties, where zeros, spli
   const buf = ops.zeros([2]);
   t.throws(() => buf.copy_(ops.mul(z, 2)), { instanceOf: AutogradError, message: /source requires grad/ });
   t.notThrows(() => noGrad(() => buf.copy_(ops.mul(z, 2))));
-  for (const q of [x, y, w, z, buf, a!]) q.dispose();
+  // copy_ from a view of the destination's own memory reads the source first; an expanded destination is refused
+  const m = tensor([[1, 2], [3, 4]]);
+  m.copy_(m.T);
+  t.deepEqual(m.tolist(), [[1, 3], [2, 4]]);
+  t.throws(() => ops.expand(tensor([[1, 2]]), [2, 2]).copy_(tensor([[5, 6], [7, 8]])), { message: /expanded view/ });
+  for (const q of [x, y, w, z, buf, a!, m]) q.dispose();
 });
