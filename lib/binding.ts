@@ -18,6 +18,9 @@ export interface TensorHandle {
   readonly isContiguous: boolean;
   /** Another handle (a view, an alias) holds this storage too. */
   readonly storageShared: boolean;
+  /** In-place writes to this storage so far (shared by all its views; autograd's saved-tensor check). */
+  readonly version: number;
+  bumpVersion(): void;
   toBuffer(): ArrayBuffer;
   dispose(): void;
   sameStorage(other: TensorHandle): boolean;

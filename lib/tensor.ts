@@ -47,8 +47,24 @@ export function callOp(name: string, inputs: (Tensor | null | undefined)[], attr
     fromNative(e);
   }
   if (profile) profileEnd(profileShapes ? `${name} ${inputs.map((t) => (t ? `${t.dtype}[${t.shape.join(',')}]` : '-')).join(' ')}` : name, t0);
+  const written = WRITTEN[name];
+  if (written) for (const i of written(hs.length)) hs[i]?.bumpVersion();
   return out.map((h) => new Tensor(h));
 }
+
+/**
+ * The ops that write into some of their inputs, and which ones: their storages' versions go up, so a graph that saved
+ * one of them for its backward raises instead of computing a wrong gradient (PyTorch's version counter).
+ */
+const range = (a: number, b: number) => Array.from({ length: Math.max(0, b - a) }, (_, i) => a + i);
+const WRITTEN: Record<string, (nInputs: number) => number[]> = {
+  copy_: () => [0],
+  accumulate_: () => [0],
+  // [hyper, ...params, ...grads, ...exp_avg, ...exp_avg_sq]
+  adamw_step: (k) => { const n = (k - 1) / 4; return [...range(1, n + 1), ...range(2 * n + 1, k)]; },
+  // [hyper, ...params, ...grads, ...momentum buffers]
+  sgd_step: (k) => { const n = (k - 1) / 3; return [...range(1, n + 1), ...range(2 * n + 1, k)]; },
+};
 
 // Per-op timing (opProfile): each op runs between two device synchronisations so that the time of an
 // asynchronous CUDA launch lands on its own op. Off by default; it costs a sync per op when on.
@@ -267,9 +283,17 @@ export class Tensor {
     }
   }
 
-  /** Backpropagates from this tensor (a scalar unless `grad` is given). */
-  backward(grad?: Tensor, opts: { retainGraph?: boolean } = {}): void {
-    let g = grad;
+  /**
+   * Backpropagates from this tensor (a scalar unless `grad` is given). The options may also come first:
+   * `loss.backward({ retainGraph: true })`.
+   */
+  backward(grad?: Tensor | { retainGraph?: boolean }, opts: { retainGraph?: boolean } = {}): void {
+    if (grad !== undefined && grad !== null && !(grad instanceof Tensor)) {
+      if (typeof grad !== 'object' || Array.isArray(grad)) throw new ValueError(`backward: the gradient must be a Tensor, got ${Array.isArray(grad) ? 'an array' : typeof grad}`);
+      opts = grad;
+      grad = undefined;
+    }
+    let g = grad ?? undefined;
     let own = false;
     if (!g) {
       if (this.numel !== 1) throw new ShapeError(`backward: grad can be implicitly created only for scalar outputs, got shape [${this.shape}]`);

@@ -46,6 +46,8 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
                         InstanceAccessor<&TensorHandle::Disposed>("disposed"),
                         InstanceAccessor<&TensorHandle::Contig>("isContiguous"),
                         InstanceAccessor<&TensorHandle::Shared>("storageShared"),
+                        InstanceAccessor<&TensorHandle::Version>("version"),
+                        InstanceMethod<&TensorHandle::BumpVersion>("bumpVersion"),
                         InstanceMethod<&TensorHandle::ToBuffer>("toBuffer"),
                         InstanceMethod<&TensorHandle::Dispose>("dispose"),
                         InstanceMethod<&TensorHandle::SameStorage>("sameStorage")});
@@ -120,6 +122,9 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
   Napi::Value Contig(const Napi::CallbackInfo& info) { check(info); return Napi::Boolean::New(info.Env(), t_.is_contiguous()); }
   // another handle (a view, an alias) holds this storage too
   Napi::Value Shared(const Napi::CallbackInfo& info) { check(info); return Napi::Boolean::New(info.Env(), t_.st.use_count() > 1); }
+  // the storage's in-place write count (shared by every view of it)
+  Napi::Value Version(const Napi::CallbackInfo& info) { check(info); return Napi::Number::New(info.Env(), (double)t_.st->version); }
+  Napi::Value BumpVersion(const Napi::CallbackInfo& info) { check(info); t_.st->version++; return info.Env().Undefined(); }
   Napi::Value SameStorage(const Napi::CallbackInfo& info) {
     check(info);
     TensorHandle* o = From(info.Env(), info[0], "sameStorage");

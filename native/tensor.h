@@ -64,6 +64,9 @@ struct Storage {
   size_t bytes = 0;      // allocated (rounded up to the size class)
   size_t requested = 0;  // asked for: the bound for views
   Device device;
+  // Bumped by every in-place write (copy_, accumulate_, optimiser steps; counted in lib/tensor.ts's callOp): the
+  // autograd tape compares it with the version a node saved, as PyTorch's version counter does.
+  uint64_t version = 0;
   explicit Storage(size_t nbytes);
   Storage(size_t nbytes, Device dev);
   ~Storage();

@@ -85,6 +85,25 @@ export class Node {
     );
     for (const e of this.edges) if (e?.node) e.node.refs++;
     for (const t of saved) t._retain();
+    this.savedVersions = saved.map((t) => t.handle.version);
+  }
+  /** The storage version of each saved tensor when the op ran (see checkSaved). */
+  private readonly savedVersions: number[];
+
+  /**
+   * Refuses to run the backward when a saved tensor was written in place since the op ran (copy_ under noGrad, an
+   * optimiser step): its gradient would be computed from the new values, silently wrong. PyTorch's version check.
+   */
+  checkSaved(): void {
+    for (let i = 0; i < this.saved.length; i++) {
+      const t = this.saved[i]!, now = t.handle.version, then = this.savedVersions[i]!;
+      if (now !== then)
+        throw new AutogradError(
+          `backward: a tensor that '${this.name}' saved for its gradient (${t.dtype} [${t.shape.join(', ')}]) was modified by an ` +
+            `in-place operation (copy_, an optimiser step) after the forward pass: it is at version ${now}, expected ${then}. ` +
+            'Run the in-place update after backward(), or recompute the forward pass.',
+        );
+    }
   }
 
   unref(): void {
@@ -216,7 +235,7 @@ function backwardPass(root: Tensor, grad: Tensor, order: Node[], opts: BackwardO
     const slots = pending.get(node) ?? new Array(node.nOutputs).fill(null);
     pending.delete(node);
     if (!node.backwardFn) throw new AutogradError(`backward: '${node.name}' has no backward`);
-    const results = slots.some((s) => s) ? node.backwardFn(slots) : [];
+    const results = slots.some((s) => s) ? (node.checkSaved(), node.backwardFn(slots)) : [];
     for (const r of results) if (r) hold(r);
     for (const s of slots) if (s) drop(s);
     for (let i = 0; i < node.edges.length; i++) {

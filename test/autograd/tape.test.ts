@@ -3,7 +3,7 @@
 import test, { type ExecutionContext } from 'ava';
 import {
   tensor, ops, rand, randn, manualSeed, getRngState, setRngState, noGrad, isGradEnabled, withGradEnabled,
-  scope, numThreads, setNumThreads, AutogradError, type Tensor,
+  scope, numThreads, setNumThreads, AutogradError, ValueError, AdamW, SGD, type Tensor,
 } from '../../lib/index.ts';
 
 const arr = (t: Tensor) => Array.from(t.toArray() as Float32Array);
@@ -459,4 +459,62 @@ test('autograd details: in-place .grad accumulation, max ties, where zeros, spli
   t.deepEqual(m.tolist(), [[1, 3], [2, 4]]);
   t.throws(() => ops.expand(tensor([[1, 2]]), [2, 2]).copy_(tensor([[5, 6], [7, 8]])), { message: /expanded view/ });
   for (const q of [x, y, w, z, buf, a!, m]) q.dispose();
+});
+
+// PyTorch's version counter: an in-place write to a tensor a node saved for its backward makes that backward raise
+// (it would read the new values: a silently wrong gradient); a tensor no backward reads may change freely.
+test('in-place writes to saved tensors: backward raises (copy_ through a view, optimiser steps, saved outputs); unsaved inputs are free', (t) => {
+  const versionError = { instanceOf: AutogradError, message: /'mul' saved for its gradient \(f32 \[3, 4\]\) was modified by an in-place operation.*version 1, expected 0/ };
+  const w = randn([3, 4], { seed: 1 }).requiresGrad_();
+  // add saves nothing, so changing its constant input is fine (as in PyTorch)
+  const c = randn([3, 4], { seed: 2 });
+  const y0 = ops.sum(ops.add(w, c));
+  noGrad(() => c.copy_(ops.zeros([3, 4])));
+  t.notThrows(() => y0.backward());
+  t.deepEqual(Array.from(w.grad!.toArray() as Float32Array), new Array(12).fill(1));
+  // mul saves its other input: writing it through a transposed view (same storage) is caught
+  const x = randn([3, 4], { seed: 3 });
+  const y1 = ops.sum(ops.mul(w, x));
+  noGrad(() => x.T.copy_(ops.ones([4, 3])));
+  t.throws(() => y1.backward(), versionError);
+  // writing the same values back still counts (versions, not contents), as in PyTorch
+  const x2 = randn([3, 4], { seed: 3 });
+  const y2 = ops.sum(ops.mul(w, x2));
+  noGrad(() => x2.copy_(x2.clone()));
+  t.throws(() => y2.backward(), versionError);
+  // a copy of the tensor, or another tensor, is independent
+  const x3 = randn([3, 4], { seed: 3 }), other = x3.clone();
+  const y3 = ops.sum(ops.mul(w, x3));
+  noGrad(() => other.copy_(ops.zeros([3, 4])));
+  t.notThrows(() => y3.backward());
+  // an op that saves its output (exp): writing the output is caught
+  const e = ops.exp(w);
+  const y4 = ops.sum(ops.mul(e, 2));
+  noGrad(() => e.copy_(ops.zeros([3, 4])));
+  t.throws(() => y4.backward(), { instanceOf: AutogradError, message: /'exp' saved/ });
+  // the optimisers' one-call native steps and their per-tensor paths all count as in-place writes of the parameters
+  for (const make of [(p: Tensor[]) => new AdamW(p, { lr: 0.1 }), (p: Tensor[]) => new SGD(p, { lr: 0.1, momentum: 0.9 })])
+    for (const nativeStep of [true, false]) {
+      const p = randn([4, 4], { seed: 5 }).requiresGrad_(), inp = randn([2, 4], { seed: 6 });
+      const opt = make([p]);
+      opt.native = nativeStep;
+      ops.sum(ops.matmul(inp, p)).backward();
+      const loss = ops.sum(ops.matmul(inp, p));  // saves p for inp's gradient... and inp for p's
+      opt.step();
+      t.throws(() => loss.backward(), { instanceOf: AutogradError, message: /modified by an in-place operation/ }, `${opt.constructor.name} native=${nativeStep}`);
+      // the usual order (backward, then step) is fine; retainGraph + step + a second backward is not
+      opt.zeroGrad();
+      const l2 = ops.sum(ops.matmul(inp, p));
+      l2.backward({ retainGraph: true });
+      opt.step();
+      t.throws(() => l2.backward(), { instanceOf: AutogradError, message: /version/ });
+      for (const q of [p, inp, loss, l2]) q.dispose();
+    }
+  // backward's options may come first; anything else that is not a tensor is a typed error
+  const y5 = ops.sum(ops.mul(w, 3));
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  t.throws(() => y5.backward([1] as any), { instanceOf: ValueError, message: /must be a Tensor, got an array/ });
+  y5.backward({ retainGraph: true });
+  t.notThrows(() => y5.backward());
+  for (const q of [w, c, x, x2, x3, other, e, y0, y1, y2, y3, y4, y5]) q.dispose();
 });
