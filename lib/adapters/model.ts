@@ -323,7 +323,7 @@ export class AdapterManager {
           const kinds: Record<string, string[]> = {
             bottleneck: ['Stack', 'Fuse', 'Split', 'BatchSplit', 'Average', ...par],
             lora: ['Stack', 'BatchSplit', 'Average', ...par],
-            prefix_tuning: ['Stack', 'BatchSplit'],
+            prefix_tuning: ['Stack', 'BatchSplit', ...par],
             prompt_tuning: ['Stack'], reft: ['Stack'],
           };
           const ok = kinds[c.architecture] ?? ['Stack'];

@@ -19,7 +19,7 @@ import { Tensor, tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { scope } from '../scope.ts';
 import { ValueError } from '../errors.ts';
-import { type ForwardInput, type HFConfig, type ModelOutput, alignBatch, asIds, bool, keepMask, mergeHeads, num, onDevice, rowsTo, splitHeads, str } from './common.ts';
+import { type ForwardInput, type HFConfig, type ModelOutput, alignBatch, asIds, bool, keepMask, mergeHeads, num, onDevice, followPrefix, rowsTo, splitHeads, str } from './common.ts';
 import { type Seq2SeqCache, cachedCrossKV, cachedSelfKV, disposeSeq2SeqCache, newSeq2SeqCache, runDecoder, seq2seqCacheOf } from './seq2seq_generate.ts';
 
 export interface BartConfig {
@@ -84,12 +84,14 @@ class BartAttention extends Module {
   attend(x: Tensor, k: Tensor, v: Tensor, keep: Tensor | null, causal: boolean): Tensor {
     // a Parallel adapter block may have replicated the batch in one projection (or, for cross-attention, in the
     // encoder): align q/k/v, the input and the mask
-    const [q, kk, vv] = alignBatch(splitHeads(this.q.forward(x), this.heads), k, v) as [Tensor, Tensor, Tensor];
+    let [q, kk, vv] = alignBatch(splitHeads(this.q.forward(x), this.heads), k, v) as [Tensor, Tensor, Tensor];
     k = kk; v = vv;
-    const B = q.shape[0]!;
+    let B = q.shape[0]!;
     x = rowsTo(x, B)!;
     keep = rowsTo(keep, B);
     const pre = this.prefixSite?.kv(B, this.training, x) ?? null;
+    [q, k, v, keep] = followPrefix(pre, q, k, v, keep);
+    B = q.shape[0]!;
     const keepAll = pre && keep ? ops.concat([ops.full([B, pre.k.shape[2]!], 1, { dtype: 'bool', device: keep.device }), keep], 1) : keep;
     return this.o.forward(mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: onDevice(keepAll, q.device), isCausal: causal, prefixK: pre?.k, prefixV: pre?.v })));
   }

@@ -8,7 +8,7 @@ import { checkpoint } from '../autograd/checkpoint.ts';
 import { Dropout, Embedding, LayerNorm, Linear, activation } from '../nn/layers.ts';
 import { Tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
-import { type ForwardInput, type HFConfig, type ModelOutput, alignBatch, asIds, feedForward, bool, keepMask, mergeHeads, num, onDevice, rowsTo, splitHeads, str } from './common.ts';
+import { type ForwardInput, type HFConfig, type ModelOutput, alignBatch, asIds, feedForward, bool, keepMask, mergeHeads, num, onDevice, followPrefix, rowsTo, splitHeads, str } from './common.ts';
 import { scope } from '../scope.ts';
 import { ValueError } from '../errors.ts';
 import { BottleneckSite } from '../adapters/methods/bottleneck.ts';
@@ -135,11 +135,13 @@ export class BertLayer extends Module {
     const H = this.cfg.numHeads;
     // Parallel adapter blocks may have replicated the batch in one projection: align q/k/v and the mask
     const [qh, kh, vh] = alignBatch(this.q.forward(h), this.k.forward(h), this.v.forward(h)) as [Tensor, Tensor, Tensor];
-    const q = splitHeads(qh, H), k = splitHeads(kh, H), v = splitHeads(vh, H);
-    const B = qh.shape[0]!;
+    let q = splitHeads(qh, H), k = splitHeads(kh, H), v = splitHeads(vh, H);
+    let B = qh.shape[0]!;
     const hx = rowsTo(h, B)!;
     keepKeys = rowsTo(keepKeys, B);
     const pre = this.prefixSite.kv(B, this.training, hx);
+    [q, k, v, keepKeys] = followPrefix(pre, q, k, v, keepKeys);
+    B = q.shape[0]!;
     const keep = pre && keepKeys ? ops.concat([ops.full([B, pre.k.shape[2]!], 1, { dtype: 'bool', device: keepKeys.device }), keepKeys], 1) : keepKeys;
     // the key-padding mask is built on the host (bool ops); it goes to the device for the attention call only
     const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: onDevice(keep, q.device), prefixK: pre?.k, prefixV: pre?.v }));

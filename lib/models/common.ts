@@ -161,6 +161,16 @@ export function alignBatch(...ts: Tensor[]): Tensor[] {
   });
 }
 /** A mask or other per-row tensor repeated to `batch` rows when a Parallel block replicated the batch. */
+/**
+ * A prefix site whose Parallel block replicated the batch (the first Parallel site of the forward pass) returns keys
+ * for more rows than the attention has: its queries, keys, values and masks follow (adjust_tensors_for_parallel).
+ */
+export function followPrefix<T extends (Tensor | null)[]>(pre: { k: Tensor } | null, ...ts: T): T {
+  if (!pre) return ts;
+  const b = pre.k.shape[0]!;
+  return ts.map((t) => rowsTo(t, b)) as T;
+}
+
 export function rowsTo(t: Tensor | null, batch: number): Tensor | null {
   if (!t) return t;
   const b = t.shape[0]!;

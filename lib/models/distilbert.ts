@@ -14,7 +14,7 @@ import { Dropout, Embedding, LayerNorm, Linear, activation } from '../nn/layers.
 import { Tensor, tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { scope } from '../scope.ts';
-import { type ForwardInput, type HFConfig, type ModelOutput, alignBatch, asIds, bool, keepMask, mergeHeads, num, onDevice, rowsTo, splitHeads, str } from './common.ts';
+import { type ForwardInput, type HFConfig, type ModelOutput, alignBatch, asIds, bool, keepMask, mergeHeads, num, onDevice, followPrefix, rowsTo, splitHeads, str } from './common.ts';
 
 export interface DistilBertConfig {
   vocabSize: number;
@@ -120,11 +120,13 @@ export class DistilBertLayer extends Module {
     // Parallel adapter blocks may have replicated the batch in one projection: align q/k/v, the input and the mask
     // (unlike the Python library, the caller's attention mask is not modified)
     const [qh, kh, vh] = alignBatch(this.q.forward(h), this.k.forward(h), this.v.forward(h)) as [Tensor, Tensor, Tensor];
-    const q = splitHeads(qh, H), k = splitHeads(kh, H), v = splitHeads(vh, H);
-    const B = qh.shape[0]!;
+    let q = splitHeads(qh, H), k = splitHeads(kh, H), v = splitHeads(vh, H);
+    let B = qh.shape[0]!;
     h = rowsTo(h, B)!;
     keepKeys = rowsTo(keepKeys, B);
     const pre = this.prefixSite.kv(B, this.training, h);
+    [q, k, v, keepKeys, h] = followPrefix(pre, q, k, v, keepKeys, h);
+    B = q.shape[0]!;
     const keep = pre && keepKeys ? ops.concat([ops.full([B, pre.k.shape[2]!], 1, { dtype: 'bool', device: keepKeys.device }), keepKeys], 1) : keepKeys;
     const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: onDevice(keep, q.device), prefixK: pre?.k, prefixV: pre?.v }));
     // HF applies no dropout to out_lin's output, only inside the FFN (after lin2)

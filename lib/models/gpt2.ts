@@ -18,7 +18,7 @@ import * as ops from '../ops/index.ts';
 import { scope } from '../scope.ts';
 import { ShapeError, ValueError } from '../errors.ts';
 import {
-  type ForwardInput, type HFConfig, type KVCache, type ModelOutput, asIds, bool, feedForward, keepMask, mergeHeads, num, onDevice, splitHeads, str, rowsTo } from './common.ts';
+  type ForwardInput, type HFConfig, type KVCache, type ModelOutput, asIds, bool, feedForward, keepMask, mergeHeads, num, onDevice, splitHeads, str, followPrefix, rowsTo } from './common.ts';
 
 export interface GPT2Config {
   vocabSize: number;
@@ -80,7 +80,7 @@ class GPT2Attention extends Module {
     const [qh, kh, vh] = ops.split(this.qkv.forward(h), C, -1) as [Tensor, Tensor, Tensor];
     // a Parallel adapter block may have replicated the batch inside c_attn: the mask follows
     keepKeys = rowsTo(keepKeys, qh.shape[0]!);
-    const q = splitHeads(qh, H);
+    let q = splitHeads(qh, H);
     // contiguous keys/values: the kernel needs them so anyway, and a cache must not pin the fused qkv output
     let k = splitHeads(kh, H), v = splitHeads(vh, H);
     if (past) {
@@ -95,8 +95,11 @@ class GPT2Attention extends Module {
     const pre = this.prefixSite.kv(qh.shape[0]!, this.training, rowsTo(h, qh.shape[0]!)!);
     if (pre && this.training && this.cfg.attnDropout > 0)
       throw new ValueError('prefix tuning with attention dropout (attn_pdrop > 0) in training mode is not supported yet');
+    if (pre && past && pre.k.shape[0] !== q.shape[0])
+      throw new ShapeError(`gpt2: cached keys have batch ${past.k.shape[0]} but a Parallel block of prefixes replicates this step to ${pre.k.shape[0]} rows (generate decodes Parallel branches one at a time)`);
+    [q, k, v, keepKeys] = followPrefix(pre, q, k, v, keepKeys);
     // prefix positions are always attended: the key-padding mask gets leading ones for them
-    const keep = pre && keepKeys ? ops.concat([ops.full([qh.shape[0]!, pre.k.shape[2]!], 1, { dtype: 'bool', device: keepKeys.device }), keepKeys], 1) : keepKeys;
+    const keep = pre && keepKeys ? ops.concat([ops.full([q.shape[0]!, pre.k.shape[2]!], 1, { dtype: 'bool', device: keepKeys.device }), keepKeys], 1) : keepKeys;
     const ctx = this.training && this.cfg.attnDropout > 0
       ? attentionWithDropout(q, k, v, keepKeys, scale, this.attnDrop)
       : ops.scaledDotProductAttention(q, k, v, { isCausal: true, keyPaddingMask: onDevice(keep, q.device), scale, prefixK: pre?.k, prefixV: pre?.v });

@@ -20,7 +20,7 @@ import * as ops from '../ops/index.ts';
 import { scope } from '../scope.ts';
 import { ShapeError, ValueError } from '../errors.ts';
 import {
-  type ForwardInput, type HFConfig, type KVCache, type ModelOutput, alignBatch, asIds, bool, keepMask, mergeHeads, num, onDevice, rowsTo, splitHeads, str,
+  type ForwardInput, type HFConfig, type KVCache, type ModelOutput, alignBatch, asIds, bool, keepMask, mergeHeads, num, onDevice, followPrefix, rowsTo, splitHeads, str,
 } from './common.ts';
 
 /** torch.finfo(torch.float32).min: HF's additive mask value. */
@@ -189,7 +189,7 @@ class LlamaAttention extends Module {
     const cos = rot.cos.ndim === 3 ? rowsTo(rot.cos, Bq)! : rot.cos, sin = rot.sin.ndim === 3 ? rowsTo(rot.sin, Bq)! : rot.sin;
     if (past && past.k.shape[0] !== Bq)
       throw new ShapeError(`${this.cfg.modelType}: cached keys have batch ${past.k.shape[0]} but this step has ${Bq} rows (a Parallel block replicated the batch: generate decodes Parallel branches one at a time)`);
-    const q = ops.rope(splitHeads(qh, H), cos, sin);
+    let q = ops.rope(splitHeads(qh, H), cos, sin);
     let k = ops.rope(splitHeads(kh, Hkv), cos, sin);
     let v = ops.contiguous(splitHeads(vh, Hkv));
     if (past) {
@@ -202,9 +202,13 @@ class LlamaAttention extends Module {
       const ctx = ops.scaledDotProductAttention(q, k, v, { isCausal: true, keyPaddingMask: onDevice(keepKeys, q.device), mask });
       return { out: this.o.forward(mergeHeads(ctx)), k, v };
     }
+    if (past && pre.k.shape[0] !== q.shape[0])
+      throw new ShapeError(`${this.cfg.modelType}: cached keys have batch ${past.k.shape[0]} but a Parallel block of prefixes replicates this step to ${pre.k.shape[0]} rows (generate decodes Parallel branches one at a time)`);
+    [q, k, v, keepKeys] = followPrefix(pre, q, k, v, keepKeys);
+    if (mask && mask.shape[0]! > 1) mask = rowsTo(mask, q.shape[0]!);
     // Prefix tuning: the Python library prepends prefixes after repeat_kv, so they have all H heads; the
     // keys/values are repeated to H heads here and the prefix positions are always attended.
-    const B = h.shape[0]!, P = pre.k.shape[2]!;
+    const B = q.shape[0]!, P = pre.k.shape[2]!;
     const rep = (x: Tensor) => {
       if (H === Hkv) return x;
       const [b, hk, t, d] = x.shape as [number, number, number, number];

@@ -110,10 +110,13 @@ function t5Attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | null, keep0
   pre: { k: Tensor; v: Tensor } | null = null): Tensor {
   // a Parallel adapter block may have replicated the batch in one projection (or, for cross-attention, in the
   // encoder): align q/k/v, the mask and the prefixes
-  [q, k, v] = alignBatch(q, k, v) as [Tensor, Tensor, Tensor];
+  // (a prefix site's own Parallel block replicates its keys: then q/k/v follow them)
+  if (pre) {
+    const [qa, ka, va, pk, pv] = alignBatch(q, k, v, pre.k, pre.v) as [Tensor, Tensor, Tensor, Tensor, Tensor];
+    [q, k, v, pre] = [qa, ka, va, { k: pk, v: pv }];
+  } else [q, k, v] = alignBatch(q, k, v) as [Tensor, Tensor, Tensor];
   const B0 = q.shape[0]!;
   keep0 = rowsTo(keep0, B0);
-  if (pre) pre = { k: rowsTo(pre.k, B0)!, v: rowsTo(pre.v, B0)! };
   // prefix tuning: prefix keys/values come first and are always attended (the bias already spans them)
   const keep = pre && keep0 ? ops.concat([ops.full([B0, pre.k.shape[2]!], 1, { dtype: 'bool', device: keep0.device }), keep0], 1) : keep0;
   if (!bias?.requiresGrad)
@@ -227,15 +230,20 @@ class T5Block extends Module {
     const H = this.cfg.numHeads, a = this.selfAttn;
     const x = this.ln0.forward(h);
     const kv = cachedSelfKV(ctx.cache, i, splitHeads(a.k.forward(x), H), splitHeads(a.v.forward(x), H), ctx.updateCache);
-    const pre = this.prefixSite.kv(x.shape[0]!, this.training, x);
-    const sa = t5Attention(splitHeads(a.q.forward(x), H), kv.k, kv.v, ctx.bias, ctx.keep, this.isDecoder, pre);
+    const q = splitHeads(a.q.forward(x), H);
+    // the prefixes see the batch after a Parallel LoRA replicated it in any projection (match_attn_matrices_for_parallel)
+    const B = Math.max(q.shape[0]!, kv.k.shape[0]!, kv.v.shape[0]!);
+    const pre = this.prefixSite.kv(B, this.training, rowsTo(x, B)!);
+    const sa = t5Attention(q, kv.k, kv.v, ctx.bias, ctx.keep, this.isDecoder, pre);
     h = this.attnSite.forward(this.drop0.forward(a.o.forward(mergeHeads(sa))), h, null);
     if (this.crossAttn) {
       const c = this.crossAttn;
       const y = this.ln1!.forward(h);
       const ckv = cachedCrossKV(ctx.cache, i, () => ({ k: splitHeads(c.k.forward(ctx.enc!), H), v: splitHeads(c.v.forward(ctx.enc!), H) }), ctx.updateCache);
-      const cpre = this.crossPrefixSite!.kv(y.shape[0]!, this.training, y);
-      const ca = t5Attention(splitHeads(c.q.forward(y), H), ckv.k, ckv.v, null, ctx.encKeep, false, cpre);
+      const cq = splitHeads(c.q.forward(y), H);
+      const cB = Math.max(cq.shape[0]!, ckv.k.shape[0]!, ckv.v.shape[0]!);
+      const cpre = this.crossPrefixSite!.kv(cB, this.training, rowsTo(y, cB)!);
+      const ca = t5Attention(cq, ckv.k, ckv.v, null, ctx.encKeep, false, cpre);
       h = this.crossSite!.forward(this.drop1!.forward(c.o.forward(mergeHeads(ca))), h, null);
     }
     return this.reftSite.apply(this.ff.forward(h), this.training);

@@ -16,7 +16,7 @@ import { Tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { scope } from '../scope.ts';
 import { ShapeError, ValueError } from '../errors.ts';
-import { type ForwardInput, type HFConfig, type ModelOutput, alignBatch, asFloat, bool, mergeHeads, num, onDevice, rowsTo, splitHeads, str } from './common.ts';
+import { type ForwardInput, type HFConfig, type ModelOutput, alignBatch, asFloat, bool, mergeHeads, num, onDevice, followPrefix, rowsTo, splitHeads, str } from './common.ts';
 
 export interface ViTConfig {
   hiddenSize: number;
@@ -160,9 +160,10 @@ export class ViTLayer extends Module {
     // Parallel adapter blocks may have replicated the batch in one projection: align q/k/v (the bottleneck sites
     // align the residuals themselves)
     const [qh, kh, vh] = alignBatch(this.q.forward(x), this.k.forward(x), this.v.forward(x)) as [Tensor, Tensor, Tensor];
-    const q = splitHeads(qh, H), k = splitHeads(kh, H), v = splitHeads(vh, H);
+    let q = splitHeads(qh, H), k = splitHeads(kh, H), v = splitHeads(vh, H);
     const B = qh.shape[0]!;
     const pre = this.prefixSite.kv(B, this.training, rowsTo(x, B)!);
+    [q, k, v] = followPrefix(pre, q, k, v);
     const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { prefixK: pre?.k, prefixV: pre?.v }));
     const a = this.attnSite.forward(this.dropAttn.forward(this.o.forward(ctx)), h, null);
     const f = this.down.forward(this.act(this.up.forward(this.ln2.forward(a))));

@@ -328,7 +328,7 @@ test('PEFT prefix tuning cannot share a BatchSplit or Parallel block (its positi
   const rows = [[1, 2, 3, 4], [5, 6, 7, 8]];
   m.setActiveAdapters(new BatchSplit(['p', 'l'], [1, 1]));
   t.throws(() => m.forward({ inputIds: rows }), { instanceOf: ValueError, message: /PEFT prefix tuning \('p'\) shifts/ });
-  // (prefix tuning refuses Parallel when it is set already)
+  // (a Parallel block too: refused when it runs)
   t.throws(() => { m.setActiveAdapters(new Parallel('p', 'l')); m.forward({ inputIds: rows }); }, { instanceOf: ValueError });
   m.setActiveAdapters(null);
   t.throws(() => m.forward({ inputIds: rows, adapterIds: ['p', 'l'] }), { instanceOf: ValueError, message: /shifts/ });

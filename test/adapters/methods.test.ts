@@ -385,12 +385,64 @@ for (const arch of Object.keys(tiny))
     m.dispose();
   });
 
+// Prefix tuning in Parallel blocks (the Python library's compose_parallel in its prefix layer): the first Parallel site
+// replicates the batch and each channel gets its own prefixes, so every branch equals its setup alone; UniPELT puts a
+// gated prefix, a gated LoRA and a gated bottleneck in the same block. Prefixes of different lengths at one layer are
+// refused (the Python library pads them with pad-token keys that stay attended).
+for (const arch of [...prefixArchs])
+  test(`${arch}: Parallel blocks of prefix-tuning adapters equal each branch alone (also Stack(p, Parallel(q, r)), UniPELT, gradients)`, async (t) => {
+    const { Parallel, Stack } = await import('../../lib/adapters/composition.ts');
+    const m = AutoAdapterModel.fromConfig(tiny[arch]!, { seed: 23 }).eval();
+    m.addAdapter('p', 'prefix_tuning[bottleneck_size=8, prefix_length=3]');
+    m.addAdapter('q', 'prefix_tuning_flat[prefix_length=3]');
+    m.addAdapter('r', 'prefix_tuning[bottleneck_size=4, prefix_length=3]');
+    m.addAdapter('s', 'prefix_tuning_flat[prefix_length=2]');
+    m.addAdapter('l', 'seq_bn');
+    const uni = arch !== 'gpt2';  // GPT-2's fused c_attn LoRA refuses compositions, as in Python
+    if (uni) { m.addAdapter('u', 'unipelt'); m.addAdapter('w', 'unipelt'); }
+    noGrad(() => { for (const [k, p] of m.namedParameters()) if (/\.(p|q|r|s|l|u|w)\./.test(k)) p.copy_(ops.add(p, ops.randn(p.shape, { std: 0.2, seed: k.length }))); });
+    const pixels = arch === 'vit' ? ops.randn([2, 3, 8, 8], { seed: 9 }) : null;
+    const input = pixels ? { pixelValues: pixels } : arch === 't5' || arch === 'bart'
+      ? { inputIds: [[1, 5, 7, 9], [4, 8, 2, 6]], decoderInputIds: [[0, 5, 7], [0, 8, 2]] } : { inputIds: [[1, 5, 7, 9], [4, 8, 2, 6]], attentionMask: [[1, 1, 1, 1], [1, 1, 1, 0]] };
+    const run = (setup: Parameters<typeof m.setActiveAdapters>[0]) => {
+      m.setActiveAdapters(setup);
+      return scope(() => Array.from(m.forward(input as never).lastHiddenState.toArray() as Float32Array));
+    };
+    const same = (got: number[], want: number[], msg: string) => {
+      t.is(got.length, want.length, msg);
+      t.true(got.every((v, i) => Math.abs(v - want[i]!) < 1e-5), msg);
+    };
+    same(run(new Parallel('p', 'q')), [...run('p'), ...run('q')], 'Parallel(p, q)');
+    same(run(new Parallel('q', 'p', 'r')), [...run('q'), ...run('p'), ...run('r')], 'three channels');
+    same(run(new Stack('p', new Parallel('q', 'r'))), [...run(new Stack('p', 'q')), ...run(new Stack('p', 'r'))], 'Stack(p, Parallel(q, r))');
+    if (uni) same(run(new Parallel('u', 'w')), [...run('u'), ...run('w')], 'Parallel of UniPELT setups');
+    // different prefix lengths in one layer, or a branch without prefixes there: a clear error
+    t.throws(() => run(new Parallel('p', 's')), { instanceOf: ValueError, message: /different lengths at one layer \(3, 2\)/ });
+    t.throws(() => run(new Parallel('p', 'l')), { instanceOf: ValueError, message: /with and without prefix tuning/ });
+    // gradients: the loss of the Parallel run is the sum of the branches' losses
+    const grads = (setup: Parameters<typeof m.setActiveAdapters>[0]) => {
+      m.trainAdapter(['p', 'q']);  // (activates Stack(p, q), as in Python)
+      m.setActiveAdapters(setup);
+      m.eval();
+      for (const [, p] of m.namedParameters()) p.zeroGrad();
+      scope(() => { const h = m.forward(input as never).lastHiddenState; ops.sum(ops.mul(h, h)).backward(); });
+      return new Map(m.namedParameters().filter(([, p]) => p.grad).map(([k, p]) => [k, Array.from(p.grad!.toArray() as Float32Array)]));
+    };
+    const gp = grads('p'), gq = grads('q'), gpq = grads(new Parallel('p', 'q'));
+    t.true(gpq.size > 0 && gpq.size === gp.size + gq.size, `gradients for both adapters (${gpq.size})`);
+    for (const [k, g] of gpq) {
+      const want = gp.get(k) ?? gq.get(k)!;
+      t.true(g.every((v, i) => Math.abs(v - want[i]!) <= 1e-4 * Math.max(1, Math.abs(want[i]!))), `gradient of ${k}`);
+    }
+    m.dispose();
+  });
+
 test('generate with Parallel: one continuation per branch (branch-major); nested Parallel refused clearly', async (t) => {
   const { Parallel, Stack } = await import('../../lib/adapters/composition.ts');
-  for (const arch of ['gpt2', 'llama', 't5', 'bart']) {
+  for (const arch of ['gpt2', 'llama', 't5', 'bart']) for (const method of ['seq_bn', 'prefix_tuning[prefix_length=3]']) {
     const m = AutoAdapterModel.fromConfig(tiny[arch]!, { seed: 4 }).eval();
-    m.addAdapter('x', 'seq_bn');
-    m.addAdapter('y', 'seq_bn');
+    m.addAdapter('x', method);
+    m.addAdapter('y', method);
     noGrad(() => { for (const [k, p] of m.namedParameters()) if (/\.(x|y)\./.test(k)) p.copy_(ops.add(p, ops.randn(p.shape, { std: 0.5, seed: k.length }))); });
     const prompts = [[5, 6, 7], [8, 9, 10]];
     const opts = { maxNewTokens: 4, eosTokenId: null } as never;

@@ -17,7 +17,11 @@ import { noGrad } from '../../autograd/tape.ts';
 import { ValueError } from '../../errors.ts';
 import type { PrefixTuningConfig } from '../config.ts';
 import type { AdapterContext } from '../context.ts';
-import { BatchSplit, Stack, type Setup } from '../composition.ts';
+import { BatchSplit, Parallel, Stack, type Setup } from '../composition.ts';
+import { repeatBatch } from '../context.ts';
+
+/** t repeated along dim 0 to `batch` rows (a multiple of its own). */
+const rowsTo = (t: Tensor, batch: number): Tensor => repeatBatch(t, batch / t.shape[0]!);
 
 /** One prefix of one adapter (`self_prefix`): the reparametrised keys/values for every layer. */
 export class PrefixTuning extends Module {
@@ -142,11 +146,17 @@ export class PrefixSite {
     this.gates.child(name)!.dispose();
     this.gates.registerModule(name, null);
   }
-  /** Total prefix length at this site for the active setup (0 when none). */
+  /** The prefix length at this site for the active setup (0 when none): summed over a Stack, per row otherwise. */
   activeLength(): number {
     if (!this.pool || !this.ctx) return 0;
     const loc = this.location ?? this.pool.location;
-    return this.ctx.activeAt(this.layer).filter((n) => this.enabled.has(n)).reduce((a, n) => a + (this.pool!.get(n, loc)?.P ?? 0), 0);
+    const setup = this.ctx.setupAt(this.layer, (n) => this.enabled.has(n) && !!this.pool!.get(n, loc));
+    const len = (s: Setup): number => {
+      if (typeof s === 'string') return this.pool!.get(s, loc)!.P;
+      const ls = s.children.map(len);
+      return s instanceof Stack ? ls.reduce((a, b) => a + b, 0) : Math.max(0, ...ls);
+    };
+    return setup === null ? 0 : len(setup);
   }
   /**
    * Prefix keys/values of the active prefix adapters (concatenated for a Stack, last first), or null.
@@ -161,7 +171,12 @@ export class PrefixSite {
     return { k: r.k.contiguous(), v: r.v.contiguous() };
   }
 
-  /** Stack(a, b) → [prefix_b, prefix_a] (later adapters first); BatchSplit → per-row prefixes (equal lengths). */
+  /**
+   * Stack(a, b) → [prefix_b, prefix_a] (later adapters first); BatchSplit → per-row prefixes; Parallel → the batch
+   * replicated once per forward pass (the first Parallel site, as the Python library's compose_parallel), one
+   * channel of rows per child. The result's batch is the keys' dim 0: `batch`, or a multiple of it after a Parallel.
+   * `x` (batch rows) is the attention input that gated prefixes read.
+   */
   private compose(setup: Setup, loc: string, batch: number, training: boolean, x?: Tensor): { k: Tensor; v: Tensor } {
     if (typeof setup === 'string') {
       const kv = this.pool!.get(setup, loc)!.layerKV(this.kvIndexOf.get(setup) ?? this.kvIndex, batch, training, this.ctx!.prefixStates);
@@ -173,24 +188,55 @@ export class PrefixSite {
       return { k: ops.mul(kv.k, gk), v: ops.mul(kv.v, gv) };
     }
     if (setup instanceof Stack) {
-      if (!setup.children.length) throw new ValueError('a BatchSplit mixing rows with and without prefix tuning is not supported yet');
-      const parts = setup.children.map((c) => this.compose(c, loc, batch, training, x)).reverse();
-      return parts.length === 1 ? parts[0]! : { k: ops.concat(parts.map((p) => p.k), 2), v: ops.concat(parts.map((p) => p.v), 2) };
+      if (!setup.children.length) throw new ValueError('a BatchSplit or Parallel block mixing rows with and without prefix tuning is not supported yet');
+      // sequentially, as the Python library composes a Stack: a Parallel child replicates the batch for the children
+      // after it, and the prefixes before it are repeated to match (adjust_tensors_for_parallel)
+      const parts: { k: Tensor; v: Tensor }[] = [];
+      for (const c of setup.children) {
+        const r = this.compose(c, loc, batch, training, x);
+        const b = r.k.shape[0]!;
+        if (b !== batch) {
+          x = x ? rowsTo(x, b) : x;
+          batch = b;
+        }
+        parts.push(r);
+      }
+      parts.reverse();
+      if (parts.length === 1) return parts[0]!;
+      return { k: ops.concat(parts.map((p) => rowsTo(p.k, batch)), 2), v: ops.concat(parts.map((p) => rowsTo(p.v, batch)), 2) };
     }
+    let sizes: number[];
     if (setup instanceof BatchSplit) {
       if (setup.batchSizes.reduce((a, b) => a + b, 0) !== batch) throw new ValueError(`${String(setup)}: batch_sizes must add up to the batch size ${batch}`);
-      let at = 0;
-      const parts = setup.children.map((c, i) => {
-        const n = setup.batchSizes[i]!;
-        const r = this.compose(c, loc, n, training, x ? ops.slice(x, 0, at, at + n) : undefined);
-        at += n;
-        return r;
-      });
-      const P = parts[0]!.k.shape[2]!;
-      if (parts.some((p) => p.k.shape[2] !== P)) throw new ValueError(`${String(setup)}: prefixes of different lengths in one BatchSplit are not supported yet`);
-      return { k: ops.concat(parts.map((p) => p.k), 0), v: ops.concat(parts.map((p) => p.v), 0) };
+      sizes = setup.batchSizes;
+    } else if (setup instanceof Parallel) {
+      const n = setup.children.length, ctx = this.ctx!;
+      if (!ctx.parallelized) {
+        ctx.parallelized = true;
+        ctx.originalBatch = batch;
+        x = x ? rowsTo(x, n * batch) : x;
+        batch *= n;
+      } else if (batch % n) {
+        throw new ValueError(`${String(setup)}: the batch (${batch}) is not divisible by the ${n} parallel channels`);
+      }
+      sizes = setup.children.map(() => batch / n);
+    } else {
+      throw new ValueError(`Invalid adapter setup. Cannot use ${String(setup)} with prefix tuning.`);
     }
-    throw new ValueError(`Invalid adapter setup. Cannot use ${String(setup)} with prefix tuning.`);
+    let at = 0;
+    const parts = setup.children.map((c, i) => {
+      const n = sizes[i]!;
+      const r = this.compose(c, loc, n, training, x ? ops.slice(x, 0, at, at + n) : undefined);
+      at += n;
+      return r;
+    });
+    const P = parts[0]!.k.shape[2]!;
+    // the Python library pads shorter prefixes with pad-token keys that stay attended (pad_and_concat): refused here
+    if (parts.some((p) => p.k.shape[2] !== P))
+      throw new ValueError(`${String(setup)}: prefixes of different lengths at one layer (${parts.map((p) => p.k.shape[2]).join(', ')}) are not supported`);
+    if (parts.some((p, i) => p.k.shape[0] !== sizes[i]))
+      throw new ValueError(`${String(setup)}: a Parallel block inside a block that splits the batch is not supported`);
+    return { k: ops.concat(parts.map((p) => p.k), 0), v: ops.concat(parts.map((p) => p.v), 0) };
   }
 }
 
