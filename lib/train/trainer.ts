@@ -274,15 +274,6 @@ export class AdapterTrainer extends EventEmitter {
       throw new ValueError(`AdapterTrainer: the loss is ${loss} at step ${step + 1}; training stopped` +
         (this.lastCheckpoint ? ` (last good checkpoint: ${this.lastCheckpoint})` : ' (no checkpoint was written yet)'));
     }
-    // AdapterFusion training (a Fuse block active, as the Python library decides): the fusion regularisation's gradient
-    // joins the step's, not divided over micro-batches and not part of the logged loss. (The Python library backpropagates
-    // it in on_step_end, after the optimiser step, so there it reaches the next step.)
-    if (this.trainingFusion()) {
-      scope(() => {
-        const reg = this.model.getFusionRegularizationLoss();
-        if (reg) reg.backward();
-      });
-    }
     const gradNorm = this.clipGradients();
     if (!Number.isFinite(gradNorm)) {
       this.optimizer.zeroGrad();
@@ -292,6 +283,15 @@ export class AdapterTrainer extends EventEmitter {
     this.optimizer.step();
     this.scheduler.step();
     this.optimizer.zeroGrad();
+    // AdapterFusion training (a Fuse block active, as the Python library decides): as the Python AdapterTrainer's
+    // on_step_end, the fusion regularisation of the updated weights is backpropagated after the step, so its gradient
+    // joins the next step's (whole, not divided over micro-batches, and not part of the logged loss).
+    if (this.trainingFusion()) {
+      scope(() => {
+        const reg = this.model.getFusionRegularizationLoss();
+        if (reg) reg.backward();
+      });
+    }
     return { loss, gradNorm };
   }
 
@@ -364,6 +364,9 @@ export class AdapterTrainer extends EventEmitter {
       throw new ValueError('AdapterTrainer: the pre-trained model weights are not frozen; call trainAdapter() (or trainAdapterFusion()) first, or pass fullFineTuning: true');
     if (opts.resumeFrom) this.loadCheckpoint(opts.resumeFrom);
     else manualSeed(a.seed);
+    // as the transformers Trainer (model.zero_grad() before its loop): no gradient left from before counts, and a resumed
+    // run starts without the fusion regularisation's carried gradient, as the Python library's does
+    this.optimizer.zeroGrad();
     this.model.train();
     const showProgress = a.progress ?? !!process.stderr.isTTY;
     const t0 = performance.now();

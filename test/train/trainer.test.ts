@@ -5,7 +5,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { AutoAdapterModel, AdapterTrainer, accuracy, f1, matthewsCorrcoef, pearson, spearman, perplexity, noGrad, ops, type Example } from '../../lib/index.ts';
+import { AutoAdapterModel, AdapterTrainer, accuracy, f1, matthewsCorrcoef, pearson, spearman, perplexity, noGrad, ops, scope, type Example } from '../../lib/index.ts';
 
 const cfg = { model_type: 'bert', vocab_size: 40, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32,
   hidden_dropout_prob: 0.1, attention_probs_dropout_prob: 0, pad_token_id: 0 };
@@ -247,5 +247,17 @@ test.serial('fusion training: regularisation only with a Fuse active, not in the
   t.true(fs.existsSync(path.join(ck, 'a,b', 'head_config.json')), 'the fusion head, in the same folder');
   t.true(fs.existsSync(path.join(ck, 'x', 'head_config.json')), 'another head');
   fs.rmSync(dir, { recursive: true, force: true });
+  // as the Python AdapterTrainer's on_step_end: the regularisation of the updated weights is backpropagated after the
+  // step, so after training the fusion's .grad holds exactly its gradient (carried into a next step), nothing else
+  const fusionParams = m.namedParameters().filter(([k]) => k.includes('adapter_fusion_layer'));
+  const carried = new Map(fusionParams.filter(([, p]) => p.grad).map(([k, p]) => [k, Array.from(p.grad!.toArray() as Float32Array)]));
+  t.true(carried.size > 0, 'a carried gradient');
+  t.true(m.namedParameters().every(([k, p]) => !p.grad || k.includes('adapter_fusion_layer')), 'only the fusion layer has one');
+  for (const [, p] of fusionParams) p.zeroGrad();
+  scope(() => m.getFusionRegularizationLoss()!.backward());
+  for (const [k, p] of fusionParams) {
+    const want = p.grad ? Array.from(p.grad.toArray() as Float32Array) : undefined;
+    t.deepEqual(carried.get(k), want, k);
+  }
   m.dispose();
 });
