@@ -372,7 +372,9 @@ export class AdapterManager {
   }
 
   summary(): SummaryRow[] {
-    const base = this.baseParams().reduce((a, [, p]) => a + p.numel, 0);
+    // as the Python library: the base model's parameters less the adapters' (its fusion layers stay in the count)
+    const fusion = this.model.namedParameters().filter(([k]) => k.includes('.adapter_fusion_layer.')).reduce((a, [, p]) => a + p.numel, 0);
+    const base = this.baseParams().reduce((a, [, p]) => a + p.numel, fusion);
     const rows: SummaryRow[] = [];
     for (const [name, cfg] of this.ctx.configs) {
       const ps = this.params(name);

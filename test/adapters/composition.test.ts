@@ -350,3 +350,22 @@ test('parseComposition / Fuse names / validateComposition depth as the Python li
   t.throws(() => validateComposition(new Stack(new Parallel(new BatchSplit(['a', 'b'], [1, 1]), 'c'))), { instanceOf: ValueError, message: /too deep/ });
   t.notThrows(() => validateComposition(new Parallel(new BatchSplit(['a', 'b'], [1, 1]), new Stack('c', 'd'))));
 });
+
+// adapter_summary as the Python library counts: "Full model" = the base model's parameters (its fusion layers included)
+// less the adapters' own; each adapter's %param is relative to it
+test('adapterSummary: the Full model row keeps the fusion layers, as the Python library counts', (t) => {
+  const m = tinyBert(6);
+  const before = m.adapterSummary();
+  const fullBefore = before.find((r) => r.name === 'Full model')!['#param'];
+  m.addAdapterFusion(['a', 'b']);
+  const fusion = m.namedParameters().filter(([k]) => k.includes('.adapter_fusion_layer.')).reduce((s, [, p]) => s + p.numel, 0);
+  t.true(fusion > 0);
+  const rows = m.adapterSummary();
+  const full = rows.find((r) => r.name === 'Full model')!['#param'];
+  t.is(full, fullBefore + fusion);
+  const a = rows.find((r) => r.name === 'a')!;
+  t.true(Math.abs(a['%param'] - (100 * a['#param']) / full) < 1e-12);
+  const allBase = m.namedParameters().filter(([k]) => !k.startsWith('heads.')).reduce((s, [, p]) => s + p.numel, 0);
+  t.is(full, allBase - rows.filter((r) => r.name !== 'Full model').reduce((s, r) => s + r['#param'], 0));
+  m.dispose();
+});
