@@ -634,14 +634,17 @@ function initWeights(model: Module, cfg: HFConfig, seed: number): void {
     /(^|\.)(word_embeddings|embed_tokens|wte|shared)$/.test(name) ||
     ((cfg.model_type === 'roberta' || cfg.model_type === 'xlm-roberta') && /position_embeddings$/.test(name));
   const std = typeof cfg.initializer_range === 'number' ? cfg.initializer_range : typeof cfg.init_std === 'number' ? cfg.init_std : 0.02;
-  const pad = typeof cfg.pad_token_id === 'number' ? cfg.pad_token_id : null;
+  // (RoBERTa's config default is 1; GPT-2's wte and T5's shared embedding have no padding_idx in transformers)
+  const pad = typeof cfg.pad_token_id === 'number' ? cfg.pad_token_id
+    : cfg.model_type === 'roberta' || cfg.model_type === 'xlm-roberta' ? 1 : null;
+  const noPadRow = ['gpt2', 't5', 'mt5'].includes(String(cfg.model_type));
   ops.manualSeed(seed);
   scope(() => noGrad(() => {
     for (const [name, m] of model.namedModules()) {
       if (m instanceof Linear || m instanceof Embedding) {
         const w = m.param('weight')!;
         const r = ops.randn(w.shape, { std });
-        if (m instanceof Embedding && padRows(name) && pad !== null && pad >= 0 && pad < w.shape[0]!) {
+        if (m instanceof Embedding && padRows(name) && !noPadRow && pad !== null && pad >= 0 && pad < w.shape[0]!) {
           const row = ops.slice(r, 0, pad, pad + 1);
           row.copy_(ops.zeros(row.shape));
         }

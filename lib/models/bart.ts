@@ -34,6 +34,10 @@ export interface BartConfig {
   maxPositions: number;
   act: string;
   dropout: number;
+  /** attention_dropout (attention probabilities) and encoder/decoder_layerdrop (whole layers), in training. */
+  attnDropout: number;
+  encoderLayerdrop: number;
+  decoderLayerdrop: number;
   activationDropout: number;
   scaleEmbedding: boolean;
   padTokenId: number;
@@ -55,6 +59,9 @@ export function parseBartConfig(c: HFConfig): BartConfig {
     maxPositions: num(c, 'max_position_embeddings', 1024),
     act: str(c, 'activation_function', 'gelu'),
     dropout: num(c, 'dropout', 0.1),
+    attnDropout: num(c, 'attention_dropout', 0),
+    encoderLayerdrop: num(c, 'encoder_layerdrop', 0),
+    decoderLayerdrop: num(c, 'decoder_layerdrop', 0),
     activationDropout: num(c, 'activation_dropout', 0),
     scaleEmbedding: bool(c, 'scale_embedding', false),
     padTokenId: num(c, 'pad_token_id', 1),
@@ -69,7 +76,7 @@ const POSITION_OFFSET = 2;
 /** HF BartAttention (k_proj, v_proj, q_proj, out_proj, all biased). */
 class BartAttention extends Module {
   q: Linear; k: Linear; v: Linear; o: Linear;
-  constructor(dim: number, readonly heads: number) {
+  constructor(dim: number, readonly heads: number, readonly attnDropout = 0) {
     super();
     if (dim % heads !== 0) throw new ValueError(`BART: d_model ${dim} is not a multiple of the ${heads} attention heads`);
     this.k = this.registerModule('k_proj', new Linear(dim, dim));
@@ -93,7 +100,8 @@ class BartAttention extends Module {
     [q, k, v, keep] = followPrefix(pre, q, k, v, keep);
     B = q.shape[0]!;
     const keepAll = pre && keep ? ops.concat([ops.full([B, pre.k.shape[2]!], 1, { dtype: 'bool', device: keep.device }), keep], 1) : keep;
-    return this.o.forward(mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: onDevice(keepAll, q.device), isCausal: causal, prefixK: pre?.k, prefixV: pre?.v })));
+    return this.o.forward(mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: onDevice(keepAll, q.device), isCausal: causal, prefixK: pre?.k, prefixV: pre?.v,
+      dropoutP: this.training ? this.attnDropout : 0 })));
   }
   kv(src: Tensor): { k: Tensor; v: Tensor } {
     return { k: splitHeads(this.k.forward(src), this.heads), v: splitHeads(this.v.forward(src), this.heads) };
@@ -112,10 +120,10 @@ class BartLayer extends Module {
   constructor(readonly cfg: BartConfig, readonly isDecoder: boolean, readonly index = 0) {
     super();
     const C = cfg.dModel, heads = isDecoder ? cfg.decoderHeads : cfg.encoderHeads, ffn = isDecoder ? cfg.decoderFfn : cfg.encoderFfn;
-    this.selfAttn = this.registerModule('self_attn', new BartAttention(C, heads));
+    this.selfAttn = this.registerModule('self_attn', new BartAttention(C, heads, cfg.attnDropout));
     this.selfLn = this.registerModule('self_attn_layer_norm', new LayerNorm(C));
     if (isDecoder) {
-      this.crossAttn = this.registerModule('encoder_attn', new BartAttention(C, heads));
+      this.crossAttn = this.registerModule('encoder_attn', new BartAttention(C, heads, cfg.attnDropout));
       this.crossLn = this.registerModule('encoder_attn_layer_norm', new LayerNorm(C));
     }
     this.fc1 = this.registerModule('fc1', new Linear(C, ffn));
@@ -198,8 +206,11 @@ class BartStack extends Module {
     let h = this.drop.forward(this.lnEmbed.forward(ops.add(tok, pos)));
     if (this.invertible) h = this.invertible.apply(h);
     hidden?.push(h);
+    // LayerDrop (HF): in training each layer is skipped with probability encoder/decoder_layerdrop
+    const layerdrop = this.isDecoder ? this.cfg.decoderLayerdrop : this.cfg.encoderLayerdrop;
     this.layers.forEach((layer, i) => {
-      h = layer.forward(h, ctx, i);
+      const skip = this.training && layerdrop > 0 && ops.rand([]).item() < layerdrop;
+      if (!skip) h = layer.forward(h, ctx, i);
       hidden?.push(h);
     });
     return h;

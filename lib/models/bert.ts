@@ -35,11 +35,13 @@ export interface BertConfig {
   /** 'absolute' (BERT) or 'roberta' (positions counted over non-pad tokens, starting at pad + 1). */
   positionRule: 'absolute' | 'roberta';
   addPooler: boolean;
+  isDecoder: boolean;
 }
 
 export function parseBertConfig(c: HFConfig, rule: 'absolute' | 'roberta' = 'absolute'): BertConfig {
   const pet = str(c, 'position_embedding_type', 'absolute');
   if (pet !== 'absolute') throw new ValueError(`config.json: position_embedding_type '${pet}' is not supported (only 'absolute')`);
+  if (bool(c, 'add_cross_attention', false)) throw new ValueError('config.json: add_cross_attention (a BERT decoder with cross-attention) is not supported');
   return {
     vocabSize: num(c, 'vocab_size'),
     hiddenSize: num(c, 'hidden_size'),
@@ -52,8 +54,11 @@ export function parseBertConfig(c: HFConfig, rule: 'absolute' | 'roberta' = 'abs
     act: str(c, 'hidden_act', 'gelu'),
     dropout: num(c, 'hidden_dropout_prob', 0.1),
     attnDropout: num(c, 'attention_probs_dropout_prob', 0.1),
-    padTokenId: num(c, 'pad_token_id', 0),
+    // (RobertaConfig's default pad_token_id is 1, BertConfig's 0)
+    padTokenId: num(c, 'pad_token_id', rule === 'roberta' ? 1 : 0),
     positionRule: rule,
+    // is_decoder: causal self-attention (transformers' get_extended_attention_mask)
+    isDecoder: bool(c, 'is_decoder', false),
     addPooler: bool(c, 'add_pooling_layer', true),
   };
 }
@@ -144,7 +149,8 @@ export class BertLayer extends Module {
     B = q.shape[0]!;
     const keep = pre && keepKeys ? ops.concat([ops.full([B, pre.k.shape[2]!], 1, { dtype: 'bool', device: keepKeys.device }), keepKeys], 1) : keepKeys;
     // the key-padding mask is built on the host (bool ops); it goes to the device for the attention call only
-    const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: onDevice(keep, q.device), prefixK: pre?.k, prefixV: pre?.v }));
+    const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: onDevice(keep, q.device), isCausal: this.cfg.isDecoder, prefixK: pre?.k, prefixV: pre?.v,
+      dropoutP: this.training ? this.cfg.attnDropout : 0 }));
     const a = this.attnSite.forward(this.dropAttnOut.forward(this.o.forward(ctx)), hx, this.ln1);
     const f = feedForward(a, this.up, this.act, this.down);
     return this.reftSite.apply(this.ffnSite.forward(this.drop.forward(f), a, this.ln2), this.training);

@@ -25,6 +25,8 @@ export interface DistilBertConfig {
   maxPositions: number;
   act: string;
   dropout: number;
+  /** attention_dropout: on the attention probabilities in training. */
+  attnDropout: number;
   padTokenId: number;
   sinusoidal: boolean;
 }
@@ -39,6 +41,7 @@ export function parseDistilBertConfig(c: HFConfig): DistilBertConfig {
     maxPositions: num(c, 'max_position_embeddings', 512),
     act: str(c, 'activation', 'gelu'),
     dropout: num(c, 'dropout', 0.1),
+    attnDropout: num(c, 'attention_dropout', 0.1),
     padTokenId: num(c, 'pad_token_id', 0),
     sinusoidal: bool(c, 'sinusoidal_pos_embds', false),
   };
@@ -128,7 +131,8 @@ export class DistilBertLayer extends Module {
     [q, k, v, keepKeys, h] = followPrefix(pre, q, k, v, keepKeys, h);
     B = q.shape[0]!;
     const keep = pre && keepKeys ? ops.concat([ops.full([B, pre.k.shape[2]!], 1, { dtype: 'bool', device: keepKeys.device }), keepKeys], 1) : keepKeys;
-    const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: onDevice(keep, q.device), prefixK: pre?.k, prefixV: pre?.v }));
+    const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { keyPaddingMask: onDevice(keep, q.device), prefixK: pre?.k, prefixV: pre?.v,
+      dropoutP: this.training ? this.cfg.attnDropout : 0 }));
     // HF applies no dropout to out_lin's output, only inside the FFN (after lin2)
     const a = this.attnSite.forward(this.o.forward(ctx), h, this.ln1);
     const f = this.down.forward(this.act(this.up.forward(a)));

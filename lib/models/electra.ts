@@ -22,7 +22,7 @@ export interface ElectraConfig extends BertConfig {
 export function parseElectraConfig(c: HFConfig): ElectraConfig {
   // ELECTRA has no pooler; everything else reads like BERT's config
   const bert = parseBertConfig({ ...c, add_pooling_layer: false });
-  return { ...bert, embeddingSize: num(c, 'embedding_size', bert.hiddenSize) };
+  return { ...bert, embeddingSize: num(c, 'embedding_size', 128) };  // ElectraConfig's default
 }
 
 class ElectraEmbeddings extends Module {

@@ -93,35 +93,16 @@ class GPT2Attention extends Module {
     let scale = this.cfg.scaleAttnWeights ? 1 / Math.sqrt(C / H) : 1;
     if (this.cfg.scaleByInverseLayerIdx) scale /= this.layerIdx + 1;
     const pre = this.prefixSite.kv(qh.shape[0]!, this.training, rowsTo(h, qh.shape[0]!)!);
-    if (pre && this.training && this.cfg.attnDropout > 0)
-      throw new ValueError('prefix tuning with attention dropout (attn_pdrop > 0) in training mode is not supported yet');
     if (pre && past && pre.k.shape[0] !== q.shape[0])
       throw new ShapeError(`gpt2: cached keys have batch ${past.k.shape[0]} but a Parallel block of prefixes replicates this step to ${pre.k.shape[0]} rows (generate decodes Parallel branches one at a time)`);
     [q, k, v, keepKeys] = followPrefix(pre, q, k, v, keepKeys);
     // prefix positions are always attended: the key-padding mask gets leading ones for them
     const keep = pre && keepKeys ? ops.concat([ops.full([q.shape[0]!, pre.k.shape[2]!], 1, { dtype: 'bool', device: keepKeys.device }), keepKeys], 1) : keepKeys;
-    const ctx = this.training && this.cfg.attnDropout > 0
-      ? attentionWithDropout(q, k, v, keepKeys, scale, this.attnDrop)
-      : ops.scaledDotProductAttention(q, k, v, { isCausal: true, keyPaddingMask: onDevice(keep, q.device), scale, prefixK: pre?.k, prefixV: pre?.v });
+    // (attn_dropout on the probabilities in training: scaledDotProductAttention's explicit path)
+    const ctx = ops.scaledDotProductAttention(q, k, v, { isCausal: true, keyPaddingMask: onDevice(keep, q.device), scale, prefixK: pre?.k, prefixV: pre?.v,
+      dropoutP: this.attnDrop.training ? this.cfg.attnDropout : 0 });
     return { out: this.residDrop.forward(this.o.forward(mergeHeads(ctx))), k, v };
   }
-}
-
-/**
- * Unfused causal attention with dropout on the probabilities (HF's `attn_dropout`), used only when training
- * with attn_pdrop > 0: the fused kernel has no dropout. Masked scores get the lowest float like HF.
- */
-function attentionWithDropout(q: Tensor, k: Tensor, v: Tensor, keepKeys: Tensor | null, scale: number, drop: Dropout): Tensor {
-  const [B, , Tq] = q.shape as [number, number, number];
-  const Tk = k.shape[2]!;
-  const keep = keepKeys ? (keepKeys.toArray() as Uint8Array) : null;
-  const hide = new Uint8Array(B * Tq * Tk);
-  for (let b = 0; b < B; b++)
-    for (let i = 0; i < Tq; i++)
-      for (let j = 0; j < Tk; j++) hide[(b * Tq + i) * Tk + j] = j > i + (Tk - Tq) || (keep !== null && !keep[b * Tk + j]) ? 1 : 0;
-  const scores = ops.mul(ops.matmul(q, ops.transpose(k, -2, -1)), scale);
-  const masked = ops.maskedFill(scores, tensor(hide, [B, 1, Tq, Tk], { dtype: 'bool' }), -3.4028234663852886e38);
-  return ops.matmul(drop.forward(ops.softmax(masked, -1)), v);
 }
 
 class GPT2MLP extends Module {

@@ -40,6 +40,8 @@ export interface LlamaConfig {
   headDim: number;
   intermediateSize: number;
   eps: number;
+  /** attention_dropout: on the attention probabilities in training. */
+  attnDropout: number;
   act: string;
   ropeTheta: number;
   ropeScaling: RopeScaling | null;
@@ -51,8 +53,20 @@ export interface LlamaConfig {
   windows: (number | null)[];
 }
 
+/**
+ * transformers v5 writes the rotary settings as one `rope_parameters` dict ({rope_theta, rope_type, factor, …}); older
+ * configs have `rope_theta` and `rope_scaling` at the top level. Returns the dict to read, or null.
+ */
+function ropeParameters(c: HFConfig): Record<string, unknown> | null {
+  const rp = c.rope_parameters as Record<string, unknown> | null | undefined;
+  if (!rp || typeof rp !== 'object') return null;
+  if (!('rope_theta' in rp) && !('rope_type' in rp))
+    throw new ValueError(`config.json: rope_parameters per layer type (${Object.keys(rp).join(', ')}) are not supported`);
+  return rp;
+}
+
 function parseRopeScaling(c: HFConfig): RopeScaling | null {
-  const rs = c.rope_scaling as Record<string, unknown> | null | undefined;
+  const rs = (ropeParameters(c) ?? c.rope_scaling) as Record<string, unknown> | null | undefined;
   if (!rs) return null;
   const type = (rs.rope_type ?? rs.type) as string | undefined;
   const f = (k: string, def?: number): number => num(rs, k, def);
@@ -78,7 +92,10 @@ export function parseLlamaConfig(c: HFConfig): LlamaConfig {
   const H = num(c, 'num_attention_heads');
   const L = num(c, 'num_hidden_layers');
   let windows: (number | null)[] = Array(L).fill(null);
-  const sw = c.sliding_window;
+  // (MistralConfig's default window is 4096; an explicit null turns it off)
+  const sw = modelType === 'mistral' && !('sliding_window' in c) ? 4096 : c.sliding_window;
+  const prf = c.partial_rotary_factor;
+  if (prf !== undefined && prf !== null && prf !== 1) throw new ValueError(`config.json: partial_rotary_factor ${String(prf)} is not supported (rotary embedding over the whole head only)`);
   if (typeof sw === 'number') {
     if (modelType === 'mistral') windows = Array(L).fill(sw);
     else if (modelType === 'qwen2' && bool(c, 'use_sliding_window', false)) {
@@ -97,8 +114,9 @@ export function parseLlamaConfig(c: HFConfig): LlamaConfig {
     headDim: num(c, 'head_dim', Math.floor(C / H)),
     intermediateSize: num(c, 'intermediate_size'),
     eps: num(c, 'rms_norm_eps', 1e-6),
+    attnDropout: num(c, 'attention_dropout', 0),
     act: str(c, 'hidden_act', 'silu'),
-    ropeTheta: num(c, 'rope_theta', 10000),
+    ropeTheta: num(ropeParameters(c) ?? {}, 'rope_theta', num(c, 'rope_theta', 10000)),
     ropeScaling: parseRopeScaling(c),
     qkvBias: modelType === 'qwen2' ? true : modelType === 'mistral' ? false : attnBias,
     oBias: modelType === 'llama' ? attnBias : false,
@@ -175,7 +193,7 @@ class LlamaAttention extends Module {
   }
   /**
    * h (B, T, C) → output and the full keys/values (B, Hkv, P+T, D), keys after RoPE (what HF caches).
-   * No attention dropout: HF's `attention_dropout` is 0 for every released LLaMA/Mistral/Qwen2 config.
+   * Attention dropout (`attention_dropout`, 0 in every released LLaMA/Mistral/Qwen2 config) applies in training.
    */
   forward(h: Tensor, rot: { cos: Tensor; sin: Tensor }, keepKeys: Tensor | null, mask: Tensor | null,
     past: { k: Tensor; v: Tensor } | null): { out: Tensor; k: Tensor; v: Tensor } {
@@ -199,7 +217,8 @@ class LlamaAttention extends Module {
     const pre = this.prefixSite.kv(h.shape[0]!, this.training, h);
     if (!pre) {
       // GQA: the kernel maps query head h to key/value head h / (H / Hkv), like HF's repeat_kv
-      const ctx = ops.scaledDotProductAttention(q, k, v, { isCausal: true, keyPaddingMask: onDevice(keepKeys, q.device), mask });
+      const ctx = ops.scaledDotProductAttention(q, k, v, { isCausal: true, keyPaddingMask: onDevice(keepKeys, q.device), mask,
+        dropoutP: this.training ? this.cfg.attnDropout : 0 });
       return { out: this.o.forward(mergeHeads(ctx)), k, v };
     }
     if (past && pre.k.shape[0] !== q.shape[0])
@@ -216,7 +235,8 @@ class LlamaAttention extends Module {
     };
     const keep = keepKeys ? ops.concat([ops.full([B, P], 1, { dtype: 'bool', device: keepKeys.device }), keepKeys], 1) : null;
     const m = mask ? ops.concat([ops.zeros([...mask.shape.slice(0, -1), P], { device: mask.device }), mask], -1) : null;
-    const ctx = ops.scaledDotProductAttention(q, rep(k), rep(v), { isCausal: true, keyPaddingMask: onDevice(keep, q.device), mask: m, prefixK: pre.k, prefixV: pre.v });
+    const ctx = ops.scaledDotProductAttention(q, rep(k), rep(v), { isCausal: true, keyPaddingMask: onDevice(keep, q.device), mask: m, prefixK: pre.k, prefixV: pre.v,
+      dropoutP: this.training ? this.cfg.attnDropout : 0 });
     return { out: this.o.forward(mergeHeads(ctx)), k, v };
   }
 }

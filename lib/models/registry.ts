@@ -67,7 +67,8 @@ registerArch({ modelTypes: ['electra'], prefix: 'electra', build: (c) => new Ele
 // Decoders (causal LM heads: GPT-2 always ties to wte; the LLaMA family unless tie_word_embeddings says so)
 import { GPT2Model, parseGPT2Config } from './gpt2.ts';
 import { LlamaModel, parseLlamaConfig } from './llama.ts';
-registerArch({ modelTypes: ['gpt2'], prefix: 'transformer', build: (c) => new GPT2Model(parseGPT2Config(c)), lmHead: () => 'tied' });
+registerArch({ modelTypes: ['gpt2'], prefix: 'transformer', build: (c) => new GPT2Model(parseGPT2Config(c)),
+  lmHead: (c) => (c.tie_word_embeddings === false ? 'untied' : 'tied') });
 registerArch({
   modelTypes: ['llama', 'mistral', 'qwen2'], prefix: 'model', build: (c) => new LlamaModel(parseLlamaConfig(c)),
   lmHead: (c) => (c.tie_word_embeddings === true ? 'tied' : 'untied'),

@@ -45,7 +45,7 @@ export interface T5Config {
 
 /** HF T5Config, including its reading of `feed_forward_proj` ('relu', 'gated-gelu', 'gated-silu', ...). */
 export function parseT5Config(c: HFConfig): T5Config {
-  const ffp = str(c, 'feed_forward_proj', 'relu');
+  const ffp = str(c, 'feed_forward_proj', c.model_type === 'mt5' ? 'gated-gelu' : 'relu');  // (MT5Config's default is gated)
   const parts = ffp.split('-');
   if ((parts.length > 1 && parts[0] !== 'gated') || parts.length > 2)
     throw new ValueError(`config.json: feed_forward_proj '${ffp}' is not a valid activation (expected 'ACT' or 'gated-ACT')`);
@@ -107,7 +107,7 @@ function finfoMin(dtype: DType): number {
  * embedding is trained) the scores are formed explicitly; masked scores get finfo.min as in HF.
  */
 function t5Attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | null, keep0: Tensor | null, causal: boolean,
-  pre: { k: Tensor; v: Tensor } | null = null): Tensor {
+  pre: { k: Tensor; v: Tensor } | null = null, dropoutP = 0): Tensor {
   // a Parallel adapter block may have replicated the batch in one projection (or, for cross-attention, in the
   // encoder): align q/k/v, the mask and the prefixes
   // (a prefix site's own Parallel block replicates its keys: then q/k/v follow them)
@@ -120,7 +120,7 @@ function t5Attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | null, keep0
   // prefix tuning: prefix keys/values come first and are always attended (the bias already spans them)
   const keep = pre && keep0 ? ops.concat([ops.full([B0, pre.k.shape[2]!], 1, { dtype: 'bool', device: keep0.device }), keep0], 1) : keep0;
   if (!bias?.requiresGrad)
-    return ops.scaledDotProductAttention(q, k, v, { mask: bias, keyPaddingMask: onDevice(keep, q.device), isCausal: causal, scale: 1, prefixK: pre?.k, prefixV: pre?.v });
+    return ops.scaledDotProductAttention(q, k, v, { mask: bias, keyPaddingMask: onDevice(keep, q.device), isCausal: causal, scale: 1, prefixK: pre?.k, prefixV: pre?.v, dropoutP });
   if (pre) {
     k = ops.concat([pre.k, k], 2);
     v = ops.concat([pre.v, v], 2);
@@ -136,7 +136,8 @@ function t5Attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | null, keep0
     masked = masked ? ops.logicalOr(masked, c) : c;
   }
   if (masked) s = ops.maskedFill(s, masked, finfoMin(s.dtype));
-  return ops.matmul(ops.softmax(s, -1), v);
+  // (T5Attention drops attention weights with dropout_rate in training)
+  return ops.matmul(dropoutP > 0 ? ops.dropout(ops.softmax(s, -1), dropoutP) : ops.softmax(s, -1), v);
 }
 
 class T5Attention extends Module {
@@ -234,7 +235,8 @@ class T5Block extends Module {
     // the prefixes see the batch after a Parallel LoRA replicated it in any projection (match_attn_matrices_for_parallel)
     const B = Math.max(q.shape[0]!, kv.k.shape[0]!, kv.v.shape[0]!);
     const pre = this.prefixSite.kv(B, this.training, rowsTo(x, B)!);
-    const sa = t5Attention(q, kv.k, kv.v, ctx.bias, ctx.keep, this.isDecoder, pre);
+    const p = this.training ? this.cfg.dropout : 0;
+    const sa = t5Attention(q, kv.k, kv.v, ctx.bias, ctx.keep, this.isDecoder, pre, p);
     h = this.attnSite.forward(this.drop0.forward(a.o.forward(mergeHeads(sa))), h, null);
     if (this.crossAttn) {
       const c = this.crossAttn;
@@ -243,7 +245,7 @@ class T5Block extends Module {
       const cq = splitHeads(c.q.forward(y), H);
       const cB = Math.max(cq.shape[0]!, ckv.k.shape[0]!, ckv.v.shape[0]!);
       const cpre = this.crossPrefixSite!.kv(cB, this.training, rowsTo(y, cB)!);
-      const ca = t5Attention(cq, ckv.k, ckv.v, null, ctx.encKeep, false, cpre);
+      const ca = t5Attention(cq, ckv.k, ckv.v, null, ctx.encKeep, false, cpre, p);
       h = this.crossSite!.forward(this.drop1!.forward(c.o.forward(mergeHeads(ca))), h, null);
     }
     return this.reftSite.apply(this.ff.forward(h), this.training);

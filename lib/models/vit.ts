@@ -30,6 +30,8 @@ export interface ViTConfig {
   eps: number;
   act: string;
   dropout: number;
+  /** attention_probs_dropout_prob: on the attention probabilities in training. */
+  attnDropout: number;
   initStd: number;
   addPooler: boolean;
   poolerSize: number;
@@ -58,6 +60,7 @@ export function parseViTConfig(c: HFConfig): ViTConfig {
     eps: num(c, 'layer_norm_eps', 1e-12),
     act: str(c, 'hidden_act', 'gelu'),
     dropout: num(c, 'hidden_dropout_prob', 0),
+    attnDropout: num(c, 'attention_probs_dropout_prob', 0),
     initStd: num(c, 'initializer_range', 0.02),
     addPooler: bool(c, 'add_pooling_layer', true),
     poolerSize: num(c, 'pooler_output_size', hiddenSize),
@@ -164,7 +167,7 @@ export class ViTLayer extends Module {
     const B = qh.shape[0]!;
     const pre = this.prefixSite.kv(B, this.training, rowsTo(x, B)!);
     [q, k, v] = followPrefix(pre, q, k, v);
-    const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { prefixK: pre?.k, prefixV: pre?.v }));
+    const ctx = mergeHeads(ops.scaledDotProductAttention(q, k, v, { prefixK: pre?.k, prefixV: pre?.v, dropoutP: this.training ? this.cfg.attnDropout : 0 }));
     const a = this.attnSite.forward(this.dropAttn.forward(this.o.forward(ctx)), h, null);
     const f = this.down.forward(this.act(this.up.forward(this.ln2.forward(a))));
     return this.reftSite.apply(this.ffnSite.forward(this.dropOut.forward(f), a, null), this.training);

@@ -641,3 +641,29 @@ test('prefix tuning with leave_out: the prefix covers the included layers only; 
   m.dispose();
   m2.dispose();
 });
+
+// Attention-probability dropout in training mode (transformers' attention_probs_dropout_prob, attention_dropout,
+// attn_pdrop, T5's dropout_rate; BART's layerdrop too), with every other dropout off: two training forwards differ,
+// evaluation is untouched
+const attnDropKey: Record<string, string[]> = {
+  bert: ['attention_probs_dropout_prob'], roberta: ['attention_probs_dropout_prob'], electra: ['attention_probs_dropout_prob'],
+  distilbert: ['attention_dropout'], vit: ['attention_probs_dropout_prob'], llama: ['attention_dropout'], bart: ['attention_dropout', 'encoder_layerdrop'],
+  t5: ['dropout_rate'], gpt2: ['attn_pdrop'],
+};
+for (const [arch, keys] of Object.entries(attnDropKey))
+  for (const key of keys)
+    test(`${arch}: ${key} applies in training only`, (t) => {
+      const pixels = arch === 'vit' ? ops.randn([2, 3, 8, 8], { seed: 9 }) : null;
+      const input = pixels ? { pixelValues: pixels } : arch === 't5' || arch === 'bart'
+        ? { inputIds: [[1, 5, 7, 9], [4, 8, 2, 6]], decoderInputIds: [[0, 5, 7], [0, 8, 2]] } : { inputIds: [[1, 5, 7, 9], [4, 8, 2, 6]] };
+      const run = (m: ReturnType<typeof AutoAdapterModel.fromConfig>) => scope(() => Array.from(m.forward(input as never).lastHiddenState.toArray() as Float32Array));
+      const base = AutoAdapterModel.fromConfig(tiny[arch]!, { seed: 31 }).eval();
+      const drop = AutoAdapterModel.fromConfig({ ...tiny[arch]!, [key]: key.endsWith('layerdrop') ? 0.5 : 0.5 }, { seed: 31 }).eval();
+      const ref = run(base);
+      t.deepEqual(run(drop), ref, 'eval mode: no dropout');
+      drop.train();
+      const outs = Array.from({ length: 4 }, () => run(drop));
+      t.true(outs.some((o) => o.some((v, i) => v !== outs[0]![i])), 'training forwards differ');
+      t.true(outs.some((o) => o.some((v, i) => Math.abs(v - ref[i]!) > 1e-6)), 'and differ from evaluation');
+      base.dispose(); drop.dispose();
+    });

@@ -65,3 +65,51 @@ for (const mixed of [false, true])
     t.deepEqual(a.y, b.y);
     a.grads.forEach((gr, i) => t.deepEqual(gr, b.grads[i], `grad of input ${i}`));
   });
+
+// Attention-probability dropout (dropoutP, training mode of the models): the explicit path has the fused kernel's masking
+// rules. With p → 0 (1e-9: no element is dropped) it equals the fused kernel in output and every gradient, over causal,
+// padding, additive and bool masks, prefixes, grouped-query heads and Tq < Tk; with p = 0.5 about half the
+// probabilities are zeroed and the rest scaled by 2.
+test('attention dropout: the explicit path equals the fused kernel as p → 0 (every mask kind, prefixes, GQA); p = 0.5 drops', (t) => {
+  const B = 2, H = 4, Tq = 5, Tk = 7, D = 8;
+  const cases: { hkv: number; causal: boolean; pad: boolean; mask: 'none' | 'add' | 'bool'; P: number }[] = [
+    { hkv: 4, causal: false, pad: false, mask: 'none', P: 0 },
+    { hkv: 4, causal: true, pad: true, mask: 'none', P: 3 },
+    { hkv: 2, causal: true, pad: false, mask: 'add', P: 0 },
+    { hkv: 2, causal: false, pad: true, mask: 'bool', P: 2 },
+  ];
+  for (const c of cases) {
+    const leaves = [[B, H, Tq, D], [B, c.hkv, Tk, D], [B, c.hkv, Tk, D], [B, c.hkv, c.P || 1, D], [B, c.hkv, c.P || 1, D]].map((s, i) => {
+      const x = randn(s, { seed: 100 + i });
+      x.requiresGrad = true;
+      return x;
+    });
+    const keep = c.pad ? tensor(Array.from({ length: B }, (_, b) => Array.from({ length: c.P + Tk }, (_, j) => !(b === 1 && j >= c.P + Tk - 2)))) : null;
+    const mask = c.mask === 'add' ? randn([1, 1, Tq, c.P + Tk], { seed: 7 })
+      : c.mask === 'bool' ? tensor(Array.from({ length: Tq }, (_, i) => Array.from({ length: c.P + Tk }, (_, j) => (i + j) % 3 !== 0))).reshape([1, 1, Tq, c.P + Tk]) : null;
+    const g = randn([B, H, Tq, D], { seed: 99 });
+    const run = (p: number) => scope(() => {
+      const [q, k, v, pk, pv] = leaves as [Tensor, Tensor, Tensor, Tensor, Tensor];
+      const y = ops.scaledDotProductAttention(q, k, v, { isCausal: c.causal, keyPaddingMask: keep, mask, prefixK: c.P ? pk : null, prefixV: c.P ? pv : null, dropoutP: p });
+      ops.sum(ops.mul(y, g)).backward();
+      const out = [Array.from(y.toArray() as Float32Array), ...leaves.slice(0, c.P ? 5 : 3).map((l) => Array.from(l.grad!.toArray() as Float32Array))];
+      for (const l of leaves) l.zeroGrad();
+      return out;
+    });
+    const a = run(1e-9), b = run(0);
+    a.forEach((xs, j) => {
+      const worst = xs.reduce((w, x, i) => Math.max(w, Math.abs(x - b[j]![i]!) / Math.max(1, Math.abs(b[j]![i]!))), 0);
+      t.true(worst < 2e-5, `${JSON.stringify(c)} ${['out', 'dq', 'dk', 'dv', 'dpk', 'dpv'][j]}: ${worst}`);
+    });
+    for (const l of leaves) l.dispose();
+  }
+  // p = 0.5: with v = identity rows the output rows are the (dropped, rescaled) probabilities themselves
+  const q = randn([1, 1, 64, 16], { seed: 1 }), k = randn([1, 1, 64, 16], { seed: 2 });
+  const eye = tensor(Array.from({ length: 64 }, (_, i) => Array.from({ length: 64 }, (_, j) => (i === j ? 1 : 0)))).reshape([1, 1, 64, 64]);
+  const probs = Array.from(ops.scaledDotProductAttention(q, k, eye).toArray() as Float32Array);
+  const dropped = Array.from(ops.scaledDotProductAttention(q, k, eye, { dropoutP: 0.5 }).toArray() as Float32Array);
+  const zeros = dropped.filter((x) => x === 0).length / dropped.length;
+  t.true(zeros > 0.45 && zeros < 0.55, `dropped fraction ${zeros}`);
+  t.true(dropped.every((x, i) => x === 0 || Math.abs(x - 2 * probs[i]!) < 1e-6), 'kept probabilities are scaled by 1 / (1 − p)');
+  t.throws(() => ops.scaledDotProductAttention(q, k, eye, { dropoutP: 1 }), { message: /dropoutP must be in \[0, 1\)/ });
+});
