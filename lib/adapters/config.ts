@@ -12,16 +12,33 @@ import { ValueError } from '../errors.ts';
 export type ConfigValue = string | number | boolean | null | ConfigValue[] | { [k: string]: ConfigValue };
 export type ConfigDict = { [k: string]: ConfigValue };
 
+// Set while fromDict builds a config: keys the class does not define are kept aside (`extras`) instead of refused, as
+// the Python library's from_dict sets them as plain attributes (configs written by other versions still load).
+let lenient = 0;
+
 /** Common base: a frozen record of the method's fields. */
 export abstract class AdapterConfig {
   /** 'bottleneck' | 'lora' | 'prefix_tuning' | 'prompt_tuning' | 'reft' | 'union' (serialized `architecture`; bottleneck has none). */
   abstract readonly architecture: string;
   protected readonly fields: ConfigDict;
+  /** Keys of a loaded dict that this class does not define (not serialized, as in Python; `leave_out` on ReFT counts). */
+  readonly extras: ConfigDict = {};
 
   protected constructor(defaults: ConfigDict, overrides: ConfigDict, readonly className: string) {
-    for (const k of Object.keys(overrides))
-      if (!(k in defaults)) throw new ValueError(`${className}: unknown config key '${k}'`);
-    this.fields = { ...structuredClone(defaults), ...structuredClone(overrides) };
+    const known: ConfigDict = {};
+    for (const [k, v] of Object.entries(overrides)) {
+      if (k in defaults) known[k] = v;
+      else if (lenient) this.extras[k] = structuredClone(v);
+      else throw new ValueError(`${className}: unknown config key '${k}'`);
+    }
+    this.fields = { ...structuredClone(defaults), ...structuredClone(known) };
+    // the v1 `invertible_adapter` dict (BnConfig.__setattr__ maps it)
+    const inv = this.extras.invertible_adapter;
+    if (inv && typeof inv === 'object' && !Array.isArray(inv) && 'inv_adapter' in this.fields) {
+      this.fields.inv_adapter = (inv as ConfigDict).block_type ?? null;
+      this.fields.inv_adapter_reduction_factor = (inv as ConfigDict).reduction_factor ?? null;
+      delete this.extras.invertible_adapter;
+    }
   }
 
   /** A field value (the serialized key). */
@@ -36,20 +53,23 @@ export abstract class AdapterConfig {
   toDict(): ConfigDict {
     return structuredClone(this.fields);
   }
-  /** A copy with some fields replaced (like Python's `config.replace(**kwargs)`). */
+  /** A copy with some fields replaced (like Python's `config.replace(**kwargs)`: an unknown field is an error). */
   replace(changes: ConfigDict): AdapterConfig {
+    for (const k of Object.keys(changes))
+      if (!(k in this.fields) && k !== 'architecture') throw new ValueError(`${this.className}: unknown config key '${k}'`);
     const c = AdapterConfig.fromDict({ ...this.toDict(), ...changes });
-    // a subclass the dict cannot tell apart (PEFT's prefix tuning, with its position shift) stays that subclass, with
-    // its unserialized settings
+    // a subclass the dict cannot tell apart (DiReFT, PEFT's prefix tuning) stays that subclass, with its unserialized
+    // settings (DiReFT's subtract_projection = False) and extra attributes
     if (c.constructor !== this.constructor && this instanceof (c.constructor as abstract new (...a: never[]) => unknown)) {
       Object.setPrototypeOf(c, Object.getPrototypeOf(this));
-      for (const [k, v] of Object.entries(this)) if (!(k in c)) (c as unknown as Record<string, unknown>)[k] = v;
+      for (const [k, v] of Object.entries(this)) if (k !== 'fields' && k !== 'extras') (c as unknown as Record<string, unknown>)[k] = v;
     }
+    Object.assign(c.extras, structuredClone(this.extras));
     return c;
   }
-  /** Layer indices this adapter skips. */
+  /** Layer indices this adapter skips (a `leave_out` field, or the attribute a loaded ReFT / prompt config carries). */
   get leaveOut(): number[] {
-    return (this.fields.leave_out as number[] | undefined) ?? [];
+    return (this.fields.leave_out as number[] | undefined) ?? (this.extras.leave_out as number[] | undefined) ?? [];
   }
 
   /** Loads a config from an instance, a string id / config string, or a dict (adapter_config.json's `config`). */
@@ -62,8 +82,25 @@ export abstract class AdapterConfig {
     return Object.keys(overrides).length ? c.replace(overrides) : c;
   }
 
-  /** Rebuilds the typed config from its serialized dict. */
+  /** Rebuilds the typed config from its serialized dict (keys the class does not define are kept as `extras`). */
   static fromDict(d: ConfigDict): AdapterConfig {
+    lenient++;
+    try {
+      return AdapterConfig.fromDictInner(d);
+    } finally {
+      lenient--;
+    }
+  }
+  /** fromDict, building an instance of `like`'s class (a subclass the dict cannot name, e.g. DiReFT). */
+  static fromDictAs(like: AdapterConfig, d: ConfigDict): AdapterConfig {
+    lenient++;
+    try {
+      return new (like.constructor as new (o: ConfigDict) => AdapterConfig)(d);
+    } finally {
+      lenient--;
+    }
+  }
+  private static fromDictInner(d: ConfigDict): AdapterConfig {
     const arch = d.architecture ?? null;
     const rest = { ...d };
     delete rest.architecture;
@@ -84,7 +121,7 @@ export abstract class AdapterConfig {
       case 'union': {
         const cs = rest.configs;
         if (!Array.isArray(cs)) throw new ValueError('union config needs a "configs" list');
-        return new ConfigUnion(...cs.map((c) => AdapterConfig.fromDict(c as ConfigDict)));
+        return new ConfigUnion(...cs.map((c) => AdapterConfig.fromDictInner(c as ConfigDict)));
       }
       default:
         throw new ValueError(`unknown adapter architecture ${JSON.stringify(arch)}`);
@@ -135,13 +172,15 @@ function validateBn(c: BnConfig): void {
     throw new ValueError(`residual_before_ln must be true, false or "post_add", got ${JSON.stringify(f.residual_before_ln)}`);
   if (!['bert', 'mam_adapter', 'houlsby'].includes(f.init_weights as string))
     throw new ValueError(`Unknown init_weights type: ${f.init_weights}`);
+  if (!['glorot-normal', 'glorot-uniform', 'normal'].includes(f.hypercomplex_nonlinearity as string))
+    throw new ValueError(`hypercomplex_nonlinearity must be 'glorot-normal', 'glorot-uniform' or 'normal', got ${JSON.stringify(f.hypercomplex_nonlinearity)}`);
+  if (f.phm_c_init !== 'normal' && f.phm_c_init !== 'uniform') throw new ValueError(`phm_c_init must be 'normal' or 'uniform', got ${JSON.stringify(f.phm_c_init)}`);
   if (f.inv_adapter !== null && f.inv_adapter !== 'nice' && f.inv_adapter !== 'glow')
     throw new ValueError(`Invalid invertible adapter type '${f.inv_adapter}'.`);
   const rf = f.reduction_factor;
   if (typeof rf === 'number' ? !(rf > 0) : !(rf && typeof rf === 'object' && !Array.isArray(rf)))
     throw new ValueError(`reduction_factor must be a positive number or a map of layer → factor, got ${JSON.stringify(rf)}`);
-  if (typeof rf === 'object' && rf && !Array.isArray(rf) && !('default' in rf))
-    throw new ValueError("reduction_factor given as a map must contain a 'default' entry");
+  // (a map without 'default' is checked per layer when the adapter is added, as in the Python library)
 }
 
 export class SeqBnConfig extends BnConfig {
@@ -185,8 +224,8 @@ export class ParBnConfig extends BnConfig {
 /** Adapter+ (Steitz & Roth 2024): channel scaling, Houlsby init, stochastic depth. */
 export class AdapterPlusConfig extends BnConfig {
   constructor(o: ConfigDict = {}) {
-    super(o, { original_ln_after: true, residual_before_ln: true, stochastic_depth: 0.1, init_weights: 'houlsby', scaling: 'channel',
-      mh_adapter: false, output_adapter: true, reduction_factor: 96, non_linearity: 'gelu', original_ln_before: false }, 'AdapterPlusConfig');
+    super(o, { original_ln_after: false, original_ln_before: true, residual_before_ln: false, stochastic_depth: 0.1, init_weights: 'houlsby',
+      scaling: 'channel', mh_adapter: false, output_adapter: true, reduction_factor: 96, non_linearity: 'gelu' }, 'AdapterPlusConfig');
   }
 }
 
@@ -332,7 +371,10 @@ export class ConfigUnion extends AdapterConfig {
   override toDict(): ConfigDict {
     return { architecture: 'union', configs: this.configs.map((c) => ({ ...(c.architecture === 'bottleneck' ? {} : { architecture: c.architecture }), ...c.toDict() })) };
   }
+  /** Each member takes the changes it has a field for; a key no member has is an error. */
   override replace(changes: ConfigDict): AdapterConfig {
+    for (const k of Object.keys(changes))
+      if (!this.configs.some((c) => c.has(k))) throw new ValueError(`ConfigUnion: no member has the config key '${k}'`);
     return new ConfigUnion(...this.configs.map((c) => c.replace(Object.fromEntries(Object.entries(changes).filter(([k]) => c.has(k))))));
   }
 }

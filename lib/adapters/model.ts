@@ -122,10 +122,17 @@ export class AdapterManager {
     return this.ctx.configs.has(name);
   }
 
-  add(name: string, config: AdapterConfig | string | ConfigDict, opts: { overwriteOk?: boolean; setActive?: boolean; tokenizer?: { encode(text: string, o?: { addSpecialTokens?: boolean }): number[] } } = {}): void {
+  add(name: string, config: AdapterConfig | string | ConfigDict | null | undefined, opts: { overwriteOk?: boolean; setActive?: boolean; tokenizer?: { encode(text: string, o?: { addSpecialTokens?: boolean }): number[] } } = {}): void {
     if (typeof name !== 'string' || !name || /[.,|\s[\]]/.test(name))
       throw new ValueError(`addAdapter: invalid adapter name ${JSON.stringify(name)} (no dots, commas, '|', spaces or brackets)`);
-    const cfg = AdapterConfig.load(config);
+    // no config (or an empty one): the Python library's DEFAULT_ADAPTER_CONFIG, seq_bn
+    const none = config === undefined || config === null || config === '' ||
+      (typeof config === 'object' && !(config instanceof AdapterConfig) && !Array.isArray(config) && !Object.keys(config).length);
+    const cfg = none ? AdapterConfig.load('seq_bn') : AdapterConfig.load(config);
+    // `dtype` (LoRA, ReFT) would create the adapter's weights in another dtype; not implemented: refuse rather than ignore
+    for (const c of cfg instanceof ConfigUnion ? cfg.configs : [cfg])
+      if (c.has('dtype') && c.get('dtype') !== null && c.get('dtype') !== 'float32')
+        throw new ValueError(`${c.className}: dtype ${JSON.stringify(c.get('dtype'))} is not supported (adapter weights are created in float32)`);
     if (this.has(name)) {
       if (!opts.overwriteOk) throw new ValueError(`An adapter with the name '${name}' has already been added.`);
       this.delete(name);
@@ -216,7 +223,7 @@ export class AdapterManager {
     if (c instanceof ReftConfig) {
       const layers = this.layers();
       if (!layers.some((l) => l.reft)) throw new ValueError(`ReFT is not supported for ${String(this.model.config.model_type)} yet`);
-      for (const l of layers) l.reft?.add(name, c, hidden, c.subtractProjection);
+      for (const l of layers) if (!leave.has(l.index)) l.reft?.add(name, c, hidden, c.subtractProjection);
       return;
     }
     if (c instanceof PeftPromptTuningConfig) {
@@ -450,17 +457,18 @@ export class AdapterManager {
   }
 
   /**
-   * Writes adapter `name` in the Python library's format: adapter_config.json (sorted keys, indent 2) and
-   * adapter.safetensors with the flex-head model's parameter names (`bert.…`). Atomic: the folder is built
-   * beside the target and renamed into place, so a crash leaves the old folder or the new one.
+   * Writes adapter `name` in the Python library's format: adapter_config.json (sorted keys, indent 2, float fields as
+   * floats) and the weights with the flex-head model's parameter names (`bert.…`): pytorch_adapter.bin (what the
+   * Python library's save_adapter / load_adapter use by default) and adapter.safetensors (its use_safetensors=True),
+   * or one of them with `format`. Each file is written atomically; other files in the folder stay.
    */
-  save(dir: string, name: string, opts: { format?: 'safetensors' | 'bin' } = {}): void {
+  save(dir: string, name: string, opts: { format?: 'safetensors' | 'bin' | 'both' } = {}): void {
     if (!this.has(name)) throw new ValueError(`No adapter with name '${name}' was found.`);
     const kindOf = this.ctx.configs.get(name);
     if (kindOf instanceof PeftPromptTuningConfig || kindOf instanceof PeftPrefixTuningConfig)
       throw new ValueError(`'${name}' is PEFT ${kindOf instanceof PeftPromptTuningConfig ? 'prompt' : 'prefix'} tuning, which the Adapters library's format cannot express: save it with {format: 'peft'}`);
-    const format = opts.format ?? 'safetensors';
-    if (format !== 'safetensors' && format !== 'bin') throw new ValueError(`saveAdapter: format must be 'safetensors' or 'bin', got '${String(format)}'`);
+    const format = opts.format ?? 'both';
+    if (format !== 'safetensors' && format !== 'bin' && format !== 'both') throw new ValueError(`saveAdapter: format must be 'safetensors', 'bin' or 'both', got '${String(format)}'`);
     const cfg = this.ctx.configs.get(name)!;
     const mt = String(this.model.config.model_type);
     const meta = {
@@ -472,17 +480,20 @@ export class AdapterManager {
       name,
       version: 'adapters.1.1.0',
     };
-    const weights = new Map<string, Tensor>();
     // .bin: every alias of a shared parameter, as torch.save(state_dict) writes it (prefix-tuning pools sit
     // under the model and under every attention layer); safetensors cannot hold shared tensors: once
-    const params = format === 'bin' ? this.model.namedParameters('', { aliases: true }).filter(([k]) => isAdapterKey(k, name)) : this.params(name);
-    for (const [k, p] of params) if (!k.includes('.shared_parameters.')) weights.set(k, p);
-    for (const [k, b] of this.model.namedBuffers()) if (isAdapterKey(k, name)) weights.set(k, b);
+    const weights = (aliases: boolean) => {
+      const w = new Map<string, Tensor>();
+      const params = aliases ? this.model.namedParameters('', { aliases: true }).filter(([k]) => isAdapterKey(k, name)) : this.params(name);
+      for (const [k, p] of params) if (!k.includes('.shared_parameters.')) w.set(k, p);
+      for (const [k, b] of this.model.namedBuffers()) if (isAdapterKey(k, name)) w.set(k, b);
+      return w;
+    };
     writeFolderAtomic(dir, (tmp) => {
-      fs.writeFileSync(path.join(tmp, 'adapter_config.json'), JSON.stringify(sortKeys(meta), null, 2));
-      if (format === 'bin') saveTorchBin(path.join(tmp, 'pytorch_adapter.bin'), weights);
-      else saveSafetensors(path.join(tmp, 'adapter.safetensors'), weights);
-    });
+      if (format !== 'safetensors') saveTorchBin(path.join(tmp, 'pytorch_adapter.bin'), weights(true));
+      if (format !== 'bin') saveSafetensors(path.join(tmp, 'adapter.safetensors'), weights(false));
+      fs.writeFileSync(path.join(tmp, 'adapter_config.json'), pythonJson(meta));
+    }, format === 'both' ? [] : [format === 'bin' ? 'adapter.safetensors' : 'pytorch_adapter.bin']);
   }
 
   /** Converts a prefix-tuning adapter to its flat form (the reparametrisation MLP is evaluated once). */
@@ -549,7 +560,7 @@ export class AdapterManager {
     let added = 0;
     for (const l of this.layers())
       for (const site of [l.attnBottleneck, l.ffnBottleneck, l.crossBottleneck])
-        if (site && names.every((n) => site.get(n))) { site.addFusion(name, cfg, hidden); added++; }
+        if (site && names.every((n) => site.get(n))) { site.addFusion(name, cfg, hidden, this.attentionDropout()); added++; }
     if (!added) throw new ValueError(`AdapterFusion '${name}': no layer holds all of ${names.join(', ')} (Fuse works on bottleneck adapters)`);
     this.fusions.set(name, { cfg, names });
     if (opts.setActive) this.setActive(fuse);
@@ -656,21 +667,30 @@ export class AdapterManager {
   }
 
   /** Writes adapter_fusion_config.json + model_adapter_fusion.safetensors (atomically). */
+  /** The model config's attention dropout (transformers' attention_probs_dropout_prob under each model's key name). */
+  private attentionDropout(): number {
+    const c = this.model.config;
+    for (const k of ['attention_probs_dropout_prob', 'attn_pdrop', 'attention_dropout', 'dropout_rate'])
+      if (typeof c[k] === 'number') return c[k] as number;
+    return 0;
+  }
   /** Names of the AdapterFusion layers. */
   fusionNames(): string[] {
     return [...this.fusions.keys()];
   }
-  saveFusion(dir: string, name: string, opts: { format?: 'safetensors' | 'bin' } = {}): void {
+  saveFusion(dir: string, name: string, opts: { format?: 'safetensors' | 'bin' | 'both' } = {}): void {
     const f = this.fusions.get(name);
     if (!f) throw new ValueError(`No AdapterFusion with name '${name}' was found.`);
     const mt = String(this.model.config.model_type);
     const meta = { adapter_names: f.names, config: f.cfg, hidden_size: this.model.base.hiddenSize!(), model_class: ADAPTER_MODEL_CLASS[mt] ?? 'AdapterModel',
       model_name: String(this.model.config._name_or_path ?? ''), model_type: mt, name, version: 'adapters.1.1.0' };
+    const format = opts.format ?? 'both';
+    if (format !== 'safetensors' && format !== 'bin' && format !== 'both') throw new ValueError(`saveAdapterFusion: format must be 'safetensors', 'bin' or 'both', got '${String(format)}'`);
     writeFolderAtomic(dir, (tmp) => {
-      fs.writeFileSync(path.join(tmp, 'adapter_fusion_config.json'), JSON.stringify(sortKeys(meta), null, 2));
-      if (opts.format === 'bin') saveTorchBin(path.join(tmp, 'pytorch_model_adapter_fusion.bin'), new Map(this.fusionParams(name)));
-      else saveSafetensors(path.join(tmp, 'model_adapter_fusion.safetensors'), new Map(this.fusionParams(name)));
-    });
+      if (format !== 'safetensors') saveTorchBin(path.join(tmp, 'pytorch_model_adapter_fusion.bin'), new Map(this.fusionParams(name)));
+      if (format !== 'bin') saveSafetensors(path.join(tmp, 'model_adapter_fusion.safetensors'), new Map(this.fusionParams(name)));
+      fs.writeFileSync(path.join(tmp, 'adapter_fusion_config.json'), pythonJson(meta));
+    }, format === 'both' ? [] : [format === 'bin' ? 'model_adapter_fusion.safetensors' : 'pytorch_model_adapter_fusion.bin']);
   }
 
   merge(name: string): void {
@@ -711,23 +731,26 @@ export class AdapterManager {
     if (!meta.config || typeof meta.config !== 'object') throw new FormatError(`${cfgFile}: missing "config"`);
     const savedName = typeof meta.name === 'string' ? meta.name : 'adapter';
     const name = opts.loadAs ?? savedName;
-    let cfg = AdapterConfig.fromDict(meta.config);
+    const saved = applyVersionCompat(meta.config, typeof meta.version === 'string' ? meta.version : undefined);
+    // leave_out on load (the Python library's load_adapter(leave_out=...) sets config["leave_out"]): those layers get no
+    // adapter and their saved weights are skipped. A ReFT / prompt-tuning config takes it as an attribute (ReFT honours
+    // it); a union's top-level key is ignored by ConfigUnion.from_dict, so a union loads whole, as there.
+    if (opts.leaveOut?.length && saved.architecture !== 'union') {
+      const prev = Array.isArray(saved.leave_out) ? (saved.leave_out as number[]) : [];
+      saved.leave_out = [...new Set([...prev, ...opts.leaveOut])].sort((a, b) => a - b);
+    }
+    let cfg = AdapterConfig.fromDict(saved);
     // An explicit config (class) wins over the saved dict: needed e.g. for DiReFT, whose defining class
     // attribute (subtract_projection = False) is not serialized by the Python library (FORMATS §3.3).
     if (opts.config) {
       const want = AdapterConfig.load(opts.config);
-      cfg = want instanceof ConfigUnion ? want : new (want.constructor as new (o: ConfigDict) => AdapterConfig)(stripArch(meta.config));
-    }
-    cfg = applyVersionCompat(cfg, meta.version);
-    // leave_out on load (the Python library's load_adapter(leave_out=...)): those layers get no adapter and
-    // their saved weights are skipped
-    if (opts.leaveOut?.length) {
-      const withLeave = (c: AdapterConfig) => c.replace({ leave_out: [...new Set([...c.leaveOut, ...opts.leaveOut!])].sort((a, b) => a - b) });
-      cfg = cfg instanceof ConfigUnion ? new ConfigUnion(...cfg.configs.map(withLeave)) : withLeave(cfg);
+      cfg = want instanceof ConfigUnion ? want : AdapterConfig.fromDictAs(want, stripArch(saved));
     }
     const { weights, file } = readWeightFile(dir, 'adapter.safetensors', 'pytorch_adapter.bin');
+    let done = false;
     try {
-      this.add(name, cfg, { overwriteOk: false });
+      // an adapter of that name is replaced (the Python library loads over it, "Overwriting existing adapter")
+      this.add(name, cfg, { overwriteOk: true });
       const own = new Map(this.params(name));
       const ownBuffers = new Map(this.model.namedBuffers().filter(([k]) => isAdapterKey(k, name)));
       const prefix = `${this.model.spec.prefix}.`;
@@ -747,12 +770,13 @@ export class AdapterManager {
       });
       // Compacter's shared PHM rule is never saved by the Python library: like it, keep the fresh random rule
       const missing = [...own.keys()].filter((k) => !loaded.has(k) && !k.includes('.shared_parameters.'));
-      if (missing.length) {
-        this.delete(name);
+      if (missing.length)
         throw new FormatError(`${file}: missing weights for adapter '${name}': ${missing.slice(0, 6).join(', ')}${missing.length > 6 ? ', ...' : ''}`);
-      }
+      done = true;
     } finally {
       for (const t of weights.values()) t.dispose();
+      // a failed load leaves no half-loaded adapter behind (a retry starts clean)
+      if (!done && this.has(name)) this.delete(name);
     }
     if (opts.setActive) this.setActive([name]);
     return name;
@@ -882,7 +906,43 @@ export function sortKeys(v: unknown): unknown {
 }
 
 /** Builds a folder beside `dir` and renames it into place (the old folder is replaced only once complete). */
-export function writeFolderAtomic(dir: string, fill: (tmp: string) => void): void {
+/**
+ * Writes a folder's files as the Python library does (the folder is created if needed; other files in it stay, e.g. a
+ * head saved beside an adapter): `fill` writes them into a temporary folder beside the target, then each is renamed
+ * into place (atomic per file) and the files named in `stale` are removed (another format's weights of the same thing,
+ * which a loader could otherwise prefer).
+ */
+export function writeFolderAtomic(dir: string, fill: (tmp: string) => void, stale: string[] = []): void {
+  const target = path.resolve(dir);
+  if (!fs.existsSync(path.dirname(target))) throw new IOError(`parent folder ${path.dirname(target)} does not exist`);
+  if (fs.existsSync(target) && !fs.statSync(target).isDirectory()) throw new IOError(`${target} exists and is not a folder`);
+  const tmp = `${target}.tmp-${process.pid}-${Date.now().toString(36)}`;
+  fs.mkdirSync(tmp);
+  try {
+    fill(tmp);
+    fs.mkdirSync(target, { recursive: true });
+    const moveIn = (from: string, to: string): void => {
+      for (const e of fs.readdirSync(from, { withFileTypes: true })) {
+        if (e.isDirectory()) {
+          fs.mkdirSync(path.join(to, e.name), { recursive: true });
+          moveIn(path.join(from, e.name), path.join(to, e.name));
+        } else fs.renameSync(path.join(from, e.name), path.join(to, e.name));
+      }
+    };
+    moveIn(tmp, target);
+    for (const f of stale) fs.rmSync(path.join(target, f), { force: true });
+  } catch (e) {
+    throw e instanceof IOError || e instanceof ValueError || e instanceof FormatError ? e : new IOError(`${(e as Error).message}`);
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Replaces a folder we own entirely (training checkpoints): built beside the target and renamed into place, so a crash
+ * leaves the old folder or the new one.
+ */
+export function replaceFolderAtomic(dir: string, fill: (tmp: string) => void): void {
   const target = path.resolve(dir);
   if (!fs.existsSync(path.dirname(target))) throw new IOError(`parent folder ${path.dirname(target)} does not exist`);
   const tmp = `${target}.tmp-${process.pid}-${Date.now().toString(36)}`;
@@ -902,6 +962,18 @@ export function writeFolderAtomic(dir: string, fill: (tmp: string) => void): voi
   }
 }
 
+/** Config fields the Python library types as float: written with a fractional part (`1.0`, not `1`), as Python's json does. */
+const FLOAT_KEYS = new Set(['scaling', 'dropout', 'stochastic_depth', 'phm_init_range', 'dropout_prob']);
+/**
+ * JSON as the Python library writes its configs (sorted keys, indent 2, float fields as floats): Python's
+ * `Adapter` accepts `scaling` only as a float or a string, so `"scaling": 1` would not load there.
+ */
+export function pythonJson(v: unknown): string {
+  const mark = '\u0000f';
+  const s = JSON.stringify(sortKeys(v), (k, x) => (FLOAT_KEYS.has(k) && typeof x === 'number' && Number.isInteger(x) ? `${mark}${x}` : x), 2);
+  return s.replace(/"\\u0000f(-?\d+)"/g, '$1.0');
+}
+
 function stripArch(d: ConfigDict): ConfigDict {
   const r = { ...d };
   delete r.architecture;
@@ -909,14 +981,20 @@ function stripArch(d: ConfigDict): ConfigDict {
 }
 
 /** Compatibility rules of the Python library for adapters saved by older versions. */
-function applyVersionCompat(cfg: AdapterConfig, version: string | undefined): AdapterConfig {
-  const m = /(\d+)\.(\d+)\.(\d+)/.exec(version ?? '');
-  if (!m) return cfg;
+function applyVersionCompat(config: ConfigDict, version: string | undefined): ConfigDict {
+  const c = { ...config };
+  // files without a version name activations the old way (load_weights_config's ACTIVATION_RENAME)
+  if (version === undefined) {
+    const rename: Record<string, string> = { gelu: 'gelu_new', gelu_orig: 'gelu' };
+    if (typeof c.non_linearity === 'string' && c.non_linearity in rename) c.non_linearity = rename[c.non_linearity]!;
+    return c;
+  }
+  // adapters < 1.1.0 ignored alpha in LoRA's (and (IA)³'s) scaling: alpha := r (_fix_backward_compat)
+  const m = /^adapters\.(\d+)\.(\d+)\.(\d+)/.exec(version);
+  if (!m) return c;
   const [maj, min] = [Number(m[1]), Number(m[2])];
-  const old = maj < 1 || (maj === 1 && min < 1);
-  // before 1.1.0 LoRA's scaling ignored alpha (alpha := r)
-  if (old && cfg instanceof LoRAConfig && cfg.get('composition_mode') === 'add' && cfg.r !== cfg.alpha) return cfg.replace({ alpha: cfg.r });
-  return cfg;
+  if ((maj < 1 || (maj === 1 && min < 1)) && c.architecture === 'lora' && c.r !== undefined && c.r !== c.alpha) c.alpha = c.r;
+  return c;
 }
 
 /** Formats summary rows as the Python library's adapter_summary() table. */

@@ -12,7 +12,7 @@ import { noGrad } from '../autograd/tape.ts';
 import { IOError, ShapeError, ValueError } from '../errors.ts';
 import { saveSafetensors, writeAtomic } from '../io/safetensors.ts';
 import { saveTorchBin } from '../io/torch_save.ts';
-import { ADAPTER_MODEL_CLASS, readWeightFile, sortKeys } from '../adapters/model.ts';
+import { ADAPTER_MODEL_CLASS, pythonJson, readWeightFile } from '../adapters/model.ts';
 import { BatchSplit, Parallel, Stack, type Setup } from '../adapters/composition.ts';
 import { PredictionHead, type HeadConfig, type HeadOutput } from './heads.ts';
 import { onDevice, type HFConfig } from '../models/common.ts';
@@ -172,7 +172,7 @@ export class HeadManager {
   }
 
   // ---- I/O: head_config.json + model_head.safetensors (weights named heads.<name>.*) ----
-  save(dir: string, name: string, opts: { format?: 'safetensors' | 'bin' } = {}): void {
+  save(dir: string, name: string, opts: { format?: 'safetensors' | 'bin' | 'both' } = {}): void {
     const head = this.get(name);
     const mt = String(this.model.config.model_type);
     const meta = { config: head.config, hidden_size: this.model.base.hiddenSize!(), model_class: ADAPTER_MODEL_CLASS[mt] ?? 'AdapterModel',
@@ -184,9 +184,14 @@ export class HeadManager {
     // weights first, config last: head_config.json is what makes loadAdapter load a head, so a save cut short
     // never leaves a config pointing at missing or partial weights
     // (each writer is atomic: temporary file, then rename)
-    if (opts.format === 'bin') saveTorchBin(path.join(dir, 'pytorch_model_head.bin'), weights);
-    else saveSafetensors(path.join(dir, 'model_head.safetensors'), weights);
-    writeAtomic(path.join(dir, 'head_config.json'), [Buffer.from(JSON.stringify(sortKeys(meta), null, 2))]);
+    // pytorch_model_head.bin is what the Python library's save_head / load_head use by default; model_head.safetensors
+    // its use_safetensors=True
+    const format = opts.format ?? 'both';
+    if (format !== 'safetensors' && format !== 'bin' && format !== 'both') throw new ValueError(`saveHead: format must be 'safetensors', 'bin' or 'both', got '${String(format)}'`);
+    if (format !== 'safetensors') saveTorchBin(path.join(dir, 'pytorch_model_head.bin'), weights);
+    if (format !== 'bin') saveSafetensors(path.join(dir, 'model_head.safetensors'), weights);
+    if (format !== 'both') fs.rmSync(path.join(dir, format === 'bin' ? 'model_head.safetensors' : 'pytorch_model_head.bin'), { force: true });
+    writeAtomic(path.join(dir, 'head_config.json'), [Buffer.from(pythonJson(meta))]);
   }
 
   /** Loads a head folder; returns the head's name (loadAs, else the saved name). */

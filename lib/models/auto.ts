@@ -167,7 +167,7 @@ export class AdapterModel extends Module {
     this.headManager.setActive(h);
   }
   /** Writes head_config.json + model_head.safetensors for head `name` into dir. */
-  saveHead(dir: string, name: string, opts: { format?: 'safetensors' | 'bin' } = {}): void {
+  saveHead(dir: string, name: string, opts: { format?: 'safetensors' | 'bin' | 'both' } = {}): void {
     this.headManager.save(dir, name, opts);
   }
   /** Loads a head folder; returns its name. */
@@ -181,7 +181,7 @@ export class AdapterModel extends Module {
   /** Adds adapter `name` with a config (instance, string id / config string, or dict). */
   /** Folder the model was loaded from (fromPretrained), used e.g. to find its tokenizer. */
   sourceDir: string | null = null;
-  addAdapter(name: string, config: AdapterConfig | string | ConfigDict,
+  addAdapter(name: string, config?: AdapterConfig | string | ConfigDict | null,
     opts: { overwriteOk?: boolean; setActive?: boolean; tokenizer?: { encode(text: string, o?: { addSpecialTokens?: boolean }): number[] } } = {}): void {
     this.adapters.add(name, config, opts);
   }
@@ -243,16 +243,16 @@ export class AdapterModel extends Module {
     this.adapters.average(name, adapters, opts);
   }
   /** Saves adapter `name` (adapter_config.json + adapter.safetensors), atomically. */
-  saveAdapter(dir: string, name: string, opts: { format?: 'safetensors' | 'bin' | 'peft'; withHead?: boolean; stripPrefix?: boolean } = {}): void {
+  saveAdapter(dir: string, name: string, opts: { format?: 'safetensors' | 'bin' | 'both' | 'peft'; withHead?: boolean; stripPrefix?: boolean } = {}): void {
     if (opts.format === 'peft') return savePeftAdapter(this, dir, name, opts);
-    this.adapters.save(dir, name, opts as { format?: 'safetensors' | 'bin' });
-    if ((opts.withHead ?? true) && this.headManager.has(name)) this.headManager.save(dir, name, opts as { format?: 'safetensors' | 'bin' });
+    this.adapters.save(dir, name, opts as { format?: 'safetensors' | 'bin' | 'both' });
+    if ((opts.withHead ?? true) && this.headManager.has(name)) this.headManager.save(dir, name, opts as { format?: 'safetensors' | 'bin' | 'both' });
   }
   /**
    * Converts a saved adapter between the Adapters library's format and PEFT's (LoRA, (IA)³), through this model:
    * the folder is loaded, then saved in the other format; methods without an equivalent raise a ValueError.
    */
-  convertAdapter(srcDir: string, dstDir: string, opts: { to: 'peft' | 'adapters'; format?: 'safetensors' | 'bin'; name?: string }): void {
+  convertAdapter(srcDir: string, dstDir: string, opts: { to: 'peft' | 'adapters'; format?: 'safetensors' | 'bin' | 'both'; name?: string }): void {
     const name = opts.name ?? path.basename(path.resolve(dstDir));
     if (this.hasAdapter(name)) throw new ValueError(`convertAdapter: this model already has an adapter named '${name}' (pass another name)`);
     this.loadAdapter(srcDir, { loadAs: name, withHead: false });
@@ -268,17 +268,17 @@ export class AdapterModel extends Module {
     return this.loadAdapter(await resolveModelSource(dirOrId, ADAPTER_FILES, opts), opts);
   }
   /** saveAdapter for every adapter, each into dir/<name>. */
-  saveAllAdapters(dir: string, opts: { format?: 'safetensors' | 'bin'; withHead?: boolean } = {}): void {
+  saveAllAdapters(dir: string, opts: { format?: 'safetensors' | 'bin' | 'both'; withHead?: boolean } = {}): void {
     fs.mkdirSync(dir, { recursive: true });
     for (const name of this.adapters.ctx.configs.keys()) this.saveAdapter(path.join(dir, name), name, opts);
   }
   /** saveAdapterFusion for every fusion, each into dir/<a,b>. */
-  saveAllAdapterFusions(dir: string, opts: { format?: 'safetensors' | 'bin' } = {}): void {
+  saveAllAdapterFusions(dir: string, opts: { format?: 'safetensors' | 'bin' | 'both' } = {}): void {
     fs.mkdirSync(dir, { recursive: true });
     for (const name of this.adapters.fusionNames()) this.adapters.saveFusion(path.join(dir, name), name, opts);
   }
   /** saveHead for every head, each into dir/<name>. */
-  saveAllHeads(dir: string, opts: { format?: 'safetensors' | 'bin' } = {}): void {
+  saveAllHeads(dir: string, opts: { format?: 'safetensors' | 'bin' | 'both' } = {}): void {
     fs.mkdirSync(dir, { recursive: true });
     for (const name of this.heads) this.saveHead(path.join(dir, name), name, opts);
   }
@@ -306,7 +306,7 @@ export class AdapterModel extends Module {
   loadAdapterFusion(dir: string, opts: { setActive?: boolean } = {}): string {
     return this.adapters.loadFusion(dir, opts);
   }
-  saveAdapterFusion(dir: string, name: string, opts: { format?: 'safetensors' | 'bin' } = {}): void {
+  saveAdapterFusion(dir: string, name: string, opts: { format?: 'safetensors' | 'bin' | 'both' } = {}): void {
     this.adapters.saveFusion(dir, name, opts);
   }
   /** AdapterFusion's regulariser (0.01·Σ‖I − V‖² over the fusion value matrices) to add to the loss; null without one. */
@@ -340,7 +340,8 @@ export class AdapterModel extends Module {
       return loadPeftAdapter(this, dir, opts);
     }
     const name = this.adapters.load(dir, opts);
-    if ((opts.withHead ?? true) && fs.existsSync(path.join(dir, 'head_config.json'))) this.headManager.load(dir, { loadAs: name, setActive: opts.setActive });
+    // (the head is activated only with setActive, as the Python library's load_adapter passes set_active to its head loader)
+    if ((opts.withHead ?? true) && fs.existsSync(path.join(dir, 'head_config.json'))) this.headManager.load(dir, { loadAs: name, setActive: opts.setActive ?? false });
     return name;
   }
   /**

@@ -20,7 +20,7 @@ import { getRngState, setRngState, manualSeed } from '../ops/creation.ts';
 import { AdamW, Adafactor, SGD, LrScheduler, hfParamGroups, type ScheduleKind } from './optim.ts';
 import { autocast } from '../autocast.ts';
 import type { AdapterModel } from '../models/auto.ts';
-import { writeFolderAtomic } from '../adapters/model.ts';
+import { replaceFolderAtomic } from '../adapters/model.ts';
 import type { ForwardInput } from '../models/common.ts';
 import { CompositionBlock, Fuse } from '../adapters/composition.ts';
 
@@ -414,7 +414,7 @@ export class AdapterTrainer extends EventEmitter {
   saveCheckpoint(dir: string): string {
     const target = path.resolve(dir);
     fs.mkdirSync(path.dirname(target), { recursive: true });
-    writeFolderAtomic(target, (tmp) => {
+    replaceFolderAtomic(target, (tmp) => {
       saveSafetensors(path.join(tmp, 'trainable.safetensors'), new Map(this.params));
       const opt = this.optimizer.stateTensors();
       if (opt.size) saveSafetensors(path.join(tmp, 'optimizer.safetensors'), opt);

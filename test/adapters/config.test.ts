@@ -91,7 +91,11 @@ test('invalid configs are refused with clear messages', (t) => {
   t.throws(() => new LoRAConfig({ attn_matrices: ['q', 'x'] }), { instanceOf: ValueError });
   t.throws(() => new SeqBnConfig({ scaling: 'huge' }), { instanceOf: ValueError });
   t.throws(() => new SeqBnConfig({ init_weights: 'zeros' }), { instanceOf: ValueError, message: /init_weights/ });
-  t.throws(() => new SeqBnConfig({ reduction_factor: { '1': 4 } }), { instanceOf: ValueError, message: /default/ });
+  // a reduction_factor map without 'default' is checked per layer when added (the Python library's lookup)
+  t.is(new SeqBnConfig({ reduction_factor: { '1': 4 } }).bottleneckSize(16, 1), 4);
+  t.throws(() => new SeqBnConfig({ reduction_factor: { '1': 4 } }).bottleneckSize(16, 0), { instanceOf: ValueError, message: /no entry for layer 0/ });
+  t.throws(() => new SeqBnConfig({ hypercomplex_nonlinearity: 'bogus' }), { instanceOf: ValueError, message: /hypercomplex_nonlinearity/ });
+  t.throws(() => new SeqBnConfig({ phm_c_init: 'bogus' }), { instanceOf: ValueError, message: /phm_c_init/ });
   // ConfigUnion.validate: two LoRAs, two output bottlenecks, nested unions
   t.throws(() => parseConfigString('lora|ia3'), { instanceOf: ValueError, message: /same adapter architecture/ });
   t.throws(() => parseConfigString('seq_bn|par_bn'), { instanceOf: ValueError, message: /cannot be combined/ });

@@ -148,9 +148,10 @@ export class BottleneckAdapter extends Module {
     if (this.training && p > 0) out = ops.dropout(out, p);
     const gate = this.child('gate') as Linear | null;
     if (gate) out = ops.mul(out, ops.unsqueeze(ops.mean(ops.sigmoid(gate.forward(h)), 1), -1));
-    // Adapter+'s stochastic depth (torchvision mode 'row'): in training, drop the whole adapter output of a row
+    // Adapter+'s stochastic depth (torchvision mode 'row'): in training, drop the whole adapter output of a row (sequential
+    // adapters only: the Python library's ParallelAdapter has no DropPath)
     const sd = this.cfg.get('stochastic_depth') as number;
-    if (this.training && sd > 0) {
+    if (this.training && sd > 0 && !this.isParallel) {
       const B = out.shape[0]!;
       const keep = ops.div(ops.cast(ops.ge(ops.rand([B]), sd), out.dtype), 1 - sd);
       out = ops.mul(out, ops.reshape(keep, [B, ...out.shape.slice(1).map(() => 1)]));
@@ -184,8 +185,8 @@ export class BottleneckSite {
     parent.registerModule('adapters', this.container);
     parent.registerModule('adapter_fusion_layer', this.fusions);
   }
-  addFusion(name: string, cfg: FusionConfigDict, hidden: number): void {
-    this.fusions.registerModule(name, new FusionLayer(cfg, hidden));
+  addFusion(name: string, cfg: FusionConfigDict, hidden: number, defaultDropout = 0): void {
+    this.fusions.registerModule(name, new FusionLayer(cfg, hidden, defaultDropout));
   }
   removeFusion(name: string): void {
     this.fusions.child(name)?.dispose();

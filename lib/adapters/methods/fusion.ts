@@ -40,7 +40,11 @@ export function fusionConfig(c: 'dynamic' | 'static' | Partial<FusionConfigDict>
 export class FusionLayer extends Module {
   T: number;
   readonly reduction: number;
-  constructor(readonly cfg: FusionConfigDict, readonly hidden: number) {
+  /**
+   * @param defaultDropout the model's attention dropout, used when dropout_prob is null (the Python library's
+   * `dropout_prob or attention_probs_dropout_prob`)
+   */
+  constructor(readonly cfg: FusionConfigDict, readonly hidden: number, readonly defaultDropout = 0) {
     super();
     if (cfg.query) this.registerModule('query', new Linear(hidden, hidden));
     if (cfg.key) this.registerModule('key', new Linear(hidden, hidden));
@@ -69,7 +73,7 @@ export class FusionLayer extends Module {
     const k = this.cfg.key ? (this.child('key') as Linear).forward(value) : value;
     const vl = this.cfg.value && this.cfg.value_before_softmax ? (this.child('value') as Linear).forward(value) : value;
     let scores = ops.squeeze(ops.matmul(ops.unsqueeze(q, 2), ops.transpose(k, -2, -1)), 2);   // (B, T, N)
-    const p = this.cfg.dropout_prob ?? 0;
+    const p = this.cfg.dropout_prob || this.defaultDropout;
     if (this.training && p > 0) scores = ops.dropout(scores, p);
     const probs = ops.softmax(this.T === 1 ? scores : ops.div(scores, this.T), -1);
     onProbs?.(probs);

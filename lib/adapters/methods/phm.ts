@@ -33,7 +33,7 @@ export class PHMLinear extends Module {
     this.shared = cfg.get('shared_W_phm') as boolean;
     this.factorized = cfg.get('factorized_phm_W') as boolean;
     const rank = cfg.get('phm_rank') as number;
-    const xavier = (shape: number[], fanIn: number, fanOut: number) => ops.randn(shape, { std: Math.sqrt(2 / (fanIn + fanOut)) });
+    const xavier = (shape: number[], fanIn: number, fanOut: number) => initW(cfg, shape, fanIn, fanOut);
     if (this.shared) {
       // W lives in shared_parameters.<name>.W_{down,up}[_left|_right]
     } else if (cfg.get('factorized_phm_W')) {
@@ -42,11 +42,12 @@ export class PHMLinear extends Module {
     } else this.registerParameter('W', xavier([n, inF / n, outF / n], inF / n, outF / n));
     if (cfg.get('phm_bias')) this.registerParameter('b', ops.zeros([outF]));
     if (!cfg.get('shared_phm_rule')) {
-      const r = cfg.get('phm_init_range') as number;
+      // the Python PHMLayer's own rule: factorized U(-0.01, 0.01); else N(0, 0.01) ('normal') or U(-1, 1) ('uniform')
+      const uni = (shape: number[], a: number) => ops.sub(ops.mul(ops.rand(shape), 2 * a), a);
       if (cfg.get('factorized_phm_rule')) {
-        this.registerParameter('phm_rule_left', ops.randn([n, n, 1], { std: r }));
-        this.registerParameter('phm_rule_right', ops.randn([n, 1, n], { std: r }));
-      } else this.registerParameter('phm_rule', ops.randn([n, n, n], { std: r }));
+        this.registerParameter('phm_rule_left', uni([n, n, 1], 0.01));
+        this.registerParameter('phm_rule_right', uni([n, 1, n], 0.01));
+      } else this.registerParameter('phm_rule', cfg.get('phm_c_init') === 'uniform' ? uni([n, n, n], 1) : ops.randn([n, n, n], { std: 0.01 }));
     }
   }
   private rule(): Tensor {
@@ -81,6 +82,20 @@ export class PHMLinear extends Module {
 }
 
 /** Model-level `shared_parameters.<name>.phm_rule` (and its factorized form) for shared PHM rules. */
+/**
+ * A PHM weight (phm_dim slices) as the Python library's init_W: per slice xavier normal ('glorot-normal') or uniform
+ * ('glorot-uniform'), or N(0, phm_init_range) ('normal'), by hypercomplex_nonlinearity.
+ */
+function initW(cfg: BnConfig, shape: number[], fanIn: number, fanOut: number): Tensor {
+  const kind = cfg.get('hypercomplex_nonlinearity');
+  if (kind === 'glorot-normal') return ops.randn(shape, { std: Math.sqrt(2 / (fanIn + fanOut)) });
+  if (kind === 'glorot-uniform') {
+    const a = Math.sqrt(6 / (fanIn + fanOut));
+    return ops.sub(ops.mul(ops.rand(shape), 2 * a), a);
+  }
+  return ops.randn(shape, { std: cfg.get('phm_init_range') as number });
+}
+
 export class SharedParameters extends Module {
   /** @param hidden model hidden size (shared W needs in/out sizes: hidden and hidden // reduction_factor) */
   add(name: string, cfg: BnConfig, hidden = 0): void {
@@ -91,7 +106,7 @@ export class SharedParameters extends Module {
       const rf = cfg.get('reduction_factor');
       if (typeof rf !== 'number') throw new ValueError('shared_W_phm needs a single numeric reduction_factor');
       const inF = hidden, outF = Math.floor(hidden / rf), rank = cfg.get('phm_rank') as number;
-      const xavier = (shape: number[], a: number, b: number) => ops.randn(shape, { std: Math.sqrt(2 / (a + b)) });
+      const xavier = (shape: number[], a: number, b: number) => initW(cfg, shape, a, b);
       if (cfg.get('factorized_phm_W')) {
         m.registerParameter('W_down_left', xavier([n, inF / n, rank], inF / n, rank));
         m.registerParameter('W_down_right', xavier([n, rank, outF / n], rank, outF / n));
@@ -106,10 +121,12 @@ export class SharedParameters extends Module {
       this.registerModule(name, m);
       return;
     }
+    // the shared rule: N(0, phm_init_range) ('normal') or U(-1, 1) ('uniform')
+    const init = (shape: number[]) => (cfg.get('phm_c_init') === 'uniform' ? ops.sub(ops.mul(ops.rand(shape), 2), 1) : ops.randn(shape, { std: r }));
     if (cfg.get('factorized_phm_rule')) {
-      m.registerParameter('phm_rule_left', ops.randn([n, n, 1], { std: r }));
-      m.registerParameter('phm_rule_right', ops.randn([n, 1, n], { std: r }));
-    } else m.registerParameter('phm_rule', ops.randn([n, n, n], { std: r }));
+      m.registerParameter('phm_rule_left', init([n, n, 1]));
+      m.registerParameter('phm_rule_right', init([n, 1, n]));
+    } else m.registerParameter('phm_rule', init([n, n, n]));
     this.registerModule(name, m);
   }
   remove(name: string): void {
