@@ -278,14 +278,24 @@ function loadPeftPrefix(model: AdapterModel, dir: string, c: Record<string, unkn
   const H = model.base.hiddenSize!(), L = model.adapters.layerSites().length;
   if (Number(c.token_dim ?? H) !== H || Number(c.num_layers ?? L) !== L)
     throw new FormatError(`${dir}: PEFT prefix for token_dim ${String(c.token_dim)} × ${String(c.num_layers)} layers, the model has ${H} × ${L}`);
-  const proj = !!c.prefix_projection;
   const { weights, file } = readWeights(dir);
+  // PEFT saves one tensor, `prompt_embeddings` [P, L·2·H]: the prefixes themselves, after the projection MLP when
+  // prefix_projection (get_prompt_embedding_to_save); its inference-mode PrefixEncoder loads them as a flat embedding.
+  // Folders in the older layout of this library (prefix_encoder.embedding / transform) load too.
+  const pe = weights.get('prompt_embeddings');
+  const proj = !pe && !!c.prefix_projection;
   try {
     const cfg = new PeftPrefixTuningConfig({ prefix_length: P, flat: !proj, bottleneck_size: proj ? Number(c.encoder_hidden_size) : 512, non_linearity: 'tanh', dropout: 0 });
     model.addAdapter(name, cfg);
     try {
       const own = poolParams(model, name);
       noGrad(() => {
+        if (pe) {
+          const dst = own.get('control_trans')!;
+          if (pe.numel !== dst.numel) throw new FormatError(`${file}: prompt_embeddings must be [${P}, ${L * 2 * H}], got [${pe.shape}]`);
+          dst.copy_(ops.reshape(pe, dst.shape));
+          return;
+        }
         if (!proj) {
           const e = weights.get('prefix_encoder.embedding.weight');
           const dst = own.get('control_trans')!;
@@ -314,17 +324,17 @@ function savePeftPrefix(model: AdapterModel, dir: string, name: string, cfg: Pef
   const own = poolParams(model, name);
   const P = cfg.get('prefix_length') as number, H = model.base.hiddenSize!(), L = model.adapters.layerSites().length;
   const flat = cfg.get('flat') as boolean;
-  const out = new Map<string, Tensor>();
-  const owned: Tensor[] = [];
-  if (flat) {
-    const e = noGrad(() => ops.reshape(own.get('control_trans')!, [P, L * 2 * H]).contiguous());
-    owned.push(e);
-    out.set('prefix_encoder.embedding.weight', e);
-  } else for (const [theirs, ours] of PREFIX_NAMES) out.set(theirs, own.get(ours)!);
+  // PEFT's file: `prompt_embeddings` [P, L·2·H], the prefixes after the projection (what its get_prompt_embedding_to_save
+  // returns, and what its inference-mode PrefixEncoder loads)
+  const pool = (model.adapters.model.base as { prefixPool?(): import('../adapters/methods/prefix_tuning.ts').PrefixTuningPool }).prefixPool!().get(name)!;
+  const e = noGrad(() => ops.reshape(pool.states(false), [P, L * 2 * H]).contiguous());
+  const out = new Map<string, Tensor>([['prompt_embeddings', e]]);
+  const owned: Tensor[] = [e];
+  void own;
   const mc = model.config;
   const conf = { auto_mapping: null, base_model_name_or_path: String(mc._name_or_path ?? '') || null, encoder_hidden_size: flat ? null : cfg.get('bottleneck_size'),
     inference_mode: true, num_attention_heads: mc.num_attention_heads ?? mc.n_head ?? null, num_layers: L, num_transformer_submodules: 1,
-    num_virtual_tokens: P, peft_type: 'PREFIX_TUNING', prefix_projection: !flat, revision: null, task_type: null, token_dim: H };
+    num_virtual_tokens: P, peft_type: 'PREFIX_TUNING', prefix_projection: !flat, revision: null, task_type: peftTaskType(model), token_dim: H };
   try {
     writeFolderAtomic(dir, (tmp) => {
       saveSafetensors(path.join(tmp, 'adapter_model.safetensors'), out, { format: 'pt' });
@@ -335,13 +345,21 @@ function savePeftPrefix(model: AdapterModel, dir: string, name: string, cfg: Pef
   }
 }
 
+/**
+ * The task_type a PEFT prompt / prefix folder needs: PEFT builds its prompt-injecting model class from it (a folder without
+ * one loads as the plain PeftModel, whose forward ignores the prompts). Decoders: CAUSAL_LM; encoders: FEATURE_EXTRACTION.
+ */
+function peftTaskType(model: AdapterModel): string {
+  return ['gpt2', 'llama', 'mistral', 'qwen2'].includes(model.modelType) ? 'CAUSAL_LM' : 'FEATURE_EXTRACTION';
+}
+
 function savePeftPrompt(model: AdapterModel, dir: string, name: string): void {
   const w = model.adapters.peftPrompts().get(name)!;
   const cfg = model.config;
   const conf = { auto_mapping: null, base_model_name_or_path: String(cfg._name_or_path ?? '') || null, inference_mode: true,
     num_attention_heads: cfg.num_attention_heads ?? cfg.n_head ?? null, num_layers: cfg.num_hidden_layers ?? cfg.n_layer ?? null,
     num_transformer_submodules: 1, num_virtual_tokens: w.shape[0], peft_type: 'PROMPT_TUNING', prompt_tuning_init: 'RANDOM',
-    prompt_tuning_init_text: null, revision: null, task_type: null, token_dim: w.shape[1], tokenizer_kwargs: null, tokenizer_name_or_path: null };
+    prompt_tuning_init_text: null, revision: null, task_type: peftTaskType(model), token_dim: w.shape[1], tokenizer_kwargs: null, tokenizer_name_or_path: null };
   writeFolderAtomic(dir, (tmp) => {
     saveSafetensors(path.join(tmp, 'adapter_model.safetensors'), new Map([['prompt_embeddings', w]]), { format: 'pt' });
     writeConfig(tmp, conf);

@@ -202,7 +202,12 @@ def prefix_case(case, arch, cfg, w, H, conf, g):
     h = FORWARD[arch](cfg, w, None, ids, mask, past=past)
     d = os.path.join(OUT, case)
     os.makedirs(d)
-    save_st(os.path.join(d, 'adapter_model.safetensors'), t)
+    # what PEFT writes (save_and_load.get_peft_model_state_dict): one tensor, `prompt_embeddings` = the prefix encoder's
+    # output [P, L·2·H] (after the projection MLP when prefix_projection), with inference_mode true and the task type
+    # PEFT builds its prompt-injecting model class from
+    kv_flat = (h0 @ t['prefix_encoder.transform.2.weight'].T + t['prefix_encoder.transform.2.bias']) if conf['prefix_projection'] else t['prefix_encoder.embedding.weight']
+    save_st(os.path.join(d, 'adapter_model.safetensors'), {'prompt_embeddings': kv_flat.contiguous()})
+    conf.update(inference_mode=True, task_type='FEATURE_EXTRACTION' if arch == 'bert' else 'CAUSAL_LM')
     json.dump(dict(sorted(conf.items())), open(os.path.join(d, 'adapter_config.json'), 'w'), indent=2)
     save_st(os.path.join(d, 'expected.safetensors'), {'input_ids': ids.float(), 'attention_mask': mask.float(), 'last_hidden_state': h})
     print(f'{case}: prefix ({Pn} tokens, projection {conf["prefix_projection"]}), output {list(h.shape)}')
