@@ -905,7 +905,6 @@ export function sortKeys(v: unknown): unknown {
   return v;
 }
 
-/** Builds a folder beside `dir` and renames it into place (the old folder is replaced only once complete). */
 /**
  * Writes a folder's files as the Python library does (the folder is created if needed; other files in it stay, e.g. a
  * head saved beside an adapter): `fill` writes them into a temporary folder beside the target, then each is renamed

@@ -12,7 +12,7 @@
  * labels by one for causal LM, ignore index −100 everywhere.
  */
 import { Module } from '../nn/module.ts';
-import { Dropout, LayerNorm, Linear, activation } from '../nn/layers.ts';
+import { Dropout, LayerNorm, Linear, adapterActivation } from '../nn/layers.ts';
 import { Tensor, tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { noGrad } from '../autograd/tape.ts';
@@ -45,6 +45,11 @@ export interface HeadInput {
   pooled?: Tensor;
   /** (B, H) sentence representation chosen by the model (first token / last non-pad token). */
   cls?: Tensor;
+  /**
+   * The model passes `cls` as its cls_output (decoder-only and encoder–decoder models): the heads use it whatever
+   * use_pooler says, as the Python heads do when cls_output is given.
+   */
+  clsFixed?: boolean;
   attentionMask?: Tensor | null;
   labels?: Tensor | null;
   startPositions?: Tensor | null;
@@ -64,6 +69,33 @@ export interface HeadOutput {
 
 const LM_TYPES = new Set<HeadType>(['causal_lm', 'masked_lm', 'seq2seq_lm']);
 
+/**
+ * The keys each head type's config may hold: the Python library builds a head from head_config.json as
+ * `head_class(model, name, **config)`, so any other key is an error there (label2id becomes id2label).
+ */
+const HEAD_KEYS: Record<HeadType, string[]> = {
+  classification: ['num_labels', 'layers', 'activation_function', 'label2id', 'use_pooler', 'bias', 'dropout_prob'],
+  multilabel_classification: ['num_labels', 'layers', 'activation_function', 'label2id', 'use_pooler', 'bias', 'dropout_prob'],
+  multiple_choice: ['num_choices', 'layers', 'activation_function', 'label2id', 'use_pooler', 'dropout_prob'],
+  tagging: ['num_labels', 'layers', 'activation_function', 'label2id', 'dropout_prob'],
+  question_answering: ['num_labels', 'layers', 'activation_function', 'label2id', 'dropout_prob'],
+  image_classification: ['num_labels', 'layers', 'activation_function', 'multilabel', 'label2id', 'use_pooler', 'bias', 'dropout_prob'],
+  causal_lm: ['vocab_size', 'embedding_size', 'layers', 'activation_function', 'layer_norm', 'bias', 'shift_labels', 'label2id', 'dropout_prob'],
+  masked_lm: ['vocab_size', 'embedding_size', 'layers', 'activation_function', 'layer_norm', 'bias', 'shift_labels', 'label2id'],
+  seq2seq_lm: ['vocab_size', 'layers', 'activation_function', 'layer_norm', 'bias', 'shift_labels', 'label2id'],
+};
+
+/** Refuses a head config the Python library could not build: an unknown head_type, or keys its head class does not take. */
+export function checkHeadConfig(name: string, c: HeadConfig): void {
+  const keys = HEAD_KEYS[c.head_type];
+  if (!keys) {
+    const hint = String(c.head_type) === 'dependency_parsing' ? ' (the biaffine dependency-parsing head is not implemented)' : '';
+    throw new ValueError(`head '${name}': unknown head_type '${String(c.head_type)}'${hint}`);
+  }
+  for (const k of Object.keys(c))
+    if (k !== 'head_type' && !keys.includes(k)) throw new ValueError(`head '${name}': a ${c.head_type} head takes no '${k}' (its keys: ${keys.join(', ')})`);
+}
+
 export class PredictionHead extends Module {
   /** The output Linear, whose weight is the input embedding matrix when tied. */
   readonly out: Linear;
@@ -76,10 +108,11 @@ export class PredictionHead extends Module {
   constructor(readonly name: string, readonly config: HeadConfig, hidden: number, opts: { dropout?: number; initStd?: number; lnEps?: number; tiedEmbedding?: Tensor | null } = {}) {
     super();
     const c = config;
+    checkHeadConfig(name, c);
     if (!Number.isInteger(c.layers) || c.layers < 1) throw new ValueError(`head '${name}': layers must be a positive integer, got ${c.layers}`);
     const bias = c.bias ?? true;
     const act = () => {
-      const f = activation(String(c.activation_function));
+      const f = adapterActivation(String(c.activation_function));
       return Object.assign(new Module(), { forward: f }) as Module & { forward(x: Tensor): Tensor };
     };
     let i = 0;
@@ -94,7 +127,8 @@ export class PredictionHead extends Module {
         if (c.activation_function) add(act());
         if (c.layer_norm) add(new LayerNorm(E, opts.lnEps ?? 1e-12));
       }
-      out = add(new Linear(c.layers > 1 ? E : hidden, V, { bias: c.head_type === 'seq2seq_lm' ? false : bias })) as Linear;
+      // the output layer reads embedding_size features (ELECTRA's LM heads project H → E first), as in the Python library
+      out = add(new Linear(E, V, { bias: c.bias ?? c.head_type !== 'seq2seq_lm' })) as Linear;
     } else {
       const n = c.head_type === 'multiple_choice' ? 1 : c.head_type === 'question_answering' ? (c.num_labels ?? 2) : c.num_labels;
       if (!n || n < 1) throw new ValueError(`head '${name}': num_labels must be >= 1, got ${n}`);
@@ -102,7 +136,7 @@ export class PredictionHead extends Module {
       for (let l = 0; l < c.layers; l++) {
         add(new Dropout(p));
         if (l < c.layers - 1) {
-          add(new Linear(hidden, hidden, { bias }));
+          add(new Linear(hidden, hidden));  // (`bias` applies to the output layer only, as in the Python library)
           if (c.activation_function) add(act());
         } else out = add(new Linear(hidden, n, { bias })) as Linear;
       }
@@ -144,18 +178,19 @@ export class PredictionHead extends Module {
       case 'classification':
       case 'multilabel_classification':
       case 'image_classification': {
-        const x = c.use_pooler ? inp.pooled : inp.cls;
+        const x = c.use_pooler && !inp.clsFixed ? inp.pooled : inp.cls;
         if (!x) throw new ValueError(`head '${this.name}': ${c.use_pooler ? 'the model has no pooler output' : 'no sentence representation'}`);
         const logits = this.seq(x);
         if (!inp.labels) return { logits };
         const n = logits.shape[1]!;
-        if (c.head_type === 'multilabel_classification') return { logits, loss: bceWithLogits(logits, ops.cast(inp.labels, 'f32')) };
+        if (c.head_type === 'multilabel_classification' || (c.head_type === 'image_classification' && c.multilabel))
+          return { logits, loss: bceWithLogits(logits, ops.cast(inp.labels, 'f32')) };
         if (n === 1) return { logits, loss: ops.mseLoss(ops.reshape(logits, [-1]), ops.reshape(ops.cast(inp.labels, 'f32'), [-1])) };
         return { logits, loss: ops.crossEntropy(logits, checkLabels(this.name, ops.reshape(inp.labels, [-1]), n, logits.device)) };
       }
       case 'multiple_choice': {
-        const x = c.use_pooler ? inp.pooled : inp.cls;
-        if (!x) throw new ValueError(`head '${this.name}': no sentence representation`);
+        const x = c.use_pooler && !inp.clsFixed ? inp.pooled : inp.cls;
+        if (!x) throw new ValueError(`head '${this.name}': ${c.use_pooler ? 'the model has no pooler output' : 'no sentence representation'}`);
         const nc = c.num_choices ?? 2;
         const logits = ops.reshape(this.seq(x), [-1, nc]);
         return inp.labels ? { logits, loss: ops.crossEntropy(logits, checkLabels(this.name, ops.reshape(inp.labels, [-1]), nc, logits.device)) } : { logits };
@@ -164,9 +199,18 @@ export class PredictionHead extends Module {
         const logits = this.seq(inp.hidden);
         if (!inp.labels) return { logits };
         const n = logits.shape[2]!;
-        let labels = ops.reshape(ops.cast(inp.labels, 'i64'), [-1]);
+        let lab = ops.cast(inp.labels, 'i64'), mask = inp.attentionMask ?? null;
+        // prompt tuning put its tokens before the sequence: their labels are ignored (and their mask is 1), as the
+        // Python TaggingHead pads by prompt_tokens_length
+        const P = logits.shape[1]! - lab.shape[lab.ndim - 1]!;
+        if (P > 0 && lab.ndim === 2) {
+          const B = lab.shape[0]!;
+          lab = ops.concat([ops.full([B, P], -100, { dtype: 'i64', device: lab.device }), lab], 1);
+          if (mask && mask.ndim === 2) mask = ops.concat([ops.ones([B, P], { dtype: mask.dtype, device: mask.device }), mask], 1);
+        }
+        let labels = ops.reshape(lab, [-1]);
         // positions with attention_mask 0 are ignored (transformers' active_loss)
-        if (inp.attentionMask) labels = ops.where(ops.eq(ops.reshape(inp.attentionMask, [-1]), 1), labels, tensor([-100], [1], { dtype: 'i64' }));
+        if (mask) labels = ops.where(ops.eq(ops.reshape(mask, [-1]), 1), labels, tensor([-100], [1], { dtype: 'i64' }));
         return { logits, loss: ops.crossEntropy(ops.reshape(logits, [-1, n]), checkLabels(this.name, labels, n, logits.device), { ignoreIndex: -100 }) };
       }
       case 'question_answering': {
@@ -194,7 +238,8 @@ export class PredictionHead extends Module {
         if (inp.invertible) x = inp.invertible(x);
         const logits = (layers[layers.length - 1] as unknown as { forward(t: Tensor): Tensor }).forward(x);
         if (!inp.labels) return { logits };
-        const shift = c.head_type === 'causal_lm' && (c.shift_labels ?? true);
+        // every LM head follows its config's shift_labels (causal: true, masked / seq2seq: false by default)
+        const shift = c.shift_labels ?? c.head_type === 'causal_lm';
         return { logits, loss: lmLoss(logits, inp.labels, shift) };
       }
       default:

@@ -19,6 +19,7 @@ import { archFor, type ArchSpec, type BaseModel } from './registry.ts';
 import type { ForwardInput, HFConfig, ModelOutput } from './common.ts';
 import { generate as generateDecoder, type GenerateOptions } from './generate.ts';
 import { generateSeq2seq } from './seq2seq_generate.ts';
+import { shiftTokensRight } from './bart.ts';
 import { AdapterManager, formatSummary, type AdapterHostModel, type SummaryRow } from '../adapters/model.ts';
 import type { AdapterConfig, ConfigDict } from '../adapters/config.ts';
 import { BatchSplit, CompositionBlock, Parallel, type Fuse, type Setup } from '../adapters/composition.ts';
@@ -53,6 +54,26 @@ function headOpts<T extends object>(o: T): T {
 
 function hasParallel(s: Setup | null): boolean {
   return s instanceof Parallel || (s instanceof CompositionBlock && s.children.some((c) => hasParallel(c)));
+}
+/** (B, C, T) per-token inputs reshaped to (B·C, T), as the encoder AdapterModels' forward; null when none is 3-D. */
+function flattenChoices(input: ForwardInput): ForwardInput | null {
+  const keys = ['inputIds', 'attentionMask', 'tokenTypeIds', 'positionIds'] as const;
+  const depth = (v: unknown): number => (v instanceof Tensor ? v.ndim : Array.isArray(v) ? 1 + depth(v[0]) : 0);
+  if (!keys.some((k) => input[k] != null && depth(input[k]) === 3)) return null;
+  const out: ForwardInput = { ...input };
+  for (const k of keys) {
+    const v = input[k];
+    if (v == null || depth(v) !== 3) continue;
+    const t = v instanceof Tensor ? v : tensor(v as number[][][], undefined, { dtype: 'i64' });
+    (out as Record<string, unknown>)[k] = ops.reshape(t, [-1, t.shape[2]!]);
+  }
+  return out;
+}
+
+/** The Python library's parallel_channels of the active setup: a Parallel block's width (1 without one). */
+function parallelChannels(s: Setup | null): number {
+  if (s instanceof Parallel) return s.children.length;
+  return s instanceof CompositionBlock ? Math.max(1, ...s.children.map((c) => parallelChannels(c))) : 1;
 }
 function hasBatchSplit(s: Setup | null): boolean {
   return s instanceof BatchSplit || (s instanceof CompositionBlock && s.children.some((c) => hasBatchSplit(c)));
@@ -126,7 +147,9 @@ export class AdapterModel extends Module {
     const H = this.base.hiddenSize!();
     // (dropout_prob only for causal LM heads: the Python library's masked LM head takes no such argument and would
     // fail to load a head_config.json that has it)
-    return { head_type: type, vocab_size: this.base.inputEmbeddings!().shape[0]!, embedding_size: H, layers: o.layers ?? 2,
+    // (embedding_size: the model config's when it has one, e.g. ELECTRA's 128-wide embeddings, as the Python LM heads)
+    const E = typeof this.config.embedding_size === 'number' ? this.config.embedding_size : H;
+    return { head_type: type, vocab_size: this.base.inputEmbeddings!().shape[0]!, embedding_size: E, layers: o.layers ?? 2,
       activation_function: o.activation_function ?? 'gelu', layer_norm: o.layer_norm ?? true, bias: o.bias ?? true, shift_labels: type === 'causal_lm',
       label2id: null, ...(type === 'causal_lm' ? { dropout_prob: null } : {}) };
   }
@@ -142,7 +165,7 @@ export class AdapterModel extends Module {
     const o = headOpts(o0);
     if (!this.spec.encoderDecoder) throw new ValueError(`${this.modelType}: a seq2seq LM head needs an encoder–decoder model`);
     this.addPredictionHead(name, { head_type: 'seq2seq_lm', vocab_size: this.base.inputEmbeddings!().shape[0]!, layers: 1, activation_function: null,
-      layer_norm: false, label2id: null }, o);
+      layer_norm: false, bias: false, shift_labels: false, label2id: null }, o);
   }
   addImageClassificationHead(name: string, o0: { num_labels?: number; layers?: number; activation_function?: string; overwriteOk?: boolean; multilabel?: boolean;
     id2label?: Record<number, string>; use_pooler?: boolean; bias?: boolean; dropout_prob?: number | null; setActive?: boolean } & HeadAliases = {}): void {
@@ -201,8 +224,8 @@ export class AdapterModel extends Module {
   }
   /** Freezes the base model and all other adapters, activates `setup` and switches to train mode. */
   trainAdapter(setup: Setup | Setup[], opts: { trainEmbeddings?: boolean } = {}): void {
+    // (the active head stays: the Python library's train_adapter activates the setup on the base model only)
     this.adapters.train(setup, opts);
-    this.headManager.followAdapters(this.adapters.ctx.setup);
     this.freezeOutputEmbeddings();
   }
   /**
@@ -359,6 +382,23 @@ export class AdapterModel extends Module {
   /** Runs the base model; adds `logits` when the architecture has an LM head. */
   forward(input: ForwardInput): ModelOutput {
     if (input.adapterIds) return this.forwardMixed(input);
+    // multiple-choice batches (B, choices, T): encoder AdapterModels flatten every per-token input to (B·choices, T)
+    if (!this.spec.encoderDecoder && this.lmHeadKind === null && this.modelType !== 'vit') {
+      const flat = flattenChoices(input);
+      if (flat) return scope(() => this.forward(flat));
+    }
+    // T5AdapterModel derives missing decoder inputs: the labels shifted right for a seq2seq head, else the input ids
+    if ((this.modelType === 't5' || this.modelType === 'mt5') && input.decoderInputIds == null && !input.pastKeyValues && input.inputIds != null) {
+      const headName = input.head ?? (typeof this.headManager.active === 'string' ? this.headManager.active : null);
+      const seq2seqHead = headName !== null && this.headManager.has(headName) && this.headManager.get(headName).config.head_type === 'seq2seq_lm';
+      const src = input.labels != null && (seq2seqHead || (this.headManager.active === null && !input.head)) ? input.labels : input.inputIds;
+      const ids = src instanceof Tensor ? src : tensor(src as number[][], undefined, { dtype: 'i64' });
+      if (ids.ndim === 2) {
+        const pad = typeof this.config.pad_token_id === 'number' ? this.config.pad_token_id : 0;
+        const start = typeof this.config.decoder_start_token_id === 'number' ? this.config.decoder_start_token_id : pad;
+        return scope(() => this.forward({ ...input, decoderInputIds: shiftTokensRight(ids, pad, start) }));
+      }
+    }
     if (hasBatchSplit(this.adapters.ctx.setup)) {
       const merged = this.adapters.mergedNames();
       if (merged.length) throw new ValueError(`BatchSplit: '${merged.join("', '")}' is merged into the weights, which every row would see; resetAdapter() first`);
@@ -402,13 +442,14 @@ export class AdapterModel extends Module {
     if (fa) out.adapterFusionAttentions = fa;
     const asT = (v: unknown) => (v === undefined || v === null ? null : v instanceof Tensor ? v : tensor(v as number[], undefined, { dtype: 'i64' }));
     const labels = asT(input.labels);
-    if (this.headManager.active !== null) {
-      const single = typeof this.headManager.active === 'string' ? this.headManager.get(this.headManager.active) : null;
-      // T5's tied seq2seq head rescales the decoder output (FORMATS §5.3), like its built-in LM head
-      const s = single?.config.head_type === 'seq2seq_lm' && single.tied ? ((this.base as { lmScale?: number }).lmScale ?? 1) : 1;
-      const res = this.headManager.forward({ hidden: s === 1 ? out.lastHiddenState : ops.mul(out.lastHiddenState, s), pooled: out.pooledOutput,
-        invertible: this.invertibleReverse(),
-        inputIds: this.spec.encoderDecoder ? asT(input.decoderInputIds) : asT(input.inputIds), attentionMask: asT(input.attentionMask), labels,
+    if (this.headManager.active !== null || input.head) {
+      // T5AdapterModel with tied embeddings rescales the decoder output by d_model^-0.5 before every head (FORMATS §5.3);
+      // the sentence representation is taken before that
+      const s = this.modelType === 't5' || this.modelType === 'mt5' ? ((this.base as { lmScale?: number }).lmScale ?? 1) : 1;
+      const res = this.headManager.forward({ hidden: s === 1 ? out.lastHiddenState : ops.mul(out.lastHiddenState, s), clsHidden: out.lastHiddenState,
+        pooled: out.pooledOutput, invertible: this.invertibleReverse(), head: input.head ?? null, parallelChannels: parallelChannels(this.adapters.ctx.setup),
+        // the encoder input ids: decoder-only models pick each row's last non-pad token, encoder–decoders the last <eos>
+        inputIds: asT(input.inputIds), attentionMask: asT(input.attentionMask), labels,
         startPositions: asT(input.startPositions), endPositions: asT(input.endPositions) })!;
       out.logits = res.logits;
       if (res.loss) out.loss = res.loss;

@@ -129,6 +129,8 @@ export interface ForwardInput {
    * Without a flex head, an LM-head model computes the LM loss from its own logits.
    */
   labels?: TensorLike;
+  /** Run this prediction head for this call instead of the active one (the Python library's forward(head=...)). */
+  head?: string | null;
   /** Question-answering targets (B). */
   startPositions?: TensorLike;
   endPositions?: TensorLike;

@@ -197,7 +197,9 @@ export function generateSeq2seq(model: Seq2SeqLM, inputIds: TensorLike, opts: Ge
             cache = out.pastKeyValues;
           }
           // forward's logits come from the active head when there is one: only a seq2seq LM head gives (B, T, V)
-          if (!out.logits || out.logits.ndim !== 3)
+          const hm = (model as { headManager?: { active: unknown; get(n: string): { config: { head_type: string } } } }).headManager;
+          const headOk = !hm || hm.active === null || (typeof hm.active === 'string' && hm.get(hm.active).config.head_type === 'seq2seq_lm');
+          if (!out.logits || out.logits.ndim !== 3 || !headOk)
             throw new ValueError(`generateSeq2seq: the active head gives logits of shape [${out.logits?.shape ?? []}], not (B, T, vocab); activate a seq2seq LM head, or none`);
           const last = ops.slice(out.logits!, 1, -1).squeeze(1);  // (B, V)
           return (last.dtype === 'f32' ? last : last.to('f32')).toArray() as Float32Array;

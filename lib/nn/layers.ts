@@ -116,3 +116,33 @@ export function activation(name: string): Activation {
       throw new ValueError(`unsupported activation '${name}'`);
   }
 }
+
+/**
+ * The Python Adapters library's Activation_Function_Class (heads and adapter non-linearities): the name lowercased,
+ * `leakyrelu` as nn.LeakyReLU (slope 0.01), everything else transformers' get_activation (ACT2FN) names.
+ */
+export function adapterActivation(name: string): (x: Tensor) => Tensor {
+  const n = String(name).toLowerCase();
+  switch (n) {
+    case 'leakyrelu':
+    case 'leaky_relu':
+      return (x) => ops.sub(ops.relu(x), ops.mul(ops.relu(ops.neg(x)), 0.01));
+    case 'linear':
+      return (x) => x;
+    case 'relu6':
+      return (x) => ops.clamp(x, 0, 6);
+    case 'relu2':
+      return (x) => { const r = ops.relu(x); return ops.mul(r, r); };
+    case 'mish':
+      // x · tanh(softplus(x)), softplus(x) = relu(x) + log(1 + e^{−|x|})
+      return (x) => ops.mul(x, ops.tanh(ops.add(ops.relu(x), ops.log(ops.add(ops.exp(ops.neg(ops.abs(x))), 1)))));
+    case 'gelu_python':
+      return (x) => ops.gelu(x);
+    case 'gelu_accurate':
+      return (x) => ops.gelu(x, { approximate: 'tanh' });
+    case 'gelu_10':
+      return (x) => ops.clamp(ops.gelu(x), -10, 10);
+    default:
+      return activation(n);
+  }
+}

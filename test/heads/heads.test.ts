@@ -186,10 +186,17 @@ test('review fixes: heads follow the model mode (dropout off in eval); a bad hea
   fs.rmSync(dir, { recursive: true, force: true });
   const g = AutoAdapterModel.fromConfig(gpt2Cfg, { seed: 1 }).eval();
   g.addClassificationHead('c', { num_labels: 2 });
+  // GPT2AdapterModel's rule: position (number of non-pad ids) − 1, the mask unused — in a left-padded row that is not the
+  // last token (as in the Python library); without a pad id, the last position
   const leftIds = [[0, 0, 5, 7, 9], [4, 8, 6, 3, 2]], leftMask = [[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]];
   const o = g.forward({ inputIds: leftIds, attentionMask: leftMask });
-  const last = ops.indexSelect(ops.reshape(o.lastHiddenState, [10, 16]), 0, tensor([4, 9], [2], { dtype: 'i64' }));
-  t.true(maxDiff((g.headManager.get('c') as any).seq(last), o.logits!) < 1e-6);
+  const pick = ops.indexSelect(ops.reshape(o.lastHiddenState, [10, 16]), 0, tensor([2, 9], [2], { dtype: 'i64' }));
+  t.true(maxDiff((g.headManager.get('c') as any).seq(pick), o.logits!) < 1e-6);
+  const g2 = AutoAdapterModel.fromConfig({ ...gpt2Cfg, pad_token_id: null }, { seed: 1 }).eval();
+  g2.addClassificationHead('c', { num_labels: 2 });
+  const o2 = g2.forward({ inputIds: leftIds });
+  const lastPos = ops.indexSelect(ops.reshape(o2.lastHiddenState, [10, 16]), 0, tensor([4, 9], [2], { dtype: 'i64' }));
+  t.true(maxDiff((g2.headManager.get('c') as any).seq(lastPos), o2.logits!) < 1e-6);
 });
 
 // head_config.json keys follow each Python head class's constructor: the masked LM head (BertStyleMaskedLMHead) takes no

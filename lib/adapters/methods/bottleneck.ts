@@ -12,7 +12,7 @@
  * adapter_norm_after.*, scaling, gate.*}`.
  */
 import { Module } from '../../nn/module.ts';
-import { LayerNorm, Linear, activation } from '../../nn/layers.ts';
+import { LayerNorm, Linear, adapterActivation } from '../../nn/layers.ts';
 import { Tensor } from '../../tensor.ts';
 import * as ops from '../../ops/index.ts';
 import { noGrad } from '../../autograd/tape.ts';
@@ -27,13 +27,6 @@ import { bottleneckActSupported, bottleneckFused, bottleneckSgmv, fusedAdapterKe
 import type { AdapterContext } from '../context.ts';
 import { autocastProjection } from '../../autocast.ts';
 
-/** transformers' get_activation names used by adapter configs. */
-function adapterActivation(name: string): (x: Tensor) => Tensor {
-  const n = name.toLowerCase();
-  if (n === 'swish') return (x) => ops.silu(x);
-  if (n === 'leakyrelu') throw new ValueError("non_linearity 'leakyrelu' is not supported");
-  return activation(n);
-}
 
 interface Proj extends Module {
   forward(x: Tensor): Tensor;

@@ -7,7 +7,7 @@
  * The inverse (for LM heads) is x2 = y2 − G(y1); x1 = y1 − F(x2).
  */
 import { Module } from '../../nn/module.ts';
-import { Linear, activation } from '../../nn/layers.ts';
+import { Linear, adapterActivation } from '../../nn/layers.ts';
 import { Tensor } from '../../tensor.ts';
 import * as ops from '../../ops/index.ts';
 import { ValueError } from '../../errors.ts';
@@ -21,7 +21,7 @@ class Coupling extends Module {
     this.registerModule('0', new Linear(cin, hidden));
     this.registerModule('2', new Linear(hidden, cout));
     const n = nonLinearity.toLowerCase();
-    this.act = n === 'swish' ? (x) => ops.silu(x) : activation(n);
+    this.act = adapterActivation(n);
   }
   forward(x: Tensor): Tensor {
     return (this.child('2') as Linear).forward(this.act((this.child('0') as Linear).forward(x)));

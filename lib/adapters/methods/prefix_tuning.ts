@@ -10,7 +10,7 @@
  * first alias (layer 0) is what namedParameters() lists, as PyTorch does.
  */
 import { Module } from '../../nn/module.ts';
-import { Embedding, Linear, activation } from '../../nn/layers.ts';
+import { Embedding, Linear, adapterActivation } from '../../nn/layers.ts';
 import { Tensor } from '../../tensor.ts';
 import * as ops from '../../ops/index.ts';
 import { noGrad } from '../../autograd/tape.ts';
@@ -57,7 +57,7 @@ export class PrefixTuning extends Module {
     if (flat) kv = ops.reshape(flat, [this.P, -1]);
     else {
       const seq = this.child('control_trans')!;
-      const act = activation(this.cfg.get('non_linearity') as string);
+      const act = adapterActivation(this.cfg.get('non_linearity') as string);
       const emb = (this.child('wte') as Embedding).weight;
       kv = (seq.child('2') as Linear).forward(act((seq.child('0') as Linear).forward(emb)));
     }

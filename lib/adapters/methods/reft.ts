@@ -10,7 +10,7 @@
  * projection.parametrizations.weight.original, projection.parametrizations.weight.0.base}`.
  */
 import { Module } from '../../nn/module.ts';
-import { Linear, activation } from '../../nn/layers.ts';
+import { Linear, adapterActivation } from '../../nn/layers.ts';
 import { Tensor, tensor } from '../../tensor.ts';
 import * as ops from '../../ops/index.ts';
 import { noGrad } from '../../autograd/tape.ts';
@@ -89,7 +89,7 @@ class ReftUnit extends Module {
     }
     noGrad(() => this.source.weight.copy_(ops.randn(this.source.weight.shape, { std: 0.02 })));
     const nl = cfg.get('non_linearity') as string | null;
-    this.act = nl ? activation(nl) : null;
+    this.act = nl ? adapterActivation(nl) : null;
   }
   private P(): Tensor {
     const p = this.child('projection')!;
