@@ -7,6 +7,7 @@
  * options, without PHM/invertible), LoRA and (IA)³, and unions of these. Others raise a clear error.
  */
 import fs from 'node:fs';
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type { Module } from '../nn/module.ts';
 import { Tensor, tensor } from '../tensor.ts';
@@ -462,7 +463,7 @@ export class AdapterManager {
    * Python library's save_adapter / load_adapter use by default) and adapter.safetensors (its use_safetensors=True),
    * or one of them with `format`. Each file is written atomically; other files in the folder stay.
    */
-  save(dir: string, name: string, opts: { format?: 'safetensors' | 'bin' | 'both' } = {}): void {
+  save(dir: string, name: string, opts: { format?: 'safetensors' | 'bin' | 'both'; /** extra top-level keys (meta_dict) */ meta?: Record<string, unknown> } = {}): void {
     if (!this.has(name)) throw new ValueError(`No adapter with name '${name}' was found.`);
     const kindOf = this.ctx.configs.get(name);
     if (kindOf instanceof PeftPromptTuningConfig || kindOf instanceof PeftPrefixTuningConfig)
@@ -479,6 +480,7 @@ export class AdapterManager {
       model_type: mt,
       name,
       version: 'adapters.1.1.0',
+      ...(opts.meta ?? {}),
     };
     // .bin: every alias of a shared parameter, as torch.save(state_dict) writes it (prefix-tuning pools sit
     // under the model and under every attention layer); safetensors cannot hold shared tensors: once
@@ -595,8 +597,16 @@ export class AdapterManager {
       throw (e as NodeJS.ErrnoException).code === 'ENOENT' ? new IOError(`${cfgFile} not found`) : new FormatError(`${cfgFile}: ${(e as Error).message}`);
     }
     if (!Array.isArray(meta.adapter_names) || !meta.config) throw new FormatError(`${cfgFile}: missing adapter_names or config`);
-    const name = this.addFusion(new Fuse(...meta.adapter_names, { name: meta.name }), meta.config, { overwriteOk: true });
+    // the weights are read first: a folder without them adds nothing (as the Python loader checks the file first)
     const { weights, file } = readWeightFile(dir, 'model_adapter_fusion.safetensors', 'pytorch_model_adapter_fusion.bin');
+    let name: string;
+    try {
+      name = this.addFusion(new Fuse(...meta.adapter_names, { name: meta.name }), meta.config, { overwriteOk: true });
+    } catch (e) {
+      for (const t of weights.values()) t.dispose();
+      throw e;
+    }
+    let done = false;
     try {
       const own = new Map(this.fusionParams(name));
       const prefix = `${this.model.spec.prefix}.`;
@@ -613,8 +623,10 @@ export class AdapterManager {
       });
       const missing = [...own.keys()].filter((k) => !loaded.has(k));
       if (missing.length) throw new FormatError(`${file}: missing fusion weights: ${missing.slice(0, 6).join(', ')}`);
+      done = true;
     } finally {
       for (const t of weights.values()) t.dispose();
+      if (!done) this.deleteFusion(name);
     }
     if (opts.setActive) this.setActive(new Fuse(...this.fusions.get(name)!.names, { name }));
     return name;
@@ -637,13 +649,17 @@ export class AdapterManager {
    * saveAdapterSetup: `adapter_setup.json` ({adapter_setup, head_setup, version}) plus one folder per adapter,
    * as the Python library writes it.
    */
-  saveSetup(dir: string, setup: Setup): void {
+  saveSetup(dir: string, setup: Setup, opts: { headSetup?: string | string[] | null; format?: 'safetensors' | 'bin' | 'both';
+    /** Writes more files into the folder being built (the model's heads). */ extra?: (tmp: string) => void } = {}): void {
     const parsed = parseComposition(setup)!;
     const block = typeof parsed === 'string' ? new Stack(parsed) : parsed;
     writeFolderAtomic(dir, (tmp) => {
       fs.writeFileSync(path.join(tmp, 'adapter_setup.json'),
-        JSON.stringify({ adapter_setup: block.toDict(), head_setup: null, version: 'adapters.1.1.0' }, null, 2));
-      for (const n of block.flatten()) this.save(path.join(tmp, n), n);
+        JSON.stringify({ adapter_setup: block.toDict(), head_setup: opts.headSetup ?? null, version: 'adapters.1.1.0' }, null, 2));
+      for (const n of block.flatten()) this.save(path.join(tmp, n), n, { format: opts.format });
+      // the setup's AdapterFusion layers, one folder each (named like the fusion)
+      for (const f of fuseBlocks(block)) if (this.fusions.has(f.name)) this.saveFusion(path.join(tmp, f.name), f.name, { format: opts.format });
+      opts.extra?.(tmp);
     });
   }
   /** loadAdapterSetup: loads every adapter folder named in adapter_setup.json and (optionally) activates the setup. */
@@ -658,10 +674,13 @@ export class AdapterManager {
     if (!meta.adapter_setup) throw new FormatError(`${file}: missing adapter_setup`);
     const setup = compositionFromDict(meta.adapter_setup);
     const names = typeof setup === 'string' ? [setup] : setup.flatten();
-    for (const n of names) {
+    const safe = (n: string) => {
       if (n.includes('/') || n.includes('\\') || n.startsWith('.')) throw new FormatError(`${file}: invalid adapter name ${JSON.stringify(n)}`);
-      this.load(path.join(dir, n), { loadAs: n });
-    }
+      return n;
+    };
+    for (const n of names) this.load(path.join(dir, safe(n)), { loadAs: n });
+    if (typeof setup !== 'string')
+      for (const f of fuseBlocks(setup)) if (fs.existsSync(path.join(dir, safe(f.name), 'adapter_fusion_config.json'))) this.loadFusion(path.join(dir, f.name));
     if (opts.setActive) this.setActive(setup);
     return setup;
   }
@@ -674,16 +693,22 @@ export class AdapterManager {
       if (typeof c[k] === 'number') return c[k] as number;
     return 0;
   }
+  /** The config of AdapterFusion `name`. */
+  fusionConfigOf(name: string): FusionConfigDict {
+    const f = this.fusions.get(name);
+    if (!f) throw new ValueError(`No AdapterFusion with name '${name}' was found.`);
+    return f.cfg;
+  }
   /** Names of the AdapterFusion layers. */
   fusionNames(): string[] {
     return [...this.fusions.keys()];
   }
-  saveFusion(dir: string, name: string, opts: { format?: 'safetensors' | 'bin' | 'both' } = {}): void {
+  saveFusion(dir: string, name: string, opts: { format?: 'safetensors' | 'bin' | 'both'; meta?: Record<string, unknown> } = {}): void {
     const f = this.fusions.get(name);
     if (!f) throw new ValueError(`No AdapterFusion with name '${name}' was found.`);
     const mt = String(this.model.config.model_type);
     const meta = { adapter_names: f.names, config: f.cfg, hidden_size: this.model.base.hiddenSize!(), model_class: ADAPTER_MODEL_CLASS[mt] ?? 'AdapterModel',
-      model_name: String(this.model.config._name_or_path ?? ''), model_type: mt, name, version: 'adapters.1.1.0' };
+      model_name: String(this.model.config._name_or_path ?? ''), model_type: mt, name, version: 'adapters.1.1.0', ...(opts.meta ?? {}) };
     const format = opts.format ?? 'both';
     if (format !== 'safetensors' && format !== 'bin' && format !== 'both') throw new ValueError(`saveAdapterFusion: format must be 'safetensors', 'bin' or 'both', got '${String(format)}'`);
     writeFolderAtomic(dir, (tmp) => {
@@ -781,6 +806,18 @@ export class AdapterManager {
     if (opts.setActive) this.setActive([name]);
     return name;
   }
+}
+
+/** The Fuse blocks of a composition (nested ones included). */
+function fuseBlocks(b: CompositionBlock): Fuse[] {
+  const out: Fuse[] = [];
+  const walk = (x: Setup) => {
+    if (typeof x === 'string') return;
+    if (x instanceof Fuse) out.push(x);
+    for (const c of x.children) walk(c);
+  };
+  walk(b);
+  return out;
 }
 
 /** The key of the same parameter in adapter `to` (only the adapter-name segment changes). */
@@ -959,6 +996,46 @@ export function replaceFolderAtomic(dir: string, fill: (tmp: string) => void): v
     fs.rmSync(tmp, { recursive: true, force: true });
     throw e instanceof IOError ? e : new IOError(`${(e as Error).message}`);
   }
+}
+
+/** Python's repr of a float (shortest round-trip digits; exponent form below 1e-4 and from 1e16). */
+function pyFloat(x: number): string {
+  if (!Number.isFinite(x)) return x > 0 ? 'Infinity' : x < 0 ? '-Infinity' : 'NaN';
+  if (Number.isInteger(x) && Math.abs(x) < 1e16) return Object.is(x, -0) ? '-0.0' : x.toFixed(1);
+  const [mant, e] = x.toExponential().split('e') as [string, string];
+  const exp = Number(e);
+  if (exp < -4 || exp >= 16) return `${mant}e${exp < 0 ? '-' : '+'}${String(Math.abs(exp)).padStart(2, '0')}`;
+  return String(x);
+}
+/** Python's json.dumps(v, sort_keys=True) (default separators, ASCII escapes; float fields as floats). */
+function pyDumps(v: unknown, key = ''): string {
+  if (v === null || v === undefined) return 'null';
+  if (typeof v === 'boolean') return v ? 'true' : 'false';
+  if (typeof v === 'number') return FLOAT_KEYS.has(key) || !Number.isInteger(v) ? pyFloat(v) : String(v);
+  if (typeof v === 'string') return JSON.stringify(v).replace(/[\u007f-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  if (Array.isArray(v)) return `[${v.map((x) => pyDumps(x, key)).join(', ')}]`;
+  const o = v as Record<string, unknown>;
+  return `{${Object.keys(o).sort().map((k) => `${JSON.stringify(k)}: ${pyDumps(o[k], k)}`).join(', ')}}`;
+}
+/** Python truthiness of a config value (_minimize_dict drops falsy ones). */
+const pyTruthy = (v: unknown): boolean =>
+  !(v === null || v === undefined || v === false || v === 0 || v === '' || (Array.isArray(v) && !v.length) ||
+    (typeof v === 'object' && !Array.isArray(v) && !Object.keys(v as object).length));
+/** Defaults of keys newer than v2 that the hash leaves out (ADAPTER_CONFIG_HASH_IGNORE_DEFAULT). */
+const HASH_IGNORE_DEFAULT: Record<string, unknown> = {
+  phm_layer: true, phm_dim: 4, factorized_phm_W: true, shared_W_phm: false, shared_phm_rule: true, factorized_phm_rule: false, phm_c_init: 'normal',
+  phm_init_range: 0.0001, learn_phm: true, hypercomplex_nonlinearity: 'glorot-uniform', phm_rank: 1, phm_bias: true, init_weights: 'bert', scaling: 1.0,
+};
+/**
+ * The Python library's get_adapter_config_hash: sha1 of json.dumps(sort_keys=True) of the config without falsy values
+ * (recursively in dicts) and without the v3 keys at their defaults, first 16 hex digits (saveAllAdapters' `config_id`).
+ */
+export function adapterConfigHash(config: Record<string, unknown>, length = 16): string {
+  const minimize = (d: unknown): unknown => (d && typeof d === 'object' && !Array.isArray(d)
+    ? Object.fromEntries(Object.entries(d as Record<string, unknown>).filter(([, v]) => pyTruthy(v)).map(([k, v]) => [k, minimize(v)])) : d);
+  const m = minimize(config) as Record<string, unknown>;
+  for (const [k, d] of Object.entries(HASH_IGNORE_DEFAULT)) if (k in m && m[k] === d) delete m[k];
+  return createHash('sha1').update(pyDumps(m), 'utf8').digest('hex').slice(0, length);
 }
 
 /** Config fields the Python library types as float: written with a fractional part (`1.0`, not `1`), as Python's json does. */

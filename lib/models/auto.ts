@@ -20,7 +20,7 @@ import type { ForwardInput, HFConfig, ModelOutput } from './common.ts';
 import { generate as generateDecoder, type GenerateOptions } from './generate.ts';
 import { generateSeq2seq } from './seq2seq_generate.ts';
 import { shiftTokensRight } from './bart.ts';
-import { AdapterManager, formatSummary, type AdapterHostModel, type SummaryRow } from '../adapters/model.ts';
+import { AdapterManager, adapterConfigHash, formatSummary, type AdapterHostModel, type SummaryRow } from '../adapters/model.ts';
 import type { AdapterConfig, ConfigDict } from '../adapters/config.ts';
 import { BatchSplit, CompositionBlock, Parallel, type Fuse, type Setup } from '../adapters/composition.ts';
 import type { FusionConfigDict } from '../adapters/methods/fusion.ts';
@@ -293,12 +293,17 @@ export class AdapterModel extends Module {
   /** saveAdapter for every adapter, each into dir/<name>. */
   saveAllAdapters(dir: string, opts: { format?: 'safetensors' | 'bin' | 'both'; withHead?: boolean } = {}): void {
     fs.mkdirSync(dir, { recursive: true });
-    for (const name of this.adapters.ctx.configs.keys()) this.saveAdapter(path.join(dir, name), name, opts);
+    // (each with meta config_id = the config's hash, as the Python library's save_all_adapters)
+    for (const [name, cfg] of this.adapters.ctx.configs) {
+      this.adapters.save(path.join(dir, name), name, { format: opts.format, meta: { config_id: adapterConfigHash(cfg.toDict()) } });
+      if ((opts.withHead ?? true) && this.headManager.has(name)) this.headManager.save(path.join(dir, name), name, { format: opts.format });
+    }
   }
   /** saveAdapterFusion for every fusion, each into dir/<a,b>. */
   saveAllAdapterFusions(dir: string, opts: { format?: 'safetensors' | 'bin' | 'both' } = {}): void {
     fs.mkdirSync(dir, { recursive: true });
-    for (const name of this.adapters.fusionNames()) this.adapters.saveFusion(path.join(dir, name), name, opts);
+    for (const name of this.adapters.fusionNames())
+      this.adapters.saveFusion(path.join(dir, name), name, { ...opts, meta: { config_id: adapterConfigHash(this.adapters.fusionConfigOf(name) as unknown as Record<string, unknown>) } });
   }
   /** saveHead for every head, each into dir/<name>. */
   saveAllHeads(dir: string, opts: { format?: 'safetensors' | 'bin' | 'both' } = {}): void {
@@ -336,13 +341,40 @@ export class AdapterModel extends Module {
   getFusionRegularizationLoss(): Tensor | null {
     return this.adapters.fusionRegularizationLoss();
   }
-  /** Writes adapter_setup.json and one folder per adapter of `setup`. */
-  saveAdapterSetup(dir: string, setup: Setup): void {
-    this.adapters.saveSetup(dir, setup);
+  /**
+   * Writes adapter_setup.json ({adapter_setup, head_setup, version}), one folder per adapter of `setup` (with the head
+   * named like it, as save_adapter does), one per AdapterFusion of the setup, and one per head of `headSetup`.
+   */
+  saveAdapterSetup(dir: string, setup: Setup, opts: { headSetup?: string | string[] | null; format?: 'safetensors' | 'bin' | 'both' } = {}): void {
+    const heads = opts.headSetup == null ? [] : Array.isArray(opts.headSetup) ? opts.headSetup : [opts.headSetup];
+    for (const h of heads) this.headManager.get(h);
+    const names = typeof setup === 'string' ? [setup] : Array.isArray(setup) ? setup.flatMap((s) => (typeof s === 'string' ? [s] : s.flatten())) : setup.flatten();
+    this.adapters.saveSetup(dir, setup, {
+      headSetup: opts.headSetup ?? null, format: opts.format,
+      extra: (tmp) => {
+        for (const n of new Set([...names.filter((n) => this.headManager.has(n)), ...heads])) this.headManager.save(path.join(tmp, n), n, { format: opts.format });
+      },
+    });
   }
-  /** Loads a folder written by saveAdapterSetup (or the Python library); returns the setup. */
+  /**
+   * Loads a folder written by saveAdapterSetup (or the Python library): the adapters with their heads, the setup's
+   * fusions and the heads of head_setup; with setActive, activates the setup and head_setup. Returns the setup.
+   */
   loadAdapterSetup(dir: string, opts: { setActive?: boolean } = {}): Setup {
-    return this.adapters.loadSetup(dir, opts);
+    const setup = this.adapters.loadSetup(dir, { setActive: false });
+    const meta = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_setup.json'), 'utf8')) as { head_setup?: unknown };
+    const names = typeof setup === 'string' ? [setup] : setup.flatten();
+    const hs = meta.head_setup;
+    const heads = typeof hs === 'string' ? [hs] : Array.isArray(hs) ? hs.filter((h): h is string => typeof h === 'string') : [];
+    for (const n of new Set([...names, ...heads])) {
+      if (n.includes('/') || n.includes('\\') || n.startsWith('.')) throw new FormatError(`${dir}: invalid head name ${JSON.stringify(n)}`);
+      if (fs.existsSync(path.join(dir, n, 'head_config.json'))) this.headManager.load(path.join(dir, n), { loadAs: n, setActive: false });
+    }
+    if (opts.setActive) {
+      this.setActiveAdapters(setup);
+      if (heads.length) this.activeHead = heads.length === 1 ? heads[0]! : heads;
+    }
+    return setup;
   }
   /** Undoes every merge. */
   resetAdapter(): void {

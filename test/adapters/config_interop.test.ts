@@ -9,7 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { AutoAdapterModel, AdapterConfig, ValueError, noGrad, ops, scope } from '../../lib/index.ts';
 import { AdapterPlusConfig, DiReftConfig, ReftConfig } from '../../lib/adapters/config.ts';
-import { pythonJson } from '../../lib/adapters/model.ts';
+import { Fuse } from '../../lib/adapters/composition.ts';
+import { adapterConfigHash, pythonJson } from '../../lib/adapters/model.ts';
 
 const cfg = { model_type: 'bert', vocab_size: 50, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32,
   hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 };
@@ -125,4 +126,54 @@ test('stochastic depth skips parallel adapters; fusion dropout defaults to the m
   const layer = [...f.namedModules()].find(([k]) => k.endsWith('adapter_fusion_layer.a,b'))![1] as unknown as { defaultDropout: number };
   t.is(layer.defaultDropout, 0.5);
   f.dispose();
+});
+
+// saveAllAdapters' config_id: the Python library's get_adapter_config_hash, checked against hashes computed by Python's
+// json / hashlib (test/reference/gen_config_hash.py) for every adapter_config.json the Python library wrote in ../shared
+test('config_id (get_adapter_config_hash) equals Python\'s for every reference config; saveAllAdapters writes it', (t) => {
+  const fx = JSON.parse(fs.readFileSync(new URL('../fixtures/config_hash.json', import.meta.url), 'utf8')) as Record<string, { config: Record<string, unknown>; hash: string }>;
+  const cases = Object.entries(fx);
+  t.true(cases.length > 100);
+  for (const [name, c] of cases) t.is(adapterConfigHash(AdapterConfig.fromDict(c.config as never).toDict()), c.hash, name);
+  const m = AutoAdapterModel.fromConfig(cfg, { seed: 1 });
+  m.addAdapter('a', 'seq_bn');
+  const dir = tmp();
+  m.saveAllAdapters(dir);
+  const j = JSON.parse(fs.readFileSync(path.join(dir, 'a', 'adapter_config.json'), 'utf8'));
+  t.is(j.config_id, adapterConfigHash(AdapterConfig.load('seq_bn').toDict()));
+  fs.rmSync(dir, { recursive: true, force: true });
+  m.dispose();
+});
+
+test('adapter setups hold their fusions and heads (head_setup); a fusion folder without weights adds nothing', (t) => {
+  const m = AutoAdapterModel.fromConfig(cfg, { seed: 3 }).eval();
+  m.addAdapter('a', 'seq_bn');
+  m.addAdapter('b', 'seq_bn');
+  m.addAdapterFusion(['a', 'b']);
+  m.addClassificationHead('a,b', { num_labels: 3 });
+  noGrad(() => { for (const [k, p] of m.namedParameters()) if (/\.(a|b)\.|fusion/.test(k)) p.copy_(ops.add(p, ops.randn(p.shape, { std: 0.1, seed: k.length }))); });
+  const fuse = new Fuse('a', 'b');
+  m.setActiveAdapters(fuse);
+  m.activeHead = 'a,b';
+  const want = scope(() => Array.from(m.forward({ inputIds: [[1, 2, 3, 4]] }).logits!.toArray() as Float32Array));
+  const dir = tmp();
+  m.saveAdapterSetup(dir, fuse, { headSetup: 'a,b' });
+  t.deepEqual(fs.readdirSync(dir).sort(), ['a', 'a,b', 'adapter_setup.json', 'b']);
+  t.is(JSON.parse(fs.readFileSync(path.join(dir, 'adapter_setup.json'), 'utf8')).head_setup, 'a,b');
+  const n = AutoAdapterModel.fromConfig(cfg, { seed: 3 }).eval();  // the same base model
+  n.loadAdapterSetup(dir, { setActive: true });
+  t.deepEqual(n.adapters.fusionNames(), ['a,b']);
+  t.is(n.activeHead, 'a,b');
+  const got = scope(() => Array.from(n.forward({ inputIds: [[1, 2, 3, 4]] }).logits!.toArray() as Float32Array));
+  t.true(got.every((v, i) => Math.abs(v - want[i]!) < 1e-6));
+  // a fusion folder whose weights are missing: an error, and no fusion left behind
+  const fdir = path.join(dir, 'a,b');
+  for (const f of ['model_adapter_fusion.safetensors', 'pytorch_model_adapter_fusion.bin']) fs.rmSync(path.join(fdir, f), { force: true });
+  const k = AutoAdapterModel.fromConfig(cfg, { seed: 5 });
+  k.addAdapter('a', 'seq_bn');
+  k.addAdapter('b', 'seq_bn');
+  t.throws(() => k.loadAdapterFusion(fdir));
+  t.deepEqual(k.adapters.fusionNames(), []);
+  fs.rmSync(dir, { recursive: true, force: true });
+  m.dispose(); n.dispose(); k.dispose();
 });
