@@ -25,6 +25,7 @@ import type { AdapterConfig, ConfigDict } from '../adapters/config.ts';
 import { BatchSplit, CompositionBlock, Parallel, type Fuse, type Setup } from '../adapters/composition.ts';
 import type { FusionConfigDict } from '../adapters/methods/fusion.ts';
 import { HeadManager, type HeadHost } from '../heads/manager.ts';
+import { staticHeadFor } from '../heads/static_heads.ts';
 import { loadPeftAdapter, readPeftConfig, savePeftAdapter } from '../io/peft.ts';
 import { withVirtualTokens } from '../adapters/methods/peft_prompt.ts';
 import { ADAPTER_FILES, MODEL_FILES, cachedSnapshot, isHubId, resolveModelSource, type HubOptions } from '../io/hub.ts';
@@ -784,6 +785,19 @@ export class AutoAdapterModel {
 
 function loadWeights(model: AdapterModel, dir: string, spec: ArchSpec): void {
   const sources = weightSources(dir);
+  // a checkpoint of a task class (config.architectures): its head becomes the active flex head 'default', as the
+  // Python library converts static heads; only when every weight of it is in the checkpoint
+  const stat = staticHeadFor(model.config as Record<string, unknown>);
+  const names = new Set(sources.flatMap((h) => h.names()));
+  let headRename: Map<string, string> | null = null;
+  if (stat) {
+    const need = [...stat.rename.keys()].filter((k) => names.has(k) || !k.endsWith('.bias'));
+    if (need.every((k) => names.has(k))) {
+      model.headManager.add('default', stat.config, { overwriteOk: true, setActive: true });
+      const head = new Set(model.headManager.get('default').stateDict('heads.default').keys());
+      headRename = new Map([...stat.rename].filter(([, v]) => head.has(v)));
+    }
+  }
   const own = model.stateDict();
   const prefix = `${spec.prefix}.`;
   const loaded = new Set<string>();
@@ -795,7 +809,7 @@ function loadWeights(model: AdapterModel, dir: string, spec: ArchSpec): void {
   noGrad(() => {
     for (const h of sources)
       for (const name of h.names()) {
-        const key = name.startsWith(prefix) || own.has(name) ? name : prefix + name;
+        const key = headRename?.get(name) ?? (name.startsWith(prefix) || own.has(name) ? name : prefix + name);
         const dst = own.get(key);
         if (!dst) {  // head weights of other classes (cls.*, lm_head.*) are not part of the base model
           if (shapes.has(key.replace(/\.\d+\./g, '.#.'))) foreignLayers.push(name);
