@@ -487,9 +487,13 @@ function encode(values: ArrayLike<number> | ArrayLike<bigint>, dt: DType): { buf
       const a = new BigInt64Array(n);
       for (let i = 0; i < n; i++) {
         const v = values[i]!;
-        if (typeof v === 'bigint') a[i] = v;
-        else {
+        if (typeof v === 'bigint') {
+          if (v < -(2n ** 63n) || v >= 2n ** 63n) throw new ValueError(`tensor: ${v} is out of the i64 range`);
+          a[i] = v;
+        } else {
           if (!Number.isInteger(v)) throw new ValueError(`tensor: ${v} is not an integer (dtype i64)`);
+          // (BigInt64Array would wrap a value past ±2^63 silently)
+          if (v < -9223372036854775808 || v >= 9223372036854775808) throw new ValueError(`tensor: ${v} is out of the i64 range`);
           a[i] = BigInt(v);
         }
       }

@@ -1386,6 +1386,8 @@ AttnCuda attn_prepare(OpCtx& c) {
   if (c.has(4)) r.keep = c.input(4);
   AttnParams a;
   attention_check(c, r.q, r.k, r.v, r.pk, r.pv, r.mask, r.keep, a);
+  if (c.f("dropout", 0) != 0)  // (lib/ops/nn.ts sends attention dropout on a GPU through its explicit path)
+    c.fail("DeviceError", "attention-probability dropout has no fused CUDA kernel");
   if (r.keep.st && !r.keep.is_contiguous())
     c.fail("DeviceError", "a strided key padding mask needs a strided-copy kernel for bool, which CUDA has not yet");
   r.p = CudaAttn{a.B, a.H, a.Hkv, a.Tq, a.Tk, a.P, a.D, a.Dv, a.scale, a.causal ? 1 : 0, r.mask.st ? r.mask.data<float>() : nullptr,

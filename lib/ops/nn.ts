@@ -4,12 +4,13 @@
  * and fused scaled-dot-product attention. Each forward sits next to its derivative; the heavy backward
  * passes run native `_bwd` kernels.
  */
-import { Tensor, callOp, tensor as tensorOf, withGrad } from '../tensor.ts';
+import { Tensor, callOp, withGrad } from '../tensor.ts';
 import { DTypeError, ShapeError, ValueError } from '../errors.ts';
 import { assertTensor, broadcastShapes, checkFloat, isFloat, normDim, one, sumToShape } from './util.ts';
-import { alias, concat, expand, reshape, squeeze, toDevice, transpose, unsqueeze } from './shape.ts';
+import { alias, reshape, squeeze, transpose, unsqueeze } from './shape.ts';
+import { attentionExplicit } from './attention_explicit.ts';
 import { full, nextRandom, zeros } from './creation.ts';
-import { add, sub, mul, where, maskedFill, logicalNot, logicalOr, ne } from './elementwise.ts';
+import { sub, mul, where } from './elementwise.ts';
 import { mean as meanOp, sum as sumOp } from './reduce.ts';
 import { autocastActive, autocastProjection, bf16Activation, bf16Weight } from '../autocast.ts';
 import { isGradEnabled } from '../autograd/tape.ts';
@@ -305,40 +306,6 @@ export function rope(x: Tensor, cos: Tensor, sin: Tensor, opts: { interleaved?: 
   return y;
 }
 
-/**
- * softmax(q·kᵀ·scale + mask) with dropout on the probabilities, then ·v, from differentiable ops (the fused kernel has no
- * dropout): the same masking rules as the kernel (prefix keys first and always visible to the causal rule, masked
- * scores at the lowest finite float), grouped-query heads repeated as HF's repeat_kv.
- */
-function attentionExplicit(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | null, keyPadding: Tensor | null, pk: Tensor | null, pv: Tensor | null,
-  causal: boolean, scale: number | undefined, p: number): Tensor {
-  const [B, H, Tq, D] = q.shape as [number, number, number, number];
-  if (pk && pv) { k = concat([pk, k], 2); v = concat([pv, v], 2); }
-  const Hkv = k.shape[1]!, Tk = k.shape[2]!, P = pk ? pk.shape[2]! : 0;
-  if (Hkv !== H) {
-    if (H % Hkv) throw new ShapeError(`scaledDotProductAttention: ${H} query heads are not a multiple of ${Hkv} key/value heads`);
-    const rep = (x: Tensor) => reshape(expand(unsqueeze(x, 2), [B, Hkv, H / Hkv, Tk, x.shape[3]!]), [B, H, Tk, x.shape[3]!]);
-    k = rep(k); v = rep(v);
-  }
-  let s = mul(matmul(q, transpose(k, -2, -1)), scale ?? 1 / Math.sqrt(D));
-  if (mask) s = add(s, mask);
-  // hidden positions: causal (real keys only; key j of Tk − P real ones visible to query i iff j ≤ i + (Tk − P − Tq)) and padding
-  let hide: Tensor | null = null;
-  if (causal) {
-    const real = Tk - P, hideHost = new Uint8Array(Tq * Tk);
-    for (let i = 0; i < Tq; i++) for (let j = 0; j < real; j++) if (j > i + (real - Tq)) hideHost[i * Tk + P + j] = 1;
-    hide = toDevice(tensorOf(hideHost, [1, 1, Tq, Tk], { dtype: 'bool' }), q.device);
-  }
-  if (keyPadding) {
-    if (keyPadding.shape.length !== 2 || keyPadding.shape[1] !== Tk)
-      throw new ShapeError(`scaledDotProductAttention: keyPaddingMask must be (B, ${Tk}), got [${keyPadding.shape}]`);
-    const pad = reshape(logicalNot(keyPadding.dtype === 'bool' ? keyPadding : ne(keyPadding, 0)), [keyPadding.shape[0]!, 1, 1, Tk]);
-    hide = hide ? logicalOr(hide, pad) : pad;
-  }
-  if (hide) s = maskedFill(s, hide, -3.4028234663852886e38);
-  return matmul(dropout(softmax(s, -1), p), v);
-}
-
 export interface AttentionOptions {
   /** Broadcastable to (B, H, Tq, P+Tk): additive (float, e.g. HF's extended attention mask) or bool (true = may attend). */
   mask?: Tensor | null;
@@ -395,10 +362,17 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
     throw new DTypeError(`scaledDotProductAttention: mask must be bool or floating point (additive), got ${mask.dtype}`);
   const p = opts.dropoutP ?? 0;
   if (!(p >= 0 && p < 1)) throw new ValueError(`scaledDotProductAttention: dropoutP must be in [0, 1), got ${p}`);
-  if (p > 0) {
+  if (p > 0 && q.device !== 'cpu') {
     const out = attentionExplicit(q, k, v, mask, opts.keyPaddingMask ?? null, pk, pv, !!opts.isCausal, opts.scale, p);
     if (mask && mask !== opts.mask) mask.dispose();
     return out;
+  }
+  if (p > 0) {
+    // the fused CPU kernel drops probability (b, h, i, j) as ops.dropout would drop that element of the (B, H, Tq, P+Tk)
+    // probabilities with the same stream: one draw of that size, replayed by the backward
+    const [B, H, Tq] = q.shape as [number, number, number];
+    const st = nextRandom(B * H * Tq * ((pk?.shape[2] ?? 0) + k.shape[2]!));
+    Object.assign(attrs, { dropout: p, seed: st.seed, offset: st.offset });
   }
   const ins = [q, k, v, mask, opts.keyPaddingMask ?? null, pk, pv];
   const [out, lse] = callOp('attention', ins, attrs);

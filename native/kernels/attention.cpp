@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "../threadpool.h"
+#include "../../cuda/random_math.h"
 
 namespace ad {
 namespace {
@@ -518,6 +519,29 @@ const float* value_rows(const AttnParams& p, const float* v, const float* pv, in
 }
 
 // rows x cols (ld src_ld) -> cols x rows (ld dst_ld)
+// Attention dropout (AttnParams::dropout): the keep-scales of a tile (nq rows of query block i0, key block kb; ld BK),
+// 1/(1 - p) or 0, drawn as ops.dropout draws element ((b·H + h)·Tq + i)·(P+Tk) + j (4 per Philox block).
+void dropout_scales(const AttnParams& p, int64_t b, int64_t h, int64_t i0, int64_t nq, const KeyBlock& kb, float* M) {
+  const int64_t S = p.P + p.Tk, j0 = kb.prefix ? kb.j0 : p.P + kb.j0;
+  const float keep = 1.f / (1.f - p.dropout);
+  uint32_t r[4];
+  for (int64_t row = 0; row < nq; row++) {
+    const uint64_t base = (uint64_t)(((b * p.H + h) * p.Tq + i0 + row) * S + j0);
+    uint64_t blk = ~(uint64_t)0;
+    float* m = M + row * BK;
+    for (int64_t c = 0; c < kb.n; c++) {
+      const uint64_t e = base + (uint64_t)c;
+      if ((e >> 2) != blk) ad_rand::block4(p.seed, p.offset, blk = e >> 2, r);
+      m[c] = ad_rand::u01(r[e & 3]) >= p.dropout ? keep : 0.f;
+    }
+  }
+}
+// T (a tile, ld BK) times the keep-scales M
+void scale_tile(int64_t nq, int64_t n, const float* M, float* T) {
+  for (int64_t row = 0; row < nq; row++)
+    for (int64_t c = 0; c < n; c++) T[row * BK + c] *= M[row * BK + c];
+}
+
 void transpose(const float* src, int64_t rows, int64_t cols, int64_t src_ld, float* dst, int64_t dst_ld) {
   for (int64_t r = 0; r < rows; r++)
     for (int64_t c = 0; c < cols; c++) dst[c * dst_ld + r] = src[r * src_ld + c];
@@ -607,11 +631,11 @@ void load_q(const AttnParams& p, const float* q, int64_t b, int64_t h, int64_t i
 }
 
 struct FwdScratch {
-  std::vector<float> Qs, Kt, S, acc, m, l;
+  std::vector<float> Qs, Kt, S, acc, m, l, M;  // M: dropout keep-scales of the tile
 };
 
 struct BwdScratch {
-  std::vector<float> Qs, Kt, Vt, S, dP, dKacc, dVacc, dQacc, m, l;
+  std::vector<float> Qs, Kt, Vt, S, dP, dKacc, dVacc, dQacc, m, l, M;  // M: dropout keep-scales of the tile
 };
 
 bool params_ok(const AttnParams& p) {
@@ -651,6 +675,7 @@ void attention_fwd_cpu(const AttnParams& p, const float* q, const float* k, cons
         s.acc.resize(BQ * Dv + 1);
         s.m.resize(BQ);
         s.l.resize(BQ);
+        if (p.dropout > 0) s.M.resize(BQ * BK);
         return s;
       },
       [&](int64_t task, FwdScratch& s) {
@@ -673,6 +698,11 @@ void attention_fwd_cpu(const AttnParams& p, const float* q, const float* k, cons
           }
           apply_masks(p, b, h, i0, nq, kb, s.S.data());
           K.online_softmax(nq, kb.n, s.S.data(), s.m.data(), s.l.data(), s.acc.data(), Dv);
+          // (the normaliser l summed the undropped probabilities; only the products with V see the dropout)
+          if (p.dropout > 0) {
+            dropout_scales(p, b, h, i0, nq, kb, s.M.data());
+            scale_tile(nq, kb.n, s.M.data(), s.S.data());
+          }
           tile_gemm(p, K, nq, Dv, kb.n, s.S.data(), BK, 1, vr, kb_ld(p, kb, Dv), s.acc.data(), Dv, true);
         };
 
@@ -752,6 +782,7 @@ void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, cons
     s.dQacc.resize(BQ * D + 1);
     s.m.resize(BQ);
     s.l.resize(BQ);
+    if (p.dropout > 0) s.M.resize(BQ * BK);
     return s;
   };
 
@@ -819,7 +850,13 @@ void attention_bwd_cpu(const AttnParams& p, const float* q, const float* k, cons
                      s.dP.data(), BK, false, true);
     else
       tile_gemm(p, K, nq, kb.n, Dv, dout + qrow(p, b, h, i0, Dv), qld(p, Dv), 1, s.Vt.data(), BK, s.dP.data(), BK, false);
+    // dropout: O = (P∘M)·V, so dP = (dO·Vᵀ)∘M and dV = (P∘M)ᵀ·dO; dS = P ⊙ (dP − rowsum(dO∘O)) as without it
+    if (p.dropout > 0) {
+      dropout_scales(p, b, h, i0, nq, kb, s.M.data());
+      scale_tile(nq, kb.n, s.M.data(), s.dP.data());
+    }
     K.dsoft(nq, kb.n, s.S.data(), s.dP.data(), Dd.data() + row0);
+    if (p.dropout > 0) scale_tile(nq, kb.n, s.M.data(), s.S.data());
     return true;
   };
 

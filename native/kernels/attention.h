@@ -28,6 +28,11 @@ struct AttnParams {
   // contiguous — the head split of a (B, Tq, H·D) projection, seen as (B, H, Tq, D) without a copy; likewise the
   // key-side tensors (k, v, dk, dv) with k_bthd. Prefix keys / values are always (B, Hkv, P, ·) contiguous.
   bool q_bthd = false, k_bthd = false;
+  // Dropout on the attention probabilities (training): probability (b, h, i, j) — j counted with the prefix first — is
+  // kept, scaled by 1/(1 - dropout), iff ops.dropout keeps element ((b·H + h)·Tq + i)·(P+Tk) + j of the (B, H, Tq, P+Tk)
+  // probabilities with the same counter-based stream (seed, offset): the backward regenerates the same mask.
+  float dropout = 0.f;
+  uint64_t seed = 0, offset = 0;
 };
 
 // q: (B,H,Tq,D)  k: (B,Hkv,Tk,D)  v: (B,Hkv,Tk,Dv)  pk: (B,Hkv,P,D)  pv: (B,Hkv,P,Dv) (null when P == 0)

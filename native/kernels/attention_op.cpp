@@ -60,6 +60,16 @@ Prepared prepare(OpCtx& c) {
   if (r.mask.st) r.p.mask = r.mask.data<float>();
   if (r.keep.st) r.p.key_keep = r.keep.data<uint8_t>();
   r.p.mixed = c.i("mixed", 0) != 0;  // autocast (the CUDA slot passes it on to its products)
+  // attention-probability dropout: its probability and counter-based stream (the same for forward and backward)
+  const double pd = c.f("dropout", 0);
+  if (!(pd >= 0 && pd < 1)) c.fail("ValueError", "dropout must be in [0, 1), got " + std::to_string(pd));
+  r.p.dropout = (float)pd;
+  if (pd > 0) {
+    const double seed = c.f("seed", 0), off = c.f("offset", 0);
+    if (seed < 0 || off < 0 || seed != std::floor(seed) || off != std::floor(off)) c.fail("ValueError", "seed and offset must be non-negative integers");
+    r.p.seed = (uint64_t)seed;
+    r.p.offset = (uint64_t)off;
+  }
   return r;
 }
 

@@ -1,7 +1,7 @@
 // Factories: zeros / ones / full / *Like / arange (values, dtypes, shapes, torch's length rule) and the seeded
 // rand / randn (ranges, moments, reproducibility).
 import test from 'ava';
-import { zeros, ones, full, zerosLike, onesLike, fullLike, arange, rand, randn, manualSeed, tensor, AdaptersError } from '../../lib/index.ts';
+import { zeros, ones, full, zerosLike, onesLike, fullLike, arange, rand, randn, manualSeed, tensor, AdaptersError, ValueError, ops } from '../../lib/index.ts';
 
 const values = (t: { toArray(): ArrayLike<number | bigint> }) => Array.from(t.toArray(), Number);
 
@@ -92,4 +92,13 @@ test('rand / randn: range, moments, and the same draws after the same manualSeed
   const m = randn([4, 5], { mean: 3, std: 0.001 });
   t.true((m.toArray() as Float32Array).every((v) => Math.abs(v - 3) < 0.01));
   for (const x of [u, n, u2, m]) x.dispose();
+});
+
+test('integer tensors refuse values outside their range (an i64 past ±2^63 wrapped silently); where takes finfo.min as a float', (t) => {
+  t.throws(() => tensor([1e19], [1], { dtype: 'i64' }), { instanceOf: ValueError, message: /out of the i64 range/ });
+  t.throws(() => tensor([-3.4e38], [1], { dtype: 'i64' }), { instanceOf: ValueError, message: /out of the i64 range/ });
+  t.deepEqual(Array.from(tensor([-(2 ** 62), 2 ** 53], [2], { dtype: 'i64' }).toArray() as BigInt64Array), [-(2n ** 62n), 2n ** 53n]);
+  const w = ops.where(tensor([true, false]), ops.zeros([]), -3.4028234663852886e38);
+  t.is(w.dtype, 'f32');
+  t.deepEqual(Array.from(w.toArray() as Float32Array), [0, -3.4028234663852886e38]);
 });
