@@ -150,7 +150,8 @@ AD_HD void ce_fwd(int64_t i, int64_t C, const float* X, const int64_t* T, int64_
   }
   const double l = m + ::log(s);
   L[i] = (float)l;
-  RL[i] = T[i] == ignore ? 0.f : (float)((1.0 - eps) * (l - x[T[i]]) + eps * (l - sx / C));
+  // (the smoothing term only when eps > 0: a -inf logit makes sx -inf, and 0*inf would be NaN)
+  RL[i] = T[i] == ignore ? 0.f : (float)((1.0 - eps) * (l - x[T[i]]) + (eps > 0 ? eps * (l - sx / C) : 0.0));
 }
 
 // dlogits row i = w·(softmax − ε/C) − w·(1−ε) at the target (0 for ignored rows); w = the row's gradient weight

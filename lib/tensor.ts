@@ -501,7 +501,8 @@ function encode(values: ArrayLike<number> | ArrayLike<bigint>, dt: DType): { buf
     }
     case 'bool': {
       const a = new Uint8Array(n);
-      for (let i = 0; i < n; i++) a[i] = Number(values[i]) ? 1 : 0;
+      // (NaN is true, as in torch and C++'s bool conversion; only 0 is false)
+      for (let i = 0; i < n; i++) { const v = Number(values[i]); a[i] = v !== 0 ? 1 : 0; }
       return { buf: a, dtype: 'bool' };
     }
   }
@@ -563,10 +564,11 @@ export function tensor(data: TypedData | NestedArray, shape?: number[], opts: Te
   return t;
 }
 
+/** All leaves are booleans (a mix of booleans and numbers is numeric, as torch promotes it). */
 function isBoolNested(d: NestedArray): boolean {
-  let cur: NestedArray = d;
-  while (Array.isArray(cur) && cur.length) cur = cur[0]!;
-  return typeof cur === 'boolean';
+  if (!Array.isArray(d)) return typeof d === 'boolean';
+  if (!d.length) return false;
+  return d.every((x) => isBoolNested(x));
 }
 
 function convert(h: TensorHandle, dt: DType): TensorHandle {

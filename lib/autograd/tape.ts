@@ -246,7 +246,8 @@ function backwardPass(root: Tensor, grad: Tensor, order: Node[], opts: BackwardO
       else if (e.leaf && !e.leaf._userDisposed) accumulateLeaf(e.leaf, r, ops, adopt);
     }
     for (const r of results) if (r) drop(r);
-    if (!opts.retainGraph) node.release(false);
+    // (a node that saved nothing can run again, as in PyTorch: only saved tensors are freed by a backward)
+    if (!opts.retainGraph && (node.saved.length || node.owned.length)) node.release(false);
   }
 }
 

@@ -6,7 +6,7 @@
 import { native } from '../binding.ts';
 import { Tensor, callOp, type DType, DTYPES } from '../tensor.ts';
 import { DTypeError, ValueError } from '../errors.ts';
-import { one } from './util.ts';
+import { checkFillValue, one } from './util.ts';
 
 export interface FactoryOptions {
   dtype?: DType;
@@ -32,6 +32,7 @@ function dtypeOf(opts: FactoryOptions, def: DType = 'f32', op = 'full'): DType {
 
 export function full(shape: number[], value: number, opts: FactoryOptions = {}): Tensor {
   const attrs = { shape: checkShape(shape, 'full'), value, dtype: dtypeOf(opts, 'f32', 'zeros/ones/full') };
+  checkFillValue(value, attrs.dtype as DType, 'full');
   if (!opts.device || opts.device === 'cpu') return finish(one(callOp('fill', [], attrs)), opts);
   if (/^cuda(:\d+)?$/.test(opts.device) && native.hasCuda()) return finish(one(callOp('fill', [], { ...attrs, device: opts.device })), opts);
   const t = one(callOp('fill', [], attrs));  // (to() reports an unknown or unusable device)
@@ -59,6 +60,9 @@ export function fullLike(t: Tensor, value: number, opts: FactoryOptions = {}): T
 /** arange(end) or arange(start, end, step); integer dtype (i64) unless a float dtype is asked for. */
 export function arange(startOrEnd: number, end?: number, step = 1, opts: FactoryOptions = {}): Tensor {
   const [s, e] = end === undefined ? [0, startOrEnd] : [startOrEnd, end];
+  // (torch: "upper bound and larger bound inconsistent with step sign")
+  if (typeof step === 'number' && step !== 0 && Number.isFinite(s) && Number.isFinite(e) && (e - s) * step < 0)
+    throw new ValueError(`arange: the range ${s} → ${e} is inconsistent with the sign of step ${step}`);
   const int = Number.isInteger(s) && Number.isInteger(e) && Number.isInteger(step);
   return finish(one(callOp('arange', [], { start: s, end: e, step, dtype: dtypeOf(opts, int ? 'i64' : 'f32') })), opts);
 }
@@ -100,6 +104,7 @@ function draw(op: 'rand' | 'randn', shape: number[], opts: RandomOptions, extra:
   const st = opts.seed !== undefined ? { seed: opts.seed, offset: 0 } : nextRandom(n);
   let t = one(callOp(op, [], { shape, seed: st.seed, offset: st.offset, ...extra }));
   const dt = dtypeOf(opts);
+  if (dt !== 'f32' && dt !== 'bf16' && dt !== 'f16') throw new DTypeError(`${op}: dtype must be floating point, got ${dt}`);
   if (dt !== 'f32') {
     const c = one(callOp('cast', [t], { dtype: dt }));
     t.dispose();

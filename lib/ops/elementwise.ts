@@ -6,7 +6,7 @@
  */
 import { Tensor, callOp, withGrad } from '../tensor.ts';
 import { ValueError } from '../errors.ts';
-import { assertTensor, checkFloat, isFloat, one, scalarLike, sumToShape } from './util.ts';
+import { assertTensor, checkFillValue, checkFloat, isFloat, one, scalarLike, sumToShape } from './util.ts';
 import { isGradEnabled } from '../autograd/tape.ts';
 import { zerosLike } from './creation.ts';
 import { autocastActive } from '../autocast.ts';
@@ -72,10 +72,11 @@ export function mul(a: Operand, b: Operand): Tensor {
   if (typeof a === 'number' && b instanceof Tensor && isFloat(b.dtype)) return affine(b, a, 0);
   const out = binary('mul', a, b);
   const aT = a instanceof Tensor ? a : null, bT = b instanceof Tensor ? b : null;
+  const aS = aT?.shape, bS = bT?.shape;  // (an operand the backward does not read is not saved: its shape is kept)
   withGrad([out], 'mul', [aT, bT], ([g]) => [
-    aT && aT.requiresGrad ? reduceOwned(one(callOp('mul', [g!, bT!])), aT.shape) : null,
-    bT && bT.requiresGrad ? reduceOwned(one(callOp('mul', [g!, aT!])), bT.shape) : null,
-  ], [], [aT, bT]);
+    aT && aT.requiresGrad ? reduceOwned(one(callOp('mul', [g!, bT!])), aS!) : null,
+    bT && bT.requiresGrad ? reduceOwned(one(callOp('mul', [g!, aT!])), bS!) : null,
+  ], [], [bT?.requiresGrad ? aT : null, aT?.requiresGrad ? bT : null]);  // (each operand only for the other's gradient)
   return out;
 }
 
@@ -94,8 +95,9 @@ export function div(a: Operand, b: Operand): Tensor {
   }
   const out = binary('div', a, b);
   const aT = a instanceof Tensor ? a : null, bT = b instanceof Tensor ? b : null;
+  const aS = aT?.shape, bS = bT?.shape;
   withGrad([out], 'div', [aT, bT], ([g]) => {
-    const ga = aT && aT.requiresGrad ? reduceOwned(one(callOp('div', [g!, bT!])), aT.shape) : null;
+    const ga = aT && aT.requiresGrad ? reduceOwned(one(callOp('div', [g!, bT!])), aS!) : null;
     let gb: Tensor | null = null;
     if (bT && bT.requiresGrad) {
       // −g·out / b
@@ -104,10 +106,10 @@ export function div(a: Operand, b: Operand): Tensor {
       t1.dispose();
       const t3 = one(callOp('neg', [t2]));
       t2.dispose();
-      gb = reduceOwned(t3, bT.shape);
+      gb = reduceOwned(t3, bS!);
     }
     return [ga, gb];
-  });
+  }, [], [bT, bT?.requiresGrad ? out : null]);
   return out;
 }
 
@@ -155,10 +157,11 @@ export function logicalNot(x: Tensor): Tensor {
 
 // ---- unary --------------------------------------------------------------------------------------------
 
-function unary(name: string, x: Tensor, grad: (g: Tensor, x: Tensor, y: Tensor) => Tensor): Tensor {
+/** An op of one tensor; `save` names what its backward reads (the input, the output, both or neither), as PyTorch saves. */
+function unary(name: string, x: Tensor, grad: (g: Tensor, x: Tensor, y: Tensor) => Tensor, save: ('x' | 'y')[]): Tensor {
   assertTensor(x, name, 'input');
   const y = one(callOp(name, [x]));
-  withGrad([y], name, [x], ([g]) => [grad(g!, x, y)]);
+  withGrad([y], name, [x], ([g]) => [grad(g!, x, y)], [], save.map((s) => (s === 'x' ? x : y)));
   return y;
 }
 
@@ -169,20 +172,20 @@ function chain(...steps: Tensor[]): Tensor {
 }
 
 export function neg(x: Tensor): Tensor {
-  return unary('neg', x, (g) => one(callOp('neg', [g])));
+  return unary('neg', x, (g) => one(callOp('neg', [g])), []);
 }
 export function exp(x: Tensor): Tensor {
-  return unary('exp', x, (g, _x, y) => one(callOp('mul', [g, y])));
+  return unary('exp', x, (g, _x, y) => one(callOp('mul', [g, y])), ['y']);
 }
 export function log(x: Tensor): Tensor {
-  return unary('log', x, (g, x) => one(callOp('div', [g, x])));
+  return unary('log', x, (g, x) => one(callOp('div', [g, x])), ['x']);
 }
 export function sqrt(x: Tensor): Tensor {
   // d/dx √x = 1 / (2√x)
   return unary('sqrt', x, (g, _x, y) => {
     const t = one(callOp('div', [g, y]));
     return chain(t, one(callOp('affine', [t], { scale: 0.5, shift: 0 })));
-  });
+  }, ['y']);
 }
 export function rsqrt(x: Tensor): Tensor {
   // d/dx x^-1/2 = −½ · y³
@@ -191,19 +194,19 @@ export function rsqrt(x: Tensor): Tensor {
     const t = one(callOp('mul', [g, y3]));
     y3.dispose();
     return chain(t, one(callOp('affine', [t], { scale: -0.5, shift: 0 })));
-  });
+  }, ['y']);
 }
 export function abs(x: Tensor): Tensor {
   return unary('abs', x, (g, x) => {
     const s = one(callOp('sign', [x]));
     return chain(s, one(callOp('mul', [g, s])));
-  });
+  }, ['x']);
 }
 export function sin(x: Tensor): Tensor {
   return unary('sin', x, (g, x) => {
     const c = one(callOp('cos', [x]));
     return chain(c, one(callOp('mul', [g, c])));
-  });
+  }, ['x']);
 }
 export function cos(x: Tensor): Tensor {
   return unary('cos', x, (g, x) => {
@@ -211,7 +214,7 @@ export function cos(x: Tensor): Tensor {
     const n = one(callOp('neg', [s]));
     s.dispose();
     return chain(n, one(callOp('mul', [g, n])));
-  });
+  }, ['x']);
 }
 export function sign(x: Tensor): Tensor {
   return one(callOp('sign', [x]));
@@ -274,16 +277,17 @@ export function pow(x: Tensor, p: number): Tensor {
     const t = one(callOp('mul', [g!, d]));
     d.dispose();
     return [chain(t, one(callOp('affine', [t], { scale: p, shift: 0 })))];
-  });
+  }, [], [x]);
   return y;
 }
 
 /** Clamps into [min, max] (either may be omitted); gradient passes where min ≤ x ≤ max. */
 export function clamp(x: Tensor, min?: number | null, max?: number | null): Tensor {
   assertTensor(x, 'clamp', 'input');
+  if ((min === undefined || min === null) && (max === undefined || max === null)) throw new ValueError('clamp: at least one of min and max must be given');
   const attrs = { min: min ?? undefined, max: max ?? undefined };
   const y = one(callOp('clamp', [x], attrs));
-  withGrad([y], 'clamp', [x], ([g]) => [one(callOp('clamp_bwd', [x, g!], attrs))]);
+  withGrad([y], 'clamp', [x], ([g]) => [one(callOp('clamp_bwd', [x, g!], attrs))], [], [x]);
   return y;
 }
 
@@ -315,6 +319,7 @@ export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
 export function maskedFill(x: Tensor, mask: Tensor, value: number): Tensor {
   assertTensor(x, 'maskedFill', 'input');
   assertTensor(mask, 'maskedFill', 'mask');
+  checkFillValue(value, x.dtype, 'maskedFill');
   const y = one(callOp('masked_fill', [x, mask], { value }));
   withGrad([y], 'maskedFill', [x], ([g]) => [one(callOp('masked_fill', [g!, mask], { value: 0 }))], [], [mask]);
   return y;

@@ -7,10 +7,10 @@
 import { Tensor, callOp, withGrad } from '../tensor.ts';
 import { DTypeError, ShapeError, ValueError } from '../errors.ts';
 import { assertTensor, broadcastShapes, checkFloat, isFloat, normDim, one, sumToShape } from './util.ts';
-import { alias, reshape, squeeze, transpose, unsqueeze } from './shape.ts';
+import { alias, permute, reshape, squeeze, transpose, unsqueeze } from './shape.ts';
 import { attentionExplicit } from './attention_explicit.ts';
 import { full, nextRandom, zeros } from './creation.ts';
-import { sub, mul, where } from './elementwise.ts';
+import { add, div, neg, sub, mul, where } from './elementwise.ts';
 import { mean as meanOp, sum as sumOp } from './reduce.ts';
 import { autocastActive, autocastProjection, bf16Activation, bf16Weight } from '../autocast.ts';
 import { isGradEnabled } from '../autograd/tape.ts';
@@ -37,20 +37,21 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
     return r;
   }
   const y = one(callOp('matmul', [a, b]));
+  const aS = a.shape, bS = b.shape;  // (an operand the backward does not read is not saved: its shape is kept)
   withGrad([y], 'matmul', [a, b], ([g]) => {
     let ga: Tensor | null = null, gb: Tensor | null = null;
     if (a.requiresGrad) {
       const bt = transpose(b, -2, -1);
-      ga = reduceOwned(one(callOp('matmul', [g!, bt])), a.shape);
+      ga = reduceOwned(one(callOp('matmul', [g!, bt])), aS);
       bt.dispose();
     }
     if (b.requiresGrad) {
       const at = transpose(a, -2, -1);
-      gb = reduceOwned(one(callOp('matmul', [at, g!])), b.shape);
+      gb = reduceOwned(one(callOp('matmul', [at, g!])), bS);
       at.dispose();
     }
     return [ga, gb];
-  }, [], [a, b]);
+  }, [], [b.requiresGrad ? a : null, a.requiresGrad ? b : null]);  // (each operand only for the other's gradient)
   return y;
 }
 
@@ -71,8 +72,9 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: Li
   if ((x.dtype === 'f32' || (x.dtype === 'bf16' && x.device === 'cpu')) && weight.dtype === 'f32' && autocastProjection(weight))
     return linearBf16(x, weight, bias ?? null, layout);
   const y = one(callOp('linear', [x, weight, bias ?? null], { layout }));
-  withGrad([y], 'linear', [x, weight, bias ?? null], ([g]) => linearGrads(g!, g!, weight, x, { x, weight, bias: bias ?? null, layout }, {}),
-    [], [x, weight]);
+  const wShape = weight.shape;
+  withGrad([y], 'linear', [x, weight, bias ?? null], ([g]) => linearGrads(g!, g!, weight, x, { x, weight, bias: bias ?? null, layout, wShape }, {}),
+    [], [weight.requiresGrad ? x : null, x.requiresGrad ? weight : null]);
   return y;
 }
 
@@ -82,9 +84,11 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: Li
  * with `attrs`; dW needs X (null: the weight is frozen).
  */
 function linearGrads(g: Tensor, G: Tensor, W: Tensor, X: Tensor | null,
-  p: { x: Tensor; weight: Tensor; bias: Tensor | null; layout: 'linear' | 'conv1d' }, attrs: Record<string, number>): (Tensor | null)[] {
+  p: { x: Tensor; weight: Tensor; bias: Tensor | null; layout: 'linear' | 'conv1d'; wShape?: number[] }, attrs: Record<string, number>): (Tensor | null)[] {
   const conv = p.layout === 'conv1d';
-  const inF = conv ? p.weight.shape[0]! : p.weight.shape[1]!, outF = conv ? p.weight.shape[1]! : p.weight.shape[0]!;
+  // (the weight's shape from the forward: a frozen weight is not saved, and may be gone by now)
+  const ws = p.wShape ?? p.weight.shape;
+  const inF = conv ? ws[0]! : ws[1]!, outF = conv ? ws[1]! : ws[0]!;
   let gx: Tensor | null = null, gw: Tensor | null = null, gb: Tensor | null = null;
   if (p.x.requiresGrad) {
     const w = conv ? transpose(W, 0, 1) : W;
@@ -256,10 +260,33 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
   const reduction = opts.reduction ?? 'mean';
   if (!['mean', 'sum', 'none'].includes(reduction)) throw new ValueError(`crossEntropy: reduction must be mean, sum or none, got '${reduction}'`);
   if (logits.ndim < 2) throw new ShapeError(`crossEntropy: logits must be (N, C), got [${logits.shape}]`);
+  // class probabilities (float targets of the logits' shape), as F.cross_entropy: −Σ_c t_c·log_softmax(x)_c per sample
+  if (isFloat(targets.dtype) && targets.shape.join() === logits.shape.join()) {
+    const cdim = 1, C = logits.shape[cdim]!, eps = opts.labelSmoothing ?? 0;
+    const t = eps > 0 ? add(mul(targets, 1 - eps), eps / C) : targets;
+    const per = neg(sumOp(mul(t, logSoftmax(logits, cdim)), cdim));
+    return reduction === 'none' ? per : reduction === 'sum' ? sumOp(per) : div(sumOp(per), per.numel);
+  }
+  // (N, C, d1, …) with targets (N, d1, …), the class dim second as in F.cross_entropy: moved last, then as below
+  if (logits.ndim > 2 && targets.shape.join() === [logits.shape[0]!, ...logits.shape.slice(2)].join()) {
+    const perm = [0, ...Array.from({ length: logits.ndim - 2 }, (_, i) => i + 2), 1];
+    const moved = permute(logits, perm);
+    try {
+      return crossEntropyLast(moved, targets, opts, reduction);
+    } finally {
+      moved.dispose();
+    }
+  }
+  return crossEntropyLast(logits, targets, opts, reduction);
+}
+
+/** Cross-entropy with the classes in the last dim of logits (…, C) and targets (…). */
+function crossEntropyLast(logits: Tensor, targets: Tensor, opts: CrossEntropyOptions, reduction: string): Tensor {
   const C = logits.shape[logits.ndim - 1]!;
   const lead = logits.shape.slice(0, -1);
+  // classes last (…, C) with targets (…): HF's LM layout
   if (targets.shape.join() !== lead.join())
-    throw new ShapeError(`crossEntropy: targets [${targets.shape}] must have shape [${lead}] for logits [${logits.shape}]`);
+    throw new ShapeError(`crossEntropy: targets [${targets.shape}] must have shape [${lead}] (classes last) or [${[logits.shape[0], ...logits.shape.slice(2)]}] (classes at dim 1) for logits [${logits.shape}]`);
   const flat = logits.ndim === 2 ? logits : reshape(logits, [-1, C]);
   const tflat = targets.ndim === 1 ? targets : reshape(targets, [-1]);
   const attrs = { ignore_index: opts.ignoreIndex ?? -100, label_smoothing: opts.labelSmoothing ?? 0, reduction };

@@ -1,7 +1,7 @@
 /** Reductions: sum, mean (over any axes, keepdim), max/argmax over one axis or all. */
 import { Tensor, callOp, withGrad } from '../tensor.ts';
-import { assertTensor, normDim, one } from './util.ts';
-import { ValueError } from '../errors.ts';
+import { assertTensor, isFloat, normDim, one } from './util.ts';
+import { DTypeError, ValueError } from '../errors.ts';
 import { expand, reshape } from './shape.ts';
 import { zeros } from './creation.ts';
 
@@ -12,8 +12,10 @@ export interface ReduceOptions {
 }
 
 function dimsOf(x: Tensor, dim: number | number[] | undefined, op: string): number[] {
-  if (dim === undefined || dim === null) return [...Array(x.ndim).keys()];
+  // no dim, or an empty list (torch 1.13 reduces over everything then): all dims
+  if (dim === undefined || dim === null || (Array.isArray(dim) && !dim.length)) return [...Array(x.ndim).keys()];
   const ds = (Array.isArray(dim) ? dim : [dim]).map((d) => normDim(d, x.ndim, op));
+  if (x.ndim === 0) return [];  // (a 0-d tensor takes dim 0 / −1 and has nothing to reduce)
   const twice = ds.find((d, i) => ds.indexOf(d) !== i);
   if (twice !== undefined) throw new ValueError(`${op}: dim ${twice} appears more than once in [${dim}]`);  // (as torch)
   return ds;
@@ -46,6 +48,8 @@ export function sum(x: Tensor, dim?: number | number[], opts: ReduceOptions = {}
 /** Mean over `dim` (all dims when omitted). */
 export function mean(x: Tensor, dim?: number | number[], opts: ReduceOptions = {}): Tensor {
   assertTensor(x, 'mean', 'input');
+  // (torch: "mean(): could not infer output dtype" for integer and bool inputs)
+  if (!isFloat(x.dtype)) throw new DTypeError(`mean: input must be floating point, got ${x.dtype} (cast it first)`);
   const dims = dimsOf(x, dim, 'mean');
   const n = dims.reduce((a, d) => a * x.shape[d]!, 1);
   const s = sum(x, dim, opts);
@@ -106,5 +110,10 @@ export function max(x: Tensor, dim?: number, opts: ReduceOptions = {}): Tensor {
 export function argmax(x: Tensor, dim?: number, opts: ReduceOptions = {}): Tensor {
   assertTensor(x, 'argmax', 'input');
   const attrs = dim === undefined ? { keepdim: false } : { dim: normDim(dim, x.ndim, 'argmax'), keepdim: !!opts.keepdim };
-  return one(callOp('argmax', [x], attrs));
+  const r = one(callOp('argmax', [x], attrs));
+  if (dim !== undefined || !opts.keepdim || x.ndim === 0) return r;
+  // over all elements with keepdim: every dim kept as size 1, as torch
+  const k = reshape(r, x.shape.map(() => 1));
+  r.dispose();
+  return k;
 }

@@ -91,8 +91,8 @@ export function permute(x: Tensor, dims: number[]): Tensor {
 export function transpose(x: Tensor, d0: number, d1: number): Tensor {
   assertTensor(x, 'transpose', 'input');
   const n = x.ndim;
+  const a = normDim(d0, n, 'transpose'), b = normDim(d1, n, 'transpose');  // (a 0-d tensor takes dims 0 / −1 only)
   if (n === 0) return alias(x);
-  const a = normDim(d0, n, 'transpose'), b = normDim(d1, n, 'transpose');
   const dims = [...Array(n).keys()];
   dims[a] = b;
   dims[b] = a;

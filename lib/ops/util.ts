@@ -95,3 +95,18 @@ export function checkFloat(t: Tensor, op: string, what = 'input'): void {
 export function one(ts: Tensor[]): Tensor {
   return ts[0]!;
 }
+
+/**
+ * A fill value for dtype `dt`, checked as torch checks it: integer dtypes take integers in their range (a NaN or an
+ * out-of-range value would be an undefined conversion), bf16 / f16 finite values in theirs.
+ */
+export function checkFillValue(v: number, dt: DType, op: string): void {
+  if (typeof v !== 'number' && typeof v !== 'boolean') throw new ValueError(`${op}: the value must be a number, got ${showArg(v)}`);
+  const x = Number(v);
+  const range: Partial<Record<DType, [number, number]>> = { i32: [-2147483648, 2147483647], i64: [-9223372036854775808, 9223372036854775807] };
+  const r = range[dt];
+  // (a fraction is truncated toward zero, as torch converts it)
+  if (r && !(Number.isFinite(x) && Math.trunc(x) >= r[0] && Math.trunc(x) <= r[1])) throw new ValueError(`${op}: value ${x} cannot be converted to ${dt} without overflow`);
+  if ((dt === 'bf16' && Number.isFinite(x) && Math.abs(x) > 3.3895313892515355e38) || (dt === 'f16' && Number.isFinite(x) && Math.abs(x) > 65504))
+    throw new ValueError(`${op}: value ${x} cannot be converted to ${dt} without overflow`);
+}

@@ -174,7 +174,7 @@ void binary(OpCtx& ctx, BinOp op, bool cmp) {
 AD_CLONES void unary_loop(UnOp op, float* o, const float* x, int64_t n) {
   switch (op) {  // the common cheap ones get straight loops so they vectorise
     case U_NEG: for (int64_t i = 0; i < n; i++) o[i] = -x[i]; return;
-    case U_RELU: for (int64_t i = 0; i < n; i++) o[i] = x[i] > 0 ? x[i] : 0.f; return;
+    case U_RELU: for (int64_t i = 0; i < n; i++) o[i] = x[i] > 0 || x[i] != x[i] ? x[i] : 0.f; return;  // (NaN stays NaN, as torch)
     case U_ABS: for (int64_t i = 0; i < n; i++) o[i] = std::fabs(x[i]); return;
     case U_SQRT: for (int64_t i = 0; i < n; i++) o[i] = std::sqrt(x[i]); return;
     // activations built on vexp / verf: a constant op inlines to branch-free code that vectorises

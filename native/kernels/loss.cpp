@@ -61,7 +61,8 @@ void op_cross_entropy(OpCtx& c) {
       double l = m + std::log(s);
       L[i] = (float)l;
       if (T[i] == r.ignore) { RL[i] = 0.f; continue; }
-      RL[i] = (float)((1.0 - r.eps) * (l - x[T[i]]) + r.eps * (l - sx / r.C));
+      // (the smoothing term only when ε > 0: a −inf logit makes sx −inf, and 0·inf would turn the loss into NaN)
+      RL[i] = (float)((1.0 - r.eps) * (l - x[T[i]]) + (r.eps > 0 ? r.eps * (l - sx / r.C) : 0.0));
     }
   });
   if (r.red == "none") {

@@ -19,6 +19,7 @@ template <class Contig>
 ORI to_ori(const OpCtx& ctx, const Tensor& x0, std::vector<int64_t> axes, Contig make_contiguous) {
   int64_t nd = x0.dim();
   for (auto& a : axes) a = norm_axis(ctx, a, nd);
+  if (nd == 0) axes.clear();  // a 0-d tensor accepts dim 0 / -1 (as torch) and has no axis to reduce
   std::sort(axes.begin(), axes.end());
   axes.erase(std::unique(axes.begin(), axes.end()), axes.end());
   ORI r;

@@ -33,7 +33,7 @@ inline float un_apply(UnOp op, float x) {
     case U_SIGN: return (float)((x > 0) - (x < 0));
     case U_SIN: return std::sin(x);
     case U_COS: return std::cos(x);
-    case U_RELU: return x > 0 ? x : 0.f;
+    case U_RELU: return x > 0 || x != x ? x : 0.f;  // (NaN stays NaN, as torch)
     case U_GELU: return 0.5f * x * (1.f + verf(x * kInvSqrt2));
     case U_GELU_TANH: return 0.5f * x * (1.f + vtanh_abs_err(kSqrt2OverPi * (x + 0.044715f * x * x * x)));
     case U_QUICK_GELU: return x / (1.f + vexp(-1.702f * x));

@@ -499,12 +499,13 @@ test('in-place writes to saved tensors: backward raises (copy_ through a view, o
       const opt = make([p]);
       opt.native = nativeStep;
       ops.sum(ops.matmul(inp, p)).backward();
-      const loss = ops.sum(ops.matmul(inp, p));  // saves p for inp's gradient... and inp for p's
+      // p·p saves p (for each factor's gradient); matmul(inp, p) would save only inp, as PyTorch (inp needs no gradient)
+      const loss = ops.sum(ops.mul(p, p));
       opt.step();
       t.throws(() => loss.backward(), { instanceOf: AutogradError, message: /modified by an in-place operation/ }, `${opt.constructor.name} native=${nativeStep}`);
       // the usual order (backward, then step) is fine; retainGraph + step + a second backward is not
       opt.zeroGrad();
-      const l2 = ops.sum(ops.matmul(inp, p));
+      const l2 = ops.sum(ops.mul(p, p));
       l2.backward({ retainGraph: true });
       opt.step();
       t.throws(() => l2.backward(), { instanceOf: AutogradError, message: /version/ });
