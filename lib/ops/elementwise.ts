@@ -68,8 +68,9 @@ function negate(t: Tensor, orig: Tensor): Tensor {
 
 /** a · b (elementwise). */
 export function mul(a: Operand, b: Operand): Tensor {
-  if (typeof b === 'number' && a instanceof Tensor && isFloat(a.dtype)) return affine(a, b, 0);
-  if (typeof a === 'number' && b instanceof Tensor && isFloat(b.dtype)) return affine(b, a, 0);
+  // (shift −0: x·s + (−0) is x·s for every x, the sign of a zero product included, where + 0 would turn −0 into +0)
+  if (typeof b === 'number' && a instanceof Tensor && isFloat(a.dtype)) return affine(a, b, -0);
+  if (typeof a === 'number' && b instanceof Tensor && isFloat(b.dtype)) return affine(b, a, -0);
   const out = binary('mul', a, b);
   const aT = a instanceof Tensor ? a : null, bT = b instanceof Tensor ? b : null;
   const aS = aT?.shape, bS = bT?.shape;  // (an operand the backward does not read is not saved: its shape is kept)

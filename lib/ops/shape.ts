@@ -235,6 +235,18 @@ export function toDevice(x: Tensor, device: string): Tensor {
 export function concat(tensors: Tensor[], dim = 0): Tensor {
   if (!Array.isArray(tensors) || tensors.length === 0) throw new ValueError('concat: expects a non-empty array of tensors');
   tensors.forEach((t, i) => assertTensor(t, 'concat', `tensors[${i}]`));
+  // mixed dtypes are promoted first, as torch.cat does (floats win; two kinds of float, or bf16 with f16: f32)
+  const dts = [...new Set(tensors.map((t) => t.dtype))];
+  if (dts.length > 1) {
+    const floats = dts.filter((t) => isFloat(t));
+    const to: DType = floats.length === 1 ? floats[0]! : floats.length > 1 ? 'f32' : dts.includes('i64') ? 'i64' : dts.includes('i32') ? 'i32' : dts[0]!;
+    const cast_ = tensors.map((t) => (t.dtype === to ? t : cast(t, to)));
+    try {
+      return concat(cast_, dim);
+    } finally {
+      cast_.forEach((c, i) => { if (c !== tensors[i]) c.dispose(); });
+    }
+  }
   const d = normDim(dim, tensors[0]!.ndim, 'concat');
   const y = one(callOp('cat', tensors, { dim: d }));
   const sizes = tensors.map((t) => t.shape[d]!);

@@ -29,8 +29,11 @@ export function isFloat(dt: DType): boolean {
 
 /** A 0-d tensor holding `v`, with the dtype that combines with `like` as PyTorch's scalar rules do. */
 export function scalarLike(v: number, like: Tensor): Tensor {
-  // (an integer-valued number past 2^53, e.g. finfo.min, is taken as a float, as Python writes it)
-  const dt: DType = isFloat(like.dtype) ? like.dtype : Number.isSafeInteger(v) ? like.dtype === 'bool' ? 'i64' : like.dtype : 'f32';
+  // an integer keeps an integer tensor's dtype; beside a bool tensor a number is i64 when it is a safe integer, else f32
+  // (an integer-valued number past 2^53, e.g. finfo.min, is a float there, as Python writes it)
+  const dt: DType = isFloat(like.dtype) ? like.dtype
+    : like.dtype === 'bool' ? (Number.isSafeInteger(v) ? 'i64' : 'f32')
+    : Number.isInteger(v) ? like.dtype : 'f32';
   const t = tensor([v], [], { dtype: dt });
   if (like.device === 'cpu') return t;
   const moved = t.to(like.device);  // the scalar operand goes where the tensor is (ops never mix devices)

@@ -93,3 +93,18 @@ test('reductions, creation and checks as torch: 0-d dims (the process crashed), 
   t.throws(() => ops.transpose(s, 1, 0), { message: /out of range/ });
   t.is(ops.transpose(s, 0, -1).item(), 5);
 });
+
+test('concat promotes mixed dtypes as torch.cat; a scalar product keeps the sign of zero; integer scalars keep an integer dtype', (t) => {
+  const c = ops.concat([tensor([1.5]), tensor([2], [1], { dtype: 'i64' })]);
+  t.deepEqual([c.dtype, Array.from(c.toArray() as Float32Array)], ['f32', [1.5, 2]]);
+  t.is(ops.concat([tensor([1.5]).to('bf16'), tensor([2.5])]).dtype, 'f32');
+  t.is(ops.concat([tensor([1], [1], { dtype: 'i32' }), tensor([2], [1], { dtype: 'i64' })]).dtype, 'i64');
+  t.is(ops.stack([tensor([1.5]).to('bf16'), tensor([2], [1], { dtype: 'i64' })]).dtype, 'bf16');
+  // gradients reach the floating inputs through the promotion
+  const a = tensor([1, 2], [2], { requiresGrad: true });
+  ops.sum(ops.mul(ops.concat([a.to('bf16'), tensor([3], [1], { dtype: 'i64' })]), 2)).backward();
+  t.deepEqual(Array.from(a.grad!.toArray() as Float32Array), [2, 2]);
+  t.true(Object.is((ops.mul(tensor([0]), -1).toArray() as Float32Array)[0], -0));
+  t.true(Object.is((ops.mul(-2, tensor([0])).toArray() as Float32Array)[0], -0));
+  t.is(ops.add(tensor([1], [1], { dtype: 'i64' }), 2 ** 60).dtype, 'i64');
+});
